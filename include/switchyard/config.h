@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/* The routing file as data: what the YAML says, checked, before it is compiled into a table.
+ * routing/config.c fills it from libyaml; routing/table.c compiles it. */
+#ifndef SWITCHYARD_CONFIG_H
+#define SWITCHYARD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "switchyard/base.h"
+
+/** Where a value stood in the file (1-based). */
+struct sy_mark {
+    int line, col;
+};
+
+/** `listen:` entry. */
+struct sy_listen_spec {
+    char *address; /* as written: "127.0.0.1:8080", "[::1]:8080", ":8080" (all v4+v6) */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct sy_mark mark;
+};
+
+/** One `host:port` of a cluster, resolved at load time. */
+struct sy_endpoint_spec {
+    char *address; /* as written */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct sy_mark mark;
+};
+
+/** `clusters: NAME: {endpoints: [...]}`. Order is the file's order. */
+struct sy_cluster_spec {
+    char *name;
+    struct sy_endpoint_spec *endpoints;
+    size_t n_endpoints;
+    struct sy_mark mark;
+};
+
+/** `weights: {CLUSTER: N}` entry; `cluster` indexes sy_config.clusters. */
+struct sy_weight_spec {
+    size_t cluster;
+    unsigned weight; /* 0..100 */
+    struct sy_mark mark;
+};
+
+/** `apps:` entry. Hosts are stored lower-case. */
+struct sy_app_spec {
+    char *name;
+    char **hosts; /* "chat.example.com", "*.example.com", or "*" */
+    size_t n_hosts;
+    struct sy_mark *host_marks;
+    char **paths; /* each begins with '/'; default ["/"] when the key is absent */
+    size_t n_paths;
+    struct sy_mark *path_marks;
+    size_t stable; /* cluster index; default: the first cluster in `weights` */
+    struct sy_weight_spec *weights; /* in the order of sy_config.clusters, one per named cluster */
+    size_t n_weights;
+    struct sy_mark mark;
+};
+
+/** `limits:`. Sizes in bytes; 0 for max_body_bytes means no limit. */
+struct sy_limits {
+    size_t max_request_line;  /* limits.max_request_line, default 8192 -> 414 */
+    size_t max_header_bytes;  /* limits.max_header_bytes, default 32768 (whole head) -> 431 */
+    size_t max_headers;       /* limits.max_headers, default 100 -> 431 */
+    uint64_t max_body_bytes;  /* limits.max_body_bytes, default 0 (unlimited) -> 413 */
+    size_t max_connections;   /* limits.max_connections per worker, default 10000 */
+    size_t buffer_bytes;      /* limits.buffer_bytes: per-direction high-water mark, default 65536 */
+    size_t upstream_keepalive; /* limits.upstream_keepalive: idle connections kept per endpoint
+                                  per worker, default 32 */
+};
+
+/** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds. */
+struct sy_timeouts {
+    unsigned client_header_ms;     /* default 10000: whole request head must arrive */
+    unsigned client_idle_ms;       /* default 60000: keep-alive idle between requests */
+    unsigned client_body_ms;       /* default 60000: no body byte read or written for this long */
+    unsigned upstream_connect_ms;  /* default 5000 -> 502 */
+    unsigned upstream_response_ms; /* default 60000: first response byte, and between reads -> 504 */
+    unsigned upstream_idle_ms;     /* default 30000: pooled keep-alive connection */
+    unsigned drain_ms;             /* timeouts.drain, default 10000: SIGTERM waits this long for
+                                      requests in flight */
+};
+
+struct sy_config {
+    char *path; /* the file it came from (diagnostics point into it) */
+    unsigned workers; /* `workers:`; 0 = one per core */
+    struct sy_listen_spec *listens;
+    size_t n_listens;
+    struct sy_cluster_spec *clusters;
+    size_t n_clusters;
+    struct sy_app_spec *apps;
+    size_t n_apps;
+    struct sy_limits limits;
+    struct sy_timeouts timeouts;
+};
+
+/** Fills `lim` and `to` with the defaults above. */
+void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to);
+
+/**
+ * Loads and checks the routing file at `path`. On success returns 0 and a new config in *out
+ * (free with sy_config_free). On failure returns SY_ERR_INVALID (or SY_ERR_SYS when the file
+ * cannot be read) with every problem found appended to `diags` (file:line:col, 1-based) and
+ * leaves *out untouched. Any thread; blocking (reads the file, may resolve host names).
+ */
+int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out);
+
+/** As sy_config_load, from memory; `name` is used as the file name in diagnostics. */
+int sy_config_parse(const char *name, const char *text, size_t len, struct sy_diags *diags,
+                    struct sy_config **out);
+
+void sy_config_free(struct sy_config *cfg);
+
+/**
+ * Parses "host:port", "[v6]:port" or ":port" into a socket address; numeric hosts only unless
+ * `resolve` is true (then getaddrinfo, first result). Returns 0 or SY_ERR_INVALID with a reason
+ * in `why` (static text).
+ */
+int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr,
+                      socklen_t *addrlen, const char **why);
+
+#endif
