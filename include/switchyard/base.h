@@ -39,6 +39,9 @@ static inline struct sy_slice sy_slice_of(const char *p, size_t len)
 /** True when the slice equals the C string `s`, compared case-insensitively (ASCII). */
 bool sy_slice_ieq(struct sy_slice a, const char *s);
 
+/** True when two slices are equal, compared case-insensitively (ASCII). */
+bool sy_slice_ieq_slice(struct sy_slice a, struct sy_slice b);
+
 enum sy_log_level {
     SY_LOG_DEBUG = 0,
     SY_LOG_INFO,

@@ -35,11 +35,15 @@ const char *sy_strerror(int err)
 
 bool sy_slice_ieq(struct sy_slice a, const char *s)
 {
-    size_t n = strlen(s);
-    if (a.len != n)
+    return sy_slice_ieq_slice(a, sy_slice_of(s, strlen(s)));
+}
+
+bool sy_slice_ieq_slice(struct sy_slice a, struct sy_slice b)
+{
+    if (a.len != b.len)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char x = (unsigned char)a.p[i], y = (unsigned char)s[i];
+    for (size_t i = 0; i < a.len; i++) {
+        unsigned char x = (unsigned char)a.p[i], y = (unsigned char)b.p[i];
         if (x >= 'A' && x <= 'Z')
             x += 32;
         if (y >= 'A' && y <= 'Z')

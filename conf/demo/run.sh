@@ -1,0 +1,77 @@
+#!/bin/sh
+# The demo: installs what is missing (Debian 12, as root), builds switchyard, and starts it on
+# conf/switchyard.yaml in front of two demo clusters on loopback, blue (127.0.0.1:9001) and
+# green (127.0.0.1:9002), each a small backend that names itself. Everything runs in the
+# background; `sh conf/demo/run.sh stop` stops it.
+set -u
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+state=/tmp/switchyard-demo
+mkdir -p "$state"
+
+stop() {
+    for f in "$state"/*.pid; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        kill "$pid" 2>/dev/null && echo "stopped $(basename "$f" .pid) (pid $pid)"
+        rm -f "$f"
+    done
+}
+
+if [ "${1:-}" = stop ]; then
+    stop
+    exit 0
+fi
+
+pkgs="meson ninja-build pkg-config gcc libevent-dev libnghttp2-dev libyaml-dev libssl-dev
+      libcmocka-dev curl python3"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null \
+        || { echo "apt-get install failed (run as root)" >&2; exit 1; }
+fi
+
+[ -d build ] || meson setup build >/dev/null || exit 1
+ninja -C build >/dev/null || { echo "build failed: ninja -C build" >&2; exit 1; }
+stop >/dev/null
+
+start_backend() { # name port
+    /usr/bin/python3 tests/e2e/backend.py --name "$1" --port "$2" >"$state/$1.out" 2>&1 &
+    echo $! >"$state/$1.pid"
+}
+start_backend blue-1 9001
+start_backend green-1 9002
+build/proxy/switchyard -c conf/switchyard.yaml 2>"$state/switchyard.log" &
+echo $! >"$state/switchyard.pid"
+
+# Wait (bounded) until the proxy answers.
+i=0
+until curl -s -o /dev/null http://127.0.0.1:8080/ 2>/dev/null; do
+    i=$((i + 1))
+    if [ $i -gt 50 ]; then
+        echo "switchyard did not come up; its log:" >&2
+        cat "$state/switchyard.log" >&2
+        stop
+        exit 1
+    fi
+    sleep 0.1
+done
+
+cat <<EOT
+switchyard is running on http://127.0.0.1:8080 (routing table: conf/switchyard.yaml)
+in front of blue (127.0.0.1:9001) and green (127.0.0.1:9002), split 90/10.
+
+Try:
+  curl -si http://127.0.0.1:8080/ | grep -i x-backend
+  for i in \$(seq 20); do curl -s http://127.0.0.1:8080/; done | sort | uniq -c
+  curl -s http://127.0.0.1:9001/      # blue directly
+  curl -s http://127.0.0.1:9002/      # green directly
+
+Shift the split: edit weights in conf/switchyard.yaml, then
+  kill -HUP \$(cat $state/switchyard.pid)
+Logs: $state/switchyard.log     Stop: sh conf/demo/run.sh stop
+EOT

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/* The data path as main.c sees it: a set of worker threads, each with its own event loop,
+ * listening sockets and upstream pools, fed routing snapshots by the control thread. */
+#ifndef SWITCHYARD_PROXY_H
+#define SWITCHYARD_PROXY_H
+
+#include <stddef.h>
+
+#include "switchyard/routing.h"
+
+struct sy_workers;
+
+/**
+ * Creates `n` workers and binds their listening sockets (SO_REUSEPORT, one per worker per
+ * address) for every `listen` entry of `table`'s config. Each worker takes its own reference
+ * to `table`. Returns 0, or a negative sy_err after logging what failed (a bind error names
+ * the address). Threads are not started yet. Control thread only.
+ */
+int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers **out);
+
+/** Starts the worker threads. */
+int sy_workers_start(struct sy_workers *ws);
+
+/**
+ * Hands a new snapshot to every worker (each takes its own reference; the caller keeps
+ * its own). Requests already routed keep the snapshot they started with. Control thread.
+ */
+void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table);
+
+/**
+ * Graceful stop: listeners close, idle connections close, requests in flight finish, then the
+ * worker threads end; after `drain_ms` what is left is cut. Returns at once; sy_workers_join
+ * waits.
+ */
+void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms);
+
+/** Waits for every worker thread to end. */
+void sy_workers_join(struct sy_workers *ws);
+
+/** Frees the workers (after join). NULL is a no-op. */
+void sy_workers_free(struct sy_workers *ws);
+
+#endif

@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/* Worker threads. Each worker owns an event_base, one SO_REUSEPORT listening socket per
+ * `listen` address (the kernel spreads connections over them), its upstream pools and its own
+ * reference to the current routing snapshot. The control thread talks to a worker only
+ * through a mutex-guarded mailbox and event_active(): the request path never takes a lock. */
+#include "switchyard/proxy.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/thread.h>
+
+#include "proxy_internal.h"
+
+struct sy_workers {
+    struct sy_worker *v;
+    size_t n;
+};
+
+const struct sy_config *worker_config(const struct sy_worker *w)
+{
+    return sy_route_table_config(w->table);
+}
+
+static int open_listener(const struct sy_listen_spec *ls)
+{
+    int fd = socket(ls->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        sy_log_errno(SY_LOG_ERROR, "listen", "socket for %s", ls->address);
+        return -1;
+    }
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
+        sy_log_errno(SY_LOG_ERROR, "listen", "setsockopt on %s", ls->address);
+        close(fd);
+        return -1;
+    }
+    if (ls->addr.ss_family == AF_INET6) {
+        /* ":port" means every address, v4 included; "[::1]:port" only v6. */
+        int v6only = 0;
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ls->addr;
+        if (!IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr))
+            v6only = 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+    }
+    if (bind(fd, (const struct sockaddr *)&ls->addr, ls->addrlen) == -1) {
+        sy_log_errno(SY_LOG_ERROR, "listen", "cannot bind %s", ls->address);
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 1024) == -1) {
+        sy_log_errno(SY_LOG_ERROR, "listen", "cannot listen on %s", ls->address);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+    client_accept(arg, fd, sa, salen);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    /* EMFILE and friends: log and keep listening; the next accept may succeed. */
+    sy_log_errno(SY_LOG_WARN, "listen", "accept failed");
+}
+
+static void maybe_finish_drain(struct sy_worker *w)
+{
+    if (w->draining && w->n_clients == 0)
+        event_base_loopbreak(w->base);
+}
+
+void worker_client_gone(struct sy_worker *w)
+{
+    maybe_finish_drain(w);
+}
+
+static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_worker *w = arg;
+    sy_log(SY_LOG_WARN, "worker", "worker %u: drain timeout, closing %zu connections", w->id,
+           w->n_clients);
+    event_base_loopbreak(w->base);
+}
+
+static void start_drain(struct sy_worker *w, unsigned drain_ms)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    for (size_t i = 0; i < w->n_fds; i++) {
+        evconnlistener_free(w->listeners[i]);
+        w->listeners[i] = NULL;
+    }
+    client_close_idle(w);
+    struct timeval tv = {drain_ms / 1000, (drain_ms % 1000) * 1000};
+    w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
+    evtimer_add(w->drain_timer, &tv);
+    maybe_finish_drain(w);
+}
+
+/* The mailbox: take the newest snapshot and act on a drain request. */
+static void msg_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_worker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    struct sy_route_table *t = w->pending;
+    w->pending = NULL;
+    bool drain = w->drain_requested;
+    unsigned drain_ms = w->drain_ms;
+    pthread_mutex_unlock(&w->mu);
+    if (t) {
+        sy_route_table_release(w->table);
+        w->table = t;
+    }
+    if (drain)
+        start_drain(w, drain_ms);
+}
+
+static void *worker_main(void *arg)
+{
+    struct sy_worker *w = arg;
+    event_base_dispatch(w->base);
+    client_free_all(w);
+    upstream_free_pools(w);
+    return NULL;
+}
+
+int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers **out)
+{
+    const struct sy_config *cfg = sy_route_table_config(table);
+    struct sy_workers *ws = sy_xcalloc(1, sizeof(*ws));
+    ws->v = sy_xcalloc(n, sizeof(*ws->v));
+    ws->n = n;
+    int rc = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct sy_worker *w = &ws->v[i];
+        w->id = i;
+        w->table = sy_route_table_acquire(table);
+        pthread_mutex_init(&w->mu, NULL);
+        w->base = event_base_new();
+        if (!w->base) {
+            sy_log(SY_LOG_ERROR, "worker", "cannot create an event base");
+            rc = SY_ERR_SYS;
+            break;
+        }
+        w->msg_ev = event_new(w->base, -1, 0, msg_cb, w);
+        w->fds = sy_xcalloc(cfg->n_listens, sizeof(*w->fds));
+        w->listeners = sy_xcalloc(cfg->n_listens, sizeof(*w->listeners));
+        for (size_t j = 0; j < cfg->n_listens; j++) {
+            int fd = open_listener(&cfg->listens[j]);
+            if (fd == -1) {
+                rc = SY_ERR_SYS;
+                break;
+            }
+            w->fds[w->n_fds++] = fd;
+            w->listeners[j] = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1,
+                                                 fd);
+            if (!w->listeners[j]) {
+                sy_log(SY_LOG_ERROR, "listen", "cannot watch %s", cfg->listens[j].address);
+                rc = SY_ERR_SYS;
+                break;
+            }
+            evconnlistener_set_error_cb(w->listeners[j], accept_error_cb);
+        }
+        if (rc)
+            break;
+    }
+    if (rc) {
+        sy_workers_free(ws);
+        return rc;
+    }
+    *out = ws;
+    return 0;
+}
+
+int sy_workers_start(struct sy_workers *ws)
+{
+    for (size_t i = 0; i < ws->n; i++) {
+        int err = pthread_create(&ws->v[i].thread, NULL, worker_main, &ws->v[i]);
+        if (err) {
+            errno = err;
+            sy_log_errno(SY_LOG_ERROR, "worker", "cannot start worker %zu", i);
+            return SY_ERR_SYS;
+        }
+    }
+    return 0;
+}
+
+void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table)
+{
+    for (size_t i = 0; i < ws->n; i++) {
+        struct sy_worker *w = &ws->v[i];
+        pthread_mutex_lock(&w->mu);
+        sy_route_table_release(w->pending);
+        w->pending = sy_route_table_acquire(table);
+        pthread_mutex_unlock(&w->mu);
+        event_active(w->msg_ev, 0, 0);
+    }
+}
+
+void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms)
+{
+    for (size_t i = 0; i < ws->n; i++) {
+        struct sy_worker *w = &ws->v[i];
+        pthread_mutex_lock(&w->mu);
+        w->drain_requested = true;
+        w->drain_ms = drain_ms;
+        pthread_mutex_unlock(&w->mu);
+        event_active(w->msg_ev, 0, 0);
+    }
+}
+
+void sy_workers_join(struct sy_workers *ws)
+{
+    for (size_t i = 0; i < ws->n; i++)
+        pthread_join(ws->v[i].thread, NULL);
+}
+
+void sy_workers_free(struct sy_workers *ws)
+{
+    if (!ws)
+        return;
+    for (size_t i = 0; i < ws->n; i++) {
+        struct sy_worker *w = &ws->v[i];
+        for (size_t j = 0; j < w->n_fds; j++) {
+            if (w->listeners && w->listeners[j])
+                evconnlistener_free(w->listeners[j]);
+            else if (!w->listeners || !w->draining)
+                close(w->fds[j]);
+        }
+        free(w->listeners);
+        free(w->fds);
+        free(w->scratch);
+        if (w->drain_timer)
+            event_free(w->drain_timer);
+        if (w->msg_ev)
+            event_free(w->msg_ev);
+        if (w->base)
+            event_base_free(w->base);
+        sy_route_table_release(w->pending);
+        sy_route_table_release(w->table);
+        pthread_mutex_destroy(&w->mu);
+    }
+    free(ws->v);
+    free(ws);
+}

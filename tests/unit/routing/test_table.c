@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the compiled routing table: host and path lookup, the smooth weighted
+ * round-robin schedule and endpoint rotation. Tables are built from YAML text through the
+ * real loader. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "switchyard/config.h"
+#include "switchyard/routing.h"
+
+static const char base_yaml[] = "listen:\n"
+                                "  - address: 127.0.0.1:8080\n"
+                                "clusters:\n"
+                                "  blue:\n"
+                                "    endpoints: [127.0.0.1:9001, 127.0.0.1:9003]\n"
+                                "  green:\n"
+                                "    endpoints: [127.0.0.1:9002]\n"
+                                "  gray:\n"
+                                "    endpoints: [127.0.0.1:9004]\n";
+
+static struct sy_route_table *table_from(const char *apps)
+{
+    char text[4096];
+    snprintf(text, sizeof(text), "%s%s", base_yaml, apps);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_parse("test.yaml", text, strlen(text), &d, &cfg);
+    if (rc != 0) {
+        char line[512];
+        for (size_t i = 0; i < d.n; i++) {
+            sy_diag_format(&d.v[i], line, sizeof(line));
+            fprintf(stderr, "%s\n", line);
+        }
+    }
+    assert_int_equal(rc, 0);
+    sy_diags_dispose(&d);
+    struct sy_route_table *t = NULL;
+    assert_int_equal(sy_route_table_new(cfg, 7, &t), 0);
+    assert_non_null(t);
+    return t;
+}
+
+static const char *cluster_of(struct sy_route_table *t, const struct sy_route_app *app)
+{
+    size_t i = sy_route_pick(t, app, NULL, NULL);
+    return sy_route_cluster(t, i)->name;
+}
+
+static const char *match(struct sy_route_table *t, const char *host, const char *path)
+{
+    const struct sy_route_app *a =
+        sy_route_match(t, sy_slice_of(host, strlen(host)), sy_slice_of(path, strlen(path)));
+    return a ? a->name : NULL;
+}
+
+static void test_split_90_10_is_exact_over_1000_requests(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: chat\n"
+                                          "    hosts: ['*']\n"
+                                          "    weights: {blue: 90, green: 10}\n");
+    const struct sy_route_app *app = sy_route_match(t, sy_slice_of("x", 1), sy_slice_of("/", 1));
+    assert_non_null(app);
+    char picks[1000];
+    int blue = 0;
+    for (int i = 0; i < 1000; i++) {
+        picks[i] = cluster_of(t, app)[0];
+        blue += picks[i] == 'b';
+    }
+    assert_int_equal(blue, 900);
+    /* Every window of 100 consecutive requests holds exactly 90 and 10. */
+    for (int start = 0; start + 100 <= 1000; start++) {
+        int b = 0;
+        for (int i = start; i < start + 100; i++)
+            b += picks[i] == 'b';
+        assert_int_equal(b, 90);
+    }
+    sy_route_table_release(t);
+}
+
+static void test_zero_weight_cluster_never_chosen(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: chat\n"
+                                          "    hosts: ['*']\n"
+                                          "    weights: {blue: 0, green: 100}\n");
+    const struct sy_route_app *app = sy_route_match(t, sy_slice_of("x", 1), sy_slice_of("/", 1));
+    for (int i = 0; i < 500; i++)
+        assert_string_equal(cluster_of(t, app), "green");
+    sy_route_table_release(t);
+}
+
+static void test_three_way_split_is_spread_smoothly(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: chat\n"
+                                          "    hosts: ['*']\n"
+                                          "    weights: {blue: 50, green: 30, gray: 20}\n");
+    const struct sy_route_app *app = sy_route_match(t, sy_slice_of("x", 1), sy_slice_of("/", 1));
+    int counts[3] = {0};
+    for (int i = 0; i < 10; i++) {
+        const char *c = cluster_of(t, app);
+        counts[c[0] == 'b' ? 0 : c[2] == 'e' ? 1 : 2]++;
+    }
+    /* gcd 10: one cycle of 10 holds 5, 3 and 2. */
+    assert_int_equal(counts[0], 5);
+    assert_int_equal(counts[1], 3);
+    assert_int_equal(counts[2], 2);
+    sy_route_table_release(t);
+}
+
+static void test_smooth_schedule_never_bunches_the_minority(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: chat\n"
+                                          "    hosts: ['*']\n"
+                                          "    weights: {blue: 50, green: 50}\n");
+    const struct sy_route_app *app = sy_route_match(t, sy_slice_of("x", 1), sy_slice_of("/", 1));
+    char prev = 0;
+    for (int i = 0; i < 100; i++) {
+        char c = cluster_of(t, app)[0];
+        assert_int_not_equal(c, prev); /* 50/50 alternates */
+        prev = c;
+    }
+    sy_route_table_release(t);
+}
+
+static const char routes_yaml[] = "apps:\n"
+                                  "  - name: exact\n"
+                                  "    hosts: [chat.example.com]\n"
+                                  "    paths: [/api]\n"
+                                  "    weights: {blue: 1}\n"
+                                  "  - name: exact-root\n"
+                                  "    hosts: [www.example.com]\n"
+                                  "    weights: {blue: 1}\n"
+                                  "  - name: wild\n"
+                                  "    hosts: ['*.example.com']\n"
+                                  "    weights: {green: 1}\n"
+                                  "  - name: deeper-wild\n"
+                                  "    hosts: ['*.eu.example.com']\n"
+                                  "    weights: {green: 1}\n"
+                                  "  - name: api-v2\n"
+                                  "    hosts: ['*.example.com']\n"
+                                  "    paths: [/api/v2]\n"
+                                  "    weights: {green: 1}\n"
+                                  "  - name: any\n"
+                                  "    hosts: ['*']\n"
+                                  "    paths: [/static]\n"
+                                  "    weights: {gray: 1}\n";
+
+static void test_exact_host_beats_wildcard(void **state)
+{
+    struct sy_route_table *t = table_from(routes_yaml);
+    assert_string_equal(match(t, "chat.example.com", "/api/users"), "exact");
+    assert_string_equal(match(t, "www.example.com", "/anything"), "exact-root");
+    sy_route_table_release(t);
+}
+
+static void test_host_match_ignores_case_port_and_trailing_dot(void **state)
+{
+    struct sy_route_table *t = table_from(routes_yaml);
+    assert_string_equal(match(t, "CHAT.Example.COM:8080", "/api"), "exact");
+    assert_string_equal(match(t, "chat.example.com.", "/api"), "exact");
+    assert_string_equal(match(t, "chat.example.com.:443", "/api"), "exact");
+    sy_route_table_release(t);
+}
+
+static void test_falls_back_to_wildcard_when_exact_host_has_no_matching_path(void **state)
+{
+    struct sy_route_table *t = table_from(routes_yaml);
+    assert_string_equal(match(t, "chat.example.com", "/other"), "wild");
+    sy_route_table_release(t);
+}
+
+static void test_longest_wildcard_suffix_wins(void **state)
+{
+    struct sy_route_table *t = table_from(routes_yaml);
+    assert_string_equal(match(t, "a.eu.example.com", "/"), "deeper-wild");
+    assert_string_equal(match(t, "a.us.example.com", "/"), "wild");
+    sy_route_table_release(t);
+}
+
+static void test_wildcard_does_not_match_the_bare_domain(void **state)
+{
+    struct sy_route_table *t = table_from(routes_yaml);
+    assert_null(match(t, "example.com", "/"));
+    assert_string_equal(match(t, "example.com", "/static/x.css"), "any");
+    sy_route_table_release(t);
+}
+
+static void test_longest_path_prefix_wins(void **state)
+{
+    struct sy_route_table *t = table_from(routes_yaml);
+    assert_string_equal(match(t, "x.example.com", "/api/v2/users"), "api-v2");
+    assert_string_equal(match(t, "x.example.com", "/api/v1/users"), "wild");
+    sy_route_table_release(t);
+}
+
+static void test_catch_all_host_and_no_match(void **state)
+{
+    struct sy_route_table *t = table_from(routes_yaml);
+    assert_string_equal(match(t, "other.org", "/static/app.js"), "any");
+    assert_null(match(t, "other.org", "/"));
+    assert_null(match(t, "", "/"));
+    sy_route_table_release(t);
+}
+
+static void test_ipv6_literal_host_keeps_its_brackets(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: v6\n"
+                                          "    hosts: ['[::1]']\n"
+                                          "    weights: {blue: 1}\n");
+    assert_string_equal(match(t, "[::1]:8080", "/"), "v6");
+    assert_null(match(t, "[::2]", "/"));
+    sy_route_table_release(t);
+}
+
+static void test_endpoints_rotate_round_robin(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: chat\n"
+                                          "    hosts: ['*']\n"
+                                          "    weights: {blue: 1}\n");
+    const struct sy_endpoint_spec *a = sy_route_next_endpoint(t, 0);
+    const struct sy_endpoint_spec *b = sy_route_next_endpoint(t, 0);
+    const struct sy_endpoint_spec *c = sy_route_next_endpoint(t, 0);
+    assert_ptr_not_equal(a, b);
+    assert_ptr_equal(a, c);
+    sy_route_table_release(t);
+}
+
+static void test_table_keeps_generation_and_lives_until_last_release(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: chat\n"
+                                          "    hosts: ['*']\n"
+                                          "    weights: {blue: 1}\n");
+    assert_int_equal(sy_route_table_generation(t), 7);
+    struct sy_route_table *ref = sy_route_table_acquire(t);
+    sy_route_table_release(t);
+    /* Still valid through the second reference (ASan would flag a use after free). */
+    assert_string_equal(match(ref, "x", "/"), "chat");
+    sy_route_table_release(ref);
+    sy_route_table_release(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_split_90_10_is_exact_over_1000_requests),
+        cmocka_unit_test(test_zero_weight_cluster_never_chosen),
+        cmocka_unit_test(test_three_way_split_is_spread_smoothly),
+        cmocka_unit_test(test_smooth_schedule_never_bunches_the_minority),
+        cmocka_unit_test(test_exact_host_beats_wildcard),
+        cmocka_unit_test(test_host_match_ignores_case_port_and_trailing_dot),
+        cmocka_unit_test(test_falls_back_to_wildcard_when_exact_host_has_no_matching_path),
+        cmocka_unit_test(test_longest_wildcard_suffix_wins),
+        cmocka_unit_test(test_wildcard_does_not_match_the_bare_domain),
+        cmocka_unit_test(test_longest_path_prefix_wins),
+        cmocka_unit_test(test_catch_all_host_and_no_match),
+        cmocka_unit_test(test_ipv6_literal_host_keeps_its_brackets),
+        cmocka_unit_test(test_endpoints_rotate_round_robin),
+        cmocka_unit_test(test_table_keeps_generation_and_lives_until_last_release),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
