@@ -107,14 +107,25 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to);
  * (free with sy_config_free). On failure returns SY_ERR_INVALID (or SY_ERR_SYS when the file
  * cannot be read) with every problem found appended to `diags` (file:line:col, 1-based) and
  * leaves *out untouched. Any thread; blocking (reads the file, may resolve host names).
+ * The diagnostics borrow `path` as their file name: keep it alive as long as `diags`.
  */
 int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out);
 
-/** As sy_config_load, from memory; `name` is used as the file name in diagnostics. */
+/**
+ * As sy_config_load, from memory; `name` (may be NULL) is used as the file name in diagnostics,
+ * which borrow it, and copied into cfg->path.
+ */
 int sy_config_parse(const char *name, const char *text, size_t len, struct sy_diags *diags,
                     struct sy_config **out);
 
 void sy_config_free(struct sy_config *cfg);
+
+/**
+ * Turns host name resolution for cluster endpoints on (the default) or off. When off, an
+ * endpoint must be a numeric address and a name is an error; the fuzz target uses this to stay
+ * offline. Process-wide: call before any thread loads a config.
+ */
+void sy_config_set_resolve(bool on);
 
 /**
  * Parses "host:port", "[v6]:port" or ":port" into a socket address; numeric hosts only unless

@@ -59,8 +59,8 @@ void sy_log_set_level(enum sy_log_level level)
     log_level = level;
 }
 
-static void vlog(enum sy_log_level level, const char *component, int err, const char *fmt,
-                 va_list ap)
+__attribute__((format(printf, 4, 0))) static void
+vlog(enum sy_log_level level, const char *component, int err, const char *fmt, va_list ap)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
     if (level < log_level)
@@ -70,9 +70,10 @@ static void vlog(enum sy_log_level level, const char *component, int err, const 
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, names[level], component);
+    int n = snprintf(line, sizeof(line),
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, names[level], component);
     if (n < 0)
         return;
     size_t off = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;

@@ -1,0 +1,1374 @@
+/* SPDX-License-Identifier: MIT */
+/* The routing file loader: YAML text in, a checked struct sy_config out. libyaml's event parser
+ * screens the stream first (syntax errors, aliases, a second document); its document API then
+ * gives a node tree with a mark on every node, which we walk against the schema. A problem is
+ * recorded with the line and column of the node at fault (the key for an unknown key, the value
+ * for a bad value) and the walk goes on, so one pass reports every problem. Apps are read after
+ * the rest of the file because their weights name clusters; host+path pairs shared by two apps
+ * are found at the end by sorting every pair. The diagnostics are finally put in file order. */
+#include "switchyard/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+/* A routing table is small; anything this large is a mistake, not a config. */
+#define MAX_FILE_BYTES (16u << 20)
+#define MAX_WORKERS    1024
+#define MAX_NAME       63
+#define MAX_APP_NAME   255
+#define MAX_HOST       253
+
+static bool resolve_names = true;
+
+struct ctx {
+    const char *file;
+    struct sy_diags *diags;
+    size_t first_diag; /* diags->n on entry: ours are the ones after it */
+    yaml_document_t doc;
+    struct sy_config *cfg;
+    size_t cap_listens, cap_clusters, cap_apps;
+};
+
+/* One host+path pair an app claims, for the check that no two apps claim the same one. */
+struct claim {
+    const char *host, *path;
+    size_t app, seq;
+    struct sy_mark mark;
+};
+
+/* A node's text made safe to quote in a message: truncated, control bytes shown as '?'. */
+struct shown {
+    char s[72];
+};
+
+void sy_config_set_resolve(bool on)
+{
+    resolve_names = on;
+}
+
+void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
+{
+    if (lim) {
+        lim->max_request_line = 8192;
+        lim->max_header_bytes = 32768;
+        lim->max_headers = 100;
+        lim->max_body_bytes = 0;
+        lim->max_connections = 10000;
+        lim->buffer_bytes = 65536;
+        lim->upstream_keepalive = 32;
+    }
+    if (to) {
+        to->client_header_ms = 10000;
+        to->client_idle_ms = 60000;
+        to->client_body_ms = 60000;
+        to->upstream_connect_ms = 5000;
+        to->upstream_response_ms = 60000;
+        to->upstream_idle_ms = 30000;
+        to->drain_ms = 10000;
+    }
+}
+
+static int clamp_int(size_t v)
+{
+    return v >= INT_MAX ? INT_MAX : (int)v;
+}
+
+static struct sy_mark mark_of(const yaml_node_t *n)
+{
+    struct sy_mark m = {clamp_int(n->start_mark.line + 1), clamp_int(n->start_mark.column + 1)};
+    return m;
+}
+
+static void verror_at(struct ctx *c, int line, int col, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void error_mark(struct ctx *c, yaml_mark_t m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void report(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void verror_at(struct ctx *c, int line, int col, const char *fmt, va_list ap)
+{
+    char msg[sizeof(((struct sy_diag *)0)->msg)];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    sy_diags_add(c->diags, c->file, line, col, "%s", msg);
+}
+
+static void error_mark(struct ctx *c, yaml_mark_t m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror_at(c, clamp_int(m.line + 1), clamp_int(m.column + 1), fmt, ap);
+    va_end(ap);
+}
+
+static void report(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct sy_mark m = mark_of(n);
+    verror_at(c, m.line, m.col, fmt, ap);
+    va_end(ap);
+}
+
+static struct shown show_as(const yaml_node_t *n, bool mark_quoted)
+{
+    struct shown out;
+    if (n->type == YAML_MAPPING_NODE) {
+        snprintf(out.s, sizeof(out.s), "a mapping");
+        return out;
+    }
+    if (n->type != YAML_SCALAR_NODE) {
+        snprintf(out.s, sizeof(out.s), "a list");
+        return out;
+    }
+    const unsigned char *p = n->data.scalar.value;
+    size_t len = n->data.scalar.length, max = sizeof(out.s) - 6, o = 0;
+    if (len == 0) {
+        snprintf(out.s, sizeof(out.s), "%s", mark_quoted ? "nothing" : "");
+        return out;
+    }
+    bool quoted = mark_quoted && n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+    if (quoted)
+        out.s[o++] = '"';
+    size_t i = 0;
+    for (; i < len && o < max; i++)
+        out.s[o++] = p[i] < 0x20 || p[i] == 0x7f ? '?' : (char)p[i];
+    if (i < len) {
+        memcpy(out.s + o, "...", 3);
+        o += 3;
+    }
+    if (quoted)
+        out.s[o++] = '"';
+    out.s[o] = '\0';
+    return out;
+}
+
+/* A name or key as written, for quoting inside '...'. */
+static struct shown show(const yaml_node_t *n)
+{
+    return show_as(n, false);
+}
+
+/* A value after "got": a quoted scalar keeps its quotes, since "50" is a string, not 50. */
+static struct shown show_value(const yaml_node_t *n)
+{
+    return show_as(n, true);
+}
+
+static yaml_node_t *node_at(struct ctx *c, int index)
+{
+    return yaml_document_get_node(&c->doc, index);
+}
+
+static bool is_scalar(const yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE;
+}
+
+static const char *text(const yaml_node_t *n)
+{
+    return (const char *)n->data.scalar.value;
+}
+
+/* The text of a scalar that must be a usable string: not a collection, not empty, no NUL. */
+static const char *string_value(struct ctx *c, const yaml_node_t *n, const char *what)
+{
+    if (!is_scalar(n)) {
+        report(c, n, "%s must be a string, got %s", what, show_value(n).s);
+        return NULL;
+    }
+    if (n->data.scalar.length == 0) {
+        report(c, n, "%s must not be empty", what);
+        return NULL;
+    }
+    if (strlen(text(n)) != n->data.scalar.length) {
+        report(c, n, "%s must not contain NUL bytes", what);
+        return NULL;
+    }
+    return text(n);
+}
+
+/* A plain (unquoted) decimal integer no larger than `max`: YAML's quoted "5" is a string. */
+static bool parse_uint(const yaml_node_t *n, uint64_t max, uint64_t *out)
+{
+    if (!is_scalar(n) || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const unsigned char *p = n->data.scalar.value;
+    size_t len = n->data.scalar.length;
+    if (len == 0)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        unsigned d = p[i] - '0';
+        if (v > (max - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+enum duration_result {
+    DURATION_OK = 0,
+    DURATION_SYNTAX,
+    DURATION_TOO_LONG,
+};
+
+/* "10s", "500ms", "2m", "1h" or a plain number of seconds, as milliseconds. */
+static enum duration_result parse_duration(const yaml_node_t *n, unsigned *out)
+{
+    if (!is_scalar(n))
+        return DURATION_SYNTAX;
+    const char *p = text(n), *end = p + n->data.scalar.length;
+    uint64_t v = 0;
+    bool too_long = false;
+    const char *q = p;
+    for (; q < end && *q >= '0' && *q <= '9'; q++) {
+        v = v * 10 + (uint64_t)(*q - '0');
+        if (v > UINT_MAX) {
+            too_long = true;
+            v = UINT_MAX;
+        }
+    }
+    if (q == p)
+        return DURATION_SYNTAX;
+    size_t ulen = (size_t)(end - q);
+    uint64_t factor;
+    if (ulen == 0 || (ulen == 1 && *q == 's'))
+        factor = 1000;
+    else if (ulen == 2 && q[0] == 'm' && q[1] == 's')
+        factor = 1;
+    else if (ulen == 1 && *q == 'm')
+        factor = 60 * 1000;
+    else if (ulen == 1 && *q == 'h')
+        factor = 60 * 60 * 1000;
+    else
+        return DURATION_SYNTAX;
+    if (too_long || v * factor > UINT_MAX)
+        return DURATION_TOO_LONG;
+    *out = (unsigned)(v * factor);
+    return DURATION_OK;
+}
+
+/*
+ * Reads one mapping entry into k, v and key. Reports and skips keys that are not strings and
+ * keys already seen in the same mapping (quadratic, but mappings here are short).
+ */
+static bool map_entry(struct ctx *c, const yaml_node_t *map, const yaml_node_pair_t *p,
+                      yaml_node_t **k, yaml_node_t **v, const char **key)
+{
+    *k = node_at(c, p->key);
+    *v = node_at(c, p->value);
+    if (!is_scalar(*k)) {
+        report(c, *k, "keys must be strings, got %s", show(*k).s);
+        return false;
+    }
+    if (strlen(text(*k)) != (*k)->data.scalar.length) {
+        report(c, *k, "keys must not contain NUL bytes");
+        return false;
+    }
+    for (const yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+        const yaml_node_t *prev = node_at(c, q->key);
+        if (is_scalar(prev) && prev->data.scalar.length == (*k)->data.scalar.length &&
+            memcmp(text(prev), text(*k), prev->data.scalar.length) == 0) {
+            report(c, *k, "duplicate key '%s' (first at line %d)", show(*k).s, mark_of(prev).line);
+            return false;
+        }
+    }
+    *key = text(*k);
+    return true;
+}
+
+static bool is_mapping(struct ctx *c, const yaml_node_t *n, const char *what)
+{
+    if (n->type == YAML_MAPPING_NODE)
+        return true;
+    report(c, n, "%s must be a mapping, got %s", what, show_value(n).s);
+    return false;
+}
+
+static bool is_list(struct ctx *c, const yaml_node_t *n, const char *what)
+{
+    if (n->type == YAML_SEQUENCE_NODE)
+        return true;
+    report(c, n, "%s must be a list, got %s", what, show_value(n).s);
+    return false;
+}
+
+static bool has_pairs(const yaml_node_t *map)
+{
+    return map->data.mapping.pairs.top > map->data.mapping.pairs.start;
+}
+
+static bool has_items(const yaml_node_t *seq)
+{
+    return seq->data.sequence.items.top > seq->data.sequence.items.start;
+}
+
+static bool is_digits_and_dots(const char *s)
+{
+    for (; *s; s++)
+        if (!(*s == '.' || (*s >= '0' && *s <= '9')))
+            return false;
+    return true;
+}
+
+static bool is_name_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_';
+}
+
+int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr,
+                      socklen_t *addrlen, const char **why)
+{
+    const char *unused;
+    if (!why)
+        why = &unused;
+    if (!s || !*s) {
+        *why = "empty address";
+        return SY_ERR_INVALID;
+    }
+    char host[MAX_HOST + 1];
+    size_t hostlen;
+    const char *port;
+    bool bracketed = s[0] == '[';
+    if (bracketed) {
+        const char *end = strchr(s, ']');
+        if (!end) {
+            *why = "missing ']' after the IPv6 address";
+            return SY_ERR_INVALID;
+        }
+        if (end[1] != ':') {
+            *why = "missing ':port'";
+            return SY_ERR_INVALID;
+        }
+        hostlen = (size_t)(end - s - 1);
+        if (hostlen == 0 || hostlen >= sizeof(host)) {
+            *why = "bad IPv6 address";
+            return SY_ERR_INVALID;
+        }
+        memcpy(host, s + 1, hostlen);
+        port = end + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (!colon) {
+            *why = "missing ':port'";
+            return SY_ERR_INVALID;
+        }
+        hostlen = (size_t)(colon - s);
+        if (memchr(s, ':', hostlen)) {
+            *why = "an IPv6 address must be written in brackets, like [::1]:80";
+            return SY_ERR_INVALID;
+        }
+        if (hostlen >= sizeof(host)) {
+            *why = "host name is too long";
+            return SY_ERR_INVALID;
+        }
+        memcpy(host, s, hostlen);
+        port = colon + 1;
+    }
+    host[hostlen] = '\0';
+
+    unsigned long pnum = 0;
+    size_t plen = strlen(port);
+    for (size_t i = 0; i < plen && pnum <= 65535; i++) {
+        if (port[i] < '0' || port[i] > '9') {
+            pnum = 0;
+            break;
+        }
+        pnum = pnum * 10 + (unsigned long)(port[i] - '0');
+    }
+    if (plen == 0 || pnum == 0 || pnum > 65535) {
+        *why = "port must be a number 1..65535";
+        return SY_ERR_INVALID;
+    }
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    socklen_t len;
+    if (bracketed || hostlen == 0) {
+        /* ":port" is every address: the IPv6 wildcard, which the listener opens dual-stack. */
+        if (bracketed && inet_pton(AF_INET6, host, &a6->sin6_addr) != 1) {
+            *why = "bad IPv6 address";
+            return SY_ERR_INVALID;
+        }
+        if (!bracketed)
+            a6->sin6_addr = in6addr_any;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)pnum);
+        len = sizeof(*a6);
+    } else if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)pnum);
+        len = sizeof(*a4);
+    } else if (is_digits_and_dots(host)) {
+        *why = "bad IPv4 address";
+        return SY_ERR_INVALID;
+    } else if (!resolve) {
+        *why = "host must be a numeric IPv4 address or a bracketed IPv6 address";
+        return SY_ERR_INVALID;
+    } else {
+        for (size_t i = 0; i < hostlen; i++) {
+            if (!is_name_char(host[i])) {
+                *why = "bad host name";
+                return SY_ERR_INVALID;
+            }
+        }
+        struct addrinfo hints, *res;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        int rc = getaddrinfo(host, NULL, &hints, &res);
+        if (rc != 0) {
+            if (rc == EAI_NONAME)
+                *why = "host name not found";
+            else if (rc == EAI_AGAIN)
+                *why = "temporary failure resolving the host name";
+            else
+                *why = "cannot resolve the host name";
+            return SY_ERR_INVALID;
+        }
+        if (res->ai_addrlen > sizeof(ss) ||
+            (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
+            freeaddrinfo(res);
+            *why = "host name resolves to an unsupported address family";
+            return SY_ERR_INVALID;
+        }
+        memcpy(&ss, res->ai_addr, res->ai_addrlen);
+        len = (socklen_t)res->ai_addrlen;
+        freeaddrinfo(res);
+        if (ss.ss_family == AF_INET)
+            a4->sin_port = htons((uint16_t)pnum);
+        else
+            a6->sin6_port = htons((uint16_t)pnum);
+    }
+    *addr = ss;
+    *addrlen = len;
+    return SY_OK;
+}
+
+static void parse_workers(struct ctx *c, const yaml_node_t *v)
+{
+    uint64_t n;
+    if (!parse_uint(v, MAX_WORKERS, &n)) {
+        report(c, v, "workers must be an integer 0..%d, got %s", MAX_WORKERS, show_value(v).s);
+        return;
+    }
+    c->cfg->workers = (unsigned)n;
+}
+
+static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
+{
+    if (!is_mapping(c, item, "listen entry"))
+        return;
+    yaml_node_t *addr = NULL;
+    for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k, *v;
+        const char *key;
+        if (!map_entry(c, item, p, &k, &v, &key))
+            continue;
+        if (strcmp(key, "address") == 0)
+            addr = v;
+        else
+            report(c, k, "unknown key '%s' in listen entry", show(k).s);
+    }
+    if (!addr) {
+        report(c, item, "missing required key 'address' in listen entry");
+        return;
+    }
+    const char *s = string_value(c, addr, "address");
+    if (!s)
+        return;
+    struct sy_listen_spec l;
+    memset(&l, 0, sizeof(l));
+    const char *why;
+    if (sy_parse_hostport(s, false, &l.addr, &l.addrlen, &why) != SY_OK) {
+        report(c, addr, "bad listen address '%s': %s", show(addr).s, why);
+        return;
+    }
+    struct sy_config *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->n_listens; i++) {
+        if (cfg->listens[i].addrlen == l.addrlen &&
+            memcmp(&cfg->listens[i].addr, &l.addr, l.addrlen) == 0) {
+            report(c, addr, "duplicate listen address '%s' (first at line %d)", show(addr).s,
+                   cfg->listens[i].mark.line);
+            return;
+        }
+    }
+    l.address = sy_xstrdup(s);
+    l.mark = mark_of(addr);
+    sy_xgrow((void **)&cfg->listens, &c->cap_listens, cfg->n_listens + 1, sizeof(l));
+    cfg->listens[cfg->n_listens++] = l;
+}
+
+static void parse_listens(struct ctx *c, const yaml_node_t *v)
+{
+    if (!is_list(c, v, "listen"))
+        return;
+    if (!has_items(v)) {
+        report(c, v, "listen must have at least one entry");
+        return;
+    }
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++)
+        parse_listen_entry(c, node_at(c, *it));
+}
+
+static bool is_cluster_name(const char *s, size_t len)
+{
+    if (len == 0 || len > MAX_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                  (i > 0 && (ch == '_' || ch == '-'));
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static void parse_endpoints(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v)
+{
+    if (!is_list(c, v, "endpoints"))
+        return;
+    if (!has_items(v)) {
+        report(c, v, "endpoints must have at least one entry");
+        return;
+    }
+    size_t cap = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *n = node_at(c, *it);
+        const char *s = string_value(c, n, "endpoint");
+        if (!s)
+            continue;
+        struct sy_endpoint_spec e;
+        memset(&e, 0, sizeof(e));
+        const char *why;
+        if (s[0] == ':') {
+            report(c, n, "bad endpoint '%s': an endpoint needs a host", show(n).s);
+            continue;
+        }
+        if (sy_parse_hostport(s, resolve_names, &e.addr, &e.addrlen, &why) != SY_OK) {
+            report(c, n, "bad endpoint '%s': %s", show(n).s, why);
+            continue;
+        }
+        e.address = sy_xstrdup(s);
+        e.mark = mark_of(n);
+        sy_xgrow((void **)&cl->endpoints, &cap, cl->n_endpoints + 1, sizeof(e));
+        cl->endpoints[cl->n_endpoints++] = e;
+    }
+}
+
+static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t *v)
+{
+    struct sy_config *cfg = c->cfg;
+    /* A badly named cluster is still kept, so that apps naming it get no second error. */
+    if (!is_cluster_name(text(k), k->data.scalar.length))
+        report(c, k,
+               "bad cluster name '%s': use a-z, 0-9, '_' and '-', starting with a letter or "
+               "digit, at most %d characters",
+               show(k).s, MAX_NAME);
+    sy_xgrow((void **)&cfg->clusters, &c->cap_clusters, cfg->n_clusters + 1,
+             sizeof(*cfg->clusters));
+    struct sy_cluster_spec *cl = &cfg->clusters[cfg->n_clusters++];
+    memset(cl, 0, sizeof(*cl));
+    cl->name = sy_xstrndup(text(k), k->data.scalar.length);
+    cl->mark = mark_of(k);
+
+    if (!is_mapping(c, v, "cluster"))
+        return;
+    const yaml_node_t *endpoints = NULL;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *pk, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &pk, &pv, &key))
+            continue;
+        if (strcmp(key, "endpoints") == 0)
+            endpoints = pv;
+        else
+            report(c, pk, "unknown key '%s' in cluster", show(pk).s);
+    }
+    if (!endpoints)
+        report(c, v, "missing required key 'endpoints' in cluster");
+    else
+        parse_endpoints(c, cl, endpoints);
+}
+
+static void parse_clusters(struct ctx *c, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "clusters"))
+        return;
+    if (!has_pairs(v)) {
+        report(c, v, "clusters must have at least one cluster");
+        return;
+    }
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (map_entry(c, v, p, &k, &pv, &key))
+            parse_cluster(c, k, pv);
+    }
+}
+
+/* Index of the cluster named by scalar `n`, or -1. */
+static long find_cluster(struct ctx *c, const yaml_node_t *n)
+{
+    if (!is_scalar(n))
+        return -1;
+    for (size_t i = 0; i < c->cfg->n_clusters; i++) {
+        const char *name = c->cfg->clusters[i].name;
+        if (strlen(name) == n->data.scalar.length && memcmp(name, text(n), strlen(name)) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
+/* Why host pattern `s` is unusable, or NULL when it is fine. */
+static const char *host_problem(const char *s, size_t len)
+{
+    if (len == 1 && s[0] == '*')
+        return NULL;
+    if (s[0] == '[') {
+        /* An IPv6 literal, as a Host header carries it: "[::1]". */
+        const char *end = memchr(s, ']', len);
+        if (end && end + 1 < s + len && end[1] == ':')
+            return "a port is not allowed";
+        char v6[INET6_ADDRSTRLEN];
+        size_t n = end ? (size_t)(end - s - 1) : 0;
+        struct in6_addr a;
+        if (!end || end + 1 != s + len || n == 0 || n >= sizeof(v6))
+            return "bad IPv6 literal";
+        memcpy(v6, s + 1, n);
+        v6[n] = '\0';
+        if (inet_pton(AF_INET6, v6, &a) != 1)
+            return "bad IPv6 literal";
+        return NULL;
+    }
+    const char *name = s;
+    if (len >= 2 && s[0] == '*' && s[1] == '.') {
+        name += 2;
+        len -= 2;
+        if (len == 0)
+            return "a wildcard needs a suffix after '*.'";
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch == ':')
+            return "a port is not allowed";
+        if (ch <= ' ' || ch == 0x7f)
+            return "spaces and control characters are not allowed";
+        if (ch == '*')
+            return "'*' is allowed only as the whole host or as a leading '*.'";
+        if (!is_name_char((char)ch))
+            return "only letters, digits, '-', '_' and '.' are allowed";
+    }
+    if (len > MAX_HOST)
+        return "longer than 253 characters";
+    if (name[len - 1] == '.')
+        return "a trailing '.' is not allowed";
+    if (name[0] == '.' || strstr(name, ".."))
+        return "empty label";
+    return NULL;
+}
+
+static void parse_hosts(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+{
+    if (!is_list(c, v, "hosts"))
+        return;
+    if (!has_items(v)) {
+        report(c, v, "hosts must have at least one entry");
+        return;
+    }
+    size_t cap = 0, cap_marks = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *n = node_at(c, *it);
+        const char *s = string_value(c, n, "host");
+        if (!s)
+            continue;
+        const char *why = host_problem(s, n->data.scalar.length);
+        if (why) {
+            report(c, n, "bad host '%s': %s", show(n).s, why);
+            continue;
+        }
+        char *host = sy_xstrdup(s);
+        for (char *q = host; *q; q++)
+            if (*q >= 'A' && *q <= 'Z')
+                *q = (char)(*q + ('a' - 'A'));
+        bool dup = false;
+        for (size_t i = 0; i < app->n_hosts && !dup; i++) {
+            if (strcmp(app->hosts[i], host) == 0) {
+                report(c, n, "duplicate host '%s' in app (first at line %d)", show(n).s,
+                       app->host_marks[i].line);
+                dup = true;
+            }
+        }
+        if (dup) {
+            free(host);
+            continue;
+        }
+        sy_xgrow((void **)&app->hosts, &cap, app->n_hosts + 1, sizeof(*app->hosts));
+        sy_xgrow((void **)&app->host_marks, &cap_marks, app->n_hosts + 1, sizeof(*app->host_marks));
+        app->hosts[app->n_hosts] = host;
+        app->host_marks[app->n_hosts++] = mark_of(n);
+    }
+}
+
+static void add_path(struct sy_app_spec *app, size_t *cap, size_t *cap_marks, const char *path,
+                     struct sy_mark mark)
+{
+    sy_xgrow((void **)&app->paths, cap, app->n_paths + 1, sizeof(*app->paths));
+    sy_xgrow((void **)&app->path_marks, cap_marks, app->n_paths + 1, sizeof(*app->path_marks));
+    app->paths[app->n_paths] = sy_xstrdup(path);
+    app->path_marks[app->n_paths++] = mark;
+}
+
+static void parse_paths(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+{
+    size_t cap = 0, cap_marks = 0;
+    if (!v) {
+        add_path(app, &cap, &cap_marks, "/", app->mark);
+        return;
+    }
+    if (!is_list(c, v, "paths"))
+        return;
+    if (!has_items(v)) {
+        report(c, v, "paths must have at least one entry (leave the key out for '/')");
+        return;
+    }
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *n = node_at(c, *it);
+        const char *s = string_value(c, n, "path");
+        if (!s)
+            continue;
+        if (s[0] != '/') {
+            report(c, n, "bad path '%s': must start with '/'", show(n).s);
+            continue;
+        }
+        bool bad = false;
+        for (const unsigned char *q = (const unsigned char *)s; *q && !bad; q++)
+            bad = *q <= ' ' || *q == 0x7f;
+        if (bad) {
+            report(c, n, "bad path '%s': spaces and control characters are not allowed", show(n).s);
+            continue;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < app->n_paths && !dup; i++) {
+            if (strcmp(app->paths[i], s) == 0) {
+                report(c, n, "duplicate path '%s' in app (first at line %d)", show(n).s,
+                       app->path_marks[i].line);
+                dup = true;
+            }
+        }
+        if (!dup)
+            add_path(app, &cap, &cap_marks, s, mark_of(n));
+    }
+}
+
+static int cmp_weight(const void *a, const void *b)
+{
+    const struct sy_weight_spec *x = a, *y = b;
+    return (x->cluster > y->cluster) - (x->cluster < y->cluster);
+}
+
+/* Returns true when every entry was valid (so that `stable` can be checked against them). */
+static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "weights"))
+        return false;
+    if (!has_pairs(v)) {
+        report(c, v, "weights must name at least one cluster");
+        return false;
+    }
+    bool ok = true;
+    size_t cap = 0;
+    uint64_t sum = 0;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key)) {
+            ok = false;
+            continue;
+        }
+        long cluster = find_cluster(c, k);
+        if (cluster < 0) {
+            report(c, k, "unknown cluster '%s'", show(k).s);
+            ok = false;
+        }
+        uint64_t w;
+        if (!parse_uint(pv, 100, &w)) {
+            report(c, pv, "weight must be an integer 0..100, got %s", show_value(pv).s);
+            ok = false;
+            continue;
+        }
+        if (cluster < 0)
+            continue;
+        sum += w;
+        struct sy_weight_spec ws = {(size_t)cluster, (unsigned)w, mark_of(k)};
+        sy_xgrow((void **)&app->weights, &cap, app->n_weights + 1, sizeof(ws));
+        app->weights[app->n_weights++] = ws;
+    }
+    /* Only when every entry was read: a weight of 120 is one error, not two. */
+    if (ok && sum == 0) {
+        report(c, v, "all weights are zero");
+        ok = false;
+    }
+    if (app->n_weights > 1)
+        qsort(app->weights, app->n_weights, sizeof(*app->weights), cmp_weight);
+    return ok;
+}
+
+static void parse_stable(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v,
+                         bool weights_ok)
+{
+    if (!v) {
+        if (app->n_weights > 0)
+            app->stable = app->weights[0].cluster;
+        return;
+    }
+    if (!string_value(c, v, "stable"))
+        return;
+    long cluster = find_cluster(c, v);
+    if (cluster < 0) {
+        report(c, v, "unknown cluster '%s'", show(v).s);
+        return;
+    }
+    app->stable = (size_t)cluster;
+    if (!weights_ok)
+        return;
+    for (size_t i = 0; i < app->n_weights; i++)
+        if (app->weights[i].cluster == (size_t)cluster)
+            return;
+    report(c, v, "stable cluster '%s' is not in weights", show(v).s);
+}
+
+static bool is_app_name(const char *s, size_t len)
+{
+    if (len == 0 || len > MAX_APP_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        bool alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (i == 0 || !is_name_char(ch)))
+            return false;
+    }
+    return true;
+}
+
+static void parse_app_name(struct ctx *c, size_t index, const yaml_node_t *v)
+{
+    const char *s = string_value(c, v, "app name");
+    if (!s)
+        return;
+    if (!is_app_name(s, v->data.scalar.length)) {
+        report(c, v,
+               "bad app name '%s': use letters, digits, '_', '.' and '-', starting with a letter "
+               "or digit, at most %d characters",
+               show(v).s, MAX_APP_NAME);
+        return;
+    }
+    for (size_t i = 0; i < index; i++) {
+        const struct sy_app_spec *prev = &c->cfg->apps[i];
+        if (prev->name && strcmp(prev->name, s) == 0) {
+            report(c, v, "duplicate app name '%s' (first at line %d)", show(v).s, prev->mark.line);
+            return;
+        }
+    }
+    c->cfg->apps[index].name = sy_xstrdup(s);
+}
+
+static void parse_app(struct ctx *c, const yaml_node_t *item)
+{
+    if (!is_mapping(c, item, "app"))
+        return;
+    struct sy_config *cfg = c->cfg;
+    sy_xgrow((void **)&cfg->apps, &c->cap_apps, cfg->n_apps + 1, sizeof(*cfg->apps));
+    size_t index = cfg->n_apps++;
+    struct sy_app_spec *app = &cfg->apps[index];
+    memset(app, 0, sizeof(*app));
+    app->mark = mark_of(item);
+
+    const yaml_node_t *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL, *weights = NULL;
+    for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k, *v;
+        const char *key;
+        if (!map_entry(c, item, p, &k, &v, &key))
+            continue;
+        if (strcmp(key, "name") == 0)
+            name = v;
+        else if (strcmp(key, "hosts") == 0)
+            hosts = v;
+        else if (strcmp(key, "paths") == 0)
+            paths = v;
+        else if (strcmp(key, "stable") == 0)
+            stable = v;
+        else if (strcmp(key, "weights") == 0)
+            weights = v;
+        else
+            report(c, k, "unknown key '%s' in app", show(k).s);
+    }
+    if (name)
+        parse_app_name(c, index, name);
+    else
+        report(c, item, "missing required key 'name' in app");
+    if (hosts)
+        parse_hosts(c, app, hosts);
+    else
+        report(c, item, "missing required key 'hosts' in app");
+    parse_paths(c, app, paths);
+    bool weights_ok = false;
+    if (weights)
+        weights_ok = parse_weights(c, app, weights);
+    else
+        report(c, item, "missing required key 'weights' in app");
+    parse_stable(c, app, stable, weights_ok);
+}
+
+static void parse_apps(struct ctx *c, const yaml_node_t *v)
+{
+    if (!is_list(c, v, "apps"))
+        return;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++)
+        parse_app(c, node_at(c, *it));
+}
+
+static int cmp_claim(const void *a, const void *b)
+{
+    const struct claim *x = a, *y = b;
+    int r = strcmp(x->host, y->host);
+    if (r == 0)
+        r = strcmp(x->path, y->path);
+    if (r == 0)
+        r = (x->seq > y->seq) - (x->seq < y->seq);
+    return r;
+}
+
+/* Two apps claiming one host+path would make routing depend on their order: refuse it. */
+static void check_claims(struct ctx *c)
+{
+    const struct sy_config *cfg = c->cfg;
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_apps; i++)
+        n += cfg->apps[i].n_hosts * cfg->apps[i].n_paths;
+    if (n < 2)
+        return;
+    struct claim *v = sy_xmalloc(n * sizeof(*v));
+    size_t k = 0;
+    for (size_t i = 0; i < cfg->n_apps; i++) {
+        const struct sy_app_spec *app = &cfg->apps[i];
+        for (size_t h = 0; h < app->n_hosts; h++)
+            for (size_t p = 0; p < app->n_paths; p++, k++) {
+                v[k].host = app->hosts[h];
+                v[k].path = app->paths[p];
+                v[k].app = i;
+                v[k].seq = k;
+                v[k].mark = app->host_marks[h];
+            }
+    }
+    qsort(v, n, sizeof(*v), cmp_claim);
+    size_t first = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(v[i].host, v[first].host) != 0 || strcmp(v[i].path, v[first].path) != 0) {
+            first = i;
+            continue;
+        }
+        /* Within an app a pair is unique (its hosts and its paths are), so this is another
+         * app's claim; ties sort in file order, so `first` is the earliest claim. */
+        const struct sy_app_spec *owner = &cfg->apps[v[first].app];
+        if (owner->name)
+            sy_diags_add(c->diags, c->file, v[i].mark.line, v[i].mark.col,
+                         "host '%.80s' with path '%.80s' is already claimed by app '%.64s' at "
+                         "line %d",
+                         v[i].host, v[i].path, owner->name, owner->mark.line);
+        else
+            sy_diags_add(c->diags, c->file, v[i].mark.line, v[i].mark.col,
+                         "host '%.80s' with path '%.80s' is already claimed by the app at line %d",
+                         v[i].host, v[i].path, owner->mark.line);
+    }
+    free(v);
+}
+
+struct limit_key {
+    const char *key;
+    size_t off;
+    bool wide; /* a uint64_t field; otherwise size_t */
+    uint64_t min, max;
+};
+
+static const struct limit_key limit_keys[] = {
+    {"max_request_line", offsetof(struct sy_limits, max_request_line), false, 1, UINT32_MAX},
+    {"max_header_bytes", offsetof(struct sy_limits, max_header_bytes), false, 1, UINT32_MAX},
+    {"max_headers", offsetof(struct sy_limits, max_headers), false, 1, UINT32_MAX},
+    {"max_body_bytes", offsetof(struct sy_limits, max_body_bytes), true, 0, UINT64_MAX},
+    {"max_connections", offsetof(struct sy_limits, max_connections), false, 1, UINT32_MAX},
+    {"buffer_bytes", offsetof(struct sy_limits, buffer_bytes), false, 1, UINT32_MAX},
+    {"upstream_keepalive", offsetof(struct sy_limits, upstream_keepalive), false, 0, UINT32_MAX},
+};
+
+static void parse_limits(struct ctx *c, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "limits"))
+        return;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        const struct limit_key *lk = NULL;
+        for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]) && !lk; i++)
+            if (strcmp(key, limit_keys[i].key) == 0)
+                lk = &limit_keys[i];
+        if (!lk) {
+            report(c, k, "unknown key '%s' in limits", show(k).s);
+            continue;
+        }
+        uint64_t n;
+        if (!parse_uint(pv, lk->max, &n) || n < lk->min) {
+            if (lk->max == UINT64_MAX)
+                report(c, pv, "%s must be an integer >= %llu, got %s", lk->key,
+                       (unsigned long long)lk->min, show_value(pv).s);
+            else
+                report(c, pv, "%s must be an integer %llu..%llu, got %s", lk->key,
+                       (unsigned long long)lk->min, (unsigned long long)lk->max, show_value(pv).s);
+            continue;
+        }
+        char *field = (char *)&c->cfg->limits + lk->off;
+        if (lk->wide) {
+            memcpy(field, &n, sizeof(n));
+        } else {
+            size_t z = (size_t)n;
+            memcpy(field, &z, sizeof(z));
+        }
+    }
+}
+
+struct timeout_key {
+    const char *key;
+    size_t off;
+};
+
+static const struct timeout_key timeout_keys[] = {
+    {"client_header", offsetof(struct sy_timeouts, client_header_ms)},
+    {"client_idle", offsetof(struct sy_timeouts, client_idle_ms)},
+    {"client_body", offsetof(struct sy_timeouts, client_body_ms)},
+    {"upstream_connect", offsetof(struct sy_timeouts, upstream_connect_ms)},
+    {"upstream_response", offsetof(struct sy_timeouts, upstream_response_ms)},
+    {"upstream_idle", offsetof(struct sy_timeouts, upstream_idle_ms)},
+    {"drain", offsetof(struct sy_timeouts, drain_ms)},
+};
+
+static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "timeouts"))
+        return;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        const struct timeout_key *tk = NULL;
+        for (size_t i = 0; i < sizeof(timeout_keys) / sizeof(timeout_keys[0]) && !tk; i++)
+            if (strcmp(key, timeout_keys[i].key) == 0)
+                tk = &timeout_keys[i];
+        if (!tk) {
+            report(c, k, "unknown key '%s' in timeouts", show(k).s);
+            continue;
+        }
+        unsigned ms = 0;
+        switch (parse_duration(pv, &ms)) {
+        case DURATION_OK:
+            break;
+        case DURATION_SYNTAX:
+            report(c, pv, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", tk->key,
+                   show_value(pv).s);
+            continue;
+        case DURATION_TOO_LONG:
+            report(c, pv, "%s must be at most %ums, got %s", tk->key, UINT_MAX, show_value(pv).s);
+            continue;
+        }
+        if (ms == 0) {
+            report(c, pv, "%s must be greater than 0", tk->key);
+            continue;
+        }
+        memcpy((char *)&c->cfg->timeouts + tk->off, &ms, sizeof(ms));
+    }
+}
+
+static void parse_root(struct ctx *c, const yaml_node_t *root)
+{
+    if (!root) {
+        sy_diags_add(c->diags, c->file, 1, 1, "config is empty");
+        return;
+    }
+    if (!is_mapping(c, root, "the config"))
+        return;
+    const yaml_node_t *listen = NULL, *clusters = NULL, *apps = NULL;
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k, *v;
+        const char *key;
+        if (!map_entry(c, root, p, &k, &v, &key))
+            continue;
+        if (strcmp(key, "workers") == 0) {
+            parse_workers(c, v);
+        } else if (strcmp(key, "listen") == 0) {
+            listen = v;
+            parse_listens(c, v);
+        } else if (strcmp(key, "clusters") == 0) {
+            clusters = v;
+            parse_clusters(c, v);
+        } else if (strcmp(key, "apps") == 0) {
+            apps = v; /* after the clusters, which may come later in the file */
+        } else if (strcmp(key, "limits") == 0) {
+            parse_limits(c, v);
+        } else if (strcmp(key, "timeouts") == 0) {
+            parse_timeouts(c, v);
+        } else {
+            report(c, k, "unknown key '%s' at top level", show(k).s);
+        }
+    }
+    if (!listen)
+        report(c, root, "missing required key 'listen'");
+    if (!clusters)
+        report(c, root, "missing required key 'clusters'");
+    if (apps) {
+        parse_apps(c, apps);
+        check_claims(c);
+    } else {
+        report(c, root, "missing required key 'apps'");
+    }
+}
+
+static void syntax_error(struct ctx *c, const yaml_parser_t *p, const char *text, size_t len)
+{
+    const char *problem = p->problem ? p->problem : "cannot parse the yaml";
+    if (p->error == YAML_MEMORY_ERROR) {
+        sy_diags_add(c->diags, c->file, 0, 0, "out of memory while parsing the yaml");
+        return;
+    }
+    if (p->error == YAML_READER_ERROR) {
+        /* The reader reports a byte offset, not a mark. */
+        size_t off = p->problem_offset < len ? p->problem_offset : len;
+        int line = 1, col = 1;
+        for (size_t i = 0; i < off; i++) {
+            if (text[i] == '\n') {
+                line++;
+                col = 1;
+            } else {
+                col++;
+            }
+        }
+        sy_diags_add(c->diags, c->file, line, col, "%s", problem);
+        return;
+    }
+    if (p->context)
+        error_mark(c, p->problem_mark, "%s (%s at line %d)", problem, p->context,
+                   clamp_int(p->context_mark.line + 1));
+    else
+        error_mark(c, p->problem_mark, "%s", problem);
+}
+
+/*
+ * First pass over the event stream: stops at a syntax error, and refuses aliases (a node used
+ * twice would make every error point at the anchor) and a second document. Returns true when
+ * the document can be loaded.
+ */
+static bool screen(struct ctx *c, const char *text, size_t len)
+{
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        sy_diags_add(c->diags, c->file, 0, 0, "out of memory while parsing the yaml");
+        return false;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    bool ok = true;
+    size_t docs = 0;
+    for (;;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) {
+            syntax_error(c, &p, text, len);
+            ok = false;
+            break;
+        }
+        yaml_event_type_t type = ev.type;
+        if (type == YAML_ALIAS_EVENT) {
+            error_mark(c, ev.start_mark, "aliases are not supported: write the value out");
+            ok = false;
+        } else if (type == YAML_DOCUMENT_START_EVENT && ++docs == 2) {
+            error_mark(c, ev.start_mark, "only one yaml document is allowed");
+            ok = false;
+        }
+        yaml_event_delete(&ev);
+        if (type == YAML_STREAM_END_EVENT)
+            break;
+    }
+    yaml_parser_delete(&p);
+    return ok;
+}
+
+struct diag_order {
+    int line, col;
+    size_t i;
+};
+
+static int cmp_diag_order(const void *a, const void *b)
+{
+    const struct diag_order *x = a, *y = b;
+    if (x->line != y->line)
+        return (x->line > y->line) - (x->line < y->line);
+    if (x->col != y->col)
+        return (x->col > y->col) - (x->col < y->col);
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* Puts our diagnostics in file order (stable), leaving any the caller had before in place. */
+static void sort_diags(struct ctx *c)
+{
+    struct sy_diags *d = c->diags;
+    size_t n = d->n - c->first_diag;
+    if (n < 2)
+        return;
+    struct diag_order *o = sy_xmalloc(n * sizeof(*o));
+    for (size_t i = 0; i < n; i++) {
+        o[i].line = d->v[c->first_diag + i].line;
+        o[i].col = d->v[c->first_diag + i].col;
+        o[i].i = i;
+    }
+    qsort(o, n, sizeof(*o), cmp_diag_order);
+    struct sy_diag *tmp = sy_xmalloc(n * sizeof(*tmp));
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = d->v[c->first_diag + o[i].i];
+    memcpy(d->v + c->first_diag, tmp, n * sizeof(*tmp));
+    free(tmp);
+    free(o);
+}
+
+int sy_config_parse(const char *name, const char *text, size_t len, struct sy_diags *diags,
+                    struct sy_config **out)
+{
+    struct ctx c;
+    memset(&c, 0, sizeof(c));
+    c.file = name;
+    c.diags = diags;
+    c.first_diag = diags->n;
+    if (!screen(&c, text, len))
+        goto out_invalid;
+
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        sy_diags_add(diags, name, 0, 0, "out of memory while parsing the yaml");
+        return SY_ERR_NOMEM;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&p, &c.doc)) {
+        /* The loader frees the document itself when it fails. */
+        syntax_error(&c, &p, text, len);
+        yaml_parser_delete(&p);
+        goto out_invalid;
+    }
+    c.cfg = sy_xcalloc(1, sizeof(*c.cfg));
+    c.cfg->path = name ? sy_xstrdup(name) : NULL;
+    sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
+    parse_root(&c, yaml_document_get_root_node(&c.doc));
+    yaml_document_delete(&c.doc);
+    yaml_parser_delete(&p);
+    if (diags->n == c.first_diag) {
+        *out = c.cfg;
+        return SY_OK;
+    }
+    sy_config_free(c.cfg);
+
+out_invalid:
+    sort_diags(&c);
+    return SY_ERR_INVALID;
+}
+
+int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        sy_diags_add(diags, path, 0, 0, "cannot read: %s", strerror(errno));
+        return SY_ERR_SYS;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        sy_xgrow((void **)&buf, &cap, len + 4096, 1);
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r == -1) {
+            sy_diags_add(diags, path, 0, 0, "cannot read: %s", strerror(errno));
+            free(buf);
+            close(fd);
+            return SY_ERR_SYS;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > MAX_FILE_BYTES) {
+            sy_diags_add(diags, path, 0, 0, "cannot read: larger than %u bytes", MAX_FILE_BYTES);
+            free(buf);
+            close(fd);
+            return SY_ERR_INVALID;
+        }
+    }
+    close(fd);
+    int rc = sy_config_parse(path, buf, len, diags, out);
+    free(buf);
+    return rc;
+}
+
+void sy_config_free(struct sy_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->n_listens; i++)
+        free(cfg->listens[i].address);
+    free(cfg->listens);
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        struct sy_cluster_spec *cl = &cfg->clusters[i];
+        for (size_t j = 0; j < cl->n_endpoints; j++)
+            free(cl->endpoints[j].address);
+        free(cl->endpoints);
+        free(cl->name);
+    }
+    free(cfg->clusters);
+    for (size_t i = 0; i < cfg->n_apps; i++) {
+        struct sy_app_spec *app = &cfg->apps[i];
+        free(app->name);
+        for (size_t j = 0; j < app->n_hosts; j++)
+            free(app->hosts[j]);
+        free(app->hosts);
+        free(app->host_marks);
+        for (size_t j = 0; j < app->n_paths; j++)
+            free(app->paths[j]);
+        free(app->paths);
+        free(app->path_marks);
+        free(app->weights);
+    }
+    free(cfg->apps);
+    free(cfg->path);
+    free(cfg);
+}

@@ -1,0 +1,1039 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for routing/config.c. A full fixture checks every field the loader fills; a table
+ * of broken files checks that each mistake is reported once, at the right line and column, with
+ * the right words, and that nothing else is reported alongside it. Endpoint names resolve only
+ * through /etc/hosts (localhost), so the tests need no network. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "switchyard/config.h"
+
+#ifndef SY_FIXTURES
+#define SY_FIXTURES "tests/fixtures"
+#endif
+#define SY_CONF_DIR SY_FIXTURES "/../../conf"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char test_name[] = "test.yaml";
+
+/* Five lines: two clusters, blue (index 0) and green (index 1); `apps:` goes on line 6. */
+#define BASE                                                                                       \
+    "listen:\n"                                                                                    \
+    "  - address: 127.0.0.1:8080\n"                                                                \
+    "clusters:\n"                                                                                  \
+    "  blue: {endpoints: [127.0.0.1:9001]}\n"                                                      \
+    "  green: {endpoints: [127.0.0.1:9002]}\n"
+
+/* Lines 6 to 9: one good app. */
+#define WEB_APP                                                                                    \
+    "apps:\n"                                                                                      \
+    "  - name: web\n"                                                                              \
+    "    hosts: [web.example.com]\n"                                                               \
+    "    weights: {blue: 100}\n"
+
+static void print_diags(const struct sy_diags *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        char buf[512];
+        sy_diag_format(&d->v[i], buf, sizeof(buf));
+        print_message("  diag: %s\n", buf);
+    }
+}
+
+static struct sy_config *parse_ok(const char *yaml)
+{
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_parse(test_name, yaml, strlen(yaml), &d, &cfg);
+    if (rc != SY_OK || d.n != 0)
+        print_diags(&d);
+    assert_int_equal(rc, SY_OK);
+    assert_int_equal(d.n, 0);
+    assert_non_null(cfg);
+    sy_diags_dispose(&d);
+    return cfg;
+}
+
+static void assert_mark(struct sy_mark m, int line, int col)
+{
+    assert_int_equal(m.line, line);
+    assert_int_equal(m.col, col);
+}
+
+static void assert_ipv4(const struct sockaddr_storage *ss, socklen_t len, const char *ip,
+                        unsigned port)
+{
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    char buf[INET_ADDRSTRLEN];
+    assert_int_equal(ss->ss_family, AF_INET);
+    assert_int_equal(len, sizeof(*a));
+    assert_non_null(inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf)));
+    assert_string_equal(buf, ip);
+    assert_int_equal(ntohs(a->sin_port), port);
+}
+
+static void assert_ipv6(const struct sockaddr_storage *ss, socklen_t len, const char *ip,
+                        unsigned port)
+{
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    char buf[INET6_ADDRSTRLEN];
+    assert_int_equal(ss->ss_family, AF_INET6);
+    assert_int_equal(len, sizeof(*a));
+    assert_non_null(inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf)));
+    assert_string_equal(buf, ip);
+    assert_int_equal(ntohs(a->sin6_port), port);
+}
+
+static void test_parses_every_field_of_a_full_config(void **state)
+{
+    const char *path = SY_FIXTURES "/config/full.yaml";
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_load(path, &d, &cfg);
+    print_diags(&d);
+    assert_int_equal(rc, SY_OK);
+    assert_int_equal(d.n, 0);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->path, path);
+    assert_int_equal(cfg->workers, 3);
+
+    assert_int_equal(cfg->n_listens, 3);
+    assert_string_equal(cfg->listens[0].address, "127.0.0.1:8080");
+    assert_ipv4(&cfg->listens[0].addr, cfg->listens[0].addrlen, "127.0.0.1", 8080);
+    assert_mark(cfg->listens[0].mark, 4, 14);
+    assert_string_equal(cfg->listens[1].address, "[::1]:8443");
+    assert_ipv6(&cfg->listens[1].addr, cfg->listens[1].addrlen, "::1", 8443);
+    assert_mark(cfg->listens[1].mark, 5, 14);
+    assert_string_equal(cfg->listens[2].address, ":9000");
+    assert_ipv6(&cfg->listens[2].addr, cfg->listens[2].addrlen, "::", 9000);
+    assert_mark(cfg->listens[2].mark, 6, 14);
+
+    assert_int_equal(cfg->n_clusters, 3);
+    const struct sy_cluster_spec *blue = &cfg->clusters[0], *green = &cfg->clusters[1],
+                                 *gray = &cfg->clusters[2];
+    assert_string_equal(blue->name, "blue");
+    assert_mark(blue->mark, 8, 3);
+    assert_int_equal(blue->n_endpoints, 2);
+    assert_string_equal(blue->endpoints[0].address, "10.0.1.10:80");
+    assert_ipv4(&blue->endpoints[0].addr, blue->endpoints[0].addrlen, "10.0.1.10", 80);
+    assert_mark(blue->endpoints[0].mark, 9, 17);
+    assert_string_equal(blue->endpoints[1].address, "10.0.1.11:8080");
+    assert_ipv4(&blue->endpoints[1].addr, blue->endpoints[1].addrlen, "10.0.1.11", 8080);
+    assert_mark(blue->endpoints[1].mark, 9, 31);
+    assert_string_equal(green->name, "green");
+    assert_mark(green->mark, 10, 3);
+    assert_int_equal(green->n_endpoints, 1);
+    assert_string_equal(green->endpoints[0].address, "[fd00::1]:81");
+    assert_ipv6(&green->endpoints[0].addr, green->endpoints[0].addrlen, "fd00::1", 81);
+    assert_mark(green->endpoints[0].mark, 12, 9);
+    assert_string_equal(gray->name, "gray-2_x");
+    assert_int_equal(gray->n_endpoints, 1);
+    assert_ipv4(&gray->endpoints[0].addr, gray->endpoints[0].addrlen, "127.0.0.1", 7000);
+
+    assert_int_equal(cfg->n_apps, 2);
+    const struct sy_app_spec *chat = &cfg->apps[0];
+    assert_string_equal(chat->name, "Chat.v2");
+    assert_mark(chat->mark, 16, 5);
+    assert_int_equal(chat->n_hosts, 2);
+    assert_string_equal(chat->hosts[0], "chat.example.com");
+    assert_string_equal(chat->hosts[1], "*.chat.example.com");
+    assert_mark(chat->host_marks[0], 17, 13);
+    assert_mark(chat->host_marks[1], 17, 31);
+    assert_int_equal(chat->n_paths, 2);
+    assert_string_equal(chat->paths[0], "/api/");
+    assert_string_equal(chat->paths[1], "/ws");
+    assert_mark(chat->path_marks[0], 18, 13);
+    assert_mark(chat->path_marks[1], 18, 20);
+    assert_int_equal(chat->stable, 1);
+    /* Written green then blue; stored in cluster order. */
+    assert_int_equal(chat->n_weights, 2);
+    assert_int_equal(chat->weights[0].cluster, 0);
+    assert_int_equal(chat->weights[0].weight, 70);
+    assert_mark(chat->weights[0].mark, 20, 26);
+    assert_int_equal(chat->weights[1].cluster, 1);
+    assert_int_equal(chat->weights[1].weight, 30);
+    assert_mark(chat->weights[1].mark, 20, 15);
+
+    const struct sy_app_spec *fb = &cfg->apps[1];
+    assert_string_equal(fb->name, "fallback");
+    assert_int_equal(fb->n_hosts, 1);
+    assert_string_equal(fb->hosts[0], "*");
+    assert_int_equal(fb->n_paths, 1);
+    assert_string_equal(fb->paths[0], "/");
+    assert_mark(fb->path_marks[0], 21, 5);
+    assert_int_equal(fb->n_weights, 2);
+    assert_int_equal(fb->weights[0].cluster, 1);
+    assert_int_equal(fb->weights[0].weight, 0);
+    assert_int_equal(fb->weights[1].cluster, 2);
+    assert_int_equal(fb->weights[1].weight, 1);
+    /* No `stable:`: the first weighted cluster in cluster order (green), though its weight is 0. */
+    assert_int_equal(fb->stable, 1);
+
+    assert_int_equal(cfg->limits.max_request_line, 4096);
+    assert_int_equal(cfg->limits.max_header_bytes, 16384);
+    assert_int_equal(cfg->limits.max_headers, 50);
+    assert_true(cfg->limits.max_body_bytes == 10737418240ULL);
+    assert_int_equal(cfg->limits.max_connections, 2000);
+    assert_int_equal(cfg->limits.buffer_bytes, 131072);
+    assert_int_equal(cfg->limits.upstream_keepalive, 0);
+
+    assert_int_equal(cfg->timeouts.client_header_ms, 5000);
+    assert_int_equal(cfg->timeouts.client_idle_ms, 120000);
+    assert_int_equal(cfg->timeouts.client_body_ms, 1500);
+    assert_int_equal(cfg->timeouts.upstream_connect_ms, 1000);
+    assert_int_equal(cfg->timeouts.upstream_response_ms, 3600000);
+    assert_int_equal(cfg->timeouts.upstream_idle_ms, 45000);
+    assert_int_equal(cfg->timeouts.drain_ms, 4294967295u);
+
+    sy_config_free(cfg);
+    sy_diags_dispose(&d);
+}
+
+static void test_defaults_match_the_header(void **state)
+{
+    struct sy_limits lim;
+    struct sy_timeouts to;
+    sy_config_defaults(&lim, &to);
+    assert_int_equal(lim.max_request_line, 8192);
+    assert_int_equal(lim.max_header_bytes, 32768);
+    assert_int_equal(lim.max_headers, 100);
+    assert_true(lim.max_body_bytes == 0);
+    assert_int_equal(lim.max_connections, 10000);
+    assert_int_equal(lim.buffer_bytes, 65536);
+    assert_int_equal(lim.upstream_keepalive, 32);
+    assert_int_equal(to.client_header_ms, 10000);
+    assert_int_equal(to.client_idle_ms, 60000);
+    assert_int_equal(to.client_body_ms, 60000);
+    assert_int_equal(to.upstream_connect_ms, 5000);
+    assert_int_equal(to.upstream_response_ms, 60000);
+    assert_int_equal(to.upstream_idle_ms, 30000);
+    assert_int_equal(to.drain_ms, 10000);
+}
+
+static void test_applies_defaults_to_absent_keys(void **state)
+{
+    struct sy_config *cfg = parse_ok(BASE WEB_APP);
+    struct sy_limits lim;
+    struct sy_timeouts to;
+    sy_config_defaults(&lim, &to);
+    assert_string_equal(cfg->path, test_name);
+    assert_int_equal(cfg->workers, 0);
+    assert_memory_equal(&cfg->limits, &lim, sizeof(lim));
+    assert_memory_equal(&cfg->timeouts, &to, sizeof(to));
+    assert_int_equal(cfg->n_apps, 1);
+    assert_int_equal(cfg->apps[0].n_paths, 1);
+    assert_string_equal(cfg->apps[0].paths[0], "/");
+    assert_int_equal(cfg->apps[0].stable, 0);
+    sy_config_free(cfg);
+}
+
+static void test_stable_defaults_to_first_weighted_cluster_in_cluster_order(void **state)
+{
+    struct sy_config *cfg = parse_ok(BASE "apps:\n"
+                                          "  - name: web\n"
+                                          "    hosts: [web.example.com]\n"
+                                          "    weights: {green: 10, blue: 90}\n"
+                                          "  - name: api\n"
+                                          "    hosts: [api.example.com]\n"
+                                          "    weights: {green: 100}\n");
+    assert_int_equal(cfg->apps[0].stable, 0);
+    assert_int_equal(cfg->apps[0].weights[0].cluster, 0);
+    assert_int_equal(cfg->apps[0].weights[0].weight, 90);
+    assert_int_equal(cfg->apps[1].stable, 1);
+    sy_config_free(cfg);
+}
+
+static void test_accepts_and_lower_cases_ipv6_literal_hosts(void **state)
+{
+    struct sy_config *cfg = parse_ok(BASE "apps:\n"
+                                          "  - name: web\n"
+                                          "    hosts: ['[::1]', '[FD00::A]', 127.0.0.1]\n"
+                                          "    weights: {blue: 1}\n");
+    assert_int_equal(cfg->apps[0].n_hosts, 3);
+    assert_string_equal(cfg->apps[0].hosts[0], "[::1]");
+    assert_string_equal(cfg->apps[0].hosts[1], "[fd00::a]");
+    assert_string_equal(cfg->apps[0].hosts[2], "127.0.0.1");
+    sy_config_free(cfg);
+}
+
+static void test_accepts_an_empty_app_list(void **state)
+{
+    struct sy_config *cfg = parse_ok(BASE "apps: []\n");
+    assert_int_equal(cfg->n_apps, 0);
+    assert_int_equal(cfg->n_clusters, 2);
+    sy_config_free(cfg);
+}
+
+static void test_allows_one_host_in_two_apps_on_different_paths(void **state)
+{
+    struct sy_config *cfg = parse_ok(BASE "apps:\n"
+                                          "  - name: web\n"
+                                          "    hosts: [chat.example.com, '*']\n"
+                                          "    weights: {blue: 1}\n"
+                                          "  - name: api\n"
+                                          "    hosts: [chat.example.com, '*.example.com']\n"
+                                          "    paths: [/api]\n"
+                                          "    weights: {blue: 1}\n");
+    assert_int_equal(cfg->n_apps, 2);
+    sy_config_free(cfg);
+}
+
+static void test_parses_every_duration_unit(void **state)
+{
+    static const struct {
+        const char *text;
+        unsigned ms;
+    } cases[] = {
+        {"10s", 10000},
+        {"500ms", 500},
+        {"2m", 120000},
+        {"1h", 3600000},
+        {"7", 7000},
+        {"1ms", 1},
+        {"'30s'", 30000},
+        {"4294967s", 4294967000u},
+        {"4294967295ms", 4294967295u},
+        {"0010s", 10000},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml), BASE "apps: []\ntimeouts: {drain: %s}\n", cases[i].text);
+        struct sy_config *cfg = parse_ok(yaml);
+        if (cfg->timeouts.drain_ms != cases[i].ms)
+            print_message("  duration %s\n", cases[i].text);
+        assert_int_equal(cfg->timeouts.drain_ms, cases[i].ms);
+        sy_config_free(cfg);
+    }
+}
+
+static void test_resolves_endpoint_names(void **state)
+{
+    struct sy_config *cfg = parse_ok("listen: [{address: ':8080'}]\n"
+                                     "clusters: {blue: {endpoints: [localhost:8081]}}\n"
+                                     "apps: []\n");
+    const struct sy_endpoint_spec *e = &cfg->clusters[0].endpoints[0];
+    assert_string_equal(e->address, "localhost:8081");
+    if (e->addr.ss_family == AF_INET) {
+        assert_ipv4(&e->addr, e->addrlen, "127.0.0.1", 8081);
+    } else {
+        assert_ipv6(&e->addr, e->addrlen, "::1", 8081);
+    }
+    sy_config_free(cfg);
+}
+
+static void test_rejects_endpoint_names_when_resolution_is_off(void **state)
+{
+    static const char yaml[] = "listen: [{address: ':8080'}]\n"
+                               "clusters: {blue: {endpoints: [localhost:8081]}}\n"
+                               "apps: []\n";
+    sy_config_set_resolve(false);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_parse(test_name, yaml, strlen(yaml), &d, &cfg);
+    sy_config_set_resolve(true);
+    assert_int_equal(rc, SY_ERR_INVALID);
+    assert_null(cfg);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.v[0].line, 2);
+    assert_int_equal(d.v[0].col, 31);
+    assert_non_null(strstr(d.v[0].msg, "bad endpoint 'localhost:8081': host must be a numeric"));
+    sy_diags_dispose(&d);
+}
+
+static void test_load_reports_an_unreadable_file_without_position(void **state)
+{
+    const char *path = SY_FIXTURES "/config/does-not-exist.yaml";
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = (struct sy_config *)&d; /* must stay untouched */
+    assert_int_equal(sy_config_load(path, &d, &cfg), SY_ERR_SYS);
+    assert_ptr_equal(cfg, &d);
+    assert_int_equal(d.n, 1);
+    assert_ptr_equal(d.v[0].file, path);
+    assert_int_equal(d.v[0].line, 0);
+    assert_string_equal(d.v[0].msg, "cannot read: No such file or directory");
+    sy_diags_dispose(&d);
+}
+
+static void test_load_reports_a_directory_as_unreadable(void **state)
+{
+    const char *path = SY_FIXTURES "/config";
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    assert_int_equal(sy_config_load(path, &d, &cfg), SY_ERR_SYS);
+    assert_null(cfg);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.v[0].line, 0);
+    assert_string_equal(d.v[0].msg, "cannot read: Is a directory");
+    sy_diags_dispose(&d);
+}
+
+static void test_failure_leaves_out_untouched_and_keeps_earlier_diags(void **state)
+{
+    static const char yaml[] = "workers: x\n" BASE "apps: []\n";
+    struct sy_diags d;
+    sy_diags_init(&d);
+    sy_diags_add(&d, "other", 99, 1, "earlier");
+    struct sy_config *cfg = (struct sy_config *)&d;
+    assert_int_equal(sy_config_parse(test_name, yaml, strlen(yaml), &d, &cfg), SY_ERR_INVALID);
+    assert_ptr_equal(cfg, &d);
+    assert_int_equal(d.n, 2);
+    assert_string_equal(d.v[0].msg, "earlier");
+    assert_ptr_equal(d.v[1].file, test_name);
+    assert_int_equal(d.v[1].line, 1);
+    assert_int_equal(d.v[1].col, 10);
+    sy_diags_dispose(&d);
+}
+
+static void test_shipped_configs_load(void **state)
+{
+    static const char *const files[] = {
+        SY_CONF_DIR "/switchyard.yaml",
+        SY_CONF_DIR "/examples/cutover.yaml",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+        struct sy_diags d;
+        sy_diags_init(&d);
+        struct sy_config *cfg = NULL;
+        int rc = sy_config_load(files[i], &d, &cfg);
+        print_diags(&d);
+        assert_int_equal(rc, SY_OK);
+        assert_int_equal(d.n, 0);
+        if (i == 0) {
+            /* The demo: 127.0.0.1:8080 in front of blue :9001 and green :9002, 90/10. */
+            assert_int_equal(cfg->n_listens, 1);
+            assert_ipv4(&cfg->listens[0].addr, cfg->listens[0].addrlen, "127.0.0.1", 8080);
+            assert_int_equal(cfg->n_clusters, 2);
+            assert_string_equal(cfg->clusters[0].name, "blue");
+            assert_ipv4(&cfg->clusters[0].endpoints[0].addr, cfg->clusters[0].endpoints[0].addrlen,
+                        "127.0.0.1", 9001);
+            assert_string_equal(cfg->clusters[1].name, "green");
+            assert_ipv4(&cfg->clusters[1].endpoints[0].addr, cfg->clusters[1].endpoints[0].addrlen,
+                        "127.0.0.1", 9002);
+            assert_int_equal(cfg->n_apps, 1);
+            assert_string_equal(cfg->apps[0].name, "demo");
+            assert_string_equal(cfg->apps[0].hosts[0], "*");
+            assert_string_equal(cfg->apps[0].paths[0], "/");
+            assert_int_equal(cfg->apps[0].stable, 0);
+            assert_int_equal(cfg->apps[0].weights[0].weight, 90);
+            assert_int_equal(cfg->apps[0].weights[1].weight, 10);
+        }
+        sy_config_free(cfg);
+        sy_diags_dispose(&d);
+    }
+}
+
+/* sy_parse_hostport on its own. */
+
+struct hostport_case {
+    const char *text;
+    bool resolve;
+    int family; /* 0 = must fail */
+    const char *ip;
+    unsigned port;
+    const char *why;
+};
+
+static const struct hostport_case hostport_cases[] = {
+    {"127.0.0.1:80", false, AF_INET, "127.0.0.1", 80, NULL},
+    {"10.1.2.3:65535", false, AF_INET, "10.1.2.3", 65535, NULL},
+    {"[::1]:8443", false, AF_INET6, "::1", 8443, NULL},
+    {"[fd00::1:2]:1", false, AF_INET6, "fd00::1:2", 1, NULL},
+    {":8080", false, AF_INET6, "::", 8080, NULL},
+    {"", false, 0, NULL, 0, "empty address"},
+    {"1.2.3.4", false, 0, NULL, 0, "missing ':port'"},
+    {"1.2.3.4:", false, 0, NULL, 0, "port must be a number 1..65535"},
+    {"1.2.3.4:0", false, 0, NULL, 0, "port must be a number 1..65535"},
+    {"1.2.3.4:65536", false, 0, NULL, 0, "port must be a number 1..65535"},
+    {"1.2.3.4:8o", false, 0, NULL, 0, "port must be a number 1..65535"},
+    {"1.2.3.4:-1", false, 0, NULL, 0, "port must be a number 1..65535"},
+    {"1.2.3:80", true, 0, NULL, 0, "bad IPv4 address"},
+    {"1.2.3.256:80", true, 0, NULL, 0, "bad IPv4 address"},
+    {"::1:80", false, 0, NULL, 0, "must be written in brackets"},
+    {"[::1]80", false, 0, NULL, 0, "missing ':port'"},
+    {"[::1:80", false, 0, NULL, 0, "missing ']'"},
+    {"[]:80", false, 0, NULL, 0, "bad IPv6 address"},
+    {"[example.com]:80", true, 0, NULL, 0, "bad IPv6 address"},
+    {"example.com:80", false, 0, NULL, 0, "host must be a numeric"},
+    {"bad_host!:80", true, 0, NULL, 0, "bad host name"},
+    {"localhost:80", true, -1, NULL, 80, NULL}, /* either family */
+};
+
+static void test_parse_hostport_accepts_and_rejects_as_documented(void **state)
+{
+    for (size_t i = 0; i < ARRAY_LEN(hostport_cases); i++) {
+        const struct hostport_case *tc = &hostport_cases[i];
+        struct sockaddr_storage ss;
+        socklen_t len = 0;
+        const char *why = NULL;
+        int rc = sy_parse_hostport(tc->text, tc->resolve, &ss, &len, &why);
+        if ((rc == SY_OK) != (tc->family != 0) || (rc != SY_OK && !strstr(why, tc->why)))
+            print_message("  hostport '%s': rc %d, %s\n", tc->text, rc, why ? why : "-");
+        if (tc->family == 0) {
+            assert_int_equal(rc, SY_ERR_INVALID);
+            assert_non_null(why);
+            assert_non_null(strstr(why, tc->why));
+        } else if (tc->family == AF_INET) {
+            assert_int_equal(rc, SY_OK);
+            assert_ipv4(&ss, len, tc->ip, tc->port);
+        } else if (tc->family == AF_INET6) {
+            assert_int_equal(rc, SY_OK);
+            assert_ipv6(&ss, len, tc->ip, tc->port);
+        } else {
+            assert_int_equal(rc, SY_OK);
+            assert_true(ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+        }
+    }
+}
+
+/*
+ * The error table: each file holds one mistake (or, where said, several) and the loader must
+ * report exactly these diagnostics, in this order, and nothing else.
+ */
+
+struct want {
+    int line, col;
+    const char *msg; /* a substring of the message */
+};
+
+struct error_case {
+    const char *name;
+    const char *yaml;
+    struct want want[6]; /* ends at the first NULL msg */
+};
+
+static const struct error_case error_cases[] = {
+    {"test_rejects_unknown_top_level_key",
+     BASE "apps: []\n"
+          "admin: {socket: /run/x.sock}\n",
+     {{7, 1, "unknown key 'admin' at top level"}}},
+    {"test_rejects_unknown_key_in_app",
+     BASE WEB_APP "    sticky: {cookie: sy}\n",
+     {{10, 5, "unknown key 'sticky' in app"}}},
+    {"test_rejects_unknown_key_in_cluster",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [127.0.0.1:9001]\n"
+     "    protocol: h2c\n"
+     "apps: []\n",
+     {{6, 5, "unknown key 'protocol' in cluster"}}},
+    {"test_rejects_unknown_key_in_listen_entry",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "    tls: {}\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{3, 5, "unknown key 'tls' in listen entry"}}},
+    {"test_rejects_unknown_key_in_limits",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  max_header: 100\n",
+     {{8, 3, "unknown key 'max_header' in limits"}}},
+    {"test_rejects_unknown_key_in_timeouts",
+     BASE "apps: []\n"
+          "timeouts: {idle: 5s}\n",
+     {{7, 12, "unknown key 'idle' in timeouts"}}},
+    {"test_rejects_weights_that_are_not_a_mapping",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: [blue]\n",
+     {{9, 14, "weights must be a mapping, got a list"}}},
+    {"test_rejects_hosts_that_are_not_a_list",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: web.example.com\n"
+          "    weights: {blue: 1}\n",
+     {{8, 12, "hosts must be a list, got web.example.com"}}},
+    {"test_rejects_an_app_that_is_not_a_mapping",
+     BASE "apps:\n"
+          "  - web\n",
+     {{7, 5, "app must be a mapping, got web"}}},
+    {"test_rejects_a_config_that_is_not_a_mapping",
+     "- listen\n"
+     "- clusters\n",
+     {{1, 1, "the config must be a mapping, got a list"}}},
+    {"test_rejects_duplicate_app_name",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [a.example.com]\n"
+          "    weights: {blue: 1}\n"
+          "  - name: web\n"
+          "    hosts: [b.example.com]\n"
+          "    weights: {blue: 1}\n",
+     {{10, 11, "duplicate app name 'web' (first at line 7)"}}},
+    {"test_rejects_host_and_path_claimed_by_two_apps",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [a.example.com]\n"
+          "    weights: {blue: 1}\n"
+          "  - name: api\n"
+          "    hosts: [b.example.com, A.Example.com]\n"
+          "    paths: [/]\n"
+          "    weights: {green: 1}\n",
+     {{11, 28, "host 'a.example.com' with path '/' is already claimed by app 'web' at line 7"}}},
+    {"test_rejects_catch_all_host_claimed_by_two_apps",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: ['*']\n"
+          "    paths: [/, /x]\n"
+          "    weights: {blue: 1}\n"
+          "  - name: api\n"
+          "    hosts: ['*']\n"
+          "    paths: [/y, /x]\n"
+          "    weights: {green: 1}\n",
+     {{12, 13, "host '*' with path '/x' is already claimed by app 'web' at line 7"}}},
+    {"test_rejects_duplicate_host_in_one_app",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [a.example.com, A.example.com]\n"
+          "    weights: {blue: 1}\n",
+     {{8, 28, "duplicate host 'A.example.com' in app (first at line 8)"}}},
+    {"test_rejects_duplicate_path_in_one_app",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [a.example.com]\n"
+          "    paths: [/a, /a]\n"
+          "    weights: {blue: 1}\n",
+     {{9, 17, "duplicate path '/a' in app (first at line 9)"}}},
+    {"test_rejects_unknown_cluster_in_weights",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 50, purple: 50}\n",
+     {{9, 25, "unknown cluster 'purple'"}}},
+    {"test_rejects_all_zero_weights",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 0, green: 0}\n",
+     {{9, 14, "all weights are zero"}}},
+    {"test_rejects_empty_weights",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {}\n",
+     {{9, 14, "weights must name at least one cluster"}}},
+    {"test_rejects_weight_101",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 101}\n",
+     {{9, 21, "weight must be an integer 0..100, got 101"}}},
+    {"test_rejects_negative_weight",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: -5}\n",
+     {{9, 21, "weight must be an integer 0..100, got -5"}}},
+    {"test_rejects_quoted_weight",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: \"50\"}\n",
+     {{9, 21, "weight must be an integer 0..100, got \"50\""}}},
+    {"test_reports_yaml_syntax_error_at_libyaml_mark",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com\n"
+          "    weights: {blue: 1}\n",
+     {{9, 12, "did not find expected ',' or ']' (while parsing a flow sequence at line 8)"}}},
+    {"test_reports_bad_indentation_as_yaml_error",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     " clusters: {}\n",
+     {{3, 2, "did not find expected key"}}},
+    {"test_rejects_invalid_utf8",
+     BASE "apps: []\n"
+          "# caf\xe9\n",
+     {{7, 6, "UTF-8"}}},
+    {"test_rejects_aliases",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: &h [web.example.com]\n"
+          "    weights: {blue: 1}\n"
+          "  - name: api\n"
+          "    hosts: *h\n"
+          "    paths: [/api]\n"
+          "    weights: {blue: 1}\n",
+     {{11, 12, "aliases are not supported"}}},
+    {"test_rejects_a_second_document",
+     BASE "apps: []\n"
+          "---\n"
+          "workers: 1\n",
+     {{7, 1, "only one yaml document is allowed"}}},
+    {"test_rejects_an_empty_file", "", {{1, 1, "config is empty"}}},
+    {"test_rejects_a_file_of_comments", "# nothing\n\n", {{1, 1, "config is empty"}}},
+    {"test_rejects_endpoint_without_port",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [127.0.0.1:9001, 127.0.0.1]\n"
+     "apps: []\n",
+     {{5, 33, "bad endpoint '127.0.0.1': missing ':port'"}}},
+    {"test_rejects_endpoint_without_host",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [':9001']\n"
+     "apps: []\n",
+     {{5, 17, "bad endpoint ':9001': an endpoint needs a host"}}},
+    {"test_rejects_cluster_without_endpoints",
+     BASE "  gray: {}\n"
+          "apps: []\n",
+     {{6, 9, "missing required key 'endpoints' in cluster"}}},
+    {"test_rejects_empty_endpoint_list",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue: {endpoints: []}\n"
+     "apps: []\n",
+     {{4, 21, "endpoints must have at least one entry"}}},
+    {"test_rejects_empty_clusters",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters: {}\n"
+     "apps: []\n",
+     {{3, 11, "clusters must have at least one cluster"}}},
+    {"test_rejects_bad_cluster_name",
+     BASE "  Gray_1: {endpoints: [127.0.0.1:9003]}\n"
+          "apps: []\n",
+     {{6, 3, "bad cluster name 'Gray_1'"}}},
+    {"test_rejects_cluster_name_longer_than_63",
+     BASE "  a123456789b123456789c123456789d123456789e123456789f123456789abcd: {endpoints: "
+          "[127.0.0.1:9003]}\n"
+          "apps: []\n",
+     {{6, 3,
+       "bad cluster name 'a123456789b123456789c123456789d123456789e123456789f123456789abcd'"}}},
+    {"test_rejects_duplicate_cluster",
+     BASE "  blue: {endpoints: [127.0.0.1:9003]}\n"
+          "apps: []\n",
+     {{6, 3, "duplicate key 'blue' (first at line 4)"}}},
+    {"test_rejects_duplicate_key",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [a.example.com]\n"
+          "    weights: {blue: 1}\n"
+          "    hosts: [b.example.com]\n",
+     {{10, 5, "duplicate key 'hosts' (first at line 8)"}}},
+    {"test_rejects_bad_duration",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  drain: 10 s\n",
+     {{8, 10, "drain must be a duration such as 10s, 500ms, 2m or 1h, got 10 s"}}},
+    {"test_rejects_fractional_duration",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  client_header: 1.5s\n",
+     {{8, 18, "client_header must be a duration such as 10s, 500ms, 2m or 1h, got 1.5s"}}},
+    {"test_rejects_zero_duration",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  client_idle: 0ms\n",
+     {{8, 16, "client_idle must be greater than 0"}}},
+    {"test_rejects_duration_beyond_unsigned_ms",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  upstream_response: 1200h\n",
+     {{8, 22, "upstream_response must be at most 4294967295ms, got 1200h"}}},
+    {"test_rejects_stable_not_in_weights",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    stable: green\n"
+          "    weights: {blue: 100}\n",
+     {{9, 13, "stable cluster 'green' is not in weights"}}},
+    {"test_rejects_stable_naming_unknown_cluster",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    stable: purple\n"
+          "    weights: {blue: 100}\n",
+     {{9, 13, "unknown cluster 'purple'"}}},
+    {"test_rejects_missing_listen",
+     "clusters:\n"
+     "  blue: {endpoints: [127.0.0.1:9001]}\n"
+     "apps: []\n",
+     {{1, 1, "missing required key 'listen'"}}},
+    {"test_rejects_missing_clusters",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "apps: []\n",
+     {{1, 1, "missing required key 'clusters'"}}},
+    {"test_rejects_missing_apps", BASE, {{1, 1, "missing required key 'apps'"}}},
+    {"test_rejects_app_without_name",
+     BASE "apps:\n"
+          "  - hosts: [web.example.com]\n"
+          "    weights: {blue: 1}\n",
+     {{7, 5, "missing required key 'name' in app"}}},
+    {"test_rejects_app_without_hosts",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    weights: {blue: 1}\n",
+     {{7, 5, "missing required key 'hosts' in app"}}},
+    {"test_rejects_app_without_weights",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n",
+     {{7, 5, "missing required key 'weights' in app"}}},
+    {"test_rejects_bad_app_name",
+     BASE "apps:\n"
+          "  - name: -web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 1}\n",
+     {{7, 11, "bad app name '-web'"}}},
+    {"test_rejects_empty_listen",
+     "listen: []\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{1, 9, "listen must have at least one entry"}}},
+    {"test_rejects_listen_entry_without_address",
+     "listen:\n"
+     "  - port: 8080\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{2, 5, "unknown key 'port' in listen entry"},
+      {2, 5, "missing required key 'address' in listen entry"}}},
+    {"test_rejects_listen_address_without_port",
+     "listen:\n"
+     "  - address: 127.0.0.1\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{2, 14, "bad listen address '127.0.0.1': missing ':port'"}}},
+    {"test_rejects_listen_host_name",
+     "listen:\n"
+     "  - address: localhost:8080\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{2, 14, "bad listen address 'localhost:8080': host must be a numeric"}}},
+    {"test_rejects_unbracketed_ipv6_listen",
+     "listen:\n"
+     "  - address: '::1:8080'\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{2, 14, "must be written in brackets"}}},
+    {"test_rejects_duplicate_listen_address",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{3, 14, "duplicate listen address '127.0.0.1:8080' (first at line 2)"}}},
+    {"test_rejects_host_with_port",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com:8080]\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host 'web.example.com:8080': a port is not allowed"}}},
+    {"test_rejects_star_inside_host",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: ['web.*.com']\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host 'web.*.com': '*' is allowed only as the whole host or as a leading '*.'"}}},
+    {"test_rejects_star_without_dot",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: ['*example.com']\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host '*example.com': '*' is allowed only"}}},
+    {"test_rejects_wildcard_without_suffix",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: ['*.']\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host '*.': a wildcard needs a suffix after '*.'"}}},
+    {"test_rejects_host_with_space",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: ['web example.com']\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host 'web example.com': spaces and control characters are not allowed"}}},
+    {"test_rejects_empty_host",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: ['']\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "host must not be empty"}}},
+    {"test_rejects_host_with_empty_label",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web..example.com]\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host 'web..example.com': empty label"}}},
+    {"test_rejects_host_with_trailing_dot",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com.]\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host 'web.example.com.': a trailing '.' is not allowed"}}},
+    {"test_names_the_line_of_an_unnamed_app_that_claimed_a_host_first",
+     BASE "apps:\n"
+          "  - hosts: [a.example.com]\n"
+          "    weights: {blue: 1}\n"
+          "  - name: api\n"
+          "    hosts: [a.example.com]\n"
+          "    weights: {blue: 1}\n",
+     {{7, 5, "missing required key 'name' in app"},
+      {10, 13, "host 'a.example.com' with path '/' is already claimed by the app at line 7"}}},
+    {"test_rejects_empty_key",
+     BASE "apps: []\n"
+          "'': 1\n",
+     {{7, 1, "unknown key '' at top level"}}},
+    {"test_rejects_ipv6_literal_host_with_port",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: ['[::1]:8080']\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host '[::1]:8080': a port is not allowed"}}},
+    {"test_rejects_bad_ipv6_literal_host",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: ['[::g]', '[::1']\n"
+          "    weights: {blue: 1}\n",
+     {{8, 13, "bad host '[::g]': bad IPv6 literal"}, {8, 22, "bad host '[::1': bad IPv6 literal"}}},
+    {"test_rejects_empty_host_list",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: []\n"
+          "    weights: {blue: 1}\n",
+     {{8, 12, "hosts must have at least one entry"}}},
+    {"test_rejects_path_without_leading_slash",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    paths: [api]\n"
+          "    weights: {blue: 1}\n",
+     {{9, 13, "bad path 'api': must start with '/'"}}},
+    {"test_rejects_path_with_space",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    paths: ['/a b']\n"
+          "    weights: {blue: 1}\n",
+     {{9, 13, "bad path '/a b': spaces and control characters are not allowed"}}},
+    {"test_rejects_path_with_control_character",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    paths: [\"/a\\tb\"]\n"
+          "    weights: {blue: 1}\n",
+     {{9, 13, "bad path '/a?b': spaces and control characters are not allowed"}}},
+    {"test_rejects_path_with_nul_byte",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    paths: [\"/a\\0b\"]\n"
+          "    weights: {blue: 1}\n",
+     {{9, 13, "path must not contain NUL bytes"}}},
+    {"test_rejects_zero_max_headers",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  max_headers: 0\n",
+     {{8, 16, "max_headers must be an integer 1..4294967295, got 0"}}},
+    {"test_rejects_negative_max_body_bytes",
+     BASE "apps: []\n"
+          "limits: {max_body_bytes: -1}\n",
+     {{7, 26, "max_body_bytes must be an integer >= 0, got -1"}}},
+    {"test_rejects_limits_that_are_not_a_mapping",
+     BASE "apps: []\n"
+          "limits: 100\n",
+     {{7, 9, "limits must be a mapping, got 100"}}},
+    {"test_rejects_workers_above_1024",
+     "workers: 5000\n" BASE "apps: []\n",
+     {{1, 10, "workers must be an integer 0..1024, got 5000"}}},
+    {"test_rejects_non_string_key",
+     BASE "apps: []\n"
+          "[a]: 1\n",
+     {{7, 1, "keys must be strings, got a list"}}},
+    {"test_reports_every_error_in_one_pass_in_file_order",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [\"web.example.com:80\"]\n"
+          "    weights: {blue: 120, purple: 1}\n"
+          "timeouts: {drain: 0}\n"
+          "extra: true\n",
+     {{8, 13, "bad host 'web.example.com:80': a port is not allowed"},
+      {9, 21, "weight must be an integer 0..100, got 120"},
+      {9, 26, "unknown cluster 'purple'"},
+      {10, 19, "drain must be greater than 0"},
+      {11, 1, "unknown key 'extra' at top level"}}},
+};
+
+static void run_error_case(void **state)
+{
+    const struct error_case *tc = *state;
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_parse(test_name, tc->yaml, strlen(tc->yaml), &d, &cfg);
+    size_t n_want = 0;
+    while (n_want < ARRAY_LEN(tc->want) && tc->want[n_want].msg)
+        n_want++;
+    bool match = rc == SY_ERR_INVALID && cfg == NULL && d.n == n_want;
+    for (size_t i = 0; match && i < n_want; i++)
+        match = d.v[i].file == test_name && d.v[i].line == tc->want[i].line &&
+                d.v[i].col == tc->want[i].col && strstr(d.v[i].msg, tc->want[i].msg);
+    if (!match) {
+        print_message("  rc %d, got %zu diagnostics:\n", rc, d.n);
+        print_diags(&d);
+        for (size_t i = 0; i < n_want; i++)
+            print_message("  want: %d:%d: %s\n", tc->want[i].line, tc->want[i].col,
+                          tc->want[i].msg);
+    }
+    sy_config_free(cfg);
+    sy_diags_dispose(&d);
+    assert_true(match);
+}
+
+int main(void)
+{
+    static const struct CMUnitTest fixed[] = {
+        cmocka_unit_test(test_parses_every_field_of_a_full_config),
+        cmocka_unit_test(test_defaults_match_the_header),
+        cmocka_unit_test(test_applies_defaults_to_absent_keys),
+        cmocka_unit_test(test_stable_defaults_to_first_weighted_cluster_in_cluster_order),
+        cmocka_unit_test(test_accepts_and_lower_cases_ipv6_literal_hosts),
+        cmocka_unit_test(test_accepts_an_empty_app_list),
+        cmocka_unit_test(test_allows_one_host_in_two_apps_on_different_paths),
+        cmocka_unit_test(test_parses_every_duration_unit),
+        cmocka_unit_test(test_resolves_endpoint_names),
+        cmocka_unit_test(test_rejects_endpoint_names_when_resolution_is_off),
+        cmocka_unit_test(test_load_reports_an_unreadable_file_without_position),
+        cmocka_unit_test(test_load_reports_a_directory_as_unreadable),
+        cmocka_unit_test(test_failure_leaves_out_untouched_and_keeps_earlier_diags),
+        cmocka_unit_test(test_shipped_configs_load),
+        cmocka_unit_test(test_parse_hostport_accepts_and_rejects_as_documented),
+    };
+    /* One named test per row of the error table. */
+    static struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(error_cases)];
+    for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
+        tests[i] = fixed[i];
+    for (size_t i = 0; i < ARRAY_LEN(error_cases); i++) {
+        struct CMUnitTest *t = &tests[ARRAY_LEN(fixed) + i];
+        t->name = error_cases[i].name;
+        t->test_func = run_error_case;
+        t->setup_func = NULL;
+        t->teardown_func = NULL;
+        t->initial_state = (void *)&error_cases[i];
+    }
+    return cmocka_run_group_tests_name("routing/config", tests, NULL, NULL);
+}
