@@ -222,6 +222,8 @@ void client_accept(struct sy_worker *w, int fd, const struct sockaddr *sa, int s
     c->keep_alive = true;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if ((size_t)salen <= sizeof(c->addr))
+        memcpy(&c->addr, sa, (size_t)salen);
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof(c->peer));
     else if (sa->sa_family == AF_INET6)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
@@ -28,6 +29,7 @@ void exchange_free(struct exchange *ex)
         evbuffer_free(ex->up_head);
     if (ex->req_trailers)
         evbuffer_free(ex->req_trailers);
+    free(ex->set_cookie);
     sy_route_table_release(ex->table);
     free(ex);
 }
@@ -252,6 +254,8 @@ static void write_request_head(struct exchange *ex, const struct sy_h1_request *
     evbuffer_add_printf(out, "1.%d switchyard\r\n\r\n", req->minor);
 }
 
+static void send_head(struct exchange *ex);
+
 void exchange_start(struct client *c, const struct sy_h1_request *req)
 {
     struct sy_worker *w = c->w;
@@ -282,8 +286,20 @@ void exchange_start(struct client *c, const struct sy_h1_request *req)
         client_send_error(c, 404, why);
         return;
     }
-    struct sy_route_req rreq = {req->host, path};
-    size_t cluster = sy_route_pick(t, app, &rreq, NULL);
+    /* sy_h1_header and sy_header are both a name and a value slice. */
+    struct sy_route_req rreq = {
+        .host = req->host,
+        .path = path,
+        .headers = (const struct sy_header *)req->headers,
+        .n_headers = req->n_headers,
+        .client = (const struct sockaddr *)&c->addr,
+        .tls = false,
+        .now = (uint64_t)time(NULL),
+        .rnd = worker_random(w),
+    };
+    struct sy_route_choice choice;
+    sy_route_pick(t, app, &rreq, &choice);
+    size_t cluster = choice.cluster;
     const struct sy_endpoint_spec *ep = sy_route_next_endpoint(t, cluster);
     if (!ep) {
         sy_route_table_release(t);
@@ -298,6 +314,9 @@ void exchange_start(struct client *c, const struct sy_h1_request *req)
     ex->cluster = cluster;
     ex->endpoint = ep;
     ex->head_request = sy_slice_ieq(req->method, "HEAD");
+    if (choice.set_cookie_len) {
+        ex->set_cookie = sy_xstrndup(choice.set_cookie, choice.set_cookie_len);
+    }
     ex->req_framing = req->framing;
     ex->req_remaining = req->content_length;
     if (req->framing == SY_H1_BODY_CHUNKED) {
@@ -324,12 +343,13 @@ void exchange_start(struct client *c, const struct sy_h1_request *req)
         fail(ex, 502, why);
         return;
     }
+    /* The body is pumped by the caller once the head has left the client's input. */
     if (ex->up->connected)
-        exchange_upstream_connected(ex);
+        send_head(ex);
 }
 
-/* Sends the head (a copy when a retry may still need it) and releases the client's body. */
-void exchange_upstream_connected(struct exchange *ex)
+/* Sends the head (a copy when a retry may still need it) and lets the client send its body. */
+static void send_head(struct exchange *ex)
 {
     const struct sy_config *cfg = worker_config(ex->client->w);
     struct upstream *up = ex->up;
@@ -348,6 +368,11 @@ void exchange_upstream_connected(struct exchange *ex)
         ex->expect_continue = false;
         evbuffer_add(bufferevent_get_output(ex->client->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
+}
+
+void exchange_upstream_connected(struct exchange *ex)
+{
+    send_head(ex);
     exchange_client_readable(ex);
 }
 
@@ -498,6 +523,8 @@ static void write_response_head(struct exchange *ex, const struct sy_h1_response
         evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->name.len, h->name.p,
                             (int)h->value.len, h->value.p);
     }
+    if (ex->set_cookie)
+        evbuffer_add_printf(out, "set-cookie: %s\r\n", ex->set_cookie);
     switch (resp->framing) {
     case SY_H1_BODY_NONE: {
         /* HEAD and 304 answers keep the length of the representation they describe. */

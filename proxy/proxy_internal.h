@@ -53,6 +53,7 @@ struct sy_worker {
     uint64_t next_conn_id;
     struct sy_h1_header *scratch; /* header array for parsing, max_headers entries */
     size_t scratch_cap;
+    uint64_t rng; /* xorshift state: keys for new sticky cookies */
 };
 
 /* One request in flight: downstream connection, routing decision, upstream connection. */
@@ -66,6 +67,7 @@ struct exchange {
     struct evbuffer *up_head; /* serialized request head, kept for one retry */
     bool retried;
     bool head_request;
+    char *set_cookie; /* a new sticky key for the response, or NULL */
     bool expect_continue; /* 100 Continue still to be sent */
 
     enum sy_h1_framing req_framing;
@@ -92,6 +94,7 @@ struct client {
     uint64_t id;
     struct bufferevent *bev;
     char peer[64];
+    struct sockaddr_storage addr;
     struct exchange *ex;
     struct event *timer; /* request head deadline / keep-alive idle */
     bool keep_alive;     /* after the current exchange */
@@ -115,6 +118,9 @@ struct upstream {
 
 /* worker.c */
 const struct sy_config *worker_config(const struct sy_worker *w);
+/* 64 random bits (not for secrets: a sticky key only needs to be unpredictable enough to
+ * spread users evenly, and is seeded from the kernel per worker). */
+uint64_t worker_random(struct sy_worker *w);
 void worker_client_gone(struct sy_worker *w);
 
 /* client.c */

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <event2/thread.h>
@@ -23,6 +24,17 @@ struct sy_workers {
 const struct sy_config *worker_config(const struct sy_worker *w)
 {
     return sy_route_table_config(w->table);
+}
+
+uint64_t worker_random(struct sy_worker *w)
+{
+    /* xorshift64* */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
 }
 
 static int open_listener(const struct sy_listen_spec *ls)
@@ -144,6 +156,8 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
     for (unsigned i = 0; i < n; i++) {
         struct sy_worker *w = &ws->v[i];
         w->id = i;
+        if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
+            w->rng = sy_now_ms() * 0x9E3779B97F4A7C15ULL + i + 1;
         w->table = sy_route_table_acquire(table);
         pthread_mutex_init(&w->mu, NULL);
         w->base = event_base_new();

@@ -263,6 +263,49 @@ static enum duration_result parse_duration(const yaml_node_t *n, unsigned *out)
     return DURATION_OK;
 }
 
+/* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
+static enum duration_result parse_seconds(const yaml_node_t *n, uint64_t max, unsigned *out)
+{
+    if (!is_scalar(n))
+        return DURATION_SYNTAX;
+    const char *p = text(n), *end = p + n->data.scalar.length;
+    uint64_t v = 0;
+    bool too_long = false;
+    const char *q = p;
+    for (; q < end && *q >= '0' && *q <= '9'; q++) {
+        v = v * 10 + (uint64_t)(*q - '0');
+        if (v > max) {
+            too_long = true;
+            v = max;
+        }
+    }
+    if (q == p)
+        return DURATION_SYNTAX;
+    uint64_t factor;
+    if (q == end || (end - q == 1 && *q == 's'))
+        factor = 1;
+    else if (end - q == 1 && *q == 'm')
+        factor = 60;
+    else if (end - q == 1 && *q == 'h')
+        factor = 60 * 60;
+    else if (end - q == 1 && *q == 'd')
+        factor = 24 * 60 * 60;
+    else
+        return DURATION_SYNTAX;
+    if (too_long || v * factor > max)
+        return DURATION_TOO_LONG;
+    *out = (unsigned)(v * factor);
+    return DURATION_OK;
+}
+
+/* RFC 9110 §5.6.2 tchar. An RFC 6265 §4.1.1 cookie-name is the same token (RFC 2616 §2.2). */
+static bool is_tchar(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+        return true;
+    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
 /*
  * Reads one mapping entry into k, v and key. Reports and skips keys that are not strings and
  * keys already seen in the same mapping (quadratic, but mappings here are short).
@@ -861,6 +904,209 @@ static void parse_stable(struct ctx *c, struct sy_app_spec *app, const yaml_node
     report(c, v, "stable cluster '%s' is not in weights", show(v).s);
 }
 
+/* A cookie or header name: a token of at most `max` bytes. Returns a copy (lower-cased when
+ * `lower`) or NULL after reporting. */
+static char *token_name(struct ctx *c, const yaml_node_t *v, const char *what, size_t max,
+                        bool lower)
+{
+    const char *s = string_value(c, v, what);
+    if (!s)
+        return NULL;
+    size_t len = v->data.scalar.length;
+    bool ok = len <= max;
+    for (size_t i = 0; i < len && ok; i++)
+        ok = is_tchar((unsigned char)s[i]);
+    if (!ok) {
+        report(c, v,
+               "bad %s '%s': use letters, digits and !#$%%&'*+-.^_`|~ (an RFC 9110 token), at "
+               "most %zu characters",
+               what, show(v).s, max);
+        return NULL;
+    }
+    char *out = sy_xstrdup(s);
+    for (char *q = out; lower && *q; q++)
+        if (*q >= 'A' && *q <= 'Z')
+            *q = (char)(*q + ('a' - 'A'));
+    return out;
+}
+
+static void sticky_dispose(struct sy_sticky_spec *st)
+{
+    free(st->name);
+    memset(st, 0, sizeof(*st));
+}
+
+static void force_dispose(struct sy_force_spec *f)
+{
+    free(f->header);
+    free(f->cookie);
+    if (f->secret) {
+        explicit_bzero(f->secret, f->secret_len);
+        free(f->secret);
+    }
+    memset(f, 0, sizeof(*f));
+}
+
+static void parse_max_age(struct ctx *c, struct sy_sticky_spec *st, const yaml_node_t *k,
+                          const yaml_node_t *v, bool *bad)
+{
+    if (st->by != SY_STICKY_COOKIE) {
+        if (st->by != SY_STICKY_NONE)
+            report(c, k, "max_age applies only to a sticky cookie");
+        *bad = true;
+        return;
+    }
+    unsigned s = 0;
+    switch (parse_seconds(v, SY_STICKY_MAX_AGE_MAX, &s)) {
+    case DURATION_OK:
+        break;
+    case DURATION_SYNTAX:
+        report(c, v, "max_age must be a duration such as 3600s, 90m, 12h or 30d, got %s",
+               show_value(v).s);
+        *bad = true;
+        return;
+    case DURATION_TOO_LONG:
+        report(c, v, "max_age must be at most %ud, got %s", SY_STICKY_MAX_AGE_MAX / 86400,
+               show_value(v).s);
+        *bad = true;
+        return;
+    }
+    if (s == 0) {
+        report(c, v, "max_age must be greater than 0");
+        *bad = true;
+        return;
+    }
+    st->max_age_s = s;
+}
+
+/* `sticky: {cookie: NAME, max_age: D} | {header: NAME} | {source_ip: true}`. */
+static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "sticky"))
+        return;
+    struct sy_sticky_spec st;
+    memset(&st, 0, sizeof(st));
+    st.max_age_s = SY_STICKY_MAX_AGE_DEFAULT;
+    st.mark = mark_of(v);
+    const yaml_node_t *kind = NULL, *max_age = NULL, *max_age_key = NULL;
+    bool bad = false;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key)) {
+            bad = true;
+            continue;
+        }
+        bool is_cookie = strcmp(key, "cookie") == 0, is_header = strcmp(key, "header") == 0;
+        if (is_cookie || is_header || strcmp(key, "source_ip") == 0) {
+            if (kind) {
+                report(c, k, "sticky takes only one of 'cookie', 'header' and 'source_ip'");
+                bad = true;
+                continue;
+            }
+            kind = k;
+            if (is_cookie) {
+                st.by = SY_STICKY_COOKIE;
+                st.name = token_name(c, pv, "cookie name", SY_COOKIE_NAME_MAX, false);
+                bad |= !st.name;
+            } else if (is_header) {
+                st.by = SY_STICKY_HEADER;
+                st.name = token_name(c, pv, "header name", SY_HEADER_NAME_MAX, true);
+                bad |= !st.name;
+            } else {
+                st.by = SY_STICKY_SOURCE_IP;
+                if (!is_scalar(pv) || pv->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
+                    strcmp(text(pv), "true") != 0) {
+                    report(c, pv, "source_ip must be true (leave sticky out for no key), got %s",
+                           show_value(pv).s);
+                    bad = true;
+                }
+            }
+        } else if (strcmp(key, "max_age") == 0) {
+            max_age_key = k;
+            max_age = pv;
+        } else {
+            report(c, k, "unknown key '%s' in sticky", show(k).s);
+            bad = true;
+        }
+    }
+    if (!kind) {
+        report(c, v, "sticky needs one of 'cookie', 'header' or 'source_ip'");
+        bad = true;
+    }
+    if (max_age)
+        parse_max_age(c, &st, max_age_key, max_age, &bad);
+    if (bad) {
+        sticky_dispose(&st);
+        return;
+    }
+    app->sticky = st;
+}
+
+/* `force: {header: NAME, cookie: NAME, secret: STRING}`; after `sticky:`, which it must not
+ * share a name with (one value cannot be both a cluster and a key). */
+static void parse_force(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "force"))
+        return;
+    struct sy_force_spec f;
+    memset(&f, 0, sizeof(f));
+    f.mark = mark_of(v);
+    const yaml_node_t *header = NULL, *cookie = NULL;
+    bool bad = false;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key)) {
+            bad = true;
+            continue;
+        }
+        if (strcmp(key, "header") == 0) {
+            header = pv;
+            f.header = token_name(c, pv, "header name", SY_HEADER_NAME_MAX, true);
+            bad |= !f.header;
+        } else if (strcmp(key, "cookie") == 0) {
+            cookie = pv;
+            f.cookie = token_name(c, pv, "cookie name", SY_COOKIE_NAME_MAX, false);
+            bad |= !f.cookie;
+        } else if (strcmp(key, "secret") == 0) {
+            /* The secret itself is never quoted back, only its length. */
+            const char *s = string_value(c, pv, "secret");
+            if (!s) {
+                bad = true;
+            } else if (pv->data.scalar.length < SY_FORCE_SECRET_MIN) {
+                report(c, pv, "secret must be at least %d bytes, got %zu", SY_FORCE_SECRET_MIN,
+                       pv->data.scalar.length);
+                bad = true;
+            } else {
+                f.secret = sy_xstrdup(s);
+                f.secret_len = pv->data.scalar.length;
+            }
+        } else {
+            report(c, k, "unknown key '%s' in force", show(k).s);
+            bad = true;
+        }
+    }
+    if (!header && !cookie) {
+        report(c, v, "force needs 'header' or 'cookie' (or both)");
+        bad = true;
+    }
+    const struct sy_sticky_spec *st = &app->sticky;
+    if (f.cookie && st->by == SY_STICKY_COOKIE && strcmp(f.cookie, st->name) == 0) {
+        report(c, cookie, "force cookie '%s' is also the sticky cookie", show(cookie).s);
+        bad = true;
+    }
+    if (f.header && st->by == SY_STICKY_HEADER && strcmp(f.header, st->name) == 0) {
+        report(c, header, "force header '%s' is also the sticky header", show(header).s);
+        bad = true;
+    }
+    if (bad) {
+        force_dispose(&f);
+        return;
+    }
+    app->force = f;
+}
+
 static bool is_app_name(const char *s, size_t len)
 {
     if (len == 0 || len > MAX_APP_NAME)
@@ -908,7 +1154,8 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
     memset(app, 0, sizeof(*app));
     app->mark = mark_of(item);
 
-    const yaml_node_t *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL, *weights = NULL;
+    const yaml_node_t *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL, *weights = NULL,
+                      *sticky = NULL, *force = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
         yaml_node_t *k, *v;
@@ -925,6 +1172,10 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
             stable = v;
         else if (strcmp(key, "weights") == 0)
             weights = v;
+        else if (strcmp(key, "sticky") == 0)
+            sticky = v;
+        else if (strcmp(key, "force") == 0)
+            force = v;
         else
             report(c, k, "unknown key '%s' in app", show(k).s);
     }
@@ -943,6 +1194,10 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
     else
         report(c, item, "missing required key 'weights' in app");
     parse_stable(c, app, stable, weights_ok);
+    if (sticky)
+        parse_sticky(c, app, sticky);
+    if (force)
+        parse_force(c, app, force);
 }
 
 static void parse_apps(struct ctx *c, const yaml_node_t *v)
@@ -1367,6 +1622,8 @@ void sy_config_free(struct sy_config *cfg)
         free(app->paths);
         free(app->path_marks);
         free(app->weights);
+        sticky_dispose(&app->sticky);
+        force_dispose(&app->force);
     }
     free(cfg->apps);
     free(cfg->path);

@@ -3,7 +3,8 @@
  * in an open-addressing hash, `*.suffix` wildcards longest first, then the catch-all; under each
  * host its path prefixes longest first. Each app's weights become a precomputed smooth weighted
  * round-robin schedule, walked by one shared atomic counter, so every worker draws from the
- * same exact sequence and the request path takes no lock. */
+ * same exact sequence and the request path takes no lock; pick.c adds the sticky bucket ranges
+ * and the force key and makes the choice. */
 #include "switchyard/routing.h"
 
 #include <assert.h>
@@ -11,15 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_HOST 255
+#include "table_internal.h"
 
-struct app_rt {
-    struct sy_route_app pub;
-    const struct sy_app_spec *spec;
-    uint32_t *schedule; /* cluster indices, one full SWRR cycle */
-    size_t schedule_len;
-    _Atomic uint64_t seq;
-};
+#define MAX_HOST 255
 
 struct rule {
     const char *path;
@@ -33,21 +28,6 @@ struct host_entry {
     size_t len;
     struct rule *rules;
     size_t n_rules, cap_rules;
-};
-
-struct sy_route_table {
-    atomic_uint refs;
-    uint64_t generation;
-    struct sy_config *cfg;
-    struct app_rt *apps;
-    struct host_entry **exact; /* open addressing, exact_mask + 1 slots */
-    size_t exact_mask;
-    struct host_entry *entries; /* every entry; exact, wild and any point into it */
-    size_t n_entries;
-    struct host_entry **wild; /* longest suffix first */
-    size_t n_wild;
-    struct host_entry *any;
-    _Atomic unsigned *endpoint_rr; /* per cluster */
 };
 
 static uint64_t hash_bytes(const char *p, size_t len)
@@ -128,6 +108,23 @@ static int cmp_wild(const void *a, const void *b)
     return 0;
 }
 
+/* Frees a table, whole or half-built, but not the config it was built from. */
+static void table_free(struct sy_route_table *t)
+{
+    for (size_t i = 0; i < t->cfg->n_apps; i++) {
+        free(t->apps[i].schedule);
+        sy_pick_app_dispose(&t->apps[i]);
+    }
+    for (size_t i = 0; i < t->n_entries; i++)
+        free(t->entries[i].rules);
+    free(t->apps);
+    free(t->entries);
+    free(t->exact);
+    free(t->wild);
+    free(t->endpoint_rr);
+    free(t);
+}
+
 int sy_route_table_new(struct sy_config *cfg, uint64_t generation, struct sy_route_table **out)
 {
     if (cfg->n_clusters == 0)
@@ -158,7 +155,13 @@ int sy_route_table_new(struct sy_config *cfg, uint64_t generation, struct sy_rou
         a->pub.index = i;
         a->pub.stable = a->spec->stable;
         atomic_init(&a->seq, 0);
+        atomic_init(&a->force_ignored, 0);
         build_schedule(a);
+        int rc = sy_pick_app_init(a);
+        if (rc != 0) {
+            table_free(t);
+            return rc;
+        }
         for (size_t h = 0; h < a->spec->n_hosts; h++) {
             const char *host = a->spec->hosts[h];
             if (host[0] == '*' && host[1] == '.')
@@ -213,17 +216,9 @@ void sy_route_table_release(struct sy_route_table *t)
         return;
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
-    for (size_t i = 0; i < t->cfg->n_apps; i++)
-        free(t->apps[i].schedule);
-    for (size_t i = 0; i < t->n_entries; i++)
-        free(t->entries[i].rules);
-    free(t->apps);
-    free(t->entries);
-    free(t->exact);
-    free(t->wild);
-    free(t->endpoint_rr);
-    sy_config_free(t->cfg);
-    free(t);
+    struct sy_config *cfg = t->cfg;
+    table_free(t); /* reads cfg */
+    sy_config_free(cfg);
 }
 
 uint64_t sy_route_table_generation(const struct sy_route_table *t)
@@ -298,16 +293,6 @@ const struct sy_route_app *sy_route_match(const struct sy_route_table *t, struct
     if (!r)
         r = match_paths(t->any, path);
     return r ? &r->app->pub : NULL;
-}
-
-size_t sy_route_pick(const struct sy_route_table *t, const struct sy_route_app *app,
-                     const struct sy_route_req *req, enum sy_pick_reason *reason)
-{
-    struct app_rt *a = &t->apps[app->index];
-    uint64_t n = atomic_fetch_add_explicit(&a->seq, 1, memory_order_relaxed);
-    if (reason)
-        *reason = SY_PICK_WEIGHT;
-    return a->schedule[n % a->schedule_len];
 }
 
 size_t sy_route_cluster_count(const struct sy_route_table *t)

@@ -36,6 +36,14 @@ static inline struct sy_slice sy_slice_of(const char *p, size_t len)
     return s;
 }
 
+/**
+ * One header field of a parsed message: the name as received and the value without leading or
+ * trailing whitespace. Both borrow the message buffer.
+ */
+struct sy_header {
+    struct sy_slice name, value;
+};
+
 /** True when the slice equals the C string `s`, compared case-insensitively (ASCII). */
 bool sy_slice_ieq(struct sy_slice a, const char *s);
 

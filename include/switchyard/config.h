@@ -47,6 +47,44 @@ struct sy_weight_spec {
     struct sy_mark mark;
 };
 
+/** How an app's sticky key is found (`sticky:`). */
+enum sy_sticky_by {
+    SY_STICKY_NONE = 0,  /* no `sticky:`: every request is weighted round-robin */
+    SY_STICKY_COOKIE,    /* `sticky: {cookie: NAME, max_age: DURATION}` */
+    SY_STICKY_HEADER,    /* `sticky: {header: NAME}` */
+    SY_STICKY_SOURCE_IP, /* `sticky: {source_ip: true}` */
+};
+
+/** Longest cookie name accepted (sticky and force), so that a Set-Cookie value has a bound. */
+#define SY_COOKIE_NAME_MAX 64
+/** Longest header name accepted in `sticky:` and `force:`. */
+#define SY_HEADER_NAME_MAX 64
+/** `sticky.max_age` default: 30 days, in seconds. */
+#define SY_STICKY_MAX_AGE_DEFAULT (30u * 24 * 60 * 60)
+/** `sticky.max_age` ceiling: 400 days, the most browsers honour (RFC 6265bis). */
+#define SY_STICKY_MAX_AGE_MAX (400u * 24 * 60 * 60)
+/** Shortest `force.secret` accepted, in bytes. */
+#define SY_FORCE_SECRET_MIN 16
+
+/** `sticky:` of an app. */
+struct sy_sticky_spec {
+    enum sy_sticky_by by;
+    char *name;          /* cookie name as written (an RFC 6265 token, compared exactly) or header
+                            name in lower case; NULL for SY_STICKY_NONE and SY_STICKY_SOURCE_IP */
+    unsigned max_age_s;  /* SY_STICKY_COOKIE only: Max-Age of the cookie the proxy sets */
+    struct sy_mark mark; /* the `sticky:` value */
+};
+
+/** `force:` of an app. With neither header nor cookie the app has no force. */
+struct sy_force_spec {
+    char *header;        /* lower case; NULL when absent */
+    char *cookie;        /* as written; NULL when absent */
+    char *secret;        /* NULL: a bare cluster name forces; otherwise only a value signed with it
+                            (CLUSTER.EXPIRY.HMAC) does. Never printed. */
+    size_t secret_len;   /* >= SY_FORCE_SECRET_MIN when secret is set */
+    struct sy_mark mark; /* the `force:` value */
+};
+
 /** `apps:` entry. Hosts are stored lower-case. */
 struct sy_app_spec {
     char *name;
@@ -59,6 +97,8 @@ struct sy_app_spec {
     size_t stable; /* cluster index; default: the first cluster in `weights` */
     struct sy_weight_spec *weights; /* in the order of sy_config.clusters, one per named cluster */
     size_t n_weights;
+    struct sy_sticky_spec sticky;
+    struct sy_force_spec force;
     struct sy_mark mark;
 };
 

@@ -50,25 +50,74 @@ const struct sy_route_app *sy_route_match(const struct sy_route_table *t, struct
 
 /** Why a cluster was chosen (shown by `explain` and in logs). */
 enum sy_pick_reason {
-    SY_PICK_WEIGHT = 0, /* smooth weighted round-robin */
+    SY_PICK_WEIGHT = 0, /* no key: smooth weighted round-robin */
+    SY_PICK_STICKY,     /* the sticky key's bucket against the cumulative weights */
+    SY_PICK_FORCE,      /* a force header or cookie named the cluster */
 };
 
+/** "weight", "sticky" or "force" (never NULL). */
+const char *sy_pick_reason_name(enum sy_pick_reason reason);
+
 /**
- * What a request offers to the choice beyond its app. The seam for forced and sticky choice:
- * today only the weights decide.
+ * What a request offers to the choice beyond its app. Everything is borrowed for the call only.
+ * A zeroed struct (or a NULL request) means "no key": the weights alone decide.
  */
 struct sy_route_req {
     struct sy_slice host, path;
+    const struct sy_header *headers; /* the request's header fields, as parsed */
+    size_t n_headers;
+    const struct sockaddr *client; /* the peer's address (AF_INET or AF_INET6), or NULL */
+    bool tls;                      /* arrived on a TLS listener: a new cookie gets `Secure` */
+    uint64_t now;                  /* unix time in seconds: force tokens expire against it */
+    uint64_t rnd; /* uniformly random bits drawn by the caller; the key of a new sticky cookie */
+};
+
+/* "NAME=" + 16 hex digits + "; Path=/; Max-Age=34560000; HttpOnly; SameSite=Lax; Secure". */
+#define SY_SET_COOKIE_MAX 160
+
+/** The outcome of sy_route_pick(). */
+struct sy_route_choice {
+    size_t cluster; /* index into the table's clusters */
+    enum sy_pick_reason reason;
+    /* When set_cookie_len > 0: the whole value of a Set-Cookie field the response must carry
+     * (the request had no sticky cookie and was given a new key). NUL-terminated. */
+    char set_cookie[SY_SET_COOKIE_MAX];
+    size_t set_cookie_len;
 };
 
 /**
- * Picks the cluster for one request to `app`: smooth weighted round-robin over the app's
- * weights, shared by all workers (one atomic increment), so that over any window of
- * sum-of-weights consecutive requests every cluster gets exactly its weight. Returns a cluster
- * index; `reason` (may be NULL) says why. Any thread.
+ * Picks the cluster for one request to `app` (docs/routing.md), first match wins:
+ *   1. force: the app's force header, then its force cookie, naming one of the app's clusters
+ *      (even one of weight 0). With `force.secret` the value must be CLUSTER.EXPIRY.MAC, MAC
+ *      the lower-case hex HMAC-SHA256 of "CLUSTER.EXPIRY" under the secret and EXPIRY > now.
+ *      A value that does not qualify is ignored and counted (sy_route_force_ignored()).
+ *   2. sticky key (cookie value, header value or client address): bucket =
+ *      sy_route_sticky_bucket(app name, key), held against the app's cumulative weights in the
+ *      table's cluster order. A cookie-sticky request without the cookie gets a new key made
+ *      from `req->rnd`, used for this request and returned in out->set_cookie.
+ *   3. no key: smooth weighted round-robin over the app's weights, shared by all workers (one
+ *      atomic increment), exact over any window of sum-of-weights consecutive requests.
+ * Fills *out. `req` may be NULL (step 3 only). Any thread; no lock and no allocation, except
+ * that checking a signed force value copies an HMAC context (a few small allocations).
  */
-size_t sy_route_pick(const struct sy_route_table *t, const struct sy_route_app *app,
-                     const struct sy_route_req *req, enum sy_pick_reason *reason);
+void sy_route_pick(const struct sy_route_table *t, const struct sy_route_app *app,
+                   const struct sy_route_req *req, struct sy_route_choice *out);
+
+/**
+ * The sticky bucket of `key` in app `app_name`: SipHash-2-4 under the fixed key
+ * SY_STICKY_HASH_KEY of the bytes app_name, 0x00, key; the 64-bit result mod SY_STICKY_BUCKETS.
+ * Never changes between versions (a regression test pins it). Any thread.
+ */
+unsigned sy_route_sticky_bucket(const char *app_name, const void *key, size_t len);
+
+#define SY_STICKY_BUCKETS  10000u
+#define SY_STICKY_HASH_KEY "switchyard.stick" /* 16 bytes: SipHash k0, k1 little-endian */
+
+/**
+ * Force values of `app` ignored since the table was built (unknown cluster, bad or expired
+ * signature). Per table: a reload starts a new count. Any thread.
+ */
+uint64_t sy_route_force_ignored(const struct sy_route_table *t, const struct sy_route_app *app);
 
 /** Number of clusters and their names (index order = file order). */
 size_t sy_route_cluster_count(const struct sy_route_table *t);

@@ -437,6 +437,102 @@ static void test_shipped_configs_load(void **state)
     }
 }
 
+static void test_parses_sticky_and_force(void **state)
+{
+    struct sy_config *cfg = parse_ok(BASE "apps:\n"
+                                          "  - name: a\n"
+                                          "    hosts: [a.example.com]\n"
+                                          "    weights: {blue: 90, green: 10}\n"
+                                          "    sticky: {cookie: Sy_A, max_age: 12h}\n"
+                                          "    force: {header: X-Switchyard-Cluster, cookie: "
+                                          "Sy_Force, secret: 0123456789abcdefXYZ}\n"
+                                          "  - name: b\n"
+                                          "    hosts: [b.example.com]\n"
+                                          "    weights: {blue: 1}\n"
+                                          "    sticky: {header: X-User-Id}\n"
+                                          "    force: {cookie: sy_force}\n"
+                                          "  - name: c\n"
+                                          "    hosts: [c.example.com]\n"
+                                          "    weights: {blue: 1}\n"
+                                          "    sticky: {source_ip: true}\n"
+                                          "  - name: d\n"
+                                          "    hosts: [d.example.com]\n"
+                                          "    weights: {blue: 1}\n"
+                                          "    sticky: {cookie: sy}\n"
+                                          "  - name: e\n"
+                                          "    hosts: [e.example.com]\n"
+                                          "    weights: {blue: 1}\n");
+    assert_int_equal(cfg->n_apps, 5);
+    const struct sy_app_spec *a = &cfg->apps[0], *b = &cfg->apps[1], *c = &cfg->apps[2],
+                             *d = &cfg->apps[3], *e = &cfg->apps[4];
+    assert_int_equal(a->sticky.by, SY_STICKY_COOKIE);
+    assert_string_equal(a->sticky.name, "Sy_A"); /* cookie names keep their case */
+    assert_int_equal(a->sticky.max_age_s, 12 * 3600);
+    assert_mark(a->sticky.mark, 10, 13);
+    assert_string_equal(a->force.header, "x-switchyard-cluster"); /* header names lower-case */
+    assert_string_equal(a->force.cookie, "Sy_Force");
+    assert_string_equal(a->force.secret, "0123456789abcdefXYZ");
+    assert_int_equal(a->force.secret_len, 19);
+    assert_mark(a->force.mark, 11, 12);
+
+    assert_int_equal(b->sticky.by, SY_STICKY_HEADER);
+    assert_string_equal(b->sticky.name, "x-user-id");
+    assert_null(b->force.header);
+    assert_string_equal(b->force.cookie, "sy_force");
+    assert_null(b->force.secret);
+
+    assert_int_equal(c->sticky.by, SY_STICKY_SOURCE_IP);
+    assert_null(c->sticky.name);
+
+    assert_int_equal(d->sticky.by, SY_STICKY_COOKIE);
+    assert_int_equal(d->sticky.max_age_s, SY_STICKY_MAX_AGE_DEFAULT);
+    assert_int_equal(SY_STICKY_MAX_AGE_DEFAULT, 30 * 86400);
+
+    assert_int_equal(e->sticky.by, SY_STICKY_NONE);
+    assert_null(e->sticky.name);
+    assert_null(e->force.header);
+    assert_null(e->force.cookie);
+    assert_null(e->force.secret);
+    sy_config_free(cfg);
+}
+
+static void test_parses_every_max_age_unit(void **state)
+{
+    static const struct {
+        const char *text;
+        unsigned s;
+    } cases[] = {
+        {"90", 90},
+        {"90s", 90},
+        {"2m", 120},
+        {"3h", 10800},
+        {"1d", 86400},
+        {"400d", 400 * 86400},
+        {"34560000", 34560000},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml), BASE WEB_APP "    sticky: {cookie: sy, max_age: %s}\n",
+                 cases[i].text);
+        struct sy_config *cfg = parse_ok(yaml);
+        assert_int_equal(cfg->apps[0].sticky.max_age_s, cases[i].s);
+        sy_config_free(cfg);
+    }
+}
+
+static void test_never_quotes_the_force_secret(void **state)
+{
+    static const char yaml[] = BASE WEB_APP "    force: {header: x-sy, secret: hunter2-hunter}\n";
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    assert_int_equal(sy_config_parse(test_name, yaml, strlen(yaml), &d, &cfg), SY_ERR_INVALID);
+    assert_int_equal(d.n, 1);
+    assert_non_null(strstr(d.v[0].msg, "at least 16 bytes, got 14"));
+    assert_null(strstr(d.v[0].msg, "hunter"));
+    sy_diags_dispose(&d);
+}
+
 /* sy_parse_hostport on its own. */
 
 struct hostport_case {
@@ -522,8 +618,92 @@ static const struct error_case error_cases[] = {
           "admin: {socket: /run/x.sock}\n",
      {{7, 1, "unknown key 'admin' at top level"}}},
     {"test_rejects_unknown_key_in_app",
-     BASE WEB_APP "    sticky: {cookie: sy}\n",
-     {{10, 5, "unknown key 'sticky' in app"}}},
+     BASE WEB_APP "    stickiness: {cookie: sy}\n",
+     {{10, 5, "unknown key 'stickiness' in app"}}},
+    {"test_rejects_sticky_that_is_not_a_mapping",
+     BASE WEB_APP "    sticky: sy_web\n",
+     {{10, 13, "sticky must be a mapping, got sy_web"}}},
+    {"test_rejects_sticky_without_a_key_source",
+     BASE WEB_APP "    sticky: {max_age: 1d}\n",
+     {{10, 13, "sticky needs one of 'cookie', 'header' or 'source_ip'"}}},
+    {"test_rejects_sticky_with_two_key_sources",
+     BASE WEB_APP "    sticky: {cookie: sy, header: x-user}\n",
+     {{10, 26, "sticky takes only one of 'cookie', 'header' and 'source_ip'"}}},
+    {"test_rejects_sticky_cookie_name_that_is_not_a_token",
+     BASE WEB_APP "    sticky: {cookie: \"sy=web\"}\n",
+     {{10, 22,
+       "bad cookie name 'sy=web': use letters, digits and !#$%&'*+-.^_`|~ (an RFC 9110 "
+       "token), at most 64 characters"}}},
+    {"test_rejects_sticky_cookie_name_with_a_space",
+     BASE WEB_APP "    sticky: {cookie: 'sy web'}\n",
+     {{10, 22, "bad cookie name 'sy web'"}}},
+    {"test_rejects_sticky_cookie_name_longer_than_64",
+     BASE WEB_APP "    sticky: {cookie: "
+                  "a123456789b123456789c123456789d123456789e123456789f123456789abcde}\n",
+     {{10, 22,
+       "bad cookie name 'a123456789b123456789c123456789d123456789e123456789f123456789abcde'"}}},
+    {"test_rejects_empty_sticky_cookie_name",
+     BASE WEB_APP "    sticky: {cookie: ''}\n",
+     {{10, 22, "cookie name must not be empty"}}},
+    {"test_rejects_sticky_header_name_that_is_not_a_token",
+     BASE WEB_APP "    sticky: {header: 'x-user:'}\n",
+     {{10, 22, "bad header name 'x-user:'"}}},
+    {"test_rejects_source_ip_that_is_not_true",
+     BASE WEB_APP "    sticky: {source_ip: yes}\n",
+     {{10, 25, "source_ip must be true (leave sticky out for no key), got yes"}}},
+    {"test_rejects_quoted_source_ip",
+     BASE WEB_APP "    sticky: {source_ip: 'true'}\n",
+     {{10, 25, "source_ip must be true (leave sticky out for no key), got \"true\""}}},
+    {"test_rejects_max_age_on_a_sticky_header",
+     BASE WEB_APP "    sticky: {header: x-user, max_age: 1d}\n",
+     {{10, 30, "max_age applies only to a sticky cookie"}}},
+    {"test_rejects_bad_max_age",
+     BASE WEB_APP "    sticky: {cookie: sy, max_age: 10 days}\n",
+     {{10, 35, "max_age must be a duration such as 3600s, 90m, 12h or 30d, got 10 days"}}},
+    {"test_rejects_max_age_in_milliseconds",
+     BASE WEB_APP "    sticky: {cookie: sy, max_age: 500ms}\n",
+     {{10, 35, "max_age must be a duration such as 3600s, 90m, 12h or 30d, got 500ms"}}},
+    {"test_rejects_zero_max_age",
+     BASE WEB_APP "    sticky: {cookie: sy, max_age: 0s}\n",
+     {{10, 35, "max_age must be greater than 0"}}},
+    {"test_rejects_max_age_beyond_400_days",
+     BASE WEB_APP "    sticky: {cookie: sy, max_age: 401d}\n",
+     {{10, 35, "max_age must be at most 400d, got 401d"}}},
+    {"test_rejects_huge_max_age_without_overflow",
+     BASE WEB_APP "    sticky: {cookie: sy, max_age: 99999999999999999999999d}\n",
+     {{10, 35, "max_age must be at most 400d"}}},
+    {"test_rejects_unknown_key_in_sticky",
+     BASE WEB_APP "    sticky: {cookie: sy, path: /}\n",
+     {{10, 26, "unknown key 'path' in sticky"}}},
+    {"test_rejects_force_that_is_not_a_mapping",
+     BASE WEB_APP "    force: x-switchyard-cluster\n",
+     {{10, 12, "force must be a mapping, got x-switchyard-cluster"}}},
+    {"test_rejects_force_without_header_or_cookie",
+     BASE WEB_APP "    force: {secret: 0123456789abcdef}\n",
+     {{10, 12, "force needs 'header' or 'cookie' (or both)"}}},
+    {"test_rejects_force_secret_shorter_than_16_bytes",
+     BASE WEB_APP "    force: {header: x-sy, secret: 0123456789abcde}\n",
+     {{10, 35, "secret must be at least 16 bytes, got 15"}}},
+    {"test_rejects_force_secret_that_is_not_a_string",
+     BASE WEB_APP "    force: {header: x-sy, secret: [a]}\n",
+     {{10, 35, "secret must be a string, got a list"}}},
+    {"test_rejects_force_header_name_that_is_not_a_token",
+     BASE WEB_APP "    force: {header: 'x sy'}\n",
+     {{10, 21, "bad header name 'x sy'"}}},
+    {"test_rejects_force_cookie_name_that_is_not_a_token",
+     BASE WEB_APP "    force: {cookie: 'sy;force'}\n",
+     {{10, 21, "bad cookie name 'sy;force'"}}},
+    {"test_rejects_unknown_key_in_force",
+     BASE WEB_APP "    force: {header: x-sy, query: cluster}\n",
+     {{10, 27, "unknown key 'query' in force"}}},
+    {"test_rejects_force_cookie_that_is_the_sticky_cookie",
+     BASE WEB_APP "    sticky: {cookie: sy}\n"
+                  "    force: {cookie: sy}\n",
+     {{11, 21, "force cookie 'sy' is also the sticky cookie"}}},
+    {"test_rejects_force_header_that_is_the_sticky_header_in_any_case",
+     BASE WEB_APP "    sticky: {header: X-User}\n"
+                  "    force: {header: x-user}\n",
+     {{11, 21, "force header 'x-user' is also the sticky header"}}},
     {"test_rejects_unknown_key_in_cluster",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
@@ -1022,6 +1202,9 @@ int main(void)
         cmocka_unit_test(test_failure_leaves_out_untouched_and_keeps_earlier_diags),
         cmocka_unit_test(test_shipped_configs_load),
         cmocka_unit_test(test_parse_hostport_accepts_and_rejects_as_documented),
+        cmocka_unit_test(test_parses_sticky_and_force),
+        cmocka_unit_test(test_parses_every_max_age_unit),
+        cmocka_unit_test(test_never_quotes_the_force_secret),
     };
     /* One named test per row of the error table. */
     static struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(error_cases)];

@@ -50,8 +50,10 @@ static struct sy_route_table *table_from(const char *apps)
 
 static const char *cluster_of(struct sy_route_table *t, const struct sy_route_app *app)
 {
-    size_t i = sy_route_pick(t, app, NULL, NULL);
-    return sy_route_cluster(t, i)->name;
+    struct sy_route_choice ch;
+    sy_route_pick(t, app, NULL, &ch);
+    assert_int_equal(ch.reason, SY_PICK_WEIGHT);
+    return sy_route_cluster(t, ch.cluster)->name;
 }
 
 static const char *match(struct sy_route_table *t, const char *host, const char *path)

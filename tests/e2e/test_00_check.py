@@ -1,0 +1,216 @@
+# SPDX-License-Identifier: MIT
+"""`switchyard -t -c FILE`: exit 0 and a one-line summary for a good file; exit 1 and every
+error as `file:line:column: message` (1-based) for a bad one."""
+
+import glob
+import os
+import re
+import socket
+import subprocess
+
+import pytest
+
+from conftest import SOURCE_ROOT, SWITCHYARD
+
+VALID = """\
+listen:
+  - address: 127.0.0.1:18080
+workers: 1
+limits:
+  max_header_bytes: 16384
+timeouts:
+  upstream_response: 30s
+  upstream_connect: 500ms
+clusters:
+  blue:
+    endpoints: [127.0.0.1:9001, 127.0.0.1:9003]
+  green:
+    endpoints: [127.0.0.1:9002]
+apps:
+  - name: chat
+    hosts: [chat.example.com, "*.chat.example.com"]
+    paths: [/, /api]
+    stable: blue
+    weights: { blue: 90, green: 10 }
+  - name: rest
+    hosts: ["*"]
+    weights:
+      blue: 100
+      green: 0
+"""
+
+BAD_WEIGHT = """\
+listen:
+  - address: 127.0.0.1:18080
+clusters:
+  blue:
+    endpoints: [127.0.0.1:9001]
+  green:
+    endpoints: [127.0.0.1:9002]
+apps:
+  - name: chat
+    hosts: [chat.example.com]
+    weights:
+      blue: 120
+      green: 10
+"""
+
+SEVERAL = """\
+listen:
+  - address: 127.0.0.1:18080
+clusters:
+  blue:
+    endpoints: [127.0.0.1:9001]
+  green:
+    endpoints: [127.0.0.1:70000]
+apps:
+  - name: a
+    hosts: [a.example.com]
+    weights:
+      blue: 120
+      green: 0
+  - name: b
+    hosts: [b.example.com]
+    weights:
+      blue: 50
+      purple: 50
+"""
+
+
+def run_check(path, timeout=20):
+    return subprocess.run([SWITCHYARD, "-t", "-c", str(path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout,
+                          text=True, errors="replace")
+
+
+def position(text, needle, occurrence=1):
+    """1-based (line, column) of the n-th occurrence of `needle` in `text`."""
+    idx = -1
+    for _ in range(occurrence):
+        idx = text.index(needle, idx + 1)
+    line = text.count("\n", 0, idx) + 1
+    col = idx - (text.rfind("\n", 0, idx) + 1) + 1
+    return line, col
+
+
+def diag_lines(stderr, path):
+    pat = re.compile(r"^%s:(\d+):(\d+): (.+)$" % re.escape(str(path)))
+    out = []
+    for line in stderr.splitlines():
+        m = pat.search(line.strip())
+        if m:
+            out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
+    return out
+
+
+def test_valid_file_exits_0_with_one_line_summary(tmp_path):
+    f = tmp_path / "ok.yaml"
+    f.write_text(VALID)
+    p = run_check(f)
+    assert p.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, "want a one-line summary on stdout, got %r" % p.stdout
+    assert not diag_lines(p.stderr, f), p.stderr
+
+
+def test_check_works_while_the_listen_port_is_taken(tmp_path):
+    """-t checks a file for a daemon that is already running: it must not need the port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        f = tmp_path / "busy.yaml"
+        f.write_text(VALID.replace("127.0.0.1:18080", "127.0.0.1:%d" % port))
+        p = run_check(f)
+    assert p.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+
+
+def test_weight_over_100_reports_file_line_col(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD_WEIGHT)
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    diags = diag_lines(p.stderr, f)
+    assert diags, "no `%s:line:col: message` on stderr:\n%s" % (f, p.stderr)
+    line, key_col = position(BAD_WEIGHT, "blue: 120")
+    val_col = key_col + len("blue: ")
+    hits = [d for d in diags if d[0] == line]
+    assert hits, "no error on line %d (want `blue: 120`): %r" % (line, diags)
+    assert hits[0][1] in (key_col, val_col), \
+        "column %d: want %d (key) or %d (value): %r" % (hits[0][1], key_col, val_col, diags)
+    assert "120" in hits[0][2] or "weight" in hits[0][2].lower(), hits
+    assert p.stdout.strip() == "" or "error" not in p.stdout.lower()
+
+
+def test_several_errors_are_reported_at_once(tmp_path):
+    f = tmp_path / "several.yaml"
+    f.write_text(SEVERAL)
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    diags = diag_lines(p.stderr, f)
+    want = {
+        "endpoint port 70000": [position(SEVERAL, "127.0.0.1:70000")],
+        "weight 120": [position(SEVERAL, "blue: 120"),
+                       position(SEVERAL, "120")],
+        "unknown cluster purple": [position(SEVERAL, "purple")],
+    }
+    missing = []
+    for what, places in want.items():
+        if not any((d[0], d[1]) in places for d in diags):
+            missing.append("%s at %s" % (what, " or ".join("%d:%d" % pl for pl in places)))
+    assert not missing, "missing diagnostics: %s\nstderr:\n%s" % (missing, p.stderr)
+
+
+def test_yaml_syntax_error_has_position(tmp_path):
+    text = VALID.replace('hosts: ["*"]', 'hosts: ["*"')
+    f = tmp_path / "syntax.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    diags = diag_lines(p.stderr, f)
+    assert diags, "want `%s:line:col: message` on stderr:\n%s" % (f, p.stderr)
+    start_line, _ = position(text, 'hosts: ["*"')
+    assert all(d[0] >= start_line and d[1] >= 1 for d in diags), diags
+
+
+def test_unknown_key_is_an_error_with_position(tmp_path):
+    text = VALID.replace("    weights: { blue: 90", "    wieghts: { blue: 90")
+    f = tmp_path / "typo.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 1, "a misspelt key must not be ignored; stdout:\n%s\nstderr:\n%s" \
+        % (p.stdout, p.stderr)
+    line, col = position(text, "wieghts")
+    assert any(d[0] == line for d in diag_lines(p.stderr, f)), \
+        "want an error on line %d:\n%s" % (line, p.stderr)
+
+
+def test_missing_file_exits_1_with_clear_message(tmp_path):
+    f = tmp_path / "does-not-exist.yaml"
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    assert str(f) in p.stderr, p.stderr
+    assert "no such file" in p.stderr.lower(), p.stderr
+
+
+def switchyard_configs():
+    """conf/ files that are switchyard routing files (top-level `clusters:`), not manifests."""
+    out = []
+    for pat in ("*.yaml", "*.yml"):
+        for p in glob.glob(os.path.join(SOURCE_ROOT, "conf", "**", pat), recursive=True):
+            with open(p, encoding="utf-8", errors="replace") as f:
+                if re.search(r"^clusters:", f.read(), re.M):
+                    out.append(p)
+    return sorted(out)
+
+
+CONF_FILES = switchyard_configs()
+
+
+@pytest.mark.parametrize("path", CONF_FILES or [None],
+                         ids=[os.path.relpath(p, SOURCE_ROOT) for p in CONF_FILES] or ["none"])
+def test_every_conf_file_passes_check(path):
+    if path is None:
+        pytest.skip("no conf/**/*.yaml files")
+    p = run_check(path)
+    assert p.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
