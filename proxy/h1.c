@@ -275,7 +275,7 @@ static void expect(struct fields *f, struct sy_slice v)
 }
 
 /* Acts on the fields that shape framing and routing; the rest are only stored. */
-static int field_semantics(struct fields *f, const struct sy_h1_header *h, bool request,
+static int field_semantics(struct fields *f, const struct sy_header *h, bool request,
                            const char **why)
 {
     const char *n = h->name.p;
@@ -323,7 +323,7 @@ static int field_semantics(struct fields *f, const struct sy_h1_header *h, bool 
 /* field-line = field-name ":" OWS field-value OWS CRLF (RFC 9112 §5). Parses one line at
  * p[0..n), which must not start with CR or LF. Returns its length with the CRLF, 0 when it is
  * not complete in n bytes, or -400 with *why set. */
-static ssize_t field_line(const char *p, size_t n, struct sy_h1_header *h, const char **why)
+static ssize_t field_line(const char *p, size_t n, struct sy_header *h, const char **why)
 {
     size_t i = 0;
     while (i < n && is(p[i], C_TCHAR))
@@ -374,7 +374,7 @@ static ssize_t field_line(const char *p, size_t n, struct sy_h1_header *h, const
 
 /* The field section at p[pos..end) through its empty line. Returns the offset after it, 0 when
  * more bytes are needed (pos > 0, so 0 is never a complete head), or a negative status. */
-static ssize_t field_section(const char *p, size_t pos, size_t end, struct sy_h1_header *hdrs,
+static ssize_t field_section(const char *p, size_t pos, size_t end, struct sy_header *hdrs,
                              size_t max, size_t *n_out, struct fields *f, bool request,
                              const char **why)
 {
@@ -489,7 +489,7 @@ static ssize_t req_fail(struct sy_h1_request *req, ssize_t status, const char *w
 ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits *lim,
                             struct sy_h1_request *req)
 {
-    struct sy_h1_header *hdrs = req->headers;
+    struct sy_header *hdrs = req->headers;
     memset(req, 0, sizeof(*req));
     req->headers = hdrs;
     size_t end = len < lim->max_head ? len : lim->max_head;
@@ -607,7 +607,7 @@ static ssize_t resp_fail(struct sy_h1_response *resp, const char *why)
 ssize_t sy_h1_parse_response(const char *p, size_t len, const struct sy_h1_limits *lim,
                              bool head_request, struct sy_h1_response *resp)
 {
-    struct sy_h1_header *hdrs = resp->headers;
+    struct sy_header *hdrs = resp->headers;
     memset(resp, 0, sizeof(*resp));
     resp->headers = hdrs;
     size_t end = len < lim->max_head ? len : lim->max_head;
@@ -698,7 +698,7 @@ more:
     return 0;
 }
 
-ssize_t sy_h1_find_header(const struct sy_h1_header *h, size_t n, const char *name)
+ssize_t sy_h1_find_header(const struct sy_header *h, size_t n, const char *name)
 {
     struct sy_slice s = sy_slice_of(name, strlen(name));
     for (size_t i = 0; i < n; i++)

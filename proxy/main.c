@@ -12,10 +12,10 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
-#include "sy_config.h"
 #include "switchyard/config.h"
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
+#include "sy_config.h"
 
 struct control {
     struct event_base *base;
@@ -52,6 +52,11 @@ static int load(const char *path, uint64_t generation, struct sy_route_table **o
     int rc = sy_config_load(path, d, &cfg);
     if (rc)
         return rc;
+    rc = sy_proxy_check(cfg, d);
+    if (rc) {
+        sy_config_free(cfg);
+        return rc;
+    }
     rc = sy_route_table_new(cfg, generation, out);
     if (rc) {
         sy_diags_add(d, path, 0, 0, "cannot compile the routing table: %s", sy_strerror(rc));
@@ -110,9 +115,12 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
-        {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 't'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
     bool check = false;

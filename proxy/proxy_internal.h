@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared inside proxy/: the worker, the downstream HTTP/1.1 connection, the upstream
- * connection and its pool, and the exchange that links one request to one upstream. */
+/* Shared inside proxy/: the worker, the two downstream codecs (HTTP/1.1 and HTTP/2), the
+ * upstream connection and its pool, and the exchange that links one downstream request to one
+ * upstream connection. The codecs meet the exchange only through struct downstream and the
+ * codec-neutral request and response heads below: no codec knows about the other. */
 #ifndef SWITCHYARD_PROXY_INTERNAL_H
 #define SWITCHYARD_PROXY_INTERNAL_H
 
@@ -9,16 +11,19 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/ssl.h>
 
 #include "switchyard/h1.h"
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
 
-struct client;
+struct exchange;
 struct upstream;
+struct h1_client;
 
 /* Idle keep-alive connections to one endpoint, owned by one worker. */
 struct pool {
@@ -29,13 +34,20 @@ struct pool {
     struct pool *next;
 };
 
+/* One listening address of a worker. */
+struct listener {
+    struct sy_worker *w;
+    int fd;
+    struct evconnlistener *ev;
+    SSL_CTX *tls; /* NULL: cleartext (HTTP/1.1 and h2c by prior knowledge) */
+};
+
 struct sy_worker {
     unsigned id;
     pthread_t thread;
     struct event_base *base;
-    int *fds; /* listening sockets, until the thread wraps them in listeners */
-    size_t n_fds;
-    struct evconnlistener **listeners;
+    struct listener *listeners;
+    size_t n_listeners;
     struct sy_route_table *table; /* this worker's reference to the current snapshot */
 
     /* Messages from the control thread. */
@@ -48,33 +60,103 @@ struct sy_worker {
     bool draining;
 
     struct pool *pools;
-    struct client *clients; /* every open downstream connection */
-    size_t n_clients;
+    struct conn *conns; /* every open downstream connection */
+    size_t n_conns;
     uint64_t next_conn_id;
-    struct sy_h1_header *scratch; /* header array for parsing, max_headers entries */
+    struct sy_header *scratch; /* header array for parsing, max_headers entries */
     size_t scratch_cap;
     uint64_t rng; /* xorshift state: keys for new sticky cookies */
 };
 
-/* One request in flight: downstream connection, routing decision, upstream connection. */
+/* What every downstream connection has, whatever its protocol. */
+struct conn {
+    struct sy_worker *w;
+    uint64_t id;
+    struct sockaddr_storage addr;
+    char peer[64];
+    bool tls;
+    struct conn *next, *prev;
+    void (*close_idle)(struct conn *c); /* drain: close if nothing is in flight */
+    void (*free)(struct conn *c);       /* worker shutdown */
+};
+
+/* A request head in the codec-neutral form. Slices are valid during exchange_start only. */
+struct req_head {
+    struct sy_slice method;
+    struct sy_slice target;    /* origin-form ("/path?q") or "*" */
+    struct sy_slice authority; /* Host or :authority */
+    const struct sy_header *headers;
+    size_t n_headers;
+    enum sy_h1_framing framing; /* NONE, LENGTH, or CHUNKED meaning "length unknown" */
+    uint64_t content_length;
+    bool expect_continue;
+    const char *version; /* for Via: "1.0", "1.1" or "2" */
+};
+
+/* A response head in the codec-neutral form. */
+struct resp_head {
+    int status;
+    struct sy_slice reason;          /* HTTP/1.1 reason phrase, may be empty */
+    const struct sy_header *headers; /* end-to-end fields only: framing and hop-by-hop removed */
+    size_t n_headers;
+    bool has_body;
+    bool length_known;
+    uint64_t content_length; /* with length_known, or the representation's length for HEAD/304 */
+    bool head_length;        /* content_length describes a HEAD/304 representation */
+    const char *set_cookie;  /* a Set-Cookie value to add, or NULL */
+};
+
+/* One downstream request: an HTTP/1.1 connection's current request or an HTTP/2 stream. */
+struct downstream;
+struct downstream_ops {
+    /* Moves up to `max` bytes of decoded request body into `out`, and trailer fields as
+     * "name: value\r\n" lines into `trailers`. Sets *done at the end of the body. Returns the
+     * bytes moved, or -1 with *why for a malformed body (answered with 400). */
+    ssize_t (*pull_body)(struct downstream *d, struct evbuffer *out, size_t max,
+                         struct evbuffer *trailers, bool *done, const char **why);
+    /* The cluster is reachable: a client waiting for 100 Continue may send its body. */
+    void (*send_continue)(struct downstream *d);
+    void (*send_head)(struct downstream *d, const struct resp_head *h);
+    /* Response bytes queued towards the client and not yet written. */
+    size_t (*queued)(struct downstream *d);
+    /* Moves `n` bytes of response body from `src`. */
+    void (*send_body)(struct downstream *d, struct evbuffer *src, size_t n);
+    /* The response is complete; `trailers` ("name: value\r\n" lines) may be NULL. */
+    void (*send_end)(struct downstream *d, struct evbuffer *trailers);
+    /* An answer of our own (nothing was sent yet). */
+    void (*send_error)(struct downstream *d, int status, const char *why);
+    /* The exchange is over and freed; `reusable` is false when the request was not read to
+     * its end (the connection, or the stream, cannot go on). */
+    void (*finish)(struct downstream *d, bool reusable);
+    /* The response cannot be completed: cut it so that it does not look complete. */
+    void (*abort)(struct downstream *d);
+};
+
+struct downstream {
+    const struct downstream_ops *ops;
+    struct conn *conn;
+    struct exchange *ex; /* NULL when none is in flight */
+};
+
+/* One request in flight: downstream, routing decision, upstream connection. */
 struct exchange {
-    struct client *client;
+    struct downstream *down;
+    struct sy_worker *w;
     struct sy_route_table *table; /* reference held until the exchange ends */
     const struct sy_route_app *app;
     size_t cluster;
     const struct sy_endpoint_spec *endpoint;
     struct upstream *up;
     struct evbuffer *up_head; /* serialized request head, kept for one retry */
+    struct evbuffer *tmp;     /* body bytes between decoding and framing */
+    struct evbuffer *trailers;
     bool retried;
     bool head_request;
-    char *set_cookie; /* a new sticky key for the response, or NULL */
     bool expect_continue; /* 100 Continue still to be sent */
+    char *set_cookie;     /* a new sticky key for the response, or NULL */
 
-    enum sy_h1_framing req_framing;
-    uint64_t req_remaining;
+    bool req_chunked_up; /* the body goes upstream chunked (length unknown) */
     uint64_t req_body_bytes;
-    struct sy_h1_chunked req_chunked;
-    struct evbuffer *req_trailers;
     bool req_body_started; /* a body byte went upstream: no retry */
     bool req_done;
 
@@ -84,25 +166,8 @@ struct exchange {
     enum sy_h1_framing resp_framing;
     uint64_t resp_remaining;
     struct sy_h1_chunked resp_chunked;
-    bool resp_chunked_out; /* re-encoded as chunked towards the client */
-    bool resp_keep_alive;  /* upstream connection reusable afterwards */
-    bool up_eof;           /* the upstream closed; its input holds the last bytes */
-};
-
-struct client {
-    struct sy_worker *w;
-    uint64_t id;
-    struct bufferevent *bev;
-    char peer[64];
-    struct sockaddr_storage addr;
-    struct exchange *ex;
-    struct event *timer; /* request head deadline / keep-alive idle */
-    bool keep_alive;     /* after the current exchange */
-    bool head_started;   /* bytes of a request head arrived: the head deadline runs */
-    bool closing;        /* free once the output is flushed */
-    bool read_paused;    /* by backpressure from the upstream */
-    int minor;           /* HTTP/1.<minor> of the current request */
-    struct client *next, *prev;
+    bool resp_keep_alive; /* upstream connection reusable afterwards */
+    bool up_eof;          /* the upstream closed; its input holds the last bytes */
 };
 
 struct upstream {
@@ -118,31 +183,53 @@ struct upstream {
 
 /* worker.c */
 const struct sy_config *worker_config(const struct sy_worker *w);
-/* 64 random bits (not for secrets: a sticky key only needs to be unpredictable enough to
- * spread users evenly, and is seeded from the kernel per worker). */
+/* 64 random bits (not for secrets: a sticky key only needs to spread users evenly; seeded
+ * from the kernel per worker). */
 uint64_t worker_random(struct sy_worker *w);
-void worker_client_gone(struct sy_worker *w);
+void worker_conn_add(struct sy_worker *w, struct conn *c);
+void worker_conn_remove(struct sy_worker *w, struct conn *c);
+/* The parse scratch array, grown to the current max_headers. */
+struct sy_header *worker_scratch(struct sy_worker *w);
+static inline struct timeval ms_tv(unsigned ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
 
-/* client.c */
-void client_accept(struct sy_worker *w, int fd, const struct sockaddr *sa, int salen);
-void client_close_idle(struct sy_worker *w);
-void client_free_all(struct sy_worker *w);
+/* Fills the parts of `c` every codec shares (address, printable peer, tls) and links it into
+ * the worker (which gives it its id). */
+void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr *sa, int salen,
+                      bool tls);
 
-/* exchange.c: called by client.c and upstream.c */
-void exchange_start(struct client *c, const struct sy_h1_request *req);
-void exchange_client_readable(struct exchange *ex);
-void exchange_client_drained(struct exchange *ex);
-void exchange_client_gone(struct exchange *ex);
-void exchange_free(struct exchange *ex);
+/* h1_server.c: takes over `bev`. */
+void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
+               bool tls);
+
+/* h2_server.c: takes over `bev`, whose input may already hold the client preface. */
+void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
+               bool tls);
+
+/* tls.c */
+/* A server context for one listener: TLS 1.2 and 1.3, ALPN h2 then http/1.1. NULL with a
+ * reason in *why (static storage, one per thread) when the certificate or key is unusable. */
+SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why);
+/* Runs the handshake on `fd`, then hands the connection to h2_accept or h1_accept by ALPN. */
+void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr *sa, int salen);
+
+/* exchange.c: called by the codecs and upstream.c */
+void exchange_start(struct downstream *d, const struct req_head *req);
+void exchange_body_ready(struct exchange *ex);     /* request body bytes arrived */
+void exchange_client_drained(struct exchange *ex); /* queued() fell to half the budget */
+void exchange_downstream_gone(struct exchange *ex);
 void exchange_upstream_connected(struct exchange *ex);
 void exchange_upstream_readable(struct exchange *ex);
 void exchange_upstream_drained(struct exchange *ex);
 void exchange_upstream_event(struct exchange *ex, short what);
-
-/* client.c: called by exchange.c */
-void client_send_error(struct client *c, int status, const char *why);
-void client_exchange_done(struct client *c, bool reusable);
-void client_abort(struct client *c);
+/* Decodes a request or response body framed by `framing` from `in` into `out` (at most `max`
+ * bytes, give or take one segment for chunked); see downstream_ops.pull_body. */
+ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing,
+                             uint64_t *remaining, struct evbuffer *in, struct evbuffer *out,
+                             size_t max, struct evbuffer *trailers, bool *done, const char **why);
 
 /* upstream.c */
 /* A pooled connection, or a new one (always new when `fresh`); NULL when a socket cannot be

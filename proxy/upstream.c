@@ -122,8 +122,8 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     bufferevent_set_timeouts(up->bev, NULL, &tv);
     bufferevent_enable(up->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(up->bev, (const struct sockaddr *)&ep->addr,
-                                   (int)ep->addrlen) == -1) {
+    if (bufferevent_socket_connect(up->bev, (const struct sockaddr *)&ep->addr, (int)ep->addrlen) ==
+        -1) {
         /* Immediate failure (e.g. no route): reported like a refused connection. */
         bufferevent_free(up->bev);
         free(up);

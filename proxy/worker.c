@@ -5,8 +5,10 @@
  * through a mutex-guarded mailbox and event_active(): the request path never takes a lock. */
 #include "switchyard/proxy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -72,10 +74,82 @@ static int open_listener(const struct sy_listen_spec *ls)
     return fd;
 }
 
+void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr *sa, int salen,
+                      bool tls)
+{
+    c->w = w;
+    c->tls = tls;
+    if (salen > 0 && (size_t)salen <= sizeof(c->addr))
+        memcpy(&c->addr, sa, (size_t)salen);
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof(c->peer));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->peer,
+                  sizeof(c->peer));
+    else
+        strcpy(c->peer, "unknown");
+    worker_conn_add(w, c);
+}
+
+void worker_conn_add(struct sy_worker *w, struct conn *c)
+{
+    c->id = ++w->next_conn_id * 64 + w->id;
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+}
+
+static void maybe_finish_drain(struct sy_worker *w);
+
+void worker_conn_remove(struct sy_worker *w, struct conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    maybe_finish_drain(w);
+}
+
+struct sy_header *worker_scratch(struct sy_worker *w)
+{
+    const struct sy_config *cfg = worker_config(w);
+    if (w->scratch_cap < cfg->limits.max_headers) {
+        free(w->scratch);
+        w->scratch = sy_xcalloc(cfg->limits.max_headers, sizeof(*w->scratch));
+        w->scratch_cap = cfg->limits.max_headers;
+    }
+    return w->scratch;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
-    client_accept(arg, fd, sa, salen);
+    struct listener *ls = arg;
+    struct sy_worker *w = ls->w;
+    const struct sy_config *cfg = worker_config(w);
+    if (w->draining || w->n_conns >= cfg->limits.max_connections) {
+        evutil_closesocket(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (ls->tls) {
+        tls_accept(w, ls->tls, fd, sa, salen);
+        return;
+    }
+    struct bufferevent *bev =
+        bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!bev) {
+        evutil_closesocket(fd);
+        return;
+    }
+    h1_accept(w, bev, sa, salen, false);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -86,20 +160,15 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 
 static void maybe_finish_drain(struct sy_worker *w)
 {
-    if (w->draining && w->n_clients == 0)
+    if (w->draining && w->n_conns == 0)
         event_base_loopbreak(w->base);
-}
-
-void worker_client_gone(struct sy_worker *w)
-{
-    maybe_finish_drain(w);
 }
 
 static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_worker *w = arg;
     sy_log(SY_LOG_WARN, "worker", "worker %u: drain timeout, closing %zu connections", w->id,
-           w->n_clients);
+           w->n_conns);
     event_base_loopbreak(w->base);
 }
 
@@ -108,11 +177,16 @@ static void start_drain(struct sy_worker *w, unsigned drain_ms)
     if (w->draining)
         return;
     w->draining = true;
-    for (size_t i = 0; i < w->n_fds; i++) {
-        evconnlistener_free(w->listeners[i]);
-        w->listeners[i] = NULL;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i].ev)
+            evconnlistener_free(w->listeners[i].ev);
+        w->listeners[i].ev = NULL;
+        w->listeners[i].fd = -1;
     }
-    client_close_idle(w);
+    for (struct conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        c->close_idle(c);
+    }
     struct timeval tv = {drain_ms / 1000, (drain_ms % 1000) * 1000};
     w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
     evtimer_add(w->drain_timer, &tv);
@@ -141,7 +215,8 @@ static void *worker_main(void *arg)
 {
     struct sy_worker *w = arg;
     event_base_dispatch(w->base);
-    client_free_all(w);
+    while (w->conns)
+        w->conns->free(w->conns);
     upstream_free_pools(w);
     return NULL;
 }
@@ -167,23 +242,32 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
             break;
         }
         w->msg_ev = event_new(w->base, -1, 0, msg_cb, w);
-        w->fds = sy_xcalloc(cfg->n_listens, sizeof(*w->fds));
         w->listeners = sy_xcalloc(cfg->n_listens, sizeof(*w->listeners));
         for (size_t j = 0; j < cfg->n_listens; j++) {
-            int fd = open_listener(&cfg->listens[j]);
-            if (fd == -1) {
+            const struct sy_listen_spec *spec = &cfg->listens[j];
+            struct listener *ls = &w->listeners[w->n_listeners++];
+            ls->w = w;
+            ls->fd = open_listener(spec);
+            if (ls->fd == -1) {
                 rc = SY_ERR_SYS;
                 break;
             }
-            w->fds[w->n_fds++] = fd;
-            w->listeners[j] = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1,
-                                                 fd);
-            if (!w->listeners[j]) {
-                sy_log(SY_LOG_ERROR, "listen", "cannot watch %s", cfg->listens[j].address);
+            if (spec->tls_cert) {
+                const char *why = NULL;
+                ls->tls = tls_server_ctx_new(spec->tls_cert, spec->tls_key, &why);
+                if (!ls->tls) {
+                    sy_log(SY_LOG_ERROR, "tls", "listener %s: %s", spec->address, why);
+                    rc = SY_ERR_INVALID;
+                    break;
+                }
+            }
+            ls->ev = evconnlistener_new(w->base, accept_cb, ls, LEV_OPT_CLOSE_ON_FREE, -1, ls->fd);
+            if (!ls->ev) {
+                sy_log(SY_LOG_ERROR, "listen", "cannot watch %s", spec->address);
                 rc = SY_ERR_SYS;
                 break;
             }
-            evconnlistener_set_error_cb(w->listeners[j], accept_error_cb);
+            evconnlistener_set_error_cb(ls->ev, accept_error_cb);
         }
         if (rc)
             break;
@@ -245,14 +329,16 @@ void sy_workers_free(struct sy_workers *ws)
         return;
     for (size_t i = 0; i < ws->n; i++) {
         struct sy_worker *w = &ws->v[i];
-        for (size_t j = 0; j < w->n_fds; j++) {
-            if (w->listeners && w->listeners[j])
-                evconnlistener_free(w->listeners[j]);
-            else if (!w->listeners || !w->draining)
-                close(w->fds[j]);
+        for (size_t j = 0; j < w->n_listeners; j++) {
+            struct listener *ls = &w->listeners[j];
+            if (ls->ev)
+                evconnlistener_free(ls->ev); /* closes the socket */
+            else if (ls->fd != -1)
+                close(ls->fd);
+            if (ls->tls)
+                SSL_CTX_free(ls->tls);
         }
         free(w->listeners);
-        free(w->fds);
         free(w->scratch);
         if (w->drain_timer)
             event_free(w->drain_timer);

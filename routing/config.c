@@ -67,6 +67,9 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->max_connections = 10000;
         lim->buffer_bytes = 65536;
         lim->upstream_keepalive = 32;
+        lim->h2_max_streams = 100;
+        lim->h2_reset_rate = 50;
+        lim->h2_max_continuations = 8;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -516,11 +519,64 @@ static void parse_workers(struct ctx *c, const yaml_node_t *v)
     c->cfg->workers = (unsigned)n;
 }
 
+/* A path in the file, relative to the file's own directory unless absolute. */
+static char *file_path(struct ctx *c, const char *s)
+{
+    const char *base = c->cfg->path ? c->cfg->path : "";
+    const char *slash = strrchr(base, '/');
+    if (s[0] == '/' || !slash)
+        return sy_xstrdup(s);
+    size_t dir = (size_t)(slash - base) + 1;
+    char *p = sy_xmalloc(dir + strlen(s) + 1);
+    memcpy(p, base, dir);
+    strcpy(p + dir, s);
+    return p;
+}
+
+/* `tls: {cert: PATH, key: PATH}`: both PEM files must be readable (their contents are
+ * checked when the listener is made, and by -t). */
+static void parse_listen_tls(struct ctx *c, const yaml_node_t *v, struct sy_listen_spec *l)
+{
+    if (!is_mapping(c, v, "tls"))
+        return;
+    const yaml_node_t *cert = NULL, *key = NULL;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *name;
+        if (!map_entry(c, v, p, &k, &pv, &name))
+            continue;
+        if (strcmp(name, "cert") == 0)
+            cert = pv;
+        else if (strcmp(name, "key") == 0)
+            key = pv;
+        else
+            report(c, k, "unknown key '%s' in tls", show(k).s);
+    }
+    if (!cert || !key) {
+        report(c, v, "tls needs both 'cert' and 'key'");
+        return;
+    }
+    const yaml_node_t *nodes[2] = {cert, key};
+    char *paths[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        const char *s = string_value(c, nodes[i], i ? "key" : "cert");
+        if (!s)
+            continue;
+        paths[i] = file_path(c, s);
+        if (access(paths[i], R_OK) != 0)
+            report(c, nodes[i], "cannot read %s '%s': %s", i ? "key" : "certificate", paths[i],
+                   strerror(errno));
+    }
+    l->tls_cert = paths[0];
+    l->tls_key = paths[1];
+    l->tls_mark = mark_of(v);
+}
+
 static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
 {
     if (!is_mapping(c, item, "listen entry"))
         return;
-    yaml_node_t *addr = NULL;
+    yaml_node_t *addr = NULL, *tls = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
         yaml_node_t *k, *v;
@@ -529,6 +585,8 @@ static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
             continue;
         if (strcmp(key, "address") == 0)
             addr = v;
+        else if (strcmp(key, "tls") == 0)
+            tls = v;
         else
             report(c, k, "unknown key '%s' in listen entry", show(k).s);
     }
@@ -557,6 +615,8 @@ static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
     }
     l.address = sy_xstrdup(s);
     l.mark = mark_of(addr);
+    if (tls)
+        parse_listen_tls(c, tls, &l);
     sy_xgrow((void **)&cfg->listens, &c->cap_listens, cfg->n_listens + 1, sizeof(l));
     cfg->listens[cfg->n_listens++] = l;
 }
@@ -1279,6 +1339,9 @@ static const struct limit_key limit_keys[] = {
     {"max_connections", offsetof(struct sy_limits, max_connections), false, 1, UINT32_MAX},
     {"buffer_bytes", offsetof(struct sy_limits, buffer_bytes), false, 1, UINT32_MAX},
     {"upstream_keepalive", offsetof(struct sy_limits, upstream_keepalive), false, 0, UINT32_MAX},
+    {"h2_max_streams", offsetof(struct sy_limits, h2_max_streams), false, 1, UINT32_MAX},
+    {"h2_reset_rate", offsetof(struct sy_limits, h2_reset_rate), false, 1, UINT32_MAX},
+    {"h2_max_continuations", offsetof(struct sy_limits, h2_max_continuations), false, 0, 1000},
 };
 
 static void parse_limits(struct ctx *c, const yaml_node_t *v)
@@ -1599,8 +1662,11 @@ void sy_config_free(struct sy_config *cfg)
 {
     if (!cfg)
         return;
-    for (size_t i = 0; i < cfg->n_listens; i++)
+    for (size_t i = 0; i < cfg->n_listens; i++) {
         free(cfg->listens[i].address);
+        free(cfg->listens[i].tls_cert);
+        free(cfg->listens[i].tls_key);
+    }
     free(cfg->listens);
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         struct sy_cluster_spec *cl = &cfg->clusters[i];

@@ -21,7 +21,11 @@ struct sy_listen_spec {
     char *address; /* as written: "127.0.0.1:8080", "[::1]:8080", ":8080" (all v4+v6) */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    char *tls_cert; /* `tls: {cert, key}`: PEM files (relative to the config file's directory);
+                       NULL for a cleartext listener */
+    char *tls_key;
     struct sy_mark mark;
+    struct sy_mark tls_mark;
 };
 
 /** One `host:port` of a cluster, resolved at load time. */
@@ -94,7 +98,7 @@ struct sy_app_spec {
     char **paths; /* each begins with '/'; default ["/"] when the key is absent */
     size_t n_paths;
     struct sy_mark *path_marks;
-    size_t stable; /* cluster index; default: the first cluster in `weights` */
+    size_t stable;                  /* cluster index; default: the first cluster in `weights` */
     struct sy_weight_spec *weights; /* in the order of sy_config.clusters, one per named cluster */
     size_t n_weights;
     struct sy_sticky_spec sticky;
@@ -104,30 +108,37 @@ struct sy_app_spec {
 
 /** `limits:`. Sizes in bytes; 0 for max_body_bytes means no limit. */
 struct sy_limits {
-    size_t max_request_line;  /* limits.max_request_line, default 8192 -> 414 */
-    size_t max_header_bytes;  /* limits.max_header_bytes, default 32768 (whole head) -> 431 */
-    size_t max_headers;       /* limits.max_headers, default 100 -> 431 */
-    uint64_t max_body_bytes;  /* limits.max_body_bytes, default 0 (unlimited) -> 413 */
-    size_t max_connections;   /* limits.max_connections per worker, default 10000 */
-    size_t buffer_bytes;      /* limits.buffer_bytes: per-direction high-water mark, default 65536 */
-    size_t upstream_keepalive; /* limits.upstream_keepalive: idle connections kept per endpoint
-                                  per worker, default 32 */
+    size_t max_request_line; /* limits.max_request_line, default 8192 -> 414 */
+    size_t max_header_bytes; /* limits.max_header_bytes, default 32768 (whole head) -> 431 */
+    size_t max_headers;      /* limits.max_headers, default 100 -> 431 */
+    uint64_t max_body_bytes; /* limits.max_body_bytes, default 0 (unlimited) -> 413 */
+    size_t max_connections;  /* limits.max_connections per worker, default 10000 */
+    size_t buffer_bytes;     /* limits.buffer_bytes: per-direction high-water mark, default 65536 */
+    size_t upstream_keepalive;   /* limits.upstream_keepalive: idle connections kept per endpoint
+                                    per worker, default 32 */
+    size_t h2_max_streams;       /* limits.h2_max_streams: concurrent streams per HTTP/2
+                                    connection (SETTINGS_MAX_CONCURRENT_STREAMS), default 100 */
+    size_t h2_reset_rate;        /* limits.h2_reset_rate: RST_STREAMs a client may cause per
+                                    second before GOAWAY (rapid reset), default 50; burst 2x */
+    size_t h2_max_continuations; /* limits.h2_max_continuations per header block, default 8 */
 };
 
-/** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds. */
+/** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.
+ */
 struct sy_timeouts {
-    unsigned client_header_ms;     /* default 10000: whole request head must arrive */
-    unsigned client_idle_ms;       /* default 60000: keep-alive idle between requests */
-    unsigned client_body_ms;       /* default 60000: no body byte read or written for this long */
-    unsigned upstream_connect_ms;  /* default 5000 -> 502 */
-    unsigned upstream_response_ms; /* default 60000: first response byte, and between reads -> 504 */
-    unsigned upstream_idle_ms;     /* default 30000: pooled keep-alive connection */
-    unsigned drain_ms;             /* timeouts.drain, default 10000: SIGTERM waits this long for
-                                      requests in flight */
+    unsigned client_header_ms;    /* default 10000: whole request head must arrive */
+    unsigned client_idle_ms;      /* default 60000: keep-alive idle between requests */
+    unsigned client_body_ms;      /* default 60000: no body byte read or written for this long */
+    unsigned upstream_connect_ms; /* default 5000 -> 502 */
+    unsigned
+        upstream_response_ms;  /* default 60000: first response byte, and between reads -> 504 */
+    unsigned upstream_idle_ms; /* default 30000: pooled keep-alive connection */
+    unsigned drain_ms;         /* timeouts.drain, default 10000: SIGTERM waits this long for
+                                  requests in flight */
 };
 
 struct sy_config {
-    char *path; /* the file it came from (diagnostics point into it) */
+    char *path;       /* the file it came from (diagnostics point into it) */
     unsigned workers; /* `workers:`; 0 = one per core */
     struct sy_listen_spec *listens;
     size_t n_listens;

@@ -13,9 +13,7 @@
 
 #include "switchyard/base.h"
 
-struct sy_h1_header {
-    struct sy_slice name, value; /* value without leading/trailing OWS */
-};
+/* Header fields are struct sy_header (base.h); values come without leading/trailing OWS. */
 
 struct sy_h1_limits {
     size_t max_request_line; /* request line (or status line) bytes, CRLF excluded */
@@ -39,24 +37,25 @@ enum {
 
 struct sy_h1_request {
     struct sy_slice method, target;
-    int minor; /* HTTP/1.<minor>: 0 or 1 */
-    struct sy_h1_header *headers; /* caller's array of limits->max_headers entries */
+    int minor;                 /* HTTP/1.<minor>: 0 or 1 */
+    struct sy_header *headers; /* caller's array of limits->max_headers entries */
     size_t n_headers;
     enum sy_h1_framing framing; /* NONE, LENGTH or CHUNKED */
     uint64_t content_length;
-    struct sy_slice host;        /* the Host field value (empty slice when absent) */
-    unsigned conn_flags;         /* SY_H1_CONN_* */
-    bool keep_alive;             /* after this request, per version and Connection */
-    bool expect_continue;        /* Expect: 100-continue */
-    struct sy_slice upgrade;     /* Upgrade field value, empty when absent */
-    const char *why;             /* on error: short reason (static text) */
+    struct sy_slice host;    /* the Host field value (empty slice when absent); for an
+                                absolute-form or CONNECT target, the target's authority */
+    unsigned conn_flags;     /* SY_H1_CONN_* */
+    bool keep_alive;         /* after this request, per version and Connection */
+    bool expect_continue;    /* Expect: 100-continue */
+    struct sy_slice upgrade; /* first Upgrade field value, empty when absent */
+    const char *why;         /* on error: short reason (static text) */
 };
 
 struct sy_h1_response {
     int status;
     int minor;
     struct sy_slice reason;
-    struct sy_h1_header *headers;
+    struct sy_header *headers;
     size_t n_headers;
     enum sy_h1_framing framing;
     uint64_t content_length;
@@ -71,12 +70,15 @@ struct sy_h1_response {
  *   > 0  the head is complete; the value is its length in bytes (through the blank line);
  *   0    incomplete: call again with more bytes (limits are already checked: an incomplete
  *        head that already exceeds a limit is an error, not 0);
- *   < 0  the negated HTTP status to answer with (-400, -414, -431, -501, -505); req->why says
- *        why. The connection must be closed after answering.
+ *   < 0  the negated HTTP status to answer with (-400, -414, -417, -431, -501, -505); req->why
+ *        says why. The connection must be closed after answering.
  * Slices point into p. Rejected (400): Content-Length together with Transfer-Encoding, two
- * different Content-Length values, a Transfer-Encoding whose final coding is not chunked or
- * that names any other coding (501), whitespace before a colon, obs-fold, control characters
- * or bare CR/LF in fields, a missing or repeated Host on HTTP/1.1, a malformed request line.
+ * different Content-Length values, Transfer-Encoding on HTTP/1.0, a Transfer-Encoding list
+ * where chunked is repeated or not last, whitespace before a colon, obs-fold, control
+ * characters or bare CR/LF in fields, a missing or repeated Host on HTTP/1.1, an invalid Host,
+ * a malformed request line. A Transfer-Encoding naming any coding but chunked (`gzip`,
+ * `gzip, chunked`) is 501; an Expect other than 100-continue is 417 (RFC 9110 §10.1.1).
+ * Empty lines before the request line are skipped and counted in the head (RFC 9112 §2.2).
  */
 ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits *lim,
                             struct sy_h1_request *req);
@@ -84,13 +86,15 @@ ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits
 /**
  * Parses one response head. `head_request` says the request was HEAD (no body follows);
  * 1xx, 204 and 304 never have a body. Returns like sy_h1_parse_request; errors are -502
- * (the upstream sent something we cannot relay).
+ * (the upstream sent something we cannot relay), including Transfer-Encoding with
+ * Content-Length, any coding but a lone chunked, and Transfer-Encoding on HTTP/1.0 (ignored
+ * when there is no body). Content-Length is checked even when there is no body.
  */
 ssize_t sy_h1_parse_response(const char *p, size_t len, const struct sy_h1_limits *lim,
                              bool head_request, struct sy_h1_response *resp);
 
 /** Finds header `name` (case-insensitive); returns its index or -1. */
-ssize_t sy_h1_find_header(const struct sy_h1_header *h, size_t n, const char *name);
+ssize_t sy_h1_find_header(const struct sy_header *h, size_t n, const char *name);
 
 /* Incremental chunked decoder (RFC 9112 §7.1). */
 enum sy_h1_chunk_event {
@@ -101,11 +105,11 @@ enum sy_h1_chunk_event {
 };
 
 struct sy_h1_chunked {
-    int state;          /* private */
-    uint64_t remaining; /* private: bytes left in the current chunk */
-    size_t trailer_bytes; /* private: trailer section size so far */
-    size_t max_trailer_bytes; /* set before use (0 = 8192) */
-    struct sy_h1_header trailer; /* valid with SY_H1_CHUNK_TRAILER, points into p */
+    int state;                /* private */
+    uint64_t remaining;       /* private: bytes left in the current chunk */
+    size_t trailer_bytes;     /* private: trailer section size so far */
+    size_t max_trailer_bytes; /* set before use (0 = 8192): trailer field lines, CRLFs included */
+    struct sy_header trailer; /* valid with SY_H1_CHUNK_TRAILER, points into p */
     const char *why;
 };
 

@@ -11,6 +11,13 @@
 struct sy_workers;
 
 /**
+ * Checks what only the proxy can check in a loaded config: that every TLS listener's
+ * certificate and key load and match. Appends one diagnostic per problem (at the listener's
+ * `tls` key) and returns 0 or SY_ERR_INVALID. Any thread.
+ */
+int sy_proxy_check(const struct sy_config *cfg, struct sy_diags *d);
+
+/**
  * Creates `n` workers and binds their listening sockets (SO_REUSEPORT, one per worker per
  * address) for every `listen` entry of `table`'s config. Each worker takes its own reference
  * to `table`. Returns 0, or a negative sy_err after logging what failed (a bind error names

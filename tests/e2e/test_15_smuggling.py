@@ -116,6 +116,7 @@ def expect_rejected(proxy, data, statuses):
             pytest.fail("connection reset without an answer (want %s)" % (statuses,))
         assert r.version.startswith("HTTP/1."), r.version
         assert r.status in statuses, "got %d, want %s: %r" % (r.status, statuses, r)
+        assert r.backend is None, "the answer came from a backend, not the proxy: %r" % r
         after = c.closed()
         assert after is True, "connection not closed after %d; then got %r" % (r.status, after)
     return r

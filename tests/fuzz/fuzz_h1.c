@@ -28,7 +28,7 @@ static bool inside(struct sy_slice s, const char *p, size_t n)
     return s.len == 0 || (s.p >= p && s.len <= n && s.p - p <= (ptrdiff_t)(n - s.len));
 }
 
-static struct sy_h1_header hdrs[64];
+static struct sy_header hdrs[64];
 
 static void check_request(const char *p, size_t len, const struct sy_h1_limits *lim, size_t k)
 {

@@ -18,7 +18,7 @@
 #define S(lit) lit, sizeof(lit) - 1
 
 static const struct sy_h1_limits lim = {1024, 4096, 32};
-static struct sy_h1_header hdrs[64];
+static struct sy_header hdrs[64];
 
 static ssize_t parse_req(const char *p, size_t len, struct sy_h1_request *req)
 {

@@ -716,10 +716,24 @@ static const struct error_case error_cases[] = {
     {"test_rejects_unknown_key_in_listen_entry",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
-     "    tls: {}\n"
+     "    proxy_protocol: true\n"
      "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
      "apps: []\n",
-     {{3, 5, "unknown key 'tls' in listen entry"}}},
+     {{3, 5, "unknown key 'proxy_protocol' in listen entry"}}},
+    {"test_rejects_tls_without_key",
+     "listen:\n"
+     "  - address: 127.0.0.1:8443\n"
+     "    tls: {cert: /etc/hostname}\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{3, 10, "tls needs both 'cert' and 'key'"}}},
+    {"test_rejects_unreadable_tls_certificate",
+     "listen:\n"
+     "  - address: 127.0.0.1:8443\n"
+     "    tls: {cert: /nonexistent/server.pem, key: /etc/hostname}\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{3, 17, "cannot read certificate '/nonexistent/server.pem'"}}},
     {"test_rejects_unknown_key_in_limits",
      BASE "apps: []\n"
           "limits:\n"

@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: MIT */
+/* The downstream HTTP/1.1 codec: reads request heads (strict parser, limits, head deadline),
+ * hands each request to an exchange, decodes its body for the exchange, writes the response
+ * back (re-framed for the client's version), and then waits for the next request (keep-alive,
+ * pipelining). One request is in flight per connection; pipelined bytes wait in the input
+ * buffer, which a read watermark keeps bounded, until the response is done. A cleartext
+ * connection that opens with the HTTP/2 preface is handed to the HTTP/2 codec. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy_internal.h"
+
+/* RFC 9113 §3.4 */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN 24
+
+struct h1_client {
+    struct conn conn; /* first: a struct conn * is a struct h1_client * */
+    struct downstream down;
+    struct bufferevent *bev;
+    struct event *timer; /* request head deadline / keep-alive idle */
+    uint64_t requests;   /* served on this connection */
+    bool keep_alive;     /* after the current exchange */
+    bool head_started;   /* bytes of a request head arrived: the head deadline runs */
+    bool closing;        /* free once the output is flushed */
+    bool chunked_out;    /* the current response is re-encoded as chunked */
+    int minor;           /* HTTP/1.<minor> of the current request */
+    enum sy_h1_framing req_framing;
+    uint64_t req_remaining;
+    struct sy_h1_chunked req_chunked;
+};
+
+static void client_free(struct h1_client *c)
+{
+    if (c->down.ex)
+        exchange_downstream_gone(c->down.ex);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    struct sy_worker *w = c->conn.w;
+    worker_conn_remove(w, &c->conn);
+    free(c);
+}
+
+static void conn_free(struct conn *conn)
+{
+    client_free((struct h1_client *)conn);
+}
+
+static void conn_close_idle(struct conn *conn)
+{
+    struct h1_client *c = (struct h1_client *)conn;
+    if (!c->down.ex && !c->closing)
+        client_free(c);
+    else
+        c->keep_alive = false;
+}
+
+/* Close once everything queued has been written. */
+static void close_after_flush(struct h1_client *c)
+{
+    c->closing = true;
+    c->keep_alive = false;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        client_free(c);
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    }
+    return "Error";
+}
+
+/* An answer of our own; the connection closes after it (the request's remaining bytes, if
+ * any, cannot be trusted to be framed right). */
+static void send_error(struct h1_client *c, int status, const char *why)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                        "content-length: %zu\r\nconnection: close\r\n\r\n%s\n",
+                        status, reason_phrase(status), strlen(why) + 1, why);
+    sy_log(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id, status,
+           reason_phrase(status), why);
+    close_after_flush(c);
+}
+
+static void arm_timer(struct h1_client *c, unsigned ms)
+{
+    struct timeval tv = ms_tv(ms);
+    evtimer_add(c->timer, &tv);
+}
+
+/* The request-target in origin-form for the upstream (RFC 9112 §3.2.2: an absolute-form
+ * target is rewritten; its authority is already the Host). */
+static struct sy_slice origin_form(struct sy_slice target)
+{
+    if (target.len == 0 || target.p[0] == '/' || target.p[0] == '*')
+        return target;
+    const char *p = memchr(target.p, ':', target.len);
+    const char *end = target.p + target.len;
+    if (!p || end - p < 3)
+        return sy_slice_of("/", 1);
+    p += 3; /* "://" */
+    while (p < end && *p != '/' && *p != '?')
+        p++;
+    if (p == end)
+        return sy_slice_of("/", 1);
+    if (*p == '?')
+        p--; /* "http://a?x": the query stays, after the authority's last byte turned into '/' */
+    return sy_slice_of(p, (size_t)(end - p));
+}
+
+/* Hands a connection that opened with the HTTP/2 preface to the HTTP/2 codec. Returns true
+ * when it did (the client is gone), false when this is HTTP/1.x. */
+static bool sniff_h2(struct h1_client *c, struct evbuffer *in, size_t len, bool *wait)
+{
+    *wait = false;
+    size_t n = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+    if (memcmp(p, h2_preface, n) != 0)
+        return false;
+    if (n < H2_PREFACE_LEN) {
+        *wait = true;
+        return false;
+    }
+    struct bufferevent *bev = c->bev;
+    c->bev = NULL;
+    h2_accept(c->conn.w, bev, (const struct sockaddr *)&c->conn.addr, sizeof(c->conn.addr), false);
+    client_free(c);
+    return true;
+}
+
+static void try_read_head(struct h1_client *c)
+{
+    struct sy_worker *w = c->conn.w;
+    const struct sy_config *cfg = worker_config(w);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return;
+    if (c->requests == 0 && !c->conn.tls) {
+        bool wait;
+        if (sniff_h2(c, in, len, &wait))
+            return;
+        if (wait)
+            return;
+    }
+    struct sy_h1_limits lim = {cfg->limits.max_request_line, cfg->limits.max_header_bytes,
+                               cfg->limits.max_headers};
+    size_t want = len < lim.max_head + 1 ? len : lim.max_head + 1;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+    struct sy_h1_request req = {.headers = worker_scratch(w)};
+    ssize_t n = sy_h1_parse_request(p, want, &lim, &req);
+    if (n == 0) {
+        /* The head has started: from now on it must complete within client_header. */
+        if (!c->head_started) {
+            c->head_started = true;
+            arm_timer(c, cfg->timeouts.client_header_ms);
+        }
+        return;
+    }
+    c->head_started = false;
+    evtimer_del(c->timer);
+    if (n < 0) {
+        send_error(c, (int)-n, req.why ? req.why : "malformed request");
+        return;
+    }
+    if (sy_slice_ieq(req.method, "CONNECT")) {
+        send_error(c, 405, "CONNECT is not supported: switchyard is a reverse proxy");
+        return;
+    }
+    c->requests++;
+    c->minor = req.minor;
+    c->keep_alive = req.keep_alive;
+    c->chunked_out = false;
+    c->req_framing = req.framing;
+    c->req_remaining = req.content_length;
+    if (req.framing == SY_H1_BODY_CHUNKED)
+        sy_h1_chunked_init(&c->req_chunked, cfg->limits.max_header_bytes);
+    struct req_head head = {
+        .method = req.method,
+        .target = origin_form(req.target),
+        .authority = req.host,
+        .headers = req.headers,
+        .n_headers = req.n_headers,
+        .framing = req.framing,
+        .content_length = req.content_length,
+        .expect_continue = req.expect_continue && req.minor == 1,
+        .version = req.minor == 0 ? "1.0" : "1.1",
+    };
+    struct timeval body = ms_tv(cfg->timeouts.client_body_ms);
+    bufferevent_set_timeouts(c->bev, &body, &body);
+    bool has_body = req.framing == SY_H1_BODY_CHUNKED ||
+                    (req.framing == SY_H1_BODY_LENGTH && req.content_length > 0);
+    if (!has_body)
+        bufferevent_disable(c->bev, EV_READ); /* pipelined requests wait their turn */
+    exchange_start(&c->down, &head);          /* copies what it needs from p */
+    evbuffer_drain(in, (size_t)n);
+    if (c->down.ex)
+        exchange_body_ready(c->down.ex); /* body bytes that came with the head */
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h1_client *c = arg;
+    if (c->closing)
+        return;
+    if (c->down.ex)
+        exchange_body_ready(c->down.ex);
+    else
+        try_read_head(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct h1_client *c = arg;
+    if (c->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            client_free(c);
+        return;
+    }
+    if (c->down.ex)
+        exchange_client_drained(c->down.ex);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct h1_client *c = arg;
+    if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->down.ex->req_done) {
+        /* A half-close after the whole request still deserves its response. */
+        c->keep_alive = false;
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT)
+        sy_log(SY_LOG_INFO, "http", "conn %llu: client timed out %s",
+               (unsigned long long)c->conn.id, (what & BEV_EVENT_READING) ? "reading" : "writing");
+    client_free(c);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_client *c = arg;
+    if (c->down.ex || c->closing)
+        return;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        send_error(c, 408, "request head not received in time");
+        return;
+    }
+    client_free(c); /* keep-alive idle: close quietly */
+}
+
+/* struct downstream_ops */
+
+static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t max,
+                           struct evbuffer *trailers, bool *done, const char **why)
+{
+    struct h1_client *c = (struct h1_client *)d->conn;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    ssize_t n = exchange_decode_body(&c->req_chunked, c->req_framing, &c->req_remaining, in, out,
+                                     max, trailers, done, why);
+    if (*done)
+        bufferevent_disable(c->bev, EV_READ); /* pipelined requests wait their turn */
+    return n;
+}
+
+static void d_send_continue(struct downstream *d)
+{
+    struct h1_client *c = (struct h1_client *)d->conn;
+    evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+static void d_send_head(struct downstream *d, const struct resp_head *h)
+{
+    struct h1_client *c = (struct h1_client *)d->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (h->reason.len)
+        evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.len,
+                            h->reason.p);
+    else
+        evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", h->status, reason_phrase(h->status));
+    for (size_t i = 0; i < h->n_headers; i++)
+        evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->headers[i].name.len,
+                            h->headers[i].name.p, (int)h->headers[i].value.len,
+                            h->headers[i].value.p);
+    if (h->set_cookie)
+        evbuffer_add_printf(out, "set-cookie: %s\r\n", h->set_cookie);
+    if (h->length_known || h->head_length) {
+        evbuffer_add_printf(out, "content-length: %llu\r\n", (unsigned long long)h->content_length);
+    } else if (h->has_body) {
+        if (c->minor >= 1) {
+            c->chunked_out = true;
+            evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
+        } else {
+            c->keep_alive = false; /* HTTP/1.0: the close delimits the body */
+        }
+    }
+    if (c->conn.w->draining)
+        c->keep_alive = false;
+    if (!c->keep_alive)
+        evbuffer_add(out, "connection: close\r\n", 19);
+    else if (c->minor == 0)
+        evbuffer_add(out, "connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static size_t d_queued(struct downstream *d)
+{
+    struct h1_client *c = (struct h1_client *)d->conn;
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
+{
+    struct h1_client *c = (struct h1_client *)d->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->chunked_out)
+        evbuffer_add_printf(out, "%zx\r\n", n);
+    evbuffer_remove_buffer(src, out, n);
+    if (c->chunked_out)
+        evbuffer_add(out, "\r\n", 2);
+}
+
+static void d_send_end(struct downstream *d, struct evbuffer *trailers)
+{
+    struct h1_client *c = (struct h1_client *)d->conn;
+    if (!c->chunked_out)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, "0\r\n", 3);
+    if (trailers)
+        evbuffer_add_buffer(out, trailers);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void d_send_error(struct downstream *d, int status, const char *why)
+{
+    send_error((struct h1_client *)d->conn, status, why);
+}
+
+/* The exchange is over: wait for the next request or close. */
+static void d_finish(struct downstream *d, bool reusable)
+{
+    struct h1_client *c = (struct h1_client *)d->conn;
+    if (!reusable || !c->keep_alive || c->conn.w->draining) {
+        close_after_flush(c);
+        return;
+    }
+    const struct sy_config *cfg = worker_config(c->conn.w);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    arm_timer(c, cfg->timeouts.client_idle_ms);
+    bufferevent_enable(c->bev, EV_READ);
+    try_read_head(c); /* a pipelined request may be waiting */
+}
+
+static void d_abort(struct downstream *d)
+{
+    client_free((struct h1_client *)d->conn);
+}
+
+static const struct downstream_ops h1_ops = {
+    .pull_body = d_pull_body,
+    .send_continue = d_send_continue,
+    .send_head = d_send_head,
+    .queued = d_queued,
+    .send_body = d_send_body,
+    .send_end = d_send_end,
+    .send_error = d_send_error,
+    .finish = d_finish,
+    .abort = d_abort,
+};
+
+void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
+               bool tls)
+{
+    const struct sy_config *cfg = worker_config(w);
+    struct h1_client *c = sy_xcalloc(1, sizeof(*c));
+    c->conn.close_idle = conn_close_idle;
+    c->conn.free = conn_free;
+    c->down.ops = &h1_ops;
+    c->down.conn = &c->conn;
+    c->bev = bev;
+    c->keep_alive = true;
+    /* Keep at most one head (or one buffer of body) waiting to be handled. */
+    size_t high = cfg->limits.buffer_bytes;
+    if (high < cfg->limits.max_header_bytes + 1)
+        high = cfg->limits.max_header_bytes + 1;
+    bufferevent_setwatermark(bev, EV_READ, 0, high);
+    bufferevent_setwatermark(bev, EV_WRITE, cfg->limits.buffer_bytes / 2, 0);
+    bufferevent_set_max_single_read(bev, high);
+    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+    c->timer = evtimer_new(w->base, timer_cb, c);
+    worker_conn_init(w, &c->conn, sa, salen, tls);
+    arm_timer(c, cfg->timeouts.client_idle_ms);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    /* A TLS handshake may have brought the first bytes already. */
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        try_read_head(c);
+}

@@ -1,0 +1,767 @@
+/* SPDX-License-Identifier: MIT */
+/* The downstream HTTP/2 codec (RFC 9113) on nghttp2's server session. Every stream becomes
+ * its own request in the codec-neutral form and its own exchange, so each stream is routed on
+ * its own. Flow control is the backpressure: automatic WINDOW_UPDATEs are off and request body
+ * bytes are acknowledged only as the exchange takes them for the upstream, so a slow cluster
+ * stalls the client's upload instead of filling the proxy. Frames are produced with
+ * nghttp2_session_mem_send from a deferred flush event, never from inside nghttp2's own
+ * callbacks, and stop while the socket's output holds more than one buffer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "proxy_internal.h"
+
+#define OUTPUT_HIGH (64 * 1024)
+
+struct h2_session;
+
+/* Where a field's name and value sit in the stream's arena. */
+struct field_ref {
+    uint32_t name, name_len, value, value_len;
+};
+
+struct h2_stream {
+    struct downstream down; /* first */
+    struct h2_session *s;
+    int32_t id;
+    struct h2_stream *next, *prev;
+
+    /* Request head, collected field by field. */
+    char *arena;
+    size_t arena_len, arena_cap;
+    struct field_ref *fields;
+    size_t n_fields, cap_fields;
+    size_t header_bytes;
+    bool too_large;
+    int method, path, authority; /* field indices of the pseudo-headers, -1 when absent */
+    bool end_stream;             /* the client's half is complete */
+    bool started;                /* handed to an exchange (or answered) */
+
+    struct evbuffer *req_body; /* DATA received, not yet taken by the exchange */
+    struct evbuffer *req_trailers;
+
+    struct evbuffer *resp_body; /* response bytes waiting for the data provider */
+    struct evbuffer *resp_trailers;
+    bool resp_submitted;
+    bool resp_end;
+    bool deferred;      /* the data provider is waiting for bytes */
+    bool want_drain;    /* tell the exchange that resp_body has room again */
+    bool rst_after_end; /* the request body was not read: reset once the response is out */
+};
+
+struct h2_session {
+    struct conn conn; /* first */
+    nghttp2_session *ng;
+    struct bufferevent *bev;
+    struct event *flush_ev;
+    struct event *idle_timer;
+    struct h2_stream *streams;
+    size_t n_streams;
+    bool goaway;
+    bool closing;
+    char *nv_buf; /* lower-cased response field names */
+    size_t nv_cap;
+};
+
+static void session_free(struct h2_session *s);
+
+static void schedule_flush(struct h2_session *s)
+{
+    event_active(s->flush_ev, 0, 0);
+}
+
+static const struct sy_config *session_config(const struct h2_session *s)
+{
+    return worker_config(s->conn.w);
+}
+
+static void arm_idle(struct h2_session *s)
+{
+    struct timeval tv = ms_tv(session_config(s)->timeouts.client_idle_ms);
+    evtimer_add(s->idle_timer, &tv);
+}
+
+/* Streams */
+
+static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
+{
+    struct h2_stream *st = sy_xcalloc(1, sizeof(*st));
+    st->s = s;
+    st->id = id;
+    st->down.ops = NULL; /* set in h2_accept's table; see stream_start */
+    st->down.conn = &s->conn;
+    st->method = st->path = st->authority = -1;
+    st->req_body = evbuffer_new();
+    st->resp_body = evbuffer_new();
+    st->next = s->streams;
+    if (s->streams)
+        s->streams->prev = st;
+    s->streams = st;
+    s->n_streams++;
+    evtimer_del(s->idle_timer);
+    return st;
+}
+
+static void stream_free(struct h2_stream *st)
+{
+    struct h2_session *s = st->s;
+    if (st->down.ex)
+        exchange_downstream_gone(st->down.ex);
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        s->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    s->n_streams--;
+    evbuffer_free(st->req_body);
+    evbuffer_free(st->resp_body);
+    if (st->req_trailers)
+        evbuffer_free(st->req_trailers);
+    if (st->resp_trailers)
+        evbuffer_free(st->resp_trailers);
+    free(st->arena);
+    free(st->fields);
+    free(st);
+    if (s->n_streams == 0 && !s->closing)
+        arm_idle(s);
+}
+
+static uint32_t arena_add(struct h2_stream *st, const uint8_t *p, size_t len)
+{
+    sy_xgrow((void **)&st->arena, &st->arena_cap, st->arena_len + len + 1, 1);
+    uint32_t off = (uint32_t)st->arena_len;
+    memcpy(st->arena + off, p, len);
+    st->arena_len += len;
+    return off;
+}
+
+static struct sy_slice field_name(const struct h2_stream *st, size_t i)
+{
+    return sy_slice_of(st->arena + st->fields[i].name, st->fields[i].name_len);
+}
+
+static struct sy_slice field_value(const struct h2_stream *st, size_t i)
+{
+    return sy_slice_of(st->arena + st->fields[i].value, st->fields[i].value_len);
+}
+
+/* Response data provider: hands nghttp2 what the exchange queued. */
+static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                            uint32_t *flags, nghttp2_data_source *source, void *user_data)
+{
+    struct h2_stream *st = source->ptr;
+    size_t n = evbuffer_remove(st->resp_body, buf, length);
+    if (evbuffer_get_length(st->resp_body) == 0 && st->resp_end) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->resp_trailers && evbuffer_get_length(st->resp_trailers)) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            /* Trailer lines "name: value\r\n" -> nv pairs (names are lower-case already). */
+            size_t len = evbuffer_get_length(st->resp_trailers);
+            char *p = (char *)evbuffer_pullup(st->resp_trailers, (ssize_t)len);
+            nghttp2_nv nv[64];
+            size_t k = 0;
+            char *line = p, *end = p + len;
+            while (line < end && k < 64) {
+                char *eol = memchr(line, '\r', (size_t)(end - line));
+                char *colon = memchr(line, ':', (size_t)(end - line));
+                if (!eol || !colon || colon > eol)
+                    break;
+                for (char *q = line; q < colon; q++)
+                    if (*q >= 'A' && *q <= 'Z')
+                        *q = (char)(*q + 32);
+                char *v = colon + 1;
+                while (v < eol && *v == ' ')
+                    v++;
+                nv[k].name = (uint8_t *)line;
+                nv[k].namelen = (size_t)(colon - line);
+                nv[k].value = (uint8_t *)v;
+                nv[k].valuelen = (size_t)(eol - v);
+                nv[k].flags = NGHTTP2_NV_FLAG_NONE;
+                k++;
+                line = eol + 2;
+            }
+            nghttp2_submit_trailer(ng, id, nv, k);
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    if (st->down.ex)
+        st->want_drain = true;
+    return (ssize_t)n;
+}
+
+static void submit_response(struct h2_stream *st, const nghttp2_nv *nv, size_t n, bool body)
+{
+    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read_cb};
+    nghttp2_submit_response(st->s->ng, st->id, nv, n, body ? &prd : NULL);
+    st->resp_submitted = true;
+    schedule_flush(st->s);
+}
+
+/* An answer of our own with a one-line body. */
+static void stream_error(struct h2_stream *st, int status, const char *why)
+{
+    char code[4], len[24];
+    snprintf(code, sizeof(code), "%d", status);
+    snprintf(len, sizeof(len), "%zu", strlen(why) + 1);
+    nghttp2_nv nv[] = {
+        {(uint8_t *)":status", (uint8_t *)code, 7, strlen(code), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-type", (uint8_t *)"text/plain; charset=utf-8", 12, 25,
+         NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-length", (uint8_t *)len, 14, strlen(len), NGHTTP2_NV_FLAG_NONE},
+    };
+    evbuffer_add_printf(st->resp_body, "%s\n", why);
+    st->resp_end = true;
+    sy_log(SY_LOG_INFO, "http", "conn %llu stream %d: %d (%s)", (unsigned long long)st->s->conn.id,
+           st->id, status, why);
+    if (!st->end_stream)
+        st->rst_after_end = true;
+    submit_response(st, nv, 3, true);
+}
+
+/* struct downstream_ops */
+
+static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t max,
+                           struct evbuffer *trailers, bool *done, const char **why)
+{
+    struct h2_stream *st = (struct h2_stream *)d;
+    size_t n = evbuffer_get_length(st->req_body);
+    if (n > max)
+        n = max;
+    if (n) {
+        evbuffer_remove_buffer(st->req_body, out, n);
+        /* Only now may the client send more: this is the upload's backpressure. */
+        nghttp2_session_consume(st->s->ng, st->id, n);
+        schedule_flush(st->s);
+    }
+    *done = st->end_stream && evbuffer_get_length(st->req_body) == 0;
+    if (*done && st->req_trailers)
+        evbuffer_add_buffer(trailers, st->req_trailers);
+    return (ssize_t)n;
+}
+
+static void d_send_continue(struct downstream *d)
+{
+    struct h2_stream *st = (struct h2_stream *)d;
+    nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
+    nghttp2_submit_headers(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NULL, &nv, 1, NULL);
+    schedule_flush(st->s);
+}
+
+static void d_send_head(struct downstream *d, const struct resp_head *h)
+{
+    struct h2_stream *st = (struct h2_stream *)d;
+    struct h2_session *s = st->s;
+    /* Names must be lower-case in HTTP/2 (RFC 9113 §8.2.1): copy them lowered. */
+    size_t need = 64;
+    for (size_t i = 0; i < h->n_headers; i++)
+        need += h->headers[i].name.len;
+    sy_xgrow((void **)&s->nv_buf, &s->nv_cap, need, 1);
+    size_t n_nv = h->n_headers + 3;
+    nghttp2_nv stack_nv[64];
+    nghttp2_nv *nv = n_nv <= 64 ? stack_nv : sy_xcalloc(n_nv, sizeof(*nv));
+    size_t k = 0, off = 0;
+    char status[4];
+    snprintf(status, sizeof(status), "%d", h->status);
+    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < h->n_headers; i++) {
+        struct sy_slice name = h->headers[i].name;
+        char *lower = s->nv_buf + off;
+        for (size_t j = 0; j < name.len; j++) {
+            char c = name.p[j];
+            lower[j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        off += name.len;
+        nv[k++] = (nghttp2_nv){(uint8_t *)lower, (uint8_t *)h->headers[i].value.p, name.len,
+                               h->headers[i].value.len, NGHTTP2_NV_FLAG_NONE};
+    }
+    if (h->set_cookie)
+        nv[k++] = (nghttp2_nv){(uint8_t *)"set-cookie", (uint8_t *)h->set_cookie, 10,
+                               strlen(h->set_cookie), NGHTTP2_NV_FLAG_NONE};
+    char cl[24];
+    if (h->length_known || h->head_length) {
+        snprintf(cl, sizeof(cl), "%llu", (unsigned long long)h->content_length);
+        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, strlen(cl),
+                               NGHTTP2_NV_FLAG_NONE};
+    }
+    submit_response(st, nv, k, h->has_body);
+    if (nv != stack_nv)
+        free(nv);
+}
+
+static size_t d_queued(struct downstream *d)
+{
+    return evbuffer_get_length(((struct h2_stream *)d)->resp_body);
+}
+
+static void resume(struct h2_stream *st)
+{
+    if (st->deferred) {
+        st->deferred = false;
+        nghttp2_session_resume_data(st->s->ng, st->id);
+    }
+    schedule_flush(st->s);
+}
+
+static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
+{
+    struct h2_stream *st = (struct h2_stream *)d;
+    evbuffer_remove_buffer(src, st->resp_body, n);
+    resume(st);
+}
+
+static void d_send_end(struct downstream *d, struct evbuffer *trailers)
+{
+    struct h2_stream *st = (struct h2_stream *)d;
+    st->resp_end = true;
+    if (trailers && evbuffer_get_length(trailers)) {
+        st->resp_trailers = evbuffer_new();
+        evbuffer_add_buffer(st->resp_trailers, trailers);
+    }
+    resume(st);
+}
+
+static void d_send_error(struct downstream *d, int status, const char *why)
+{
+    stream_error((struct h2_stream *)d, status, why);
+}
+
+static void d_finish(struct downstream *d, bool reusable)
+{
+    struct h2_stream *st = (struct h2_stream *)d;
+    if (!reusable && !st->end_stream)
+        st->rst_after_end = true;
+}
+
+static void d_abort(struct downstream *d)
+{
+    struct h2_stream *st = (struct h2_stream *)d;
+    nghttp2_submit_rst_stream(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    schedule_flush(st->s);
+}
+
+static const struct downstream_ops h2_ops = {
+    .pull_body = d_pull_body,
+    .send_continue = d_send_continue,
+    .send_head = d_send_head,
+    .queued = d_queued,
+    .send_body = d_send_body,
+    .send_end = d_send_end,
+    .send_error = d_send_error,
+    .finish = d_finish,
+    .abort = d_abort,
+};
+
+/* The request head is complete: route it. */
+static void stream_start(struct h2_stream *st)
+{
+    st->started = true;
+    st->down.ops = &h2_ops;
+    if (st->too_large) {
+        stream_error(st, 431, "request header list is larger than limits.max_header_bytes");
+        return;
+    }
+    if (st->method < 0 || st->path < 0) {
+        stream_error(st, 400, "missing :method or :path");
+        return;
+    }
+    struct sy_slice method = field_value(st, (size_t)st->method);
+    if (sy_slice_ieq(method, "CONNECT")) {
+        stream_error(st, 405, "CONNECT is not supported: switchyard is a reverse proxy");
+        return;
+    }
+    /* Regular fields in the worker's scratch array; cookie crumbs joined into one field
+     * (RFC 9113 §8.2.3) appended to the arena. */
+    const struct sy_config *cfg = session_config(st->s);
+    struct sy_header *h = worker_scratch(st->s->conn.w);
+    size_t n = 0, n_cookies = 0;
+    struct sy_slice host = {0};
+    bool has_cl = false;
+    uint64_t cl = 0;
+    for (size_t i = 0; i < st->n_fields; i++) {
+        struct sy_slice name = field_name(st, i);
+        if (name.len && name.p[0] == ':')
+            continue;
+        if (sy_slice_ieq(name, "cookie")) {
+            n_cookies++;
+            continue;
+        }
+        if (sy_slice_ieq(name, "host"))
+            host = field_value(st, i);
+        if (sy_slice_ieq(name, "content-length")) {
+            /* nghttp2 checks it against the DATA received. */
+            struct sy_slice v = field_value(st, i);
+            cl = 0;
+            size_t k = 0;
+            for (; k < v.len && k < 19 && v.p[k] >= '0' && v.p[k] <= '9'; k++)
+                cl = cl * 10 + (uint64_t)(v.p[k] - '0');
+            has_cl = k == v.len && k > 0;
+            continue; /* restated by the exchange */
+        }
+        if (n >= cfg->limits.max_headers) {
+            stream_error(st, 431, "more header fields than limits.max_headers");
+            return;
+        }
+        h[n].name = name;
+        h[n].value = field_value(st, i);
+        n++;
+    }
+    if (n_cookies) {
+        size_t start = st->arena_len;
+        bool first = true;
+        for (size_t i = 0; i < st->n_fields; i++) {
+            if (!sy_slice_ieq(field_name(st, i), "cookie"))
+                continue;
+            if (!first)
+                arena_add(st, (const uint8_t *)"; ", 2);
+            struct field_ref f = st->fields[i]; /* the arena may move */
+            sy_xgrow((void **)&st->arena, &st->arena_cap, st->arena_len + f.value_len + 1, 1);
+            memcpy(st->arena + st->arena_len, st->arena + f.value, f.value_len);
+            st->arena_len += f.value_len;
+            first = false;
+        }
+        if (n >= cfg->limits.max_headers) {
+            stream_error(st, 431, "more header fields than limits.max_headers");
+            return;
+        }
+        h[n].name = sy_slice_of("cookie", 6);
+        h[n].value = sy_slice_of(st->arena + start, st->arena_len - start);
+        n++;
+    }
+    /* Slices into the arena are taken only now that it no longer grows. */
+    for (size_t i = 0, j = 0; i < st->n_fields && j < n; i++) {
+        struct sy_slice name = field_name(st, i);
+        if ((name.len && name.p[0] == ':') || sy_slice_ieq(name, "cookie") ||
+            sy_slice_ieq(name, "content-length"))
+            continue;
+        h[j].name = name;
+        h[j].value = field_value(st, i);
+        j++;
+    }
+    struct req_head head = {
+        .method = method,
+        .target = field_value(st, (size_t)st->path),
+        .authority = st->authority >= 0 ? field_value(st, (size_t)st->authority) : host,
+        .headers = h,
+        .n_headers = n,
+        .framing = st->end_stream ? SY_H1_BODY_NONE
+                   : has_cl       ? SY_H1_BODY_LENGTH
+                                  : SY_H1_BODY_CHUNKED,
+        .content_length = has_cl ? cl : 0,
+        .expect_continue = false,
+        .version = "2",
+    };
+    for (size_t i = 0; i < n; i++)
+        if (sy_slice_ieq(h[i].name, "expect") && sy_slice_ieq(h[i].value, "100-continue"))
+            head.expect_continue = !st->end_stream;
+    exchange_start(&st->down, &head);
+    if (st->down.ex)
+        exchange_body_ready(st->down.ex);
+}
+
+/* nghttp2 callbacks */
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    struct h2_session *s = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct h2_stream *st = stream_new(s, frame->hd.stream_id);
+    nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, st);
+    return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+    struct h2_session *s = user_data;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (!st || frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    /* RFC 9113 §6.5.2: the size of a field is its name, its value and 32. */
+    st->header_bytes += namelen + valuelen + 32;
+    if (st->header_bytes > session_config(s)->limits.max_header_bytes)
+        st->too_large = true;
+    if (st->too_large)
+        return 0;
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* Trailers: kept as lines for the upstream's chunked trailer section. */
+        if (!st->req_trailers)
+            st->req_trailers = evbuffer_new();
+        evbuffer_add_printf(st->req_trailers, "%.*s: %.*s\r\n", (int)namelen, (const char *)name,
+                            (int)valuelen, (const char *)value);
+        return 0;
+    }
+    sy_xgrow((void **)&st->fields, &st->cap_fields, st->n_fields + 1, sizeof(*st->fields));
+    struct field_ref *f = &st->fields[st->n_fields];
+    f->name = arena_add(st, name, namelen);
+    f->name_len = (uint32_t)namelen;
+    f->value = arena_add(st, value, valuelen);
+    f->value_len = (uint32_t)valuelen;
+    if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+        st->method = (int)st->n_fields;
+    else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+        st->path = (int)st->n_fields;
+    else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
+        st->authority = (int)st->n_fields;
+    st->n_fields++;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (!st)
+        return 0;
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        st->end_stream = true;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        stream_start(st);
+        return 0;
+    }
+    if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->down.ex)
+        exchange_body_ready(st->down.ex);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *user_data)
+{
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    if (!st || !st->down.ex) {
+        /* Nobody will take it: give the window back at once. */
+        nghttp2_session_consume(ng, id, len);
+        return 0;
+    }
+    evbuffer_add(st->req_body, data, len);
+    exchange_body_ready(st->down.ex);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (st && st->rst_after_end && !st->end_stream)
+        /* RFC 9113 §8.1: a complete response lets the server stop the request body. */
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *user_data)
+{
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    if (st) {
+        nghttp2_session_set_stream_user_data(ng, id, NULL);
+        stream_free(st);
+    }
+    return 0;
+}
+
+/* I/O */
+
+static void session_flush(struct h2_session *s)
+{
+    if (s->closing)
+        return;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    for (int round = 0; round < 64; round++) {
+        while (evbuffer_get_length(out) < OUTPUT_HIGH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(s->ng, &data);
+            if (n < 0) {
+                sy_log(SY_LOG_INFO, "http2", "conn %llu: %s", (unsigned long long)s->conn.id,
+                       nghttp2_strerror((int)n));
+                session_free(s);
+                return;
+            }
+            if (n == 0)
+                break;
+            evbuffer_add(out, data, (size_t)n);
+        }
+        /* Streams whose queue has room again pull from their upstream. */
+        bool any = false;
+        for (struct h2_stream *st = s->streams; st; st = st->next) {
+            if (!st->want_drain)
+                continue;
+            st->want_drain = false;
+            if (st->down.ex &&
+                evbuffer_get_length(st->resp_body) < session_config(s)->limits.buffer_bytes / 2) {
+                exchange_client_drained(st->down.ex);
+                any = true;
+            }
+        }
+        if (!any || evbuffer_get_length(out) >= OUTPUT_HIGH)
+            break;
+    }
+    if (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng) &&
+        evbuffer_get_length(out) == 0)
+        session_free(s);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    session_flush(arg);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_session *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (evbuffer_get_length(in) > 0 && !s->closing) {
+        struct evbuffer_iovec v;
+        evbuffer_peek(in, -1, NULL, &v, 1);
+        ssize_t n = nghttp2_session_mem_recv(s->ng, v.iov_base, v.iov_len);
+        if (n < 0) {
+            sy_log(SY_LOG_INFO, "http2", "conn %llu: closing: %s", (unsigned long long)s->conn.id,
+                   nghttp2_strerror((int)n));
+            /* nghttp2 queued a GOAWAY for protocol errors; send it, then close. */
+            nghttp2_session_terminate_session(s->ng, NGHTTP2_PROTOCOL_ERROR);
+            const uint8_t *data;
+            ssize_t m;
+            while ((m = nghttp2_session_mem_send(s->ng, &data)) > 0)
+                evbuffer_add(bufferevent_get_output(bev), data, (size_t)m);
+            s->closing = true;
+            bufferevent_disable(bev, EV_READ);
+            if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+                session_free(s);
+            return;
+        }
+        evbuffer_drain(in, (size_t)n);
+    }
+    session_flush(s);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_session *s = arg;
+    if (s->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            session_free(s);
+        return;
+    }
+    session_flush(s);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    session_free(arg);
+}
+
+static void idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_session *s = arg;
+    if (s->n_streams)
+        return;
+    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    s->goaway = true;
+    session_flush(s);
+    if (!s->closing && s->n_streams == 0) {
+        s->closing = true;
+        if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+            session_free(s);
+    }
+}
+
+static void session_free(struct h2_session *s)
+{
+    while (s->streams)
+        stream_free(s->streams);
+    nghttp2_session_del(s->ng);
+    event_free(s->flush_ev);
+    event_free(s->idle_timer);
+    bufferevent_free(s->bev);
+    free(s->nv_buf);
+    worker_conn_remove(s->conn.w, &s->conn);
+    free(s);
+}
+
+static void conn_free(struct conn *c)
+{
+    session_free((struct h2_session *)c);
+}
+
+/* Drain: GOAWAY now; streams in flight finish, then the connection closes. */
+static void conn_close_idle(struct conn *c)
+{
+    struct h2_session *s = (struct h2_session *)c;
+    if (!s->goaway) {
+        nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
+                              NULL, 0);
+        s->goaway = true;
+    }
+    session_flush(s);
+}
+
+void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
+               bool tls)
+{
+    const struct sy_config *cfg = worker_config(w);
+    struct h2_session *s = sy_xcalloc(1, sizeof(*s));
+    s->conn.close_idle = conn_close_idle;
+    s->conn.free = conn_free;
+    s->bev = bev;
+    s->flush_ev = event_new(w->base, -1, 0, flush_cb, s);
+    s->idle_timer = evtimer_new(w->base, idle_cb, s);
+    worker_conn_init(w, &s->conn, sa, salen, tls);
+
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_continuations(opt, cfg->limits.h2_max_continuations);
+    nghttp2_option_set_stream_reset_rate_limit(opt, 2 * cfg->limits.h2_reset_rate,
+                                               cfg->limits.h2_reset_rate);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_session_server_new2(&s->ng, cbs, s, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+
+    uint32_t window = (uint32_t)cfg->limits.buffer_bytes;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->limits.h2_max_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)cfg->limits.max_header_bytes},
+    };
+    nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    /* The connection window bounds what all streams together may have in flight. */
+    uint64_t conn_window = (uint64_t)window * cfg->limits.h2_max_streams;
+    if (conn_window > 16u << 20)
+        conn_window = 16u << 20;
+    if (conn_window > 65535)
+        nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
+
+    bufferevent_setwatermark(bev, EV_WRITE, OUTPUT_HIGH / 2, 0);
+    bufferevent_set_max_single_read(bev, 64 * 1024);
+    bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    arm_idle(s);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (w->draining)
+        conn_close_idle(&s->conn);
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        read_cb(bev, s);
+    else
+        session_flush(s);
+}
