@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* switchyard: the daemon. Loads and checks the routing file, starts the workers, and runs the
- * control loop on the main thread: SIGHUP re-reads the file and publishes a new snapshot (the
- * old one lives on in the requests that hold it), SIGTERM and SIGINT drain and stop. */
+ * control loop on the main thread: a change of the file (inotify, debounced) or SIGHUP
+ * re-reads it and publishes a new snapshot (requests in flight keep the one they started
+ * with); SIGTERM and SIGINT drain and stop. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,90 +16,69 @@
 #include "switchyard/config.h"
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
+#include "switchyard/state.h"
+#include "switchyard/watch.h"
 #include "sy_config.h"
+
+/* A burst of writes (an editor, kubelet's symlink dance) becomes one reload. */
+#define WATCH_DEBOUNCE_MS 200
 
 struct control {
     struct event_base *base;
-    const char *path;
-    struct sy_route_table *table; /* the current snapshot (control's reference) */
+    struct sy_state *state;
     struct sy_workers *workers;
-    uint64_t generation;
-    uint64_t reload_failures;
+    struct sy_watch *watch;
+    struct event *watch_ev;
+    struct event *debounce;
     bool stopping;
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: switchyard [-t] -c FILE [-l debug|info|warn|error]\n"
-               "  -c, --config FILE   the routing table (YAML)\n"
+               "  -c, --config FILE   the routing table (YAML); changes are picked up live\n"
                "  -t, --check         check FILE and exit: 0 when valid, 1 with every error\n"
                "  -l, --log-level L   log level (default info)\n"
                "  -V, --version       print the version\n");
 }
 
-static void print_diags(const struct sy_diags *d)
+static int proxy_check(const struct sy_config *cfg, struct sy_diags *d, void *arg)
 {
-    char line[512];
-    for (size_t i = 0; i < d->n; i++) {
-        sy_diag_format(&d->v[i], line, sizeof(line));
-        fprintf(stderr, "%s\n", line);
-    }
+    return sy_proxy_check(cfg, d);
 }
 
-static int load(const char *path, uint64_t generation, struct sy_route_table **out,
-                struct sy_diags *d)
+static void publish(struct sy_route_table *t, void *arg)
 {
-    struct sy_config *cfg = NULL;
-    int rc = sy_config_load(path, d, &cfg);
-    if (rc)
-        return rc;
-    rc = sy_proxy_check(cfg, d);
-    if (rc) {
-        sy_config_free(cfg);
-        return rc;
-    }
-    rc = sy_route_table_new(cfg, generation, out);
-    if (rc) {
-        sy_diags_add(d, path, 0, 0, "cannot compile the routing table: %s", sy_strerror(rc));
-        sy_config_free(cfg);
-    }
-    return rc;
+    sy_workers_publish(arg, t);
 }
 
-static void reload(struct control *ctl)
+static void reload(struct control *ctl, bool force)
 {
     struct sy_diags d;
     sy_diags_init(&d);
-    struct sy_route_table *t = NULL;
-    if (load(ctl->path, ctl->generation + 1, &t, &d) != 0) {
-        ctl->reload_failures++;
-        char line[512];
-        for (size_t i = 0; i < d.n; i++) {
-            sy_diag_format(&d.v[i], line, sizeof(line));
-            sy_log(SY_LOG_ERROR, "reload", "rejected (generation %llu kept): %s",
-                   (unsigned long long)ctl->generation, line);
-        }
-        sy_diags_dispose(&d);
-        return;
-    }
+    sy_state_reload(ctl->state, force, &d); /* logs its outcome */
     sy_diags_dispose(&d);
-    ctl->generation++;
-    const struct sy_config *old = sy_route_table_config(ctl->table);
-    const struct sy_config *cfg = sy_route_table_config(t);
-    if (old->n_listens != cfg->n_listens || old->workers != cfg->workers)
-        sy_log(SY_LOG_WARN, "reload", "listen addresses and workers change only on restart");
-    sy_workers_publish(ctl->workers, t);
-    sy_route_table_release(ctl->table);
-    ctl->table = t;
-    sy_log(SY_LOG_INFO, "reload", "generation %llu published: %zu apps, %zu clusters",
-           (unsigned long long)ctl->generation, cfg->n_apps, cfg->n_clusters);
+}
+
+static void debounce_cb(evutil_socket_t fd, short what, void *arg)
+{
+    reload(arg, false);
+}
+
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct control *ctl = arg;
+    if (sy_watch_read(ctl->watch)) {
+        struct timeval tv = {0, WATCH_DEBOUNCE_MS * 1000};
+        evtimer_add(ctl->debounce, &tv);
+    }
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct control *ctl = arg;
     if (sig == SIGHUP) {
-        reload(ctl);
+        reload(ctl, true);
         return;
     }
     if (ctl->stopping) {
@@ -106,10 +86,22 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         exit(1);
     }
     ctl->stopping = true;
-    unsigned drain_ms = sy_route_table_config(ctl->table)->timeouts.drain_ms;
+    unsigned drain_ms = sy_route_table_config(sy_state_table(ctl->state))->timeouts.drain_ms;
     sy_log(SY_LOG_INFO, "main", "signal %d: draining (at most %u ms)", (int)sig, drain_ms);
     sy_workers_drain(ctl->workers, drain_ms);
     event_base_loopbreak(ctl->base);
+}
+
+static bool parse_level(const char *s)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            sy_log_set_level((enum sy_log_level)i);
+            return true;
+        }
+    }
+    return false;
 }
 
 int main(int argc, char **argv)
@@ -134,15 +126,7 @@ int main(int argc, char **argv)
             check = true;
             break;
         case 'l':
-            if (strcmp(optarg, "debug") == 0)
-                sy_log_set_level(SY_LOG_DEBUG);
-            else if (strcmp(optarg, "info") == 0)
-                sy_log_set_level(SY_LOG_INFO);
-            else if (strcmp(optarg, "warn") == 0)
-                sy_log_set_level(SY_LOG_WARN);
-            else if (strcmp(optarg, "error") == 0)
-                sy_log_set_level(SY_LOG_ERROR);
-            else {
+            if (!parse_level(optarg)) {
                 fprintf(stderr, "switchyard: unknown log level '%s'\n", optarg);
                 return 2;
             }
@@ -163,20 +147,25 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    struct control ctl = {0};
     struct sy_diags d;
     sy_diags_init(&d);
-    struct sy_route_table *table = NULL;
-    if (load(path, 1, &table, &d) != 0) {
-        print_diags(&d);
+    if (sy_state_open(path, proxy_check, NULL, &d, &ctl.state) != 0) {
+        char line[512];
+        for (size_t i = 0; i < d.n; i++) {
+            sy_diag_format(&d.v[i], line, sizeof(line));
+            fprintf(stderr, "%s\n", line);
+        }
         sy_diags_dispose(&d);
         return 1;
     }
     sy_diags_dispose(&d);
+    struct sy_route_table *table = sy_state_table(ctl.state);
     const struct sy_config *cfg = sy_route_table_config(table);
     if (check) {
         printf("%s: ok: %zu apps, %zu clusters, %zu listeners\n", path, cfg->n_apps,
                cfg->n_clusters, cfg->n_listens);
-        sy_route_table_release(table);
+        sy_state_free(ctl.state);
         return 0;
     }
 
@@ -190,11 +179,11 @@ int main(int argc, char **argv)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = cores > 0 ? (unsigned)cores : 1;
     }
-    struct control ctl = {.path = path, .table = table, .generation = 1};
     if (sy_workers_new(table, n, &ctl.workers) != 0) {
-        sy_route_table_release(table);
+        sy_state_free(ctl.state);
         return 1;
     }
+    sy_state_set_publish(ctl.state, publish, ctl.workers);
     ctl.base = event_base_new();
     struct event *sigs[3];
     const int signals[3] = {SIGHUP, SIGTERM, SIGINT};
@@ -202,10 +191,19 @@ int main(int argc, char **argv)
         sigs[i] = evsignal_new(ctl.base, signals[i], signal_cb, &ctl);
         event_add(sigs[i], NULL);
     }
+    ctl.debounce = evtimer_new(ctl.base, debounce_cb, &ctl);
+    if (sy_watch_new(path, &ctl.watch) == 0) {
+        ctl.watch_ev =
+            event_new(ctl.base, sy_watch_fd(ctl.watch), EV_READ | EV_PERSIST, watch_cb, &ctl);
+        event_add(ctl.watch_ev, NULL);
+    } else {
+        sy_log(SY_LOG_WARN, "main", "file changes will not be seen: reload with SIGHUP");
+    }
     if (sy_workers_start(ctl.workers) != 0)
         return 1;
     for (size_t i = 0; i < cfg->n_listens; i++)
-        sy_log(SY_LOG_INFO, "main", "listening on %s", cfg->listens[i].address);
+        sy_log(SY_LOG_INFO, "main", "listening on %s%s", cfg->listens[i].address,
+               cfg->listens[i].tls_cert ? " (tls)" : "");
     sy_log(SY_LOG_INFO, "main", "switchyard %s: generation 1, %zu apps, %zu clusters, %u workers",
            SY_VERSION, cfg->n_apps, cfg->n_clusters, n);
     event_base_dispatch(ctl.base);
@@ -214,8 +212,12 @@ int main(int argc, char **argv)
     sy_workers_free(ctl.workers);
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
+    if (ctl.watch_ev)
+        event_free(ctl.watch_ev);
+    event_free(ctl.debounce);
+    sy_watch_free(ctl.watch);
     event_base_free(ctl.base);
-    sy_route_table_release(ctl.table);
+    sy_state_free(ctl.state);
     sy_log(SY_LOG_INFO, "main", "stopped");
     return 0;
 }

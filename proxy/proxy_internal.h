@@ -31,28 +31,47 @@ struct pool {
     socklen_t addrlen;
     struct upstream *idle; /* most recently used first */
     size_t n_idle;
+    bool retired; /* the endpoint left the routing table: keep nothing idle */
     struct pool *next;
 };
 
 /* One listening address of a worker. */
 struct listener {
     struct sy_worker *w;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct evconnlistener *ev; /* owns the socket */
+    SSL_CTX *tls;              /* NULL: cleartext (HTTP/1.1 and h2c by prior knowledge) */
+};
+
+/* A message from the control thread: a new snapshot and the listener set that goes with it
+ * (`fd` is a new socket for an address the worker does not listen on yet, else -1; `tls` is
+ * a reference for the worker). */
+struct listener_plan {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
     int fd;
-    struct evconnlistener *ev;
-    SSL_CTX *tls; /* NULL: cleartext (HTTP/1.1 and h2c by prior knowledge) */
+    SSL_CTX *tls;
+};
+
+struct worker_msg {
+    struct sy_route_table *table;
+    struct listener_plan *plan;
+    size_t n_plan;
+    struct worker_msg *next;
 };
 
 struct sy_worker {
     unsigned id;
     pthread_t thread;
     struct event_base *base;
-    struct listener *listeners;
+    struct listener **listeners;
     size_t n_listeners;
     struct sy_route_table *table; /* this worker's reference to the current snapshot */
 
     /* Messages from the control thread. */
     pthread_mutex_t mu;
-    struct sy_route_table *pending; /* newest snapshot not yet taken */
+    struct worker_msg *inbox, **inbox_tail; /* in order */
     bool drain_requested;
     unsigned drain_ms;
     struct event *msg_ev;
@@ -237,6 +256,9 @@ ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing frami
 struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec *ep,
                               struct exchange *ex, bool fresh);
 void upstream_release(struct upstream *up, bool reusable);
+/* After a new snapshot: endpoints no longer in any cluster lose their idle connections, and
+ * connections still in use to them close when their exchange ends. */
+void upstream_forget_endpoints(struct sy_worker *w);
 void upstream_free_pools(struct sy_worker *w);
 
 #endif

@@ -92,6 +92,7 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
 {
     const struct sy_config *cfg = worker_config(w);
     struct pool *p = pool_for(w, &ep->addr, ep->addrlen);
+    p->retired = false;
     struct upstream *up = fresh ? NULL : p->idle;
     if (up) {
         unlink_idle(up);
@@ -138,7 +139,7 @@ void upstream_release(struct upstream *up, bool reusable)
     const struct sy_config *cfg = worker_config(w);
     up->ex = NULL;
     struct pool *p = up->pool;
-    if (!reusable || w->draining || p->n_idle >= cfg->limits.upstream_keepalive ||
+    if (!reusable || w->draining || p->retired || p->n_idle >= cfg->limits.upstream_keepalive ||
         evbuffer_get_length(bufferevent_get_input(up->bev)) > 0 ||
         evbuffer_get_length(bufferevent_get_output(up->bev)) > 0) {
         upstream_free(up);
@@ -154,6 +155,28 @@ void upstream_release(struct upstream *up, bool reusable)
     up->next = p->idle;
     p->idle = up;
     p->n_idle++;
+}
+
+void upstream_forget_endpoints(struct sy_worker *w)
+{
+    const struct sy_config *cfg = worker_config(w);
+    for (struct pool *p = w->pools; p; p = p->next) {
+        bool used = false;
+        for (size_t c = 0; c < cfg->n_clusters && !used; c++)
+            for (size_t e = 0; e < cfg->clusters[c].n_endpoints && !used; e++) {
+                const struct sy_endpoint_spec *ep = &cfg->clusters[c].endpoints[e];
+                used = ep->addrlen == p->addrlen && memcmp(&ep->addr, &p->addr, p->addrlen) == 0;
+            }
+        if (used || p->retired)
+            continue;
+        p->retired = true;
+        while (p->idle) {
+            struct upstream *up = p->idle;
+            p->idle = up->next;
+            p->n_idle--;
+            upstream_free(up);
+        }
+    }
 }
 
 void upstream_free_pools(struct sy_worker *w)

@@ -18,9 +18,18 @@
 
 #include "proxy_internal.h"
 
+/* The listen addresses every worker has (or is about to have), as the control thread knows
+ * them. */
+struct bound {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
 struct sy_workers {
     struct sy_worker *v;
     size_t n;
+    struct bound *bound;
+    size_t n_bound;
 };
 
 const struct sy_config *worker_config(const struct sy_worker *w)
@@ -37,6 +46,12 @@ uint64_t worker_random(struct sy_worker *w)
     x ^= x >> 27;
     w->rng = x;
     return x * 0x2545F4914F6CDD1DULL;
+}
+
+static bool same_addr(const struct sockaddr_storage *a, socklen_t alen,
+                      const struct sockaddr_storage *b, socklen_t blen)
+{
+    return alen == blen && memcmp(a, b, alen) == 0;
 }
 
 static int open_listener(const struct sy_listen_spec *ls)
@@ -172,40 +187,123 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(w->base);
 }
 
+static void listener_free(struct listener *ls)
+{
+    if (ls->ev)
+        evconnlistener_free(ls->ev); /* closes the socket */
+    if (ls->tls)
+        SSL_CTX_free(ls->tls);
+    free(ls);
+}
+
 static void start_drain(struct sy_worker *w, unsigned drain_ms)
 {
     if (w->draining)
         return;
     w->draining = true;
-    for (size_t i = 0; i < w->n_listeners; i++) {
-        if (w->listeners[i].ev)
-            evconnlistener_free(w->listeners[i].ev);
-        w->listeners[i].ev = NULL;
-        w->listeners[i].fd = -1;
-    }
+    for (size_t i = 0; i < w->n_listeners; i++)
+        listener_free(w->listeners[i]);
+    w->n_listeners = 0;
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
         c->close_idle(c);
     }
-    struct timeval tv = {drain_ms / 1000, (drain_ms % 1000) * 1000};
+    struct timeval tv = ms_tv(drain_ms);
     w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
     evtimer_add(w->drain_timer, &tv);
     maybe_finish_drain(w);
 }
 
-/* The mailbox: take the newest snapshot and act on a drain request. */
+/* Makes the worker's listeners what the plan says: new sockets start accepting, addresses no
+ * longer listed close (connections already accepted go on), TLS contexts are replaced so
+ * that new connections get a renewed certificate. Takes ownership of the plan's fds and
+ * contexts. */
+static void apply_plan(struct sy_worker *w, struct listener_plan *plan, size_t n)
+{
+    struct listener **next = sy_xcalloc(n ? n : 1, sizeof(*next));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct listener *ls = NULL;
+        for (size_t j = 0; j < w->n_listeners && !ls; j++) {
+            struct listener *old = w->listeners[j];
+            if (old && same_addr(&old->addr, old->addrlen, &plan[i].addr, plan[i].addrlen)) {
+                ls = old;
+                w->listeners[j] = NULL;
+            }
+        }
+        if (!ls && plan[i].fd == -1) {
+            /* Not ours yet and no socket for it: the bind failed on the control thread. */
+            if (plan[i].tls)
+                SSL_CTX_free(plan[i].tls);
+            continue;
+        }
+        if (!ls) {
+            ls = sy_xcalloc(1, sizeof(*ls));
+            ls->w = w;
+            ls->addr = plan[i].addr;
+            ls->addrlen = plan[i].addrlen;
+            ls->ev =
+                evconnlistener_new(w->base, accept_cb, ls, LEV_OPT_CLOSE_ON_FREE, -1, plan[i].fd);
+            if (!ls->ev) {
+                close(plan[i].fd);
+                free(ls);
+                if (plan[i].tls)
+                    SSL_CTX_free(plan[i].tls);
+                continue;
+            }
+            evconnlistener_set_error_cb(ls->ev, accept_error_cb);
+        } else if (plan[i].fd != -1) {
+            close(plan[i].fd);
+        }
+        if (ls->tls)
+            SSL_CTX_free(ls->tls);
+        ls->tls = plan[i].tls;
+        next[k++] = ls;
+    }
+    for (size_t j = 0; j < w->n_listeners; j++)
+        if (w->listeners[j])
+            listener_free(w->listeners[j]);
+    free(w->listeners);
+    w->listeners = next;
+    w->n_listeners = k;
+}
+
+static void msg_free(struct worker_msg *m)
+{
+    for (size_t i = 0; i < m->n_plan; i++) {
+        if (m->plan[i].fd != -1)
+            close(m->plan[i].fd);
+        if (m->plan[i].tls)
+            SSL_CTX_free(m->plan[i].tls);
+    }
+    free(m->plan);
+    sy_route_table_release(m->table);
+    free(m);
+}
+
+/* The mailbox: take every snapshot in order, then act on a drain request. */
 static void msg_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_worker *w = arg;
     pthread_mutex_lock(&w->mu);
-    struct sy_route_table *t = w->pending;
-    w->pending = NULL;
+    struct worker_msg *m = w->inbox;
+    w->inbox = NULL;
+    w->inbox_tail = &w->inbox;
     bool drain = w->drain_requested;
     unsigned drain_ms = w->drain_ms;
     pthread_mutex_unlock(&w->mu);
-    if (t) {
+    while (m) {
+        struct worker_msg *next = m->next;
         sy_route_table_release(w->table);
-        w->table = t;
+        w->table = m->table;
+        m->table = NULL;
+        if (!w->draining) {
+            apply_plan(w, m->plan, m->n_plan);
+            m->n_plan = 0; /* taken */
+        }
+        upstream_forget_endpoints(w);
+        msg_free(m);
+        m = next;
     }
     if (drain)
         start_drain(w, drain_ms);
@@ -221,13 +319,92 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers **out)
+/* Builds one message per worker for `table`: sockets for addresses not bound yet (one per
+ * worker, SO_REUSEPORT), a TLS context per TLS listener. An address that cannot be bound is
+ * logged and left out; at start-up (`strict`) that is fatal. */
+static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, bool strict,
+                          struct worker_msg **msgs)
 {
     const struct sy_config *cfg = sy_route_table_config(table);
+    size_t n = cfg->n_listens;
+    for (size_t i = 0; i < ws->n; i++) {
+        msgs[i] = sy_xcalloc(1, sizeof(*msgs[i]));
+        msgs[i]->table = sy_route_table_acquire(table);
+        msgs[i]->plan = sy_xcalloc(n ? n : 1, sizeof(*msgs[i]->plan));
+    }
+    struct bound *bound = sy_xcalloc(n ? n : 1, sizeof(*bound));
+    size_t n_bound = 0;
+    int rc = 0;
+    for (size_t j = 0; j < n; j++) {
+        const struct sy_listen_spec *spec = &cfg->listens[j];
+        bool have = false;
+        for (size_t b = 0; b < ws->n_bound && !have; b++)
+            have = same_addr(&ws->bound[b].addr, ws->bound[b].addrlen, &spec->addr, spec->addrlen);
+        SSL_CTX *tls = NULL;
+        if (spec->tls_cert) {
+            const char *why = NULL;
+            tls = tls_server_ctx_new(spec->tls_cert, spec->tls_key, &why);
+            if (!tls) {
+                sy_log(SY_LOG_ERROR, "tls", "listener %s: %s", spec->address, why);
+                rc = SY_ERR_INVALID;
+                continue;
+            }
+        }
+        int *fds = sy_xcalloc(ws->n, sizeof(*fds));
+        bool ok = true;
+        for (size_t i = 0; i < ws->n; i++) {
+            fds[i] = have ? -1 : open_listener(spec);
+            if (!have && fds[i] == -1)
+                ok = false;
+        }
+        if (!ok) {
+            for (size_t i = 0; i < ws->n; i++)
+                if (fds[i] != -1)
+                    close(fds[i]);
+            free(fds);
+            if (tls)
+                SSL_CTX_free(tls);
+            rc = SY_ERR_SYS;
+            if (!strict)
+                sy_log(SY_LOG_ERROR, "listen", "%s is not served: cannot bind it", spec->address);
+            continue;
+        }
+        for (size_t i = 0; i < ws->n; i++) {
+            struct listener_plan *lp = &msgs[i]->plan[msgs[i]->n_plan++];
+            lp->addr = spec->addr;
+            lp->addrlen = spec->addrlen;
+            lp->fd = fds[i];
+            if (tls)
+                SSL_CTX_up_ref(tls);
+            lp->tls = tls;
+        }
+        free(fds);
+        if (tls)
+            SSL_CTX_free(tls);
+        bound[n_bound].addr = spec->addr;
+        bound[n_bound].addrlen = spec->addrlen;
+        n_bound++;
+    }
+    free(ws->bound);
+    ws->bound = bound;
+    ws->n_bound = n_bound;
+    return rc;
+}
+
+static void post(struct sy_worker *w, struct worker_msg *m)
+{
+    pthread_mutex_lock(&w->mu);
+    *w->inbox_tail = m;
+    w->inbox_tail = &m->next;
+    pthread_mutex_unlock(&w->mu);
+    event_active(w->msg_ev, 0, 0);
+}
+
+int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers **out)
+{
     struct sy_workers *ws = sy_xcalloc(1, sizeof(*ws));
     ws->v = sy_xcalloc(n, sizeof(*ws->v));
     ws->n = n;
-    int rc = 0;
     for (unsigned i = 0; i < n; i++) {
         struct sy_worker *w = &ws->v[i];
         w->id = i;
@@ -235,43 +412,23 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
             w->rng = sy_now_ms() * 0x9E3779B97F4A7C15ULL + i + 1;
         w->table = sy_route_table_acquire(table);
         pthread_mutex_init(&w->mu, NULL);
+        w->inbox_tail = &w->inbox;
         w->base = event_base_new();
         if (!w->base) {
             sy_log(SY_LOG_ERROR, "worker", "cannot create an event base");
-            rc = SY_ERR_SYS;
-            break;
+            sy_workers_free(ws);
+            return SY_ERR_SYS;
         }
         w->msg_ev = event_new(w->base, -1, 0, msg_cb, w);
-        w->listeners = sy_xcalloc(cfg->n_listens, sizeof(*w->listeners));
-        for (size_t j = 0; j < cfg->n_listens; j++) {
-            const struct sy_listen_spec *spec = &cfg->listens[j];
-            struct listener *ls = &w->listeners[w->n_listeners++];
-            ls->w = w;
-            ls->fd = open_listener(spec);
-            if (ls->fd == -1) {
-                rc = SY_ERR_SYS;
-                break;
-            }
-            if (spec->tls_cert) {
-                const char *why = NULL;
-                ls->tls = tls_server_ctx_new(spec->tls_cert, spec->tls_key, &why);
-                if (!ls->tls) {
-                    sy_log(SY_LOG_ERROR, "tls", "listener %s: %s", spec->address, why);
-                    rc = SY_ERR_INVALID;
-                    break;
-                }
-            }
-            ls->ev = evconnlistener_new(w->base, accept_cb, ls, LEV_OPT_CLOSE_ON_FREE, -1, ls->fd);
-            if (!ls->ev) {
-                sy_log(SY_LOG_ERROR, "listen", "cannot watch %s", spec->address);
-                rc = SY_ERR_SYS;
-                break;
-            }
-            evconnlistener_set_error_cb(ls->ev, accept_error_cb);
-        }
-        if (rc)
-            break;
     }
+    struct worker_msg **msgs = sy_xcalloc(n, sizeof(*msgs));
+    int rc = plan_listeners(ws, table, true, msgs);
+    for (unsigned i = 0; i < n; i++) {
+        if (rc == 0)
+            apply_plan(&ws->v[i], msgs[i]->plan, msgs[i]->n_plan), msgs[i]->n_plan = 0;
+        msg_free(msgs[i]);
+    }
+    free(msgs);
     if (rc) {
         sy_workers_free(ws);
         return rc;
@@ -295,14 +452,11 @@ int sy_workers_start(struct sy_workers *ws)
 
 void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table)
 {
-    for (size_t i = 0; i < ws->n; i++) {
-        struct sy_worker *w = &ws->v[i];
-        pthread_mutex_lock(&w->mu);
-        sy_route_table_release(w->pending);
-        w->pending = sy_route_table_acquire(table);
-        pthread_mutex_unlock(&w->mu);
-        event_active(w->msg_ev, 0, 0);
-    }
+    struct worker_msg **msgs = sy_xcalloc(ws->n, sizeof(*msgs));
+    plan_listeners(ws, table, false, msgs);
+    for (size_t i = 0; i < ws->n; i++)
+        post(&ws->v[i], msgs[i]);
+    free(msgs);
 }
 
 void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms)
@@ -329,27 +483,25 @@ void sy_workers_free(struct sy_workers *ws)
         return;
     for (size_t i = 0; i < ws->n; i++) {
         struct sy_worker *w = &ws->v[i];
-        for (size_t j = 0; j < w->n_listeners; j++) {
-            struct listener *ls = &w->listeners[j];
-            if (ls->ev)
-                evconnlistener_free(ls->ev); /* closes the socket */
-            else if (ls->fd != -1)
-                close(ls->fd);
-            if (ls->tls)
-                SSL_CTX_free(ls->tls);
-        }
+        for (size_t j = 0; j < w->n_listeners; j++)
+            listener_free(w->listeners[j]);
         free(w->listeners);
         free(w->scratch);
+        while (w->inbox) {
+            struct worker_msg *m = w->inbox;
+            w->inbox = m->next;
+            msg_free(m);
+        }
         if (w->drain_timer)
             event_free(w->drain_timer);
         if (w->msg_ev)
             event_free(w->msg_ev);
         if (w->base)
             event_base_free(w->base);
-        sy_route_table_release(w->pending);
         sy_route_table_release(w->table);
         pthread_mutex_destroy(&w->mu);
     }
+    free(ws->bound);
     free(ws->v);
     free(ws);
 }

@@ -9,6 +9,7 @@
 #include "switchyard/config.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1606,6 +1607,13 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
         goto out_invalid;
     }
     c.cfg = sy_xcalloc(1, sizeof(*c.cfg));
+    atomic_init(&c.cfg->refs, 1);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)text[i];
+        h *= 0x100000001b3ULL;
+    }
+    c.cfg->content_hash = h;
     c.cfg->path = name ? sy_xstrdup(name) : NULL;
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
     parse_root(&c, yaml_document_get_root_node(&c.doc));
@@ -1658,8 +1666,16 @@ int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **
     return rc;
 }
 
+struct sy_config *sy_config_acquire(struct sy_config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
 void sy_config_free(struct sy_config *cfg)
 {
+    if (cfg && atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) != 1)
+        return;
     if (!cfg)
         return;
     for (size_t i = 0; i < cfg->n_listens; i++) {

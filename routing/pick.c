@@ -183,14 +183,14 @@ int sy_pick_app_init(struct app_rt *a)
         return SY_ERR_INVALID;
 
     uint64_t total = 0;
-    for (size_t i = 0; i < spec->n_weights; i++)
-        total += spec->weights[i].weight;
+    for (size_t i = 0; i < a->n_weights; i++)
+        total += a->weights[i].weight;
     if (total == 0)
         return SY_ERR_INVALID;
-    a->bucket_end = sy_xcalloc(spec->n_weights, sizeof(*a->bucket_end));
+    a->bucket_end = sy_xcalloc(a->n_weights, sizeof(*a->bucket_end));
     uint64_t sum = 0;
-    for (size_t i = 0; i < spec->n_weights; i++) {
-        sum += spec->weights[i].weight;
+    for (size_t i = 0; i < a->n_weights; i++) {
+        sum += a->weights[i].weight;
         a->bucket_end[i] = (uint32_t)(sum * SY_STICKY_BUCKETS / total);
     }
 
@@ -309,8 +309,8 @@ static bool client_key(const struct sockaddr *sa, unsigned char buf[16], struct 
 static size_t app_cluster_named(const struct sy_route_table *t, const struct app_rt *a,
                                 const char *s, size_t len)
 {
-    for (size_t i = 0; i < a->spec->n_weights; i++) {
-        size_t c = a->spec->weights[i].cluster;
+    for (size_t i = 0; i < a->n_weights; i++) {
+        size_t c = a->weights[i].cluster;
         const char *name = t->cfg->clusters[c].name;
         if (strlen(name) == len && memcmp(name, s, len) == 0)
             return c;
@@ -415,12 +415,11 @@ static bool pick_forced(const struct sy_route_table *t, struct app_rt *a,
 
 static size_t cluster_of_bucket(const struct app_rt *a, unsigned bucket)
 {
-    const struct sy_app_spec *spec = a->spec;
-    for (size_t i = 0; i < spec->n_weights; i++)
+    for (size_t i = 0; i < a->n_weights; i++)
         if (bucket < a->bucket_end[i])
-            return spec->weights[i].cluster;
+            return a->weights[i].cluster;
     assert(0 && "the last bucket_end is SY_STICKY_BUCKETS");
-    return spec->weights[spec->n_weights - 1].cluster;
+    return a->weights[a->n_weights - 1].cluster;
 }
 
 /* Writes the Set-Cookie value for a new key made from req->rnd; returns the key, which points

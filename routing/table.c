@@ -56,26 +56,27 @@ static unsigned gcd(unsigned a, unsigned b)
  * weight/g times and the picks are spread as evenly as the weights allow. */
 static void build_schedule(struct app_rt *a)
 {
-    const struct sy_app_spec *spec = a->spec;
+    const struct sy_weight_spec *weights = a->weights;
+    size_t n = a->n_weights;
     unsigned g = 0;
-    for (size_t i = 0; i < spec->n_weights; i++)
-        g = gcd(g, spec->weights[i].weight);
+    for (size_t i = 0; i < n; i++)
+        g = gcd(g, weights[i].weight);
     assert(g > 0);
     unsigned total = 0;
-    for (size_t i = 0; i < spec->n_weights; i++)
-        total += spec->weights[i].weight / g;
+    for (size_t i = 0; i < n; i++)
+        total += weights[i].weight / g;
     a->schedule = sy_xcalloc(total, sizeof(*a->schedule));
     a->schedule_len = total;
-    long *current = sy_xcalloc(spec->n_weights, sizeof(*current));
+    long *current = sy_xcalloc(n, sizeof(*current));
     for (unsigned step = 0; step < total; step++) {
         size_t best = 0;
-        for (size_t i = 0; i < spec->n_weights; i++) {
-            current[i] += spec->weights[i].weight / g;
+        for (size_t i = 0; i < n; i++) {
+            current[i] += weights[i].weight / g;
             if (current[i] > current[best])
                 best = i;
         }
         current[best] -= total;
-        a->schedule[step] = (uint32_t)spec->weights[best].cluster;
+        a->schedule[step] = (uint32_t)weights[best].cluster;
     }
     free(current);
 }
@@ -113,6 +114,7 @@ static void table_free(struct sy_route_table *t)
 {
     for (size_t i = 0; i < t->cfg->n_apps; i++) {
         free(t->apps[i].schedule);
+        free(t->apps[i].override_weights);
         sy_pick_app_dispose(&t->apps[i]);
     }
     for (size_t i = 0; i < t->n_entries; i++)
@@ -125,7 +127,59 @@ static void table_free(struct sy_route_table *t)
     free(t);
 }
 
+/* Puts the override's weights in force for `a` when it fits the app's clusters. */
+static void apply_override(const struct sy_config *cfg, struct app_rt *a,
+                           const struct sy_route_override *ov)
+{
+    const struct sy_app_spec *spec = a->spec;
+    struct sy_weight_spec *w = sy_xcalloc(spec->n_weights, sizeof(*w));
+    for (size_t i = 0; i < spec->n_weights; i++) {
+        w[i] = spec->weights[i];
+        w[i].weight = 0;
+    }
+    unsigned sum = 0;
+    for (size_t j = 0; j < ov->n_weights; j++) {
+        size_t i = 0;
+        while (i < spec->n_weights &&
+               strcmp(cfg->clusters[spec->weights[i].cluster].name, ov->weights[j].cluster) != 0)
+            i++;
+        if (i == spec->n_weights || ov->weights[j].weight > 100) {
+            free(w);
+            a->override = SY_OVERRIDE_STALE;
+            return;
+        }
+        w[i].weight = ov->weights[j].weight;
+        sum += w[i].weight;
+    }
+    if (sum == 0) {
+        free(w);
+        a->override = SY_OVERRIDE_STALE;
+        return;
+    }
+    a->override_weights = w;
+    a->weights = w;
+    a->override = SY_OVERRIDE_APPLIED;
+}
+
+enum sy_override_state sy_route_app_weights(const struct sy_route_table *t, size_t app,
+                                            const struct sy_weight_spec **weights, size_t *n)
+{
+    const struct app_rt *a = &t->apps[app];
+    *weights = a->weights;
+    *n = a->n_weights;
+    return a->override;
+}
+
 int sy_route_table_new(struct sy_config *cfg, uint64_t generation, struct sy_route_table **out)
+{
+    int rc = sy_route_table_build(cfg, NULL, 0, generation, out);
+    if (rc == 0)
+        sy_config_free(cfg); /* the table holds the reference now */
+    return rc;
+}
+
+int sy_route_table_build(struct sy_config *cfg, const struct sy_route_override *overrides,
+                         size_t n_overrides, uint64_t generation, struct sy_route_table **out)
 {
     if (cfg->n_clusters == 0)
         return SY_ERR_INVALID;
@@ -139,7 +193,7 @@ int sy_route_table_new(struct sy_config *cfg, uint64_t generation, struct sy_rou
     struct sy_route_table *t = sy_xcalloc(1, sizeof(*t));
     atomic_init(&t->refs, 1);
     t->generation = generation;
-    t->cfg = cfg;
+    t->cfg = sy_config_acquire(cfg);
     t->apps = sy_xcalloc(cfg->n_apps, sizeof(*t->apps));
     t->endpoint_rr = sy_xcalloc(cfg->n_clusters, sizeof(*t->endpoint_rr));
 
@@ -156,10 +210,16 @@ int sy_route_table_new(struct sy_config *cfg, uint64_t generation, struct sy_rou
         a->pub.stable = a->spec->stable;
         atomic_init(&a->seq, 0);
         atomic_init(&a->force_ignored, 0);
+        a->weights = a->spec->weights;
+        a->n_weights = a->spec->n_weights;
+        for (size_t o = 0; o < n_overrides; o++)
+            if (strcmp(overrides[o].app, a->spec->name) == 0)
+                apply_override(cfg, a, &overrides[o]);
         build_schedule(a);
         int rc = sy_pick_app_init(a);
         if (rc != 0) {
             table_free(t);
+            sy_config_free(cfg); /* the reference the table took */
             return rc;
         }
         for (size_t h = 0; h < a->spec->n_hosts; h++) {

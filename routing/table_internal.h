@@ -15,6 +15,11 @@
 struct app_rt {
     struct sy_route_app pub;
     const struct sy_app_spec *spec;
+    /* The weights in force: the file's, or an override's (same clusters, cluster order). */
+    const struct sy_weight_spec *weights;
+    size_t n_weights;
+    struct sy_weight_spec *override_weights; /* owned; NULL when the file's are in force */
+    enum sy_override_state override;
     uint32_t *schedule; /* cluster indices, one full SWRR cycle */
     size_t schedule_len;
     _Atomic uint64_t seq;

@@ -138,8 +138,10 @@ struct sy_timeouts {
 };
 
 struct sy_config {
-    char *path;       /* the file it came from (diagnostics point into it) */
-    unsigned workers; /* `workers:`; 0 = one per core */
+    _Atomic unsigned refs; /* shared by the snapshots compiled from it */
+    uint64_t content_hash; /* FNV-1a 64 of the file's bytes: tells a real change from a touch */
+    char *path;            /* the file it came from (diagnostics point into it) */
+    unsigned workers;      /* `workers:`; 0 = one per core */
     struct sy_listen_spec *listens;
     size_t n_listens;
     struct sy_cluster_spec *clusters;
@@ -169,6 +171,10 @@ int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **
 int sy_config_parse(const char *name, const char *text, size_t len, struct sy_diags *diags,
                     struct sy_config **out);
 
+/** Returns a new reference to `cfg` (configs are immutable once loaded). Any thread. */
+struct sy_config *sy_config_acquire(struct sy_config *cfg);
+
+/** Drops a reference; the last one frees the config. NULL is a no-op. Any thread. */
 void sy_config_free(struct sy_config *cfg);
 
 /**

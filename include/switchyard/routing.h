@@ -20,6 +20,43 @@ struct sy_route_app {
     size_t stable; /* cluster index */
 };
 
+/** An operator's split for one app, by names (it must outlive file changes that renumber). */
+struct sy_route_weight {
+    const char *cluster;
+    unsigned weight;
+};
+
+struct sy_route_override {
+    const char *app;
+    const struct sy_route_weight *weights; /* clusters not named get 0 */
+    size_t n_weights;
+};
+
+enum sy_override_state {
+    SY_OVERRIDE_NONE = 0, /* the file's weights are in force */
+    SY_OVERRIDE_APPLIED,  /* an override's weights are in force */
+    SY_OVERRIDE_STALE,    /* an override exists but no longer fits the file (a cluster it names
+                             is not one of the app's, or its sum is 0): the file's weights are in
+                             force and the override is kept, to be released or fixed */
+};
+
+/**
+ * Compiles `cfg` with `overrides` applied into a table with generation `generation` and one
+ * reference. Takes a new reference to `cfg` (the caller keeps its own): snapshots that differ
+ * only in overrides share one config. Overrides naming no app of the file are ignored here
+ * (the caller shows them). Returns 0 or a negative sy_err; *out untouched on failure. Control
+ * thread only.
+ */
+int sy_route_table_build(struct sy_config *cfg, const struct sy_route_override *overrides,
+                         size_t n_overrides, uint64_t generation, struct sy_route_table **out);
+
+/**
+ * The weights in force for app `app` (index) in cluster order, and whether an override put
+ * them there. Valid while the table reference is held.
+ */
+enum sy_override_state sy_route_app_weights(const struct sy_route_table *t, size_t app,
+                                            const struct sy_weight_spec **weights, size_t *n);
+
 /**
  * Compiles `cfg` into a table with generation `generation` and one reference. Takes ownership
  * of `cfg` on success (freed with the table); on failure returns a negative sy_err, leaves
