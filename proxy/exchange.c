@@ -26,6 +26,11 @@ static const char *cluster_name(const struct exchange *ex)
 
 static void exchange_free(struct exchange *ex)
 {
+    if (ex->slot) {
+        counter_add(&ex->slot->in_flight, -1);
+        if (ex->status >= 500)
+            counter_add(&ex->slot->responses_5xx, 1);
+    }
     if (ex->up_head)
         evbuffer_free(ex->up_head);
     if (ex->tmp)
@@ -54,6 +59,8 @@ static void fail(struct exchange *ex, int status, const char *why)
 {
     struct downstream *d = ex->down;
     bool started = ex->resp_started;
+    if (!started)
+        ex->status = status;
     if (ex->up)
         upstream_release(ex->up, false);
     d->ex = NULL;
@@ -292,6 +299,10 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     struct exchange *ex = sy_xcalloc(1, sizeof(*ex));
     ex->down = d;
     ex->w = w;
+    /* The slot index follows w->table; the exchange's table is the same one here. */
+    ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice.cluster];
+    counter_add(&ex->slot->requests, 1);
+    counter_add(&ex->slot->in_flight, 1);
     ex->table = t;
     ex->app = app;
     ex->cluster = choice.cluster;

@@ -7,6 +7,7 @@
 #define SWITCHYARD_PROXY_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -61,6 +62,22 @@ struct worker_msg {
     struct worker_msg *next;
 };
 
+/* Counters of one app on one cluster in one worker. Written by the worker only (plain
+ * load-add-store on atomics: no locked instruction on the request path), read by the control
+ * thread. Slots are never freed before the worker is, so an exchange keeps its slot across
+ * reloads. */
+struct traffic_slot {
+    char *app, *cluster;
+    _Atomic uint64_t requests, responses_5xx, in_flight;
+    struct traffic_slot *next;
+};
+
+static inline void counter_add(_Atomic uint64_t *c, int64_t d)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
+                          memory_order_relaxed);
+}
+
 struct sy_worker {
     unsigned id;
     pthread_t thread;
@@ -84,7 +101,9 @@ struct sy_worker {
     uint64_t next_conn_id;
     struct sy_header *scratch; /* header array for parsing, max_headers entries */
     size_t scratch_cap;
-    uint64_t rng; /* xorshift state: keys for new sticky cookies */
+    uint64_t rng;                       /* xorshift state: keys for new sticky cookies */
+    struct traffic_slot *_Atomic slots; /* every slot, newest first */
+    struct traffic_slot **slot_index;   /* [app * n_clusters + cluster] for w->table */
 };
 
 /* What every downstream connection has, whatever its protocol. */
@@ -166,6 +185,7 @@ struct exchange {
     size_t cluster;
     const struct sy_endpoint_spec *endpoint;
     struct upstream *up;
+    struct traffic_slot *slot;
     struct evbuffer *up_head; /* serialized request head, kept for one retry */
     struct evbuffer *tmp;     /* body bytes between decoding and framing */
     struct evbuffer *trailers;

@@ -187,6 +187,65 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(w->base);
 }
 
+/* Points slot_index at the slots of the new table's app and cluster names, making the
+ * missing ones. */
+static void index_slots(struct sy_worker *w)
+{
+    const struct sy_config *cfg = worker_config(w);
+    free(w->slot_index);
+    w->slot_index = sy_xcalloc(cfg->n_apps * cfg->n_clusters + 1, sizeof(*w->slot_index));
+    for (size_t a = 0; a < cfg->n_apps; a++) {
+        for (size_t c = 0; c < cfg->n_clusters; c++) {
+            const char *app = cfg->apps[a].name, *cluster = cfg->clusters[c].name;
+            struct traffic_slot *s = atomic_load_explicit(&w->slots, memory_order_relaxed);
+            while (s && (strcmp(s->app, app) != 0 || strcmp(s->cluster, cluster) != 0))
+                s = s->next;
+            if (!s) {
+                s = sy_xcalloc(1, sizeof(*s));
+                s->app = sy_xstrdup(app);
+                s->cluster = sy_xstrdup(cluster);
+                s->next = atomic_load_explicit(&w->slots, memory_order_relaxed);
+                atomic_store_explicit(&w->slots, s, memory_order_release);
+            }
+            w->slot_index[a * cfg->n_clusters + c] = s;
+        }
+    }
+}
+
+void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
+{
+    /* Sum by name across workers: the first worker's list gives the order. */
+    struct agg {
+        const char *app, *cluster;
+        uint64_t requests, responses_5xx, in_flight;
+    } *v = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < ws->n; i++) {
+        struct traffic_slot *s = atomic_load_explicit(&ws->v[i].slots, memory_order_acquire);
+        for (; s; s = s->next) {
+            size_t k = 0;
+            while (k < n &&
+                   (strcmp(v[k].app, s->app) != 0 || strcmp(v[k].cluster, s->cluster) != 0))
+                k++;
+            if (k == n) {
+                sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
+                v[n++] = (struct agg){s->app, s->cluster, 0, 0, 0};
+            }
+            v[k].requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
+            v[k].responses_5xx += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
+            v[k].in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (v[k].requests == 0)
+            continue;
+        struct sy_traffic t = {v[k].app, v[k].cluster, v[k].requests, v[k].responses_5xx,
+                               v[k].in_flight};
+        cb(&t, arg);
+    }
+    free(v);
+}
+
 static void listener_free(struct listener *ls)
 {
     if (ls->ev)
@@ -297,6 +356,7 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
         sy_route_table_release(w->table);
         w->table = m->table;
         m->table = NULL;
+        index_slots(w);
         if (!w->draining) {
             apply_plan(w, m->plan, m->n_plan);
             m->n_plan = 0; /* taken */
@@ -420,6 +480,7 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
             return SY_ERR_SYS;
         }
         w->msg_ev = event_new(w->base, -1, 0, msg_cb, w);
+        index_slots(w);
     }
     struct worker_msg **msgs = sy_xcalloc(n, sizeof(*msgs));
     int rc = plan_listeners(ws, table, true, msgs);
@@ -487,6 +548,13 @@ void sy_workers_free(struct sy_workers *ws)
             listener_free(w->listeners[j]);
         free(w->listeners);
         free(w->scratch);
+        free(w->slot_index);
+        for (struct traffic_slot *s = w->slots, *next; s; s = next) {
+            next = s->next;
+            free(s->app);
+            free(s->cluster);
+            free(s);
+        }
         while (w->inbox) {
             struct worker_msg *m = w->inbox;
             w->inbox = m->next;

@@ -44,6 +44,23 @@ void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms);
 /** Waits for every worker thread to end. */
 void sy_workers_join(struct sy_workers *ws);
 
+/** Traffic counters of one app on one cluster, summed over the workers, since start. */
+struct sy_traffic {
+    const char *app, *cluster; /* valid during the callback */
+    uint64_t requests;         /* routed to this cluster */
+    uint64_t responses_5xx;    /* answered 5xx, by the cluster or by us on its behalf */
+    uint64_t in_flight;        /* exchanges not finished yet */
+};
+
+typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);
+
+/**
+ * Calls `cb` once for every app and cluster pair that has seen traffic, with the counters
+ * summed over the workers (read without locks: each figure is exact, the set is a moment's
+ * view). Control thread.
+ */
+void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg);
+
 /** Frees the workers (after join). NULL is a no-op. */
 void sy_workers_free(struct sy_workers *ws);
 
