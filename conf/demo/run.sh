@@ -40,12 +40,12 @@ ninja -C build >/dev/null || { echo "build failed: ninja -C build" >&2; exit 1; 
 stop >/dev/null
 
 start_backend() { # name port
-    /usr/bin/python3 tests/e2e/backend.py --name "$1" --port "$2" >"$state/$1.out" 2>&1 &
+    /usr/bin/python3 tests/e2e/backend.py --name "$1" --port "$2" >"$state/$1.out" 2>&1 </dev/null &
     echo $! >"$state/$1.pid"
 }
 start_backend blue-1 9001
 start_backend green-1 9002
-build/proxy/switchyard -c conf/switchyard.yaml 2>"$state/switchyard.log" &
+build/proxy/switchyard -c conf/switchyard.yaml >/dev/null 2>"$state/switchyard.log" </dev/null &
 echo $! >"$state/switchyard.pid"
 
 # Wait (bounded) until the proxy answers.
@@ -71,7 +71,7 @@ Try:
   curl -s http://127.0.0.1:9001/      # blue directly
   curl -s http://127.0.0.1:9002/      # green directly
 
-Shift the split: edit weights in conf/switchyard.yaml, then
-  kill -HUP \$(cat $state/switchyard.pid)
+Shift the split: edit weights in conf/switchyard.yaml and save (picked up at once),
+or: kill -HUP \$(cat $state/switchyard.pid)
 Logs: $state/switchyard.log     Stop: sh conf/demo/run.sh stop
 EOT
