@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "proxy_internal.h"
 
@@ -23,9 +24,13 @@ struct h1_client {
     uint64_t requests;   /* served on this connection */
     bool keep_alive;     /* after the current exchange */
     bool head_started;   /* bytes of a request head arrived: the head deadline runs */
+    size_t head_scanned; /* bytes of an incomplete head already parsed, with no line end since */
+    bool head_has_line;  /* the request line of that incomplete head is complete */
     bool closing;        /* free once the output is flushed */
-    bool chunked_out;    /* the current response is re-encoded as chunked */
-    int minor;           /* HTTP/1.<minor> of the current request */
+    bool linger;         /* ... after a lingering close (see finish_close) */
+    size_t lingered;
+    bool chunked_out; /* the current response is re-encoded as chunked */
+    int minor;        /* HTTP/1.<minor> of the current request */
     enum sy_h1_framing req_framing;
     uint64_t req_remaining;
     struct sy_h1_chunked req_chunked;
@@ -58,6 +63,45 @@ static void conn_close_idle(struct conn *conn)
         c->keep_alive = false;
 }
 
+/* Bytes read and dropped after an error answer before the connection is cut anyway. */
+#define LINGER_MAX_BYTES (1 << 20)
+#define LINGER_MS        2000
+
+static void linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h1_client *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    c->lingered += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (c->lingered > LINGER_MAX_BYTES)
+        client_free(c);
+}
+
+static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    client_free(arg);
+}
+
+/* The answer is out. Closing a socket whose input still holds unread bytes makes the kernel
+ * send a reset, which can destroy the answer before the client reads it; so after an error
+ * answer we stop writing, read and drop what the client still sends for a short while, and
+ * close on its EOF (a "lingering close"). */
+static void finish_close(struct h1_client *c)
+{
+    if (!c->linger) {
+        client_free(c);
+        return;
+    }
+    c->linger = false;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    evtimer_del(c->timer);
+    struct timeval tv = ms_tv(LINGER_MS);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_setcb(c->bev, linger_read_cb, NULL, linger_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
 /* Close once everything queued has been written. */
 static void close_after_flush(struct h1_client *c)
 {
@@ -65,7 +109,7 @@ static void close_after_flush(struct h1_client *c)
     c->keep_alive = false;
     bufferevent_disable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        client_free(c);
+        finish_close(c);
 }
 
 static const char *reason_phrase(int status)
@@ -114,6 +158,7 @@ static void send_error(struct h1_client *c, int status, const char *why)
                         status, reason_phrase(status), strlen(why) + 1, why);
     sy_log(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id, status,
            reason_phrase(status), why);
+    c->linger = !c->conn.tls;
     close_after_flush(c);
 }
 
@@ -181,9 +226,23 @@ static void try_read_head(struct h1_client *c)
     struct sy_h1_limits lim = {cfg->limits.max_request_line, cfg->limits.max_header_bytes,
                                cfg->limits.max_headers};
     size_t want = len < lim.max_head + 1 ? len : lim.max_head + 1;
+    if (c->head_scanned && want <= lim.max_head &&
+        (c->head_has_line || want <= lim.max_request_line)) {
+        /* A head trickling in: parse again only once a new line has ended (the parser is
+         * stateless, so re-parsing at every byte would cost O(n^2)). Limits are still checked
+         * as soon as the bytes pass them. */
+        struct evbuffer_ptr from;
+        evbuffer_ptr_set(in, &from, c->head_scanned - 1, EVBUFFER_PTR_SET);
+        if (evbuffer_search(in, "\n", 1, &from).pos == -1) {
+            c->head_scanned = want;
+            return;
+        }
+    }
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
     struct sy_h1_request req = {.headers = worker_scratch(w)};
     ssize_t n = sy_h1_parse_request(p, want, &lim, &req);
+    c->head_scanned = n == 0 ? want : 0;
+    c->head_has_line = n == 0 && memchr(p, '\n', want) != NULL;
     if (n == 0) {
         /* The head has started: from now on it must complete within client_header. */
         if (!c->head_started) {
@@ -249,7 +308,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
     struct h1_client *c = arg;
     if (c->closing) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            client_free(c);
+            finish_close(c);
         return;
     }
     if (c->down.ex)
