@@ -308,7 +308,9 @@ static const struct rule *match_paths(const struct host_entry *e, struct sy_slic
 static size_t normalize_host(struct sy_slice host, char *buf)
 {
     size_t len = host.len;
-    if (len > 0 && host.p[0] == '[') {
+    if (len == 0)
+        return 0;
+    if (host.p[0] == '[') {
         /* IP literal: keep through the closing bracket. */
         const char *end = memchr(host.p, ']', len);
         if (!end)

@@ -39,6 +39,15 @@ fi
 ninja -C build >/dev/null || { echo "build failed: ninja -C build" >&2; exit 1; }
 stop >/dev/null
 
+# The demo's ports must be free: something else answering there would pass for the demo.
+for port in 8080 9001 9002; do
+    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"
+    if [ $? -ne 7 ]; then
+        echo "port $port on 127.0.0.1 is already in use; stop what listens there first" >&2
+        exit 1
+    fi
+done
+
 start_backend() { # name port
     /usr/bin/python3 tests/e2e/backend.py --name "$1" --port "$2" >"$state/$1.out" 2>&1 </dev/null &
     echo $! >"$state/$1.pid"
