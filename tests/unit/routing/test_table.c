@@ -212,6 +212,11 @@ static void test_catch_all_host_and_no_match(void **state)
     assert_string_equal(match(t, "other.org", "/static/app.js"), "any");
     assert_null(match(t, "other.org", "/"));
     assert_null(match(t, "", "/"));
+    /* HTTP/1.0 without Host: an empty slice with no bytes behind it. */
+    const struct sy_route_app *a =
+        sy_route_match(t, sy_slice_of(NULL, 0), sy_slice_of("/static/x", 9));
+    assert_non_null(a);
+    assert_string_equal(a->name, "any");
     sy_route_table_release(t);
 }
 
