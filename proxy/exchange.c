@@ -196,12 +196,15 @@ static bool has_token(struct sy_slice v, const char *token)
 
 static void write_request_head(struct exchange *ex, const struct req_head *req)
 {
-    struct evbuffer *out = ex->up_head;
+    struct head_writer hw;
+    hw_init(&hw, ex->up_head);
     struct sy_slice tok[MAX_CONN_TOKENS];
     size_t n_tok = connection_tokens(req->headers, req->n_headers, tok);
-    evbuffer_add_printf(out, "%.*s %.*s HTTP/1.1\r\nhost: %.*s\r\n", (int)req->method.len,
-                        req->method.p, (int)req->target.len, req->target.p, (int)req->authority.len,
-                        req->authority.p);
+    hw_slice(&hw, req->method);
+    hw_add(&hw, " ", 1);
+    hw_slice(&hw, req->target);
+    hw_add(&hw, " HTTP/1.1\r\n", 11);
+    hw_field(&hw, sy_slice_of("host", 4), req->authority);
     bool te_trailers = false;
     size_t n_xff = 0, n_via = 0;
     for (size_t i = 0; i < req->n_headers; i++) {
@@ -210,8 +213,7 @@ static void write_request_head(struct exchange *ex, const struct req_head *req)
         case F_FORWARD:
             if (n_tok && named_by(h->name, tok, n_tok))
                 break;
-            evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->name.len, h->name.p,
-                                (int)h->value.len, h->value.p);
+            hw_field(&hw, h->name, h->value);
             break;
         case F_TE:
             te_trailers |= has_token(h->value, "trailers");
@@ -227,29 +229,37 @@ static void write_request_head(struct exchange *ex, const struct req_head *req)
         }
     }
     if (te_trailers)
-        evbuffer_add(out, "te: trailers\r\n", 14);
-    if (req->framing == SY_H1_BODY_LENGTH)
-        evbuffer_add_printf(out, "content-length: %llu\r\n",
-                            (unsigned long long)req->content_length);
-    else if (req->framing == SY_H1_BODY_CHUNKED)
-        evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
+        hw_str(&hw, "te: trailers\r\n");
+    if (req->framing == SY_H1_BODY_LENGTH) {
+        hw_str(&hw, "content-length: ");
+        hw_uint(&hw, req->content_length, 10);
+        hw_add(&hw, "\r\n", 2);
+    } else if (req->framing == SY_H1_BODY_CHUNKED) {
+        hw_str(&hw, "transfer-encoding: chunked\r\n");
+    }
     /* X-Forwarded-For and Via keep what earlier hops wrote and add this one. */
-    evbuffer_add(out, "x-forwarded-for: ", 17);
-    for (size_t i = 0; n_xff && i < req->n_headers; i++)
-        if (classify_request(req->headers[i].name) == F_XFF)
-            evbuffer_add_printf(out, "%.*s, ", (int)req->headers[i].value.len,
-                                req->headers[i].value.p);
-    evbuffer_add_printf(out, "%s\r\nx-forwarded-proto: %s\r\n", ex->down->conn->peer,
-                        ex->down->conn->tls ? "https" : "http");
+    hw_str(&hw, "x-forwarded-for: ");
+    for (size_t i = 0; n_xff && i < req->n_headers; i++) {
+        if (classify_request(req->headers[i].name) == F_XFF) {
+            hw_slice(&hw, req->headers[i].value);
+            hw_add(&hw, ", ", 2);
+        }
+    }
+    hw_str(&hw, ex->down->conn->peer);
+    hw_str(&hw, ex->down->conn->tls ? "\r\nx-forwarded-proto: https\r\n"
+                                    : "\r\nx-forwarded-proto: http\r\n");
     if (req->authority.len)
-        evbuffer_add_printf(out, "x-forwarded-host: %.*s\r\n", (int)req->authority.len,
-                            req->authority.p);
-    evbuffer_add(out, "via: ", 5);
-    for (size_t i = 0; n_via && i < req->n_headers; i++)
-        if (classify_request(req->headers[i].name) == F_VIA)
-            evbuffer_add_printf(out, "%.*s, ", (int)req->headers[i].value.len,
-                                req->headers[i].value.p);
-    evbuffer_add_printf(out, "%s switchyard\r\n\r\n", req->version);
+        hw_field(&hw, sy_slice_of("x-forwarded-host", 16), req->authority);
+    hw_str(&hw, "via: ");
+    for (size_t i = 0; n_via && i < req->n_headers; i++) {
+        if (classify_request(req->headers[i].name) == F_VIA) {
+            hw_slice(&hw, req->headers[i].value);
+            hw_add(&hw, ", ", 2);
+        }
+    }
+    hw_str(&hw, req->version);
+    hw_str(&hw, " switchyard\r\n\r\n");
+    hw_flush(&hw);
 }
 
 void exchange_start(struct downstream *d, const struct req_head *req)
@@ -396,7 +406,7 @@ void exchange_body_ready(struct exchange *ex)
                 return;
             }
             if (ex->req_chunked_up)
-                evbuffer_add_printf(out, "%zx\r\n", (size_t)n);
+                add_chunk_size(out, (size_t)n);
             evbuffer_add_buffer(out, ex->tmp);
             if (ex->req_chunked_up)
                 evbuffer_add(out, "\r\n", 2);

@@ -364,24 +364,31 @@ static void d_send_continue(struct downstream *d)
 static void d_send_head(struct downstream *d, const struct resp_head *h)
 {
     struct h1_client *c = (struct h1_client *)d->conn;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct head_writer hw;
+    hw_init(&hw, bufferevent_get_output(c->bev));
+    hw_add(&hw, "HTTP/1.1 ", 9);
+    hw_uint(&hw, (uint64_t)h->status, 10);
+    hw_add(&hw, " ", 1);
     if (h->reason.len)
-        evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.len,
-                            h->reason.p);
+        hw_slice(&hw, h->reason);
     else
-        evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", h->status, reason_phrase(h->status));
+        hw_str(&hw, reason_phrase(h->status));
+    hw_add(&hw, "\r\n", 2);
     for (size_t i = 0; i < h->n_headers; i++)
-        evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->headers[i].name.len,
-                            h->headers[i].name.p, (int)h->headers[i].value.len,
-                            h->headers[i].value.p);
-    if (h->set_cookie)
-        evbuffer_add_printf(out, "set-cookie: %s\r\n", h->set_cookie);
+        hw_field(&hw, h->headers[i].name, h->headers[i].value);
+    if (h->set_cookie) {
+        hw_str(&hw, "set-cookie: ");
+        hw_str(&hw, h->set_cookie);
+        hw_add(&hw, "\r\n", 2);
+    }
     if (h->length_known || h->head_length) {
-        evbuffer_add_printf(out, "content-length: %llu\r\n", (unsigned long long)h->content_length);
+        hw_str(&hw, "content-length: ");
+        hw_uint(&hw, h->content_length, 10);
+        hw_add(&hw, "\r\n", 2);
     } else if (h->has_body) {
         if (c->minor >= 1) {
             c->chunked_out = true;
-            evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
+            hw_str(&hw, "transfer-encoding: chunked\r\n");
         } else {
             c->keep_alive = false; /* HTTP/1.0: the close delimits the body */
         }
@@ -389,10 +396,11 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     if (c->conn.w->draining)
         c->keep_alive = false;
     if (!c->keep_alive)
-        evbuffer_add(out, "connection: close\r\n", 19);
+        hw_str(&hw, "connection: close\r\n");
     else if (c->minor == 0)
-        evbuffer_add(out, "connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        hw_str(&hw, "connection: keep-alive\r\n");
+    hw_add(&hw, "\r\n", 2);
+    hw_flush(&hw);
 }
 
 static size_t d_queued(struct downstream *d)
@@ -406,7 +414,7 @@ static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
     struct h1_client *c = (struct h1_client *)d->conn;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->chunked_out)
-        evbuffer_add_printf(out, "%zx\r\n", n);
+        add_chunk_size(out, n);
     evbuffer_remove_buffer(src, out, n);
     if (c->chunked_out)
         evbuffer_add(out, "\r\n", 2);

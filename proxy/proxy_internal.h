@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -219,6 +220,80 @@ struct upstream {
     bool read_paused;
     struct upstream *next; /* in the pool's idle list */
 };
+
+/* Builds a message head in a stack buffer and hands it to an evbuffer in large pieces: a printf
+ * per field was the largest cost of rewriting a head. */
+struct head_writer {
+    struct evbuffer *out;
+    size_t len;
+    char buf[4096];
+};
+
+static inline void hw_init(struct head_writer *hw, struct evbuffer *out)
+{
+    hw->out = out;
+    hw->len = 0;
+}
+
+static inline void hw_flush(struct head_writer *hw)
+{
+    if (hw->len)
+        evbuffer_add(hw->out, hw->buf, hw->len);
+    hw->len = 0;
+}
+
+static inline void hw_add(struct head_writer *hw, const char *p, size_t n)
+{
+    if (hw->len + n > sizeof(hw->buf)) {
+        hw_flush(hw);
+        if (n > sizeof(hw->buf)) {
+            evbuffer_add(hw->out, p, n);
+            return;
+        }
+    }
+    memcpy(hw->buf + hw->len, p, n);
+    hw->len += n;
+}
+
+static inline void hw_str(struct head_writer *hw, const char *s)
+{
+    hw_add(hw, s, strlen(s));
+}
+
+static inline void hw_slice(struct head_writer *hw, struct sy_slice s)
+{
+    hw_add(hw, s.p, s.len);
+}
+
+static inline void hw_field(struct head_writer *hw, struct sy_slice name, struct sy_slice value)
+{
+    hw_slice(hw, name);
+    hw_add(hw, ": ", 2);
+    hw_slice(hw, value);
+    hw_add(hw, "\r\n", 2);
+}
+
+static inline void hw_uint(struct head_writer *hw, uint64_t v, unsigned base)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = digits[v % base];
+        v /= base;
+    } while (v);
+    hw_add(hw, tmp + i, sizeof(tmp) - i);
+}
+
+/* "<hex size>\r\n" before a chunk of `n` bytes. */
+static inline void add_chunk_size(struct evbuffer *out, size_t n)
+{
+    struct head_writer hw;
+    hw_init(&hw, out);
+    hw_uint(&hw, n, 16);
+    hw_add(&hw, "\r\n", 2);
+    hw_flush(&hw);
+}
 
 /* worker.c */
 const struct sy_config *worker_config(const struct sy_worker *w);
