@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "proxy_internal.h"
@@ -230,6 +231,11 @@ static void write_request_head(struct exchange *ex, const struct req_head *req)
     }
     if (te_trailers)
         hw_str(&hw, "te: trailers\r\n");
+    if (req->upgrade.len) {
+        /* RFC 9110 §7.8: the one hop-by-hop pair we pass on, so the cluster can switch. */
+        hw_str(&hw, "connection: upgrade\r\n");
+        hw_field(&hw, sy_slice_of("upgrade", 7), req->upgrade);
+    }
     if (req->framing == SY_H1_BODY_LENGTH) {
         hw_str(&hw, "content-length: ");
         hw_uint(&hw, req->content_length, 10);
@@ -324,6 +330,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     ex->req_done = req->framing == SY_H1_BODY_NONE ||
                    (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
     ex->expect_continue = req->expect_continue && !ex->req_done;
+    ex->upgrade_asked = req->upgrade.len > 0;
     ex->up_head = evbuffer_new();
     ex->tmp = evbuffer_new();
     ex->trailers = evbuffer_new();
@@ -411,6 +418,12 @@ void exchange_body_ready(struct exchange *ex)
             if (ex->req_chunked_up)
                 evbuffer_add(out, "\r\n", 2);
         }
+        if (done && ex->tunnel) {
+            ex->req_done = true;
+            ex->up_shutdown_pending = true;
+            exchange_upstream_drained(ex);
+            return;
+        }
         if (done) {
             if (ex->req_chunked_up) {
                 evbuffer_add(out, "0\r\n", 3);
@@ -428,6 +441,13 @@ void exchange_body_ready(struct exchange *ex)
 
 void exchange_upstream_drained(struct exchange *ex)
 {
+    if (ex->up_shutdown_pending) {
+        if (evbuffer_get_length(bufferevent_get_output(ex->up->bev)) == 0) {
+            ex->up_shutdown_pending = false;
+            shutdown(bufferevent_getfd(ex->up->bev), SHUT_WR); /* the client's half-close */
+        }
+        return;
+    }
     exchange_body_ready(ex);
 }
 
@@ -506,6 +526,20 @@ ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing frami
     return 0;
 }
 
+/* After a 101: raw bytes both ways, each direction with its usual backpressure, until the
+ * cluster closes (the client's close is passed on as a half-close). Both sides idle out after
+ * timeouts.tunnel_idle. */
+static void start_tunnel(struct exchange *ex)
+{
+    const struct sy_config *cfg = worker_config(ex->w);
+    ex->tunnel = true;
+    ex->req_done = false;
+    ex->req_chunked_up = false;
+    struct timeval tv = ms_tv(cfg->timeouts.tunnel_idle_ms);
+    bufferevent_set_timeouts(ex->up->bev, &tv, &tv);
+    ex->down->ops->start_tunnel(ex->down);
+}
+
 /* Returns 1 when the head went to the client, 0 when more bytes are needed, -1 when the
  * exchange failed (and was freed). */
 static int parse_response_head(struct exchange *ex)
@@ -531,12 +565,25 @@ static int parse_response_head(struct exchange *ex)
             fail(ex, 502, why);
             return -1;
         }
-        if (resp.status >= 100 && resp.status < 200) {
+        bool switching = resp.status == 101;
+        if (switching && (!ex->upgrade_asked || !ex->down->ops->start_tunnel)) {
+            fail(ex, 502, "the cluster switched protocols without being asked");
+            return -1;
+        }
+        if (resp.status >= 100 && resp.status < 200 && !switching) {
             /* Interim answers: we sent our own 100 Continue; others are not relayed. */
             evbuffer_drain(in, (size_t)n);
             continue;
         }
         ex->status = resp.status;
+        struct sy_slice upgrade = {0};
+        if (switching) {
+            ssize_t u = sy_h1_find_header(resp.headers, resp.n_headers, "upgrade");
+            if (u >= 0)
+                upgrade = resp.headers[u].value;
+            resp.framing = SY_H1_BODY_CLOSE;
+            resp.keep_alive = false;
+        }
         ex->resp_framing = resp.framing;
         ex->resp_remaining = resp.content_length;
         ex->resp_keep_alive = resp.keep_alive && resp.framing != SY_H1_BODY_CLOSE;
@@ -576,6 +623,7 @@ static int parse_response_head(struct exchange *ex)
             .length_known = resp.framing == SY_H1_BODY_LENGTH,
             .content_length = resp.content_length,
             .set_cookie = ex->set_cookie,
+            .upgrade = upgrade,
         };
         if (head_cl_ok && resp.status != 204) {
             h.head_length = true;
@@ -584,6 +632,8 @@ static int parse_response_head(struct exchange *ex)
         ex->down->ops->send_head(ex->down, &h);
         evbuffer_drain(in, (size_t)n);
         ex->resp_started = true;
+        if (switching)
+            start_tunnel(ex);
         if (ex->up_head) {
             evbuffer_free(ex->up_head);
             ex->up_head = NULL;
@@ -696,6 +746,10 @@ void exchange_upstream_event(struct exchange *ex, short what)
     struct upstream *up = ex->up;
     char why[256];
     if (what & BEV_EVENT_TIMEOUT) {
+        if (ex->tunnel) {
+            fail(ex, 504, "tunnel idle for timeouts.tunnel_idle");
+            return;
+        }
         if ((what & BEV_EVENT_READING) && !ex->req_done) {
             /* Still uploading: the response clock starts when the request is complete. */
             bufferevent_enable(up->bev, EV_READ);

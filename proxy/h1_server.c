@@ -30,6 +30,7 @@ struct h1_client {
     bool linger;         /* ... after a lingering close (see finish_close) */
     size_t lingered;
     bool chunked_out; /* the current response is re-encoded as chunked */
+    bool client_eof;  /* the client closed its side (a tunnel half-close) */
     int minor;        /* HTTP/1.<minor> of the current request */
     enum sy_h1_framing req_framing;
     uint64_t req_remaining;
@@ -278,6 +279,10 @@ static void try_read_head(struct h1_client *c)
         .framing = req.framing,
         .content_length = req.content_length,
         .expect_continue = req.expect_continue && req.minor == 1,
+        .upgrade = (req.conn_flags & SY_H1_CONN_UPGRADE) && req.framing == SY_H1_BODY_NONE &&
+                           req.minor == 1
+                       ? req.upgrade
+                       : sy_slice_of(NULL, 0),
         .version = req.minor == 0 ? "1.0" : "1.1",
     };
     struct timeval body = ms_tv(cfg->timeouts.client_body_ms);
@@ -348,6 +353,15 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
 {
     struct h1_client *c = (struct h1_client *)d->conn;
     struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (c->req_framing == SY_H1_BODY_CLOSE) {
+        /* A tunnel: raw bytes until the client closes. */
+        size_t n = evbuffer_get_length(in);
+        if (n > max)
+            n = max;
+        evbuffer_remove_buffer(in, out, n);
+        *done = c->client_eof && evbuffer_get_length(in) == 0;
+        return (ssize_t)n;
+    }
     ssize_t n = exchange_decode_body(&c->req_chunked, c->req_framing, &c->req_remaining, in, out,
                                      max, trailers, done, why);
     if (*done)
@@ -376,6 +390,14 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     hw_add(&hw, "\r\n", 2);
     for (size_t i = 0; i < h->n_headers; i++)
         hw_field(&hw, h->headers[i].name, h->headers[i].value);
+    if (h->status == 101) {
+        hw_str(&hw, "connection: upgrade\r\n");
+        hw_field(&hw, sy_slice_of("upgrade", 7), h->upgrade);
+        hw_add(&hw, "\r\n", 2);
+        hw_flush(&hw);
+        c->keep_alive = false;
+        return;
+    }
     if (h->set_cookie) {
         hw_str(&hw, "set-cookie: ");
         hw_str(&hw, h->set_cookie);
@@ -457,6 +479,18 @@ static void d_abort(struct downstream *d)
     client_free((struct h1_client *)d->conn);
 }
 
+static void d_start_tunnel(struct downstream *d)
+{
+    struct h1_client *c = (struct h1_client *)d->conn;
+    const struct sy_config *cfg = worker_config(c->conn.w);
+    c->req_framing = SY_H1_BODY_CLOSE;
+    c->chunked_out = false;
+    c->keep_alive = false;
+    struct timeval tv = ms_tv(cfg->timeouts.tunnel_idle_ms);
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
 static const struct downstream_ops h1_ops = {
     .pull_body = d_pull_body,
     .send_continue = d_send_continue,
@@ -467,6 +501,7 @@ static const struct downstream_ops h1_ops = {
     .send_error = d_send_error,
     .finish = d_finish,
     .abort = d_abort,
+    .start_tunnel = d_start_tunnel,
 };
 
 void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,

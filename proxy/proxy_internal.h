@@ -129,7 +129,9 @@ struct req_head {
     enum sy_h1_framing framing; /* NONE, LENGTH, or CHUNKED meaning "length unknown" */
     uint64_t content_length;
     bool expect_continue;
-    const char *version; /* for Via: "1.0", "1.1" or "2" */
+    struct sy_slice upgrade; /* HTTP/1.1 Upgrade the client asks for (with Connection: upgrade),
+                                empty otherwise */
+    const char *version;     /* for Via: "1.0", "1.1" or "2" */
 };
 
 /* A response head in the codec-neutral form. */
@@ -143,6 +145,7 @@ struct resp_head {
     uint64_t content_length; /* with length_known, or the representation's length for HEAD/304 */
     bool head_length;        /* content_length describes a HEAD/304 representation */
     const char *set_cookie;  /* a Set-Cookie value to add, or NULL */
+    struct sy_slice upgrade; /* with status 101: the protocol switched to */
 };
 
 /* One downstream request: an HTTP/1.1 connection's current request or an HTTP/2 stream. */
@@ -169,6 +172,9 @@ struct downstream_ops {
     void (*finish)(struct downstream *d, bool reusable);
     /* The response cannot be completed: cut it so that it does not look complete. */
     void (*abort)(struct downstream *d);
+    /* The upstream switched protocols (101): from now on pull_body hands over raw bytes
+     * until the client closes, and send_body writes raw bytes. NULL: not supported. */
+    void (*start_tunnel)(struct downstream *d);
 };
 
 struct downstream {
@@ -206,8 +212,11 @@ struct exchange {
     enum sy_h1_framing resp_framing;
     uint64_t resp_remaining;
     struct sy_h1_chunked resp_chunked;
-    bool resp_keep_alive; /* upstream connection reusable afterwards */
-    bool up_eof;          /* the upstream closed; its input holds the last bytes */
+    bool resp_keep_alive;     /* upstream connection reusable afterwards */
+    bool upgrade_asked;       /* the request asked to switch protocols */
+    bool tunnel;              /* switched: raw bytes both ways until a side closes */
+    bool up_shutdown_pending; /* half-close the upstream once its output is written */
+    bool up_eof;              /* the upstream closed; its input holds the last bytes */
 };
 
 struct upstream {

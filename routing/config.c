@@ -80,6 +80,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         to->upstream_response_ms = 60000;
         to->upstream_idle_ms = 30000;
         to->drain_ms = 10000;
+        to->tunnel_idle_ms = 3600000;
     }
 }
 
@@ -1395,6 +1396,7 @@ static const struct timeout_key timeout_keys[] = {
     {"upstream_response", offsetof(struct sy_timeouts, upstream_response_ms)},
     {"upstream_idle", offsetof(struct sy_timeouts, upstream_idle_ms)},
     {"drain", offsetof(struct sy_timeouts, drain_ms)},
+    {"tunnel_idle", offsetof(struct sy_timeouts, tunnel_idle_ms)},
 };
 
 static void parse_timeouts(struct ctx *c, const yaml_node_t *v)

@@ -57,17 +57,19 @@ start_backend green-1 9002
 build/proxy/switchyard -c conf/switchyard.yaml >/dev/null 2>"$state/switchyard.log" </dev/null &
 echo $! >"$state/switchyard.pid"
 
-# Wait (bounded) until the proxy answers.
-i=0
-until curl -s -o /dev/null http://127.0.0.1:8080/ 2>/dev/null; do
-    i=$((i + 1))
-    if [ $i -gt 50 ]; then
-        echo "switchyard did not come up; its log:" >&2
-        cat "$state/switchyard.log" >&2
-        stop
-        exit 1
-    fi
-    sleep 0.1
+# Wait (bounded) until the backends and then the proxy answer.
+for url in http://127.0.0.1:9001/ http://127.0.0.1:9002/ http://127.0.0.1:8080/; do
+    i=0
+    until curl -sf -o /dev/null "$url" 2>/dev/null; do
+        i=$((i + 1))
+        if [ $i -gt 100 ]; then
+            echo "$url did not come up; logs in $state:" >&2
+            tail -n 5 "$state"/*.out "$state/switchyard.log" >&2
+            stop
+            exit 1
+        fi
+        sleep 0.1
+    done
 done
 
 cat <<EOT

@@ -135,6 +135,8 @@ struct sy_timeouts {
     unsigned upstream_idle_ms; /* default 30000: pooled keep-alive connection */
     unsigned drain_ms;         /* timeouts.drain, default 10000: SIGTERM waits this long for
                                   requests in flight */
+    unsigned tunnel_idle_ms;   /* timeouts.tunnel_idle, default 3600000: an upgraded
+                                  connection (WebSocket) with no byte either way closes */
 };
 
 struct sy_config {
