@@ -245,7 +245,11 @@ def test_memory_stays_flat_over_1000_reloads(backends, proxy):
     after = p.status()["VmRSS"]
     growth = after - before
     measure("rss_growth_over_1000_reloads_kib", growth, "KiB")
-    assert growth < (64 if ASAN else 4) * 1024, (before, after)
+    if ASAN:
+        # ASan's quarantine holds freed memory back, so RSS says nothing there; LeakSanitizer
+        # checks at exit (the proxy fixture requires exit 0) that every snapshot was freed.
+        return
+    assert growth < 4 * 1024, (before, after)
 
 
 def test_listen_addresses_follow_the_file(backends, proxy):
