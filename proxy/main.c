@@ -42,9 +42,9 @@ static void usage(FILE *f)
                "  -V, --version       print the version\n");
 }
 
-static int proxy_check(const struct sy_config *cfg, struct sy_diags *d, void *arg)
+static int proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d, void *arg)
 {
-    return sy_proxy_check(cfg, d);
+    return sy_proxy_check(cfg, file, d);
 }
 
 static void publish(struct sy_route_table *t, void *arg)

@@ -55,14 +55,12 @@ SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why)
         return NULL;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        snprintf(tls_why, sizeof(tls_why), "%s", cert);
-        *why = openssl_error(tls_why);
+        *why = openssl_error(cert);
         SSL_CTX_free(ctx);
         return NULL;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(tls_why, sizeof(tls_why), "%s", key);
-        *why = openssl_error(tls_why);
+        *why = openssl_error(key);
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -76,7 +74,7 @@ SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why)
     return ctx;
 }
 
-int sy_proxy_check(const struct sy_config *cfg, struct sy_diags *d)
+int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d)
 {
     int rc = 0;
     for (size_t i = 0; i < cfg->n_listens; i++) {
@@ -86,8 +84,8 @@ int sy_proxy_check(const struct sy_config *cfg, struct sy_diags *d)
         const char *why = NULL;
         SSL_CTX *ctx = tls_server_ctx_new(l->tls_cert, l->tls_key, &why);
         if (!ctx) {
-            sy_diags_add(d, cfg->path, l->tls_mark.line, l->tls_mark.col, "listener %s: %s",
-                         l->address, why);
+            sy_diags_add(d, file, l->tls_mark.line, l->tls_mark.col, "listener %s: %s", l->address,
+                         why);
             rc = SY_ERR_INVALID;
         }
         SSL_CTX_free(ctx);

@@ -27,7 +27,7 @@ static int load(struct sy_state *st, struct sy_diags *d, struct sy_config **out)
     int rc = sy_config_load(st->path, d, &cfg);
     if (rc)
         return rc;
-    if (st->check && (rc = st->check(cfg, d, st->check_arg)) != 0) {
+    if (st->check && (rc = st->check(cfg, st->path, d, st->check_arg)) != 0) {
         sy_config_free(cfg);
         return rc;
     }

@@ -13,9 +13,9 @@ struct sy_workers;
 /**
  * Checks what only the proxy can check in a loaded config: that every TLS listener's
  * certificate and key load and match. Appends one diagnostic per problem (at the listener's
- * `tls` key) and returns 0 or SY_ERR_INVALID. Any thread.
+ * `tls` key, in `file`, which must outlive `d`) and returns 0 or SY_ERR_INVALID. Any thread.
  */
-int sy_proxy_check(const struct sy_config *cfg, struct sy_diags *d);
+int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d);
 
 /**
  * Creates `n` workers and binds their listening sockets (SO_REUSEPORT, one per worker per

@@ -15,8 +15,12 @@
 
 struct sy_state;
 
-/** Extra checks the caller makes on a loaded config (e.g. TLS files); 0 or an sy_err. */
-typedef int (*sy_state_check_cb)(const struct sy_config *cfg, struct sy_diags *d, void *arg);
+/**
+ * Extra checks the caller makes on a loaded config (e.g. TLS files); 0 or an sy_err. `file`
+ * names the config in diagnostics and outlives them (the config may not).
+ */
+typedef int (*sy_state_check_cb)(const struct sy_config *cfg, const char *file, struct sy_diags *d,
+                                 void *arg);
 
 /** Hands a new snapshot to the data path (which takes its own references). */
 typedef void (*sy_state_publish_cb)(struct sy_route_table *t, void *arg);

@@ -482,3 +482,19 @@ def test_sigterm_sends_goaway_and_lets_streams_finish(backends, proxy):
     assert not any(f[0] == 3 and f[2] == sid for f in frames)  # not reset
     assert p.proc.wait(timeout=15) == 0
     p.stopped = True
+
+
+def test_bad_certificate_is_reported_by_check_with_its_position(backends, tmp_path):
+    from conftest import SWITCHYARD
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    cfg = tmp_path / "sy.yaml"
+    cfg.write_text("listen:\n  - address: 127.0.0.1:1\n    tls: {cert: bad.pem, key: bad.pem}\n"
+                   "clusters:\n  blue: {endpoints: [%s]}\n"
+                   "apps:\n  - {name: web, hosts: ['*'], weights: {blue: 1}}\n"
+                   % backends.blue.addr)
+    r = subprocess.run([SWITCHYARD, "-t", "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1, r
+    assert r.stderr.startswith("%s:3:10: listener 127.0.0.1:1: " % cfg), r.stderr
+    assert "bad.pem" in r.stderr
