@@ -253,6 +253,8 @@ static inline void hw_flush(struct head_writer *hw)
 
 static inline void hw_add(struct head_writer *hw, const char *p, size_t n)
 {
+    if (n == 0)
+        return; /* an empty slice may have no bytes behind it at all */
     if (hw->len + n > sizeof(hw->buf)) {
         hw_flush(hw);
         if (n > sizeof(hw->buf)) {
