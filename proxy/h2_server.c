@@ -445,6 +445,8 @@ static void stream_start(struct h2_stream *st)
         h[j].value = field_value(st, i);
         j++;
     }
+    /* The arena may have moved while the cookies were joined: take the slices again. */
+    method = field_value(st, (size_t)st->method);
     struct req_head head = {
         .method = method,
         .target = field_value(st, (size_t)st->path),

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/thread.h>
 
 #include "switchyard/config.h"
 #include "switchyard/proxy.h"
@@ -170,10 +169,6 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
-    if (evthread_use_pthreads() == -1) {
-        sy_log(SY_LOG_ERROR, "main", "libevent has no pthreads support");
-        return 1;
-    }
     unsigned n = cfg->workers;
     if (n == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);

@@ -92,6 +92,7 @@ struct sy_worker {
     struct worker_msg *inbox, **inbox_tail; /* in order */
     bool drain_requested;
     unsigned drain_ms;
+    int msg_fd; /* eventfd: the control thread rings it after posting */
     struct event *msg_ev;
     struct event *drain_timer;
     bool draining;

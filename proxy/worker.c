@@ -2,7 +2,8 @@
 /* Worker threads. Each worker owns an event_base, one SO_REUSEPORT listening socket per
  * `listen` address (the kernel spreads connections over them), its upstream pools and its own
  * reference to the current routing snapshot. The control thread talks to a worker only
- * through a mutex-guarded mailbox and event_active(): the request path never takes a lock. */
+ * through a mutex-guarded mailbox rung with an eventfd: the request path never takes a lock,
+ * and libevent itself runs without locks. */
 #include "switchyard/proxy.h"
 
 #include <arpa/inet.h>
@@ -11,10 +12,9 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
-
-#include <event2/thread.h>
 
 #include "proxy_internal.h"
 
@@ -344,6 +344,9 @@ static void msg_free(struct worker_msg *m)
 static void msg_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_worker *w = arg;
+    uint64_t count;
+    ssize_t r = read(w->msg_fd, &count, sizeof(count)); /* resets the eventfd */
+    (void)r;
     pthread_mutex_lock(&w->mu);
     struct worker_msg *m = w->inbox;
     w->inbox = NULL;
@@ -451,13 +454,23 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
     return rc;
 }
 
+/* Rings the worker's eventfd. The mailbox is the only thing two threads share, so libevent
+ * runs without its own locks (no evthread_use_pthreads): every event operation on the request
+ * path stays lock-free. */
+static void wake(struct sy_worker *w)
+{
+    uint64_t one = 1;
+    ssize_t n = write(w->msg_fd, &one, sizeof(one));
+    (void)n; /* EAGAIN means the counter is already non-zero: the worker will look anyway */
+}
+
 static void post(struct sy_worker *w, struct worker_msg *m)
 {
     pthread_mutex_lock(&w->mu);
     *w->inbox_tail = m;
     w->inbox_tail = &m->next;
     pthread_mutex_unlock(&w->mu);
-    event_active(w->msg_ev, 0, 0);
+    wake(w);
 }
 
 int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers **out)
@@ -468,6 +481,7 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
     for (unsigned i = 0; i < n; i++) {
         struct sy_worker *w = &ws->v[i];
         w->id = i;
+        w->msg_fd = -1;
         if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
             w->rng = sy_now_ms() * 0x9E3779B97F4A7C15ULL + i + 1;
         w->table = sy_route_table_acquire(table);
@@ -479,7 +493,14 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
             sy_workers_free(ws);
             return SY_ERR_SYS;
         }
-        w->msg_ev = event_new(w->base, -1, 0, msg_cb, w);
+        w->msg_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (w->msg_fd == -1) {
+            sy_log_errno(SY_LOG_ERROR, "worker", "eventfd");
+            sy_workers_free(ws);
+            return SY_ERR_SYS;
+        }
+        w->msg_ev = event_new(w->base, w->msg_fd, EV_READ | EV_PERSIST, msg_cb, w);
+        event_add(w->msg_ev, NULL);
         index_slots(w);
     }
     struct worker_msg **msgs = sy_xcalloc(n, sizeof(*msgs));
@@ -528,7 +549,7 @@ void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms)
         w->drain_requested = true;
         w->drain_ms = drain_ms;
         pthread_mutex_unlock(&w->mu);
-        event_active(w->msg_ev, 0, 0);
+        wake(w);
     }
 }
 
@@ -564,6 +585,8 @@ void sy_workers_free(struct sy_workers *ws)
             event_free(w->drain_timer);
         if (w->msg_ev)
             event_free(w->msg_ev);
+        if (w->msg_fd != -1)
+            close(w->msg_fd);
         if (w->base)
             event_base_free(w->base);
         sy_route_table_release(w->table);
