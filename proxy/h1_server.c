@@ -522,6 +522,7 @@ void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     bufferevent_setwatermark(bev, EV_READ, 0, high);
     bufferevent_setwatermark(bev, EV_WRITE, cfg->limits.buffer_bytes / 2, 0);
     bufferevent_set_max_single_read(bev, high);
+    bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
     c->timer = evtimer_new(w->base, timer_cb, c);
     worker_conn_init(w, &c->conn, sa, salen, tls);

@@ -756,6 +756,7 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
 
     bufferevent_setwatermark(bev, EV_WRITE, OUTPUT_HIGH / 2, 0);
     bufferevent_set_max_single_read(bev, 64 * 1024);
+    bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
     bufferevent_set_timeouts(bev, NULL, NULL);
     arm_idle(s);

@@ -231,6 +231,10 @@ struct upstream {
     struct upstream *next; /* in the pool's idle list */
 };
 
+/* libevent writes at most 16 KiB per call by default: a 16 KiB answer and its head took two
+ * writev calls and two loop turns. The socket buffer is the real bound. */
+#define MAX_SINGLE_WRITE (256 * 1024)
+
 /* Builds a message head in a stack buffer and hands it to an evbuffer in large pieces: a printf
  * per field was the largest cost of rewriting a head. */
 struct head_writer {

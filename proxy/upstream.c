@@ -117,6 +117,7 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
         high = cfg->limits.max_header_bytes + 1;
     bufferevent_setwatermark(up->bev, EV_READ, 0, high);
     bufferevent_set_max_single_read(up->bev, high);
+    bufferevent_set_max_single_write(up->bev, MAX_SINGLE_WRITE);
     bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
     /* libevent times a connect with the write timeout. */
     unsigned ms = cfg->timeouts.upstream_connect_ms;
