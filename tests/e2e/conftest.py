@@ -4,11 +4,15 @@
 `backends`: blue (blue-1) and green (green-1), real HTTP/1.1 servers (backend.py) on free ports,
 started once per test module. `backend_factory(name)` starts more. `proxy(...)`: starts
 $SWITCHYARD -c on a temp config for one test and stops it with SIGTERM at teardown (it must exit
-0 within 10 s). Every test is skipped when $SWITCHYARD is not an executable file.
+0 within 10 s); `proxy(tls=tls_cert)` adds a TLS listener (`p.tls_port`, `p.tls_url`) and
+`p.reload(apps)` rewrites the file and sends SIGHUP. `tls_cert`: a self-signed certificate and
+key made with the openssl CLI for the session. Every test is skipped when $SWITCHYARD is not an
+executable file.
 """
 
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -149,10 +153,13 @@ def backend_factory(tmp_path):
 # -- proxy ------------------------------------------------------------------------------------
 
 class Proxy:
-    def __init__(self, config_path, port, workdir):
+    def __init__(self, config_path, port, workdir, tls_port=None, spec=None):
         self.config = config_path
         self.port = port
         self.url = "http://127.0.0.1:%d" % port
+        self.tls_port = tls_port
+        self.tls_url = "https://127.0.0.1:%d" % tls_port if tls_port else None
+        self.spec = spec  # make_config's arguments, for reload(); None for config_text
         self.log = os.path.join(workdir, "switchyard-%d.log" % port)
         self._logf = open(self.log, "wb")
         self.proc = subprocess.Popen([SWITCHYARD, "-c", config_path], stdin=subprocess.DEVNULL,
@@ -166,12 +173,16 @@ class Proxy:
 
     def wait_ready(self):
         deadline = time.monotonic() + START_DEADLINE
+        for port in [self.port] + ([self.tls_port] if self.tls_port else []):
+            self._wait_port(port, deadline)
+
+    def _wait_port(self, port, deadline):
         for _ in range(2000):
             if self.proc.poll() is not None:
                 raise AssertionError("switchyard exited with %s before listening; log:\n%s"
                                      % (self.proc.returncode, self.log_text()))
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 return
             except OSError:
                 pass
@@ -179,10 +190,54 @@ class Proxy:
                 break
             time.sleep(0.01)  # polling a port: there is no readiness signal to wait on
         raise AssertionError("switchyard did not accept on port %d within %.0f s; log:\n%s"
-                             % (self.port, START_DEADLINE, self.log_text()))
+                             % (port, START_DEADLINE, self.log_text()))
+
+    def generation(self):
+        """The highest generation the log says was published (1 at start-up)."""
+        gens = [int(g) for g in re.findall(r"generation (\d+) published", self.log_text())]
+        return max(gens + [1])
+
+    def reload(self, apps=None, clusters=None, timeout=5.0):
+        """Rewrites the config file (atomically, same listeners and limits) with new `apps`
+        and/or `clusters`, sends SIGHUP and waits until the log says a newer generation was
+        published. Returns that generation."""
+        assert self.spec is not None, "reload() needs a proxy started without config_text"
+        if apps is not None:
+            self.spec["apps"] = apps
+        if clusters is not None:
+            self.spec["clusters"] = _clusters_doc(clusters)
+        before = self.generation()
+        tmp = self.config + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(make_config(self.port, **self.spec))
+        os.rename(tmp, self.config)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        for _ in range(10000):
+            gen = self.generation()
+            if gen > before:
+                return gen
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)  # polling the log: the proxy has no other reload signal
+        raise AssertionError("no generation after %d published within %.1f s; log tail:\n%s"
+                             % (before, timeout, self.log_text()[-3000:]))
 
     def status(self):
         return helpers.proc_status(self.pid)
+
+    def wait_exit(self, timeout):
+        """For a test that stopped the proxy itself: waits for the exit, returns its status
+        (None after `timeout` seconds, the proxy still running) and, once it exited, leaves
+        nothing for the teardown to do."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if not self.stopped:
+            self.stopped = True
+            self._logf.close()
+        return rc
 
     def stop(self):
         """SIGTERM, then SIGKILL after STOP_DEADLINE. Returns an error text or None."""
@@ -218,8 +273,13 @@ def default_apps():
     return [{"name": "web", "hosts": ["*"], "weights": {"blue": 100, "green": 0}}]
 
 
-def make_config(port, clusters, apps, limits=None, timeouts=None, workers=1, extra=None):
+def make_config(port, clusters, apps, limits=None, timeouts=None, workers=1, extra=None,
+                tls=None):
+    """`tls`: None, or {"port": N, "cert": PATH, "key": PATH} for a second, TLS listener."""
     doc = {"listen": [{"address": "127.0.0.1:%d" % port}]}
+    if tls:
+        doc["listen"].append({"address": "127.0.0.1:%d" % tls["port"],
+                              "tls": {"cert": tls["cert"], "key": tls["key"]}})
     if workers is not None:
         doc["workers"] = workers
     to = {"drain": "5s"}  # keeps teardown well inside STOP_DEADLINE
@@ -234,27 +294,53 @@ def make_config(port, clusters, apps, limits=None, timeouts=None, workers=1, ext
     return helpers.to_yaml(doc)
 
 
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    """(cert, key): a self-signed RSA 2048 certificate for CN=localhost (SAN localhost and
+    127.0.0.1), made at test time with the openssl CLI."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError("openssl req failed: %s" % p.stderr.decode(errors="replace"))
+    return cert, key
+
+
+def _clusters_doc(clusters):
+    return {k: (v if isinstance(v, dict) else {"endpoints": list(v)})
+            for k, v in clusters.items()}
+
+
 @pytest.fixture
 def proxy(backends, tmp_path):
     """Factory: proxy(apps=None, clusters=None, limits=None, timeouts=None, workers=1,
-    extra=None, config_text=None) -> Proxy (started, accepting). `clusters` maps a name to a
-    list of addresses or to a full cluster dict; the default is blue/green on the backends."""
+    extra=None, config_text=None, tls=None) -> Proxy (started, accepting). `clusters` maps a
+    name to a list of addresses or to a full cluster dict; the default is blue/green on the
+    backends. `tls=(cert, key)` adds a TLS listener on another free port (p.tls_port)."""
     started = []
 
     def start(apps=None, clusters=None, limits=None, timeouts=None, workers=1, extra=None,
-              config_text=None):
+              config_text=None, tls=None):
         port = helpers.free_port()
-        if clusters is None:
-            cl = default_clusters(backends)
+        tls_port = helpers.free_port() if tls else None
+        while tls_port == port:
+            tls_port = helpers.free_port()
+        cl = default_clusters(backends) if clusters is None else _clusters_doc(clusters)
+        spec = None
+        if config_text:
+            text = config_text.replace("@PORT@", str(port))
         else:
-            cl = {k: (v if isinstance(v, dict) else {"endpoints": list(v)})
-                  for k, v in clusters.items()}
-        text = config_text.replace("@PORT@", str(port)) if config_text else make_config(
-            port, cl, apps if apps is not None else default_apps(), limits, timeouts,
-            workers, extra)
+            spec = {"clusters": cl, "apps": apps if apps is not None else default_apps(),
+                    "limits": limits, "timeouts": timeouts, "workers": workers,
+                    "extra": extra,
+                    "tls": {"port": tls_port, "cert": tls[0], "key": tls[1]} if tls else None}
+            text = make_config(port, **spec)
         path = tmp_path / ("switchyard-%d.yaml" % port)
         path.write_text(text)
-        p = Proxy(str(path), port, str(tmp_path))
+        p = Proxy(str(path), port, str(tmp_path), tls_port=tls_port, spec=spec)
         started.append(p)
         p.wait_ready()
         return p

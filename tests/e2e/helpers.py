@@ -302,3 +302,28 @@ def sync_backends(proxy, host="app.test"):
     proxy forwarded before it has reached a backend (and its log)."""
     r = curl1(proxy.url + "/sync", "-H", "Host: " + host, timeout=10)
     assert r.status == 200, r
+
+
+# -- builds and protocols -------------------------------------------------------------------------
+
+def is_asan(path):
+    """True when the binary at `path` is built with AddressSanitizer (its quarantine and shadow
+    memory make RSS an order of magnitude larger, so memory bounds are wider)."""
+    try:
+        with open(path, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+def wait_for(pred, timeout, what, interval=0.01):
+    """Polls pred() until it is true (returns its value) or `timeout` seconds pass (raises)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            break
+        time.sleep(interval)  # polling: the condition has no event to wait on
+    raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
