@@ -324,6 +324,10 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     ex->cluster = choice.cluster;
     ex->endpoint = ep;
     ex->head_request = sy_slice_ieq(req->method, "HEAD");
+    /* RFC 9110 §9.2.2: only safe methods are retried on our own (the cluster may have acted
+     * on the request before the connection closed). */
+    ex->safe = ex->head_request || sy_slice_ieq(req->method, "GET") ||
+               sy_slice_ieq(req->method, "OPTIONS") || sy_slice_ieq(req->method, "TRACE");
     if (choice.set_cookie_len)
         ex->set_cookie = sy_xstrndup(choice.set_cookie, choice.set_cookie_len);
     ex->req_chunked_up = req->framing == SY_H1_BODY_CHUNKED;
@@ -353,7 +357,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
 /* Sends the head (a copy when a retry may still need it) and lets the client send its body. */
 static void send_head(struct exchange *ex)
 {
-    const struct sy_config *cfg = worker_config(ex->w);
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
     struct upstream *up = ex->up;
     struct evbuffer *out = bufferevent_get_output(up->bev);
     struct timeval tv = ms_tv(cfg->timeouts.upstream_response_ms);
@@ -390,7 +394,7 @@ void exchange_body_ready(struct exchange *ex)
     struct upstream *up = ex->up;
     if (ex->req_done || !up || !up->connected)
         return;
-    const struct sy_config *cfg = worker_config(ex->w);
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
     size_t budget = cfg->limits.buffer_bytes;
     struct evbuffer *out = bufferevent_get_output(up->bev);
     for (;;) {
@@ -531,7 +535,7 @@ ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing frami
  * timeouts.tunnel_idle. */
 static void start_tunnel(struct exchange *ex)
 {
-    const struct sy_config *cfg = worker_config(ex->w);
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
     ex->tunnel = true;
     ex->req_done = false;
     ex->req_chunked_up = false;
@@ -544,7 +548,7 @@ static void start_tunnel(struct exchange *ex)
  * exchange failed (and was freed). */
 static int parse_response_head(struct exchange *ex)
 {
-    const struct sy_config *cfg = worker_config(ex->w);
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
     struct evbuffer *in = bufferevent_get_input(ex->up->bev);
     for (;;) {
         size_t len = evbuffer_get_length(in);
@@ -661,7 +665,7 @@ void exchange_upstream_readable(struct exchange *ex)
             return;
         }
     }
-    const struct sy_config *cfg = worker_config(ex->w);
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
     size_t budget = cfg->limits.buffer_bytes;
     struct evbuffer *in = bufferevent_get_input(up->bev);
     while (!ex->resp_done) {
@@ -769,7 +773,7 @@ void exchange_upstream_event(struct exchange *ex, short what)
     int err = EVUTIL_SOCKET_ERROR();
     bool nothing_received =
         !ex->resp_started && evbuffer_get_length(bufferevent_get_input(up->bev)) == 0;
-    if (up->reused && nothing_received && !ex->retried && !ex->req_body_started) {
+    if (up->reused && nothing_received && !ex->retried && !ex->req_body_started && ex->safe) {
         /* A pooled connection the server had closed before it saw our request: once more on
          * a fresh connection. */
         ex->retried = true;

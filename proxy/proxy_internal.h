@@ -199,6 +199,7 @@ struct exchange {
     struct evbuffer *trailers;
     bool retried;
     bool head_request;
+    bool safe; /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
     bool expect_continue; /* 100 Continue still to be sent */
     char *set_cookie;     /* a new sticky key for the response, or NULL */
 
