@@ -174,11 +174,9 @@ int main(int argc, char **argv)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = cores > 0 ? (unsigned)cores : 1;
     }
-    if (sy_workers_new(table, n, &ctl.workers) != 0) {
-        sy_state_free(ctl.state);
-        return 1;
-    }
-    sy_state_set_publish(ctl.state, publish, ctl.workers);
+    /* Signals are caught before the sockets are bound: a client that can connect may signal
+     * us, and a SIGHUP must never find the default action (exit) in place. They are handled
+     * once the loop runs, when the workers exist. */
     ctl.base = event_base_new();
     struct event *sigs[3];
     const int signals[3] = {SIGHUP, SIGTERM, SIGINT};
@@ -186,6 +184,14 @@ int main(int argc, char **argv)
         sigs[i] = evsignal_new(ctl.base, signals[i], signal_cb, &ctl);
         event_add(sigs[i], NULL);
     }
+    if (sy_workers_new(table, n, &ctl.workers) != 0) {
+        for (int i = 0; i < 3; i++)
+            event_free(sigs[i]);
+        event_base_free(ctl.base);
+        sy_state_free(ctl.state);
+        return 1;
+    }
+    sy_state_set_publish(ctl.state, publish, ctl.workers);
     ctl.debounce = evtimer_new(ctl.base, debounce_cb, &ctl);
     if (sy_watch_new(path, &ctl.watch) == 0) {
         ctl.watch_ev =

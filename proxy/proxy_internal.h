@@ -92,7 +92,8 @@ struct sy_worker {
     struct worker_msg *inbox, **inbox_tail; /* in order */
     bool drain_requested;
     unsigned drain_ms;
-    int msg_fd; /* eventfd: the control thread rings it after posting */
+    int msg_fd;                 /* eventfd: the control thread rings it after posting */
+    _Atomic uint64_t installed; /* generation of w->table, for the control thread to wait on */
     struct event *msg_ev;
     struct event *drain_timer;
     bool draining;
@@ -199,7 +200,7 @@ struct exchange {
     struct evbuffer *trailers;
     bool retried;
     bool head_request;
-    bool safe; /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
+    bool safe;            /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
     bool expect_continue; /* 100 Continue still to be sent */
     char *set_cookie;     /* a new sticky key for the response, or NULL */
 

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proxy_internal.h"
@@ -360,6 +361,8 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
         w->table = m->table;
         m->table = NULL;
         index_slots(w);
+        atomic_store_explicit(&w->installed, sy_route_table_generation(w->table),
+                              memory_order_release);
         if (!w->draining) {
             apply_plan(w, m->plan, m->n_plan);
             m->n_plan = 0; /* taken */
@@ -542,6 +545,22 @@ void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table)
     for (size_t i = 0; i < ws->n; i++)
         post(&ws->v[i], msgs[i]);
     free(msgs);
+    /* Return only when every worker routes with the new snapshot, so that "published" (and an
+     * admin "ok") means every request that starts afterwards sees it. A worker takes its mail
+     * at its next loop turn; a worker stuck longer than a second is logged, not waited for. */
+    uint64_t gen = sy_route_table_generation(table);
+    uint64_t deadline = sy_now_ms() + 1000;
+    for (size_t i = 0; i < ws->n; i++) {
+        while (atomic_load_explicit(&ws->v[i].installed, memory_order_acquire) < gen) {
+            if (sy_now_ms() > deadline) {
+                sy_log(SY_LOG_WARN, "worker", "worker %zu has not taken generation %llu yet", i,
+                       (unsigned long long)gen);
+                break;
+            }
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms)

@@ -30,7 +30,8 @@ int sy_workers_start(struct sy_workers *ws);
 
 /**
  * Hands a new snapshot to every worker (each takes its own reference; the caller keeps
- * its own). Requests already routed keep the snapshot they started with. Control thread.
+ * its own) and returns once every worker routes with it (at most about a second). Requests
+ * already routed keep the snapshot they started with. Control thread.
  */
 void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table);
 
