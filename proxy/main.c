@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* switchyard: the daemon. Loads and checks the routing file, starts the workers, and runs the
- * control loop on the main thread: a change of the file (inotify, debounced) or SIGHUP
- * re-reads it and publishes a new snapshot (requests in flight keep the one they started
- * with); SIGTERM and SIGINT drain and stop. */
+/* switchyard: the daemon. Loads and checks the routing file, replays the overrides journal
+ * over it, starts the workers, and runs the control loop on the main thread: a change of the
+ * file (inotify, debounced) or SIGHUP re-reads it and publishes a new snapshot (requests in
+ * flight keep the one they started with; the overrides apply again over the new file); the
+ * admin socket takes operators' commands; SIGTERM and SIGINT drain and stop. With -t it checks
+ * a file and, when the file's admin socket answers, shows what it would change. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +16,7 @@
 
 #include <event2/event.h>
 
+#include "switchyard/admin.h"
 #include "switchyard/config.h"
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
@@ -29,16 +34,90 @@ struct control {
     struct sy_watch *watch;
     struct event *watch_ev;
     struct event *debounce;
+    struct sy_admin *admin;
+    struct sy_admin_routing admin_env;
     bool stopping;
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: switchyard [-t] -c FILE [-l debug|info|warn|error]\n"
+    fprintf(f, "usage: switchyard [-t] -c FILE [-l debug|info|warn|error] [--discard-state]\n"
                "  -c, --config FILE   the routing table (YAML); changes are picked up live\n"
-               "  -t, --check         check FILE and exit: 0 when valid, 1 with every error\n"
+               "  -t, --check         check FILE and exit: 0 when valid, 1 with every error;\n"
+               "                      when FILE's admin socket answers, also show what FILE\n"
+               "                      would change in the running table\n"
                "  -l, --log-level L   log level (default info)\n"
+               "      --discard-state start even when the overrides journal cannot be read:\n"
+               "                      it is moved aside and every override in it is LOST\n"
                "  -V, --version       print the version\n");
+}
+
+static void traffic(void *arg, sy_traffic_cb cb, void *cb_arg)
+{
+    sy_workers_traffic(arg, cb, cb_arg);
+}
+
+/* -t: asks the running daemon (FILE's admin socket) what FILE would change. Informational:
+ * the exit status stays the local check's, whatever the daemon says. */
+static void check_diff(const char *path, const struct sy_config *cfg)
+{
+    if (!cfg->admin.socket)
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        fprintf(stderr, "switchyard: %s: %s\n", path, strerror(errno));
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        sy_xgrow((void **)&text, &cap, len + 65536, 1);
+        ssize_t n = read(fd, text + len, cap - len);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len > SY_ADMIN_PAYLOAD_MAX)
+            break;
+    }
+    close(fd);
+    if (len == 0 || len > SY_ADMIN_PAYLOAD_MAX) {
+        printf("(not compared with the running table: the file is empty or larger than %u "
+               "bytes)\n",
+               SY_ADMIN_PAYLOAD_MAX);
+        free(text);
+        return;
+    }
+    /* The daemon reads relative paths (TLS files) against the file's own directory. */
+    char *abs = realpath(path, NULL);
+    char size[32];
+    snprintf(size, sizeof(size), "%zu", len);
+    char verb[] = "diff";
+    char *words[3] = {verb, size, abs ? abs : (char *)path};
+    char line[SY_ADMIN_LINE_MAX + 1];
+    struct sy_admin_answer a = {0};
+    if (sy_admin_join(3, words, line, sizeof(line)) < 0) {
+        printf("(not compared with the running table: the path is too long)\n");
+    } else if (sy_admin_call(cfg->admin.socket, line, text, len, 10000, &a) != 0) {
+        printf("(not compared with a running table: admin socket %s: %s)\n", cfg->admin.socket,
+               a.why);
+    } else {
+        /* The answer's lines without its final `ok`; a refusal goes to stderr. */
+        size_t end = a.len;
+        while (end > 0 && a.text[end - 1] == '\n')
+            end--;
+        size_t last = end;
+        while (last > 0 && a.text[last - 1] != '\n')
+            last--;
+        fwrite(a.text, 1, last, a.ok ? stdout : stderr);
+        if (!a.ok)
+            fprintf(stderr, "(not compared with the running table: %s answered %.*s)\n",
+                    cfg->admin.socket, (int)(end - last), a.text + last);
+    }
+    sy_admin_answer_dispose(&a);
+    free(abs);
+    free(text);
 }
 
 static int proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d, void *arg)
@@ -111,10 +190,11 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, 'l'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
+        {"discard-state", no_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
-    bool check = false;
+    bool check = false, discard = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tl:Vh", opts, NULL)) != -1) {
         switch (opt) {
@@ -136,6 +216,9 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'D':
+            discard = true;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -164,9 +247,31 @@ int main(int argc, char **argv)
     if (check) {
         printf("%s: ok: %zu apps, %zu clusters, %zu listeners\n", path, cfg->n_apps,
                cfg->n_clusters, cfg->n_listens);
+        check_diff(path, cfg);
         sy_state_free(ctl.state);
         return 0;
     }
+
+    /* The overrides before the first snapshot is served: a revert survives a restart. With an
+     * admin socket the journal must exist (made now, so that a read-only place fails here,
+     * not at the first revert). */
+    sy_diags_init(&d);
+    if (sy_state_open_journal(ctl.state, cfg->admin.socket != NULL, discard, NULL, &d) != 0) {
+        char line[512];
+        for (size_t i = 0; i < d.n; i++) {
+            sy_diag_format(&d.v[i], line, sizeof(line));
+            fprintf(stderr, "%s\n", line);
+        }
+        fprintf(stderr, "switchyard: cannot read the overrides journal: not starting, so that "
+                        "no override is silently lost (fix or move the file, set `state:`, or "
+                        "start with --discard-state to drop every override it holds)\n");
+        sy_diags_dispose(&d);
+        sy_state_free(ctl.state);
+        return 1;
+    }
+    sy_diags_dispose(&d);
+    table = sy_state_table(ctl.state);
+    cfg = sy_route_table_config(table);
 
     signal(SIGPIPE, SIG_IGN);
     unsigned n = cfg->workers;
@@ -193,6 +298,17 @@ int main(int argc, char **argv)
     }
     sy_state_set_publish(ctl.state, publish, ctl.workers);
     ctl.debounce = evtimer_new(ctl.base, debounce_cb, &ctl);
+    if (cfg->admin.socket) {
+        ctl.admin = sy_admin_new(ctl.state);
+        ctl.admin_env.state = ctl.state;
+        ctl.admin_env.traffic = traffic;
+        ctl.admin_env.traffic_arg = ctl.workers;
+        sy_admin_routing_init(ctl.admin, &ctl.admin_env);
+        if (sy_admin_listen(ctl.admin, ctl.base, cfg->admin.socket) != 0) {
+            fprintf(stderr, "switchyard: cannot serve the admin socket %s\n", cfg->admin.socket);
+            return 1;
+        }
+    }
     if (sy_watch_new(path, &ctl.watch) == 0) {
         ctl.watch_ev =
             event_new(ctl.base, sy_watch_fd(ctl.watch), EV_READ | EV_PERSIST, watch_cb, &ctl);
@@ -209,6 +325,7 @@ int main(int argc, char **argv)
            SY_VERSION, cfg->n_apps, cfg->n_clusters, n);
     event_base_dispatch(ctl.base);
 
+    sy_admin_free(ctl.admin);
     sy_workers_join(ctl.workers);
     sy_workers_free(ctl.workers);
     for (int i = 0; i < 3; i++)

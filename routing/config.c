@@ -9,16 +9,19 @@
 #include "switchyard/config.h"
 
 #include <arpa/inet.h>
-#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <yaml.h>
@@ -29,6 +32,7 @@
 #define MAX_NAME       63
 #define MAX_APP_NAME   255
 #define MAX_HOST       253
+#define MAX_ALLOW      256 /* admin.allow_uids / allow_gids entries */
 
 static bool resolve_names = true;
 
@@ -1436,6 +1440,117 @@ static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
     }
 }
 
+/* One entry of admin.allow_uids or allow_gids: a number, or a user or group name looked up
+ * now (like a cluster's host name, it is resolved when the file is loaded). */
+static bool parse_id(struct ctx *c, const yaml_node_t *n, bool group, uint32_t *out)
+{
+    const char *what = group ? "allow_gids" : "allow_uids";
+    uint64_t v;
+    if (parse_uint(n, UINT32_MAX - 1, &v)) {
+        *out = (uint32_t)v;
+        return true;
+    }
+    const char *s = string_value(c, n, group ? "a group" : "a user");
+    if (!s)
+        return false;
+    char buf[4096];
+    int rc;
+    if (group) {
+        struct group gr, *res = NULL;
+        rc = getgrnam_r(s, &gr, buf, sizeof(buf), &res);
+        if (rc == 0 && res) {
+            *out = (uint32_t)res->gr_gid;
+            return true;
+        }
+    } else {
+        struct passwd pw, *res = NULL;
+        rc = getpwnam_r(s, &pw, buf, sizeof(buf), &res);
+        if (rc == 0 && res) {
+            *out = (uint32_t)res->pw_uid;
+            return true;
+        }
+    }
+    if (rc != 0)
+        report(c, n, "%s: cannot look up '%s': %s", what, show(n).s, strerror(rc));
+    else
+        report(c, n, "%s: no %s named '%s'", what, group ? "group" : "user", show(n).s);
+    return false;
+}
+
+static void parse_ids(struct ctx *c, const yaml_node_t *v, bool group)
+{
+    const char *what = group ? "allow_gids" : "allow_uids";
+    if (!is_list(c, v, what))
+        return;
+    struct sy_admin_spec *a = &c->cfg->admin;
+    size_t n = 0;
+    uint32_t *ids = NULL;
+    size_t cap = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *item = node_at(c, *it);
+        uint32_t id;
+        if (n == MAX_ALLOW) {
+            report(c, item, "%s has more than %d entries", what, MAX_ALLOW);
+            break;
+        }
+        if (!parse_id(c, item, group, &id))
+            continue;
+        sy_xgrow((void **)&ids, &cap, n + 1, sizeof(*ids));
+        ids[n++] = id;
+    }
+    if (group) {
+        a->allow_gids = sy_xcalloc(n ? n : 1, sizeof(gid_t));
+        for (size_t i = 0; i < n; i++)
+            a->allow_gids[i] = (gid_t)ids[i];
+        a->n_allow_gids = n;
+    } else {
+        a->allow_uids = sy_xcalloc(n ? n : 1, sizeof(uid_t));
+        for (size_t i = 0; i < n; i++)
+            a->allow_uids[i] = (uid_t)ids[i];
+        a->n_allow_uids = n;
+    }
+    free(ids);
+}
+
+/* A path key (admin.socket, state): a string, resolved against the config's directory. */
+static char *path_value(struct ctx *c, const yaml_node_t *v, const char *what, size_t max)
+{
+    const char *s = string_value(c, v, what);
+    if (!s)
+        return NULL;
+    char *p = file_path(c, s);
+    if (max && strlen(p) > max) {
+        report(c, v, "%s path '%s' is longer than %zu bytes", what, show(v).s, max);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* `admin: {socket: PATH, allow_uids: [..], allow_gids: [..]}`. */
+static void parse_admin(struct ctx *c, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "admin"))
+        return;
+    struct sy_admin_spec *a = &c->cfg->admin;
+    a->mark = mark_of(v);
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        if (strcmp(key, "socket") == 0)
+            a->socket = path_value(c, pv, "admin.socket", SY_ADMIN_SOCKET_MAX);
+        else if (strcmp(key, "allow_uids") == 0)
+            parse_ids(c, pv, false);
+        else if (strcmp(key, "allow_gids") == 0)
+            parse_ids(c, pv, true);
+        else
+            report(c, k, "unknown key '%s' in admin", show(k).s);
+    }
+}
+
 static void parse_root(struct ctx *c, const yaml_node_t *root)
 {
     if (!root) {
@@ -1465,6 +1580,11 @@ static void parse_root(struct ctx *c, const yaml_node_t *root)
             parse_limits(c, v);
         } else if (strcmp(key, "timeouts") == 0) {
             parse_timeouts(c, v);
+        } else if (strcmp(key, "admin") == 0) {
+            parse_admin(c, v);
+        } else if (strcmp(key, "state") == 0) {
+            c->cfg->state = path_value(c, v, "state", PATH_MAX - 16);
+            c->cfg->state_mark = mark_of(v);
         } else {
             report(c, k, "unknown key '%s' at top level", show(k).s);
         }
@@ -1710,6 +1830,10 @@ void sy_config_free(struct sy_config *cfg)
         force_dispose(&app->force);
     }
     free(cfg->apps);
+    free(cfg->admin.socket);
+    free(cfg->admin.allow_uids);
+    free(cfg->admin.allow_gids);
+    free(cfg->state);
     free(cfg->path);
     free(cfg);
 }

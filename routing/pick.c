@@ -385,30 +385,31 @@ static size_t forced_cluster(const struct sy_route_table *t, const struct app_rt
     return c;
 }
 
-/* Whether force value `v` picks a cluster; a value that does not is counted. */
+/* Whether force value `v` picks a cluster; a value that does not is counted (unless `peek`). */
 static bool try_force(const struct sy_route_table *t, struct app_rt *a, struct sy_slice v,
-                      uint64_t now, size_t *cluster)
+                      uint64_t now, size_t *cluster, bool peek)
 {
     size_t c = forced_cluster(t, a, v, now);
     if (c != SIZE_MAX) {
         *cluster = c;
         return true;
     }
-    atomic_fetch_add_explicit(&a->force_ignored, 1, memory_order_relaxed);
+    if (!peek)
+        atomic_fetch_add_explicit(&a->force_ignored, 1, memory_order_relaxed);
     return false;
 }
 
 /* The force header, then the force cookie. An empty value counts as none. */
 static bool pick_forced(const struct sy_route_table *t, struct app_rt *a,
-                        const struct sy_route_req *req, size_t *cluster)
+                        const struct sy_route_req *req, size_t *cluster, bool peek)
 {
     const struct sy_force_spec *f = &a->spec->force;
     struct sy_slice v;
     if (f->header && find_header(req, f->header, &v) && v.len > 0 &&
-        try_force(t, a, v, req->now, cluster))
+        try_force(t, a, v, req->now, cluster, peek))
         return true;
     return f->cookie && sy_pick_find_cookie(req, f->cookie, &v) && v.len > 0 &&
-           try_force(t, a, v, req->now, cluster);
+           try_force(t, a, v, req->now, cluster, peek);
 }
 
 /* -- sticky -------------------------------------------------------------------------------- */
@@ -468,23 +469,36 @@ static bool pick_sticky(struct app_rt *a, const struct sy_route_req *req,
 
 /* -- the choice ---------------------------------------------------------------------------- */
 
-void sy_route_pick(const struct sy_route_table *t, const struct sy_route_app *app,
-                   const struct sy_route_req *req, struct sy_route_choice *out)
+static void pick(const struct sy_route_table *t, const struct sy_route_app *app,
+                 const struct sy_route_req *req, struct sy_route_choice *out, bool peek)
 {
     struct app_rt *a = &t->apps[app->index];
     out->set_cookie[0] = '\0';
     out->set_cookie_len = 0;
     if (req) {
-        if (pick_forced(t, a, req, &out->cluster)) {
+        if (pick_forced(t, a, req, &out->cluster, peek)) {
             out->reason = SY_PICK_FORCE;
             return;
         }
         if (pick_sticky(a, req, out))
             return;
     }
-    uint64_t n = atomic_fetch_add_explicit(&a->seq, 1, memory_order_relaxed);
+    uint64_t n = peek ? atomic_load_explicit(&a->seq, memory_order_relaxed)
+                      : atomic_fetch_add_explicit(&a->seq, 1, memory_order_relaxed);
     out->cluster = a->schedule[n % a->schedule_len];
     out->reason = SY_PICK_WEIGHT;
+}
+
+void sy_route_pick(const struct sy_route_table *t, const struct sy_route_app *app,
+                   const struct sy_route_req *req, struct sy_route_choice *out)
+{
+    pick(t, app, req, out, false);
+}
+
+void sy_route_pick_peek(const struct sy_route_table *t, const struct sy_route_app *app,
+                        const struct sy_route_req *req, struct sy_route_choice *out)
+{
+    pick(t, app, req, out, true);
 }
 
 const char *sy_pick_reason_name(enum sy_pick_reason reason)

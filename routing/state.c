@@ -1,11 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/* The control plane's state. It keeps the config that was last loaded without error and
- * compiles every snapshot from it; a reload that fails is counted and logged with
- * file:line:column, and the running snapshot stays. A reload whose bytes equal the file in
- * force is recognised by its content hash, so a touch or a burst of watch events does not
- * publish a new generation. */
+/* The control plane's state: the config that was last loaded without error, the operator's
+ * overrides (replayed from the journal), and the snapshot compiled from both. Every change
+ * builds a whole candidate snapshot first; a reload that fails is counted and logged with
+ * file:line:column and the running snapshot stays. An operator's change is appended to the
+ * journal and fsynced only once its snapshot compiled, and published only once it is durable,
+ * so a change that fails leaves no trace and one that succeeded survives a crash. A reload
+ * applies the overrides again over the new file: one that no longer fits is kept and shown as
+ * stale, never dropped. A reload whose bytes equal the file in force is recognised by its
+ * content hash, so a touch or a burst of watch events does not publish a new generation. */
 #include "switchyard/state.h"
 
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +26,10 @@ struct sy_state {
     struct sy_route_table *table; /* the snapshot in force */
     uint64_t generation;
     uint64_t reload_failures;
+    char *last_reload_error;
+    struct sy_journal *journal; /* NULL: no state file */
+    char *journal_path;         /* what the journal's diagnostics name */
+    struct sy_overrides none;   /* the empty set, for a state without a journal */
 };
 
 static int load(struct sy_state *st, struct sy_diags *d, struct sy_config **out)
@@ -35,10 +46,24 @@ static int load(struct sy_state *st, struct sy_diags *d, struct sy_config **out)
     return 0;
 }
 
+const struct sy_overrides *sy_state_overrides(const struct sy_state *st)
+{
+    return st->journal ? sy_journal_overrides(st->journal) : &st->none;
+}
+
+static int build(struct sy_config *cfg, const struct sy_overrides *ov, uint64_t generation,
+                 struct sy_route_table **out)
+{
+    struct sy_route_override *view = sy_overrides_view(ov);
+    int rc = sy_route_table_build(cfg, view, ov->n, generation, out);
+    free(view);
+    return rc;
+}
+
 static int compile(struct sy_state *st, struct sy_config *cfg, uint64_t generation,
                    struct sy_diags *d, struct sy_route_table **out)
 {
-    int rc = sy_route_table_build(cfg, NULL, 0, generation, out);
+    int rc = build(cfg, sy_state_overrides(st), generation, out);
     if (rc)
         sy_diags_add(d, st->path, 0, 0, "cannot compile the routing table: %s", sy_strerror(rc));
     return rc;
@@ -51,6 +76,7 @@ int sy_state_open(const char *path, sy_state_check_cb check, void *arg, struct s
     st->path = path;
     st->check = check;
     st->check_arg = arg;
+    sy_overrides_init(&st->none);
     int rc = load(st, d, &st->cfg);
     if (rc == 0 && (rc = compile(st, st->cfg, 1, d, &st->table)) != 0)
         sy_config_free(st->cfg);
@@ -84,16 +110,102 @@ uint64_t sy_state_reload_failures(const struct sy_state *st)
     return st->reload_failures;
 }
 
-/* Makes `cfg` and `t` the state in force and hands `t` to the data path. */
-static void install(struct sy_state *st, struct sy_config *cfg, struct sy_route_table *t)
+const char *sy_state_last_reload_error(const struct sy_state *st)
 {
-    sy_config_free(st->cfg);
-    st->cfg = cfg;
+    return st->last_reload_error;
+}
+
+const char *sy_state_path(const struct sy_state *st)
+{
+    return st->path;
+}
+
+struct sy_journal *sy_state_journal(const struct sy_state *st)
+{
+    return st->journal;
+}
+
+uint64_t sy_state_journal_seq(const struct sy_state *st)
+{
+    return st->journal ? sy_journal_seq(st->journal) : 0;
+}
+
+/* Makes `t` the snapshot in force and hands it to the data path. */
+static void install_table(struct sy_state *st, struct sy_route_table *t)
+{
     sy_route_table_release(st->table);
     st->table = t;
     st->generation = sy_route_table_generation(t);
     if (st->publish)
         st->publish(t, st->publish_arg);
+}
+
+/* Makes `cfg` and `t` the state in force and hands `t` to the data path. */
+static void install(struct sy_state *st, struct sy_config *cfg, struct sy_route_table *t)
+{
+    sy_config_free(st->cfg);
+    st->cfg = cfg;
+    install_table(st, t);
+}
+
+static long app_index(const struct sy_config *cfg, const char *app)
+{
+    for (size_t i = 0; i < cfg->n_apps; i++)
+        if (strcmp(cfg->apps[i].name, app) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* "blue=90,green=10": the weights in force for app `i` of table `t`. */
+static void format_weights(const struct sy_route_table *t, size_t i, char *buf, size_t size)
+{
+    const struct sy_weight_spec *w;
+    size_t n;
+    sy_route_app_weights(t, i, &w, &n);
+    const struct sy_config *cfg = sy_route_table_config(t);
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t k = 0; k < n && off < size; k++) {
+        int r = snprintf(buf + off, size - off, "%s%s=%u", k ? "," : "",
+                         cfg->clusters[w[k].cluster].name, w[k].weight);
+        if (r < 0)
+            break;
+        off += (size_t)r;
+    }
+}
+
+/* Logs, after a reload, each override whose fate the new file changed. */
+static void log_override_fates(const struct sy_state *st, const struct sy_route_table *old,
+                               const struct sy_route_table *t)
+{
+    const struct sy_overrides *ov = sy_state_overrides(st);
+    const struct sy_config *ocfg = sy_route_table_config(old), *ncfg = sy_route_table_config(t);
+    for (size_t i = 0; i < ov->n; i++) {
+        const char *app = ov->v[i].app;
+        long oi = app_index(ocfg, app), ni = app_index(ncfg, app);
+        const struct sy_weight_spec *w;
+        size_t n;
+        enum sy_override_state was =
+            oi < 0 ? SY_OVERRIDE_NONE : sy_route_app_weights(old, (size_t)oi, &w, &n);
+        enum sy_override_state now =
+            ni < 0 ? SY_OVERRIDE_NONE : sy_route_app_weights(t, (size_t)ni, &w, &n);
+        if (was == now)
+            continue;
+        if (ni < 0)
+            sy_log(SY_LOG_WARN, "override",
+                   "app '%s' is no longer in the file: its override (seq %" PRIu64
+                   ") is kept until released",
+                   app, ov->v[i].seq);
+        else if (now == SY_OVERRIDE_STALE)
+            sy_log(SY_LOG_WARN, "override",
+                   "the override of app '%s' (seq %" PRIu64
+                   ") no longer fits the file: the file's weights apply until it is released "
+                   "or set again",
+                   app, ov->v[i].seq);
+        else
+            sy_log(SY_LOG_INFO, "override",
+                   "the override of app '%s' (seq %" PRIu64 ") applies again", app, ov->v[i].seq);
+    }
 }
 
 enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy_diags *d)
@@ -107,12 +219,18 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
         char line[512];
         for (size_t i = first; i < d->n; i++) {
             sy_diag_format(&d->v[i], line, sizeof(line));
+            if (i == first) {
+                free(st->last_reload_error);
+                st->last_reload_error = sy_xstrdup(line);
+            }
             sy_log(
                 SY_LOG_ERROR, "reload", "rejected (generation %llu kept, %llu failed so far): %s",
                 (unsigned long long)st->generation, (unsigned long long)st->reload_failures, line);
         }
         return SY_RELOAD_REJECTED;
     }
+    free(st->last_reload_error);
+    st->last_reload_error = NULL;
     if (!force && cfg->content_hash == st->cfg->content_hash) {
         sy_route_table_release(t);
         sy_config_free(cfg);
@@ -123,10 +241,253 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
     if (cfg->workers != st->cfg->workers)
         sy_log(SY_LOG_WARN, "reload", "workers changes from %u to %u only on restart",
                st->cfg->workers, cfg->workers);
+    const char *os = st->cfg->admin.socket, *ns = cfg->admin.socket;
+    if ((os == NULL) != (ns == NULL) || (os && strcmp(os, ns) != 0))
+        sy_log(SY_LOG_WARN, "reload", "admin.socket changes only on restart");
+    const char *oj = st->cfg->state, *nj = cfg->state;
+    if ((oj == NULL) != (nj == NULL) || (oj && strcmp(oj, nj) != 0))
+        sy_log(SY_LOG_WARN, "reload", "state (the journal's path) changes only on restart");
+    log_override_fates(st, st->table, t);
     install(st, cfg, t);
     sy_log(SY_LOG_INFO, "reload", "generation %llu published: %zu apps, %zu clusters",
            (unsigned long long)st->generation, cfg->n_apps, cfg->n_clusters);
     return SY_RELOAD_PUBLISHED;
+}
+
+/* -- the journal ----------------------------------------------------------------------------- */
+
+int sy_state_journal_path(const struct sy_config *cfg, const char *config_path, char *buf,
+                          size_t size)
+{
+    int n = cfg->state ? snprintf(buf, size, "%s", cfg->state)
+                       : snprintf(buf, size, "%s.state", config_path);
+    return n < 0 || (size_t)n >= size ? SY_ERR_LIMIT : 0;
+}
+
+int sy_state_open_journal(struct sy_state *st, bool create, bool discard,
+                          const struct sy_journal_opts *opts, struct sy_diags *d)
+{
+    char buf[4096];
+    if (sy_state_journal_path(st->cfg, st->path, buf, sizeof(buf)) != 0) {
+        sy_diags_add(d, st->path, st->cfg->state_mark.line, st->cfg->state_mark.col,
+                     "the state file's path is too long");
+        return SY_ERR_LIMIT;
+    }
+    /* The diagnostics name it: it lives as long as the state. */
+    free(st->journal_path);
+    st->journal_path = sy_xstrdup(buf);
+    const char *path = st->journal_path;
+    struct sy_journal_opts o = {0};
+    if (opts)
+        o = *opts;
+    o.create = create;
+    o.discard = discard;
+    struct sy_journal *j = NULL;
+    int rc = sy_journal_open(path, &o, d, &j);
+    if (rc == SY_ERR_NOTFOUND)
+        return 0; /* no admin socket and no journal: nothing can have been overridden */
+    if (rc)
+        return rc;
+    struct sy_route_table *t = NULL;
+    sy_journal_close(st->journal);
+    st->journal = j;
+    if ((rc = compile(st, st->cfg, st->generation, d, &t)) != 0) {
+        st->journal = NULL;
+        sy_journal_close(j);
+        return rc;
+    }
+    sy_route_table_release(st->table);
+    st->table = t;
+    const struct sy_overrides *ov = sy_journal_overrides(j);
+    sy_log(SY_LOG_INFO, "journal", "%s: seq %" PRIu64 ", %zu overrides in force", path,
+           sy_journal_seq(j), ov->n);
+    for (size_t i = 0; i < ov->n; i++) {
+        long ai = app_index(st->cfg, ov->v[i].app);
+        const struct sy_weight_spec *w;
+        size_t n;
+        const char *fate = "applied";
+        if (ai < 0)
+            fate = "kept, but the app is not in the file";
+        else if (sy_route_app_weights(t, (size_t)ai, &w, &n) == SY_OVERRIDE_STALE)
+            fate = "kept, but stale: it no longer fits the file, whose weights apply";
+        sy_log(ai < 0 || strcmp(fate, "applied") != 0 ? SY_LOG_WARN : SY_LOG_INFO, "journal",
+               "override of app '%s' (seq %" PRIu64 ", uid %" PRIu32 ": %s) %s", ov->v[i].app,
+               ov->v[i].seq, ov->v[i].uid, ov->v[i].command, fate);
+    }
+    return 0;
+}
+
+/* -- operators' changes ---------------------------------------------------------------------- */
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Checks one override against the file in force. */
+static int check_edit(const struct sy_config *cfg, const struct sy_overrides *ov,
+                      const struct sy_state_edit *e, char *err, size_t errlen)
+{
+    if (e->release) {
+        if (!sy_overrides_find(ov, e->app)) {
+            errf(err, errlen, "app '%s' has no override to release", e->app);
+            return SY_ERR_INVALID;
+        }
+        return 0;
+    }
+    long ai = app_index(cfg, e->app);
+    if (ai < 0) {
+        errf(err, errlen, "unknown app '%s'", e->app);
+        return SY_ERR_INVALID;
+    }
+    const struct sy_app_spec *app = &cfg->apps[ai];
+    unsigned sum = 0;
+    for (size_t k = 0; k < e->n_weights; k++) {
+        const char *name = e->weights[k].cluster;
+        size_t i = 0;
+        while (i < app->n_weights && strcmp(cfg->clusters[app->weights[i].cluster].name, name) != 0)
+            i++;
+        if (i == app->n_weights) {
+            bool exists = false;
+            for (size_t c = 0; c < cfg->n_clusters && !exists; c++)
+                exists = strcmp(cfg->clusters[c].name, name) == 0;
+            if (exists)
+                errf(err, errlen,
+                     "app '%s' has no cluster '%s' (add it to the app's weights in the file "
+                     "first)",
+                     e->app, name);
+            else
+                errf(err, errlen, "unknown cluster '%s'", name);
+            return SY_ERR_INVALID;
+        }
+        for (size_t j = 0; j < k; j++) {
+            if (strcmp(e->weights[j].cluster, name) == 0) {
+                errf(err, errlen, "cluster '%s' is named twice", name);
+                return SY_ERR_INVALID;
+            }
+        }
+        if (e->weights[k].weight > 100) {
+            errf(err, errlen, "weight of '%s' must be 0..100, got %u", name, e->weights[k].weight);
+            return SY_ERR_INVALID;
+        }
+        sum += e->weights[k].weight;
+    }
+    if (sum == 0) {
+        errf(err, errlen, "the weights of app '%s' must sum above 0", e->app);
+        return SY_ERR_INVALID;
+    }
+    return 0;
+}
+
+/* Every cluster of app `ai` with its weight in table `t`, by name (names borrow `t`). */
+static size_t weights_of(const struct sy_route_table *t, long ai, struct sy_route_weight **out)
+{
+    *out = NULL;
+    if (ai < 0)
+        return 0;
+    const struct sy_weight_spec *w;
+    size_t n;
+    sy_route_app_weights(t, (size_t)ai, &w, &n);
+    const struct sy_config *cfg = sy_route_table_config(t);
+    *out = sy_xcalloc(n ? n : 1, sizeof(**out));
+    for (size_t i = 0; i < n; i++) {
+        (*out)[i].cluster = cfg->clusters[w[i].cluster].name;
+        (*out)[i].weight = w[i].weight;
+    }
+    return n;
+}
+
+int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                    const struct sy_actor *who, char *err, size_t errlen)
+{
+    if (!st->journal) {
+        errf(err, errlen,
+             "no state file: an override could not be made durable "
+             "(configure `admin.socket`, or `state:`)");
+        return SY_ERR_NOTFOUND;
+    }
+    if (n == 0) {
+        errf(err, errlen, "nothing to change");
+        return SY_ERR_INVALID;
+    }
+    const struct sy_overrides *cur = sy_journal_overrides(st->journal);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(edits[i].app, edits[j].app) == 0) {
+                errf(err, errlen, "app '%s' is named twice", edits[i].app);
+                return SY_ERR_INVALID;
+            }
+        }
+        int rc = check_edit(st->cfg, cur, &edits[i], err, errlen);
+        if (rc)
+            return rc;
+    }
+
+    /* The candidate: the overrides with this change applied, compiled. */
+    struct sy_override_change *ch = sy_xcalloc(n, sizeof(*ch));
+    for (size_t i = 0; i < n; i++) {
+        ch[i].app = edits[i].app;
+        ch[i].release = edits[i].release;
+        ch[i].weights = edits[i].weights;
+        ch[i].n_weights = edits[i].n_weights;
+    }
+    struct sy_overrides next;
+    sy_overrides_init(&next);
+    sy_overrides_copy(&next, cur);
+    sy_overrides_apply(&next, ch, n, sy_journal_seq(st->journal) + 1, who);
+    struct sy_route_table *t = NULL;
+    int rc = build(st->cfg, &next, st->generation + 1, &t);
+    sy_overrides_dispose(&next);
+    if (rc) {
+        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+        free(ch);
+        return rc;
+    }
+
+    /* Durable before it is published: the record, then the snapshot. */
+    struct sy_route_weight **from = sy_xcalloc(n, sizeof(*from)), **to = sy_xcalloc(n, sizeof(*to));
+    for (size_t i = 0; i < n; i++) {
+        long ai = app_index(st->cfg, edits[i].app);
+        ch[i].n_from = weights_of(st->table, ai, &from[i]);
+        ch[i].from = from[i];
+        ch[i].n_to = weights_of(t, ai, &to[i]);
+        ch[i].to = to[i];
+    }
+    rc = sy_journal_append(st->journal, who, ch, n, err, errlen);
+    if (rc) {
+        sy_route_table_release(t);
+    } else {
+        struct sy_route_table *old = sy_route_table_acquire(st->table);
+        install_table(st, t);
+        for (size_t i = 0; i < n; i++) {
+            long ai = app_index(st->cfg, edits[i].app);
+            char before[256] = "-", after[256] = "-";
+            if (ai >= 0) {
+                format_weights(old, (size_t)ai, before, sizeof(before));
+                format_weights(t, (size_t)ai, after, sizeof(after));
+            }
+            sy_log(SY_LOG_INFO, "override",
+                   "seq %" PRIu64 " generation %" PRIu64 " by uid %" PRIu32 " pid %" PRId32
+                   " (%s): %s %s: %s -> %s",
+                   sy_journal_seq(st->journal), st->generation, who->uid, who->pid, who->command,
+                   edits[i].release ? "released" : "set", edits[i].app, before, after);
+        }
+        sy_route_table_release(old);
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(from[i]);
+        free(to[i]);
+    }
+    free(from);
+    free(to);
+    free(ch);
+    return rc;
 }
 
 void sy_state_free(struct sy_state *st)
@@ -135,5 +496,8 @@ void sy_state_free(struct sy_state *st)
         return;
     sy_route_table_release(st->table);
     sy_config_free(st->cfg);
+    sy_journal_close(st->journal);
+    free(st->journal_path);
+    free(st->last_reload_error);
     free(st);
 }

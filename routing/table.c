@@ -20,6 +20,7 @@ struct rule {
     const char *path;
     size_t path_len;
     struct app_rt *app;
+    const char *host; /* the pattern as written in the file (for `explain`) */
 };
 
 /* All the rules of one host pattern, longest path first. */
@@ -233,6 +234,7 @@ int sy_route_table_build(struct sy_config *cfg, const struct sy_route_override *
                 r->path = a->spec->paths[p];
                 r->path_len = strlen(r->path);
                 r->app = a;
+                r->host = a->spec->hosts[h];
             }
         }
     }
@@ -332,8 +334,8 @@ static size_t normalize_host(struct sy_slice host, char *buf)
     return len;
 }
 
-const struct sy_route_app *sy_route_match(const struct sy_route_table *t, struct sy_slice host,
-                                          struct sy_slice path)
+static const struct rule *match(const struct sy_route_table *t, struct sy_slice host,
+                                struct sy_slice path)
 {
     char buf[MAX_HOST + 1];
     size_t len = normalize_host(host, buf);
@@ -354,7 +356,25 @@ const struct sy_route_app *sy_route_match(const struct sy_route_table *t, struct
     }
     if (!r)
         r = match_paths(t->any, path);
+    return r;
+}
+
+const struct sy_route_app *sy_route_match(const struct sy_route_table *t, struct sy_slice host,
+                                          struct sy_slice path)
+{
+    const struct rule *r = match(t, host, path);
     return r ? &r->app->pub : NULL;
+}
+
+const struct sy_route_app *sy_route_match_rule(const struct sy_route_table *t, struct sy_slice host,
+                                               struct sy_slice path, struct sy_route_rule *rule)
+{
+    const struct rule *r = match(t, host, path);
+    if (!r)
+        return NULL;
+    rule->host = r->host;
+    rule->path = r->path;
+    return &r->app->pub;
 }
 
 size_t sy_route_cluster_count(const struct sy_route_table *t)

@@ -47,7 +47,8 @@ run_meson() { # builddir label
 # pytest: count its closing line.
 run_e2e() { # switchyard-binary label
     out="$log/e2e-$2.txt"
-    SWITCHYARD="$1" SY_SOURCE_ROOT="$root" timeout 1500 /usr/bin/python3 -m pytest -q \
+    SWITCHYARD="$1" SWITCHYARDCTL="$(dirname "$(dirname "$1")")/admin/switchyardctl" \
+        SY_SOURCE_ROOT="$root" timeout 1500 /usr/bin/python3 -m pytest -q \
         -p no:cacheprovider -rfEs tests/e2e >"$out" 2>&1
     tail -n 30 "$out"
     p=$(tail -n 3 "$out" | grep -o '[0-9]* passed' | tail -n1 | cut -d' ' -f1)
@@ -91,7 +92,7 @@ if [ -z "${SY_QUICK:-}" ]; then
     echo "== fuzz (libFuzzer, ${SY_FUZZ_SECONDS:-30}s per target)"
     if CC=clang build build-fuzz -Dfuzz=true -Dtests=disabled -De2e=disabled \
         -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
-        for t in fuzz_h1 fuzz_config; do
+        for t in fuzz_h1 fuzz_config fuzz_admin; do
             corpus="$log/corpus-$t"
             mkdir -p "$corpus"
             if [ -d "tests/fuzz/corpus/$t" ]; then

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "switchyard/base.h"
 
@@ -139,6 +140,20 @@ struct sy_timeouts {
                                   connection (WebSocket) with no byte either way closes */
 };
 
+/** Longest admin socket path (struct sockaddr_un.sun_path holds 108 bytes with the NUL). */
+#define SY_ADMIN_SOCKET_MAX 107
+
+/** `admin:`. Every path is resolved against the config file's directory. */
+struct sy_admin_spec {
+    char *socket;      /* `admin.socket`: the UNIX socket of the admin commands; NULL = none */
+    uid_t *allow_uids; /* `admin.allow_uids`: peers allowed besides our own uid and root */
+    size_t n_allow_uids;
+    gid_t *allow_gids; /* `admin.allow_gids`: peers whose group (primary or supplementary) is
+                          one of these are allowed too */
+    size_t n_allow_gids;
+    struct sy_mark mark; /* the `admin:` value */
+};
+
 struct sy_config {
     _Atomic unsigned refs; /* shared by the snapshots compiled from it */
     uint64_t content_hash; /* FNV-1a 64 of the file's bytes: tells a real change from a touch */
@@ -152,6 +167,10 @@ struct sy_config {
     size_t n_apps;
     struct sy_limits limits;
     struct sy_timeouts timeouts;
+    struct sy_admin_spec admin;
+    char *state; /* `state:`: the overrides journal, resolved against the config's directory;
+                    NULL when absent (the daemon then uses the config's path + ".state") */
+    struct sy_mark state_mark;
 };
 
 /** Fills `lim` and `to` with the defaults above. */

@@ -85,6 +85,19 @@ const struct sy_config *sy_route_table_config(const struct sy_route_table *t);
 const struct sy_route_app *sy_route_match(const struct sy_route_table *t, struct sy_slice host,
                                           struct sy_slice path);
 
+/** The rule a request matched: the app's host pattern and path prefix, as the file writes them. */
+struct sy_route_rule {
+    const char *host;
+    const char *path;
+};
+
+/**
+ * As sy_route_match, and fills `rule` with the host pattern and path prefix that decided
+ * (borrowed from the table). For `explain`. Any thread.
+ */
+const struct sy_route_app *sy_route_match_rule(const struct sy_route_table *t, struct sy_slice host,
+                                               struct sy_slice path, struct sy_route_rule *rule);
+
 /** Why a cluster was chosen (shown by `explain` and in logs). */
 enum sy_pick_reason {
     SY_PICK_WEIGHT = 0, /* no key: smooth weighted round-robin */
@@ -139,6 +152,14 @@ struct sy_route_choice {
  */
 void sy_route_pick(const struct sy_route_table *t, const struct sy_route_app *app,
                    const struct sy_route_req *req, struct sy_route_choice *out);
+
+/**
+ * As sy_route_pick, without side effects: the round-robin position does not move (the answer
+ * is the cluster the next request without a key would get) and a force value that does not
+ * qualify is not counted. For `explain`. Any thread.
+ */
+void sy_route_pick_peek(const struct sy_route_table *t, const struct sy_route_app *app,
+                        const struct sy_route_req *req, struct sy_route_choice *out);
 
 /**
  * The sticky bucket of `key` in app `app_name`: SipHash-2-4 under the fixed key

@@ -11,6 +11,7 @@
 
 #include "switchyard/base.h"
 #include "switchyard/config.h"
+#include "switchyard/overrides.h"
 #include "switchyard/routing.h"
 
 struct sy_state;
@@ -54,6 +55,65 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
 
 uint64_t sy_state_generation(const struct sy_state *st);
 uint64_t sy_state_reload_failures(const struct sy_state *st);
+
+/**
+ * The last reload's first error as `file:line:col: why` (borrowed; valid until the next
+ * reload), or NULL when the last reload did not fail.
+ */
+const char *sy_state_last_reload_error(const struct sy_state *st);
+
+/** The routing file's path, as given to sy_state_open (borrowed). */
+const char *sy_state_path(const struct sy_state *st);
+
+/* -- overrides ------------------------------------------------------------------------------ */
+
+/**
+ * The journal `cfg` asks for, into buf: its `state:` or, when absent, `config_path` + ".state".
+ * Returns SY_ERR_LIMIT when it does not fit.
+ */
+int sy_state_journal_path(const struct sy_config *cfg, const char *config_path, char *buf,
+                          size_t size);
+
+/**
+ * Opens the overrides journal the file names (sy_state_journal_path) and replays it over the
+ * file: the snapshot is compiled again, still generation 1 (call after sy_state_open, before
+ * anything is published). With `create` (the daemon serves an admin socket) a missing journal
+ * is created; without, a missing one means no overrides. A journal that cannot be read fails
+ * the open with `path:line: why` in `d`, unless `discard` (it is then moved aside, loudly).
+ * Returns 0 or a negative sy_err. `opts` may be NULL (defaults); its `create` and `discard`
+ * are overridden by the arguments.
+ */
+int sy_state_open_journal(struct sy_state *st, bool create, bool discard,
+                          const struct sy_journal_opts *opts, struct sy_diags *d);
+
+/** The journal, or NULL when there is none (borrowed). */
+struct sy_journal *sy_state_journal(const struct sy_state *st);
+
+/** The overrides in force (borrowed; valid until the next change). Never NULL. */
+const struct sy_overrides *sy_state_overrides(const struct sy_state *st);
+
+/** The journal's sequence number (0 without a journal). */
+uint64_t sy_state_journal_seq(const struct sy_state *st);
+
+/** One app's part of an operator's change. */
+struct sy_state_edit {
+    const char *app;
+    bool release;                          /* hand the app back to the file */
+    const struct sy_route_weight *weights; /* the override: by cluster name; unnamed get 0 */
+    size_t n_weights;
+};
+
+/**
+ * Applies `n` edits as one change: each is checked against the file in force (an override's
+ * app must be in the file, name only the app's own clusters, once each, with weights 0..100
+ * that sum above 0; a release needs an override), the new snapshot is compiled, the change is
+ * appended to the journal and fsynced, and only then the snapshot is published and the change
+ * logged (who, the command, weights before and after). On failure nothing changed and `err`
+ * says why, for a person. Returns 0, SY_ERR_INVALID (the edits), SY_ERR_NOTFOUND (no
+ * journal) or SY_ERR_SYS / SY_ERR_NOMEM (compile or journal).
+ */
+int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                    const struct sy_actor *who, char *err, size_t errlen);
 
 void sy_state_free(struct sy_state *st);
 

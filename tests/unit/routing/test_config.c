@@ -615,8 +615,8 @@ struct error_case {
 static const struct error_case error_cases[] = {
     {"test_rejects_unknown_top_level_key",
      BASE "apps: []\n"
-          "admin: {socket: /run/x.sock}\n",
-     {{7, 1, "unknown key 'admin' at top level"}}},
+          "admins: {socket: /run/x.sock}\n",
+     {{7, 1, "unknown key 'admins' at top level"}}},
     {"test_rejects_unknown_key_in_app",
      BASE WEB_APP "    stickiness: {cookie: sy}\n",
      {{10, 5, "unknown key 'stickiness' in app"}}},

@@ -1,0 +1,1053 @@
+/* SPDX-License-Identifier: MIT */
+/* The routing commands of the admin socket: status, weights, switch, revert, release, reload,
+ * explain, history, and diff (what `switchyard -t` shows). routing/ owns the state but knows
+ * nothing of admin, so its command table lives here, registered by sy_admin_routing_init().
+ * Every change goes through sy_state_change(): checked against the file, compiled, written to
+ * the journal and fsynced, and only then published and answered. Each handler writes both
+ * renderings through one reply: lines for people, members of one JSON object for scripts. */
+#include "switchyard/admin.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "admin_internal.h"
+
+#define HISTORY_DEFAULT     20
+#define HISTORY_MAX         1000
+#define EXPLAIN_MAX_HEADERS 64
+
+/* -- helpers ------------------------------------------------------------------------------- */
+
+/* "2024-11-26T20:00:00.123Z" */
+static void iso8601(uint64_t ms, char buf[32])
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
+}
+
+static long app_index(const struct sy_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_apps; i++)
+        if (strcmp(cfg->apps[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+static const struct sy_config *config_of(const struct sy_admin_routing *env)
+{
+    return sy_route_table_config(sy_state_table(env->state));
+}
+
+/* "blue=90,green=10" */
+static void weights_text(const struct sy_route_weight *w, size_t n, char *buf, size_t size)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    if (n == 0)
+        snprintf(buf, size, "-");
+    for (size_t i = 0; i < n && off < size; i++) {
+        int r = snprintf(buf + off, size - off, "%s%s=%u", i ? "," : "", w[i].cluster, w[i].weight);
+        if (r < 0)
+            break;
+        off += (size_t)r;
+    }
+}
+
+static void json_weights(struct sy_reply *r, const char *key, const struct sy_route_weight *w,
+                         size_t n)
+{
+    sy_json_begin_object(r, key);
+    for (size_t i = 0; i < n; i++)
+        sy_json_uint(r, w[i].cluster, w[i].weight);
+    sy_json_end_object(r);
+}
+
+/* The weights in force for app `ai`, by name, in a new array (free() it; the names borrow
+ * the table). */
+static size_t effective(const struct sy_route_table *t, size_t ai, struct sy_route_weight **out,
+                        enum sy_override_state *state)
+{
+    const struct sy_weight_spec *w;
+    size_t n;
+    enum sy_override_state s = sy_route_app_weights(t, ai, &w, &n);
+    if (state)
+        *state = s;
+    const struct sy_config *cfg = sy_route_table_config(t);
+    *out = sy_xcalloc(n ? n : 1, sizeof(**out));
+    for (size_t i = 0; i < n; i++) {
+        (*out)[i].cluster = cfg->clusters[w[i].cluster].name;
+        (*out)[i].weight = w[i].weight;
+    }
+    return n;
+}
+
+/* Why an override no longer fits app `app` of `cfg` (NULL: it fits). */
+static const char *stale_reason(const struct sy_config *cfg, const struct sy_app_spec *app,
+                                const struct sy_override *o, char *buf, size_t size)
+{
+    unsigned sum = 0;
+    for (size_t i = 0; i < o->n_weights; i++) {
+        bool found = false;
+        for (size_t k = 0; k < app->n_weights && !found; k++)
+            found = strcmp(cfg->clusters[app->weights[k].cluster].name, o->weights[i].cluster) == 0;
+        if (!found) {
+            snprintf(buf, size, "it names cluster '%s', which is not one of the app's",
+                     o->weights[i].cluster);
+            return buf;
+        }
+        sum += o->weights[i].weight;
+    }
+    if (sum == 0) {
+        snprintf(buf, size, "its weights sum to 0");
+        return buf;
+    }
+    return NULL;
+}
+
+static void override_json(struct sy_reply *r, const struct sy_override *o, const char *state,
+                          const char *problem)
+{
+    char when[32];
+    iso8601(o->time_ms, when);
+    sy_json_begin_object(r, "override");
+    sy_json_str(r, "state", state);
+    if (problem)
+        sy_json_str(r, "problem", problem);
+    json_weights(r, "weights", o->weights, o->n_weights);
+    sy_json_uint(r, "seq", o->seq);
+    sy_json_str(r, "time", when);
+    sy_json_uint(r, "time_ms", o->time_ms);
+    sy_json_uint(r, "uid", o->uid);
+    sy_json_int(r, "pid", o->pid);
+    sy_json_str(r, "command", o->command);
+    sy_json_end_object(r);
+}
+
+static void override_text(struct sy_reply *r, const struct sy_override *o)
+{
+    char when[32];
+    iso8601(o->time_ms, when);
+    sy_reply_printf(r, "set by uid %" PRIu32 " pid %" PRId32 " at %s (seq %" PRIu64 "): %s", o->uid,
+                    o->pid, when, o->seq, o->command);
+}
+
+/* -- status -------------------------------------------------------------------------------- */
+
+struct traffic_row {
+    char *app, *cluster;
+    uint64_t requests, responses_5xx, in_flight;
+};
+
+struct traffic {
+    struct traffic_row *v;
+    size_t n, cap;
+};
+
+static void traffic_cb(const struct sy_traffic *t, void *arg)
+{
+    struct traffic *acc = arg;
+    sy_xgrow((void **)&acc->v, &acc->cap, acc->n + 1, sizeof(*acc->v));
+    struct traffic_row *row = &acc->v[acc->n++];
+    row->app = sy_xstrdup(t->app);
+    row->cluster = sy_xstrdup(t->cluster);
+    row->requests = t->requests;
+    row->responses_5xx = t->responses_5xx;
+    row->in_flight = t->in_flight;
+}
+
+static const struct traffic_row *traffic_find(const struct traffic *acc, const char *app,
+                                              const char *cluster)
+{
+    for (size_t i = 0; i < acc->n; i++)
+        if (strcmp(acc->v[i].app, app) == 0 && strcmp(acc->v[i].cluster, cluster) == 0)
+            return &acc->v[i];
+    return NULL;
+}
+
+static void traffic_dispose(struct traffic *acc)
+{
+    for (size_t i = 0; i < acc->n; i++) {
+        free(acc->v[i].app);
+        free(acc->v[i].cluster);
+    }
+    free(acc->v);
+}
+
+static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t ai,
+                       const struct traffic *acc, int wname, int wcluster)
+{
+    struct sy_state *st = env->state;
+    const struct sy_route_table *t = sy_state_table(st);
+    const struct sy_config *cfg = sy_route_table_config(t);
+    const struct sy_app_spec *app = &cfg->apps[ai];
+    const struct sy_override *o = sy_overrides_find(sy_state_overrides(st), app->name);
+    struct sy_route_weight *eff;
+    enum sy_override_state ostate;
+    size_t n_eff = effective(t, ai, &eff, &ostate);
+    char problem[160];
+    const char *why = o && ostate == SY_OVERRIDE_STALE
+                          ? stale_reason(cfg, app, o, problem, sizeof(problem))
+                          : NULL;
+
+    sy_json_begin_object(r, NULL);
+    sy_json_str(r, "name", app->name);
+    sy_json_str(r, "stable", cfg->clusters[app->stable].name);
+    if (o)
+        override_json(r, o, ostate == SY_OVERRIDE_STALE ? "stale" : "applied", why);
+    else
+        sy_json_null(r, "override");
+    sy_json_begin_array(r, "clusters");
+    for (size_t i = 0; i < app->n_weights; i++) {
+        const char *cname = cfg->clusters[app->weights[i].cluster].name;
+        long ov = -1;
+        if (o) {
+            ov = 0;
+            for (size_t k = 0; k < o->n_weights; k++)
+                if (strcmp(o->weights[k].cluster, cname) == 0)
+                    ov = o->weights[k].weight;
+        }
+        unsigned ew = i < n_eff ? eff[i].weight : 0;
+        const struct traffic_row *row = traffic_find(acc, app->name, cname);
+        uint64_t req = row ? row->requests : 0, x5 = row ? row->responses_5xx : 0,
+                 fl = row ? row->in_flight : 0;
+        char ovs[32];
+        if (ov < 0)
+            snprintf(ovs, sizeof(ovs), "-");
+        else
+            snprintf(ovs, sizeof(ovs), "%ld%s", ov, ostate == SY_OVERRIDE_STALE ? "!" : "");
+        sy_reply_printf(r, "%-*s %-*s %c %4u %8s %9u %10" PRIu64 " %6" PRIu64 " %9" PRIu64 "\n",
+                        wname, i == 0 ? app->name : "", wcluster, cname,
+                        app->weights[i].cluster == app->stable ? '*' : ' ', app->weights[i].weight,
+                        ovs, ew, req, x5, fl);
+        sy_json_begin_object(r, NULL);
+        sy_json_str(r, "name", cname);
+        sy_json_bool(r, "stable", app->weights[i].cluster == app->stable);
+        sy_json_uint(r, "file", app->weights[i].weight);
+        if (ov < 0)
+            sy_json_null(r, "override");
+        else
+            sy_json_uint(r, "override", (uint64_t)ov);
+        sy_json_uint(r, "effective", ew);
+        sy_json_uint(r, "requests", req);
+        sy_json_uint(r, "responses_5xx", x5);
+        sy_json_uint(r, "in_flight", fl);
+        sy_json_end_object(r);
+    }
+    sy_json_end_array(r);
+    sy_json_end_object(r);
+    if (o) {
+        sy_reply_printf(r, "%-*s   override%s: ", wname, "",
+                        ostate == SY_OVERRIDE_STALE ? " (STALE: the file's weights apply)" : "");
+        override_text(r, o);
+        sy_reply_printf(r, "\n");
+        if (why)
+            sy_reply_printf(r, "%-*s   stale because %s: `release %s` or set it again\n", wname, "",
+                            why, app->name);
+    }
+    free(eff);
+}
+
+static int cmd_status(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    struct sy_state *st = env->state;
+    if (req->argc > 2)
+        return sy_reply_error(r, "usage: status [APP]");
+    const struct sy_config *cfg = config_of(env);
+    long only = -1;
+    if (req->argc == 2 && (only = app_index(cfg, req->argv[1])) < 0 &&
+        !sy_overrides_find(sy_state_overrides(st), req->argv[1]))
+        return sy_reply_error(r, "unknown app '%.64s'", req->argv[1]);
+
+    struct traffic acc = {0};
+    if (env->traffic)
+        env->traffic(env->traffic_arg, traffic_cb, &acc);
+    const struct sy_overrides *ov = sy_state_overrides(st);
+    struct sy_journal *j = sy_state_journal(st);
+    const char *last_err = sy_state_last_reload_error(st);
+    sy_reply_printf(r,
+                    "generation %" PRIu64 ", journal seq %" PRIu64 " (%s), %zu apps, %zu "
+                    "overrides, %" PRIu64 " reload failures\n",
+                    sy_state_generation(st), sy_state_journal_seq(st),
+                    j ? sy_journal_path(j) : "no journal", cfg->n_apps, ov->n,
+                    sy_state_reload_failures(st));
+    if (last_err)
+        sy_reply_printf(r, "last reload rejected: %s\n", last_err);
+    sy_json_str(r, "file", sy_state_path(st));
+    sy_json_str(r, "journal", j ? sy_journal_path(j) : NULL);
+    sy_json_uint(r, "reload_failures", sy_state_reload_failures(st));
+    sy_json_str(r, "last_reload_error", last_err);
+
+    int wname = 3, wcluster = 7;
+    for (size_t i = 0; i < cfg->n_apps; i++) {
+        int n = (int)strlen(cfg->apps[i].name);
+        if (n > wname)
+            wname = n < 40 ? n : 40;
+    }
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        int n = (int)strlen(cfg->clusters[i].name);
+        if (n > wcluster)
+            wcluster = n;
+    }
+    sy_reply_printf(r, "%-*s %-*s %c %4s %8s %9s %10s %6s %9s\n", wname, "APP", wcluster, "CLUSTER",
+                    ' ', "FILE", "OVERRIDE", "EFFECTIVE", "REQUESTS", "5XX", "IN-FLIGHT");
+    sy_json_begin_array(r, "apps");
+    for (size_t i = 0; i < cfg->n_apps; i++)
+        if (only < 0 || (size_t)only == i)
+            status_app(env, r, i, &acc, wname, wcluster);
+    sy_json_end_array(r);
+
+    /* Overrides of apps the file no longer has: kept, shown, to be released. */
+    sy_json_begin_array(r, "orphans");
+    for (size_t i = 0; i < ov->n; i++) {
+        const struct sy_override *o = &ov->v[i];
+        if (app_index(cfg, o->app) >= 0 || (req->argc == 2 && strcmp(o->app, req->argv[1]) != 0))
+            continue;
+        char w[1024];
+        weights_text(o->weights, o->n_weights, w, sizeof(w));
+        sy_reply_printf(r, "override of app '%s', which the file does not have (%s): ", o->app, w);
+        override_text(r, o);
+        sy_reply_printf(r, "\n");
+        sy_json_begin_object(r, NULL);
+        sy_json_str(r, "name", o->app);
+        override_json(r, o, "stale", "the app is not in the file");
+        sy_json_end_object(r);
+    }
+    sy_json_end_array(r);
+    sy_reply_printf(r, "(* = stable cluster; ! = stale override, not in force)\n");
+    traffic_dispose(&acc);
+    return 0;
+}
+
+/* -- changes ------------------------------------------------------------------------------- */
+
+/* Makes one change and reports each app's weights before and after. */
+static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, size_t n)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    struct sy_state *st = env->state;
+    struct sy_route_table *before = sy_route_table_acquire(sy_state_table(st));
+    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+    char err[512];
+    int rc = sy_state_change(st, edits, n, &who, err, sizeof(err));
+    if (rc) {
+        sy_route_table_release(before);
+        return sy_reply_error(r, "%s", err);
+    }
+    const struct sy_route_table *after = sy_state_table(st);
+    const struct sy_config *bcfg = sy_route_table_config(before);
+    const struct sy_config *acfg = sy_route_table_config(after);
+    sy_json_begin_array(r, "changes");
+    for (size_t i = 0; i < n; i++) {
+        struct sy_route_weight *from = NULL, *to = NULL;
+        size_t nf = 0, nt = 0;
+        long bi = app_index(bcfg, edits[i].app), ai = app_index(acfg, edits[i].app);
+        if (bi >= 0)
+            nf = effective(before, (size_t)bi, &from, NULL);
+        if (ai >= 0)
+            nt = effective(after, (size_t)ai, &to, NULL);
+        char fs[1024], ts[1024];
+        weights_text(from, nf, fs, sizeof(fs));
+        weights_text(to, nt, ts, sizeof(ts));
+        sy_reply_printf(r, "%s: %s -> %s%s\n", edits[i].app, fs, ts,
+                        edits[i].release ? " (released: the file's weights)" : "");
+        sy_json_begin_object(r, NULL);
+        sy_json_str(r, "app", edits[i].app);
+        sy_json_bool(r, "released", edits[i].release);
+        json_weights(r, "from", from, nf);
+        json_weights(r, "to", to, nt);
+        sy_json_end_object(r);
+        free(from);
+        free(to);
+    }
+    sy_json_end_array(r);
+    sy_reply_printf(r, "generation %" PRIu64 ", journal seq %" PRIu64 "\n", sy_state_generation(st),
+                    sy_state_journal_seq(st));
+    sy_route_table_release(before);
+    req->published = sy_state_generation(st);
+    return 0;
+}
+
+/* "N": a decimal 0..100, nothing else. */
+static bool parse_weight(const char *s, unsigned *out)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 3)
+        return false;
+    unsigned v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (v > 100)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int cmd_weights(struct sy_admin_req *req)
+{
+    struct sy_reply *r = req->reply;
+    if (req->argc < 3)
+        return sy_reply_error(r, "usage: weights APP CLUSTER=N...");
+    struct sy_route_weight w[SY_ADMIN_MAX_ARGS];
+    size_t n = 0;
+    for (int i = 2; i < req->argc; i++) {
+        char *eq = strchr(req->argv[i], '=');
+        if (!eq || eq == req->argv[i])
+            return sy_reply_error(r, "malformed weight '%.64s' (want CLUSTER=N, N 0..100)",
+                                  req->argv[i]);
+        *eq = '\0';
+        unsigned v;
+        if (!parse_weight(eq + 1, &v))
+            return sy_reply_error(r, "weight of '%.64s' must be an integer 0..100, got '%.16s'",
+                                  req->argv[i], eq + 1);
+        w[n].cluster = req->argv[i];
+        w[n].weight = v;
+        n++;
+    }
+    struct sy_state_edit e = {.app = req->argv[1], .weights = w, .n_weights = n};
+    return change(req, &e, 1);
+}
+
+static int cmd_switch(struct sy_admin_req *req)
+{
+    struct sy_reply *r = req->reply;
+    if (req->argc != 3)
+        return sy_reply_error(r, "usage: switch APP CLUSTER");
+    struct sy_route_weight w = {req->argv[2], 100};
+    struct sy_state_edit e = {.app = req->argv[1], .weights = &w, .n_weights = 1};
+    return change(req, &e, 1);
+}
+
+static int cmd_revert(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (req->argc != 2)
+        return sy_reply_error(r, "usage: revert APP | revert --all");
+    const struct sy_config *cfg = config_of(env);
+    bool all = strcmp(req->argv[1], "--all") == 0;
+    if (all && cfg->n_apps == 0)
+        return sy_reply_error(r, "the file has no apps");
+    long only = all ? -1 : app_index(cfg, req->argv[1]);
+    if (!all && only < 0)
+        return sy_reply_error(r, "unknown app '%.64s'", req->argv[1]);
+    size_t n = all ? cfg->n_apps : 1;
+    struct sy_state_edit *e = sy_xcalloc(n, sizeof(*e));
+    struct sy_route_weight *w = sy_xcalloc(n, sizeof(*w));
+    for (size_t i = 0; i < n; i++) {
+        const struct sy_app_spec *app = &cfg->apps[all ? i : (size_t)only];
+        w[i].cluster = cfg->clusters[app->stable].name;
+        w[i].weight = 100;
+        e[i].app = app->name;
+        e[i].weights = &w[i];
+        e[i].n_weights = 1;
+    }
+    /* One record and one snapshot for every app: they all move at the same instant. */
+    int rc = change(req, e, n);
+    free(e);
+    free(w);
+    return rc;
+}
+
+static int cmd_release(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (req->argc != 2)
+        return sy_reply_error(r, "usage: release APP | release --all");
+    if (strcmp(req->argv[1], "--all") != 0) {
+        struct sy_state_edit e = {.app = req->argv[1], .release = true};
+        if (app_index(config_of(env), e.app) < 0 &&
+            !sy_overrides_find(sy_state_overrides(env->state), e.app))
+            return sy_reply_error(r, "unknown app '%.64s'", e.app);
+        return change(req, &e, 1);
+    }
+    const struct sy_overrides *ov = sy_state_overrides(env->state);
+    if (ov->n == 0) {
+        sy_reply_printf(r, "no overrides: every app follows the file\n");
+        sy_json_begin_array(r, "changes");
+        sy_json_end_array(r);
+        return 0;
+    }
+    size_t n = ov->n;
+    struct sy_state_edit *e = sy_xcalloc(n, sizeof(*e));
+    char **names = sy_xcalloc(n, sizeof(*names));
+    for (size_t i = 0; i < n; i++) {
+        names[i] = sy_xstrdup(ov->v[i].app); /* the set changes under the edit */
+        e[i].app = names[i];
+        e[i].release = true;
+    }
+    int rc = change(req, e, n);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(e);
+    return rc;
+}
+
+static int cmd_reload(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (req->argc != 1)
+        return sy_reply_error(r, "usage: reload");
+    struct sy_diags d;
+    sy_diags_init(&d);
+    enum sy_reload_result res = sy_state_reload(env->state, true, &d);
+    int rc = 0;
+    if (res == SY_RELOAD_REJECTED) {
+        char line[512];
+        sy_json_begin_array(r, "errors");
+        for (size_t i = 0; i < d.n; i++) {
+            sy_diag_format(&d.v[i], line, sizeof(line));
+            sy_reply_printf(r, "  %s\n", line);
+            sy_json_str(r, NULL, line);
+        }
+        sy_json_end_array(r);
+        if (d.n)
+            sy_diag_format(&d.v[0], line, sizeof(line));
+        rc = sy_reply_error(r, "reload rejected (generation %" PRIu64 " kept): %s",
+                            sy_state_generation(env->state), d.n ? line : "unknown error");
+    } else {
+        sy_reply_printf(r, "generation %" PRIu64 " published\n", sy_state_generation(env->state));
+        req->published = sy_state_generation(env->state);
+    }
+    sy_diags_dispose(&d);
+    return rc;
+}
+
+/* -- explain ------------------------------------------------------------------------------- */
+
+static int cmd_explain(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (req->argc < 3)
+        return sy_reply_error(r, "usage: explain HOST PATH [NAME:VALUE (header) | NAME=VALUE "
+                                 "(cookie) | --from ADDRESS]...");
+    const struct sy_route_table *t = sy_state_table(env->state);
+    const struct sy_config *cfg = sy_route_table_config(t);
+    const char *host = req->argv[1], *path = req->argv[2];
+    if (path[0] != '/')
+        return sy_reply_error(r, "the path must begin with '/'");
+
+    struct sy_header headers[EXPLAIN_MAX_HEADERS + 1];
+    size_t nh = 0;
+    char cookies[SY_ADMIN_LINE_MAX + 1];
+    size_t clen = 0;
+    struct sockaddr_storage from;
+    bool have_from = false;
+    for (int i = 3; i < req->argc; i++) {
+        char *a = req->argv[i];
+        if (strcmp(a, "--from") == 0) {
+            if (i + 1 == req->argc)
+                return sy_reply_error(r, "--from needs an address");
+            const char *ip = req->argv[++i];
+            memset(&from, 0, sizeof(from));
+            struct sockaddr_in *a4 = (struct sockaddr_in *)&from;
+            struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&from;
+            if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1)
+                a4->sin_family = AF_INET;
+            else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1)
+                a6->sin6_family = AF_INET6;
+            else
+                return sy_reply_error(r, "bad address '%.64s'", ip);
+            have_from = true;
+            continue;
+        }
+        char *colon = strchr(a, ':'), *eq = strchr(a, '=');
+        if (colon && (!eq || colon < eq) && colon != a) {
+            if (nh == EXPLAIN_MAX_HEADERS)
+                return sy_reply_error(r, "too many headers");
+            char *v = colon + 1;
+            while (*v == ' ')
+                v++;
+            headers[nh].name = sy_slice_of(a, (size_t)(colon - a));
+            headers[nh].value = sy_slice_of(v, strlen(v));
+            nh++;
+        } else if (eq && eq != a) {
+            int n = snprintf(cookies + clen, sizeof(cookies) - clen, "%s%s", clen ? "; " : "", a);
+            if (n > 0)
+                clen += (size_t)n;
+        } else {
+            return sy_reply_error(r,
+                                  "'%.64s' is neither NAME:VALUE (a header) nor NAME=VALUE "
+                                  "(a cookie)",
+                                  a);
+        }
+    }
+    size_t nh_no_cookie = nh;
+    if (clen)
+        headers[nh++] = (struct sy_header){sy_slice_of("cookie", 6), sy_slice_of(cookies, clen)};
+
+    sy_json_str(r, "host", host);
+    sy_json_str(r, "path", path);
+    struct sy_route_rule rule;
+    const struct sy_route_app *app = sy_route_match_rule(t, sy_slice_of(host, strlen(host)),
+                                                         sy_slice_of(path, strlen(path)), &rule);
+    if (!app) {
+        sy_reply_printf(r, "host %s path %s: no app matches (the proxy answers 404)\n", host, path);
+        sy_json_null(r, "app");
+        return 0;
+    }
+    struct sy_route_req rreq = {
+        .host = sy_slice_of(host, strlen(host)),
+        .path = sy_slice_of(path, strlen(path)),
+        .headers = headers,
+        .n_headers = nh,
+        .client = have_from ? (const struct sockaddr *)&from : NULL,
+        .now = req->now_ms / 1000,
+    };
+    struct sy_route_choice ch;
+    sy_route_pick_peek(t, app, &rreq, &ch);
+    const char *cluster = sy_route_cluster(t, ch.cluster)->name;
+    const struct sy_app_spec *spec = &cfg->apps[app->index];
+    struct sy_route_weight *eff;
+    enum sy_override_state ostate;
+    size_t ne = effective(t, app->index, &eff, &ostate);
+    char ws[1024];
+    weights_text(eff, ne, ws, sizeof(ws));
+
+    sy_reply_printf(r, "app %s: host '%s' path '%s' (rule: host %s, path prefix %s)\n", app->name,
+                    host, path, rule.host, rule.path);
+    sy_json_str(r, "app", app->name);
+    sy_json_begin_object(r, "rule");
+    sy_json_str(r, "host", rule.host);
+    sy_json_str(r, "path", rule.path);
+    sy_json_end_object(r);
+    sy_json_str(r, "cluster", cluster);
+    sy_json_str(r, "reason", sy_pick_reason_name(ch.reason));
+    json_weights(r, "weights", eff, ne);
+    free(eff);
+    sy_json_str(r, "weights_from",
+                ostate == SY_OVERRIDE_APPLIED
+                    ? "override"
+                    : (ostate == SY_OVERRIDE_STALE ? "file (override stale)" : "file"));
+    char detail[2048];
+    detail[0] = '\0';
+    switch (ch.reason) {
+    case SY_PICK_FORCE: {
+        /* Which of the two decided: the header is tried first. */
+        struct sy_route_req only_headers = rreq;
+        only_headers.n_headers = nh_no_cookie;
+        struct sy_route_choice hc;
+        sy_route_pick_peek(t, app, &only_headers, &hc);
+        if (hc.reason == SY_PICK_FORCE)
+            snprintf(detail, sizeof(detail), "force header '%s' names it", spec->force.header);
+        else
+            snprintf(detail, sizeof(detail), "force cookie '%s' names it", spec->force.cookie);
+        break;
+    }
+    case SY_PICK_STICKY:
+        if (ch.set_cookie_len > 0) {
+            snprintf(detail, sizeof(detail),
+                     "sticky cookie '%s' absent: a new random key is given, whose bucket falls "
+                     "by the weights %s (this answer is one such draw)",
+                     spec->sticky.name, ws);
+        } else {
+            const char *by = spec->sticky.by == SY_STICKY_COOKIE   ? "cookie"
+                             : spec->sticky.by == SY_STICKY_HEADER ? "header"
+                                                                   : "source address";
+            snprintf(detail, sizeof(detail),
+                     "sticky %s%s%s%s: its bucket (of %u) falls in %s's share of the weights %s",
+                     by, spec->sticky.name ? " '" : "", spec->sticky.name ? spec->sticky.name : "",
+                     spec->sticky.name ? "'" : "", SY_STICKY_BUCKETS, cluster, ws);
+        }
+        break;
+    case SY_PICK_WEIGHT:
+        snprintf(detail, sizeof(detail),
+                 "weighted round-robin over %s (%s): the next request without a key goes to %s", ws,
+                 ostate == SY_OVERRIDE_APPLIED
+                     ? "override"
+                     : (ostate == SY_OVERRIDE_STALE ? "the file's: the override is stale"
+                                                    : "the file's"),
+                 cluster);
+        break;
+    }
+    sy_reply_printf(r, "cluster %s: %s\n", cluster, detail);
+    sy_json_str(r, "detail", detail);
+    return 0;
+}
+
+/* -- history ------------------------------------------------------------------------------- */
+
+static void history_cb(const struct sy_journal_record *rec, void *arg)
+{
+    struct sy_reply *r = arg;
+    char when[32];
+    iso8601(rec->time_ms, when);
+    sy_reply_printf(r, "%-6" PRIu64 " %s  uid %-6" PRIu32 " pid %-7" PRId32 " %s\n", rec->seq, when,
+                    rec->uid, rec->pid, rec->command);
+    sy_json_begin_object(r, NULL);
+    sy_json_uint(r, "seq", rec->seq);
+    sy_json_str(r, "time", when);
+    sy_json_uint(r, "time_ms", rec->time_ms);
+    sy_json_uint(r, "uid", rec->uid);
+    sy_json_int(r, "pid", rec->pid);
+    sy_json_str(r, "command", rec->command);
+    sy_json_begin_array(r, "changes");
+    for (size_t i = 0; i < rec->n_changes; i++) {
+        const struct sy_override_change *c = &rec->changes[i];
+        char fs[1024], ts[1024];
+        weights_text(c->from, c->n_from, fs, sizeof(fs));
+        weights_text(c->to, c->n_to, ts, sizeof(ts));
+        sy_reply_printf(r, "         %s: %s -> %s%s\n", c->app, fs, ts,
+                        c->release ? " (released)" : "");
+        sy_json_begin_object(r, NULL);
+        sy_json_str(r, "app", c->app);
+        if (c->release)
+            sy_json_null(r, "override");
+        else
+            json_weights(r, "override", c->weights, c->n_weights);
+        json_weights(r, "from", c->from, c->n_from);
+        json_weights(r, "to", c->to, c->n_to);
+        sy_json_end_object(r);
+    }
+    sy_json_end_array(r);
+    sy_json_end_object(r);
+}
+
+static int cmd_history(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (req->argc > 2)
+        return sy_reply_error(r, "usage: history [N]");
+    size_t n = HISTORY_DEFAULT;
+    if (req->argc == 2) {
+        const char *s = req->argv[1];
+        size_t v = 0, len = strlen(s);
+        if (len == 0 || len > 4)
+            return sy_reply_error(r, "N must be an integer 1..%d", HISTORY_MAX);
+        for (size_t i = 0; i < len; i++) {
+            if (s[i] < '0' || s[i] > '9')
+                return sy_reply_error(r, "N must be an integer 1..%d", HISTORY_MAX);
+            v = v * 10 + (size_t)(s[i] - '0');
+        }
+        if (v == 0 || v > HISTORY_MAX)
+            return sy_reply_error(r, "N must be an integer 1..%d", HISTORY_MAX);
+        n = v;
+    }
+    struct sy_journal *j = sy_state_journal(env->state);
+    sy_json_begin_array(r, "records");
+    if (!j) {
+        sy_json_end_array(r);
+        sy_reply_printf(r, "no journal: no overrides were ever made\n");
+        return 0;
+    }
+    int rc = sy_journal_history(j, n, history_cb, r);
+    sy_json_end_array(r);
+    if (rc)
+        return sy_reply_error(r, "cannot read the journal %s: %s", sy_journal_path(j),
+                              sy_strerror(rc));
+    return 0;
+}
+
+/* -- diff ---------------------------------------------------------------------------------- */
+
+struct diff {
+    struct sy_reply *r;
+    size_t n;
+};
+
+static void diff_line(struct diff *df, const char *kind, const char *app, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void diff_line(struct diff *df, const char *kind, const char *app, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    df->n++;
+    sy_reply_printf(df->r, "%s\n", text);
+    sy_json_begin_object(df->r, NULL);
+    sy_json_str(df->r, "kind", kind);
+    sy_json_str(df->r, "app", app);
+    sy_json_str(df->r, "text", text);
+    sy_json_end_object(df->r);
+}
+
+/* File weights of an app spec, by name, in a new array (free() it). */
+static size_t file_weights(const struct sy_config *cfg, const struct sy_app_spec *a,
+                           struct sy_route_weight **out)
+{
+    *out = sy_xcalloc(a->n_weights ? a->n_weights : 1, sizeof(**out));
+    for (size_t i = 0; i < a->n_weights; i++) {
+        (*out)[i].cluster = cfg->clusters[a->weights[i].cluster].name;
+        (*out)[i].weight = a->weights[i].weight;
+    }
+    return a->n_weights;
+}
+
+static bool same_weights(const struct sy_route_weight *a, size_t na,
+                         const struct sy_route_weight *b, size_t nb)
+{
+    /* Compared as splits: a cluster absent on one side counts as 0. */
+    for (size_t i = 0; i < na; i++) {
+        unsigned wb = 0;
+        for (size_t k = 0; k < nb; k++)
+            if (strcmp(a[i].cluster, b[k].cluster) == 0)
+                wb = b[k].weight;
+        if (wb != a[i].weight)
+            return false;
+    }
+    for (size_t k = 0; k < nb; k++) {
+        bool in_a = false;
+        for (size_t i = 0; i < na && !in_a; i++)
+            in_a = strcmp(a[i].cluster, b[k].cluster) == 0;
+        if (!in_a && b[k].weight != 0)
+            return false;
+    }
+    return true;
+}
+
+/* A host name that the pattern matches, to ask both tables with. */
+static void probe_host(const char *pattern, char *buf, size_t size)
+{
+    if (strcmp(pattern, "*") == 0)
+        snprintf(buf, size, "%s", "");
+    else if (pattern[0] == '*' && pattern[1] == '.')
+        snprintf(buf, size, "sy-probe%s", pattern + 1);
+    else
+        snprintf(buf, size, "%s", pattern);
+}
+
+static bool claims(const struct sy_config *cfg, const char *host, const char *path)
+{
+    for (size_t i = 0; i < cfg->n_apps; i++)
+        for (size_t h = 0; h < cfg->apps[i].n_hosts; h++)
+            for (size_t p = 0; p < cfg->apps[i].n_paths; p++)
+                if (strcmp(cfg->apps[i].hosts[h], host) == 0 &&
+                    strcmp(cfg->apps[i].paths[p], path) == 0)
+                    return true;
+    return false;
+}
+
+/* Every (host, path) that `cfg` claims, asked of both tables; `skip` (may be NULL) lists
+ * the pairs already asked. */
+static void diff_winners(struct diff *df, const struct sy_config *cfg, const struct sy_config *skip,
+                         const struct sy_route_table *old, const struct sy_route_table *neu)
+{
+    for (size_t i = 0; i < cfg->n_apps; i++) {
+        const struct sy_app_spec *a = &cfg->apps[i];
+        for (size_t h = 0; h < a->n_hosts; h++) {
+            for (size_t p = 0; p < a->n_paths; p++) {
+                if (skip && claims(skip, a->hosts[h], a->paths[p]))
+                    continue;
+                char host[300];
+                probe_host(a->hosts[h], host, sizeof(host));
+                struct sy_slice hs = sy_slice_of(host, strlen(host));
+                struct sy_slice ps = sy_slice_of(a->paths[p], strlen(a->paths[p]));
+                const struct sy_route_app *x = sy_route_match(old, hs, ps);
+                const struct sy_route_app *y = sy_route_match(neu, hs, ps);
+                const char *xn = x ? x->name : NULL, *yn = y ? y->name : NULL;
+                if ((xn == NULL) == (yn == NULL) && (!xn || strcmp(xn, yn) == 0))
+                    continue;
+                diff_line(df, "winner", yn ? yn : xn, "~ host %s path %s: %s -> %s", a->hosts[h],
+                          a->paths[p], xn ? xn : "(no app: 404)", yn ? yn : "(no app: 404)");
+            }
+        }
+    }
+}
+
+static void diff_apps(struct diff *df, const struct sy_config *oc, const struct sy_config *nc,
+                      const struct sy_route_table *old, const struct sy_route_table *neu,
+                      const struct sy_overrides *ov)
+{
+    for (size_t i = 0; i < oc->n_apps; i++)
+        if (app_index(nc, oc->apps[i].name) < 0)
+            diff_line(df, "app_removed", oc->apps[i].name, "- app %s%s", oc->apps[i].name,
+                      sy_overrides_find(ov, oc->apps[i].name)
+                          ? " (its override is kept, shown as stale, until released)"
+                          : "");
+    for (size_t i = 0; i < nc->n_apps; i++) {
+        const struct sy_app_spec *na = &nc->apps[i];
+        long oi = app_index(oc, na->name);
+        if (oi < 0) {
+            diff_line(df, "app_added", na->name, "+ app %s (%zu hosts, %zu paths)", na->name,
+                      na->n_hosts, na->n_paths);
+            continue;
+        }
+        const struct sy_app_spec *oa = &oc->apps[oi];
+        struct sy_route_weight *fw_old, *fw_new, *ef_old, *ef_new;
+        size_t nfo = file_weights(oc, oa, &fw_old), nfn = file_weights(nc, na, &fw_new);
+        enum sy_override_state so, sn;
+        size_t neo = effective(old, (size_t)oi, &ef_old, &so);
+        size_t nen = effective(neu, i, &ef_new, &sn);
+        char a[1024], b[1024];
+        if (!same_weights(fw_old, nfo, fw_new, nfn)) {
+            weights_text(fw_old, nfo, a, sizeof(a));
+            weights_text(fw_new, nfn, b, sizeof(b));
+            diff_line(df, "file_weights", na->name, "~ app %s: file weights %s -> %s", na->name, a,
+                      b);
+            if (sn == SY_OVERRIDE_APPLIED) {
+                const struct sy_override *o = sy_overrides_find(ov, na->name);
+                char w[1024];
+                weights_text(o->weights, o->n_weights, w, sizeof(w));
+                diff_line(df, "hidden", na->name,
+                          "! app %s: the override %s (seq %" PRIu64 ": %s) hides this change "
+                          "until `release %s`",
+                          na->name, w, o->seq, o->command, na->name);
+            }
+        }
+        if (so != sn)
+            diff_line(df, "override_state", na->name, "! app %s: its override %s", na->name,
+                      sn == SY_OVERRIDE_STALE
+                          ? "would no longer fit: stale, the file's weights apply"
+                          : "would apply again");
+        if (!same_weights(ef_old, neo, ef_new, nen)) {
+            weights_text(ef_old, neo, a, sizeof(a));
+            weights_text(ef_new, nen, b, sizeof(b));
+            diff_line(df, "effective", na->name, "~ app %s: weights in force %s -> %s", na->name, a,
+                      b);
+        }
+        if (strcmp(oc->clusters[oa->stable].name, nc->clusters[na->stable].name) != 0)
+            diff_line(df, "stable", na->name, "~ app %s: stable cluster %s -> %s", na->name,
+                      oc->clusters[oa->stable].name, nc->clusters[na->stable].name);
+        free(fw_old);
+        free(fw_new);
+        free(ef_old);
+        free(ef_new);
+    }
+}
+
+static void diff_clusters(struct diff *df, const struct sy_config *oc, const struct sy_config *nc)
+{
+    for (size_t i = 0; i < oc->n_clusters; i++) {
+        bool kept = false;
+        for (size_t k = 0; k < nc->n_clusters && !kept; k++)
+            kept = strcmp(oc->clusters[i].name, nc->clusters[k].name) == 0;
+        if (!kept)
+            diff_line(df, "cluster_removed", NULL, "- cluster %s", oc->clusters[i].name);
+    }
+    for (size_t k = 0; k < nc->n_clusters; k++) {
+        const struct sy_cluster_spec *n = &nc->clusters[k];
+        const struct sy_cluster_spec *o = NULL;
+        for (size_t i = 0; i < oc->n_clusters && !o; i++)
+            if (strcmp(oc->clusters[i].name, n->name) == 0)
+                o = &oc->clusters[i];
+        if (!o) {
+            diff_line(df, "cluster_added", NULL, "+ cluster %s (%zu endpoints)", n->name,
+                      n->n_endpoints);
+            continue;
+        }
+        bool same = o->n_endpoints == n->n_endpoints;
+        for (size_t e = 0; same && e < n->n_endpoints; e++)
+            same = strcmp(o->endpoints[e].address, n->endpoints[e].address) == 0;
+        if (!same)
+            diff_line(df, "endpoints", NULL, "~ cluster %s: endpoints change (%zu -> %zu)", n->name,
+                      o->n_endpoints, n->n_endpoints);
+    }
+}
+
+static ssize_t diff_payload(int argc, char **argv, struct sy_reply *r)
+{
+    if (argc < 2 || argc > 3)
+        return sy_reply_error(r, "usage: diff BYTES [NAME] (then BYTES bytes of YAML)");
+    const char *s = argv[1];
+    size_t v = 0, len = strlen(s);
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9' || v > SY_ADMIN_PAYLOAD_MAX) {
+            v = SIZE_MAX;
+            break;
+        }
+        v = v * 10 + (size_t)(s[i] - '0');
+    }
+    if (len == 0 || v == 0 || v > SY_ADMIN_PAYLOAD_MAX)
+        return sy_reply_error(r, "BYTES must be 1..%u", SY_ADMIN_PAYLOAD_MAX);
+    return (ssize_t)v;
+}
+
+static int cmd_diff(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (!req->payload)
+        return sy_reply_error(r, "diff needs its payload");
+    const char *name = req->argc == 3 ? req->argv[2] : "(diff)";
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    if (sy_config_parse(name, req->payload, req->payload_len, &d, &cfg) != 0) {
+        char line[512];
+        sy_json_begin_array(r, "errors");
+        for (size_t i = 0; i < d.n; i++) {
+            sy_diag_format(&d.v[i], line, sizeof(line));
+            sy_reply_printf(r, "  %s\n", line);
+            sy_json_str(r, NULL, line);
+        }
+        sy_json_end_array(r);
+        sy_diags_dispose(&d);
+        return sy_reply_error(r, "the file has errors");
+    }
+    sy_diags_dispose(&d);
+    struct sy_state *st = env->state;
+    const struct sy_route_table *old = sy_state_table(st);
+    const struct sy_overrides *ov = sy_state_overrides(st);
+    struct sy_route_override *view = sy_overrides_view(ov);
+    struct sy_route_table *neu = NULL;
+    int rc = sy_route_table_build(cfg, view, ov->n, 0, &neu);
+    free(view);
+    if (rc) {
+        sy_config_free(cfg);
+        return sy_reply_error(r, "cannot compile the file: %s", sy_strerror(rc));
+    }
+    const struct sy_config *oc = sy_route_table_config(old);
+    sy_reply_printf(r, "against generation %" PRIu64 " (journal seq %" PRIu64 "):\n",
+                    sy_state_generation(st), sy_state_journal_seq(st));
+    struct diff df = {r, 0};
+    sy_json_begin_array(r, "diff");
+    diff_apps(&df, oc, cfg, old, neu, ov);
+    diff_winners(&df, oc, NULL, old, neu);
+    diff_winners(&df, cfg, oc, old, neu);
+    diff_clusters(&df, oc, cfg);
+    sy_json_end_array(r);
+    if (df.n == 0)
+        sy_reply_printf(r, "no routing change\n");
+    sy_route_table_release(neu);
+    sy_config_free(cfg);
+    return 0;
+}
+
+static const struct sy_admin_cmd routing_cmds[] = {
+    {"status", "status [APP]                      : file, override and effective weights, traffic",
+     cmd_status, NULL},
+    {"weights", "weights APP CLUSTER=N...          : set an app's split (durable override)",
+     cmd_weights, NULL},
+    {"switch", "switch APP CLUSTER                : send all of an app's traffic to one cluster",
+     cmd_switch, NULL},
+    {"revert",
+     "revert APP | revert --all         : back to the stable cluster (--all: every app, "
+     "at once)",
+     cmd_revert, NULL},
+    {"release", "release APP | release --all       : drop the override: the file's weights apply",
+     cmd_release, NULL},
+    {"reload", "reload                            : re-read the file now", cmd_reload, NULL},
+    {"explain", "explain HOST PATH [H:V|C=V|--from IP]... : which app, cluster and rule decide",
+     cmd_explain, NULL},
+    {"history", "history [N]                       : the last N changes (default 20)", cmd_history,
+     NULL},
+    {"diff", NULL, cmd_diff, diff_payload}, /* `switchyard -t`: not listed */
+    {NULL, NULL, NULL, NULL},
+};
+
+void sy_admin_routing_init(struct sy_admin *a, struct sy_admin_routing *env)
+{
+    sy_admin_register(a, routing_cmds, env);
+}

@@ -1,0 +1,486 @@
+/* SPDX-License-Identifier: MIT */
+/* The admin command machinery, without any socket: splitting a line into words, finding the
+ * command in the registered tables, running it, and building the answer (text lines ending in
+ * `ok` / `error: why`, or one JSON object). `help` is built from the tables. The peer check
+ * lives here too, as a pure function of the peer's credentials and the allow lists. */
+#include "switchyard/admin.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin_internal.h"
+#include "sy_config.h"
+
+bool sy_admin_peer_allowed(const struct sy_admin_spec *spec, uint32_t euid,
+                           const struct sy_peer *peer)
+{
+    if (peer->uid == 0 || peer->uid == euid)
+        return true;
+    if (!spec)
+        return false;
+    for (size_t i = 0; i < spec->n_allow_uids; i++)
+        if ((uint32_t)spec->allow_uids[i] == peer->uid)
+            return true;
+    for (size_t i = 0; i < spec->n_allow_gids; i++) {
+        uint32_t g = (uint32_t)spec->allow_gids[i];
+        if (g == peer->gid)
+            return true;
+        for (size_t k = 0; k < peer->n_groups; k++)
+            if (peer->groups[k] == g)
+                return true;
+    }
+    return false;
+}
+
+/* -- replies ---------------------------------------------------------------------------------- */
+
+void sy_reply_init(struct sy_reply *r, bool json)
+{
+    memset(r, 0, sizeof(*r));
+    r->json = json;
+    r->comma[0] = true; /* the server's own members come first */
+}
+
+void sy_reply_dispose(struct sy_reply *r)
+{
+    free(r->p);
+    r->p = NULL;
+    r->len = r->cap = 0;
+}
+
+static void add(struct sy_reply *r, const char *s, size_t n)
+{
+    sy_xgrow((void **)&r->p, &r->cap, r->len + n + 1, 1);
+    memcpy(r->p + r->len, s, n);
+    r->len += n;
+    r->p[r->len] = '\0';
+}
+
+static void vaddf(struct sy_reply *r, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void vaddf(struct sy_reply *r, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n <= 0)
+        return;
+    sy_xgrow((void **)&r->p, &r->cap, r->len + (size_t)n + 1, 1);
+    vsnprintf(r->p + r->len, (size_t)n + 1, fmt, ap);
+    r->len += (size_t)n;
+}
+
+void sy_reply_printf(struct sy_reply *r, const char *fmt, ...)
+{
+    if (r->json)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vaddf(r, fmt, ap);
+    va_end(ap);
+}
+
+int sy_reply_error(struct sy_reply *r, const char *fmt, ...)
+{
+    if (r->failed)
+        return SY_ERR_INVALID;
+    r->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->error, sizeof(r->error), fmt, ap);
+    va_end(ap);
+    /* One line, whatever the reason's sources said. */
+    for (char *p = r->error; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    return SY_ERR_INVALID;
+}
+
+void sy_admin_json_escape(struct sy_reply *r, const char *s)
+{
+    add(r, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            add(r, esc, 2);
+        } else if (*p < 0x20 || *p >= 0x7f) {
+            snprintf(esc, sizeof(esc), "\\u%04x", *p);
+            add(r, esc, 6);
+        } else {
+            add(r, (const char *)p, 1);
+        }
+    }
+    add(r, "\"", 1);
+}
+
+/* The separator and key of the next member of the current container. */
+static void member(struct sy_reply *r, const char *key)
+{
+    if (r->comma[r->depth])
+        add(r, ",", 1);
+    r->comma[r->depth] = true;
+    if (key) {
+        sy_admin_json_escape(r, key);
+        add(r, ":", 1);
+    }
+}
+
+static void open_container(struct sy_reply *r, const char *key, char c)
+{
+    if (!r->json)
+        return;
+    member(r, key);
+    add(r, &c, 1);
+    if (r->depth + 1 < (int)(sizeof(r->comma) / sizeof(r->comma[0])))
+        r->depth++;
+    r->comma[r->depth] = false;
+}
+
+static void close_container(struct sy_reply *r, char c)
+{
+    if (!r->json)
+        return;
+    add(r, &c, 1);
+    if (r->depth > 0)
+        r->depth--;
+}
+
+void sy_json_begin_object(struct sy_reply *r, const char *key)
+{
+    open_container(r, key, '{');
+}
+
+void sy_json_end_object(struct sy_reply *r)
+{
+    close_container(r, '}');
+}
+
+void sy_json_begin_array(struct sy_reply *r, const char *key)
+{
+    open_container(r, key, '[');
+}
+
+void sy_json_end_array(struct sy_reply *r)
+{
+    close_container(r, ']');
+}
+
+void sy_json_str(struct sy_reply *r, const char *key, const char *value)
+{
+    if (!r->json)
+        return;
+    member(r, key);
+    if (value)
+        sy_admin_json_escape(r, value);
+    else
+        add(r, "null", 4);
+}
+
+void sy_json_uint(struct sy_reply *r, const char *key, uint64_t value)
+{
+    if (!r->json)
+        return;
+    member(r, key);
+    char b[32];
+    int n = snprintf(b, sizeof(b), "%" PRIu64, value);
+    add(r, b, (size_t)n);
+}
+
+void sy_json_int(struct sy_reply *r, const char *key, int64_t value)
+{
+    if (!r->json)
+        return;
+    member(r, key);
+    char b[32];
+    int n = snprintf(b, sizeof(b), "%" PRId64, value);
+    add(r, b, (size_t)n);
+}
+
+void sy_json_bool(struct sy_reply *r, const char *key, bool value)
+{
+    if (!r->json)
+        return;
+    member(r, key);
+    add(r, value ? "true" : "false", value ? 4 : 5);
+}
+
+void sy_json_null(struct sy_reply *r, const char *key)
+{
+    if (!r->json)
+        return;
+    member(r, key);
+    add(r, "null", 4);
+}
+
+/* -- the command set -------------------------------------------------------------------------- */
+
+struct table {
+    const struct sy_admin_cmd *cmds;
+    void *ctx;
+};
+
+static int cmd_help(struct sy_admin_req *req);
+static int cmd_ident(struct sy_admin_req *req);
+
+static const struct sy_admin_cmd builtin_cmds[] = {
+    {"help", "help                              : this list", cmd_help, NULL},
+    {"ident", "ident                             : version, pid, generation, journal sequence",
+     cmd_ident, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+struct sy_admin *sy_admin_new(struct sy_state *state)
+{
+    struct sy_admin *a = sy_xcalloc(1, sizeof(*a));
+    a->state = state;
+    a->fd = -1;
+    sy_admin_register(a, builtin_cmds, a);
+    return a;
+}
+
+void sy_admin_register(struct sy_admin *a, const struct sy_admin_cmd *table, void *ctx)
+{
+    sy_xgrow((void **)&a->tables, &a->cap_tables, a->n_tables + 1, sizeof(*a->tables));
+    a->tables[a->n_tables].cmds = table;
+    a->tables[a->n_tables].ctx = ctx;
+    a->n_tables++;
+}
+
+void sy_admin_set_applied(struct sy_admin *a, sy_admin_applied_cb applied, void *arg)
+{
+    a->applied = applied;
+    a->applied_arg = arg;
+}
+
+static int cmd_help(struct sy_admin_req *req)
+{
+    struct sy_admin *a = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (req->argc > 1)
+        return sy_reply_error(r, "usage: help");
+    sy_json_begin_array(r, "commands");
+    for (size_t t = 0; t < a->n_tables; t++) {
+        for (const struct sy_admin_cmd *c = a->tables[t].cmds; c->name; c++) {
+            if (!c->help)
+                continue; /* internal: not listed */
+            sy_reply_printf(r, "%s\n", c->help);
+            sy_json_begin_object(r, NULL);
+            sy_json_str(r, "name", c->name);
+            sy_json_str(r, "help", c->help);
+            sy_json_end_object(r);
+        }
+    }
+    sy_json_end_array(r);
+    sy_reply_printf(r, "(any command: prefix `json` or add `--json` for one line of JSON)\n");
+    return 0;
+}
+
+static int cmd_ident(struct sy_admin_req *req)
+{
+    struct sy_admin *a = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (req->argc > 1)
+        return sy_reply_error(r, "usage: ident");
+    uint64_t gen = a->state ? sy_state_generation(a->state) : 0;
+    uint64_t seq = a->state ? sy_state_journal_seq(a->state) : 0;
+    sy_reply_printf(r, "switchyard %s pid %d generation %" PRIu64 " journal seq %" PRIu64 "\n",
+                    SY_VERSION, (int)getpid(), gen, seq);
+    sy_json_str(r, "version", SY_VERSION);
+    sy_json_int(r, "pid", (int64_t)getpid());
+    return 0;
+}
+
+int sy_admin_split(const char *line, size_t len, char *buf, char **argv, const char **why)
+{
+    int argc = 0;
+    size_t i = 0, o = 0;
+    while (i < len) {
+        while (i < len && (line[i] == ' ' || line[i] == '\t'))
+            i++;
+        if (i == len)
+            break;
+        if (argc == SY_ADMIN_MAX_ARGS) {
+            *why = "too many words";
+            return -1;
+        }
+        argv[argc++] = buf + o;
+        bool quoted = false;
+        while (i < len) {
+            char c = line[i];
+            if (!quoted && (c == ' ' || c == '\t'))
+                break;
+            i++;
+            if (c == '"') {
+                quoted = !quoted;
+                continue;
+            }
+            if (quoted && c == '\\') {
+                if (i == len || (line[i] != '"' && line[i] != '\\')) {
+                    *why = "a backslash in quotes must escape \" or \\";
+                    return -1;
+                }
+                c = line[i++];
+            }
+            buf[o++] = c;
+        }
+        if (quoted) {
+            *why = "unterminated quote";
+            return -1;
+        }
+        buf[o++] = '\0';
+    }
+    return argc;
+}
+
+/* Printable ASCII and tabs only: what reaches the journal and the logs must be safe to show. */
+static bool is_printable(const char *line, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)line[i];
+        if ((c < 0x20 && c != '\t') || c >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static const struct sy_admin_cmd *lookup(const struct sy_admin *a, const char *name, void **ctx)
+{
+    for (size_t t = 0; t < a->n_tables; t++) {
+        for (const struct sy_admin_cmd *c = a->tables[t].cmds; c->name; c++) {
+            if (strcmp(c->name, name) == 0) {
+                *ctx = a->tables[t].ctx;
+                return c;
+            }
+        }
+    }
+    return NULL;
+}
+
+bool sy_admin_line_is_json(const char *line, size_t len)
+{
+    /* Decided on the words, as sy_admin_exec decides; a line that does not split is text. */
+    if (len > SY_ADMIN_LINE_MAX)
+        return false;
+    char buf[SY_ADMIN_LINE_MAX + 1];
+    char *argv[SY_ADMIN_MAX_ARGS];
+    const char *why;
+    int argc = sy_admin_split(line, len, buf, argv, &why);
+    for (int i = 0; i < argc; i++)
+        if ((i == 0 && strcmp(argv[i], "json") == 0) || strcmp(argv[i], "--json") == 0)
+            return true;
+    return false;
+}
+
+ssize_t sy_admin_exec(struct sy_admin *a, const char *line, size_t len, const char *payload,
+                      size_t payload_len, const struct sy_peer *peer, uint64_t now_ms,
+                      struct sy_reply *reply, uint64_t *published)
+{
+    *published = 0;
+    if (len > SY_ADMIN_LINE_MAX) {
+        sy_reply_error(reply, "line too long (at most %d bytes)", SY_ADMIN_LINE_MAX);
+        return 0;
+    }
+    if (!is_printable(line, len)) {
+        sy_reply_error(reply, "a command is printable ASCII: no control characters, no bytes "
+                              "above 0x7e");
+        return 0;
+    }
+    char buf[SY_ADMIN_LINE_MAX + 1];
+    char *argv[SY_ADMIN_MAX_ARGS];
+    const char *why = NULL;
+    int argc = sy_admin_split(line, len, buf, argv, &why);
+    if (argc < 0) {
+        sy_reply_error(reply, "%s", why);
+        return 0;
+    }
+    /* `json CMD ...` or `--json` anywhere: the caller chose the mode from the same words. */
+    int k = 0;
+    for (int i = 0; i < argc; i++)
+        if (!((i == 0 && strcmp(argv[i], "json") == 0) || strcmp(argv[i], "--json") == 0))
+            argv[k++] = argv[i];
+    argc = k;
+    if (argc == 0) {
+        sy_reply_error(reply, "empty command (try help)");
+        return 0;
+    }
+    void *ctx = NULL;
+    const struct sy_admin_cmd *cmd = lookup(a, argv[0], &ctx);
+    if (!cmd) {
+        sy_reply_error(reply, "unknown command '%.64s' (try help)", argv[0]);
+        return 0;
+    }
+    if (cmd->payload && !payload) {
+        ssize_t need = cmd->payload(argc, argv, reply);
+        if (need != 0)
+            return need < 0 ? 0 : need;
+    }
+    char command[SY_ADMIN_LINE_MAX + 1];
+    size_t off = 0;
+    for (int i = 0; i < argc; i++) {
+        size_t n = strlen(argv[i]);
+        if (i)
+            command[off++] = ' ';
+        memcpy(command + off, argv[i], n);
+        off += n;
+    }
+    command[off] = '\0';
+    struct sy_admin_req req = {
+        .argc = argc,
+        .argv = argv,
+        .command = command,
+        .peer = *peer,
+        .now_ms = now_ms,
+        .payload = payload,
+        .payload_len = payload_len,
+        .reply = reply,
+        .ctx = ctx,
+    };
+    int rc = cmd->handler(&req);
+    if (rc != 0 && !reply->failed)
+        sy_reply_error(reply, "%s", sy_strerror(rc));
+    *published = req.published;
+    return 0;
+}
+
+char *sy_admin_format(const struct sy_admin *a, const struct sy_reply *r, size_t *len)
+{
+    struct sy_reply out;
+    sy_reply_init(&out, false);
+    if (!r->json) {
+        if (r->len)
+            add(&out, r->p, r->len);
+        if (r->len && r->p[r->len - 1] != '\n')
+            add(&out, "\n", 1);
+        if (r->failed) {
+            add(&out, "error: ", 7);
+            add(&out, r->error, strlen(r->error));
+            add(&out, "\n", 1);
+        } else {
+            add(&out, "ok\n", 3);
+        }
+    } else {
+        char head[160];
+        uint64_t gen = a && a->state ? sy_state_generation(a->state) : 0;
+        uint64_t seq = a && a->state ? sy_state_journal_seq(a->state) : 0;
+        const char *start = r->failed ? "{\"ok\":false,\"error\":" : "{\"ok\":true";
+        add(&out, start, strlen(start));
+        if (r->failed)
+            sy_admin_json_escape(&out, r->error);
+        int n = snprintf(head, sizeof(head), ",\"generation\":%" PRIu64 ",\"journal_seq\":%" PRIu64,
+                         gen, seq);
+        add(&out, head, (size_t)n);
+        if (r->len)
+            add(&out, r->p, r->len);
+        add(&out, "}\n", 2);
+    }
+    *len = out.len;
+    return out.p;
+}

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/* The admin socket: a UNIX stream socket served by the control thread's event loop, one
+ * command per line of text, every answer ending with `ok` or `error: <why>` (or, for a
+ * command prefixed with `json` or carrying `--json`, one line holding one JSON object). Peers
+ * are checked with SO_PEERCRED. The commands come from tables that modules register; `help`
+ * is built from them. The client side (switchyardctl, `switchyard -t`) is here too. */
+#ifndef SWITCHYARD_ADMIN_H
+#define SWITCHYARD_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "switchyard/base.h"
+#include "switchyard/config.h"
+#include "switchyard/proxy.h"
+#include "switchyard/state.h"
+
+/** Longest command line, newline excluded. A longer one is refused and the connection closed. */
+#define SY_ADMIN_LINE_MAX 4096
+/** Most words in one command. */
+#define SY_ADMIN_MAX_ARGS 128
+/** Largest payload (`diff`: the file to compare). */
+#define SY_ADMIN_PAYLOAD_MAX (4u << 20)
+/** Admin connections served at once; more are refused. */
+#define SY_ADMIN_MAX_CLIENTS 64
+/** The socket switchyardctl uses when neither -s nor $SWITCHYARD_SOCKET says. */
+#define SY_ADMIN_DEFAULT_SOCKET "/run/switchyard/admin.sock"
+
+/** The process at the other end of an admin connection (SO_PEERCRED, SO_PEERGROUPS). */
+struct sy_peer {
+    uint32_t uid, gid;
+    int32_t pid;
+    const uint32_t *groups; /* supplementary groups, when the kernel told them */
+    size_t n_groups;
+};
+
+/**
+ * Whether `peer` may use the admin socket of a daemon running as `euid`: root, the daemon's
+ * own uid, a uid in `spec->allow_uids`, or a primary or supplementary gid in
+ * `spec->allow_gids`. `spec` may be NULL (no lists). Any thread.
+ */
+bool sy_admin_peer_allowed(const struct sy_admin_spec *spec, uint32_t euid,
+                           const struct sy_peer *peer);
+
+/* -- replies ---------------------------------------------------------------------------------- */
+
+/** An answer being built: lines of text, or the members of one JSON object. */
+struct sy_reply {
+    bool json;
+    char *p; /* text lines, or JSON members (each preceded by ',' where one is needed) */
+    size_t len, cap;
+    bool failed;
+    char error[512]; /* when failed: the reason (one line) */
+    /* JSON writer: whether the container at each depth needs a ',' before its next member. */
+    bool comma[16];
+    int depth;
+};
+
+void sy_reply_init(struct sy_reply *r, bool json);
+void sy_reply_dispose(struct sy_reply *r);
+
+/** Appends text (text mode only: ignored in JSON mode). */
+void sy_reply_printf(struct sy_reply *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/** Marks the answer failed with a reason for a person (the first reason wins). Returns
+ * SY_ERR_INVALID, for `return sy_reply_error(r, ...)`. */
+int sy_reply_error(struct sy_reply *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* JSON members (JSON mode only: ignored in text mode). `key` is NULL inside arrays. */
+void sy_json_begin_object(struct sy_reply *r, const char *key);
+void sy_json_end_object(struct sy_reply *r);
+void sy_json_begin_array(struct sy_reply *r, const char *key);
+void sy_json_end_array(struct sy_reply *r);
+void sy_json_str(struct sy_reply *r, const char *key, const char *value); /* NULL -> null */
+void sy_json_uint(struct sy_reply *r, const char *key, uint64_t value);
+void sy_json_int(struct sy_reply *r, const char *key, int64_t value);
+void sy_json_bool(struct sy_reply *r, const char *key, bool value);
+void sy_json_null(struct sy_reply *r, const char *key);
+
+/* -- commands --------------------------------------------------------------------------------- */
+
+/** One command as a handler sees it. Everything is borrowed for the call. */
+struct sy_admin_req {
+    int argc;
+    char **argv;         /* argv[0] is the command's name; `json` and `--json` are removed */
+    const char *command; /* the words joined by single spaces: what the journal records */
+    struct sy_peer peer;
+    uint64_t now_ms;     /* unix time in milliseconds */
+    const char *payload; /* the bytes announced by a command that takes a payload, or NULL */
+    size_t payload_len;
+    struct sy_reply *reply;
+    void *ctx; /* the registering module's context */
+    /* Set by a handler that published a snapshot: the answer waits until the data path has
+     * it (see sy_admin_set_applied). */
+    uint64_t published;
+};
+
+/** A command's handler: 0 when it succeeded (answer `ok`), or a negative sy_err after
+ * sy_reply_error(). */
+typedef int (*sy_admin_cmd_cb)(struct sy_admin_req *req);
+
+/**
+ * How many payload bytes the command line `argv` announces (0: none), or a negative sy_err
+ * after sy_reply_error().
+ */
+typedef ssize_t (*sy_admin_payload_cb)(int argc, char **argv, struct sy_reply *reply);
+
+struct sy_admin_cmd {
+    const char *name;
+    const char *help; /* one line: "words  : what it does" */
+    sy_admin_cmd_cb handler;
+    sy_admin_payload_cb payload; /* NULL for a command without a payload */
+};
+
+struct sy_admin;
+
+/**
+ * The command set without a socket (for the server, the tests and the fuzz target). `state`
+ * gives `ident` its generation and journal sequence and the server its allow lists; it may be
+ * NULL. Commands `help` and `ident` are built in.
+ */
+struct sy_admin *sy_admin_new(struct sy_state *state);
+
+/**
+ * Registers a table (ended by a {NULL} entry; borrowed for the admin's life) whose handlers get
+ * `ctx`. Call before serving.
+ */
+void sy_admin_register(struct sy_admin *a, const struct sy_admin_cmd *table, void *ctx);
+
+/** Splits a line into words (spaces and tabs; "double quotes" with \" and \\ keep a word
+ * whole). Returns the count, or -1 with a reason in `why` (static text). `buf` receives the
+ * words (size >= len + 1); argv has room for SY_ADMIN_MAX_ARGS. */
+int sy_admin_split(const char *line, size_t len, char *buf, char **argv, const char **why);
+
+/**
+ * Runs one command line (without its newline) and fills `reply` (initialised by the caller;
+ * its mode is chosen from the line). When the command announces a payload, returns its size
+ * (> 0) without running it: call again with the payload. Otherwise returns 0 once the
+ * command ran (reply->failed says how). `*published` is set to the generation a change
+ * published (0: none). Control thread.
+ */
+ssize_t sy_admin_exec(struct sy_admin *a, const char *line, size_t len, const char *payload,
+                      size_t payload_len, const struct sy_peer *peer, uint64_t now_ms,
+                      struct sy_reply *reply, uint64_t *published);
+
+/** Whether `line` asks for a JSON answer (a `json` first word or `--json`). */
+bool sy_admin_line_is_json(const char *line, size_t len);
+
+/**
+ * Formats a finished reply for the wire into a new string (free() it): the text lines then
+ * `ok` / `error: why`, or one JSON object line {"ok":..,"generation":..,"journal_seq":..,...}.
+ */
+char *sy_admin_format(const struct sy_admin *a, const struct sy_reply *r, size_t *len);
+
+typedef bool (*sy_admin_applied_cb)(uint64_t generation, void *arg);
+
+/**
+ * Makes answers to changes wait until `applied(generation)` is true (polled, at most 2 s):
+ * the data path has installed the snapshot, so that every request started after `ok` sees
+ * it. Without it (NULL), `ok` follows the publish at once.
+ */
+void sy_admin_set_applied(struct sy_admin *a, sy_admin_applied_cb applied, void *arg);
+
+struct event_base;
+
+/**
+ * Creates the socket at `path` (mode 0600, or 0666 when the config has allow lists: the peer
+ * check then guards it; a stale socket is replaced, a live one is an error) and serves it on
+ * `base`. Returns 0 or a negative sy_err after logging why. Control thread.
+ */
+int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *path);
+
+/** Closes the socket and every connection, removes the socket file, frees. NULL: no-op. */
+void sy_admin_free(struct sy_admin *a);
+
+/* -- the routing commands (admin/commands.c) ------------------------------------------------- */
+
+/** Sums the data path's traffic counters (sy_workers_traffic, for a daemon). */
+typedef void (*sy_admin_traffic_cb)(void *arg, sy_traffic_cb cb, void *cb_arg);
+
+struct sy_admin_routing {
+    struct sy_state *state;
+    sy_admin_traffic_cb traffic; /* NULL: no counters */
+    void *traffic_arg;
+};
+
+/**
+ * Registers status, weights, switch, revert, release, reload, explain, history and diff
+ * against `env` (borrowed for the admin's life).
+ */
+void sy_admin_routing_init(struct sy_admin *a, struct sy_admin_routing *env);
+
+/* -- the client side (admin/client.c) -------------------------------------------------------- */
+
+/** One instance's answer. */
+struct sy_admin_answer {
+    char *text; /* everything received, NUL-terminated (the last line included) */
+    size_t len;
+    bool ok;       /* the last line is `ok` (or a JSON object with "ok":true) */
+    char why[256]; /* when the instance could not be asked: why (connect, timeout, ...) */
+    bool reached;
+};
+
+/**
+ * Sends `line` (a newline is added) and `payload` (may be NULL) to the admin socket at `path`
+ * and reads the answer, within `timeout_ms`. Returns 0 when an answer arrived (ok or not), or
+ * a negative sy_err with answer->why set. Free with sy_admin_answer_dispose(). Blocking.
+ */
+int sy_admin_call(const char *path, const char *line, const char *payload, size_t payload_len,
+                  int timeout_ms, struct sy_admin_answer *answer);
+
+void sy_admin_answer_dispose(struct sy_admin_answer *answer);
+
+/**
+ * Joins words into one command line for sy_admin_split(): a word that is empty or holds a
+ * space, a tab, a quote or a backslash is written in double quotes. Returns the length, or -1
+ * when it does not fit in `size` (NUL included).
+ */
+int sy_admin_join(int argc, char *const *argv, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/* The operator's overrides and the journal that makes them durable. An override gives one app
+ * weights by cluster name, above the file's; the set of overrides in force is what replaying
+ * the journal (the `state` file) yields. Every change is one appended record, fsynced before
+ * the caller acknowledges it; the journal is compacted into one snapshot record when it grows.
+ * Control thread only (nothing here locks). */
+#ifndef SWITCHYARD_OVERRIDES_H
+#define SWITCHYARD_OVERRIDES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "switchyard/base.h"
+#include "switchyard/routing.h"
+
+/** Records after which the journal is rewritten as one snapshot record (the default). */
+#define SY_JOURNAL_COMPACT_AFTER 1000
+/** A journal larger than this is compacted whatever its record count. */
+#define SY_JOURNAL_COMPACT_BYTES (8u << 20)
+/** Longest journal line read back (a snapshot of many apps is one line). */
+#define SY_JOURNAL_MAX_LINE (16u << 20)
+/** Longest command text kept with a change. */
+#define SY_ACTOR_COMMAND_MAX 4096
+
+/** Who made a change, when, and with which command. Borrowed by the calls that take it. */
+struct sy_actor {
+    uint64_t time_ms;    /* unix time in milliseconds */
+    uint32_t uid;        /* the peer's uid (SO_PEERCRED) */
+    int32_t pid;         /* the peer's pid, 0 when unknown */
+    const char *command; /* the command as received: printable ASCII */
+};
+
+/** One app's override in force. Every field is owned by the set that holds it. */
+struct sy_override {
+    char *app;
+    struct sy_route_weight *weights; /* the non-zero weights, by cluster name (names owned) */
+    size_t n_weights;
+    uint64_t seq; /* the journal record that set it */
+    uint64_t time_ms;
+    uint32_t uid;
+    int32_t pid;
+    char *command;
+};
+
+/** A set of overrides, at most one per app, in the order they were first set. */
+struct sy_overrides {
+    struct sy_override *v;
+    size_t n, cap;
+};
+
+void sy_overrides_init(struct sy_overrides *s);
+void sy_overrides_dispose(struct sy_overrides *s);
+/** Makes `dst` (initialised or disposed) a deep copy of `src`. */
+void sy_overrides_copy(struct sy_overrides *dst, const struct sy_overrides *src);
+/** The override of `app`, or NULL. Valid until the set changes. */
+const struct sy_override *sy_overrides_find(const struct sy_overrides *s, const char *app);
+
+/**
+ * The set as sy_route_table_build() takes it: a new array of s->n entries (free() it; the
+ * entries borrow from `s` and are valid until it changes). NULL when the set is empty.
+ */
+struct sy_route_override *sy_overrides_view(const struct sy_overrides *s);
+
+/** One app's part of a change. */
+struct sy_override_change {
+    const char *app;
+    bool release;                          /* drop the app's override; `override` is ignored */
+    const struct sy_route_weight *weights; /* the new override by cluster name (zeros dropped) */
+    size_t n_weights;
+    /* For the audit only: the weights in force before and after the change, every cluster. */
+    const struct sy_route_weight *from, *to;
+    size_t n_from, n_to;
+};
+
+/** Applies a change (record `seq` by `who`) to a set: what replay does with each record. */
+void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change *ch, size_t n,
+                        uint64_t seq, const struct sy_actor *who);
+
+/** A record read back from the journal. Everything in it is owned by the record. */
+struct sy_journal_record {
+    uint64_t seq, time_ms;
+    uint32_t uid;
+    int32_t pid;
+    char *command;
+    bool compact; /* a snapshot written by compaction: `set` holds the overrides in force */
+    struct sy_override_change *changes;
+    size_t n_changes;
+    struct sy_overrides set;
+};
+
+struct sy_journal;
+
+struct sy_journal_opts {
+    bool create;          /* create the file when it is missing (else SY_ERR_NOTFOUND) */
+    bool discard;         /* a journal that cannot be read is renamed to PATH.corrupt-TIME and
+                             a new one started (logged as an error), instead of failing */
+    size_t compact_after; /* records; 0 means SY_JOURNAL_COMPACT_AFTER */
+    bool no_sync;         /* tests and fuzzing only: no fsync */
+};
+
+/**
+ * Opens the journal at `path` and replays it. A torn last line (no newline: a crash during a
+ * write that was never acknowledged) is logged, ignored and cut off. Any other damage (a line
+ * that is not a record, a bad checksum, a sequence gap) fails with `path:line: why` in `d`,
+ * unless opts->discard. The file is locked (flock) so that two daemons cannot share it.
+ * Returns 0, SY_ERR_NOTFOUND (missing and not opts->create), SY_ERR_INVALID (damaged),
+ * SY_ERR_SYS (I/O; also logged) or SY_ERR_AGAIN (locked by another process); *out untouched
+ * on failure. `path` is copied; the diagnostics borrow it (keep it as long as `d`).
+ */
+int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct sy_diags *d,
+                    struct sy_journal **out);
+
+/** The overrides the journal says are in force (borrowed; valid until the next append). */
+const struct sy_overrides *sy_journal_overrides(const struct sy_journal *j);
+
+/** The sequence number of the last change (0 for a new journal). */
+uint64_t sy_journal_seq(const struct sy_journal *j);
+
+const char *sy_journal_path(const struct sy_journal *j);
+
+/**
+ * Appends one record (sequence sy_journal_seq() + 1) with the changes `ch`, fsyncs it and
+ * only then applies it to the set. Compacts the journal when it has grown past its limits (a
+ * failed compaction is logged; the record stays durable). On failure nothing was applied and
+ * the file is as it was; `err` says why. Returns 0 or SY_ERR_SYS.
+ */
+int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
+                      const struct sy_override_change *ch, size_t n, char *err, size_t errlen);
+
+typedef void (*sy_journal_record_cb)(const struct sy_journal_record *r, void *arg);
+
+/**
+ * Calls `cb` for the last `last` change records (oldest first), read back from the journal and
+ * from the file the last compaction set aside (PATH.old); snapshot records are skipped. Returns 0
+ * or a negative sy_err (the journal could not be read). Blocking (reads files).
+ */
+int sy_journal_history(const struct sy_journal *j, size_t last, sy_journal_record_cb cb, void *arg);
+
+/** Closes the file (and its lock). NULL is a no-op. */
+void sy_journal_close(struct sy_journal *j);
+
+/**
+ * Parses one journal line (without its newline) into `r`. Returns 0, or SY_ERR_INVALID with a
+ * reason in `why` (static text). Free `r` with sy_journal_record_dispose(). Any thread.
+ */
+int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record *r,
+                          const char **why);
+
+void sy_journal_record_dispose(struct sy_journal_record *r);
+
+#endif

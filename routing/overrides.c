@@ -1,0 +1,1204 @@
+/* SPDX-License-Identifier: MIT */
+/* The overrides journal. Each change is one line of JSON ending in a CRC-32 of the line, so
+ * that damage is told from a crash: a record is written with one write(2) and fsynced before
+ * the caller says `ok`, and a crash can only leave a last line without its newline (never
+ * acknowledged: ignored and cut off). Anything else that does not read back stops the start,
+ * unless the operator chose to discard the file: silently losing an emergency revert is the
+ * one thing that must never happen. When the journal has grown, it is rewritten as one
+ * snapshot record (temp file, fsync, rename, fsync of the directory) and the old file is kept
+ * as PATH.old for `history`. A record's sequence number counts changes; a snapshot carries
+ * the number of the last change it includes. */
+#include "switchyard/overrides.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FORMAT_VERSION 1
+#define MAX_DEPTH      8
+#define MAX_FILE_BYTES (256u << 20)
+#define CRC_SUFFIX_LEN 18 /* ,"crc":"xxxxxxxx"} */
+
+/* -- the set ------------------------------------------------------------------------------- */
+
+void sy_overrides_init(struct sy_overrides *s)
+{
+    memset(s, 0, sizeof(*s));
+}
+
+static void override_dispose(struct sy_override *o)
+{
+    for (size_t i = 0; i < o->n_weights; i++)
+        free((char *)o->weights[i].cluster);
+    free(o->weights);
+    free(o->app);
+    free(o->command);
+}
+
+void sy_overrides_dispose(struct sy_overrides *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        override_dispose(&s->v[i]);
+    free(s->v);
+    sy_overrides_init(s);
+}
+
+/* Copies the non-zero weights, names included. */
+static size_t copy_weights(struct sy_route_weight **out, const struct sy_route_weight *w, size_t n)
+{
+    *out = sy_xcalloc(n ? n : 1, sizeof(**out));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (w[i].weight == 0)
+            continue;
+        (*out)[k].cluster = sy_xstrdup(w[i].cluster);
+        (*out)[k].weight = w[i].weight;
+        k++;
+    }
+    return k;
+}
+
+static void override_copy(struct sy_override *dst, const struct sy_override *src)
+{
+    *dst = *src;
+    dst->app = sy_xstrdup(src->app);
+    dst->command = sy_xstrdup(src->command ? src->command : "");
+    dst->n_weights = copy_weights(&dst->weights, src->weights, src->n_weights);
+}
+
+void sy_overrides_copy(struct sy_overrides *dst, const struct sy_overrides *src)
+{
+    sy_overrides_dispose(dst);
+    if (src->n == 0)
+        return;
+    dst->v = sy_xcalloc(src->n, sizeof(*dst->v));
+    dst->cap = src->n;
+    for (size_t i = 0; i < src->n; i++)
+        override_copy(&dst->v[i], &src->v[i]);
+    dst->n = src->n;
+}
+
+static struct sy_override *find(const struct sy_overrides *s, const char *app)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].app, app) == 0)
+            return &s->v[i];
+    return NULL;
+}
+
+const struct sy_override *sy_overrides_find(const struct sy_overrides *s, const char *app)
+{
+    return find(s, app);
+}
+
+struct sy_route_override *sy_overrides_view(const struct sy_overrides *s)
+{
+    if (s->n == 0)
+        return NULL;
+    struct sy_route_override *v = sy_xcalloc(s->n, sizeof(*v));
+    for (size_t i = 0; i < s->n; i++) {
+        v[i].app = s->v[i].app;
+        v[i].weights = s->v[i].weights;
+        v[i].n_weights = s->v[i].n_weights;
+    }
+    return v;
+}
+
+void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change *ch, size_t n,
+                        uint64_t seq, const struct sy_actor *who)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct sy_override *o = find(s, ch[i].app);
+        if (ch[i].release) {
+            if (o) {
+                override_dispose(o);
+                size_t at = (size_t)(o - s->v);
+                memmove(o, o + 1, (s->n - at - 1) * sizeof(*o));
+                s->n--;
+            }
+            continue;
+        }
+        if (o) {
+            override_dispose(o);
+        } else {
+            sy_xgrow((void **)&s->v, &s->cap, s->n + 1, sizeof(*s->v));
+            o = &s->v[s->n++];
+        }
+        memset(o, 0, sizeof(*o));
+        o->app = sy_xstrdup(ch[i].app);
+        o->n_weights = copy_weights(&o->weights, ch[i].weights, ch[i].n_weights);
+        o->seq = seq;
+        o->time_ms = who->time_ms;
+        o->uid = who->uid;
+        o->pid = who->pid;
+        o->command = sy_xstrdup(who->command ? who->command : "");
+    }
+}
+
+/* -- bytes --------------------------------------------------------------------------------- */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const char *s, size_t n)
+{
+    sy_xgrow((void **)&b->p, &b->cap, b->len + n + 1, 1);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_str(struct buf *b, const char *s)
+{
+    buf_add(b, s, strlen(s));
+}
+
+static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        buf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+/* A JSON string. Commands are printable ASCII and names are tokens, but a damaged input must
+ * still come out as valid JSON: control bytes are escaped, bytes >= 0x80 too. */
+static void buf_json_str(struct buf *b, const char *s)
+{
+    buf_add(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            char esc[2] = {'\\', (char)*p};
+            buf_add(b, esc, 2);
+        } else if (*p < 0x20 || *p >= 0x7f) {
+            buf_printf(b, "\\u%04x", *p);
+        } else {
+            buf_add(b, (const char *)p, 1);
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
+/* CRC-32 (IEEE 802.3, reflected, as zlib computes it), a bit at a time: records are small,
+ * and no table means nothing to initialise across threads. */
+static uint32_t crc32_of(const char *p, size_t len)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < len; i++) {
+        c ^= (unsigned char)p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* -- writing records ----------------------------------------------------------------------- */
+
+static void put_weights(struct buf *b, const struct sy_route_weight *w, size_t n, bool skip_zero)
+{
+    buf_add(b, "{", 1);
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        if (skip_zero && w[i].weight == 0)
+            continue;
+        if (!first)
+            buf_add(b, ",", 1);
+        first = false;
+        buf_json_str(b, w[i].cluster);
+        buf_printf(b, ":%u", w[i].weight);
+    }
+    buf_add(b, "}", 1);
+}
+
+static void put_head(struct buf *b, const char *type, uint64_t seq, uint64_t time_ms, uint32_t uid,
+                     int32_t pid, const char *command)
+{
+    buf_printf(b, "{\"v\":%d,\"type\":\"%s\",\"seq\":%" PRIu64 ",\"time\":%" PRIu64, FORMAT_VERSION,
+               type, seq, time_ms);
+    buf_printf(b, ",\"uid\":%" PRIu32 ",\"pid\":%" PRId32 ",\"cmd\":", uid, pid < 0 ? 0 : pid);
+    buf_json_str(b, command ? command : "");
+}
+
+static void put_crc(struct buf *b)
+{
+    uint32_t crc = crc32_of(b->p, b->len);
+    buf_printf(b, ",\"crc\":\"%08" PRIx32 "\"}\n", crc);
+}
+
+static void put_change_record(struct buf *b, uint64_t seq, const struct sy_actor *who,
+                              const struct sy_override_change *ch, size_t n)
+{
+    put_head(b, "change", seq, who->time_ms, who->uid, who->pid, who->command);
+    buf_str(b, ",\"changes\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            buf_add(b, ",", 1);
+        buf_str(b, "{\"app\":");
+        buf_json_str(b, ch[i].app);
+        buf_str(b, ",\"override\":");
+        if (ch[i].release)
+            buf_str(b, "null");
+        else
+            put_weights(b, ch[i].weights, ch[i].n_weights, true);
+        buf_str(b, ",\"from\":");
+        put_weights(b, ch[i].from, ch[i].n_from, false);
+        buf_str(b, ",\"to\":");
+        put_weights(b, ch[i].to, ch[i].n_to, false);
+        buf_add(b, "}", 1);
+    }
+    buf_add(b, "]", 1);
+    put_crc(b);
+}
+
+static void put_compact_record(struct buf *b, uint64_t seq, const struct sy_overrides *s)
+{
+    put_head(b, "compact", seq, (uint64_t)time(NULL) * 1000, (uint32_t)geteuid(), (int32_t)getpid(),
+             "compact");
+    buf_str(b, ",\"set\":[");
+    for (size_t i = 0; i < s->n; i++) {
+        const struct sy_override *o = &s->v[i];
+        if (i)
+            buf_add(b, ",", 1);
+        buf_str(b, "{\"app\":");
+        buf_json_str(b, o->app);
+        buf_str(b, ",\"override\":");
+        put_weights(b, o->weights, o->n_weights, true);
+        buf_printf(b,
+                   ",\"seq\":%" PRIu64 ",\"time\":%" PRIu64 ",\"uid\":%" PRIu32 ",\"pid\":%" PRId32
+                   ",\"cmd\":",
+                   o->seq, o->time_ms, o->uid, o->pid < 0 ? 0 : o->pid);
+        buf_json_str(b, o->command ? o->command : "");
+        buf_add(b, "}", 1);
+    }
+    buf_add(b, "]", 1);
+    put_crc(b);
+}
+
+/* -- reading records: a small strict JSON parser --------------------------------------------- */
+
+enum jtype {
+    J_NULL = 0,
+    J_BOOL,
+    J_UINT, /* only non-negative integers occur in records */
+    J_STR,
+    J_ARR,
+    J_OBJ,
+};
+
+struct jval {
+    enum jtype type;
+    uint64_t u;
+    bool b;
+    char *s;            /* J_STR; NUL-terminated, no NUL inside */
+    struct jval *items; /* J_ARR and J_OBJ */
+    char **keys;        /* J_OBJ */
+    size_t n;
+};
+
+struct jparser {
+    const char *p, *end;
+    const char *why;
+};
+
+static void jfree(struct jval *v)
+{
+    free(v->s);
+    for (size_t i = 0; i < v->n; i++) {
+        jfree(&v->items[i]);
+        if (v->keys)
+            free(v->keys[i]);
+    }
+    free(v->items);
+    free(v->keys);
+    memset(v, 0, sizeof(*v));
+}
+
+static void jskip_ws(struct jparser *jp)
+{
+    while (jp->p < jp->end && (*jp->p == ' ' || *jp->p == '\t'))
+        jp->p++;
+}
+
+static bool jfail(struct jparser *jp, const char *why)
+{
+    if (!jp->why)
+        jp->why = why;
+    return false;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool jstring(struct jparser *jp, char **out)
+{
+    jp->p++; /* the opening quote */
+    struct buf b = {0};
+    buf_add(&b, "", 0);
+    while (jp->p < jp->end && *jp->p != '"') {
+        unsigned char c = (unsigned char)*jp->p;
+        if (c < 0x20) {
+            free(b.p);
+            return jfail(jp, "control character in a string");
+        }
+        if (c != '\\') {
+            buf_add(&b, jp->p++, 1);
+            continue;
+        }
+        if (jp->end - jp->p < 2) {
+            free(b.p);
+            return jfail(jp, "unfinished escape");
+        }
+        char e = jp->p[1];
+        jp->p += 2;
+        char ch;
+        switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+            ch = e;
+            break;
+        case 'n':
+            ch = '\n';
+            break;
+        case 't':
+            ch = '\t';
+            break;
+        case 'r':
+            ch = '\r';
+            break;
+        case 'b':
+            ch = '\b';
+            break;
+        case 'f':
+            ch = '\f';
+            break;
+        case 'u': {
+            /* Only what we write: \u00XX, a byte. */
+            int h[4] = {-1, -1, -1, -1};
+            for (int i = 0; i < 4 && jp->p + i < jp->end; i++)
+                h[i] = hexval(jp->p[i]);
+            if (h[0] != 0 || h[1] != 0 || h[2] < 0 || h[3] < 0 || (h[2] == 0 && h[3] == 0)) {
+                free(b.p);
+                return jfail(jp, "unsupported \\u escape");
+            }
+            ch = (char)(h[2] * 16 + h[3]);
+            jp->p += 4;
+            break;
+        }
+        default:
+            free(b.p);
+            return jfail(jp, "bad escape in a string");
+        }
+        buf_add(&b, &ch, 1);
+    }
+    if (jp->p >= jp->end) {
+        free(b.p);
+        return jfail(jp, "unterminated string");
+    }
+    jp->p++;
+    *out = b.p;
+    return true;
+}
+
+static bool jvalue(struct jparser *jp, struct jval *v, int depth);
+
+static bool jcontainer(struct jparser *jp, struct jval *v, int depth, bool obj)
+{
+    v->type = obj ? J_OBJ : J_ARR;
+    char close = obj ? '}' : ']';
+    size_t cap = 0, kcap = 0;
+    jp->p++;
+    jskip_ws(jp);
+    if (jp->p < jp->end && *jp->p == close) {
+        jp->p++;
+        return true;
+    }
+    for (;;) {
+        jskip_ws(jp);
+        char *key = NULL;
+        if (obj) {
+            if (jp->p >= jp->end || *jp->p != '"')
+                return jfail(jp, "expected a key");
+            if (!jstring(jp, &key))
+                return false;
+            for (size_t i = 0; i < v->n; i++) {
+                if (strcmp(v->keys[i], key) == 0) {
+                    free(key);
+                    return jfail(jp, "duplicate key");
+                }
+            }
+            jskip_ws(jp);
+            if (jp->p >= jp->end || *jp->p != ':') {
+                free(key);
+                return jfail(jp, "expected ':'");
+            }
+            jp->p++;
+        }
+        sy_xgrow((void **)&v->items, &cap, v->n + 1, sizeof(*v->items));
+        if (obj) {
+            sy_xgrow((void **)&v->keys, &kcap, v->n + 1, sizeof(*v->keys));
+            v->keys[v->n] = key;
+        }
+        memset(&v->items[v->n], 0, sizeof(v->items[v->n]));
+        v->n++;
+        if (!jvalue(jp, &v->items[v->n - 1], depth + 1))
+            return false;
+        jskip_ws(jp);
+        if (jp->p < jp->end && *jp->p == ',') {
+            jp->p++;
+            continue;
+        }
+        if (jp->p < jp->end && *jp->p == close) {
+            jp->p++;
+            return true;
+        }
+        return jfail(jp, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+}
+
+static bool jvalue(struct jparser *jp, struct jval *v, int depth)
+{
+    if (depth > MAX_DEPTH)
+        return jfail(jp, "nested too deeply");
+    jskip_ws(jp);
+    if (jp->p >= jp->end)
+        return jfail(jp, "unexpected end of line");
+    char c = *jp->p;
+    if (c == '{' || c == '[')
+        return jcontainer(jp, v, depth, c == '{');
+    if (c == '"') {
+        v->type = J_STR;
+        return jstring(jp, &v->s);
+    }
+    if (c >= '0' && c <= '9') {
+        uint64_t u = 0;
+        const char *start = jp->p;
+        while (jp->p < jp->end && *jp->p >= '0' && *jp->p <= '9') {
+            unsigned d = (unsigned)(*jp->p - '0');
+            if (u > (UINT64_MAX - d) / 10)
+                return jfail(jp, "number too large");
+            u = u * 10 + d;
+            jp->p++;
+        }
+        if (jp->p - start > 1 && *start == '0')
+            return jfail(jp, "number with a leading zero");
+        if (jp->p < jp->end && (*jp->p == '.' || *jp->p == 'e' || *jp->p == 'E'))
+            return jfail(jp, "numbers must be integers");
+        v->type = J_UINT;
+        v->u = u;
+        return true;
+    }
+    static const struct {
+        const char *word;
+        enum jtype type;
+        bool b;
+    } words[] = {{"null", J_NULL, false}, {"true", J_BOOL, true}, {"false", J_BOOL, false}};
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        size_t len = strlen(words[i].word);
+        if ((size_t)(jp->end - jp->p) >= len && memcmp(jp->p, words[i].word, len) == 0) {
+            jp->p += len;
+            v->type = words[i].type;
+            v->b = words[i].b;
+            return true;
+        }
+    }
+    return jfail(jp, c == '-' ? "negative number" : "unexpected character");
+}
+
+static const struct jval *jget(const struct jval *obj, const char *key)
+{
+    for (size_t i = 0; i < obj->n; i++)
+        if (strcmp(obj->keys[i], key) == 0)
+            return &obj->items[i];
+    return NULL;
+}
+
+static bool get_uint(const struct jval *obj, const char *key, uint64_t max, uint64_t *out)
+{
+    const struct jval *v = jget(obj, key);
+    if (!v || v->type != J_UINT || v->u > max)
+        return false;
+    *out = v->u;
+    return true;
+}
+
+static const char *get_str(const struct jval *obj, const char *key)
+{
+    const struct jval *v = jget(obj, key);
+    return v && v->type == J_STR ? v->s : NULL;
+}
+
+/* A cluster name as the config allows it: what a record names must be safe to show. */
+static bool is_name(const char *s, size_t max)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* {"cluster": N, ...} into owned weights. */
+static bool get_weights(const struct jval *v, struct sy_route_weight **out, size_t *n,
+                        const char **why)
+{
+    if (!v || v->type != J_OBJ) {
+        *why = "weights must be an object";
+        return false;
+    }
+    *out = sy_xcalloc(v->n ? v->n : 1, sizeof(**out));
+    *n = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (!is_name(v->keys[i], 63) || v->items[i].type != J_UINT || v->items[i].u > 100) {
+            *why = "a weight must be a cluster name and an integer 0..100";
+            return false;
+        }
+        (*out)[i].cluster = sy_xstrdup(v->keys[i]);
+        (*out)[i].weight = (unsigned)v->items[i].u;
+        (*n)++;
+    }
+    return true;
+}
+
+static void free_weights(struct sy_route_weight *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((char *)w[i].cluster);
+    free(w);
+}
+
+void sy_journal_record_dispose(struct sy_journal_record *r)
+{
+    for (size_t i = 0; i < r->n_changes; i++) {
+        struct sy_override_change *c = &r->changes[i];
+        free((char *)c->app);
+        free_weights((struct sy_route_weight *)c->weights, c->n_weights);
+        free_weights((struct sy_route_weight *)c->from, c->n_from);
+        free_weights((struct sy_route_weight *)c->to, c->n_to);
+    }
+    free(r->changes);
+    free(r->command);
+    sy_overrides_dispose(&r->set);
+    memset(r, 0, sizeof(*r));
+}
+
+static bool read_head(const struct jval *o, uint64_t *seq, uint64_t *time_ms, uint32_t *uid,
+                      int32_t *pid, char **cmd, const char **why)
+{
+    uint64_t u, p;
+    const char *c = get_str(o, "cmd");
+    if (!get_uint(o, "seq", UINT64_MAX, seq) || !get_uint(o, "time", UINT64_MAX, time_ms) ||
+        !get_uint(o, "uid", UINT32_MAX, &u) || !get_uint(o, "pid", INT32_MAX, &p) || !c) {
+        *why = "missing or bad seq, time, uid, pid or cmd";
+        return false;
+    }
+    *uid = (uint32_t)u;
+    *pid = (int32_t)p;
+    *cmd = sy_xstrdup(c);
+    return true;
+}
+
+static bool read_record(const struct jval *root, struct sy_journal_record *r, const char **why)
+{
+    uint64_t v;
+    if (root->type != J_OBJ) {
+        *why = "a record must be a JSON object";
+        return false;
+    }
+    if (!get_uint(root, "v", UINT32_MAX, &v) || v != FORMAT_VERSION) {
+        *why = "unknown record version (written by a newer switchyard?)";
+        return false;
+    }
+    const char *type = get_str(root, "type");
+    if (!type || (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0)) {
+        *why = "unknown record type";
+        return false;
+    }
+    if (!read_head(root, &r->seq, &r->time_ms, &r->uid, &r->pid, &r->command, why))
+        return false;
+    r->compact = strcmp(type, "compact") == 0;
+    const struct jval *list = jget(root, r->compact ? "set" : "changes");
+    if (!list || list->type != J_ARR) {
+        *why = r->compact ? "a snapshot needs a 'set' list" : "a change needs a 'changes' list";
+        return false;
+    }
+    if (!r->compact) {
+        if (list->n == 0) {
+            *why = "a change must change something";
+            return false;
+        }
+        r->changes = sy_xcalloc(list->n, sizeof(*r->changes));
+    }
+    for (size_t i = 0; i < list->n; i++) {
+        const struct jval *e = &list->items[i];
+        const char *app = e->type == J_OBJ ? get_str(e, "app") : NULL;
+        if (!app || !is_name(app, 255)) {
+            *why = "an entry needs an app name";
+            return false;
+        }
+        const struct jval *ov = jget(e, "override");
+        if (!ov) {
+            *why = "an entry needs an 'override'";
+            return false;
+        }
+        if (r->compact) {
+            if (ov->type == J_NULL || find(&r->set, app)) {
+                *why = "a snapshot entry is repeated or has no override weights";
+                return false;
+            }
+            struct sy_override o = {0};
+            bool ok = get_weights(ov, &o.weights, &o.n_weights, why) &&
+                      read_head(e, &o.seq, &o.time_ms, &o.uid, &o.pid, &o.command, why);
+            o.app = sy_xstrdup(app);
+            sy_xgrow((void **)&r->set.v, &r->set.cap, r->set.n + 1, sizeof(*r->set.v));
+            r->set.v[r->set.n++] = o; /* disposed with the record, whole or not */
+            if (!ok)
+                return false;
+            continue;
+        }
+        struct sy_override_change *c = &r->changes[r->n_changes++];
+        c->app = sy_xstrdup(app);
+        struct sy_route_weight *w = NULL;
+        if (ov->type == J_NULL) {
+            c->release = true;
+        } else {
+            bool ok = get_weights(ov, &w, &c->n_weights, why);
+            c->weights = w;
+            if (!ok)
+                return false;
+        }
+        bool ok = get_weights(jget(e, "from"), &w, &c->n_from, why);
+        c->from = w;
+        if (!ok)
+            return false;
+        ok = get_weights(jget(e, "to"), &w, &c->n_to, why);
+        c->to = w;
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record *r,
+                          const char **why)
+{
+    memset(r, 0, sizeof(*r));
+    *why = NULL;
+    static const char suffix_head[] = ",\"crc\":\"";
+    if (len < CRC_SUFFIX_LEN + 2 || line[len - 1] != '}' || line[len - 2] != '"' ||
+        memcmp(line + len - CRC_SUFFIX_LEN, suffix_head, sizeof(suffix_head) - 1) != 0) {
+        *why = "not a record (no checksum at the end)";
+        return SY_ERR_INVALID;
+    }
+    uint32_t want = 0;
+    const char *hex = line + len - 10;
+    for (int i = 0; i < 8; i++) {
+        int h = hexval(hex[i]);
+        if (h < 0 || (hex[i] >= 'A' && hex[i] <= 'F')) {
+            *why = "bad checksum field";
+            return SY_ERR_INVALID;
+        }
+        want = want << 4 | (uint32_t)h;
+    }
+    if (crc32_of(line, len - CRC_SUFFIX_LEN) != want) {
+        *why = "checksum mismatch (the record was damaged)";
+        return SY_ERR_INVALID;
+    }
+    struct jparser jp = {line, line + len, NULL};
+    struct jval root = {0};
+    bool ok = jvalue(&jp, &root, 0);
+    jskip_ws(&jp);
+    if (ok && jp.p != jp.end)
+        ok = jfail(&jp, "trailing bytes after the record");
+    if (!ok) {
+        *why = jp.why;
+        jfree(&root);
+        return SY_ERR_INVALID;
+    }
+    ok = read_record(&root, r, why);
+    jfree(&root);
+    if (!ok) {
+        if (!*why)
+            *why = "malformed record";
+        sy_journal_record_dispose(r);
+        return SY_ERR_INVALID;
+    }
+    return 0;
+}
+
+/* -- the journal --------------------------------------------------------------------------- */
+
+struct sy_journal {
+    char *path;
+    int fd;
+    struct sy_journal_opts opts;
+    struct sy_overrides set;
+    uint64_t seq;
+    size_t records; /* in the current file */
+    off_t size;     /* bytes of whole records in the current file */
+    bool broken;    /* a failed write could not be undone: refuse appends until restart */
+};
+
+static int fsync_dir(const char *path)
+{
+    char *dir = sy_xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        strcpy(dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
+    if (fd == -1 || fsync(fd) == -1) {
+        sy_log_errno(SY_LOG_ERROR, "journal", "cannot fsync directory %s", dir);
+        rc = SY_ERR_SYS;
+    }
+    if (fd != -1)
+        close(fd);
+    free(dir);
+    return rc;
+}
+
+static int sync_fd(const struct sy_journal *j, int fd)
+{
+    if (j->opts.no_sync)
+        return 0;
+    return fdatasync(fd) == -1 ? -1 : 0;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads the whole file (bounded). */
+static int slurp(int fd, const char *path, char **out, size_t *len)
+{
+    struct buf b = {0};
+    for (;;) {
+        sy_xgrow((void **)&b.p, &b.cap, b.len + 65536, 1);
+        ssize_t n = read(fd, b.p + b.len, b.cap - b.len);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1) {
+            sy_log_errno(SY_LOG_ERROR, "journal", "cannot read %s", path);
+            free(b.p);
+            return SY_ERR_SYS;
+        }
+        if (n == 0)
+            break;
+        b.len += (size_t)n;
+        if (b.len > MAX_FILE_BYTES) {
+            free(b.p);
+            return SY_ERR_LIMIT;
+        }
+    }
+    *out = b.p;
+    *len = b.len;
+    return 0;
+}
+
+/* Replays `text` into j. Returns 0 with *good set to the length of the whole records, or
+ * SY_ERR_INVALID with a diagnostic. */
+static int replay(struct sy_journal *j, const char *file, const char *text, size_t len,
+                  struct sy_diags *d, size_t *good)
+{
+    size_t off = 0;
+    int line = 0;
+    bool first = true;
+    while (off < len) {
+        const char *nl = memchr(text + off, '\n', len - off);
+        if (!nl)
+            break; /* the torn tail: the caller cuts it off */
+        line++;
+        size_t n = (size_t)(nl - (text + off));
+        struct sy_journal_record r;
+        const char *why = NULL;
+        if (n > SY_JOURNAL_MAX_LINE) {
+            sy_diags_add(d, file, line, 0, "record longer than %u bytes", SY_JOURNAL_MAX_LINE);
+            return SY_ERR_INVALID;
+        }
+        if (sy_journal_parse_line(text + off, n, &r, &why) != 0) {
+            sy_diags_add(d, file, line, 0, "%s", why);
+            return SY_ERR_INVALID;
+        }
+        if (r.compact && !first) {
+            sy_diags_add(d, file, line, 0, "a snapshot record after the first line");
+            sy_journal_record_dispose(&r);
+            return SY_ERR_INVALID;
+        }
+        uint64_t want = r.compact ? r.seq : j->seq + 1;
+        if (r.seq != want) {
+            sy_diags_add(d, file, line, 0, "sequence jumps from %" PRIu64 " to %" PRIu64, j->seq,
+                         r.seq);
+            sy_journal_record_dispose(&r);
+            return SY_ERR_INVALID;
+        }
+        if (r.compact) {
+            sy_overrides_dispose(&j->set);
+            j->set = r.set;
+            sy_overrides_init(&r.set);
+        } else {
+            struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
+            sy_overrides_apply(&j->set, r.changes, r.n_changes, r.seq, &who);
+        }
+        j->seq = r.seq;
+        j->records++;
+        first = false;
+        sy_journal_record_dispose(&r);
+        off = (size_t)(nl - text) + 1;
+    }
+    *good = off;
+    return 0;
+}
+
+/* Moves a damaged journal aside: PATH.corrupt-UNIXTIME. */
+static int set_aside(const char *path)
+{
+    char aside[PATH_MAX];
+    int n = snprintf(aside, sizeof(aside), "%s.corrupt-%lld", path, (long long)time(NULL));
+    if (n < 0 || (size_t)n >= sizeof(aside) || rename(path, aside) == -1) {
+        sy_log_errno(SY_LOG_ERROR, "journal", "cannot move %s aside", path);
+        return SY_ERR_SYS;
+    }
+    sy_log(SY_LOG_ERROR, "journal",
+           "DISCARDED the overrides journal %s (moved to %s): every override it held is gone "
+           "and the file's weights apply",
+           path, aside);
+    return 0;
+}
+
+static int open_locked(const char *path, bool create, int *out)
+{
+    int fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+    if (fd == -1)
+        return errno == ENOENT && !create ? SY_ERR_NOTFOUND : SY_ERR_SYS;
+    if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return e == EWOULDBLOCK ? SY_ERR_AGAIN : SY_ERR_SYS;
+    }
+    *out = fd;
+    return 0;
+}
+
+int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct sy_diags *d,
+                    struct sy_journal **out)
+{
+    size_t first_diag = d->n;
+    struct sy_journal *j = sy_xcalloc(1, sizeof(*j));
+    j->path = sy_xstrdup(path);
+    j->fd = -1;
+    if (opts)
+        j->opts = *opts;
+    if (j->opts.compact_after == 0)
+        j->opts.compact_after = SY_JOURNAL_COMPACT_AFTER;
+    sy_overrides_init(&j->set);
+
+    struct stat st;
+    bool existed = stat(path, &st) == 0;
+    int rc = open_locked(path, j->opts.create, &j->fd);
+    if (rc == SY_ERR_AGAIN) {
+        sy_diags_add(d, path, 0, 0,
+                     "the overrides journal is locked by another process "
+                     "(another switchyard with the same `state:` file?)");
+        goto out_fail;
+    }
+    if (rc == SY_ERR_NOTFOUND)
+        goto out_fail;
+    if (rc) {
+        sy_diags_add(d, path, 0, 0, "cannot open the overrides journal: %s", strerror(errno));
+        goto out_fail;
+    }
+    if (!existed && !j->opts.no_sync && fsync_dir(path) != 0) {
+        sy_diags_add(d, path, 0, 0, "cannot make the new journal durable (fsync of its directory)");
+        rc = SY_ERR_SYS;
+        goto out_fail;
+    }
+
+    char *text = NULL;
+    size_t len = 0, good = 0;
+    rc = slurp(j->fd, path, &text, &len);
+    if (rc == SY_ERR_LIMIT) {
+        sy_diags_add(d, path, 0, 0, "the overrides journal is larger than %u bytes",
+                     MAX_FILE_BYTES);
+        rc = SY_ERR_INVALID;
+    } else if (rc) {
+        sy_diags_add(d, path, 0, 0, "cannot read the overrides journal: %s", strerror(errno));
+    } else {
+        rc = replay(j, path, text, len, d, &good);
+    }
+    if (rc == SY_ERR_INVALID && j->opts.discard) {
+        free(text);
+        text = NULL;
+        close(j->fd);
+        j->fd = -1;
+        sy_overrides_dispose(&j->set);
+        j->seq = 0;
+        j->records = 0;
+        char line[512];
+        for (size_t i = first_diag; i < d->n; i++) {
+            sy_diag_format(&d->v[i], line, sizeof(line));
+            sy_log(SY_LOG_ERROR, "journal", "cannot read: %s", line);
+        }
+        d->n = first_diag; /* reported above; the open goes on */
+        if ((rc = set_aside(path)) != 0 || (rc = open_locked(path, true, &j->fd)) != 0 ||
+            (!j->opts.no_sync && (rc = fsync_dir(path)) != 0)) {
+            sy_diags_add(d, path, 0, 0, "cannot start a new overrides journal: %s",
+                         strerror(errno));
+            goto out_fail;
+        }
+        len = good = 0;
+    } else if (rc) {
+        free(text);
+        goto out_fail;
+    }
+    if (good < len) {
+        /* Bytes after the last newline: a write cut short by a crash (a NUL-filled block, or a
+         * record without its newline). It was never acknowledged. */
+        sy_log(SY_LOG_WARN, "journal",
+               "%s: ignoring a torn last record (%zu bytes after line %zu): a write cut short "
+               "before it was acknowledged",
+               path, len - good, j->records);
+        if (ftruncate(j->fd, (off_t)good) == -1 || sync_fd(j, j->fd) == -1) {
+            sy_diags_add(d, path, 0, 0, "cannot cut off the torn last record: %s", strerror(errno));
+            free(text);
+            rc = SY_ERR_SYS;
+            goto out_fail;
+        }
+    }
+    free(text);
+    j->size = (off_t)good;
+    *out = j;
+    return 0;
+
+out_fail:
+    sy_journal_close(j);
+    return rc;
+}
+
+const struct sy_overrides *sy_journal_overrides(const struct sy_journal *j)
+{
+    return &j->set;
+}
+
+uint64_t sy_journal_seq(const struct sy_journal *j)
+{
+    return j->seq;
+}
+
+const char *sy_journal_path(const struct sy_journal *j)
+{
+    return j->path;
+}
+
+/* Rewrites the journal as one snapshot record. The old file stays as PATH.old (a hard link
+ * made before the rename, so that PATH always names a whole journal). */
+static int compact(struct sy_journal *j)
+{
+    char tmp[PATH_MAX], old[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", j->path) >= sizeof(tmp) ||
+        (size_t)snprintf(old, sizeof(old), "%s.old", j->path) >= sizeof(old))
+        return SY_ERR_LIMIT;
+    struct buf b = {0};
+    put_compact_record(&b, j->seq, &j->set);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (fd == -1) {
+        sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot create %s", tmp);
+        free(b.p);
+        return SY_ERR_SYS;
+    }
+    /* Locked before it takes the journal's name: no other process may take it over. */
+    if (flock(fd, LOCK_EX | LOCK_NB) == -1 || write_all(fd, b.p, b.len) == -1 ||
+        sync_fd(j, fd) == -1) {
+        sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot write %s", tmp);
+        close(fd);
+        unlink(tmp);
+        free(b.p);
+        return SY_ERR_SYS;
+    }
+    if ((unlink(old) == -1 && errno != ENOENT) || link(j->path, old) == -1)
+        sy_log_errno(SY_LOG_WARN, "journal", "compaction: cannot keep the old journal as %s", old);
+    if (rename(tmp, j->path) == -1) {
+        sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot rename %s to %s", tmp, j->path);
+        close(fd);
+        unlink(tmp);
+        free(b.p);
+        return SY_ERR_SYS;
+    }
+    close(j->fd);
+    j->fd = fd;
+    j->size = (off_t)b.len;
+    j->records = 1;
+    free(b.p);
+    if (!j->opts.no_sync)
+        fsync_dir(j->path); /* logged; the rename is done either way */
+    sy_log(SY_LOG_INFO, "journal", "compacted %s: %zu overrides at seq %" PRIu64, j->path, j->set.n,
+           j->seq);
+    return 0;
+}
+
+int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
+                      const struct sy_override_change *ch, size_t n, char *err, size_t errlen)
+{
+    if (j->broken) {
+        snprintf(err, errlen,
+                 "the journal %s could not be repaired after an earlier write "
+                 "error: restart switchyard",
+                 j->path);
+        return SY_ERR_SYS;
+    }
+    struct buf b = {0};
+    put_change_record(&b, j->seq + 1, who, ch, n);
+    if (b.len - 1 > SY_JOURNAL_MAX_LINE) {
+        snprintf(err, errlen, "the change is too large to record");
+        free(b.p);
+        return SY_ERR_LIMIT;
+    }
+    if (write_all(j->fd, b.p, b.len) == -1 || sync_fd(j, j->fd) == -1) {
+        int e = errno;
+        snprintf(err, errlen, "cannot write the journal %s: %s", j->path, strerror(e));
+        sy_log(SY_LOG_ERROR, "journal", "%s", err);
+        /* Undo what may have reached the file, so that it never replays a change we refused:
+         * after a failed fsync, the state of the pages is unknown (so truncate and sync). */
+        if (ftruncate(j->fd, j->size) == -1 || (!j->opts.no_sync && fsync(j->fd) == -1)) {
+            sy_log_errno(SY_LOG_ERROR, "journal",
+                         "cannot undo a failed write to %s: refusing changes until restart",
+                         j->path);
+            j->broken = true;
+        }
+        free(b.p);
+        return SY_ERR_SYS;
+    }
+    j->seq++;
+    j->size += (off_t)b.len;
+    j->records++;
+    free(b.p);
+    sy_overrides_apply(&j->set, ch, n, j->seq, who);
+    if (j->records > j->opts.compact_after || j->size > (off_t)SY_JOURNAL_COMPACT_BYTES)
+        compact(j);
+    return 0;
+}
+
+/* The records of one file, appended to a ring of the last `last`. */
+struct ring {
+    struct sy_journal_record *v;
+    size_t last, n, head;
+};
+
+static void ring_push(struct ring *r, struct sy_journal_record *rec)
+{
+    size_t at = (r->head + r->n) % r->last;
+    if (r->n == r->last) {
+        sy_journal_record_dispose(&r->v[r->head]);
+        r->head = (r->head + 1) % r->last;
+        at = (r->head + r->n - 1) % r->last;
+    } else {
+        r->n++;
+    }
+    r->v[at] = *rec;
+}
+
+static int read_records(const char *path, struct ring *r)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return errno == ENOENT ? 0 : SY_ERR_SYS;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = slurp(fd, path, &text, &len);
+    close(fd);
+    if (rc)
+        return rc;
+    size_t off = 0;
+    while (off < len) {
+        const char *nl = memchr(text + off, '\n', len - off);
+        if (!nl)
+            break;
+        struct sy_journal_record rec;
+        const char *why;
+        if (sy_journal_parse_line(text + off, (size_t)(nl - text) - off, &rec, &why) == 0) {
+            if (rec.compact)
+                sy_journal_record_dispose(&rec); /* a summary of what came before */
+            else
+                ring_push(r, &rec);
+        }
+        off = (size_t)(nl - text) + 1;
+    }
+    free(text);
+    return 0;
+}
+
+int sy_journal_history(const struct sy_journal *j, size_t last, sy_journal_record_cb cb, void *arg)
+{
+    if (last == 0)
+        return 0;
+    struct ring r = {sy_xcalloc(last, sizeof(struct sy_journal_record)), last, 0, 0};
+    char old[PATH_MAX];
+    int rc = 0;
+    /* The file the last compaction set aside holds the changes before it. */
+    if ((size_t)snprintf(old, sizeof(old), "%s.old", j->path) < sizeof(old))
+        rc = read_records(old, &r);
+    if (rc == 0)
+        rc = read_records(j->path, &r);
+    for (size_t i = 0; i < r.n; i++) {
+        struct sy_journal_record *rec = &r.v[(r.head + i) % r.last];
+        if (rc == 0)
+            cb(rec, arg);
+        sy_journal_record_dispose(rec);
+    }
+    free(r.v);
+    return rc;
+}
+
+void sy_journal_close(struct sy_journal *j)
+{
+    if (!j)
+        return;
+    if (j->fd != -1)
+        close(j->fd);
+    sy_overrides_dispose(&j->set);
+    free(j->path);
+    free(j);
+}

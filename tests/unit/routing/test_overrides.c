@@ -1,0 +1,594 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the overrides journal: append and replay, the torn last line a crash leaves,
+ * damage that must stop the start (and the explicit discard), sequence gaps, compaction and
+ * the history it keeps, the lock, a failed write that must leave no trace, and the record
+ * parser's refusals (table-driven). Each test works in its own temporary directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "switchyard/overrides.h"
+
+struct fx {
+    char dir[64];
+    char path[128];
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/sy-test-journal-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/state", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    DIR *d = opendir(f->dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || e->d_name[1] == '.'))
+            continue;
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
+        unlink(p);
+    }
+    if (d)
+        closedir(d);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static const struct sy_journal_opts create_opts = {.create = true, .no_sync = true};
+
+static struct sy_journal *open_ok(const char *path, const struct sy_journal_opts *o)
+{
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_journal *j = NULL;
+    int rc = sy_journal_open(path, o, &d, &j);
+    if (rc != 0) {
+        char line[512];
+        for (size_t i = 0; i < d.n; i++) {
+            sy_diag_format(&d.v[i], line, sizeof(line));
+            fprintf(stderr, "%s\n", line);
+        }
+    }
+    assert_int_equal(rc, 0);
+    sy_diags_dispose(&d);
+    return j;
+}
+
+/* Sets `app` to blue=b, green=g. */
+static void set(struct sy_journal *j, const char *app, unsigned b, unsigned g, const char *cmd)
+{
+    struct sy_route_weight w[2] = {{"blue", b}, {"green", g}};
+    struct sy_route_weight from[2] = {{"blue", 50}, {"green", 50}};
+    struct sy_override_change ch = {
+        .app = app, .weights = w, .n_weights = 2, .from = from, .n_from = 2, .to = w, .n_to = 2};
+    struct sy_actor who = {1700000000123ull, 1000, 42, cmd};
+    char err[256];
+    assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), 0);
+}
+
+static void release(struct sy_journal *j, const char *app)
+{
+    struct sy_override_change ch = {.app = app, .release = true};
+    struct sy_actor who = {1700000000456ull, 0, 7, "release"};
+    char err[256];
+    assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), 0);
+}
+
+static unsigned weight_of(const struct sy_override *o, const char *cluster)
+{
+    for (size_t i = 0; i < o->n_weights; i++)
+        if (strcmp(o->weights[i].cluster, cluster) == 0)
+            return o->weights[i].weight;
+    return 0;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    char *buf = calloc(1, 1 << 20);
+    *len = fread(buf, 1, (1 << 20) - 1, fp);
+    fclose(fp);
+    return buf;
+}
+
+static void write_file(const char *path, const char *text, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(text, 1, len, fp), len);
+    fclose(fp);
+}
+
+static size_t count_lines(const char *path)
+{
+    size_t len, n = 0;
+    char *t = read_file(path, &len);
+    for (size_t i = 0; i < len; i++)
+        n += t[i] == '\n';
+    free(t);
+    return n;
+}
+
+/* -- opening ------------------------------------------------------------------------------- */
+
+static void test_missing_journal_is_not_found_unless_created(void **state)
+{
+    struct fx *f = *state;
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_journal *j = NULL;
+    struct sy_journal_opts o = {.no_sync = true};
+    assert_int_equal(sy_journal_open(f->path, &o, &d, &j), SY_ERR_NOTFOUND);
+    assert_null(j);
+    j = open_ok(f->path, &create_opts);
+    assert_int_equal(sy_journal_seq(j), 0);
+    assert_int_equal(sy_journal_overrides(j)->n, 0);
+    struct stat st;
+    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    sy_journal_close(j);
+    sy_diags_dispose(&d);
+}
+
+static void test_replay_restores_overrides_with_who_and_when(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 90, 10, "weights chat blue=90 green=10");
+    set(j, "web", 0, 100, "switch web green");
+    set(j, "chat", 100, 0, "revert chat");
+    release(j, "web");
+    assert_int_equal(sy_journal_seq(j), 4);
+    sy_journal_close(j);
+
+    j = open_ok(f->path, &create_opts);
+    assert_int_equal(sy_journal_seq(j), 4);
+    const struct sy_overrides *ov = sy_journal_overrides(j);
+    assert_int_equal(ov->n, 1);
+    const struct sy_override *o = sy_overrides_find(ov, "chat");
+    assert_non_null(o);
+    assert_null(sy_overrides_find(ov, "web"));
+    assert_int_equal(weight_of(o, "blue"), 100);
+    /* Zero weights are not kept: a cluster not named gets 0 anyway. */
+    assert_int_equal(o->n_weights, 1);
+    assert_int_equal(o->seq, 3);
+    assert_int_equal(o->uid, 1000);
+    assert_int_equal(o->pid, 42);
+    assert_int_equal(o->time_ms, 1700000000123ull);
+    assert_string_equal(o->command, "revert chat");
+    sy_journal_close(j);
+}
+
+static void test_each_record_is_one_checksummed_line(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 100, 0, "weights chat \"quoted\" \\ back");
+    sy_journal_close(j);
+    size_t len;
+    char *t = read_file(f->path, &len);
+    assert_true(len > 0 && t[len - 1] == '\n');
+    assert_non_null(strstr(t, "\"seq\":1,"));
+    assert_non_null(strstr(t, ",\"crc\":\""));
+    assert_ptr_equal(strchr(t, '\n'), t + len - 1);
+    struct sy_journal_record r;
+    const char *why;
+    assert_int_equal(sy_journal_parse_line(t, len - 1, &r, &why), 0);
+    assert_string_equal(r.command, "weights chat \"quoted\" \\ back");
+    assert_int_equal(r.n_changes, 1);
+    assert_string_equal(r.changes[0].app, "chat");
+    assert_int_equal(r.changes[0].n_from, 2);
+    sy_journal_record_dispose(&r);
+    free(t);
+}
+
+static void test_revert_of_many_apps_is_one_record(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_route_weight w = {"blue", 100};
+    struct sy_override_change ch[3] = {
+        {.app = "a", .weights = &w, .n_weights = 1},
+        {.app = "b", .weights = &w, .n_weights = 1},
+        {.app = "c", .weights = &w, .n_weights = 1},
+    };
+    struct sy_actor who = {1, 0, 1, "revert --all"};
+    char err[256];
+    assert_int_equal(sy_journal_append(j, &who, ch, 3, err, sizeof(err)), 0);
+    assert_int_equal(sy_journal_seq(j), 1);
+    assert_int_equal(sy_journal_overrides(j)->n, 3);
+    sy_journal_close(j);
+    assert_int_equal(count_lines(f->path), 1);
+}
+
+/* -- crashes and damage --------------------------------------------------------------------- */
+
+static void test_torn_last_line_is_ignored_and_cut_off(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 100, 0, "one");
+    set(j, "web", 100, 0, "two");
+    sy_journal_close(j);
+    size_t good;
+    char *t = read_file(f->path, &good);
+    /* A third record cut short by a crash: no newline. */
+    FILE *fp = fopen(f->path, "ab");
+    fputs("{\"v\":1,\"type\":\"change\",\"seq\":3,\"ti", fp);
+    fclose(fp);
+
+    j = open_ok(f->path, &create_opts);
+    assert_int_equal(sy_journal_seq(j), 2);
+    assert_int_equal(sy_journal_overrides(j)->n, 2);
+    struct stat st;
+    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal((size_t)st.st_size, good);
+    /* The next record starts on a clean line and replays. */
+    set(j, "chat", 0, 100, "three");
+    sy_journal_close(j);
+    j = open_ok(f->path, &create_opts);
+    assert_int_equal(sy_journal_seq(j), 3);
+    assert_int_equal(weight_of(sy_overrides_find(sy_journal_overrides(j), "chat"), "green"), 100);
+    sy_journal_close(j);
+    free(t);
+}
+
+static void test_nul_filled_tail_is_a_torn_write(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 100, 0, "one");
+    sy_journal_close(j);
+    char zeros[4096] = {0};
+    FILE *fp = fopen(f->path, "ab");
+    fwrite(zeros, 1, sizeof(zeros), fp);
+    fclose(fp);
+    j = open_ok(f->path, &create_opts);
+    assert_int_equal(sy_journal_seq(j), 1);
+    sy_journal_close(j);
+}
+
+static void test_damaged_record_stops_the_open_with_file_and_line(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 100, 0, "one");
+    set(j, "web", 100, 0, "two");
+    set(j, "api", 100, 0, "three");
+    sy_journal_close(j);
+    size_t len;
+    char *t = read_file(f->path, &len);
+    char *second = strchr(t, '\n') + 1;
+    char *w = strstr(second, "\"web\"");
+    w[1] = 'x'; /* "xeb": still JSON, but the checksum no longer matches */
+    write_file(f->path, t, len);
+
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_journal *out = NULL;
+    assert_int_equal(sy_journal_open(f->path, &create_opts, &d, &out), SY_ERR_INVALID);
+    assert_null(out);
+    assert_int_equal(d.n, 1);
+    char line[512];
+    sy_diag_format(&d.v[0], line, sizeof(line));
+    assert_string_equal(d.v[0].file, f->path);
+    assert_int_equal(d.v[0].line, 2);
+    assert_non_null(strstr(line, "checksum"));
+    sy_diags_dispose(&d);
+    /* The file is left as it was, for a person to look at. */
+    size_t len2;
+    char *t2 = read_file(f->path, &len2);
+    assert_int_equal(len2, len);
+    assert_memory_equal(t2, t, len);
+    free(t2);
+    free(t);
+}
+
+static void test_discard_moves_a_damaged_journal_aside(void **state)
+{
+    struct fx *f = *state;
+    write_file(f->path, "not a journal\n", 14);
+    struct sy_journal_opts o = create_opts;
+    o.discard = true;
+    struct sy_journal *j = open_ok(f->path, &o);
+    assert_int_equal(sy_journal_seq(j), 0);
+    assert_int_equal(sy_journal_overrides(j)->n, 0);
+    set(j, "chat", 100, 0, "after");
+    sy_journal_close(j);
+    DIR *d = opendir(f->dir);
+    struct dirent *e;
+    bool aside = false;
+    while ((e = readdir(d)))
+        aside |= strncmp(e->d_name, "state.corrupt-", 14) == 0;
+    closedir(d);
+    assert_true(aside);
+    j = open_ok(f->path, &create_opts);
+    assert_int_equal(sy_journal_seq(j), 1);
+    sy_journal_close(j);
+}
+
+static void test_sequence_gap_is_damage(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 100, 0, "one");
+    set(j, "chat", 90, 10, "two");
+    set(j, "chat", 80, 20, "three");
+    sy_journal_close(j);
+    size_t len;
+    char *t = read_file(f->path, &len);
+    /* Drop the middle record (a lost write): 1 then 3. */
+    char *l2 = strchr(t, '\n') + 1, *l3 = strchr(l2, '\n') + 1;
+    memmove(l2, l3, len - (size_t)(l3 - t));
+    write_file(f->path, t, len - (size_t)(l3 - l2));
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_journal *out = NULL;
+    assert_int_equal(sy_journal_open(f->path, &create_opts, &d, &out), SY_ERR_INVALID);
+    assert_int_equal(d.v[0].line, 2);
+    assert_non_null(strstr(d.v[0].msg, "sequence jumps from 1 to 3"));
+    sy_diags_dispose(&d);
+    free(t);
+}
+
+static void test_second_open_of_a_locked_journal_is_refused(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_journal *k = NULL;
+    assert_int_equal(sy_journal_open(f->path, &create_opts, &d, &k), SY_ERR_AGAIN);
+    assert_null(k);
+    assert_non_null(strstr(d.v[0].msg, "locked"));
+    sy_diags_dispose(&d);
+    sy_journal_close(j);
+}
+
+static void test_failed_write_leaves_no_trace(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 100, 0, "one");
+    struct stat st;
+    assert_int_equal(stat(f->path, &st), 0);
+    /* The file may not grow past a few more bytes: the write fails half-way (EFBIG). */
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + 20;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    struct sy_route_weight w = {"green", 100};
+    struct sy_override_change ch = {.app = "web", .weights = &w, .n_weights = 1};
+    struct sy_actor who = {1, 0, 1, "switch web green"};
+    char err[256] = "";
+    assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), SY_ERR_SYS);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    assert_non_null(strstr(err, "cannot write"));
+    assert_int_equal(sy_journal_seq(j), 1);
+    assert_null(sy_overrides_find(sy_journal_overrides(j), "web"));
+    struct stat st2;
+    assert_int_equal(stat(f->path, &st2), 0);
+    assert_int_equal(st2.st_size, st.st_size);
+    /* And the journal goes on. */
+    set(j, "web", 0, 100, "again");
+    sy_journal_close(j);
+    j = open_ok(f->path, &create_opts);
+    assert_int_equal(sy_journal_seq(j), 2);
+    sy_journal_close(j);
+}
+
+/* -- compaction and history ----------------------------------------------------------------- */
+
+struct seen {
+    uint64_t seqs[64];
+    size_t n;
+};
+
+static void seen_cb(const struct sy_journal_record *r, void *arg)
+{
+    struct seen *s = arg;
+    assert_false(r->compact);
+    if (s->n < 64)
+        s->seqs[s->n++] = r->seq;
+}
+
+static void test_compaction_keeps_the_overrides_and_bounds_the_file(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal_opts o = create_opts;
+    o.compact_after = 5;
+    struct sy_journal *j = open_ok(f->path, &o);
+    for (unsigned i = 0; i < 23; i++)
+        set(j, i % 2 ? "chat" : "web", 100 - i, i, "weights");
+    release(j, "web");
+    assert_int_equal(sy_journal_seq(j), 24);
+    sy_journal_close(j);
+    /* A snapshot and the changes since: never more than compact_after + 1 lines. */
+    assert_true(count_lines(f->path) <= 6);
+    char old[256];
+    snprintf(old, sizeof(old), "%s.old", f->path);
+    assert_int_equal(access(old, R_OK), 0);
+
+    j = open_ok(f->path, &o);
+    assert_int_equal(sy_journal_seq(j), 24);
+    const struct sy_overrides *ov = sy_journal_overrides(j);
+    assert_int_equal(ov->n, 1);
+    const struct sy_override *c = sy_overrides_find(ov, "chat");
+    assert_int_equal(weight_of(c, "blue"), 100 - 21);
+    assert_int_equal(c->seq, 22);
+    assert_int_equal(c->uid, 1000);
+
+    /* History reaches back into the file the compaction set aside. */
+    struct seen s = {0};
+    assert_int_equal(sy_journal_history(j, 8, seen_cb, &s), 0);
+    assert_int_equal(s.n, 8);
+    for (size_t i = 0; i < 8; i++)
+        assert_int_equal(s.seqs[i], 17 + i);
+    sy_journal_close(j);
+}
+
+static void test_history_returns_the_last_n_oldest_first(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    for (unsigned i = 0; i < 5; i++)
+        set(j, "chat", 100, 0, "x");
+    struct seen s = {0};
+    assert_int_equal(sy_journal_history(j, 3, seen_cb, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_int_equal(s.seqs[0], 3);
+    assert_int_equal(s.seqs[2], 5);
+    s.n = 0;
+    assert_int_equal(sy_journal_history(j, 50, seen_cb, &s), 0);
+    assert_int_equal(s.n, 5);
+    sy_journal_close(j);
+}
+
+/* -- the record parser ---------------------------------------------------------------------- */
+
+/* A line with a correct checksum around `body` ("{...": without the crc member). */
+static char *signed_line(const char *body)
+{
+    /* The journal's own checksum, recomputed here from its definition (CRC-32, zlib's). */
+    uint32_t c = 0xFFFFFFFFu;
+    for (const char *p = body; *p; p++) {
+        c ^= (unsigned char)*p;
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+    }
+    c ^= 0xFFFFFFFFu;
+    char *out = malloc(strlen(body) + 32);
+    sprintf(out, "%s,\"crc\":\"%08x\"}", body, c);
+    return out;
+}
+
+static void test_parser_accepts_a_well_formed_change(void **state)
+{
+    char *line =
+        signed_line("{\"v\":1,\"type\":\"change\",\"seq\":7,\"time\":5,\"uid\":0,\"pid\":1,"
+                    "\"cmd\":\"revert --all\",\"changes\":[{\"app\":\"chat\",\"override\":"
+                    "{\"blue\":100},\"from\":{\"blue\":50,\"green\":50},\"to\":{\"blue\":"
+                    "100,\"green\":0}}]");
+    struct sy_journal_record r;
+    const char *why = NULL;
+    assert_int_equal(sy_journal_parse_line(line, strlen(line), &r, &why), 0);
+    assert_int_equal(r.seq, 7);
+    assert_false(r.compact);
+    assert_int_equal(r.changes[0].n_weights, 1);
+    assert_int_equal(r.changes[0].weights[0].weight, 100);
+    sy_journal_record_dispose(&r);
+    free(line);
+}
+
+static void test_parser_refuses_what_it_did_not_write(void **state)
+{
+    static const struct {
+        const char *body; /* signed with a correct checksum */
+        const char *why;  /* part of the reason */
+    } cases[] = {
+        {"{\"v\":2,\"type\":\"change\",\"seq\":1,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"x\","
+         "\"changes\":[]",
+         "version"},
+        {"{\"v\":1,\"type\":\"other\",\"seq\":1,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"x\"",
+         "type"},
+        {"{\"v\":1,\"type\":\"change\",\"seq\":1,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"x\","
+         "\"changes\":[]",
+         "change something"},
+        {"{\"v\":1,\"type\":\"change\",\"seq\":-1,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"x\","
+         "\"changes\":[]",
+         "negative"},
+        {"{\"v\":1,\"type\":\"change\",\"seq\":1,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"x\","
+         "\"changes\":[{\"app\":\"a\",\"override\":{\"blue\":101},\"from\":{},\"to\":{}}]",
+         "0..100"},
+        {"{\"v\":1,\"type\":\"change\",\"seq\":1,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"x\","
+         "\"changes\":[{\"app\":\"a b\",\"override\":null,\"from\":{},\"to\":{}}]",
+         "app name"},
+        {"{\"v\":1,\"type\":\"change\",\"seq\":1,\"time\":5,\"uid\":0,\"pid\":1,\"changes\":[]",
+         "cmd"},
+        {"{\"v\":1,\"v\":1", "duplicate key"},
+        {"{\"v\":1.5", "integers"},
+        {"{\"v\":1,\"x\":\"\\u0100\"", "\\u"},
+        {"{\"v\":1,\"x\":[[[[[[[[[[1]]]]]]]]]]", "deeply"},
+        {"[1", "expected"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *line = signed_line(cases[i].body);
+        struct sy_journal_record r;
+        const char *why = NULL;
+        int rc = sy_journal_parse_line(line, strlen(line), &r, &why);
+        if (rc != SY_ERR_INVALID || !why || !strstr(why, cases[i].why))
+            fail_msg("case %zu: rc %d why '%s', want '%s'", i, rc, why ? why : "(null)",
+                     cases[i].why);
+        free(line);
+    }
+    /* Unsigned or badly signed lines. */
+    static const char *const raw[] = {
+        "",
+        "{}",
+        "{\"v\":1,\"crc\":\"00000000\"}",
+        "{\"v\":1,\"crc\":\"ZZZZZZZZ\"}",
+        "{\"v\":1,\"crc\":\"0000000\"}",
+    };
+    for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
+        struct sy_journal_record r;
+        const char *why = NULL;
+        assert_int_equal(sy_journal_parse_line(raw[i], strlen(raw[i]), &r, &why), SY_ERR_INVALID);
+        assert_non_null(why);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_missing_journal_is_not_found_unless_created, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_replay_restores_overrides_with_who_and_when, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_each_record_is_one_checksummed_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revert_of_many_apps_is_one_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_last_line_is_ignored_and_cut_off, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_nul_filled_tail_is_a_torn_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_record_stops_the_open_with_file_and_line,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_discard_moves_a_damaged_journal_aside, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sequence_gap_is_damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_open_of_a_locked_journal_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_leaves_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_keeps_the_overrides_and_bounds_the_file,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_returns_the_last_n_oldest_first, setup,
+                                        teardown),
+        cmocka_unit_test(test_parser_accepts_a_well_formed_change),
+        cmocka_unit_test(test_parser_refuses_what_it_did_not_write),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

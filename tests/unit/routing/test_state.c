@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the control state with its journal: operators' changes are checked against
+ * the file and either apply whole (journal record, new generation, published snapshot) or
+ * leave no trace; a reload and a restart apply the overrides again over the file, an override
+ * that no longer fits becomes stale and is kept; and the `admin:` and `state:` keys. The
+ * config is a real file in a temporary directory, loaded through the real loader. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "switchyard/state.h"
+
+static const char base_yaml[] = "listen:\n"
+                                "  - address: 127.0.0.1:8080\n"
+                                "admin:\n"
+                                "  socket: admin.sock\n"
+                                "clusters:\n"
+                                "  blue:\n"
+                                "    endpoints: [127.0.0.1:9001]\n"
+                                "  green:\n"
+                                "    endpoints: [127.0.0.1:9002]\n"
+                                "  gray:\n"
+                                "    endpoints: [127.0.0.1:9003]\n";
+
+static const char apps_yaml[] = "apps:\n"
+                                "  - name: chat\n"
+                                "    hosts: [chat.test]\n"
+                                "    weights: {blue: 50, green: 50}\n"
+                                "  - name: web\n"
+                                "    hosts: ['*']\n"
+                                "    stable: green\n"
+                                "    weights: {blue: 10, green: 90}\n";
+
+struct fx {
+    char dir[64];
+    char path[128];
+    struct sy_state *st;
+    int published;
+    uint64_t last_gen;
+};
+
+static void write_config(struct fx *f, const char *apps)
+{
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    FILE *fp = fopen(tmp, "w");
+    assert_non_null(fp);
+    fputs(base_yaml, fp);
+    fputs(apps, fp);
+    fclose(fp);
+    assert_int_equal(rename(tmp, f->path), 0);
+}
+
+static void on_publish(struct sy_route_table *t, void *arg)
+{
+    struct fx *f = arg;
+    f->published++;
+    f->last_gen = sy_route_table_generation(t);
+}
+
+static void print_diags(const struct sy_diags *d)
+{
+    char line[512];
+    for (size_t i = 0; i < d->n; i++) {
+        sy_diag_format(&d->v[i], line, sizeof(line));
+        fprintf(stderr, "%s\n", line);
+    }
+}
+
+static void open_state(struct fx *f)
+{
+    struct sy_diags d;
+    sy_diags_init(&d);
+    int rc = sy_state_open(f->path, NULL, NULL, &d, &f->st);
+    if (rc == 0) {
+        struct sy_journal_opts o = {.no_sync = true};
+        rc = sy_state_open_journal(f->st, true, false, &o, &d);
+    }
+    if (rc)
+        print_diags(&d);
+    assert_int_equal(rc, 0);
+    sy_diags_dispose(&d);
+    sy_state_set_publish(f->st, on_publish, f);
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/sy-test-state-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/sy.yaml", f->dir);
+    write_config(f, apps_yaml);
+    open_state(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    sy_state_free(f->st);
+    DIR *d = opendir(f->dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || e->d_name[1] == '.'))
+            continue;
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
+        unlink(p);
+    }
+    if (d)
+        closedir(d);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static const struct sy_actor who = {1700000000000ull, 1000, 77, "test"};
+
+static int change1(struct fx *f, const char *app, const struct sy_route_weight *w, size_t n,
+                   char *err)
+{
+    struct sy_state_edit e = {.app = app, .weights = w, .n_weights = n};
+    return sy_state_change(f->st, &e, 1, &who, err, 256);
+}
+
+/* The weight in force for `cluster` of `app`, and the override state. */
+static unsigned in_force(struct fx *f, const char *app, const char *cluster,
+                         enum sy_override_state *os)
+{
+    const struct sy_route_table *t = sy_state_table(f->st);
+    const struct sy_config *cfg = sy_route_table_config(t);
+    for (size_t i = 0; i < cfg->n_apps; i++) {
+        if (strcmp(cfg->apps[i].name, app) != 0)
+            continue;
+        const struct sy_weight_spec *w;
+        size_t n;
+        enum sy_override_state s = sy_route_app_weights(t, i, &w, &n);
+        if (os)
+            *os = s;
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(cfg->clusters[w[k].cluster].name, cluster) == 0)
+                return w[k].weight;
+        return 0;
+    }
+    fail_msg("no app %s", app);
+    return 0;
+}
+
+static void test_journal_defaults_to_the_config_path_dot_state(void **state)
+{
+    struct fx *f = *state;
+    char want[256];
+    snprintf(want, sizeof(want), "%s.state", f->path);
+    assert_non_null(sy_state_journal(f->st));
+    assert_string_equal(sy_journal_path(sy_state_journal(f->st)), want);
+    assert_int_equal(access(want, F_OK), 0);
+    const struct sy_config *cfg = sy_route_table_config(sy_state_table(f->st));
+    char sock[256];
+    snprintf(sock, sizeof(sock), "%s/admin.sock", f->dir);
+    assert_string_equal(cfg->admin.socket, sock);
+}
+
+static void test_change_is_journaled_published_and_in_force(void **state)
+{
+    struct fx *f = *state;
+    char err[256];
+    struct sy_route_weight w[] = {{"blue", 90}, {"green", 10}};
+    assert_int_equal(change1(f, "chat", w, 2, err), 0);
+    assert_int_equal(sy_state_generation(f->st), 2);
+    assert_int_equal(sy_state_journal_seq(f->st), 1);
+    assert_int_equal(f->published, 1);
+    assert_int_equal(f->last_gen, 2);
+    enum sy_override_state os;
+    assert_int_equal(in_force(f, "chat", "blue", &os), 90);
+    assert_int_equal(os, SY_OVERRIDE_APPLIED);
+    const struct sy_override *o = sy_overrides_find(sy_state_overrides(f->st), "chat");
+    assert_non_null(o);
+    assert_int_equal(o->uid, 1000);
+    assert_string_equal(o->command, "test");
+}
+
+static void test_invalid_changes_leave_no_trace(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *app;
+        struct sy_route_weight w[3];
+        size_t n;
+        const char *why;
+    } cases[] = {
+        {"nope", {{"blue", 100}}, 1, "unknown app 'nope'"},
+        {"chat", {{"purple", 100}}, 1, "unknown cluster 'purple'"},
+        {"chat", {{"gray", 100}}, 1, "app 'chat' has no cluster 'gray'"},
+        {"chat", {{"blue", 0}, {"green", 0}}, 2, "must sum above 0"},
+        {"chat", {{"blue", 101}}, 1, "0..100"},
+        {"chat", {{"blue", 50}, {"blue", 50}}, 2, "named twice"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        int rc = change1(f, cases[i].app, cases[i].w, cases[i].n, err);
+        if (rc != SY_ERR_INVALID || !strstr(err, cases[i].why))
+            fail_msg("case %zu: rc %d err '%s', want '%s'", i, rc, err, cases[i].why);
+    }
+    struct sy_state_edit rel = {.app = "chat", .release = true};
+    char err[256];
+    assert_int_equal(sy_state_change(f->st, &rel, 1, &who, err, sizeof(err)), SY_ERR_INVALID);
+    assert_non_null(strstr(err, "no override"));
+    /* Two edits of one app in one change. */
+    struct sy_route_weight w = {"blue", 100};
+    struct sy_state_edit two[2] = {{.app = "chat", .weights = &w, .n_weights = 1},
+                                   {.app = "chat", .release = true}};
+    assert_int_equal(sy_state_change(f->st, two, 2, &who, err, sizeof(err)), SY_ERR_INVALID);
+    assert_int_equal(sy_state_generation(f->st), 1);
+    assert_int_equal(sy_state_journal_seq(f->st), 0);
+    assert_int_equal(f->published, 0);
+    assert_int_equal(sy_state_overrides(f->st)->n, 0);
+    struct stat st;
+    char jp[256];
+    snprintf(jp, sizeof(jp), "%s.state", f->path);
+    assert_int_equal(stat(jp, &st), 0);
+    assert_int_equal(st.st_size, 0);
+}
+
+static void test_one_change_moves_every_app_in_one_generation(void **state)
+{
+    struct fx *f = *state;
+    struct sy_route_weight blue = {"blue", 100}, green = {"green", 100};
+    struct sy_state_edit e[2] = {{.app = "chat", .weights = &blue, .n_weights = 1},
+                                 {.app = "web", .weights = &green, .n_weights = 1}};
+    char err[256];
+    assert_int_equal(sy_state_change(f->st, e, 2, &who, err, sizeof(err)), 0);
+    assert_int_equal(f->published, 1);
+    assert_int_equal(sy_state_journal_seq(f->st), 1);
+    assert_int_equal(in_force(f, "chat", "blue", NULL), 100);
+    assert_int_equal(in_force(f, "web", "green", NULL), 100);
+    assert_int_equal(in_force(f, "web", "blue", NULL), 0);
+}
+
+static void test_release_hands_the_app_back_to_the_file(void **state)
+{
+    struct fx *f = *state;
+    char err[256];
+    struct sy_route_weight w = {"green", 100};
+    assert_int_equal(change1(f, "chat", &w, 1, err), 0);
+    struct sy_state_edit rel = {.app = "chat", .release = true};
+    assert_int_equal(sy_state_change(f->st, &rel, 1, &who, err, sizeof(err)), 0);
+    enum sy_override_state os;
+    assert_int_equal(in_force(f, "chat", "blue", &os), 50);
+    assert_int_equal(os, SY_OVERRIDE_NONE);
+    assert_int_equal(sy_state_journal_seq(f->st), 2);
+    assert_int_equal(sy_state_overrides(f->st)->n, 0);
+}
+
+static void test_reload_applies_overrides_over_the_new_file(void **state)
+{
+    struct fx *f = *state;
+    char err[256];
+    struct sy_route_weight w = {"blue", 100};
+    assert_int_equal(change1(f, "chat", &w, 1, err), 0);
+    /* The file moves chat to 20/80: the override stays in force. */
+    char apps[1024];
+    snprintf(apps, sizeof(apps), "%s", apps_yaml);
+    char *p = strstr(apps, "blue: 50, green: 50");
+    memcpy(p, "blue: 20, green: 80", 19);
+    write_config(f, apps);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    assert_int_equal(sy_state_reload(f->st, false, &d), SY_RELOAD_PUBLISHED);
+    enum sy_override_state os;
+    assert_int_equal(in_force(f, "chat", "blue", &os), 100);
+    assert_int_equal(os, SY_OVERRIDE_APPLIED);
+
+    /* A file in which the override no longer fits: stale, kept, the file's weights apply. */
+    write_config(f, "apps:\n"
+                    "  - name: chat\n"
+                    "    hosts: [chat.test]\n"
+                    "    weights: {green: 100}\n");
+    assert_int_equal(sy_state_reload(f->st, false, &d), SY_RELOAD_PUBLISHED);
+    assert_int_equal(in_force(f, "chat", "green", &os), 100);
+    assert_int_equal(os, SY_OVERRIDE_STALE);
+    assert_non_null(sy_overrides_find(sy_state_overrides(f->st), "chat"));
+
+    /* And once the cluster is back, it applies again. */
+    write_config(f, apps_yaml);
+    assert_int_equal(sy_state_reload(f->st, false, &d), SY_RELOAD_PUBLISHED);
+    assert_int_equal(in_force(f, "chat", "blue", &os), 100);
+    assert_int_equal(os, SY_OVERRIDE_APPLIED);
+    sy_diags_dispose(&d);
+}
+
+static void test_override_of_a_removed_app_is_kept_and_releasable(void **state)
+{
+    struct fx *f = *state;
+    char err[256];
+    struct sy_route_weight w = {"blue", 100};
+    assert_int_equal(change1(f, "chat", &w, 1, err), 0);
+    write_config(f, "apps:\n"
+                    "  - name: web\n"
+                    "    hosts: ['*']\n"
+                    "    weights: {blue: 10, green: 90}\n");
+    struct sy_diags d;
+    sy_diags_init(&d);
+    assert_int_equal(sy_state_reload(f->st, false, &d), SY_RELOAD_PUBLISHED);
+    sy_diags_dispose(&d);
+    assert_non_null(sy_overrides_find(sy_state_overrides(f->st), "chat"));
+    struct sy_state_edit rel = {.app = "chat", .release = true};
+    assert_int_equal(sy_state_change(f->st, &rel, 1, &who, err, sizeof(err)), 0);
+    assert_int_equal(sy_state_overrides(f->st)->n, 0);
+}
+
+static void test_restart_replays_the_journal_before_the_first_snapshot(void **state)
+{
+    struct fx *f = *state;
+    char err[256];
+    struct sy_route_weight w = {"blue", 100};
+    assert_int_equal(change1(f, "web", &w, 1, err), 0);
+    sy_state_free(f->st);
+    f->st = NULL;
+    open_state(f);
+    assert_int_equal(sy_state_generation(f->st), 1);
+    assert_int_equal(sy_state_journal_seq(f->st), 1);
+    enum sy_override_state os;
+    assert_int_equal(in_force(f, "web", "blue", &os), 100);
+    assert_int_equal(os, SY_OVERRIDE_APPLIED);
+}
+
+static void test_without_a_journal_changes_are_refused(void **state)
+{
+    struct fx *f = *state;
+    /* A state opened without its journal (no admin socket, no state file). */
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_state *st = NULL;
+    assert_int_equal(sy_state_open(f->path, NULL, NULL, &d, &st), 0);
+    struct sy_route_weight w = {"blue", 100};
+    struct sy_state_edit e = {.app = "chat", .weights = &w, .n_weights = 1};
+    char err[256];
+    assert_int_equal(sy_state_change(st, &e, 1, &who, err, sizeof(err)), SY_ERR_NOTFOUND);
+    assert_non_null(strstr(err, "no state file"));
+    sy_state_free(st);
+    sy_diags_dispose(&d);
+}
+
+static void test_admin_and_state_keys_are_checked(void **state)
+{
+    static const struct {
+        const char *yaml;
+        const char *why; /* NULL: valid */
+    } cases[] = {
+        {"admin: {socket: /run/sy.sock, allow_uids: [0, 65534], allow_gids: [root]}\n", NULL},
+        {"admin: {sock: x}\n", "unknown key 'sock' in admin"},
+        {"admin: {allow_uids: [-1]}\n", "allow_uids"},
+        {"admin: {allow_uids: [no-such-user-here]}\n", "no user named"},
+        {"admin: {allow_gids: x}\n", "allow_gids must be a list"},
+        {"admin: {socket: "
+         "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock}\n",
+         "longer than 107"},
+        {"state: /var/lib/switchyard/state.json\n", NULL},
+        {"state: [x]\n", "state must be a string"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[2048];
+        snprintf(text, sizeof(text),
+                 "listen:\n  - address: 127.0.0.1:8080\nclusters:\n  blue:\n    endpoints: "
+                 "[127.0.0.1:9001]\napps:\n  - name: a\n    hosts: ['*']\n    weights: {blue: "
+                 "1}\n%s",
+                 cases[i].yaml);
+        struct sy_diags d;
+        sy_diags_init(&d);
+        struct sy_config *cfg = NULL;
+        int rc = sy_config_parse("t.yaml", text, strlen(text), &d, &cfg);
+        if (!cases[i].why) {
+            if (rc != 0)
+                print_diags(&d);
+            assert_int_equal(rc, 0);
+            sy_config_free(cfg);
+        } else {
+            bool found = false;
+            for (size_t k = 0; k < d.n; k++)
+                found |= strstr(d.v[k].msg, cases[i].why) != NULL;
+            if (rc == 0 || !found) {
+                print_diags(&d);
+                fail_msg("case %zu: want an error with '%s'", i, cases[i].why);
+            }
+        }
+        sy_diags_dispose(&d);
+    }
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    const char *ok = "listen:\n  - address: 127.0.0.1:8080\nclusters:\n  blue:\n    endpoints: "
+                     "[127.0.0.1:9001]\napps:\n  - name: a\n    hosts: ['*']\n    weights: "
+                     "{blue: 1}\nadmin: {socket: run/a.sock, allow_uids: [0, 65534], "
+                     "allow_gids: [root]}\nstate: st/journal\n";
+    assert_int_equal(sy_config_parse("/etc/sy/t.yaml", ok, strlen(ok), &d, &cfg), 0);
+    assert_string_equal(cfg->admin.socket, "/etc/sy/run/a.sock");
+    assert_string_equal(cfg->state, "/etc/sy/st/journal");
+    assert_int_equal(cfg->admin.n_allow_uids, 2);
+    assert_int_equal(cfg->admin.allow_uids[1], 65534);
+    assert_int_equal(cfg->admin.n_allow_gids, 1);
+    assert_int_equal(cfg->admin.allow_gids[0], 0);
+    char path[256];
+    assert_int_equal(sy_state_journal_path(cfg, "/etc/sy/t.yaml", path, sizeof(path)), 0);
+    assert_string_equal(path, "/etc/sy/st/journal");
+    sy_config_free(cfg);
+    sy_diags_dispose(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_journal_defaults_to_the_config_path_dot_state, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_change_is_journaled_published_and_in_force, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_changes_leave_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_change_moves_every_app_in_one_generation, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_release_hands_the_app_back_to_the_file, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload_applies_overrides_over_the_new_file, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_override_of_a_removed_app_is_kept_and_releasable,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_replays_the_journal_before_the_first_snapshot,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_without_a_journal_changes_are_refused, setup,
+                                        teardown),
+        cmocka_unit_test(test_admin_and_state_keys_are_checked),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
