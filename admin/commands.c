@@ -144,7 +144,7 @@ static void override_text(struct sy_reply *r, const struct sy_override *o)
 
 struct traffic_row {
     char *app, *cluster;
-    uint64_t requests, responses_5xx, in_flight;
+    uint64_t requests, responses_5xx, in_flight, tunnels;
 };
 
 struct traffic {
@@ -162,6 +162,7 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     row->requests = t->requests;
     row->responses_5xx = t->responses_5xx;
     row->in_flight = t->in_flight;
+    row->tunnels = t->tunnels;
 }
 
 static const struct traffic_row *traffic_find(const struct traffic *acc, const char *app,
@@ -218,16 +219,18 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         unsigned ew = i < n_eff ? eff[i].weight : 0;
         const struct traffic_row *row = traffic_find(acc, app->name, cname);
         uint64_t req = row ? row->requests : 0, x5 = row ? row->responses_5xx : 0,
-                 fl = row ? row->in_flight : 0;
+                 fl = row ? row->in_flight : 0, tu = row ? row->tunnels : 0;
         char ovs[32];
         if (ov < 0)
             snprintf(ovs, sizeof(ovs), "-");
         else
             snprintf(ovs, sizeof(ovs), "%ld%s", ov, ostate == SY_OVERRIDE_STALE ? "!" : "");
-        sy_reply_printf(r, "%-*s %-*s %c %4u %8s %9u %10" PRIu64 " %6" PRIu64 " %9" PRIu64 "\n",
+        sy_reply_printf(r,
+                        "%-*s %-*s %c %4u %8s %9u %10" PRIu64 " %6" PRIu64 " %9" PRIu64
+                        " %7" PRIu64 "\n",
                         wname, i == 0 ? app->name : "", wcluster, cname,
                         app->weights[i].cluster == app->stable ? '*' : ' ', app->weights[i].weight,
-                        ovs, ew, req, x5, fl);
+                        ovs, ew, req, x5, fl, tu);
         sy_json_begin_object(r, NULL);
         sy_json_str(r, "name", cname);
         sy_json_bool(r, "stable", app->weights[i].cluster == app->stable);
@@ -240,6 +243,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         sy_json_uint(r, "requests", req);
         sy_json_uint(r, "responses_5xx", x5);
         sy_json_uint(r, "in_flight", fl);
+        sy_json_uint(r, "tunnels", tu);
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
@@ -299,8 +303,9 @@ static int cmd_status(struct sy_admin_req *req)
         if (n > wcluster)
             wcluster = n;
     }
-    sy_reply_printf(r, "%-*s %-*s %c %4s %8s %9s %10s %6s %9s\n", wname, "APP", wcluster, "CLUSTER",
-                    ' ', "FILE", "OVERRIDE", "EFFECTIVE", "REQUESTS", "5XX", "IN-FLIGHT");
+    sy_reply_printf(r, "%-*s %-*s %c %4s %8s %9s %10s %6s %9s %7s\n", wname, "APP", wcluster,
+                    "CLUSTER", ' ', "FILE", "OVERRIDE", "EFFECTIVE", "REQUESTS", "5XX", "IN-FLIGHT",
+                    "TUNNELS");
     sy_json_begin_array(r, "apps");
     for (size_t i = 0; i < cfg->n_apps; i++)
         if (only < 0 || (size_t)only == i)

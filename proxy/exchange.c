@@ -27,11 +27,27 @@ static const char *cluster_name(const struct exchange *ex)
 
 static void exchange_free(struct exchange *ex)
 {
+    h2up_detach(ex);
+    if (ex->w_prev)
+        ex->w_prev->w_next = ex->w_next;
+    else if (ex->w->exchanges == ex)
+        ex->w->exchanges = ex->w_next;
+    if (ex->w_next)
+        ex->w_next->w_prev = ex->w_prev;
     if (ex->slot) {
         counter_add(&ex->slot->in_flight, -1);
+        if (ex->tunnel)
+            counter_add(&ex->slot->tunnels, -1);
         if (ex->status >= 500)
             counter_add(&ex->slot->responses_5xx, 1);
     }
+    if (ex->h2_req) {
+        free(ex->h2_req->nva);
+        free(ex->h2_req->store);
+        free(ex->h2_req);
+    }
+    if (ex->h2_fields)
+        evbuffer_free(ex->h2_fields);
     if (ex->up_head)
         evbuffer_free(ex->up_head);
     if (ex->tmp)
@@ -49,6 +65,7 @@ static void finish(struct exchange *ex, bool reusable)
     struct downstream *d = ex->down;
     if (ex->up)
         upstream_release(ex->up, reusable && ex->resp_keep_alive && ex->req_done);
+    h2up_detach(ex);
     d->ex = NULL;
     exchange_free(ex);
     d->ops->finish(d, reusable);
@@ -64,6 +81,7 @@ static void fail(struct exchange *ex, int status, const char *why)
         ex->status = status;
     if (ex->up)
         upstream_release(ex->up, false);
+    h2up_detach(ex);
     d->ex = NULL;
     exchange_free(ex);
     if (started) {
@@ -79,6 +97,7 @@ void exchange_downstream_gone(struct exchange *ex)
 {
     if (ex->up)
         upstream_release(ex->up, false);
+    h2up_detach(ex);
     ex->down->ex = NULL;
     exchange_free(ex);
 }
@@ -195,17 +214,104 @@ static bool has_token(struct sy_slice v, const char *token)
     return false;
 }
 
-static void write_request_head(struct exchange *ex, const struct req_head *req)
-{
+/* Where a rewritten request head goes: HTTP/1.1 text into ex->up_head, or HTTP/2 fields
+ * (names lower-cased) whose offsets are noted and turned into an nghttp2_nv array at the end.
+ * The rewrite itself is written once, in rewrite_request. */
+struct nv_off {
+    size_t name, name_len, value;
+    size_t value_len;
+};
+
+struct head_sink {
     struct head_writer hw;
-    hw_init(&hw, ex->up_head);
+    bool h2;
+    struct nv_off *o;
+    size_t n, cap;
+};
+
+static size_t sink_pos(const struct head_sink *s)
+{
+    return evbuffer_get_length(s->hw.out) + s->hw.len;
+}
+
+static void sink_name(struct head_sink *s, struct sy_slice name)
+{
+    if (!s->h2) {
+        hw_slice(&s->hw, name);
+        hw_add(&s->hw, ": ", 2);
+        return;
+    }
+    sy_xgrow((void **)&s->o, &s->cap, s->n + 1, sizeof(*s->o));
+    struct nv_off *o = &s->o[s->n];
+    o->name = sink_pos(s);
+    o->name_len = name.len;
+    char low[128];
+    for (size_t i = 0; i < name.len;) {
+        size_t m = name.len - i < sizeof(low) ? name.len - i : sizeof(low);
+        for (size_t j = 0; j < m; j++) {
+            char c = name.p[i + j];
+            low[j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        hw_add(&s->hw, low, m);
+        i += m;
+    }
+    o->value = sink_pos(s);
+}
+
+static void sink_end(struct head_sink *s)
+{
+    if (!s->h2) {
+        hw_add(&s->hw, "\r\n", 2);
+        return;
+    }
+    s->o[s->n].value_len = sink_pos(s) - s->o[s->n].value;
+    s->n++;
+}
+
+static void sink_field(struct head_sink *s, struct sy_slice name, struct sy_slice value)
+{
+    sink_name(s, name);
+    hw_slice(&s->hw, value);
+    sink_end(s);
+}
+
+static void sink_field_str(struct head_sink *s, const char *name, const char *value)
+{
+    sink_field(s, sy_slice_of(name, strlen(name)), sy_slice_of(value, strlen(value)));
+}
+
+/* The values of every field of class `cls`, each followed by ", " (earlier hops' entries). */
+static void add_earlier(struct head_sink *s, const struct req_head *req, enum field cls,
+                        size_t count)
+{
+    for (size_t i = 0; count && i < req->n_headers; i++) {
+        if (classify_request(req->headers[i].name) == cls) {
+            hw_slice(&s->hw, req->headers[i].value);
+            hw_add(&s->hw, ", ", 2);
+        }
+    }
+}
+
+/* The request head as the cluster gets it: hop-by-hop fields dropped (and the ones Connection
+ * names), X-Forwarded-* and Via added, the framing restated. */
+static void rewrite_request(struct exchange *ex, const struct req_head *req, struct head_sink *s,
+                            bool tls_up)
+{
     struct sy_slice tok[MAX_CONN_TOKENS];
     size_t n_tok = connection_tokens(req->headers, req->n_headers, tok);
-    hw_slice(&hw, req->method);
-    hw_add(&hw, " ", 1);
-    hw_slice(&hw, req->target);
-    hw_add(&hw, " HTTP/1.1\r\n", 11);
-    hw_field(&hw, sy_slice_of("host", 4), req->authority);
+    if (s->h2) {
+        sink_field(s, sy_slice_of(":method", 7), req->method);
+        sink_field_str(s, ":scheme", tls_up ? "https" : "http");
+        if (req->authority.len)
+            sink_field(s, sy_slice_of(":authority", 10), req->authority);
+        sink_field(s, sy_slice_of(":path", 5), req->target);
+    } else {
+        hw_slice(&s->hw, req->method);
+        hw_add(&s->hw, " ", 1);
+        hw_slice(&s->hw, req->target);
+        hw_add(&s->hw, " HTTP/1.1\r\n", 11);
+        sink_field(s, sy_slice_of("host", 4), req->authority);
+    }
     bool te_trailers = false;
     size_t n_xff = 0, n_via = 0;
     for (size_t i = 0; i < req->n_headers; i++) {
@@ -214,7 +320,7 @@ static void write_request_head(struct exchange *ex, const struct req_head *req)
         case F_FORWARD:
             if (n_tok && named_by(h->name, tok, n_tok))
                 break;
-            hw_field(&hw, h->name, h->value);
+            sink_field(s, h->name, h->value);
             break;
         case F_TE:
             te_trailers |= has_token(h->value, "trailers");
@@ -230,42 +336,65 @@ static void write_request_head(struct exchange *ex, const struct req_head *req)
         }
     }
     if (te_trailers)
-        hw_str(&hw, "te: trailers\r\n");
-    if (req->upgrade.len) {
+        sink_field_str(s, "te", "trailers");
+    if (req->upgrade.len && !s->h2) {
         /* RFC 9110 §7.8: the one hop-by-hop pair we pass on, so the cluster can switch. */
-        hw_str(&hw, "connection: upgrade\r\n");
-        hw_field(&hw, sy_slice_of("upgrade", 7), req->upgrade);
+        sink_field_str(s, "connection", "upgrade");
+        sink_field(s, sy_slice_of("upgrade", 7), req->upgrade);
     }
     if (req->framing == SY_H1_BODY_LENGTH) {
-        hw_str(&hw, "content-length: ");
-        hw_uint(&hw, req->content_length, 10);
-        hw_add(&hw, "\r\n", 2);
-    } else if (req->framing == SY_H1_BODY_CHUNKED) {
-        hw_str(&hw, "transfer-encoding: chunked\r\n");
+        sink_name(s, sy_slice_of("content-length", 14));
+        hw_uint(&s->hw, req->content_length, 10);
+        sink_end(s);
+    } else if (req->framing == SY_H1_BODY_CHUNKED && !s->h2) {
+        sink_field_str(s, "transfer-encoding", "chunked");
     }
     /* X-Forwarded-For and Via keep what earlier hops wrote and add this one. */
-    hw_str(&hw, "x-forwarded-for: ");
-    for (size_t i = 0; n_xff && i < req->n_headers; i++) {
-        if (classify_request(req->headers[i].name) == F_XFF) {
-            hw_slice(&hw, req->headers[i].value);
-            hw_add(&hw, ", ", 2);
-        }
-    }
-    hw_str(&hw, ex->down->conn->peer);
-    hw_str(&hw, ex->down->conn->tls ? "\r\nx-forwarded-proto: https\r\n"
-                                    : "\r\nx-forwarded-proto: http\r\n");
+    sink_name(s, sy_slice_of("x-forwarded-for", 15));
+    add_earlier(s, req, F_XFF, n_xff);
+    hw_str(&s->hw, ex->down->conn->peer);
+    sink_end(s);
+    sink_field_str(s, "x-forwarded-proto", ex->down->conn->tls ? "https" : "http");
     if (req->authority.len)
-        hw_field(&hw, sy_slice_of("x-forwarded-host", 16), req->authority);
-    hw_str(&hw, "via: ");
-    for (size_t i = 0; n_via && i < req->n_headers; i++) {
-        if (classify_request(req->headers[i].name) == F_VIA) {
-            hw_slice(&hw, req->headers[i].value);
-            hw_add(&hw, ", ", 2);
-        }
+        sink_field(s, sy_slice_of("x-forwarded-host", 16), req->authority);
+    sink_name(s, sy_slice_of("via", 3));
+    add_earlier(s, req, F_VIA, n_via);
+    hw_str(&s->hw, req->version);
+    hw_str(&s->hw, " switchyard");
+    sink_end(s);
+    if (!s->h2)
+        hw_add(&s->hw, "\r\n", 2);
+    hw_flush(&s->hw);
+}
+
+static void write_request_head(struct exchange *ex, const struct req_head *req)
+{
+    struct head_sink s = {.h2 = false};
+    hw_init(&s.hw, ex->up_head);
+    rewrite_request(ex, req, &s, false);
+}
+
+/* The request as HTTP/2 fields, in one allocation the exchange keeps for a retry. */
+static void build_h2_request(struct exchange *ex, const struct req_head *req, bool tls_up)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct head_sink s = {.h2 = true};
+    hw_init(&s.hw, b);
+    rewrite_request(ex, req, &s, tls_up);
+    size_t len = evbuffer_get_length(b);
+    struct h2_request *r = sy_xcalloc(1, sizeof(*r));
+    r->store = sy_xmalloc(len ? len : 1);
+    evbuffer_remove(b, r->store, len);
+    evbuffer_free(b);
+    r->nva = sy_xcalloc(s.n ? s.n : 1, sizeof(*r->nva));
+    r->n_nva = s.n;
+    for (size_t i = 0; i < s.n; i++) {
+        r->nva[i] = (nghttp2_nv){(uint8_t *)r->store + s.o[i].name,
+                                 (uint8_t *)r->store + s.o[i].value, s.o[i].name_len,
+                                 s.o[i].value_len, NGHTTP2_NV_FLAG_NONE};
     }
-    hw_str(&hw, req->version);
-    hw_str(&hw, " switchyard\r\n\r\n");
-    hw_flush(&hw);
+    free(s.o);
+    ex->h2_req = r;
 }
 
 void exchange_start(struct downstream *d, const struct req_head *req)
@@ -335,18 +464,42 @@ void exchange_start(struct downstream *d, const struct req_head *req)
                    (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
     ex->expect_continue = req->expect_continue && !ex->req_done;
     ex->upgrade_asked = req->upgrade.len > 0;
-    ex->up_head = evbuffer_new();
+    ex->forced = choice.reason == SY_PICK_FORCE;
     ex->tmp = evbuffer_new();
     ex->trailers = evbuffer_new();
-    write_request_head(ex, req);
+    ex->w_next = w->exchanges;
+    if (w->exchanges)
+        w->exchanges->w_prev = ex;
+    w->exchanges = ex;
     d->ex = ex;
 
-    ex->up = upstream_get(w, ep, ex, false);
+    const struct sy_cluster_spec *cl = sy_route_cluster(t, choice.cluster);
+    const char *why = NULL;
+    char msg[320];
+    if (cl->protocol != SY_PROTO_HTTP1) {
+        if (ex->upgrade_asked) {
+            snprintf(msg, sizeof(msg),
+                     "cluster %s speaks HTTP/2: an HTTP/1.1 Upgrade (WebSocket) needs an http1 "
+                     "cluster",
+                     cl->name);
+            fail(ex, 502, msg);
+            return;
+        }
+        build_h2_request(ex, req, cl->tls.on);
+        if (!h2up_attach(ex, upstream_pool(w, ep, cl), cl, NULL, &why)) {
+            snprintf(msg, sizeof(msg), "cluster %s (%s) cannot be reached: %s", cl->name,
+                     ep->address, why ? why : "no connection");
+            fail(ex, 502, msg);
+        }
+        return;
+    }
+    ex->up_head = evbuffer_new();
+    write_request_head(ex, req);
+    ex->up = upstream_get(w, ep, cl, ex, false, &why);
     if (!ex->up) {
-        char why[256];
-        snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached", cluster_name(ex),
-                 ep->address);
-        fail(ex, 502, why);
+        snprintf(msg, sizeof(msg), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
+                 ep->address, why ? why : "no connection");
+        fail(ex, 502, msg);
         return;
     }
     /* The body is pulled by the codec's exchange_body_ready once the head is consumed. */
@@ -391,6 +544,10 @@ static void maybe_finish(struct exchange *ex)
 /* Request body: downstream -> upstream output. */
 void exchange_body_ready(struct exchange *ex)
 {
+    if (ex->h2) {
+        h2up_body_ready(ex);
+        return;
+    }
     struct upstream *up = ex->up;
     if (ex->req_done || !up || !up->connected)
         return;
@@ -537,6 +694,7 @@ static void start_tunnel(struct exchange *ex)
 {
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     ex->tunnel = true;
+    counter_add(&ex->slot->tunnels, 1);
     ex->req_done = false;
     ex->req_chunked_up = false;
     struct timeval tv = ms_tv(cfg->timeouts.tunnel_idle_ms);
@@ -716,6 +874,10 @@ void exchange_upstream_readable(struct exchange *ex)
 
 void exchange_client_drained(struct exchange *ex)
 {
+    if (ex->h2) {
+        h2up_client_drained(ex);
+        return;
+    }
     struct upstream *up = ex->up;
     if (!up || !ex->resp_started)
         return;
@@ -778,10 +940,12 @@ void exchange_upstream_event(struct exchange *ex, short what)
          * a fresh connection. */
         ex->retried = true;
         upstream_release(up, false);
-        ex->up = upstream_get(ex->w, ex->endpoint, ex, true);
+        const char *reason = NULL;
+        ex->up = upstream_get(ex->w, ex->endpoint, sy_route_cluster(ex->table, ex->cluster), ex,
+                              true, &reason);
         if (!ex->up) {
-            snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached", cluster_name(ex),
-                     ex->endpoint->address);
+            snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
+                     ex->endpoint->address, reason ? reason : "no connection");
             fail(ex, 502, why);
         }
         return;
@@ -794,10 +958,158 @@ void exchange_upstream_event(struct exchange *ex, short what)
     }
     if (!up->connected)
         snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
-                 ex->endpoint->address, evutil_socket_error_to_string(err));
+                 ex->endpoint->address, upstream_error(up->bev, err));
     else
         snprintf(why, sizeof(why), "cluster %s (%s) failed %s: %s", cluster_name(ex),
                  ex->endpoint->address, ex->resp_started ? "mid-response" : "before answering",
-                 evutil_socket_error_to_string(err));
+                 upstream_error(up->bev, err));
     fail(ex, 502, why);
+}
+
+/* ---- HTTP/2 to the cluster (h2_client.c calls these) ------------------------------------- */
+
+void exchange_h2_submitted(struct exchange *ex)
+{
+    if (ex->expect_continue) {
+        /* RFC 9110 §10.1.1: the cluster is reachable, so let the client send its body. */
+        ex->expect_continue = false;
+        ex->down->ops->send_continue(ex->down);
+    }
+}
+
+void exchange_h2_head(struct exchange *ex, int status, struct sy_header *fields, size_t n,
+                      bool end_stream, bool has_length, uint64_t length)
+{
+    if (status < 200 || status > 999) {
+        char why[160];
+        snprintf(why, sizeof(why), "cluster %s sent an invalid response: status %d",
+                 cluster_name(ex), status);
+        fail(ex, 502, why);
+        return;
+    }
+    ex->status = status;
+    bool bodiless = ex->head_request || status == 204 || status == 304;
+    struct resp_head h = {
+        .status = status,
+        .headers = fields,
+        .n_headers = n,
+        .has_body = !end_stream && !bodiless,
+        .set_cookie = ex->set_cookie,
+    };
+    if (bodiless) {
+        if (has_length && status != 204) {
+            h.head_length = true; /* the length of the representation HEAD/304 describes */
+            h.content_length = length;
+        }
+    } else if (has_length || end_stream) {
+        /* An HTTP/1.1 client needs the length, and an empty body has one. */
+        h.length_known = true;
+        h.content_length = end_stream ? 0 : length;
+        if (end_stream)
+            h.has_body = false;
+    }
+    ex->resp_started = true;
+    ex->down->ops->send_head(ex->down, &h);
+}
+
+bool exchange_h2_data(struct exchange *ex, const uint8_t *p, size_t n)
+{
+    struct downstream *d = ex->down;
+    if (!ex->resp_started || ex->resp_done || ex->head_request)
+        return true; /* nothing to relay (nghttp2 checked the framing) */
+    evbuffer_add(ex->tmp, p, n);
+    d->ops->send_body(d, ex->tmp, n);
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
+    return d->ops->queued(d) < cfg->limits.buffer_bytes / 2;
+}
+
+void exchange_h2_trailer(struct exchange *ex, const uint8_t *name, size_t nlen,
+                         const uint8_t *value, size_t vlen)
+{
+    struct head_writer hw;
+    hw_init(&hw, ex->trailers);
+    hw_field(&hw, sy_slice_of((const char *)name, nlen), sy_slice_of((const char *)value, vlen));
+    hw_flush(&hw);
+}
+
+void exchange_h2_end(struct exchange *ex)
+{
+    if (ex->resp_done)
+        return;
+    ex->resp_done = true;
+    ex->down->ops->send_end(ex->down,
+                            evbuffer_get_length(ex->trailers) ? ex->trailers : NULL);
+    maybe_finish(ex);
+}
+
+void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocessed, int status,
+                        const char *why)
+{
+    const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+    char msg[400];
+    /* Once more on another connection when the cluster cannot have acted on it, or when it is
+     * safe to repeat and nothing of it is lost. */
+    if (!ex->retried && !ex->resp_started && !ex->w->draining &&
+        (unprocessed || (ex->safe && !ex->req_body_started))) {
+        ex->retried = true;
+        const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);
+        const char *reason = NULL;
+        if (ep && h2up_attach(ex, upstream_pool(ex->w, ep, cl), cl, from, &reason))
+            return;
+    }
+    snprintf(msg, sizeof(msg), "cluster %s (%s) %s", cl->name, ex->endpoint->address, why);
+    fail(ex, status, msg);
+}
+
+ssize_t exchange_h2_pull(struct exchange *ex, uint8_t *buf, size_t len, bool *eof,
+                         bool *trailers)
+{
+    if (evbuffer_get_length(ex->tmp) == 0 && !ex->h2_req_eof) {
+        const struct sy_config *cfg = sy_route_table_config(ex->table);
+        const char *why = NULL;
+        bool done = false;
+        ssize_t n = ex->down->ops->pull_body(ex->down, ex->tmp, len, ex->trailers, &done, &why);
+        if (n < 0) {
+            fail(ex, 400, why ? why : "malformed request body");
+            return -1;
+        }
+        if (n > 0) {
+            ex->req_body_started = true;
+            ex->req_body_bytes += (uint64_t)n;
+            if (cfg->limits.max_body_bytes && ex->req_body_bytes > cfg->limits.max_body_bytes) {
+                fail(ex, 413, "request body is larger than limits.max_body_bytes");
+                return -1;
+            }
+        }
+        ex->h2_req_eof = done;
+    }
+    ssize_t n = (ssize_t)evbuffer_remove(ex->tmp, buf, len);
+    if (ex->h2_req_eof && evbuffer_get_length(ex->tmp) == 0) {
+        *eof = true;
+        *trailers = evbuffer_get_length(ex->trailers) > 0;
+        ex->req_done = true;
+    }
+    return n < 0 ? 0 : n;
+}
+
+void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cluster)
+{
+    size_t n = 0;
+    for (struct exchange *ex = w->exchanges, *next; ex; ex = next) {
+        next = ex->w_next;
+        if (ex->forced || strcmp(ex->app->name, app) != 0 ||
+            strcmp(cluster_name(ex), cluster) != 0)
+            continue;
+        /* An HTTP/2 client gets GOAWAY (it reconnects, and follows the new weights), an
+         * HTTP/1.1 connection will not be kept alive; then the exchange is cut. */
+        struct conn *c = ex->down->conn;
+        c->close_idle(c);
+        /* The cut may free other exchanges of the same connection: start over. */
+        fail(ex, 502, "the app left this cluster (drain_after)");
+        next = w->exchanges;
+        n++;
+    }
+    if (n)
+        sy_log(SY_LOG_INFO, "drain", "worker %u: closed %zu exchange(s) of app %s still on cluster "
+               "%s (drain_after)", w->id, n, app, cluster);
 }

@@ -149,6 +149,34 @@ static struct sy_slice field_value(const struct h2_stream *st, size_t i)
     return sy_slice_of(st->arena + st->fields[i].value, st->fields[i].value_len);
 }
 
+size_t trailer_lines_to_nv(struct evbuffer *lines, nghttp2_nv *nv, size_t max)
+{
+    size_t len = evbuffer_get_length(lines);
+    char *p = (char *)evbuffer_pullup(lines, (ssize_t)len);
+    size_t k = 0;
+    char *line = p, *end = p + len;
+    while (line < end && k < max) {
+        char *eol = memchr(line, '\r', (size_t)(end - line));
+        char *colon = memchr(line, ':', (size_t)(end - line));
+        if (!eol || !colon || colon > eol)
+            break;
+        for (char *q = line; q < colon; q++)
+            if (*q >= 'A' && *q <= 'Z')
+                *q = (char)(*q + 32);
+        char *v = colon + 1;
+        while (v < eol && *v == ' ')
+            v++;
+        nv[k].name = (uint8_t *)line;
+        nv[k].namelen = (size_t)(colon - line);
+        nv[k].value = (uint8_t *)v;
+        nv[k].valuelen = (size_t)(eol - v);
+        nv[k].flags = NGHTTP2_NV_FLAG_NONE;
+        k++;
+        line = eol + 2;
+    }
+    return k;
+}
+
 /* Response data provider: hands nghttp2 what the exchange queued. */
 static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *source, void *user_data)
@@ -159,31 +187,8 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->resp_trailers && evbuffer_get_length(st->resp_trailers)) {
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            /* Trailer lines "name: value\r\n" -> nv pairs (names are lower-case already). */
-            size_t len = evbuffer_get_length(st->resp_trailers);
-            char *p = (char *)evbuffer_pullup(st->resp_trailers, (ssize_t)len);
             nghttp2_nv nv[64];
-            size_t k = 0;
-            char *line = p, *end = p + len;
-            while (line < end && k < 64) {
-                char *eol = memchr(line, '\r', (size_t)(end - line));
-                char *colon = memchr(line, ':', (size_t)(end - line));
-                if (!eol || !colon || colon > eol)
-                    break;
-                for (char *q = line; q < colon; q++)
-                    if (*q >= 'A' && *q <= 'Z')
-                        *q = (char)(*q + 32);
-                char *v = colon + 1;
-                while (v < eol && *v == ' ')
-                    v++;
-                nv[k].name = (uint8_t *)line;
-                nv[k].namelen = (size_t)(colon - line);
-                nv[k].value = (uint8_t *)v;
-                nv[k].valuelen = (size_t)(eol - v);
-                nv[k].flags = NGHTTP2_NV_FLAG_NONE;
-                k++;
-                line = eol + 2;
-            }
+            size_t k = trailer_lines_to_nv(st->resp_trailers, nv, 64);
             nghttp2_submit_trailer(ng, id, nv, k);
         }
         return (ssize_t)n;

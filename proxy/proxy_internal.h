@@ -17,6 +17,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
 #include "switchyard/h1.h"
@@ -27,13 +28,23 @@ struct exchange;
 struct upstream;
 struct h1_client;
 
-/* Idle keep-alive connections to one endpoint, owned by one worker. */
+/* Connections to one endpoint spoken to one way (address, protocol and TLS settings), owned by
+ * one worker: idle HTTP/1.1 keep-alive connections, and every HTTP/2 connection. */
+struct h2_up;
 struct pool {
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    enum sy_upstream_proto proto;
+    char *tls_id;   /* NULL: cleartext; else the TLS settings, for telling pools apart */
+    char *tls_name; /* server name sent (SNI) and verified, or NULL */
+    char *tls_ip;   /* with no name: the IP address verified against the certificate */
+    SSL_CTX *tls;   /* made on first use, and again after each new snapshot */
+    SSL_SESSION *session; /* the last session the server gave us, for resumption */
     struct upstream *idle; /* most recently used first */
     size_t n_idle;
-    bool retired; /* the endpoint left the routing table: keep nothing idle */
+    size_t n_conns;        /* HTTP/1.1 connections, idle or in use */
+    struct h2_up *h2;      /* HTTP/2 connections, newest first */
+    bool retired;          /* the endpoint left the routing table: keep nothing idle */
     struct pool *next;
 };
 
@@ -69,7 +80,7 @@ struct worker_msg {
  * reloads. */
 struct traffic_slot {
     char *app, *cluster;
-    _Atomic uint64_t requests, responses_5xx, in_flight;
+    _Atomic uint64_t requests, responses_5xx, in_flight, tunnels;
     struct traffic_slot *next;
 };
 
@@ -99,6 +110,8 @@ struct sy_worker {
     bool draining;
 
     struct pool *pools;
+    struct exchange *exchanges; /* every exchange in flight */
+    struct drain_job *drain_jobs; /* drain_after timers */
     struct conn *conns; /* every open downstream connection */
     size_t n_conns;
     uint64_t next_conn_id;
@@ -220,11 +233,37 @@ struct exchange {
     bool tunnel;              /* switched: raw bytes both ways until a side closes */
     bool up_shutdown_pending; /* half-close the upstream once its output is written */
     bool up_eof;              /* the upstream closed; its input holds the last bytes */
+
+    /* HTTP/2 to the cluster (h2_client.c). */
+    struct h2_up *h2;            /* the connection carrying the stream, or NULL */
+    struct exchange *h2_next, *h2_prev; /* on that connection */
+    int32_t stream_id;           /* 0 until the request is submitted */
+    struct h2_request *h2_req;   /* the request's fields, kept for one retry */
+    struct evbuffer *h2_fields;  /* the header block being received: "name\0value\0"... */
+    bool h2_deferred;            /* the body provider waits for the client */
+    bool h2_sent;                /* the HEADERS went out: the cluster may have acted on it */
+    bool h2_end_sent;            /* our side of the stream is closed */
+    struct timeval h2_seen;      /* the stream's last sign of life */
+    bool h2_req_eof;             /* the client's body ended (pulled to the end) */
+    size_t h2_unconsumed;        /* response DATA not yet given back to the flow window */
+    struct event *h2_timer;      /* upstream_response for the stream */
+
+    /* Long-lived work, for drain_after. */
+    struct exchange *w_next, *w_prev; /* every exchange of the worker */
+    bool forced;                      /* routed by a force header or cookie */
+};
+
+/* An HTTP/2 request's fields, in one allocation. */
+struct h2_request {
+    nghttp2_nv *nva;
+    size_t n_nva;
+    char *store;
 };
 
 struct upstream {
     struct sy_worker *w;
     struct pool *pool;
+    bool tls;
     struct bufferevent *bev;
     struct exchange *ex;
     bool connected;
@@ -337,11 +376,18 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
 void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
                bool tls);
 
+/* h2_server.c: "name: value\r\n" lines (lower-cased in place) as nghttp2 fields pointing into
+ * `lines`, at most `max`. */
+size_t trailer_lines_to_nv(struct evbuffer *lines, nghttp2_nv *nv, size_t max);
+
 /* h2_server.c: takes over `bev`, whose input may already hold the client preface. */
 void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
                bool tls);
 
 /* tls.c */
+/* A client context for a cluster: TLS 1.2 and 1.3, verification as `t` says (on by default),
+ * ALPN h2 or http/1.1. NULL with a reason in *why. */
+SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char **why);
 /* A server context for one listener: TLS 1.2 and 1.3, ALPN h2 then http/1.1. NULL with a
  * reason in *why (static storage, one per thread) when the certificate or key is unusable. */
 SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why);
@@ -364,14 +410,63 @@ ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing frami
                              size_t max, struct evbuffer *trailers, bool *done, const char **why);
 
 /* upstream.c */
-/* A pooled connection, or a new one (always new when `fresh`); NULL when a socket cannot be
- * made at all. */
+/* The pool for `ep` spoken to as cluster `cl` says. */
+struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *ep,
+                           const struct sy_cluster_spec *cl);
+/* A new connection to the pool's endpoint, connecting (and, with TLS, shaking hands: the
+ * event callback sees BEV_EVENT_CONNECTED once both are done). NULL with a reason in *why. */
+struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
+                                     const struct sy_cluster_spec *cl, const char **why);
+/* Why a connection to a cluster failed, with the TLS detail when there is one. */
+const char *upstream_error(struct bufferevent *bev, int err);
+/* With TLS: whether ALPN chose `proto` (e.g. "h2"). Cleartext: true. */
+bool upstream_alpn_is(struct bufferevent *bev, const char *proto);
+/* A pooled HTTP/1.1 connection, or a new one (always new when `fresh`); NULL when a socket
+ * cannot be made at all (*why says why). */
 struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec *ep,
-                              struct exchange *ex, bool fresh);
+                              const struct sy_cluster_spec *cl, struct exchange *ex, bool fresh,
+                              const char **why);
 void upstream_release(struct upstream *up, bool reusable);
 /* After a new snapshot: endpoints no longer in any cluster lose their idle connections, and
- * connections still in use to them close when their exchange ends. */
+ * connections still in use to them close when their exchange ends; TLS contexts are made
+ * again on next use (a renewed CA bundle or client certificate takes effect). */
 void upstream_forget_endpoints(struct sy_worker *w);
 void upstream_free_pools(struct sy_worker *w);
+
+/* h2_client.c: HTTP/2 to the clusters. */
+/* Puts the exchange's request (ex->h2_req) on a connection of pool `p` with room for another
+ * stream, opening one when none has; `avoid` (may be NULL) is a connection not to use (a
+ * retry). Returns false with *why when no connection can be made. */
+bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl,
+                 struct h2_up *avoid, const char **why);
+/* The exchange leaves its stream: the stream is reset unless it ended both ways. */
+void h2up_detach(struct exchange *ex);
+void h2up_body_ready(struct exchange *ex);     /* request body bytes arrived */
+void h2up_client_drained(struct exchange *ex); /* the client took response bytes */
+/* GOAWAY to every connection of the pool (worker shutdown and retired endpoints); idle ones
+ * close now. */
+void h2up_close_pool(struct pool *p, bool now);
+size_t h2up_count(const struct pool *p);
+
+/* exchange.c: called by h2_client.c */
+/* The response head (1xx excluded); `fields` are the regular fields as received. */
+void exchange_h2_head(struct exchange *ex, int status, struct sy_header *fields, size_t n,
+                      bool end_stream, bool has_length, uint64_t length);
+/* Response DATA; returns true when the bytes may be given back to the flow window now. */
+bool exchange_h2_data(struct exchange *ex, const uint8_t *p, size_t n);
+void exchange_h2_trailer(struct exchange *ex, const uint8_t *name, size_t nlen,
+                         const uint8_t *value, size_t vlen);
+void exchange_h2_end(struct exchange *ex);
+/* The stream failed. `unprocessed`: the cluster did not act on it (refused, above GOAWAY's
+ * last stream, or never sent), so it may go once more on another connection. */
+void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocessed, int status,
+                        const char *why);
+/* Pulls request body for the stream: see downstream_ops.pull_body. */
+ssize_t exchange_h2_pull(struct exchange *ex, uint8_t *buf, size_t len, bool *eof,
+                         bool *trailers);
+void exchange_h2_submitted(struct exchange *ex); /* the stream is on the wire */
+
+/* drain_after: the control of long-lived exchanges after a cluster's weight drops to 0. */
+void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cluster);
 
 #endif

@@ -74,9 +74,67 @@ SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why)
     return ctx;
 }
 
+SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char **why)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        *why = openssl_error("cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    if (t->verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int ok = t->ca ? SSL_CTX_load_verify_locations(ctx, t->ca, NULL)
+                       : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            *why = openssl_error(t->ca ? t->ca : "the system trust store");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    }
+    if (t->cert) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1) {
+            *why = openssl_error(t->cert);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
+            *why = openssl_error(t->key);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        if (SSL_CTX_check_private_key(ctx) != 1) {
+            *why = openssl_error("the client key does not match its certificate");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    }
+    /* Wire format, as for the server: the cluster must pick what we offer. */
+    static const unsigned char alpn_h2[] = "\x02h2", alpn_h1[] = "\x08http/1.1";
+    if (h2)
+        SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1);
+    else
+        SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
+    return ctx;
+}
+
 int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d)
 {
     int rc = 0;
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        const struct sy_cluster_spec *cl = &cfg->clusters[i];
+        if (!cl->tls.on)
+            continue;
+        const char *why = NULL;
+        SSL_CTX *ctx = tls_client_ctx_new(&cl->tls, cl->protocol == SY_PROTO_H2, &why);
+        if (!ctx) {
+            sy_diags_add(d, file, cl->tls.mark.line, cl->tls.mark.col, "cluster %s: %s",
+                         cl->name, why);
+            rc = SY_ERR_INVALID;
+        }
+        SSL_CTX_free(ctx);
+    }
     for (size_t i = 0; i < cfg->n_listens; i++) {
         const struct sy_listen_spec *l = &cfg->listens[i];
         if (!l->tls_cert)

@@ -1,29 +1,208 @@
 /* SPDX-License-Identifier: MIT */
-/* Upstream HTTP/1.1 connections and their per-worker pools. A pool is keyed by endpoint
- * address, so it outlives routing snapshots: a reload that keeps an endpoint keeps its warm
- * connections. Idle connections sit in a LIFO list (the warmest is reused first) watched for
- * the server closing them, and are closed after upstream_idle. */
+/* Upstream connections and their per-worker pools. A pool is keyed by endpoint address,
+ * protocol and TLS settings, so it outlives routing snapshots: a reload that keeps an endpoint
+ * keeps its warm connections. Idle HTTP/1.1 connections sit in a LIFO list (the warmest is
+ * reused first) watched for the server closing them, and are closed after upstream_idle;
+ * HTTP/2 connections are h2_client.c's. With TLS, each pool keeps the last session the
+ * server gave it, so a new connection resumes instead of a full handshake. */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include "proxy_internal.h"
 
-static struct pool *pool_for(struct sy_worker *w, const struct sockaddr_storage *addr,
-                             socklen_t len)
+/* What tells two TLS set-ups apart: every setting, NUL-separated. */
+static char *tls_identity(const struct sy_cluster_spec *cl, const char *name)
 {
-    for (struct pool *p = w->pools; p; p = p->next)
-        if (p->addrlen == len && memcmp(&p->addr, addr, len) == 0)
+    if (!cl->tls.on)
+        return NULL;
+    const struct sy_cluster_tls *t = &cl->tls;
+    size_t n = 16;
+    const char *parts[5] = {t->ca, name, t->cert, t->key, t->verify ? "v" : "-"};
+    for (int i = 0; i < 5; i++)
+        n += (parts[i] ? strlen(parts[i]) : 0) + 1;
+    char *id = sy_xmalloc(n);
+    size_t off = 0;
+    for (int i = 0; i < 5; i++)
+        off += (size_t)snprintf(id + off, n - off, "%s\n", parts[i] ? parts[i] : "");
+    return id;
+}
+
+/* The host part of "host:port" or "[v6]:port", and whether it is an IP literal. */
+static char *endpoint_host(const char *address, bool *is_ip)
+{
+    const char *p = address, *end;
+    if (*p == '[') {
+        p++;
+        end = strchr(p, ']');
+    } else {
+        end = strrchr(p, ':');
+    }
+    if (!end)
+        end = p + strlen(p);
+    char *host = sy_xstrndup(p, (size_t)(end - p));
+    unsigned char buf[sizeof(struct in6_addr)];
+    *is_ip = inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+    return host;
+}
+
+struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *ep,
+                           const struct sy_cluster_spec *cl)
+{
+    char *name = NULL, *ip = NULL;
+    if (cl->tls.on) {
+        bool is_ip;
+        char *host = endpoint_host(ep->address, &is_ip);
+        if (cl->tls.sni)
+            name = sy_xstrdup(cl->tls.sni);
+        else if (!is_ip)
+            name = sy_xstrdup(host);
+        if (!name && is_ip)
+            ip = sy_xstrdup(host);
+        free(host);
+    }
+    char *id = tls_identity(cl, name ? name : ip);
+    for (struct pool *p = w->pools; p; p = p->next) {
+        if (p->addrlen == ep->addrlen && memcmp(&p->addr, &ep->addr, ep->addrlen) == 0 &&
+            p->proto == cl->protocol && (p->tls_id == NULL) == (id == NULL) &&
+            (!id || strcmp(p->tls_id, id) == 0)) {
+            free(id);
+            free(name);
+            free(ip);
+            p->retired = false;
             return p;
+        }
+    }
     struct pool *p = sy_xcalloc(1, sizeof(*p));
-    memcpy(&p->addr, addr, len);
-    p->addrlen = len;
+    memcpy(&p->addr, &ep->addr, ep->addrlen);
+    p->addrlen = ep->addrlen;
+    p->proto = cl->protocol;
+    p->tls_id = id;
+    p->tls_name = name;
+    p->tls_ip = ip;
     p->next = w->pools;
     w->pools = p;
     return p;
+}
+
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct pool *p = SSL_get_app_data(ssl);
+    if (!p)
+        return 0;
+    if (p->session)
+        SSL_SESSION_free(p->session);
+    p->session = sess;
+    return 1; /* we keep the reference */
+}
+
+struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
+                                     const struct sy_cluster_spec *cl, const char **why)
+{
+    const struct sy_config *cfg = worker_config(w);
+    struct bufferevent *bev;
+    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    if (p->tls_id) {
+        if (!p->tls) {
+            p->tls = tls_client_ctx_new(&cl->tls, p->proto == SY_PROTO_H2, why);
+            if (!p->tls)
+                return NULL;
+            SSL_CTX_set_session_cache_mode(p->tls, SSL_SESS_CACHE_CLIENT |
+                                                       SSL_SESS_CACHE_NO_INTERNAL_STORE);
+            SSL_CTX_sess_set_new_cb(p->tls, new_session_cb);
+        }
+        SSL *ssl = SSL_new(p->tls);
+        if (!ssl) {
+            *why = "cannot create a TLS connection";
+            return NULL;
+        }
+        SSL_set_app_data(ssl, p);
+        if (p->tls_name) {
+            SSL_set_tlsext_host_name(ssl, p->tls_name);
+            if (cl->tls.verify)
+                SSL_set1_host(ssl, p->tls_name);
+        } else if (p->tls_ip && cl->tls.verify) {
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->tls_ip);
+        }
+        if (p->session)
+            SSL_set_session(ssl, p->session);
+        bev = bufferevent_openssl_socket_new(w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
+        if (!bev) {
+            SSL_free(ssl);
+            *why = "cannot create a TLS connection";
+            return NULL;
+        }
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else {
+        bev = bufferevent_socket_new(w->base, -1, opts);
+        if (!bev) {
+            *why = "out of memory";
+            return NULL;
+        }
+    }
+    size_t high = cfg->limits.buffer_bytes;
+    if (high < cfg->limits.max_header_bytes + 1)
+        high = cfg->limits.max_header_bytes + 1;
+    bufferevent_setwatermark(bev, EV_READ, 0, high);
+    bufferevent_set_max_single_read(bev, high);
+    bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
+    /* libevent times a connect (and the TLS handshake) with the write timeout. */
+    struct timeval tv = ms_tv(cfg->timeouts.upstream_connect_ms);
+    bufferevent_set_timeouts(bev, NULL, &tv);
+    if (bufferevent_socket_connect(bev, (const struct sockaddr *)&p->addr, (int)p->addrlen) ==
+        -1) {
+        /* Immediate failure (e.g. no route): reported like a refused connection. */
+        *why = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+        bufferevent_free(bev);
+        return NULL;
+    }
+    return bev;
+}
+
+const char *upstream_error(struct bufferevent *bev, int err)
+{
+    static _Thread_local char buf[256];
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (ssl) {
+        long v = SSL_get_verify_result(ssl);
+        if (v != X509_V_OK) {
+            snprintf(buf, sizeof(buf), "TLS certificate verification failed: %s",
+                     X509_verify_cert_error_string(v));
+            return buf;
+        }
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        if (e) {
+            char detail[200];
+            ERR_error_string_n(e, detail, sizeof(detail));
+            while (bufferevent_get_openssl_error(bev))
+                ;
+            snprintf(buf, sizeof(buf), "TLS: %s", detail);
+            return buf;
+        }
+    }
+    if (err == 0)
+        return "connection closed";
+    return evutil_socket_error_to_string(err);
+}
+
+bool upstream_alpn_is(struct bufferevent *bev, const char *proto)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (!ssl)
+        return true;
+    const unsigned char *sel = NULL;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(ssl, &sel, &len);
+    return len == strlen(proto) && memcmp(sel, proto, len) == 0;
 }
 
 static void unlink_idle(struct upstream *up)
@@ -41,8 +220,21 @@ static void unlink_idle(struct upstream *up)
 
 static void upstream_free(struct upstream *up)
 {
+    up->pool->n_conns--;
     bufferevent_free(up->bev);
     free(up);
+}
+
+static void pool_free(struct pool *p)
+{
+    if (p->tls)
+        SSL_CTX_free(p->tls);
+    if (p->session)
+        SSL_SESSION_free(p->session);
+    free(p->tls_id);
+    free(p->tls_name);
+    free(p->tls_ip);
+    free(p);
 }
 
 static void up_read_cb(struct bufferevent *bev, void *arg)
@@ -88,11 +280,10 @@ static void idle_read_cb(struct bufferevent *bev, void *arg)
 }
 
 struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec *ep,
-                              struct exchange *ex, bool fresh)
+                              const struct sy_cluster_spec *cl, struct exchange *ex, bool fresh,
+                              const char **why)
 {
-    const struct sy_config *cfg = worker_config(w);
-    struct pool *p = pool_for(w, &ep->addr, ep->addrlen);
-    p->retired = false;
+    struct pool *p = upstream_pool(w, ep, cl);
     struct upstream *up = fresh ? NULL : p->idle;
     if (up) {
         unlink_idle(up);
@@ -103,34 +294,18 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
         bufferevent_enable(up->bev, EV_READ | EV_WRITE);
         return up;
     }
+    struct bufferevent *bev = upstream_connect(w, p, cl, why);
+    if (!bev)
+        return NULL;
     up = sy_xcalloc(1, sizeof(*up));
     up->w = w;
     up->pool = p;
     up->ex = ex;
-    up->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (!up->bev) {
-        free(up);
-        return NULL;
-    }
-    size_t high = cfg->limits.buffer_bytes;
-    if (high < cfg->limits.max_header_bytes + 1)
-        high = cfg->limits.max_header_bytes + 1;
-    bufferevent_setwatermark(up->bev, EV_READ, 0, high);
-    bufferevent_set_max_single_read(up->bev, high);
-    bufferevent_set_max_single_write(up->bev, MAX_SINGLE_WRITE);
+    up->bev = bev;
+    up->tls = p->tls_id != NULL;
+    p->n_conns++;
     bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
-    /* libevent times a connect with the write timeout. */
-    unsigned ms = cfg->timeouts.upstream_connect_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    bufferevent_set_timeouts(up->bev, NULL, &tv);
     bufferevent_enable(up->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(up->bev, (const struct sockaddr *)&ep->addr, (int)ep->addrlen) ==
-        -1) {
-        /* Immediate failure (e.g. no route): reported like a refused connection. */
-        bufferevent_free(up->bev);
-        free(up);
-        return NULL;
-    }
     return up;
 }
 
@@ -158,25 +333,54 @@ void upstream_release(struct upstream *up, bool reusable)
     p->n_idle++;
 }
 
+static bool pool_in_use(const struct sy_config *cfg, const struct pool *p)
+{
+    for (size_t c = 0; c < cfg->n_clusters; c++) {
+        const struct sy_cluster_spec *cl = &cfg->clusters[c];
+        if (cl->protocol != p->proto || cl->tls.on != (p->tls_id != NULL))
+            continue;
+        for (size_t e = 0; e < cl->n_endpoints; e++) {
+            const struct sy_endpoint_spec *ep = &cl->endpoints[e];
+            if (ep->addrlen == p->addrlen && memcmp(&ep->addr, &p->addr, p->addrlen) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+static void pool_close_idle(struct pool *p)
+{
+    while (p->idle) {
+        struct upstream *up = p->idle;
+        p->idle = up->next;
+        p->n_idle--;
+        upstream_free(up);
+    }
+}
+
 void upstream_forget_endpoints(struct sy_worker *w)
 {
     const struct sy_config *cfg = worker_config(w);
-    for (struct pool *p = w->pools; p; p = p->next) {
-        bool used = false;
-        for (size_t c = 0; c < cfg->n_clusters && !used; c++)
-            for (size_t e = 0; e < cfg->clusters[c].n_endpoints && !used; e++) {
-                const struct sy_endpoint_spec *ep = &cfg->clusters[c].endpoints[e];
-                used = ep->addrlen == p->addrlen && memcmp(&ep->addr, &p->addr, p->addrlen) == 0;
-            }
-        if (used || p->retired)
-            continue;
-        p->retired = true;
-        while (p->idle) {
-            struct upstream *up = p->idle;
-            p->idle = up->next;
-            p->n_idle--;
-            upstream_free(up);
+    for (struct pool **pp = &w->pools; *pp;) {
+        struct pool *p = *pp;
+        if (p->tls) {
+            SSL_CTX_free(p->tls); /* live connections hold their own reference */
+            p->tls = NULL;
         }
+        if (pool_in_use(cfg, p)) {
+            pp = &p->next;
+            continue;
+        }
+        p->retired = true;
+        pool_close_idle(p);
+        h2up_close_pool(p, false);
+        /* Nothing refers to an empty retired pool: drop it (pod IPs churn). */
+        if (!p->idle && !p->h2 && p->n_conns == 0) {
+            *pp = p->next;
+            pool_free(p);
+            continue;
+        }
+        pp = &p->next;
     }
 }
 
@@ -185,11 +389,8 @@ void upstream_free_pools(struct sy_worker *w)
     while (w->pools) {
         struct pool *p = w->pools;
         w->pools = p->next;
-        while (p->idle) {
-            struct upstream *up = p->idle;
-            p->idle = up->next;
-            upstream_free(up);
-        }
-        free(p);
+        pool_close_idle(p);
+        h2up_close_pool(p, true);
+        pool_free(p);
     }
 }

@@ -218,7 +218,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
     /* Sum by name across workers: the first worker's list gives the order. */
     struct agg {
         const char *app, *cluster;
-        uint64_t requests, responses_5xx, in_flight;
+        uint64_t requests, responses_5xx, in_flight, tunnels;
     } *v = NULL;
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < ws->n; i++) {
@@ -230,18 +230,19 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
                 k++;
             if (k == n) {
                 sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
-                v[n++] = (struct agg){s->app, s->cluster, 0, 0, 0};
+                v[n++] = (struct agg){s->app, s->cluster, 0, 0, 0, 0};
             }
             v[k].requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
             v[k].responses_5xx += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
             v[k].in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
+            v[k].tunnels += atomic_load_explicit(&s->tunnels, memory_order_relaxed);
         }
     }
     for (size_t k = 0; k < n; k++) {
         if (v[k].requests == 0)
             continue;
-        struct sy_traffic t = {v[k].app, v[k].cluster, v[k].requests, v[k].responses_5xx,
-                               v[k].in_flight};
+        struct sy_traffic t = {v[k].app,       v[k].cluster,   v[k].requests,
+                               v[k].responses_5xx, v[k].in_flight, v[k].tunnels};
         cb(&t, arg);
     }
     free(v);
@@ -342,6 +343,87 @@ static void msg_free(struct worker_msg *m)
 }
 
 /* The mailbox: take every snapshot in order, then act on a drain request. */
+/* drain_after: a cluster an app no longer sends anything to is emptied of what still runs on
+ * it (tunnels, long streams, slow answers), drain_after after the change. */
+struct drain_job {
+    struct sy_worker *w;
+    char *app, *cluster;
+    struct event *ev;
+    struct drain_job *next;
+};
+
+static void drain_job_free(struct drain_job *j)
+{
+    struct sy_worker *w = j->w;
+    for (struct drain_job **pp = &w->drain_jobs; *pp; pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+    }
+    event_free(j->ev);
+    free(j->app);
+    free(j->cluster);
+    free(j);
+}
+
+/* The weight app `app` gives cluster `cluster` in `t` (both by name); -1 when either is not
+ * there. */
+static long weight_of(const struct sy_route_table *t, const char *app, const char *cluster)
+{
+    const struct sy_config *cfg = sy_route_table_config(t);
+    for (size_t a = 0; a < cfg->n_apps; a++) {
+        if (strcmp(cfg->apps[a].name, app) != 0)
+            continue;
+        const struct sy_weight_spec *wt;
+        size_t n;
+        sy_route_app_weights(t, a, &wt, &n);
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(cfg->clusters[wt[i].cluster].name, cluster) == 0)
+                return wt[i].weight;
+        return 0;
+    }
+    return -1;
+}
+
+static void drain_job_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct drain_job *j = arg;
+    /* Only if the cluster is still out of the app's split (a switch back cancels it). */
+    if (weight_of(j->w->table, j->app, j->cluster) <= 0)
+        exchange_drain_cluster(j->w, j->app, j->cluster);
+    drain_job_free(j);
+}
+
+static void schedule_drains(struct sy_worker *w, const struct sy_route_table *old,
+                            const struct sy_route_table *new)
+{
+    if (!old)
+        return;
+    const struct sy_config *ocfg = sy_route_table_config(old), *ncfg = sy_route_table_config(new);
+    for (size_t a = 0; a < ncfg->n_apps; a++) {
+        const struct sy_app_spec *app = &ncfg->apps[a];
+        if (!app->drain_after_ms)
+            continue;
+        for (size_t c = 0; c < ocfg->n_clusters; c++) {
+            const char *cname = ocfg->clusters[c].name;
+            if (weight_of(old, app->name, cname) <= 0 || weight_of(new, app->name, cname) > 0)
+                continue;
+            struct drain_job *j = sy_xcalloc(1, sizeof(*j));
+            j->w = w;
+            j->app = sy_xstrdup(app->name);
+            j->cluster = sy_xstrdup(cname);
+            j->ev = evtimer_new(w->base, drain_job_cb, j);
+            struct timeval tv = ms_tv(app->drain_after_ms);
+            evtimer_add(j->ev, &tv);
+            j->next = w->drain_jobs;
+            w->drain_jobs = j;
+            sy_log(SY_LOG_INFO, "drain", "worker %u: app %s left cluster %s: what still runs there "
+                   "closes in %u ms (drain_after)", w->id, app->name, cname, app->drain_after_ms);
+        }
+    }
+}
+
 static void msg_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_worker *w = arg;
@@ -357,6 +439,7 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&w->mu);
     while (m) {
         struct worker_msg *next = m->next;
+        schedule_drains(w, w->table, m->table);
         sy_route_table_release(w->table);
         w->table = m->table;
         m->table = NULL;
@@ -379,6 +462,8 @@ static void *worker_main(void *arg)
 {
     struct sy_worker *w = arg;
     event_base_dispatch(w->base);
+    while (w->drain_jobs)
+        drain_job_free(w->drain_jobs);
     while (w->conns)
         w->conns->free(w->conns);
     upstream_free_pools(w);

@@ -686,6 +686,114 @@ static void parse_endpoints(struct ctx *c, struct sy_cluster_spec *cl, const yam
     }
 }
 
+static const char *host_problem(const char *s, size_t len);
+
+const char *sy_upstream_proto_name(enum sy_upstream_proto p)
+{
+    switch (p) {
+    case SY_PROTO_H2C:
+        return "h2c";
+    case SY_PROTO_H2:
+        return "h2";
+    case SY_PROTO_HTTP1:
+        break;
+    }
+    return "http1";
+}
+
+/* `protocol: http1 | h2c | h2`. */
+static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v,
+                           bool has_tls)
+{
+    const char *s = is_scalar(v) ? text(v) : NULL;
+    if (s && strcmp(s, "http1") == 0) {
+        cl->protocol = SY_PROTO_HTTP1;
+    } else if (s && strcmp(s, "h2c") == 0) {
+        cl->protocol = SY_PROTO_H2C;
+        if (has_tls)
+            report(c, v, "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use "
+                         "protocol h2 for HTTP/2 over TLS");
+    } else if (s && strcmp(s, "h2") == 0) {
+        cl->protocol = SY_PROTO_H2;
+    } else {
+        report(c, v, "protocol must be http1, h2c or h2, got %s", show_value(v).s);
+    }
+}
+
+/* A readable file named by `v` (resolved against the config's directory), or NULL. */
+static char *readable_file(struct ctx *c, const yaml_node_t *v, const char *what)
+{
+    const char *s = string_value(c, v, what);
+    if (!s)
+        return NULL;
+    char *path = file_path(c, s);
+    if (access(path, R_OK) != 0) {
+        report(c, v, "cannot read %s '%s': %s", what, path, strerror(errno));
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+/* A cluster's `tls: {ca, sni, verify, cert, key}` (the files are loaded, and checked as
+ * certificates, when the proxy makes its TLS contexts and by -t). */
+static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v)
+{
+    struct sy_cluster_tls *t = &cl->tls;
+    t->on = true;
+    t->mark = mark_of(v);
+    if (!is_mapping(c, v, "tls"))
+        return;
+    const yaml_node_t *cert = NULL, *key = NULL;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *name;
+        if (!map_entry(c, v, p, &k, &pv, &name))
+            continue;
+        if (strcmp(name, "ca") == 0) {
+            free(t->ca);
+            t->ca = readable_file(c, pv, "CA bundle");
+        } else if (strcmp(name, "sni") == 0) {
+            const char *s = string_value(c, pv, "sni");
+            if (!s)
+                continue;
+            const char *bad = s[0] == '[' ? "an IP address is not a server name"
+                                          : host_problem(s, strlen(s));
+            if (bad || strchr(s, '*'))
+                report(c, pv, "bad sni '%s': %s", show(pv).s,
+                       bad ? bad : "a server name cannot have a wildcard");
+            else {
+                free(t->sni);
+                t->sni = sy_xstrdup(s);
+            }
+        } else if (strcmp(name, "verify") == 0) {
+            const char *s = is_scalar(pv) && pv->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
+                                ? text(pv)
+                                : "";
+            if (strcmp(s, "true") == 0)
+                t->verify = true;
+            else if (strcmp(s, "false") == 0)
+                t->verify = false;
+            else
+                report(c, pv, "verify must be true or false, got %s", show_value(pv).s);
+        } else if (strcmp(name, "cert") == 0) {
+            cert = pv;
+        } else if (strcmp(name, "key") == 0) {
+            key = pv;
+        } else {
+            report(c, k, "unknown key '%s' in tls", show(k).s);
+        }
+    }
+    if ((cert == NULL) != (key == NULL)) {
+        report(c, cert ? cert : key, "a client certificate needs both 'cert' and 'key' in tls");
+        return;
+    }
+    if (cert) {
+        t->cert = readable_file(c, cert, "certificate");
+        t->key = readable_file(c, key, "key");
+    }
+}
+
 static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t *v)
 {
     struct sy_config *cfg = c->cfg;
@@ -702,9 +810,10 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     cl->name = sy_xstrndup(text(k), k->data.scalar.length);
     cl->mark = mark_of(k);
 
+    cl->tls.verify = true;
     if (!is_mapping(c, v, "cluster"))
         return;
-    const yaml_node_t *endpoints = NULL;
+    const yaml_node_t *endpoints = NULL, *protocol = NULL, *tls = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         yaml_node_t *pk, *pv;
         const char *key;
@@ -712,6 +821,10 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
             continue;
         if (strcmp(key, "endpoints") == 0)
             endpoints = pv;
+        else if (strcmp(key, "protocol") == 0)
+            protocol = pv;
+        else if (strcmp(key, "tls") == 0)
+            tls = pv;
         else
             report(c, pk, "unknown key '%s' in cluster", show(pk).s);
     }
@@ -719,6 +832,14 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
         report(c, v, "missing required key 'endpoints' in cluster");
     else
         parse_endpoints(c, cl, endpoints);
+    if (protocol)
+        parse_protocol(c, cl, protocol, tls != NULL);
+    if (tls)
+        parse_cluster_tls(c, cl, tls);
+    else if (cl->protocol == SY_PROTO_H2) {
+        cl->tls.on = true; /* h2 is HTTP/2 over TLS: verified against the system store */
+        cl->tls.mark = mark_of(protocol);
+    }
 }
 
 static void parse_clusters(struct ctx *c, const yaml_node_t *v)
@@ -1209,6 +1330,28 @@ static void parse_app_name(struct ctx *c, size_t index, const yaml_node_t *v)
     c->cfg->apps[index].name = sy_xstrdup(s);
 }
 
+/* `drain_after: DURATION` of an app. */
+static void parse_drain_after(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+{
+    unsigned ms = 0;
+    switch (parse_duration(v, &ms)) {
+    case DURATION_OK:
+        break;
+    case DURATION_SYNTAX:
+        report(c, v, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got %s",
+               show_value(v).s);
+        return;
+    case DURATION_TOO_LONG:
+        report(c, v, "drain_after must be at most %ums, got %s", UINT_MAX, show_value(v).s);
+        return;
+    }
+    if (ms == 0) {
+        report(c, v, "drain_after must be greater than 0 (leave it out to keep connections)");
+        return;
+    }
+    app->drain_after_ms = ms;
+}
+
 static void parse_app(struct ctx *c, const yaml_node_t *item)
 {
     if (!is_mapping(c, item, "app"))
@@ -1221,7 +1364,7 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
     app->mark = mark_of(item);
 
     const yaml_node_t *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL, *weights = NULL,
-                      *sticky = NULL, *force = NULL;
+                      *sticky = NULL, *force = NULL, *drain_after = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
         yaml_node_t *k, *v;
@@ -1242,6 +1385,8 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
             sticky = v;
         else if (strcmp(key, "force") == 0)
             force = v;
+        else if (strcmp(key, "drain_after") == 0)
+            drain_after = v;
         else
             report(c, k, "unknown key '%s' in app", show(k).s);
     }
@@ -1264,6 +1409,8 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
         parse_sticky(c, app, sticky);
     if (force)
         parse_force(c, app, force);
+    if (drain_after)
+        parse_drain_after(c, app, drain_after);
 }
 
 static void parse_apps(struct ctx *c, const yaml_node_t *v)
@@ -1812,6 +1959,10 @@ void sy_config_free(struct sy_config *cfg)
             free(cl->endpoints[j].address);
         free(cl->endpoints);
         free(cl->name);
+        free(cl->tls.ca);
+        free(cl->tls.sni);
+        free(cl->tls.cert);
+        free(cl->tls.key);
     }
     free(cfg->clusters);
     for (size_t i = 0; i < cfg->n_apps; i++) {

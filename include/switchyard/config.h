@@ -37,13 +37,36 @@ struct sy_endpoint_spec {
     struct sy_mark mark;
 };
 
-/** `clusters: NAME: {endpoints: [...]}`. Order is the file's order. */
+/** How a cluster is spoken to (`protocol:`). */
+enum sy_upstream_proto {
+    SY_PROTO_HTTP1 = 0, /* `http1` (default): HTTP/1.1, cleartext or over TLS with `tls:` */
+    SY_PROTO_H2C,       /* `h2c`: HTTP/2 by prior knowledge, cleartext */
+    SY_PROTO_H2,        /* `h2`: HTTP/2 over TLS, ALPN h2 (TLS even without a `tls:` block) */
+};
+
+/** `tls:` of a cluster. Paths are resolved against the config file's directory. */
+struct sy_cluster_tls {
+    bool on;     /* a `tls:` block, or protocol h2 */
+    char *ca;    /* `ca`: CA bundle (PEM); NULL: the system trust store */
+    char *sni;   /* `sni`: server name sent and verified; NULL: the endpoint's host if a name */
+    bool verify; /* `verify`, default true */
+    char *cert;  /* `cert` and `key`: a client certificate (mutual TLS), or both NULL */
+    char *key;
+    struct sy_mark mark; /* the `tls:` value (or `protocol:` when implied) */
+};
+
+/** `clusters: NAME: {endpoints: [...], protocol, tls}`. Order is the file's order. */
 struct sy_cluster_spec {
     char *name;
     struct sy_endpoint_spec *endpoints;
     size_t n_endpoints;
+    enum sy_upstream_proto protocol;
+    struct sy_cluster_tls tls;
     struct sy_mark mark;
 };
+
+/** The `protocol:` spelling of `p`. */
+const char *sy_upstream_proto_name(enum sy_upstream_proto p);
 
 /** `weights: {CLUSTER: N}` entry; `cluster` indexes sy_config.clusters. */
 struct sy_weight_spec {
@@ -104,6 +127,8 @@ struct sy_app_spec {
     size_t n_weights;
     struct sy_sticky_spec sticky;
     struct sy_force_spec force;
+    unsigned drain_after_ms; /* `drain_after`: after a cluster's weight for this app drops to 0,
+                                what still runs on it is closed this much later; 0 = never */
     struct sy_mark mark;
 };
 

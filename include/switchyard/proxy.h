@@ -50,7 +50,8 @@ struct sy_traffic {
     const char *app, *cluster; /* valid during the callback */
     uint64_t requests;         /* routed to this cluster */
     uint64_t responses_5xx;    /* answered 5xx, by the cluster or by us on its behalf */
-    uint64_t in_flight;        /* exchanges not finished yet */
+    uint64_t in_flight;        /* exchanges not finished yet (requests, streams, tunnels) */
+    uint64_t tunnels;          /* of those, upgraded connections (WebSocket) */
 };
 
 typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);

@@ -88,8 +88,8 @@ def test_help_lists_every_command_and_status_shows_the_table(admin_proxy):
     out = p.ctl_ok("status")
     assert "generation 1, journal seq 0 (%s)" % p.state in out, out
     # FILE, OVERRIDE, EFFECTIVE, and the requests the ten GETs made.
-    assert re.search(r"^web\s+blue\s+\*\s+20\s+-\s+20\s+2\s+0\s+0$", out, re.M), out
-    assert re.search(r"^\s+green\s+80\s+-\s+80\s+8\s+0\s+0$", out, re.M), out
+    assert re.search(r"^web\s+blue\s+\*\s+20\s+-\s+20\s+2\s+0\s+0\s+0$", out, re.M), out
+    assert re.search(r"^\s+green\s+80\s+-\s+80\s+8\s+0\s+0\s+0$", out, re.M), out
     doc = json.loads(p.ctl("status", "--json").stdout)
     assert doc["ok"] is True and doc["generation"] == 1 and doc["journal_seq"] == 0
     webdoc = [a for a in doc["apps"] if a["name"] == "web"][0]

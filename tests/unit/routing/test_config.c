@@ -201,6 +201,43 @@ static void test_parses_every_field_of_a_full_config(void **state)
     sy_diags_dispose(&d);
 }
 
+static void test_parses_cluster_protocol_tls_and_drain_after(void **state)
+{
+    (void)state;
+    struct sy_config *cfg = parse_ok("listen:\n"
+                                     "  - address: 127.0.0.1:8080\n"
+                                     "clusters:\n"
+                                     "  blue: {endpoints: [127.0.0.1:9001]}\n"
+                                     "  green: {endpoints: [127.0.0.1:9002], protocol: h2c}\n"
+                                     "  grpc:\n"
+                                     "    endpoints: [127.0.0.1:9003]\n"
+                                     "    protocol: h2\n"
+                                     "  secure:\n"
+                                     "    endpoints: [127.0.0.1:9004]\n"
+                                     "    tls: {sni: api.example.com, verify: false}\n"
+                                     "apps:\n"
+                                     "  - name: web\n"
+                                     "    hosts: [web.example.com]\n"
+                                     "    weights: {blue: 100}\n"
+                                     "    drain_after: 30s\n");
+    assert_int_equal(cfg->clusters[0].protocol, SY_PROTO_HTTP1);
+    assert_false(cfg->clusters[0].tls.on);
+    assert_int_equal(cfg->clusters[1].protocol, SY_PROTO_H2C);
+    assert_false(cfg->clusters[1].tls.on);
+    /* h2 is TLS even without a block, verified against the system store. */
+    assert_int_equal(cfg->clusters[2].protocol, SY_PROTO_H2);
+    assert_true(cfg->clusters[2].tls.on);
+    assert_true(cfg->clusters[2].tls.verify);
+    assert_null(cfg->clusters[2].tls.ca);
+    assert_int_equal(cfg->clusters[3].protocol, SY_PROTO_HTTP1);
+    assert_true(cfg->clusters[3].tls.on);
+    assert_false(cfg->clusters[3].tls.verify);
+    assert_string_equal(cfg->clusters[3].tls.sni, "api.example.com");
+    assert_string_equal(sy_upstream_proto_name(SY_PROTO_H2C), "h2c");
+    assert_int_equal(cfg->apps[0].drain_after_ms, 30000);
+    sy_config_free(cfg);
+}
+
 static void test_defaults_match_the_header(void **state)
 {
     struct sy_limits lim;
@@ -710,9 +747,54 @@ static const struct error_case error_cases[] = {
      "clusters:\n"
      "  blue:\n"
      "    endpoints: [127.0.0.1:9001]\n"
-     "    protocol: h2c\n"
+     "    healthcheck: /healthz\n"
      "apps: []\n",
-     {{6, 5, "unknown key 'protocol' in cluster"}}},
+     {{6, 5, "unknown key 'healthcheck' in cluster"}}},
+    {"test_rejects_unknown_protocol",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [127.0.0.1:9001]\n"
+     "    protocol: h3\n"
+     "apps: []\n",
+     {{6, 15, "protocol must be http1, h2c or h2, got h3"}}},
+    {"test_rejects_tls_with_h2c",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [127.0.0.1:9001]\n"
+     "    protocol: h2c\n"
+     "    tls: {verify: false}\n"
+     "apps: []\n",
+     {{6, 15, "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use protocol h2 "
+              "for HTTP/2 over TLS"}}},
+    {"test_rejects_cluster_tls_problems",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [127.0.0.1:9001]\n"
+     "    tls: {ca: /nonexistent/ca.pem, verify: maybe, sni: '*.x.com', cert: c.pem, mtls: 1}\n"
+     "apps: []\n",
+     {{6, 15, "cannot read CA bundle '/nonexistent/ca.pem': No such file or directory"},
+      {6, 44, "verify must be true or false, got maybe"},
+      {6, 56, "bad sni '*.x.com': a server name cannot have a wildcard"},
+      {6, 73, "a client certificate needs both 'cert' and 'key' in tls"},
+      {6, 80, "unknown key 'mtls' in tls"}}},
+    {"test_rejects_bad_drain_after",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 100}\n"
+          "    drain_after: soon\n"
+          "  - name: api\n"
+          "    hosts: [api.example.com]\n"
+          "    weights: {blue: 100}\n"
+          "    drain_after: 0s\n",
+     {{10, 18, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got soon"},
+      {14, 18, "drain_after must be greater than 0 (leave it out to keep connections)"}}},
     {"test_rejects_unknown_key_in_listen_entry",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
@@ -1203,6 +1285,7 @@ int main(void)
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_parses_every_field_of_a_full_config),
         cmocka_unit_test(test_defaults_match_the_header),
+        cmocka_unit_test(test_parses_cluster_protocol_tls_and_drain_after),
         cmocka_unit_test(test_applies_defaults_to_absent_keys),
         cmocka_unit_test(test_stable_defaults_to_first_weighted_cluster_in_cluster_order),
         cmocka_unit_test(test_accepts_and_lower_cases_ipv6_literal_hosts),

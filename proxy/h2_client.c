@@ -1,0 +1,701 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP/2 to the clusters (protocol h2c, or h2 over TLS), with nghttp2's client session. One
+ * connection carries many exchanges, up to the server's SETTINGS_MAX_CONCURRENT_STREAMS; when
+ * every connection of a pool is full (or going away) another is opened. A GOAWAY from the
+ * server lets the streams it took finish; the ones it did not take come back unprocessed and
+ * go once more on another connection, as does a request that failed before any byte of it was
+ * sent.
+ *
+ * Flow control is the backpressure: response DATA is given back to the window only when the
+ * client has taken it (to half of buffer_bytes), and the request body is pulled from the
+ * client only when nghttp2 can send it and the socket is not backed up.
+ *
+ * nghttp2 calls back while we are inside it; an exchange may end in such a callback, so the
+ * session is never freed there: `in_io` defers that, and any flush asked for, to the end of
+ * the outermost call. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy_internal.h"
+
+/* Until the server's SETTINGS arrive: what nghttp2 itself assumes. */
+#define H2_INITIAL_STREAMS 100
+
+struct h2_up {
+    struct sy_worker *w;
+    struct pool *pool;
+    struct bufferevent *bev;
+    nghttp2_session *ng;
+    bool connected;     /* TCP, and TLS with ALPN h2, are up */
+    bool settings_seen; /* the server's first SETTINGS arrived */
+    bool closing;       /* no new streams: GOAWAY either way, or the connection failed */
+    bool in_io;         /* inside nghttp2: frees and flushes wait */
+    bool want_flush;
+    bool dead;             /* free once the outermost call returns */
+    size_t n_streams;      /* exchanges attached, submitted or waiting for the connection */
+    struct exchange *streams;
+    size_t budget;         /* bytes queued towards the server before we stop producing */
+    struct event *idle_timer;
+    struct h2_up *next; /* in the pool */
+};
+
+static bool flush(struct h2_up *h);
+static void conn_fail(struct h2_up *h, const char *why);
+
+static struct exchange *stream_ex(struct h2_up *h, int32_t id)
+{
+    return id > 0 ? nghttp2_session_get_stream_user_data(h->ng, id) : NULL;
+}
+
+static void unlink_stream(struct h2_up *h, struct exchange *ex)
+{
+    if (ex->h2_prev)
+        ex->h2_prev->h2_next = ex->h2_next;
+    else
+        h->streams = ex->h2_next;
+    if (ex->h2_next)
+        ex->h2_next->h2_prev = ex->h2_prev;
+    ex->h2_next = ex->h2_prev = NULL;
+    ex->h2 = NULL;
+    h->n_streams--;
+}
+
+static void conn_free(struct h2_up *h)
+{
+    for (struct h2_up **pp = &h->pool->h2; *pp; pp = &(*pp)->next) {
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    }
+    if (h->idle_timer)
+        event_free(h->idle_timer);
+    nghttp2_session_del(h->ng);
+    bufferevent_free(h->bev);
+    free(h);
+}
+
+/* No stream left: close now if the connection is going away, else after upstream_idle. */
+static void check_idle(struct h2_up *h)
+{
+    if (h->n_streams)
+        return;
+    if (h->closing || h->pool->retired || h->w->draining || !h->connected) {
+        if (!h->connected || !nghttp2_session_want_write(h->ng)) {
+            h->dead = true;
+            return;
+        }
+        if (!h->closing) {
+            h->closing = true;
+            nghttp2_session_terminate_session(h->ng, NGHTTP2_NO_ERROR);
+        }
+        return; /* freed once the GOAWAY is written */
+    }
+    struct timeval tv = ms_tv(worker_config(h->w)->timeouts.upstream_idle_ms);
+    evtimer_add(h->idle_timer, &tv);
+}
+
+/* Ends the outermost call into nghttp2: flushes what was asked for and frees the connection
+ * if it died meanwhile. */
+static void io_done(struct h2_up *h)
+{
+    h->in_io = false;
+    if (h->dead) {
+        conn_free(h);
+        return;
+    }
+    if (h->want_flush)
+        flush(h);
+}
+
+/* Hands nghttp2's frames to the socket until budget bytes wait there. Returns false when the
+ * connection is gone (freed). */
+static bool flush(struct h2_up *h)
+{
+    if (h->in_io) {
+        h->want_flush = true;
+        return true;
+    }
+    h->want_flush = false;
+    if (!h->connected && !h->dead)
+        return true;
+    h->in_io = true;
+    struct evbuffer *out = bufferevent_get_output(h->bev);
+    do {
+        h->want_flush = false;
+        while (!h->dead && evbuffer_get_length(out) < h->budget) {
+            const uint8_t *p;
+            ssize_t n = nghttp2_session_mem_send(h->ng, &p);
+            if (n < 0) {
+                h->in_io = false;
+                conn_fail(h, nghttp2_strerror((int)n));
+                return false;
+            }
+            if (n == 0)
+                break;
+            evbuffer_add(out, p, (size_t)n);
+        }
+    } while (!h->dead && h->want_flush && evbuffer_get_length(out) < h->budget);
+    h->want_flush = false;
+    h->in_io = false;
+    if (!h->dead && !nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng) &&
+        evbuffer_get_length(out) == 0 && h->n_streams == 0)
+        h->dead = true;
+    if (h->dead) {
+        conn_free(h);
+        return false;
+    }
+    return true;
+}
+
+/* Every stream fails: `why` is the connection's reason. */
+static void conn_fail(struct h2_up *h, const char *why)
+{
+    char reason[256];
+    snprintf(reason, sizeof(reason), "%s", why);
+    h->closing = true;
+    h->in_io = true; /* the exchanges' ends must not free the connection under us */
+    while (h->streams) {
+        struct exchange *ex = h->streams;
+        bool unprocessed = !ex->h2_sent;
+        if (ex->stream_id)
+            nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
+        unlink_stream(h, ex);
+        if (ex->h2_timer) {
+            event_free(ex->h2_timer);
+            ex->h2_timer = NULL;
+        }
+        exchange_h2_failed(ex, h, unprocessed, 502, reason);
+    }
+    h->dead = true;
+    h->in_io = false;
+    conn_free(h);
+}
+
+/* ---- the response ------------------------------------------------------------------------ */
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
+{
+    struct exchange *ex = stream_ex(user, frame->hd.stream_id);
+    if (ex && ex->h2_fields)
+        evbuffer_drain(ex->h2_fields, evbuffer_get_length(ex->h2_fields));
+    return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    struct exchange *ex = stream_ex(user, frame->hd.stream_id);
+    if (!ex)
+        return 0;
+    if (ex->resp_started) {
+        exchange_h2_trailer(ex, name, namelen, value, valuelen);
+        return 0;
+    }
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
+    if (evbuffer_get_length(ex->h2_fields) + namelen + valuelen + 2 >
+        cfg->limits.max_header_bytes)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset: 502 */
+    evbuffer_add(ex->h2_fields, name, namelen);
+    evbuffer_add(ex->h2_fields, "", 1);
+    evbuffer_add(ex->h2_fields, value, valuelen);
+    evbuffer_add(ex->h2_fields, "", 1);
+    return 0;
+}
+
+/* The head collected in ex->h2_fields goes to the exchange (interim 1xx heads are dropped). */
+static void deliver_head(struct exchange *ex, bool end_stream)
+{
+    size_t len = evbuffer_get_length(ex->h2_fields);
+    char *p = (char *)evbuffer_pullup(ex->h2_fields, (ssize_t)len);
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
+    struct sy_header *fields = worker_scratch(ex->w);
+    size_t n = 0, max = cfg->limits.max_headers;
+    int status = 0;
+    bool has_length = false;
+    uint64_t length = 0;
+    char *end = p + len;
+    while (p < end) {
+        char *name = p, *value = name + strlen(name) + 1;
+        size_t nlen = (size_t)(value - 1 - name), vlen = strlen(value);
+        p = value + vlen + 1;
+        if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
+            status = (vlen == 3) ? atoi(value) : 0;
+        } else if (name[0] == ':') {
+            continue;
+        } else if (nlen == 14 && memcmp(name, "content-length", 14) == 0) {
+            has_length = true; /* nghttp2 checked it is one number matching the DATA */
+            length = strtoull(value, NULL, 10);
+        } else if (n < max) {
+            fields[n].name = sy_slice_of(name, nlen);
+            fields[n].value = sy_slice_of(value, vlen);
+            n++;
+        }
+    }
+    if (status >= 100 && status < 200)
+        return; /* interim: we answered 100 Continue ourselves */
+    exchange_h2_head(ex, status, fields, n, end_stream, has_length, length);
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
+{
+    struct h2_up *h = user;
+    switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+            h->settings_seen = true;
+        return 0;
+    case NGHTTP2_GOAWAY:
+        /* Streams above last_stream_id come back closed with REFUSED_STREAM. */
+        h->closing = true;
+        return 0;
+    case NGHTTP2_HEADERS:
+    case NGHTTP2_DATA:
+        break;
+    default:
+        return 0;
+    }
+    struct exchange *ex = stream_ex(h, frame->hd.stream_id);
+    if (!ex)
+        return 0;
+    event_base_gettimeofday_cached(h->w->base, &ex->h2_seen);
+    bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && !ex->resp_started) {
+        deliver_head(ex, end);
+        ex = stream_ex(h, frame->hd.stream_id); /* it may have ended there */
+    }
+    if (ex && end && ex->resp_started)
+        exchange_h2_end(ex);
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                              size_t len, void *user)
+{
+    struct h2_up *h = user;
+    struct exchange *ex = stream_ex(h, id);
+    if (!ex) {
+        nghttp2_session_consume(ng, id, len); /* nobody wants it: keep the window open */
+        return 0;
+    }
+    event_base_gettimeofday_cached(h->w->base, &ex->h2_seen);
+    /* The exchange may end inside (the client went away): it is looked up again. */
+    if (exchange_h2_data(ex, data, len))
+        nghttp2_session_consume(ng, id, len);
+    else if ((ex = stream_ex(h, id)) != NULL)
+        ex->h2_unconsumed += len;
+    else
+        nghttp2_session_consume(ng, id, len);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
+{
+    struct h2_up *h = user;
+    struct exchange *ex = stream_ex(h, frame->hd.stream_id);
+    if (!ex)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        ex->h2_sent = true;
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        ex->h2_end_sent = true;
+    return 0;
+}
+
+/* The exchange is detached before it hears of the failure, so that the stream's end does not
+ * reach it twice. */
+static void stream_failed(struct h2_up *h, struct exchange *ex, bool unprocessed, int status,
+                          const char *why)
+{
+    if (ex->stream_id)
+        nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
+    unlink_stream(h, ex);
+    if (ex->h2_timer) {
+        event_free(ex->h2_timer);
+        ex->h2_timer = NULL;
+    }
+    exchange_h2_failed(ex, h, unprocessed, status, why);
+    check_idle(h);
+}
+
+static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *frame, int error,
+                             void *user)
+{
+    struct h2_up *h = user;
+    struct exchange *ex = stream_ex(h, frame->hd.stream_id);
+    if (ex && frame->hd.type == NGHTTP2_HEADERS) {
+        char why[160];
+        snprintf(why, sizeof(why), "the request could not be sent: %s", nghttp2_strerror(error));
+        stream_failed(h, ex, true, 502, why);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *user)
+{
+    struct h2_up *h = user;
+    struct exchange *ex = stream_ex(h, id);
+    if (!ex)
+        return 0;
+    /* Still attached: the stream ended without a complete response. */
+    char why[200];
+    snprintf(why, sizeof(why), "the cluster %s the stream (%s)",
+             code == NGHTTP2_REFUSED_STREAM ? "refused" : "reset",
+             nghttp2_http2_strerror(code));
+    stream_failed(h, ex, code == NGHTTP2_REFUSED_STREAM || !ex->h2_sent, 502, why);
+    return 0;
+}
+
+/* ---- the request body -------------------------------------------------------------------- */
+
+static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                            uint32_t *flags, nghttp2_data_source *source, void *user)
+{
+    struct h2_up *h = user;
+    struct exchange *ex = stream_ex(h, id);
+    if (!ex)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    bool eof = false, trailers = false;
+    ssize_t n = exchange_h2_pull(ex, buf, length, &eof, &trailers);
+    if (n < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the exchange failed (and is gone) */
+    if (eof) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (trailers) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_nv nv[64];
+            size_t k = trailer_lines_to_nv(ex->trailers, nv, 64);
+            nghttp2_submit_trailer(ng, id, nv, k); /* copies the fields */
+            evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
+            ex->h2_end_sent = true; /* the trailers end the stream */
+        }
+        return n;
+    }
+    if (n == 0) {
+        ex->h2_deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return n;
+}
+
+/* ---- the connection ---------------------------------------------------------------------- */
+
+static void submit(struct h2_up *h, struct exchange *ex)
+{
+    nghttp2_data_provider prd = {.source.ptr = ex, .read_callback = data_read_cb};
+    int32_t id = nghttp2_submit_request(h->ng, NULL, ex->h2_req->nva, ex->h2_req->n_nva,
+                                        ex->req_done ? NULL : &prd, ex);
+    if (id < 0) {
+        /* Stream ids used up, or the session is going away: another connection. */
+        h->closing = true;
+        stream_failed(h, ex, true, 502, nghttp2_strerror(id));
+        return;
+    }
+    ex->stream_id = id;
+    exchange_h2_submitted(ex);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_up *h = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    h->in_io = true;
+    while (evbuffer_get_length(in) && !h->dead) {
+        struct evbuffer_iovec v;
+        evbuffer_peek(in, -1, NULL, &v, 1);
+        ssize_t n = nghttp2_session_mem_recv(h->ng, v.iov_base, v.iov_len);
+        if (n < 0) {
+            h->in_io = false;
+            char why[160];
+            snprintf(why, sizeof(why), "HTTP/2 error from the cluster: %s",
+                     nghttp2_strerror((int)n));
+            conn_fail(h, why);
+            return;
+        }
+        evbuffer_drain(in, (size_t)n);
+    }
+    h->want_flush = true;
+    io_done(h);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_up *h = arg;
+    if (!flush(h))
+        return;
+    if (h->closing && h->n_streams == 0 && evbuffer_get_length(bufferevent_get_output(bev)) == 0 &&
+        !nghttp2_session_want_write(h->ng))
+        conn_free(h); /* the GOAWAY is out */
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct h2_up *h = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        if (!upstream_alpn_is(bev, "h2")) {
+            conn_fail(h, "the cluster did not agree to HTTP/2 (ALPN h2)");
+            return;
+        }
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        h->connected = true;
+        bufferevent_set_timeouts(bev, NULL, NULL);
+        const struct sy_config *cfg = worker_config(h->w);
+        uint32_t window = cfg->limits.buffer_bytes < 65535 ? 65535 : cfg->limits.buffer_bytes;
+        nghttp2_settings_entry iv[] = {
+            {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+            {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window},
+        };
+        nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv, 2);
+        /* The connection's window: every stream's, so one slow client stalls only itself. */
+        size_t conn_window = (size_t)window * H2_INITIAL_STREAMS;
+        if (conn_window > (1u << 30))
+            conn_window = 1u << 30;
+        nghttp2_session_set_local_window_size(h->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
+        h->in_io = true;
+        for (struct exchange *ex = h->streams, *next; ex; ex = next) {
+            next = ex->h2_next;
+            if (ex->stream_id == 0)
+                submit(h, ex);
+        }
+        h->want_flush = true;
+        io_done(h);
+        return;
+    }
+    const char *reason;
+    char why[256];
+    if (what & BEV_EVENT_TIMEOUT)
+        reason = h->connected ? "timed out" : "connect timed out";
+    else
+        reason = upstream_error(bev, (what & BEV_EVENT_ERROR) ? EVUTIL_SOCKET_ERROR() : 0);
+    snprintf(why, sizeof(why), "%s: %s", h->connected ? "the connection failed" : "cannot be reached",
+             reason);
+    conn_fail(h, why);
+}
+
+static void idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_up *h = arg;
+    if (h->n_streams)
+        return;
+    h->closing = true;
+    nghttp2_session_terminate_session(h->ng, NGHTTP2_NO_ERROR);
+    flush(h);
+}
+
+static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags,
+                       void *user)
+{
+    return NGHTTP2_ERR_WOULDBLOCK; /* mem_send is used */
+}
+
+static nghttp2_session_callbacks *callbacks(void)
+{
+    static _Thread_local nghttp2_session_callbacks *cbs;
+    if (cbs)
+        return cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_send_callback(cbs, send_cb);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, on_frame_not_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    return cbs;
+}
+
+static struct h2_up *conn_new(struct sy_worker *w, struct pool *p,
+                              const struct sy_cluster_spec *cl, const char **why)
+{
+    struct bufferevent *bev = upstream_connect(w, p, cl, why);
+    if (!bev)
+        return NULL;
+    struct h2_up *h = sy_xcalloc(1, sizeof(*h));
+    h->w = w;
+    h->pool = p;
+    h->bev = bev;
+    h->budget = worker_config(w)->limits.buffer_bytes;
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_peer_max_concurrent_streams(opt, H2_INITIAL_STREAMS);
+    nghttp2_session_client_new2(&h->ng, callbacks(), h, opt);
+    nghttp2_option_del(opt);
+    h->idle_timer = evtimer_new(w->base, idle_cb, h);
+    bufferevent_setwatermark(bev, EV_WRITE, h->budget / 2, 0);
+    bufferevent_setcb(bev, read_cb, write_cb, event_cb, h);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    h->next = p->h2;
+    p->h2 = h;
+    return h;
+}
+
+static bool has_room(struct h2_up *h)
+{
+    if (h->closing || h->dead)
+        return false;
+    uint32_t max = H2_INITIAL_STREAMS;
+    if (h->settings_seen)
+        max = nghttp2_session_get_remote_settings(h->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    return h->n_streams < max;
+}
+
+static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct exchange *ex = arg;
+    struct h2_up *h = ex->h2;
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
+    unsigned ms = cfg->timeouts.upstream_response_ms;
+    struct timeval now, idle, left;
+    event_base_gettimeofday_cached(h->w->base, &now);
+    timersub(&now, &ex->h2_seen, &idle);
+    uint64_t idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
+    if (!ex->req_done || idle_ms < ms) {
+        /* Still uploading (the clock starts when the request is complete), or something
+         * arrived meanwhile. */
+        if (!ex->req_done)
+            ex->h2_seen = now;
+        left = ms_tv(ex->req_done ? (unsigned)(ms - idle_ms) : ms);
+        evtimer_add(ex->h2_timer, &left);
+        return;
+    }
+    h->in_io = true;
+    if (ex->stream_id)
+        nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, ex->stream_id, NGHTTP2_CANCEL);
+    stream_failed(h, ex, false, h->connected ? 504 : 502,
+                  h->connected ? "did not answer in time" : "cannot be reached: connect timed out");
+    h->want_flush = true;
+    io_done(h);
+}
+
+bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl,
+                 struct h2_up *avoid, const char **why)
+{
+    struct sy_worker *w = ex->w;
+    struct h2_up *h = NULL;
+    for (struct h2_up *c = p->h2; c && !h; c = c->next)
+        if (c != avoid && has_room(c))
+            h = c;
+    if (!h) {
+        h = conn_new(w, p, cl, why);
+        if (!h)
+            return false;
+    }
+    evtimer_del(h->idle_timer);
+    ex->h2 = h;
+    ex->stream_id = 0;
+    ex->h2_sent = ex->h2_end_sent = false;
+    ex->h2_next = h->streams;
+    ex->h2_prev = NULL;
+    if (h->streams)
+        h->streams->h2_prev = ex;
+    h->streams = ex;
+    h->n_streams++;
+    if (!ex->h2_fields)
+        ex->h2_fields = evbuffer_new();
+    if (!ex->h2_timer)
+        ex->h2_timer = evtimer_new(w->base, stream_timer_cb, ex);
+    event_base_gettimeofday_cached(w->base, &ex->h2_seen);
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
+    /* Connecting: the connect timeout runs first; the response clock after. */
+    struct timeval tv =
+        ms_tv(cfg->timeouts.upstream_response_ms + cfg->timeouts.upstream_connect_ms);
+    evtimer_add(ex->h2_timer, &tv);
+    if (h->connected) {
+        bool outer = !h->in_io;
+        h->in_io = true;
+        submit(h, ex);
+        h->want_flush = true;
+        if (outer)
+            io_done(h);
+    }
+    return true;
+}
+
+void h2up_detach(struct exchange *ex)
+{
+    struct h2_up *h = ex->h2;
+    if (!h)
+        return;
+    bool outer = !h->in_io;
+    h->in_io = true;
+    if (ex->stream_id) {
+        nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
+        if (ex->h2_unconsumed)
+            nghttp2_session_consume(h->ng, ex->stream_id, ex->h2_unconsumed);
+        ex->h2_unconsumed = 0;
+        /* A stream that did not end both ways is reset; after a complete response the
+         * server learns it need not read the rest of our body. */
+        if (!(ex->resp_done && ex->h2_end_sent) &&
+            nghttp2_session_find_stream(h->ng, ex->stream_id))
+            nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, ex->stream_id,
+                                      ex->resp_done ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
+    }
+    unlink_stream(h, ex);
+    if (ex->h2_timer) {
+        event_free(ex->h2_timer);
+        ex->h2_timer = NULL;
+    }
+    check_idle(h);
+    h->want_flush = true;
+    if (outer)
+        io_done(h);
+}
+
+void h2up_body_ready(struct exchange *ex)
+{
+    struct h2_up *h = ex->h2;
+    if (!h || !ex->stream_id || !ex->h2_deferred)
+        return;
+    ex->h2_deferred = false;
+    nghttp2_session_resume_data(h->ng, ex->stream_id);
+    flush(h);
+}
+
+void h2up_client_drained(struct exchange *ex)
+{
+    struct h2_up *h = ex->h2;
+    if (!h || !ex->stream_id || !ex->h2_unconsumed)
+        return;
+    nghttp2_session_consume(h->ng, ex->stream_id, ex->h2_unconsumed);
+    ex->h2_unconsumed = 0;
+    flush(h);
+}
+
+void h2up_close_pool(struct pool *p, bool now)
+{
+    for (struct h2_up *h = p->h2, *next; h; h = next) {
+        next = h->next;
+        if (now) {
+            conn_fail(h, "the proxy is shutting down");
+            continue;
+        }
+        if (!h->closing && h->connected) {
+            h->closing = true;
+            nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(h->ng),
+                                  NGHTTP2_NO_ERROR, NULL, 0);
+        }
+        if (h->n_streams == 0) {
+            h->dead = true;
+            conn_free(h);
+        } else {
+            flush(h);
+        }
+    }
+}
+
+size_t h2up_count(const struct pool *p)
+{
+    size_t n = 0;
+    for (const struct h2_up *h = p->h2; h; h = h->next)
+        n++;
+    return n;
+}
