@@ -494,11 +494,13 @@ static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int
     return NGHTTP2_ERR_WOULDBLOCK; /* mem_send is used */
 }
 
-static nghttp2_session_callbacks *callbacks(void)
+/* One set for the process (sessions copy it), made once: a thread-local one would be lost
+ * with its worker. */
+static nghttp2_session_callbacks *cbs;
+static pthread_once_t cbs_once = PTHREAD_ONCE_INIT;
+
+static void make_callbacks(void)
 {
-    static _Thread_local nghttp2_session_callbacks *cbs;
-    if (cbs)
-        return cbs;
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_send_callback(cbs, send_cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -508,6 +510,11 @@ static nghttp2_session_callbacks *callbacks(void)
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, on_frame_not_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+}
+
+static nghttp2_session_callbacks *callbacks(void)
+{
+    pthread_once(&cbs_once, make_callbacks);
     return cbs;
 }
 
