@@ -1047,11 +1047,20 @@ void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocesse
 {
     const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
     char msg[400];
-    /* Once more on another connection when the cluster cannot have acted on it, or when it is
-     * safe to repeat and nothing of it is lost. */
-    if (!ex->retried && !ex->resp_started && !ex->w->draining &&
-        (unprocessed || (ex->safe && !ex->req_body_started))) {
-        ex->retried = true;
+    /* Again on another connection when the cluster did not act on it (refused, or above a
+     * GOAWAY's last stream: a few times, as a burst sent before a server's SETTINGS can meet
+     * its stream limit twice), or once when it is safe to repeat and nothing of it is lost. */
+    bool again = false;
+    if (!ex->resp_started && !ex->w->draining && !ex->req_body_started) {
+        if (unprocessed && ex->h2_refused < 4) {
+            ex->h2_refused++;
+            again = true;
+        } else if (!ex->retried && (unprocessed || ex->safe)) {
+            ex->retried = true;
+            again = true;
+        }
+    }
+    if (again) {
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);
         const char *reason = NULL;
         if (ep && h2up_attach(ex, upstream_pool(ex->w, ep, cl), cl, from, &reason))

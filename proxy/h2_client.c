@@ -39,7 +39,8 @@ struct h2_up {
     struct exchange *streams;
     size_t budget;         /* bytes queued towards the server before we stop producing */
     struct event *idle_timer;
-    struct h2_up *next; /* in the pool */
+    struct event *flush_ev; /* a flush on the next loop turn */
+    struct h2_up *next;     /* in the pool */
 };
 
 static bool flush(struct h2_up *h);
@@ -73,6 +74,8 @@ static void conn_free(struct h2_up *h)
     }
     if (h->idle_timer)
         event_free(h->idle_timer);
+    if (h->flush_ev)
+        event_free(h->flush_ev);
     nghttp2_session_del(h->ng);
     bufferevent_free(h->bev);
     free(h);
@@ -246,8 +249,12 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     struct h2_up *h = user;
     switch (frame->hd.type) {
     case NGHTTP2_SETTINGS:
-        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
             h->settings_seen = true;
+            /* New connections to this endpoint start from what it allows, not from 100. */
+            h->pool->h2_max_streams = nghttp2_session_get_remote_settings(
+                ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        }
         return 0;
     case NGHTTP2_GOAWAY:
         /* Streams above last_stream_id come back closed with REFUSED_STREAM. */
@@ -478,6 +485,19 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     conn_fail(h, why);
 }
 
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    flush(arg);
+}
+
+/* A flush on the next loop turn: a new request is submitted from exchange_start, whose codec
+ * has not consumed the request head yet, so its body must not be pulled there and then. */
+static void schedule_flush(struct h2_up *h)
+{
+    if (!event_pending(h->flush_ev, EV_TIMEOUT | EV_READ | EV_WRITE, NULL))
+        event_active(h->flush_ev, EV_WRITE, 0);
+}
+
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_up *h = arg;
@@ -536,6 +556,7 @@ static struct h2_up *conn_new(struct sy_worker *w, struct pool *p,
     nghttp2_session_client_new2(&h->ng, callbacks(), h, opt);
     nghttp2_option_del(opt);
     h->idle_timer = evtimer_new(w->base, idle_cb, h);
+    h->flush_ev = event_new(w->base, -1, 0, flush_cb, h);
     bufferevent_setwatermark(bev, EV_WRITE, h->budget / 2, 0);
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, h);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
@@ -548,7 +569,7 @@ static bool has_room(struct h2_up *h)
 {
     if (h->closing || h->dead)
         return false;
-    uint32_t max = H2_INITIAL_STREAMS;
+    uint32_t max = h->pool->h2_max_streams ? h->pool->h2_max_streams : H2_INITIAL_STREAMS;
     if (h->settings_seen)
         max = nghttp2_session_get_remote_settings(h->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     return h->n_streams < max;
@@ -616,12 +637,16 @@ bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_sp
         ms_tv(cfg->timeouts.upstream_response_ms + cfg->timeouts.upstream_connect_ms);
     evtimer_add(ex->h2_timer, &tv);
     if (h->connected) {
+        /* No nghttp2 callback runs in a submit; the frames go out on the next turn. */
         bool outer = !h->in_io;
         h->in_io = true;
         submit(h, ex);
-        h->want_flush = true;
-        if (outer)
-            io_done(h);
+        h->in_io = !outer;
+        if (h->dead && outer) {
+            conn_free(h);
+            return true; /* the exchange moved on (retried or failed) in submit */
+        }
+        schedule_flush(h);
     }
     return true;
 }

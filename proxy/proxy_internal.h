@@ -44,6 +44,7 @@ struct pool {
     size_t n_idle;
     size_t n_conns;        /* HTTP/1.1 connections, idle or in use */
     struct h2_up *h2;      /* HTTP/2 connections, newest first */
+    uint32_t h2_max_streams; /* the server's last SETTINGS_MAX_CONCURRENT_STREAMS, 0: unknown */
     bool retired;          /* the endpoint left the routing table: keep nothing idle */
     struct pool *next;
 };
@@ -242,6 +243,7 @@ struct exchange {
     struct evbuffer *h2_fields;  /* the header block being received: "name\0value\0"... */
     bool h2_deferred;            /* the body provider waits for the client */
     bool h2_sent;                /* the HEADERS went out: the cluster may have acted on it */
+    uint8_t h2_refused;          /* times the cluster refused the stream unprocessed */
     bool h2_end_sent;            /* our side of the stream is closed */
     struct timeval h2_seen;      /* the stream's last sign of life */
     bool h2_req_eof;             /* the client's body ended (pulled to the end) */
