@@ -68,6 +68,7 @@ if [ -n "$need" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null ||
         { echo "apt-get install$need failed" >&2; exit 1; }
 fi
+SY_BIN_GIVEN=${SY_BIN:-}
 if [ -z "${SY_BIN:-}" ]; then
     SY_BIN=$root/build-release/proxy/switchyard
     if [ ! -f build-release/build.ninja ]; then
@@ -75,6 +76,14 @@ if [ -z "${SY_BIN:-}" ]; then
             exit 1
     fi
     ninja -C build-release >/dev/null || { echo "release build failed" >&2; exit 1; }
+fi
+# Which switchyard this is, taken now: the tree may change while the run goes on. A binary
+# given in SY_BIN was built from some tree this script cannot know; say so.
+rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null)$(git -C "$root" diff --quiet HEAD -- proxy routing include 2>/dev/null || echo '+uncommitted changes')"
+if [ -n "${SY_BIN_GIVEN:-}" ]; then
+    sy_version="$("$SY_BIN" -V 2>&1 | head -n1) ($SY_BIN, built $(date -u -r "$SY_BIN" '+%Y-%m-%d %H:%M UTC'); this tree at $rev)"
+else
+    sy_version="$("$SY_BIN" -V 2>&1 | head -n1) (release build of $rev)"
 fi
 
 # ---------------------------------------------------------------- ports
@@ -347,7 +356,7 @@ t_end=$(date +%s)
         "load average before the run: $loadavg. $RUNS run(s) x ${DUR}s per cell," \
         "targets interleaved; total $((t_end - t_start)) s. Raw figures: $work."
     echo
-    echo "Versions: $("$SY_BIN" -V 2>&1 | head -n1) ($(git -C "$root" rev-parse --short HEAD 2>/dev/null)$(git -C "$root" diff --quiet 2>/dev/null || echo '+dirty'), release build);" \
+    echo "Versions: $sy_version;" \
         "$(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | head -n1 | cut -d' ' -f1-3);" \
         "$(nghttpx --version | head -n1); $(h2load --version | head -n1); $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)."
     echo
