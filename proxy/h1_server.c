@@ -20,6 +20,7 @@ struct h1_client {
     struct conn conn; /* first: a struct conn * is a struct h1_client * */
     struct downstream down;
     struct bufferevent *bev;
+    struct wthrough wt;
     struct event *timer; /* request head deadline / keep-alive idle */
     uint64_t requests;   /* served on this connection */
     bool keep_alive;     /* after the current exchange */
@@ -43,6 +44,7 @@ static void client_free(struct h1_client *c)
         exchange_downstream_gone(c->down.ex);
     if (c->timer)
         event_free(c->timer);
+    wthrough_detach(&c->wt);
     if (c->bev)
         bufferevent_free(c->bev);
     struct sy_worker *w = c->conn.w;
@@ -203,6 +205,7 @@ static bool sniff_h2(struct h1_client *c, struct evbuffer *in, size_t len, bool 
         return false;
     }
     struct bufferevent *bev = c->bev;
+    wthrough_detach(&c->wt);
     c->bev = NULL;
     h2_accept(c->conn.w, bev, (const struct sockaddr *)&c->conn.addr, sizeof(c->conn.addr), false);
     client_free(c);
@@ -285,13 +288,15 @@ static void try_read_head(struct h1_client *c)
                        : sy_slice_of(NULL, 0),
         .version = req.minor == 0 ? "1.0" : "1.1",
     };
+    /* Reading stays on while the exchange runs: pipelined requests wait their turn in the
+     * input (bounded by its watermark), a client's early close is seen at once, and the
+     * socket is not taken out of epoll and put back for every request. Only a body being
+     * read has a read deadline. */
     struct timeval body = ms_tv(cfg->timeouts.client_body_ms);
-    bufferevent_set_timeouts(c->bev, &body, &body);
     bool has_body = req.framing == SY_H1_BODY_CHUNKED ||
                     (req.framing == SY_H1_BODY_LENGTH && req.content_length > 0);
-    if (!has_body)
-        bufferevent_disable(c->bev, EV_READ); /* pipelined requests wait their turn */
-    exchange_start(&c->down, &head);          /* copies what it needs from p */
+    bufferevent_set_timeouts(c->bev, has_body ? &body : NULL, &body);
+    exchange_start(&c->down, &head); /* copies what it needs from p */
     evbuffer_drain(in, (size_t)n);
     if (c->down.ex)
         exchange_body_ready(c->down.ex); /* body bytes that came with the head */
@@ -364,8 +369,11 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
     }
     ssize_t n = exchange_decode_body(&c->req_chunked, c->req_framing, &c->req_remaining, in, out,
                                      max, trailers, done, why);
-    if (*done)
-        bufferevent_disable(c->bev, EV_READ); /* pipelined requests wait their turn */
+    if (*done) {
+        /* The body is in: no read deadline while the answer comes. */
+        struct timeval tv = ms_tv(worker_config(c->conn.w)->timeouts.client_body_ms);
+        bufferevent_set_timeouts(c->bev, NULL, &tv);
+    }
     return n;
 }
 
@@ -514,6 +522,7 @@ void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     c->down.ops = &h1_ops;
     c->down.conn = &c->conn;
     c->bev = bev;
+    wthrough_attach(&c->wt, w, bev);
     c->keep_alive = true;
     /* Keep at most one head (or one buffer of body) waiting to be handled. */
     size_t high = cfg->limits.buffer_bytes;

@@ -28,6 +28,7 @@ struct h2_up {
     struct sy_worker *w;
     struct pool *pool;
     struct bufferevent *bev;
+    struct wthrough wt;
     nghttp2_session *ng;
     bool connected;     /* TCP, and TLS with ALPN h2, are up */
     bool settings_seen; /* the server's first SETTINGS arrived */
@@ -77,6 +78,7 @@ static void conn_free(struct h2_up *h)
     if (h->flush_ev)
         event_free(h->flush_ev);
     nghttp2_session_del(h->ng);
+    wthrough_detach(&h->wt);
     bufferevent_free(h->bev);
     free(h);
 }
@@ -548,6 +550,7 @@ static struct h2_up *conn_new(struct sy_worker *w, struct pool *p,
     h->w = w;
     h->pool = p;
     h->bev = bev;
+    wthrough_attach(&h->wt, w, bev);
     h->budget = worker_config(w)->limits.buffer_bytes;
     nghttp2_option *opt;
     nghttp2_option_new(&opt);

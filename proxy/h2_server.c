@@ -56,6 +56,7 @@ struct h2_session {
     struct conn conn; /* first */
     nghttp2_session *ng;
     struct bufferevent *bev;
+    struct wthrough wt;
     struct event *flush_ev;
     struct event *idle_timer;
     struct h2_stream *streams;
@@ -689,6 +690,7 @@ static void session_free(struct h2_session *s)
     nghttp2_session_del(s->ng);
     event_free(s->flush_ev);
     event_free(s->idle_timer);
+    wthrough_detach(&s->wt);
     bufferevent_free(s->bev);
     free(s->nv_buf);
     worker_conn_remove(s->conn.w, &s->conn);
@@ -721,6 +723,7 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     s->conn.close_idle = conn_close_idle;
     s->conn.free = conn_free;
     s->bev = bev;
+    wthrough_attach(&s->wt, w, bev);
     s->flush_ev = event_new(w->base, -1, 0, flush_cb, s);
     s->idle_timer = evtimer_new(w->base, idle_cb, s);
     worker_conn_init(w, &s->conn, sa, salen, tls);

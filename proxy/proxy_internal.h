@@ -49,6 +49,18 @@ struct pool {
     struct pool *next;
 };
 
+/* Write-through for a cleartext socket: what is queued on its output during a loop pass is
+ * written at the end of that pass, in one writev, without arming the write event (one epoll
+ * change to set it and one to clear it, plus a wake-up, per response). Only what the socket
+ * does not take waits for EV_WRITE. The write callback runs as libevent would run it. */
+struct wthrough {
+    struct bufferevent *bev;
+    struct sy_worker *w;
+    struct evbuffer_cb_entry *cb;
+    struct wthrough *next;
+    bool queued;
+};
+
 /* One listening address of a worker. */
 struct listener {
     struct sy_worker *w;
@@ -113,6 +125,8 @@ struct sy_worker {
     struct pool *pools;
     struct exchange *exchanges; /* every exchange in flight */
     struct drain_job *drain_jobs; /* drain_after timers */
+    struct wthrough *wt_list;     /* outputs to write at the end of this loop pass */
+    struct event *wt_ev;
     struct conn *conns; /* every open downstream connection */
     size_t n_conns;
     uint64_t next_conn_id;
@@ -265,6 +279,7 @@ struct h2_request {
 struct upstream {
     struct sy_worker *w;
     struct pool *pool;
+    struct wthrough wt;
     bool tls;
     struct bufferevent *bev;
     struct exchange *ex;
@@ -368,6 +383,11 @@ static inline struct timeval ms_tv(unsigned ms)
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     return tv;
 }
+
+/* Starts (or, with NULL bev, skips) write-through for `bev`: TLS bufferevents are left alone.
+ * wthrough_detach before the bufferevent is freed or handed over. */
+void wthrough_attach(struct wthrough *wt, struct sy_worker *w, struct bufferevent *bev);
+void wthrough_detach(struct wthrough *wt);
 
 /* Fills the parts of `c` every codec shares (address, printable peer, tls) and links it into
  * the worker (which gives it its id). */

@@ -221,6 +221,7 @@ static void unlink_idle(struct upstream *up)
 static void upstream_free(struct upstream *up)
 {
     up->pool->n_conns--;
+    wthrough_detach(&up->wt);
     bufferevent_free(up->bev);
     free(up);
 }
@@ -302,6 +303,7 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
     up->pool = p;
     up->ex = ex;
     up->bev = bev;
+    wthrough_attach(&up->wt, w, bev);
     up->tls = p->tls_id != NULL;
     p->n_conns++;
     bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/bufferevent_ssl.h>
+
 #include "proxy_internal.h"
 
 /* The listen addresses every worker has (or is about to have), as the control thread knows
@@ -343,6 +345,77 @@ static void msg_free(struct worker_msg *m)
 }
 
 /* The mailbox: take every snapshot in order, then act on a drain request. */
+static void wthrough_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct wthrough *wt = arg;
+    if (!info->n_added || wt->queued)
+        return;
+    wt->queued = true;
+    struct sy_worker *w = wt->w;
+    if (!w->wt_list)
+        event_active(w->wt_ev, EV_WRITE, 0); /* runs later in this same loop pass */
+    wt->next = w->wt_list;
+    w->wt_list = wt;
+}
+
+static void wthrough_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_worker *w = arg;
+    while (w->wt_list) {
+        struct wthrough *wt = w->wt_list;
+        w->wt_list = wt->next;
+        wt->next = NULL;
+        wt->queued = false;
+        struct bufferevent *bev = wt->bev;
+        struct evbuffer *out = bufferevent_get_output(bev);
+        if (evbuffer_get_length(out) == 0)
+            continue;
+        /* A socket bufferevent keeps its output's front frozen but for its own writes. */
+        evbuffer_unfreeze(out, 1);
+        evbuffer_write(out, bufferevent_getfd(bev)); /* an error is left to the write event */
+        evbuffer_freeze(out, 1);
+        if (evbuffer_get_length(out) > 0) {
+            bufferevent_enable(bev, EV_WRITE);
+            continue;
+        }
+        /* All written: the write event (if the add above is still in the change list, it is
+         * cancelled before it costs anything) is not needed, and the write callback is owed. */
+        bufferevent_disable(bev, EV_WRITE);
+        bufferevent_data_cb wcb = NULL;
+        void *cbarg = NULL;
+        bufferevent_getcb(bev, NULL, &wcb, NULL, &cbarg);
+        if (wcb)
+            wcb(bev, cbarg);
+    }
+}
+
+void wthrough_attach(struct wthrough *wt, struct sy_worker *w, struct bufferevent *bev)
+{
+    memset(wt, 0, sizeof(*wt));
+    if (!bev || bufferevent_openssl_get_ssl(bev))
+        return;
+    wt->bev = bev;
+    wt->w = w;
+    wt->cb = evbuffer_add_cb(bufferevent_get_output(bev), wthrough_out_cb, wt);
+}
+
+void wthrough_detach(struct wthrough *wt)
+{
+    if (!wt->bev)
+        return;
+    if (wt->queued) {
+        for (struct wthrough **pp = &wt->w->wt_list; *pp; pp = &(*pp)->next) {
+            if (*pp == wt) {
+                *pp = wt->next;
+                break;
+            }
+        }
+    }
+    evbuffer_remove_cb_entry(bufferevent_get_output(wt->bev), wt->cb);
+    wt->bev = NULL;
+    wt->queued = false;
+}
+
 /* drain_after: a cluster an app no longer sends anything to is emptied of what still runs on
  * it (tunnels, long streams, slow answers), drain_after after the change. */
 struct drain_job {
@@ -564,6 +637,22 @@ static void post(struct sy_worker *w, struct worker_msg *m)
     wake(w);
 }
 
+/* An event loop whose epoll changes are collected over a loop turn and applied once: a
+ * bufferevent enables writing when a response is queued and disables it when written, and
+ * without the change list each of those was an epoll_ctl (6 per proxied request). A
+ * change undone in the same turn costs nothing. Our fds are never dup()ed, the change
+ * list's one caveat. */
+static struct event_base *worker_base_new(void)
+{
+    struct event_config *ec = event_config_new();
+    if (!ec)
+        return NULL;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return base;
+}
+
 int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers **out)
 {
     struct sy_workers *ws = sy_xcalloc(1, sizeof(*ws));
@@ -578,12 +667,13 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
         w->table = sy_route_table_acquire(table);
         pthread_mutex_init(&w->mu, NULL);
         w->inbox_tail = &w->inbox;
-        w->base = event_base_new();
+        w->base = worker_base_new();
         if (!w->base) {
             sy_log(SY_LOG_ERROR, "worker", "cannot create an event base");
             sy_workers_free(ws);
             return SY_ERR_SYS;
         }
+        w->wt_ev = event_new(w->base, -1, 0, wthrough_run, w);
         w->msg_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (w->msg_fd == -1) {
             sy_log_errno(SY_LOG_ERROR, "worker", "eventfd");
@@ -690,6 +780,8 @@ void sy_workers_free(struct sy_workers *ws)
         }
         if (w->drain_timer)
             event_free(w->drain_timer);
+        if (w->wt_ev)
+            event_free(w->wt_ev);
         if (w->msg_ev)
             event_free(w->msg_ev);
         if (w->msg_fd != -1)
