@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +183,17 @@ static bool parse_level(const char *s)
     return false;
 }
 
+/* glibc gives the top of a heap back to the kernel once 128 KiB are free there, and serves
+ * blocks from 128 KiB up (its dynamic threshold grows from there) with mmap: moving 16 KiB
+ * answers through buffers of that order made the next buffer fault its pages back in (8-12%
+ * of the samples). Keeping up to 16 MiB and mapping only from 1 MiB cost 4.9 -> 5.0 MiB of
+ * peak RSS and saved a quarter of the CPU per 16 KiB request (24.6 -> 17.8 us). */
+static void tune_malloc(void)
+{
+    mallopt(M_TRIM_THRESHOLD, 16 << 20);
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -193,6 +205,7 @@ int main(int argc, char **argv)
         {"discard-state", no_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
+    tune_malloc();
     const char *path = NULL;
     bool check = false, discard = false;
     int opt;

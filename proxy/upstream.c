@@ -241,6 +241,7 @@ static void pool_free(struct pool *p)
 static void up_read_cb(struct bufferevent *bev, void *arg)
 {
     struct upstream *up = arg;
+    bev_read_more(bev, worker_config(up->w)->limits.buffer_bytes);
     if (up->ex)
         exchange_upstream_readable(up->ex);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -387,6 +388,37 @@ static void wthrough_run(evutil_socket_t fd, short what, void *arg)
         if (wcb)
             wcb(bev, cbarg);
     }
+}
+
+void bev_read_more(struct bufferevent *bev, size_t limit)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = evbuffer_get_length(in);
+    if (len < 4096 || len >= limit || bufferevent_openssl_get_ssl(bev))
+        return;
+    int fd = bufferevent_getfd(bev);
+    if (fd < 0)
+        return;
+    struct evbuffer_iovec v[2];
+    /* A socket bufferevent keeps its input's end frozen but for its own reads. */
+    evbuffer_unfreeze(in, 0);
+    int nv = evbuffer_reserve_space(in, (ev_ssize_t)(limit - len), v, 2);
+    if (nv > 0) {
+        struct iovec iov[2];
+        for (int i = 0; i < nv; i++)
+            iov[i] = (struct iovec){v[i].iov_base, v[i].iov_len};
+        ssize_t r = readv(fd, iov, nv);
+        /* EOF and errors are left to the next read event, which will see them again. */
+        size_t got = r > 0 ? (size_t)r : 0;
+        int used = 0;
+        for (int i = 0; i < nv && got; i++, used++) {
+            if (v[i].iov_len > got)
+                v[i].iov_len = got;
+            got -= v[i].iov_len;
+        }
+        evbuffer_commit_space(in, v, used);
+    }
+    evbuffer_freeze(in, 0);
 }
 
 void wthrough_attach(struct wthrough *wt, struct sy_worker *w, struct bufferevent *bev)
