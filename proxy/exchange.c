@@ -17,6 +17,15 @@
 
 #define MAX_CONN_TOKENS 16
 
+/* Finished exchanges a worker keeps for reuse. None under AddressSanitizer, so that a use
+ * after the end of an exchange is still caught there. */
+#if defined(__SANITIZE_ADDRESS__)
+static const bool exchange_cache_on = false;
+#else
+static const bool exchange_cache_on = true;
+#endif
+#define EXCHANGE_CACHE 64
+
 static void send_head(struct exchange *ex);
 static void upstream_closed(struct exchange *ex);
 
@@ -48,15 +57,62 @@ static void exchange_free(struct exchange *ex)
     }
     if (ex->h2_fields)
         evbuffer_free(ex->h2_fields);
-    if (ex->up_head)
-        evbuffer_free(ex->up_head);
-    if (ex->tmp)
-        evbuffer_free(ex->tmp);
-    if (ex->trailers)
-        evbuffer_free(ex->trailers);
     free(ex->set_cookie);
     sy_route_table_release(ex->table);
+    struct sy_worker *w = ex->w;
+    if (exchange_cache_on && w->n_ex_cache < EXCHANGE_CACHE && !w->draining) {
+        /* Kept, with its three buffers emptied (their chains go back to malloc). */
+        evbuffer_drain(ex->up_head, evbuffer_get_length(ex->up_head));
+        evbuffer_drain(ex->tmp, evbuffer_get_length(ex->tmp));
+        evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
+        ex->w_next = w->ex_cache;
+        w->ex_cache = ex;
+        w->n_ex_cache++;
+        return;
+    }
+    evbuffer_free(ex->up_head);
+    evbuffer_free(ex->tmp);
+    evbuffer_free(ex->trailers);
     free(ex);
+}
+
+/* A zeroed exchange with its three buffers, from the worker's cache when it has one: a
+ * request then costs no allocation for its exchange. */
+static struct exchange *exchange_alloc(struct sy_worker *w)
+{
+    struct exchange *ex = w->ex_cache;
+    if (!ex) {
+        ex = sy_xcalloc(1, sizeof(*ex));
+        ex->up_head = evbuffer_new();
+        ex->tmp = evbuffer_new();
+        ex->trailers = evbuffer_new();
+        if (!ex->up_head || !ex->tmp || !ex->trailers) {
+            sy_log(SY_LOG_ERROR, "http", "out of memory"); /* as sy_xcalloc does */
+            abort();
+        }
+        return ex;
+    }
+    w->ex_cache = ex->w_next;
+    w->n_ex_cache--;
+    struct evbuffer *up_head = ex->up_head, *tmp = ex->tmp, *trailers = ex->trailers;
+    memset(ex, 0, sizeof(*ex));
+    ex->up_head = up_head;
+    ex->tmp = tmp;
+    ex->trailers = trailers;
+    return ex;
+}
+
+void exchange_cache_free(struct sy_worker *w)
+{
+    while (w->ex_cache) {
+        struct exchange *ex = w->ex_cache;
+        w->ex_cache = ex->w_next;
+        evbuffer_free(ex->up_head);
+        evbuffer_free(ex->tmp);
+        evbuffer_free(ex->trailers);
+        free(ex);
+    }
+    w->n_ex_cache = 0;
 }
 
 /* Ends the exchange; the downstream goes on when `reusable`. */
@@ -441,7 +497,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
         return;
     }
 
-    struct exchange *ex = sy_xcalloc(1, sizeof(*ex));
+    struct exchange *ex = exchange_alloc(w);
     ex->down = d;
     ex->w = w;
     /* The slot index follows w->table; the exchange's table is the same one here. */
@@ -465,8 +521,6 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     ex->expect_continue = req->expect_continue && !ex->req_done;
     ex->upgrade_asked = req->upgrade.len > 0;
     ex->forced = choice.reason == SY_PICK_FORCE;
-    ex->tmp = evbuffer_new();
-    ex->trailers = evbuffer_new();
     ex->w_next = w->exchanges;
     if (w->exchanges)
         w->exchanges->w_prev = ex;
@@ -493,7 +547,6 @@ void exchange_start(struct downstream *d, const struct req_head *req)
         }
         return;
     }
-    ex->up_head = evbuffer_new();
     write_request_head(ex, req);
     ex->up = upstream_get(w, ep, cl, ex, false, &why);
     if (!ex->up) {
@@ -796,10 +849,7 @@ static int parse_response_head(struct exchange *ex)
         ex->resp_started = true;
         if (switching)
             start_tunnel(ex);
-        if (ex->up_head) {
-            evbuffer_free(ex->up_head);
-            ex->up_head = NULL;
-        }
+        evbuffer_drain(ex->up_head, evbuffer_get_length(ex->up_head)); /* no retry now */
         if (!h.has_body || (h.length_known && h.content_length == 0)) {
             ex->resp_done = true;
             ex->down->ops->send_end(ex->down, NULL);

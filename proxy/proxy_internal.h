@@ -124,6 +124,8 @@ struct sy_worker {
 
     struct pool *pools;
     struct exchange *exchanges; /* every exchange in flight */
+    struct exchange *ex_cache;  /* finished exchanges kept for reuse, with their buffers */
+    size_t n_ex_cache;
     struct drain_job *drain_jobs; /* drain_after timers */
     struct wthrough *wt_list;     /* outputs to write at the end of this loop pass */
     struct event *wt_ev;
@@ -495,5 +497,7 @@ void exchange_h2_submitted(struct exchange *ex); /* the stream is on the wire */
 
 /* drain_after: the control of long-lived exchanges after a cluster's weight drops to 0. */
 void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cluster);
+/* Frees the exchanges kept for reuse (worker exit). */
+void exchange_cache_free(struct sy_worker *w);
 
 #endif

@@ -572,6 +572,7 @@ static void *worker_main(void *arg)
     while (w->conns)
         w->conns->free(w->conns);
     upstream_free_pools(w);
+    exchange_cache_free(w);
     /* Bufferevents with deferred callbacks finish freeing themselves from the loop: give
      * it one more turn so nothing is left behind. */
     event_base_loop(w->base, EVLOOP_NONBLOCK);
