@@ -156,6 +156,18 @@ static bool flush(struct h2_up *h)
     return true;
 }
 
+/* The exchange leaves the connection's books (its stream, if any, no longer reaches it). */
+static void forget_stream(struct h2_up *h, struct exchange *ex)
+{
+    if (ex->stream_id)
+        nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
+    unlink_stream(h, ex);
+    if (ex->h2_timer) {
+        event_free(ex->h2_timer);
+        ex->h2_timer = NULL;
+    }
+}
+
 /* Every stream fails: `why` is the connection's reason. */
 static void conn_fail(struct h2_up *h, const char *why)
 {
@@ -165,15 +177,8 @@ static void conn_fail(struct h2_up *h, const char *why)
     h->in_io = true; /* the exchanges' ends must not free the connection under us */
     while (h->streams) {
         struct exchange *ex = h->streams;
-        bool unprocessed = !ex->h2_sent;
-        if (ex->stream_id)
-            nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
-        unlink_stream(h, ex);
-        if (ex->h2_timer) {
-            event_free(ex->h2_timer);
-            ex->h2_timer = NULL;
-        }
-        exchange_h2_failed(ex, h, unprocessed, 502, reason);
+        forget_stream(h, ex);
+        exchange_h2_failed(ex, h, !ex->h2_sent, 502, reason);
     }
     h->dead = true;
     h->in_io = false;
@@ -321,13 +326,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
 static void stream_failed(struct h2_up *h, struct exchange *ex, bool unprocessed, int status,
                           const char *why)
 {
-    if (ex->stream_id)
-        nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
-    unlink_stream(h, ex);
-    if (ex->h2_timer) {
-        event_free(ex->h2_timer);
-        ex->h2_timer = NULL;
-    }
+    forget_stream(h, ex);
     exchange_h2_failed(ex, h, unprocessed, status, why);
     check_idle(h);
 }
@@ -663,7 +662,6 @@ void h2up_detach(struct exchange *ex)
     bool outer = !h->in_io;
     h->in_io = true;
     if (ex->stream_id) {
-        nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
         if (ex->h2_unconsumed)
             nghttp2_session_consume(h->ng, ex->stream_id, ex->h2_unconsumed);
         ex->h2_unconsumed = 0;
@@ -674,11 +672,7 @@ void h2up_detach(struct exchange *ex)
             nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, ex->stream_id,
                                       ex->resp_done ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
     }
-    unlink_stream(h, ex);
-    if (ex->h2_timer) {
-        event_free(ex->h2_timer);
-        ex->h2_timer = NULL;
-    }
+    forget_stream(h, ex);
     check_idle(h);
     h->want_flush = true;
     if (outer)

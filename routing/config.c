@@ -539,6 +539,21 @@ static char *file_path(struct ctx *c, const char *s)
     return p;
 }
 
+/* A readable file named by `v` (resolved against the config's directory), or NULL. */
+static char *readable_file(struct ctx *c, const yaml_node_t *v, const char *what)
+{
+    const char *s = string_value(c, v, what);
+    if (!s)
+        return NULL;
+    char *path = file_path(c, s);
+    if (access(path, R_OK) != 0) {
+        report(c, v, "cannot read %s '%s': %s", what, path, strerror(errno));
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
 /* `tls: {cert: PATH, key: PATH}`: both PEM files must be readable (their contents are
  * checked when the listener is made, and by -t). */
 static void parse_listen_tls(struct ctx *c, const yaml_node_t *v, struct sy_listen_spec *l)
@@ -562,17 +577,7 @@ static void parse_listen_tls(struct ctx *c, const yaml_node_t *v, struct sy_list
         report(c, v, "tls needs both 'cert' and 'key'");
         return;
     }
-    const yaml_node_t *nodes[2] = {cert, key};
-    char *paths[2] = {NULL, NULL};
-    for (int i = 0; i < 2; i++) {
-        const char *s = string_value(c, nodes[i], i ? "key" : "cert");
-        if (!s)
-            continue;
-        paths[i] = file_path(c, s);
-        if (access(paths[i], R_OK) != 0)
-            report(c, nodes[i], "cannot read %s '%s': %s", i ? "key" : "certificate", paths[i],
-                   strerror(errno));
-    }
+    char *paths[2] = {readable_file(c, cert, "certificate"), readable_file(c, key, "key")};
     l->tls_cert = paths[0];
     l->tls_key = paths[1];
     l->tls_mark = mark_of(v);
@@ -718,21 +723,6 @@ static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const yaml
     } else {
         report(c, v, "protocol must be http1, h2c or h2, got %s", show_value(v).s);
     }
-}
-
-/* A readable file named by `v` (resolved against the config's directory), or NULL. */
-static char *readable_file(struct ctx *c, const yaml_node_t *v, const char *what)
-{
-    const char *s = string_value(c, v, what);
-    if (!s)
-        return NULL;
-    char *path = file_path(c, s);
-    if (access(path, R_OK) != 0) {
-        report(c, v, "cannot read %s '%s': %s", what, path, strerror(errno));
-        free(path);
-        return NULL;
-    }
-    return path;
 }
 
 /* A cluster's `tls: {ca, sni, verify, cert, key}` (the files are loaded, and checked as
