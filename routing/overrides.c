@@ -197,7 +197,7 @@ static void buf_json_str(struct buf *b, const char *s)
 
 /* CRC-32 (IEEE 802.3, reflected, as zlib computes it), a bit at a time: records are small,
  * and no table means nothing to initialise across threads. */
-static uint32_t crc32_of(const char *p, size_t len)
+uint32_t sy_journal_crc32(const char *p, size_t len)
 {
     uint32_t c = 0xFFFFFFFFu;
     for (size_t i = 0; i < len; i++) {
@@ -237,7 +237,7 @@ static void put_head(struct buf *b, const char *type, uint64_t seq, uint64_t tim
 
 static void put_crc(struct buf *b)
 {
-    uint32_t crc = crc32_of(b->p, b->len);
+    uint32_t crc = sy_journal_crc32(b->p, b->len);
     buf_printf(b, ",\"crc\":\"%08" PRIx32 "\"}\n", crc);
 }
 
@@ -729,7 +729,7 @@ int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record
         }
         want = want << 4 | (uint32_t)h;
     }
-    if (crc32_of(line, len - CRC_SUFFIX_LEN) != want) {
+    if (sy_journal_crc32(line, len - CRC_SUFFIX_LEN) != want) {
         *why = "checksum mismatch (the record was damaged)";
         return SY_ERR_INVALID;
     }

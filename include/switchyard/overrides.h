@@ -149,4 +149,10 @@ int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record
 
 void sy_journal_record_dispose(struct sy_journal_record *r);
 
+/**
+ * The checksum of a journal line: CRC-32 (IEEE 802.3, reflected, as zlib computes it) of the
+ * line's bytes before `,"crc":"`, written as 8 lower-case hex digits at its end.
+ */
+uint32_t sy_journal_crc32(const char *p, size_t len);
+
 #endif
