@@ -178,13 +178,17 @@ size_t trailer_lines_to_nv(struct evbuffer *lines, nghttp2_nv *nv, size_t max)
     return k;
 }
 
-/* Response data provider: hands nghttp2 what the exchange queued. */
+/* Response data provider: tells nghttp2 how much of what the exchange queued goes in the next
+ * DATA frame; send_data_cb then moves those bytes to the socket's output by their buffer
+ * chains (NO_COPY), instead of nghttp2 copying them into its frame buffer. */
 static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *source, void *user_data)
 {
     struct h2_stream *st = source->ptr;
-    size_t n = evbuffer_remove(st->resp_body, buf, length);
-    if (evbuffer_get_length(st->resp_body) == 0 && st->resp_end) {
+    size_t avail = evbuffer_get_length(st->resp_body);
+    size_t n = avail < length ? avail : length;
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (n == avail && st->resp_end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->resp_trailers && evbuffer_get_length(st->resp_trailers)) {
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -201,6 +205,27 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     if (st->down.ex)
         st->want_drain = true;
     return (ssize_t)n;
+}
+
+static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *source, void *user_data)
+{
+    struct h2_session *s = user_data;
+    struct h2_stream *st = source->ptr;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add(out, framehd, 9);
+    /* We never ask for padding; a frame that has some gets its length byte and zeros. */
+    size_t pad = frame->data.padlen;
+    if (pad > 0) {
+        uint8_t padlen = (uint8_t)(pad - 1);
+        evbuffer_add(out, &padlen, 1);
+    }
+    evbuffer_remove_buffer(st->resp_body, out, length);
+    if (pad > 1) {
+        static const uint8_t zeros[256];
+        evbuffer_add(out, zeros, pad - 1);
+    }
+    return 0;
 }
 
 static void submit_response(struct h2_stream *st, const nghttp2_nv *nv, size_t n, bool body)
@@ -737,6 +762,7 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
