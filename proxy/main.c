@@ -35,6 +35,7 @@ struct control {
     struct sy_watch *watch;
     struct event *watch_ev;
     struct event *debounce;
+    bool files_changed; /* a TLS file changed since the last reload: force the next one */
     struct sy_admin *admin;
     struct sy_admin_routing admin_env;
     bool stopping;
@@ -126,9 +127,36 @@ static int proxy_check(const struct sy_config *cfg, const char *file, struct sy_
     return sy_proxy_check(cfg, file, d);
 }
 
+/* Watches the TLS files `cfg` names, so that a renewed certificate (cert-manager writing a
+ * Secret) reaches new connections without a signal. */
+static void watch_tls_files(struct control *ctl, const struct sy_config *cfg)
+{
+    if (!ctl->watch)
+        return;
+    const char **paths = sy_xcalloc(2 * cfg->n_listens + 3 * cfg->n_clusters + 1, sizeof(*paths));
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_listens; i++) {
+        if (cfg->listens[i].tls_cert) {
+            paths[n++] = cfg->listens[i].tls_cert;
+            paths[n++] = cfg->listens[i].tls_key;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        const struct sy_cluster_tls *t = &cfg->clusters[i].tls;
+        const char *f[3] = {t->ca, t->cert, t->key};
+        for (int k = 0; k < 3; k++)
+            if (f[k])
+                paths[n++] = f[k];
+    }
+    sy_watch_set_files(ctl->watch, paths, n);
+    free(paths);
+}
+
 static void publish(struct sy_route_table *t, void *arg)
 {
-    sy_workers_publish(arg, t);
+    struct control *ctl = arg;
+    sy_workers_publish(ctl->workers, t);
+    watch_tls_files(ctl, sy_route_table_config(t));
 }
 
 static void reload(struct control *ctl, bool force)
@@ -141,13 +169,21 @@ static void reload(struct control *ctl, bool force)
 
 static void debounce_cb(evutil_socket_t fd, short what, void *arg)
 {
-    reload(arg, false);
+    struct control *ctl = arg;
+    bool force = ctl->files_changed;
+    ctl->files_changed = false;
+    if (force)
+        sy_log(SY_LOG_INFO, "main", "a TLS file changed: reloading");
+    reload(ctl, force);
 }
 
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct control *ctl = arg;
-    if (sy_watch_read(ctl->watch)) {
+    unsigned seen = sy_watch_read(ctl->watch);
+    if (seen & SY_WATCH_FILES)
+        ctl->files_changed = true;
+    if (seen) {
         struct timeval tv = {0, WATCH_DEBOUNCE_MS * 1000};
         evtimer_add(ctl->debounce, &tv);
     }
@@ -309,7 +345,7 @@ int main(int argc, char **argv)
         sy_state_free(ctl.state);
         return 1;
     }
-    sy_state_set_publish(ctl.state, publish, ctl.workers);
+    sy_state_set_publish(ctl.state, publish, &ctl);
     ctl.debounce = evtimer_new(ctl.base, debounce_cb, &ctl);
     if (cfg->admin.socket) {
         ctl.admin = sy_admin_new(ctl.state);
@@ -326,6 +362,7 @@ int main(int argc, char **argv)
         ctl.watch_ev =
             event_new(ctl.base, sy_watch_fd(ctl.watch), EV_READ | EV_PERSIST, watch_cb, &ctl);
         event_add(ctl.watch_ev, NULL);
+        watch_tls_files(&ctl, cfg);
     } else {
         sy_log(SY_LOG_WARN, "main", "file changes will not be seen: reload with SIGHUP");
     }

@@ -15,26 +15,53 @@
 
 #include "switchyard/base.h"
 
+#define WATCH_MASK                                                                                 \
+    (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF |          \
+     IN_MOVE_SELF)
+
+/* One more watched file: its directory's watch and its name there. */
+struct watched_file {
+    int wd;
+    char *base;
+};
+
 struct sy_watch {
     int fd;
     int wd;
     char *base; /* the file's name within the directory */
+    struct watched_file *files;
+    size_t n_files;
 };
+
+/* The directory of `path` (".", or "/" for a file at the root). */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? sy_xstrndup(path, (size_t)(slash - path) + (slash == path)) : sy_xstrdup(".");
+}
+
+static const char *base_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Whether an event naming `name` may concern file `base` in that directory. */
+static bool names(const char *name, const char *base)
+{
+    return strcmp(name, base) == 0 || strncmp(name, "..", 2) == 0;
+}
 
 int sy_watch_new(const char *path, struct sy_watch **out)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir =
-        slash ? sy_xstrndup(path, (size_t)(slash - path) + (slash == path)) : sy_xstrdup(".");
+    char *dir = dir_of(path);
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd == -1) {
         sy_log_errno(SY_LOG_ERROR, "watch", "inotify_init1");
         free(dir);
         return SY_ERR_SYS;
     }
-    int wd = inotify_add_watch(fd, dir,
-                               IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB |
-                                   IN_DELETE_SELF | IN_MOVE_SELF);
+    int wd = inotify_add_watch(fd, dir, WATCH_MASK);
     if (wd == -1) {
         sy_log_errno(SY_LOG_ERROR, "watch", "cannot watch %s", dir);
         close(fd);
@@ -45,9 +72,46 @@ int sy_watch_new(const char *path, struct sy_watch **out)
     struct sy_watch *w = sy_xcalloc(1, sizeof(*w));
     w->fd = fd;
     w->wd = wd;
-    w->base = sy_xstrdup(slash ? slash + 1 : path);
+    w->base = sy_xstrdup(base_of(path));
     *out = w;
     return 0;
+}
+
+static void drop_files(struct sy_watch *w)
+{
+    for (size_t i = 0; i < w->n_files; i++) {
+        /* The routing file's directory keeps its watch; a directory listed twice is removed
+         * once (the second removal fails harmlessly). */
+        if (w->files[i].wd != w->wd)
+            inotify_rm_watch(w->fd, w->files[i].wd);
+        free(w->files[i].base);
+    }
+    free(w->files);
+    w->files = NULL;
+    w->n_files = 0;
+}
+
+void sy_watch_set_files(struct sy_watch *w, const char *const *paths, size_t n)
+{
+    drop_files(w);
+    if (n == 0)
+        return;
+    w->files = sy_xcalloc(n, sizeof(*w->files));
+    for (size_t i = 0; i < n; i++) {
+        char *dir = dir_of(paths[i]);
+        /* The same mask as the routing file's: adding a directory already watched returns its
+         * watch unchanged. */
+        int wd = inotify_add_watch(w->fd, dir, WATCH_MASK);
+        if (wd == -1) {
+            sy_log_errno(SY_LOG_WARN, "watch", "cannot watch %s (a renewed %s needs SIGHUP)",
+                         dir, paths[i]);
+        } else {
+            w->files[w->n_files].wd = wd;
+            w->files[w->n_files].base = sy_xstrdup(base_of(paths[i]));
+            w->n_files++;
+        }
+        free(dir);
+    }
 }
 
 int sy_watch_fd(const struct sy_watch *w)
@@ -55,9 +119,9 @@ int sy_watch_fd(const struct sy_watch *w)
     return w->fd;
 }
 
-bool sy_watch_read(struct sy_watch *w)
+unsigned sy_watch_read(struct sy_watch *w)
 {
-    bool relevant = false;
+    unsigned seen = 0;
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     for (;;) {
         ssize_t n = read(w->fd, buf, sizeof(buf));
@@ -70,20 +134,27 @@ bool sy_watch_read(struct sy_watch *w)
             break;
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
-            if (ev->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF))
-                relevant = true;
-            else if (ev->len && (strcmp(ev->name, w->base) == 0 || strncmp(ev->name, "..", 2) == 0))
-                relevant = true;
             p += sizeof(*ev) + ev->len;
+            if (ev->mask & IN_Q_OVERFLOW) {
+                seen |= SY_WATCH_CONFIG | SY_WATCH_FILES;
+                continue;
+            }
+            bool self = (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) != 0;
+            if (ev->wd == w->wd && (self || (ev->len && names(ev->name, w->base))))
+                seen |= SY_WATCH_CONFIG;
+            for (size_t i = 0; i < w->n_files; i++)
+                if (ev->wd == w->files[i].wd && (self || (ev->len && names(ev->name, w->files[i].base))))
+                    seen |= SY_WATCH_FILES;
         }
     }
-    return relevant;
+    return seen;
 }
 
 void sy_watch_free(struct sy_watch *w)
 {
     if (!w)
         return;
+    drop_files(w);
     close(w->fd);
     free(w->base);
     free(w);

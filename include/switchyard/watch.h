@@ -5,6 +5,7 @@
 #define SWITCHYARD_WATCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct sy_watch;
 
@@ -19,11 +20,24 @@ int sy_watch_new(const char *path, struct sy_watch **out);
 /** The descriptor to poll for reading (non-blocking). */
 int sy_watch_fd(const struct sy_watch *w);
 
+/** What sy_watch_read saw change (bits). */
+#define SY_WATCH_CONFIG 1u /* the routing file */
+#define SY_WATCH_FILES  2u /* one of the files given to sy_watch_set_files */
+
 /**
- * Reads the pending events. Returns true when one of them may have changed the file (the
- * caller debounces and then reloads; an unchanged file is recognised by its content).
+ * Also watches `paths` (the TLS certificates, keys and CA bundles the routing file names), in
+ * the same way as the routing file (their directories; a Kubernetes Secret's `..data` swap
+ * counts), replacing the set given before. A directory that cannot be watched is logged and
+ * skipped. Control thread only.
  */
-bool sy_watch_read(struct sy_watch *w);
+void sy_watch_set_files(struct sy_watch *w, const char *const *paths, size_t n);
+
+/**
+ * Reads the pending events. Returns the SY_WATCH_* bits of what may have changed, 0 for
+ * nothing (the caller debounces and then reloads; an unchanged routing file is recognised by
+ * its content, so a change of the other files must force the reload).
+ */
+unsigned sy_watch_read(struct sy_watch *w);
 
 void sy_watch_free(struct sy_watch *w);
 

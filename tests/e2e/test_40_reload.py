@@ -567,6 +567,69 @@ def test_renewed_certificate_is_served_to_new_connections(sy, backends, tmp_path
     assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"blue-1\n"), got[:300]
 
 
+def _new_pair(directory, cn, serial):
+    """A new certificate and key in `directory` as cert.pem.new / key.pem.new: the DER."""
+    return new_cert(directory, cn, serial)
+
+
+def _wait_cert(port, want, timeout):
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        got = peer_cert(port)
+        if got == want:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_renewed_certificate_is_served_without_a_signal(sy, backends, tmp_path):
+    """cert-manager renews a certificate by rewriting files, and nobody sends SIGHUP: the
+    listener's certificate and key are watched like the routing file. Renamed into place
+    (key, then certificate), then swapped the way kubelet updates a Secret volume (a new
+    `..data` directory renamed over the old one): each time new connections get the new
+    certificate, on every worker, and the routing file was never touched."""
+    port, tls = helpers.free_port(), helpers.free_port()
+    certdir = tmp_path / "tls"
+    certdir.mkdir()
+    first = make_cert(certdir, "first.test", 3001)
+    path = str(tmp_path / "cfg.yaml")
+    p = sy(port, path, config([port, listen(tls, certdir / "cert.pem", certdir / "key.pem")],
+                              _clusters(backends), [web(100, 0)], workers=2))
+    assert peer_cert(tls) == first
+    second = _new_pair(certdir, "second.test", 3002)
+    install(certdir, "key", "cert")
+    p.wait_published(1, timeout=5 * SLOW)
+    assert _wait_cert(tls, second, 5 * SLOW), "the renewed certificate was not picked up"
+    for _ in range(6):  # whichever worker takes the connection
+        assert peer_cert(tls) == second
+
+    # A Secret volume: DIR/tls.crt -> ..data/tls.crt, DIR/..data -> ..v1.
+    port2, tls2 = helpers.free_port(), helpers.free_port()
+    vol = tmp_path / "secret"
+    vol.mkdir()
+    v1 = vol / "..v1"
+    v1.mkdir()
+    third = make_cert(v1, "third.test", 3003)
+    os.symlink("..v1", str(vol / "..data"))
+    os.symlink("..data/cert.pem", str(vol / "tls.crt"))
+    os.symlink("..data/key.pem", str(vol / "tls.key"))
+    path2 = str(tmp_path / "cfg2.yaml")
+    p2 = sy(port2, path2, config([port2, listen(tls2, vol / "tls.crt", vol / "tls.key")],
+                                 _clusters(backends), [web(100, 0)], workers=2))
+    assert peer_cert(tls2) == third
+    v2 = vol / "..v2"
+    v2.mkdir()
+    fourth = make_cert(v2, "fourth.test", 3004)
+    os.symlink("..v2", str(vol / "..data_tmp"))
+    os.rename(str(vol / "..data_tmp"), str(vol / "..data"))
+    p2.wait_published(1, timeout=5 * SLOW)
+    assert _wait_cert(tls2, fourth, 5 * SLOW), "the Secret's new certificate was not picked up"
+    assert "a TLS file changed: reloading" in p2.log_text()
+    r = helpers.curl1("https://127.0.0.1:%d/renewed" % tls2, "-k")
+    assert (r.status, r.backend) == (200, "blue-1")
+
+
 # -- 7. an endpoint replaced ------------------------------------------------------------------
 
 def test_replaced_endpoint_finishes_its_requests_and_keeps_nothing_idle(
