@@ -225,12 +225,11 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
             snprintf(ovs, sizeof(ovs), "-");
         else
             snprintf(ovs, sizeof(ovs), "%ld%s", ov, ostate == SY_OVERRIDE_STALE ? "!" : "");
-        sy_reply_printf(r,
-                        "%-*s %-*s %c %4u %8s %9u %10" PRIu64 " %6" PRIu64 " %9" PRIu64
-                        " %7" PRIu64 "\n",
-                        wname, i == 0 ? app->name : "", wcluster, cname,
-                        app->weights[i].cluster == app->stable ? '*' : ' ', app->weights[i].weight,
-                        ovs, ew, req, x5, fl, tu);
+        sy_reply_printf(
+            r, "%-*s %-*s %c %4u %8s %9u %10" PRIu64 " %6" PRIu64 " %9" PRIu64 " %7" PRIu64 "\n",
+            wname, i == 0 ? app->name : "", wcluster, cname,
+            app->weights[i].cluster == app->stable ? '*' : ' ', app->weights[i].weight, ovs, ew,
+            req, x5, fl, tu);
         sy_json_begin_object(r, NULL);
         sy_json_str(r, "name", cname);
         sy_json_bool(r, "stable", app->weights[i].cluster == app->stable);

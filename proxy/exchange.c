@@ -445,9 +445,9 @@ static void build_h2_request(struct exchange *ex, const struct req_head *req, bo
     r->nva = sy_xcalloc(s.n ? s.n : 1, sizeof(*r->nva));
     r->n_nva = s.n;
     for (size_t i = 0; i < s.n; i++) {
-        r->nva[i] = (nghttp2_nv){(uint8_t *)r->store + s.o[i].name,
-                                 (uint8_t *)r->store + s.o[i].value, s.o[i].name_len,
-                                 s.o[i].value_len, NGHTTP2_NV_FLAG_NONE};
+        r->nva[i] =
+            (nghttp2_nv){(uint8_t *)r->store + s.o[i].name, (uint8_t *)r->store + s.o[i].value,
+                         s.o[i].name_len, s.o[i].value_len, NGHTTP2_NV_FLAG_NONE};
     }
     free(s.o);
     ex->h2_req = r;
@@ -1087,8 +1087,7 @@ void exchange_h2_end(struct exchange *ex)
     if (ex->resp_done)
         return;
     ex->resp_done = true;
-    ex->down->ops->send_end(ex->down,
-                            evbuffer_get_length(ex->trailers) ? ex->trailers : NULL);
+    ex->down->ops->send_end(ex->down, evbuffer_get_length(ex->trailers) ? ex->trailers : NULL);
     maybe_finish(ex);
 }
 
@@ -1120,8 +1119,7 @@ void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocesse
     fail(ex, status, msg);
 }
 
-ssize_t exchange_h2_pull(struct exchange *ex, uint8_t *buf, size_t len, bool *eof,
-                         bool *trailers)
+ssize_t exchange_h2_pull(struct exchange *ex, uint8_t *buf, size_t len, bool *eof, bool *trailers)
 {
     if (evbuffer_get_length(ex->tmp) == 0 && !ex->h2_req_eof) {
         const struct sy_config *cfg = sy_route_table_config(ex->table);
@@ -1156,8 +1154,7 @@ void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cl
     size_t n = 0;
     for (struct exchange *ex = w->exchanges, *next; ex; ex = next) {
         next = ex->w_next;
-        if (ex->forced || strcmp(ex->app->name, app) != 0 ||
-            strcmp(cluster_name(ex), cluster) != 0)
+        if (ex->forced || strcmp(ex->app->name, app) != 0 || strcmp(cluster_name(ex), cluster) != 0)
             continue;
         /* An HTTP/2 client gets GOAWAY (it reconnects, and follows the new weights), an
          * HTTP/1.1 connection will not be kept alive; then the exchange is cut. */
@@ -1169,6 +1166,8 @@ void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cl
         n++;
     }
     if (n)
-        sy_log(SY_LOG_INFO, "drain", "worker %u: closed %zu exchange(s) of app %s still on cluster "
-               "%s (drain_after)", w->id, n, app, cluster);
+        sy_log(SY_LOG_INFO, "drain",
+               "worker %u: closed %zu exchange(s) of app %s still on cluster "
+               "%s (drain_after)",
+               w->id, n, app, cluster);
 }

@@ -35,10 +35,10 @@ struct h2_up {
     bool closing;       /* no new streams: GOAWAY either way, or the connection failed */
     bool in_io;         /* inside nghttp2: frees and flushes wait */
     bool want_flush;
-    bool dead;             /* free once the outermost call returns */
-    size_t n_streams;      /* exchanges attached, submitted or waiting for the connection */
+    bool dead;        /* free once the outermost call returns */
+    size_t n_streams; /* exchanges attached, submitted or waiting for the connection */
     struct exchange *streams;
-    size_t budget;         /* bytes queued towards the server before we stop producing */
+    size_t budget; /* bytes queued towards the server before we stop producing */
     struct event *idle_timer;
     struct event *flush_ev; /* a flush on the next loop turn */
     struct h2_up *next;     /* in the pool */
@@ -207,8 +207,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         return 0;
     }
     const struct sy_config *cfg = sy_route_table_config(ex->table);
-    if (evbuffer_get_length(ex->h2_fields) + namelen + valuelen + 2 >
-        cfg->limits.max_header_bytes)
+    if (evbuffer_get_length(ex->h2_fields) + namelen + valuelen + 2 > cfg->limits.max_header_bytes)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset: 502 */
     evbuffer_add(ex->h2_fields, name, namelen);
     evbuffer_add(ex->h2_fields, "", 1);
@@ -259,8 +258,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
             h->settings_seen = true;
             /* New connections to this endpoint start from what it allows, not from 100. */
-            h->pool->h2_max_streams = nghttp2_session_get_remote_settings(
-                ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+            h->pool->h2_max_streams =
+                nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
         }
         return 0;
     case NGHTTP2_GOAWAY:
@@ -331,8 +330,7 @@ static void stream_failed(struct h2_up *h, struct exchange *ex, bool unprocessed
     check_idle(h);
 }
 
-static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *frame, int error,
-                             void *user)
+static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *frame, int error, void *user)
 {
     struct h2_up *h = user;
     struct exchange *ex = stream_ex(h, frame->hd.stream_id);
@@ -353,8 +351,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
     /* Still attached: the stream ended without a complete response. */
     char why[200];
     snprintf(why, sizeof(why), "the cluster %s the stream (%s)",
-             code == NGHTTP2_REFUSED_STREAM ? "refused" : "reset",
-             nghttp2_http2_strerror(code));
+             code == NGHTTP2_REFUSED_STREAM ? "refused" : "reset", nghttp2_http2_strerror(code));
     stream_failed(h, ex, code == NGHTTP2_REFUSED_STREAM || !ex->h2_sent, 502, why);
     return 0;
 }
@@ -482,8 +479,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         reason = h->connected ? "timed out" : "connect timed out";
     else
         reason = upstream_error(bev, (what & BEV_EVENT_ERROR) ? EVUTIL_SOCKET_ERROR() : 0);
-    snprintf(why, sizeof(why), "%s: %s", h->connected ? "the connection failed" : "cannot be reached",
-             reason);
+    snprintf(why, sizeof(why), "%s: %s",
+             h->connected ? "the connection failed" : "cannot be reached", reason);
     conn_fail(h, why);
 }
 
@@ -510,8 +507,7 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     flush(h);
 }
 
-static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags,
-                       void *user)
+static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *user)
 {
     return NGHTTP2_ERR_WOULDBLOCK; /* mem_send is used */
 }
@@ -540,8 +536,8 @@ static nghttp2_session_callbacks *callbacks(void)
     return cbs;
 }
 
-static struct h2_up *conn_new(struct sy_worker *w, struct pool *p,
-                              const struct sy_cluster_spec *cl, const char **why)
+static struct h2_up *conn_new(struct sy_worker *w, struct pool *p, const struct sy_cluster_spec *cl,
+                              const char **why)
 {
     struct bufferevent *bev = upstream_connect(w, p, cl, why);
     if (!bev)
@@ -710,8 +706,8 @@ void h2up_close_pool(struct pool *p, bool now)
         if (!h->closing && h->connected) {
             h->closing = true;
             nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE,
-                                  nghttp2_session_get_last_proc_stream_id(h->ng),
-                                  NGHTTP2_NO_ERROR, NULL, 0);
+                                  nghttp2_session_get_last_proc_stream_id(h->ng), NGHTTP2_NO_ERROR,
+                                  NULL, 0);
         }
         if (h->n_streams == 0) {
             h->dead = true;

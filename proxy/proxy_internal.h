@@ -35,17 +35,17 @@ struct pool {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     enum sy_upstream_proto proto;
-    char *tls_id;   /* NULL: cleartext; else the TLS settings, for telling pools apart */
-    char *tls_name; /* server name sent (SNI) and verified, or NULL */
-    char *tls_ip;   /* with no name: the IP address verified against the certificate */
-    SSL_CTX *tls;   /* made on first use, and again after each new snapshot */
-    SSL_SESSION *session; /* the last session the server gave us, for resumption */
+    char *tls_id;          /* NULL: cleartext; else the TLS settings, for telling pools apart */
+    char *tls_name;        /* server name sent (SNI) and verified, or NULL */
+    char *tls_ip;          /* with no name: the IP address verified against the certificate */
+    SSL_CTX *tls;          /* made on first use, and again after each new snapshot */
+    SSL_SESSION *session;  /* the last session the server gave us, for resumption */
     struct upstream *idle; /* most recently used first */
     size_t n_idle;
-    size_t n_conns;        /* HTTP/1.1 connections, idle or in use */
-    struct h2_up *h2;      /* HTTP/2 connections, newest first */
+    size_t n_conns;          /* HTTP/1.1 connections, idle or in use */
+    struct h2_up *h2;        /* HTTP/2 connections, newest first */
     uint32_t h2_max_streams; /* the server's last SETTINGS_MAX_CONCURRENT_STREAMS, 0: unknown */
-    bool retired;          /* the endpoint left the routing table: keep nothing idle */
+    bool retired;            /* the endpoint left the routing table: keep nothing idle */
     struct pool *next;
 };
 
@@ -252,19 +252,19 @@ struct exchange {
     bool up_eof;              /* the upstream closed; its input holds the last bytes */
 
     /* HTTP/2 to the cluster (h2_client.c). */
-    struct h2_up *h2;            /* the connection carrying the stream, or NULL */
+    struct h2_up *h2;                   /* the connection carrying the stream, or NULL */
     struct exchange *h2_next, *h2_prev; /* on that connection */
-    int32_t stream_id;           /* 0 until the request is submitted */
-    struct h2_request *h2_req;   /* the request's fields, kept for one retry */
-    struct evbuffer *h2_fields;  /* the header block being received: "name\0value\0"... */
-    bool h2_deferred;            /* the body provider waits for the client */
-    bool h2_sent;                /* the HEADERS went out: the cluster may have acted on it */
-    uint8_t h2_refused;          /* times the cluster refused the stream unprocessed */
-    bool h2_end_sent;            /* our side of the stream is closed */
-    struct timeval h2_seen;      /* the stream's last sign of life */
-    bool h2_req_eof;             /* the client's body ended (pulled to the end) */
-    size_t h2_unconsumed;        /* response DATA not yet given back to the flow window */
-    struct event *h2_timer;      /* upstream_response for the stream */
+    int32_t stream_id;                  /* 0 until the request is submitted */
+    struct h2_request *h2_req;          /* the request's fields, kept for one retry */
+    struct evbuffer *h2_fields;         /* the header block being received: "name\0value\0"... */
+    bool h2_deferred;                   /* the body provider waits for the client */
+    bool h2_sent;                       /* the HEADERS went out: the cluster may have acted on it */
+    uint8_t h2_refused;                 /* times the cluster refused the stream unprocessed */
+    bool h2_end_sent;                   /* our side of the stream is closed */
+    struct timeval h2_seen;             /* the stream's last sign of life */
+    bool h2_req_eof;                    /* the client's body ended (pulled to the end) */
+    size_t h2_unconsumed;               /* response DATA not yet given back to the flow window */
+    struct event *h2_timer;             /* upstream_response for the stream */
 
     /* Long-lived work, for drain_after. */
     struct exchange *w_next, *w_prev; /* every exchange of the worker */
@@ -491,8 +491,7 @@ void exchange_h2_end(struct exchange *ex);
 void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocessed, int status,
                         const char *why);
 /* Pulls request body for the stream: see downstream_ops.pull_body. */
-ssize_t exchange_h2_pull(struct exchange *ex, uint8_t *buf, size_t len, bool *eof,
-                         bool *trailers);
+ssize_t exchange_h2_pull(struct exchange *ex, uint8_t *buf, size_t len, bool *eof, bool *trailers);
 void exchange_h2_submitted(struct exchange *ex); /* the stream is on the wire */
 
 /* drain_after: the control of long-lived exchanges after a cluster's weight drops to 0. */

@@ -129,8 +129,8 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
         const char *why = NULL;
         SSL_CTX *ctx = tls_client_ctx_new(&cl->tls, cl->protocol == SY_PROTO_H2, &why);
         if (!ctx) {
-            sy_diags_add(d, file, cl->tls.mark.line, cl->tls.mark.col, "cluster %s: %s",
-                         cl->name, why);
+            sy_diags_add(d, file, cl->tls.mark.line, cl->tls.mark.col, "cluster %s: %s", cl->name,
+                         why);
             rc = SY_ERR_INVALID;
         }
         SSL_CTX_free(ctx);

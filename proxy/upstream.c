@@ -158,8 +158,7 @@ struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
     /* libevent times a connect (and the TLS handshake) with the write timeout. */
     struct timeval tv = ms_tv(cfg->timeouts.upstream_connect_ms);
     bufferevent_set_timeouts(bev, NULL, &tv);
-    if (bufferevent_socket_connect(bev, (const struct sockaddr *)&p->addr, (int)p->addrlen) ==
-        -1) {
+    if (bufferevent_socket_connect(bev, (const struct sockaddr *)&p->addr, (int)p->addrlen) == -1) {
         /* Immediate failure (e.g. no route): reported like a refused connection. */
         *why = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
         bufferevent_free(bev);

@@ -244,7 +244,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
     for (size_t k = 0; k < n; k++) {
         if (v[k].requests == 0)
             continue;
-        struct sy_traffic t = {v[k].app,       v[k].cluster,   v[k].requests,
+        struct sy_traffic t = {v[k].app,           v[k].cluster,   v[k].requests,
                                v[k].responses_5xx, v[k].in_flight, v[k].tunnels};
         cb(&t, arg);
     }
@@ -523,8 +523,10 @@ static void schedule_drains(struct sy_worker *w, const struct sy_route_table *ol
             evtimer_add(j->ev, &tv);
             j->next = w->drain_jobs;
             w->drain_jobs = j;
-            sy_log(SY_LOG_INFO, "drain", "worker %u: app %s left cluster %s: what still runs there "
-                   "closes in %u ms (drain_after)", w->id, app->name, cname, app->drain_after_ms);
+            sy_log(SY_LOG_INFO, "drain",
+                   "worker %u: app %s left cluster %s: what still runs there "
+                   "closes in %u ms (drain_after)",
+                   w->id, app->name, cname, app->drain_after_ms);
         }
     }
 }

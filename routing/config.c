@@ -716,8 +716,9 @@ static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const yaml
     } else if (s && strcmp(s, "h2c") == 0) {
         cl->protocol = SY_PROTO_H2C;
         if (has_tls)
-            report(c, v, "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use "
-                         "protocol h2 for HTTP/2 over TLS");
+            report(c, v,
+                   "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use "
+                   "protocol h2 for HTTP/2 over TLS");
     } else if (s && strcmp(s, "h2") == 0) {
         cl->protocol = SY_PROTO_H2;
     } else {
@@ -747,8 +748,8 @@ static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const y
             const char *s = string_value(c, pv, "sni");
             if (!s)
                 continue;
-            const char *bad = s[0] == '[' ? "an IP address is not a server name"
-                                          : host_problem(s, strlen(s));
+            const char *bad =
+                s[0] == '[' ? "an IP address is not a server name" : host_problem(s, strlen(s));
             if (bad || strchr(s, '*'))
                 report(c, pv, "bad sni '%s': %s", show(pv).s,
                        bad ? bad : "a server name cannot have a wildcard");
@@ -757,9 +758,8 @@ static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const y
                 t->sni = sy_xstrdup(s);
             }
         } else if (strcmp(name, "verify") == 0) {
-            const char *s = is_scalar(pv) && pv->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
-                                ? text(pv)
-                                : "";
+            const char *s =
+                is_scalar(pv) && pv->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? text(pv) : "";
             if (strcmp(s, "true") == 0)
                 t->verify = true;
             else if (strcmp(s, "false") == 0)

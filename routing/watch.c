@@ -16,7 +16,7 @@
 #include "switchyard/base.h"
 
 #define WATCH_MASK                                                                                 \
-    (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF |          \
+    (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF |           \
      IN_MOVE_SELF)
 
 /* One more watched file: its directory's watch and its name there. */
@@ -103,8 +103,8 @@ void sy_watch_set_files(struct sy_watch *w, const char *const *paths, size_t n)
          * watch unchanged. */
         int wd = inotify_add_watch(w->fd, dir, WATCH_MASK);
         if (wd == -1) {
-            sy_log_errno(SY_LOG_WARN, "watch", "cannot watch %s (a renewed %s needs SIGHUP)",
-                         dir, paths[i]);
+            sy_log_errno(SY_LOG_WARN, "watch", "cannot watch %s (a renewed %s needs SIGHUP)", dir,
+                         paths[i]);
         } else {
             w->files[w->n_files].wd = wd;
             w->files[w->n_files].base = sy_xstrdup(base_of(paths[i]));
@@ -143,7 +143,8 @@ unsigned sy_watch_read(struct sy_watch *w)
             if (ev->wd == w->wd && (self || (ev->len && names(ev->name, w->base))))
                 seen |= SY_WATCH_CONFIG;
             for (size_t i = 0; i < w->n_files; i++)
-                if (ev->wd == w->files[i].wd && (self || (ev->len && names(ev->name, w->files[i].base))))
+                if (ev->wd == w->files[i].wd &&
+                    (self || (ev->len && names(ev->name, w->files[i].base))))
                     seen |= SY_WATCH_FILES;
         }
     }

@@ -154,9 +154,11 @@ static void test_status_shows_file_override_effective_and_traffic(void **state)
     assert_true(ends_ok(out));
     assert_contains(out, "generation 1, journal seq 0");
     assert_contains(out, "APP  CLUSTER");
-    assert_contains(out, "chat blue    *   50        -        50       1234      5         2       1");
-    assert_contains(out, "web  blue        10        -        10          0      0         0       0\n"
-                         "     green   *   90        -        90          0      0         0       0\n");
+    assert_contains(out,
+                    "chat blue    *   50        -        50       1234      5         2       1");
+    assert_contains(out,
+                    "web  blue        10        -        10          0      0         0       0\n"
+                    "     green   *   90        -        90          0      0         0       0\n");
     free(out);
     out = ask(f, "status web --json");
     assert_contains(out, "{\"ok\":true,\"generation\":1,\"journal_seq\":0,");

@@ -768,8 +768,9 @@ static const struct error_case error_cases[] = {
      "    protocol: h2c\n"
      "    tls: {verify: false}\n"
      "apps: []\n",
-     {{6, 15, "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use protocol h2 "
-              "for HTTP/2 over TLS"}}},
+     {{6, 15,
+       "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use protocol h2 "
+       "for HTTP/2 over TLS"}}},
     {"test_rejects_cluster_tls_problems",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
