@@ -55,8 +55,6 @@ static void exchange_free(struct exchange *ex)
         free(ex->h2_req->store);
         free(ex->h2_req);
     }
-    if (ex->h2_fields)
-        evbuffer_free(ex->h2_fields);
     free(ex->set_cookie);
     sy_route_table_release(ex->table);
     struct sy_worker *w = ex->w;
@@ -73,6 +71,8 @@ static void exchange_free(struct exchange *ex)
     evbuffer_free(ex->up_head);
     evbuffer_free(ex->tmp);
     evbuffer_free(ex->trailers);
+    if (ex->h2_timer)
+        event_free(ex->h2_timer);
     free(ex);
 }
 
@@ -95,10 +95,12 @@ static struct exchange *exchange_alloc(struct sy_worker *w)
     w->ex_cache = ex->w_next;
     w->n_ex_cache--;
     struct evbuffer *up_head = ex->up_head, *tmp = ex->tmp, *trailers = ex->trailers;
+    struct event *h2_timer = ex->h2_timer;
     memset(ex, 0, sizeof(*ex));
     ex->up_head = up_head;
     ex->tmp = tmp;
     ex->trailers = trailers;
+    ex->h2_timer = h2_timer;
     return ex;
 }
 
@@ -110,6 +112,8 @@ void exchange_cache_free(struct sy_worker *w)
         evbuffer_free(ex->up_head);
         evbuffer_free(ex->tmp);
         evbuffer_free(ex->trailers);
+        if (ex->h2_timer)
+            event_free(ex->h2_timer);
         free(ex);
     }
     w->n_ex_cache = 0;
@@ -433,7 +437,7 @@ static void write_request_head(struct exchange *ex, const struct req_head *req)
 /* The request as HTTP/2 fields, in one allocation the exchange keeps for a retry. */
 static void build_h2_request(struct exchange *ex, const struct req_head *req, bool tls_up)
 {
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = ex->up_head; /* empty, and unused otherwise on this path */
     struct head_sink s = {.h2 = true};
     hw_init(&s.hw, b);
     rewrite_request(ex, req, &s, tls_up);
@@ -441,7 +445,6 @@ static void build_h2_request(struct exchange *ex, const struct req_head *req, bo
     struct h2_request *r = sy_xcalloc(1, sizeof(*r));
     r->store = sy_xmalloc(len ? len : 1);
     evbuffer_remove(b, r->store, len);
-    evbuffer_free(b);
     r->nva = sy_xcalloc(s.n ? s.n : 1, sizeof(*r->nva));
     r->n_nva = s.n;
     for (size_t i = 0; i < s.n; i++) {

@@ -162,10 +162,8 @@ static void forget_stream(struct h2_up *h, struct exchange *ex)
     if (ex->stream_id)
         nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
     unlink_stream(h, ex);
-    if (ex->h2_timer) {
-        event_free(ex->h2_timer);
-        ex->h2_timer = NULL;
-    }
+    if (ex->h2_timer)
+        evtimer_del(ex->h2_timer); /* kept with the exchange for its next stream */
 }
 
 /* Every stream fails: `why` is the connection's reason. */
@@ -190,8 +188,8 @@ static void conn_fail(struct h2_up *h, const char *why)
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
 {
     struct exchange *ex = stream_ex(user, frame->hd.stream_id);
-    if (ex && ex->h2_fields)
-        evbuffer_drain(ex->h2_fields, evbuffer_get_length(ex->h2_fields));
+    if (ex && ex->up_head)
+        evbuffer_drain(ex->up_head, evbuffer_get_length(ex->up_head));
     return 0;
 }
 
@@ -207,20 +205,21 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         return 0;
     }
     const struct sy_config *cfg = sy_route_table_config(ex->table);
-    if (evbuffer_get_length(ex->h2_fields) + namelen + valuelen + 2 > cfg->limits.max_header_bytes)
+    if (evbuffer_get_length(ex->up_head) + namelen + valuelen + 2 > cfg->limits.max_header_bytes)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset: 502 */
-    evbuffer_add(ex->h2_fields, name, namelen);
-    evbuffer_add(ex->h2_fields, "", 1);
-    evbuffer_add(ex->h2_fields, value, valuelen);
-    evbuffer_add(ex->h2_fields, "", 1);
+    evbuffer_add(ex->up_head, name, namelen);
+    evbuffer_add(ex->up_head, "", 1);
+    evbuffer_add(ex->up_head, value, valuelen);
+    evbuffer_add(ex->up_head, "", 1);
     return 0;
 }
 
-/* The head collected in ex->h2_fields goes to the exchange (interim 1xx heads are dropped). */
+/* The head collected in ex->up_head (free on this path once the request is submitted) goes to the
+ * exchange (interim 1xx heads are dropped). */
 static void deliver_head(struct exchange *ex, bool end_stream)
 {
-    size_t len = evbuffer_get_length(ex->h2_fields);
-    char *p = (char *)evbuffer_pullup(ex->h2_fields, (ssize_t)len);
+    size_t len = evbuffer_get_length(ex->up_head);
+    char *p = (char *)evbuffer_pullup(ex->up_head, (ssize_t)len);
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     struct sy_header *fields = worker_scratch(ex->w);
     size_t n = 0, max = cfg->limits.max_headers;
@@ -625,8 +624,6 @@ bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_sp
         h->streams->h2_prev = ex;
     h->streams = ex;
     h->n_streams++;
-    if (!ex->h2_fields)
-        ex->h2_fields = evbuffer_new();
     if (!ex->h2_timer)
         ex->h2_timer = evtimer_new(w->base, stream_timer_cb, ex);
     event_base_gettimeofday_cached(w->base, &ex->h2_seen);

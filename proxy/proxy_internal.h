@@ -35,7 +35,9 @@ struct pool {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     enum sy_upstream_proto proto;
-    char *tls_id;          /* NULL: cleartext; else the TLS settings, for telling pools apart */
+    bool tls_on; /* with TLS; the settings below tell pools apart */
+    bool tls_verify;
+    char *tls_ca, *tls_cert, *tls_key;
     char *tls_name;        /* server name sent (SNI) and verified, or NULL */
     char *tls_ip;          /* with no name: the IP address verified against the certificate */
     SSL_CTX *tls;          /* made on first use, and again after each new snapshot */
@@ -225,7 +227,8 @@ struct exchange {
     const struct sy_endpoint_spec *endpoint;
     struct upstream *up;
     struct traffic_slot *slot;
-    struct evbuffer *up_head; /* serialized request head, kept for one retry */
+    struct evbuffer *up_head; /* HTTP/1.1: the serialized request head, kept for one retry;
+                                 HTTP/2: the header block being received, "name\0value\0"... */
     struct evbuffer *tmp;     /* body bytes between decoding and framing */
     struct evbuffer *trailers;
     bool retried;
@@ -256,7 +259,6 @@ struct exchange {
     struct exchange *h2_next, *h2_prev; /* on that connection */
     int32_t stream_id;                  /* 0 until the request is submitted */
     struct h2_request *h2_req;          /* the request's fields, kept for one retry */
-    struct evbuffer *h2_fields;         /* the header block being received: "name\0value\0"... */
     bool h2_deferred;                   /* the body provider waits for the client */
     bool h2_sent;                       /* the HEADERS went out: the cluster may have acted on it */
     uint8_t h2_refused;                 /* times the cluster refused the stream unprocessed */

@@ -20,25 +20,8 @@
 
 #include "proxy_internal.h"
 
-/* What tells two TLS set-ups apart: every setting, NUL-separated. */
-static char *tls_identity(const struct sy_cluster_spec *cl, const char *name)
-{
-    if (!cl->tls.on)
-        return NULL;
-    const struct sy_cluster_tls *t = &cl->tls;
-    size_t n = 16;
-    const char *parts[5] = {t->ca, name, t->cert, t->key, t->verify ? "v" : "-"};
-    for (int i = 0; i < 5; i++)
-        n += (parts[i] ? strlen(parts[i]) : 0) + 1;
-    char *id = sy_xmalloc(n);
-    size_t off = 0;
-    for (int i = 0; i < 5; i++)
-        off += (size_t)snprintf(id + off, n - off, "%s\n", parts[i] ? parts[i] : "");
-    return id;
-}
-
-/* The host part of "host:port" or "[v6]:port", and whether it is an IP literal. */
-static char *endpoint_host(const char *address, bool *is_ip)
+/* The host part of "host:port" or "[v6]:port", in place. */
+static struct sy_slice endpoint_host(const char *address)
 {
     const char *p = address, *end;
     if (*p == '[') {
@@ -49,35 +32,40 @@ static char *endpoint_host(const char *address, bool *is_ip)
     }
     if (!end)
         end = p + strlen(p);
-    char *host = sy_xstrndup(p, (size_t)(end - p));
-    unsigned char buf[sizeof(struct in6_addr)];
-    *is_ip = inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-    return host;
+    return sy_slice_of(p, (size_t)(end - p));
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Whether pool `p` speaks to `ep` the way `cl` says: looked up for every request, so it
+ * compares in place and allocates nothing. */
+static bool pool_matches(const struct pool *p, const struct sy_endpoint_spec *ep,
+                         const struct sy_cluster_spec *cl)
+{
+    if (p->addrlen != ep->addrlen || memcmp(&p->addr, &ep->addr, ep->addrlen) != 0 ||
+        p->proto != cl->protocol || p->tls_on != cl->tls.on)
+        return false;
+    if (!p->tls_on)
+        return true;
+    const struct sy_cluster_tls *t = &cl->tls;
+    if (p->tls_verify != t->verify || !same_str(p->tls_ca, t->ca) ||
+        !same_str(p->tls_cert, t->cert) || !same_str(p->tls_key, t->key))
+        return false;
+    if (t->sni)
+        return same_str(p->tls_name, t->sni);
+    struct sy_slice host = endpoint_host(ep->address);
+    const char *name = p->tls_name ? p->tls_name : p->tls_ip;
+    return name && strlen(name) == host.len && memcmp(name, host.p, host.len) == 0;
 }
 
 struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *ep,
                            const struct sy_cluster_spec *cl)
 {
-    char *name = NULL, *ip = NULL;
-    if (cl->tls.on) {
-        bool is_ip;
-        char *host = endpoint_host(ep->address, &is_ip);
-        if (cl->tls.sni)
-            name = sy_xstrdup(cl->tls.sni);
-        else if (!is_ip)
-            name = sy_xstrdup(host);
-        if (!name && is_ip)
-            ip = sy_xstrdup(host);
-        free(host);
-    }
-    char *id = tls_identity(cl, name ? name : ip);
     for (struct pool *p = w->pools; p; p = p->next) {
-        if (p->addrlen == ep->addrlen && memcmp(&p->addr, &ep->addr, ep->addrlen) == 0 &&
-            p->proto == cl->protocol && (p->tls_id == NULL) == (id == NULL) &&
-            (!id || strcmp(p->tls_id, id) == 0)) {
-            free(id);
-            free(name);
-            free(ip);
+        if (pool_matches(p, ep, cl)) {
             p->retired = false;
             return p;
         }
@@ -86,9 +74,26 @@ struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *e
     memcpy(&p->addr, &ep->addr, ep->addrlen);
     p->addrlen = ep->addrlen;
     p->proto = cl->protocol;
-    p->tls_id = id;
-    p->tls_name = name;
-    p->tls_ip = ip;
+    p->tls_on = cl->tls.on;
+    if (p->tls_on) {
+        const struct sy_cluster_tls *t = &cl->tls;
+        p->tls_verify = t->verify;
+        p->tls_ca = t->ca ? sy_xstrdup(t->ca) : NULL;
+        p->tls_cert = t->cert ? sy_xstrdup(t->cert) : NULL;
+        p->tls_key = t->key ? sy_xstrdup(t->key) : NULL;
+        struct sy_slice host = endpoint_host(ep->address);
+        char *h = sy_xstrndup(host.p, host.len);
+        unsigned char buf[sizeof(struct in6_addr)];
+        bool is_ip = inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
+        if (t->sni) {
+            p->tls_name = sy_xstrdup(t->sni);
+            free(h);
+        } else if (is_ip) {
+            p->tls_ip = h;
+        } else {
+            p->tls_name = h;
+        }
+    }
     p->next = w->pools;
     w->pools = p;
     return p;
@@ -111,7 +116,7 @@ struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
     const struct sy_config *cfg = worker_config(w);
     struct bufferevent *bev;
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
-    if (p->tls_id) {
+    if (p->tls_on) {
         if (!p->tls) {
             p->tls = tls_client_ctx_new(&cl->tls, p->proto == SY_PROTO_H2, why);
             if (!p->tls)
@@ -231,7 +236,9 @@ static void pool_free(struct pool *p)
         SSL_CTX_free(p->tls);
     if (p->session)
         SSL_SESSION_free(p->session);
-    free(p->tls_id);
+    free(p->tls_ca);
+    free(p->tls_cert);
+    free(p->tls_key);
     free(p->tls_name);
     free(p->tls_ip);
     free(p);
@@ -304,7 +311,7 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
     up->ex = ex;
     up->bev = bev;
     wthrough_attach(&up->wt, w, bev);
-    up->tls = p->tls_id != NULL;
+    up->tls = p->tls_on;
     p->n_conns++;
     bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
     bufferevent_enable(up->bev, EV_READ | EV_WRITE);
@@ -339,7 +346,7 @@ static bool pool_in_use(const struct sy_config *cfg, const struct pool *p)
 {
     for (size_t c = 0; c < cfg->n_clusters; c++) {
         const struct sy_cluster_spec *cl = &cfg->clusters[c];
-        if (cl->protocol != p->proto || cl->tls.on != (p->tls_id != NULL))
+        if (cl->protocol != p->proto || cl->tls.on != p->tls_on)
             continue;
         for (size_t e = 0; e < cl->n_endpoints; e++) {
             const struct sy_endpoint_spec *ep = &cl->endpoints[e];
