@@ -104,10 +104,16 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     struct pool *p = SSL_get_app_data(ssl);
     if (!p)
         return 0;
+    /* A copy: OpenSSL marks the connection's own session not resumable when the connection
+     * is freed without a close_notify (what a pooled connection's end looks like), and that
+     * would spoil it for the next connection. */
+    SSL_SESSION *copy = SSL_SESSION_dup(sess);
+    if (!copy)
+        return 0;
     if (p->session)
         SSL_SESSION_free(p->session);
-    p->session = sess;
-    return 1; /* we keep the reference */
+    p->session = copy;
+    return 0; /* the library keeps its own reference */
 }
 
 struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,

@@ -317,6 +317,22 @@ def test_https_h1_cluster_endpoint_by_name_sends_and_verifies_that_name(peers, p
         "want SNI localhost (the endpoint's host): %r" % hs
 
 
+def test_new_tls_connections_to_a_cluster_resume_the_session(peers, proxy, tls_cert):
+    """Each pool keeps the last session the cluster gave it: with no idle connection kept
+    (limits.upstream_keepalive: 0), every request makes a new TLS connection, and all but the
+    first resume instead of a full handshake."""
+    tb = peers.tls_backend("tls-1", *tls_cert)
+    p = one_cluster(proxy, {"endpoints": [tb.addr], "tls": {"ca": tls_cert[0]}},
+                    limits={"upstream_keepalive": 0})
+    for i in range(5):
+        r = curl1(p.url + "/resume-%d" % i, "--http1.1")
+        assert r.status == 200 and r.backend == "tls-1", r
+    hs = [x for x in tb.records() if x["ev"] == "tls"]
+    assert len(hs) == 5, "want one handshake per request: %r" % hs
+    assert not hs[0]["reused"], hs[0]
+    assert all(x["reused"] for x in hs[1:]), "later connections must resume: %r" % hs
+
+
 def test_https_h1_cluster_without_ca_is_502_and_sends_nothing(peers, proxy, tls_cert):
     tb = peers.tls_backend("tls-1", *tls_cert)
     p = one_cluster(proxy, {"endpoints": [tb.addr], "tls": {"verify": True}})

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """backend.py over TLS (Python's ssl module, ALPN http/1.1): the same endpoints and the same
---log, plus one {"ev": "tls", sni, version, alpn, client_cert} line per handshake, so a test
+--log, plus one {"ev": "tls", sni, version, reused, alpn, client_cert} line per handshake, so a test
 can see which server name the proxy sent (null: none) and which client certificate it showed.
 `--client-ca PEM` requires a client certificate signed by (or equal to) PEM: mutual TLS.
 (`/bytes/N?chunked=1` is not available: it writes with sendmsg, which TLS sockets lack.)
@@ -33,7 +33,7 @@ class TlsHandler(backend.Handler):
         if cert:
             subject = ",".join("%s=%s" % kv for rdn in cert.get("subject", ()) for kv in rdn)
         self.server.log.write(ev="tls", sni=getattr(sock, "sy_sni", None),
-                              version=sock.version(),
+                              version=sock.version(), reused=sock.session_reused,
                               alpn=sock.selected_alpn_protocol(), client_cert=subject)
         self.tls_ok = True
         super().setup()
