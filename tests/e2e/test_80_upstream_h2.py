@@ -333,6 +333,18 @@ def test_new_tls_connections_to_a_cluster_resume_the_session(peers, proxy, tls_c
     assert all(x["reused"] for x in hs[1:]), "later connections must resume: %r" % hs
 
 
+def test_h2_cluster_that_does_not_agree_to_h2_is_502(peers, proxy, tls_cert):
+    """protocol h2 against a TLS server that offers only http/1.1 in ALPN: a 502 that says
+    so, never HTTP/2 frames sent to an HTTP/1.1 server."""
+    tb = peers.tls_backend("tls-1", *tls_cert)
+    p = one_cluster(proxy, {"endpoints": [tb.addr], "protocol": "h2",
+                            "tls": {"ca": tls_cert[0]}})
+    r = curl1(p.url + "/hello", "--http1.1")
+    assert_own_502(r, "h2 cluster without ALPN h2")
+    assert b"ALPN" in r.body, r.body
+    assert not [x for x in tb.records() if x.get("ev") == "request"], tb.records()
+
+
 def test_https_h1_cluster_without_ca_is_502_and_sends_nothing(peers, proxy, tls_cert):
     tb = peers.tls_backend("tls-1", *tls_cert)
     p = one_cluster(proxy, {"endpoints": [tb.addr], "tls": {"verify": True}})

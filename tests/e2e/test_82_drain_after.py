@@ -220,6 +220,27 @@ def test_without_drain_after_the_tunnel_stays_open_after_revert(admin_proxy, ws_
     wait_counts(p, "ws", "tunnels", {"green": 0, "blue": 0})
 
 
+def test_a_switch_back_within_drain_after_keeps_the_tunnel(admin_proxy, ws_clusters):
+    """Revert, then change one's mind before drain_after runs out: green has weight again
+    when the timer fires, so nothing is closed."""
+    p = admin_proxy([app("ws", 0, 100)], ws_clusters)
+
+    async def scenario():
+        a = await connect(p.port)
+        try:
+            assert await echo(a, "a1") == "green-ws: a1"
+            await asyncio.to_thread(p.ctl_ok, "revert", "ws")
+            await asyncio.to_thread(p.ctl_ok, "release", "ws")  # the file's 0/100 again
+            await asyncio.sleep(DRAIN + 2.0)
+            assert await echo(a, "a2") == "green-ws: a2", \
+                "a switch back within drain_after must cancel the close"
+            await asyncio.to_thread(wait_counts, p, "ws", "tunnels", {"green": 1, "blue": 0})
+        finally:
+            await a.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_tunnel_forced_to_green_is_not_drained(admin_proxy, ws_clusters):
     """docs/architecture.md: drain_after cuts what reached the cluster by weight or sticky
     key; a tester's forced tunnel stays, as force values still apply after a revert."""
