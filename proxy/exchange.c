@@ -1115,8 +1115,10 @@ void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocesse
     if (again) {
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);
         const char *reason = NULL;
-        if (ep && h2up_attach(ex, upstream_pool(ex->w, ep, cl), cl, from, &reason))
+        if (ep && h2up_attach(ex, upstream_pool(ex->w, ep, cl), cl, from, &reason)) {
+            ex->endpoint = ep; /* what the next error names */
             return;
+        }
     }
     snprintf(msg, sizeof(msg), "cluster %s (%s) %s", cl->name, ex->endpoint->address, why);
     fail(ex, status, msg);

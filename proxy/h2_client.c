@@ -506,11 +506,6 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     flush(h);
 }
 
-static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *user)
-{
-    return NGHTTP2_ERR_WOULDBLOCK; /* mem_send is used */
-}
-
 /* One set for the process (sessions copy it), made once: a thread-local one would be lost
  * with its worker. */
 static nghttp2_session_callbacks *cbs;
@@ -519,7 +514,6 @@ static pthread_once_t cbs_once = PTHREAD_ONCE_INIT;
 static void make_callbacks(void)
 {
     nghttp2_session_callbacks_new(&cbs);
-    nghttp2_session_callbacks_set_send_callback(cbs, send_cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -713,12 +707,4 @@ void h2up_close_pool(struct pool *p, bool now)
             flush(h);
         }
     }
-}
-
-size_t h2up_count(const struct pool *p)
-{
-    size_t n = 0;
-    for (const struct h2_up *h = p->h2; h; h = h->next)
-        n++;
-    return n;
 }

@@ -477,7 +477,6 @@ void h2up_client_drained(struct exchange *ex); /* the client took response bytes
 /* GOAWAY to every connection of the pool (worker shutdown and retired endpoints); idle ones
  * close now. */
 void h2up_close_pool(struct pool *p, bool now);
-size_t h2up_count(const struct pool *p);
 
 /* exchange.c: called by h2_client.c */
 /* The response head (1xx excluded); `fields` are the regular fields as received. */
