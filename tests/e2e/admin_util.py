@@ -69,6 +69,7 @@ class AdminProxy:
 
     def start(self, args=None, wait=True):
         self._logf = open(self.log, "ab")
+        self._log_start = self._logf.tell()
         self.proc = subprocess.Popen(
             [conftest.SWITCHYARD, "-c", self.config] + (self.args if args is None else args),
             stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT)
@@ -83,24 +84,20 @@ class AdminProxy:
             return f.read()
 
     def wait_ready(self):
-        """Until the listener accepts and the admin socket answers."""
+        """Until the start-up line is logged (every listener accepts) and the admin socket
+        answers."""
         deadline = time.monotonic() + conftest.START_DEADLINE
-        for _ in range(2000):
-            if self.proc.poll() is not None:
-                raise AssertionError("switchyard exited with %s; log:\n%s"
-                                     % (self.proc.returncode, self.log_text()[-3000:]))
+        helpers.wait_started(self.proc, self.log, self._log_start, deadline)
+        while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 with AdminConn(self.socket) as a:
                     a.ask("ident")
                 return
             except OSError:
-                pass
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)  # polling: the proxy has no readiness signal
-        raise AssertionError("switchyard not ready within %.0f s; log:\n%s"
-                             % (conftest.START_DEADLINE, self.log_text()[-3000:]))
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("switchyard's admin socket did not answer; log:\n%s"
+                                         % self.log_text()[-3000:])
+            time.sleep(0.01)  # polling: the admin socket has no readiness signal of its own
 
     def generation(self):
         return int(re.search(r"generation (\d+)", self.ctl_ok("ident")).group(1))

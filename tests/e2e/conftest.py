@@ -172,25 +172,8 @@ class Proxy:
             return f.read()
 
     def wait_ready(self):
-        deadline = time.monotonic() + START_DEADLINE
-        for port in [self.port] + ([self.tls_port] if self.tls_port else []):
-            self._wait_port(port, deadline)
-
-    def _wait_port(self, port, deadline):
-        for _ in range(2000):
-            if self.proc.poll() is not None:
-                raise AssertionError("switchyard exited with %s before listening; log:\n%s"
-                                     % (self.proc.returncode, self.log_text()))
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)  # polling a port: there is no readiness signal to wait on
-        raise AssertionError("switchyard did not accept on port %d within %.0f s; log:\n%s"
-                             % (port, START_DEADLINE, self.log_text()))
+        """Until the start-up line is logged: every listener (the TLS one too) accepts."""
+        helpers.wait_started(self.proc, self.log, 0, time.monotonic() + START_DEADLINE)
 
     def generation(self):
         """The highest generation the log says was published (1 at start-up)."""

@@ -36,6 +36,32 @@ def free_port():
         return s.getsockname()[1]
 
 
+_STARTED = re.compile(rb"main: switchyard \S+: generation \d+, ")
+
+
+def wait_started(proc, log_path, offset, deadline):
+    """Until switchyard's start-up line appears in its log after byte `offset`. The proxy
+    writes it once every listener of the file listens (plain and TLS, on every worker), so
+    no port is polled and none is reached early. Raises with the log if the process exits or
+    the deadline passes."""
+    while True:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            if _STARTED.search(f.read()):
+                return
+        if proc.poll() is not None:
+            raise AssertionError("switchyard exited with %s before it started; log:\n%s"
+                                 % (proc.returncode, _tail(log_path)))
+        if time.monotonic() > deadline:
+            raise AssertionError("switchyard did not start in time; log:\n%s" % _tail(log_path))
+        time.sleep(0.01)  # the log is the readiness signal; there is nothing to block on
+
+
+def _tail(path, n=3000):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()[-n:]
+
+
 def proc_status(pid):
     """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
     out = {}
