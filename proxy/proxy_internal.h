@@ -80,6 +80,7 @@ struct listener_plan {
     socklen_t addrlen;
     int fd;
     SSL_CTX *tls;
+    bool keep_tls; /* the new context could not be built: the listener keeps its own */
 };
 
 struct worker_msg {

@@ -319,9 +319,11 @@ static void apply_plan(struct sy_worker *w, struct listener_plan *plan, size_t n
         } else if (plan[i].fd != -1) {
             close(plan[i].fd);
         }
-        if (ls->tls)
-            SSL_CTX_free(ls->tls);
-        ls->tls = plan[i].tls;
+        if (!plan[i].keep_tls) {
+            if (ls->tls)
+                SSL_CTX_free(ls->tls);
+            ls->tls = plan[i].tls;
+        }
         next[k++] = ls;
     }
     for (size_t j = 0; j < w->n_listeners; j++)
@@ -597,20 +599,44 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
     struct bound *bound = sy_xcalloc(n ? n : 1, sizeof(*bound));
     size_t n_bound = 0;
     int rc = 0;
+    /* Every TLS context first (reading and checking a key takes milliseconds), then every
+     * socket: the ports start listening together, so a client that reaches one (a load
+     * balancer's health check) does not find the next one still closed. */
+    SSL_CTX **ctxs = sy_xcalloc(n ? n : 1, sizeof(*ctxs));
+    for (size_t j = 0; j < n; j++) {
+        const struct sy_listen_spec *spec = &cfg->listens[j];
+        if (spec->tls_cert) {
+            const char *why = NULL;
+            ctxs[j] = tls_server_ctx_new(spec->tls_cert, spec->tls_key, &why);
+            if (!ctxs[j]) {
+                sy_log(SY_LOG_ERROR, "tls", "listener %s: %s", spec->address, why);
+                rc = SY_ERR_INVALID;
+            }
+        }
+    }
     for (size_t j = 0; j < n; j++) {
         const struct sy_listen_spec *spec = &cfg->listens[j];
         bool have = false;
         for (size_t b = 0; b < ws->n_bound && !have; b++)
             have = same_addr(&ws->bound[b].addr, ws->bound[b].addrlen, &spec->addr, spec->addrlen);
-        SSL_CTX *tls = NULL;
-        if (spec->tls_cert) {
-            const char *why = NULL;
-            tls = tls_server_ctx_new(spec->tls_cert, spec->tls_key, &why);
-            if (!tls) {
-                sy_log(SY_LOG_ERROR, "tls", "listener %s: %s", spec->address, why);
-                rc = SY_ERR_INVALID;
+        SSL_CTX *tls = ctxs[j];
+        if (spec->tls_cert && !tls) {
+            /* The files changed between the reload's check and now. A listener that already
+             * serves keeps its certificate rather than close; a new one is not opened. */
+            if (!have || strict)
                 continue;
+            sy_log(SY_LOG_WARN, "tls", "listener %s keeps its current certificate", spec->address);
+            for (size_t i = 0; i < ws->n; i++) {
+                struct listener_plan *lp = &msgs[i]->plan[msgs[i]->n_plan++];
+                lp->addr = spec->addr;
+                lp->addrlen = spec->addrlen;
+                lp->fd = -1;
+                lp->keep_tls = true;
             }
+            bound[n_bound].addr = spec->addr;
+            bound[n_bound].addrlen = spec->addrlen;
+            n_bound++;
+            continue;
         }
         int *fds = sy_xcalloc(ws->n, sizeof(*fds));
         bool ok = true;
@@ -647,6 +673,7 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
         bound[n_bound].addrlen = spec->addrlen;
         n_bound++;
     }
+    free(ctxs);
     free(ws->bound);
     ws->bound = bound;
     ws->n_bound = n_bound;

@@ -56,21 +56,8 @@ class ReloadProxy:
         return helpers.proc_status(self.pid)
 
     def wait_ready(self):
-        deadline = time.monotonic() + conftest.START_DEADLINE
-        for _ in range(2000):
-            if self.proc.poll() is not None:
-                raise AssertionError("switchyard exited with %s before listening; log:\n%s"
-                                     % (self.proc.returncode, self.log_text()))
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)  # polling a port: there is no readiness signal to wait on
-        raise AssertionError("switchyard did not accept on port %d; log:\n%s"
-                             % (self.port, self.log_text()))
+        helpers.wait_started(self.proc, self.log, 0,
+                             time.monotonic() + conftest.START_DEADLINE)
 
     def stop(self):
         """SIGTERM, then SIGKILL after STOP_DEADLINE. Returns an error text or None."""
@@ -186,13 +173,17 @@ def listen(port, cert=None, key=None):
     return d
 
 
-def config(listens, clusters, apps, workers=1, timeouts=None, limits=None):
+def config(listens, clusters, apps, workers=1, timeouts=None, limits=None, admin=None):
     """The YAML of a config. `listens`: ports or listen() dicts; `clusters`: name -> list of
-    addresses; `apps`: (name, [hosts], {cluster: weight}) tuples or full dicts."""
+    addresses; `apps`: (name, [hosts], {cluster: weight}) tuples or full dicts; `admin`: the
+    admin socket's path."""
     doc = {"workers": workers,
            "listen": [x if isinstance(x, dict) else listen(x) for x in listens]}
     if limits:
         doc["limits"] = limits
+    if admin:
+        doc["admin"] = {"socket": str(admin)}
+        doc["state"] = str(admin) + ".state"
     to = {"drain": "5s"}
     to.update(timeouts or {})
     doc["timeouts"] = to

@@ -26,6 +26,7 @@ every reload is awaited through its "generation N published" log line.
 """
 
 import os
+import shutil
 import socket
 import ssl
 import threading
@@ -34,6 +35,7 @@ import time
 import pytest
 
 import helpers
+from admin_util import AdminConn, socket_dir
 from helpers import measure
 from reload_util import (SETTLE_S, ConfigMapVolume, CurlLoop, H2Client, H2Load, Probe,
                          cert_serial, config, install, listen, make_cert, new_cert, peer_cert,
@@ -565,6 +567,39 @@ def test_renewed_certificate_is_served_to_new_connections(sy, backends, tmp_path
         got += chunk
     old.close()
     assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"blue-1\n"), got[:300]
+
+
+def test_weight_change_during_a_half_done_renewal_keeps_the_tls_port(sy, backends, tmp_path):
+    """A weight change publishes a snapshot, and a snapshot re-reads each listener's
+    certificate and key. Caught halfway through a renewal (the new certificate, the old key)
+    the listener keeps the context it has: it goes on accepting with the old certificate,
+    and takes the new one once the key follows."""
+    port, tls = helpers.free_port(), helpers.free_port()
+    certdir = tmp_path / "tls"
+    certdir.mkdir()
+    first = make_cert(certdir, "first.test", 4001)
+    sockdir = socket_dir()
+    try:
+        admin = os.path.join(sockdir, "a.sock")
+        path = str(tmp_path / "cfg.yaml")
+        p = sy(port, path, config([port, listen(tls, certdir / "cert.pem", certdir / "key.pem")],
+                                  _clusters(backends), [web(100, 0)], workers=2, admin=admin))
+        assert peer_cert(tls) == first
+        second = new_cert(certdir, "second.test", 4002)
+        install(certdir, "cert")
+        _, _, msg = p.wait_rejected(1, timeout=5 * SLOW)  # the watcher's forced reload
+        assert "key values mismatch" in msg, msg
+        with AdminConn(admin) as a:
+            assert a.ask("weights web blue=90 green=10").endswith("ok\n")
+        for _ in range(6):  # every worker's listener is still open, with the old certificate
+            assert peer_cert(tls) == first
+        assert "keeps its current certificate" in p.log_text()
+        r = helpers.curl1("https://127.0.0.1:%d/half-renewed" % tls, "-k")
+        assert r.status == 200, r
+        install(certdir, "key")
+        assert _wait_cert(tls, second, 5 * SLOW), "the completed renewal was not picked up"
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def _new_pair(directory, cn, serial):
