@@ -227,24 +227,7 @@ class Proxy:
         if self.stopped:
             return None
         self.stopped = True
-        err = None
-        if self.proc.poll() is not None:
-            err = "switchyard had already exited with %s" % self.proc.returncode
-        else:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=STOP_DEADLINE)
-                if rc != 0:
-                    err = "switchyard exited with %s on SIGTERM" % rc
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                err = "switchyard did not exit within %.0f s of SIGTERM" % STOP_DEADLINE
-        self._logf.close()
-        if err:
-            tail = self.log_text()[-4000:]
-            return "%s; log tail:\n%s" % (err, tail)
-        return None
+        return helpers.stop_switchyard(self.proc, self._logf, self.log, STOP_DEADLINE)
 
 
 def default_clusters(backends):

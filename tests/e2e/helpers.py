@@ -5,6 +5,7 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -55,6 +56,28 @@ def wait_started(proc, log_path, offset, deadline):
         if time.monotonic() > deadline:
             raise AssertionError("switchyard did not start in time; log:\n%s" % _tail(log_path))
         time.sleep(0.01)  # the log is the readiness signal; there is nothing to block on
+
+
+def stop_switchyard(proc, logf, log_path, deadline_s):
+    """SIGTERM, then SIGKILL after `deadline_s`; closes the log file. Returns None after a
+    clean exit (0), else what went wrong with the log's tail."""
+    err = None
+    if proc.poll() is not None:
+        err = "switchyard had already exited with %s" % proc.returncode
+    else:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=deadline_s)
+            if rc != 0:
+                err = "switchyard exited with %s on SIGTERM" % rc
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            err = "switchyard did not exit within %.0f s of SIGTERM" % deadline_s
+    logf.close()
+    if err:
+        return "%s; log tail:\n%s" % (err, _tail(log_path, 4000))
+    return None
 
 
 def _tail(path, n=3000):

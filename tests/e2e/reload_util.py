@@ -64,23 +64,7 @@ class ReloadProxy:
         if self.stopped:
             return None
         self.stopped = True
-        err = None
-        if self.proc.poll() is not None:
-            err = "switchyard had already exited with %s" % self.proc.returncode
-        else:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=conftest.STOP_DEADLINE)
-                if rc != 0:
-                    err = "switchyard exited with %s on SIGTERM" % rc
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                err = "switchyard did not exit within %.0f s of SIGTERM" % conftest.STOP_DEADLINE
-        self._logf.close()
-        if err:
-            return "%s; log tail:\n%s" % (err, self.log_text()[-4000:])
-        return None
+        return helpers.stop_switchyard(self.proc, self._logf, self.log, conftest.STOP_DEADLINE)
 
     def _scan(self):
         """Reads what the log gained since the last call (complete lines only)."""
