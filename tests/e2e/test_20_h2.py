@@ -700,6 +700,22 @@ def test_slow_backend_stalls_the_upload_on_flow_control(backends, proxy):
     assert growth < MAX_SLOW_GROWTH_KIB, (growth, MAX_SLOW_GROWTH_KIB)
 
 
+def test_slow_backend_curl_upload_holds_memory_flat(backends, proxy, tmp_path):
+    """The same backpressure with curl as the client: 16 MiB into /slowread, and the proxy's
+    peak RSS does not grow with the upload."""
+    p = proxy(_apps(100, 0))
+    assert _curl_text(["--http2-prior-knowledge", p.url + "/warm-up"]) == "blue-1\n"
+    before = p.status()["VmHWM"]
+    path = tmp_path / "16m.bin"
+    with open(path, "wb") as f:
+        f.truncate(16 * MIB)
+    out = _curl_text(["--http2-prior-knowledge", "-T", str(path), p.url + "/slowread"], 90)
+    assert json.loads(out)["bytes"] == 16 * MIB
+    growth = p.status()["VmHWM"] - before
+    measure("h2_slow_backend_curl_upload_growth_kib", growth, "KiB", "16 MiB through /slowread")
+    assert growth < MAX_SLOW_GROWTH_KIB, (growth, MAX_SLOW_GROWTH_KIB)
+
+
 # -- crafted bad input --------------------------------------------------------------------------
 
 def test_http11_bytes_after_alpn_h2_get_goaway_protocol_error(backends, proxy, tls_cert):
@@ -1004,3 +1020,18 @@ def test_sigterm_sends_goaway_finishes_the_stream_in_flight_and_exits_0(backends
     took = time.monotonic() - t0
     assert took < 5, took  # the stream's 2 s, well inside timeouts.drain (5 s)
     assert not _requests_seen(backends.blue, "/after-goaway")
+
+
+def test_bad_certificate_is_reported_by_check_with_its_position(backends, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    cfg = tmp_path / "sy.yaml"
+    cfg.write_text("listen:\n  - address: 127.0.0.1:1\n    tls: {cert: bad.pem, key: bad.pem}\n"
+                   "clusters:\n  blue: {endpoints: [%s]}\n"
+                   "apps:\n  - {name: web, hosts: ['*'], weights: {blue: 1}}\n"
+                   % backends.blue.addr)
+    r = subprocess.run([SWITCHYARD, "-t", "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1, r
+    assert r.stderr.startswith("%s:3:10: listener 127.0.0.1:1: " % cfg), r.stderr
+    assert "bad.pem" in r.stderr
