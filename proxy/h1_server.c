@@ -307,7 +307,6 @@ static void read_cb(struct bufferevent *bev, void *arg)
     struct h1_client *c = arg;
     if (c->closing)
         return;
-    bev_read_more(bev, worker_config(c->conn.w)->limits.buffer_bytes);
     if (c->down.ex)
         exchange_body_ready(c->down.ex);
     else

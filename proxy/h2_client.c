@@ -408,7 +408,6 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct h2_up *h = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    bev_read_more(bev, h->budget);
     h->in_io = true;
     while (evbuffer_get_length(in) && !h->dead) {
         struct evbuffer_iovec v;

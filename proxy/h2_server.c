@@ -652,7 +652,6 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct h2_session *s = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    bev_read_more(bev, worker_config(s->conn.w)->limits.buffer_bytes);
     while (evbuffer_get_length(in) > 0 && !s->closing) {
         struct evbuffer_iovec v;
         evbuffer_peek(in, -1, NULL, &v, 1);

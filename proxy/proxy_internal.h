@@ -394,10 +394,10 @@ static inline struct timeval ms_tv(unsigned ms)
 void wthrough_attach(struct wthrough *wt, struct sy_worker *w, struct bufferevent *bev);
 void wthrough_detach(struct wthrough *wt);
 
-/* libevent 2.1 reads at most 4096 bytes per read event (after an FIONREAD ioctl): a 16 KiB
- * answer took four loop turns. When a read filled 4096, this reads on at once, until the
- * input holds `limit` bytes or the socket is empty. Cleartext sockets only. */
-void bev_read_more(struct bufferevent *bev, size_t limit);
+/* Gives a cleartext socket bufferevent our read event (worker.c): one readv per event, no
+ * FIONREAD. Call after bufferevent_socket_new / bufferevent_socket_connect, which assign
+ * libevent's own. */
+void bev_plain_reads(struct bufferevent *bev);
 
 /* Fills the parts of `c` every codec shares (address, printable peer, tls) and links it into
  * the worker (which gives it its id). */

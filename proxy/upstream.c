@@ -175,6 +175,8 @@ struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
         bufferevent_free(bev);
         return NULL;
     }
+    if (!p->tls_on)
+        bev_plain_reads(bev); /* after the connect: it gave the event libevent's callback */
     return bev;
 }
 
@@ -253,7 +255,6 @@ static void pool_free(struct pool *p)
 static void up_read_cb(struct bufferevent *bev, void *arg)
 {
     struct upstream *up = arg;
-    bev_read_more(bev, worker_config(up->w)->limits.buffer_bytes);
     if (up->ex)
         exchange_upstream_readable(up->ex);
 }

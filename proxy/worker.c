@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 
 #include "proxy_internal.h"
 
@@ -168,6 +169,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         evutil_closesocket(fd);
         return;
     }
+    bev_plain_reads(bev);
     h1_accept(w, bev, sa, salen, false);
 }
 
@@ -392,35 +394,86 @@ static void wthrough_run(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void bev_read_more(struct bufferevent *bev, size_t limit)
+/* Most a plain read event takes at once: a 16 KiB answer and its head in one read, in one
+ * evbuffer chain that stays below 32 KiB with its header (libevent rounds chains up to a
+ * power of two). */
+#define PLAIN_READ_MAX (32768 - 256)
+
+/* The read event of a cleartext socket bufferevent, ours instead of libevent's. libevent
+ * 2.1 asks FIONREAD before every read (a system call per read, two per proxied request) and
+ * reads at most 4096 bytes, one read per loop turn; this reads up to PLAIN_READ_MAX, within
+ * the read high watermark, in one readv. Everything else stays libevent's: enabling, disabling
+ * and the read timeout add and delete this same event, the input's watermark callback
+ * suspends reading above the high mark and resumes it below, and the callbacks run through
+ * bufferevent_trigger, deferred as the bufferevent's options say. */
+static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct evbuffer *in = bufferevent_get_input(bev);
-    size_t len = evbuffer_get_length(in);
-    if (len < 4096 || len >= limit || bufferevent_openssl_get_ssl(bev))
-        return;
-    int fd = bufferevent_getfd(bev);
-    if (fd < 0)
-        return;
-    struct evbuffer_iovec v[2];
-    /* A socket bufferevent keeps its input's end frozen but for its own reads. */
-    evbuffer_unfreeze(in, 0);
-    int nv = evbuffer_reserve_space(in, (ev_ssize_t)(limit - len), v, 2);
-    if (nv > 0) {
-        struct iovec iov[2];
-        for (int i = 0; i < nv; i++)
-            iov[i] = (struct iovec){v[i].iov_base, v[i].iov_len};
-        ssize_t r = readv(fd, iov, nv);
-        /* EOF and errors are left to the next read event, which will see them again. */
-        size_t got = r > 0 ? (size_t)r : 0;
-        int used = 0;
-        for (int i = 0; i < nv && got; i++, used++) {
-            if (v[i].iov_len > got)
-                v[i].iov_len = got;
-            got -= v[i].iov_len;
+    struct bufferevent *bev = arg;
+    short why = BEV_EVENT_READING;
+    ssize_t r = 0;
+    if (what == EV_TIMEOUT) {
+        why |= BEV_EVENT_TIMEOUT;
+    } else {
+        struct evbuffer *in = bufferevent_get_input(bev);
+        size_t have = evbuffer_get_length(in);
+        size_t want = PLAIN_READ_MAX;
+        size_t high = 0;
+        bufferevent_getwatermark(bev, EV_READ, NULL, &high);
+        if (high) {
+            if (have >= high) {
+                /* Above the mark: wait for the input's drain to add the event again. */
+                event_del(&bev->ev_read);
+                return;
+            }
+            if (want > high - have)
+                want = high - have;
         }
-        evbuffer_commit_space(in, v, used);
+        struct evbuffer_iovec v[2];
+        evbuffer_unfreeze(in, 0); /* a socket bufferevent's input end opens for reads only */
+        int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+        if (nv > 0) {
+            struct iovec iov[2];
+            for (int i = 0; i < nv; i++)
+                iov[i] = (struct iovec){v[i].iov_base, v[i].iov_len};
+            r = readv(fd, iov, nv);
+            size_t got = r > 0 ? (size_t)r : 0;
+            int used = 0;
+            for (int i = 0; i < nv && got; i++, used++) {
+                if (v[i].iov_len > got)
+                    v[i].iov_len = got;
+                got -= v[i].iov_len;
+            }
+            evbuffer_commit_space(in, v, used);
+        } else {
+            r = -1;
+            errno = ENOMEM;
+        }
+        evbuffer_freeze(in, 0);
+        if (r > 0) {
+            bufferevent_trigger(bev, EV_READ, 0);
+            return;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        why |= r == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
     }
-    evbuffer_freeze(in, 0);
+    int err = errno; /* the event callback reads it (deferred: libevent keeps it) */
+    bufferevent_incref(bev);
+    bufferevent_disable(bev, EV_READ);
+    errno = err;
+    bufferevent_trigger_event(bev, why, 0);
+    bufferevent_decref(bev);
+}
+
+void bev_plain_reads(struct bufferevent *bev)
+{
+    struct event *ev = &bev->ev_read;
+    bool reading = event_pending(ev, EV_READ, NULL);
+    event_del(ev);
+    event_assign(ev, bufferevent_get_base(bev), bufferevent_getfd(bev),
+                 EV_READ | EV_PERSIST | EV_FINALIZE, plain_read_cb, bev);
+    if (reading)
+        bufferevent_enable(bev, EV_READ); /* adds it again, with the read timeout */
 }
 
 void wthrough_attach(struct wthrough *wt, struct sy_worker *w, struct bufferevent *bev)
