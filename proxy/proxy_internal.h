@@ -395,9 +395,10 @@ void wthrough_attach(struct wthrough *wt, struct sy_worker *w, struct buffereven
 void wthrough_detach(struct wthrough *wt);
 
 /* Gives a cleartext socket bufferevent our read event (worker.c): one readv per event, no
- * FIONREAD. Call after bufferevent_socket_new / bufferevent_socket_connect, which assign
- * libevent's own. */
-void bev_plain_reads(struct bufferevent *bev);
+ * FIONREAD. `client`: a client's connection, whose first read into an empty input is small
+ * (PLAIN_READ_FIRST_CLIENT). Call after bufferevent_socket_new or bufferevent_socket_connect,
+ * which assign libevent's own. */
+void bev_plain_reads(struct bufferevent *bev, bool client);
 
 /* Fills the parts of `c` every codec shares (address, printable peer, tls) and links it into
  * the worker (which gives it its id). */

@@ -176,7 +176,7 @@ struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
         return NULL;
     }
     if (!p->tls_on)
-        bev_plain_reads(bev); /* after the connect: it gave the event libevent's callback */
+        bev_plain_reads(bev, false); /* after the connect: it gave the event libevent's callback */
     return bev;
 }
 
