@@ -702,24 +702,14 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
         for (size_t b = 0; b < ws->n_bound && !have; b++)
             have = same_addr(&ws->bound[b].addr, ws->bound[b].addrlen, &spec->addr, spec->addrlen);
         SSL_CTX *tls = ctxs[j];
-        if (spec->tls_cert && !tls) {
-            /* The files changed between the reload's check and now. A listener that already
-             * serves keeps its certificate rather than close; a new one is not opened. */
-            if (!have || strict)
-                continue;
-            sy_log(SY_LOG_WARN, "tls", "listener %s keeps its current certificate", spec->address);
-            for (size_t i = 0; i < ws->n; i++) {
-                struct listener_plan *lp = &msgs[i]->plan[msgs[i]->n_plan++];
-                lp->addr = spec->addr;
-                lp->addrlen = spec->addrlen;
-                lp->fd = -1;
-                lp->keep_tls = true;
-            }
-            bound[n_bound].addr = spec->addr;
-            bound[n_bound].addrlen = spec->addrlen;
-            n_bound++;
+        /* The certificate and key do not make a pair right now (a renewal half done, or files
+         * changed since the reload's check): a listener that already serves keeps its
+         * context rather than close; a new one is not opened. */
+        bool keep = spec->tls_cert && !tls;
+        if (keep && (!have || strict))
             continue;
-        }
+        if (keep)
+            sy_log(SY_LOG_WARN, "tls", "listener %s keeps its current certificate", spec->address);
         int *fds = sy_xcalloc(ws->n, sizeof(*fds));
         bool ok = true;
         for (size_t i = 0; i < ws->n; i++) {
@@ -747,6 +737,7 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
             if (tls)
                 SSL_CTX_up_ref(tls);
             lp->tls = tls;
+            lp->keep_tls = keep;
         }
         free(fds);
         if (tls)
