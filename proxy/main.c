@@ -294,6 +294,23 @@ int main(int argc, char **argv)
     struct sy_route_table *table = sy_state_table(ctl.state);
     const struct sy_config *cfg = sy_route_table_config(table);
     if (check) {
+        /* The journal's directory is checked as the start would check it (the journal is used
+         * when there is an admin socket or the file exists): -t says whether it would start. */
+        char jpath[4096];
+        sy_diags_init(&d);
+        if (sy_state_journal_path(cfg, path, jpath, sizeof(jpath)) == 0 &&
+            (cfg->admin.socket || access(jpath, F_OK) == 0) &&
+            sy_journal_check_dir(jpath, &d) != 0) {
+            char line[512];
+            for (size_t i = 0; i < d.n; i++) {
+                sy_diag_format(&d.v[i], line, sizeof(line));
+                fprintf(stderr, "%s\n", line);
+            }
+            sy_diags_dispose(&d);
+            sy_state_free(ctl.state);
+            return 1;
+        }
+        sy_diags_dispose(&d);
         printf("%s: ok: %zu apps, %zu clusters, %zu listeners\n", path, cfg->n_apps,
                cfg->n_clusters, cfg->n_listens);
         check_diff(path, cfg);
@@ -305,15 +322,19 @@ int main(int argc, char **argv)
      * admin socket the journal must exist (made now, so that a read-only place fails here,
      * not at the first revert). */
     sy_diags_init(&d);
-    if (sy_state_open_journal(ctl.state, cfg->admin.socket != NULL, discard, NULL, &d) != 0) {
+    int jrc = sy_state_open_journal(ctl.state, cfg->admin.socket != NULL, discard, NULL, &d);
+    if (jrc != 0) {
         char line[512];
         for (size_t i = 0; i < d.n; i++) {
             sy_diag_format(&d.v[i], line, sizeof(line));
             fprintf(stderr, "%s\n", line);
         }
-        fprintf(stderr, "switchyard: cannot read the overrides journal: not starting, so that "
-                        "no override is silently lost (fix or move the file, set `state:`, or "
-                        "start with --discard-state to drop every override it holds)\n");
+        if (jrc == SY_ERR_INVALID)
+            fprintf(stderr, "switchyard: cannot read the overrides journal: not starting, so that "
+                            "no override is silently lost (fix or move the file, set `state:`, or "
+                            "start with --discard-state to drop every override it holds)\n");
+        else
+            fprintf(stderr, "switchyard: cannot use the overrides journal: not starting\n");
         sy_diags_dispose(&d);
         sy_state_free(ctl.state);
         return 1;

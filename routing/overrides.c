@@ -6,8 +6,10 @@
  * unless the operator chose to discard the file: silently losing an emergency revert is the
  * one thing that must never happen. When the journal has grown, it is rewritten as one
  * snapshot record (temp file, fsync, rename, fsync of the directory) and the old file is kept
- * as PATH.old for `history`. A record's sequence number counts changes; a snapshot carries
- * the number of the last change it includes. */
+ * as PATH.old for `history`; the temporary file is created new (O_EXCL, O_NOFOLLOW) in a
+ * directory that no other user can write (checked at open), and until the directory's fsync
+ * has made the rename durable no further change is acknowledged. A record's sequence number
+ * counts changes; a snapshot carries the number of the last change it includes. */
 #include "switchyard/overrides.h"
 
 #include <errno.h>
@@ -766,9 +768,13 @@ struct sy_journal {
     size_t records; /* in the current file */
     off_t size;     /* bytes of whole records in the current file */
     bool broken;    /* a failed write could not be undone: refuse appends until restart */
+    /* A compaction's rename is not known to be durable: refuse appends until the directory's
+     * fsync succeeds. */
+    bool dir_unsynced;
 };
 
-static int fsync_dir(const char *path)
+/* The directory that holds `path` (a new string). */
+static char *dir_of(const char *path)
 {
     char *dir = sy_xstrdup(path);
     char *slash = strrchr(dir, '/');
@@ -778,14 +784,53 @@ static int fsync_dir(const char *path)
         *slash = '\0';
     else
         strcpy(dir, ".");
+    return dir;
+}
+
+/* Returns 0, or SY_ERR_SYS with errno set (and logged). */
+static int fsync_dir(const char *path)
+{
+    char *dir = dir_of(path);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
+    int rc = 0, e = 0;
     if (fd == -1 || fsync(fd) == -1) {
+        e = errno;
         sy_log_errno(SY_LOG_ERROR, "journal", "cannot fsync directory %s", dir);
         rc = SY_ERR_SYS;
     }
     if (fd != -1)
         close(fd);
+    free(dir);
+    errno = e;
+    return rc;
+}
+
+int sy_journal_check_dir(const char *path, struct sy_diags *d)
+{
+    char *dir = dir_of(path);
+    struct stat st;
+    int rc = 0;
+    if (stat(dir, &st) == -1) {
+        sy_diags_add(d, path, 0, 0, "cannot use the directory %s of the overrides journal: %s", dir,
+                     strerror(errno));
+        rc = SY_ERR_SYS;
+    } else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        /* Another user could plant the names the journal is about to take (PATH.tmp, PATH.old,
+         * PATH itself) as links to files of ours; a sticky bit does not stop that. */
+        sy_diags_add(d, path, 0, 0,
+                     "the directory %s of the overrides journal is writable by %s (mode %04o): "
+                     "refusing to keep the journal there (chmod go-w %s, or set `state:` to a "
+                     "file in a directory only this user can write)",
+                     dir, st.st_mode & S_IWOTH ? "others" : "its group",
+                     (unsigned)(st.st_mode & 07777), dir);
+        rc = SY_ERR_SYS;
+    } else if (st.st_uid != geteuid() && st.st_uid != 0) {
+        sy_diags_add(d, path, 0, 0,
+                     "the directory %s of the overrides journal belongs to uid %u, not to this "
+                     "user (uid %u) or root: refusing to keep the journal there",
+                     dir, (unsigned)st.st_uid, (unsigned)geteuid());
+        rc = SY_ERR_SYS;
+    }
     free(dir);
     return rc;
 }
@@ -938,7 +983,14 @@ int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct
 
     struct stat st;
     bool existed = stat(path, &st) == 0;
-    int rc = open_locked(path, j->opts.create, &j->fd);
+    int rc;
+    if (!existed && !j->opts.create) {
+        rc = SY_ERR_NOTFOUND;
+        goto out_fail;
+    }
+    if ((rc = sy_journal_check_dir(path, d)) != 0)
+        goto out_fail;
+    rc = open_locked(path, j->opts.create, &j->fd);
     if (rc == SY_ERR_AGAIN) {
         sy_diags_add(d, path, 0, 0,
                      "the overrides journal is locked by another process "
@@ -1041,9 +1093,26 @@ static int compact(struct sy_journal *j)
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", j->path) >= sizeof(tmp) ||
         (size_t)snprintf(old, sizeof(old), "%s.old", j->path) >= sizeof(old))
         return SY_ERR_LIMIT;
+    /* A temporary file left by a crash during an earlier compaction is ours to remove; any
+     * other thing by that name is left alone, and O_EXCL | O_NOFOLLOW make sure that what we
+     * write to is a new file of our own, never where a link points. */
+    struct stat st;
+    if (lstat(tmp, &st) == 0) {
+        if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+            sy_log(SY_LOG_ERROR, "journal",
+                   "compaction: %s exists and is not a file of ours (mode %06o, uid %u): left "
+                   "alone, and the journal is not compacted until it is removed",
+                   tmp, (unsigned)st.st_mode, (unsigned)st.st_uid);
+            return SY_ERR_INVALID;
+        }
+        if (unlink(tmp) == -1) {
+            sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot remove the stale %s", tmp);
+            return SY_ERR_SYS;
+        }
+    }
     struct buf b = {0};
     put_compact_record(&b, j->seq, &j->set);
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
     if (fd == -1) {
         sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot create %s", tmp);
         free(b.p);
@@ -1072,8 +1141,18 @@ static int compact(struct sy_journal *j)
     j->size = (off_t)b.len;
     j->records = 1;
     free(b.p);
-    if (!j->opts.no_sync)
-        fsync_dir(j->path); /* logged; the rename is done either way */
+    /* The rename is done either way, and the record that led here is durable in both files.
+     * But until the directory is on disk, a crash may bring back the old name, and whatever
+     * is appended to the new file would vanish with it: nothing more is acknowledged until
+     * the directory syncs (sy_journal_append tries again). */
+    if (!j->opts.no_sync && fsync_dir(j->path) != 0) {
+        j->dir_unsynced = true;
+        sy_log(SY_LOG_ERROR, "journal",
+               "compacted %s, but its new name is not durable: changes are refused until the "
+               "directory can be synced",
+               j->path);
+        return SY_ERR_SYS;
+    }
     sy_log(SY_LOG_INFO, "journal", "compacted %s: %zu overrides at seq %" PRIu64, j->path, j->set.n,
            j->seq);
     return 0;
@@ -1088,6 +1167,20 @@ int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
                  "error: restart switchyard",
                  j->path);
         return SY_ERR_SYS;
+    }
+    if (j->dir_unsynced) {
+        if (fsync_dir(j->path) != 0) {
+            char *dir = dir_of(j->path);
+            snprintf(err, errlen,
+                     "the journal %s is not durable since its last compaction (fsync of %s: "
+                     "%s): the change is not made",
+                     j->path, dir, strerror(errno));
+            free(dir);
+            return SY_ERR_SYS;
+        }
+        j->dir_unsynced = false;
+        sy_log(SY_LOG_INFO, "journal", "the directory of %s is synced: changes are taken again",
+               j->path);
     }
     struct buf b = {0};
     put_change_record(&b, j->seq + 1, who, ch, n);

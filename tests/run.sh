@@ -11,7 +11,8 @@ root=$(pwd)
 
 pkgs="meson ninja-build pkg-config gcc clang libclang-rt-14-dev libevent-dev libnghttp2-dev
       libyaml-dev libssl-dev libcmocka-dev curl nghttp2-client python3 python3-pytest
-      python3-h2 python3-websockets socat procps openssl nghttp2-server python3-grpcio"
+      python3-h2 python3-websockets socat procps openssl nghttp2-server python3-grpcio
+      mount e2fsprogs"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -51,6 +52,8 @@ run_e2e() { # switchyard-binary label
         SY_SOURCE_ROOT="$root" timeout 1500 /usr/bin/python3 -m pytest -q \
         -p no:cacheprovider -rfEs tests/e2e >"$out" 2>&1
     tail -n 30 "$out"
+    # Every skip with its reason (a test that cannot mount says so here), even past the tail.
+    grep '^SKIPPED' "$out" | sed "s/^/e2e $2: /" || true
     p=$(tail -n 3 "$out" | grep -o '[0-9]* passed' | tail -n1 | cut -d' ' -f1)
     f=$(tail -n 3 "$out" | grep -o '[0-9]* failed' | tail -n1 | cut -d' ' -f1)
     e=$(tail -n 3 "$out" | grep -o '[0-9]* error' | tail -n1 | cut -d' ' -f1)

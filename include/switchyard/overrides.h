@@ -103,13 +103,22 @@ struct sy_journal_opts {
  * Opens the journal at `path` and replays it. A torn last line (no newline: a crash during a
  * write that was never acknowledged) is logged, ignored and cut off. Any other damage (a line
  * that is not a record, a bad checksum, a sequence gap) fails with `path:line: why` in `d`,
- * unless opts->discard. The file is locked (flock) so that two daemons cannot share it.
- * Returns 0, SY_ERR_NOTFOUND (missing and not opts->create), SY_ERR_INVALID (damaged),
- * SY_ERR_SYS (I/O; also logged) or SY_ERR_AGAIN (locked by another process); *out untouched
- * on failure. `path` is copied; the diagnostics borrow it (keep it as long as `d`).
+ * unless opts->discard. The file is locked (flock) so that two daemons cannot share it. Its
+ * directory must pass sy_journal_check_dir(). Returns 0, SY_ERR_NOTFOUND (missing and not
+ * opts->create), SY_ERR_INVALID (damaged), SY_ERR_SYS (I/O, also logged, or an unsafe
+ * directory) or SY_ERR_AGAIN (locked by another process); *out untouched on failure. `path` is
+ * copied; the diagnostics borrow it (keep it as long as `d`).
  */
 int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct sy_diags *d,
                     struct sy_journal **out);
+
+/**
+ * Checks that the directory holding the journal at `path` is safe to write in: writable by
+ * its owner only, and owned by this user or root (anyone else who can write there could plant
+ * the names the journal takes, as links to files of ours). Returns 0, or SY_ERR_SYS with a
+ * diagnostic naming the directory and its mode in `d` (which borrows `path`).
+ */
+int sy_journal_check_dir(const char *path, struct sy_diags *d);
 
 /** The overrides the journal says are in force (borrowed; valid until the next append). */
 const struct sy_overrides *sy_journal_overrides(const struct sy_journal *j);
@@ -122,8 +131,10 @@ const char *sy_journal_path(const struct sy_journal *j);
 /**
  * Appends one record (sequence sy_journal_seq() + 1) with the changes `ch`, fsyncs it and
  * only then applies it to the set. Compacts the journal when it has grown past its limits (a
- * failed compaction is logged; the record stays durable). On failure nothing was applied and
- * the file is as it was; `err` says why. Returns 0 or SY_ERR_SYS.
+ * failed compaction is logged; the record stays durable). A compaction whose rename could not
+ * be made durable (fsync of the directory) makes every later append fail until that fsync
+ * succeeds. On failure nothing was applied and the file is as it was; `err` says why. Returns
+ * 0, SY_ERR_LIMIT (the record is too large) or SY_ERR_SYS.
  */
 int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
                       const struct sy_override_change *ch, size_t n, char *err, size_t errlen);

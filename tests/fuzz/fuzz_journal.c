@@ -60,12 +60,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 }
 
-/* The journal file path: one per fuzzing process. */
+/* The journal file path: one per fuzzing process, in a directory of its own (the journal
+ * refuses a directory others can write, such as /tmp). */
 static int open_file(const uint8_t *data, size_t size)
 {
+    static char dir[] = "/tmp/fuzz_journal-XXXXXX";
     static char path[64];
-    if (!path[0])
-        snprintf(path, sizeof(path), "/tmp/fuzz_journal.%d", (int)getpid());
+    if (!path[0]) {
+        if (!mkdtemp(dir))
+            return 0;
+        snprintf(path, sizeof(path), "%s/state", dir);
+    }
     FILE *f = fopen(path, "wb");
     if (!f)
         return 0;

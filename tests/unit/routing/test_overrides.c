@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for the overrides journal: append and replay, the torn last line a crash leaves,
  * damage that must stop the start (and the explicit discard), sequence gaps, compaction and
- * the history it keeps, the lock, a failed write that must leave no trace, and the record
- * parser's refusals (table-driven). Each test works in its own temporary directory. */
+ * the history it keeps, the lock, a failed write that must leave no trace, a state directory
+ * others can write, what compaction finds at its temporary path (a planted symlink, a crash's
+ * leftover), a failed fsync of the directory after compaction, and the record parser's
+ * refusals (table-driven). Each test works in its own temporary directory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,9 +20,25 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "switchyard/overrides.h"
+
+/* The one fault the file system will not make on demand: a failed fsync of a directory. This
+ * definition takes the place of libc's for the whole test executable (the journal is linked in
+ * statically), and passes every other fsync through to the kernel. */
+static bool fail_dir_fsync;
+
+int fsync(int fd)
+{
+    struct stat st;
+    if (fail_dir_fsync && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fsync, fd);
+}
 
 struct fx {
     char dir[64];
@@ -403,6 +421,115 @@ static void test_failed_write_leaves_no_trace(void **state)
     sy_journal_close(j);
 }
 
+/* -- the state directory and compaction's temporary file ------------------------------------ */
+
+static void test_state_dir_writable_by_others_is_refused(void **state)
+{
+    struct fx *f = *state;
+    static const mode_t unsafe[] = {0777, 01777, 0770, 0702};
+    for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++) {
+        assert_int_equal(chmod(f->dir, unsafe[i]), 0);
+        struct sy_diags d;
+        sy_diags_init(&d);
+        struct sy_journal *j = NULL;
+        assert_int_not_equal(sy_journal_open(f->path, &create_opts, &d, &j), 0);
+        assert_null(j);
+        assert_int_equal(d.n, 1);
+        char line[512], mode[16];
+        sy_diag_format(&d.v[0], line, sizeof(line));
+        snprintf(mode, sizeof(mode), "mode %04o", (unsigned)unsafe[i]);
+        assert_non_null(strstr(line, f->dir));
+        assert_non_null(strstr(line, mode));
+        assert_non_null(strstr(line, "writable by"));
+        sy_diags_dispose(&d);
+        /* Nothing was made there. */
+        assert_int_equal(access(f->path, F_OK), -1);
+    }
+    assert_int_equal(chmod(f->dir, 0755), 0);
+    sy_journal_close(open_ok(f->path, &create_opts));
+}
+
+static void test_compaction_does_not_follow_a_symlink_at_the_temp_path(void **state)
+{
+    struct fx *f = *state;
+    char victim[256], tmp[256];
+    snprintf(victim, sizeof(victim), "%s/victim", f->dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    write_file(victim, "precious\n", 9);
+    assert_int_equal(symlink(victim, tmp), 0);
+    struct sy_journal_opts o = create_opts;
+    o.compact_after = 3;
+    struct sy_journal *j = open_ok(f->path, &o);
+    for (unsigned i = 0; i < 6; i++)
+        set(j, "chat", 100 - i, i, "weights"); /* acknowledged, compaction or not */
+    sy_journal_close(j);
+
+    size_t len;
+    char *t = read_file(victim, &len);
+    assert_int_equal(len, 9);
+    assert_memory_equal(t, "precious\n", 9);
+    free(t);
+    struct stat st;
+    assert_int_equal(lstat(f->path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    j = open_ok(f->path, &o);
+    assert_int_equal(sy_journal_seq(j), 6);
+    assert_int_equal(weight_of(sy_overrides_find(sy_journal_overrides(j), "chat"), "green"), 5);
+    sy_journal_close(j);
+}
+
+static void test_stale_temp_file_of_a_crash_does_not_stop_compaction(void **state)
+{
+    struct fx *f = *state;
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    write_file(tmp, "half a snapsh", 13);
+    struct sy_journal_opts o = create_opts;
+    o.compact_after = 3;
+    struct sy_journal *j = open_ok(f->path, &o);
+    for (unsigned i = 0; i < 4; i++)
+        set(j, "chat", 100 - i, i, "weights");
+    sy_journal_close(j);
+    assert_int_equal(count_lines(f->path), 1); /* the snapshot */
+    assert_int_equal(access(tmp, F_OK), -1);
+    j = open_ok(f->path, &o);
+    assert_int_equal(sy_journal_seq(j), 4);
+    sy_journal_close(j);
+}
+
+static void test_failed_directory_fsync_after_compaction_refuses_the_next_change(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal_opts o = {.create = true, .compact_after = 3};
+    struct sy_journal *j = open_ok(f->path, &o);
+    for (unsigned i = 0; i < 3; i++)
+        set(j, "chat", 100 - i, i, "weights");
+    /* The 4th record is fsynced in the file before the compaction: it is durable whichever
+     * name the directory keeps after a crash, and acknowledged. */
+    fail_dir_fsync = true;
+    set(j, "chat", 50, 50, "weights");
+    assert_int_equal(count_lines(f->path), 1);
+    /* But the new file's name is not durable: a record in it could vanish with it. */
+    struct sy_route_weight w = {"green", 100};
+    struct sy_override_change ch = {.app = "web", .weights = &w, .n_weights = 1};
+    struct sy_actor who = {1, 0, 1, "switch web green"};
+    char err[256] = "";
+    assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), SY_ERR_SYS);
+    assert_non_null(strstr(err, f->dir));
+    assert_non_null(strstr(err, "fsync"));
+    assert_int_equal(sy_journal_seq(j), 4);
+    assert_null(sy_overrides_find(sy_journal_overrides(j), "web"));
+    assert_int_equal(count_lines(f->path), 1);
+    /* Once the directory syncs again, changes are taken again. */
+    fail_dir_fsync = false;
+    set(j, "web", 0, 100, "again");
+    sy_journal_close(j);
+    j = open_ok(f->path, &o);
+    assert_int_equal(sy_journal_seq(j), 5);
+    assert_int_equal(weight_of(sy_overrides_find(sy_journal_overrides(j), "web"), "green"), 100);
+    sy_journal_close(j);
+}
+
 /* -- compaction and history ----------------------------------------------------------------- */
 
 struct seen {
@@ -587,6 +714,14 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_returns_the_last_n_oldest_first, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_state_dir_writable_by_others_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_does_not_follow_a_symlink_at_the_temp_path,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_temp_file_of_a_crash_does_not_stop_compaction,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_failed_directory_fsync_after_compaction_refuses_the_next_change, setup, teardown),
         cmocka_unit_test(test_parser_accepts_a_well_formed_change),
         cmocka_unit_test(test_parser_refuses_what_it_did_not_write),
     };
