@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: MIT
+"""Out of file descriptors: switchyard started with RLIMIT_NOFILE soft = hard = 64 (so that
+raising the soft limit to the hard one at start cannot help) and 100 idle client connections
+opened at once. The accept loops must not spin (the proxy's CPU time over 4 s, read from
+/proc/PID/stat, stays small and the log stays short), `switchyardctl status` still answers (the
+admin socket keeps descriptors of its own), and once the idle clients go, a new client is served.
+"""
+
+import os
+import resource
+import shutil
+import socket
+import time
+
+import pytest
+
+from admin_util import SWITCHYARDCTL, AdminProxy, ctl, socket_dir
+from helpers import curl1, measure
+
+pytestmark = pytest.mark.skipif(
+    not (SWITCHYARDCTL and os.access(SWITCHYARDCTL, os.X_OK)),
+    reason="SWITCHYARDCTL is not an executable (path to switchyardctl; meson test sets it)")
+
+NOFILE = 64
+IDLE_CLIENTS = 100
+WINDOW_S = 4.0
+MAX_CPU_S = 0.5      # of CPU time over WINDOW_S (a spinning accept loop burns ~WINDOW_S)
+MAX_LOG_LINES = 40   # over WINDOW_S (a spinning loop logs hundreds of thousands)
+
+
+def low_nofile():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), in seconds."""
+    with open("/proc/%d/stat" % pid, encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def log_lines(p):
+    return p.log_text().count("\n")
+
+
+@pytest.fixture
+def starved_proxy(backends, tmp_path):
+    sockdir = socket_dir()
+    p = AdminProxy(tmp_path, sockdir, backends,
+                   [{"name": "web", "hosts": ["*"], "weights": {"blue": 100, "green": 0}}],
+                   workers=2, preexec_fn=low_nofile)
+    p.start()
+    yield p
+    err = p.stop()
+    shutil.rmtree(sockdir, ignore_errors=True)
+    if err:
+        pytest.fail(err, pytrace=False)
+
+
+def test_out_of_descriptors_the_accept_loops_do_not_spin_and_admin_still_answers(
+        starved_proxy):
+    p = starved_proxy
+    idle = []
+    try:
+        for _ in range(IDLE_CLIENTS):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(("127.0.0.1", p.port))  # completes in the backlog, accepted or not
+            idle.append(s)
+        time.sleep(0.5)  # the accepts that can happen have happened
+        cpu0, lines0, t0 = cpu_seconds(p.pid), log_lines(p), time.monotonic()
+        time.sleep(WINDOW_S)
+        cpu = cpu_seconds(p.pid) - cpu0
+        lines = log_lines(p) - lines0
+        elapsed = time.monotonic() - t0
+        measure("fd_exhaustion_cpu", "%.2f" % cpu, "s",
+                "CPU over %.1f s, %d idle clients, RLIMIT_NOFILE %d" % (elapsed, IDLE_CLIENTS,
+                                                                      NOFILE))
+        measure("fd_exhaustion_log_lines", lines, "", "over %.1f s" % elapsed)
+
+        t = time.monotonic()
+        r = ctl("status", sockets=[p.socket], timeout=20)
+        status_s = time.monotonic() - t
+        measure("fd_exhaustion_status", "%.3f" % status_s, "s")
+
+        assert cpu < MAX_CPU_S, "the proxy burnt %.2f s of CPU in %.1f s: accept loop spins" % (
+            cpu, elapsed)
+        assert lines < MAX_LOG_LINES, "%d log lines in %.1f s; tail:\n%s" % (
+            lines, elapsed, p.log_text()[-2000:])
+        assert r.returncode == 0 and r.stdout.endswith("ok\n"), (r.returncode, r.stdout,
+                                                                 r.stderr)
+        assert status_s < 5.0, "status took %.1f s" % status_s
+        assert "out of file descriptors" in p.log_text()
+        assert "open files" in p.log_text(), "the descriptor limit is not logged at start"
+    finally:
+        for s in idle:
+            s.close()
+
+    # The idle clients are gone: a new client is served (the paused listeners resume).
+    deadline = time.monotonic() + 10
+    while True:
+        resp = curl1(p.url + "/after", "-H", "Host: app.test", timeout=5, check=False)
+        if resp.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # polling: the pause between accept attempts has no signal of its own
+    assert resp.status == 200, resp
