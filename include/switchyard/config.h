@@ -180,6 +180,11 @@ struct sy_admin_spec {
     gid_t *allow_gids; /* `admin.allow_gids`: peers whose group (primary or supplementary) is
                           one of these are allowed too */
     size_t n_allow_gids;
+    uid_t *allow_read_uids; /* `admin.allow_read_uids`: peers that may run the commands that
+                               only read (status, explain, history, ident, help) */
+    size_t n_allow_read_uids;
+    gid_t *allow_read_gids; /* `admin.allow_read_gids`: the same, by group */
+    size_t n_allow_read_gids;
     struct sy_mark mark; /* the `admin:` value */
 };
 

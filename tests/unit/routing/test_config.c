@@ -1240,6 +1240,19 @@ static const struct error_case error_cases[] = {
           "limits:\n"
           "  reserved_fds: many\n",
      {{8, 17, "reserved_fds must be an integer 0..1000000, got many"}}},
+    {"test_rejects_allow_read_uids_that_is_not_a_list",
+     BASE "apps: []\n"
+          "admin: {allow_read_uids: 1000}\n",
+     {{7, 26, "allow_read_uids must be a list"}}},
+    {"test_rejects_unknown_user_in_allow_read_uids",
+     BASE "apps: []\n"
+          "admin:\n"
+          "  allow_read_uids: [0, no-such-user-here]\n",
+     {{8, 24, "allow_read_uids: no user named 'no-such-user-here'"}}},
+    {"test_rejects_unknown_group_in_allow_read_gids",
+     BASE "apps: []\n"
+          "admin: {allow_read_gids: [no-such-group-here]}\n",
+     {{7, 27, "allow_read_gids: no group named 'no-such-group-here'"}}},
     {"test_rejects_limits_that_are_not_a_mapping",
      BASE "apps: []\n"
           "limits: 100\n",
