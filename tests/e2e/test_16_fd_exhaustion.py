@@ -46,34 +46,53 @@ def log_lines(p):
 
 @pytest.fixture
 def starved_proxy(backends, tmp_path):
+    """Factory: starved_proxy(limits=None) -> an AdminProxy (2 workers, an admin socket) under
+    RLIMIT_NOFILE 64, started."""
     sockdir = socket_dir()
-    p = AdminProxy(tmp_path, sockdir, backends,
-                   [{"name": "web", "hosts": ["*"], "weights": {"blue": 100, "green": 0}}],
-                   workers=2, preexec_fn=low_nofile)
-    p.start()
-    yield p
-    err = p.stop()
+    started = []
+
+    def start(limits=None):
+        p = AdminProxy(tmp_path, sockdir, backends,
+                       [{"name": "web", "hosts": ["*"], "weights": {"blue": 100, "green": 0}}],
+                       workers=2, preexec_fn=low_nofile)
+        if limits:
+            p.spec["limits"] = limits
+            p.write_config()
+        started.append(p)
+        return p.start()
+
+    yield start
+    errors = [e for e in (p.stop() for p in started) if e]
     shutil.rmtree(sockdir, ignore_errors=True)
-    if err:
-        pytest.fail(err, pytrace=False)
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
+
+
+def open_idle(port, n):
+    out = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))  # completes in the backlog, accepted or not
+        out.append(s)
+    return out
+
+
+def busy_window(p):
+    """(CPU seconds, log lines, elapsed) of the proxy over WINDOW_S from now."""
+    cpu0, lines0, t0 = cpu_seconds(p.pid), log_lines(p), time.monotonic()
+    time.sleep(WINDOW_S)
+    return cpu_seconds(p.pid) - cpu0, log_lines(p) - lines0, time.monotonic() - t0
 
 
 def test_out_of_descriptors_the_accept_loops_do_not_spin_and_admin_still_answers(
         starved_proxy):
-    p = starved_proxy
+    p = starved_proxy()
     idle = []
     try:
-        for _ in range(IDLE_CLIENTS):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.settimeout(5)
-            s.connect(("127.0.0.1", p.port))  # completes in the backlog, accepted or not
-            idle.append(s)
+        idle = open_idle(p.port, IDLE_CLIENTS)
         time.sleep(0.5)  # the accepts that can happen have happened
-        cpu0, lines0, t0 = cpu_seconds(p.pid), log_lines(p), time.monotonic()
-        time.sleep(WINDOW_S)
-        cpu = cpu_seconds(p.pid) - cpu0
-        lines = log_lines(p) - lines0
-        elapsed = time.monotonic() - t0
+        cpu, lines, elapsed = busy_window(p)
         measure("fd_exhaustion_cpu", "%.2f" % cpu, "s",
                 "CPU over %.1f s, %d idle clients, RLIMIT_NOFILE %d" % (elapsed, IDLE_CLIENTS,
                                                                       NOFILE))
@@ -105,3 +124,40 @@ def test_out_of_descriptors_the_accept_loops_do_not_spin_and_admin_still_answers
             break
         time.sleep(0.1)  # polling: the pause between accept attempts has no signal of its own
     assert resp.status == 200, resp
+
+
+def test_with_no_reserve_emfile_pauses_every_accept_loop(starved_proxy):
+    """limits.reserved_fds: 0 lets clients take every descriptor: the workers' accept() and
+    the admin socket's then fail with EMFILE, and each must pause rather than spin."""
+    p = starved_proxy(limits={"reserved_fds": 0})
+    idle, admins = [], []
+    try:
+        idle = open_idle(p.port, IDLE_CLIENTS)
+        time.sleep(0.5)
+        for _ in range(4):  # admin connections waiting in the admin socket's backlog
+            a = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            a.settimeout(5)
+            a.connect(p.socket)
+            admins.append(a)
+        time.sleep(0.5)
+        cpu, lines, elapsed = busy_window(p)
+        measure("fd_exhaustion_no_reserve_cpu", "%.2f" % cpu, "s", "over %.1f s" % elapsed)
+        measure("fd_exhaustion_no_reserve_log_lines", lines, "", "over %.1f s" % elapsed)
+        log = p.log_text()
+        assert cpu < MAX_CPU_S, "the proxy burnt %.2f s of CPU in %.1f s: accept loop spins" % (
+            cpu, elapsed)
+        assert lines < MAX_LOG_LINES, "%d log lines in %.1f s; tail:\n%s" % (
+            lines, elapsed, log[-2000:])
+        assert "Too many open files" in log, log[-2000:]
+        assert "admin: out of file descriptors" in log, log[-2000:]
+    finally:
+        for s in idle + admins:
+            s.close()
+    deadline = time.monotonic() + 10
+    while True:
+        r = ctl("status", sockets=[p.socket], timeout=5)
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # polling: the admin socket's pause has no signal of its own
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "admin: accepting again" in p.log_text()
