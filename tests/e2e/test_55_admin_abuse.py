@@ -17,6 +17,7 @@ from collections import Counter
 import pytest
 
 from admin_util import SWITCHYARDCTL, AdminProxy, ctl, socket_dir, tags
+from helpers import measure
 
 pytestmark = [
     pytest.mark.skipif(
@@ -155,6 +156,8 @@ def test_refusal_linger_is_a_deadline(admin_proxy):
     out = finish(h, 60)
     closed = [float(line.split()[2]) for line in out.splitlines() if line.startswith("closed")]
     assert closed, "the refused peer was never closed; holder said:\n%s" % out
+    measure("admin_refused_trickler_closed_after", "%.2f" % closed[0], "s",
+            "a byte every 0.2 s; linger %d s" % LINGER_S)
     assert closed[0] <= LINGER_S + 2.5, "closed after %.1f s" % closed[0]
 
 
