@@ -27,7 +27,14 @@ struct sy_admin {
     dev_t dev;
     struct event *accept_ev;
     struct client *clients;
-    size_t n_clients;
+    size_t n_clients; /* connections served (refused ones are not counted) */
+    size_t n_refused; /* refused peers being told so */
+    /* Out of descriptors: accepting pauses (pause_ev brings it back); logged once a pause. */
+    struct event *pause_ev;
+    unsigned accept_pauses;
+    /* Refusals logged at most once a second: when the last line was, and how many since. */
+    uint64_t refusal_log_ms;
+    unsigned refusals_unlogged;
 };
 
 /** Appends `s` as a JSON string (quoted, escaped) to the reply's bytes, whatever its mode. */

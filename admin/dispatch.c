@@ -15,24 +15,53 @@
 #include "admin_internal.h"
 #include "sy_config.h"
 
-bool sy_admin_peer_allowed(const struct sy_admin_spec *spec, uint32_t euid,
-                           const struct sy_peer *peer)
+static bool in_ids(const uid_t *uids, size_t n_uids, const gid_t *gids, size_t n_gids,
+                   const struct sy_peer *peer)
 {
-    if (peer->uid == 0 || peer->uid == euid)
-        return true;
-    if (!spec)
-        return false;
-    for (size_t i = 0; i < spec->n_allow_uids; i++)
-        if ((uint32_t)spec->allow_uids[i] == peer->uid)
+    for (size_t i = 0; i < n_uids; i++)
+        if ((uint32_t)uids[i] == peer->uid)
             return true;
-    for (size_t i = 0; i < spec->n_allow_gids; i++) {
-        uint32_t g = (uint32_t)spec->allow_gids[i];
+    for (size_t i = 0; i < n_gids; i++) {
+        uint32_t g = (uint32_t)gids[i];
         if (g == peer->gid)
             return true;
         for (size_t k = 0; k < peer->n_groups; k++)
             if (peer->groups[k] == g)
                 return true;
     }
+    return false;
+}
+
+enum sy_admin_access sy_admin_peer_access(const struct sy_admin_spec *spec, uint32_t euid,
+                                          const struct sy_peer *peer)
+{
+    if (peer->uid == 0 || peer->uid == euid)
+        return SY_ADMIN_OWNER;
+    if (!spec)
+        return SY_ADMIN_DENIED;
+    if (in_ids(spec->allow_uids, spec->n_allow_uids, spec->allow_gids, spec->n_allow_gids, peer))
+        return SY_ADMIN_FULL;
+    if (in_ids(spec->allow_read_uids, spec->n_allow_read_uids, spec->allow_read_gids,
+               spec->n_allow_read_gids, peer))
+        return SY_ADMIN_READ;
+    return SY_ADMIN_DENIED;
+}
+
+bool sy_admin_peer_allowed(const struct sy_admin_spec *spec, uint32_t euid,
+                           const struct sy_peer *peer)
+{
+    return sy_admin_peer_access(spec, euid, peer) >= SY_ADMIN_FULL;
+}
+
+/* The commands a read-only peer may run: by name, so that a command added later is refused
+ * to them until it is listed here. */
+static const char *const read_only_cmds[] = {"status", "explain", "history", "ident", "help"};
+
+bool sy_admin_cmd_is_read_only(const char *name)
+{
+    for (size_t i = 0; i < sizeof(read_only_cmds) / sizeof(read_only_cmds[0]); i++)
+        if (strcmp(name, read_only_cmds[i]) == 0)
+            return true;
     return false;
 }
 
@@ -415,6 +444,14 @@ ssize_t sy_admin_exec(struct sy_admin *a, const char *line, size_t len, const ch
     const struct sy_admin_cmd *cmd = lookup(a, argv[0], &ctx);
     if (!cmd) {
         sy_reply_error(reply, "unknown command '%.64s' (try help)", argv[0]);
+        return 0;
+    }
+    if (peer->read_only && !sy_admin_cmd_is_read_only(argv[0])) {
+        sy_reply_error(reply,
+                       "permission denied: uid %" PRIu32 " may only read (admin.allow_read_uids "
+                       "/ allow_read_gids): status, explain, history, ident, help; '%.64s' was "
+                       "not run",
+                       peer->uid, argv[0]);
         return 0;
     }
     if (cmd->payload && !payload) {

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The admin socket: a UNIX stream socket on the control thread's event loop (never a
  * worker's). Each connection is checked once, on accept, with SO_PEERCRED (and
- * SO_PEERGROUPS); a refused peer is told `error: permission denied` and closed. Then every
+ * SO_PEERGROUPS), before it may take one of the SY_ADMIN_MAX_CLIENTS slots: a refused peer
+ * takes none, is told `error: permission denied` and closed within LINGER_S, and the last
+ * SY_ADMIN_OWNER_RESERVE slots are kept for root and the daemon's uid. Then every
  * line is one command, run to the end before the next is read, so a client's commands apply
  * in order; many clients are served at once. A line without its newline when the client
  * goes away is never run, and a line longer than SY_ADMIN_LINE_MAX closes the connection
@@ -33,7 +35,9 @@
 #define APPLIED_POLL_US 200  /* how often an answer waiting for the data path looks again */
 #define APPLIED_WAIT_MS 2000 /* after this, the answer goes anyway (logged) */
 #define MAX_GROUPS      256
-#define LINGER_S        2 /* after a refusal: how long the client's last bytes are drained */
+/* After a refusal: how long the client's last bytes are drained, at most, whatever it sends. */
+#define LINGER_S        2
+#define ACCEPT_PAUSE_MS 100 /* out of descriptors: accepting stops this long, then tries again */
 /* Answers queued for a client that does not read: beyond this, its next command waits until
  * they drain. */
 #define OUTPUT_MAX (4u << 20)
@@ -47,6 +51,8 @@ struct client {
     bool closing;   /* close once the output is flushed */
     bool lingering; /* our side is shut: what the peer still sends is read and dropped */
     bool eof;       /* the peer has closed its side: answer what is complete, then close */
+    bool refused;   /* counted in n_refused, not n_clients */
+    struct event *deadline_ev; /* the end of the linger, however much the peer sends */
     /* A command that announced a payload waits for it. */
     char *pending_line;
     size_t pending_len, payload_need;
@@ -75,11 +81,16 @@ static void client_free(struct client *c)
         a->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    a->n_clients--;
+    if (c->refused)
+        a->n_refused--;
+    else
+        a->n_clients--;
     if (c->bev)
         bufferevent_free(c->bev);
     if (c->wait_ev)
         event_free(c->wait_ev);
+    if (c->deadline_ev)
+        event_free(c->deadline_ev);
     event_free(c->free_ev);
     free(c->pending_line);
     free(c->wait_out);
@@ -99,9 +110,26 @@ static void client_close(struct client *c)
     event_active(c->free_ev, 0, 0);
 }
 
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    client_close(arg);
+}
+
+/* Closes the connection LINGER_S from now at the latest: a timer of its own, which nothing
+ * the peer sends pushes back (a read timeout would be re-armed by every byte). */
+static void arm_deadline(struct client *c)
+{
+    if (!c->deadline_ev)
+        c->deadline_ev = evtimer_new(c->a->base, deadline_cb, c);
+    if (evtimer_pending(c->deadline_ev, NULL))
+        return;
+    struct timeval tv = {LINGER_S, 0};
+    evtimer_add(c->deadline_ev, &tv);
+}
+
 /* Once the output is out: closes, or, when the peer may still be sending (a refusal, an
- * overlong line), shuts our side and drops what it sends for a moment, so that it reads our
- * answer instead of failing on a write to a closed socket (EPIPE). */
+ * overlong line), shuts our side and drops what it sends for at most LINGER_S, so that it
+ * reads our answer instead of failing on a write to a closed socket (EPIPE). */
 static void finish(struct client *c)
 {
     if (c->eof) {
@@ -110,8 +138,8 @@ static void finish(struct client *c)
     }
     c->lingering = true;
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    struct timeval tv = {LINGER_S, 0};
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    arm_deadline(c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     bufferevent_enable(c->bev, EV_READ);
 }
@@ -339,60 +367,152 @@ static void peer_of(int fd, struct client *c)
 #endif
 }
 
+/* Whether a refusal may be logged now: at most one line a second, so that a peer looping on
+ * connect() cannot fill the log. `more` receives what the line adds about the refusals
+ * since the last one that were not logged (or ""). */
+static bool refusal_log_due(struct sy_admin *a, char more[64])
+{
+    uint64_t now = sy_now_ms();
+    if (a->refusal_log_ms && now - a->refusal_log_ms < 1000) {
+        a->refusals_unlogged++;
+        return false;
+    }
+    a->refusal_log_ms = now;
+    more[0] = '\0';
+    if (a->refusals_unlogged)
+        snprintf(more, 64, " (and %u refusals not logged since the last line)",
+                 a->refusals_unlogged);
+    a->refusals_unlogged = 0;
+    return true;
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_admin *a = arg;
+    event_add(a->accept_ev, NULL);
+}
+
+/* Out of descriptors: the connection stays in the backlog and the socket stays readable, so
+ * accepting again at once would spin. Accepting stops for ACCEPT_PAUSE_MS; the first pause
+ * of a run is logged, and the accept that ends the run. */
+static void pause_accepting(struct sy_admin *a)
+{
+    if (a->accept_pauses++ == 0)
+        sy_log_errno(SY_LOG_WARN, "admin",
+                     "out of file descriptors: accepting paused, tried again every %d ms",
+                     ACCEPT_PAUSE_MS);
+    event_del(a->accept_ev);
+    if (!a->pause_ev)
+        a->pause_ev = evtimer_new(a->base, resume_cb, a);
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(a->pause_ev, &tv);
+}
+
+/* Gives the accepted `fd` to `c` and serves it. False (fd closed, c freed) when the event
+ * objects cannot be made. */
+static bool client_open(struct sy_admin *a, struct client *c, int fd)
+{
+    c->bev = bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    c->free_ev = event_new(a->base, -1, 0, free_cb, c);
+    if (!c->bev || !c->free_ev) {
+        if (!c->bev)
+            close(fd);
+        if (c->bev)
+            bufferevent_free(c->bev);
+        if (c->free_ev)
+            event_free(c->free_ev);
+        free(c);
+        return false;
+    }
+    c->next = a->clients;
+    if (a->clients)
+        a->clients->prev = c;
+    a->clients = c;
+    if (c->refused)
+        a->n_refused++;
+    else
+        a->n_clients++;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    struct timeval idle = {IDLE_TIMEOUT_S, 0};
+    bufferevent_set_timeouts(c->bev, &idle, &idle);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, SY_ADMIN_LINE_MAX + 2);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    return true;
+}
+
+/* Says `text` and closes at once: for a peer that gets no slot. The socket is new and empty,
+ * so the short write does not block; if it fails, the close says enough. */
+static void say_and_close(int fd, const char *text)
+{
+    ssize_t n = write(fd, text, strlen(text));
+    (void)n;
+    close(fd);
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     struct sy_admin *a = arg;
     for (int i = 0; i < 16; i++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd == -1) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(a);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                     errno != ECONNABORTED)
                 sy_log_errno(SY_LOG_WARN, "admin", "accept");
             return;
         }
-        if (a->n_clients >= SY_ADMIN_MAX_CLIENTS) {
-            static const char busy[] = "error: too many admin connections\n";
-            ssize_t n = write(fd, busy, sizeof(busy) - 1);
-            (void)n;
-            close(fd);
-            sy_log(SY_LOG_WARN, "admin", "refused a connection: %d already open",
-                   SY_ADMIN_MAX_CLIENTS);
-            continue;
+        if (a->accept_pauses) {
+            sy_log(SY_LOG_INFO, "admin", "accepting again after %u pauses (out of descriptors)",
+                   a->accept_pauses);
+            a->accept_pauses = 0;
         }
+        /* Credentials first: a peer gets a slot only once it is known to be allowed one. */
         struct client *c = sy_xcalloc(1, sizeof(*c));
         c->a = a;
         peer_of(fd, c);
-        c->bev =
-            bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-        c->free_ev = event_new(a->base, -1, 0, free_cb, c);
-        if (!c->bev || !c->free_ev) {
-            if (!c->bev)
-                close(fd);
-            if (c->bev)
-                bufferevent_free(c->bev);
-            if (c->free_ev)
-                event_free(c->free_ev);
-            free(c);
-            continue;
-        }
-        c->next = a->clients;
-        if (a->clients)
-            a->clients->prev = c;
-        a->clients = c;
-        a->n_clients++;
-        bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-        struct timeval idle = {IDLE_TIMEOUT_S, 0};
-        bufferevent_set_timeouts(c->bev, &idle, &idle);
-        bufferevent_setwatermark(c->bev, EV_READ, 0, SY_ADMIN_LINE_MAX + 2);
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
         const struct sy_admin_spec *spec = NULL;
         if (a->state)
             spec = &sy_route_table_config(sy_state_table(a->state))->admin;
-        if (!sy_admin_peer_allowed(spec, (uint32_t)geteuid(), &c->peer)) {
-            sy_log(SY_LOG_WARN, "admin",
-                   "refused uid %" PRIu32 " gid %" PRIu32 " pid %" PRId32
-                   ": not root, not our uid, not in admin.allow_uids or allow_gids",
-                   c->peer.uid, c->peer.gid, c->peer.pid);
+        uint32_t euid = (uint32_t)geteuid();
+        enum sy_admin_access access = sy_admin_peer_access(spec, euid, &c->peer);
+        char more[64];
+        if (access == SY_ADMIN_DENIED) {
+            if (refusal_log_due(a, more))
+                sy_log(SY_LOG_WARN, "admin",
+                       "refused uid %" PRIu32 " gid %" PRIu32 " pid %" PRId32
+                       ": not root, not our uid, not in admin.allow_uids, allow_gids, "
+                       "allow_read_uids or allow_read_gids%s",
+                       c->peer.uid, c->peer.gid, c->peer.pid, more);
+            if (a->n_refused >= SY_ADMIN_MAX_REFUSED) {
+                /* Enough refused peers are lingering already: this one is not drained. */
+                say_and_close(fd, "error: permission denied\n");
+                free(c);
+                continue;
+            }
+            c->refused = true;
+        } else {
+            size_t cap = access == SY_ADMIN_OWNER ? SY_ADMIN_MAX_CLIENTS
+                                                  : SY_ADMIN_MAX_CLIENTS - SY_ADMIN_OWNER_RESERVE;
+            if (a->n_clients >= cap) {
+                if (refusal_log_due(a, more))
+                    sy_log(SY_LOG_WARN, "admin",
+                           "refused uid %" PRIu32 " pid %" PRId32
+                           ": %zu admin connections open, of %d (the last %d are kept for root "
+                           "and uid %" PRIu32 ")%s",
+                           c->peer.uid, c->peer.pid, a->n_clients, SY_ADMIN_MAX_CLIENTS,
+                           SY_ADMIN_OWNER_RESERVE, euid, more);
+                say_and_close(fd, "error: too many admin connections\n");
+                free(c);
+                continue;
+            }
+            c->peer.read_only = access == SY_ADMIN_READ;
+        }
+        if (!client_open(a, c, fd))
+            continue;
+        if (c->refused) {
             send_text(c, "error: permission denied\n");
+            arm_deadline(c);
             close_after_flush(c);
         }
     }
@@ -446,7 +566,8 @@ int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *pat
         return rc;
     const struct sy_admin_spec *spec =
         a->state ? &sy_route_table_config(sy_state_table(a->state))->admin : NULL;
-    bool lists = spec && (spec->n_allow_uids > 0 || spec->n_allow_gids > 0);
+    bool lists = spec && (spec->n_allow_uids > 0 || spec->n_allow_gids > 0 ||
+                          spec->n_allow_read_uids > 0 || spec->n_allow_read_gids > 0);
     mode_t mode = lists ? 0666 : 0600;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
@@ -480,7 +601,8 @@ int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *pat
     a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, a);
     event_add(a->accept_ev, NULL);
     sy_log(SY_LOG_INFO, "admin", "listening on %s (mode %04o%s)", path, (unsigned)mode,
-           lists ? ": admin.allow_uids / allow_gids guard it" : "");
+           lists ? ": admin.allow_uids / allow_gids / allow_read_uids / allow_read_gids guard it"
+                 : "");
     return 0;
 }
 
@@ -492,6 +614,8 @@ void sy_admin_free(struct sy_admin *a)
         client_free(a->clients);
     if (a->accept_ev)
         event_free(a->accept_ev);
+    if (a->pause_ev)
+        event_free(a->pause_ev);
     if (a->path) {
         close(a->fd);
         /* Only our own socket: a newer daemon may have replaced it. */

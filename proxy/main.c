@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -230,6 +231,30 @@ static void tune_malloc(void)
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
 }
 
+/* Every client, upstream and admin connection is a descriptor, and the soft limit is often
+ * 1024: it goes up to the hard limit, and the figure is logged. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+        sy_log_errno(SY_LOG_WARN, "main", "getrlimit(RLIMIT_NOFILE)");
+        return;
+    }
+    unsigned long long was = (unsigned long long)rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+            sy_log_errno(SY_LOG_WARN, "main", "cannot raise the open files limit from %llu to %llu",
+                         was, (unsigned long long)rl.rlim_max);
+            return;
+        }
+        sy_log(SY_LOG_INFO, "main", "open files: at most %llu (soft limit raised from %llu)",
+               (unsigned long long)rl.rlim_cur, was);
+        return;
+    }
+    sy_log(SY_LOG_INFO, "main", "open files: at most %llu (the hard limit)", was);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -344,6 +369,7 @@ int main(int argc, char **argv)
     cfg = sy_route_table_config(table);
 
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
     unsigned n = cfg->workers;
     if (n == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);

@@ -70,6 +70,10 @@ struct listener {
     socklen_t addrlen;
     struct evconnlistener *ev; /* owns the socket */
     SSL_CTX *tls;              /* NULL: cleartext (HTTP/1.1 and h2c by prior knowledge) */
+    /* Out of descriptors: accepting pauses (pause_ev enables it again); `pauses` counts a run
+     * of them, logged at its start and its end. */
+    struct event *pause_ev;
+    unsigned pauses;
 };
 
 /* A message from the control thread: a new snapshot and the listener set that goes with it

@@ -8,12 +8,15 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +32,12 @@ struct bound {
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
+
+/* Out of descriptors, a listener stops accepting this long, then tries again. */
+#define ACCEPT_PAUSE_MS 100
+
+/* RLIMIT_NOFILE's soft limit, read once before the workers start (main raises it first). */
+static int fd_limit = INT_MAX;
 
 struct sy_workers {
     struct sy_worker *v;
@@ -147,6 +156,43 @@ struct sy_header *worker_scratch(struct sy_worker *w)
     return w->scratch;
 }
 
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener *ls = arg;
+    evconnlistener_enable(ls->ev);
+}
+
+/* Out of descriptors: the connection that could not be taken waits in the backlog and keeps
+ * the socket readable, so accepting again at once would spin (and log each turn). The
+ * listener stops for ACCEPT_PAUSE_MS instead; the first pause of a run is logged, and the
+ * accept that ends it. */
+static void pause_accepting(struct listener *ls, const char *why)
+{
+    struct sy_worker *w = ls->w;
+    if (ls->pauses++ == 0)
+        sy_log(SY_LOG_WARN, "listen",
+               "worker %u: out of file descriptors (%s): accepting paused, tried again every "
+               "%d ms",
+               w->id, why, ACCEPT_PAUSE_MS);
+    evconnlistener_disable(ls->ev);
+    if (!ls->pause_ev)
+        ls->pause_ev = evtimer_new(w->base, resume_cb, ls);
+    struct timeval tv = ms_tv(ACCEPT_PAUSE_MS);
+    evtimer_add(ls->pause_ev, &tv);
+}
+
+/* The lowest descriptor a client connection may not have: the last limits.reserved_fds
+ * (at most a quarter of the limit) stay free for the admin socket, reloads and upstream
+ * connections. Linux hands out the lowest free number, so a number this high means that
+ * nearly every descriptor is in use. */
+static int client_fd_ceiling(const struct sy_config *cfg)
+{
+    size_t reserve = cfg->limits.reserved_fds;
+    if (reserve > (size_t)fd_limit / 4)
+        reserve = (size_t)fd_limit / 4;
+    return fd_limit - (int)reserve;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -156,6 +202,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (w->draining || w->n_conns >= cfg->limits.max_connections) {
         evutil_closesocket(fd);
         return;
+    }
+    if (fd >= client_fd_ceiling(cfg)) {
+        evutil_closesocket(fd);
+        char why[96];
+        snprintf(why, sizeof(why), "descriptor %d: the last %d of %d are kept in reserve", fd,
+                 fd_limit - client_fd_ceiling(cfg), fd_limit);
+        pause_accepting(ls, why);
+        return;
+    }
+    if (ls->pauses) {
+        sy_log(SY_LOG_INFO, "listen", "worker %u: accepting again after %u pauses", w->id,
+               ls->pauses);
+        ls->pauses = 0;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -175,7 +234,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
-    /* EMFILE and friends: log and keep listening; the next accept may succeed. */
+    struct listener *ls = arg;
+    int e = errno;
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        pause_accepting(ls, strerror(e));
+        return;
+    }
+    /* Anything else: logged, and the next accept may succeed. */
     sy_log_errno(SY_LOG_WARN, "listen", "accept failed");
 }
 
@@ -255,6 +320,8 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
 
 static void listener_free(struct listener *ls)
 {
+    if (ls->pause_ev)
+        event_free(ls->pause_ev);
     if (ls->ev)
         evconnlistener_free(ls->ev); /* closes the socket */
     if (ls->tls)
@@ -790,6 +857,9 @@ static struct event_base *worker_base_new(void)
 
 int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers **out)
 {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)INT_MAX)
+        fd_limit = (int)rl.rlim_cur;
     struct sy_workers *ws = sy_xcalloc(1, sizeof(*ws));
     ws->v = sy_xcalloc(n, sizeof(*ws->v));
     ws->n = n;

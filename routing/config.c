@@ -32,7 +32,7 @@
 #define MAX_NAME       63
 #define MAX_APP_NAME   255
 #define MAX_HOST       253
-#define MAX_ALLOW      256 /* admin.allow_uids / allow_gids entries */
+#define MAX_ALLOW      256 /* admin.allow_uids / allow_gids (and allow_read_*) entries */
 
 static bool resolve_names = true;
 
@@ -75,6 +75,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->h2_max_streams = 100;
         lim->h2_reset_rate = 50;
         lim->h2_max_continuations = 8;
+        lim->reserved_fds = 32;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -1485,6 +1486,7 @@ static const struct limit_key limit_keys[] = {
     {"h2_max_streams", offsetof(struct sy_limits, h2_max_streams), false, 1, UINT32_MAX},
     {"h2_reset_rate", offsetof(struct sy_limits, h2_reset_rate), false, 1, UINT32_MAX},
     {"h2_max_continuations", offsetof(struct sy_limits, h2_max_continuations), false, 0, 1000},
+    {"reserved_fds", offsetof(struct sy_limits, reserved_fds), false, 0, 1000000},
 };
 
 static void parse_limits(struct ctx *c, const yaml_node_t *v)
@@ -1577,11 +1579,12 @@ static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
     }
 }
 
-/* One entry of admin.allow_uids or allow_gids: a number, or a user or group name looked up
- * now (like a cluster's host name, it is resolved when the file is loaded). */
-static bool parse_id(struct ctx *c, const yaml_node_t *n, bool group, uint32_t *out)
+/* One entry of admin.allow_uids, allow_gids, allow_read_uids or allow_read_gids (`what`): a
+ * number, or a user or group name looked up now (like a cluster's host name, it is resolved
+ * when the file is loaded). */
+static bool parse_id(struct ctx *c, const yaml_node_t *n, const char *what, bool group,
+                     uint32_t *out)
 {
-    const char *what = group ? "allow_gids" : "allow_uids";
     uint64_t v;
     if (parse_uint(n, UINT32_MAX - 1, &v)) {
         *out = (uint32_t)v;
@@ -1614,12 +1617,13 @@ static bool parse_id(struct ctx *c, const yaml_node_t *n, bool group, uint32_t *
     return false;
 }
 
-static void parse_ids(struct ctx *c, const yaml_node_t *v, bool group)
+/* A list of ids into a new array (*out, *n_out): uid_t and gid_t are both 32-bit ids. A key
+ * given twice keeps its last list. */
+static void parse_ids(struct ctx *c, const yaml_node_t *v, const char *what, bool group,
+                      uint32_t **out, size_t *n_out)
 {
-    const char *what = group ? "allow_gids" : "allow_uids";
     if (!is_list(c, v, what))
         return;
-    struct sy_admin_spec *a = &c->cfg->admin;
     size_t n = 0;
     uint32_t *ids = NULL;
     size_t cap = 0;
@@ -1631,22 +1635,16 @@ static void parse_ids(struct ctx *c, const yaml_node_t *v, bool group)
             report(c, item, "%s has more than %d entries", what, MAX_ALLOW);
             break;
         }
-        if (!parse_id(c, item, group, &id))
+        if (!parse_id(c, item, what, group, &id))
             continue;
         sy_xgrow((void **)&ids, &cap, n + 1, sizeof(*ids));
         ids[n++] = id;
     }
-    if (group) {
-        a->allow_gids = sy_xcalloc(n ? n : 1, sizeof(gid_t));
-        for (size_t i = 0; i < n; i++)
-            a->allow_gids[i] = (gid_t)ids[i];
-        a->n_allow_gids = n;
-    } else {
-        a->allow_uids = sy_xcalloc(n ? n : 1, sizeof(uid_t));
-        for (size_t i = 0; i < n; i++)
-            a->allow_uids[i] = (uid_t)ids[i];
-        a->n_allow_uids = n;
-    }
+    free(*out);
+    *out = sy_xcalloc(n ? n : 1, sizeof(**out));
+    if (n)
+        memcpy(*out, ids, n * sizeof(*ids));
+    *n_out = n;
     free(ids);
 }
 
@@ -1665,7 +1663,8 @@ static char *path_value(struct ctx *c, const yaml_node_t *v, const char *what, s
     return p;
 }
 
-/* `admin: {socket: PATH, allow_uids: [..], allow_gids: [..]}`. */
+/* `admin: {socket: PATH, allow_uids: [..], allow_gids: [..], allow_read_uids: [..],
+ * allow_read_gids: [..]}`. */
 static void parse_admin(struct ctx *c, const yaml_node_t *v)
 {
     if (!is_mapping(c, v, "admin"))
@@ -1680,9 +1679,13 @@ static void parse_admin(struct ctx *c, const yaml_node_t *v)
         if (strcmp(key, "socket") == 0)
             a->socket = path_value(c, pv, "admin.socket", SY_ADMIN_SOCKET_MAX);
         else if (strcmp(key, "allow_uids") == 0)
-            parse_ids(c, pv, false);
+            parse_ids(c, pv, "allow_uids", false, &a->allow_uids, &a->n_allow_uids);
         else if (strcmp(key, "allow_gids") == 0)
-            parse_ids(c, pv, true);
+            parse_ids(c, pv, "allow_gids", true, &a->allow_gids, &a->n_allow_gids);
+        else if (strcmp(key, "allow_read_uids") == 0)
+            parse_ids(c, pv, "allow_read_uids", false, &a->allow_read_uids, &a->n_allow_read_uids);
+        else if (strcmp(key, "allow_read_gids") == 0)
+            parse_ids(c, pv, "allow_read_gids", true, &a->allow_read_gids, &a->n_allow_read_gids);
         else
             report(c, k, "unknown key '%s' in admin", show(k).s);
     }
@@ -1974,6 +1977,8 @@ void sy_config_free(struct sy_config *cfg)
     free(cfg->admin.socket);
     free(cfg->admin.allow_uids);
     free(cfg->admin.allow_gids);
+    free(cfg->admin.allow_read_uids);
+    free(cfg->admin.allow_read_gids);
     free(cfg->state);
     free(cfg->path);
     free(cfg);

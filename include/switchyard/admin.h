@@ -25,6 +25,11 @@
 #define SY_ADMIN_PAYLOAD_MAX (4u << 20)
 /** Admin connections served at once; more are refused. */
 #define SY_ADMIN_MAX_CLIENTS 64
+/** Of those, how many only root and the daemon's own uid may take: the users of the allow
+ * lists cannot lock them out. */
+#define SY_ADMIN_OWNER_RESERVE 8
+/** Refused peers being told so at once; more are closed without a word. They hold no slot. */
+#define SY_ADMIN_MAX_REFUSED 16
 /** The socket switchyardctl uses when neither -s nor $SWITCHYARD_SOCKET says. */
 #define SY_ADMIN_DEFAULT_SOCKET "/run/switchyard/admin.sock"
 
@@ -34,15 +39,33 @@ struct sy_peer {
     int32_t pid;
     const uint32_t *groups; /* supplementary groups, when the kernel told them */
     size_t n_groups;
+    bool read_only; /* admitted by admin.allow_read_*: only the commands that read run */
+};
+
+/** What a peer may do on the admin socket. */
+enum sy_admin_access {
+    SY_ADMIN_DENIED = 0,
+    SY_ADMIN_READ,  /* status, explain, history, ident, help */
+    SY_ADMIN_FULL,  /* every command */
+    SY_ADMIN_OWNER, /* every command, and the slots kept for root and the daemon's uid */
 };
 
 /**
- * Whether `peer` may use the admin socket of a daemon running as `euid`: root, the daemon's
- * own uid, a uid in `spec->allow_uids`, or a primary or supplementary gid in
- * `spec->allow_gids`. `spec` may be NULL (no lists). Any thread.
+ * What `peer` may do on the admin socket of a daemon running as `euid`: root and the
+ * daemon's own uid are SY_ADMIN_OWNER; a uid in `spec->allow_uids` or a primary or
+ * supplementary gid in `spec->allow_gids` is SY_ADMIN_FULL; failing those, a uid in
+ * `spec->allow_read_uids` or a gid in `spec->allow_read_gids` is SY_ADMIN_READ; anyone else
+ * SY_ADMIN_DENIED. `spec` may be NULL (no lists). Any thread.
  */
+enum sy_admin_access sy_admin_peer_access(const struct sy_admin_spec *spec, uint32_t euid,
+                                          const struct sy_peer *peer);
+
+/** Whether `peer` may run every command (sy_admin_peer_access() >= SY_ADMIN_FULL). */
 bool sy_admin_peer_allowed(const struct sy_admin_spec *spec, uint32_t euid,
                            const struct sy_peer *peer);
+
+/** Whether the command `name` only reads (a peer with SY_ADMIN_READ may run it). */
+bool sy_admin_cmd_is_read_only(const char *name);
 
 /* -- replies ---------------------------------------------------------------------------------- */
 
@@ -140,7 +163,8 @@ int sy_admin_split(const char *line, size_t len, char *buf, char **argv, const c
  * its mode is chosen from the line). When the command announces a payload, returns its size
  * (> 0) without running it: call again with the payload. Otherwise returns 0 once the
  * command ran (reply->failed says how). `*published` is set to the generation a change
- * published (0: none). Control thread.
+ * published (0: none). A command that does not only read, from a `peer->read_only` peer, is
+ * refused before it runs (or announces a payload). Control thread.
  */
 ssize_t sy_admin_exec(struct sy_admin *a, const char *line, size_t len, const char *payload,
                       size_t payload_len, const struct sy_peer *peer, uint64_t now_ms,

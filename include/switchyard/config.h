@@ -147,6 +147,10 @@ struct sy_limits {
     size_t h2_reset_rate;        /* limits.h2_reset_rate: RST_STREAMs a client may cause per
                                     second before GOAWAY (rapid reset), default 50; burst 2x */
     size_t h2_max_continuations; /* limits.h2_max_continuations per header block, default 8 */
+    size_t reserved_fds; /* limits.reserved_fds: descriptors a worker leaves free for the admin
+                            socket, reloads and upstream connections (a client connection that
+                            would take one is closed), default 32; at most a quarter of
+                            RLIMIT_NOFILE is kept */
 };
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.
@@ -176,6 +180,11 @@ struct sy_admin_spec {
     gid_t *allow_gids; /* `admin.allow_gids`: peers whose group (primary or supplementary) is
                           one of these are allowed too */
     size_t n_allow_gids;
+    uid_t *allow_read_uids; /* `admin.allow_read_uids`: peers that may run the commands that
+                               only read (status, explain, history, ident, help) */
+    size_t n_allow_read_uids;
+    gid_t *allow_read_gids; /* `admin.allow_read_gids`: the same, by group */
+    size_t n_allow_read_gids;
     struct sy_mark mark; /* the `admin:` value */
 };
 

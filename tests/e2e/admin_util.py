@@ -38,7 +38,7 @@ class AdminProxy:
     config, socket and journal; stop() sends SIGTERM and reports anything but exit 0."""
 
     def __init__(self, workdir, sockdir, backends, apps, name="sy", workers=2, admin=None,
-                 state=None, clusters=None, args=()):
+                 state=None, clusters=None, args=(), preexec_fn=None):
         self.workdir = str(workdir)
         self.port = helpers.free_port()
         self.url = "http://127.0.0.1:%d" % self.port
@@ -56,6 +56,7 @@ class AdminProxy:
         self.write_config()
         self.proc = None
         self.args = list(args)
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. a low RLIMIT_NOFILE)
         self.stopped = True
 
     def write_config(self, apps=None):
@@ -72,7 +73,8 @@ class AdminProxy:
         self._log_start = self._logf.tell()
         self.proc = subprocess.Popen(
             [conftest.SWITCHYARD, "-c", self.config] + (self.args if args is None else args),
-            stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec_fn)
         self.pid = self.proc.pid
         self.stopped = False
         if wait:

@@ -117,6 +117,45 @@ static void test_peer_check_table(void **state)
             fail_msg("case %zu: want %s", i, cases[i].allowed ? "allowed" : "refused");
 }
 
+static void test_peer_access_levels(void **state)
+{
+    uid_t uids[] = {1001}, read_uids[] = {1001, 3001};
+    gid_t gids[] = {2000}, read_gids[] = {4000};
+    struct sy_admin_spec spec = {.allow_uids = uids,
+                                 .n_allow_uids = 1,
+                                 .allow_gids = gids,
+                                 .n_allow_gids = 1,
+                                 .allow_read_uids = read_uids,
+                                 .n_allow_read_uids = 2,
+                                 .allow_read_gids = read_gids,
+                                 .n_allow_read_gids = 1};
+    uint32_t sup[] = {5, 4000};
+    static const uint32_t daemon = 500;
+    struct {
+        struct sy_peer peer;
+        const struct sy_admin_spec *spec;
+        enum sy_admin_access want;
+    } cases[] = {
+        {{0, 0, 1, NULL, 0, false}, &spec, SY_ADMIN_OWNER},          /* root */
+        {{500, 500, 1, NULL, 0, false}, NULL, SY_ADMIN_OWNER},       /* the daemon's uid */
+        {{1001, 1001, 1, NULL, 0, false}, &spec, SY_ADMIN_FULL},     /* in both: the wider */
+        {{1002, 2000, 1, NULL, 0, false}, &spec, SY_ADMIN_FULL},     /* allow_gids */
+        {{3001, 3001, 1, NULL, 0, false}, &spec, SY_ADMIN_READ},     /* allow_read_uids */
+        {{3002, 4000, 1, NULL, 0, false}, &spec, SY_ADMIN_READ},     /* allow_read_gids */
+        {{3002, 7, 1, sup, 2, false}, &spec, SY_ADMIN_READ},         /* supplementary group */
+        {{3001, 3001, 1, NULL, 0, false}, NULL, SY_ADMIN_DENIED},    /* no lists */
+        {{65534, 65534, 1, NULL, 0, false}, &spec, SY_ADMIN_DENIED}, /* not listed */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum sy_admin_access got = sy_admin_peer_access(cases[i].spec, daemon, &cases[i].peer);
+        if (got != cases[i].want)
+            fail_msg("case %zu: want %d, got %d", i, (int)cases[i].want, (int)got);
+        if (sy_admin_peer_allowed(cases[i].spec, daemon, &cases[i].peer) !=
+            (cases[i].want >= SY_ADMIN_FULL))
+            fail_msg("case %zu: sy_admin_peer_allowed disagrees", i);
+    }
+}
+
 /* -- running commands ----------------------------------------------------------------------- */
 
 static int calls;
@@ -187,6 +226,45 @@ static struct sy_admin *new_admin(void)
     sy_admin_register(a, test_cmds, NULL);
     calls = 0;
     return a;
+}
+
+static const struct sy_admin_cmd fake_routing_cmds[] = {
+    {"status", "status", cmd_echo, NULL},
+    {"revert", "revert", cmd_echo, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static void test_read_only_peer_runs_only_the_reading_commands(void **state)
+{
+    struct sy_admin *a = new_admin();
+    sy_admin_register(a, fake_routing_cmds, NULL);
+    struct sy_peer reader = {3001, 3001, 42, NULL, 0, true};
+    static const char *const lines[] = {"status",       "json status", "help",   "ident",
+                                        "revert --all", "echo hi",     "blob 5", "fail"};
+    static const bool runs[] = {true, true, true, true, false, false, false, false};
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        struct sy_reply r;
+        sy_reply_init(&r, sy_admin_line_is_json(lines[i], strlen(lines[i])));
+        uint64_t published;
+        calls = 0;
+        ssize_t need =
+            sy_admin_exec(a, lines[i], strlen(lines[i]), NULL, 0, &reader, 0, &r, &published);
+        assert_int_equal(need, 0); /* `blob` does not even get to announce its payload */
+        if (runs[i] == r.failed)
+            fail_msg("%s: %s", lines[i], r.failed ? r.error : "ran");
+        if (!runs[i]) {
+            assert_int_equal(calls, 0);
+            assert_non_null(strstr(r.error, "permission denied"));
+            assert_non_null(strstr(r.error, "may only read"));
+        }
+        sy_reply_dispose(&r);
+    }
+    assert_true(sy_admin_cmd_is_read_only("explain"));
+    assert_true(sy_admin_cmd_is_read_only("history"));
+    assert_false(sy_admin_cmd_is_read_only("weights"));
+    assert_false(sy_admin_cmd_is_read_only("reload"));
+    assert_false(sy_admin_cmd_is_read_only("diff"));
+    sy_admin_free(a);
 }
 
 static void test_text_answer_ends_in_ok_or_error(void **state)
@@ -296,6 +374,8 @@ int main(void)
         cmocka_unit_test(test_split_refuses_too_many_words),
         cmocka_unit_test(test_join_round_trips_through_split),
         cmocka_unit_test(test_peer_check_table),
+        cmocka_unit_test(test_peer_access_levels),
+        cmocka_unit_test(test_read_only_peer_runs_only_the_reading_commands),
         cmocka_unit_test(test_text_answer_ends_in_ok_or_error),
         cmocka_unit_test(test_json_answer_is_one_object_line),
         cmocka_unit_test(test_refusals_run_nothing),

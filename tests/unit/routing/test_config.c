@@ -250,6 +250,7 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(lim.max_connections, 10000);
     assert_int_equal(lim.buffer_bytes, 65536);
     assert_int_equal(lim.upstream_keepalive, 32);
+    assert_int_equal(lim.reserved_fds, 32);
     assert_int_equal(to.client_header_ms, 10000);
     assert_int_equal(to.client_idle_ms, 60000);
     assert_int_equal(to.client_body_ms, 60000);
@@ -1230,6 +1231,28 @@ static const struct error_case error_cases[] = {
      BASE "apps: []\n"
           "limits: {max_body_bytes: -1}\n",
      {{7, 26, "max_body_bytes must be an integer >= 0, got -1"}}},
+    {"test_rejects_negative_reserved_fds",
+     BASE "apps: []\n"
+          "limits: {reserved_fds: -1}\n",
+     {{7, 24, "reserved_fds must be an integer 0..1000000, got -1"}}},
+    {"test_rejects_reserved_fds_that_is_not_a_number",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  reserved_fds: many\n",
+     {{8, 17, "reserved_fds must be an integer 0..1000000, got many"}}},
+    {"test_rejects_allow_read_uids_that_is_not_a_list",
+     BASE "apps: []\n"
+          "admin: {allow_read_uids: 1000}\n",
+     {{7, 26, "allow_read_uids must be a list"}}},
+    {"test_rejects_unknown_user_in_allow_read_uids",
+     BASE "apps: []\n"
+          "admin:\n"
+          "  allow_read_uids: [0, no-such-user-here]\n",
+     {{8, 24, "allow_read_uids: no user named 'no-such-user-here'"}}},
+    {"test_rejects_unknown_group_in_allow_read_gids",
+     BASE "apps: []\n"
+          "admin: {allow_read_gids: [no-such-group-here]}\n",
+     {{7, 27, "allow_read_gids: no group named 'no-such-group-here'"}}},
     {"test_rejects_limits_that_are_not_a_mapping",
      BASE "apps: []\n"
           "limits: 100\n",

@@ -363,6 +363,9 @@ static void test_admin_and_state_keys_are_checked(void **state)
         {"admin: {allow_uids: [-1]}\n", "allow_uids"},
         {"admin: {allow_uids: [no-such-user-here]}\n", "no user named"},
         {"admin: {allow_gids: x}\n", "allow_gids must be a list"},
+        {"admin: {allow_read_uids: [65534, root], allow_read_gids: [0]}\n", NULL},
+        {"admin: {allow_read_uids: [-1]}\n", "allow_read_uids"},
+        {"admin: {allow_read_gids: x}\n", "allow_read_gids must be a list"},
         {"admin: {socket: "
          "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock}\n",
@@ -403,7 +406,8 @@ static void test_admin_and_state_keys_are_checked(void **state)
     const char *ok = "listen:\n  - address: 127.0.0.1:8080\nclusters:\n  blue:\n    endpoints: "
                      "[127.0.0.1:9001]\napps:\n  - name: a\n    hosts: ['*']\n    weights: "
                      "{blue: 1}\nadmin: {socket: run/a.sock, allow_uids: [0, 65534], "
-                     "allow_gids: [root]}\nstate: st/journal\n";
+                     "allow_gids: [root], allow_read_uids: [1000, 1001], allow_read_gids: "
+                     "[5]}\nstate: st/journal\n";
     assert_int_equal(sy_config_parse("/etc/sy/t.yaml", ok, strlen(ok), &d, &cfg), 0);
     assert_string_equal(cfg->admin.socket, "/etc/sy/run/a.sock");
     assert_string_equal(cfg->state, "/etc/sy/st/journal");
@@ -411,6 +415,10 @@ static void test_admin_and_state_keys_are_checked(void **state)
     assert_int_equal(cfg->admin.allow_uids[1], 65534);
     assert_int_equal(cfg->admin.n_allow_gids, 1);
     assert_int_equal(cfg->admin.allow_gids[0], 0);
+    assert_int_equal(cfg->admin.n_allow_read_uids, 2);
+    assert_int_equal(cfg->admin.allow_read_uids[1], 1001);
+    assert_int_equal(cfg->admin.n_allow_read_gids, 1);
+    assert_int_equal(cfg->admin.allow_read_gids[0], 5);
     char path[256];
     assert_int_equal(sy_state_journal_path(cfg, "/etc/sy/t.yaml", path, sizeof(path)), 0);
     assert_string_equal(path, "/etc/sy/st/journal");
