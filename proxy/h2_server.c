@@ -413,7 +413,7 @@ static void stream_start(struct h2_stream *st)
     const struct sy_config *cfg = session_config(st->s);
     struct sy_header *h = worker_scratch(st->s->conn.w);
     size_t n = 0, n_cookies = 0;
-    struct sy_slice host = {0};
+    ssize_t host = -1; /* an index: a slice would dangle once the cookie join moves the arena */
     bool has_cl = false;
     uint64_t cl = 0;
     for (size_t i = 0; i < st->n_fields; i++) {
@@ -425,7 +425,7 @@ static void stream_start(struct h2_stream *st)
             continue;
         }
         if (sy_slice_ieq(name, "host"))
-            host = field_value(st, i);
+            host = (ssize_t)i;
         if (sy_slice_ieq(name, "content-length")) {
             /* nghttp2 checks it against the DATA received. */
             struct sy_slice v = field_value(st, i);
@@ -481,7 +481,9 @@ static void stream_start(struct h2_stream *st)
     struct req_head head = {
         .method = method,
         .target = field_value(st, (size_t)st->path),
-        .authority = st->authority >= 0 ? field_value(st, (size_t)st->authority) : host,
+        .authority = st->authority >= 0 ? field_value(st, (size_t)st->authority)
+                     : host >= 0        ? field_value(st, (size_t)host)
+                                        : sy_slice_of(NULL, 0),
         .headers = h,
         .n_headers = n,
         .framing = st->end_stream ? SY_H1_BODY_NONE
