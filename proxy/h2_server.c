@@ -106,11 +106,24 @@ static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
     return st;
 }
 
+/* Request DATA nobody will take (the exchange ended, or never began): its bytes go back to the
+ * connection window, or every stream that ends early would shrink that window for good. */
+static void stream_drop_body(struct h2_stream *st)
+{
+    size_t n = evbuffer_get_length(st->req_body);
+    if (n == 0)
+        return;
+    evbuffer_drain(st->req_body, n);
+    nghttp2_session_consume(st->s->ng, st->id, n);
+    schedule_flush(st->s);
+}
+
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->s;
     if (st->down.ex)
         exchange_downstream_gone(st->down.ex);
+    stream_drop_body(st);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -254,6 +267,7 @@ static void stream_error(struct h2_stream *st, int status, const char *why)
            st->id, status, why);
     if (!st->end_stream)
         st->rst_after_end = true;
+    stream_drop_body(st);
     submit_response(st, nv, 3, true);
 }
 
@@ -369,11 +383,13 @@ static void d_finish(struct downstream *d, bool reusable)
     struct h2_stream *st = (struct h2_stream *)d;
     if (!reusable && !st->end_stream)
         st->rst_after_end = true;
+    stream_drop_body(st);
 }
 
 static void d_abort(struct downstream *d)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    stream_drop_body(st);
     nghttp2_submit_rst_stream(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     schedule_flush(st->s);
 }
