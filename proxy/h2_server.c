@@ -65,6 +65,11 @@ struct h2_session {
     bool closing;
     char *nv_buf; /* lower-cased response field names */
     size_t nv_cap;
+    /* Stream ids the client used (RFC 9113 §5.1.1): the highest, and which of the 256 odd ids
+     * up to it opened a stream (bit (id / 2) % 256), to tell trailers for a stream that closed
+     * from a new stream below one already used. */
+    int32_t max_id;
+    uint64_t used_ids[4];
 };
 
 static void session_free(struct h2_session *s);
@@ -519,6 +524,57 @@ static void stream_start(struct h2_stream *st)
 
 /* nghttp2 callbacks */
 
+#define USED_IDS_SPAN 512 /* stream ids covered by used_ids */
+
+static bool id_bit(const struct h2_session *s, int32_t id)
+{
+    unsigned b = ((unsigned)id >> 1) & 255;
+    return (s->used_ids[b / 64] >> (b % 64)) & 1;
+}
+
+static void id_set_bit(struct h2_session *s, int32_t id, bool on)
+{
+    unsigned b = ((unsigned)id >> 1) & 255;
+    if (on)
+        s->used_ids[b / 64] |= (uint64_t)1 << (b % 64);
+    else
+        s->used_ids[b / 64] &= ~((uint64_t)1 << (b % 64));
+}
+
+/* RFC 9113 §5.1.1: a new stream's id must be higher than every id the client used before; an
+ * id it skipped is closed. nghttp2 ignores HEADERS on such an id (it cannot tell them from
+ * trailers that crossed our RST_STREAM), so the request would hang unanswered: we remember
+ * which ids opened a stream and answer the others with a connection error. */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *user_data)
+{
+    struct h2_session *s = user_data;
+    int32_t id = hd->stream_id;
+    if (hd->type != NGHTTP2_HEADERS || !(id & 1))
+        return 0; /* even ids and other frames: nghttp2's checks */
+    if (id > s->max_id) {
+        if (id - s->max_id >= USED_IDS_SPAN) {
+            memset(s->used_ids, 0, sizeof(s->used_ids));
+        } else {
+            for (int32_t k = s->max_id + 2; k < id; k += 2)
+                id_set_bit(s, k, false); /* skipped: closed without being used */
+        }
+        s->max_id = id;
+        id_set_bit(s, id, true);
+        return 0;
+    }
+    if (nghttp2_session_find_stream(ng, id))
+        return 0; /* open: trailers, or nghttp2's own error */
+    /* Trailers end the stream; a block without END_STREAM opens one. Beyond the ids we
+     * remember, trailers are given the benefit of the doubt (nghttp2 ignores them). */
+    bool unused = s->max_id - id < USED_IDS_SPAN && !id_bit(s, id);
+    if (!unused && (hd->flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    sy_log(SY_LOG_INFO, "http2",
+           "conn %llu: HEADERS on stream %d, lower than stream %d already used: protocol error",
+           (unsigned long long)s->conn.id, id, s->max_id);
+    return NGHTTP2_ERR_CALLBACK_FAILURE; /* read_cb answers GOAWAY PROTOCOL_ERROR */
+}
+
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
     struct h2_session *s = user_data;
@@ -773,6 +829,7 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
 
     nghttp2_session_callbacks *cbs;
     nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
