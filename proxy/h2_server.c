@@ -50,6 +50,15 @@ struct h2_stream {
     bool deferred;      /* the data provider is waiting for bytes */
     bool want_drain;    /* tell the exchange that resp_body has room again */
     bool rst_after_end; /* the request body was not read: reset once the response is out */
+    bool resp_end_sent; /* END_STREAM went out */
+    bool timed_out;     /* reset by its own deadline */
+
+    /* The stream's client deadlines, checked lazily by one timer: the head (client_header),
+     * the request body (client_body: no DATA while the window is open) and the response
+     * (client_send: bytes wait and the client's window takes none). */
+    struct event *timer;
+    struct timeval body_seen; /* request body progress, or when the window last reopened */
+    struct timeval send_seen; /* response progress, or when bytes began to wait */
 };
 
 struct h2_session {
@@ -90,6 +99,13 @@ static void arm_idle(struct h2_session *s)
     evtimer_add(s->idle_timer, &tv);
 }
 
+static void now_tv(const struct h2_session *s, struct timeval *tv)
+{
+    event_base_gettimeofday_cached(s->conn.w->base, tv);
+}
+
+static void stream_timer_cb(evutil_socket_t fd, short what, void *arg);
+
 /* Streams */
 
 static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
@@ -102,6 +118,10 @@ static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
     st->method = st->path = st->authority = -1;
     st->req_body = evbuffer_new();
     st->resp_body = evbuffer_new();
+    st->timer = evtimer_new(s->conn.w->base, stream_timer_cb, st);
+    /* The header block (with its CONTINUATIONs) must complete within client_header. */
+    struct timeval tv = ms_tv(session_config(s)->timeouts.client_header_ms);
+    evtimer_add(st->timer, &tv);
     st->next = s->streams;
     if (s->streams)
         s->streams->prev = st;
@@ -136,6 +156,7 @@ static void stream_free(struct h2_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     s->n_streams--;
+    event_free(st->timer);
     evbuffer_free(st->req_body);
     evbuffer_free(st->resp_body);
     if (st->req_trailers)
@@ -239,6 +260,7 @@ static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
         evbuffer_add(out, &padlen, 1);
     }
     evbuffer_remove_buffer(st->resp_body, out, length);
+    now_tv(s, &st->send_seen);
     if (pad > 1) {
         static const uint8_t zeros[256];
         evbuffer_add(out, zeros, pad - 1);
@@ -251,6 +273,7 @@ static void submit_response(struct h2_stream *st, const nghttp2_nv *nv, size_t n
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read_cb};
     nghttp2_submit_response(st->s->ng, st->id, nv, n, body ? &prd : NULL);
     st->resp_submitted = true;
+    now_tv(st->s, &st->send_seen);
     schedule_flush(st->s);
 }
 
@@ -289,6 +312,7 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
         evbuffer_remove_buffer(st->req_body, out, n);
         /* Only now may the client send more: this is the upload's backpressure. */
         nghttp2_session_consume(st->s->ng, st->id, n);
+        now_tv(st->s, &st->body_seen); /* client_body runs from here if nothing else is queued */
         schedule_flush(st->s);
     }
     *done = st->end_stream && evbuffer_get_length(st->req_body) == 0;
@@ -302,6 +326,7 @@ static void d_send_continue(struct downstream *d)
     struct h2_stream *st = (struct h2_stream *)d;
     nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
     nghttp2_submit_headers(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NULL, &nv, 1, NULL);
+    now_tv(st->s, &st->body_seen); /* the client may start its body now */
     schedule_flush(st->s);
 }
 
@@ -363,6 +388,8 @@ static void resume(struct h2_stream *st)
 static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    if (evbuffer_get_length(st->resp_body) == 0)
+        now_tv(st->s, &st->send_seen); /* bytes begin to wait: client_send runs */
     evbuffer_remove_buffer(src, st->resp_body, n);
     resume(st);
 }
@@ -370,6 +397,8 @@ static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 static void d_send_end(struct downstream *d, struct evbuffer *trailers)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    if (evbuffer_get_length(st->resp_body) == 0)
+        now_tv(st->s, &st->send_seen); /* END_STREAM waits for the window too */
     st->resp_end = true;
     if (trailers && evbuffer_get_length(trailers)) {
         st->resp_trailers = evbuffer_new();
@@ -416,6 +445,14 @@ static void stream_start(struct h2_stream *st)
 {
     st->started = true;
     st->down.ops = &h2_ops;
+    now_tv(st->s, &st->body_seen);
+    /* From now on the timer looks at least as often as the shorter of the two deadlines. */
+    const struct sy_config *tcfg = session_config(st->s);
+    unsigned period = tcfg->timeouts.client_body_ms < tcfg->timeouts.client_send_ms
+                          ? tcfg->timeouts.client_body_ms
+                          : tcfg->timeouts.client_send_ms;
+    struct timeval tv = ms_tv(period);
+    evtimer_add(st->timer, &tv);
     if (st->too_large) {
         stream_error(st, 431, "request header list is larger than limits.max_header_bytes");
         return;
@@ -520,6 +557,94 @@ static void stream_start(struct h2_stream *st)
     exchange_start(&st->down, &head);
     if (st->down.ex)
         exchange_body_ready(st->down.ex);
+}
+
+/* Deadlines */
+
+static uint64_t ms_since(const struct timeval *now, const struct timeval *then)
+{
+    struct timeval d;
+    timersub(now, then, &d);
+    return d.tv_sec < 0 ? 0 : (uint64_t)d.tv_sec * 1000 + (uint64_t)d.tv_usec / 1000;
+}
+
+/* The stream is given up: its exchange (and upstream connection) is released now, what it
+ * buffered is dropped, and the client gets RST_STREAM; the connection's other streams go on. */
+static void stream_reset(struct h2_stream *st, uint32_t code, const char *why)
+{
+    struct h2_session *s = st->s;
+    sy_log(SY_LOG_INFO, "http2", "conn %llu stream %d: reset: %s", (unsigned long long)s->conn.id,
+           st->id, why);
+    st->timed_out = true;
+    if (st->down.ex)
+        exchange_downstream_gone(st->down.ex);
+    stream_drop_body(st);
+    evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
+    st->resp_end = false; /* the data provider, if asked before the reset, sends nothing */
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, code);
+    schedule_flush(s);
+}
+
+/* Response bytes (or the END_STREAM after them) wait for the client's window. */
+static bool send_waiting(const struct h2_stream *st)
+{
+    return st->resp_submitted &&
+           (evbuffer_get_length(st->resp_body) > 0 || (st->resp_end && !st->resp_end_sent));
+}
+
+/* The exchange waits for request body the client may send (its window is open). */
+static bool body_waiting(const struct h2_stream *st)
+{
+    return !st->end_stream && st->down.ex && evbuffer_get_length(st->req_body) == 0;
+}
+
+/* One timer per stream, checked lazily: progress only records a time, and the timer, when it
+ * fires, either finds a deadline passed or sleeps until the nearest one could pass (at most
+ * the shorter timeout, so that a wait that begins later is still seen in time). */
+static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_stream *st = arg;
+    struct h2_session *s = st->s;
+    const struct sy_config *cfg = session_config(s);
+    if (st->timed_out || s->closing)
+        return;
+    if (!st->started) {
+        /* RFC 9113 §6.10: nothing else may come on the connection until the header block
+         * ends, so the whole connection is stuck: GOAWAY and close. */
+        sy_log(SY_LOG_INFO, "http2",
+               "conn %llu stream %d: header block not complete within timeouts.client_header",
+               (unsigned long long)s->conn.id, st->id);
+        nghttp2_session_terminate_session(s->ng, NGHTTP2_NO_ERROR);
+        st->timed_out = true;
+        schedule_flush(s);
+        return;
+    }
+    struct timeval now;
+    now_tv(s, &now);
+    uint64_t body = cfg->timeouts.client_body_ms, send = cfg->timeouts.client_send_ms;
+    uint64_t next = body < send ? body : send;
+    if (send_waiting(st)) {
+        uint64_t idle = ms_since(&now, &st->send_seen);
+        if (idle >= send) {
+            stream_reset(st, NGHTTP2_CANCEL,
+                         "the client took no response bytes for "
+                         "timeouts.client_send");
+            return;
+        }
+        if (send - idle < next)
+            next = send - idle;
+    }
+    if (body_waiting(st)) {
+        uint64_t idle = ms_since(&now, &st->body_seen);
+        if (idle >= body) {
+            stream_reset(st, NGHTTP2_CANCEL, "no request body for timeouts.client_body");
+            return;
+        }
+        if (body - idle < next)
+            next = body - idle;
+    }
+    struct timeval tv = ms_tv((unsigned)(next ? next : 1));
+    evtimer_add(st->timer, &tv);
 }
 
 /* nghttp2 callbacks */
@@ -651,6 +776,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     evbuffer_add(st->req_body, data, len);
+    now_tv(st->s, &st->body_seen);
     exchange_body_ready(st->down.ex);
     return 0;
 }
@@ -660,6 +786,8 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (st)
+        st->resp_end_sent = true;
     if (st && st->rst_after_end && !st->end_stream)
         /* RFC 9113 §8.1: a complete response lets the server stop the request body. */
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
@@ -763,7 +891,12 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    session_free(arg);
+    struct h2_session *s = arg;
+    if (what & BEV_EVENT_TIMEOUT)
+        sy_log(SY_LOG_INFO, "http2",
+               "conn %llu: the client took no bytes for timeouts.client_send: closing",
+               (unsigned long long)s->conn.id);
+    session_free(s);
 }
 
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
@@ -867,7 +1000,9 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     bufferevent_set_max_single_read(bev, 64 * 1024);
     bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
-    bufferevent_set_timeouts(bev, NULL, NULL);
+    /* A client that stops reading altogether: no frame, not even RST_STREAM, can reach it. */
+    struct timeval send = ms_tv(cfg->timeouts.client_send_ms);
+    bufferevent_set_timeouts(bev, NULL, &send);
     arm_idle(s);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (w->draining)
