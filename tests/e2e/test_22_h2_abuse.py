@@ -271,6 +271,35 @@ def test_upstream_response_runs_while_the_upload_makes_no_progress(backends, pro
     _still_serves(p)
 
 
+def test_upstream_response_runs_for_an_h2c_cluster_while_the_upload_makes_no_progress(
+        backends, proxy, tmp_path):
+    # nghttpd answers once the request is complete, and the upload never completes.
+    if not upstream_util.NGHTTPD:
+        pytest.skip("nghttpd not installed (Debian package nghttp2-server)")
+    (tmp_path / "hello.txt").write_bytes(b"hello from nghttpd\n")
+    peers = upstream_util.Peers(tmp_path)
+    try:
+        ng = peers.nghttpd(tmp_path)
+        apps, clusters = _odd_cluster(backends, "127.0.0.1:%d" % ng.port)
+        clusters["blue"] = {"endpoints": clusters["blue"], "protocol": "h2c"}
+        p = proxy(apps, clusters=clusters,
+                  timeouts={"upstream_response": "2s", "client_body": "60s"})
+        c = RawH2(p.port)
+        _settings_ready(c)
+        c.headers(1, "/hello.txt", method="POST", end_stream=False)
+        c.send(frame(DATA, 0, 1, b"u" * 1000))
+        t0 = time.monotonic()
+        assert c.read(c.done(1), timeout=20), \
+            "upstream_response never ran while the upload was unfinished: %s" % c.summary()
+        waited = time.monotonic() - t0
+        assert waited >= 1.5, "ended after %.2f s, before timeouts.upstream_response" % waited
+        assert c.status(1) == 504 or c.resets(1), c.summary()
+        c.close()
+        _still_serves(p)
+    finally:
+        peers.stop_all()
+
+
 # -- item 3: the connection window after early ends -----------------------------------------------
 
 class CountingH2(RawH2):
