@@ -179,6 +179,7 @@ def test_silent_request_body_resets_the_stream_after_client_body(backends, proxy
     assert c.read(lambda fr: bool(c.resets(1)), timeout=15), \
         "the silent stream was not reset: %s" % c.summary()
     waited = time.monotonic() - t0
+    helpers.measure("h2_reset_after_silent_body", "%.2f" % waited, "s", "client_body 1s")
     assert waited >= 0.8, "reset after %.2f s, before timeouts.client_body" % waited
     assert not c.goaways() and not c.closed, c.summary()
     # Its upstream connection was closed: the backend saw the body end short.
@@ -223,6 +224,7 @@ def test_client_that_never_opens_its_window_is_reset_after_client_send(backends,
     assert c.read(lambda fr: bool(c.resets(1)), timeout=15), \
         "the stalled stream was not reset: %s" % c.summary()
     waited = time.monotonic() - t0
+    helpers.measure("h2_reset_after_shut_window", "%.2f" % waited, "s", "client_send 1s")
     assert waited >= 0.5, "reset after %.2f s, before timeouts.client_send" % waited
     assert len(c.body(1)) <= 100, len(c.body(1))
     assert not c.goaways() and not c.closed, c.summary()
@@ -264,6 +266,8 @@ def test_upstream_response_runs_while_the_upload_makes_no_progress(backends, pro
     assert c.read(c.done(1), timeout=20), \
         "upstream_response never ran while the upload was unfinished: %s" % c.summary()
     waited = time.monotonic() - t0
+    helpers.measure("h2_504_after_stalled_upload_h1_cluster", "%.2f" % waited, "s",
+                    "upstream_response 2s: one to two periods")
     assert waited >= 1.5, "ended after %.2f s, before timeouts.upstream_response" % waited
     assert c.status(1) == 504 or c.resets(1), c.summary()
     assert hold.closed.wait(10), "the backend's connection stayed open"
@@ -282,8 +286,10 @@ def test_upstream_response_runs_for_an_h2c_cluster_while_the_upload_makes_no_pro
         ng = peers.nghttpd(tmp_path)
         apps, clusters = _odd_cluster(backends, "127.0.0.1:%d" % ng.port)
         clusters["blue"] = {"endpoints": clusters["blue"], "protocol": "h2c"}
+        # A stream's first check comes after upstream_connect + upstream_response.
         p = proxy(apps, clusters=clusters,
-                  timeouts={"upstream_response": "2s", "client_body": "60s"})
+                  timeouts={"upstream_response": "2s", "upstream_connect": "1s",
+                            "client_body": "60s"})
         c = RawH2(p.port)
         _settings_ready(c)
         c.headers(1, "/hello.txt", method="POST", end_stream=False)
@@ -292,6 +298,8 @@ def test_upstream_response_runs_for_an_h2c_cluster_while_the_upload_makes_no_pro
         assert c.read(c.done(1), timeout=20), \
             "upstream_response never ran while the upload was unfinished: %s" % c.summary()
         waited = time.monotonic() - t0
+        helpers.measure("h2_504_after_stalled_upload_h2c_cluster", "%.2f" % waited, "s",
+                        "upstream_connect 1s + one to two upstream_response periods of 2s")
         assert waited >= 1.5, "ended after %.2f s, before timeouts.upstream_response" % waited
         assert c.status(1) == 504 or c.resets(1), c.summary()
         c.close()
