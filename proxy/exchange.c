@@ -969,8 +969,12 @@ void exchange_upstream_event(struct exchange *ex, short what)
             fail(ex, 504, "tunnel idle for timeouts.tunnel_idle");
             return;
         }
-        if ((what & BEV_EVENT_READING) && !ex->req_done) {
-            /* Still uploading: the response clock starts when the request is complete. */
+        if ((what & BEV_EVENT_READING) && !ex->req_done &&
+            ex->req_body_bytes != ex->req_body_mark) {
+            /* Still uploading, and the upload moved: the response clock starts when the
+             * request is complete. An upload that stalls for a whole period (a client that
+             * went quiet, a cluster that stopped reading) ends here as a late answer would. */
+            ex->req_body_mark = ex->req_body_bytes;
             bufferevent_enable(up->bev, EV_READ);
             return;
         }

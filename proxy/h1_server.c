@@ -291,11 +291,12 @@ static void try_read_head(struct h1_client *c)
     /* Reading stays on while the exchange runs: pipelined requests wait their turn in the
      * input (bounded by its watermark), a client's early close is seen at once, and the
      * socket is not taken out of epoll and put back for every request. Only a body being
-     * read has a read deadline. */
+     * read has a read deadline; a response the client does not take has client_send. */
     struct timeval body = ms_tv(cfg->timeouts.client_body_ms);
+    struct timeval send = ms_tv(cfg->timeouts.client_send_ms);
     bool has_body = req.framing == SY_H1_BODY_CHUNKED ||
                     (req.framing == SY_H1_BODY_LENGTH && req.content_length > 0);
-    bufferevent_set_timeouts(c->bev, has_body ? &body : NULL, &body);
+    bufferevent_set_timeouts(c->bev, has_body ? &body : NULL, &send);
     exchange_start(&c->down, &head); /* copies what it needs from p */
     evbuffer_drain(in, (size_t)n);
     if (c->down.ex)
@@ -371,7 +372,7 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
                                      max, trailers, done, why);
     if (*done) {
         /* The body is in: no read deadline while the answer comes. */
-        struct timeval tv = ms_tv(worker_config(c->conn.w)->timeouts.client_body_ms);
+        struct timeval tv = ms_tv(worker_config(c->conn.w)->timeouts.client_send_ms);
         bufferevent_set_timeouts(c->bev, NULL, &tv);
     }
     return n;

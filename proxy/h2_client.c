@@ -576,12 +576,18 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
     event_base_gettimeofday_cached(h->w->base, &now);
     timersub(&now, &ex->h2_seen, &idle);
     uint64_t idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
-    if (!ex->req_done || idle_ms < ms) {
-        /* Still uploading (the clock starts when the request is complete), or something
-         * arrived meanwhile. */
-        if (!ex->req_done)
-            ex->h2_seen = now;
-        left = ms_tv(ex->req_done ? (unsigned)(ms - idle_ms) : ms);
+    if (!ex->req_done && ex->req_body_bytes != ex->req_body_mark) {
+        /* Still uploading, and the upload moved: the clock starts again (a stalled upload
+         * does not hold the stream for ever). */
+        ex->req_body_mark = ex->req_body_bytes;
+        ex->h2_seen = now;
+        left = ms_tv(ms);
+        evtimer_add(ex->h2_timer, &left);
+        return;
+    }
+    if (idle_ms < ms) {
+        /* Something arrived meanwhile. */
+        left = ms_tv((unsigned)(ms - idle_ms));
         evtimer_add(ex->h2_timer, &left);
         return;
     }

@@ -50,6 +50,15 @@ struct h2_stream {
     bool deferred;      /* the data provider is waiting for bytes */
     bool want_drain;    /* tell the exchange that resp_body has room again */
     bool rst_after_end; /* the request body was not read: reset once the response is out */
+    bool resp_end_sent; /* END_STREAM went out */
+    bool timed_out;     /* reset by its own deadline */
+
+    /* The stream's client deadlines, checked lazily by one timer: the head (client_header),
+     * the request body (client_body: no DATA while the window is open) and the response
+     * (client_send: bytes wait and the client's window takes none). */
+    struct event *timer;
+    struct timeval body_seen; /* request body progress, or when the window last reopened */
+    struct timeval send_seen; /* response progress, or when bytes began to wait */
 };
 
 struct h2_session {
@@ -65,6 +74,11 @@ struct h2_session {
     bool closing;
     char *nv_buf; /* lower-cased response field names */
     size_t nv_cap;
+    /* Stream ids the client used (RFC 9113 §5.1.1): the highest, and which of the 256 odd ids
+     * up to it opened a stream (bit (id / 2) % 256), to tell trailers for a stream that closed
+     * from a new stream below one already used. */
+    int32_t max_id;
+    uint64_t used_ids[4];
 };
 
 static void session_free(struct h2_session *s);
@@ -85,6 +99,13 @@ static void arm_idle(struct h2_session *s)
     evtimer_add(s->idle_timer, &tv);
 }
 
+static void now_tv(const struct h2_session *s, struct timeval *tv)
+{
+    event_base_gettimeofday_cached(s->conn.w->base, tv);
+}
+
+static void stream_timer_cb(evutil_socket_t fd, short what, void *arg);
+
 /* Streams */
 
 static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
@@ -97,6 +118,10 @@ static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
     st->method = st->path = st->authority = -1;
     st->req_body = evbuffer_new();
     st->resp_body = evbuffer_new();
+    st->timer = evtimer_new(s->conn.w->base, stream_timer_cb, st);
+    /* The header block (with its CONTINUATIONs) must complete within client_header. */
+    struct timeval tv = ms_tv(session_config(s)->timeouts.client_header_ms);
+    evtimer_add(st->timer, &tv);
     st->next = s->streams;
     if (s->streams)
         s->streams->prev = st;
@@ -106,11 +131,24 @@ static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
     return st;
 }
 
+/* Request DATA nobody will take (the exchange ended, or never began): its bytes go back to the
+ * connection window, or every stream that ends early would shrink that window for good. */
+static void stream_drop_body(struct h2_stream *st)
+{
+    size_t n = evbuffer_get_length(st->req_body);
+    if (n == 0)
+        return;
+    evbuffer_drain(st->req_body, n);
+    nghttp2_session_consume(st->s->ng, st->id, n);
+    schedule_flush(st->s);
+}
+
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->s;
     if (st->down.ex)
         exchange_downstream_gone(st->down.ex);
+    stream_drop_body(st);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -118,6 +156,7 @@ static void stream_free(struct h2_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     s->n_streams--;
+    event_free(st->timer);
     evbuffer_free(st->req_body);
     evbuffer_free(st->resp_body);
     if (st->req_trailers)
@@ -221,6 +260,7 @@ static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
         evbuffer_add(out, &padlen, 1);
     }
     evbuffer_remove_buffer(st->resp_body, out, length);
+    now_tv(s, &st->send_seen);
     if (pad > 1) {
         static const uint8_t zeros[256];
         evbuffer_add(out, zeros, pad - 1);
@@ -233,6 +273,7 @@ static void submit_response(struct h2_stream *st, const nghttp2_nv *nv, size_t n
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read_cb};
     nghttp2_submit_response(st->s->ng, st->id, nv, n, body ? &prd : NULL);
     st->resp_submitted = true;
+    now_tv(st->s, &st->send_seen);
     schedule_flush(st->s);
 }
 
@@ -254,6 +295,7 @@ static void stream_error(struct h2_stream *st, int status, const char *why)
            st->id, status, why);
     if (!st->end_stream)
         st->rst_after_end = true;
+    stream_drop_body(st);
     submit_response(st, nv, 3, true);
 }
 
@@ -270,6 +312,7 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
         evbuffer_remove_buffer(st->req_body, out, n);
         /* Only now may the client send more: this is the upload's backpressure. */
         nghttp2_session_consume(st->s->ng, st->id, n);
+        now_tv(st->s, &st->body_seen); /* client_body runs from here if nothing else is queued */
         schedule_flush(st->s);
     }
     *done = st->end_stream && evbuffer_get_length(st->req_body) == 0;
@@ -283,6 +326,7 @@ static void d_send_continue(struct downstream *d)
     struct h2_stream *st = (struct h2_stream *)d;
     nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
     nghttp2_submit_headers(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NULL, &nv, 1, NULL);
+    now_tv(st->s, &st->body_seen); /* the client may start its body now */
     schedule_flush(st->s);
 }
 
@@ -344,6 +388,8 @@ static void resume(struct h2_stream *st)
 static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    if (evbuffer_get_length(st->resp_body) == 0)
+        now_tv(st->s, &st->send_seen); /* bytes begin to wait: client_send runs */
     evbuffer_remove_buffer(src, st->resp_body, n);
     resume(st);
 }
@@ -351,6 +397,8 @@ static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 static void d_send_end(struct downstream *d, struct evbuffer *trailers)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    if (evbuffer_get_length(st->resp_body) == 0)
+        now_tv(st->s, &st->send_seen); /* END_STREAM waits for the window too */
     st->resp_end = true;
     if (trailers && evbuffer_get_length(trailers)) {
         st->resp_trailers = evbuffer_new();
@@ -369,11 +417,13 @@ static void d_finish(struct downstream *d, bool reusable)
     struct h2_stream *st = (struct h2_stream *)d;
     if (!reusable && !st->end_stream)
         st->rst_after_end = true;
+    stream_drop_body(st);
 }
 
 static void d_abort(struct downstream *d)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    stream_drop_body(st);
     nghttp2_submit_rst_stream(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     schedule_flush(st->s);
 }
@@ -395,6 +445,14 @@ static void stream_start(struct h2_stream *st)
 {
     st->started = true;
     st->down.ops = &h2_ops;
+    now_tv(st->s, &st->body_seen);
+    /* From now on the timer looks at least as often as the shorter of the two deadlines. */
+    const struct sy_config *tcfg = session_config(st->s);
+    unsigned period = tcfg->timeouts.client_body_ms < tcfg->timeouts.client_send_ms
+                          ? tcfg->timeouts.client_body_ms
+                          : tcfg->timeouts.client_send_ms;
+    struct timeval tv = ms_tv(period);
+    evtimer_add(st->timer, &tv);
     if (st->too_large) {
         stream_error(st, 431, "request header list is larger than limits.max_header_bytes");
         return;
@@ -413,7 +471,7 @@ static void stream_start(struct h2_stream *st)
     const struct sy_config *cfg = session_config(st->s);
     struct sy_header *h = worker_scratch(st->s->conn.w);
     size_t n = 0, n_cookies = 0;
-    struct sy_slice host = {0};
+    ssize_t host = -1; /* an index: a slice would dangle once the cookie join moves the arena */
     bool has_cl = false;
     uint64_t cl = 0;
     for (size_t i = 0; i < st->n_fields; i++) {
@@ -425,7 +483,7 @@ static void stream_start(struct h2_stream *st)
             continue;
         }
         if (sy_slice_ieq(name, "host"))
-            host = field_value(st, i);
+            host = (ssize_t)i;
         if (sy_slice_ieq(name, "content-length")) {
             /* nghttp2 checks it against the DATA received. */
             struct sy_slice v = field_value(st, i);
@@ -481,7 +539,9 @@ static void stream_start(struct h2_stream *st)
     struct req_head head = {
         .method = method,
         .target = field_value(st, (size_t)st->path),
-        .authority = st->authority >= 0 ? field_value(st, (size_t)st->authority) : host,
+        .authority = st->authority >= 0 ? field_value(st, (size_t)st->authority)
+                     : host >= 0        ? field_value(st, (size_t)host)
+                                        : sy_slice_of(NULL, 0),
         .headers = h,
         .n_headers = n,
         .framing = st->end_stream ? SY_H1_BODY_NONE
@@ -499,7 +559,146 @@ static void stream_start(struct h2_stream *st)
         exchange_body_ready(st->down.ex);
 }
 
+/* Deadlines */
+
+static uint64_t ms_since(const struct timeval *now, const struct timeval *then)
+{
+    struct timeval d;
+    timersub(now, then, &d);
+    return d.tv_sec < 0 ? 0 : (uint64_t)d.tv_sec * 1000 + (uint64_t)d.tv_usec / 1000;
+}
+
+/* The stream is given up: its exchange (and upstream connection) is released now, what it
+ * buffered is dropped, and the client gets RST_STREAM; the connection's other streams go on. */
+static void stream_reset(struct h2_stream *st, uint32_t code, const char *why)
+{
+    struct h2_session *s = st->s;
+    sy_log(SY_LOG_INFO, "http2", "conn %llu stream %d: reset: %s", (unsigned long long)s->conn.id,
+           st->id, why);
+    st->timed_out = true;
+    if (st->down.ex)
+        exchange_downstream_gone(st->down.ex);
+    stream_drop_body(st);
+    evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
+    st->resp_end = false; /* the data provider, if asked before the reset, sends nothing */
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, code);
+    schedule_flush(s);
+}
+
+/* Response bytes (or the END_STREAM after them) wait for the client's window. */
+static bool send_waiting(const struct h2_stream *st)
+{
+    return st->resp_submitted &&
+           (evbuffer_get_length(st->resp_body) > 0 || (st->resp_end && !st->resp_end_sent));
+}
+
+/* The exchange waits for request body the client may send (its window is open). */
+static bool body_waiting(const struct h2_stream *st)
+{
+    return !st->end_stream && st->down.ex && evbuffer_get_length(st->req_body) == 0;
+}
+
+/* One timer per stream, checked lazily: progress only records a time, and the timer, when it
+ * fires, either finds a deadline passed or sleeps until the nearest one could pass (at most
+ * the shorter timeout, so that a wait that begins later is still seen in time). */
+static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_stream *st = arg;
+    struct h2_session *s = st->s;
+    const struct sy_config *cfg = session_config(s);
+    if (st->timed_out || s->closing)
+        return;
+    if (!st->started) {
+        /* RFC 9113 §6.10: nothing else may come on the connection until the header block
+         * ends, so the whole connection is stuck: GOAWAY and close. */
+        sy_log(SY_LOG_INFO, "http2",
+               "conn %llu stream %d: header block not complete within timeouts.client_header",
+               (unsigned long long)s->conn.id, st->id);
+        nghttp2_session_terminate_session(s->ng, NGHTTP2_NO_ERROR);
+        st->timed_out = true;
+        schedule_flush(s);
+        return;
+    }
+    struct timeval now;
+    now_tv(s, &now);
+    uint64_t body = cfg->timeouts.client_body_ms, send = cfg->timeouts.client_send_ms;
+    uint64_t next = body < send ? body : send;
+    if (send_waiting(st)) {
+        uint64_t idle = ms_since(&now, &st->send_seen);
+        if (idle >= send) {
+            stream_reset(st, NGHTTP2_CANCEL,
+                         "the client took no response bytes for "
+                         "timeouts.client_send");
+            return;
+        }
+        if (send - idle < next)
+            next = send - idle;
+    }
+    if (body_waiting(st)) {
+        uint64_t idle = ms_since(&now, &st->body_seen);
+        if (idle >= body) {
+            stream_reset(st, NGHTTP2_CANCEL, "no request body for timeouts.client_body");
+            return;
+        }
+        if (body - idle < next)
+            next = body - idle;
+    }
+    struct timeval tv = ms_tv((unsigned)(next ? next : 1));
+    evtimer_add(st->timer, &tv);
+}
+
 /* nghttp2 callbacks */
+
+#define USED_IDS_SPAN 512 /* stream ids covered by used_ids */
+
+static bool id_bit(const struct h2_session *s, int32_t id)
+{
+    unsigned b = ((unsigned)id >> 1) & 255;
+    return (s->used_ids[b / 64] >> (b % 64)) & 1;
+}
+
+static void id_set_bit(struct h2_session *s, int32_t id, bool on)
+{
+    unsigned b = ((unsigned)id >> 1) & 255;
+    if (on)
+        s->used_ids[b / 64] |= (uint64_t)1 << (b % 64);
+    else
+        s->used_ids[b / 64] &= ~((uint64_t)1 << (b % 64));
+}
+
+/* RFC 9113 §5.1.1: a new stream's id must be higher than every id the client used before; an
+ * id it skipped is closed. nghttp2 ignores HEADERS on such an id (it cannot tell them from
+ * trailers that crossed our RST_STREAM), so the request would hang unanswered: we remember
+ * which ids opened a stream and answer the others with a connection error. */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *user_data)
+{
+    struct h2_session *s = user_data;
+    int32_t id = hd->stream_id;
+    if (hd->type != NGHTTP2_HEADERS || !(id & 1))
+        return 0; /* even ids and other frames: nghttp2's checks */
+    if (id > s->max_id) {
+        if (id - s->max_id >= USED_IDS_SPAN) {
+            memset(s->used_ids, 0, sizeof(s->used_ids));
+        } else {
+            for (int32_t k = s->max_id + 2; k < id; k += 2)
+                id_set_bit(s, k, false); /* skipped: closed without being used */
+        }
+        s->max_id = id;
+        id_set_bit(s, id, true);
+        return 0;
+    }
+    if (nghttp2_session_find_stream(ng, id))
+        return 0; /* open: trailers, or nghttp2's own error */
+    /* Trailers end the stream; a block without END_STREAM opens one. Beyond the ids we
+     * remember, trailers are given the benefit of the doubt (nghttp2 ignores them). */
+    bool unused = s->max_id - id < USED_IDS_SPAN && !id_bit(s, id);
+    if (!unused && (hd->flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    sy_log(SY_LOG_INFO, "http2",
+           "conn %llu: HEADERS on stream %d, lower than stream %d already used: protocol error",
+           (unsigned long long)s->conn.id, id, s->max_id);
+    return NGHTTP2_ERR_CALLBACK_FAILURE; /* read_cb answers GOAWAY PROTOCOL_ERROR */
+}
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
@@ -577,6 +776,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     evbuffer_add(st->req_body, data, len);
+    now_tv(st->s, &st->body_seen);
     exchange_body_ready(st->down.ex);
     return 0;
 }
@@ -586,6 +786,8 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (st)
+        st->resp_end_sent = true;
     if (st && st->rst_after_end && !st->end_stream)
         /* RFC 9113 §8.1: a complete response lets the server stop the request body. */
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
@@ -689,7 +891,12 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    session_free(arg);
+    struct h2_session *s = arg;
+    if (what & BEV_EVENT_TIMEOUT)
+        sy_log(SY_LOG_INFO, "http2",
+               "conn %llu: the client took no bytes for timeouts.client_send: closing",
+               (unsigned long long)s->conn.id);
+    session_free(s);
 }
 
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
@@ -755,6 +962,7 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
 
     nghttp2_session_callbacks *cbs;
     nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -792,7 +1000,9 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     bufferevent_set_max_single_read(bev, 64 * 1024);
     bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
-    bufferevent_set_timeouts(bev, NULL, NULL);
+    /* A client that stops reading altogether: no frame, not even RST_STREAM, can reach it. */
+    struct timeval send = ms_tv(cfg->timeouts.client_send_ms);
+    bufferevent_set_timeouts(bev, NULL, &send);
     arm_idle(s);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (w->draining)

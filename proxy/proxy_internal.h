@@ -244,7 +244,9 @@ struct exchange {
 
     bool req_chunked_up; /* the body goes upstream chunked (length unknown) */
     uint64_t req_body_bytes;
-    bool req_body_started; /* a body byte went upstream: no retry */
+    uint64_t req_body_mark; /* req_body_bytes when upstream_response last ran out: while the
+                               upload is unfinished, only its progress restarts that clock */
+    bool req_body_started;  /* a body byte went upstream: no retry */
     bool req_done;
 
     bool resp_started; /* the response head went to the client */

@@ -81,6 +81,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         to->client_header_ms = 10000;
         to->client_idle_ms = 60000;
         to->client_body_ms = 60000;
+        to->client_send_ms = 60000;
         to->upstream_connect_ms = 5000;
         to->upstream_response_ms = 60000;
         to->upstream_idle_ms = 30000;
@@ -1535,6 +1536,7 @@ static const struct timeout_key timeout_keys[] = {
     {"client_header", offsetof(struct sy_timeouts, client_header_ms)},
     {"client_idle", offsetof(struct sy_timeouts, client_idle_ms)},
     {"client_body", offsetof(struct sy_timeouts, client_body_ms)},
+    {"client_send", offsetof(struct sy_timeouts, client_send_ms)},
     {"upstream_connect", offsetof(struct sy_timeouts, upstream_connect_ms)},
     {"upstream_response", offsetof(struct sy_timeouts, upstream_response_ms)},
     {"upstream_idle", offsetof(struct sy_timeouts, upstream_idle_ms)},

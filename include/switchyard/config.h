@@ -158,7 +158,10 @@ struct sy_limits {
 struct sy_timeouts {
     unsigned client_header_ms;    /* default 10000: whole request head must arrive */
     unsigned client_idle_ms;      /* default 60000: keep-alive idle between requests */
-    unsigned client_body_ms;      /* default 60000: no body byte read or written for this long */
+    unsigned client_body_ms;      /* default 60000: no request body byte from the client for this
+                                     long (HTTP/1.1 and each HTTP/2 stream) */
+    unsigned client_send_ms;      /* default 60000: response bytes wait and the client takes
+                                     none for this long (its socket or its HTTP/2 window) */
     unsigned upstream_connect_ms; /* default 5000 -> 502 */
     unsigned
         upstream_response_ms;  /* default 60000: first response byte, and between reads -> 504 */

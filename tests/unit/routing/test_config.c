@@ -192,6 +192,7 @@ static void test_parses_every_field_of_a_full_config(void **state)
     assert_int_equal(cfg->timeouts.client_header_ms, 5000);
     assert_int_equal(cfg->timeouts.client_idle_ms, 120000);
     assert_int_equal(cfg->timeouts.client_body_ms, 1500);
+    assert_int_equal(cfg->timeouts.client_send_ms, 2500);
     assert_int_equal(cfg->timeouts.upstream_connect_ms, 1000);
     assert_int_equal(cfg->timeouts.upstream_response_ms, 3600000);
     assert_int_equal(cfg->timeouts.upstream_idle_ms, 45000);
@@ -254,6 +255,7 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(to.client_header_ms, 10000);
     assert_int_equal(to.client_idle_ms, 60000);
     assert_int_equal(to.client_body_ms, 60000);
+    assert_int_equal(to.client_send_ms, 60000);
     assert_int_equal(to.upstream_connect_ms, 5000);
     assert_int_equal(to.upstream_response_ms, 60000);
     assert_int_equal(to.upstream_idle_ms, 30000);
@@ -1027,6 +1029,16 @@ static const struct error_case error_cases[] = {
           "timeouts:\n"
           "  client_idle: 0ms\n",
      {{8, 16, "client_idle must be greater than 0"}}},
+    {"test_rejects_bad_client_send",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  client_send: soon\n",
+     {{8, 16, "client_send must be a duration such as 10s, 500ms, 2m or 1h, got soon"}}},
+    {"test_rejects_zero_client_send",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  client_send: 0s\n",
+     {{8, 16, "client_send must be greater than 0"}}},
     {"test_rejects_duration_beyond_unsigned_ms",
      BASE "apps: []\n"
           "timeouts:\n"
