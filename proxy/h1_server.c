@@ -29,6 +29,7 @@ struct h1_client {
     bool head_has_line;  /* the request line of that incomplete head is complete */
     bool closing;        /* free once the output is flushed */
     bool linger;         /* ... after a lingering close (see finish_close) */
+    bool lingering;      /* in that lingering close: c->timer is its deadline */
     size_t lingered;
     bool chunked_out; /* the current response is re-encoded as chunked */
     bool client_eof;  /* the client closed its side (a tunnel half-close) */
@@ -66,9 +67,14 @@ static void conn_close_idle(struct conn *conn)
         c->keep_alive = false;
 }
 
+static void arm_timer(struct h1_client *c, unsigned ms)
+{
+    struct timeval tv = ms_tv(ms);
+    evtimer_add(c->timer, &tv);
+}
+
 /* Bytes read and dropped after an error answer before the connection is cut anyway. */
 #define LINGER_MAX_BYTES (1 << 20)
-#define LINGER_MS        2000
 
 static void linger_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -88,7 +94,8 @@ static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
 /* The answer is out. Closing a socket whose input still holds unread bytes makes the kernel
  * send a reset, which can destroy the answer before the client reads it; so after an error
  * answer we stop writing, read and drop what the client still sends for a short while, and
- * close on its EOF (a "lingering close"). */
+ * close on its EOF (a "lingering close"). timeouts.linger is a deadline from here, not a read
+ * timeout: a client trickling a byte now and then must not keep the connection. */
 static void finish_close(struct h1_client *c)
 {
     if (!c->linger) {
@@ -96,10 +103,10 @@ static void finish_close(struct h1_client *c)
         return;
     }
     c->linger = false;
+    c->lingering = true;
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    evtimer_del(c->timer);
-    struct timeval tv = ms_tv(LINGER_MS);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    arm_timer(c, worker_config(c->conn.w)->timeouts.linger_ms);
     bufferevent_setcb(c->bev, linger_read_cb, NULL, linger_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     bufferevent_enable(c->bev, EV_READ);
@@ -163,12 +170,6 @@ static void send_error(struct h1_client *c, int status, const char *why)
            reason_phrase(status), why);
     c->linger = !c->conn.tls;
     close_after_flush(c);
-}
-
-static void arm_timer(struct h1_client *c, unsigned ms)
-{
-    struct timeval tv = ms_tv(ms);
-    evtimer_add(c->timer, &tv);
 }
 
 /* The request-target in origin-form for the upstream (RFC 9112 §3.2.2: an absolute-form
@@ -342,6 +343,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_client *c = arg;
+    if (c->lingering) {
+        client_free(c); /* the linger deadline */
+        return;
+    }
     if (c->down.ex || c->closing)
         return;
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {

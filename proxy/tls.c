@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* TLS for the listeners (OpenSSL 3 through libevent's bufferevent_openssl): TLS 1.2 and 1.3
  * only, forward-secret AEAD suites for 1.2, ALPN with h2 preferred over http/1.1. The
- * handshake runs under the client_header deadline; when it completes the connection goes to
- * the codec ALPN chose. */
+ * handshake runs under the client_header deadline (a total time from the accept, which a
+ * ClientHello trickled a byte at a time does not extend); when it completes the connection
+ * goes to the codec ALPN chose. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,12 +156,14 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
 struct handshake {
     struct conn conn; /* first */
     struct bufferevent *bev;
+    struct event *deadline; /* client_header from the accept */
     int salen;
 };
 
 static void handshake_free(struct conn *c)
 {
     struct handshake *hs = (struct handshake *)c;
+    event_free(hs->deadline);
     bufferevent_free(hs->bev);
     worker_conn_remove(c->w, c);
     free(hs);
@@ -179,12 +182,17 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
     unsigned int len = 0;
     SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
     bool h2 = len == 2 && memcmp(proto, "h2", 2) == 0;
-    bufferevent_set_timeouts(bev, NULL, NULL);
+    event_free(hs->deadline);
     if (h2)
         h2_accept(w, bev, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
     else
         h1_accept(w, bev, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
     free(hs);
+}
+
+static void handshake_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    handshake_free(arg);
 }
 
 void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr *sa, int salen)
@@ -209,8 +217,11 @@ void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr
     hs->conn.close_idle = handshake_free;
     hs->conn.free = handshake_free;
     worker_conn_init(w, &hs->conn, sa, salen, true);
+    /* A deadline, not bufferevent timeouts: those re-arm on every byte read, so a client
+     * sending one byte per client_header would hold the slot for as long as it liked. */
+    hs->deadline = evtimer_new(w->base, handshake_deadline_cb, hs);
     struct timeval tv = ms_tv(worker_config(w)->timeouts.client_header_ms);
-    bufferevent_set_timeouts(bev, &tv, &tv);
+    evtimer_add(hs->deadline, &tv);
     bufferevent_setcb(bev, NULL, NULL, handshake_event_cb, hs);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }

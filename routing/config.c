@@ -85,6 +85,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         to->upstream_idle_ms = 30000;
         to->drain_ms = 10000;
         to->tunnel_idle_ms = 3600000;
+        to->linger_ms = 2000;
     }
 }
 
@@ -1538,6 +1539,7 @@ static const struct timeout_key timeout_keys[] = {
     {"upstream_idle", offsetof(struct sy_timeouts, upstream_idle_ms)},
     {"drain", offsetof(struct sy_timeouts, drain_ms)},
     {"tunnel_idle", offsetof(struct sy_timeouts, tunnel_idle_ms)},
+    {"linger", offsetof(struct sy_timeouts, linger_ms)},
 };
 
 static void parse_timeouts(struct ctx *c, const yaml_node_t *v)

@@ -163,6 +163,9 @@ struct sy_timeouts {
                                   requests in flight */
     unsigned tunnel_idle_ms;   /* timeouts.tunnel_idle, default 3600000: an upgraded
                                   connection (WebSocket) with no byte either way closes */
+    unsigned linger_ms;        /* timeouts.linger, default 2000: after an error answer the
+                                  connection reads and drops what the client still sends for
+                                  at most this long (a deadline from the answer) */
 };
 
 /** Longest admin socket path (struct sockaddr_un.sun_path holds 108 bytes with the NUL). */

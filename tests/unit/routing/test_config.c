@@ -257,6 +257,7 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(to.upstream_response_ms, 60000);
     assert_int_equal(to.upstream_idle_ms, 30000);
     assert_int_equal(to.drain_ms, 10000);
+    assert_int_equal(to.linger_ms, 2000);
 }
 
 static void test_applies_defaults_to_absent_keys(void **state)
@@ -1026,6 +1027,16 @@ static const struct error_case error_cases[] = {
           "timeouts:\n"
           "  client_idle: 0ms\n",
      {{8, 16, "client_idle must be greater than 0"}}},
+    {"test_rejects_zero_linger",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  linger: 0s\n",
+     {{8, 11, "linger must be greater than 0"}}},
+    {"test_rejects_bad_linger",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  linger: soon\n",
+     {{8, 11, "linger must be a duration such as 10s, 500ms, 2m or 1h, got soon"}}},
     {"test_rejects_duration_beyond_unsigned_ms",
      BASE "apps: []\n"
           "timeouts:\n"
