@@ -6,6 +6,7 @@
  * goes to the codec ALPN chose. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -120,6 +121,20 @@ SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char 
     return ctx;
 }
 
+/* A private key that others on the machine can read is worth a word at every load, not a
+ * refusal: Kubernetes mounts Secrets 0644 unless told otherwise, and the file may be ours to
+ * read only through its group on purpose. */
+static void warn_readable_key(const char *kind, const char *name, const char *key)
+{
+    struct stat st;
+    if (!key || stat(key, &st) == -1)
+        return; /* loading it reports what is wrong */
+    if (st.st_mode & (S_IRGRP | S_IROTH))
+        sy_log(SY_LOG_WARN, "tls", "%s %s: private key %s is readable by %s (mode %04o)", kind,
+               name, key, (st.st_mode & S_IROTH) ? "others" : "its group",
+               (unsigned)(st.st_mode & 07777));
+}
+
 int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d)
 {
     int rc = 0;
@@ -127,6 +142,7 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
         const struct sy_cluster_spec *cl = &cfg->clusters[i];
         if (!cl->tls.on)
             continue;
+        warn_readable_key("cluster", cl->name, cl->tls.key);
         const char *why = NULL;
         SSL_CTX *ctx = tls_client_ctx_new(&cl->tls, cl->protocol == SY_PROTO_H2, &why);
         if (!ctx) {
@@ -140,6 +156,7 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
         const struct sy_listen_spec *l = &cfg->listens[i];
         if (!l->tls_cert)
             continue;
+        warn_readable_key("listener", l->address, l->tls_key);
         const char *why = NULL;
         SSL_CTX *ctx = tls_server_ctx_new(l->tls_cert, l->tls_key, &why);
         if (!ctx) {
