@@ -166,8 +166,8 @@ static void send_error(struct h1_client *c, int status, const char *why)
                         "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
                         "content-length: %zu\r\nconnection: close\r\n\r\n%s\n",
                         status, reason_phrase(status), strlen(why) + 1, why);
-    sy_log(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id, status,
-           reason_phrase(status), why);
+    sy_log_client(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id,
+                  status, reason_phrase(status), why);
     c->linger = !c->conn.tls;
     close_after_flush(c);
 }
@@ -335,8 +335,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT)
-        sy_log(SY_LOG_INFO, "http", "conn %llu: client timed out %s",
-               (unsigned long long)c->conn.id, (what & BEV_EVENT_READING) ? "reading" : "writing");
+        sy_log_client(SY_LOG_INFO, "http", "conn %llu: client timed out %s",
+                      (unsigned long long)c->conn.id,
+                      (what & BEV_EVENT_READING) ? "reading" : "writing");
     client_free(c);
 }
 

@@ -28,6 +28,12 @@
 /* A burst of writes (an editor, kubelet's symlink dance) becomes one reload. */
 #define WATCH_DEBOUNCE_MS 200
 
+/* The log queue between every thread and the writer of stderr (sy_log_start): about two
+ * thousand lines; a reader slower than that loses lines (counted), never stalls a worker. */
+#define LOG_BUFFER_BYTES (256 << 10)
+/* How long the exit waits for stderr to take what is still queued. */
+#define LOG_EXIT_FLUSH_MS 2000
+
 struct control {
     struct event_base *base;
     struct sy_state *state;
@@ -155,6 +161,7 @@ static void watch_tls_files(struct control *ctl, const struct sy_config *cfg)
 static void publish(struct sy_route_table *t, void *arg)
 {
     struct control *ctl = arg;
+    sy_log_set_client_rate((unsigned)sy_route_table_config(t)->limits.log_client_lines);
     sy_workers_publish(ctl->workers, t);
     watch_tls_files(ctl, sy_route_table_config(t));
 }
@@ -198,6 +205,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     }
     if (ctl->stopping) {
         sy_log(SY_LOG_WARN, "main", "second signal: stopping now");
+        sy_log_stop(LOG_EXIT_FLUSH_MS);
         exit(1);
     }
     ctl->stopping = true;
@@ -205,6 +213,11 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     sy_log(SY_LOG_INFO, "main", "signal %d: draining (at most %u ms)", (int)sig, drain_ms);
     sy_workers_drain(ctl->workers, drain_ms);
     event_base_loopbreak(ctl->base);
+}
+
+static void log_stop_at_exit(void)
+{
+    sy_log_stop(LOG_EXIT_FLUSH_MS);
 }
 
 static bool parse_level(const char *s)
@@ -323,6 +336,11 @@ int main(int argc, char **argv)
     cfg = sy_route_table_config(table);
 
     signal(SIGPIPE, SIG_IGN);
+    /* From here on, no thread waits for whoever reads stderr; what is queued is written out
+     * at exit (within LOG_EXIT_FLUSH_MS). */
+    sy_log_set_client_rate((unsigned)cfg->limits.log_client_lines);
+    if (sy_log_start(LOG_BUFFER_BYTES) == 0)
+        atexit(log_stop_at_exit);
     unsigned n = cfg->workers;
     if (n == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);

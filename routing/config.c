@@ -75,6 +75,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->h2_max_streams = 100;
         lim->h2_reset_rate = 50;
         lim->h2_max_continuations = 8;
+        lim->log_client_lines = SY_LOG_CLIENT_RATE_DEFAULT;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -1486,6 +1487,7 @@ static const struct limit_key limit_keys[] = {
     {"h2_max_streams", offsetof(struct sy_limits, h2_max_streams), false, 1, UINT32_MAX},
     {"h2_reset_rate", offsetof(struct sy_limits, h2_reset_rate), false, 1, UINT32_MAX},
     {"h2_max_continuations", offsetof(struct sy_limits, h2_max_continuations), false, 0, 1000},
+    {"log_client_lines", offsetof(struct sy_limits, log_client_lines), false, 0, 1000000},
 };
 
 static void parse_limits(struct ctx *c, const yaml_node_t *v)

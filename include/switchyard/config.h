@@ -147,6 +147,9 @@ struct sy_limits {
     size_t h2_reset_rate;        /* limits.h2_reset_rate: RST_STREAMs a client may cause per
                                     second before GOAWAY (rapid reset), default 50; burst 2x */
     size_t h2_max_continuations; /* limits.h2_max_continuations per header block, default 8 */
+    size_t log_client_lines;     /* limits.log_client_lines: lines a client can cause (its bad
+                                    requests, 404s, timeouts) logged per second per worker,
+                                    default SY_LOG_CLIENT_RATE_DEFAULT; 0 = no limit */
 };
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.

@@ -250,6 +250,7 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(lim.max_connections, 10000);
     assert_int_equal(lim.buffer_bytes, 65536);
     assert_int_equal(lim.upstream_keepalive, 32);
+    assert_int_equal(lim.log_client_lines, 100);
     assert_int_equal(to.client_header_ms, 10000);
     assert_int_equal(to.client_idle_ms, 60000);
     assert_int_equal(to.client_body_ms, 60000);
@@ -1027,6 +1028,16 @@ static const struct error_case error_cases[] = {
           "timeouts:\n"
           "  client_idle: 0ms\n",
      {{8, 16, "client_idle must be greater than 0"}}},
+    {"test_rejects_log_client_lines_above_its_range",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  log_client_lines: 1000001\n",
+     {{8, 21, "log_client_lines must be an integer 0..1000000, got 1000001"}}},
+    {"test_rejects_negative_log_client_lines",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  log_client_lines: -1\n",
+     {{8, 21, "log_client_lines must be an integer 0..1000000, got -1"}}},
     {"test_rejects_zero_linger",
      BASE "apps: []\n"
           "timeouts:\n"
