@@ -172,26 +172,6 @@ static void send_error(struct h1_client *c, int status, const char *why)
     close_after_flush(c);
 }
 
-/* The request-target in origin-form for the upstream (RFC 9112 §3.2.2: an absolute-form
- * target is rewritten; its authority is already the Host). */
-static struct sy_slice origin_form(struct sy_slice target)
-{
-    if (target.len == 0 || target.p[0] == '/' || target.p[0] == '*')
-        return target;
-    const char *p = memchr(target.p, ':', target.len);
-    const char *end = target.p + target.len;
-    if (!p || end - p < 3)
-        return sy_slice_of("/", 1);
-    p += 3; /* "://" */
-    while (p < end && *p != '/' && *p != '?')
-        p++;
-    if (p == end)
-        return sy_slice_of("/", 1);
-    if (*p == '?')
-        p--; /* "http://a?x": the query stays, after the authority's last byte turned into '/' */
-    return sy_slice_of(p, (size_t)(end - p));
-}
-
 /* Hands a connection that opened with the HTTP/2 preface to the HTTP/2 codec. Returns true
  * when it did (the client is gone), false when this is HTTP/1.x. */
 static bool sniff_h2(struct h1_client *c, struct evbuffer *in, size_t len, bool *wait)
@@ -274,9 +254,14 @@ static void try_read_head(struct h1_client *c)
     c->req_remaining = req.content_length;
     if (req.framing == SY_H1_BODY_CHUNKED)
         sy_h1_chunked_init(&c->req_chunked, cfg->limits.max_header_bytes);
+    /* RFC 9112 §3.2.2: an absolute-form target goes on in origin-form (its authority is
+     * already the Host). "http://a?x" has an empty path, which origin-form writes "/": that
+     * one target is copied (the exchange copies what it keeps before exchange_start returns). */
+    bool slash;
+    char *slashed = NULL;
     struct req_head head = {
         .method = req.method,
-        .target = origin_form(req.target),
+        .target = sy_h1_origin_form(req.target, &slash),
         .authority = req.host,
         .headers = req.headers,
         .n_headers = req.n_headers,
@@ -297,7 +282,14 @@ static void try_read_head(struct h1_client *c)
     bool has_body = req.framing == SY_H1_BODY_CHUNKED ||
                     (req.framing == SY_H1_BODY_LENGTH && req.content_length > 0);
     bufferevent_set_timeouts(c->bev, has_body ? &body : NULL, &body);
+    if (slash) {
+        slashed = sy_xmalloc(head.target.len + 1);
+        slashed[0] = '/';
+        memcpy(slashed + 1, head.target.p, head.target.len);
+        head.target = sy_slice_of(slashed, head.target.len + 1);
+    }
     exchange_start(&c->down, &head); /* copies what it needs from p */
+    free(slashed);
     evbuffer_drain(in, (size_t)n);
     if (c->down.ex)
         exchange_body_ready(c->down.ex); /* body bytes that came with the head */
