@@ -121,9 +121,9 @@ SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char 
     return ctx;
 }
 
-/* A private key that others on the machine can read is worth a word at every load, not a
- * refusal: Kubernetes mounts Secrets 0644 unless told otherwise, and the file may be ours to
- * read only through its group on purpose. */
+/* A private key that others on the machine can read is worth a word at every load (once it
+ * loaded: a broken one has its own error), not a refusal: Kubernetes mounts Secrets 0644
+ * unless told otherwise, and the file may be ours to read only through its group on purpose. */
 static void warn_readable_key(const char *kind, const char *name, const char *key)
 {
     struct stat st;
@@ -142,13 +142,14 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
         const struct sy_cluster_spec *cl = &cfg->clusters[i];
         if (!cl->tls.on)
             continue;
-        warn_readable_key("cluster", cl->name, cl->tls.key);
         const char *why = NULL;
         SSL_CTX *ctx = tls_client_ctx_new(&cl->tls, cl->protocol == SY_PROTO_H2, &why);
         if (!ctx) {
             sy_diags_add(d, file, cl->tls.mark.line, cl->tls.mark.col, "cluster %s: %s", cl->name,
                          why);
             rc = SY_ERR_INVALID;
+        } else {
+            warn_readable_key("cluster", cl->name, cl->tls.key);
         }
         SSL_CTX_free(ctx);
     }
@@ -156,13 +157,14 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
         const struct sy_listen_spec *l = &cfg->listens[i];
         if (!l->tls_cert)
             continue;
-        warn_readable_key("listener", l->address, l->tls_key);
         const char *why = NULL;
         SSL_CTX *ctx = tls_server_ctx_new(l->tls_cert, l->tls_key, &why);
         if (!ctx) {
             sy_diags_add(d, file, l->tls_mark.line, l->tls_mark.col, "listener %s: %s", l->address,
                          why);
             rc = SY_ERR_INVALID;
+        } else {
+            warn_readable_key("listener", l->address, l->tls_key);
         }
         SSL_CTX_free(ctx);
     }
