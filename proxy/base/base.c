@@ -228,11 +228,10 @@ static size_t add_reports(char *batch, size_t len, uint64_t *dropped_seen,
                              (unsigned long long)(dropped - *dropped_seen),
                              (unsigned long long)dropped);
     if (suppressed != *suppressed_seen && log_level <= SY_LOG_INFO)
-        len += format_report(
-            batch + len, SY_LOG_INFO, "log",
-            "suppressed %llu similar client-caused lines (limits.log_client_lines, "
-            "%llu in all)",
-            (unsigned long long)(suppressed - *suppressed_seen), (unsigned long long)suppressed);
+        len += format_report(batch + len, SY_LOG_INFO, "log",
+                             "suppressed %llu similar client-caused lines (%llu in all)",
+                             (unsigned long long)(suppressed - *suppressed_seen),
+                             (unsigned long long)suppressed);
     *dropped_seen = dropped;
     *suppressed_seen = suppressed;
     return len;
