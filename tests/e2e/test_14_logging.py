@@ -163,7 +163,7 @@ def test_lines_beyond_the_buffer_are_dropped_and_counted(backends, tmp_path):
     # No rate limit: every line goes to the queue, which fills up behind the full pipe.
     p = PipedProxy(backends, tmp_path, limits={"log_client_lines": 0})
     try:
-        done = _flood(p.port, 4500, 90)
+        done = _flood(p.port, 6000, 120)  # about 430 KB of lines for a 256 KiB queue
         p.drain_in_background()
         m = p.wait_log(re.compile(rb"(\d+) log lines dropped"), 5)
         assert int(m.group(1)) > 0
