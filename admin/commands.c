@@ -290,6 +290,15 @@ static int cmd_status(struct sy_admin_req *req)
     sy_json_str(r, "journal", j ? sy_journal_path(j) : NULL);
     sy_json_uint(r, "reload_failures", sy_state_reload_failures(st));
     sy_json_str(r, "last_reload_error", last_err);
+    struct sy_log_stats ls;
+    sy_log_stats(&ls);
+    if (ls.dropped || ls.suppressed)
+        sy_reply_printf(r,
+                        "log: %" PRIu64 " lines dropped (stderr too slow), %" PRIu64
+                        " client-caused lines suppressed (limits.log_client_lines)\n",
+                        ls.dropped, ls.suppressed);
+    sy_json_uint(r, "log_lines_dropped", ls.dropped);
+    sy_json_uint(r, "log_lines_suppressed", ls.suppressed);
 
     int wname = 3, wcluster = 7;
     for (size_t i = 0; i < cfg->n_apps; i++) {

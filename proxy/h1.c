@@ -438,6 +438,24 @@ static size_t line_stop(size_t ls, size_t end, size_t max_line, bool *cut)
     return *cut ? ls + max_line + 1 : end;
 }
 
+struct sy_slice sy_h1_origin_form(struct sy_slice target, bool *slash)
+{
+    *slash = false;
+    if (target.len == 0 || target.p[0] == '/' || target.p[0] == '*')
+        return target;
+    const char *end = target.p + target.len;
+    const char *p = memchr(target.p, ':', target.len);
+    if (!p || end - p < 3)
+        return sy_slice_of("/", 1);
+    p += 3; /* "://" */
+    while (p < end && *p != '/' && *p != '?')
+        p++;
+    if (p == end)
+        return sy_slice_of("/", 1);
+    *slash = *p == '?'; /* "http://a?x": the path is empty, and origin-form needs "/" */
+    return sy_slice_of(p, (size_t)(end - p));
+}
+
 /* The request-target forms of RFC 9112 §3.2 and which methods may use them. Sets *authority
  * for the absolute and authority forms. */
 static int target_form(struct sy_slice method, struct sy_slice t, struct sy_slice *authority,

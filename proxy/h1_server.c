@@ -29,6 +29,7 @@ struct h1_client {
     bool head_has_line;  /* the request line of that incomplete head is complete */
     bool closing;        /* free once the output is flushed */
     bool linger;         /* ... after a lingering close (see finish_close) */
+    bool lingering;      /* in that lingering close: c->timer is its deadline */
     size_t lingered;
     bool chunked_out; /* the current response is re-encoded as chunked */
     bool client_eof;  /* the client closed its side (a tunnel half-close) */
@@ -66,9 +67,14 @@ static void conn_close_idle(struct conn *conn)
         c->keep_alive = false;
 }
 
+static void arm_timer(struct h1_client *c, unsigned ms)
+{
+    struct timeval tv = ms_tv(ms);
+    evtimer_add(c->timer, &tv);
+}
+
 /* Bytes read and dropped after an error answer before the connection is cut anyway. */
 #define LINGER_MAX_BYTES (1 << 20)
-#define LINGER_MS        2000
 
 static void linger_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -88,7 +94,8 @@ static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
 /* The answer is out. Closing a socket whose input still holds unread bytes makes the kernel
  * send a reset, which can destroy the answer before the client reads it; so after an error
  * answer we stop writing, read and drop what the client still sends for a short while, and
- * close on its EOF (a "lingering close"). */
+ * close on its EOF (a "lingering close"). timeouts.linger is a deadline from here, not a read
+ * timeout: a client trickling a byte now and then must not keep the connection. */
 static void finish_close(struct h1_client *c)
 {
     if (!c->linger) {
@@ -96,10 +103,10 @@ static void finish_close(struct h1_client *c)
         return;
     }
     c->linger = false;
+    c->lingering = true;
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    evtimer_del(c->timer);
-    struct timeval tv = ms_tv(LINGER_MS);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    arm_timer(c, worker_config(c->conn.w)->timeouts.linger_ms);
     bufferevent_setcb(c->bev, linger_read_cb, NULL, linger_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     bufferevent_enable(c->bev, EV_READ);
@@ -159,36 +166,10 @@ static void send_error(struct h1_client *c, int status, const char *why)
                         "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
                         "content-length: %zu\r\nconnection: close\r\n\r\n%s\n",
                         status, reason_phrase(status), strlen(why) + 1, why);
-    sy_log(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id, status,
-           reason_phrase(status), why);
+    sy_log_client(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id,
+                  status, reason_phrase(status), why);
     c->linger = !c->conn.tls;
     close_after_flush(c);
-}
-
-static void arm_timer(struct h1_client *c, unsigned ms)
-{
-    struct timeval tv = ms_tv(ms);
-    evtimer_add(c->timer, &tv);
-}
-
-/* The request-target in origin-form for the upstream (RFC 9112 §3.2.2: an absolute-form
- * target is rewritten; its authority is already the Host). */
-static struct sy_slice origin_form(struct sy_slice target)
-{
-    if (target.len == 0 || target.p[0] == '/' || target.p[0] == '*')
-        return target;
-    const char *p = memchr(target.p, ':', target.len);
-    const char *end = target.p + target.len;
-    if (!p || end - p < 3)
-        return sy_slice_of("/", 1);
-    p += 3; /* "://" */
-    while (p < end && *p != '/' && *p != '?')
-        p++;
-    if (p == end)
-        return sy_slice_of("/", 1);
-    if (*p == '?')
-        p--; /* "http://a?x": the query stays, after the authority's last byte turned into '/' */
-    return sy_slice_of(p, (size_t)(end - p));
 }
 
 /* Hands a connection that opened with the HTTP/2 preface to the HTTP/2 codec. Returns true
@@ -273,9 +254,14 @@ static void try_read_head(struct h1_client *c)
     c->req_remaining = req.content_length;
     if (req.framing == SY_H1_BODY_CHUNKED)
         sy_h1_chunked_init(&c->req_chunked, cfg->limits.max_header_bytes);
+    /* RFC 9112 §3.2.2: an absolute-form target goes on in origin-form (its authority is
+     * already the Host). "http://a?x" has an empty path, which origin-form writes "/": that
+     * one target is copied (the exchange copies what it keeps before exchange_start returns). */
+    bool slash;
+    char *slashed = NULL;
     struct req_head head = {
         .method = req.method,
-        .target = origin_form(req.target),
+        .target = sy_h1_origin_form(req.target, &slash),
         .authority = req.host,
         .headers = req.headers,
         .n_headers = req.n_headers,
@@ -297,7 +283,14 @@ static void try_read_head(struct h1_client *c)
     bool has_body = req.framing == SY_H1_BODY_CHUNKED ||
                     (req.framing == SY_H1_BODY_LENGTH && req.content_length > 0);
     bufferevent_set_timeouts(c->bev, has_body ? &body : NULL, &send);
+    if (slash) {
+        slashed = sy_xmalloc(head.target.len + 1);
+        slashed[0] = '/';
+        memcpy(slashed + 1, head.target.p, head.target.len);
+        head.target = sy_slice_of(slashed, head.target.len + 1);
+    }
     exchange_start(&c->down, &head); /* copies what it needs from p */
+    free(slashed);
     evbuffer_drain(in, (size_t)n);
     if (c->down.ex)
         exchange_body_ready(c->down.ex); /* body bytes that came with the head */
@@ -335,14 +328,19 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT)
-        sy_log(SY_LOG_INFO, "http", "conn %llu: client timed out %s",
-               (unsigned long long)c->conn.id, (what & BEV_EVENT_READING) ? "reading" : "writing");
+        sy_log_client(SY_LOG_INFO, "http", "conn %llu: client timed out %s",
+                      (unsigned long long)c->conn.id,
+                      (what & BEV_EVENT_READING) ? "reading" : "writing");
     client_free(c);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_client *c = arg;
+    if (c->lingering) {
+        client_free(c); /* the linger deadline */
+        return;
+    }
     if (c->down.ex || c->closing)
         return;
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {

@@ -291,8 +291,8 @@ static void stream_error(struct h2_stream *st, int status, const char *why)
     };
     evbuffer_add_printf(st->resp_body, "%s\n", why);
     st->resp_end = true;
-    sy_log(SY_LOG_INFO, "http", "conn %llu stream %d: %d (%s)", (unsigned long long)st->s->conn.id,
-           st->id, status, why);
+    sy_log_client(SY_LOG_INFO, "http", "conn %llu stream %d: %d (%s)",
+                  (unsigned long long)st->s->conn.id, st->id, status, why);
     if (!st->end_stream)
         st->rst_after_end = true;
     stream_drop_body(st);
@@ -859,8 +859,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
         evbuffer_peek(in, -1, NULL, &v, 1);
         ssize_t n = nghttp2_session_mem_recv(s->ng, v.iov_base, v.iov_len);
         if (n < 0) {
-            sy_log(SY_LOG_INFO, "http2", "conn %llu: closing: %s", (unsigned long long)s->conn.id,
-                   nghttp2_strerror((int)n));
+            sy_log_client(SY_LOG_INFO, "http2", "conn %llu: closing: %s",
+                          (unsigned long long)s->conn.id, nghttp2_strerror((int)n));
             /* nghttp2 queued a GOAWAY for protocol errors; send it, then close. */
             nghttp2_session_terminate_session(s->ng, NGHTTP2_PROTOCOL_ERROR);
             const uint8_t *data;

@@ -9,11 +9,13 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -28,6 +30,12 @@
 
 /* A burst of writes (an editor, kubelet's symlink dance) becomes one reload. */
 #define WATCH_DEBOUNCE_MS 200
+
+/* The log queue between every thread and the writer of stderr (sy_log_start): about two
+ * thousand lines; a reader slower than that loses lines (counted), never stalls a worker. */
+#define LOG_BUFFER_BYTES (256 << 10)
+/* How long the exit waits for stderr to take what is still queued. */
+#define LOG_EXIT_FLUSH_MS 2000
 
 struct control {
     struct event_base *base;
@@ -156,6 +164,7 @@ static void watch_tls_files(struct control *ctl, const struct sy_config *cfg)
 static void publish(struct sy_route_table *t, void *arg)
 {
     struct control *ctl = arg;
+    sy_log_set_client_rate((unsigned)sy_route_table_config(t)->limits.log_client_lines);
     sy_workers_publish(ctl->workers, t);
     watch_tls_files(ctl, sy_route_table_config(t));
 }
@@ -194,18 +203,68 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct control *ctl = arg;
     if (sig == SIGHUP) {
-        reload(ctl, true);
+        if (!ctl->stopping)
+            reload(ctl, true);
         return;
     }
     if (ctl->stopping) {
+        /* _exit: the workers still run, so nothing at exit may free what they use. */
         sy_log(SY_LOG_WARN, "main", "second signal: stopping now");
-        exit(1);
+        sy_log_stop(LOG_EXIT_FLUSH_MS);
+        _exit(1);
     }
     ctl->stopping = true;
     unsigned drain_ms = sy_route_table_config(sy_state_table(ctl->state))->timeouts.drain_ms;
     sy_log(SY_LOG_INFO, "main", "signal %d: draining (at most %u ms)", (int)sig, drain_ms);
     sy_workers_drain(ctl->workers, drain_ms);
     event_base_loopbreak(ctl->base);
+}
+
+/* Joins the workers off the control thread and wakes the control loop (an eventfd: the
+ * control base has no locks for other threads) when they are done, so that the loop still
+ * takes signals while the workers drain: a second SIGTERM or SIGINT stops at once. */
+struct joiner {
+    struct sy_workers *workers;
+    int fd;
+};
+
+static void *join_main(void *arg)
+{
+    struct joiner *j = arg;
+    sy_workers_join(j->workers);
+    uint64_t one = 1;
+    ssize_t n = write(j->fd, &one, sizeof(one));
+    (void)n; /* an eventfd takes it */
+    return NULL;
+}
+
+static void joined_cb(evutil_socket_t fd, short what, void *arg)
+{
+    event_base_loopbreak(arg);
+}
+
+static void wait_workers(struct control *ctl)
+{
+    struct joiner j = {ctl->workers, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+    struct event *done =
+        j.fd == -1 ? NULL : event_new(ctl->base, j.fd, EV_READ, joined_cb, ctl->base);
+    pthread_t t;
+    if (!done || event_add(done, NULL) != 0 || pthread_create(&t, NULL, join_main, &j) != 0) {
+        sy_log_errno(SY_LOG_WARN, "main", "cannot watch the drain: a second signal will wait");
+        sy_workers_join(ctl->workers);
+    } else {
+        event_base_dispatch(ctl->base);
+        pthread_join(t, NULL);
+    }
+    if (done)
+        event_free(done);
+    if (j.fd != -1)
+        close(j.fd);
+}
+
+static void log_stop_at_exit(void)
+{
+    sy_log_stop(LOG_EXIT_FLUSH_MS);
 }
 
 static bool parse_level(const char *s)
@@ -370,6 +429,11 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
+    /* From here on, no thread waits for whoever reads stderr; what is queued is written out
+     * at exit (within LOG_EXIT_FLUSH_MS). */
+    sy_log_set_client_rate((unsigned)cfg->limits.log_client_lines);
+    if (sy_log_start(LOG_BUFFER_BYTES) == 0)
+        atexit(log_stop_at_exit);
     unsigned n = cfg->workers;
     if (n == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -422,8 +486,14 @@ int main(int argc, char **argv)
            SY_VERSION, cfg->n_apps, cfg->n_clusters, n);
     event_base_dispatch(ctl.base);
 
+    /* Draining: nothing but TERM and INT is served now (no reloads, no admin commands; a
+     * HUP is caught and ignored). */
     sy_admin_free(ctl.admin);
-    sy_workers_join(ctl.workers);
+    ctl.admin = NULL;
+    if (ctl.watch_ev)
+        event_del(ctl.watch_ev);
+    event_del(ctl.debounce);
+    wait_workers(&ctl);
     sy_workers_free(ctl.workers);
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* TLS for the listeners (OpenSSL 3 through libevent's bufferevent_openssl): TLS 1.2 and 1.3
  * only, forward-secret AEAD suites for 1.2, ALPN with h2 preferred over http/1.1. The
- * handshake runs under the client_header deadline; when it completes the connection goes to
- * the codec ALPN chose. */
+ * handshake runs under the client_header deadline (a total time from the accept, which a
+ * ClientHello trickled a byte at a time does not extend); when it completes the connection
+ * goes to the codec ALPN chose. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -119,6 +121,20 @@ SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char 
     return ctx;
 }
 
+/* A private key that others on the machine can read is worth a word at every load (once it
+ * loaded: a broken one has its own error), not a refusal: Kubernetes mounts Secrets 0644
+ * unless told otherwise, and the file may be ours to read only through its group on purpose. */
+static void warn_readable_key(const char *kind, const char *name, const char *key)
+{
+    struct stat st;
+    if (!key || stat(key, &st) == -1)
+        return; /* loading it reports what is wrong */
+    if (st.st_mode & (S_IRGRP | S_IROTH))
+        sy_log(SY_LOG_WARN, "tls", "%s %s: private key %s is readable by %s (mode %04o)", kind,
+               name, key, (st.st_mode & S_IROTH) ? "others" : "its group",
+               (unsigned)(st.st_mode & 07777));
+}
+
 int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d)
 {
     int rc = 0;
@@ -132,6 +148,8 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
             sy_diags_add(d, file, cl->tls.mark.line, cl->tls.mark.col, "cluster %s: %s", cl->name,
                          why);
             rc = SY_ERR_INVALID;
+        } else {
+            warn_readable_key("cluster", cl->name, cl->tls.key);
         }
         SSL_CTX_free(ctx);
     }
@@ -145,6 +163,8 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
             sy_diags_add(d, file, l->tls_mark.line, l->tls_mark.col, "listener %s: %s", l->address,
                          why);
             rc = SY_ERR_INVALID;
+        } else {
+            warn_readable_key("listener", l->address, l->tls_key);
         }
         SSL_CTX_free(ctx);
     }
@@ -155,12 +175,14 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
 struct handshake {
     struct conn conn; /* first */
     struct bufferevent *bev;
+    struct event *deadline; /* client_header from the accept */
     int salen;
 };
 
 static void handshake_free(struct conn *c)
 {
     struct handshake *hs = (struct handshake *)c;
+    event_free(hs->deadline);
     bufferevent_free(hs->bev);
     worker_conn_remove(c->w, c);
     free(hs);
@@ -179,12 +201,17 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
     unsigned int len = 0;
     SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
     bool h2 = len == 2 && memcmp(proto, "h2", 2) == 0;
-    bufferevent_set_timeouts(bev, NULL, NULL);
+    event_free(hs->deadline);
     if (h2)
         h2_accept(w, bev, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
     else
         h1_accept(w, bev, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
     free(hs);
+}
+
+static void handshake_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    handshake_free(arg);
 }
 
 void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr *sa, int salen)
@@ -209,8 +236,11 @@ void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr
     hs->conn.close_idle = handshake_free;
     hs->conn.free = handshake_free;
     worker_conn_init(w, &hs->conn, sa, salen, true);
+    /* A deadline, not bufferevent timeouts: those re-arm on every byte read, so a client
+     * sending one byte per client_header would hold the slot for as long as it liked. */
+    hs->deadline = evtimer_new(w->base, handshake_deadline_cb, hs);
     struct timeval tv = ms_tv(worker_config(w)->timeouts.client_header_ms);
-    bufferevent_set_timeouts(bev, &tv, &tv);
+    evtimer_add(hs->deadline, &tv);
     bufferevent_setcb(bev, NULL, NULL, handshake_event_cb, hs);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }

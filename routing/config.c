@@ -76,6 +76,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->h2_reset_rate = 50;
         lim->h2_max_continuations = 8;
         lim->reserved_fds = 32;
+        lim->log_client_lines = SY_LOG_CLIENT_RATE_DEFAULT;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -87,6 +88,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         to->upstream_idle_ms = 30000;
         to->drain_ms = 10000;
         to->tunnel_idle_ms = 3600000;
+        to->linger_ms = 2000;
     }
 }
 
@@ -1488,6 +1490,7 @@ static const struct limit_key limit_keys[] = {
     {"h2_reset_rate", offsetof(struct sy_limits, h2_reset_rate), false, 1, UINT32_MAX},
     {"h2_max_continuations", offsetof(struct sy_limits, h2_max_continuations), false, 0, 1000},
     {"reserved_fds", offsetof(struct sy_limits, reserved_fds), false, 0, 1000000},
+    {"log_client_lines", offsetof(struct sy_limits, log_client_lines), false, 0, 1000000},
 };
 
 static void parse_limits(struct ctx *c, const yaml_node_t *v)
@@ -1542,6 +1545,7 @@ static const struct timeout_key timeout_keys[] = {
     {"upstream_idle", offsetof(struct sy_timeouts, upstream_idle_ms)},
     {"drain", offsetof(struct sy_timeouts, drain_ms)},
     {"tunnel_idle", offsetof(struct sy_timeouts, tunnel_idle_ms)},
+    {"linger", offsetof(struct sy_timeouts, linger_ms)},
 };
 
 static void parse_timeouts(struct ctx *c, const yaml_node_t *v)

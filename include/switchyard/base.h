@@ -61,8 +61,10 @@ enum sy_log_level {
 void sy_log_set_level(enum sy_log_level level);
 
 /**
- * One line to stderr: `time level component: message`. Safe from any thread (one write(2)
- * per line, so lines never interleave).
+ * One line to stderr: `time level component: message`. Safe from any thread; lines never
+ * interleave. Before sy_log_start() (and after sy_log_stop()) the line is written at once
+ * with one write(2); in between it is only queued for the writer thread, and dropped (and
+ * counted) when the queue is full: a caller never waits for whoever reads stderr.
  */
 void sy_log(enum sy_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -70,6 +72,50 @@ void sy_log(enum sy_log_level level, const char *component, const char *fmt, ...
 /** As sy_log, with `: strerror(errno)` appended. */
 void sy_log_errno(enum sy_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/** Default of limits.log_client_lines: client-caused lines per second per thread. */
+#define SY_LOG_CLIENT_RATE_DEFAULT 100
+
+/**
+ * As sy_log, for a line a client can cause at will (its own malformed request, 404, timeout):
+ * each thread logs at most the rate set by sy_log_set_client_rate() per second (bursts of as
+ * many); the others are counted, and the log writer reports them once a second as
+ * `suppressed N similar client-caused lines`.
+ */
+void sy_log_client(enum sy_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/** Lines per second per thread for sy_log_client; 0 = no limit. Any thread. */
+void sy_log_set_client_rate(unsigned per_second);
+
+/**
+ * Starts the log writer thread: from now on lines are queued in a buffer of `buffer_bytes`
+ * and written by that thread; a line that does not fit is dropped and counted, and the drops
+ * are reported once a second (`N log lines dropped`). Returns 0, or SY_ERR_SYS (logged; lines
+ * are then still written directly). Call once, before the threads that log start.
+ */
+int sy_log_start(size_t buffer_bytes);
+
+/**
+ * Waits until every line queued before the call is written, at most `timeout_ms`. Returns
+ * true when they were (or no writer runs), false when stderr did not take them in time.
+ */
+bool sy_log_flush(unsigned timeout_ms);
+
+/**
+ * Flushes as sy_log_flush and stops the writer; later lines are written directly. When stderr
+ * does not take what is queued within `timeout_ms`, the writer is left behind (the process is
+ * about to exit), later lines are dropped, and false is returned.
+ */
+bool sy_log_stop(unsigned timeout_ms);
+
+/** Lines lost since start: dropped for a full buffer, suppressed by sy_log_client's rate. */
+struct sy_log_stats {
+    uint64_t dropped, suppressed;
+};
+
+/** The counts so far. Any thread. */
+void sy_log_stats(struct sy_log_stats *out);
 
 /** Allocation that logs and aborts on OOM: peers never reach it (limits are checked first). */
 void *sy_xmalloc(size_t size);

@@ -151,6 +151,9 @@ struct sy_limits {
                             socket, reloads and upstream connections (a client connection that
                             would take one is closed), default 32; at most a quarter of
                             RLIMIT_NOFILE is kept */
+    size_t log_client_lines;     /* limits.log_client_lines: lines a client can cause (its bad
+                                    requests, 404s, timeouts) logged per second per worker,
+                                    default SY_LOG_CLIENT_RATE_DEFAULT; 0 = no limit */
 };
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.
@@ -170,6 +173,9 @@ struct sy_timeouts {
                                   requests in flight */
     unsigned tunnel_idle_ms;   /* timeouts.tunnel_idle, default 3600000: an upgraded
                                   connection (WebSocket) with no byte either way closes */
+    unsigned linger_ms;        /* timeouts.linger, default 2000: after an error answer the
+                                  connection reads and drops what the client still sends for
+                                  at most this long (a deadline from the answer) */
 };
 
 /** Longest admin socket path (struct sockaddr_un.sun_path holds 108 bytes with the NUL). */

@@ -93,6 +93,16 @@ ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits
 ssize_t sy_h1_parse_response(const char *p, size_t len, const struct sy_h1_limits *lim,
                              bool head_request, struct sy_h1_response *resp);
 
+/**
+ * The origin-form of a request-target that sy_h1_parse_request accepted (RFC 9112 §3.2.2: an
+ * absolute-form target is sent on as its path and query; its authority is already the Host):
+ * origin-form and asterisk-form come back as they are, `http://a/p?q` as `/p?q`, `http://a`
+ * as `/`. When the absolute form has a query but no path (`http://a?q`), the origin-form is
+ * `/` followed by the returned slice (`?q`) and *slash is set; otherwise it is cleared. The
+ * slice borrows `target`.
+ */
+struct sy_slice sy_h1_origin_form(struct sy_slice target, bool *slash);
+
 /** Finds header `name` (case-insensitive); returns its index or -1. */
 ssize_t sy_h1_find_header(const struct sy_header *h, size_t n, const char *name);
 

@@ -1,9 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* The base library: error strings, one-line logging to stderr, aborting allocators and the
- * diagnostics list. Everything here is thread-safe and allocation-light. */
+ * diagnostics list. Everything here is thread-safe and allocation-light.
+ *
+ * Logging never makes a worker wait for whoever reads stderr: once sy_log_start() has run, a
+ * line is copied into a buffer under a short lock and a writer thread writes the buffer out
+ * (two buffers swapped, so producers append while the writer writes). A line that does not
+ * fit is dropped and counted; the writer reports the drops once a second. Lines a client can
+ * cause at will go through sy_log_client(), a per-thread token bucket whose overflow is
+ * counted and reported the same way. */
 #include "switchyard/base.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +21,34 @@
 #include <unistd.h>
 
 static enum sy_log_level log_level = SY_LOG_INFO;
+
+/* The asynchronous log (sy_log_start). `cur` takes new lines; the writer swaps it with `out`
+ * and writes `out` with the lock released. Sequence numbers count bytes ever queued and ever
+ * written, so that a flush knows when what was queued before it is out. */
+#define LOG_REPORT_MS 1000
+
+struct log_async {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;    /* the writer: a line, a flush or the stop */
+    pthread_cond_t written; /* flushers: written_seq moved */
+    pthread_t thread;
+    bool on;       /* lines go through the buffer */
+    bool stopping; /* the writer writes what is left and exits */
+    bool idle;     /* the writer waits on `wake` */
+    bool stuck;    /* stopped without draining: a write to stderr would block */
+    char *cur, *out;
+    size_t cap, len;
+    uint64_t queued_seq, written_seq;
+};
+
+static struct log_async alog = {
+    .mu = PTHREAD_MUTEX_INITIALIZER,
+    .wake = PTHREAD_COND_INITIALIZER,
+    .written = PTHREAD_COND_INITIALIZER,
+};
+
+static atomic_uint_least64_t log_dropped, log_suppressed;
+static atomic_uint log_client_rate = SY_LOG_CLIENT_RATE_DEFAULT;
 
 const char *sy_strerror(int err)
 {
@@ -59,41 +97,344 @@ void sy_log_set_level(enum sy_log_level level)
     log_level = level;
 }
 
-__attribute__((format(printf, 4, 0))) static void
-vlog(enum sy_log_level level, const char *component, int err, const char *fmt, va_list ap)
+/* Writes all of buf to stderr, waiting for a non-blocking stderr to take it. Returns false on
+ * an error (the reader is gone). */
+static bool write_all(const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(STDERR_FILENO, buf, len);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
+            poll(&pfd, 1, -1);
+            continue;
+        }
+        if (n <= 0)
+            return false;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+static uint64_t count_lines(const char *p, size_t len)
+{
+    uint64_t n = 0;
+    for (const char *end = p + len; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* One finished line: into the buffer when the writer runs, else straight to stderr. */
+static void emit(const char *line, size_t len)
+{
+    pthread_mutex_lock(&alog.mu);
+    if (alog.on) {
+        if (alog.cap - alog.len < len) {
+            pthread_mutex_unlock(&alog.mu);
+            atomic_fetch_add_explicit(&log_dropped, 1, memory_order_relaxed);
+            return;
+        }
+        memcpy(alog.cur + alog.len, line, len);
+        alog.len += len;
+        alog.queued_seq += len;
+        bool wake = alog.idle;
+        alog.idle = false;
+        pthread_mutex_unlock(&alog.mu);
+        if (wake)
+            pthread_cond_signal(&alog.wake);
+        return;
+    }
+    bool stuck = alog.stuck;
+    pthread_mutex_unlock(&alog.mu);
+    if (stuck)
+        atomic_fetch_add_explicit(&log_dropped, 1, memory_order_relaxed);
+    else
+        write_all(line, len);
+}
+
+#define LOG_LINE_MAX 2048
+
+/* Formats one record, `time level component: message[: strerror(err)]\n`, into line (of
+ * LOG_LINE_MAX bytes). Returns its length, 0 when nothing could be formatted. */
+__attribute__((format(printf, 4, 0))) static size_t format_line(enum sy_log_level level,
+                                                                const char *component, int err,
+                                                                const char *fmt, va_list ap,
+                                                                char *line)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
-    if (level < log_level)
-        return;
-    char line[2048];
+    const size_t size = LOG_LINE_MAX;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line),
-                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900,
+    int n = snprintf(line, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      ts.tv_nsec / 1000000, names[level], component);
     if (n < 0)
-        return;
-    size_t off = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
-    int m = vsnprintf(line + off, sizeof(line) - off, fmt, ap);
+        return 0;
+    size_t off = (size_t)n < size ? (size_t)n : size - 1;
+    int m = vsnprintf(line + off, size - off, fmt, ap);
     if (m > 0)
-        off += (size_t)m < sizeof(line) - off ? (size_t)m : sizeof(line) - off - 1;
-    if (err && off < sizeof(line) - 1) {
-        m = snprintf(line + off, sizeof(line) - off, ": %s", strerror(err));
+        off += (size_t)m < size - off ? (size_t)m : size - off - 1;
+    if (err && off < size - 1) {
+        m = snprintf(line + off, size - off, ": %s", strerror(err));
         if (m > 0)
-            off += (size_t)m < sizeof(line) - off ? (size_t)m : sizeof(line) - off - 1;
+            off += (size_t)m < size - off ? (size_t)m : size - off - 1;
     }
     /* Keep one record on one line whatever the message held. */
     for (size_t i = 0; i < off; i++)
         if (line[i] == '\n' || line[i] == '\r')
             line[i] = ' ';
-    if (off > sizeof(line) - 2)
-        off = sizeof(line) - 2;
+    if (off > size - 2)
+        off = size - 2;
     line[off++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, off);
-    (void)w;
+    return off;
+}
+
+__attribute__((format(printf, 4, 0))) static void
+vlog(enum sy_log_level level, const char *component, int err, const char *fmt, va_list ap)
+{
+    if (level < log_level)
+        return;
+    char line[LOG_LINE_MAX];
+    size_t len = format_line(level, component, err, fmt, ap, line);
+    if (len)
+        emit(line, len);
+}
+
+__attribute__((format(printf, 4, 5))) static size_t
+format_report(char *line, enum sy_log_level level, const char *component, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t len = format_line(level, component, 0, fmt, ap, line);
+    va_end(ap);
+    return len;
+}
+
+/* The writer's reports: lines dropped (the buffer was full) and client lines suppressed
+ * (their rate limit), each since the last report. Appended to `batch` (which has room for
+ * two lines beyond the buffer). */
+static size_t add_reports(char *batch, size_t len, uint64_t *dropped_seen,
+                          uint64_t *suppressed_seen)
+{
+    uint64_t dropped = atomic_load_explicit(&log_dropped, memory_order_relaxed);
+    uint64_t suppressed = atomic_load_explicit(&log_suppressed, memory_order_relaxed);
+    if (dropped != *dropped_seen && log_level <= SY_LOG_WARN)
+        len += format_report(batch + len, SY_LOG_WARN, "log",
+                             "%llu log lines dropped: stderr is not read fast enough (%llu in all)",
+                             (unsigned long long)(dropped - *dropped_seen),
+                             (unsigned long long)dropped);
+    if (suppressed != *suppressed_seen && log_level <= SY_LOG_INFO)
+        len += format_report(batch + len, SY_LOG_INFO, "log",
+                             "suppressed %llu similar client-caused lines (%llu in all)",
+                             (unsigned long long)(suppressed - *suppressed_seen),
+                             (unsigned long long)suppressed);
+    *dropped_seen = dropped;
+    *suppressed_seen = suppressed;
+    return len;
+}
+
+static void *writer_main(void *arg)
+{
+    uint64_t dropped_seen = 0, suppressed_seen = 0, last_report = sy_now_ms();
+    pthread_mutex_lock(&alog.mu);
+    for (;;) {
+        while (alog.len == 0 && !alog.stopping) {
+            uint64_t now = sy_now_ms();
+            if (now - last_report >= LOG_REPORT_MS &&
+                (atomic_load(&log_dropped) != dropped_seen ||
+                 atomic_load(&log_suppressed) != suppressed_seen))
+                break;
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            alog.idle = true;
+            pthread_cond_timedwait(&alog.wake, &alog.mu, &until);
+            alog.idle = false;
+        }
+        if (alog.len == 0 && alog.stopping)
+            break;
+        char *batch = alog.cur;
+        size_t len = alog.len;
+        alog.cur = alog.out;
+        alog.out = batch;
+        alog.len = 0;
+        uint64_t seq = alog.queued_seq;
+        pthread_mutex_unlock(&alog.mu);
+
+        uint64_t now = sy_now_ms();
+        if (now - last_report >= LOG_REPORT_MS) {
+            len = add_reports(batch, len, &dropped_seen, &suppressed_seen);
+            last_report = now;
+        }
+        if (!write_all(batch, len))
+            atomic_fetch_add_explicit(&log_dropped, count_lines(batch, len), memory_order_relaxed);
+
+        pthread_mutex_lock(&alog.mu);
+        alog.written_seq = seq;
+        pthread_cond_broadcast(&alog.written);
+    }
+    pthread_mutex_unlock(&alog.mu);
+    /* What the last second dropped or suppressed, written directly: nobody else logs now. */
+    char report[2 * LOG_LINE_MAX];
+    size_t len = add_reports(report, 0, &dropped_seen, &suppressed_seen);
+    if (len)
+        write_all(report, len);
+    return NULL;
+}
+
+int sy_log_start(size_t buffer_bytes)
+{
+    size_t cap = buffer_bytes < 2 * LOG_LINE_MAX ? 2 * LOG_LINE_MAX : buffer_bytes;
+    /* The two buffers are swapped: each holds a batch and, past `cap`, the writer's reports. */
+    char *a = sy_xmalloc(cap + 2 * LOG_LINE_MAX), *b = sy_xmalloc(cap + 2 * LOG_LINE_MAX);
+    pthread_mutex_lock(&alog.mu);
+    if (alog.on) {
+        pthread_mutex_unlock(&alog.mu);
+        free(a);
+        free(b);
+        return 0;
+    }
+    int rc = pthread_create(&alog.thread, NULL, writer_main, NULL);
+    if (rc != 0) {
+        pthread_mutex_unlock(&alog.mu);
+        free(a);
+        free(b);
+        errno = rc;
+        sy_log_errno(SY_LOG_ERROR, "log", "cannot start the log writer");
+        return SY_ERR_SYS;
+    }
+    alog.cur = a;
+    alog.out = b;
+    alog.cap = cap;
+    alog.len = 0;
+    alog.stopping = false;
+    alog.stuck = false;
+    alog.on = true;
+    pthread_mutex_unlock(&alog.mu);
+    return 0;
+}
+
+/* Waits, with alog.mu held, until what was queued so far is written or `deadline` (realtime)
+ * passes. Returns true when it was written. */
+static bool wait_written(const struct timespec *deadline)
+{
+    uint64_t target = alog.queued_seq;
+    if (alog.idle) {
+        alog.idle = false;
+        pthread_cond_signal(&alog.wake);
+    }
+    while (alog.written_seq < target)
+        if (pthread_cond_timedwait(&alog.written, &alog.mu, deadline) == ETIMEDOUT)
+            return alog.written_seq >= target;
+    return true;
+}
+
+static struct timespec deadline_in(unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
+bool sy_log_flush(unsigned timeout_ms)
+{
+    pthread_mutex_lock(&alog.mu);
+    bool ok = true;
+    if (alog.on) {
+        struct timespec deadline = deadline_in(timeout_ms);
+        ok = wait_written(&deadline);
+    }
+    pthread_mutex_unlock(&alog.mu);
+    return ok;
+}
+
+bool sy_log_stop(unsigned timeout_ms)
+{
+    pthread_mutex_lock(&alog.mu);
+    if (!alog.on) {
+        pthread_mutex_unlock(&alog.mu);
+        return true;
+    }
+    struct timespec deadline = deadline_in(timeout_ms);
+    bool ok = wait_written(&deadline);
+    alog.on = false;
+    if (!ok) {
+        /* stderr does not take what we have: leave the writer blocked in write(2) (the process
+         * is about to exit) and drop whatever comes after. */
+        alog.stuck = true;
+        pthread_mutex_unlock(&alog.mu);
+        pthread_detach(alog.thread);
+        return false;
+    }
+    alog.stopping = true;
+    pthread_cond_signal(&alog.wake);
+    pthread_mutex_unlock(&alog.mu);
+    pthread_join(alog.thread, NULL);
+    pthread_mutex_lock(&alog.mu);
+    free(alog.cur);
+    free(alog.out);
+    alog.cur = alog.out = NULL;
+    alog.cap = alog.len = 0;
+    pthread_mutex_unlock(&alog.mu);
+    return true;
+}
+
+void sy_log_set_client_rate(unsigned per_second)
+{
+    atomic_store_explicit(&log_client_rate, per_second, memory_order_relaxed);
+}
+
+void sy_log_stats(struct sy_log_stats *out)
+{
+    out->dropped = atomic_load_explicit(&log_dropped, memory_order_relaxed);
+    out->suppressed = atomic_load_explicit(&log_suppressed, memory_order_relaxed);
+}
+
+/* The calling thread's token bucket for sy_log_client: `rate` lines a second, bursts of as
+ * many. Tokens are kept in thousandths so that a slow rate refills smoothly. */
+static bool client_line_allowed(void)
+{
+    static _Thread_local uint64_t tokens_milli, last_ms;
+    static _Thread_local bool started;
+    unsigned rate = atomic_load_explicit(&log_client_rate, memory_order_relaxed);
+    if (rate == 0)
+        return true;
+    uint64_t now = sy_now_ms(), full = (uint64_t)rate * 1000;
+    if (!started) {
+        started = true;
+        tokens_milli = full;
+    } else {
+        tokens_milli += (now - last_ms) * rate;
+        if (tokens_milli > full)
+            tokens_milli = full;
+    }
+    last_ms = now;
+    if (tokens_milli < 1000) {
+        atomic_fetch_add_explicit(&log_suppressed, 1, memory_order_relaxed);
+        return false;
+    }
+    tokens_milli -= 1000;
+    return true;
+}
+
+void sy_log_client(enum sy_log_level level, const char *component, const char *fmt, ...)
+{
+    if (level < log_level || !client_line_allowed())
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, component, 0, fmt, ap);
+    va_end(ap);
 }
 
 void sy_log(enum sy_log_level level, const char *component, const char *fmt, ...)
@@ -116,6 +457,7 @@ void sy_log_errno(enum sy_log_level level, const char *component, const char *fm
 static void oom(size_t size)
 {
     sy_log(SY_LOG_ERROR, "base", "out of memory allocating %zu bytes", size);
+    sy_log_flush(1000);
     abort();
 }
 

@@ -91,6 +91,18 @@ def test_hop_by_hop_headers_are_not_forwarded(proxy, header, name):
         assert "foo" not in v.lower(), doc["headers"]
 
 
+def test_absolute_form_with_a_query_and_no_path_is_sent_as_slash_query(proxy, backends):
+    # origin_form("http://a?x") used to give the authority's last byte and the query.
+    p = proxy()
+    with Raw(p.port) as c:
+        c.send(b"GET http://app.test?q=abs HTTP/1.1\r\nHost: app.test\r\n"
+               b"Connection: close\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200 and r.body == b"blue-1\n", r
+    sync_backends(p)
+    assert backends.blue.saw("/?q=abs"), backends.blue.records()[-3:]
+
+
 def test_http10_client_is_served(proxy):
     p = proxy()
     r = curl1(p.url + "/", "--http1.0")

@@ -1,15 +1,153 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for the base library: slices, diagnostics and array growth. */
+/* Unit tests for the base library: slices, diagnostics, array growth, and a log that never
+ * waits for its reader. */
+#define _GNU_SOURCE /* F_SETPIPE_SZ: before any header */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "switchyard/base.h"
+
+/* stderr moved onto a pipe for one test, and put back. */
+struct captured {
+    int saved, rfd;
+    char *text;
+    size_t len;
+    pthread_t reader;
+};
+
+static void capture_stderr(struct captured *c, int pipe_bytes)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    if (pipe_bytes)
+        fcntl(p[1], F_SETPIPE_SZ, pipe_bytes);
+    fflush(stderr);
+    c->saved = dup(STDERR_FILENO);
+    assert_true(c->saved >= 0);
+    assert_true(dup2(p[1], STDERR_FILENO) == STDERR_FILENO);
+    close(p[1]);
+    c->rfd = p[0];
+    c->text = NULL;
+    c->len = 0;
+}
+
+static void *read_all(void *arg)
+{
+    struct captured *c = arg;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(c->rfd, buf, sizeof(buf))) > 0) {
+        c->text = realloc(c->text, c->len + (size_t)n + 1);
+        memcpy(c->text + c->len, buf, (size_t)n);
+        c->len += (size_t)n;
+        c->text[c->len] = '\0';
+    }
+    return NULL;
+}
+
+/* Reads the pipe from now on, in a thread (see restore_stderr). */
+static void start_reading(struct captured *c)
+{
+    assert_int_equal(pthread_create(&c->reader, NULL, read_all, c), 0);
+}
+
+/* Puts stderr back (which closes the pipe's last write end) and waits for the reader. */
+static void restore_stderr(struct captured *c)
+{
+    dup2(c->saved, STDERR_FILENO);
+    close(c->saved);
+    pthread_join(c->reader, NULL);
+    close(c->rfd);
+}
+
+static void test_log_lines_are_dropped_and_counted_while_stderr_is_full(void **state)
+{
+    struct captured c;
+    capture_stderr(&c, 4096);
+    struct sy_log_stats before, after;
+    sy_log_stats(&before);
+    assert_int_equal(sy_log_start(16384), 0);
+    /* Nobody reads the one-page pipe: with a blocking write this loop would never end. */
+    for (int i = 0; i < 2000; i++)
+        sy_log(SY_LOG_WARN, "test", "line %d of a log that nobody reads yet", i);
+    sy_log_stats(&after);
+    start_reading(&c);
+    assert_true(sy_log_stop(10000));
+    restore_stderr(&c);
+    assert_true(after.dropped - before.dropped > 1000);
+    assert_non_null(c.text);
+    /* The first lines made it, whole, and the loss is reported. */
+    assert_non_null(strstr(c.text, " warn test: line 0 of a log that nobody reads yet\n"));
+    assert_non_null(strstr(c.text, " warn log: "));
+    assert_non_null(strstr(c.text, " log lines dropped: stderr is not read fast enough"));
+    assert_int_equal(c.text[c.len - 1], '\n');
+    free(c.text);
+}
+
+static void test_log_is_written_out_in_order_when_stopped(void **state)
+{
+    struct captured c;
+    capture_stderr(&c, 0);
+    start_reading(&c);
+    struct sy_log_stats before, after;
+    sy_log_stats(&before);
+    assert_int_equal(sy_log_start(1 << 20), 0);
+    for (int i = 0; i < 100; i++)
+        sy_log(SY_LOG_WARN, "test", "ordered %d", i);
+    assert_true(sy_log_flush(10000));
+    assert_true(sy_log_stop(10000));
+    sy_log(SY_LOG_WARN, "test", "after the writer stopped");
+    restore_stderr(&c);
+    sy_log_stats(&after);
+    assert_true(after.dropped == before.dropped);
+    const char *p = c.text;
+    for (int i = 0; i < 100; i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "ordered %d\n", i);
+        p = strstr(p, want);
+        assert_non_null(p);
+    }
+    assert_non_null(strstr(p, "after the writer stopped\n"));
+    free(c.text);
+}
+
+static void test_client_lines_beyond_the_rate_are_suppressed_and_counted(void **state)
+{
+    struct captured c;
+    capture_stderr(&c, 0);
+    start_reading(&c);
+    struct sy_log_stats s0, s1, s2;
+    sy_log_stats(&s0);
+    sy_log_set_client_rate(5);
+    for (int i = 0; i < 20; i++)
+        sy_log_client(SY_LOG_INFO, "test", "client line %d", i);
+    sy_log_stats(&s1);
+    sy_log_set_client_rate(0); /* no limit */
+    for (int i = 0; i < 20; i++)
+        sy_log_client(SY_LOG_INFO, "test", "unlimited line %d", i);
+    sy_log_stats(&s2);
+    sy_log_set_client_rate(SY_LOG_CLIENT_RATE_DEFAULT);
+    restore_stderr(&c);
+    /* A burst of 5, then at 5 a second: 15 of the 20 (one more token if this thread was
+     * descheduled for 200 ms in between). */
+    uint64_t suppressed = s1.suppressed - s0.suppressed;
+    assert_true(suppressed >= 13 && suppressed <= 15);
+    assert_true(s2.suppressed == s1.suppressed);
+    assert_non_null(strstr(c.text, "client line 4\n"));
+    assert_null(strstr(c.text, "client line 19\n"));
+    assert_non_null(strstr(c.text, "unlimited line 19\n"));
+    free(c.text);
+}
 
 static void test_slice_ieq_ignores_ascii_case_only(void **state)
 {
@@ -65,6 +203,9 @@ int main(void)
         cmocka_unit_test(test_diag_formats_file_line_and_column),
         cmocka_unit_test(test_xgrow_keeps_contents_and_grows_geometrically),
         cmocka_unit_test(test_strerror_names_every_error),
+        cmocka_unit_test(test_log_lines_are_dropped_and_counted_while_stderr_is_full),
+        cmocka_unit_test(test_log_is_written_out_in_order_when_stopped),
+        cmocka_unit_test(test_client_lines_beyond_the_rate_are_suppressed_and_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

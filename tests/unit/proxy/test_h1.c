@@ -43,6 +43,50 @@ static bool slice_eq(struct sy_slice s, const char *want)
             fail_msg("slice '%.*s' != '%s'", (int)(s).len, (s).p, (want));                         \
     } while (0)
 
+/* -- origin-form ------------------------------------------------------------------------- */
+
+/* Parses "GET TARGET HTTP/1.1" and returns the origin-form the upstream would get. */
+static void origin_form_of(const char *target, char *out, size_t size)
+{
+    char r[512];
+    snprintf(r, sizeof(r), "GET %s HTTP/1.1\r\nHost: h.test\r\n\r\n", target);
+    struct sy_h1_request req;
+    assert_true(parse_req(r, strlen(r), &req) > 0);
+    bool slash = true;
+    struct sy_slice o = sy_h1_origin_form(req.target, &slash);
+    snprintf(out, size, "%s%.*s", slash ? "/" : "", (int)o.len, o.p);
+}
+
+static void test_origin_form_of_absolute_targets(void **state)
+{
+    static const char *const cases[][2] = {
+        {"/a/b?c", "/a/b?c"},
+        {"http://a", "/"},
+        {"http://a/", "/"},
+        {"http://a/p?q=1", "/p?q=1"},
+        {"http://a:8080/p", "/p"},
+        {"HTTPS://a.test/x", "/x"},
+        /* a query with no path: the path is "/" (RFC 9112 §3.2.1), not the authority */
+        {"http://a?x", "/?x"},
+        {"http://a:81?x=1&y", "/?x=1&y"},
+        {"http://[::1]:81?x", "/?x"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char got[256];
+        origin_form_of(cases[i][0], got, sizeof(got));
+        if (strcmp(got, cases[i][1]) != 0)
+            fail_msg("origin-form of '%s' is '%s', want '%s'", cases[i][0], got, cases[i][1]);
+    }
+}
+
+static void test_origin_form_of_asterisk_is_kept(void **state)
+{
+    bool slash = true;
+    struct sy_slice o = sy_h1_origin_form(sy_slice_of("*", 1), &slash);
+    assert_false(slash);
+    assert_slice(o, "*");
+}
+
 /* -- good requests ------------------------------------------------------------------------- */
 
 static void test_get_is_parsed_into_slices(void **state)
@@ -947,6 +991,8 @@ static void test_unfinished_body_asks_for_more(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_origin_form_of_absolute_targets),
+        cmocka_unit_test(test_origin_form_of_asterisk_is_kept),
         cmocka_unit_test(test_get_is_parsed_into_slices),
         cmocka_unit_test(test_post_with_content_length_has_length_framing),
         cmocka_unit_test(test_equal_content_lengths_are_accepted),

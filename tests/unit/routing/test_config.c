@@ -252,6 +252,7 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(lim.buffer_bytes, 65536);
     assert_int_equal(lim.upstream_keepalive, 32);
     assert_int_equal(lim.reserved_fds, 32);
+    assert_int_equal(lim.log_client_lines, 100);
     assert_int_equal(to.client_header_ms, 10000);
     assert_int_equal(to.client_idle_ms, 60000);
     assert_int_equal(to.client_body_ms, 60000);
@@ -260,6 +261,7 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(to.upstream_response_ms, 60000);
     assert_int_equal(to.upstream_idle_ms, 30000);
     assert_int_equal(to.drain_ms, 10000);
+    assert_int_equal(to.linger_ms, 2000);
 }
 
 static void test_applies_defaults_to_absent_keys(void **state)
@@ -1039,6 +1041,26 @@ static const struct error_case error_cases[] = {
           "timeouts:\n"
           "  client_send: 0s\n",
      {{8, 16, "client_send must be greater than 0"}}},
+    {"test_rejects_log_client_lines_above_its_range",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  log_client_lines: 1000001\n",
+     {{8, 21, "log_client_lines must be an integer 0..1000000, got 1000001"}}},
+    {"test_rejects_negative_log_client_lines",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  log_client_lines: -1\n",
+     {{8, 21, "log_client_lines must be an integer 0..1000000, got -1"}}},
+    {"test_rejects_zero_linger",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  linger: 0s\n",
+     {{8, 11, "linger must be greater than 0"}}},
+    {"test_rejects_bad_linger",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  linger: soon\n",
+     {{8, 11, "linger must be a duration such as 10s, 500ms, 2m or 1h, got soon"}}},
     {"test_rejects_duration_beyond_unsigned_ms",
      BASE "apps: []\n"
           "timeouts:\n"
