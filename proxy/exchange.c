@@ -460,6 +460,17 @@ void exchange_start(struct downstream *d, const struct req_head *req)
 {
     struct sy_worker *w = d->conn->w;
     const struct sy_config *cfg = worker_config(w);
+    struct req_head stripped;
+    if (req->upgrade.len && !sy_slice_ieq(req->upgrade, "websocket")) {
+        /* Only WebSocket is tunnelled. Any other protocol (h2c above all: a raw HTTP/2
+         * connection to the backend, past routing and revert) is not offered to the cluster;
+         * the request is served as plain HTTP/1.1 (RFC 9110 §7.8: a server may ignore
+         * Upgrade). WebSocket offered among others is offered alone. */
+        stripped = *req;
+        stripped.upgrade = has_token(req->upgrade, "websocket") ? sy_slice_of("websocket", 9)
+                                                                : sy_slice_of(NULL, 0);
+        req = &stripped;
+    }
     if (req->framing == SY_H1_BODY_LENGTH && cfg->limits.max_body_bytes &&
         req->content_length > cfg->limits.max_body_bytes) {
         d->ops->send_error(d, 413, "request body is larger than limits.max_body_bytes");
@@ -787,6 +798,13 @@ static int parse_response_head(struct exchange *ex)
         if (switching && (!ex->upgrade_asked || !ex->down->ops->start_tunnel)) {
             fail(ex, 502, "the cluster switched protocols without being asked");
             return -1;
+        }
+        if (switching) {
+            ssize_t u = sy_h1_find_header(resp.headers, resp.n_headers, "upgrade");
+            if (u < 0 || !sy_slice_ieq(resp.headers[u].value, "websocket")) {
+                fail(ex, 502, "the cluster switched to a protocol other than websocket");
+                return -1;
+            }
         }
         if (resp.status >= 100 && resp.status < 200 && !switching) {
             /* Interim answers: we sent our own 100 Continue; others are not relayed. */
