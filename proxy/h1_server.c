@@ -333,6 +333,14 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         c->keep_alive = false;
         return;
     }
+    if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+        c->req_framing == SY_H1_BODY_CLOSE && !c->client_eof) {
+        /* A tunnel's half-close: passed on to the cluster once what came before it is
+         * written (shutdown(SHUT_WR)), and what the cluster still sends comes back. */
+        c->client_eof = true;
+        exchange_body_ready(c->down.ex);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT)
         sy_log(SY_LOG_INFO, "http", "conn %llu: client timed out %s",
                (unsigned long long)c->conn.id, (what & BEV_EVENT_READING) ? "reading" : "writing");
