@@ -136,6 +136,7 @@ static void finish(struct exchange *ex, bool reusable)
 static void fail(struct exchange *ex, int status, const char *why)
 {
     struct downstream *d = ex->down;
+    struct traffic_slot *slot = ex->slot; /* slots outlive exchanges (worker.c) */
     bool started = ex->resp_started;
     if (!started)
         ex->status = status;
@@ -149,6 +150,7 @@ static void fail(struct exchange *ex, int status, const char *why)
                why);
         d->ops->abort(d);
     } else {
+        d->own_slot = slot;
         d->ops->send_error(d, status, why);
     }
 }
@@ -506,6 +508,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     sy_route_pick(t, app, &rreq, &choice);
     const struct sy_endpoint_spec *ep = sy_route_next_endpoint(t, choice.cluster);
     if (!ep) {
+        d->own_slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice.cluster];
         sy_route_table_release(t);
         d->ops->send_error(d, 502, "the chosen cluster has no endpoints");
         return;

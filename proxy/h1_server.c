@@ -161,6 +161,8 @@ static void send_error(struct h1_client *c, int status, const char *why)
                         status, reason_phrase(status), strlen(why) + 1, why);
     sy_log(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id, status,
            reason_phrase(status), why);
+    worker_count_own(c->conn.w, c->down.own_slot, status);
+    c->down.own_slot = NULL;
     c->linger = !c->conn.tls;
     close_after_flush(c);
 }

@@ -391,3 +391,71 @@ def test_cluster_switching_to_h2c_is_refused(proxy, scripted):
                b"Upgrade: websocket\r\n\r\n")
         r = c.read_response(skip_1xx=False)
     assert r.status == 502, r
+
+
+# -- own answers counted per app and cluster ---------------------------------------------------
+
+@pytest.fixture
+def admin_proxy(backends, tmp_path):
+    started = []
+    sockdir = socket_dir()
+
+    def start(apps, clusters, timeouts=None):
+        p = AdminProxy(tmp_path, sockdir, backends, apps, clusters=clusters, workers=1)
+        p.spec["timeouts"] = timeouts or {}
+        p.write_config()
+        started.append(p)
+        p.start()
+        return p
+
+    yield start
+    errors = [e for e in (p.stop() for p in started) if e]
+    shutil.rmtree(sockdir, ignore_errors=True)
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
+
+
+def cluster_row(doc, app_name, cluster):
+    a = [x for x in doc["apps"] if x["name"] == app_name]
+    assert a, doc
+    c = [x for x in a[0]["clusters"] if x["name"] == cluster]
+    assert c, a[0]
+    return c[0]
+
+
+@pytest.mark.skipif(not (SWITCHYARDCTL and os.access(SWITCHYARDCTL, os.X_OK)),
+                    reason="SWITCHYARDCTL is not an executable")
+def test_own_answers_are_counted_per_app_and_cluster(admin_proxy, backends):
+    dead = "127.0.0.1:%d" % helpers.free_port()  # nothing listens there
+    apps = [{"name": "down", "hosts": ["down.test"], "weights": {"dead": 100}},
+            {"name": "slow", "hosts": ["slow.test"], "weights": {"blue": 100}}]
+    clusters = {"blue": {"endpoints": [backends.blue.addr]}, "dead": {"endpoints": [dead]}}
+    p = admin_proxy(apps, clusters, timeouts={"upstream_response": "1s"})
+    for _ in range(2):
+        r = curl1(p.url + "/x", "-H", "Host: down.test", timeout=20)
+        assert r.status == 502, r
+    r = curl1(p.url + "/sleep/5", "-H", "Host: slow.test", timeout=20)
+    assert r.status == 504, r
+    r = curl1(p.url + "/ok", "-H", "Host: slow.test", timeout=20)
+    assert r.status == 200, r
+    r = curl1(p.url + "/x", "-H", "Host: nowhere.test", timeout=20)
+    assert r.status == 404, r
+    with Raw(p.port) as c:
+        c.send(b"GET /a b c HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400, r
+
+    out = p.ctl("status", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    down = cluster_row(doc, "down", "dead")
+    slow = cluster_row(doc, "slow", "blue")
+    assert down.get("own") == {"502": 2} and down.get("own_answers") == 2, down
+    assert slow.get("own") == {"504": 1} and slow.get("own_answers") == 1, slow
+    assert slow["requests"] == 2, slow
+    assert doc.get("unrouted", {}).get("own") == {"400": 1, "404": 1}, doc.get("unrouted")
+
+    text = p.ctl_ok("status")
+    assert "own answers on dead: 502 x2" in text, text
+    assert "own answers on blue: 504 x1" in text, text
+    assert "own answers before routing (no app): 400 x1, 404 x1" in text, text
