@@ -36,6 +36,8 @@ static const char *cluster_name(const struct exchange *ex)
 
 static void exchange_free(struct exchange *ex)
 {
+    if (ex->w->drain_cut == ex)
+        ex->w->drain_cut = NULL;
     h2up_detach(ex);
     if (ex->w_prev)
         ex->w_prev->w_next = ex->w_next;
@@ -1183,13 +1185,20 @@ void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cl
         if (ex->forced || strcmp(ex->app->name, app) != 0 || strcmp(cluster_name(ex), cluster) != 0)
             continue;
         /* An HTTP/2 client gets GOAWAY (it reconnects, and follows the new weights), an
-         * HTTP/1.1 connection will not be kept alive; then the exchange is cut. */
+         * HTTP/1.1 connection will not be kept alive; then the exchange is cut. The GOAWAY's
+         * flush may end this very exchange (its stream's queued DATA goes out, the exchange
+         * reads on and its response completes) or the whole connection: exchange_free then
+         * clears drain_cut, and only an exchange still running is cut. */
         struct conn *c = ex->down->conn;
+        w->drain_cut = ex;
         c->close_idle(c);
+        if (w->drain_cut == ex) {
+            fail(ex, 502, "the app left this cluster (drain_after)");
+            n++;
+        }
+        w->drain_cut = NULL;
         /* The cut may free other exchanges of the same connection: start over. */
-        fail(ex, 502, "the app left this cluster (drain_after)");
         next = w->exchanges;
-        n++;
     }
     if (n)
         sy_log(SY_LOG_INFO, "drain",

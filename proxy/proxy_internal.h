@@ -131,6 +131,8 @@ struct sy_worker {
     struct exchange *ex_cache;  /* finished exchanges kept for reuse, with their buffers */
     size_t n_ex_cache;
     struct drain_job *drain_jobs; /* drain_after timers */
+    struct exchange *drain_cut;   /* the exchange drain_after is about to cut: NULL once it
+                                     ended (exchange_free), so that it is freed only once */
     struct wthrough *wt_list;     /* outputs to write at the end of this loop pass */
     struct event *wt_ev;
     struct conn *conns; /* every open downstream connection */
