@@ -459,3 +459,109 @@ def test_own_answers_are_counted_per_app_and_cluster(admin_proxy, backends):
     assert "own answers on dead: 502 x2" in text, text
     assert "own answers on blue: 504 x1" in text, text
     assert "own answers before routing (no app): 400 x1, 404 x1" in text, text
+
+
+# -- item 4: drain_after cuts an HTTP/2 exchange exactly once ----------------------------------
+
+def small_answer_backend(size):
+    """Answers every request at once: Content-Length `size`, head and body in one send."""
+
+    def handler(conn, idx):
+        while True:
+            if conn.read_head() is None:
+                return
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"b" * size)
+
+    return handler
+
+
+def h2_slow_reader(port):
+    """A raw HTTP/2 connection (python3-h2 frames it) whose socket takes little: a small
+    receive buffer and MSS, so that the proxy's socket fills and its own output buffer holds
+    frames. The test reads raw bytes off it to open room a little at a time."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1000)
+    s.settimeout(IO_TIMEOUT)
+    s.connect(("127.0.0.1", port))
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+        client_side=True, header_encoding="utf-8"))
+    conn.local_settings = h2.settings.Settings(client=True, initial_values={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1,
+        h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    conn.initiate_connection()
+    conn.increment_flow_control_window(2 ** 31 - 1 - 65535)
+    s.sendall(conn.data_to_send())
+    return s, conn
+
+
+def h2_get(s, conn, host, path):
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", host),
+                            (":path", path)], end_stream=True)
+    s.sendall(conn.data_to_send())
+    return sid
+
+
+def read_some(s, n, deadline):
+    got = 0
+    while got < n and time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = s.recv(min(2048, n - got))
+        except (socket.timeout, TimeoutError):
+            break
+        if not data:
+            break
+        got += len(data)
+    return got
+
+
+@pytest.mark.skipif(not (SWITCHYARDCTL and os.access(SWITCHYARDCTL, os.X_OK)),
+                    reason="SWITCHYARDCTL is not an executable")
+def test_drain_after_cut_of_h2_stream_queued_behind_a_full_socket_frees_once(
+        backends, scripted, tmp_path):
+    """drain_after tells the HTTP/2 client connection to go away (GOAWAY, and a flush) before
+    it cuts the exchange. When that flush sends a stream's queued DATA, the stream asks its
+    upstream for more, and the rest of the response was already read, the exchange ends
+    inside the flush; the cut must not free it a second time (AddressSanitizer: use after
+    free). Here the stream's answer waits behind a download that fills a slow client's
+    socket: it is cut exactly once, the fill's stream is untouched, the proxy stays up.
+    (Loopback TCP rarely leaves the proxy's output half-written without its write callback,
+    the state in which the flush finishes the exchange; see the report of issue #12.)"""
+    budget = 4096
+    green = scripted(small_answer_backend(budget + budget // 2))
+    sockdir = socket_dir()
+    apps = [{"name": "fill", "hosts": ["fill.test"], "weights": {"blue": 100}},
+            {"name": "cut", "hosts": ["cut.test"], "stable": "blue",
+             "weights": {"blue": 0, "green": 100}, "drain_after": "1s"}]
+    clusters = {"blue": {"endpoints": [backends.blue.addr]},
+                "green": {"endpoints": [green.addr]}}
+    p = AdminProxy(tmp_path, sockdir, backends, apps, clusters=clusters, workers=1)
+    p.spec["limits"] = {"buffer_bytes": budget}
+    p.write_config()
+    p.start()
+    err = None
+    try:
+        s, conn = h2_slow_reader(p.port)
+        try:
+            h2_get(s, conn, "fill.test", "/bytes/200000000")
+            time.sleep(0.5)  # the socket and the proxy's output fill up
+            h2_get(s, conn, "cut.test", "/small")
+            time.sleep(0.3)  # green's answer waits behind the fill, its read paused
+            p.ctl_ok("weights", "cut", "blue=100", "green=0")
+            time.sleep(0.4)
+            read_some(s, 8 * 1024, time.monotonic() + 0.3)
+            helpers.wait_for(lambda: "closed 1 exchange(s) of app cut" in p.log_text(),
+                             1.0 + 5.0, "drain_after to cut the green stream")
+        finally:
+            s.close()
+        assert p.proc.poll() is None, "switchyard died; log:\n%s" % p.log_text()[-4000:]
+    finally:
+        err = p.stop() if not p.stopped else None
+        shutil.rmtree(sockdir, ignore_errors=True)
+    assert "AddressSanitizer" not in p.log_text(), p.log_text()[-6000:]
+    assert err is None, err
