@@ -159,8 +159,8 @@ FAKE = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Fake: 1\r\n\r\nFAKE"
 
 def late_bytes_backend(first_answer, method_case):
     """Answers the first request of every connection with `first_answer`, then ~50 ms later
-    sends a whole extra (fake) response; any later request on that connection is answered
-    REAL, as is every request on a new connection."""
+    (with "same-write": in the same write) sends a whole extra (fake) response; any later
+    request on that connection is answered REAL, as is every request on a new connection."""
 
     def handler(conn, idx):
         n = 0
@@ -168,7 +168,9 @@ def late_bytes_backend(first_answer, method_case):
             head = conn.read_head()
             if head is None:
                 return
-            if n == 0 and path_of(head).startswith("/first"):
+            if n == 0 and path_of(head).startswith("/first") and method_case == "same-write":
+                conn.send(first_answer + FAKE)
+            elif n == 0 and path_of(head).startswith("/first"):
                 conn.send(first_answer)
                 time.sleep(0.05)
                 conn.send(FAKE)
@@ -179,10 +181,11 @@ def late_bytes_backend(first_answer, method_case):
     return handler
 
 
-@pytest.mark.parametrize("case", ["content-length", "head", "204", "304"])
+@pytest.mark.parametrize("case", ["content-length", "same-write", "head", "204", "304"])
 def test_late_bytes_on_pooled_connection_never_answer_the_next_request(proxy, scripted, case):
     answers = {
         "content-length": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        "same-write": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
         "head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
         "204": b"HTTP/1.1 204 No Content\r\n\r\n",
         "304": b"HTTP/1.1 304 Not Modified\r\n\r\n",
@@ -195,7 +198,7 @@ def test_late_bytes_on_pooled_connection_never_answer_the_next_request(proxy, sc
         c.send(method + b" /first HTTP/1.1\r\nHost: app.test\r\n\r\n")
         r = c.read_response(head_request=case == "head")
         assert r.status in (200, 204, 304), r
-        if case == "content-length":
+        if case in ("content-length", "same-write"):
             assert r.body == b"hello", r
     time.sleep(0.4)  # the fake response has reached the pooled connection
     for i in range(2):
