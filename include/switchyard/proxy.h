@@ -69,11 +69,10 @@ struct sy_traffic {
 typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);
 
 /**
- * Calls `cb` once for every app and cluster pair that has seen traffic, and once with app and
- * cluster NULL for the answers made before a request was routed (bad requests, no app), if
- * any, with the counters
+ * Calls `cb` once for every app and cluster pair that has seen traffic, with the counters
  * summed over the workers (read without locks: each figure is exact, the set is a moment's
- * view). Control thread.
+ * view), and once with app and cluster NULL for the answers made before a request was routed
+ * (bad requests, head deadlines, no app), if there were any. Control thread.
  */
 void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg);
 
