@@ -145,16 +145,64 @@ static void override_text(struct sy_reply *r, const struct sy_override *o)
 struct traffic_row {
     char *app, *cluster;
     uint64_t requests, responses_5xx, in_flight, tunnels;
+    uint64_t own[SY_OWN_N];
 };
 
 struct traffic {
     struct traffic_row *v;
     size_t n, cap;
+    uint64_t unrouted[SY_OWN_N]; /* answers of our own before routing */
 };
+
+static uint64_t own_total(const uint64_t *own)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < SY_OWN_N; i++)
+        n += own[i];
+    return n;
+}
+
+static const char *own_code(size_t i, char *buf, size_t len)
+{
+    if (!sy_own_status(i))
+        return "other"; /* a status outside the list */
+    snprintf(buf, len, "%d", sy_own_status(i));
+    return buf;
+}
+
+/* Text mode: "502 x2, 504 x1". */
+static void own_text(struct sy_reply *r, const uint64_t *own)
+{
+    const char *sep = "";
+    for (size_t i = 0; i < SY_OWN_N; i++) {
+        char buf[16];
+        if (!own[i])
+            continue;
+        sy_reply_printf(r, "%s%s x%" PRIu64, sep, own_code(i, buf, sizeof(buf)), own[i]);
+        sep = ", ";
+    }
+}
+
+/* JSON mode: `key`: {"502": 2, "504": 1}. */
+static void own_json(struct sy_reply *r, const char *key, const uint64_t *own)
+{
+    sy_json_begin_object(r, key);
+    for (size_t i = 0; i < SY_OWN_N; i++) {
+        char buf[16];
+        if (own[i])
+            sy_json_uint(r, own_code(i, buf, sizeof(buf)), own[i]);
+    }
+    sy_json_end_object(r);
+}
 
 static void traffic_cb(const struct sy_traffic *t, void *arg)
 {
     struct traffic *acc = arg;
+    if (!t->app) {
+        for (size_t i = 0; i < SY_OWN_N; i++)
+            acc->unrouted[i] += t->own[i];
+        return;
+    }
     sy_xgrow((void **)&acc->v, &acc->cap, acc->n + 1, sizeof(*acc->v));
     struct traffic_row *row = &acc->v[acc->n++];
     row->app = sy_xstrdup(t->app);
@@ -163,6 +211,7 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     row->responses_5xx = t->responses_5xx;
     row->in_flight = t->in_flight;
     row->tunnels = t->tunnels;
+    memcpy(row->own, t->own, sizeof(row->own));
 }
 
 static const struct traffic_row *traffic_find(const struct traffic *acc, const char *app,
@@ -220,6 +269,8 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         const struct traffic_row *row = traffic_find(acc, app->name, cname);
         uint64_t req = row ? row->requests : 0, x5 = row ? row->responses_5xx : 0,
                  fl = row ? row->in_flight : 0, tu = row ? row->tunnels : 0;
+        static const uint64_t none[SY_OWN_N];
+        const uint64_t *own = row ? row->own : none;
         char ovs[32];
         if (ov < 0)
             snprintf(ovs, sizeof(ovs), "-");
@@ -243,10 +294,23 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         sy_json_uint(r, "responses_5xx", x5);
         sy_json_uint(r, "in_flight", fl);
         sy_json_uint(r, "tunnels", tu);
+        sy_json_uint(r, "own_answers", own_total(own));
+        own_json(r, "own", own);
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
     sy_json_end_object(r);
+    /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
+     * fault), where there are any. */
+    for (size_t i = 0; i < app->n_weights; i++) {
+        const char *cname = cfg->clusters[app->weights[i].cluster].name;
+        const struct traffic_row *row = traffic_find(acc, app->name, cname);
+        if (!row || !own_total(row->own))
+            continue;
+        sy_reply_printf(r, "%-*s   own answers on %s: ", wname, "", cname);
+        own_text(r, row->own);
+        sy_reply_printf(r, "\n");
+    }
     if (o) {
         sy_reply_printf(r, "%-*s   override%s: ", wname, "",
                         ostate == SY_OVERRIDE_STALE ? " (STALE: the file's weights apply)" : "");
@@ -319,6 +383,19 @@ static int cmd_status(struct sy_admin_req *req)
         if (only < 0 || (size_t)only == i)
             status_app(env, r, i, &acc, wname, wcluster);
     sy_json_end_array(r);
+
+    /* Answers made before a request had an app (bad requests, unknown hosts, head
+     * deadlines): a client's fault, or a missing route. */
+    uint64_t unrouted = own_total(acc.unrouted);
+    sy_json_begin_object(r, "unrouted");
+    sy_json_uint(r, "own_answers", unrouted);
+    own_json(r, "own", acc.unrouted);
+    if (unrouted && only < 0) {
+        sy_reply_printf(r, "own answers before routing (no app): ");
+        own_text(r, acc.unrouted);
+        sy_reply_printf(r, "\n");
+    }
+    sy_json_end_object(r);
 
     /* Overrides of apps the file no longer has: kept, shown, to be released. */
     sy_json_begin_array(r, "orphans");

@@ -36,6 +36,8 @@ static const char *cluster_name(const struct exchange *ex)
 
 static void exchange_free(struct exchange *ex)
 {
+    if (ex->w->drain_cut == ex)
+        ex->w->drain_cut = NULL;
     h2up_detach(ex);
     if (ex->w_prev)
         ex->w_prev->w_next = ex->w_next;
@@ -136,6 +138,7 @@ static void finish(struct exchange *ex, bool reusable)
 static void fail(struct exchange *ex, int status, const char *why)
 {
     struct downstream *d = ex->down;
+    struct traffic_slot *slot = ex->slot; /* slots outlive exchanges (worker.c) */
     bool started = ex->resp_started;
     if (!started)
         ex->status = status;
@@ -149,6 +152,7 @@ static void fail(struct exchange *ex, int status, const char *why)
                why);
         d->ops->abort(d);
     } else {
+        d->own_slot = slot;
         d->ops->send_error(d, status, why);
     }
 }
@@ -460,6 +464,17 @@ void exchange_start(struct downstream *d, const struct req_head *req)
 {
     struct sy_worker *w = d->conn->w;
     const struct sy_config *cfg = worker_config(w);
+    struct req_head stripped;
+    if (req->upgrade.len && !sy_slice_ieq(req->upgrade, "websocket")) {
+        /* Only WebSocket is tunnelled. Any other protocol (h2c above all: a raw HTTP/2
+         * connection to the backend, past routing and revert) is not offered to the cluster;
+         * the request is served as plain HTTP/1.1 (RFC 9110 §7.8: a server may ignore
+         * Upgrade). WebSocket offered among others is offered alone. */
+        stripped = *req;
+        stripped.upgrade = has_token(req->upgrade, "websocket") ? sy_slice_of("websocket", 9)
+                                                                : sy_slice_of(NULL, 0);
+        req = &stripped;
+    }
     if (req->framing == SY_H1_BODY_LENGTH && cfg->limits.max_body_bytes &&
         req->content_length > cfg->limits.max_body_bytes) {
         d->ops->send_error(d, 413, "request body is larger than limits.max_body_bytes");
@@ -495,6 +510,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     sy_route_pick(t, app, &rreq, &choice);
     const struct sy_endpoint_spec *ep = sy_route_next_endpoint(t, choice.cluster);
     if (!ep) {
+        d->own_slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice.cluster];
         sy_route_table_release(t);
         d->ops->send_error(d, 502, "the chosen cluster has no endpoints");
         return;
@@ -787,6 +803,13 @@ static int parse_response_head(struct exchange *ex)
         if (switching && (!ex->upgrade_asked || !ex->down->ops->start_tunnel)) {
             fail(ex, 502, "the cluster switched protocols without being asked");
             return -1;
+        }
+        if (switching) {
+            ssize_t u = sy_h1_find_header(resp.headers, resp.n_headers, "upgrade");
+            if (u < 0 || !sy_slice_ieq(resp.headers[u].value, "websocket")) {
+                fail(ex, 502, "the cluster switched to a protocol other than websocket");
+                return -1;
+            }
         }
         if (resp.status >= 100 && resp.status < 200 && !switching) {
             /* Interim answers: we sent our own 100 Continue; others are not relayed. */
@@ -1166,13 +1189,20 @@ void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cl
         if (ex->forced || strcmp(ex->app->name, app) != 0 || strcmp(cluster_name(ex), cluster) != 0)
             continue;
         /* An HTTP/2 client gets GOAWAY (it reconnects, and follows the new weights), an
-         * HTTP/1.1 connection will not be kept alive; then the exchange is cut. */
+         * HTTP/1.1 connection will not be kept alive; then the exchange is cut. The GOAWAY's
+         * flush may end this very exchange (its stream's queued DATA goes out, the exchange
+         * reads on and its response completes) or the whole connection: exchange_free then
+         * clears drain_cut, and only an exchange still running is cut. */
         struct conn *c = ex->down->conn;
+        w->drain_cut = ex;
         c->close_idle(c);
+        if (w->drain_cut == ex) {
+            fail(ex, 502, "the app left this cluster (drain_after)");
+            n++;
+        }
+        w->drain_cut = NULL;
         /* The cut may free other exchanges of the same connection: start over. */
-        fail(ex, 502, "the app left this cluster (drain_after)");
         next = w->exchanges;
-        n++;
     }
     if (n)
         sy_log(SY_LOG_INFO, "drain",

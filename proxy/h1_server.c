@@ -168,6 +168,8 @@ static void send_error(struct h1_client *c, int status, const char *why)
                         status, reason_phrase(status), strlen(why) + 1, why);
     sy_log_client(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id,
                   status, reason_phrase(status), why);
+    worker_count_own(c->conn.w, c->down.own_slot, status);
+    c->down.own_slot = NULL;
     c->linger = !c->conn.tls;
     close_after_flush(c);
 }
@@ -325,6 +327,14 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->down.ex->req_done) {
         /* A half-close after the whole request still deserves its response. */
         c->keep_alive = false;
+        return;
+    }
+    if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+        c->req_framing == SY_H1_BODY_CLOSE && !c->client_eof) {
+        /* A tunnel's half-close: passed on to the cluster once what came before it is
+         * written (shutdown(SHUT_WR)), and what the cluster still sends comes back. */
+        c->client_eof = true;
+        exchange_body_ready(c->down.ex);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT)

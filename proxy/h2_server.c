@@ -293,6 +293,8 @@ static void stream_error(struct h2_stream *st, int status, const char *why)
     st->resp_end = true;
     sy_log_client(SY_LOG_INFO, "http", "conn %llu stream %d: %d (%s)",
                   (unsigned long long)st->s->conn.id, st->id, status, why);
+    worker_count_own(st->s->conn.w, st->down.own_slot, status);
+    st->down.own_slot = NULL;
     if (!st->end_stream)
         st->rst_after_end = true;
     stream_drop_body(st);

@@ -101,6 +101,7 @@ struct worker_msg {
 struct traffic_slot {
     char *app, *cluster;
     _Atomic uint64_t requests, responses_5xx, in_flight, tunnels;
+    _Atomic uint64_t own[SY_OWN_N]; /* answers of our own, by status (sy_own_status) */
     struct traffic_slot *next;
 };
 
@@ -134,6 +135,8 @@ struct sy_worker {
     struct exchange *ex_cache;  /* finished exchanges kept for reuse, with their buffers */
     size_t n_ex_cache;
     struct drain_job *drain_jobs; /* drain_after timers */
+    struct exchange *drain_cut;   /* the exchange drain_after is about to cut: NULL once it
+                                     ended (exchange_free), so that it is freed only once */
     struct wthrough *wt_list;     /* outputs to write at the end of this loop pass */
     struct event *wt_ev;
     struct conn *conns; /* every open downstream connection */
@@ -144,6 +147,7 @@ struct sy_worker {
     uint64_t rng;                       /* xorshift state: keys for new sticky cookies */
     struct traffic_slot *_Atomic slots; /* every slot, newest first */
     struct traffic_slot **slot_index;   /* [app * n_clusters + cluster] for w->table */
+    struct traffic_slot *unrouted;      /* answers before routing (app and cluster "") */
 };
 
 /* What every downstream connection has, whatever its protocol. */
@@ -220,6 +224,9 @@ struct downstream {
     const struct downstream_ops *ops;
     struct conn *conn;
     struct exchange *ex; /* NULL when none is in flight */
+    /* Where the next send_error is counted (worker_count_own): the exchange's app and
+     * cluster, set just before it calls send_error; NULL: before routing. */
+    struct traffic_slot *own_slot;
 };
 
 /* One request in flight: downstream, routing decision, upstream connection. */
@@ -387,6 +394,8 @@ const struct sy_config *worker_config(const struct sy_worker *w);
 uint64_t worker_random(struct sy_worker *w);
 void worker_conn_add(struct sy_worker *w, struct conn *c);
 void worker_conn_remove(struct sy_worker *w, struct conn *c);
+/* Counts an answer of our own with `status` on `slot` (NULL: before routing). */
+void worker_count_own(struct sy_worker *w, struct traffic_slot *slot, int status);
 /* The parse scratch array, grown to the current max_headers. */
 struct sy_header *worker_scratch(struct sy_worker *w);
 static inline struct timeval ms_tv(unsigned ms)

@@ -258,11 +258,31 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(w->base);
 }
 
+static struct traffic_slot *slot_new(struct sy_worker *w, const char *app, const char *cluster)
+{
+    struct traffic_slot *s = sy_xcalloc(1, sizeof(*s));
+    s->app = sy_xstrdup(app);
+    s->cluster = sy_xstrdup(cluster);
+    s->next = atomic_load_explicit(&w->slots, memory_order_relaxed);
+    atomic_store_explicit(&w->slots, s, memory_order_release);
+    return s;
+}
+
+void worker_count_own(struct sy_worker *w, struct traffic_slot *slot, int status)
+{
+    size_t i = 0;
+    while (i < SY_OWN_N - 1 && sy_own_status(i) != status)
+        i++;
+    counter_add(&(slot ? slot : w->unrouted)->own[i], 1);
+}
+
 /* Points slot_index at the slots of the new table's app and cluster names, making the
  * missing ones. */
 static void index_slots(struct sy_worker *w)
 {
     const struct sy_config *cfg = worker_config(w);
+    if (!w->unrouted)
+        w->unrouted = slot_new(w, "", ""); /* no app or cluster has an empty name */
     free(w->slot_index);
     w->slot_index = sy_xcalloc(cfg->n_apps * cfg->n_clusters + 1, sizeof(*w->slot_index));
     for (size_t a = 0; a < cfg->n_apps; a++) {
@@ -271,13 +291,8 @@ static void index_slots(struct sy_worker *w)
             struct traffic_slot *s = atomic_load_explicit(&w->slots, memory_order_relaxed);
             while (s && (strcmp(s->app, app) != 0 || strcmp(s->cluster, cluster) != 0))
                 s = s->next;
-            if (!s) {
-                s = sy_xcalloc(1, sizeof(*s));
-                s->app = sy_xstrdup(app);
-                s->cluster = sy_xstrdup(cluster);
-                s->next = atomic_load_explicit(&w->slots, memory_order_relaxed);
-                atomic_store_explicit(&w->slots, s, memory_order_release);
-            }
+            if (!s)
+                s = slot_new(w, app, cluster);
             w->slot_index[a * cfg->n_clusters + c] = s;
         }
     }
@@ -289,6 +304,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
     struct agg {
         const char *app, *cluster;
         uint64_t requests, responses_5xx, in_flight, tunnels;
+        uint64_t own[SY_OWN_N];
     } *v = NULL;
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < ws->n; i++) {
@@ -300,19 +316,30 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
                 k++;
             if (k == n) {
                 sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
-                v[n++] = (struct agg){s->app, s->cluster, 0, 0, 0, 0};
+                v[n++] = (struct agg){s->app, s->cluster};
             }
             v[k].requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
             v[k].responses_5xx += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
             v[k].in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
             v[k].tunnels += atomic_load_explicit(&s->tunnels, memory_order_relaxed);
+            for (size_t j = 0; j < SY_OWN_N; j++)
+                v[k].own[j] += atomic_load_explicit(&s->own[j], memory_order_relaxed);
         }
     }
     for (size_t k = 0; k < n; k++) {
-        if (v[k].requests == 0)
+        uint64_t own = 0;
+        for (size_t j = 0; j < SY_OWN_N; j++)
+            own += v[k].own[j];
+        if (v[k].requests == 0 && own == 0)
             continue;
-        struct sy_traffic t = {v[k].app,           v[k].cluster,   v[k].requests,
-                               v[k].responses_5xx, v[k].in_flight, v[k].tunnels};
+        bool unrouted = v[k].app[0] == '\0';
+        struct sy_traffic t = {unrouted ? NULL : v[k].app,
+                               unrouted ? NULL : v[k].cluster,
+                               v[k].requests,
+                               v[k].responses_5xx,
+                               v[k].in_flight,
+                               v[k].tunnels};
+        memcpy(t.own, v[k].own, sizeof(t.own));
         cb(&t, arg);
     }
     free(v);

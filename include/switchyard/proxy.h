@@ -45,13 +45,25 @@ void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms);
 /** Waits for every worker thread to end. */
 void sy_workers_join(struct sy_workers *ws);
 
+/* The answers switchyard makes itself (sy_traffic.own) are counted by status: own[i] counts
+ * status sy_own_status(i); the last entry, status 0, counts any other status. */
+#define SY_OWN_N 13
+
+static inline int sy_own_status(size_t i)
+{
+    static const int status[SY_OWN_N] = {400, 404, 405, 408, 413, 414, 431,
+                                         501, 502, 503, 504, 505, 0};
+    return i < SY_OWN_N ? status[i] : 0;
+}
+
 /** Traffic counters of one app on one cluster, summed over the workers, since start. */
 struct sy_traffic {
-    const char *app, *cluster; /* valid during the callback */
+    const char *app, *cluster; /* valid during the callback; both NULL: before routing */
     uint64_t requests;         /* routed to this cluster */
     uint64_t responses_5xx;    /* answered 5xx, by the cluster or by us on its behalf */
     uint64_t in_flight;        /* exchanges not finished yet (requests, streams, tunnels) */
     uint64_t tunnels;          /* of those, upgraded connections (WebSocket) */
+    uint64_t own[SY_OWN_N];    /* answers of our own (400, 408, 502, 504...), by status */
 };
 
 typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);
@@ -59,7 +71,8 @@ typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);
 /**
  * Calls `cb` once for every app and cluster pair that has seen traffic, with the counters
  * summed over the workers (read without locks: each figure is exact, the set is a moment's
- * view). Control thread.
+ * view), and once with app and cluster NULL for the answers made before a request was routed
+ * (bad requests, head deadlines, no app), if there were any. Control thread.
  */
 void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg);
 

@@ -50,7 +50,13 @@ struct fx {
 static void fake_traffic(void *arg, sy_traffic_cb cb, void *cb_arg)
 {
     struct sy_traffic t = {"chat", "blue", 1234, 5, 2, 1};
+    t.own[8] = 3;  /* 502 */
+    t.own[10] = 1; /* 504 */
     cb(&t, cb_arg);
+    struct sy_traffic before = {NULL, NULL, 0, 0, 0, 0};
+    before.own[0] = 2;            /* 400 */
+    before.own[SY_OWN_N - 1] = 1; /* a status outside the list */
+    cb(&before, cb_arg);
 }
 
 static void write_config(const char *path, const char *text)
@@ -167,6 +173,30 @@ static void test_status_shows_file_override_effective_and_traffic(void **state)
     free(out);
     out = ask(f, "status nope");
     assert_string_equal(out, "error: unknown app 'nope'\n");
+    free(out);
+}
+
+static void test_status_counts_own_answers_per_cluster_and_before_routing(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(sy_own_status(8), 502);
+    assert_int_equal(sy_own_status(10), 504);
+    char *out = ask(f, "status");
+    assert_contains(out,
+                    "     green       50        -        50          0      0         0       0\n"
+                    "       own answers on blue: 502 x3, 504 x1\n");
+    assert_contains(out, "own answers before routing (no app): 400 x2, other x1\n");
+    free(out);
+    out = ask(f, "status --json");
+    assert_contains(out, "\"name\":\"blue\",\"stable\":true,\"file\":50,\"override\":null,"
+                         "\"effective\":50,\"requests\":1234,\"responses_5xx\":5,\"in_flight\":2,"
+                         "\"tunnels\":1,\"own_answers\":4,\"own\":{\"502\":3,\"504\":1}}");
+    assert_contains(out, "\"unrouted\":{\"own_answers\":3,\"own\":{\"400\":2,\"other\":1}}");
+    free(out);
+    /* One app: the answers before routing are not that app's. */
+    out = ask(f, "status chat");
+    assert_contains(out, "own answers on blue: 502 x3, 504 x1");
+    assert_null(strstr(out, "before routing"));
     free(out);
 }
 
@@ -399,6 +429,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_status_shows_file_override_effective_and_traffic),
+        T(test_status_counts_own_answers_per_cluster_and_before_routing),
         T(test_weights_is_an_override_with_who_and_when),
         T(test_malformed_changes_change_nothing),
         T(test_switch_revert_and_release),
