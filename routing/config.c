@@ -75,6 +75,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->h2_max_streams = 100;
         lim->h2_reset_rate = 50;
         lim->h2_max_continuations = 8;
+        lim->h2_early_resets = 100;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -1485,6 +1486,7 @@ static const struct limit_key limit_keys[] = {
     {"h2_max_streams", offsetof(struct sy_limits, h2_max_streams), false, 1, UINT32_MAX},
     {"h2_reset_rate", offsetof(struct sy_limits, h2_reset_rate), false, 1, UINT32_MAX},
     {"h2_max_continuations", offsetof(struct sy_limits, h2_max_continuations), false, 0, 1000},
+    {"h2_early_resets", offsetof(struct sy_limits, h2_early_resets), false, 1, UINT32_MAX},
 };
 
 static void parse_limits(struct ctx *c, const yaml_node_t *v)

@@ -147,6 +147,10 @@ struct sy_limits {
     size_t h2_reset_rate;        /* limits.h2_reset_rate: RST_STREAMs a client may cause per
                                     second before GOAWAY (rapid reset), default 50; burst 2x */
     size_t h2_max_continuations; /* limits.h2_max_continuations per header block, default 8 */
+    size_t h2_early_resets;      /* limits.h2_early_resets: requests an HTTP/2 client may reset
+                                    after they went to a cluster and before their answer began,
+                                    per connection, default 100; past it, and when they are more
+                                    than half its requests, GOAWAY(ENHANCE_YOUR_CALM) */
 };
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.

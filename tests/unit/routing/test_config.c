@@ -1230,6 +1230,15 @@ static const struct error_case error_cases[] = {
      BASE "apps: []\n"
           "limits: {max_body_bytes: -1}\n",
      {{7, 26, "max_body_bytes must be an integer >= 0, got -1"}}},
+    {"test_rejects_zero_h2_early_resets",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  h2_early_resets: 0\n",
+     {{8, 20, "h2_early_resets must be an integer 1..4294967295, got 0"}}},
+    {"test_rejects_h2_early_resets_that_is_not_a_number",
+     BASE "apps: []\n"
+          "limits: {h2_early_resets: many}\n",
+     {{7, 27, "h2_early_resets must be an integer 1..4294967295, got many"}}},
     {"test_rejects_limits_that_are_not_a_mapping",
      BASE "apps: []\n"
           "limits: 100\n",
