@@ -779,6 +779,7 @@ static void session_free(struct h2_session *s)
     event_free(s->flush_ev);
     event_free(s->idle_timer);
     wthrough_detach(&s->wt);
+    tls_conn_end(s->bev);
     bufferevent_free(s->bev);
     free(s->nv_buf);
     worker_conn_remove(s->conn.w, &s->conn);

@@ -86,6 +86,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         to->upstream_idle_ms = 30000;
         to->drain_ms = 10000;
         to->tunnel_idle_ms = 3600000;
+        to->tls_ticket_rotate_ms = 12 * 3600 * 1000;
     }
 }
 
@@ -1540,6 +1541,7 @@ static const struct timeout_key timeout_keys[] = {
     {"upstream_idle", offsetof(struct sy_timeouts, upstream_idle_ms)},
     {"drain", offsetof(struct sy_timeouts, drain_ms)},
     {"tunnel_idle", offsetof(struct sy_timeouts, tunnel_idle_ms)},
+    {"tls_ticket_rotate", offsetof(struct sy_timeouts, tls_ticket_rotate_ms)},
 };
 
 static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
@@ -1573,6 +1575,11 @@ static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
         }
         if (ms == 0) {
             report(c, pv, "%s must be greater than 0", tk->key);
+            continue;
+        }
+        if (tk->off == offsetof(struct sy_timeouts, tls_ticket_rotate_ms) && ms < 1000) {
+            /* A ticket opens for 2 to 3 rotations: below a second it is no resumption at all. */
+            report(c, pv, "%s must be at least 1s, got %s", tk->key, show_value(pv).s);
             continue;
         }
         memcpy((char *)&c->cfg->timeouts + tk->off, &ms, sizeof(ms));

@@ -167,6 +167,9 @@ struct sy_timeouts {
                                   requests in flight */
     unsigned tunnel_idle_ms;   /* timeouts.tunnel_idle, default 3600000: an upgraded
                                   connection (WebSocket) with no byte either way closes */
+    unsigned tls_ticket_rotate_ms; /* timeouts.tls_ticket_rotate, default 43200000 (12h), at
+                                      least 1s: a new session ticket key this often; the two
+                                      previous ones still open tickets */
 };
 
 /** Longest admin socket path (struct sockaddr_un.sun_path holds 108 bytes with the NUL). */

@@ -1031,6 +1031,15 @@ static const struct error_case error_cases[] = {
           "timeouts:\n"
           "  upstream_response: 1200h\n",
      {{8, 22, "upstream_response must be at most 4294967295ms, got 1200h"}}},
+    {"test_rejects_tls_ticket_rotate_below_a_second",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  tls_ticket_rotate: 500ms\n",
+     {{8, 22, "tls_ticket_rotate must be at least 1s, got 500ms"}}},
+    {"test_rejects_tls_ticket_rotate_that_is_not_a_duration",
+     BASE "apps: []\n"
+          "timeouts: {tls_ticket_rotate: daily}\n",
+     {{7, 31, "tls_ticket_rotate must be a duration such as 10s, 500ms, 2m or 1h, got daily"}}},
     {"test_rejects_stable_not_in_weights",
      BASE "apps:\n"
           "  - name: web\n"
