@@ -25,9 +25,14 @@ import pytest
 import admin_util
 import helpers
 from admin_util import AdminProxy
+from helpers import measure
 from upstream_util import Peers
 
 N_RETURNING = 100
+# The no-disk test's load, seconds, and admin changes made during it (the full figure for the
+# closing note: SY_TLS_LOAD_SECONDS=60 SY_TLS_LOAD_CHANGES=100).
+LOAD_SECONDS = int(os.environ.get("SY_TLS_LOAD_SECONDS", "12"))
+LOAD_CHANGES = int(os.environ.get("SY_TLS_LOAD_CHANGES", "30"))
 VARIANTS = [("tls1.2-ticket", ssl.TLSVersion.TLSv1_2, True),
             ("tls1.2-session-id", ssl.TLSVersion.TLSv1_2, False),
             ("tls1.3-ticket", ssl.TLSVersion.TLSv1_3, True)]
@@ -111,6 +116,8 @@ def test_sessions_from_before_an_admin_change_or_reload_resume_after_it(tls_prox
 
     ap.ctl_ok("weights", "web", "blue=90", "green=10")
     got = _returning(ctx, ap.tls_port, saved)
+    measure("tls_resumed_after_weights_" + name.replace("-", "_").replace(".", ""), got,
+            "of %d" % N_RETURNING, "sessions saved before `switchyardctl weights`, 2 workers")
     assert got >= N_RETURNING - 1, (
         "%s: %d of %d connections after `weights` resumed the session saved before it"
         % (name, got, N_RETURNING))
@@ -122,6 +129,8 @@ def test_sessions_from_before_an_admin_change_or_reload_resume_after_it(tls_prox
     ap.proc.send_signal(signal.SIGHUP)
     helpers.wait_for(lambda: ap.generation() > gen, 10, "the reload's generation")
     got = _returning(ctx, ap.tls_port, saved)
+    measure("tls_resumed_after_reload_" + name.replace("-", "_").replace(".", ""), got,
+            "of %d" % N_RETURNING, "sessions saved before a reload (SIGHUP, new weights)")
     assert got >= N_RETURNING - 1, (
         "%s: %d of %d connections after a reload resumed the session saved before it"
         % (name, got, N_RETURNING))
@@ -159,7 +168,11 @@ def test_a_renewed_certificate_is_served_and_tickets_still_resume(tls_proxy, tls
     new_ctx = _client_ctx(cert, ssl.TLSVersion.TLSv1_3, True)
     _, reused = _get(new_ctx, ap.tls_port)  # verifies against the new certificate only
     assert not reused
-    assert _get(ctx, ap.tls_port, saved)[1], "a ticket from before the renewal did not resume"
+    try:
+        reused = _get(ctx, ap.tls_port, saved)[1]
+    except ssl.SSLCertVerificationError:
+        reused = False  # a full handshake: the new certificate, which ctx does not trust
+    assert reused, "a ticket from before the renewal did not resume"
 
 
 def test_ticket_keys_rotate_and_the_previous_ones_still_decrypt(tls_proxy, tls_cert):
@@ -223,16 +236,17 @@ def test_no_worker_thread_opens_a_file_under_load_with_admin_changes(tls_proxy, 
     try:
         helpers.wait_for(lambda: _traced(ap.pid) or st.poll() is not None, 10, "strace")
         assert st.poll() is None, st.stderr.read()
-        load = admin_util.h2load("https://127.0.0.1:%d/load" % ap.tls_port, duration=12,
-                                 clients=2, streams=2, rps=20)
+        load = admin_util.h2load("https://127.0.0.1:%d/load" % ap.tls_port,
+                                 duration=LOAD_SECONDS, clients=2, streams=2, rps=20)
         changes = 0
         t0 = time.monotonic()
-        while changes < 30 and time.monotonic() - t0 < 11:
+        pause = (LOAD_SECONDS - 1) / LOAD_CHANGES / 2
+        while changes < LOAD_CHANGES and time.monotonic() - t0 < LOAD_SECONDS - 1:
             w = 10 + 10 * (changes % 5)
             ap.ctl_ok("weights", "web", "blue=%d" % (100 - w), "green=%d" % w)
             changes += 1
-            time.sleep(0.2)
-        res = admin_util.h2load_result(load, 60)
+            time.sleep(pause)
+        res = admin_util.h2load_result(load, LOAD_SECONDS + 60)
     finally:
         st.send_signal(signal.SIGINT)
         try:
@@ -240,16 +254,24 @@ def test_no_worker_thread_opens_a_file_under_load_with_admin_changes(tls_proxy, 
         except subprocess.TimeoutExpired:
             st.kill()
             st.wait(timeout=10)
-    assert changes >= 20, changes  # fewer under ASan and strace, on a loaded machine
+    assert changes >= LOAD_CHANGES * 2 // 3, changes  # fewer under ASan and strace
     assert res["2xx"] > 50 and res["5xx"] == 0, res["output"][-1500:]
     shakes = [r for r in blue.records() + green.records() if r["ev"] == "tls"]
     assert len(shakes) > 50, "the clusters saw only %d handshakes" % len(shakes)
-    opens = []
+    opens, control_opens = [], 0
     with open(trace, encoding="utf-8", errors="replace") as f:
         for line in f:
             tid = line.split(None, 1)[0]
-            if tid.isdigit() and int(tid) in workers and "open" in line:
+            if not tid.isdigit() or "open" not in line:
+                continue
+            if int(tid) in workers:
                 opens.append(line.strip())
+            else:
+                control_opens += 1
+    measure("tls_worker_opens_under_load", len(opens), "calls",
+            "%d s of h2load over TLS to TLS clusters, %d requests, %d cluster handshakes, "
+            "%d admin changes; the control thread opened %d"
+            % (LOAD_SECONDS, res["2xx"], len(shakes), changes, control_opens))
     assert not opens, "%d open calls on worker threads, e.g.:\n%s" % (
         len(opens), "\n".join(opens[:10]))
     assert named, "worker threads are not named sy-worker-N: %r" % threads
