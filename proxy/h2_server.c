@@ -60,6 +60,7 @@ struct h2_session {
     struct bufferevent *bev;
     struct wthrough wt;
     struct event *flush_ev;
+    struct event *start_ev; /* starts streams a turn later once the client has reset any */
     struct event *idle_timer;
     struct h2_stream *streams;
     size_t n_streams;
@@ -68,7 +69,8 @@ struct h2_session {
     /* Rapid reset toward the clusters: requests the client reset after they went to a
      * cluster and before their answer began, against all it sent (limits.h2_early_resets). */
     size_t n_requests, n_early_resets;
-    char *nv_buf; /* lower-cased response field names */
+    size_t n_resets; /* RST_STREAM frames from the client */
+    char *nv_buf;    /* lower-cased response field names */
     size_t nv_cap;
 };
 
@@ -562,6 +564,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
  * client that stays under it can still make the clusters do. */
 static void count_reset(struct h2_session *s, struct h2_stream *st)
 {
+    s->n_resets++;
     if (!st || !st->down.ex || st->resp_submitted || s->goaway)
         return;
     s->n_early_resets++;
@@ -590,9 +593,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         st->end_stream = true;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        /* Started once the whole read is parsed (start_streams): a RST_STREAM right behind
-         * the HEADERS then closes the stream before it takes or opens a connection to a
-         * cluster, so a rapid-reset client costs the clusters nothing. */
+        /* Started once the whole read is parsed (read_cb): a RST_STREAM right behind the
+         * HEADERS then closes the stream before it takes or opens a connection to a cluster,
+         * so a rapid-reset client costs the clusters nothing. */
         st->head_done = true;
         st->head_end_stream = st->end_stream;
         st->s->n_requests++;
@@ -710,9 +713,11 @@ static void start_streams(struct h2_session *s)
     }
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+/* Feeds what the input holds to nghttp2. False when the session is closing (freed, or about
+ * to be once its GOAWAY is written). */
+static bool recv_input(struct h2_session *s)
 {
-    struct h2_session *s = arg;
+    struct bufferevent *bev = s->bev;
     struct evbuffer *in = bufferevent_get_input(bev);
     while (evbuffer_get_length(in) > 0 && !s->closing) {
         struct evbuffer_iovec v;
@@ -731,10 +736,47 @@ static void read_cb(struct bufferevent *bev, void *arg)
             bufferevent_disable(bev, EV_READ);
             if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
                 session_free(s);
-            return;
+            return false;
         }
         evbuffer_drain(in, (size_t)n);
     }
+    return !s->closing;
+}
+
+static bool has_unstarted(const struct h2_session *s)
+{
+    for (const struct h2_stream *st = s->streams; st; st = st->next)
+        if (st->head_done && !st->started)
+            return true;
+    return false;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_session *s = arg;
+    if (!recv_input(s))
+        return;
+    /* A read ends where the socket's bytes or the read size did, which may be between a
+     * HEADERS and the RST_STREAM sent with it. A client that has reset streams has its new
+     * ones started a loop turn later (start_cb), once what it sent along is read too; one
+     * that never reset (nearly every client) pays nothing for that. */
+    if (s->n_resets > 0 && has_unstarted(s)) {
+        static const struct timeval zero = {0, 0};
+        evtimer_add(s->start_ev, &zero);
+    } else {
+        start_streams(s);
+    }
+    session_flush(s);
+}
+
+/* A loop turn after a read: the socket has been polled again, so the rest of what the client
+ * sent with those HEADERS is in the input (bufferevent callbacks run deferred: the input may
+ * hold bytes read_cb has not seen yet), and a stream it reset is closed before it starts. */
+static void start_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_session *s = arg;
+    if (!recv_input(s))
+        return;
     start_streams(s);
     session_flush(s);
 }
@@ -777,6 +819,7 @@ static void session_free(struct h2_session *s)
         stream_free(s->streams);
     nghttp2_session_del(s->ng);
     event_free(s->flush_ev);
+    event_free(s->start_ev);
     event_free(s->idle_timer);
     wthrough_detach(&s->wt);
     tls_conn_end(s->bev);
@@ -814,6 +857,7 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     s->bev = bev;
     wthrough_attach(&s->wt, w, bev);
     s->flush_ev = event_new(w->base, -1, 0, flush_cb, s);
+    s->start_ev = evtimer_new(w->base, start_cb, s);
     s->idle_timer = evtimer_new(w->base, idle_cb, s);
     worker_conn_init(w, &s->conn, sa, salen, tls);
 
