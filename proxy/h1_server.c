@@ -46,8 +46,10 @@ static void client_free(struct h1_client *c)
     if (c->timer)
         event_free(c->timer);
     wthrough_detach(&c->wt);
-    if (c->bev)
+    if (c->bev) {
+        tls_conn_end(c->bev);
         bufferevent_free(c->bev);
+    }
     struct sy_worker *w = c->conn.w;
     worker_conn_remove(w, &c->conn);
     free(c);

@@ -38,6 +38,8 @@ struct h2_stream {
     bool too_large;
     int method, path, authority; /* field indices of the pseudo-headers, -1 when absent */
     bool end_stream;             /* the client's half is complete */
+    bool head_done;              /* the request HEADERS are in: start at the end of the read */
+    bool head_end_stream;        /* ...and they ended the stream (no body) */
     bool started;                /* handed to an exchange (or answered) */
 
     struct evbuffer *req_body; /* DATA received, not yet taken by the exchange */
@@ -67,12 +69,17 @@ struct h2_session {
     struct bufferevent *bev;
     struct wthrough wt;
     struct event *flush_ev;
+    struct event *start_ev; /* starts streams a turn later once the client has reset any */
     struct event *idle_timer;
     struct h2_stream *streams;
     size_t n_streams;
     bool goaway;
     bool closing;
-    char *nv_buf; /* lower-cased response field names */
+    /* Rapid reset toward the clusters: requests the client reset after they went to a
+     * cluster and before their answer began, against all it sent (limits.h2_early_resets). */
+    size_t n_requests, n_early_resets;
+    size_t n_resets; /* RST_STREAM frames from the client */
+    char *nv_buf;    /* lower-cased response field names */
     size_t nv_cap;
     /* Stream ids the client used (RFC 9113 §5.1.1): the highest, and which of the 256 odd ids
      * up to it opened a stream (bit (id / 2) % 256), to tell trailers for a stream that closed
@@ -546,16 +553,16 @@ static void stream_start(struct h2_stream *st)
                                         : sy_slice_of(NULL, 0),
         .headers = h,
         .n_headers = n,
-        .framing = st->end_stream ? SY_H1_BODY_NONE
-                   : has_cl       ? SY_H1_BODY_LENGTH
-                                  : SY_H1_BODY_CHUNKED,
+        .framing = st->head_end_stream ? SY_H1_BODY_NONE
+                   : has_cl            ? SY_H1_BODY_LENGTH
+                                       : SY_H1_BODY_CHUNKED,
         .content_length = has_cl ? cl : 0,
         .expect_continue = false,
         .version = "2",
     };
     for (size_t i = 0; i < n; i++)
         if (sy_slice_ieq(h[i].name, "expect") && sy_slice_ieq(h[i].value, "100-continue"))
-            head.expect_continue = !st->end_stream;
+            head.expect_continue = !st->head_end_stream;
     exchange_start(&st->down, &head);
     if (st->down.ex)
         exchange_body_ready(st->down.ex);
@@ -750,8 +757,35 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     return 0;
 }
 
+/* A RST_STREAM from the client. One for a request that already went to a cluster and has no
+ * answer yet cost the cluster a request (and an HTTP/1.1 cluster a connection): past
+ * limits.h2_early_resets of them, when they are also more than half of the client's requests
+ * (a client that cancels now and then is not one), the connection ends with
+ * GOAWAY(ENHANCE_YOUR_CALM). nghttp2's reset rate limit bounds the rate; this bounds what a
+ * client that stays under it can still make the clusters do. */
+static void count_reset(struct h2_session *s, struct h2_stream *st)
+{
+    s->n_resets++;
+    if (!st || !st->down.ex || st->resp_submitted || s->goaway)
+        return;
+    s->n_early_resets++;
+    size_t limit = session_config(s)->limits.h2_early_resets;
+    if (s->n_early_resets <= limit || s->n_early_resets * 2 <= s->n_requests)
+        return;
+    sy_log(SY_LOG_WARN, "http2",
+           "conn %llu: %zu early resets of %zu requests (limits.h2_early_resets %zu): "
+           "GOAWAY(ENHANCE_YOUR_CALM)",
+           (unsigned long long)s->conn.id, s->n_early_resets, s->n_requests, limit);
+    nghttp2_session_terminate_session(s->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+    s->goaway = true;
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        count_reset(user_data, nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id));
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
@@ -760,7 +794,12 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         st->end_stream = true;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        stream_start(st);
+        /* Started once the whole read is parsed (read_cb): a RST_STREAM right behind the
+         * HEADERS then closes the stream before it takes or opens a connection to a cluster,
+         * so a rapid-reset client costs the clusters nothing. */
+        st->head_done = true;
+        st->head_end_stream = st->end_stream;
+        st->s->n_requests++;
         return 0;
     }
     if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->down.ex)
@@ -772,6 +811,11 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
                          size_t len, void *user_data)
 {
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    if (st && !st->started) {
+        /* Read with its HEADERS: the exchange starts at the end of this read and takes it. */
+        evbuffer_add(st->req_body, data, len);
+        return 0;
+    }
     if (!st || !st->down.ex) {
         /* Nobody will take it: give the window back at once. */
         nghttp2_session_consume(ng, id, len);
@@ -852,9 +896,32 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     session_flush(arg);
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+/* Starts the streams whose request HEADERS this read brought and that are still open,
+ * oldest first. */
+static void start_streams(struct h2_session *s)
 {
-    struct h2_session *s = arg;
+    struct h2_stream *st = s->streams;
+    while (st && st->next)
+        st = st->next;
+    for (; st && !s->closing && nghttp2_session_want_read(s->ng); st = st->prev) {
+        if (!st->head_done || st->started)
+            continue;
+        stream_start(st);
+        size_t n = evbuffer_get_length(st->req_body);
+        if (!st->down.ex && n) {
+            /* Answered at once (an error): the DATA read with the HEADERS goes nowhere, and
+             * its window is given back as on_data_chunk does for such streams. */
+            evbuffer_drain(st->req_body, n);
+            nghttp2_session_consume(s->ng, st->id, n);
+        }
+    }
+}
+
+/* Feeds what the input holds to nghttp2. False when the session is closing (freed, or about
+ * to be once its GOAWAY is written). */
+static bool recv_input(struct h2_session *s)
+{
+    struct bufferevent *bev = s->bev;
     struct evbuffer *in = bufferevent_get_input(bev);
     while (evbuffer_get_length(in) > 0 && !s->closing) {
         struct evbuffer_iovec v;
@@ -873,10 +940,48 @@ static void read_cb(struct bufferevent *bev, void *arg)
             bufferevent_disable(bev, EV_READ);
             if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
                 session_free(s);
-            return;
+            return false;
         }
         evbuffer_drain(in, (size_t)n);
     }
+    return !s->closing;
+}
+
+static bool has_unstarted(const struct h2_session *s)
+{
+    for (const struct h2_stream *st = s->streams; st; st = st->next)
+        if (st->head_done && !st->started)
+            return true;
+    return false;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct h2_session *s = arg;
+    if (!recv_input(s))
+        return;
+    /* A read ends where the socket's bytes or the read size did, which may be between a
+     * HEADERS and the RST_STREAM sent with it. A client that has reset streams has its new
+     * ones started a loop turn later (start_cb), once what it sent along is read too; one
+     * that never reset (nearly every client) pays nothing for that. */
+    if (s->n_resets > 0 && has_unstarted(s)) {
+        static const struct timeval zero = {0, 0};
+        evtimer_add(s->start_ev, &zero);
+    } else {
+        start_streams(s);
+    }
+    session_flush(s);
+}
+
+/* A loop turn after a read: the socket has been polled again, so the rest of what the client
+ * sent with those HEADERS is in the input (bufferevent callbacks run deferred: the input may
+ * hold bytes read_cb has not seen yet), and a stream it reset is closed before it starts. */
+static void start_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_session *s = arg;
+    if (!recv_input(s))
+        return;
+    start_streams(s);
     session_flush(s);
 }
 
@@ -923,8 +1028,10 @@ static void session_free(struct h2_session *s)
         stream_free(s->streams);
     nghttp2_session_del(s->ng);
     event_free(s->flush_ev);
+    event_free(s->start_ev);
     event_free(s->idle_timer);
     wthrough_detach(&s->wt);
+    tls_conn_end(s->bev);
     bufferevent_free(s->bev);
     free(s->nv_buf);
     worker_conn_remove(s->conn.w, &s->conn);
@@ -959,6 +1066,7 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     s->bev = bev;
     wthrough_attach(&s->wt, w, bev);
     s->flush_ev = event_new(w->base, -1, 0, flush_cb, s);
+    s->start_ev = evtimer_new(w->base, start_cb, s);
     s->idle_timer = evtimer_new(w->base, idle_cb, s);
     worker_conn_init(w, &s->conn, sa, salen, tls);
 

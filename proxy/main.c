@@ -44,7 +44,9 @@ struct control {
     struct sy_watch *watch;
     struct event *watch_ev;
     struct event *debounce;
-    bool files_changed; /* a TLS file changed since the last reload: force the next one */
+    bool files_changed;         /* a TLS file changed since the last reload: force the next one */
+    struct event *ticket_timer; /* rotates the session ticket keys */
+    unsigned ticket_rotate_ms;  /* the period it runs with */
     struct sy_admin *admin;
     struct sy_admin_routing admin_env;
     bool stopping;
@@ -161,12 +163,30 @@ static void watch_tls_files(struct control *ctl, const struct sy_config *cfg)
     free(paths);
 }
 
+/* (Re)starts the ticket key rotation when timeouts.tls_ticket_rotate is not what it runs
+ * with. */
+static void arm_ticket_rotation(struct control *ctl, const struct sy_config *cfg)
+{
+    if (ctl->ticket_rotate_ms == cfg->timeouts.tls_ticket_rotate_ms)
+        return;
+    ctl->ticket_rotate_ms = cfg->timeouts.tls_ticket_rotate_ms;
+    unsigned ms = ctl->ticket_rotate_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_add(ctl->ticket_timer, &tv);
+}
+
+static void ticket_cb(evutil_socket_t fd, short what, void *arg)
+{
+    sy_tls_tickets_rotate();
+}
+
 static void publish(struct sy_route_table *t, void *arg)
 {
     struct control *ctl = arg;
     sy_log_set_client_rate((unsigned)sy_route_table_config(t)->limits.log_client_lines);
     sy_workers_publish(ctl->workers, t);
     watch_tls_files(ctl, sy_route_table_config(t));
+    arm_ticket_rotation(ctl, sy_route_table_config(t));
 }
 
 static void reload(struct control *ctl, bool force)
@@ -458,6 +478,8 @@ int main(int argc, char **argv)
     }
     sy_state_set_publish(ctl.state, publish, &ctl);
     ctl.debounce = evtimer_new(ctl.base, debounce_cb, &ctl);
+    ctl.ticket_timer = event_new(ctl.base, -1, EV_PERSIST, ticket_cb, &ctl);
+    arm_ticket_rotation(&ctl, cfg);
     if (cfg->admin.socket) {
         ctl.admin = sy_admin_new(ctl.state);
         ctl.admin_env.state = ctl.state;
@@ -500,6 +522,7 @@ int main(int argc, char **argv)
     if (ctl.watch_ev)
         event_free(ctl.watch_ev);
     event_free(ctl.debounce);
+    event_free(ctl.ticket_timer);
     sy_watch_free(ctl.watch);
     event_base_free(ctl.base);
     sy_state_free(ctl.state);

@@ -40,7 +40,7 @@ struct pool {
     char *tls_ca, *tls_cert, *tls_key;
     char *tls_name;        /* server name sent (SNI) and verified, or NULL */
     char *tls_ip;          /* with no name: the IP address verified against the certificate */
-    SSL_CTX *tls;          /* made on first use, and again after each new snapshot */
+    SSL_CTX *tls;          /* the control thread's context for these settings (a reference) */
     SSL_SESSION *session;  /* the last session the server gave us, for resumption */
     struct upstream *idle; /* most recently used first */
     size_t n_idle;
@@ -87,10 +87,20 @@ struct listener_plan {
     bool keep_tls; /* the new context could not be built: the listener keeps its own */
 };
 
+/* A TLS context for the clusters that speak TLS one way (the settings pools are told apart
+ * by), built by the control thread; `ctx` is a reference for the worker. */
+struct tls_client_plan {
+    char *ca, *cert, *key;
+    bool verify, h2;
+    SSL_CTX *ctx;
+};
+
 struct worker_msg {
     struct sy_route_table *table;
     struct listener_plan *plan;
     size_t n_plan;
+    struct tls_client_plan *clients; /* taken by the worker with the table */
+    size_t n_clients;
     struct worker_msg *next;
 };
 
@@ -131,6 +141,8 @@ struct sy_worker {
     bool draining;
 
     struct pool *pools;
+    struct tls_client_plan *tls_clients; /* the cluster TLS contexts that go with w->table */
+    size_t n_tls_clients;
     struct exchange *exchanges; /* every exchange in flight */
     struct exchange *ex_cache;  /* finished exchanges kept for reuse, with their buffers */
     size_t n_ex_cache;
@@ -439,6 +451,22 @@ SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char 
 /* A server context for one listener: TLS 1.2 and 1.3, ALPN h2 then http/1.1. NULL with a
  * reason in *why (static storage, one per thread) when the certificate or key is unusable. */
 SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why);
+/* Before a TLS client connection's bufferevent is freed: its session stays in the server's
+ * cache for the client's return (libevent frees without SSL_shutdown). Any bufferevent. */
+void tls_conn_end(struct bufferevent *bev);
+/* The control thread's store of TLS contexts, kept across publications while their files'
+ * contents do not change (control thread only). A publication asks between begin and end;
+ * end drops what it did not ask for. The getters return a new reference, or NULL with *why
+ * (logged by the caller). */
+struct tls_store;
+struct tls_store *tls_store_new(void);
+void tls_store_free(struct tls_store *st);
+void tls_store_begin(struct tls_store *st);
+void tls_store_end(struct tls_store *st);
+SSL_CTX *tls_store_server(struct tls_store *st, const char *cert, const char *key,
+                          const char **why);
+SSL_CTX *tls_store_client(struct tls_store *st, const struct sy_cluster_tls *t, bool h2,
+                          const char **why);
 /* Runs the handshake on `fd`, then hands the connection to h2_accept or h1_accept by ALPN. */
 void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr *sa, int salen);
 
@@ -476,9 +504,16 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
                               const char **why);
 void upstream_release(struct upstream *up, bool reusable);
 /* After a new snapshot: endpoints no longer in any cluster lose their idle connections, and
- * connections still in use to them close when their exchange ends; TLS contexts are made
- * again on next use (a renewed CA bundle or client certificate takes effect). */
+ * connections still in use to them close when their exchange ends. */
 void upstream_forget_endpoints(struct sy_worker *w);
+/* Installs the cluster TLS contexts that go with the new snapshot (takes `v` and its
+ * references): a pool whose context changed (a renewed CA bundle or client certificate) takes
+ * the new one and forgets its session. */
+void upstream_set_tls(struct sy_worker *w, struct tls_client_plan *v, size_t n);
+/* Frees a list of TLS client plans and their references. */
+void tls_client_plans_free(struct tls_client_plan *v, size_t n);
+/* OpenSSL's new-session callback for cluster connections: the pool keeps the session. */
+int upstream_new_session_cb(SSL *ssl, SSL_SESSION *sess);
 void upstream_free_pools(struct sy_worker *w);
 
 /* h2_client.c: HTTP/2 to the clusters. */

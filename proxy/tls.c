@@ -3,13 +3,29 @@
  * only, forward-secret AEAD suites for 1.2, ALPN with h2 preferred over http/1.1. The
  * handshake runs under the client_header deadline (a total time from the accept, which a
  * ClientHello trickled a byte at a time does not extend); when it completes the connection
- * goes to the codec ALPN chose. */
+ * goes to the codec ALPN chose.
+ *
+ * TLS state outlives publications: the control thread keeps every context it built (for
+ * listeners and for clusters) in a store keyed by the SHA-256 of its files' contents, and a
+ * publication whose files are unchanged hands the workers the same contexts, with their
+ * session caches. Session tickets are sealed with keys of our own, shared by every server
+ * context and every worker, rotated on timeouts.tls_ticket_rotate (the two previous keys still
+ * open tickets), so a ticket resumes on any worker, across reloads and certificate renewals.
+ * Workers never build a context: nothing here touches the disk on a worker. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/bufferevent_ssl.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "proxy_internal.h"
 
@@ -38,6 +54,91 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
         return SSL_TLSEXT_ERR_NOACK; /* no overlap: go on without ALPN (HTTP/1.1) */
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* Session ticket keys: the current one seals, it and the previous ones open. Read under a
+ * read lock once per ticket (a handshake, not a request: OpenSSL's session cache takes its own
+ * lock there too); rotated by the control thread. */
+#define TICKET_KEYS 3
+
+struct ticket_key {
+    unsigned char name[16], aes[32], hmac[32];
+};
+
+static pthread_rwlock_t ticket_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct ticket_key ticket_keys[TICKET_KEYS];
+static size_t n_ticket_keys;
+
+static bool ticket_key_make(struct ticket_key *k)
+{
+    return RAND_bytes(k->name, sizeof(k->name)) == 1 && RAND_bytes(k->aes, sizeof(k->aes)) == 1 &&
+           RAND_bytes(k->hmac, sizeof(k->hmac)) == 1;
+}
+
+void sy_tls_tickets_rotate(void)
+{
+    struct ticket_key k;
+    if (!ticket_key_make(&k)) {
+        sy_log(SY_LOG_ERROR, "tls", "%s", openssl_error("no new session ticket key"));
+        return;
+    }
+    pthread_rwlock_wrlock(&ticket_lock);
+    memmove(&ticket_keys[1], &ticket_keys[0], (TICKET_KEYS - 1) * sizeof(ticket_keys[0]));
+    ticket_keys[0] = k;
+    if (n_ticket_keys < TICKET_KEYS)
+        n_ticket_keys++;
+    pthread_rwlock_unlock(&ticket_lock);
+    OPENSSL_cleanse(&k, sizeof(k));
+}
+
+/* SSL_CTX_set_tlsext_ticket_key_evp_cb: seals a ticket under the current key (enc), or finds
+ * the key a ticket names: 1 when it is the current one, 2 for a previous one (the client gets
+ * a new ticket), 0 for none (a full handshake). TLS 1.2 and 1.3 alike. */
+static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                         EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_key k;
+    int rc = 1;
+    pthread_rwlock_rdlock(&ticket_lock);
+    if (enc) {
+        k = ticket_keys[0];
+    } else {
+        size_t i = 0;
+        while (i < n_ticket_keys && memcmp(ticket_keys[i].name, name, 16) != 0)
+            i++;
+        if (i == n_ticket_keys) {
+            pthread_rwlock_unlock(&ticket_lock);
+            return 0;
+        }
+        k = ticket_keys[i];
+        rc = i == 0 ? 1 : 2;
+    }
+    pthread_rwlock_unlock(&ticket_lock);
+    if (enc) {
+        memcpy(name, k.name, 16);
+        if (RAND_bytes(iv, 16) != 1)
+            rc = -1;
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac)),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (rc > 0 && (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv, enc) != 1 ||
+                   EVP_MAC_CTX_set_params(hctx, params) != 1))
+        rc = -1;
+    OPENSSL_cleanse(&k, sizeof(k));
+    return rc;
+}
+
+void tls_conn_end(struct bufferevent *bev)
+{
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    /* libevent frees a connection without SSL_shutdown, and OpenSSL drops the session of a
+     * connection freed that way from the server's cache (it cannot tell a close from a cut).
+     * A fatal alert has already dropped it; any other end keeps it for the client's return. */
+    if (ssl && SSL_is_init_finished(ssl))
+        SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 }
 
 SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why)
@@ -73,7 +174,23 @@ SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why)
     }
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    pthread_rwlock_rdlock(&ticket_lock);
+    bool have_keys = n_ticket_keys > 0;
+    pthread_rwlock_unlock(&ticket_lock);
+    if (!have_keys)
+        sy_tls_tickets_rotate();
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
     return ctx;
+}
+
+/* The system's CA bundle as one file (OpenSSL's default, or $SSL_CERT_FILE), or NULL when
+ * there is none. */
+static const char *system_ca_file(void)
+{
+    const char *f = getenv(X509_get_default_cert_file_env());
+    if (!f || !*f)
+        f = X509_get_default_cert_file();
+    return access(f, R_OK) == 0 ? f : NULL;
 }
 
 SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char **why)
@@ -87,7 +204,11 @@ SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char 
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     if (t->verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        /* The system store is read now, as a file: a lookup directory would be read during
+         * each verification, on a worker. */
+        const char *sys = system_ca_file();
         int ok = t->ca ? SSL_CTX_load_verify_locations(ctx, t->ca, NULL)
+                 : sys ? SSL_CTX_load_verify_locations(ctx, sys, NULL)
                        : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {
             *why = openssl_error(t->ca ? t->ca : "the system trust store");
@@ -118,6 +239,187 @@ SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char 
         SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1);
     else
         SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
+    /* Each pool keeps the last session its endpoint gave (upstream.c), not the context. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, upstream_new_session_cb);
+    return ctx;
+}
+
+/* The store of contexts (control thread only). An entry is found by the digest of what made
+ * it: the kind, the settings and the bytes of every file it read. The files are hashed first
+ * and the context is then built from the paths: a file replaced in between gives a context
+ * newer than its digest, which the next publication finds changed and builds again (the file
+ * watcher brings that publication). */
+struct tls_entry {
+    unsigned char digest[32];
+    SSL_CTX *ctx;
+    uint64_t used; /* the last publication that asked for it */
+    struct tls_entry *next;
+};
+
+struct tls_store {
+    struct tls_entry *entries;
+    uint64_t serial;
+    bool failed; /* a context of this publication could not be built */
+};
+
+struct tls_store *tls_store_new(void)
+{
+    return sy_xcalloc(1, sizeof(struct tls_store));
+}
+
+void tls_store_free(struct tls_store *st)
+{
+    if (!st)
+        return;
+    while (st->entries) {
+        struct tls_entry *e = st->entries;
+        st->entries = e->next;
+        SSL_CTX_free(e->ctx);
+        free(e);
+    }
+    free(st);
+}
+
+void tls_store_begin(struct tls_store *st)
+{
+    st->serial++;
+    st->failed = false;
+}
+
+void tls_store_end(struct tls_store *st)
+{
+    /* After a failure the older contexts stay: a renewal that is put right again (the old
+     * files back) finds its context, and its sessions, still there. */
+    if (st->failed)
+        return;
+    for (struct tls_entry **pp = &st->entries; *pp;) {
+        struct tls_entry *e = *pp;
+        if (e->used == st->serial) {
+            pp = &e->next;
+            continue;
+        }
+        *pp = e->next;
+        SSL_CTX_free(e->ctx);
+        free(e);
+    }
+}
+
+/* Adds `path`'s bytes (or, when it cannot be read, its name and the error) to the digest. */
+static void digest_file(EVP_MD_CTX *md, const char *path)
+{
+    uint8_t tag = path ? 1 : 0;
+    EVP_DigestUpdate(md, &tag, 1);
+    if (!path)
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        int err = errno;
+        EVP_DigestUpdate(md, path, strlen(path) + 1);
+        EVP_DigestUpdate(md, &err, sizeof(err));
+        return;
+    }
+    char buf[16384];
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    close(fd);
+    EVP_DigestUpdate(md, &total, sizeof(total)); /* file boundaries are part of the content */
+}
+
+static struct tls_entry *store_find(struct tls_store *st, const unsigned char digest[32])
+{
+    for (struct tls_entry *e = st->entries; e; e = e->next)
+        if (memcmp(e->digest, digest, 32) == 0)
+            return e;
+    return NULL;
+}
+
+/* The stored context for `digest` (a new reference), or `built` stored under it. */
+static SSL_CTX *store_take(struct tls_store *st, const unsigned char digest[32], SSL_CTX *built)
+{
+    struct tls_entry *e = sy_xcalloc(1, sizeof(*e));
+    memcpy(e->digest, digest, 32);
+    e->ctx = built;
+    e->used = st->serial;
+    e->next = st->entries;
+    st->entries = e;
+    SSL_CTX_up_ref(built);
+    return built;
+}
+
+static SSL_CTX *store_lookup(struct tls_store *st, const unsigned char digest[32])
+{
+    struct tls_entry *e = store_find(st, digest);
+    if (!e)
+        return NULL;
+    e->used = st->serial;
+    SSL_CTX_up_ref(e->ctx);
+    return e->ctx;
+}
+
+SSL_CTX *tls_store_server(struct tls_store *st, const char *cert, const char *key, const char **why)
+{
+    unsigned char digest[32];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        *why = openssl_error("cannot hash the TLS files");
+        st->failed = true;
+        return NULL;
+    }
+    EVP_DigestUpdate(md, "server", 6);
+    digest_file(md, cert);
+    digest_file(md, key);
+    EVP_DigestFinal_ex(md, digest, NULL);
+    EVP_MD_CTX_free(md);
+    SSL_CTX *ctx = store_lookup(st, digest);
+    if (ctx)
+        return ctx;
+    ctx = tls_server_ctx_new(cert, key, why);
+    if (!ctx) {
+        st->failed = true;
+        return NULL;
+    }
+    store_take(st, digest, ctx);
+    return ctx;
+}
+
+SSL_CTX *tls_store_client(struct tls_store *st, const struct sy_cluster_tls *t, bool h2,
+                          const char **why)
+{
+    unsigned char digest[32];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        *why = openssl_error("cannot hash the TLS files");
+        st->failed = true;
+        return NULL;
+    }
+    uint8_t flags[2] = {t->verify, h2};
+    EVP_DigestUpdate(md, "client", 6);
+    EVP_DigestUpdate(md, flags, sizeof(flags));
+    digest_file(md, t->verify ? (t->ca ? t->ca : system_ca_file()) : NULL);
+    digest_file(md, t->cert);
+    digest_file(md, t->key);
+    EVP_DigestFinal_ex(md, digest, NULL);
+    EVP_MD_CTX_free(md);
+    SSL_CTX *ctx = store_lookup(st, digest);
+    if (ctx)
+        return ctx;
+    ctx = tls_client_ctx_new(t, h2, why);
+    if (!ctx) {
+        st->failed = true;
+        return NULL;
+    }
+    store_take(st, digest, ctx);
     return ctx;
 }
 
@@ -183,6 +485,7 @@ static void handshake_free(struct conn *c)
 {
     struct handshake *hs = (struct handshake *)c;
     event_free(hs->deadline);
+    tls_conn_end(hs->bev);
     bufferevent_free(hs->bev);
     worker_conn_remove(c->w, c);
     free(hs);

@@ -99,7 +99,7 @@ struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *e
     return p;
 }
 
-static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+int upstream_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct pool *p = SSL_get_app_data(ssl);
     if (!p)
@@ -116,6 +116,58 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     return 0; /* the library keeps its own reference */
 }
 
+/* Whether plan `t` is for the pool's TLS settings. */
+static bool plan_matches(const struct tls_client_plan *t, const struct pool *p)
+{
+    return t->verify == p->tls_verify && t->h2 == (p->proto == SY_PROTO_H2) &&
+           same_str(t->ca, p->tls_ca) && same_str(t->cert, p->tls_cert) &&
+           same_str(t->key, p->tls_key);
+}
+
+/* Points the pool at the worker's context for its settings, if it has one. A different
+ * context (new CA bundle or client certificate) also means a session that must not resume. */
+static void pool_take_tls(struct sy_worker *w, struct pool *p)
+{
+    for (size_t i = 0; i < w->n_tls_clients; i++) {
+        const struct tls_client_plan *t = &w->tls_clients[i];
+        if (!plan_matches(t, p))
+            continue;
+        if (t->ctx == p->tls)
+            return;
+        if (p->tls)
+            SSL_CTX_free(p->tls);
+        SSL_CTX_up_ref(t->ctx);
+        p->tls = t->ctx;
+        if (p->session) {
+            SSL_SESSION_free(p->session);
+            p->session = NULL;
+        }
+        return;
+    }
+}
+
+void tls_client_plans_free(struct tls_client_plan *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].ca);
+        free(v[i].cert);
+        free(v[i].key);
+        SSL_CTX_free(v[i].ctx);
+    }
+    free(v);
+}
+
+void upstream_set_tls(struct sy_worker *w, struct tls_client_plan *v, size_t n)
+{
+    tls_client_plans_free(w->tls_clients, w->n_tls_clients);
+    w->tls_clients = v;
+    w->n_tls_clients = n;
+    /* A pool whose settings left the table keeps the context it has, for what still runs. */
+    for (struct pool *p = w->pools; p; p = p->next)
+        if (p->tls_on)
+            pool_take_tls(w, p);
+}
+
 struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
                                      const struct sy_cluster_spec *cl, const char **why)
 {
@@ -123,13 +175,13 @@ struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
     struct bufferevent *bev;
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
     if (p->tls_on) {
+        if (!p->tls)
+            pool_take_tls(w, p);
         if (!p->tls) {
-            p->tls = tls_client_ctx_new(&cl->tls, p->proto == SY_PROTO_H2, why);
-            if (!p->tls)
-                return NULL;
-            SSL_CTX_set_session_cache_mode(p->tls, SSL_SESS_CACHE_CLIENT |
-                                                       SSL_SESS_CACHE_NO_INTERNAL_STORE);
-            SSL_CTX_sess_set_new_cb(p->tls, new_session_cb);
+            /* The control thread builds every context; a pool made for settings no snapshot
+             * of this worker has (an old exchange's, after a reload changed them) has none. */
+            *why = "no TLS context for the cluster's settings (changed by a reload)";
+            return NULL;
         }
         SSL *ssl = SSL_new(p->tls);
         if (!ssl) {
@@ -379,10 +431,6 @@ void upstream_forget_endpoints(struct sy_worker *w)
     const struct sy_config *cfg = worker_config(w);
     for (struct pool **pp = &w->pools; *pp;) {
         struct pool *p = *pp;
-        if (p->tls) {
-            SSL_CTX_free(p->tls); /* live connections hold their own reference */
-            p->tls = NULL;
-        }
         if (pool_in_use(cfg, p)) {
             pp = &p->next;
             continue;
@@ -409,4 +457,7 @@ void upstream_free_pools(struct sy_worker *w)
         h2up_close_pool(p, true);
         pool_free(p);
     }
+    tls_client_plans_free(w->tls_clients, w->n_tls_clients);
+    w->tls_clients = NULL;
+    w->n_tls_clients = 0;
 }

@@ -4,6 +4,7 @@
  * reference to the current routing snapshot. The control thread talks to a worker only
  * through a mutex-guarded mailbox rung with an eventfd: the request path never takes a lock,
  * and libevent itself runs without locks. */
+#define _GNU_SOURCE /* pthread_setname_np: before any header */
 #include "switchyard/proxy.h"
 
 #include <arpa/inet.h>
@@ -44,6 +45,7 @@ struct sy_workers {
     size_t n;
     struct bound *bound;
     size_t n_bound;
+    struct tls_store *tls; /* every TLS context, kept while its files are unchanged */
 };
 
 const struct sy_config *worker_config(const struct sy_worker *w)
@@ -439,6 +441,7 @@ static void msg_free(struct worker_msg *m)
             SSL_CTX_free(m->plan[i].tls);
     }
     free(m->plan);
+    tls_client_plans_free(m->clients, m->n_clients);
     sy_route_table_release(m->table);
     free(m);
 }
@@ -735,6 +738,9 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
             apply_plan(w, m->plan, m->n_plan);
             m->n_plan = 0; /* taken */
         }
+        upstream_set_tls(w, m->clients, m->n_clients);
+        m->clients = NULL;
+        m->n_clients = 0;
         upstream_forget_endpoints(w);
         msg_free(m);
         m = next;
@@ -759,9 +765,61 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The TLS contexts of `cfg`'s clusters, one per distinct setting, into every message. A
+ * context that cannot be built is logged and left out: pools that have one keep it. */
+static void plan_clients(struct sy_workers *ws, const struct sy_config *cfg,
+                         struct worker_msg **msgs)
+{
+    struct tls_client_plan *v = sy_xcalloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*v));
+    size_t n = 0;
+    for (size_t c = 0; c < cfg->n_clusters; c++) {
+        const struct sy_cluster_spec *cl = &cfg->clusters[c];
+        const struct sy_cluster_tls *t = &cl->tls;
+        bool h2 = cl->protocol == SY_PROTO_H2, dup = false;
+        for (size_t k = 0; k < n && !dup; k++)
+            dup = v[k].verify == t->verify && v[k].h2 == h2 && same_str(v[k].ca, t->ca) &&
+                  same_str(v[k].cert, t->cert) && same_str(v[k].key, t->key);
+        if (!t->on || dup)
+            continue;
+        const char *why = NULL;
+        SSL_CTX *ctx = tls_store_client(ws->tls, t, h2, &why);
+        if (!ctx) {
+            sy_log(SY_LOG_ERROR, "tls", "cluster %s: %s (its pools keep their context)", cl->name,
+                   why);
+            continue;
+        }
+        v[n++] = (struct tls_client_plan){t->ca ? sy_xstrdup(t->ca) : NULL,
+                                          t->cert ? sy_xstrdup(t->cert) : NULL,
+                                          t->key ? sy_xstrdup(t->key) : NULL,
+                                          t->verify,
+                                          h2,
+                                          ctx};
+    }
+    for (size_t i = 0; i < ws->n; i++) {
+        struct tls_client_plan *copy = sy_xcalloc(n ? n : 1, sizeof(*copy));
+        for (size_t j = 0; j < n; j++) {
+            copy[j] = v[j];
+            copy[j].ca = v[j].ca ? sy_xstrdup(v[j].ca) : NULL;
+            copy[j].cert = v[j].cert ? sy_xstrdup(v[j].cert) : NULL;
+            copy[j].key = v[j].key ? sy_xstrdup(v[j].key) : NULL;
+            SSL_CTX_up_ref(v[j].ctx);
+        }
+        msgs[i]->clients = copy;
+        msgs[i]->n_clients = n;
+    }
+    tls_client_plans_free(v, n);
+}
+
 /* Builds one message per worker for `table`: sockets for addresses not bound yet (one per
- * worker, SO_REUSEPORT), a TLS context per TLS listener. An address that cannot be bound is
- * logged and left out; at start-up (`strict`) that is fatal. */
+ * worker, SO_REUSEPORT), a TLS context per TLS listener and per cluster TLS setting (the
+ * same contexts as before when their files are unchanged: their sessions and tickets go on).
+ * An address that cannot be bound is logged and left out; at start-up (`strict`) that is
+ * fatal. */
 static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, bool strict,
                           struct worker_msg **msgs)
 {
@@ -778,12 +836,14 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
     /* Every TLS context first (reading and checking a key takes milliseconds), then every
      * socket: the ports start listening together, so a client that reaches one (a load
      * balancer's health check) does not find the next one still closed. */
+    tls_store_begin(ws->tls);
+    plan_clients(ws, cfg, msgs);
     SSL_CTX **ctxs = sy_xcalloc(n ? n : 1, sizeof(*ctxs));
     for (size_t j = 0; j < n; j++) {
         const struct sy_listen_spec *spec = &cfg->listens[j];
         if (spec->tls_cert) {
             const char *why = NULL;
-            ctxs[j] = tls_server_ctx_new(spec->tls_cert, spec->tls_key, &why);
+            ctxs[j] = tls_store_server(ws->tls, spec->tls_cert, spec->tls_key, &why);
             if (!ctxs[j]) {
                 sy_log(SY_LOG_ERROR, "tls", "listener %s: %s", spec->address, why);
                 rc = SY_ERR_INVALID;
@@ -841,6 +901,7 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
         n_bound++;
     }
     free(ctxs);
+    tls_store_end(ws->tls);
     free(ws->bound);
     ws->bound = bound;
     ws->n_bound = n_bound;
@@ -890,6 +951,7 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
     struct sy_workers *ws = sy_xcalloc(1, sizeof(*ws));
     ws->v = sy_xcalloc(n, sizeof(*ws->v));
     ws->n = n;
+    ws->tls = tls_store_new();
     for (unsigned i = 0; i < n; i++) {
         struct sy_worker *w = &ws->v[i];
         w->id = i;
@@ -919,8 +981,12 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
     struct worker_msg **msgs = sy_xcalloc(n, sizeof(*msgs));
     int rc = plan_listeners(ws, table, true, msgs);
     for (unsigned i = 0; i < n; i++) {
-        if (rc == 0)
+        if (rc == 0) {
             apply_plan(&ws->v[i], msgs[i]->plan, msgs[i]->n_plan), msgs[i]->n_plan = 0;
+            upstream_set_tls(&ws->v[i], msgs[i]->clients, msgs[i]->n_clients);
+            msgs[i]->clients = NULL;
+            msgs[i]->n_clients = 0;
+        }
         msg_free(msgs[i]);
     }
     free(msgs);
@@ -941,6 +1007,10 @@ int sy_workers_start(struct sy_workers *ws)
             sy_log_errno(SY_LOG_ERROR, "worker", "cannot start worker %zu", i);
             return SY_ERR_SYS;
         }
+        /* Named, so that top -H, perf and strace tell workers from the control thread. */
+        char name[16]; /* the kernel keeps 15 bytes */
+        snprintf(name, sizeof(name), "sy-worker-%u", (unsigned)(i % 100000));
+        pthread_setname_np(ws->v[i].thread, name);
     }
     return 0;
 }
@@ -1025,5 +1095,6 @@ void sy_workers_free(struct sy_workers *ws)
     }
     free(ws->bound);
     free(ws->v);
+    tls_store_free(ws->tls);
     free(ws);
 }

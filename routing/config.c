@@ -77,6 +77,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->h2_max_continuations = 8;
         lim->reserved_fds = 32;
         lim->log_client_lines = SY_LOG_CLIENT_RATE_DEFAULT;
+        lim->h2_early_resets = 100;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -89,6 +90,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         to->drain_ms = 10000;
         to->tunnel_idle_ms = 3600000;
         to->linger_ms = 2000;
+        to->tls_ticket_rotate_ms = 12 * 3600 * 1000;
     }
 }
 
@@ -1491,6 +1493,7 @@ static const struct limit_key limit_keys[] = {
     {"h2_max_continuations", offsetof(struct sy_limits, h2_max_continuations), false, 0, 1000},
     {"reserved_fds", offsetof(struct sy_limits, reserved_fds), false, 0, 1000000},
     {"log_client_lines", offsetof(struct sy_limits, log_client_lines), false, 0, 1000000},
+    {"h2_early_resets", offsetof(struct sy_limits, h2_early_resets), false, 1, UINT32_MAX},
 };
 
 static void parse_limits(struct ctx *c, const yaml_node_t *v)
@@ -1546,6 +1549,7 @@ static const struct timeout_key timeout_keys[] = {
     {"drain", offsetof(struct sy_timeouts, drain_ms)},
     {"tunnel_idle", offsetof(struct sy_timeouts, tunnel_idle_ms)},
     {"linger", offsetof(struct sy_timeouts, linger_ms)},
+    {"tls_ticket_rotate", offsetof(struct sy_timeouts, tls_ticket_rotate_ms)},
 };
 
 static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
@@ -1579,6 +1583,11 @@ static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
         }
         if (ms == 0) {
             report(c, pv, "%s must be greater than 0", tk->key);
+            continue;
+        }
+        if (tk->off == offsetof(struct sy_timeouts, tls_ticket_rotate_ms) && ms < 1000) {
+            /* A ticket opens for 2 to 3 rotations: below a second it is no resumption at all. */
+            report(c, pv, "%s must be at least 1s, got %s", tk->key, show_value(pv).s);
             continue;
         }
         memcpy((char *)&c->cfg->timeouts + tk->off, &ms, sizeof(ms));

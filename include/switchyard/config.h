@@ -154,6 +154,10 @@ struct sy_limits {
     size_t log_client_lines;     /* limits.log_client_lines: lines a client can cause (its bad
                                     requests, 404s, timeouts) logged per second per worker,
                                     default SY_LOG_CLIENT_RATE_DEFAULT; 0 = no limit */
+    size_t h2_early_resets;      /* limits.h2_early_resets: requests an HTTP/2 client may reset
+                                    after they went to a cluster and before their answer began,
+                                    per connection, default 100; past it, and when they are more
+                                    than half its requests, GOAWAY(ENHANCE_YOUR_CALM) */
 };
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.
@@ -176,6 +180,9 @@ struct sy_timeouts {
     unsigned linger_ms;        /* timeouts.linger, default 2000: after an error answer the
                                   connection reads and drops what the client still sends for
                                   at most this long (a deadline from the answer) */
+    unsigned tls_ticket_rotate_ms; /* timeouts.tls_ticket_rotate, default 43200000 (12h), at
+                                      least 1s: a new session ticket key this often; the two
+                                      previous ones still open tickets */
 };
 
 /** Longest admin socket path (struct sockaddr_un.sun_path holds 108 bytes with the NUL). */

@@ -76,6 +76,12 @@ typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);
  */
 void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg);
 
+/**
+ * Makes a new session ticket key, the one every TLS listener seals tickets with from now on;
+ * the two before it still open tickets. Call every timeouts.tls_ticket_rotate. Control thread.
+ */
+void sy_tls_tickets_rotate(void);
+
 /** Frees the workers (after join). NULL is a no-op. */
 void sy_workers_free(struct sy_workers *ws);
 

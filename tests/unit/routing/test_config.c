@@ -1066,6 +1066,15 @@ static const struct error_case error_cases[] = {
           "timeouts:\n"
           "  upstream_response: 1200h\n",
      {{8, 22, "upstream_response must be at most 4294967295ms, got 1200h"}}},
+    {"test_rejects_tls_ticket_rotate_below_a_second",
+     BASE "apps: []\n"
+          "timeouts:\n"
+          "  tls_ticket_rotate: 500ms\n",
+     {{8, 22, "tls_ticket_rotate must be at least 1s, got 500ms"}}},
+    {"test_rejects_tls_ticket_rotate_that_is_not_a_duration",
+     BASE "apps: []\n"
+          "timeouts: {tls_ticket_rotate: daily}\n",
+     {{7, 31, "tls_ticket_rotate must be a duration such as 10s, 500ms, 2m or 1h, got daily"}}},
     {"test_rejects_stable_not_in_weights",
      BASE "apps:\n"
           "  - name: web\n"
@@ -1287,6 +1296,15 @@ static const struct error_case error_cases[] = {
      BASE "apps: []\n"
           "admin: {allow_read_gids: [no-such-group-here]}\n",
      {{7, 27, "allow_read_gids: no group named 'no-such-group-here'"}}},
+    {"test_rejects_zero_h2_early_resets",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  h2_early_resets: 0\n",
+     {{8, 20, "h2_early_resets must be an integer 1..4294967295, got 0"}}},
+    {"test_rejects_h2_early_resets_that_is_not_a_number",
+     BASE "apps: []\n"
+          "limits: {h2_early_resets: many}\n",
+     {{7, 27, "h2_early_resets must be an integer 1..4294967295, got many"}}},
     {"test_rejects_limits_that_are_not_a_mapping",
      BASE "apps: []\n"
           "limits: 100\n",
