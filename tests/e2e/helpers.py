@@ -376,3 +376,15 @@ def wait_for(pred, timeout, what, interval=0.01):
             break
         time.sleep(interval)  # polling: the condition has no event to wait on
     raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
+
+
+def log_has(proc, text, timeout=5.0):
+    """True once `text` appears in proc.log_text(): the proxy's log is written by a thread of
+    its own, so a line may land a moment after the event that caused it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if text in proc.log_text():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # polling the log: nothing else says a line was written

@@ -593,7 +593,7 @@ def test_weight_change_during_a_half_done_renewal_keeps_the_tls_port(sy, backend
             assert a.ask("weights web blue=90 green=10").endswith("ok\n")
         for _ in range(6):  # every worker's listener is still open, with the old certificate
             assert peer_cert(tls) == first
-        assert "keeps its current certificate" in p.log_text()
+        assert helpers.log_has(p, "keeps its current certificate")
         r = helpers.curl1("https://127.0.0.1:%d/half-renewed" % tls, "-k")
         assert r.status == 200, r
         install(certdir, "key")
@@ -660,7 +660,7 @@ def test_renewed_certificate_is_served_without_a_signal(sy, backends, tmp_path):
     os.rename(str(vol / "..data_tmp"), str(vol / "..data"))
     p2.wait_published(1, timeout=5 * SLOW)
     assert _wait_cert(tls2, fourth, 5 * SLOW), "the Secret's new certificate was not picked up"
-    assert "a TLS file changed: reloading" in p2.log_text()
+    assert helpers.log_has(p2, "a TLS file changed: reloading")
     r = helpers.curl1("https://127.0.0.1:%d/renewed" % tls2, "-k")
     assert (r.status, r.backend) == (200, "blue-1")
 

@@ -248,7 +248,7 @@ def test_another_uid_is_refused(admin_proxy, tmp_path):
         assert s.stdout == "error: permission denied\n", s
     assert journal_seq(p) == 0
     assert split(p.port, 10) == {BLUE: 5, GREEN: 5}
-    assert "refused uid 65534" in p.log_text()
+    assert helpers.log_has(p, "refused uid 65534")
 
     # allow_uids lets nobody in (the socket is then 0666: the peer check guards it).
     q = admin_proxy([web(50, 50)], name="allowed", admin={"allow_uids": [65534]})
@@ -287,7 +287,7 @@ def test_revert_survives_sighup_file_rewrite_and_kill9_then_release_restores_the
     # kill -9 and a restart: the journal is replayed before the first request is served.
     p.kill9()
     p.start()
-    assert "override of app 'web' (seq 1" in p.log_text()
+    assert helpers.log_has(p, "override of app 'web' (seq 1")
     assert split(p.port, 10) == {BLUE: 10}
     assert split(p.port, 10, host="chat.test") == {BLUE: 10}
     assert journal_seq(p) == 1
@@ -323,14 +323,14 @@ def test_damaged_journal_stops_the_start_unless_discarded(admin_proxy):
     with open(p.state, "wb") as f:
         f.write(b"\n".join(lines) + b'{"v":1,"type":"change","seq":3,"ti')
     p.start()
-    assert "ignoring a torn last record" in p.log_text()
+    assert helpers.log_has(p, "ignoring a torn last record")
     assert split(p.port, 10) == {BLUE: 5, GREEN: 5}
     assert p.stop() is None
     # The operator's explicit choice: discard. Loudly.
     with open(p.state, "wb") as f:
         f.write(b"garbage\n")
     p.start(args=["--discard-state"])
-    assert "DISCARDED the overrides journal" in p.log_text()
+    assert helpers.log_has(p, "DISCARDED the overrides journal")
     assert split(p.port, 10) == {GREEN: 10}
     assert any(n.startswith(os.path.basename(p.state) + ".corrupt-")
                for n in os.listdir(os.path.dirname(p.state)))

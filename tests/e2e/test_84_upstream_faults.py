@@ -252,7 +252,7 @@ def test_tls_close_without_close_notify_fails_close_delimited_body_h1(proxy, scr
         with pytest.raises((EOFError, ConnectionResetError)):
             r = c.read_response()
             raise AssertionError("a truncated body looked complete to the client: %r" % r)
-    assert "response cut" in p.log_text(), p.log_text()[-2000:]
+    assert helpers.log_has(p, "response cut"), p.log_text()[-2000:]
 
 
 def test_tls_close_with_close_notify_ends_close_delimited_body(proxy, scripted, tls_cert):
