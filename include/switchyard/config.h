@@ -55,13 +55,29 @@ struct sy_cluster_tls {
     struct sy_mark mark; /* the `tls:` value (or `protocol:` when implied) */
 };
 
-/** `clusters: NAME: {endpoints: [...], protocol, tls}`. Order is the file's order. */
+/** `queue.max` default: requests that may wait per endpoint per worker. */
+#define SY_QUEUE_MAX_DEFAULT 1000
+/** `queue.timeout` default, in milliseconds. */
+#define SY_QUEUE_TIMEOUT_DEFAULT_MS 5000
+/** Largest `max_connections` and `queue.max` accepted. */
+#define SY_CLUSTER_CAP_MAX 1000000
+
+/** `clusters: NAME: {endpoints: [...], protocol, tls, max_connections, queue}`. Order is the
+ * file's order. */
 struct sy_cluster_spec {
     char *name;
     struct sy_endpoint_spec *endpoints;
     size_t n_endpoints;
     enum sy_upstream_proto protocol;
     struct sy_cluster_tls tls;
+    size_t max_connections;    /* `max_connections`: connections to each endpoint per worker
+                                  (HTTP/1.1: one per request in flight; HTTP/2: each carries
+                                  up to the server's stream limit); 0 (default) = no cap */
+    size_t queue_max;          /* `queue.max`: with a cap, requests that may wait for a
+                                  connection per endpoint per worker (0: none wait, 503 at once);
+                                  default SY_QUEUE_MAX_DEFAULT */
+    unsigned queue_timeout_ms; /* `queue.timeout`: the longest a request waits (then 503);
+                                  default SY_QUEUE_TIMEOUT_DEFAULT_MS */
     struct sy_mark mark;
 };
 
@@ -138,8 +154,12 @@ struct sy_limits {
     size_t max_header_bytes; /* limits.max_header_bytes, default 32768 (whole head) -> 431 */
     size_t max_headers;      /* limits.max_headers, default 100 -> 431 */
     uint64_t max_body_bytes; /* limits.max_body_bytes, default 0 (unlimited) -> 413 */
-    size_t max_connections;  /* limits.max_connections per worker, default 10000 */
-    size_t buffer_bytes;     /* limits.buffer_bytes: per-direction high-water mark, default 65536 */
+    size_t max_connections;  /* limits.max_connections: client connections per worker,
+                                default 10000 */
+    size_t max_upstream_connections; /* limits.max_upstream_connections: connections to the
+                                        clusters per worker, all endpoints together (idle ones
+                                        included), default 10000 -> 503 */
+    size_t buffer_bytes; /* limits.buffer_bytes: per-direction high-water mark, default 65536 */
     size_t upstream_keepalive;   /* limits.upstream_keepalive: idle connections kept per endpoint
                                     per worker, default 32 */
     size_t h2_max_streams;       /* limits.h2_max_streams: concurrent streams per HTTP/2
