@@ -144,7 +144,7 @@ static void override_text(struct sy_reply *r, const struct sy_override *o)
 
 struct traffic_row {
     char *app, *cluster;
-    uint64_t requests, responses_5xx, in_flight, tunnels;
+    uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, upstream_refused;
 };
 
 struct traffic {
@@ -163,6 +163,9 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     row->responses_5xx = t->responses_5xx;
     row->in_flight = t->in_flight;
     row->tunnels = t->tunnels;
+    row->queued = t->queued;
+    row->queue_503 = t->queue_503;
+    row->upstream_refused = t->upstream_refused;
 }
 
 static const struct traffic_row *traffic_find(const struct traffic *acc, const char *app,
@@ -220,6 +223,9 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         const struct traffic_row *row = traffic_find(acc, app->name, cname);
         uint64_t req = row ? row->requests : 0, x5 = row ? row->responses_5xx : 0,
                  fl = row ? row->in_flight : 0, tu = row ? row->tunnels : 0;
+        uint64_t qn = row ? row->queued : 0, q5 = row ? row->queue_503 : 0,
+                 rf = row ? row->upstream_refused : 0;
+        const struct sy_cluster_spec *cs = &cfg->clusters[app->weights[i].cluster];
         char ovs[32];
         if (ov < 0)
             snprintf(ovs, sizeof(ovs), "-");
@@ -230,6 +236,18 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
             wname, i == 0 ? app->name : "", wcluster, cname,
             app->weights[i].cluster == app->stable ? '*' : ' ', app->weights[i].weight, ovs, ew,
             req, x5, fl, tu);
+        /* The wait for a connection, on a line of its own where there is one to tell of. */
+        if (cs->max_connections || qn || q5 || rf) {
+            sy_reply_printf(
+                r, "%-*s   %s: %" PRIu64 " queued now, %" PRIu64 " answered 503 by the queue",
+                wname, "", cname, qn, q5);
+            if (cs->max_connections)
+                sy_reply_printf(r, " (max_connections %zu, queue.max %zu, queue.timeout %u ms)",
+                                cs->max_connections, cs->queue_max, cs->queue_timeout_ms);
+            if (rf)
+                sy_reply_printf(r, "; %" PRIu64 " refused by limits.max_upstream_connections", rf);
+            sy_reply_printf(r, "\n");
+        }
         sy_json_begin_object(r, NULL);
         sy_json_str(r, "name", cname);
         sy_json_bool(r, "stable", app->weights[i].cluster == app->stable);
@@ -243,6 +261,10 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         sy_json_uint(r, "responses_5xx", x5);
         sy_json_uint(r, "in_flight", fl);
         sy_json_uint(r, "tunnels", tu);
+        sy_json_uint(r, "queued", qn);
+        sy_json_uint(r, "queue_503", q5);
+        sy_json_uint(r, "upstream_refused", rf);
+        sy_json_uint(r, "max_connections", cs->max_connections);
         sy_json_end_object(r);
     }
     sy_json_end_array(r);

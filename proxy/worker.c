@@ -223,7 +223,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
     /* Sum by name across workers: the first worker's list gives the order. */
     struct agg {
         const char *app, *cluster;
-        uint64_t requests, responses_5xx, in_flight, tunnels;
+        uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
     } *v = NULL;
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < ws->n; i++) {
@@ -235,19 +235,23 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
                 k++;
             if (k == n) {
                 sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
-                v[n++] = (struct agg){s->app, s->cluster, 0, 0, 0, 0};
+                v[n++] = (struct agg){s->app, s->cluster, 0, 0, 0, 0, 0, 0, 0};
             }
             v[k].requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
             v[k].responses_5xx += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
             v[k].in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
             v[k].tunnels += atomic_load_explicit(&s->tunnels, memory_order_relaxed);
+            v[k].queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
+            v[k].queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
+            v[k].refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
         }
     }
     for (size_t k = 0; k < n; k++) {
         if (v[k].requests == 0)
             continue;
         struct sy_traffic t = {v[k].app,           v[k].cluster,   v[k].requests,
-                               v[k].responses_5xx, v[k].in_flight, v[k].tunnels};
+                               v[k].responses_5xx, v[k].in_flight, v[k].tunnels,
+                               v[k].queued,        v[k].queue_503, v[k].refused};
         cb(&t, arg);
     }
     free(v);
