@@ -363,7 +363,10 @@ void upstream_release(struct upstream *up, bool reusable)
     const struct sy_config *cfg = worker_config(w);
     up->ex = NULL;
     struct pool *p = up->pool;
-    if (!reusable || w->draining || p->retired || p->n_idle >= cfg->limits.upstream_keepalive ||
+    /* A connection that a waiting request will take is kept whatever upstream_keepalive says. */
+    bool wanted = p->q_head != NULL;
+    if (!reusable || w->draining || p->retired ||
+        (p->n_idle >= cfg->limits.upstream_keepalive && !wanted) ||
         evbuffer_get_length(bufferevent_get_input(up->bev)) > 0 ||
         evbuffer_get_length(bufferevent_get_output(up->bev)) > 0) {
         upstream_free(up);

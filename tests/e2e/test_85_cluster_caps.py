@@ -17,6 +17,7 @@ clients: raw sockets and http.client in threads, switchyardctl on the admin sock
 import http.client
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ import pytest
 import helpers
 from admin_util import SWITCHYARDCTL, AdminProxy, socket_dir
 from helpers import measure
-from upstream_util import Peers
+from upstream_util import H2Client, Peers
 
 pytestmark = pytest.mark.skipif(
     not (SWITCHYARDCTL and os.access(SWITCHYARDCTL, os.X_OK)),
@@ -198,6 +199,29 @@ def test_queued_requests_are_served_in_arrival_order(capped, backend_factory):
     assert max_open(b) == 1
 
 
+def test_a_connection_coming_back_serves_the_queue_even_with_upstream_keepalive_0(
+        capped, backend_factory):
+    """The connection that comes back goes to the head of the queue, though the pool keeps no
+    idle connection otherwise."""
+    b = backend_factory("reuse-1")
+    p = capped({"blue": {"endpoints": [b.addr], "max_connections": 1,
+                         "queue": {"max": 10, "timeout": "60s"}}},
+               limits={"upstream_keepalive": 0})
+    first = Getter(p.port, "/sleep/3?who=first")
+    first.start()
+    wait_seen(b, "who=first")
+    later = []
+    for i in range(3):
+        later.append(Getter(p.port, "/anything?who=q%d" % i))
+        later[-1].start()
+        wait_status(p, "queued", i + 1)
+    for g in [first] + later:
+        g.join(30)
+        assert g.result[0] == 200, g.result
+    conns = [r["conn"] for r in b.records() if r["ev"] == "request" and "who=" in r["path"]]
+    assert len(conns) == 4 and len(set(conns)) == 1, conns
+
+
 def test_a_full_queue_answers_503_with_the_reason_at_once(capped, backend_factory):
     b = backend_factory("full-1")
     p = capped({"blue": {"endpoints": [b.addr], "max_connections": 1,
@@ -338,3 +362,78 @@ def test_max_upstream_connections_refuses_with_503_and_idle_connections_give_way
     assert cluster_status(p, "blue")["upstream_refused"] == 0
     text = p.ctl_ok("status")
     assert "1 refused by limits.max_upstream_connections" in text, text
+
+
+def test_an_h2_client_stream_reset_while_queued_takes_no_slot(capped, backend_factory):
+    b = backend_factory("h2gone-1")
+    p = capped({"blue": {"endpoints": [b.addr], "max_connections": 1,
+                         "queue": {"max": 10, "timeout": "60s"}}})
+    first = Getter(p.port, "/sleep/3?who=first")
+    first.start()
+    wait_seen(b, "who=first")
+    c = H2Client(p.port)
+    try:
+        sid = c.request("/sleep/1.5?who=reset")
+        wait_status(p, "queued", 1)
+        c.conn.reset_stream(sid)
+        c.flush()
+        wait_status(p, "queued", 0)  # forgotten at once
+        first.join(30)
+        assert first.result[0] == 200, first.result
+        # Its turn would have come by now: it must not reach the backend.
+        assert get(p.port, "/anything?who=next")[0] == 200
+        assert not b.saw("who=reset"), "a reset stream's request reached the backend"
+    finally:
+        c.close()
+
+
+def test_max_upstream_connections_bounds_one_h2_client_with_many_streams(capped,
+                                                                          backend_factory):
+    """limits.max_connections counts client connections only: one HTTP/2 connection with ten
+    streams made ten upstream connections. limits.max_upstream_connections bounds those."""
+    b = backend_factory("streams-1")
+    p = capped({"blue": {"endpoints": [b.addr]}},
+               limits={"max_connections": 1, "max_upstream_connections": 3})
+    c = H2Client(p.port, timeout=30)
+    try:
+        sids = [c.request("/sleep/1?n=%d" % i) for i in range(10)]
+        statuses, ended = {}, set()
+        deadline = time.monotonic() + 30
+        while len(ended) < len(sids) and time.monotonic() < deadline:
+            for ev in c.events(0.5):
+                if type(ev).__name__ == "ResponseReceived":
+                    statuses[ev.stream_id] = dict(ev.headers)[":status"]
+                elif type(ev).__name__ == "DataReceived":
+                    c.ack(ev.stream_id, ev.flow_controlled_length)
+                elif type(ev).__name__ in ("StreamEnded", "StreamReset"):
+                    ended.add(ev.stream_id)
+    finally:
+        c.close()
+    got = sorted(statuses.get(s, "none") for s in sids)
+    seen = max_open(b)
+    measure("h2_client_streams_upstream_max_open", seen, "connections",
+            "10 streams, max_upstream_connections 3")
+    assert got == ["200"] * 3 + ["503"] * 7, got
+    assert seen <= 3, seen
+    assert cluster_status(p)["upstream_refused"] == 7
+
+
+def test_sigterm_serves_what_waits_in_the_queue_and_exits_0(capped, backend_factory):
+    b = backend_factory("term-1")
+    p = capped({"blue": {"endpoints": [b.addr], "max_connections": 1,
+                         "queue": {"max": 10, "timeout": "30s"}}})
+    ts = [Getter(p.port, "/sleep/0.5?who=t0")]
+    ts[0].start()
+    wait_seen(b, "who=t0")
+    for i in (1, 2):
+        ts.append(Getter(p.port, "/sleep/0.5?who=t%d" % i))
+        ts[-1].start()
+        wait_status(p, "queued", i)
+    p.proc.send_signal(signal.SIGTERM)
+    for t in ts:
+        t.join(30)
+        assert t.result[0] == 200, t.result
+    rc = p.proc.wait(timeout=15)  # the drain (5 s) ends once the clients are served
+    p.stopped = True
+    p._logf.close()
+    assert rc == 0, "switchyard exited with %s on SIGTERM:\n%s" % (rc, p.log_text()[-3000:])
