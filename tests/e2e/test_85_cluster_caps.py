@@ -130,9 +130,11 @@ def cluster_status(p, cluster="blue", app="web"):
 
 
 def wait_status(p, key, want, cluster="blue", timeout=10.0):
-    helpers.wait_for(lambda: cluster_status(p, cluster).get(key) == want, timeout,
-                     "status %s of %s == %r (now %r)" % (key, cluster, want,
-                                                         cluster_status(p, cluster).get(key)))
+    try:
+        helpers.wait_for(lambda: cluster_status(p, cluster).get(key) == want, timeout,
+                         "status %s of %s == %r" % (key, cluster, want))
+    except AssertionError as e:
+        raise AssertionError("%s (it is %r)" % (e, cluster_status(p, cluster).get(key)))
 
 
 def wait_seen(backend, token, timeout=10.0):
@@ -422,7 +424,7 @@ def test_sigterm_serves_what_waits_in_the_queue_and_exits_0(capped, backend_fact
     b = backend_factory("term-1")
     p = capped({"blue": {"endpoints": [b.addr], "max_connections": 1,
                          "queue": {"max": 10, "timeout": "30s"}}})
-    ts = [Getter(p.port, "/sleep/0.5?who=t0")]
+    ts = [Getter(p.port, "/sleep/3?who=t0")]  # long enough to queue two behind it
     ts[0].start()
     wait_seen(b, "who=t0")
     for i in (1, 2):
