@@ -979,6 +979,13 @@ static void diff_clusters(struct diff *df, const struct sy_config *oc, const str
         if (!same)
             diff_line(df, "endpoints", NULL, "~ cluster %s: endpoints change (%zu -> %zu)", n->name,
                       o->n_endpoints, n->n_endpoints);
+        if (o->max_connections != n->max_connections || o->queue_max != n->queue_max ||
+            o->queue_timeout_ms != n->queue_timeout_ms)
+            diff_line(df, "max_connections", NULL,
+                      "~ cluster %s: max_connections %zu -> %zu, queue.max %zu -> %zu, "
+                      "queue.timeout %u -> %u ms",
+                      n->name, o->max_connections, n->max_connections, o->queue_max, n->queue_max,
+                      o->queue_timeout_ms, n->queue_timeout_ms);
     }
 }
 

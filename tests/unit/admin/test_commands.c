@@ -367,6 +367,11 @@ static void test_diff_shows_what_a_file_would_change(void **state)
     memcpy(strstr(text, "weights: {blue: 50, green: 50}"), "weights: {blue: 20, green: 80}", 30);
     strcat(text, "  - name: api\n    hosts: [chat.test]\n    paths: [/api]\n    weights: {gray: "
                  "100}\n");
+    /* A cap on gray's connections, written after its endpoints. */
+    static const char cap[] = "    max_connections: 8\n    queue: {max: 10, timeout: 1s}\n";
+    char *after = strstr(text, "127.0.0.1:9003]\n") + strlen("127.0.0.1:9003]\n");
+    memmove(after + strlen(cap), after, strlen(after) + 1);
+    memcpy(after, cap, strlen(cap));
     char line[64];
     snprintf(line, sizeof(line), "diff %zu new.yaml", strlen(text));
     char *out = ask_payload(f, line, text, NULL);
@@ -376,6 +381,8 @@ static void test_diff_shows_what_a_file_would_change(void **state)
                          "until `release chat`\n");
     assert_contains(out, "+ app api (1 hosts, 1 paths)\n");
     assert_contains(out, "~ host chat.test path /api: chat -> api\n");
+    assert_contains(out, "~ cluster gray: max_connections 0 -> 8, queue.max 1000 -> 10, "
+                         "queue.timeout 5000 -> 1000 ms\n");
     assert_true(ends_ok(out));
     free(out);
     /* Nothing changes by asking. */
