@@ -439,3 +439,25 @@ def test_sigterm_serves_what_waits_in_the_queue_and_exits_0(capped, backend_fact
     p.stopped = True
     p._logf.close()
     assert rc == 0, "switchyard exited with %s on SIGTERM:\n%s" % (rc, p.log_text()[-3000:])
+
+
+def test_a_request_queued_before_a_reload_is_served_by_the_endpoint_it_was_routed_to(
+        capped, backend_factory):
+    old, new = backend_factory("old-1"), backend_factory("new-1")
+    p = capped({"blue": {"endpoints": [old.addr], "max_connections": 1,
+                         "queue": {"max": 10, "timeout": "60s"}}})
+    first = Getter(p.port, "/sleep/2?who=first")
+    first.start()
+    wait_seen(old, "who=first")
+    queued = Getter(p.port, "/anything?who=queued")
+    queued.start()
+    wait_status(p, "queued", 1)
+    p.spec["clusters"] = {"blue": {"endpoints": [new.addr], "max_connections": 1}}
+    p.write_config()
+    p.ctl_ok("reload")
+    assert get(p.port, "/anything?who=after")[0] == 200  # the new endpoint has room
+    for g in (first, queued):
+        g.join(30)
+        assert g.result[0] == 200, g.result
+    assert old.saw("who=queued") and not new.saw("who=queued")
+    assert new.saw("who=after")
