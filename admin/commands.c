@@ -144,7 +144,7 @@ static void override_text(struct sy_reply *r, const struct sy_override *o)
 
 struct traffic_row {
     char *app, *cluster;
-    uint64_t requests, responses_5xx, in_flight, tunnels;
+    uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, upstream_refused;
     uint64_t own[SY_OWN_N];
 };
 
@@ -212,6 +212,9 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     row->in_flight = t->in_flight;
     row->tunnels = t->tunnels;
     memcpy(row->own, t->own, sizeof(row->own));
+    row->queued = t->queued;
+    row->queue_503 = t->queue_503;
+    row->upstream_refused = t->upstream_refused;
 }
 
 static const struct traffic_row *traffic_find(const struct traffic *acc, const char *app,
@@ -271,6 +274,9 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
                  fl = row ? row->in_flight : 0, tu = row ? row->tunnels : 0;
         static const uint64_t none[SY_OWN_N];
         const uint64_t *own = row ? row->own : none;
+        uint64_t qn = row ? row->queued : 0, q5 = row ? row->queue_503 : 0,
+                 rf = row ? row->upstream_refused : 0;
+        const struct sy_cluster_spec *cs = &cfg->clusters[app->weights[i].cluster];
         char ovs[32];
         if (ov < 0)
             snprintf(ovs, sizeof(ovs), "-");
@@ -281,6 +287,18 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
             wname, i == 0 ? app->name : "", wcluster, cname,
             app->weights[i].cluster == app->stable ? '*' : ' ', app->weights[i].weight, ovs, ew,
             req, x5, fl, tu);
+        /* The wait for a connection, on a line of its own where there is one to tell of. */
+        if (cs->max_connections || qn || q5 || rf) {
+            sy_reply_printf(
+                r, "%-*s   %s: %" PRIu64 " queued now, %" PRIu64 " answered 503 by the queue",
+                wname, "", cname, qn, q5);
+            if (cs->max_connections)
+                sy_reply_printf(r, " (max_connections %zu, queue.max %zu, queue.timeout %u ms)",
+                                cs->max_connections, cs->queue_max, cs->queue_timeout_ms);
+            if (rf)
+                sy_reply_printf(r, "; %" PRIu64 " refused by limits.max_upstream_connections", rf);
+            sy_reply_printf(r, "\n");
+        }
         sy_json_begin_object(r, NULL);
         sy_json_str(r, "name", cname);
         sy_json_bool(r, "stable", app->weights[i].cluster == app->stable);
@@ -296,6 +314,10 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         sy_json_uint(r, "tunnels", tu);
         sy_json_uint(r, "own_answers", own_total(own));
         own_json(r, "own", own);
+        sy_json_uint(r, "queued", qn);
+        sy_json_uint(r, "queue_503", q5);
+        sy_json_uint(r, "upstream_refused", rf);
+        sy_json_uint(r, "max_connections", cs->max_connections);
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
@@ -1043,6 +1065,13 @@ static void diff_clusters(struct diff *df, const struct sy_config *oc, const str
         if (!same)
             diff_line(df, "endpoints", NULL, "~ cluster %s: endpoints change (%zu -> %zu)", n->name,
                       o->n_endpoints, n->n_endpoints);
+        if (o->max_connections != n->max_connections || o->queue_max != n->queue_max ||
+            o->queue_timeout_ms != n->queue_timeout_ms)
+            diff_line(df, "max_connections", NULL,
+                      "~ cluster %s: max_connections %zu -> %zu, queue.max %zu -> %zu, "
+                      "queue.timeout %u -> %u ms",
+                      n->name, o->max_connections, n->max_connections, o->queue_max, n->queue_max,
+                      o->queue_timeout_ms, n->queue_timeout_ms);
     }
 }
 

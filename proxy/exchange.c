@@ -38,6 +38,7 @@ static void exchange_free(struct exchange *ex)
 {
     if (ex->w->drain_cut == ex)
         ex->w->drain_cut = NULL;
+    queue_remove(ex); /* a client that goes away while waiting is forgotten */
     h2up_detach(ex);
     if (ex->w_prev)
         ex->w_prev->w_next = ex->w_next;
@@ -75,6 +76,8 @@ static void exchange_free(struct exchange *ex)
     evbuffer_free(ex->trailers);
     if (ex->h2_timer)
         event_free(ex->h2_timer);
+    if (ex->q_timer)
+        event_free(ex->q_timer);
     free(ex);
 }
 
@@ -97,12 +100,13 @@ static struct exchange *exchange_alloc(struct sy_worker *w)
     w->ex_cache = ex->w_next;
     w->n_ex_cache--;
     struct evbuffer *up_head = ex->up_head, *tmp = ex->tmp, *trailers = ex->trailers;
-    struct event *h2_timer = ex->h2_timer;
+    struct event *h2_timer = ex->h2_timer, *q_timer = ex->q_timer;
     memset(ex, 0, sizeof(*ex));
     ex->up_head = up_head;
     ex->tmp = tmp;
     ex->trailers = trailers;
     ex->h2_timer = h2_timer;
+    ex->q_timer = q_timer;
     return ex;
 }
 
@@ -116,6 +120,8 @@ void exchange_cache_free(struct sy_worker *w)
         evbuffer_free(ex->trailers);
         if (ex->h2_timer)
             event_free(ex->h2_timer);
+        if (ex->q_timer)
+            event_free(ex->q_timer);
         free(ex);
     }
     w->n_ex_cache = 0;
@@ -155,6 +161,28 @@ static void fail(struct exchange *ex, int status, const char *why)
         d->own_slot = slot;
         d->ops->send_error(d, status, why);
     }
+}
+
+/* No connection could be had for the exchange: 503 when limits.max_upstream_connections said
+ * no (the cluster was not tried), 502 when the cluster cannot be reached. */
+static void fail_connect(struct exchange *ex, const char *why)
+{
+    char msg[320];
+    if (why == upstream_limit_reason) {
+        counter_add(&ex->slot->upstream_refused, 1);
+        snprintf(msg, sizeof(msg), "cluster %s (%s) not tried: %s", cluster_name(ex),
+                 ex->endpoint->address, why);
+        fail(ex, 503, msg);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
+             ex->endpoint->address, why ? why : "no connection");
+    fail(ex, 502, msg);
+}
+
+void exchange_queue_expired(struct exchange *ex, const char *why)
+{
+    fail(ex, 503, why);
 }
 
 void exchange_downstream_gone(struct exchange *ex)
@@ -559,19 +587,34 @@ void exchange_start(struct downstream *d, const struct req_head *req)
             return;
         }
         build_h2_request(ex, req, cl->tls.on);
-        if (!h2up_attach(ex, upstream_pool(w, ep, cl), cl, NULL, &why)) {
-            snprintf(msg, sizeof(msg), "cluster %s (%s) cannot be reached: %s", cl->name,
-                     ep->address, why ? why : "no connection");
-            fail(ex, 502, msg);
+    } else {
+        write_request_head(ex, req);
+    }
+    if (cl->max_connections) {
+        struct pool *p = upstream_pool(w, ep, cl);
+        switch (queue_admit(ex, p, cl)) {
+        case QUEUE_GO:
+            break;
+        case QUEUE_WAITING:
+            return; /* exchange_dequeued goes on */
+        case QUEUE_FULL:
+            counter_add(&ex->slot->queue_503, 1);
+            snprintf(msg, sizeof(msg),
+                     "cluster %s (%s): all %zu connections are busy and %zu requests wait "
+                     "already (queue.max)",
+                     cl->name, ep->address, cl->max_connections, p->n_queued);
+            fail(ex, 503, msg);
+            return;
         }
+    }
+    if (cl->protocol != SY_PROTO_HTTP1) {
+        if (!h2up_attach(ex, upstream_pool(w, ep, cl), cl, NULL, &why))
+            fail_connect(ex, why);
         return;
     }
-    write_request_head(ex, req);
     ex->up = upstream_get(w, ep, cl, ex, false, &why);
     if (!ex->up) {
-        snprintf(msg, sizeof(msg), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
-                 ep->address, why ? why : "no connection");
-        fail(ex, 502, msg);
+        fail_connect(ex, why);
         return;
     }
     /* The body is pulled by the codec's exchange_body_ready once the head is consumed. */
@@ -605,6 +648,25 @@ void exchange_upstream_connected(struct exchange *ex)
 {
     send_head(ex);
     exchange_body_ready(ex);
+}
+
+void exchange_dequeued(struct exchange *ex)
+{
+    const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+    const char *why = NULL;
+    if (cl->protocol != SY_PROTO_HTTP1) {
+        if (!h2up_attach(ex, upstream_pool(ex->w, ex->endpoint, cl), cl, NULL, &why))
+            fail_connect(ex, why);
+        return;
+    }
+    ex->up = upstream_get(ex->w, ex->endpoint, cl, ex, false, &why);
+    if (!ex->up) {
+        fail_connect(ex, why);
+        return;
+    }
+    /* The codec consumed the head long ago: the body may be pulled now. */
+    if (ex->up->connected)
+        exchange_upstream_connected(ex);
 }
 
 static void maybe_finish(struct exchange *ex)
@@ -1023,11 +1085,8 @@ void exchange_upstream_event(struct exchange *ex, short what)
         const char *reason = NULL;
         ex->up = upstream_get(ex->w, ex->endpoint, sy_route_cluster(ex->table, ex->cluster), ex,
                               true, &reason);
-        if (!ex->up) {
-            snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
-                     ex->endpoint->address, reason ? reason : "no connection");
-            fail(ex, 502, why);
-        }
+        if (!ex->up)
+            fail_connect(ex, reason);
         return;
     }
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && up->connected) {
@@ -1142,7 +1201,14 @@ void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocesse
     if (again) {
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);
         const char *reason = NULL;
-        if (ep && h2up_attach(ex, upstream_pool(ex->w, ep, cl), cl, from, &reason)) {
+        struct pool *p = ep ? upstream_pool(ex->w, ep, cl) : NULL;
+        if (p && !queue_has_room(p, cl)) {
+            /* At max_connections: first in line for a stream slot. */
+            ex->endpoint = ep;
+            queue_push_front(ex, p);
+            return;
+        }
+        if (p && h2up_attach(ex, p, cl, from, &reason)) {
             ex->endpoint = ep; /* what the next error names */
             return;
         }

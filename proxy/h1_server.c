@@ -326,8 +326,11 @@ static void write_cb(struct bufferevent *bev, void *arg)
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct h1_client *c = arg;
-    if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->down.ex->req_done) {
-        /* A half-close after the whole request still deserves its response. */
+    if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->down.ex->req_done &&
+        !c->down.ex->q_pool) {
+        /* A half-close after the whole request still deserves its response. One while the
+         * request waits for a connection (max_connections) is taken for a client that gave
+         * up: it is forgotten rather than sent to a cluster whose connections are scarce. */
         c->keep_alive = false;
         return;
     }

@@ -63,6 +63,7 @@ static void unlink_stream(struct h2_up *h, struct exchange *ex)
     ex->h2_next = ex->h2_prev = NULL;
     ex->h2 = NULL;
     h->n_streams--;
+    queue_kick(h->pool); /* a stream slot is free */
 }
 
 static void conn_free(struct h2_up *h)
@@ -80,6 +81,8 @@ static void conn_free(struct h2_up *h)
     nghttp2_session_del(h->ng);
     wthrough_detach(&h->wt);
     bufferevent_free(h->bev);
+    h->w->n_upstream--;
+    queue_kick(h->pool);
     free(h);
 }
 
@@ -259,6 +262,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
             /* New connections to this endpoint start from what it allows, not from 100. */
             h->pool->h2_max_streams =
                 nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+            queue_kick(h->pool); /* the server may allow more streams than assumed */
         }
         return 0;
     case NGHTTP2_GOAWAY:
@@ -553,6 +557,7 @@ static struct h2_up *conn_new(struct sy_worker *w, struct pool *p, const struct 
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     h->next = p->h2;
     p->h2 = h;
+    w->n_upstream++;
     return h;
 }
 
@@ -564,6 +569,15 @@ static bool has_room(struct h2_up *h)
     if (h->settings_seen)
         max = nghttp2_session_get_remote_settings(h->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     return h->n_streams < max;
+}
+
+bool h2up_has_room(const struct pool *p, size_t max_conns)
+{
+    size_t n = 0;
+    for (struct h2_up *h = p->h2; h; h = h->next, n++)
+        if (has_room(h))
+            return true;
+    return n < max_conns;
 }
 
 static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)

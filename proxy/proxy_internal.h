@@ -48,6 +48,10 @@ struct pool {
     struct h2_up *h2;        /* HTTP/2 connections, newest first */
     uint32_t h2_max_streams; /* the server's last SETTINGS_MAX_CONCURRENT_STREAMS, 0: unknown */
     bool retired;            /* the endpoint left the routing table: keep nothing idle */
+    /* Requests waiting for a connection (clusters.NAME.max_connections), oldest first. */
+    struct exchange *q_head, *q_tail;
+    size_t n_queued;
+    struct event *q_ev; /* serves the queue on the next loop turn; made with the first wait */
     struct pool *next;
 };
 
@@ -111,7 +115,10 @@ struct worker_msg {
 struct traffic_slot {
     char *app, *cluster;
     _Atomic uint64_t requests, responses_5xx, in_flight, tunnels;
-    _Atomic uint64_t own[SY_OWN_N]; /* answers of our own, by status (sy_own_status) */
+    _Atomic uint64_t own[SY_OWN_N];    /* answers of our own, by status (sy_own_status) */
+    _Atomic uint64_t queued;           /* waiting for a connection now (max_connections) */
+    _Atomic uint64_t queue_503;        /* answered 503: the queue was full or the wait ran out */
+    _Atomic uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections */
     struct traffic_slot *next;
 };
 
@@ -143,6 +150,7 @@ struct sy_worker {
     struct pool *pools;
     struct tls_client_plan *tls_clients; /* the cluster TLS contexts that go with w->table */
     size_t n_tls_clients;
+    size_t n_upstream; /* connections to clusters, idle or not (max_upstream_connections) */
     struct exchange *exchanges; /* every exchange in flight */
     struct exchange *ex_cache;  /* finished exchanges kept for reuse, with their buffers */
     size_t n_ex_cache;
@@ -297,6 +305,11 @@ struct exchange {
     /* Long-lived work, for drain_after. */
     struct exchange *w_next, *w_prev; /* every exchange of the worker */
     bool forced;                      /* routed by a force header or cookie */
+
+    /* Waiting for a connection of q_pool (queue.c), or NULL. */
+    struct pool *q_pool;
+    struct exchange *q_next, *q_prev;
+    struct event *q_timer; /* queue.timeout; kept with the exchange for its next wait */
 };
 
 /* An HTTP/2 request's fields, in one allocation. */
@@ -479,6 +492,11 @@ void exchange_upstream_connected(struct exchange *ex);
 void exchange_upstream_readable(struct exchange *ex);
 void exchange_upstream_drained(struct exchange *ex);
 void exchange_upstream_event(struct exchange *ex, short what);
+/* queue.c: the exchange's turn came (a connection of its pool is free, or may be opened):
+ * start its upstream side now. */
+void exchange_dequeued(struct exchange *ex);
+/* queue.c: the exchange waited queue.timeout: answer 503 with `why`. */
+void exchange_queue_expired(struct exchange *ex, const char *why);
 /* Decodes a request or response body framed by `framing` from `in` into `out` (at most `max`
  * bytes, give or take one segment for chunked); see downstream_ops.pull_body. */
 ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing,
@@ -493,6 +511,9 @@ struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *e
  * event callback sees BEV_EVENT_CONNECTED once both are done). NULL with a reason in *why. */
 struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
                                      const struct sy_cluster_spec *cl, const char **why);
+/* The reason upstream_connect gives when the worker holds limits.max_upstream_connections
+ * already (no idle one could give way): compared by address, answered 503. */
+extern const char upstream_limit_reason[];
 /* Why a connection to a cluster failed, with the TLS detail when there is one. */
 const char *upstream_error(struct bufferevent *bev, int err);
 /* With TLS: whether ALPN chose `proto` (e.g. "h2"). Cleartext: true. */
@@ -529,6 +550,36 @@ void h2up_client_drained(struct exchange *ex); /* the client took response bytes
 /* GOAWAY to every connection of the pool (worker shutdown and retired endpoints); idle ones
  * close now. */
 void h2up_close_pool(struct pool *p, bool now);
+/* Whether a stream can start on the pool now without more than `max_conns` connections: a
+ * connection has a free stream slot, or fewer than `max_conns` are open. */
+bool h2up_has_room(const struct pool *p, size_t max_conns);
+
+/* queue.c: clusters.NAME.max_connections and the wait for a connection, per endpoint (pool)
+ * per worker. Requests are served in arrival order. */
+enum queue_admit {
+    QUEUE_GO = 0, /* take or open a connection now */
+    QUEUE_WAITING,
+    QUEUE_FULL, /* every connection is busy and queue.max requests wait already: 503 */
+};
+/* Whether `ex` (routed to cluster `cl`, endpoint pool `p`) may have a connection now; if not,
+ * it waits (QUEUE_WAITING) unless the queue is full. Without a cap: QUEUE_GO. */
+enum queue_admit queue_admit(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl);
+/* Puts `ex` first in the pool's queue, whatever queue.max says: a retry that finds no room
+ * (it arrived before everything that waits). */
+void queue_push_front(struct exchange *ex, struct pool *p);
+/* Whether `cl` lets a request of pool `p` have a connection now. */
+bool queue_has_room(const struct pool *p, const struct sy_cluster_spec *cl);
+/* The exchange leaves the queue (it ends: its client went away, drain_after...). */
+void queue_remove(struct exchange *ex);
+/* A connection of `p` was released or closed, or a stream slot freed: the queue is served
+ * on the next loop turn. */
+static inline void queue_kick(struct pool *p)
+{
+    if (p->q_head)
+        event_active(p->q_ev, EV_WRITE, 0);
+}
+/* Pool teardown: its event. The queue is empty by then. */
+void queue_pool_dispose(struct pool *p);
 
 /* exchange.c: called by h2_client.c */
 /* The response head (1xx excluded); `fields` are the regular fields as received. */

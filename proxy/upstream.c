@@ -168,11 +168,39 @@ void upstream_set_tls(struct sy_worker *w, struct tls_client_plan *v, size_t n)
             pool_take_tls(w, p);
 }
 
+const char upstream_limit_reason[] = "limits.max_upstream_connections reached in this worker";
+
+static void unlink_idle(struct upstream *up);
+static void upstream_free(struct upstream *up);
+
+/* Whether the worker may open one more connection to a cluster. At the limit, the oldest idle
+ * keep-alive connection of some pool gives way: a request needs it more. */
+static bool worker_has_room(struct sy_worker *w, const struct sy_config *cfg)
+{
+    if (w->n_upstream < cfg->limits.max_upstream_connections)
+        return true;
+    for (struct pool *p = w->pools; p; p = p->next) {
+        struct upstream *oldest = p->idle;
+        if (!oldest)
+            continue;
+        while (oldest->next)
+            oldest = oldest->next;
+        unlink_idle(oldest);
+        upstream_free(oldest);
+        return w->n_upstream < cfg->limits.max_upstream_connections;
+    }
+    return false;
+}
+
 struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
                                      const struct sy_cluster_spec *cl, const char **why)
 {
     const struct sy_config *cfg = worker_config(w);
     struct bufferevent *bev;
+    if (!worker_has_room(w, cfg)) {
+        *why = upstream_limit_reason;
+        return NULL;
+    }
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
     if (p->tls_on) {
         if (!p->tls)
@@ -285,13 +313,16 @@ static void unlink_idle(struct upstream *up)
 static void upstream_free(struct upstream *up)
 {
     up->pool->n_conns--;
+    up->w->n_upstream--;
     wthrough_detach(&up->wt);
     bufferevent_free(up->bev);
+    queue_kick(up->pool);
     free(up);
 }
 
 static void pool_free(struct pool *p)
 {
+    queue_pool_dispose(p);
     if (p->tls)
         SSL_CTX_free(p->tls);
     if (p->session)
@@ -372,6 +403,7 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
     wthrough_attach(&up->wt, w, bev);
     up->tls = p->tls_on;
     p->n_conns++;
+    w->n_upstream++;
     bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
     bufferevent_enable(up->bev, EV_READ | EV_WRITE);
     return up;
@@ -383,7 +415,10 @@ void upstream_release(struct upstream *up, bool reusable)
     const struct sy_config *cfg = worker_config(w);
     up->ex = NULL;
     struct pool *p = up->pool;
-    if (!reusable || w->draining || p->retired || p->n_idle >= cfg->limits.upstream_keepalive ||
+    /* A connection that a waiting request will take is kept whatever upstream_keepalive says. */
+    bool wanted = p->q_head != NULL;
+    if (!reusable || w->draining || p->retired ||
+        (p->n_idle >= cfg->limits.upstream_keepalive && !wanted) ||
         evbuffer_get_length(bufferevent_get_input(up->bev)) > 0 ||
         evbuffer_get_length(bufferevent_get_output(up->bev)) > 0) {
         upstream_free(up);
@@ -399,6 +434,7 @@ void upstream_release(struct upstream *up, bool reusable)
     up->next = p->idle;
     p->idle = up;
     p->n_idle++;
+    queue_kick(p); /* a request waiting for a connection takes it */
 }
 
 static bool pool_in_use(const struct sy_config *cfg, const struct pool *p)
@@ -439,7 +475,7 @@ void upstream_forget_endpoints(struct sy_worker *w)
         pool_close_idle(p);
         h2up_close_pool(p, false);
         /* Nothing refers to an empty retired pool: drop it (pod IPs churn). */
-        if (!p->idle && !p->h2 && p->n_conns == 0) {
+        if (!p->idle && !p->h2 && p->n_conns == 0 && !p->q_head) {
             *pp = p->next;
             pool_free(p);
             continue;

@@ -305,7 +305,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
     /* Sum by name across workers: the first worker's list gives the order. */
     struct agg {
         const char *app, *cluster;
-        uint64_t requests, responses_5xx, in_flight, tunnels;
+        uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
         uint64_t own[SY_OWN_N];
     } *v = NULL;
     size_t n = 0, cap = 0;
@@ -326,6 +326,9 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
             v[k].tunnels += atomic_load_explicit(&s->tunnels, memory_order_relaxed);
             for (size_t j = 0; j < SY_OWN_N; j++)
                 v[k].own[j] += atomic_load_explicit(&s->own[j], memory_order_relaxed);
+            v[k].queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
+            v[k].queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
+            v[k].refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
         }
     }
     for (size_t k = 0; k < n; k++) {
@@ -335,12 +338,17 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
         if (v[k].requests == 0 && own == 0)
             continue;
         bool unrouted = v[k].app[0] == '\0';
-        struct sy_traffic t = {unrouted ? NULL : v[k].app,
-                               unrouted ? NULL : v[k].cluster,
-                               v[k].requests,
-                               v[k].responses_5xx,
-                               v[k].in_flight,
-                               v[k].tunnels};
+        struct sy_traffic t = {
+            .app = unrouted ? NULL : v[k].app,
+            .cluster = unrouted ? NULL : v[k].cluster,
+            .requests = v[k].requests,
+            .responses_5xx = v[k].responses_5xx,
+            .in_flight = v[k].in_flight,
+            .tunnels = v[k].tunnels,
+            .queued = v[k].queued,
+            .queue_503 = v[k].queue_503,
+            .upstream_refused = v[k].refused,
+        };
         memcpy(t.own, v[k].own, sizeof(t.own));
         cb(&t, arg);
     }

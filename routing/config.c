@@ -70,6 +70,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->max_headers = 100;
         lim->max_body_bytes = 0;
         lim->max_connections = 10000;
+        lim->max_upstream_connections = 10000;
         lim->buffer_bytes = 65536;
         lim->upstream_keepalive = 32;
         lim->h2_max_streams = 100;
@@ -790,6 +791,60 @@ static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const y
     }
 }
 
+/* A cluster's `max_connections: N` (0: no cap). Returns false when it is not a number. */
+static bool parse_max_connections(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v)
+{
+    uint64_t n;
+    if (!parse_uint(v, SY_CLUSTER_CAP_MAX, &n)) {
+        report(c, v, "max_connections must be an integer 0..%d (0: no cap), got %s",
+               SY_CLUSTER_CAP_MAX, show_value(v).s);
+        return false;
+    }
+    cl->max_connections = (size_t)n;
+    return true;
+}
+
+/* A cluster's `queue: {max: N, timeout: DURATION}`: requests waiting for a connection when
+ * max_connections are all busy. */
+static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "queue"))
+        return;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *name;
+        if (!map_entry(c, v, p, &k, &pv, &name))
+            continue;
+        if (strcmp(name, "max") == 0) {
+            uint64_t n;
+            if (parse_uint(pv, SY_CLUSTER_CAP_MAX, &n))
+                cl->queue_max = (size_t)n;
+            else
+                report(c, pv, "max must be an integer 0..%d (0: no request waits), got %s",
+                       SY_CLUSTER_CAP_MAX, show_value(pv).s);
+        } else if (strcmp(name, "timeout") == 0) {
+            unsigned ms = 0;
+            switch (parse_duration(pv, &ms)) {
+            case DURATION_OK:
+                if (ms == 0)
+                    report(c, pv, "timeout must be greater than 0");
+                else
+                    cl->queue_timeout_ms = ms;
+                break;
+            case DURATION_SYNTAX:
+                report(c, pv, "timeout must be a duration such as 5s, 500ms or 1m, got %s",
+                       show_value(pv).s);
+                break;
+            case DURATION_TOO_LONG:
+                report(c, pv, "timeout must be at most %ums, got %s", UINT_MAX, show_value(pv).s);
+                break;
+            }
+        } else {
+            report(c, k, "unknown key '%s' in queue", show(k).s);
+        }
+    }
+}
+
 static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t *v)
 {
     struct sy_config *cfg = c->cfg;
@@ -807,9 +862,11 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     cl->mark = mark_of(k);
 
     cl->tls.verify = true;
+    cl->queue_max = SY_QUEUE_MAX_DEFAULT;
+    cl->queue_timeout_ms = SY_QUEUE_TIMEOUT_DEFAULT_MS;
     if (!is_mapping(c, v, "cluster"))
         return;
-    const yaml_node_t *endpoints = NULL, *protocol = NULL, *tls = NULL;
+    const yaml_node_t *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL, *queue = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         yaml_node_t *pk, *pv;
         const char *key;
@@ -821,6 +878,10 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
             protocol = pv;
         else if (strcmp(key, "tls") == 0)
             tls = pv;
+        else if (strcmp(key, "max_connections") == 0)
+            cap = pv;
+        else if (strcmp(key, "queue") == 0)
+            queue = pv;
         else
             report(c, pk, "unknown key '%s' in cluster", show(pk).s);
     }
@@ -835,6 +896,13 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     else if (cl->protocol == SY_PROTO_H2) {
         cl->tls.on = true; /* h2 is HTTP/2 over TLS: verified against the system store */
         cl->tls.mark = mark_of(protocol);
+    }
+    bool cap_ok = cap ? parse_max_connections(c, cl, cap) : true;
+    if (queue) {
+        parse_cluster_queue(c, cl, queue);
+        /* A queue without a cap would never hold anything: say so rather than ignore it. */
+        if (cap_ok && !cl->max_connections)
+            report(c, queue, "queue needs max_connections (above 0) in the same cluster");
     }
 }
 
@@ -1486,6 +1554,8 @@ static const struct limit_key limit_keys[] = {
     {"max_headers", offsetof(struct sy_limits, max_headers), false, 1, UINT32_MAX},
     {"max_body_bytes", offsetof(struct sy_limits, max_body_bytes), true, 0, UINT64_MAX},
     {"max_connections", offsetof(struct sy_limits, max_connections), false, 1, UINT32_MAX},
+    {"max_upstream_connections", offsetof(struct sy_limits, max_upstream_connections), false, 1,
+     UINT32_MAX},
     {"buffer_bytes", offsetof(struct sy_limits, buffer_bytes), false, 1, UINT32_MAX},
     {"upstream_keepalive", offsetof(struct sy_limits, upstream_keepalive), false, 0, UINT32_MAX},
     {"h2_max_streams", offsetof(struct sy_limits, h2_max_streams), false, 1, UINT32_MAX},

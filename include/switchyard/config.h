@@ -55,13 +55,29 @@ struct sy_cluster_tls {
     struct sy_mark mark; /* the `tls:` value (or `protocol:` when implied) */
 };
 
-/** `clusters: NAME: {endpoints: [...], protocol, tls}`. Order is the file's order. */
+/** `queue.max` default: requests that may wait per endpoint per worker. */
+#define SY_QUEUE_MAX_DEFAULT 1000
+/** `queue.timeout` default, in milliseconds. */
+#define SY_QUEUE_TIMEOUT_DEFAULT_MS 5000
+/** Largest `max_connections` and `queue.max` accepted. */
+#define SY_CLUSTER_CAP_MAX 1000000
+
+/** `clusters: NAME: {endpoints: [...], protocol, tls, max_connections, queue}`. Order is the
+ * file's order. */
 struct sy_cluster_spec {
     char *name;
     struct sy_endpoint_spec *endpoints;
     size_t n_endpoints;
     enum sy_upstream_proto protocol;
     struct sy_cluster_tls tls;
+    size_t max_connections;    /* `max_connections`: connections to each endpoint per worker
+                                  (HTTP/1.1: one per request in flight; HTTP/2: each carries
+                                  up to the server's stream limit); 0 (default) = no cap */
+    size_t queue_max;          /* `queue.max`: with a cap, requests that may wait for a
+                                  connection per endpoint per worker (0: none wait, 503 at once);
+                                  default SY_QUEUE_MAX_DEFAULT */
+    unsigned queue_timeout_ms; /* `queue.timeout`: the longest a request waits (then 503);
+                                  default SY_QUEUE_TIMEOUT_DEFAULT_MS */
     struct sy_mark mark;
 };
 
@@ -138,8 +154,12 @@ struct sy_limits {
     size_t max_header_bytes; /* limits.max_header_bytes, default 32768 (whole head) -> 431 */
     size_t max_headers;      /* limits.max_headers, default 100 -> 431 */
     uint64_t max_body_bytes; /* limits.max_body_bytes, default 0 (unlimited) -> 413 */
-    size_t max_connections;  /* limits.max_connections per worker, default 10000 */
-    size_t buffer_bytes;     /* limits.buffer_bytes: per-direction high-water mark, default 65536 */
+    size_t max_connections;  /* limits.max_connections: client connections per worker,
+                                default 10000 */
+    size_t max_upstream_connections; /* limits.max_upstream_connections: connections to the
+                                        clusters per worker, all endpoints together (idle ones
+                                        included), default 10000 -> 503 */
+    size_t buffer_bytes; /* limits.buffer_bytes: per-direction high-water mark, default 65536 */
     size_t upstream_keepalive;   /* limits.upstream_keepalive: idle connections kept per endpoint
                                     per worker, default 32 */
     size_t h2_max_streams;       /* limits.h2_max_streams: concurrent streams per HTTP/2
@@ -147,17 +167,17 @@ struct sy_limits {
     size_t h2_reset_rate;        /* limits.h2_reset_rate: RST_STREAMs a client may cause per
                                     second before GOAWAY (rapid reset), default 50; burst 2x */
     size_t h2_max_continuations; /* limits.h2_max_continuations per header block, default 8 */
-    size_t reserved_fds; /* limits.reserved_fds: descriptors a worker leaves free for the admin
-                            socket, reloads and upstream connections (a client connection that
-                            would take one is closed), default 32; at most a quarter of
-                            RLIMIT_NOFILE is kept */
-    size_t log_client_lines;     /* limits.log_client_lines: lines a client can cause (its bad
-                                    requests, 404s, timeouts) logged per second per worker,
-                                    default SY_LOG_CLIENT_RATE_DEFAULT; 0 = no limit */
-    size_t h2_early_resets;      /* limits.h2_early_resets: requests an HTTP/2 client may reset
-                                    after they went to a cluster and before their answer began,
-                                    per connection, default 100; past it, and when they are more
-                                    than half its requests, GOAWAY(ENHANCE_YOUR_CALM) */
+    size_t reserved_fds;     /* limits.reserved_fds: descriptors a worker leaves free for the admin
+                                socket, reloads and upstream connections (a client connection that
+                                would take one is closed), default 32; at most a quarter of
+                                RLIMIT_NOFILE is kept */
+    size_t log_client_lines; /* limits.log_client_lines: lines a client can cause (its bad
+                                requests, 404s, timeouts) logged per second per worker,
+                                default SY_LOG_CLIENT_RATE_DEFAULT; 0 = no limit */
+    size_t h2_early_resets;  /* limits.h2_early_resets: requests an HTTP/2 client may reset
+                                after they went to a cluster and before their answer began,
+                                per connection, default 100; past it, and when they are more
+                                than half its requests, GOAWAY(ENHANCE_YOUR_CALM) */
 };
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.

@@ -64,6 +64,9 @@ struct sy_traffic {
     uint64_t in_flight;        /* exchanges not finished yet (requests, streams, tunnels) */
     uint64_t tunnels;          /* of those, upgraded connections (WebSocket) */
     uint64_t own[SY_OWN_N];    /* answers of our own (400, 408, 502, 504...), by status */
+    uint64_t queued;           /* waiting for a connection now (clusters.NAME.max_connections) */
+    uint64_t queue_503;        /* answered 503 by the queue: full, or queue.timeout ran out */
+    uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections reached */
 };
 
 typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);

@@ -22,8 +22,9 @@ Endpoints (any method unless stated; a request body is always read, counted and 
 The body is Content-Length or chunked (decoded, extensions and trailers skipped);
 `Expect: 100-continue` is answered with `100 Continue` before the body is read.
 
---log FILE appends JSON lines: {"ev": "request", method, path, version, headers: [names], conn}
-as soon as a request head arrives, and for requests with a body {"ev": "body", path, bytes}
+--log FILE appends JSON lines: {"ev": "request", method, path, version, headers: [names], conn,
+open} as soon as a request head arrives (`open`: the TCP connections open at that moment, this
+one included, so the highest `open` is the most connections the backend had at once), and for requests with a body {"ev": "body", path, bytes}
 once the body is complete or {"ev": "body-abort", path, bytes, why} when it is not. A test that
 finds no line with its path proves the request never reached the backend.
 
@@ -184,8 +185,12 @@ def parse_head(head):
 
 class Handler(socketserver.BaseRequestHandler):
     serial = itertools.count(1)
+    open_lock = threading.Lock()
+    open_now = 0
 
     def setup(self):
+        with Handler.open_lock:
+            Handler.open_now += 1
         self.sock = self.request
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = Conn(self.sock)
@@ -193,6 +198,10 @@ class Handler(socketserver.BaseRequestHandler):
         self.nreq = 0
         self.name = self.server.name
         self.log = self.server.log
+
+    def finish(self):
+        with Handler.open_lock:
+            Handler.open_now -= 1
 
     def handle(self):
         try:
@@ -215,7 +224,8 @@ class Handler(socketserver.BaseRequestHandler):
         req = parse_head(head)
         self.nreq += 1
         self.log.write(ev="request", method=req.method, path=req.target, version=req.version,
-                       headers=[n for n, _ in req.headers], conn=self.conn_id)
+                       headers=[n for n, _ in req.headers], conn=self.conn_id,
+                       open=Handler.open_now)
 
         conn_tokens = req.tokens("connection")
         if req.version == "HTTP/1.1":

@@ -190,7 +190,7 @@ static void test_status_counts_own_answers_per_cluster_and_before_routing(void *
     out = ask(f, "status --json");
     assert_contains(out, "\"name\":\"blue\",\"stable\":true,\"file\":50,\"override\":null,"
                          "\"effective\":50,\"requests\":1234,\"responses_5xx\":5,\"in_flight\":2,"
-                         "\"tunnels\":1,\"own_answers\":4,\"own\":{\"502\":3,\"504\":1}}");
+                         "\"tunnels\":1,\"own_answers\":4,\"own\":{\"502\":3,\"504\":1},");
     assert_contains(out, "\"unrouted\":{\"own_answers\":3,\"own\":{\"400\":2,\"other\":1}}");
     free(out);
     /* One app: the answers before routing are not that app's. */
@@ -397,6 +397,11 @@ static void test_diff_shows_what_a_file_would_change(void **state)
     memcpy(strstr(text, "weights: {blue: 50, green: 50}"), "weights: {blue: 20, green: 80}", 30);
     strcat(text, "  - name: api\n    hosts: [chat.test]\n    paths: [/api]\n    weights: {gray: "
                  "100}\n");
+    /* A cap on gray's connections, written after its endpoints. */
+    static const char cap[] = "    max_connections: 8\n    queue: {max: 10, timeout: 1s}\n";
+    char *after = strstr(text, "127.0.0.1:9003]\n") + strlen("127.0.0.1:9003]\n");
+    memmove(after + strlen(cap), after, strlen(after) + 1);
+    memcpy(after, cap, strlen(cap));
     char line[64];
     snprintf(line, sizeof(line), "diff %zu new.yaml", strlen(text));
     char *out = ask_payload(f, line, text, NULL);
@@ -406,6 +411,8 @@ static void test_diff_shows_what_a_file_would_change(void **state)
                          "until `release chat`\n");
     assert_contains(out, "+ app api (1 hosts, 1 paths)\n");
     assert_contains(out, "~ host chat.test path /api: chat -> api\n");
+    assert_contains(out, "~ cluster gray: max_connections 0 -> 8, queue.max 1000 -> 10, "
+                         "queue.timeout 5000 -> 1000 ms\n");
     assert_true(ends_ok(out));
     free(out);
     /* Nothing changes by asking. */

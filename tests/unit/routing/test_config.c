@@ -239,6 +239,37 @@ static void test_parses_cluster_protocol_tls_and_drain_after(void **state)
     sy_config_free(cfg);
 }
 
+static void test_parses_cluster_max_connections_and_queue(void **state)
+{
+    (void)state;
+    struct sy_config *cfg = parse_ok("listen:\n"
+                                     "  - address: 127.0.0.1:8080\n"
+                                     "clusters:\n"
+                                     "  blue: {endpoints: [127.0.0.1:9001]}\n"
+                                     "  green:\n"
+                                     "    endpoints: [127.0.0.1:9002]\n"
+                                     "    max_connections: 64\n"
+                                     "  grpc:\n"
+                                     "    endpoints: [127.0.0.1:9003]\n"
+                                     "    protocol: h2c\n"
+                                     "    max_connections: 2\n"
+                                     "    queue: {max: 0, timeout: 250ms}\n"
+                                     "limits:\n"
+                                     "  max_upstream_connections: 500\n"
+                                     "apps: []\n");
+    /* No cap by default; with one, the queue's defaults apply. */
+    assert_int_equal(cfg->clusters[0].max_connections, 0);
+    assert_int_equal(cfg->clusters[0].queue_max, SY_QUEUE_MAX_DEFAULT);
+    assert_int_equal(cfg->clusters[1].max_connections, 64);
+    assert_int_equal(cfg->clusters[1].queue_max, 1000);
+    assert_int_equal(cfg->clusters[1].queue_timeout_ms, 5000);
+    assert_int_equal(cfg->clusters[2].max_connections, 2);
+    assert_int_equal(cfg->clusters[2].queue_max, 0);
+    assert_int_equal(cfg->clusters[2].queue_timeout_ms, 250);
+    assert_int_equal(cfg->limits.max_upstream_connections, 500);
+    sy_config_free(cfg);
+}
+
 static void test_defaults_match_the_header(void **state)
 {
     struct sy_limits lim;
@@ -249,6 +280,7 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(lim.max_headers, 100);
     assert_true(lim.max_body_bytes == 0);
     assert_int_equal(lim.max_connections, 10000);
+    assert_int_equal(lim.max_upstream_connections, 10000);
     assert_int_equal(lim.buffer_bytes, 65536);
     assert_int_equal(lim.upstream_keepalive, 32);
     assert_int_equal(lim.reserved_fds, 32);
@@ -755,6 +787,63 @@ static const struct error_case error_cases[] = {
      "    healthcheck: /healthz\n"
      "apps: []\n",
      {{6, 5, "unknown key 'healthcheck' in cluster"}}},
+    {"test_rejects_bad_max_connections",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [127.0.0.1:9001]\n"
+     "    max_connections: -1\n"
+     "  green:\n"
+     "    endpoints: [127.0.0.1:9002]\n"
+     "    max_connections: \"8\"\n"
+     "  red:\n"
+     "    endpoints: [127.0.0.1:9003]\n"
+     "    max_connections: 1000001\n"
+     "apps: []\n",
+     {{6, 22, "max_connections must be an integer 0..1000000 (0: no cap), got -1"},
+      {9, 22, "max_connections must be an integer 0..1000000 (0: no cap), got \"8\""},
+      {12, 22, "max_connections must be an integer 0..1000000 (0: no cap), got 1000001"}}},
+    {"test_rejects_bad_cluster_queue",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [127.0.0.1:9001]\n"
+     "    max_connections: 4\n"
+     "    queue: {max: lots, timeout: soon, size: 3}\n"
+     "  green:\n"
+     "    endpoints: [127.0.0.1:9002]\n"
+     "    max_connections: 4\n"
+     "    queue: {timeout: 0s}\n"
+     "  red:\n"
+     "    endpoints: [127.0.0.1:9003]\n"
+     "    max_connections: 4\n"
+     "    queue: [1000, 5s]\n"
+     "apps: []\n",
+     {{7, 18, "max must be an integer 0..1000000 (0: no request waits), got lots"},
+      {7, 33, "timeout must be a duration such as 5s, 500ms or 1m, got soon"},
+      {7, 39, "unknown key 'size' in queue"},
+      {11, 22, "timeout must be greater than 0"},
+      {15, 12, "queue must be a mapping, got a list"}}},
+    {"test_rejects_a_queue_without_max_connections",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "clusters:\n"
+     "  blue:\n"
+     "    endpoints: [127.0.0.1:9001]\n"
+     "    queue: {max: 10}\n"
+     "  green:\n"
+     "    endpoints: [127.0.0.1:9002]\n"
+     "    max_connections: 0\n"
+     "    queue: {timeout: 1s}\n"
+     "apps: []\n",
+     {{6, 12, "queue needs max_connections (above 0) in the same cluster"},
+      {10, 12, "queue needs max_connections (above 0) in the same cluster"}}},
+    {"test_rejects_bad_max_upstream_connections",
+     BASE WEB_APP "limits:\n"
+                  "  max_upstream_connections: 0\n",
+     {{11, 29, "max_upstream_connections must be an integer 1..4294967295, got 0"}}},
     {"test_rejects_unknown_protocol",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
@@ -1362,6 +1451,7 @@ int main(void)
         cmocka_unit_test(test_parses_every_field_of_a_full_config),
         cmocka_unit_test(test_defaults_match_the_header),
         cmocka_unit_test(test_parses_cluster_protocol_tls_and_drain_after),
+        cmocka_unit_test(test_parses_cluster_max_connections_and_queue),
         cmocka_unit_test(test_applies_defaults_to_absent_keys),
         cmocka_unit_test(test_stable_defaults_to_first_weighted_cluster_in_cluster_order),
         cmocka_unit_test(test_accepts_and_lower_cases_ipv6_literal_hosts),
