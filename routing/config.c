@@ -1892,6 +1892,17 @@ static void sort_diags(struct ctx *c)
     free(o);
 }
 
+static uint64_t content_hash_of(const char *text, size_t len)
+{
+    /* FNV-1a, 64 bit. */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)text[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 int sy_config_parse(const char *name, const char *text, size_t len, struct sy_diags *diags,
                     struct sy_config **out)
 {
@@ -1917,12 +1928,7 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     }
     c.cfg = sy_xcalloc(1, sizeof(*c.cfg));
     atomic_init(&c.cfg->refs, 1);
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)text[i];
-        h *= 0x100000001b3ULL;
-    }
-    c.cfg->content_hash = h;
+    c.cfg->content_hash = content_hash_of(text, len);
     c.cfg->path = name ? sy_xstrdup(name) : NULL;
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
     parse_root(&c, yaml_document_get_root_node(&c.doc));
@@ -1939,7 +1945,8 @@ out_invalid:
     return SY_ERR_INVALID;
 }
 
-int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out)
+/* Reads the whole file at `path` into a new buffer (free() it). */
+static int read_file(const char *path, struct sy_diags *diags, char **out, size_t *out_len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1) {
@@ -1970,9 +1977,34 @@ int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **
         }
     }
     close(fd);
-    int rc = sy_config_parse(path, buf, len, diags, out);
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out)
+{
+    char *buf;
+    size_t len;
+    int rc = read_file(path, diags, &buf, &len);
+    if (rc)
+        return rc;
+    rc = sy_config_parse(path, buf, len, diags, out);
     free(buf);
     return rc;
+}
+
+bool sy_config_file_is(const char *path, uint64_t content_hash)
+{
+    struct sy_diags d;
+    sy_diags_init(&d);
+    char *buf;
+    size_t len;
+    bool same = read_file(path, &d, &buf, &len) == 0 && content_hash_of(buf, len) == content_hash;
+    if (d.n == 0)
+        free(buf);
+    sy_diags_dispose(&d);
+    return same;
 }
 
 struct sy_config *sy_config_acquire(struct sy_config *cfg)

@@ -208,6 +208,14 @@ static void log_override_fates(const struct sy_state *st, const struct sy_route_
 enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy_diags *d)
 {
     size_t first = d->n;
+    if (!force && sy_config_file_is(st->path, st->cfg->content_hash)) {
+        /* The bytes in force: not worth a parse (a touch, or a watch event after `reload`). */
+        free(st->last_reload_error);
+        st->last_reload_error = NULL;
+        sy_log(SY_LOG_DEBUG, "reload", "file unchanged (generation %llu kept)",
+               (unsigned long long)st->generation);
+        return SY_RELOAD_UNCHANGED;
+    }
     struct sy_config *cfg = NULL;
     struct sy_route_table *t = NULL;
     if (load(st, d, &cfg) != 0 || compile(st, cfg, st->generation + 1, d, &t) != 0) {

@@ -215,6 +215,13 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to);
 int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out);
 
 /**
+ * Whether the file at `path` reads back with content hash `content_hash` (a config's): a
+ * reload that would publish nothing new is then told without parsing. False when it cannot
+ * be read. Blocking.
+ */
+bool sy_config_file_is(const char *path, uint64_t content_hash);
+
+/**
  * As sy_config_load, from memory; `name` (may be NULL) is used as the file name in diagnostics,
  * which borrow it, and copied into cfg->path.
  */
