@@ -170,6 +170,49 @@ static void test_status_shows_file_override_effective_and_traffic(void **state)
     free(out);
 }
 
+/* At thousands of apps: which apps have overrides comes first, and status lists one app, the
+ * apps whose names match a glob, or only the overridden ones. */
+static void test_status_filters_apps_and_counts_overrides_first(void **state)
+{
+    struct fx *f = *state;
+    char *out = ask(f, "weights web blue=100");
+    assert_true(ends_ok(out));
+    free(out);
+    out = ask(f, "status");
+    assert_contains(out, "overrides, 0 reload failures\n"
+                         "apps with an override: 1 applied, 0 stale, 0 not in the file");
+    free(out);
+
+    out = ask(f, "status --filter w*");
+    assert_true(ends_ok(out));
+    assert_contains(out, "web  blue        10      100       100");
+    assert_null(strstr(out, "\nchat "));
+    assert_contains(out, "1 of 2 apps shown\n");
+    free(out);
+    out = ask(f, "status --filter c?at --json");
+    assert_contains(out, "\"overridden\":{\"applied\":1,\"stale\":0,\"orphans\":0}");
+    assert_contains(out, "\"apps\":[{\"name\":\"chat\"");
+    assert_null(strstr(out, "\"name\":\"web\""));
+    free(out);
+    out = ask(f, "status --filter nothing*");
+    assert_true(ends_ok(out));
+    assert_contains(out, "0 of 2 apps shown\n");
+    free(out);
+
+    out = ask(f, "status --overridden");
+    assert_true(ends_ok(out));
+    assert_contains(out, "web  blue        10      100       100");
+    assert_null(strstr(out, "\nchat "));
+    free(out);
+
+    out = ask(f, "status --bogus");
+    assert_string_equal(out, "error: usage: status [APP | --filter PATTERN | --overridden]\n");
+    free(out);
+    out = ask(f, "status --filter");
+    assert_string_equal(out, "error: usage: status [APP | --filter PATTERN | --overridden]\n");
+    free(out);
+}
+
 static void test_weights_is_an_override_with_who_and_when(void **state)
 {
     struct fx *f = *state;
@@ -407,6 +450,7 @@ int main(void)
         T(test_reload_answers_the_generation_or_the_error),
         T(test_stale_override_is_shown_as_such),
         T(test_diff_shows_what_a_file_would_change),
+        T(test_status_filters_apps_and_counts_overrides_first),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
