@@ -272,7 +272,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
 /* Which apps `status` lists: all, one by name, names matching a glob, or those overridden. */
 struct status_sel {
     const char *app;     /* status APP */
-    const char *pattern; /* status --filter PATTERN (fnmatch) */
+    const char *pattern; /* status --filter GLOB (fnmatch) */
     bool overridden;     /* status --overridden */
 };
 
@@ -300,7 +300,7 @@ static int cmd_status(struct sy_admin_req *req)
     else if (req->argc == 2 && req->argv[1][0] != '-')
         sel.app = req->argv[1];
     else if (req->argc != 1)
-        return sy_reply_error(r, "usage: status [APP | --filter PATTERN | --overridden]");
+        return sy_reply_error(r, "usage: status [APP | --filter GLOB | --overridden]");
     const struct sy_config *cfg = config_of(env);
     const struct sy_route_table *t = sy_state_table(st);
     if (sel.app && app_index(cfg, sel.app) < 0 &&

@@ -206,10 +206,10 @@ static void test_status_filters_apps_and_counts_overrides_first(void **state)
     free(out);
 
     out = ask(f, "status --bogus");
-    assert_string_equal(out, "error: usage: status [APP | --filter PATTERN | --overridden]\n");
+    assert_string_equal(out, "error: usage: status [APP | --filter GLOB | --overridden]\n");
     free(out);
     out = ask(f, "status --filter");
-    assert_string_equal(out, "error: usage: status [APP | --filter PATTERN | --overridden]\n");
+    assert_string_equal(out, "error: usage: status [APP | --filter GLOB | --overridden]\n");
     free(out);
 }
 
