@@ -41,12 +41,11 @@ struct host_entry;
 struct route_index {
     atomic_uint refs;
     struct sy_config *cfg;
-    struct host_entry **exact; /* open addressing, exact_mask + 1 slots */
+    struct host_entry **exact; /* exact names and wildcard suffixes (".example.com"): open
+                                  addressing, exact_mask + 1 slots */
     size_t exact_mask;
-    struct host_entry *entries; /* every entry; exact, wild and any point into it */
+    struct host_entry *entries; /* every entry; exact and any point into it */
     size_t n_entries;
-    struct host_entry **wild; /* longest suffix first */
-    size_t n_wild;
     struct host_entry *any;
 };
 

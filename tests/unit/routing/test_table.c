@@ -296,7 +296,31 @@ static void test_many_apps_each_found_by_exact_wildcard_and_shared_host(void **s
         assert_int_equal(sy_config_app_index(sy_route_table_config(t), name), i);
     }
     assert_null(match(t, "h1.test", "/p2/"));
+    /* Wildcards by suffix lookup: any depth, never the suffix itself or a host that only
+     * ends with its letters. */
+    assert_string_equal(match(t, "a.b.c.h42.test", "/p42/"), "a42");
+    assert_null(match(t, ".h42.test", "/p42/"));
+    assert_null(match(t, "xh42.test", "/p42/"));
     assert_int_equal(sy_config_app_index(sy_route_table_config(t), "a3000"), -1);
+    sy_route_table_release(t);
+}
+
+/* A longer wildcard whose paths do not match gives way to a shorter one, as a scan of the
+ * wildcards longest first did. */
+static void test_shorter_wildcard_when_the_longer_has_no_matching_path(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: deep\n"
+                                          "    hosts: ['*.a.example.com']\n"
+                                          "    paths: [/x]\n"
+                                          "    weights: {blue: 1}\n"
+                                          "  - name: wide\n"
+                                          "    hosts: ['*.example.com']\n"
+                                          "    weights: {blue: 1}\n");
+    assert_string_equal(match(t, "q.a.example.com", "/x/1"), "deep");
+    assert_string_equal(match(t, "q.a.example.com", "/y"), "wide");
+    assert_string_equal(match(t, "a.example.com", "/x"), "wide");
+    assert_null(match(t, "example.com", "/"));
     sy_route_table_release(t);
 }
 
@@ -414,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_table_keeps_generation_and_lives_until_last_release),
         cmocka_unit_test(test_many_apps_each_found_by_exact_wildcard_and_shared_host),
         cmocka_unit_test(test_update_shares_the_index_and_picks_as_a_full_build),
+        cmocka_unit_test(test_shorter_wildcard_when_the_longer_has_no_matching_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
