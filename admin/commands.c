@@ -19,9 +19,10 @@
 
 #include "admin_internal.h"
 
-#define HISTORY_DEFAULT     20
-#define HISTORY_MAX         1000
-#define EXPLAIN_MAX_HEADERS 64
+#define HISTORY_DEFAULT      20
+#define HISTORY_MAX          1000
+#define HISTORY_TEXT_CHANGES 10 /* apps of one record shown to people; JSON has them all */
+#define EXPLAIN_MAX_HEADERS  64
 
 /* -- helpers ------------------------------------------------------------------------------- */
 
@@ -776,8 +777,13 @@ static void history_cb(const struct sy_journal_record *rec, void *arg)
         char fs[1024], ts[1024];
         weights_text(c->from, c->n_from, fs, sizeof(fs));
         weights_text(c->to, c->n_to, ts, sizeof(ts));
-        sy_reply_printf(r, "         %s: %s -> %s%s\n", c->app, fs, ts,
-                        c->release ? " (released)" : "");
+        /* `revert --all` of 10,000 apps is one record: people get its first lines. */
+        if (i < HISTORY_TEXT_CHANGES)
+            sy_reply_printf(r, "         %s: %s -> %s%s\n", c->app, fs, ts,
+                            c->release ? " (released)" : "");
+        else if (i == HISTORY_TEXT_CHANGES)
+            sy_reply_printf(r, "         ... and %zu more apps (--json lists every one)\n",
+                            rec->n_changes - HISTORY_TEXT_CHANGES);
         sy_json_begin_object(r, NULL);
         sy_json_str(r, "app", c->app);
         if (c->release)

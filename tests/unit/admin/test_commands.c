@@ -213,6 +213,36 @@ static void test_status_filters_apps_and_counts_overrides_first(void **state)
     free(out);
 }
 
+/* One record can name thousands of apps (revert --all): people get its first ten lines and
+ * a count; JSON lists every app. */
+static void test_history_shortens_a_record_of_many_apps_for_people(void **state)
+{
+    struct fx *f = *state;
+    char text[8192];
+    size_t off = (size_t)snprintf(text, sizeof(text), "%s", config_yaml);
+    for (int i = 0; i < 30; i++)
+        off += (size_t)snprintf(text + off, sizeof(text) - off,
+                                "  - name: a%d\n    hosts: [a%d.test]\n"
+                                "    weights: {blue: 50, green: 50}\n",
+                                i, i);
+    write_config(f->path, text);
+    char *out = ask(f, "reload");
+    assert_true(ends_ok(out));
+    free(out);
+    out = ask(f, "revert --all");
+    assert_true(ends_ok(out));
+    free(out);
+    out = ask(f, "history 1");
+    assert_true(ends_ok(out));
+    assert_contains(out, "revert --all\n         chat: blue=50,green=50 -> blue=100,green=0\n");
+    assert_contains(out, "         ... and 22 more apps (--json lists every one)\n");
+    assert_null(strstr(out, "a29:"));
+    free(out);
+    out = ask(f, "history 1 --json");
+    assert_contains(out, "{\"app\":\"a29\",\"override\":{\"blue\":100}");
+    free(out);
+}
+
 static void test_weights_is_an_override_with_who_and_when(void **state)
 {
     struct fx *f = *state;
@@ -451,6 +481,7 @@ int main(void)
         T(test_stale_override_is_shown_as_such),
         T(test_diff_shows_what_a_file_would_change),
         T(test_status_filters_apps_and_counts_overrides_first),
+        T(test_history_shortens_a_record_of_many_apps_for_people),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
