@@ -8,6 +8,7 @@
 #include "switchyard/admin.h"
 
 #include <arpa/inet.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -18,9 +19,10 @@
 
 #include "admin_internal.h"
 
-#define HISTORY_DEFAULT     20
-#define HISTORY_MAX         1000
-#define EXPLAIN_MAX_HEADERS 64
+#define HISTORY_DEFAULT      20
+#define HISTORY_MAX          1000
+#define HISTORY_TEXT_CHANGES 10 /* apps of one record shown to people; JSON has them all */
+#define EXPLAIN_MAX_HEADERS  64
 
 /* -- helpers ------------------------------------------------------------------------------- */
 
@@ -36,10 +38,7 @@ static void iso8601(uint64_t ms, char buf[32])
 
 static long app_index(const struct sy_config *cfg, const char *name)
 {
-    for (size_t i = 0; i < cfg->n_apps; i++)
-        if (strcmp(cfg->apps[i].name, name) == 0)
-            return (long)i;
-    return -1;
+    return sy_config_app_index(cfg, name);
 }
 
 static const struct sy_config *config_of(const struct sy_admin_routing *env)
@@ -217,13 +216,25 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     row->upstream_refused = t->upstream_refused;
 }
 
+static int cmp_traffic(const void *a, const void *b)
+{
+    const struct traffic_row *x = a, *y = b;
+    int r = strcmp(x->app, y->app);
+    return r ? r : strcmp(x->cluster, y->cluster);
+}
+
+/* Sorts the rows so that traffic_find() is a binary search: status stays n log n in apps. */
+static void traffic_sort(struct traffic *acc)
+{
+    if (acc->n > 1)
+        qsort(acc->v, acc->n, sizeof(*acc->v), cmp_traffic);
+}
+
 static const struct traffic_row *traffic_find(const struct traffic *acc, const char *app,
                                               const char *cluster)
 {
-    for (size_t i = 0; i < acc->n; i++)
-        if (strcmp(acc->v[i].app, app) == 0 && strcmp(acc->v[i].cluster, cluster) == 0)
-            return &acc->v[i];
-    return NULL;
+    struct traffic_row key = {.app = (char *)app, .cluster = (char *)cluster};
+    return acc->n ? bsearch(&key, acc->v, acc->n, sizeof(*acc->v), cmp_traffic) : NULL;
 }
 
 static void traffic_dispose(struct traffic *acc)
@@ -345,22 +356,48 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     free(eff);
 }
 
+/* Which apps `status` lists: all, one by name, names matching a glob, or those overridden. */
+struct status_sel {
+    const char *app;     /* status APP */
+    const char *pattern; /* status --filter GLOB (fnmatch) */
+    bool overridden;     /* status --overridden */
+};
+
+static bool status_wants(const struct status_sel *sel, const char *name, bool has_override)
+{
+    if (sel->app)
+        return strcmp(name, sel->app) == 0;
+    if (sel->pattern)
+        return fnmatch(sel->pattern, name, 0) == 0;
+    if (sel->overridden)
+        return has_override;
+    return true;
+}
+
 static int cmd_status(struct sy_admin_req *req)
 {
     struct sy_admin_routing *env = req->ctx;
     struct sy_reply *r = req->reply;
     struct sy_state *st = env->state;
-    if (req->argc > 2)
-        return sy_reply_error(r, "usage: status [APP]");
+    struct status_sel sel = {0};
+    if (req->argc == 3 && strcmp(req->argv[1], "--filter") == 0)
+        sel.pattern = req->argv[2];
+    else if (req->argc == 2 && strcmp(req->argv[1], "--overridden") == 0)
+        sel.overridden = true;
+    else if (req->argc == 2 && req->argv[1][0] != '-')
+        sel.app = req->argv[1];
+    else if (req->argc != 1)
+        return sy_reply_error(r, "usage: status [APP | --filter GLOB | --overridden]");
     const struct sy_config *cfg = config_of(env);
-    long only = -1;
-    if (req->argc == 2 && (only = app_index(cfg, req->argv[1])) < 0 &&
-        !sy_overrides_find(sy_state_overrides(st), req->argv[1]))
-        return sy_reply_error(r, "unknown app '%.64s'", req->argv[1]);
+    const struct sy_route_table *t = sy_state_table(st);
+    if (sel.app && app_index(cfg, sel.app) < 0 &&
+        !sy_overrides_find(sy_state_overrides(st), sel.app))
+        return sy_reply_error(r, "unknown app '%.64s'", sel.app);
 
     struct traffic acc = {0};
     if (env->traffic)
         env->traffic(env->traffic_arg, traffic_cb, &acc);
+    traffic_sort(&acc);
     const struct sy_overrides *ov = sy_state_overrides(st);
     struct sy_journal *j = sy_state_journal(st);
     const char *last_err = sy_state_last_reload_error(st);
@@ -370,6 +407,28 @@ static int cmd_status(struct sy_admin_req *req)
                     sy_state_generation(st), sy_state_journal_seq(st),
                     j ? sy_journal_path(j) : "no journal", cfg->n_apps, ov->n,
                     sy_state_reload_failures(st));
+    /* With thousands of apps, what is overridden is the first thing to know. */
+    size_t n_applied = 0, n_stale = 0, n_orphans = 0;
+    for (size_t i = 0; i < ov->n; i++) {
+        long ai = app_index(cfg, ov->v[i].app);
+        const struct sy_weight_spec *w;
+        size_t nw;
+        if (ai < 0)
+            n_orphans++;
+        else if (sy_route_app_weights(t, (size_t)ai, &w, &nw) == SY_OVERRIDE_STALE)
+            n_stale++;
+        else
+            n_applied++;
+    }
+    sy_reply_printf(r,
+                    "apps with an override: %zu applied, %zu stale, %zu not in the file "
+                    "(`status --overridden` lists them)\n",
+                    n_applied, n_stale, n_orphans);
+    sy_json_begin_object(r, "overridden");
+    sy_json_uint(r, "applied", n_applied);
+    sy_json_uint(r, "stale", n_stale);
+    sy_json_uint(r, "orphans", n_orphans);
+    sy_json_end_object(r);
     if (last_err)
         sy_reply_printf(r, "last reload rejected: %s\n", last_err);
     sy_json_str(r, "file", sy_state_path(st));
@@ -401,9 +460,16 @@ static int cmd_status(struct sy_admin_req *req)
                     "CLUSTER", ' ', "FILE", "OVERRIDE", "EFFECTIVE", "REQUESTS", "5XX", "IN-FLIGHT",
                     "TUNNELS");
     sy_json_begin_array(r, "apps");
-    for (size_t i = 0; i < cfg->n_apps; i++)
-        if (only < 0 || (size_t)only == i)
+    size_t shown = 0;
+    for (size_t i = 0; i < cfg->n_apps; i++) {
+        const struct sy_weight_spec *w;
+        size_t nw;
+        bool has = sel.overridden && sy_route_app_weights(t, i, &w, &nw) != SY_OVERRIDE_NONE;
+        if (status_wants(&sel, cfg->apps[i].name, has)) {
             status_app(env, r, i, &acc, wname, wcluster);
+            shown++;
+        }
+    }
     sy_json_end_array(r);
 
     /* Answers made before a request had an app (bad requests, unknown hosts, head
@@ -412,7 +478,7 @@ static int cmd_status(struct sy_admin_req *req)
     sy_json_begin_object(r, "unrouted");
     sy_json_uint(r, "own_answers", unrouted);
     own_json(r, "own", acc.unrouted);
-    if (unrouted && only < 0) {
+    if (unrouted && !sel.app && !sel.pattern && !sel.overridden) {
         sy_reply_printf(r, "own answers before routing (no app): ");
         own_text(r, acc.unrouted);
         sy_reply_printf(r, "\n");
@@ -423,7 +489,7 @@ static int cmd_status(struct sy_admin_req *req)
     sy_json_begin_array(r, "orphans");
     for (size_t i = 0; i < ov->n; i++) {
         const struct sy_override *o = &ov->v[i];
-        if (app_index(cfg, o->app) >= 0 || (req->argc == 2 && strcmp(o->app, req->argv[1]) != 0))
+        if (app_index(cfg, o->app) >= 0 || !status_wants(&sel, o->app, true))
             continue;
         char w[1024];
         weights_text(o->weights, o->n_weights, w, sizeof(w));
@@ -436,6 +502,8 @@ static int cmd_status(struct sy_admin_req *req)
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
+    if (sel.pattern || sel.overridden)
+        sy_reply_printf(r, "%zu of %zu apps shown\n", shown, cfg->n_apps);
     sy_reply_printf(r, "(* = stable cluster; ! = stale override, not in force)\n");
     traffic_dispose(&acc);
     return 0;
@@ -817,8 +885,13 @@ static void history_cb(const struct sy_journal_record *rec, void *arg)
         char fs[1024], ts[1024];
         weights_text(c->from, c->n_from, fs, sizeof(fs));
         weights_text(c->to, c->n_to, ts, sizeof(ts));
-        sy_reply_printf(r, "         %s: %s -> %s%s\n", c->app, fs, ts,
-                        c->release ? " (released)" : "");
+        /* `revert --all` of 10,000 apps is one record: people get its first lines. */
+        if (i < HISTORY_TEXT_CHANGES)
+            sy_reply_printf(r, "         %s: %s -> %s%s\n", c->app, fs, ts,
+                            c->release ? " (released)" : "");
+        else if (i == HISTORY_TEXT_CHANGES)
+            sy_reply_printf(r, "         ... and %zu more apps (--json lists every one)\n",
+                            rec->n_changes - HISTORY_TEXT_CHANGES);
         sy_json_begin_object(r, NULL);
         sy_json_str(r, "app", c->app);
         if (c->release)
@@ -940,15 +1013,39 @@ static void probe_host(const char *pattern, char *buf, size_t size)
         snprintf(buf, size, "%s", pattern);
 }
 
-static bool claims(const struct sy_config *cfg, const char *host, const char *path)
+/* The (host, path) pairs a config claims, sorted, so that asking is a binary search. */
+struct claim_set {
+    struct claim_pair {
+        const char *host, *path;
+    } * v;
+    size_t n;
+};
+
+static int cmp_claim_pair(const void *a, const void *b)
 {
+    const struct claim_pair *x = a, *y = b;
+    int r = strcmp(x->host, y->host);
+    return r ? r : strcmp(x->path, y->path);
+}
+
+static void claim_set_init(struct claim_set *cs, const struct sy_config *cfg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_apps; i++)
+        n += cfg->apps[i].n_hosts * cfg->apps[i].n_paths;
+    cs->v = sy_xcalloc(n ? n : 1, sizeof(*cs->v));
+    cs->n = 0;
     for (size_t i = 0; i < cfg->n_apps; i++)
         for (size_t h = 0; h < cfg->apps[i].n_hosts; h++)
             for (size_t p = 0; p < cfg->apps[i].n_paths; p++)
-                if (strcmp(cfg->apps[i].hosts[h], host) == 0 &&
-                    strcmp(cfg->apps[i].paths[p], path) == 0)
-                    return true;
-    return false;
+                cs->v[cs->n++] = (struct claim_pair){cfg->apps[i].hosts[h], cfg->apps[i].paths[p]};
+    qsort(cs->v, cs->n, sizeof(*cs->v), cmp_claim_pair);
+}
+
+static bool claims(const struct claim_set *cs, const char *host, const char *path)
+{
+    struct claim_pair key = {host, path};
+    return cs->n && bsearch(&key, cs->v, cs->n, sizeof(*cs->v), cmp_claim_pair);
 }
 
 /* Every (host, path) that `cfg` claims, asked of both tables; `skip` (may be NULL) lists
@@ -956,11 +1053,14 @@ static bool claims(const struct sy_config *cfg, const char *host, const char *pa
 static void diff_winners(struct diff *df, const struct sy_config *cfg, const struct sy_config *skip,
                          const struct sy_route_table *old, const struct sy_route_table *neu)
 {
+    struct claim_set cs = {0};
+    if (skip)
+        claim_set_init(&cs, skip);
     for (size_t i = 0; i < cfg->n_apps; i++) {
         const struct sy_app_spec *a = &cfg->apps[i];
         for (size_t h = 0; h < a->n_hosts; h++) {
             for (size_t p = 0; p < a->n_paths; p++) {
-                if (skip && claims(skip, a->hosts[h], a->paths[p]))
+                if (skip && claims(&cs, a->hosts[h], a->paths[p]))
                     continue;
                 char host[300];
                 probe_host(a->hosts[h], host, sizeof(host));
@@ -976,6 +1076,7 @@ static void diff_winners(struct diff *df, const struct sy_config *cfg, const str
             }
         }
     }
+    free(cs.v);
 }
 
 static void diff_apps(struct diff *df, const struct sy_config *oc, const struct sy_config *nc,
@@ -1145,7 +1246,9 @@ static int cmd_diff(struct sy_admin_req *req)
 }
 
 static const struct sy_admin_cmd routing_cmds[] = {
-    {"status", "status [APP]                      : file, override and effective weights, traffic",
+    {"status",
+     "status [APP | --filter GLOB | --overridden] : file, override and effective weights, "
+     "traffic",
      cmd_status, NULL},
     {"weights", "weights APP CLUSTER=N...          : set an app's split (durable override)",
      cmd_weights, NULL},

@@ -313,7 +313,8 @@ static void tune_malloc(void)
 }
 
 /* That threshold keeps what a burst freed: 200 HTTP/2 clients that stopped reading left 24 MiB
- * of free heap resident after every one of them was gone (tests/e2e/test_95_abuse.py). Every
+ * of free heap resident after every one of them was gone (tests/e2e/test_95_abuse.py), and a
+ * reload of 10,000 apps (libyaml's document, two configs and two snapshots) 25 MiB. Every
  * TIDY_PERIOD_MS the control thread compares the resident size and the free heap (all arenas)
  * with what they were after the last trim; when either grew by TIDY_BYTES, every free page
  * goes back. Both matter: a trim in the middle of a burst leaves a high resident size, and

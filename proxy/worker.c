@@ -278,26 +278,94 @@ void worker_count_own(struct sy_worker *w, struct traffic_slot *slot, int status
     counter_add(&(slot ? slot : w->unrouted)->own[i], 1);
 }
 
+static uint64_t slot_hash(const char *app, const char *cluster)
+{
+    /* FNV-1a, 64 bit, over "app\0cluster". */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *p = app;; p++) {
+        h ^= (unsigned char)*p;
+        h *= 0x100000001b3ULL;
+        if (!*p)
+            break;
+    }
+    for (const char *p = cluster; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* An open-addressing map from (app, cluster) names to a slot or a sum, at most half full, so
+ * that matching slots by name stays linear in their number. */
+struct named {
+    const char *app, *cluster;
+    void *p; /* NULL: empty */
+};
+
+struct name_set {
+    struct named *v;
+    size_t mask;
+};
+
+static void name_set_init(struct name_set *ns, size_t n)
+{
+    size_t slots = 16;
+    while (slots < 2 * n)
+        slots *= 2;
+    ns->v = sy_xcalloc(slots, sizeof(*ns->v));
+    ns->mask = slots - 1;
+}
+
+/* The entry named (app, cluster): found (p set), or the empty one where it goes. */
+static struct named *name_set_find(const struct name_set *ns, const char *app, const char *cluster)
+{
+    size_t s = slot_hash(app, cluster) & ns->mask;
+    for (; ns->v[s].p; s = (s + 1) & ns->mask) {
+        const struct named *e = &ns->v[s];
+        if (strcmp(e->app, app) == 0 && strcmp(e->cluster, cluster) == 0)
+            break;
+    }
+    return &ns->v[s];
+}
+
+static void name_set_put(struct named *e, const char *app, const char *cluster, void *p)
+{
+    e->app = app;
+    e->cluster = cluster;
+    e->p = p;
+}
+
 /* Points slot_index at the slots of the new table's app and cluster names, making the
- * missing ones. */
-static void index_slots(struct sy_worker *w)
+ * missing ones. A table of the same config as `old` (an operator's change) keeps the index. */
+static void index_slots(struct sy_worker *w, const struct sy_route_table *old)
 {
     const struct sy_config *cfg = worker_config(w);
     if (!w->unrouted)
         w->unrouted = slot_new(w, "", ""); /* no app or cluster has an empty name */
+    if (old && w->slot_index && sy_route_table_config(old) == cfg)
+        return;
     free(w->slot_index);
     w->slot_index = sy_xcalloc(cfg->n_apps * cfg->n_clusters + 1, sizeof(*w->slot_index));
+    size_t n = 0;
+    for (struct traffic_slot *s = w->slots; s; s = s->next)
+        n++;
+    struct name_set ns;
+    name_set_init(&ns, n);
+    for (struct traffic_slot *s = w->slots; s; s = s->next) {
+        struct named *e = name_set_find(&ns, s->app, s->cluster);
+        if (!e->p)
+            name_set_put(e, s->app, s->cluster, s);
+    }
     for (size_t a = 0; a < cfg->n_apps; a++) {
         for (size_t c = 0; c < cfg->n_clusters; c++) {
             const char *app = cfg->apps[a].name, *cluster = cfg->clusters[c].name;
-            struct traffic_slot *s = atomic_load_explicit(&w->slots, memory_order_relaxed);
-            while (s && (strcmp(s->app, app) != 0 || strcmp(s->cluster, cluster) != 0))
-                s = s->next;
+            struct traffic_slot *s = name_set_find(&ns, app, cluster)->p;
             if (!s)
                 s = slot_new(w, app, cluster);
             w->slot_index[a * cfg->n_clusters + c] = s;
         }
     }
+    free(ns.v);
 }
 
 void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
@@ -307,52 +375,67 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
         const char *app, *cluster;
         uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
         uint64_t own[SY_OWN_N];
-    } *v = NULL;
-    size_t n = 0, cap = 0;
+    };
+    struct agg **v = NULL;
+    size_t n = 0, cap = 0, total = 0;
+    /* Slots are only ever pushed at the head: the lists from these heads are fixed (a slot a
+     * worker adds meanwhile waits for the next sum). */
+    struct traffic_slot **heads = sy_xcalloc(ws->n ? ws->n : 1, sizeof(*heads));
     for (size_t i = 0; i < ws->n; i++) {
-        struct traffic_slot *s = atomic_load_explicit(&ws->v[i].slots, memory_order_acquire);
-        for (; s; s = s->next) {
-            size_t k = 0;
-            while (k < n &&
-                   (strcmp(v[k].app, s->app) != 0 || strcmp(v[k].cluster, s->cluster) != 0))
-                k++;
-            if (k == n) {
+        heads[i] = atomic_load_explicit(&ws->v[i].slots, memory_order_acquire);
+        for (struct traffic_slot *s = heads[i]; s; s = s->next)
+            total++;
+    }
+    struct name_set ns;
+    name_set_init(&ns, total);
+    for (size_t i = 0; i < ws->n; i++) {
+        for (struct traffic_slot *s = heads[i]; s; s = s->next) {
+            struct named *e = name_set_find(&ns, s->app, s->cluster);
+            struct agg *g = e->p;
+            if (!g) {
+                g = sy_xcalloc(1, sizeof(*g));
+                *g = (struct agg){.app = s->app, .cluster = s->cluster};
+                name_set_put(e, s->app, s->cluster, g);
                 sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
-                v[n++] = (struct agg){s->app, s->cluster};
+                v[n++] = g;
             }
-            v[k].requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
-            v[k].responses_5xx += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
-            v[k].in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
-            v[k].tunnels += atomic_load_explicit(&s->tunnels, memory_order_relaxed);
+            g->requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
+            g->responses_5xx += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
+            g->in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
+            g->tunnels += atomic_load_explicit(&s->tunnels, memory_order_relaxed);
             for (size_t j = 0; j < SY_OWN_N; j++)
-                v[k].own[j] += atomic_load_explicit(&s->own[j], memory_order_relaxed);
-            v[k].queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
-            v[k].queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
-            v[k].refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
+                g->own[j] += atomic_load_explicit(&s->own[j], memory_order_relaxed);
+            g->queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
+            g->queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
+            g->refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
         }
     }
     for (size_t k = 0; k < n; k++) {
+        struct agg *g = v[k];
         uint64_t own = 0;
         for (size_t j = 0; j < SY_OWN_N; j++)
-            own += v[k].own[j];
-        if (v[k].requests == 0 && own == 0)
-            continue;
-        bool unrouted = v[k].app[0] == '\0';
-        struct sy_traffic t = {
-            .app = unrouted ? NULL : v[k].app,
-            .cluster = unrouted ? NULL : v[k].cluster,
-            .requests = v[k].requests,
-            .responses_5xx = v[k].responses_5xx,
-            .in_flight = v[k].in_flight,
-            .tunnels = v[k].tunnels,
-            .queued = v[k].queued,
-            .queue_503 = v[k].queue_503,
-            .upstream_refused = v[k].refused,
-        };
-        memcpy(t.own, v[k].own, sizeof(t.own));
-        cb(&t, arg);
+            own += g->own[j];
+        if (g->requests != 0 || own != 0) {
+            bool unrouted = g->app[0] == '\0';
+            struct sy_traffic t = {
+                .app = unrouted ? NULL : g->app,
+                .cluster = unrouted ? NULL : g->cluster,
+                .requests = g->requests,
+                .responses_5xx = g->responses_5xx,
+                .in_flight = g->in_flight,
+                .tunnels = g->tunnels,
+                .queued = g->queued,
+                .queue_503 = g->queue_503,
+                .upstream_refused = g->refused,
+            };
+            memcpy(t.own, g->own, sizeof(t.own));
+            cb(&t, arg);
+        }
+        free(g);
     }
     free(v);
+    free(ns.v);
+    free(heads);
 }
 
 static void listener_free(struct listener *ls)
@@ -666,18 +749,16 @@ static void drain_job_free(struct drain_job *j)
 static long weight_of(const struct sy_route_table *t, const char *app, const char *cluster)
 {
     const struct sy_config *cfg = sy_route_table_config(t);
-    for (size_t a = 0; a < cfg->n_apps; a++) {
-        if (strcmp(cfg->apps[a].name, app) != 0)
-            continue;
-        const struct sy_weight_spec *wt;
-        size_t n;
-        sy_route_app_weights(t, a, &wt, &n);
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(cfg->clusters[wt[i].cluster].name, cluster) == 0)
-                return wt[i].weight;
-        return 0;
-    }
-    return -1;
+    long a = sy_config_app_index(cfg, app);
+    if (a < 0)
+        return -1;
+    const struct sy_weight_spec *wt;
+    size_t n;
+    sy_route_app_weights(t, (size_t)a, &wt, &n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cfg->clusters[wt[i].cluster].name, cluster) == 0)
+            return wt[i].weight;
+    return 0;
 }
 
 static void drain_job_cb(evutil_socket_t fd, short what, void *arg)
@@ -735,11 +816,12 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&w->mu);
     while (m) {
         struct worker_msg *next = m->next;
-        schedule_drains(w, w->table, m->table);
-        sy_route_table_release(w->table);
+        struct sy_route_table *old = w->table;
+        schedule_drains(w, old, m->table);
         w->table = m->table;
         m->table = NULL;
-        index_slots(w);
+        index_slots(w, old);
+        sy_route_table_release(old); /* after: index_slots compares the configs */
         atomic_store_explicit(&w->installed, sy_route_table_generation(w->table),
                               memory_order_release);
         if (!w->draining) {
@@ -984,7 +1066,7 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
         }
         w->msg_ev = event_new(w->base, w->msg_fd, EV_READ | EV_PERSIST, msg_cb, w);
         event_add(w->msg_ev, NULL);
-        index_slots(w);
+        index_slots(w, NULL);
     }
     struct worker_msg **msgs = sy_xcalloc(n, sizeof(*msgs));
     int rc = plan_listeners(ws, table, true, msgs);

@@ -43,6 +43,7 @@ struct ctx {
     yaml_document_t doc;
     struct sy_config *cfg;
     size_t cap_listens, cap_clusters, cap_apps;
+    size_t n_app_names; /* in cfg's name index */
 };
 
 /* One host+path pair an app claims, for the check that no two apps claim the same one. */
@@ -1372,6 +1373,55 @@ static bool is_app_name(const char *s, size_t len)
     return true;
 }
 
+static uint64_t name_hash(const char *s)
+{
+    /* FNV-1a, 64 bit. */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+long sy_config_app_index(const struct sy_config *cfg, const char *name)
+{
+    if (!cfg->app_slots)
+        return -1;
+    for (size_t s = name_hash(name) & cfg->app_slots_mask; cfg->app_slots[s];
+         s = (s + 1) & cfg->app_slots_mask) {
+        size_t i = cfg->app_slots[s] - 1;
+        if (strcmp(cfg->apps[i].name, name) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
+/* Enters app `index` (named) in the name index, which stays at most half full. */
+static void index_app(struct sy_config *cfg, size_t index, size_t *used)
+{
+    if (2 * (*used + 1) > (cfg->app_slots ? cfg->app_slots_mask + 1 : 0)) {
+        size_t slots = cfg->app_slots ? 2 * (cfg->app_slots_mask + 1) : 64;
+        size_t *v = sy_xcalloc(slots, sizeof(*v));
+        for (size_t s = 0; cfg->app_slots && s <= cfg->app_slots_mask; s++) {
+            if (!cfg->app_slots[s])
+                continue;
+            size_t k = name_hash(cfg->apps[cfg->app_slots[s] - 1].name) & (slots - 1);
+            while (v[k])
+                k = (k + 1) & (slots - 1);
+            v[k] = cfg->app_slots[s];
+        }
+        free(cfg->app_slots);
+        cfg->app_slots = v;
+        cfg->app_slots_mask = slots - 1;
+    }
+    size_t k = name_hash(cfg->apps[index].name) & cfg->app_slots_mask;
+    while (cfg->app_slots[k])
+        k = (k + 1) & cfg->app_slots_mask;
+    cfg->app_slots[k] = index + 1;
+    (*used)++;
+}
+
 static void parse_app_name(struct ctx *c, size_t index, const yaml_node_t *v)
 {
     const char *s = string_value(c, v, "app name");
@@ -1384,14 +1434,14 @@ static void parse_app_name(struct ctx *c, size_t index, const yaml_node_t *v)
                show(v).s, MAX_APP_NAME);
         return;
     }
-    for (size_t i = 0; i < index; i++) {
-        const struct sy_app_spec *prev = &c->cfg->apps[i];
-        if (prev->name && strcmp(prev->name, s) == 0) {
-            report(c, v, "duplicate app name '%s' (first at line %d)", show(v).s, prev->mark.line);
-            return;
-        }
+    long first = sy_config_app_index(c->cfg, s);
+    if (first >= 0) {
+        report(c, v, "duplicate app name '%s' (first at line %d)", show(v).s,
+               c->cfg->apps[first].mark.line);
+        return;
     }
     c->cfg->apps[index].name = sy_xstrdup(s);
+    index_app(c->cfg, index, &c->n_app_names);
 }
 
 /* `drain_after: DURATION` of an app. */
@@ -1930,6 +1980,17 @@ static void sort_diags(struct ctx *c)
     free(o);
 }
 
+static uint64_t content_hash_of(const char *text, size_t len)
+{
+    /* FNV-1a, 64 bit. */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)text[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 int sy_config_parse(const char *name, const char *text, size_t len, struct sy_diags *diags,
                     struct sy_config **out)
 {
@@ -1955,12 +2016,7 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     }
     c.cfg = sy_xcalloc(1, sizeof(*c.cfg));
     atomic_init(&c.cfg->refs, 1);
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)text[i];
-        h *= 0x100000001b3ULL;
-    }
-    c.cfg->content_hash = h;
+    c.cfg->content_hash = content_hash_of(text, len);
     c.cfg->path = name ? sy_xstrdup(name) : NULL;
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
     parse_root(&c, yaml_document_get_root_node(&c.doc));
@@ -1977,7 +2033,8 @@ out_invalid:
     return SY_ERR_INVALID;
 }
 
-int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out)
+/* Reads the whole file at `path` into a new buffer (free() it). */
+static int read_file(const char *path, struct sy_diags *diags, char **out, size_t *out_len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1) {
@@ -2008,9 +2065,34 @@ int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **
         }
     }
     close(fd);
-    int rc = sy_config_parse(path, buf, len, diags, out);
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out)
+{
+    char *buf;
+    size_t len;
+    int rc = read_file(path, diags, &buf, &len);
+    if (rc)
+        return rc;
+    rc = sy_config_parse(path, buf, len, diags, out);
     free(buf);
     return rc;
+}
+
+bool sy_config_file_is(const char *path, uint64_t content_hash)
+{
+    struct sy_diags d;
+    sy_diags_init(&d);
+    char *buf;
+    size_t len;
+    bool same = read_file(path, &d, &buf, &len) == 0 && content_hash_of(buf, len) == content_hash;
+    if (d.n == 0)
+        free(buf);
+    sy_diags_dispose(&d);
+    return same;
 }
 
 struct sy_config *sy_config_acquire(struct sy_config *cfg)
@@ -2059,6 +2141,7 @@ void sy_config_free(struct sy_config *cfg)
         force_dispose(&app->force);
     }
     free(cfg->apps);
+    free(cfg->app_slots);
     free(cfg->admin.socket);
     free(cfg->admin.allow_uids);
     free(cfg->admin.allow_gids);

@@ -115,17 +115,56 @@ struct sy_route_override *sy_overrides_view(const struct sy_overrides *s)
     return v;
 }
 
+static uint64_t app_hash(const char *app)
+{
+    /* FNV-1a, 64 bit. */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *app; app++) {
+        h ^= (unsigned char)*app;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* Slot of `app` in `slots` (entries are index + 1 into s->v, 0 empty; mask + 1 slots): where it
+ * is, or the empty one where it goes. */
+static size_t app_slot(const struct sy_overrides *s, const size_t *slots, size_t mask,
+                       const char *app)
+{
+    size_t k = app_hash(app) & mask;
+    while (slots[k] && strcmp(s->v[slots[k] - 1].app, app) != 0)
+        k = (k + 1) & mask;
+    return k;
+}
+
 void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change *ch, size_t n,
                         uint64_t seq, const struct sy_actor *who)
 {
+    /* The set's apps by hash for this change: `revert --all` names every app, and a search per
+     * app was quadratic. A release only marks its entry (app NULL); the set is compacted at the
+     * end, in order, so that a later set of the same app is appended as before. */
+    size_t mask = 15;
+    while (mask + 1 < 2 * (s->n + n))
+        mask = 2 * mask + 1;
+    size_t *slots = sy_xcalloc(mask + 1, sizeof(*slots));
+    for (size_t i = 0; i < s->n; i++)
+        slots[app_slot(s, slots, mask, s->v[i].app)] = i + 1;
+    bool released = false;
     for (size_t i = 0; i < n; i++) {
-        struct sy_override *o = find(s, ch[i].app);
+        size_t k = app_slot(s, slots, mask, ch[i].app);
+        struct sy_override *o = slots[k] ? &s->v[slots[k] - 1] : NULL;
         if (ch[i].release) {
             if (o) {
                 override_dispose(o);
-                size_t at = (size_t)(o - s->v);
-                memmove(o, o + 1, (s->n - at - 1) * sizeof(*o));
-                s->n--;
+                o->app = NULL;
+                slots[k] = 0;
+                /* Open addressing: put back what followed in the run, so it stays found. */
+                for (size_t j = (k + 1) & mask; slots[j]; j = (j + 1) & mask) {
+                    size_t v = slots[j];
+                    slots[j] = 0;
+                    slots[app_slot(s, slots, mask, s->v[v - 1].app)] = v;
+                }
+                released = true;
             }
             continue;
         }
@@ -134,6 +173,7 @@ void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change 
         } else {
             sy_xgrow((void **)&s->v, &s->cap, s->n + 1, sizeof(*s->v));
             o = &s->v[s->n++];
+            slots[k] = s->n;
         }
         memset(o, 0, sizeof(*o));
         o->app = sy_xstrdup(ch[i].app);
@@ -143,6 +183,14 @@ void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change 
         o->uid = who->uid;
         o->pid = who->pid;
         o->command = sy_xstrdup(who->command ? who->command : "");
+    }
+    free(slots);
+    if (released) {
+        size_t k = 0;
+        for (size_t i = 0; i < s->n; i++)
+            if (s->v[i].app)
+                s->v[k++] = s->v[i];
+        s->n = k;
     }
 }
 

@@ -472,7 +472,7 @@ static bool pick_sticky(struct app_rt *a, const struct sy_route_req *req,
 static void pick(const struct sy_route_table *t, const struct sy_route_app *app,
                  const struct sy_route_req *req, struct sy_route_choice *out, bool peek)
 {
-    struct app_rt *a = &t->apps[app->index];
+    struct app_rt *a = t->apps[app->index];
     out->set_cookie[0] = '\0';
     out->set_cookie_len = 0;
     if (req) {
@@ -516,5 +516,5 @@ const char *sy_pick_reason_name(enum sy_pick_reason reason)
 
 uint64_t sy_route_force_ignored(const struct sy_route_table *t, const struct sy_route_app *app)
 {
-    return atomic_load_explicit(&t->apps[app->index].force_ignored, memory_order_relaxed);
+    return atomic_load_explicit(&t->apps[app->index]->force_ignored, memory_order_relaxed);
 }

@@ -150,10 +150,7 @@ static void install(struct sy_state *st, struct sy_config *cfg, struct sy_route_
 
 static long app_index(const struct sy_config *cfg, const char *app)
 {
-    for (size_t i = 0; i < cfg->n_apps; i++)
-        if (strcmp(cfg->apps[i].name, app) == 0)
-            return (long)i;
-    return -1;
+    return sy_config_app_index(cfg, app);
 }
 
 /* "blue=90,green=10": the weights in force for app `i` of table `t`. */
@@ -211,6 +208,14 @@ static void log_override_fates(const struct sy_state *st, const struct sy_route_
 enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy_diags *d)
 {
     size_t first = d->n;
+    if (!force && sy_config_file_is(st->path, st->cfg->content_hash)) {
+        /* The bytes in force: not worth a parse (a touch, or a watch event after `reload`). */
+        free(st->last_reload_error);
+        st->last_reload_error = NULL;
+        sy_log(SY_LOG_DEBUG, "reload", "file unchanged (generation %llu kept)",
+               (unsigned long long)st->generation);
+        return SY_RELOAD_UNCHANGED;
+    }
     struct sy_config *cfg = NULL;
     struct sy_route_table *t = NULL;
     if (load(st, d, &cfg) != 0 || compile(st, cfg, st->generation + 1, d, &t) != 0) {
@@ -417,17 +422,25 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
         return SY_ERR_INVALID;
     }
     const struct sy_overrides *cur = sy_journal_overrides(st->journal);
+    /* An app named twice: by index for the file's apps (`revert --all` names every one). */
+    unsigned char *named = sy_xcalloc(st->cfg->n_apps ? st->cfg->n_apps : 1, 1);
     for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(edits[i].app, edits[j].app) == 0) {
-                errf(err, errlen, "app '%s' is named twice", edits[i].app);
-                return SY_ERR_INVALID;
-            }
+        long ai = app_index(st->cfg, edits[i].app);
+        bool twice = ai >= 0 && named[ai]++;
+        for (size_t j = 0; ai < 0 && j < i && !twice; j++)
+            twice = strcmp(edits[i].app, edits[j].app) == 0;
+        if (twice) {
+            errf(err, errlen, "app '%s' is named twice", edits[i].app);
+            free(named);
+            return SY_ERR_INVALID;
         }
         int rc = check_edit(st->cfg, cur, &edits[i], err, errlen);
-        if (rc)
+        if (rc) {
+            free(named);
             return rc;
+        }
     }
+    free(named);
 
     /* The candidate: the overrides with this change applied, compiled. */
     struct sy_override_change *ch = sy_xcalloc(n, sizeof(*ch));
@@ -441,8 +454,37 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
     sy_overrides_init(&next);
     sy_overrides_copy(&next, cur);
     sy_overrides_apply(&next, ch, n, sy_journal_seq(st->journal) + 1, who);
+    /* Only the edited apps are compiled again; the snapshot shares the rest with the one in
+     * force (sy_route_table_update), so a change costs what it touches. */
+    struct sy_route_app_change *rc_ch = sy_xcalloc(n, sizeof(*rc_ch));
+    struct sy_route_override *rc_ov = sy_xcalloc(n, sizeof(*rc_ov));
+    /* Each app's override by index: one pass, where a search per edit would be quadratic for
+     * `revert --all`. */
+    const struct sy_override **by_app =
+        sy_xcalloc(st->cfg->n_apps ? st->cfg->n_apps : 1, sizeof(*by_app));
+    for (size_t k = 0; k < next.n; k++) {
+        long ai = app_index(st->cfg, next.v[k].app);
+        if (ai >= 0)
+            by_app[ai] = &next.v[k];
+    }
+    size_t n_rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        long ai = app_index(st->cfg, edits[i].app);
+        if (ai < 0)
+            continue; /* the release of an app the file no longer has */
+        const struct sy_override *o = by_app[ai];
+        rc_ch[n_rc].app = (size_t)ai;
+        if (o) {
+            rc_ov[n_rc] = (struct sy_route_override){o->app, o->weights, o->n_weights};
+            rc_ch[n_rc].override = &rc_ov[n_rc];
+        }
+        n_rc++;
+    }
     struct sy_route_table *t = NULL;
-    int rc = build(st->cfg, &next, st->generation + 1, &t);
+    int rc = sy_route_table_update(st->table, rc_ch, n_rc, st->generation + 1, &t);
+    free(by_app);
+    free(rc_ch);
+    free(rc_ov);
     sy_overrides_dispose(&next);
     if (rc) {
         errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));

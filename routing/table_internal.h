@@ -12,7 +12,10 @@
 
 #include "switchyard/routing.h"
 
+/* One app's choice state. Refcounted: a snapshot made by sy_route_table_update() shares it
+ * with the one before for every app the change did not touch (its counters go on). */
 struct app_rt {
+    atomic_uint refs;
     struct sy_route_app pub;
     const struct sy_app_spec *spec;
     /* The weights in force: the file's, or an override's (same clusters, cluster order). */
@@ -32,18 +35,26 @@ struct app_rt {
 
 struct host_entry;
 
+/* The compiled host and path index of one config: what a request's host and path resolve to
+ * (an app by index). It depends on the file only, so the snapshots that differ in overrides
+ * share it (refcounted), and with it the config, which it holds. */
+struct route_index {
+    atomic_uint refs;
+    struct sy_config *cfg;
+    struct host_entry **exact; /* exact names and wildcard suffixes (".example.com"): open
+                                  addressing, exact_mask + 1 slots */
+    size_t exact_mask;
+    struct host_entry *entries; /* every entry; exact and any point into it */
+    size_t n_entries;
+    struct host_entry *any;
+};
+
 struct sy_route_table {
     atomic_uint refs;
     uint64_t generation;
-    struct sy_config *cfg;
-    struct app_rt *apps;
-    struct host_entry **exact; /* open addressing, exact_mask + 1 slots */
-    size_t exact_mask;
-    struct host_entry *entries; /* every entry; exact, wild and any point into it */
-    size_t n_entries;
-    struct host_entry **wild; /* longest suffix first */
-    size_t n_wild;
-    struct host_entry *any;
+    struct sy_config *cfg;         /* index->cfg */
+    struct route_index *index;     /* a reference */
+    struct app_rt **apps;          /* one reference each, cfg->n_apps */
     _Atomic unsigned *endpoint_rr; /* per cluster */
 };
 

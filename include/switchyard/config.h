@@ -241,6 +241,10 @@ struct sy_config {
     char *state; /* `state:`: the overrides journal, resolved against the config's directory;
                     NULL when absent (the daemon then uses the config's path + ".state") */
     struct sy_mark state_mark;
+    /* Apps by name: open addressing over FNV-1a, each slot app index + 1 (0 = empty),
+     * app_slots_mask + 1 slots. Built while parsing; read by sy_config_app_index(). */
+    size_t *app_slots;
+    size_t app_slots_mask;
 };
 
 /** Fills `lim` and `to` with the defaults above. */
@@ -256,11 +260,24 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to);
 int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **out);
 
 /**
+ * Whether the file at `path` reads back with content hash `content_hash` (a config's): a
+ * reload that would publish nothing new is then told without parsing. False when it cannot
+ * be read. Blocking.
+ */
+bool sy_config_file_is(const char *path, uint64_t content_hash);
+
+/**
  * As sy_config_load, from memory; `name` (may be NULL) is used as the file name in diagnostics,
  * which borrow it, and copied into cfg->path.
  */
 int sy_config_parse(const char *name, const char *text, size_t len, struct sy_diags *diags,
                     struct sy_config **out);
+
+/**
+ * The index in cfg->apps of the app named `name`, or -1. Constant time (a hash built when the
+ * file was parsed), so that finding apps by name stays linear in their number. Any thread.
+ */
+long sy_config_app_index(const struct sy_config *cfg, const char *name);
 
 /** Returns a new reference to `cfg` (configs are immutable once loaded). Any thread. */
 struct sy_config *sy_config_acquire(struct sy_config *cfg);

@@ -50,6 +50,33 @@ enum sy_override_state {
 int sy_route_table_build(struct sy_config *cfg, const struct sy_route_override *overrides,
                          size_t n_overrides, uint64_t generation, struct sy_route_table **out);
 
+/** One app's part of sy_route_table_update(). */
+struct sy_route_app_change {
+    size_t app;                               /* index in the table's config */
+    const struct sy_route_override *override; /* the app's override now, or NULL (the file's) */
+};
+
+/**
+ * A snapshot like `prev` (same config) in which the apps of `changes` have the overrides given
+ * there, with generation `generation` and one reference. It shares `prev`'s config and
+ * compiled host index, and the choice state of every app not named (its round-robin position
+ * and counters go on); only the named apps' weights, schedules and sticky ranges are built, so
+ * an operator's change costs in proportion to the apps it touches (plus a pointer per app).
+ * Picks are those of sy_route_table_build() with the same overrides. Returns 0,
+ * SY_ERR_INVALID (an index out of range, or the choice cannot serve an app) or another
+ * negative sy_err; *out untouched on failure. Control thread only.
+ */
+int sy_route_table_update(const struct sy_route_table *prev,
+                          const struct sy_route_app_change *changes, size_t n, uint64_t generation,
+                          struct sy_route_table **out);
+
+/**
+ * Whether `a` and `b` share app `app`'s choice state (one was made from the other by
+ * sy_route_table_update() without naming it): its weights are then the same in both.
+ */
+bool sy_route_table_shares_app(const struct sy_route_table *a, const struct sy_route_table *b,
+                               size_t app);
+
 /**
  * The weights in force for app `app` (index) in cluster order, and whether an override put
  * them there. Valid while the table reference is held.

@@ -80,9 +80,9 @@ def journal_seq(p):
 def test_help_lists_every_command_and_status_shows_the_table(admin_proxy):
     p = admin_proxy([web(20, 80), chat(50, 50)])
     out = p.ctl_ok("help")
-    for word in ("status [APP]", "weights APP CLUSTER=N...", "switch APP CLUSTER",
-                 "revert APP | revert --all", "release APP | release --all", "reload",
-                 "explain HOST PATH", "history [N]"):
+    for word in ("status [APP | --filter GLOB | --overridden]", "weights APP CLUSTER=N...",
+                 "switch APP CLUSTER", "revert APP | revert --all",
+                 "release APP | release --all", "reload", "explain HOST PATH", "history [N]"):
         assert word in out, out
     assert split(p.port, 10) == {BLUE: 2, GREEN: 8}
     out = p.ctl_ok("status")

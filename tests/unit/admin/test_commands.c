@@ -200,6 +200,79 @@ static void test_status_counts_own_answers_per_cluster_and_before_routing(void *
     free(out);
 }
 
+/* At thousands of apps: which apps have overrides comes first, and status lists one app, the
+ * apps whose names match a glob, or only the overridden ones. */
+static void test_status_filters_apps_and_counts_overrides_first(void **state)
+{
+    struct fx *f = *state;
+    char *out = ask(f, "weights web blue=100");
+    assert_true(ends_ok(out));
+    free(out);
+    out = ask(f, "status");
+    assert_contains(out, "overrides, 0 reload failures\n"
+                         "apps with an override: 1 applied, 0 stale, 0 not in the file");
+    free(out);
+
+    out = ask(f, "status --filter w*");
+    assert_true(ends_ok(out));
+    assert_contains(out, "web  blue        10      100       100");
+    assert_null(strstr(out, "\nchat "));
+    assert_contains(out, "1 of 2 apps shown\n");
+    free(out);
+    out = ask(f, "status --filter c?at --json");
+    assert_contains(out, "\"overridden\":{\"applied\":1,\"stale\":0,\"orphans\":0}");
+    assert_contains(out, "\"apps\":[{\"name\":\"chat\"");
+    assert_null(strstr(out, "\"name\":\"web\""));
+    free(out);
+    out = ask(f, "status --filter nothing*");
+    assert_true(ends_ok(out));
+    assert_contains(out, "0 of 2 apps shown\n");
+    free(out);
+
+    out = ask(f, "status --overridden");
+    assert_true(ends_ok(out));
+    assert_contains(out, "web  blue        10      100       100");
+    assert_null(strstr(out, "\nchat "));
+    free(out);
+
+    out = ask(f, "status --bogus");
+    assert_string_equal(out, "error: usage: status [APP | --filter GLOB | --overridden]\n");
+    free(out);
+    out = ask(f, "status --filter");
+    assert_string_equal(out, "error: usage: status [APP | --filter GLOB | --overridden]\n");
+    free(out);
+}
+
+/* One record can name thousands of apps (revert --all): people get its first ten lines and
+ * a count; JSON lists every app. */
+static void test_history_shortens_a_record_of_many_apps_for_people(void **state)
+{
+    struct fx *f = *state;
+    char text[8192];
+    size_t off = (size_t)snprintf(text, sizeof(text), "%s", config_yaml);
+    for (int i = 0; i < 30; i++)
+        off += (size_t)snprintf(text + off, sizeof(text) - off,
+                                "  - name: a%d\n    hosts: [a%d.test]\n"
+                                "    weights: {blue: 50, green: 50}\n",
+                                i, i);
+    write_config(f->path, text);
+    char *out = ask(f, "reload");
+    assert_true(ends_ok(out));
+    free(out);
+    out = ask(f, "revert --all");
+    assert_true(ends_ok(out));
+    free(out);
+    out = ask(f, "history 1");
+    assert_true(ends_ok(out));
+    assert_contains(out, "revert --all\n         chat: blue=50,green=50 -> blue=100,green=0\n");
+    assert_contains(out, "         ... and 22 more apps (--json lists every one)\n");
+    assert_null(strstr(out, "a29:"));
+    free(out);
+    out = ask(f, "history 1 --json");
+    assert_contains(out, "{\"app\":\"a29\",\"override\":{\"blue\":100}");
+    free(out);
+}
+
 static void test_weights_is_an_override_with_who_and_when(void **state)
 {
     struct fx *f = *state;
@@ -445,6 +518,8 @@ int main(void)
         T(test_reload_answers_the_generation_or_the_error),
         T(test_stale_override_is_shown_as_such),
         T(test_diff_shows_what_a_file_would_change),
+        T(test_status_filters_apps_and_counts_overrides_first),
+        T(test_history_shortens_a_record_of_many_apps_for_people),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1445,6 +1445,46 @@ static void run_error_case(void **state)
     assert_true(match);
 }
 
+/* The app-name index grows with the file: every app found by name, and a duplicate far
+ * from its first (past several rehashes) still named with the first's line. */
+static void test_app_names_are_indexed_and_duplicates_found_among_many(void **state)
+{
+    enum { N = 500 };
+    size_t cap = 256 + (size_t)N * 96;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    size_t off = (size_t)snprintf(text, cap,
+                                  "listen:\n  - address: 127.0.0.1:8080\n"
+                                  "clusters:\n  blue:\n    endpoints: [127.0.0.1:9001]\n"
+                                  "apps:\n");
+    for (int i = 0; i < N; i++)
+        off += (size_t)snprintf(text + off, cap - off,
+                                "  - name: app%d\n    hosts: [h%d.test]\n    weights: {blue: 1}\n",
+                                i, i);
+    struct sy_config *cfg = parse_ok(text);
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "app%d", i);
+        assert_int_equal(sy_config_app_index(cfg, name), i);
+    }
+    assert_int_equal(sy_config_app_index(cfg, "app500"), -1);
+    assert_int_equal(sy_config_app_index(cfg, ""), -1);
+    sy_config_free(cfg);
+
+    /* app3's name again as the last app: line 6 + 3*3 is app3's, the new one follows app499. */
+    off += (size_t)snprintf(text + off, cap - off,
+                            "  - name: app3\n    hosts: [again.test]\n    weights: {blue: 1}\n");
+    struct sy_diags d;
+    sy_diags_init(&d);
+    cfg = NULL;
+    assert_int_equal(sy_config_parse(test_name, text, off, &d, &cfg), SY_ERR_INVALID);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.v[0].line, 7 + 3 * N);
+    assert_string_equal(d.v[0].msg, "duplicate app name 'app3' (first at line 16)");
+    sy_diags_dispose(&d);
+    free(text);
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
@@ -1468,6 +1508,7 @@ int main(void)
         cmocka_unit_test(test_parses_sticky_and_force),
         cmocka_unit_test(test_parses_every_max_age_unit),
         cmocka_unit_test(test_never_quotes_the_force_secret),
+        cmocka_unit_test(test_app_names_are_indexed_and_duplicates_found_among_many),
     };
     /* One named test per row of the error table. */
     static struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(error_cases)];

@@ -615,6 +615,47 @@ static char *signed_line(const char *body)
     return out;
 }
 
+/* sy_overrides_apply finds apps by hash: sets, releases and sets again among thousands keep
+ * one override per app, in the order they were first set (a release and a new set append). */
+static void test_apply_keeps_one_override_per_app_in_order_at_scale(void **state)
+{
+    enum { N = 3000 };
+    struct sy_overrides s;
+    sy_overrides_init(&s);
+    struct sy_actor who = {1, 0, 1, "revert --all"};
+    static char names[N][16];
+    struct sy_override_change *ch = calloc(N, sizeof(*ch));
+    const struct sy_route_weight w[] = {{"blue", 100}};
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "app%d", i);
+        ch[i] = (struct sy_override_change){.app = names[i], .weights = w, .n_weights = 1};
+    }
+    sy_overrides_apply(&s, ch, N, 1, &who);
+    assert_int_equal(s.n, N);
+    /* One change: release every third app (app0 among them) and set app0 again, release app1
+     * and set it again: both are appended, as a release and a new set always were. */
+    size_t n = 0;
+    for (int i = 0; i < N; i += 3)
+        ch[n++] = (struct sy_override_change){.app = names[i], .release = true};
+    ch[n++] = (struct sy_override_change){.app = names[0], .weights = w, .n_weights = 1};
+    ch[n++] = (struct sy_override_change){.app = names[1], .release = true};
+    ch[n++] = (struct sy_override_change){.app = names[1], .weights = w, .n_weights = 1};
+    sy_overrides_apply(&s, ch, n, 2, &who);
+    assert_int_equal(s.n, N - N / 3 - 1 + 2);
+    for (int i = 0; i < N; i++) {
+        const struct sy_override *o = sy_overrides_find(&s, names[i]);
+        bool want = i % 3 != 0 || i == 0;
+        assert_int_equal(o != NULL, want);
+        if (o)
+            assert_int_equal(o->seq, i < 2 ? 2 : 1);
+    }
+    assert_string_equal(s.v[0].app, "app2");
+    assert_string_equal(s.v[s.n - 2].app, "app0");
+    assert_string_equal(s.v[s.n - 1].app, "app1");
+    free(ch);
+    sy_overrides_dispose(&s);
+}
+
 static void test_parser_accepts_a_well_formed_change(void **state)
 {
     char *line =
@@ -722,6 +763,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_failed_directory_fsync_after_compaction_refuses_the_next_change, setup, teardown),
+        cmocka_unit_test(test_apply_keeps_one_override_per_app_in_order_at_scale),
         cmocka_unit_test(test_parser_accepts_a_well_formed_change),
         cmocka_unit_test(test_parser_refuses_what_it_did_not_write),
     };

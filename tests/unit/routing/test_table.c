@@ -260,6 +260,165 @@ static void test_table_keeps_generation_and_lives_until_last_release(void **stat
     sy_route_table_release(NULL);
 }
 
+/* Every app of a big table found by its exact host, its wildcard and under a host two apps
+ * share by path: the build's hashed host entries merge what the linear scan merged. */
+static void test_many_apps_each_found_by_exact_wildcard_and_shared_host(void **state)
+{
+    enum { N = 3000 };
+    size_t cap = strlen(base_yaml) + 64 + (size_t)N * 160;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    size_t off = (size_t)snprintf(text, cap, "%sapps:\n", base_yaml);
+    for (int i = 0; i < N; i++)
+        off += (size_t)snprintf(text + off, cap - off,
+                                "  - name: a%d\n"
+                                "    hosts: [h%d.test, '*.h%d.test', shared.test]\n"
+                                "    paths: [/p%d/]\n"
+                                "    weights: {blue: 1}\n",
+                                i, i, i, i);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    assert_int_equal(sy_config_parse("big.yaml", text, off, &d, &cfg), 0);
+    sy_diags_dispose(&d);
+    free(text);
+    struct sy_route_table *t = NULL;
+    assert_int_equal(sy_route_table_new(cfg, 1, &t), 0);
+    char host[64], path[64], name[32];
+    for (int i = 0; i < N; i += 7) {
+        snprintf(name, sizeof(name), "a%d", i);
+        snprintf(path, sizeof(path), "/p%d/x", i);
+        snprintf(host, sizeof(host), "H%d.test", i);
+        assert_string_equal(match(t, host, path), name);
+        snprintf(host, sizeof(host), "x.h%d.test", i);
+        assert_string_equal(match(t, host, path), name);
+        assert_string_equal(match(t, "shared.test", path), name);
+        assert_int_equal(sy_config_app_index(sy_route_table_config(t), name), i);
+    }
+    assert_null(match(t, "h1.test", "/p2/"));
+    /* Wildcards by suffix lookup: any depth, never the suffix itself or a host that only
+     * ends with its letters. */
+    assert_string_equal(match(t, "a.b.c.h42.test", "/p42/"), "a42");
+    assert_null(match(t, ".h42.test", "/p42/"));
+    assert_null(match(t, "xh42.test", "/p42/"));
+    assert_int_equal(sy_config_app_index(sy_route_table_config(t), "a3000"), -1);
+    sy_route_table_release(t);
+}
+
+/* A longer wildcard whose paths do not match gives way to a shorter one, as a scan of the
+ * wildcards longest first did. */
+static void test_shorter_wildcard_when_the_longer_has_no_matching_path(void **state)
+{
+    struct sy_route_table *t = table_from("apps:\n"
+                                          "  - name: deep\n"
+                                          "    hosts: ['*.a.example.com']\n"
+                                          "    paths: [/x]\n"
+                                          "    weights: {blue: 1}\n"
+                                          "  - name: wide\n"
+                                          "    hosts: ['*.example.com']\n"
+                                          "    weights: {blue: 1}\n");
+    assert_string_equal(match(t, "q.a.example.com", "/x/1"), "deep");
+    assert_string_equal(match(t, "q.a.example.com", "/y"), "wide");
+    assert_string_equal(match(t, "a.example.com", "/x"), "wide");
+    assert_null(match(t, "example.com", "/"));
+    sy_route_table_release(t);
+}
+
+static const char shared_apps[] = "apps:\n"
+                                  "  - name: chat\n"
+                                  "    hosts: [chat.test, '*.chat.test']\n"
+                                  "    weights: {blue: 90, green: 10}\n"
+                                  "  - name: shop\n"
+                                  "    hosts: [shop.test]\n"
+                                  "    paths: [/cart/, /]\n"
+                                  "    weights: {blue: 70, green: 20, gray: 10}\n"
+                                  "  - name: mail\n"
+                                  "    hosts: ['*']\n"
+                                  "    weights: {blue: 50, green: 50}\n";
+
+/* sy_route_table_update: the snapshot of an operator's change shares the host index and every
+ * untouched app with the one before, and picks exactly as a full build with the same
+ * overrides does. */
+static void test_update_shares_the_index_and_picks_as_a_full_build(void **state)
+{
+    struct sy_route_table *t1 = table_from(shared_apps);
+    struct sy_config *cfg = (struct sy_config *)sy_route_table_config(t1);
+    const struct sy_route_weight w[] = {{"green", 30}, {"gray", 70}};
+    const struct sy_route_override ov = {"shop", w, 2};
+    long shop = sy_config_app_index(cfg, "shop");
+    assert_int_equal(shop, 1);
+    /* Move chat's round-robin on: an untouched app keeps its position across the update. */
+    const struct sy_route_app *chat =
+        sy_route_match(t1, sy_slice_of("chat.test", 9), sy_slice_of("/", 1));
+    for (int i = 0; i < 3; i++)
+        cluster_of(t1, chat);
+
+    const struct sy_route_app_change ch = {(size_t)shop, &ov};
+    struct sy_route_table *t2 = NULL, *full = NULL;
+    assert_int_equal(sy_route_table_update(t1, &ch, 1, 8, &t2), 0);
+    assert_int_equal(sy_route_table_build(cfg, &ov, 1, 8, &full), 0);
+    assert_int_equal(sy_route_table_generation(t2), 8);
+    assert_ptr_equal(sy_route_table_config(t2), sy_route_table_config(t1));
+    assert_true(sy_route_table_shares_app(t1, t2, 0));
+    assert_false(sy_route_table_shares_app(t1, t2, 1));
+    assert_true(sy_route_table_shares_app(t1, t2, 2));
+    assert_false(sy_route_table_shares_app(t1, full, 0)); /* another index */
+
+    /* The same apps for the same hosts and paths. */
+    const char *probes[][2] = {
+        {"chat.test", "/"},  {"a.chat.test", "/x"},  {"shop.test", "/cart/1"}, {"shop.test", "/"},
+        {"other.test", "/"}, {"SHOP.test:80", "/c"}, {"chat.test.", "/"},      {"", "/"}};
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++)
+        assert_string_equal(match(t2, probes[i][0], probes[i][1]),
+                            match(full, probes[i][0], probes[i][1]));
+
+    /* The changed app: the override's weights, and the full build's sequence of picks. */
+    const struct sy_weight_spec *wa, *wb;
+    size_t na, nb;
+    assert_int_equal(sy_route_app_weights(t2, 1, &wa, &na), SY_OVERRIDE_APPLIED);
+    assert_int_equal(sy_route_app_weights(full, 1, &wb, &nb), SY_OVERRIDE_APPLIED);
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        assert_int_equal(wa[i].cluster, wb[i].cluster);
+        assert_int_equal(wa[i].weight, wb[i].weight);
+    }
+    const struct sy_route_app *s2 =
+        sy_route_match(t2, sy_slice_of("shop.test", 9), sy_slice_of("/", 1));
+    const struct sy_route_app *sf =
+        sy_route_match(full, sy_slice_of("shop.test", 9), sy_slice_of("/", 1));
+    for (int i = 0; i < 50; i++)
+        assert_string_equal(cluster_of(t2, s2), cluster_of(full, sf));
+
+    /* The untouched app goes on where t1 left it: pick 4 of the 9:1 cycle onwards. */
+    struct sy_route_table *fresh = table_from(shared_apps);
+    const struct sy_route_app *cf =
+        sy_route_match(fresh, sy_slice_of("chat.test", 9), sy_slice_of("/", 1));
+    for (int i = 0; i < 3; i++)
+        cluster_of(fresh, cf);
+    const struct sy_route_app *c2 =
+        sy_route_match(t2, sy_slice_of("chat.test", 9), sy_slice_of("/", 1));
+    for (int i = 0; i < 30; i++)
+        assert_string_equal(cluster_of(t2, c2), cluster_of(fresh, cf));
+
+    /* Release back to the file's weights; the old snapshots can go first. */
+    const struct sy_route_app_change back = {(size_t)shop, NULL};
+    struct sy_route_table *t3 = NULL;
+    assert_int_equal(sy_route_table_update(t2, &back, 1, 9, &t3), 0);
+    sy_route_table_release(t1);
+    sy_route_table_release(t2);
+    assert_int_equal(sy_route_app_weights(t3, 1, &wa, &na), SY_OVERRIDE_NONE);
+    assert_int_equal(wa[0].weight, 70);
+    assert_string_equal(match(t3, "x.chat.test", "/"), "chat");
+
+    const struct sy_route_app_change bad = {3, NULL};
+    struct sy_route_table *none = NULL;
+    assert_int_equal(sy_route_table_update(t3, &bad, 1, 10, &none), SY_ERR_INVALID);
+    assert_null(none);
+    sy_route_table_release(t3);
+    sy_route_table_release(full);
+    sy_route_table_release(fresh);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +436,9 @@ int main(void)
         cmocka_unit_test(test_ipv6_literal_host_keeps_its_brackets),
         cmocka_unit_test(test_endpoints_rotate_round_robin),
         cmocka_unit_test(test_table_keeps_generation_and_lives_until_last_release),
+        cmocka_unit_test(test_many_apps_each_found_by_exact_wildcard_and_shared_host),
+        cmocka_unit_test(test_update_shares_the_index_and_picks_as_a_full_build),
+        cmocka_unit_test(test_shorter_wildcard_when_the_longer_has_no_matching_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
