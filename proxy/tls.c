@@ -365,9 +365,10 @@ static SSL_CTX *store_lookup(struct tls_store *st, const unsigned char digest[32
     return e->ctx;
 }
 
-SSL_CTX *tls_store_server(struct tls_store *st, const char *cert, const char *key, const char **why)
+/* A SHA-256 over what a context is made of, begun with `kind`; NULL (st->failed, *why set)
+ * when OpenSSL cannot hash. */
+static EVP_MD_CTX *digest_begin(struct tls_store *st, const char *kind, const char **why)
 {
-    unsigned char digest[32];
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(md);
@@ -375,15 +376,22 @@ SSL_CTX *tls_store_server(struct tls_store *st, const char *cert, const char *ke
         st->failed = true;
         return NULL;
     }
-    EVP_DigestUpdate(md, "server", 6);
-    digest_file(md, cert);
-    digest_file(md, key);
+    EVP_DigestUpdate(md, kind, strlen(kind));
+    return md;
+}
+
+/* Ends the digest; the stored context made of the same contents (a new reference), or NULL
+ * when it must be built. */
+static SSL_CTX *digest_lookup(struct tls_store *st, EVP_MD_CTX *md, unsigned char digest[32])
+{
     EVP_DigestFinal_ex(md, digest, NULL);
     EVP_MD_CTX_free(md);
-    SSL_CTX *ctx = store_lookup(st, digest);
-    if (ctx)
-        return ctx;
-    ctx = tls_server_ctx_new(cert, key, why);
+    return store_lookup(st, digest);
+}
+
+/* Keeps a context just built under its digest (NULL: building failed). */
+static SSL_CTX *store_built(struct tls_store *st, const unsigned char digest[32], SSL_CTX *ctx)
+{
     if (!ctx) {
         st->failed = true;
         return NULL;
@@ -392,35 +400,32 @@ SSL_CTX *tls_store_server(struct tls_store *st, const char *cert, const char *ke
     return ctx;
 }
 
+SSL_CTX *tls_store_server(struct tls_store *st, const char *cert, const char *key, const char **why)
+{
+    unsigned char digest[32];
+    EVP_MD_CTX *md = digest_begin(st, "server", why);
+    if (!md)
+        return NULL;
+    digest_file(md, cert);
+    digest_file(md, key);
+    SSL_CTX *ctx = digest_lookup(st, md, digest);
+    return ctx ? ctx : store_built(st, digest, tls_server_ctx_new(cert, key, why));
+}
+
 SSL_CTX *tls_store_client(struct tls_store *st, const struct sy_cluster_tls *t, bool h2,
                           const char **why)
 {
     unsigned char digest[32];
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(md);
-        *why = openssl_error("cannot hash the TLS files");
-        st->failed = true;
+    EVP_MD_CTX *md = digest_begin(st, "client", why);
+    if (!md)
         return NULL;
-    }
     uint8_t flags[2] = {t->verify, h2};
-    EVP_DigestUpdate(md, "client", 6);
     EVP_DigestUpdate(md, flags, sizeof(flags));
     digest_file(md, t->verify ? (t->ca ? t->ca : system_ca_file()) : NULL);
     digest_file(md, t->cert);
     digest_file(md, t->key);
-    EVP_DigestFinal_ex(md, digest, NULL);
-    EVP_MD_CTX_free(md);
-    SSL_CTX *ctx = store_lookup(st, digest);
-    if (ctx)
-        return ctx;
-    ctx = tls_client_ctx_new(t, h2, why);
-    if (!ctx) {
-        st->failed = true;
-        return NULL;
-    }
-    store_take(st, digest, ctx);
-    return ctx;
+    SSL_CTX *ctx = digest_lookup(st, md, digest);
+    return ctx ? ctx : store_built(st, digest, tls_client_ctx_new(t, h2, why));
 }
 
 /* A private key that others on the machine can read is worth a word at every load (once it

@@ -280,19 +280,8 @@ void worker_count_own(struct sy_worker *w, struct traffic_slot *slot, int status
 
 static uint64_t slot_hash(const char *app, const char *cluster)
 {
-    /* FNV-1a, 64 bit, over "app\0cluster". */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (const char *p = app;; p++) {
-        h ^= (unsigned char)*p;
-        h *= 0x100000001b3ULL;
-        if (!*p)
-            break;
-    }
-    for (const char *p = cluster; *p; p++) {
-        h ^= (unsigned char)*p;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    /* Over "app\0cluster": the NUL keeps ("ab", "c") apart from ("a", "bc"). */
+    return sy_fnv1a(sy_fnv1a(SY_FNV1A_INIT, app, strlen(app) + 1), cluster, strlen(cluster));
 }
 
 /* An open-addressing map from (app, cluster) names to a slot or a sum, at most half full, so

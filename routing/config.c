@@ -1375,13 +1375,7 @@ static bool is_app_name(const char *s, size_t len)
 
 static uint64_t name_hash(const char *s)
 {
-    /* FNV-1a, 64 bit. */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return sy_fnv1a(SY_FNV1A_INIT, s, strlen(s));
 }
 
 long sy_config_app_index(const struct sy_config *cfg, const char *name)
@@ -1982,13 +1976,7 @@ static void sort_diags(struct ctx *c)
 
 static uint64_t content_hash_of(const char *text, size_t len)
 {
-    /* FNV-1a, 64 bit. */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)text[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return sy_fnv1a(SY_FNV1A_INIT, text, len);
 }
 
 int sy_config_parse(const char *name, const char *text, size_t len, struct sy_diags *diags,

@@ -117,13 +117,7 @@ struct sy_route_override *sy_overrides_view(const struct sy_overrides *s)
 
 static uint64_t app_hash(const char *app)
 {
-    /* FNV-1a, 64 bit. */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *app; app++) {
-        h ^= (unsigned char)*app;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return sy_fnv1a(SY_FNV1A_INIT, app, strlen(app));
 }
 
 /* Slot of `app` in `slots` (entries are index + 1 into s->v, 0 empty; mask + 1 slots): where it

@@ -35,13 +35,7 @@ struct host_entry {
 
 static uint64_t hash_bytes(const char *p, size_t len)
 {
-    /* FNV-1a, 64 bit. */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return sy_fnv1a(SY_FNV1A_INIT, p, len);
 }
 
 static unsigned gcd(unsigned a, unsigned b)

@@ -50,6 +50,24 @@ bool sy_slice_ieq(struct sy_slice a, const char *s);
 /** True when two slices are equal, compared case-insensitively (ASCII). */
 bool sy_slice_ieq_slice(struct sy_slice a, struct sy_slice b);
 
+/** The offset basis of FNV-1a (64 bit): the `h` to start sy_fnv1a with. */
+#define SY_FNV1A_INIT 0xcbf29ce484222325ULL
+
+/**
+ * FNV-1a (64 bit) of `len` bytes, continuing from `h` (SY_FNV1A_INIT to start), so that a key
+ * made of several pieces hashes without being copied together. For hash tables, not for
+ * anything an attacker must not steer.
+ */
+static inline uint64_t sy_fnv1a(uint64_t h, const void *p, size_t len)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < len; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 enum sy_log_level {
     SY_LOG_DEBUG = 0,
     SY_LOG_INFO,
