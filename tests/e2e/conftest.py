@@ -316,3 +316,32 @@ def proxy(backends, tmp_path):
     if errors:
         pytest.fail("\n".join(errors), pytrace=False)
 
+
+
+@pytest.fixture
+def admin_proxy(backends, tmp_path):
+    """Factory: admin_proxy(apps, clusters=None, name="sy", start=True, limits=None,
+    timeouts=None, **kw) -> AdminProxy (admin socket and journal; started unless start=False;
+    `kw` goes to AdminProxy: workers, admin, state, args, ...). All are stopped at teardown,
+    where anything but exit 0 on SIGTERM fails the test."""
+    import shutil
+    from admin_util import AdminProxy, socket_dir
+    started = []
+    sockdir = socket_dir()
+
+    def start(apps, clusters=None, name="sy", start=True, limits=None, timeouts=None, **kw):
+        p = AdminProxy(tmp_path, sockdir, backends, apps, name=name, clusters=clusters, **kw)
+        if limits or timeouts:
+            p.spec["limits"] = limits
+            p.spec["timeouts"] = timeouts
+            p.write_config()
+        started.append(p)
+        if start:
+            p.start()
+        return p
+
+    yield start
+    errors = [e for e in (p.stop() for p in started) if e]
+    shutil.rmtree(sockdir, ignore_errors=True)
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)

@@ -23,8 +23,8 @@ import pytest
 
 import conftest
 import helpers
-from admin_util import (SWITCHYARDCTL, AdminConn, AdminProxy, LoadLoop, Probe, ctl, h2load,
-                        h2load_result, socket_dir, tags)
+from admin_util import (SWITCHYARDCTL, AdminConn, LoadLoop, Probe, ctl, h2load, h2load_result,
+                        tags)
 from helpers import curl1, measure
 
 pytestmark = pytest.mark.skipif(
@@ -44,27 +44,6 @@ def web(blue, green, **kw):
 def chat(blue, green):
     return {"name": "chat", "hosts": ["chat.test"], "stable": "blue",
             "weights": {"blue": blue, "green": green}}
-
-
-@pytest.fixture
-def admin_proxy(backends, tmp_path):
-    """Factory: admin_proxy(apps, name="sy", **kw) -> AdminProxy (started); all stopped at
-    teardown (exit 0 on SIGTERM required)."""
-    started = []
-    sockdir = socket_dir()
-
-    def start(apps, name="sy", start=True, **kw):
-        p = AdminProxy(tmp_path, sockdir, backends, apps, name=name, **kw)
-        started.append(p)
-        if start:
-            p.start()
-        return p
-
-    yield start
-    errors = [e for e in (p.stop() for p in started) if e]
-    shutil.rmtree(sockdir, ignore_errors=True)
-    if errors:
-        pytest.fail("\n".join(errors), pytrace=False)
 
 
 def split(port, n, host="app.test", path="/split"):

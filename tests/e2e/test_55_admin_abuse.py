@@ -8,7 +8,6 @@ it is refused and changes nothing."""
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from admin_util import SWITCHYARDCTL, AdminProxy, ctl, socket_dir, tags
+from admin_util import SWITCHYARDCTL, ctl, tags
 from helpers import measure
 
 pytestmark = [
@@ -97,24 +96,6 @@ def finish(p, timeout):
 def web(blue, green):
     return {"name": "web", "hosts": ["*"], "stable": "blue",
             "weights": {"blue": blue, "green": green}}
-
-
-@pytest.fixture
-def admin_proxy(backends, tmp_path):
-    started = []
-    sockdir = socket_dir()
-
-    def start(apps, name="sy", **kw):
-        p = AdminProxy(tmp_path, sockdir, backends, apps, name=name, **kw)
-        started.append(p)
-        p.start()
-        return p
-
-    yield start
-    errors = [e for e in (p.stop() for p in started) if e]
-    shutil.rmtree(sockdir, ignore_errors=True)
-    if errors:
-        pytest.fail("\n".join(errors), pytrace=False)
 
 
 def status_ok(p):

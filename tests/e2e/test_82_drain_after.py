@@ -14,14 +14,13 @@ python3-h2 client, raw sockets, switchyardctl on the admin socket."""
 import asyncio
 import json
 import os
-import shutil
 import socket
 import time
 
 import pytest
 
 import helpers
-from admin_util import SWITCHYARDCTL, AdminProxy, socket_dir
+from admin_util import SWITCHYARDCTL
 from helpers import curl1, measure
 from upstream_util import H2Client, Peers
 
@@ -41,26 +40,6 @@ def peers(tmp_path):
     ps = Peers(tmp_path)
     yield ps
     ps.stop_all()
-
-
-@pytest.fixture
-def admin_proxy(backends, tmp_path):
-    """Factory: admin_proxy(apps, clusters) -> AdminProxy (2 workers, started); stopped at
-    teardown (exit 0 on SIGTERM required)."""
-    started = []
-    sockdir = socket_dir()
-
-    def start(apps, clusters, workers=2):
-        p = AdminProxy(tmp_path, sockdir, backends, apps, clusters=clusters, workers=workers)
-        started.append(p)
-        p.start()
-        return p
-
-    yield start
-    errors = [e for e in (p.stop() for p in started) if e]
-    shutil.rmtree(sockdir, ignore_errors=True)
-    if errors:
-        pytest.fail("\n".join(errors), pytrace=False)
 
 
 def app(name, blue, green, drain=True):

@@ -398,26 +398,6 @@ def test_cluster_switching_to_h2c_is_refused(proxy, scripted):
 
 # -- own answers counted per app and cluster ---------------------------------------------------
 
-@pytest.fixture
-def admin_proxy(backends, tmp_path):
-    started = []
-    sockdir = socket_dir()
-
-    def start(apps, clusters, timeouts=None):
-        p = AdminProxy(tmp_path, sockdir, backends, apps, clusters=clusters, workers=1)
-        p.spec["timeouts"] = timeouts or {}
-        p.write_config()
-        started.append(p)
-        p.start()
-        return p
-
-    yield start
-    errors = [e for e in (p.stop() for p in started) if e]
-    shutil.rmtree(sockdir, ignore_errors=True)
-    if errors:
-        pytest.fail("\n".join(errors), pytrace=False)
-
-
 def cluster_row(doc, app_name, cluster):
     a = [x for x in doc["apps"] if x["name"] == app_name]
     assert a, doc
@@ -433,7 +413,7 @@ def test_own_answers_are_counted_per_app_and_cluster(admin_proxy, backends):
     apps = [{"name": "down", "hosts": ["down.test"], "weights": {"dead": 100}},
             {"name": "slow", "hosts": ["slow.test"], "weights": {"blue": 100}}]
     clusters = {"blue": {"endpoints": [backends.blue.addr]}, "dead": {"endpoints": [dead]}}
-    p = admin_proxy(apps, clusters, timeouts={"upstream_response": "1s"})
+    p = admin_proxy(apps, clusters, timeouts={"upstream_response": "1s"}, workers=1)
     for _ in range(2):
         r = curl1(p.url + "/x", "-H", "Host: down.test", timeout=20)
         assert r.status == 502, r
