@@ -631,6 +631,13 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
     free(v);
     free(ns.v);
     free(heads);
+    uint64_t pp = 0;
+    for (size_t i = 0; i < ws->n; i++)
+        pp += atomic_load_explicit(&ws->v[i].pp_rejected, memory_order_relaxed);
+    if (pp) {
+        struct sy_traffic t = {.proxy_protocol_rejected = pp};
+        cb(&t, arg);
+    }
 }
 
 static void listener_free(struct listener *ls)

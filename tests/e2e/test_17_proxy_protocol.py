@@ -13,11 +13,13 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 import urllib.request
 
 import pytest
 
+import admin_util
 import helpers
 from helpers import curl1
 
@@ -29,7 +31,7 @@ V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
 def config(backends, pp, tls=None, sticky=False, trusted=None, direct_port=None,
-           listen_trusted=None):
+           listen_trusted=None, admin=None):
     """A config whose first listener (@PORT@) has `proxy_protocol: pp` (None: off)."""
     first = "  - address: 127.0.0.1:@PORT@\n"
     if pp:
@@ -50,6 +52,8 @@ def config(backends, pp, tls=None, sticky=False, trusted=None, direct_port=None,
                  "    sticky: {source_ip: true}\n")
     else:
         text += "apps:\n  - name: web\n    hosts: ['*']\n    weights: {blue: 100}\n"
+    if admin:
+        text += "admin: {socket: %s}\n" % admin
     if trusted is not None:
         text += "trusted_proxies: [%s]\n" % ", ".join("'%s'" % t for t in trusted)
     return text
@@ -239,7 +243,8 @@ def test_haproxy_local_health_checks_pass_and_keep_the_peer_address(proxy, backe
 # -- bad input, by hand ------------------------------------------------------------------------
 
 def test_proxy_protocol_garbage_first_line_is_closed_counted_and_logged_once(proxy, backends):
-    p = proxy(config_text=config(backends, "any"))
+    sock = os.path.join(tempfile.mkdtemp(prefix="sy-pp-"), "admin.sock")
+    p = proxy(config_text=config(backends, "any", admin=sock))
     for _ in range(3):
         with helpers.Raw(p.port, timeout=5) as c:
             c.send(helpers.get_request("/echo-headers"))
@@ -250,6 +255,9 @@ def test_proxy_protocol_garbage_first_line_is_closed_counted_and_logged_once(pro
     time.sleep(0.2)
     assert rejections(p) == 1, p.log_text()[-2000:]
     assert "no PROXY protocol header" in p.log_text()
+    st = admin_util.ctl("status", sockets=[sock], json=True)
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["unrouted"]["proxy_protocol_rejected"] == 3, st.stdout
 
 
 @pytest.mark.parametrize("kind", ["v1", "v2"])
