@@ -380,3 +380,75 @@ def test_trusted_proxies_judge_the_address_after_proxy_protocol(proxy, backends)
                    helpers.get_request("/echo-headers", extra=b"X-Forwarded-For: 1.2.3.4\r\n"))
             r = c.read_response()
         assert r.status == 200 and xff(r) == want, r
+
+
+def test_proxy_protocol_v2_long_tlvs_are_skipped(proxy, backends):
+    """A header longer than the inline buffer (3 KiB of TLVs) arrives in pieces and is
+    skipped whole; the request right behind it is the first byte HTTP sees."""
+    p = proxy(config_text=config(backends, "v2"))
+    tlvs = b"\xEE" + struct.pack("!H", 3000) + b"x" * 3000 + b"\x04\x00\x00"
+    hdr = v2_header("192.0.2.44", tlvs=tlvs)
+    with helpers.Raw(p.port) as c:
+        c.send(hdr[:100])
+        time.sleep(0.05)
+        c.send(hdr[100:] + helpers.get_request("/echo-headers"))
+        r = c.read_response()
+    assert r.status == 200 and xff(r) == "192.0.2.44", r
+    # A TLV that runs past the header's length: closed.
+    bad = v2_header("192.0.2.45", tlvs=b"\xEE" + struct.pack("!H", 10) + b"x" * 4)
+    with helpers.Raw(p.port, timeout=5) as c:
+        c.send(bad + helpers.get_request("/echo-headers"))
+        with pytest.raises((EOFError, ConnectionResetError)):
+            c.read_response()
+    helpers.wait_for(lambda: "TLV runs past the header" in p.log_text(), 5, "the TLV line")
+
+
+def test_proxy_protocol_header_and_tls_client_hello_in_one_write_work(proxy, backends, tls_cert):
+    import ssl
+    tls_port = helpers.free_port()
+    p = proxy(config_text=config(backends, "any", tls=(tls_port,) + tuple(tls_cert)))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    sock = socket.create_connection(("127.0.0.1", tls_port), timeout=10)
+    try:
+        sock.sendall(v2_header("203.0.113.77") + out.read())  # header + ClientHello
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = out.read()
+                if pending:
+                    sock.sendall(pending)
+                assert time.monotonic() < deadline
+                data = sock.recv(65536)
+                assert data, "closed during the handshake"
+                inc.write(data)
+        sock.sendall(out.read())
+        tls.write(helpers.get_request("/echo-headers", extra=b"Connection: close\r\n"))
+        sock.sendall(out.read())
+        raw = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            inc.write(data)
+            try:
+                while True:
+                    raw += tls.read(65536)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                pass
+            if b"\r\n\r\n" in raw and raw.rstrip().endswith(b"}"):
+                break
+    finally:
+        sock.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), raw[:300]
+    doc = json.loads(body)
+    assert [v for n, v in doc["headers"] if n.lower() == "x-forwarded-for"] == ["203.0.113.77"]
