@@ -341,6 +341,7 @@ struct upstream {
     bool connected;
     bool reused;
     bool read_paused;
+    bool one_client; /* opened with a PROXY header (clusters.NAME.proxy_protocol): never idle */
     struct upstream *next; /* in the pool's idle list */
 };
 

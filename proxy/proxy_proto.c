@@ -226,3 +226,52 @@ enum sy_pp_status sy_pp_parse(const void *data, size_t len, enum sy_pp_accept ac
                    : v1     ? "no PROXY protocol v1 header"
                             : "no PROXY protocol v2 header");
 }
+
+/* An address and port as 16 bytes of IPv6 (IPv4 mapped) or 4 of IPv4. */
+static bool addr_bytes(const struct sockaddr *sa, bool v6, unsigned char out[16],
+                       unsigned char port[2])
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        memcpy(port, &in->sin_port, 2);
+        if (!v6) {
+            memcpy(out, &in->sin_addr, 4);
+            return true;
+        }
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+        memcpy(out, mapped, 12);
+        memcpy(out + 12, &in->sin_addr, 4);
+        return true;
+    }
+    if (sa->sa_family == AF_INET6 && v6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        memcpy(port, &in6->sin6_port, 2);
+        memcpy(out, &in6->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+size_t sy_pp_v2_write(unsigned char *out, const struct sockaddr *src, const struct sockaddr *dst)
+{
+    memcpy(out, v2_sig, 12);
+    out[12] = 0x21; /* version 2, PROXY */
+    bool known = (src->sa_family == AF_INET || src->sa_family == AF_INET6) &&
+                 (dst->sa_family == AF_INET || dst->sa_family == AF_INET6);
+    bool v6 = src->sa_family == AF_INET6 || dst->sa_family == AF_INET6;
+    unsigned char a[16], b[16], pa[2], pb[2];
+    if (!known || !addr_bytes(src, v6, a, pa) || !addr_bytes(dst, v6, b, pb)) {
+        out[13] = 0x00; /* UNSPEC */
+        out[14] = out[15] = 0;
+        return 16;
+    }
+    size_t alen = v6 ? 16 : 4, body = 2 * alen + 4;
+    out[13] = v6 ? 0x21 : 0x11; /* INET6 or INET, STREAM */
+    out[14] = 0;
+    out[15] = (unsigned char)body;
+    memcpy(out + 16, a, alen);
+    memcpy(out + 16 + alen, b, alen);
+    memcpy(out + 16 + 2 * alen, pa, 2);
+    memcpy(out + 18 + 2 * alen, pb, 2);
+    return 16 + body;
+}

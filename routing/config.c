@@ -642,7 +642,8 @@ static bool parse_cidr(struct ctx *c, const yaml_node_t *v, struct sy_cidr *out)
             bits = bits * 10 + (unsigned)(*d - '0');
         }
         if (!ok || bits > max) {
-            report(c, v, "bad prefix length in trusted_proxies entry '%s': 0 to %u", show(v).s, max);
+            report(c, v, "bad prefix length in trusted_proxies entry '%s': 0 to %u", show(v).s,
+                   max);
             return false;
         }
         out->bits = bits;
@@ -966,6 +967,7 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     if (!is_mapping(c, v, "cluster"))
         return;
     const yaml_node_t *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL, *queue = NULL;
+    const yaml_node_t *pp = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         yaml_node_t *pk, *pv;
         const char *key;
@@ -981,6 +983,8 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
             cap = pv;
         else if (strcmp(key, "queue") == 0)
             queue = pv;
+        else if (strcmp(key, "proxy_protocol") == 0)
+            pp = pv;
         else
             report(c, pk, "unknown key '%s' in cluster", show(pk).s);
     }
@@ -995,6 +999,17 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     else if (cl->protocol == SY_PROTO_H2) {
         cl->tls.on = true; /* h2 is HTTP/2 over TLS: verified against the system store */
         cl->tls.mark = mark_of(protocol);
+    }
+    if (pp) {
+        /* One connection carries one client's header: HTTP/2 would multiplex many clients on
+         * it, and TLS would need the header written under the handshake. */
+        if (!is_scalar(pp) || strcmp(text(pp), "v2") != 0)
+            report(c, pp, "proxy_protocol of a cluster must be v2 (leave it out for none), got %s",
+                   show_value(pp).s);
+        else if (cl->protocol != SY_PROTO_HTTP1 || cl->tls.on)
+            report(c, pp, "proxy_protocol needs a cleartext http1 cluster (no tls, no h2/h2c)");
+        else
+            cl->send_proxy_v2 = true;
     }
     bool cap_ok = cap ? parse_max_connections(c, cl, cap) : true;
     if (queue) {

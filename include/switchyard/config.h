@@ -90,6 +90,9 @@ struct sy_cluster_spec {
                                   default SY_QUEUE_MAX_DEFAULT */
     unsigned queue_timeout_ms; /* `queue.timeout`: the longest a request waits (then 503);
                                   default SY_QUEUE_TIMEOUT_DEFAULT_MS */
+    bool send_proxy_v2;        /* `proxy_protocol: v2`: each connection opens with a PROXY v2
+                                  header naming the client, and carries that client only (never
+                                  kept idle for another); http1 without tls only */
     struct sy_mark mark;
 };
 

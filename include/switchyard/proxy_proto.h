@@ -50,4 +50,15 @@ struct sy_pp_result {
 enum sy_pp_status sy_pp_parse(const void *p, size_t len, enum sy_pp_accept accept,
                               struct sy_pp_result *r);
 
+/** Room for any header sy_pp_v2_write makes. */
+#define SY_PP_V2_OUT_MAX (16 + 36)
+
+/**
+ * Writes a PROXY v2 PROXY-command header for a stream from `src` to `dst` into `out` (at least
+ * SY_PP_V2_OUT_MAX bytes) and returns its length. Two IPv4 addresses give an INET header;
+ * with an IPv6 one, the IPv4 one is written IPv4-mapped (INET6); any other family gives an
+ * UNSPEC header, which tells the receiver to keep the connection's own address. Any thread.
+ */
+size_t sy_pp_v2_write(unsigned char *out, const struct sockaddr *src, const struct sockaddr *dst);
+
 #endif

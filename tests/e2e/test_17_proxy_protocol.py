@@ -452,3 +452,24 @@ def test_proxy_protocol_header_and_tls_client_hello_in_one_write_work(proxy, bac
     assert head.startswith(b"HTTP/1.1 200"), raw[:300]
     doc = json.loads(body)
     assert [v for n, v in doc["headers"] if n.lower() == "x-forwarded-for"] == ["203.0.113.77"]
+
+
+# -- clusters.NAME.proxy_protocol: v2 -------------------------------------------------------------
+
+def test_cluster_proxy_protocol_v2_names_each_client_to_the_cluster(proxy, backends):
+    """switchyard A sends PROXY v2 to its cluster, which is switchyard B with
+    `proxy_protocol: v2` in front of the backend: B takes the client's address from the
+    header, so the backend sees the original client, not A. Each connection carries one
+    client: two clients in turn get two connections."""
+    inner = proxy(config_text=config(backends, "v2"))
+    outer = proxy(config_text=(
+        "workers: 1\nlisten:\n  - address: 127.0.0.1:@PORT@\n"
+        "timeouts: {drain: 5s}\n"
+        "clusters:\n  inner: {endpoints: ['127.0.0.1:%d'], proxy_protocol: v2}\n"
+        "apps:\n  - name: web\n    hosts: ['*']\n    weights: {inner: 100}\n" % inner.port))
+    for src in ("127.0.0.31", "127.0.0.32", "127.0.0.31"):
+        r = curl1(outer.url + "/echo-headers", "--http1.1", "--interface", src)
+        assert r.status == 200, r
+        # B does not trust A's X-Forwarded-For, so the backend sees B's view: the client.
+        assert xff(r) == src, r.json()["headers"]
+    assert rejections(inner) == 0, inner.log_text()[-2000:]

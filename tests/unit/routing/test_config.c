@@ -655,10 +655,14 @@ static void test_parses_proxy_protocol_and_trusted_proxies(void **state)
                                      "  - address: 127.0.0.1:8083\n"
                                      "    proxy_protocol: v1\n"
                                      "    trusted_proxies: []\n"
-                                     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+                                     "clusters: {blue: {endpoints: [127.0.0.1:9001]},\n"
+                                     "           pp: {endpoints: [127.0.0.1:9002],\n"
+                                     "                proxy_protocol: v2}}\n"
                                      "apps: []\n"
                                      "trusted_proxies: [127.0.0.1, '2001:db8::/32', 0.0.0.0/0]\n");
+    assert_true(cfg->clusters[1].send_proxy_v2);
     assert_int_equal(cfg->listens[0].proxy_protocol, SY_PP_V2);
+    assert_false(cfg->clusters[0].send_proxy_v2);
     assert_int_equal(cfg->listens[1].proxy_protocol, SY_PP_ANY);
     assert_int_equal(cfg->listens[2].proxy_protocol, SY_PP_OFF);
     assert_int_equal(cfg->listens[3].proxy_protocol, SY_PP_V1);
@@ -948,6 +952,16 @@ static const struct error_case error_cases[] = {
      "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
      "apps: []\n",
      {{3, 5, "unknown key 'backlog' in listen entry"}}},
+    {"test_rejects_cluster_proxy_protocol_other_than_v2_or_with_h2_or_tls",
+     "listen: [{address: 127.0.0.1:8080}]\n"
+     "clusters:\n"
+     "  a: {endpoints: [127.0.0.1:9001], proxy_protocol: v1}\n"
+     "  b: {endpoints: [127.0.0.1:9002], proxy_protocol: v2, protocol: h2c}\n"
+     "  c: {endpoints: [127.0.0.1:9003], proxy_protocol: v2, tls: {verify: false}}\n"
+     "apps: []\n",
+     {{3, 52, "proxy_protocol of a cluster must be v2 (leave it out for none), got v1"},
+      {4, 52, "proxy_protocol needs a cleartext http1 cluster (no tls, no h2/h2c)"},
+      {5, 52, "proxy_protocol needs a cleartext http1 cluster"}}},
     {"test_rejects_proxy_protocol_that_is_not_a_version",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
