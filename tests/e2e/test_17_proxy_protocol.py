@@ -473,3 +473,34 @@ def test_cluster_proxy_protocol_v2_names_each_client_to_the_cluster(proxy, backe
         # B does not trust A's X-Forwarded-For, so the backend sees B's view: the client.
         assert xff(r) == src, r.json()["headers"]
     assert rejections(inner) == 0, inner.log_text()[-2000:]
+
+
+def test_proxy_protocol_turned_on_by_reload_applies_to_new_connections(proxy, backends):
+    """The listener stays (same address); the next connection follows the new file. One
+    opened before the reload goes on as it began."""
+    p = proxy(config_text=config(backends, None))
+    before = helpers.Raw(p.port)
+    try:
+        with open(p.config) as f:
+            text = f.read()
+        new = text.replace("  - address: 127.0.0.1:%d\n" % p.port,
+                           "  - address: 127.0.0.1:%d\n    proxy_protocol: v2\n" % p.port, 1)
+        assert new != text
+        with open(p.config + ".tmp", "w") as f:
+            f.write(new)
+        os.rename(p.config + ".tmp", p.config)
+        os.kill(p.pid, signal.SIGHUP)
+        helpers.wait_for(lambda: p.generation() >= 2, 10, "generation 2")
+        before.send(helpers.get_request("/echo-headers"))
+        r = before.read_response()
+        assert r.status == 200 and xff(r) == "127.0.0.1", r
+    finally:
+        before.close()
+    with helpers.Raw(p.port, timeout=5) as c:
+        c.send(helpers.get_request("/echo-headers"))
+        with pytest.raises((EOFError, ConnectionResetError)):
+            c.read_response()
+    with helpers.Raw(p.port) as c:
+        c.send(v2_header("192.0.2.61") + helpers.get_request("/echo-headers"))
+        r = c.read_response()
+    assert r.status == 200 and xff(r) == "192.0.2.61", r
