@@ -151,6 +151,7 @@ struct traffic {
     struct traffic_row *v;
     size_t n, cap;
     uint64_t unrouted[SY_OWN_N]; /* answers of our own before routing */
+    uint64_t pp_rejected;        /* connections closed for a bad PROXY protocol header */
 };
 
 static uint64_t own_total(const uint64_t *own)
@@ -200,6 +201,7 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     if (!t->app) {
         for (size_t i = 0; i < SY_OWN_N; i++)
             acc->unrouted[i] += t->own[i];
+        acc->pp_rejected += t->proxy_protocol_rejected;
         return;
     }
     sy_xgrow((void **)&acc->v, &acc->cap, acc->n + 1, sizeof(*acc->v));
@@ -483,6 +485,11 @@ static int cmd_status(struct sy_admin_req *req)
         own_text(r, acc.unrouted);
         sy_reply_printf(r, "\n");
     }
+    sy_json_uint(r, "proxy_protocol_rejected", acc.pp_rejected);
+    if (acc.pp_rejected && !sel.app && !sel.pattern && !sel.overridden)
+        sy_reply_printf(
+            r, "connections closed for a missing or bad PROXY protocol header: %" PRIu64 "\n",
+            acc.pp_rejected);
     sy_json_end_object(r);
 
     /* Overrides of apps the file no longer has: kept, shown, to be released. */

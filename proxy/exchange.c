@@ -201,6 +201,8 @@ enum field {
     F_XFF,
     F_VIA,
     F_TE,
+    F_FWD, /* Forwarded: kept (and appended to) only from a trusted peer */
+    F_XFP, /* X-Forwarded-Proto: believed only from a trusted peer */
 };
 
 static bool is_hop_by_hop(struct sy_slice n)
@@ -241,6 +243,10 @@ static enum field classify_request(struct sy_slice n)
         if (sy_slice_ieq(n, "expect"))
             return F_DROP;
         break;
+    case 9:
+        if (sy_slice_ieq(n, "forwarded"))
+            return F_FWD;
+        break;
     case 15:
         if (sy_slice_ieq(n, "x-forwarded-for"))
             return F_XFF;
@@ -251,7 +257,7 @@ static enum field classify_request(struct sy_slice n)
         break;
     case 17:
         if (sy_slice_ieq(n, "x-forwarded-proto"))
-            return F_DROP;
+            return F_XFP;
         break;
     }
     /* Proxy-Authorization and the like are meant for a proxy, never forwarded. */
@@ -405,7 +411,12 @@ static void rewrite_request(struct exchange *ex, const struct req_head *req, str
         sink_field(s, sy_slice_of("host", 4), req->authority);
     }
     bool te_trailers = false;
-    size_t n_xff = 0, n_via = 0;
+    size_t n_xff = 0, n_via = 0, n_fwd = 0;
+    /* What earlier hops wrote is believed only from a peer in trusted_proxies (after the
+     * PROXY protocol): from anyone else, X-Forwarded-For and Forwarded could name any address,
+     * so they are replaced by the peer alone. */
+    const struct conn *dc = ex->down->conn;
+    struct sy_slice xfp = {NULL, 0};
     for (size_t i = 0; i < req->n_headers; i++) {
         const struct sy_header *h = &req->headers[i];
         switch (classify_request(h->name)) {
@@ -418,7 +429,14 @@ static void rewrite_request(struct exchange *ex, const struct req_head *req, str
             te_trailers |= has_token(h->value, "trailers");
             break;
         case F_XFF:
-            n_xff++;
+            n_xff += dc->trusted;
+            break;
+        case F_FWD:
+            n_fwd += dc->trusted;
+            break;
+        case F_XFP:
+            if (dc->trusted && !xfp.len)
+                xfp = h->value;
             break;
         case F_VIA:
             n_via++;
@@ -444,9 +462,23 @@ static void rewrite_request(struct exchange *ex, const struct req_head *req, str
     /* X-Forwarded-For and Via keep what earlier hops wrote and add this one. */
     sink_name(s, sy_slice_of("x-forwarded-for", 15));
     add_earlier(s, req, F_XFF, n_xff);
-    hw_str(&s->hw, ex->down->conn->peer);
+    hw_str(&s->hw, dc->peer);
     sink_end(s);
-    sink_field_str(s, "x-forwarded-proto", ex->down->conn->tls ? "https" : "http");
+    if (n_fwd) {
+        /* RFC 7239 §4: appended as a node; an IPv6 node is quoted and bracketed. */
+        bool v6 = strchr(dc->peer, ':') != NULL;
+        sink_name(s, sy_slice_of("forwarded", 9));
+        add_earlier(s, req, F_FWD, n_fwd);
+        hw_str(&s->hw, v6 ? "for=\"[" : "for=");
+        hw_str(&s->hw, dc->peer);
+        if (v6)
+            hw_str(&s->hw, "]\"");
+        sink_end(s);
+    }
+    if (xfp.len)
+        sink_field(s, sy_slice_of("x-forwarded-proto", 17), xfp);
+    else
+        sink_field_str(s, "x-forwarded-proto", dc->tls ? "https" : "http");
     if (req->authority.len)
         sink_field(s, sy_slice_of("x-forwarded-host", 16), req->authority);
     sink_name(s, sy_slice_of("via", 3));

@@ -192,6 +192,7 @@ static bool sniff_h2(struct h1_client *c, struct evbuffer *in, size_t len, bool 
     struct bufferevent *bev = c->bev;
     wthrough_detach(&c->wt);
     c->bev = NULL;
+    c->conn.w->accept_trusted = c->conn.trusted;
     h2_accept(c->conn.w, bev, (const struct sockaddr *)&c->conn.addr, sizeof(c->conn.addr), false);
     client_free(c);
     return true;

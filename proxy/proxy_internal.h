@@ -128,6 +128,9 @@ static inline void counter_add(_Atomic uint64_t *c, int64_t d)
                           memory_order_relaxed);
 }
 
+/* Sources remembered per worker for the once-a-minute PROXY protocol rejection line. */
+#define PP_LOG_SLOTS 64
+
 struct sy_worker {
     unsigned id;
     pthread_t thread;
@@ -160,6 +163,14 @@ struct sy_worker {
     struct wthrough *wt_list;     /* outputs to write at the end of this loop pass */
     struct event *wt_ev;
     struct conn *conns; /* every open downstream connection */
+    /* The next worker_conn_init takes its conn.trusted from here (and clears it): the code
+     * that hands a connection over (accept, TLS handshake, h2c upgrade) sets it just before,
+     * so the accept functions keep their signatures. Loop thread only. */
+    bool accept_trusted;
+    _Atomic uint64_t pp_rejected; /* connections closed for a missing or bad PROXY header */
+    struct {
+        uint64_t hash, at; /* which source was last logged in this slot, and when (s + 1) */
+    } pp_logged[PP_LOG_SLOTS];
     size_t n_conns;
     uint64_t next_conn_id;
     struct sy_header *scratch; /* header array for parsing, max_headers entries */
@@ -177,6 +188,7 @@ struct conn {
     struct sockaddr_storage addr;
     char peer[64];
     bool tls;
+    bool trusted; /* the client address is in trusted_proxies: its X-Forwarded-* are kept */
     struct conn *next, *prev;
     void (*close_idle)(struct conn *c); /* drain: close if nothing is in flight */
     void (*free)(struct conn *c);       /* worker shutdown */
@@ -329,6 +341,7 @@ struct upstream {
     bool connected;
     bool reused;
     bool read_paused;
+    bool one_client; /* opened with a PROXY header (clusters.NAME.proxy_protocol): never idle */
     struct upstream *next; /* in the pool's idle list */
 };
 

@@ -510,6 +510,7 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
     SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
     bool h2 = len == 2 && memcmp(proto, "h2", 2) == 0;
     event_free(hs->deadline);
+    w->accept_trusted = hs->conn.trusted;
     if (h2)
         h2_accept(w, bev, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
     else

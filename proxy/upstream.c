@@ -18,6 +18,8 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "switchyard/proxy_proto.h"
+
 #include "proxy_internal.h"
 
 /* The host part of "host:port" or "[v6]:port", in place. */
@@ -382,7 +384,8 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
                               const char **why)
 {
     struct pool *p = upstream_pool(w, ep, cl);
-    struct upstream *up = fresh ? NULL : p->idle;
+    /* A connection opened with one client's PROXY header is that client's only. */
+    struct upstream *up = fresh || cl->send_proxy_v2 ? NULL : p->idle;
     if (up) {
         unlink_idle(up);
         up->ex = ex;
@@ -402,6 +405,14 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
     up->bev = bev;
     wthrough_attach(&up->wt, w, bev);
     up->tls = p->tls_on;
+    if (cl->send_proxy_v2 && ex && ex->down) {
+        /* Queued before the request: the first bytes the cluster reads once connected. */
+        unsigned char hdr[SY_PP_V2_OUT_MAX];
+        size_t n = sy_pp_v2_write(hdr, (const struct sockaddr *)&ex->down->conn->addr,
+                                  (const struct sockaddr *)&p->addr);
+        evbuffer_add(bufferevent_get_output(bev), hdr, n);
+        up->one_client = true;
+    }
     p->n_conns++;
     w->n_upstream++;
     bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
@@ -417,7 +428,7 @@ void upstream_release(struct upstream *up, bool reusable)
     struct pool *p = up->pool;
     /* A connection that a waiting request will take is kept whatever upstream_keepalive says. */
     bool wanted = p->q_head != NULL;
-    if (!reusable || w->draining || p->retired ||
+    if (!reusable || up->one_client || w->draining || p->retired ||
         (p->n_idle >= cfg->limits.upstream_keepalive && !wanted) ||
         evbuffer_get_length(bufferevent_get_input(up->bev)) > 0 ||
         evbuffer_get_length(bufferevent_get_output(up->bev)) > 0) {

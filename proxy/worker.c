@@ -25,6 +25,8 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/bufferevent_struct.h>
 
+#include "switchyard/proxy_proto.h"
+
 #include "proxy_internal.h"
 
 /* The listen addresses every worker has (or is about to have), as the control thread knows
@@ -110,6 +112,9 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
 {
     c->w = w;
     c->tls = tls;
+    /* Set by whoever hands the connection over (see sy_worker.accept_trusted), once. */
+    c->trusted = w->accept_trusted;
+    w->accept_trusted = false;
     if (salen > 0 && (size_t)salen <= sizeof(c->addr))
         memcpy(&c->addr, sa, (size_t)salen);
     if (sa->sa_family == AF_INET)
@@ -195,6 +200,202 @@ static int client_fd_ceiling(const struct sy_config *cfg)
     return fd_limit - (int)reserve;
 }
 
+/* Hands a new connection (its PROXY header, if any, read) to TLS or to the cleartext codecs,
+ * with `sa` as the client's address: the one the header carried, else the TCP peer. */
+static void accept_conn(struct sy_worker *w, SSL_CTX *tls, const struct sy_listen_spec *spec,
+                        int fd, const struct sockaddr *sa, int salen)
+{
+    size_t n_trusted;
+    const struct sy_cidr *trusted = sy_config_trusted(worker_config(w), spec, &n_trusted);
+    w->accept_trusted = sy_cidr_match(trusted, n_trusted, sa);
+    if (tls) {
+        tls_accept(w, tls, fd, sa, salen);
+        return;
+    }
+    struct bufferevent *bev =
+        bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!bev) {
+        evutil_closesocket(fd);
+        return;
+    }
+    bev_plain_reads(bev, true);
+    h1_accept(w, bev, sa, salen, false);
+}
+
+/* A connection on a `proxy_protocol` listener while its header is read: before TLS and before
+ * any HTTP byte, under the client_header deadline from the accept (like a TLS handshake). The
+ * socket is read with MSG_PEEK and only the bytes the parser calls header are taken from it,
+ * so whatever follows (a ClientHello, a request, the HTTP/2 preface) stays in the kernel for
+ * the codec that comes next. */
+struct pp_wait {
+    struct conn conn; /* first */
+    struct event *read_ev;
+    struct event *deadline;
+    SSL_CTX *tls; /* a reference, kept across a reload that replaces the listener's */
+    struct sockaddr_storage listen_addr;
+    socklen_t listen_addrlen;
+    enum sy_pp_accept accept;
+    int fd;
+    unsigned char *buf; /* `small`, or a heap buffer for a v2 header with long TLVs */
+    size_t have, cap;
+    unsigned char small[256];
+};
+
+static void pp_wait_free(struct pp_wait *pp, bool close_fd)
+{
+    event_free(pp->read_ev);
+    event_free(pp->deadline);
+    if (pp->tls)
+        SSL_CTX_free(pp->tls);
+    if (pp->buf != pp->small)
+        free(pp->buf);
+    if (close_fd)
+        evutil_closesocket(pp->fd);
+    worker_conn_remove(pp->conn.w, &pp->conn);
+    free(pp);
+}
+
+static void pp_conn_free(struct conn *c)
+{
+    pp_wait_free((struct pp_wait *)c, true);
+}
+
+/* Once per source address a minute at most (a small table by address hash; a collision only
+ * lets a line through early), and within limits.log_client_lines per second overall. */
+static bool pp_should_log(struct sy_worker *w, const struct sockaddr_storage *addr)
+{
+    const unsigned char *p = (const unsigned char *)addr;
+    size_t len =
+        addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) {
+        /* The port changes with every connection: leave it out. */
+        if (i == 2 || i == 3) /* sin_port and sin6_port alike */
+            continue;
+        h = (h ^ p[i]) * 1099511628211ULL;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec + 1; /* 0: never logged */
+    size_t slot = (size_t)(h % PP_LOG_SLOTS);
+    if (w->pp_logged[slot].at && w->pp_logged[slot].hash == h && now - w->pp_logged[slot].at < 60)
+        return false;
+    w->pp_logged[slot].hash = h;
+    w->pp_logged[slot].at = now;
+    return true;
+}
+
+static void pp_reject(struct pp_wait *pp, const char *why)
+{
+    struct sy_worker *w = pp->conn.w;
+    counter_add(&w->pp_rejected, 1);
+    if (pp_should_log(w, &pp->conn.addr)) {
+        const struct sy_listen_spec *spec =
+            sy_config_listen(worker_config(w), &pp->listen_addr, pp->listen_addrlen);
+        sy_log_client(SY_LOG_WARN, "listen",
+                      "conn %llu from %s on %s: %s: closed (proxy_protocol is on; the "
+                      "next from this address is logged after a minute)",
+                      (unsigned long long)pp->conn.id, pp->conn.peer,
+                      spec ? spec->address : "a listener", why);
+    }
+    pp_wait_free(pp, true);
+}
+
+static void pp_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pp_reject(arg, "no complete PROXY protocol header within timeouts.client_header");
+}
+
+static void pp_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pp_wait *pp = arg;
+    ssize_t n = recv(pp->fd, pp->buf + pp->have, pp->cap - pp->have, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        /* A bare TCP connect and close is a balancer's plain health check: not worth a line. */
+        if (n == 0 && pp->have == 0) {
+            pp_wait_free(pp, true);
+            return;
+        }
+        pp_reject(pp, n == 0 ? "connection closed inside the PROXY protocol header"
+                             : "read error inside the PROXY protocol header");
+        return;
+    }
+    struct sy_pp_result r;
+    enum sy_pp_status st = sy_pp_parse(pp->buf, pp->have + (size_t)n, pp->accept, &r);
+    if (st == SY_PP_ERROR) {
+        pp_reject(pp, r.why);
+        return;
+    }
+    /* Every byte peeked is header (NEED_MORE), or the header ends inside them (DONE): take
+     * exactly those from the socket; they are there, the peek saw them. */
+    size_t take = st == SY_PP_DONE ? r.consumed - pp->have : (size_t)n;
+    if (recv(pp->fd, pp->buf + pp->have, take, 0) != (ssize_t)take) {
+        pp_reject(pp, "read error inside the PROXY protocol header");
+        return;
+    }
+    pp->have += take;
+    if (st == SY_PP_NEED_MORE) {
+        if (r.need > pp->cap) {
+            unsigned char *big = sy_xmalloc(r.need);
+            memcpy(big, pp->buf, pp->have);
+            if (pp->buf != pp->small)
+                free(pp->buf);
+            pp->buf = big;
+            pp->cap = r.need;
+        }
+        return;
+    }
+    struct sy_worker *w = pp->conn.w;
+    const struct sy_config *cfg = worker_config(w);
+    const struct sy_listen_spec *spec = sy_config_listen(cfg, &pp->listen_addr, pp->listen_addrlen);
+    struct sockaddr_storage client = pp->conn.addr;
+    int salen = pp->conn.addr.ss_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
+                                                    : (int)sizeof(struct sockaddr_in);
+    if (r.has_addr) {
+        client = r.src;
+        salen = (int)r.src_len;
+    }
+    sy_log(SY_LOG_DEBUG, "listen", "conn %llu from %s: PROXY v%d %s",
+           (unsigned long long)pp->conn.id, pp->conn.peer, r.version,
+           r.has_addr ? "with the client's address"
+           : r.local  ? "LOCAL"
+                      : "without an address");
+    SSL_CTX *tls = pp->tls;
+    pp->tls = NULL;
+    int sock = pp->fd;
+    pp_wait_free(pp, false);
+    accept_conn(w, tls, spec, sock, (const struct sockaddr *)&client, salen);
+    if (tls)
+        SSL_CTX_free(tls); /* tls_accept's SSL holds its own reference */
+}
+
+static void pp_wait_start(struct sy_worker *w, struct listener *ls, enum sy_pp_accept accept,
+                          int fd, const struct sockaddr *sa, int salen)
+{
+    struct pp_wait *pp = sy_xcalloc(1, sizeof(*pp));
+    pp->fd = fd;
+    pp->accept = accept;
+    pp->buf = pp->small;
+    pp->cap = sizeof(pp->small);
+    pp->listen_addr = ls->addr;
+    pp->listen_addrlen = ls->addrlen;
+    if (ls->tls) {
+        SSL_CTX_up_ref(ls->tls);
+        pp->tls = ls->tls;
+    }
+    pp->conn.close_idle = pp_conn_free;
+    pp->conn.free = pp_conn_free;
+    w->accept_trusted = false;
+    worker_conn_init(w, &pp->conn, sa, salen, ls->tls != NULL);
+    pp->read_ev = event_new(w->base, fd, EV_READ | EV_PERSIST, pp_read_cb, pp);
+    pp->deadline = evtimer_new(w->base, pp_deadline_cb, pp);
+    struct timeval tv = ms_tv(worker_config(w)->timeouts.client_header_ms);
+    evtimer_add(pp->deadline, &tv);
+    event_add(pp->read_ev, NULL);
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -220,18 +421,12 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (ls->tls) {
-        tls_accept(w, ls->tls, fd, sa, salen);
+    const struct sy_listen_spec *spec = sy_config_listen(cfg, &ls->addr, ls->addrlen);
+    if (spec && spec->proxy_protocol != SY_PP_OFF) {
+        pp_wait_start(w, ls, spec->proxy_protocol, fd, sa, salen);
         return;
     }
-    struct bufferevent *bev =
-        bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (!bev) {
-        evutil_closesocket(fd);
-        return;
-    }
-    bev_plain_reads(bev, true);
-    h1_accept(w, bev, sa, salen, false);
+    accept_conn(w, ls->tls, spec, fd, sa, salen);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -425,6 +620,13 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
     free(v);
     free(ns.v);
     free(heads);
+    uint64_t pp = 0;
+    for (size_t i = 0; i < ws->n; i++)
+        pp += atomic_load_explicit(&ws->v[i].pp_rejected, memory_order_relaxed);
+    if (pp) {
+        struct sy_traffic t = {.proxy_protocol_rejected = pp};
+        cb(&t, arg);
+    }
 }
 
 static void listener_free(struct listener *ls)

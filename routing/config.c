@@ -591,11 +591,100 @@ static void parse_listen_tls(struct ctx *c, const yaml_node_t *v, struct sy_list
     l->tls_mark = mark_of(v);
 }
 
+/* `proxy_protocol: v1 | v2 | any` of a listener. */
+static void parse_listen_pp(struct ctx *c, const yaml_node_t *v, struct sy_listen_spec *l)
+{
+    const char *s = is_scalar(v) ? text(v) : NULL;
+    if (s && strcmp(s, "v1") == 0)
+        l->proxy_protocol = SY_PP_V1;
+    else if (s && strcmp(s, "v2") == 0)
+        l->proxy_protocol = SY_PP_V2;
+    else if (s && strcmp(s, "any") == 0)
+        l->proxy_protocol = SY_PP_ANY;
+    else
+        report(c, v, "proxy_protocol must be v1, v2 or any (leave it out for none), got %s",
+               show_value(v).s);
+}
+
+/* One `trusted_proxies` entry: "ADDR/BITS" or "ADDR" (a single host). The bits past the
+ * prefix must be zero: "10.0.0.1/8" is more likely a typo than a wish. */
+static bool parse_cidr(struct ctx *c, const yaml_node_t *v, struct sy_cidr *out)
+{
+    const char *s = string_value(c, v, "trusted_proxies entry");
+    if (!s)
+        return false;
+    char buf[INET6_ADDRSTRLEN + 8];
+    if (strlen(s) >= sizeof(buf)) {
+        report(c, v, "bad trusted_proxies entry '%s': use an address or ADDRESS/BITS", show(v).s);
+        return false;
+    }
+    strcpy(buf, s);
+    char *slash = strchr(buf, '/');
+    if (slash)
+        *slash = '\0';
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->family = AF_INET;
+        out->bits = 32;
+    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+        out->family = AF_INET6;
+        out->bits = 128;
+    } else {
+        report(c, v, "bad trusted_proxies entry '%s': use an address or ADDRESS/BITS", show(v).s);
+        return false;
+    }
+    if (slash) {
+        unsigned max = out->bits, bits = 0;
+        const char *d = slash + 1;
+        bool ok = *d != '\0' && strlen(d) <= 3;
+        for (; ok && *d; d++) {
+            ok = *d >= '0' && *d <= '9';
+            bits = bits * 10 + (unsigned)(*d - '0');
+        }
+        if (!ok || bits > max) {
+            report(c, v, "bad prefix length in trusted_proxies entry '%s': 0 to %u", show(v).s,
+                   max);
+            return false;
+        }
+        out->bits = bits;
+    }
+    size_t len = out->family == AF_INET ? 4 : 16;
+    for (size_t i = 0; i < len; i++) {
+        unsigned keep = out->bits >= (i + 1) * 8 ? 8 : out->bits > i * 8 ? out->bits - i * 8 : 0;
+        unsigned char mask = (unsigned char)(0xFF00u >> keep);
+        if (out->addr[i] & ~mask) {
+            report(c, v, "trusted_proxies entry '%s' has bits set past its /%u prefix", show(v).s,
+                   out->bits);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void parse_trusted(struct ctx *c, const yaml_node_t *v, struct sy_cidr **out, size_t *n_out)
+{
+    if (!is_list(c, v, "trusted_proxies"))
+        return;
+    size_t n = 0, cap = 0;
+    struct sy_cidr *list = NULL;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        struct sy_cidr one;
+        if (!parse_cidr(c, node_at(c, *it), &one))
+            continue;
+        sy_xgrow((void **)&list, &cap, n + 1, sizeof(*list));
+        list[n++] = one;
+    }
+    free(*out);
+    *out = list;
+    *n_out = n;
+}
+
 static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
 {
     if (!is_mapping(c, item, "listen entry"))
         return;
-    yaml_node_t *addr = NULL, *tls = NULL;
+    yaml_node_t *addr = NULL, *tls = NULL, *pp = NULL, *trusted = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
         yaml_node_t *k, *v;
@@ -606,6 +695,10 @@ static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
             addr = v;
         else if (strcmp(key, "tls") == 0)
             tls = v;
+        else if (strcmp(key, "proxy_protocol") == 0)
+            pp = v;
+        else if (strcmp(key, "trusted_proxies") == 0)
+            trusted = v;
         else
             report(c, k, "unknown key '%s' in listen entry", show(k).s);
     }
@@ -636,6 +729,12 @@ static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
     l.mark = mark_of(addr);
     if (tls)
         parse_listen_tls(c, tls, &l);
+    if (pp)
+        parse_listen_pp(c, pp, &l);
+    if (trusted) {
+        l.has_trusted = true;
+        parse_trusted(c, trusted, &l.trusted, &l.n_trusted);
+    }
     sy_xgrow((void **)&cfg->listens, &c->cap_listens, cfg->n_listens + 1, sizeof(l));
     cfg->listens[cfg->n_listens++] = l;
 }
@@ -868,6 +967,7 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     if (!is_mapping(c, v, "cluster"))
         return;
     const yaml_node_t *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL, *queue = NULL;
+    const yaml_node_t *pp = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         yaml_node_t *pk, *pv;
         const char *key;
@@ -883,6 +983,8 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
             cap = pv;
         else if (strcmp(key, "queue") == 0)
             queue = pv;
+        else if (strcmp(key, "proxy_protocol") == 0)
+            pp = pv;
         else
             report(c, pk, "unknown key '%s' in cluster", show(pk).s);
     }
@@ -897,6 +999,17 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     else if (cl->protocol == SY_PROTO_H2) {
         cl->tls.on = true; /* h2 is HTTP/2 over TLS: verified against the system store */
         cl->tls.mark = mark_of(protocol);
+    }
+    if (pp) {
+        /* One connection carries one client's header: HTTP/2 would multiplex many clients on
+         * it, and TLS would need the header written under the handshake. */
+        if (!is_scalar(pp) || strcmp(text(pp), "v2") != 0)
+            report(c, pp, "proxy_protocol of a cluster must be v2 (leave it out for none), got %s",
+                   show_value(pp).s);
+        else if (cl->protocol != SY_PROTO_HTTP1 || cl->tls.on)
+            report(c, pp, "proxy_protocol needs a cleartext http1 cluster (no tls, no h2/h2c)");
+        else
+            cl->send_proxy_v2 = true;
     }
     bool cap_ok = cap ? parse_max_connections(c, cl, cap) : true;
     if (queue) {
@@ -1851,6 +1964,8 @@ static void parse_root(struct ctx *c, const yaml_node_t *root)
             parse_timeouts(c, v);
         } else if (strcmp(key, "admin") == 0) {
             parse_admin(c, v);
+        } else if (strcmp(key, "trusted_proxies") == 0) {
+            parse_trusted(c, v, &c->cfg->trusted, &c->cfg->n_trusted);
         } else if (strcmp(key, "state") == 0) {
             c->cfg->state = path_value(c, v, "state", PATH_MAX - 16);
             c->cfg->state_mark = mark_of(v);
@@ -2099,7 +2214,9 @@ void sy_config_free(struct sy_config *cfg)
         free(cfg->listens[i].address);
         free(cfg->listens[i].tls_cert);
         free(cfg->listens[i].tls_key);
+        free(cfg->listens[i].trusted);
     }
+    free(cfg->trusted);
     free(cfg->listens);
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         struct sy_cluster_spec *cl = &cfg->clusters[i];
@@ -2138,4 +2255,56 @@ void sy_config_free(struct sy_config *cfg)
     free(cfg->state);
     free(cfg->path);
     free(cfg);
+}
+
+bool sy_cidr_match(const struct sy_cidr *v, size_t n, const struct sockaddr *sa)
+{
+    const unsigned char *a4 = NULL, *a6 = NULL;
+    if (sa->sa_family == AF_INET) {
+        a4 = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        a6 = (const unsigned char *)in6;
+        /* A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d. */
+        if (IN6_IS_ADDR_V4MAPPED(in6))
+            a4 = a6 + 12;
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *a = v[i].family == AF_INET ? a4 : a6;
+        if (!a)
+            continue;
+        unsigned bits = v[i].bits, full = bits / 8, rest = bits % 8;
+        if (memcmp(a, v[i].addr, full) != 0)
+            continue;
+        if (rest) {
+            unsigned char mask = (unsigned char)(0xFF00u >> rest);
+            if ((a[full] & mask) != v[i].addr[full])
+                continue;
+        }
+        return true;
+    }
+    return false;
+}
+
+const struct sy_listen_spec *sy_config_listen(const struct sy_config *cfg,
+                                              const struct sockaddr_storage *addr,
+                                              socklen_t addrlen)
+{
+    for (size_t i = 0; i < cfg->n_listens; i++)
+        if (cfg->listens[i].addrlen == addrlen && memcmp(&cfg->listens[i].addr, addr, addrlen) == 0)
+            return &cfg->listens[i];
+    return NULL;
+}
+
+const struct sy_cidr *sy_config_trusted(const struct sy_config *cfg, const struct sy_listen_spec *l,
+                                        size_t *n)
+{
+    if (l && l->has_trusted) {
+        *n = l->n_trusted;
+        return l->trusted;
+    }
+    *n = cfg->n_trusted;
+    return cfg->trusted;
 }

@@ -12,7 +12,7 @@ root=$(pwd)
 pkgs="meson ninja-build pkg-config gcc clang libclang-rt-14-dev libevent-dev libnghttp2-dev
       libyaml-dev libssl-dev libcmocka-dev curl nghttp2-client python3 python3-pytest
       python3-h2 python3-websockets socat procps openssl nghttp2-server python3-grpcio
-      mount e2fsprogs strace"
+      mount e2fsprogs strace haproxy"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -95,7 +95,7 @@ if [ -z "${SY_QUICK:-}" ]; then
     echo "== fuzz (libFuzzer, ${SY_FUZZ_SECONDS:-30}s per target)"
     if CC=clang build build-fuzz -Dfuzz=true -Dtests=disabled -De2e=disabled \
         -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
-        for t in fuzz_h1 fuzz_config fuzz_admin fuzz_journal; do
+        for t in fuzz_h1 fuzz_config fuzz_admin fuzz_journal fuzz_proxy_proto; do
             corpus="$log/corpus-$t"
             mkdir -p "$corpus"
             if [ -d "tests/fuzz/corpus/$t" ]; then

@@ -11,10 +11,18 @@
 #include <sys/types.h>
 
 #include "switchyard/base.h"
+#include "switchyard/proxy_proto.h" /* enum sy_pp_accept only */
 
 /** Where a value stood in the file (1-based). */
 struct sy_mark {
     int line, col;
+};
+
+/** One block of `trusted_proxies`: "10.0.0.0/8", "2001:db8::/32", or one address. */
+struct sy_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned bits;
+    unsigned char addr[16]; /* network order, the bits past the prefix zero */
 };
 
 /** `listen:` entry. */
@@ -27,6 +35,10 @@ struct sy_listen_spec {
     char *tls_key;
     struct sy_mark mark;
     struct sy_mark tls_mark;
+    enum sy_pp_accept proxy_protocol; /* `proxy_protocol: v1 | v2 | any`, default off */
+    bool has_trusted;        /* `trusted_proxies` given here: it replaces the top-level list */
+    struct sy_cidr *trusted; /* `trusted_proxies` of this listener */
+    size_t n_trusted;
 };
 
 /** One `host:port` of a cluster, resolved at load time. */
@@ -78,6 +90,9 @@ struct sy_cluster_spec {
                                   default SY_QUEUE_MAX_DEFAULT */
     unsigned queue_timeout_ms; /* `queue.timeout`: the longest a request waits (then 503);
                                   default SY_QUEUE_TIMEOUT_DEFAULT_MS */
+    bool send_proxy_v2;        /* `proxy_protocol: v2`: each connection opens with a PROXY v2
+                                  header naming the client, and carries that client only (never
+                                  kept idle for another); http1 without tls only */
     struct sy_mark mark;
 };
 
@@ -241,6 +256,9 @@ struct sy_config {
     char *state; /* `state:`: the overrides journal, resolved against the config's directory;
                     NULL when absent (the daemon then uses the config's path + ".state") */
     struct sy_mark state_mark;
+    struct sy_cidr *trusted; /* `trusted_proxies`: peers whose X-Forwarded-For, Forwarded and
+                                X-Forwarded-Proto are believed (kept); none by default */
+    size_t n_trusted;
     /* Apps by name: open addressing over FNV-1a, each slot app index + 1 (0 = empty),
      * app_slots_mask + 1 slots. Built while parsing; read by sy_config_app_index(). */
     size_t *app_slots;
@@ -299,5 +317,22 @@ void sy_config_set_resolve(bool on);
  */
 int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr,
                       socklen_t *addrlen, const char **why);
+
+/**
+ * True when `sa` (AF_INET or AF_INET6; an IPv4-mapped IPv6 address counts as IPv4) is inside
+ * one of the `n` blocks of `v`. Any thread.
+ */
+bool sy_cidr_match(const struct sy_cidr *v, size_t n, const struct sockaddr *sa);
+
+/**
+ * The `listen:` entry bound to `addr`, or NULL. Borrowed from `cfg`. Any thread.
+ */
+const struct sy_listen_spec *sy_config_listen(const struct sy_config *cfg,
+                                              const struct sockaddr_storage *addr,
+                                              socklen_t addrlen);
+
+/** The trusted_proxies that apply on listener `l` (its own list, else the top-level one). */
+const struct sy_cidr *sy_config_trusted(const struct sy_config *cfg, const struct sy_listen_spec *l,
+                                        size_t *n);
 
 #endif

@@ -67,6 +67,8 @@ struct sy_traffic {
     uint64_t queued;           /* waiting for a connection now (clusters.NAME.max_connections) */
     uint64_t queue_503;        /* answered 503 by the queue: full, or queue.timeout ran out */
     uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections reached */
+    uint64_t proxy_protocol_rejected; /* with app NULL only: connections closed for a missing
+                                         or bad PROXY protocol header */
 };
 
 typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);
@@ -75,7 +77,8 @@ typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);
  * Calls `cb` once for every app and cluster pair that has seen traffic, with the counters
  * summed over the workers (read without locks: each figure is exact, the set is a moment's
  * view), and once with app and cluster NULL for the answers made before a request was routed
- * (bad requests, head deadlines, no app), if there were any. Control thread.
+ * (bad requests, head deadlines, no app), if there were any, and once more with app NULL
+ * and only proxy_protocol_rejected set when that is not 0. Control thread.
  */
 void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg);
 

@@ -57,6 +57,8 @@ static void fake_traffic(void *arg, sy_traffic_cb cb, void *cb_arg)
     before.own[0] = 2;            /* 400 */
     before.own[SY_OWN_N - 1] = 1; /* a status outside the list */
     cb(&before, cb_arg);
+    struct sy_traffic pp = {.proxy_protocol_rejected = 7};
+    cb(&pp, cb_arg);
 }
 
 static void write_config(const char *path, const char *text)
@@ -186,12 +188,14 @@ static void test_status_counts_own_answers_per_cluster_and_before_routing(void *
                     "     green       50        -        50          0      0         0       0\n"
                     "       own answers on blue: 502 x3, 504 x1\n");
     assert_contains(out, "own answers before routing (no app): 400 x2, other x1\n");
+    assert_contains(out, "connections closed for a missing or bad PROXY protocol header: 7\n");
     free(out);
     out = ask(f, "status --json");
     assert_contains(out, "\"name\":\"blue\",\"stable\":true,\"file\":50,\"override\":null,"
                          "\"effective\":50,\"requests\":1234,\"responses_5xx\":5,\"in_flight\":2,"
                          "\"tunnels\":1,\"own_answers\":4,\"own\":{\"502\":3,\"504\":1},");
-    assert_contains(out, "\"unrouted\":{\"own_answers\":3,\"own\":{\"400\":2,\"other\":1}}");
+    assert_contains(out, "\"unrouted\":{\"own_answers\":3,\"own\":{\"400\":2,\"other\":1},"
+                         "\"proxy_protocol_rejected\":7}");
     free(out);
     /* One app: the answers before routing are not that app's. */
     out = ask(f, "status chat");

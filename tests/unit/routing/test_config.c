@@ -643,6 +643,61 @@ static const struct hostport_case hostport_cases[] = {
     {"localhost:80", true, -1, NULL, 80, NULL}, /* either family */
 };
 
+static void test_parses_proxy_protocol_and_trusted_proxies(void **state)
+{
+    struct sy_config *cfg = parse_ok("listen:\n"
+                                     "  - address: 127.0.0.1:8080\n"
+                                     "    proxy_protocol: v2\n"
+                                     "    trusted_proxies: ['10.1.0.0/16']\n"
+                                     "  - address: 127.0.0.1:8081\n"
+                                     "    proxy_protocol: any\n"
+                                     "  - address: 127.0.0.1:8082\n"
+                                     "  - address: 127.0.0.1:8083\n"
+                                     "    proxy_protocol: v1\n"
+                                     "    trusted_proxies: []\n"
+                                     "clusters: {blue: {endpoints: [127.0.0.1:9001]},\n"
+                                     "           pp: {endpoints: [127.0.0.1:9002],\n"
+                                     "                proxy_protocol: v2}}\n"
+                                     "apps: []\n"
+                                     "trusted_proxies: [127.0.0.1, '2001:db8::/32', 0.0.0.0/0]\n");
+    assert_true(cfg->clusters[1].send_proxy_v2);
+    assert_int_equal(cfg->listens[0].proxy_protocol, SY_PP_V2);
+    assert_false(cfg->clusters[0].send_proxy_v2);
+    assert_int_equal(cfg->listens[1].proxy_protocol, SY_PP_ANY);
+    assert_int_equal(cfg->listens[2].proxy_protocol, SY_PP_OFF);
+    assert_int_equal(cfg->listens[3].proxy_protocol, SY_PP_V1);
+    assert_int_equal(cfg->n_trusted, 3);
+    assert_int_equal(cfg->trusted[0].bits, 32);
+    assert_int_equal(cfg->trusted[1].bits, 32);
+    assert_int_equal(cfg->trusted[2].bits, 0);
+    size_t n;
+    const struct sy_cidr *t = sy_config_trusted(cfg, &cfg->listens[0], &n);
+    assert_int_equal(n, 1);
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "10.1.200.3", &in.sin_addr);
+    assert_true(sy_cidr_match(t, n, (struct sockaddr *)&in));
+    inet_pton(AF_INET, "10.2.0.1", &in.sin_addr);
+    assert_false(sy_cidr_match(t, n, (struct sockaddr *)&in));
+    /* A listener with an empty list of its own trusts nobody; one without, the top level. */
+    t = sy_config_trusted(cfg, &cfg->listens[3], &n);
+    assert_int_equal(n, 0);
+    assert_false(sy_cidr_match(t, n, (struct sockaddr *)&in));
+    t = sy_config_trusted(cfg, &cfg->listens[1], &n);
+    assert_int_equal(n, 3);
+    assert_true(sy_cidr_match(t, n, (struct sockaddr *)&in)); /* 0.0.0.0/0 */
+    /* IPv4-mapped IPv6 (a dual-stack listener) matches IPv4 blocks; IPv6 its own. */
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "::ffff:10.1.0.9", &in6.sin6_addr);
+    assert_true(sy_cidr_match(cfg->listens[0].trusted, 1, (struct sockaddr *)&in6));
+    inet_pton(AF_INET6, "2001:db8:ffff::1", &in6.sin6_addr);
+    assert_true(sy_cidr_match(&cfg->trusted[1], 1, (struct sockaddr *)&in6));
+    inet_pton(AF_INET6, "2001:db9::1", &in6.sin6_addr);
+    assert_false(sy_cidr_match(cfg->trusted, 2, (struct sockaddr *)&in6));
+    assert_ptr_equal(sy_config_listen(cfg, &cfg->listens[2].addr, cfg->listens[2].addrlen),
+                     &cfg->listens[2]);
+    sy_config_free(cfg);
+}
+
 static void test_parse_hostport_accepts_and_rejects_as_documented(void **state)
 {
     for (size_t i = 0; i < ARRAY_LEN(hostport_cases); i++) {
@@ -893,10 +948,49 @@ static const struct error_case error_cases[] = {
     {"test_rejects_unknown_key_in_listen_entry",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
-     "    proxy_protocol: true\n"
+     "    backlog: 128\n"
      "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
      "apps: []\n",
-     {{3, 5, "unknown key 'proxy_protocol' in listen entry"}}},
+     {{3, 5, "unknown key 'backlog' in listen entry"}}},
+    {"test_rejects_cluster_proxy_protocol_other_than_v2_or_with_h2_or_tls",
+     "listen: [{address: 127.0.0.1:8080}]\n"
+     "clusters:\n"
+     "  a: {endpoints: [127.0.0.1:9001], proxy_protocol: v1}\n"
+     "  b: {endpoints: [127.0.0.1:9002], proxy_protocol: v2, protocol: h2c}\n"
+     "  c: {endpoints: [127.0.0.1:9003], proxy_protocol: v2, tls: {verify: false}}\n"
+     "apps: []\n",
+     {{3, 52, "proxy_protocol of a cluster must be v2 (leave it out for none), got v1"},
+      {4, 52, "proxy_protocol needs a cleartext http1 cluster (no tls, no h2/h2c)"},
+      {5, 52, "proxy_protocol needs a cleartext http1 cluster"}}},
+    {"test_rejects_proxy_protocol_that_is_not_a_version",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "    proxy_protocol: true\n"
+     "  - address: 127.0.0.1:8081\n"
+     "    proxy_protocol: [v1]\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n",
+     {{3, 21, "proxy_protocol must be v1, v2 or any (leave it out for none), got true"},
+      {5, 21, "proxy_protocol must be v1, v2 or any"}}},
+    {"test_rejects_bad_trusted_proxies",
+     BASE "apps: []\n"
+          "trusted_proxies: [10.0.0.0/8, 10.0.0.1/8, 1.2.3.4/33, 'fe80::/129', nothere,\n"
+          "                  '2001:db8::/32', '1.2.3.4/', '1.2.3.4/x']\n",
+     {{7, 31, "trusted_proxies entry '10.0.0.1/8' has bits set past its /8 prefix"},
+      {7, 43, "bad prefix length in trusted_proxies entry '1.2.3.4/33': 0 to 32"},
+      {7, 55, "bad prefix length in trusted_proxies entry 'fe80::/129': 0 to 128"},
+      {7, 69, "bad trusted_proxies entry 'nothere': use an address or ADDRESS/BITS"},
+      {8, 36, "bad prefix length in trusted_proxies entry '1.2.3.4/'"},
+      {8, 48, "bad prefix length in trusted_proxies entry '1.2.3.4/x'"}}},
+    {"test_rejects_trusted_proxies_that_is_not_a_list",
+     "listen:\n"
+     "  - address: 127.0.0.1:8080\n"
+     "    trusted_proxies: 10.0.0.0/8\n"
+     "clusters: {blue: {endpoints: [127.0.0.1:9001]}}\n"
+     "apps: []\n"
+     "trusted_proxies: ['']\n",
+     {{3, 22, "trusted_proxies must be a list"},
+      {6, 19, "trusted_proxies entry must not be empty"}}},
     {"test_rejects_tls_without_key",
      "listen:\n"
      "  - address: 127.0.0.1:8443\n"
@@ -1505,6 +1599,7 @@ int main(void)
         cmocka_unit_test(test_failure_leaves_out_untouched_and_keeps_earlier_diags),
         cmocka_unit_test(test_shipped_configs_load),
         cmocka_unit_test(test_parse_hostport_accepts_and_rejects_as_documented),
+        cmocka_unit_test(test_parses_proxy_protocol_and_trusted_proxies),
         cmocka_unit_test(test_parses_sticky_and_force),
         cmocka_unit_test(test_parses_every_max_age_unit),
         cmocka_unit_test(test_never_quotes_the_force_secret),
