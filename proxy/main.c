@@ -48,6 +48,7 @@ struct control {
     struct event *ticket_timer; /* rotates the session ticket keys */
     unsigned ticket_rotate_ms;  /* the period it runs with */
     struct event *tidy_timer;   /* gives free heap back after a burst (tidy_cb) */
+    struct event *tidy_soon;    /* the same, 2 s after a publication */
     size_t tidy_rss, tidy_free; /* resident bytes and free heap after the last trim */
     struct sy_admin *admin;
     struct sy_admin_routing admin_env;
@@ -182,6 +183,8 @@ static void ticket_cb(evutil_socket_t fd, short what, void *arg)
     sy_tls_tickets_rotate();
 }
 
+static void tidy_soon_cb(evutil_socket_t fd, short what, void *arg);
+
 static void publish(struct sy_route_table *t, void *arg)
 {
     struct control *ctl = arg;
@@ -189,6 +192,11 @@ static void publish(struct sy_route_table *t, void *arg)
     sy_workers_publish(ctl->workers, t);
     watch_tls_files(ctl, sy_route_table_config(t));
     arm_ticket_rotation(ctl, sy_route_table_config(t));
+    /* The old snapshot is let go of by then: a reload's memory goes back without waiting for
+     * the next tidy period. */
+    struct timeval soon = {2, 0};
+    if (ctl->tidy_soon)
+        evtimer_add(ctl->tidy_soon, &soon);
 }
 
 static void reload(struct control *ctl, bool force)
@@ -336,6 +344,14 @@ static size_t resident_bytes(void)
     return resident * (size_t)sysconf(_SC_PAGESIZE);
 }
 
+static void tidy_now(struct control *ctl)
+{
+    if (mallinfo2().fordblks >= TIDY_BYTES)
+        malloc_trim(0);
+    ctl->tidy_rss = resident_bytes();
+    ctl->tidy_free = mallinfo2().fordblks;
+}
+
 static void tidy_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct control *ctl = arg;
@@ -348,10 +364,14 @@ static void tidy_cb(evutil_socket_t fd, short what, void *arg)
             ctl->tidy_free = free_heap;
         return;
     }
-    if (free_heap >= TIDY_BYTES)
-        malloc_trim(0);
-    ctl->tidy_rss = resident_bytes();
-    ctl->tidy_free = mallinfo2().fordblks;
+    tidy_now(ctl);
+}
+
+/* 2 s after a publication: the old snapshot and the parse are gone by then, whatever the
+ * marks say (a tidy in the middle of a burst of reloads leaves them high). */
+static void tidy_soon_cb(evutil_socket_t fd, short what, void *arg)
+{
+    tidy_now(arg);
 }
 
 /* Every client, upstream and admin connection is a descriptor, and the soft limit is often
@@ -527,6 +547,7 @@ int main(int argc, char **argv)
     ctl.tidy_timer = event_new(ctl.base, -1, EV_PERSIST, tidy_cb, &ctl);
     struct timeval tidy_tv = {TIDY_PERIOD_MS / 1000, (TIDY_PERIOD_MS % 1000) * 1000};
     event_add(ctl.tidy_timer, &tidy_tv);
+    ctl.tidy_soon = evtimer_new(ctl.base, tidy_soon_cb, &ctl);
     if (cfg->admin.socket) {
         ctl.admin = sy_admin_new(ctl.state);
         ctl.admin_env.state = ctl.state;
@@ -571,6 +592,7 @@ int main(int argc, char **argv)
     event_free(ctl.debounce);
     event_free(ctl.ticket_timer);
     event_free(ctl.tidy_timer);
+    event_free(ctl.tidy_soon);
     sy_watch_free(ctl.watch);
     event_base_free(ctl.base);
     sy_state_free(ctl.state);
