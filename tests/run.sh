@@ -5,6 +5,10 @@
 #   sh tests/run.sh            everything
 #   SY_QUICK=1 sh tests/run.sh skip the sanitizer pass and the fuzzers
 #   SY_FUZZ_SECONDS=N          seconds per fuzz target (default 30)
+#   SY_ALLOW_SKIPS=1           a skipped test is reported but not counted as failed
+# Every test in tests/ is one the README promises: a test that skips (a package or a tool
+# missing, a capability absent) counts as failed unless SY_ALLOW_SKIPS=1, so that a run that
+# ran nothing of a feature cannot end "N passed, 0 failed".
 set -u
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -29,6 +33,7 @@ fi
 
 passed=0
 failed=0
+skipped=0
 log=$(mktemp -d /tmp/switchyard-tests.XXXXXX)
 
 # meson test: count its Ok/Fail summary.
@@ -39,8 +44,10 @@ run_meson() { # builddir label
     ok=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$out" | tail -n1)
     ko=$(sed -n 's/^Fail: *\([0-9]*\).*/\1/p' "$out" | tail -n1)
     to=$(sed -n 's/^Timeout: *\([0-9]*\).*/\1/p' "$out" | tail -n1)
+    sk=$(sed -n 's/^Skipped: *\([0-9]*\).*/\1/p' "$out" | tail -n1)
     [ -n "$ok" ] || { ok=0; ko=1; tail -n 40 "$out"; }
     passed=$((passed + ok))
+    skipped=$((skipped + ${sk:-0}))
     failed=$((failed + ${ko:-0} + ${to:-0}))
     [ "${ko:-0}" = 0 ] || grep -B2 -A30 'FAIL\|ERROR' "$out" | head -n 80
 }
@@ -57,8 +64,10 @@ run_e2e() { # switchyard-binary label
     p=$(tail -n 3 "$out" | grep -o '[0-9]* passed' | tail -n1 | cut -d' ' -f1)
     f=$(tail -n 3 "$out" | grep -o '[0-9]* failed' | tail -n1 | cut -d' ' -f1)
     e=$(tail -n 3 "$out" | grep -o '[0-9]* error' | tail -n1 | cut -d' ' -f1)
+    s=$(tail -n 3 "$out" | grep -o '[0-9]* skipped' | tail -n1 | cut -d' ' -f1)
     [ -n "$p$f$e" ] || f=1
     passed=$((passed + ${p:-0}))
+    skipped=$((skipped + ${s:-0}))
     failed=$((failed + ${f:-0} + ${e:-0}))
     grep '^MEASURE' "$out" || true
 }
@@ -117,5 +126,13 @@ if [ -z "${SY_QUICK:-}" ]; then
 fi
 
 echo "logs: $log"
+if [ "$skipped" -gt 0 ]; then
+    if [ -n "${SY_ALLOW_SKIPS:-}" ]; then
+        echo "$skipped skipped (allowed by SY_ALLOW_SKIPS; the reasons are above)"
+    else
+        echo "$skipped skipped: counted as failed (the reasons are above; SY_ALLOW_SKIPS=1 to allow)"
+        failed=$((failed + skipped))
+    fi
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
