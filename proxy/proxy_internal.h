@@ -44,7 +44,11 @@ struct pool {
     SSL_SESSION *session;  /* the last session the server gave us, for resumption */
     struct upstream *idle; /* most recently used first */
     size_t n_idle;
-    size_t n_conns;          /* HTTP/1.1 connections, idle or in use */
+    size_t n_conns; /* HTTP/1.1 connections, idle or in use */
+    /* The most HTTP/1.1 connections in use at once in this 10 s window and the one before
+     * (limits.upstream_keepalive: auto keeps that many idle). */
+    size_t busy_peak, busy_prev;
+    uint64_t busy_window;
     struct h2_up *h2;        /* HTTP/2 connections, newest first */
     uint32_t h2_max_streams; /* the server's last SETTINGS_MAX_CONCURRENT_STREAMS, 0: unknown */
     bool retired;            /* the endpoint left the routing table: keep nothing idle */

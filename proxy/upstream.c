@@ -379,6 +379,33 @@ static void idle_read_cb(struct bufferevent *bev, void *arg)
     upstream_free(up);
 }
 
+#define BUSY_WINDOW_MS 10000
+
+/* Notes how many HTTP/1.1 connections of the pool are in use now, for keepalive: auto. */
+static void pool_note_busy(struct pool *p)
+{
+    uint64_t win = sy_now_ms() / BUSY_WINDOW_MS;
+    if (win != p->busy_window) {
+        p->busy_prev = win == p->busy_window + 1 ? p->busy_peak : 0;
+        p->busy_peak = 0;
+        p->busy_window = win;
+    }
+    size_t busy = p->n_conns - p->n_idle;
+    if (busy > p->busy_peak)
+        p->busy_peak = busy;
+}
+
+/* How many idle connections the pool keeps: the fixed limit, or with `auto` as many as were in
+ * use at once lately (a burst's connections then serve the next burst), at least the floor. */
+static size_t pool_keep(struct pool *p, size_t limit)
+{
+    if (limit != SY_KEEPALIVE_AUTO)
+        return limit;
+    pool_note_busy(p);
+    size_t keep = p->busy_peak > p->busy_prev ? p->busy_peak : p->busy_prev;
+    return keep > SY_KEEPALIVE_FLOOR ? keep : SY_KEEPALIVE_FLOOR;
+}
+
 struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec *ep,
                               const struct sy_cluster_spec *cl, struct exchange *ex, bool fresh,
                               const char **why)
@@ -393,6 +420,7 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
         bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
         bufferevent_set_timeouts(up->bev, NULL, NULL);
         bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+        pool_note_busy(p);
         return up;
     }
     struct bufferevent *bev = upstream_connect(w, p, cl, why);
@@ -415,6 +443,7 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
     }
     p->n_conns++;
     w->n_upstream++;
+    pool_note_busy(p);
     bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
     bufferevent_enable(up->bev, EV_READ | EV_WRITE);
     return up;
@@ -429,7 +458,7 @@ void upstream_release(struct upstream *up, bool reusable)
     /* A connection that a waiting request will take is kept whatever upstream_keepalive says. */
     bool wanted = p->q_head != NULL;
     if (!reusable || up->one_client || w->draining || p->retired ||
-        (p->n_idle >= cfg->limits.upstream_keepalive && !wanted) ||
+        (p->n_idle >= pool_keep(p, cfg->limits.upstream_keepalive) && !wanted) ||
         evbuffer_get_length(bufferevent_get_input(up->bev)) > 0 ||
         evbuffer_get_length(bufferevent_get_output(up->bev)) > 0) {
         upstream_free(up);

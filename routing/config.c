@@ -73,7 +73,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->max_connections = 10000;
         lim->max_upstream_connections = 10000;
         lim->buffer_bytes = 65536;
-        lim->upstream_keepalive = 32;
+        lim->upstream_keepalive = SY_KEEPALIVE_AUTO;
         lim->h2_max_streams = 100;
         lim->h2_reset_rate = 50;
         lim->h2_max_continuations = 8;
@@ -1740,9 +1740,17 @@ static void parse_limits(struct ctx *c, const yaml_node_t *v)
             report(c, k, "unknown key '%s' in limits", show(k).s);
             continue;
         }
+        if (lk->off == offsetof(struct sy_limits, upstream_keepalive) && is_scalar(pv) &&
+            strcmp(text(pv), "auto") == 0) {
+            c->cfg->limits.upstream_keepalive = SY_KEEPALIVE_AUTO;
+            continue;
+        }
         uint64_t n;
         if (!parse_uint(pv, lk->max, &n) || n < lk->min) {
-            if (lk->max == UINT64_MAX)
+            if (lk->off == offsetof(struct sy_limits, upstream_keepalive))
+                report(c, pv, "upstream_keepalive must be auto or an integer 0..%llu, got %s",
+                       (unsigned long long)lk->max, show_value(pv).s);
+            else if (lk->max == UINT64_MAX)
                 report(c, pv, "%s must be an integer >= %llu, got %s", lk->key,
                        (unsigned long long)lk->min, show_value(pv).s);
             else

@@ -163,6 +163,13 @@ struct sy_app_spec {
     struct sy_mark mark;
 };
 
+/* limits.upstream_keepalive: `auto` keeps idle as many HTTP/1.1 connections to an endpoint
+ * as were in use at once in the last 10 to 20 s (each still closed after
+ * timeouts.upstream_idle), and never fewer than SY_KEEPALIVE_FLOOR: a burst wider than a fixed
+ * cap would otherwise close its connections as it ends and open them again for the next. */
+#define SY_KEEPALIVE_AUTO  SIZE_MAX
+#define SY_KEEPALIVE_FLOOR 32
+
 /** `limits:`. Sizes in bytes; 0 for max_body_bytes means no limit. */
 struct sy_limits {
     size_t max_request_line; /* limits.max_request_line, default 8192 -> 414 */
@@ -176,7 +183,9 @@ struct sy_limits {
                                         included), default 10000 -> 503 */
     size_t buffer_bytes; /* limits.buffer_bytes: per-direction high-water mark, default 65536 */
     size_t upstream_keepalive;   /* limits.upstream_keepalive: idle connections kept per endpoint
-                                    per worker, default 32 */
+                                    per worker: a number, or SY_KEEPALIVE_AUTO (`auto`, the
+                                    default): as many as were in use at once lately, at least
+                                    SY_KEEPALIVE_FLOOR */
     size_t h2_max_streams;       /* limits.h2_max_streams: concurrent streams per HTTP/2
                                     connection (SETTINGS_MAX_CONCURRENT_STREAMS), default 100 */
     size_t h2_reset_rate;        /* limits.h2_reset_rate: RST_STREAMs a client may cause per

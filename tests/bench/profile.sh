@@ -92,7 +92,7 @@ clusters:
   green: {endpoints: [127.0.0.1:$B2]}
 apps:
   - {name: bench, hosts: ["*"], weights: {blue: 90, green: 10}}
-limits: {max_connections: 19000, upstream_keepalive: 128}
+limits: {max_connections: 19000}
 EOT
         if [ "$tool" = callgrind ]; then
             valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \

@@ -182,7 +182,7 @@ clusters:
   green: {endpoints: [127.0.0.1:$B2]}
 apps:
   - {name: bench, hosts: ["*"], weights: {blue: 90, green: 10}}
-limits: {max_connections: 19000, upstream_keepalive: 128}
+limits: {max_connections: 19000}
 EOT
     cat >"$work/nginx-$w.conf" <<EOT
 daemon off; worker_processes $w; pid $work/nginx.pid; error_log $work/nginx.err;

@@ -461,3 +461,40 @@ def test_a_request_queued_before_a_reload_is_served_by_the_endpoint_it_was_route
         assert g.result[0] == 200, g.result
     assert old.saw("who=queued") and not new.saw("who=queued")
     assert new.saw("who=after")
+
+
+def burst_conns(p, backend, token, n):
+    """Two bursts of `n` GETs at once (each held 0.4 s by the backend, so that all `n` run
+    together), the second after the first has ended: the distinct connections the backend
+    saw in each burst."""
+    seen = []
+    for b in (1, 2):
+        path = "/sleep/0.4?burst=%s-%d" % (token, b)
+        res = parallel(p.port, [path] * n)
+        assert all(r[0] == 200 for r in res), res
+        conns = {r["conn"] for r in backend.records()
+                 if r["ev"] == "request" and r.get("path") == path}
+        seen.append(conns)
+    return seen
+
+
+def test_a_burst_wider_than_the_default_keepalive_keeps_its_connections_for_the_next(
+        capped, backends):
+    """#13: with the fixed default of 32 idle connections per endpoint, a burst of 48 closed
+    16 connections as it ended, and the next burst opened 16 again. `upstream_keepalive: auto`
+    (the default now) keeps as many idle as were busy lately: the second burst reuses every
+    connection of the first and opens none."""
+    p = capped({"blue": {"endpoints": [backends.blue.addr]}})
+    first, second = burst_conns(p, backends.blue, "auto", 48)
+    assert len(first) == 48, len(first)
+    assert second <= first, "the second burst opened %d new connections" % len(second - first)
+
+
+def test_a_fixed_upstream_keepalive_still_caps_the_idle_connections(capped, backends):
+    """A number keeps its meaning: at most that many idle connections per endpoint, so the
+    next burst reuses those and opens the rest anew."""
+    p = capped({"blue": {"endpoints": [backends.blue.addr]}}, limits={"upstream_keepalive": 4})
+    first, second = burst_conns(p, backends.blue, "fixed", 12)
+    assert len(first) == 12, len(first)
+    assert len(second & first) <= 4, "kept %d idle connections" % len(second & first)
+    assert len(second - first) >= 8, len(second - first)

@@ -282,7 +282,7 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(lim.max_connections, 10000);
     assert_int_equal(lim.max_upstream_connections, 10000);
     assert_int_equal(lim.buffer_bytes, 65536);
-    assert_int_equal(lim.upstream_keepalive, 32);
+    assert_true(lim.upstream_keepalive == SY_KEEPALIVE_AUTO);
     assert_int_equal(lim.reserved_fds, 32);
     assert_int_equal(lim.log_client_lines, 100);
     assert_int_equal(to.client_header_ms, 10000);
@@ -425,6 +425,17 @@ static void test_rejects_endpoint_names_when_resolution_is_off(void **state)
     assert_int_equal(d.v[0].col, 31);
     assert_non_null(strstr(d.v[0].msg, "bad endpoint 'localhost:8081': host must be a numeric"));
     sy_diags_dispose(&d);
+}
+
+static void test_upstream_keepalive_takes_auto_or_a_number(void **state)
+{
+    (void)state;
+    struct sy_config *cfg = parse_ok(BASE "apps: []\nlimits: {upstream_keepalive: auto}\n");
+    assert_true(cfg->limits.upstream_keepalive == SY_KEEPALIVE_AUTO);
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE "apps: []\nlimits: {upstream_keepalive: 7}\n");
+    assert_int_equal(cfg->limits.upstream_keepalive, 7);
+    sy_config_free(cfg);
 }
 
 static void test_load_reports_an_unreadable_file_without_position(void **state)
@@ -1229,6 +1240,11 @@ static const struct error_case error_cases[] = {
           "limits:\n"
           "  log_client_lines: 1000001\n",
      {{8, 21, "log_client_lines must be an integer 0..1000000, got 1000001"}}},
+    {"test_rejects_an_upstream_keepalive_that_is_neither_auto_nor_a_number",
+     BASE "apps: []\n"
+          "limits:\n"
+          "  upstream_keepalive: lots\n",
+     {{8, 23, "upstream_keepalive must be auto or an integer 0..4294967295, got lots"}}},
     {"test_rejects_negative_log_client_lines",
      BASE "apps: []\n"
           "limits:\n"
@@ -1594,6 +1610,7 @@ int main(void)
         cmocka_unit_test(test_parses_every_duration_unit),
         cmocka_unit_test(test_resolves_endpoint_names),
         cmocka_unit_test(test_rejects_endpoint_names_when_resolution_is_off),
+        cmocka_unit_test(test_upstream_keepalive_takes_auto_or_a_number),
         cmocka_unit_test(test_load_reports_an_unreadable_file_without_position),
         cmocka_unit_test(test_load_reports_a_directory_as_unreadable),
         cmocka_unit_test(test_failure_leaves_out_untouched_and_keeps_earlier_diags),
