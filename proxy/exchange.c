@@ -738,9 +738,9 @@ static bool accepts_html(const struct req_head *req)
 
 /* App in maintenance (switchyardctl maintenance APP on): 503 with Retry-After, no-store, and
  * the app's page for browsers or one line for the rest; nothing goes to a cluster. Takes the
- * reference `t`. The exchange stays until the codec has consumed the head, then ends
- * (exchange_body_ready); a request body is not read, so its connection or stream does not go
- * on. Counted as an own 503 on the app's stable cluster. */
+ * reference `t`. The exchange stays until the codec has consumed the head and the body is
+ * dropped (maint_body_ready), so that the connection goes on. Counted as an own 503 on the
+ * app's stable cluster. */
 static void answer_maintenance(struct downstream *d, const struct req_head *req,
                                struct sy_route_table *t, const struct sy_route_app *app,
                                const struct sy_route_maint_answer *m)
@@ -756,6 +756,8 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
     ex->head_request = sy_slice_ieq(req->method, "HEAD");
     ex->req_done = req->framing == SY_H1_BODY_NONE ||
                    (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
+    /* RFC 9110 §10.1.1: no 100 Continue before a final answer; the client may not send it. */
+    ex->expect_continue = req->expect_continue && !ex->req_done;
     bool html = m->page && accepts_html(req);
     const char *body = html ? m->page : m->text;
     size_t len = html ? m->page_len : m->text_len;
@@ -784,11 +786,38 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
     d->ops->send_end(d, NULL);
 }
 
+/* A maintenance answer is queued: the request's body, if any, is read and dropped so that
+ * the connection can go on (and a close does not reset the answer away), up to
+ * MAINT_DISCARD_MAX bytes; past that, or with a 100-continue the answer refused, the
+ * connection (HTTP/2: the stream) does not go on. */
+#define MAINT_DISCARD_MAX (1u << 20)
+
+static void maint_body_ready(struct exchange *ex)
+{
+    while (!ex->req_done && !ex->expect_continue) {
+        bool done = false;
+        const char *why = NULL;
+        ssize_t n = ex->down->ops->pull_body(ex->down, ex->tmp, 65536, ex->trailers, &done, &why);
+        if (n < 0)
+            break; /* malformed: the connection cannot go on */
+        evbuffer_drain(ex->tmp, evbuffer_get_length(ex->tmp));
+        evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
+        ex->req_body_bytes += (uint64_t)n;
+        if (done)
+            ex->req_done = true;
+        else if (ex->req_body_bytes > MAINT_DISCARD_MAX)
+            break;
+        else if (n == 0)
+            return; /* the codec calls again when more arrives */
+    }
+    finish(ex, ex->req_done);
+}
+
 /* Request body: downstream -> upstream output. */
 void exchange_body_ready(struct exchange *ex)
 {
     if (ex->maint) {
-        finish(ex, ex->req_done); /* the answer is queued; a body was not read */
+        maint_body_ready(ex);
         return;
     }
     if (ex->h2) {

@@ -3,7 +3,8 @@
 continuous HTTP/1.1 keep-alive load, every request that starts after `on` answered ok and
 before `off` is sent gets 503 with Retry-After and Cache-Control: no-store from the proxy and
 none of them reaches a cluster (the backends' own request logs); after `off` traffic flows again.
-Browsers (Accept: text/html) get the app's maintenance_page, other clients one line, over
+A request body is dropped and the connection goes on. Browsers (Accept: text/html) get the
+app's maintenance_page, other clients one line, over
 HTTP/1.1 and h2c (curl, and h2load's 400 streams), HEAD with no body; other apps are unaffected. The state survives a SIGHUP
 reload, a revert and release (which do not end it), kill -9 and a restart (journal), and
 `history` and `status --json` show it. Bad commands change nothing; a missing or oversized
@@ -140,6 +141,26 @@ def test_maintenance_under_load_answers_503_and_nothing_reaches_a_cluster(admin_
             assert h["content-length"] == str(len(PAGE)), h
         st, h, body = get(p.url + "/m-post", "--data-binary", "x" * 1000)
         assert st == 503 and h["retry-after"] == "90", (st, h)
+        # A request body is read and dropped: the connection goes on (same socket), chunked
+        # too; a 2 MiB upload gets its answer whole (no reset) and the connection closes.
+        c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+        c.request("POST", "/m-post-ka", body=b"y" * 5000, headers={"Host": "app.test"})
+        r = c.getresponse()
+        assert (r.status, r.read()) == (503, b"web is down for maintenance: try again in 90 "
+                                             b"seconds\n")
+        sock = c.sock
+        c.request("POST", "/m-post-chunked", body=iter([b"a" * 100, b"b" * 100]),
+                  headers={"Host": "app.test", "Transfer-Encoding": "chunked"},
+                  encode_chunked=True)
+        r = c.getresponse()
+        r.read()
+        assert r.status == 503 and c.sock is sock and sock is not None
+        c.close()
+        big = tmp_path / "big.bin"
+        big.write_bytes(b"z" * (2 << 20))
+        st, h, body = get(p.url + "/m-post-big", "--data-binary", "@" + str(big), "-H",
+                          "Expect:")
+        assert st == 503 and body.startswith(b"web is down"), (st, h, body)
         # h2c under h2load: 400 requests on 2 connections, 4 streams each, all answered 503.
         r = h2load_result(h2load(p.url + "/m-h2load", n=400, clients=2, streams=4), 60)
         assert (r["done"], r["5xx"], r["errored"]) == (400, 400, 0), r["output"][-1500:]
