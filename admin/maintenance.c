@@ -85,7 +85,10 @@ void sy_admin_maintenance_status(struct sy_reply *r, const struct sy_state *st, 
     sy_json_begin_object(r, "in_maintenance");
     sy_json_str(r, "since", since);
     sy_json_uint(r, "since_ms", m->since_ms);
-    sy_json_str(r, "who", m->command); /* the command; uid and pid below */
+    char who[64];
+    snprintf(who, sizeof(who), "uid %" PRIu32 " pid %" PRId32, m->uid, m->pid);
+    sy_json_str(r, "who", who);
+    sy_json_str(r, "command", m->command);
     sy_json_uint(r, "uid", m->uid);
     sy_json_int(r, "pid", m->pid);
     sy_json_uint(r, "seq", m->seq);

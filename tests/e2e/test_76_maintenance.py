@@ -214,6 +214,8 @@ def test_maintenance_survives_reload_revert_and_restart_and_shows_in_history(adm
     m = web["in_maintenance"]
     assert m["retry_after"] == 300 and m["message"].startswith("upgrading"), m
     assert m["uid"] == os.geteuid() and m["since"].endswith("Z"), m
+    assert m["who"].startswith("uid %d pid " % os.geteuid()), m
+    assert m["command"].startswith("maintenance web on --retry-after 5m"), m
     assert [a for a in doc["apps"] if a["name"] == "other"][0]["in_maintenance"] is None
     since = m["since"]
 
