@@ -338,6 +338,13 @@ int sy_state_open_journal(struct sy_state *st, bool create, bool discard,
                "override of app '%s' (seq %" PRIu64 ", uid %" PRIu32 ": %s) %s", ov->v[i].app,
                ov->v[i].seq, ov->v[i].uid, ov->v[i].command, fate);
     }
+    const struct sy_maints *ms = sy_journal_maintenance(j);
+    for (size_t i = 0; i < ms->n; i++)
+        sy_log(SY_LOG_WARN, "journal",
+               "app '%s' is in maintenance (seq %" PRIu64 ", uid %" PRIu32
+               ": %s): its requests are answered 503 until `maintenance %s off`%s",
+               ms->v[i].app, ms->v[i].seq, ms->v[i].uid, ms->v[i].command, ms->v[i].app,
+               app_index(st->cfg, ms->v[i].app) < 0 ? " (the app is not in the file)" : "");
     return 0;
 }
 

@@ -246,6 +246,7 @@ def test_maintenance_survives_reload_revert_and_restart_and_shows_in_history(adm
     p.kill9()
     p.start()
     check("restart")
+    assert helpers.log_has(p, "app 'web' is in maintenance (seq 2")
     assert not reached(backends, "/s-")
 
     text = p.ctl_ok("history")
