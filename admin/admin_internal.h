@@ -49,5 +49,11 @@ struct sy_journal_record;
 void sy_admin_maintenance_status(struct sy_reply *r, const struct sy_state *st, const char *app,
                                  bool text, int indent);
 void sy_admin_maintenance_history(struct sy_reply *r, const struct sy_journal_record *rec);
+/* What `explain` adds for the app it found: the `maintenance` member (null, or the answer's
+ * retry_after) and, when the app is in maintenance, a line saying no cluster is reached. */
+struct sy_route_table;
+struct sy_route_app;
+void sy_admin_maintenance_explain(struct sy_reply *r, const struct sy_route_table *t,
+                                  const struct sy_route_app *app);
 
 #endif

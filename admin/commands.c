@@ -869,6 +869,7 @@ static int cmd_explain(struct sy_admin_req *req)
     }
     sy_reply_printf(r, "cluster %s: %s\n", cluster, detail);
     sy_json_str(r, "detail", detail);
+    sy_admin_maintenance_explain(r, t, app);
     return 0;
 }
 

@@ -122,6 +122,23 @@ void sy_admin_maintenance_history(struct sy_reply *r, const struct sy_journal_re
     sy_json_end_object(r);
 }
 
+void sy_admin_maintenance_explain(struct sy_reply *r, const struct sy_route_table *t,
+                                  const struct sy_route_app *app)
+{
+    const struct sy_route_maint_answer *m = sy_route_app_maintenance(t, app);
+    if (!m) {
+        sy_json_null(r, "maintenance");
+        return;
+    }
+    sy_reply_printf(r,
+                    "maintenance: app %s is in maintenance: the proxy answers 503 (Retry-After "
+                    "%s) and no cluster is reached; the cluster above applies once it ends\n",
+                    app->name, m->retry_after);
+    sy_json_begin_object(r, "maintenance");
+    sy_json_uint(r, "retry_after", strtoul(m->retry_after, NULL, 10));
+    sy_json_end_object(r);
+}
+
 static int cmd_maintenance(struct sy_admin_req *req)
 {
     struct sy_admin_routing *env = req->ctx;

@@ -209,6 +209,10 @@ def test_maintenance_survives_reload_revert_and_restart_and_shows_in_history(adm
         assert body == b"upgrading the database, back at 04:00\n", (tag, body)
 
     check("on")
+    out = p.ctl_ok("explain", "app.test", "/")
+    assert "maintenance: app web is in maintenance: the proxy answers 503 (Retry-After 300)" in out
+    assert json.loads(p.ctl("explain", "app.test", "/", "--json").stdout)["maintenance"] == \
+        {"retry_after": 300}
     doc = json.loads(p.ctl("status", "--json").stdout)
     web = [a for a in doc["apps"] if a["name"] == "web"][0]
     m = web["in_maintenance"]
