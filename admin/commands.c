@@ -271,6 +271,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         override_json(r, o, ostate == SY_OVERRIDE_STALE ? "stale" : "applied", why);
     else
         sy_json_null(r, "override");
+    sy_admin_maintenance_status(r, st, app->name, false, wname);
     sy_json_begin_array(r, "clusters");
     for (size_t i = 0; i < app->n_weights; i++) {
         const char *cname = cfg->clusters[app->weights[i].cluster].name;
@@ -346,6 +347,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         own_text(r, row->own);
         sy_reply_printf(r, "\n");
     }
+    sy_admin_maintenance_status(r, st, app->name, true, wname);
     if (o) {
         sy_reply_printf(r, "%-*s   override%s: ", wname, "",
                         ostate == SY_OVERRIDE_STALE ? " (STALE: the file's weights apply)" : "");
@@ -867,6 +869,7 @@ static int cmd_explain(struct sy_admin_req *req)
     }
     sy_reply_printf(r, "cluster %s: %s\n", cluster, detail);
     sy_json_str(r, "detail", detail);
+    sy_admin_maintenance_explain(r, t, app);
     return 0;
 }
 
@@ -910,6 +913,7 @@ static void history_cb(const struct sy_journal_record *rec, void *arg)
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
+    sy_admin_maintenance_history(r, rec);
     sy_json_end_object(r);
 }
 
@@ -1279,4 +1283,5 @@ static const struct sy_admin_cmd routing_cmds[] = {
 void sy_admin_routing_init(struct sy_admin *a, struct sy_admin_routing *env)
 {
     sy_admin_register(a, routing_cmds, env);
+    sy_admin_maintenance_init(a, env);
 }

@@ -28,6 +28,9 @@ static const bool exchange_cache_on = true;
 
 static void send_head(struct exchange *ex);
 static void upstream_closed(struct exchange *ex);
+static void answer_maintenance(struct downstream *d, const struct req_head *req,
+                               struct sy_route_table *t, const struct sy_route_app *app,
+                               const struct sy_route_maint_answer *m);
 
 static const char *cluster_name(const struct exchange *ex)
 {
@@ -556,6 +559,11 @@ void exchange_start(struct downstream *d, const struct req_head *req)
         d->ops->send_error(d, 404, why);
         return;
     }
+    const struct sy_route_maint_answer *maint = sy_route_app_maintenance(t, app);
+    if (maint) {
+        answer_maintenance(d, req, t, app, maint);
+        return;
+    }
     struct sy_route_req rreq = {
         .host = req->authority,
         .path = path,
@@ -707,9 +715,111 @@ static void maybe_finish(struct exchange *ex)
         finish(ex, ex->req_done); /* a response that ends before its request: no reuse */
 }
 
+/* The answer's bytes are the snapshot's: the chain holds a reference to it until it is sent. */
+static void maint_body_done(const void *data, size_t len, void *arg)
+{
+    sy_route_table_release(arg);
+}
+
+/* Whether the request's Accept includes text/html (a browser). q-values are not weighed: a
+ * client that lists text/html at all gets the page. */
+static bool accepts_html(const struct req_head *req)
+{
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct sy_header *h = &req->headers[i];
+        if (!sy_slice_ieq(h->name, "accept") || h->value.len < 9)
+            continue;
+        for (size_t k = 0; k + 9 <= h->value.len; k++)
+            if (sy_slice_ieq(sy_slice_of(h->value.p + k, 9), "text/html"))
+                return true;
+    }
+    return false;
+}
+
+/* App in maintenance (switchyardctl maintenance APP on): 503 with Retry-After, no-store, and
+ * the app's page for browsers or one line for the rest; nothing goes to a cluster. Takes the
+ * reference `t`. The exchange stays until the codec has consumed the head and the body is
+ * dropped (maint_body_ready), so that the connection goes on. Counted as an own 503 on the
+ * app's stable cluster. */
+static void answer_maintenance(struct downstream *d, const struct req_head *req,
+                               struct sy_route_table *t, const struct sy_route_app *app,
+                               const struct sy_route_maint_answer *m)
+{
+    struct sy_worker *w = d->conn->w;
+    struct exchange *ex = exchange_alloc(w);
+    ex->down = d;
+    ex->w = w;
+    ex->table = t;
+    ex->maint = true;
+    ex->status = 503;
+    ex->resp_started = ex->resp_done = true;
+    ex->head_request = sy_slice_ieq(req->method, "HEAD");
+    ex->req_done = req->framing == SY_H1_BODY_NONE ||
+                   (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
+    /* RFC 9110 §10.1.1: no 100 Continue before a final answer; the client may not send it. */
+    ex->expect_continue = req->expect_continue && !ex->req_done;
+    bool html = m->page && accepts_html(req);
+    const char *body = html ? m->page : m->text;
+    size_t len = html ? m->page_len : m->text_len;
+    const char *type = html ? "text/html; charset=utf-8" : "text/plain; charset=utf-8";
+    struct sy_header fields[3] = {
+        {sy_slice_of("retry-after", 11), sy_slice_of(m->retry_after, strlen(m->retry_after))},
+        {sy_slice_of("cache-control", 13), sy_slice_of("no-store", 8)},
+        {sy_slice_of("content-type", 12), sy_slice_of(type, strlen(type))},
+    };
+    struct resp_head h = {
+        .status = 503,
+        .headers = fields,
+        .n_headers = 3,
+        .has_body = !ex->head_request && len > 0,
+        .length_known = !ex->head_request,
+        .content_length = len,
+        .head_length = ex->head_request,
+    };
+    worker_count_own(w, w->slot_index[app->index * sy_route_cluster_count(t) + app->stable], 503);
+    d->ex = ex;
+    d->ops->send_head(d, &h);
+    if (h.has_body) {
+        evbuffer_add_reference(ex->tmp, body, len, maint_body_done, sy_route_table_acquire(t));
+        d->ops->send_body(d, ex->tmp, len);
+    }
+    d->ops->send_end(d, NULL);
+}
+
+/* A maintenance answer is queued: the request's body, if any, is read and dropped so that
+ * the connection can go on (and a close does not reset the answer away), up to
+ * MAINT_DISCARD_MAX bytes; past that, or with a 100-continue the answer refused, the
+ * connection (HTTP/2: the stream) does not go on. */
+#define MAINT_DISCARD_MAX (1u << 20)
+
+static void maint_body_ready(struct exchange *ex)
+{
+    while (!ex->req_done && !ex->expect_continue) {
+        bool done = false;
+        const char *why = NULL;
+        ssize_t n = ex->down->ops->pull_body(ex->down, ex->tmp, 65536, ex->trailers, &done, &why);
+        if (n < 0)
+            break; /* malformed: the connection cannot go on */
+        evbuffer_drain(ex->tmp, evbuffer_get_length(ex->tmp));
+        evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
+        ex->req_body_bytes += (uint64_t)n;
+        if (done)
+            ex->req_done = true;
+        else if (ex->req_body_bytes > MAINT_DISCARD_MAX)
+            break;
+        else if (n == 0)
+            return; /* the codec calls again when more arrives */
+    }
+    finish(ex, ex->req_done);
+}
+
 /* Request body: downstream -> upstream output. */
 void exchange_body_ready(struct exchange *ex)
 {
+    if (ex->maint) {
+        maint_body_ready(ex);
+        return;
+    }
     if (ex->h2) {
         h2up_body_ready(ex);
         return;

@@ -326,6 +326,10 @@ struct exchange {
     struct pool *q_pool;
     struct exchange *q_next, *q_prev;
     struct event *q_timer; /* queue.timeout; kept with the exchange for its next wait */
+
+    /* Answered by the proxy for an app in maintenance: no cluster, no upstream; ends when
+     * the codec first calls exchange_body_ready (after the request head is consumed). */
+    bool maint;
 };
 
 /* An HTTP/2 request's fields, in one allocation. */

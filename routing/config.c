@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -80,6 +81,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->reserved_fds = 32;
         lim->log_client_lines = SY_LOG_CLIENT_RATE_DEFAULT;
         lim->h2_early_resets = 100;
+        lim->maintenance_page_bytes = SY_MAINT_PAGE_BYTES_DEFAULT;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -1573,6 +1575,76 @@ static void parse_drain_after(struct ctx *c, struct sy_app_spec *app, const yaml
     app->drain_after_ms = ms;
 }
 
+/* `maintenance_retry_after: DURATION` of an app: whole seconds (it becomes Retry-After). */
+static void parse_maint_retry_after(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+{
+    unsigned ms = 0;
+    enum duration_result r = parse_duration(v, &ms);
+    if (r != DURATION_OK || ms == 0 || ms % 1000 != 0 || ms / 1000 > 86400) {
+        report(c, v,
+               "maintenance_retry_after must be whole seconds 1s..24h (120s, 5m, 120), got %s",
+               show_value(v).s);
+        return;
+    }
+    app->maintenance_retry_after = ms / 1000;
+}
+
+/* `maintenance_page: FILE` of an app: read now, so that a missing or oversized page is this
+ * file's error (limits come before apps: parse_root reads apps last). */
+static void parse_maint_page(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+{
+    const char *s = string_value(c, v, "maintenance_page");
+    if (!s)
+        return;
+    char *path = file_path(c, s);
+    size_t max = c->cfg->limits.maintenance_page_bytes;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd == -1 || fstat(fd, &st) == -1) {
+        report(c, v, "cannot read maintenance_page '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        report(c, v, "maintenance_page '%s' is not a regular file", path);
+        goto out;
+    }
+    if ((uint64_t)st.st_size > max) {
+        report(c, v,
+               "maintenance_page '%s' is %lld bytes, more than limits.maintenance_page_bytes "
+               "(%zu)",
+               path, (long long)st.st_size, max);
+        goto out;
+    }
+    char *buf = sy_xmalloc(max + 1);
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + len, max + 1 - len);
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r == -1) {
+            report(c, v, "cannot read maintenance_page '%s': %s", path, strerror(errno));
+            free(buf);
+            goto out;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > max) {
+            report(c, v, "maintenance_page '%s' is more than limits.maintenance_page_bytes (%zu)",
+                   path, max);
+            free(buf);
+            goto out;
+        }
+    }
+    free(app->maintenance_page);
+    app->maintenance_page = buf;
+    app->maintenance_page_len = len;
+out:
+    if (fd != -1)
+        close(fd);
+    free(path);
+}
+
 static void parse_app(struct ctx *c, const yaml_node_t *item)
 {
     if (!is_mapping(c, item, "app"))
@@ -1586,6 +1658,7 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
 
     const yaml_node_t *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL, *weights = NULL,
                       *sticky = NULL, *force = NULL, *drain_after = NULL;
+    const yaml_node_t *maint_page = NULL, *maint_retry = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
         yaml_node_t *k, *v;
@@ -1608,6 +1681,10 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
             force = v;
         else if (strcmp(key, "drain_after") == 0)
             drain_after = v;
+        else if (strcmp(key, "maintenance_page") == 0)
+            maint_page = v;
+        else if (strcmp(key, "maintenance_retry_after") == 0)
+            maint_retry = v;
         else
             report(c, k, "unknown key '%s' in app", show(k).s);
     }
@@ -1632,6 +1709,11 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
         parse_force(c, app, force);
     if (drain_after)
         parse_drain_after(c, app, drain_after);
+    app->maintenance_retry_after = SY_MAINT_RETRY_AFTER_DEFAULT;
+    if (maint_retry)
+        parse_maint_retry_after(c, app, maint_retry);
+    if (maint_page)
+        parse_maint_page(c, app, maint_page);
 }
 
 static void parse_apps(struct ctx *c, const yaml_node_t *v)
@@ -1721,6 +1803,8 @@ static const struct limit_key limit_keys[] = {
     {"reserved_fds", offsetof(struct sy_limits, reserved_fds), false, 0, 1000000},
     {"log_client_lines", offsetof(struct sy_limits, log_client_lines), false, 0, 1000000},
     {"h2_early_resets", offsetof(struct sy_limits, h2_early_resets), false, 1, UINT32_MAX},
+    {"maintenance_page_bytes", offsetof(struct sy_limits, maintenance_page_bytes), false, 1,
+     16u << 20},
 };
 
 static void parse_limits(struct ctx *c, const yaml_node_t *v)
@@ -2250,6 +2334,7 @@ void sy_config_free(struct sy_config *cfg)
         free(app->paths);
         free(app->path_marks);
         free(app->weights);
+        free(app->maintenance_page);
         sticky_dispose(&app->sticky);
         force_dispose(&app->force);
     }

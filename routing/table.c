@@ -258,6 +258,7 @@ static void table_free(struct sy_route_table *t)
         app_release(t->apps[i]);
     free(t->apps);
     free(t->endpoint_rr);
+    sy_route_maint_set_release(t->maint);
     index_release(t->index);
     free(t);
 }
@@ -352,6 +353,10 @@ int sy_route_table_update(const struct sy_route_table *prev,
             atomic_fetch_add_explicit(&t->apps[i]->refs, 1, memory_order_relaxed);
         }
     }
+    /* Weights change, maintenance stays (only `maintenance` changes it). */
+    t->maint = prev->maint;
+    if (t->maint)
+        atomic_fetch_add_explicit(&t->maint->refs, 1, memory_order_relaxed);
     *out = t;
     return 0;
 }

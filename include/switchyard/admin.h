@@ -217,6 +217,9 @@ struct sy_admin_routing {
  */
 void sy_admin_routing_init(struct sy_admin *a, struct sy_admin_routing *env);
 
+/** Registers `maintenance` against `env` (admin/maintenance.c; sy_admin_routing_init calls it). */
+void sy_admin_maintenance_init(struct sy_admin *a, struct sy_admin_routing *env);
+
 /* -- the client side (admin/client.c) -------------------------------------------------------- */
 
 /** One instance's answer. */

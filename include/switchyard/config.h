@@ -161,7 +161,18 @@ struct sy_app_spec {
     unsigned drain_after_ms; /* `drain_after`: after a cluster's weight for this app drops to 0,
                                 what still runs on it is closed this much later; 0 = never */
     struct sy_mark mark;
+    /* Maintenance mode (`switchyardctl maintenance APP on`). */
+    char *maintenance_page; /* apps[].maintenance_page: the HTML file's bytes, read at
+                               load (at most limits.maintenance_page_bytes); NULL: none */
+    size_t maintenance_page_len;
+    unsigned maintenance_retry_after; /* apps[].maintenance_retry_after in seconds, default
+                                         SY_MAINT_RETRY_AFTER_DEFAULT */
 };
+
+/** apps[].maintenance_retry_after when absent (seconds). */
+#define SY_MAINT_RETRY_AFTER_DEFAULT 120
+/** limits.maintenance_page_bytes when absent. */
+#define SY_MAINT_PAGE_BYTES_DEFAULT 65536
 
 /* limits.upstream_keepalive: `auto` keeps idle as many HTTP/1.1 connections to an endpoint
  * as were in use at once in the last 10 to 20 s (each still closed after
@@ -202,6 +213,8 @@ struct sy_limits {
                                 after they went to a cluster and before their answer began,
                                 per connection, default 100; past it, and when they are more
                                 than half its requests, GOAWAY(ENHANCE_YOUR_CALM) */
+    size_t maintenance_page_bytes; /* limits.maintenance_page_bytes: the largest
+                                      apps[].maintenance_page, default 65536 */
 };
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.

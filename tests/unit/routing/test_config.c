@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -270,11 +271,78 @@ static void test_parses_cluster_max_connections_and_queue(void **state)
     sy_config_free(cfg);
 }
 
+/* A maintenance page of `len` bytes in a new temporary file: its path (free() it). */
+static char *page_file(size_t len)
+{
+    char *path = strdup("/tmp/sy-test-page-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd != -1);
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(write(fd, "x", 1), 1);
+    close(fd);
+    return path;
+}
+
+static void test_reads_the_maintenance_page_within_its_limit(void **state)
+{
+    (void)state;
+    char *small = page_file(100), *big = page_file(65537);
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             BASE "limits: {maintenance_page_bytes: 100}\n"
+                  "apps:\n"
+                  "  - name: web\n"
+                  "    hosts: [web.example.com]\n"
+                  "    weights: {blue: 100}\n"
+                  "    maintenance_page: %s\n"
+                  "    maintenance_retry_after: 5m\n"
+                  "  - name: api\n"
+                  "    hosts: [api.example.com]\n"
+                  "    weights: {blue: 100}\n",
+             small);
+    struct sy_config *cfg = parse_ok(yaml);
+    assert_int_equal(cfg->limits.maintenance_page_bytes, 100);
+    assert_int_equal(cfg->apps[0].maintenance_page_len, 100);
+    assert_memory_equal(cfg->apps[0].maintenance_page, "xxxx", 4);
+    assert_int_equal(cfg->apps[0].maintenance_retry_after, 300);
+    /* Without the keys: no page, and the default Retry-After. */
+    assert_null(cfg->apps[1].maintenance_page);
+    assert_int_equal(cfg->apps[1].maintenance_retry_after, SY_MAINT_RETRY_AFTER_DEFAULT);
+    assert_int_equal(SY_MAINT_RETRY_AFTER_DEFAULT, 120);
+    sy_config_free(cfg);
+
+    /* One byte over the default limit (64 KiB) is an error at the key's value. */
+    snprintf(yaml, sizeof(yaml),
+             BASE "apps:\n"
+                  "  - name: web\n"
+                  "    hosts: [web.example.com]\n"
+                  "    weights: {blue: 100}\n"
+                  "    maintenance_page: %s\n",
+             big);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    cfg = NULL;
+    assert_int_equal(sy_config_parse(test_name, yaml, strlen(yaml), &d, &cfg), SY_ERR_INVALID);
+    assert_null(cfg);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.v[0].line, 10);
+    assert_int_equal(d.v[0].col, 23);
+    assert_non_null(strstr(d.v[0].msg, "is 65537 bytes, more than limits.maintenance_page_bytes "
+                                       "(65536)"));
+    sy_diags_dispose(&d);
+    unlink(small);
+    unlink(big);
+    free(small);
+    free(big);
+}
+
 static void test_defaults_match_the_header(void **state)
 {
     struct sy_limits lim;
     struct sy_timeouts to;
     sy_config_defaults(&lim, &to);
+    assert_int_equal(lim.maintenance_page_bytes, 65536);
+    assert_int_equal(lim.maintenance_page_bytes, SY_MAINT_PAGE_BYTES_DEFAULT);
     assert_int_equal(lim.max_request_line, 8192);
     assert_int_equal(lim.max_header_bytes, 32768);
     assert_int_equal(lim.max_headers, 100);
@@ -956,6 +1024,24 @@ static const struct error_case error_cases[] = {
           "    drain_after: 0s\n",
      {{10, 18, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got soon"},
       {14, 18, "drain_after must be greater than 0 (leave it out to keep connections)"}}},
+    {"test_rejects_bad_maintenance_keys",
+     BASE "limits: {maintenance_page_bytes: 0}\n"
+          "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 100}\n"
+          "    maintenance_page: /nonexistent/page.html\n"
+          "    maintenance_retry_after: 1500ms\n"
+          "  - name: api\n"
+          "    hosts: [api.example.com]\n"
+          "    weights: {blue: 100}\n"
+          "    maintenance_retry_after: 0\n"
+          "    maintenance_page: [a, b]\n",
+     {{6, 34, "maintenance_page_bytes must be an integer 1..16777216, got 0"},
+      {11, 23, "cannot read maintenance_page '/nonexistent/page.html': No such file"},
+      {12, 30, "maintenance_retry_after must be whole seconds 1s..24h"},
+      {16, 30, "maintenance_retry_after must be whole seconds 1s..24h"},
+      {17, 23, "maintenance_page must be"}}},
     {"test_rejects_unknown_key_in_listen_entry",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
@@ -1600,6 +1686,7 @@ int main(void)
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_parses_every_field_of_a_full_config),
         cmocka_unit_test(test_defaults_match_the_header),
+        cmocka_unit_test(test_reads_the_maintenance_page_within_its_limit),
         cmocka_unit_test(test_parses_cluster_protocol_tls_and_drain_after),
         cmocka_unit_test(test_parses_cluster_max_connections_and_queue),
         cmocka_unit_test(test_applies_defaults_to_absent_keys),
