@@ -98,26 +98,29 @@ class Load:
     """`n` threads of keep-alive HTTP/1.1 GETs, each bounded by `max_requests` and `seconds`.
     Records (status, backend, started, latency) for every request."""
 
-    def __init__(self, port, n=4, path="/work?ms=20", seconds=3.0, max_requests=400):
-        self.port, self.path = port, path
+    def __init__(self, port, n=6, seconds=3.0, max_requests=400):
+        self.port = port
         self.deadline = time.monotonic() + seconds
         self.max_requests = max_requests
         self.results = []
         self.errors = []
         self.lock = threading.Lock()
         self.stop_now = threading.Event()
-        self.threads = [threading.Thread(target=self.run) for _ in range(n)]
+        # Requests of different lengths, so that the clients never move in step and blue has
+        # one in flight at any moment: a switch that did not wait for blue would be seen.
+        self.threads = [threading.Thread(target=self.run, args=("/work?ms=%d" % ms,))
+                        for ms in (7, 13, 23, 31, 41, 53)[:n]]
         for t in self.threads:
             t.start()
 
-    def run(self):
+    def run(self, path):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
         for _ in range(self.max_requests):
             if self.stop_now.is_set() or time.monotonic() > self.deadline:
                 break
             t0 = time.monotonic()
             try:
-                conn.request("GET", self.path, headers={"Host": HOST})
+                conn.request("GET", path, headers={"Host": HOST})
                 r = conn.getresponse()
                 r.read()
                 rec = (r.status, r.getheader("x-backend"), t0, time.monotonic() - t0)
@@ -160,7 +163,7 @@ def assert_no_overlap(records):
 
 def test_switch_under_h1_load_never_overlaps_and_fails_nothing(admin_proxy, singleton):
     p = start_proxy(admin_proxy, singleton, exclusive={"hold": "10s", "drain": "5s"})
-    load = Load(p.port, n=4, seconds=4.0)
+    load = Load(p.port, seconds=4.0)
     helpers.wait_for(lambda: load.count() >= 40, 5, "load on blue")
     t0 = time.monotonic()
     out = p.ctl_ok("switch", "web", "green")
@@ -183,7 +186,7 @@ def test_switch_under_h1_load_never_overlaps_and_fails_nothing(admin_proxy, sing
     assert m, hist
     assert int(m.group(5)) == 0
     longest = max(r[3] for r in load.results if r[1] == "green")
-    helpers.measure("exclusive switch, 4 HTTP/1.1 clients, 20 ms requests: longest wait",
+    helpers.measure("exclusive switch, 6 HTTP/1.1 clients, 7..53 ms requests: longest wait",
                     "%.1f" % (longest * 1000), "ms",
                     "switch took %.0f ms by status; hold %s ms, %s held" % (
                         switch_s * 1000, m.group(1), m.group(4)))
