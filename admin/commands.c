@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "switchyard/exclusive.h"
+
 #include "admin_internal.h"
 
 #define HISTORY_DEFAULT      20
@@ -335,6 +337,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
+    sy_exclusive_status_app(env->exclusive, app, r, wname);
     sy_json_end_object(r);
     /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
      * fault), where there are any. */
@@ -586,6 +589,9 @@ static bool parse_weight(const char *s, unsigned *out)
     return true;
 }
 
+static int exclusive_switch(struct sy_admin_req *req, const char *app, const char *to);
+static bool is_exclusive(struct sy_admin_req *req, const char *app);
+
 static int cmd_weights(struct sy_admin_req *req)
 {
     struct sy_reply *r = req->reply;
@@ -608,14 +614,75 @@ static int cmd_weights(struct sy_admin_req *req)
         n++;
     }
     struct sy_state_edit e = {.app = req->argv[1], .weights = w, .n_weights = n};
+    /* An exclusive app: a split is refused (sy_state_change says why); 100 on a cluster it
+     * does not run on is a switch. */
+    struct sy_admin_routing *env = req->ctx;
+    if (is_exclusive(req, e.app)) {
+        const char *to = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (w[i].weight == 100)
+                to = w[i].cluster;
+        long ai = app_index(config_of(env), e.app);
+        struct sy_route_weight *eff;
+        size_t n_eff = effective(sy_state_table(env->state), (size_t)ai, &eff, NULL);
+        bool there = false;
+        for (size_t i = 0; i < n_eff && to; i++)
+            there = there || (eff[i].weight == 100 && strcmp(eff[i].cluster, to) == 0);
+        free(eff);
+        bool split = false;
+        for (size_t i = 0; i < n; i++)
+            split = split || (w[i].weight != 0 && w[i].weight != 100);
+        if (to && !there && !split)
+            return exclusive_switch(req, e.app, to);
+    }
     return change(req, &e, 1);
+}
+
+/* An exclusive app moves through the engine (admin/exclusive.c): `ok` once its new requests
+ * are held; the move itself completes later (status shows the phase). */
+static int exclusive_switch(struct sy_admin_req *req, const char *app, const char *to)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+    char err[512];
+    if (sy_exclusive_start(env->exclusive, app, to, &who, err, sizeof(err)) != 0)
+        return sy_reply_error(r, "%s", err);
+    sy_reply_printf(r,
+                    "%s: exclusive switch to %s begun: new requests are held while the old "
+                    "cluster drains (see `status %s`)\n",
+                    app, to, app);
+    sy_json_begin_object(r, "switch");
+    sy_json_str(r, "app", app);
+    sy_json_str(r, "to", to);
+    sy_json_str(r, "phase", "drain");
+    sy_json_end_object(r);
+    req->published = sy_state_generation(env->state);
+    return 0;
+}
+
+static bool is_exclusive(struct sy_admin_req *req, const char *app)
+{
+    struct sy_admin_routing *env = req->ctx;
+    return env->exclusive && sy_exclusive_is_app(config_of(env), app);
 }
 
 static int cmd_switch(struct sy_admin_req *req)
 {
     struct sy_reply *r = req->reply;
+    if (req->argc == 3 && strcmp(req->argv[1], "--abort") == 0) {
+        struct sy_admin_routing *env = req->ctx;
+        char err[512];
+        if (!env->exclusive || sy_exclusive_abort(env->exclusive, req->argv[2], err, sizeof(err)))
+            return sy_reply_error(r, "%s", env->exclusive ? err : "no exclusive switch here");
+        sy_reply_printf(r, "%s: switch aborted: back where the journal says\n", req->argv[2]);
+        req->published = sy_state_generation(env->state);
+        return 0;
+    }
     if (req->argc != 3)
-        return sy_reply_error(r, "usage: switch APP CLUSTER");
+        return sy_reply_error(r, "usage: switch APP CLUSTER | switch --abort APP");
+    if (is_exclusive(req, req->argv[1]))
+        return exclusive_switch(req, req->argv[1], req->argv[2]);
     struct sy_route_weight w = {req->argv[2], 100};
     struct sy_state_edit e = {.app = req->argv[1], .weights = &w, .n_weights = 1};
     return change(req, &e, 1);
@@ -634,6 +701,8 @@ static int cmd_revert(struct sy_admin_req *req)
     long only = all ? -1 : app_index(cfg, req->argv[1]);
     if (!all && only < 0)
         return sy_reply_error(r, "unknown app '%.64s'", req->argv[1]);
+    if (!all && is_exclusive(req, req->argv[1]))
+        return exclusive_switch(req, req->argv[1], cfg->clusters[cfg->apps[only].stable].name);
     size_t n = all ? cfg->n_apps : 1;
     struct sy_state_edit *e = sy_xcalloc(n, sizeof(*e));
     struct sy_route_weight *w = sy_xcalloc(n, sizeof(*w));
@@ -1263,7 +1332,9 @@ static const struct sy_admin_cmd routing_cmds[] = {
      cmd_status, NULL},
     {"weights", "weights APP CLUSTER=N...          : set an app's split (durable override)",
      cmd_weights, NULL},
-    {"switch", "switch APP CLUSTER                : send all of an app's traffic to one cluster",
+    {"switch",
+     "switch APP CLUSTER | --abort APP  : send all of an app's traffic to one cluster "
+     "(exclusive apps: hold, drain, release)",
      cmd_switch, NULL},
     {"revert",
      "revert APP | revert --all         : back to the stable cluster (--all: every app, "

@@ -42,6 +42,7 @@ static void exchange_free(struct exchange *ex)
     if (ex->w->drain_cut == ex)
         ex->w->drain_cut = NULL;
     queue_remove(ex); /* a client that goes away while waiting is forgotten */
+    hold_remove(ex);  /* ... and so is one held by an exclusive switch */
     h2up_detach(ex);
     if (ex->w_prev)
         ex->w_prev->w_next = ex->w_next;
@@ -523,6 +524,97 @@ static void build_h2_request(struct exchange *ex, const struct req_head *req, bo
     ex->h2_req = r;
 }
 
+/* The weight app `ex->app` gives cluster `c` in table `t` (same config as the exchange's). */
+static unsigned weight_in(const struct sy_route_table *t, size_t app, size_t c)
+{
+    const struct sy_weight_spec *wt;
+    size_t n;
+    sy_route_app_weights(t, app, &wt, &n);
+    for (size_t i = 0; i < n; i++)
+        if (wt[i].cluster == c)
+            return wt[i].weight;
+    return 0;
+}
+
+/* An exclusive app (apps[].mode): a forced request to the cluster that is not live is refused
+ * unless force_while_exclusive; while a switch runs, requests are held (hold.c). Returns true
+ * when the exchange was taken care of (held, or answered). */
+static bool exclusive_gate(struct exchange *ex, const struct sy_config *cfg)
+{
+    const struct sy_app_spec *spec = &sy_route_table_config(ex->table)->apps[ex->app->index];
+    if (spec->mode != SY_APP_EXCLUSIVE)
+        return false;
+    char msg[320];
+    if (ex->forced && spec->force_while_exclusive)
+        return false;
+    if (ex->forced && weight_in(ex->table, ex->app->index, ex->cluster) == 0) {
+        snprintf(msg, sizeof(msg),
+                 "app %s is exclusive and runs on another cluster: cluster %s cannot be forced "
+                 "(force_while_exclusive is off)",
+                 ex->app->name, cluster_name(ex));
+        fail(ex, 503, msg);
+        return true;
+    }
+    if (!ex->app->held)
+        return false;
+    if (hold_add(ex))
+        return true;
+    counter_add(&ex->slot->held_503, 1);
+    snprintf(msg, sizeof(msg),
+             "app %s is moving to another cluster and %zu requests wait already "
+             "(exclusive.max_held): retry",
+             ex->app->name, cfg->exclusive.max_held);
+    unsigned s = cfg->exclusive.hold_ms / 1000;
+    sy_error_retry_after(ex->down, s ? s : 1);
+    fail(ex, 503, msg);
+    return true;
+}
+
+static void go(struct exchange *ex, bool late);
+
+void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why)
+{
+    sy_error_retry_after(ex->down, retry_after_s);
+    fail(ex, 503, why);
+}
+
+void exchange_held_go(struct exchange *ex)
+{
+    /* After an abort the cluster the request was routed to is out of the split: it goes to
+     * the one the app runs on now, when the head built for the first one fits it (same
+     * protocol and TLS), else it is answered 503. */
+    struct sy_worker *w = ex->w;
+    const struct sy_route_table *t = w->table;
+    if (sy_route_table_config(t) == sy_route_table_config(ex->table) &&
+        weight_in(t, ex->app->index, ex->cluster) == 0) {
+        size_t n_c = sy_route_cluster_count(t), best = n_c;
+        unsigned bw = 0;
+        for (size_t c = 0; c < n_c; c++) {
+            unsigned wt = weight_in(t, ex->app->index, c);
+            if (wt > bw) {
+                bw = wt;
+                best = c;
+            }
+        }
+        const struct sy_cluster_spec *from = sy_route_cluster(ex->table, ex->cluster);
+        const struct sy_cluster_spec *to = best < n_c ? sy_route_cluster(t, best) : NULL;
+        const struct sy_endpoint_spec *ep = to ? sy_route_next_endpoint(t, best) : NULL;
+        if (!ep || to->protocol != from->protocol || to->tls.on != from->tls.on) {
+            exchange_held_fail(ex, 1,
+                               "the app's switch was aborted while the request was held: "
+                               "retry");
+            return;
+        }
+        counter_add(&ex->slot->in_flight, -1);
+        ex->slot = w->slot_index[ex->app->index * n_c + best];
+        counter_add(&ex->slot->requests, 1);
+        counter_add(&ex->slot->in_flight, 1);
+        ex->cluster = best;
+        ex->endpoint = ep;
+    }
+    go(ex, true);
+}
+
 void exchange_start(struct downstream *d, const struct req_head *req)
 {
     struct sy_worker *w = d->conn->w;
@@ -615,7 +707,6 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     d->ex = ex;
 
     const struct sy_cluster_spec *cl = sy_route_cluster(t, choice.cluster);
-    const char *why = NULL;
     char msg[320];
     if (cl->protocol != SY_PROTO_HTTP1) {
         if (ex->upgrade_asked) {
@@ -630,6 +721,21 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     } else {
         write_request_head(ex, req);
     }
+    if (exclusive_gate(ex, cfg))
+        return;
+    go(ex, false);
+}
+
+/* The exchange has its cluster and its head: it takes a connection, or waits for one.
+ * `late`: the codec consumed the head long ago (a held request), so the body may be pulled
+ * as soon as the connection is there. */
+static void go(struct exchange *ex, bool late)
+{
+    struct sy_worker *w = ex->w;
+    const struct sy_endpoint_spec *ep = ex->endpoint;
+    const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+    const char *why = NULL;
+    char msg[320];
     if (cl->max_connections) {
         struct pool *p = upstream_pool(w, ep, cl);
         switch (queue_admit(ex, p, cl)) {
@@ -658,8 +764,12 @@ void exchange_start(struct downstream *d, const struct req_head *req)
         return;
     }
     /* The body is pulled by the codec's exchange_body_ready once the head is consumed. */
-    if (ex->up->connected)
-        send_head(ex);
+    if (ex->up->connected) {
+        if (late)
+            exchange_upstream_connected(ex);
+        else
+            send_head(ex);
+    }
 }
 
 /* Sends the head (a copy when a retry may still need it) and lets the client send its body. */

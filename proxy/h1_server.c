@@ -164,10 +164,14 @@ static const char *reason_phrase(int status)
 static void send_error(struct h1_client *c, int status, const char *why)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    char retry[40] = "";
+    if (c->down.retry_after_s) /* sy_error_retry_after() */
+        snprintf(retry, sizeof(retry), "retry-after: %u\r\n", c->down.retry_after_s);
+    c->down.retry_after_s = 0;
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                        "content-length: %zu\r\nconnection: close\r\n\r\n%s\n",
-                        status, reason_phrase(status), strlen(why) + 1, why);
+                        "content-length: %zu\r\n%sconnection: close\r\n\r\n%s\n",
+                        status, reason_phrase(status), strlen(why) + 1, retry, why);
     sy_log_client(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id,
                   status, reason_phrase(status), why);
     worker_count_own(c->conn.w, c->down.own_slot, status);

@@ -22,6 +22,7 @@
 
 #include "switchyard/admin.h"
 #include "switchyard/config.h"
+#include "switchyard/exclusive.h"
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
 #include "switchyard/state.h"
@@ -553,6 +554,7 @@ int main(int argc, char **argv)
         ctl.admin_env.state = ctl.state;
         ctl.admin_env.traffic = traffic;
         ctl.admin_env.traffic_arg = ctl.workers;
+        ctl.admin_env.exclusive = sy_exclusive_new(ctl.base, &ctl.admin_env);
         sy_admin_routing_init(ctl.admin, &ctl.admin_env);
         if (sy_admin_listen(ctl.admin, ctl.base, cfg->admin.socket) != 0) {
             fprintf(stderr, "switchyard: cannot serve the admin socket %s\n", cfg->admin.socket);
@@ -580,6 +582,8 @@ int main(int argc, char **argv)
      * HUP is caught and ignored). */
     sy_admin_free(ctl.admin);
     ctl.admin = NULL;
+    sy_exclusive_free(ctl.admin_env.exclusive); /* a switch not released: the journal's side */
+    ctl.admin_env.exclusive = NULL;
     if (ctl.watch_ev)
         event_del(ctl.watch_ev);
     event_del(ctl.debounce);

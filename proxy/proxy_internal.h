@@ -123,6 +123,11 @@ struct traffic_slot {
     _Atomic uint64_t queued;           /* waiting for a connection now (max_connections) */
     _Atomic uint64_t queue_503;        /* answered 503: the queue was full or the wait ran out */
     _Atomic uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections */
+    /* The exclusive switch (hold.c), on the slot of the cluster a held request waits for. */
+    _Atomic uint64_t held;             /* held now */
+    _Atomic uint64_t held_released;    /* released to their cluster */
+    _Atomic uint64_t held_503;         /* answered 503: exclusive.hold ran out, or max_held */
+    _Atomic uint64_t held_wait_max_ms; /* the longest a request waited, released or not */
     struct traffic_slot *next;
 };
 
@@ -164,7 +169,11 @@ struct sy_worker {
     struct drain_job *drain_jobs; /* drain_after timers */
     struct exchange *drain_cut;   /* the exchange drain_after is about to cut: NULL once it
                                      ended (exchange_free), so that it is freed only once */
-    struct wthrough *wt_list;     /* outputs to write at the end of this loop pass */
+    /* Requests held by an exclusive switch (hold.c), oldest first. */
+    struct exchange *held_head, *held_tail;
+    size_t n_held;
+    struct event *hold_timer; /* exclusive.hold of the oldest */
+    struct wthrough *wt_list; /* outputs to write at the end of this loop pass */
     struct event *wt_ev;
     struct conn *conns; /* every open downstream connection */
     /* The next worker_conn_init takes its conn.trusted from here (and clears it): the code
@@ -263,7 +272,17 @@ struct downstream {
     /* Where the next send_error is counted (worker_count_own): the exchange's app and
      * cluster, set just before it calls send_error; NULL: before routing. */
     struct traffic_slot *own_slot;
+    /* Seconds for a Retry-After field on the next send_error (0: none), set just before it by
+     * sy_error_retry_after() and cleared by it. */
+    unsigned retry_after_s;
 };
+
+/* The next answer of our own on `d` carries `Retry-After: seconds` (RFC 9110 §10.2.3): one
+ * helper for every 503 that says when to come back (hold expiry, max_held, maintenance). */
+static inline void sy_error_retry_after(struct downstream *d, unsigned seconds)
+{
+    d->retry_after_s = seconds;
+}
 
 /* One request in flight: downstream, routing decision, upstream connection. */
 struct exchange {
@@ -330,6 +349,10 @@ struct exchange {
     /* Answered by the proxy for an app in maintenance: no cluster, no upstream; ends when
      * the codec first calls exchange_body_ready (after the request head is consumed). */
     bool maint;
+    /* Held by an exclusive switch (hold.c). */
+    bool held;
+    struct exchange *hold_next, *hold_prev;
+    uint64_t hold_since_ms; /* monotonic */
 };
 
 /* An HTTP/2 request's fields, in one allocation. */
@@ -601,6 +624,25 @@ static inline void queue_kick(struct pool *p)
 }
 /* Pool teardown: its event. The queue is empty by then. */
 void queue_pool_dispose(struct pool *p);
+
+/* hold.c: the exclusive switch's hold, per worker. A request of a held app waits in arrival
+ * order, routed but not sent, until a snapshot no longer holds its app (then it goes on to
+ * the cluster it was routed to, or to the app's live one after an abort), or until
+ * exclusive.hold (503 with Retry-After). */
+/* Holds `ex` (routed, head built). False when the worker holds exclusive.max_held already. */
+bool hold_add(struct exchange *ex);
+/* The exchange leaves the hold (it ends: its client went away). */
+void hold_remove(struct exchange *ex);
+/* A new snapshot is installed: releases the held requests whose app it no longer holds. */
+void hold_table_changed(struct sy_worker *w);
+/* Worker exit. */
+void hold_dispose(struct sy_worker *w);
+
+/* exchange.c: called by hold.c */
+/* Sends a held exchange on to its cluster (it may fail at once and be freed). */
+void exchange_held_go(struct exchange *ex);
+/* Answers a held exchange 503 with Retry-After. */
+void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why);
 
 /* exchange.c: called by h2_client.c */
 /* The response head (1xx excluded); `fields` are the regular fields as received. */

@@ -559,6 +559,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
         const char *app, *cluster;
         uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
         uint64_t own[SY_OWN_N];
+        uint64_t held, held_released, held_503, held_wait_max_ms;
     };
     struct agg **v = NULL;
     size_t n = 0, cap = 0, total = 0;
@@ -592,6 +593,12 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
             g->queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
             g->queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
             g->refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
+            g->held += atomic_load_explicit(&s->held, memory_order_relaxed);
+            g->held_released += atomic_load_explicit(&s->held_released, memory_order_relaxed);
+            g->held_503 += atomic_load_explicit(&s->held_503, memory_order_relaxed);
+            uint64_t wait = atomic_load_explicit(&s->held_wait_max_ms, memory_order_relaxed);
+            if (wait > g->held_wait_max_ms)
+                g->held_wait_max_ms = wait; /* the longest of all workers, not a sum */
         }
     }
     for (size_t k = 0; k < n; k++) {
@@ -611,6 +618,10 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
                 .queued = g->queued,
                 .queue_503 = g->queue_503,
                 .upstream_refused = g->refused,
+                .held = g->held,
+                .held_released = g->held_released,
+                .held_503 = g->held_503,
+                .held_wait_max_ms = g->held_wait_max_ms,
             };
             memcpy(t.own, g->own, sizeof(t.own));
             cb(&t, arg);
@@ -969,7 +980,12 @@ static void schedule_drains(struct sy_worker *w, const struct sy_route_table *ol
     const struct sy_config *ocfg = sy_route_table_config(old), *ncfg = sy_route_table_config(new);
     for (size_t a = 0; a < ncfg->n_apps; a++) {
         const struct sy_app_spec *app = &ncfg->apps[a];
-        if (!app->drain_after_ms)
+        /* An exclusive app that moves cuts what still runs on its old cluster after
+         * exclusive.drain (its own drain_after, when set, wins). */
+        unsigned drain_ms = app->drain_after_ms;
+        if (!drain_ms && app->mode == SY_APP_EXCLUSIVE)
+            drain_ms = ncfg->exclusive.drain_ms;
+        if (!drain_ms)
             continue;
         for (size_t c = 0; c < ocfg->n_clusters; c++) {
             const char *cname = ocfg->clusters[c].name;
@@ -980,14 +996,14 @@ static void schedule_drains(struct sy_worker *w, const struct sy_route_table *ol
             j->app = sy_xstrdup(app->name);
             j->cluster = sy_xstrdup(cname);
             j->ev = evtimer_new(w->base, drain_job_cb, j);
-            struct timeval tv = ms_tv(app->drain_after_ms);
+            struct timeval tv = ms_tv(drain_ms);
             evtimer_add(j->ev, &tv);
             j->next = w->drain_jobs;
             w->drain_jobs = j;
             sy_log(SY_LOG_INFO, "drain",
                    "worker %u: app %s left cluster %s: what still runs there "
                    "closes in %u ms (drain_after)",
-                   w->id, app->name, cname, app->drain_after_ms);
+                   w->id, app->name, cname, drain_ms);
         }
     }
 }
@@ -1026,6 +1042,7 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
         msg_free(m);
         m = next;
     }
+    hold_table_changed(w); /* held requests whose app is no longer held go on */
     if (drain)
         start_drain(w, drain_ms);
 }
@@ -1038,6 +1055,7 @@ static void *worker_main(void *arg)
         drain_job_free(w->drain_jobs);
     while (w->conns)
         w->conns->free(w->conns);
+    hold_dispose(w);
     upstream_free_pools(w);
     exchange_cache_free(w);
     /* Bufferevents with deferred callbacks finish freeing themselves from the loop: give

@@ -1645,6 +1645,50 @@ out:
     free(path);
 }
 
+/* `mode: weighted | exclusive` and `force_while_exclusive: BOOL` of an app. An exclusive app
+ * puts 100 on one cluster and 0 on the others: it runs in one place at a time. */
+static void parse_app_mode(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *mode,
+                           const yaml_node_t *fwe, bool weights_ok)
+{
+    if (mode) {
+        const char *s =
+            is_scalar(mode) && mode->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? text(mode) : "";
+        if (strcmp(s, "exclusive") == 0)
+            app->mode = SY_APP_EXCLUSIVE;
+        else if (strcmp(s, "weighted") == 0)
+            app->mode = SY_APP_WEIGHTED;
+        else
+            report(c, mode, "mode must be weighted or exclusive, got %s", show_value(mode).s);
+    }
+    if (fwe) {
+        const char *s =
+            is_scalar(fwe) && fwe->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? text(fwe) : "";
+        if (strcmp(s, "true") == 0)
+            app->force_while_exclusive = true;
+        else if (strcmp(s, "false") != 0)
+            report(c, fwe, "force_while_exclusive must be true or false, got %s",
+                   show_value(fwe).s);
+    }
+    if (app->mode != SY_APP_EXCLUSIVE || !weights_ok)
+        return;
+    size_t live = 0;
+    for (size_t i = 0; i < app->n_weights; i++) {
+        unsigned w = app->weights[i].weight;
+        if (w != 0 && w != 100) {
+            sy_diags_add(c->diags, c->file, app->weights[i].mark.line, app->weights[i].mark.col,
+                         "an exclusive app's weights must be 100 on one cluster and 0 on the "
+                         "others, got %u",
+                         w);
+            return;
+        }
+        live += w == 100;
+    }
+    if (live != 1)
+        sy_diags_add(c->diags, c->file, app->weights_mark.line, app->weights_mark.col,
+                     "an exclusive app's weights must be 100 on one cluster and 0 on the "
+                     "others");
+}
+
 static void parse_app(struct ctx *c, const yaml_node_t *item)
 {
     if (!is_mapping(c, item, "app"))
@@ -1659,6 +1703,7 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
     const yaml_node_t *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL, *weights = NULL,
                       *sticky = NULL, *force = NULL, *drain_after = NULL;
     const yaml_node_t *maint_page = NULL, *maint_retry = NULL;
+    const yaml_node_t *mode = NULL, *force_while_exclusive = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
         yaml_node_t *k, *v;
@@ -1685,6 +1730,10 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
             maint_page = v;
         else if (strcmp(key, "maintenance_retry_after") == 0)
             maint_retry = v;
+        else if (strcmp(key, "mode") == 0)
+            mode = v;
+        else if (strcmp(key, "force_while_exclusive") == 0)
+            force_while_exclusive = v;
         else
             report(c, k, "unknown key '%s' in app", show(k).s);
     }
@@ -1714,6 +1763,9 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
         parse_maint_retry_after(c, app, maint_retry);
     if (maint_page)
         parse_maint_page(c, app, maint_page);
+    if (weights)
+        app->weights_mark = mark_of(weights);
+    parse_app_mode(c, app, mode, force_while_exclusive, weights_ok);
 }
 
 static void parse_apps(struct ctx *c, const yaml_node_t *v)
@@ -2025,6 +2077,138 @@ static void parse_admin(struct ctx *c, const yaml_node_t *v)
     }
 }
 
+void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex)
+{
+    memset(ex, 0, sizeof(*ex));
+    ex->hold_ms = SY_EXCLUSIVE_HOLD_DEFAULT_MS;
+    ex->drain_ms = SY_EXCLUSIVE_DRAIN_DEFAULT_MS;
+    ex->max_held = SY_EXCLUSIVE_MAX_HELD_DEFAULT;
+    ex->ready_expect = SY_EXCLUSIVE_READY_EXPECT;
+    ex->ready_timeout_ms = SY_EXCLUSIVE_READY_TIMEOUT_MS;
+}
+
+/* A duration of `exclusive:` greater than 0; false after reporting. */
+static bool exclusive_duration(struct ctx *c, const yaml_node_t *v, const char *key, unsigned *out)
+{
+    unsigned ms = 0;
+    switch (parse_duration(v, &ms)) {
+    case DURATION_OK:
+        break;
+    case DURATION_SYNTAX:
+        report(c, v, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
+               show_value(v).s);
+        return false;
+    case DURATION_TOO_LONG:
+        report(c, v, "%s must be at most %ums, got %s", key, UINT_MAX, show_value(v).s);
+        return false;
+    }
+    if (ms == 0) {
+        report(c, v, "%s must be greater than 0", key);
+        return false;
+    }
+    *out = ms;
+    return true;
+}
+
+/* `url: http://HOST:PORT/PATH`: a numeric address (the control thread polls it without
+ * resolving names). */
+static void parse_ready_url(struct ctx *c, struct sy_exclusive_spec *ex, const yaml_node_t *v)
+{
+    const char *s = string_value(c, v, "ready.url");
+    if (!s)
+        return;
+    const char *why = NULL;
+    size_t len = strlen(s);
+    if (len > SY_EXCLUSIVE_READY_URL_MAX || strncmp(s, "http://", 7) != 0) {
+        why = "want http://HOST:PORT/PATH";
+    } else {
+        const char *hp = s + 7, *slash = strchr(hp, '/');
+        size_t hlen = slash ? (size_t)(slash - hp) : strlen(hp);
+        char host[SY_EXCLUSIVE_READY_URL_MAX + 1];
+        memcpy(host, hp, hlen);
+        host[hlen] = '\0';
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        if (sy_parse_hostport(host, false, &ss, &sl, &why) == 0) {
+            char *colon = strrchr(host, ':');
+            *colon = '\0';
+            char *h = host;
+            if (h[0] == '[') {
+                h++;
+                h[strlen(h) - 1] = '\0';
+            }
+            free(ex->ready_url);
+            free(ex->ready_host);
+            free(ex->ready_path);
+            ex->ready_url = sy_xstrdup(s);
+            ex->ready_host = sy_xstrdup(h);
+            ex->ready_port = (unsigned)strtoul(colon + 1, NULL, 10);
+            ex->ready_path = sy_xstrdup(slash ? slash : "/");
+            return;
+        }
+    }
+    report(c, v, "bad ready.url %s: %s", show_value(v).s, why);
+}
+
+static void parse_exclusive_ready(struct ctx *c, struct sy_exclusive_spec *ex, const yaml_node_t *v)
+{
+    if (!is_mapping(c, v, "exclusive.ready"))
+        return;
+    bool has_url = false;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        if (strcmp(key, "url") == 0) {
+            has_url = true;
+            parse_ready_url(c, ex, pv);
+        } else if (strcmp(key, "expect") == 0) {
+            uint64_t n;
+            if (!parse_uint(pv, 599, &n) || n < 100)
+                report(c, pv, "expect must be an HTTP status 100..599, got %s", show_value(pv).s);
+            else
+                ex->ready_expect = (int)n;
+        } else if (strcmp(key, "timeout") == 0) {
+            exclusive_duration(c, pv, "ready.timeout", &ex->ready_timeout_ms);
+        } else {
+            report(c, k, "unknown key '%s' in exclusive.ready", show(k).s);
+        }
+    }
+    if (!has_url)
+        report(c, v, "missing required key 'url' in exclusive.ready");
+}
+
+/* `exclusive: { hold, max_held, drain, ready: { url, expect, timeout } }`. */
+static void parse_exclusive(struct ctx *c, const yaml_node_t *v)
+{
+    struct sy_exclusive_spec *ex = &c->cfg->exclusive;
+    if (!is_mapping(c, v, "exclusive"))
+        return;
+    ex->mark = mark_of(v);
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        if (strcmp(key, "hold") == 0) {
+            exclusive_duration(c, pv, "hold", &ex->hold_ms);
+        } else if (strcmp(key, "drain") == 0) {
+            exclusive_duration(c, pv, "drain", &ex->drain_ms);
+        } else if (strcmp(key, "max_held") == 0) {
+            uint64_t n;
+            if (!parse_uint(pv, 1000000, &n) || n < 1)
+                report(c, pv, "max_held must be an integer 1..1000000, got %s", show_value(pv).s);
+            else
+                ex->max_held = (size_t)n;
+        } else if (strcmp(key, "ready") == 0) {
+            parse_exclusive_ready(c, ex, pv);
+        } else {
+            report(c, k, "unknown key '%s' in exclusive", show(k).s);
+        }
+    }
+}
+
 static void parse_root(struct ctx *c, const yaml_node_t *root)
 {
     if (!root) {
@@ -2058,6 +2242,8 @@ static void parse_root(struct ctx *c, const yaml_node_t *root)
             parse_admin(c, v);
         } else if (strcmp(key, "trusted_proxies") == 0) {
             parse_trusted(c, v, &c->cfg->trusted, &c->cfg->n_trusted);
+        } else if (strcmp(key, "exclusive") == 0) {
+            parse_exclusive(c, v);
         } else if (strcmp(key, "state") == 0) {
             c->cfg->state = path_value(c, v, "state", PATH_MAX - 16);
             c->cfg->state_mark = mark_of(v);
@@ -2214,6 +2400,7 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     c.cfg->content_hash = content_hash_of(text, len);
     c.cfg->path = name ? sy_xstrdup(name) : NULL;
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
+    sy_config_exclusive_defaults(&c.cfg->exclusive);
     parse_root(&c, yaml_document_get_root_node(&c.doc));
     yaml_document_delete(&c.doc);
     yaml_parser_delete(&p);
@@ -2346,6 +2533,9 @@ void sy_config_free(struct sy_config *cfg)
     free(cfg->admin.allow_read_uids);
     free(cfg->admin.allow_read_gids);
     free(cfg->state);
+    free(cfg->exclusive.ready_url);
+    free(cfg->exclusive.ready_host);
+    free(cfg->exclusive.ready_path);
     free(cfg->path);
     free(cfg);
 }

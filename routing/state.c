@@ -362,6 +362,34 @@ static void errf(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /* Checks one override against the file in force. */
+/* An exclusive app runs on one cluster: an override puts 100 on one and 0 on the others. */
+static int check_exclusive_edit(const struct sy_app_spec *app, const struct sy_state_edit *e,
+                                char *err, size_t errlen)
+{
+    if (app->mode != SY_APP_EXCLUSIVE)
+        return 0;
+    size_t live = 0;
+    for (size_t k = 0; k < e->n_weights; k++) {
+        unsigned w = e->weights[k].weight;
+        if (w != 0 && w != 100) {
+            errf(err, errlen,
+                 "app '%s' is exclusive: its weights must be 100 on one cluster and 0 on the "
+                 "others (move it with `switch %s CLUSTER`)",
+                 e->app, e->app);
+            return SY_ERR_INVALID;
+        }
+        live += w == 100;
+    }
+    if (live != 1) {
+        errf(err, errlen,
+             "app '%s' is exclusive: its weights must be 100 on one cluster and 0 on the others "
+             "(move it with `switch %s CLUSTER`)",
+             e->app, e->app);
+        return SY_ERR_INVALID;
+    }
+    return 0;
+}
+
 static int check_edit(const struct sy_config *cfg, const struct sy_overrides *ov,
                       const struct sy_state_edit *e, char *err, size_t errlen)
 {
@@ -413,7 +441,7 @@ static int check_edit(const struct sy_config *cfg, const struct sy_overrides *ov
         errf(err, errlen, "the weights of app '%s' must sum above 0", e->app);
         return SY_ERR_INVALID;
     }
-    return 0;
+    return check_exclusive_edit(app, e, err, errlen);
 }
 
 /* Every cluster of app `ai` with its weight in table `t`, by name (names borrow `t`). */
@@ -623,6 +651,39 @@ int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsi
            " (%s): app %s %s",
            sy_journal_seq(st->journal), st->generation, who->uid, who->pid, who->command, app,
            on ? "in maintenance: answered 503 by the proxy" : "out of maintenance");
+    return 0;
+}
+
+int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
+                  size_t errlen)
+{
+    long ai = app_index(st->cfg, app);
+    if (ai < 0) {
+        errf(err, errlen, "unknown app '%s'", app);
+        return SY_ERR_INVALID;
+    }
+    struct sy_route_weight w = {cluster, 100};
+    struct sy_route_override ov = {app, &w, 1};
+    struct sy_route_app_change ch = {.app = (size_t)ai, .held = cluster != NULL};
+    if (cluster) {
+        ch.override = &ov;
+    } else {
+        /* Back to what the journal says, not held. */
+        const struct sy_override *o = sy_overrides_find(sy_state_overrides(st), app);
+        if (o) {
+            ov = (struct sy_route_override){o->app, o->weights, o->n_weights};
+            ch.override = &ov;
+        }
+    }
+    struct sy_route_table *t = NULL;
+    int rc = sy_route_table_update(st->table, &ch, 1, st->generation + 1, &t);
+    if (rc) {
+        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+        return rc;
+    }
+    install_table(st, t);
+    sy_log(SY_LOG_INFO, "exclusive", "generation %" PRIu64 ": app %s %s", st->generation, app,
+           cluster ? "held (its new requests wait)" : "no longer held");
     return 0;
 }
 

@@ -345,6 +345,7 @@ int sy_route_table_update(const struct sy_route_table *prev,
             table_free(t);
             return rc;
         }
+        t->apps[i]->pub.held = changes[k].held;
     }
     /* Every other app's choice state is shared: a pointer and a reference each. */
     for (size_t i = 0; i < cfg->n_apps; i++) {
@@ -359,6 +360,11 @@ int sy_route_table_update(const struct sy_route_table *prev,
         atomic_fetch_add_explicit(&t->maint->refs, 1, memory_order_relaxed);
     *out = t;
     return 0;
+}
+
+bool sy_route_app_is_held(const struct sy_route_table *t, size_t app)
+{
+    return app < t->cfg->n_apps && t->apps[app]->pub.held;
 }
 
 bool sy_route_table_shares_app(const struct sy_route_table *a, const struct sy_route_table *b,

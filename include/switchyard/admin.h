@@ -205,10 +205,13 @@ void sy_admin_free(struct sy_admin *a);
 /** Sums the data path's traffic counters (sy_workers_traffic, for a daemon). */
 typedef void (*sy_admin_traffic_cb)(void *arg, sy_traffic_cb cb, void *cb_arg);
 
+struct sy_exclusive;
+
 struct sy_admin_routing {
     struct sy_state *state;
     sy_admin_traffic_cb traffic; /* NULL: no counters */
     void *traffic_arg;
+    struct sy_exclusive *exclusive; /* the exclusive switch (admin/exclusive.c); NULL: none */
 };
 
 /**

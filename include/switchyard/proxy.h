@@ -69,6 +69,11 @@ struct sy_traffic {
     uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections reached */
     uint64_t proxy_protocol_rejected; /* with app NULL only: connections closed for a missing
                                          or bad PROXY protocol header */
+    /* The exclusive switch, on the cluster held requests wait for: */
+    uint64_t held;             /* held now */
+    uint64_t held_released;    /* released to the cluster, since start */
+    uint64_t held_503;         /* answered 503 (exclusive.hold ran out, or max_held) */
+    uint64_t held_wait_max_ms; /* the longest wait of a held request (the most of any worker) */
 };
 
 typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);

@@ -18,6 +18,7 @@ struct sy_route_app {
     const char *name;
     size_t index;  /* 0..n_apps-1 in file order */
     size_t stable; /* cluster index */
+    bool held;     /* an exclusive switch holds the app's new requests (sy_route_app_change) */
 };
 
 /** An operator's split for one app, by names (it must outlive file changes that renumber). */
@@ -54,6 +55,7 @@ int sy_route_table_build(struct sy_config *cfg, const struct sy_route_override *
 struct sy_route_app_change {
     size_t app;                               /* index in the table's config */
     const struct sy_route_override *override; /* the app's override now, or NULL (the file's) */
+    bool held; /* the app's new requests are held (an exclusive switch runs) */
 };
 
 /**
@@ -83,6 +85,9 @@ bool sy_route_table_shares_app(const struct sy_route_table *a, const struct sy_r
  */
 enum sy_override_state sy_route_app_weights(const struct sy_route_table *t, size_t app,
                                             const struct sy_weight_spec **weights, size_t *n);
+
+/** Whether app `app` (index) is held in `t` (an exclusive switch runs). Any thread. */
+bool sy_route_app_is_held(const struct sy_route_table *t, size_t app);
 
 /**
  * Compiles `cfg` into a table with generation `generation` and one reference. Takes ownership

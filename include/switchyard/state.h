@@ -133,6 +133,16 @@ const struct sy_maints *sy_state_maintenance(const struct sy_state *st);
 int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsigned retry_after,
                              const char *message, const struct sy_actor *who, bool *changed,
                              char *err, size_t errlen);
+/**
+ * The exclusive switch's hold (admin/exclusive.c): publishes a snapshot in which app `app`
+ * sends everything to `cluster` and holds its new requests (sy_route_app.held), with nothing
+ * written to the journal: a restart comes back to what the journal says. With `cluster` NULL,
+ * the app goes back to the journal's (or the file's) weights, not held (an abort). The switch
+ * ends with an ordinary sy_state_change(), whose snapshot no longer holds the app. Returns 0,
+ * SY_ERR_INVALID (unknown app) or a compile error, with `err` set. Control thread.
+ */
+int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
+                  size_t errlen);
 
 void sy_state_free(struct sy_state *st);
 

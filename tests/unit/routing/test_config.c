@@ -1012,6 +1012,39 @@ static const struct error_case error_cases[] = {
       {6, 56, "bad sni '*.x.com': a server name cannot have a wildcard"},
       {6, 73, "a client certificate needs both 'cert' and 'key' in tls"},
       {6, 80, "unknown key 'mtls' in tls"}}},
+    {"test_rejects_split_weights_of_an_exclusive_app",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 90, green: 10}\n"
+          "    mode: exclusive\n"
+          "  - name: api\n"
+          "    hosts: [api.example.com]\n"
+          "    weights: {blue: 100, green: 100}\n"
+          "    mode: exclusive\n"
+          "  - name: db\n"
+          "    hosts: [db.example.com]\n"
+          "    weights: {blue: 100}\n"
+          "    mode: singleton\n"
+          "    force_while_exclusive: yes\n",
+     {{9, 15, "an exclusive app's weights must be 100 on one cluster and 0 on the others, got 90"},
+      {13, 14, "an exclusive app's weights must be 100 on one cluster and 0 on the others"},
+      {18, 11, "mode must be weighted or exclusive, got singleton"},
+      {19, 28, "force_while_exclusive must be true or false, got yes"}}},
+    {"test_rejects_bad_exclusive_settings",
+     BASE "apps: []\n"
+          "exclusive:\n"
+          "  hold: 0s\n"
+          "  drain: soon\n"
+          "  max_held: 0\n"
+          "  ready: {url: 'ftp://x', expect: 42}\n"
+          "  limit: 3\n",
+     {{8, 9, "hold must be greater than 0"},
+      {9, 10, "drain must be a duration such as 10s, 500ms, 2m or 1h, got soon"},
+      {10, 13, "max_held must be an integer 1..1000000, got 0"},
+      {11, 16, "bad ready.url \"ftp://x\": want http://HOST:PORT/PATH"},
+      {11, 35, "expect must be an HTTP status 100..599, got 42"},
+      {12, 3, "unknown key 'limit' in exclusive"}}},
     {"test_rejects_bad_drain_after",
      BASE "apps:\n"
           "  - name: web\n"
@@ -1681,6 +1714,46 @@ static void test_app_names_are_indexed_and_duplicates_found_among_many(void **st
     free(text);
 }
 
+static void test_parses_exclusive_mode_and_its_defaults(void **state)
+{
+    (void)state;
+    struct sy_config *cfg = parse_ok(BASE "apps:\n"
+                                          "  - name: web\n"
+                                          "    hosts: [web.example.com]\n"
+                                          "    weights: {blue: 100, green: 0}\n"
+                                          "    mode: exclusive\n"
+                                          "    force_while_exclusive: true\n"
+                                          "  - name: api\n"
+                                          "    hosts: [api.example.com]\n"
+                                          "    weights: {blue: 50, green: 50}\n");
+    assert_int_equal(cfg->apps[0].mode, SY_APP_EXCLUSIVE);
+    assert_true(cfg->apps[0].force_while_exclusive);
+    assert_int_equal(cfg->apps[1].mode, SY_APP_WEIGHTED);
+    assert_false(cfg->apps[1].force_while_exclusive);
+    assert_int_equal(cfg->exclusive.hold_ms, SY_EXCLUSIVE_HOLD_DEFAULT_MS);
+    assert_int_equal(cfg->exclusive.hold_ms, 10000);
+    assert_int_equal(cfg->exclusive.drain_ms, 30000);
+    assert_int_equal(cfg->exclusive.max_held, 1000);
+    assert_null(cfg->exclusive.ready_url);
+    sy_config_free(cfg);
+    cfg =
+        parse_ok(BASE "apps: []\n"
+                      "exclusive:\n"
+                      "  hold: 1s\n"
+                      "  drain: 2s\n"
+                      "  max_held: 5\n"
+                      "  ready: {url: 'http://127.0.0.1:9002/ready', expect: 204, timeout: 3s}\n");
+    assert_int_equal(cfg->exclusive.hold_ms, 1000);
+    assert_int_equal(cfg->exclusive.drain_ms, 2000);
+    assert_int_equal(cfg->exclusive.max_held, 5);
+    assert_string_equal(cfg->exclusive.ready_host, "127.0.0.1");
+    assert_int_equal(cfg->exclusive.ready_port, 9002);
+    assert_string_equal(cfg->exclusive.ready_path, "/ready");
+    assert_int_equal(cfg->exclusive.ready_expect, 204);
+    assert_int_equal(cfg->exclusive.ready_timeout_ms, 3000);
+    sy_config_free(cfg);
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
@@ -1689,6 +1762,7 @@ int main(void)
         cmocka_unit_test(test_reads_the_maintenance_page_within_its_limit),
         cmocka_unit_test(test_parses_cluster_protocol_tls_and_drain_after),
         cmocka_unit_test(test_parses_cluster_max_connections_and_queue),
+        cmocka_unit_test(test_parses_exclusive_mode_and_its_defaults),
         cmocka_unit_test(test_applies_defaults_to_absent_keys),
         cmocka_unit_test(test_stable_defaults_to_first_weighted_cluster_in_cluster_order),
         cmocka_unit_test(test_accepts_and_lower_cases_ipv6_literal_hosts),
