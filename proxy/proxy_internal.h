@@ -123,6 +123,13 @@ struct traffic_slot {
     _Atomic uint64_t queued;           /* waiting for a connection now (max_connections) */
     _Atomic uint64_t queue_503;        /* answered 503: the queue was full or the wait ran out */
     _Atomic uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections */
+    /* For /metrics (admin/metrics.c), counted when an exchange ends. */
+    _Atomic uint64_t by_class[SY_CLASS_N]; /* by status / 100; [0]: no status (client gone) */
+    _Atomic uint64_t dur[SY_LAT_N + 1];    /* request duration, by bucket (not cumulative) */
+    _Atomic uint64_t dur_sum_us;
+    _Atomic uint64_t head_lat[SY_LAT_N + 1]; /* time to the response head, by bucket */
+    _Atomic uint64_t head_sum_us, head_count;
+    _Atomic uint64_t bytes_in, bytes_out; /* request and response body bytes */
     struct traffic_slot *next;
 };
 
@@ -183,6 +190,8 @@ struct sy_worker {
     struct traffic_slot *_Atomic slots; /* every slot, newest first */
     struct traffic_slot **slot_index;   /* [app * n_clusters + cluster] for w->table */
     struct traffic_slot *unrouted;      /* answers before routing (app and cluster "") */
+    _Atomic uint64_t beat_ms; /* sy_now_ms() at the loop's last heartbeat (0: not running) */
+    struct event *beat_ev;    /* the heartbeat timer (/healthz) */
 };
 
 /* What every downstream connection has, whatever its protocol. */
@@ -326,6 +335,11 @@ struct exchange {
     struct pool *q_pool;
     struct exchange *q_next, *q_prev;
     struct event *q_timer; /* queue.timeout; kept with the exchange for its next wait */
+
+    /* For the latency histograms and byte counters (traffic_slot). */
+    uint64_t start_us;   /* monotonic, when the head was routed */
+    uint64_t head_us;    /* when the response head went to the client, or 0 */
+    uint64_t resp_bytes; /* response body bytes handed to the client */
 };
 
 /* An HTTP/2 request's fields, in one allocation. */

@@ -552,6 +552,39 @@ static void index_slots(struct sy_worker *w, const struct sy_route_table *old)
     free(ns.v);
 }
 
+static uint64_t load(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Adds a slot's /metrics figures to `t`. */
+static void add_metrics(struct sy_traffic *t, struct traffic_slot *s)
+{
+    for (size_t j = 0; j < SY_CLASS_N; j++)
+        t->by_class[j] += load(&s->by_class[j]);
+    for (size_t j = 0; j <= SY_LAT_N; j++) {
+        t->dur[j] += load(&s->dur[j]);
+        t->head_lat[j] += load(&s->head_lat[j]);
+    }
+    t->dur_sum_us += load(&s->dur_sum_us);
+    t->head_sum_us += load(&s->head_sum_us);
+    t->head_count += load(&s->head_count);
+    t->bytes_in += load(&s->bytes_in);
+    t->bytes_out += load(&s->bytes_out);
+}
+
+static void copy_metrics(struct sy_traffic *t, const struct sy_traffic *m)
+{
+    memcpy(t->by_class, m->by_class, sizeof(t->by_class));
+    memcpy(t->dur, m->dur, sizeof(t->dur));
+    memcpy(t->head_lat, m->head_lat, sizeof(t->head_lat));
+    t->dur_sum_us = m->dur_sum_us;
+    t->head_sum_us = m->head_sum_us;
+    t->head_count = m->head_count;
+    t->bytes_in = m->bytes_in;
+    t->bytes_out = m->bytes_out;
+}
+
 void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
 {
     /* Sum by name across workers: the first worker's list gives the order. */
@@ -559,6 +592,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
         const char *app, *cluster;
         uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
         uint64_t own[SY_OWN_N];
+        struct sy_traffic more; /* the /metrics figures (by_class .. bytes_out) */
     };
     struct agg **v = NULL;
     size_t n = 0, cap = 0, total = 0;
@@ -592,6 +626,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
             g->queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
             g->queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
             g->refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
+            add_metrics(&g->more, s);
         }
     }
     for (size_t k = 0; k < n; k++) {
@@ -613,6 +648,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
                 .upstream_refused = g->refused,
             };
             memcpy(t.own, g->own, sizeof(t.own));
+            copy_metrics(&t, &g->more);
             cb(&t, arg);
         }
         free(g);
@@ -1030,10 +1066,25 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
         start_drain(w, drain_ms);
 }
 
+/* The heartbeat: a loop that turns stamps it; /healthz reads how old the stamp is. */
+#define BEAT_MS 250
+
+static void beat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_worker *w = arg;
+    atomic_store_explicit(&w->beat_ms, sy_now_ms(), memory_order_relaxed);
+}
+
 static void *worker_main(void *arg)
 {
     struct sy_worker *w = arg;
+    w->beat_ev = event_new(w->base, -1, EV_PERSIST, beat_cb, w);
+    struct timeval beat = {0, BEAT_MS * 1000};
+    event_add(w->beat_ev, &beat);
+    beat_cb(-1, 0, w);
     event_base_dispatch(w->base);
+    event_free(w->beat_ev);
+    w->beat_ev = NULL;
     while (w->drain_jobs)
         drain_job_free(w->drain_jobs);
     while (w->conns)
@@ -1319,6 +1370,22 @@ void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table)
             nanosleep(&ts, NULL);
         }
     }
+}
+
+size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size_t max)
+{
+    uint64_t now = sy_now_ms();
+    size_t n = ws->n < max ? ws->n : max;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t beat = atomic_load_explicit(&ws->v[i].beat_ms, memory_order_relaxed);
+        v[i] = (struct sy_worker_health){
+            .id = ws->v[i].id,
+            .running = beat != 0,
+            .beat_age_ms = beat && now > beat ? now - beat : 0,
+            .installed = atomic_load_explicit(&ws->v[i].installed, memory_order_acquire),
+        };
+    }
+    return ws->n;
 }
 
 void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms)

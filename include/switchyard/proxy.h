@@ -4,7 +4,9 @@
 #ifndef SWITCHYARD_PROXY_H
 #define SWITCHYARD_PROXY_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "switchyard/routing.h"
 
@@ -42,6 +44,21 @@ void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table);
  */
 void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms);
 
+/** One worker as /healthz and /readyz see it. */
+struct sy_worker_health {
+    unsigned id;          /* thread sy-worker-ID */
+    bool running;         /* its loop has started */
+    uint64_t beat_age_ms; /* since its loop last stamped its heartbeat (every 250 ms) */
+    uint64_t installed;   /* generation of the snapshot it routes with, once it took one
+                             published after the start (0: the one it started with) */
+};
+
+/**
+ * Fills v[0..max) with the workers' health, read without locks; returns how many workers
+ * there are. Any thread.
+ */
+size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size_t max);
+
 /** Waits for every worker thread to end. */
 void sy_workers_join(struct sy_workers *ws);
 
@@ -56,6 +73,31 @@ static inline int sy_own_status(size_t i)
     return i < SY_OWN_N ? status[i] : 0;
 }
 
+/* Latency histograms (sy_traffic.dur, head_lat) have SY_LAT_N buckets with these upper
+ * bounds in microseconds, and one more for anything slower. */
+#define SY_LAT_N 15
+
+static inline uint64_t sy_lat_bound_us(size_t i)
+{
+    static const uint64_t b[SY_LAT_N] = {1000,    2500,    5000,     10000,    25000,
+                                         50000,   100000,  250000,   500000,   1000000,
+                                         2500000, 5000000, 10000000, 30000000, 60000000};
+    return i < SY_LAT_N ? b[i] : UINT64_MAX;
+}
+
+/* The bucket of a duration of `us` microseconds. */
+static inline size_t sy_lat_bucket(uint64_t us)
+{
+    size_t i = 0;
+    while (i < SY_LAT_N && us > sy_lat_bound_us(i))
+        i++;
+    return i;
+}
+
+/* Finished requests by status class: [1] 1xx ... [5] 5xx, [0] none (the client went away
+ * before an answer). */
+#define SY_CLASS_N 6
+
 /** Traffic counters of one app on one cluster, summed over the workers, since start. */
 struct sy_traffic {
     const char *app, *cluster; /* valid during the callback; both NULL: before routing */
@@ -69,6 +111,12 @@ struct sy_traffic {
     uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections reached */
     uint64_t proxy_protocol_rejected; /* with app NULL only: connections closed for a missing
                                          or bad PROXY protocol header */
+    uint64_t by_class[SY_CLASS_N];    /* finished requests by status class */
+    uint64_t dur[SY_LAT_N + 1];       /* request duration histogram (not cumulative) */
+    uint64_t dur_sum_us;
+    uint64_t head_lat[SY_LAT_N + 1]; /* time to response head histogram (not cumulative) */
+    uint64_t head_sum_us, head_count;
+    uint64_t bytes_in, bytes_out; /* request and response body bytes */
 };
 
 typedef void (*sy_traffic_cb)(const struct sy_traffic *t, void *arg);
