@@ -318,6 +318,16 @@ static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
     sy_prom_sample_u64(m, "", NULL, 0, NULL, rs->pp_rejected);
 }
 
+static void connect_error_cb(const struct sy_endpoint_errors *e, void *arg)
+{
+    struct sy_prom *m = arg;
+    for (size_t i = 0; i < SY_CONNERR_N; i++) {
+        const char *l[] = {"cluster",   e->cluster, "endpoint",
+                           e->endpoint, "reason",   sy_connect_error_name(i)};
+        sy_prom_sample_u64(m, "", l, 3, NULL, e->errors[i]);
+    }
+}
+
 static void who_of(uint32_t uid, char *buf, size_t size)
 {
     struct passwd pw, *res = NULL;
@@ -512,6 +522,11 @@ void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bo
         free(rs.v[i].cluster);
     }
     free(rs.v);
+    sy_prom_family(m, "switchyard_upstream_connect_errors_total", "counter",
+                   "Connections to a cluster endpoint that could not be made (HTTP/1.1 clusters), "
+                   "by reason.");
+    if (env->connect_errors)
+        env->connect_errors(env->connect_errors_arg, connect_error_cb, m);
     if (env->state)
         routing_metrics(m, env->state);
     process_metrics(m);

@@ -75,6 +75,11 @@ static void traffic(void *arg, sy_traffic_cb cb, void *cb_arg)
     sy_workers_traffic(arg, cb, cb_arg);
 }
 
+static void connect_errors(void *arg, sy_endpoint_errors_cb cb, void *cb_arg)
+{
+    sy_workers_connect_errors(arg, cb, cb_arg);
+}
+
 static size_t workers_health(void *arg, struct sy_worker_health *v, size_t max)
 {
     return sy_workers_health(arg, v, max);
@@ -572,6 +577,8 @@ int main(int argc, char **argv)
             .traffic_arg = ctl.workers,
             .health = workers_health,
             .health_arg = ctl.workers,
+            .connect_errors = connect_errors,
+            .connect_errors_arg = ctl.workers,
         };
         if (sy_admin_http_listen(ctl.base, cfg, &henv, &ctl.http) != 0) {
             fprintf(stderr, "switchyard: cannot serve admin.http %s\n", cfg->admin.http);

@@ -133,6 +133,19 @@ struct traffic_slot {
     struct traffic_slot *next;
 };
 
+/* Connect errors to one endpoint of one cluster in one worker (worker.c): made on the first
+ * error (an error path, not the request path), never freed before the worker. */
+struct ep_stat {
+    char *cluster, *endpoint;
+    _Atomic uint64_t errors[SY_CONNERR_N];
+    struct ep_stat *next;
+};
+
+/* Counts a connect error of `reason` to `endpoint` of `cluster`. Worker thread. */
+struct sy_worker;
+void worker_count_connect_error(struct sy_worker *w, const char *cluster, const char *endpoint,
+                                enum sy_connect_error reason);
+
 static inline void counter_add(_Atomic uint64_t *c, int64_t d)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
@@ -192,6 +205,7 @@ struct sy_worker {
     struct traffic_slot *unrouted;      /* answers before routing (app and cluster "") */
     _Atomic uint64_t beat_ms; /* sy_now_ms() at the loop's last heartbeat (0: not running) */
     struct event *beat_ev;    /* the heartbeat timer (/healthz) */
+    struct ep_stat *_Atomic ep_stats; /* connect errors by endpoint, newest first */
 };
 
 /* What every downstream connection has, whatever its protocol. */

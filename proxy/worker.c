@@ -1372,6 +1372,49 @@ void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table)
     }
 }
 
+void worker_count_connect_error(struct sy_worker *w, const char *cluster, const char *endpoint,
+                                enum sy_connect_error reason)
+{
+    struct ep_stat *e = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+    for (; e; e = e->next)
+        if (strcmp(e->cluster, cluster) == 0 && strcmp(e->endpoint, endpoint) == 0)
+            break;
+    if (!e) {
+        e = sy_xcalloc(1, sizeof(*e));
+        e->cluster = sy_xstrdup(cluster);
+        e->endpoint = sy_xstrdup(endpoint);
+        e->next = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+        atomic_store_explicit(&w->ep_stats, e, memory_order_release);
+    }
+    counter_add(&e->errors[reason < SY_CONNERR_N ? reason : SY_CONNERR_OTHER], 1);
+}
+
+void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, void *arg)
+{
+    /* Few entries (endpoints that failed): summed by a scan. */
+    struct sy_endpoint_errors *v = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < ws->n; i++) {
+        struct ep_stat *e = atomic_load_explicit(&ws->v[i].ep_stats, memory_order_acquire);
+        for (; e; e = e->next) {
+            size_t k = 0;
+            while (k < n && !(strcmp(v[k].cluster, e->cluster) == 0 &&
+                              strcmp(v[k].endpoint, e->endpoint) == 0))
+                k++;
+            if (k == n) {
+                sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
+                v[n++] =
+                    (struct sy_endpoint_errors){.cluster = e->cluster, .endpoint = e->endpoint};
+            }
+            for (size_t j = 0; j < SY_CONNERR_N; j++)
+                v[k].errors[j] += atomic_load_explicit(&e->errors[j], memory_order_relaxed);
+        }
+    }
+    for (size_t k = 0; k < n; k++)
+        cb(&v[k], arg);
+    free(v);
+}
+
 size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size_t max)
 {
     uint64_t now = sy_now_ms();
@@ -1417,6 +1460,12 @@ void sy_workers_free(struct sy_workers *ws)
         free(w->listeners);
         free(w->scratch);
         free(w->slot_index);
+        for (struct ep_stat *e = w->ep_stats, *next; e; e = next) {
+            next = e->next;
+            free(e->cluster);
+            free(e->endpoint);
+            free(e);
+        }
         for (struct traffic_slot *s = w->slots, *next; s; s = next) {
             next = s->next;
             free(s->app);

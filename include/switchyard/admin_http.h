@@ -24,6 +24,9 @@ struct sy_admin_http_env {
     /* The workers' heartbeats (sy_workers_health); NULL: none (healthy, ready). */
     size_t (*health)(void *arg, struct sy_worker_health *v, size_t max);
     void *health_arg;
+    /* Connect errors by cluster endpoint (sy_workers_connect_errors); NULL: none. */
+    void (*connect_errors)(void *arg, sy_endpoint_errors_cb cb, void *cb_arg);
+    void *connect_errors_arg;
 };
 
 struct sy_admin_http;

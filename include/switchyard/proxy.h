@@ -136,6 +136,39 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg);
  */
 void sy_tls_tickets_rotate(void);
 
+/* Why a connection to a cluster endpoint could not be made (/metrics
+ * switchyard_upstream_connect_errors_total{reason}). */
+enum sy_connect_error {
+    SY_CONNERR_REFUSED = 0, /* "refused": ECONNREFUSED */
+    SY_CONNERR_TIMEOUT,     /* "timeout": timeouts.upstream_connect ran out (or ETIMEDOUT) */
+    SY_CONNERR_TLS,         /* "tls": the handshake or the certificate check failed */
+    SY_CONNERR_RESET,       /* "reset": ECONNRESET, EPIPE during the connect */
+    SY_CONNERR_UNREACHABLE, /* "unreachable": no route to the host or the network */
+    SY_CONNERR_OTHER,       /* "other" */
+    SY_CONNERR_N,
+};
+
+static inline const char *sy_connect_error_name(size_t i)
+{
+    static const char *const names[SY_CONNERR_N] = {"refused", "timeout",     "tls",
+                                                    "reset",   "unreachable", "other"};
+    return i < SY_CONNERR_N ? names[i] : "other";
+}
+
+/** Connect errors to one endpoint of one cluster, summed over the workers. */
+struct sy_endpoint_errors {
+    const char *cluster, *endpoint; /* valid during the callback */
+    uint64_t errors[SY_CONNERR_N];
+};
+
+typedef void (*sy_endpoint_errors_cb)(const struct sy_endpoint_errors *e, void *arg);
+
+/**
+ * Calls `cb` once for every cluster endpoint that has had a connect error since start (read
+ * without locks). Control thread.
+ */
+void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, void *arg);
+
 /** Frees the workers (after join). NULL is a no-op. */
 void sy_workers_free(struct sy_workers *ws);
 
