@@ -208,6 +208,15 @@ def test_histograms_bytes_and_classes_count_every_request(proxy, backends):
     # Response bytes: every body is the backend's name and a newline, 90 "blue-1\n" (7 bytes)
     # and 10 "green-1\n" (8 bytes).
     assert sample(s, "switchyard_response_bytes_total") == 90 * 7 + 10 * 8
+    # The same figures in /status, for the status page (cumulative counts per bound).
+    doc = json.loads(get(hport, "/status")[2])
+    cl = {c["name"]: c for c in doc["apps"][0]["clusters"]}
+    assert cl["blue"]["bytes_out"] == 90 * 7 and cl["green"]["bytes_out"] == 10 * 8
+    for name, n in (("blue", 90), ("green", 10)):
+        assert cl[name]["latency_le_ms"][-1] == "+Inf"
+        assert len(cl[name]["latency_counts"]) == len(cl[name]["latency_le_ms"])
+        assert cl[name]["latency_counts"][-1] == n
+        assert cl[name]["head_latency_counts"][-1] == n
     # Request bytes: one upload of 1000 bytes.
     c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
     c.request("POST", "/anything", body=b"x" * 1000, headers={"Host": "app.test"})
