@@ -328,6 +328,50 @@ static void connect_error_cb(const struct sy_endpoint_errors *e, void *arg)
     }
 }
 
+struct listeners {
+    struct sy_listener_stats *v;
+    size_t n, cap;
+};
+
+static void listener_cb(const struct sy_listener_stats *l, void *arg)
+{
+    struct listeners *ls = arg;
+    sy_xgrow((void **)&ls->v, &ls->cap, ls->n + 1, sizeof(*ls->v));
+    ls->v[ls->n] = *l;
+    ls->v[ls->n].listener = sy_xstrdup(l->listener);
+    ls->n++;
+}
+
+static void listener_metrics(struct sy_prom *m, const struct sy_admin_http_env *env)
+{
+    struct listeners ls = {0};
+    if (env->listener_stats)
+        env->listener_stats(env->listener_stats_arg, listener_cb, &ls);
+    sy_prom_family(m, "switchyard_connections_total", "counter",
+                   "Client connections by listen address and protocol (http/1.1 counted at its "
+                   "first request, h2 by ALPN, h2c by the preface).");
+    for (size_t i = 0; i < ls.n; i++) {
+        const char *p[3] = {"http/1.1", "h2", "h2c"};
+        uint64_t v[3] = {ls.v[i].http1, ls.v[i].h2, ls.v[i].h2c};
+        for (size_t k = 0; k < 3; k++) {
+            const char *l[] = {"listener", ls.v[i].listener, "protocol", p[k]};
+            sy_prom_sample_u64(m, "", l, 2, NULL, v[k]);
+        }
+    }
+    sy_prom_family(m, "switchyard_tls_handshakes_total", "counter",
+                   "TLS handshakes with clients by listen address: ok, or failed (an error, a "
+                   "close or the client_header deadline).");
+    for (size_t i = 0; i < ls.n; i++) {
+        const char *lo[] = {"listener", ls.v[i].listener, "result", "ok"};
+        const char *lf[] = {"listener", ls.v[i].listener, "result", "failed"};
+        sy_prom_sample_u64(m, "", lo, 2, NULL, ls.v[i].tls_ok);
+        sy_prom_sample_u64(m, "", lf, 2, NULL, ls.v[i].tls_failed);
+    }
+    for (size_t i = 0; i < ls.n; i++)
+        free((char *)ls.v[i].listener);
+    free(ls.v);
+}
+
 static void who_of(uint32_t uid, char *buf, size_t size)
 {
     struct passwd pw, *res = NULL;
@@ -527,6 +571,7 @@ void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bo
                    "by reason.");
     if (env->connect_errors)
         env->connect_errors(env->connect_errors_arg, connect_error_cb, m);
+    listener_metrics(m, env);
     if (env->state)
         routing_metrics(m, env->state);
     process_metrics(m);

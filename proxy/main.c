@@ -80,6 +80,11 @@ static void connect_errors(void *arg, sy_endpoint_errors_cb cb, void *cb_arg)
     sy_workers_connect_errors(arg, cb, cb_arg);
 }
 
+static void listener_stats(void *arg, sy_listener_stats_cb cb, void *cb_arg)
+{
+    sy_workers_listener_stats(arg, cb, cb_arg);
+}
+
 static size_t workers_health(void *arg, struct sy_worker_health *v, size_t max)
 {
     return sy_workers_health(arg, v, max);
@@ -579,6 +584,8 @@ int main(int argc, char **argv)
             .health_arg = ctl.workers,
             .connect_errors = connect_errors,
             .connect_errors_arg = ctl.workers,
+            .listener_stats = listener_stats,
+            .listener_stats_arg = ctl.workers,
         };
         if (sy_admin_http_listen(ctl.base, cfg, &henv, &ctl.http) != 0) {
             fprintf(stderr, "switchyard: cannot serve admin.http %s\n", cfg->admin.http);

@@ -82,6 +82,7 @@ struct listener {
      * of them, logged at its start and its end. */
     struct event *pause_ev;
     unsigned pauses;
+    struct lis_stat *stat; /* its counters, found at the first accept */
 };
 
 /* A message from the control thread: a new snapshot and the listener set that goes with it
@@ -139,6 +140,16 @@ struct ep_stat {
     char *cluster, *endpoint;
     _Atomic uint64_t errors[SY_CONNERR_N];
     struct ep_stat *next;
+};
+
+/* Connections taken by one listen address in one worker (worker.c), never freed before the
+ * worker: a connection keeps a pointer to it (conn.lstat). */
+enum { LPROTO_H1 = 0, LPROTO_H2, LPROTO_H2C, LPROTO_N };
+struct lis_stat {
+    char *address;
+    _Atomic uint64_t conns[LPROTO_N];
+    _Atomic uint64_t tls_ok, tls_failed;
+    struct lis_stat *next;
 };
 
 /* Counts a connect error of `reason` to `endpoint` of `cluster`. Worker thread. */
@@ -206,6 +217,10 @@ struct sy_worker {
     _Atomic uint64_t beat_ms; /* sy_now_ms() at the loop's last heartbeat (0: not running) */
     struct event *beat_ev;    /* the heartbeat timer (/healthz) */
     struct ep_stat *_Atomic ep_stats; /* connect errors by endpoint, newest first */
+    struct lis_stat *_Atomic lis_stats; /* connections by listen address, newest first */
+    /* The next worker_conn_init takes its conn.lstat from here: set, like accept_trusted, by
+     * whoever hands a connection over (accept, PROXY header, TLS handshake, h2c preface). */
+    struct lis_stat *accept_lstat;
 };
 
 /* What every downstream connection has, whatever its protocol. */
@@ -217,6 +232,7 @@ struct conn {
     bool tls;
     bool trusted; /* the client address is in trusted_proxies: its X-Forwarded-* are kept */
     struct conn *next, *prev;
+    struct lis_stat *lstat;             /* the listener's counters, or NULL */
     void (*close_idle)(struct conn *c); /* drain: close if nothing is in flight */
     void (*free)(struct conn *c);       /* worker shutdown */
 };

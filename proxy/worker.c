@@ -115,6 +115,7 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
     /* Set by whoever hands the connection over (see sy_worker.accept_trusted), once. */
     c->trusted = w->accept_trusted;
     w->accept_trusted = false;
+    c->lstat = w->accept_lstat;
     if (salen > 0 && (size_t)salen <= sizeof(c->addr))
         memcpy(&c->addr, sa, (size_t)salen);
     if (sa->sa_family == AF_INET)
@@ -365,6 +366,7 @@ static void pp_read_cb(evutil_socket_t fd, short what, void *arg)
     SSL_CTX *tls = pp->tls;
     pp->tls = NULL;
     int sock = pp->fd;
+    w->accept_lstat = pp->conn.lstat;
     pp_wait_free(pp, false);
     accept_conn(w, tls, spec, sock, (const struct sockaddr *)&client, salen);
     if (tls)
@@ -396,6 +398,20 @@ static void pp_wait_start(struct sy_worker *w, struct listener *ls, enum sy_pp_a
     event_add(pp->read_ev, NULL);
 }
 
+/* The counters of listen address `address` in worker `w` (made on its first connection). */
+static struct lis_stat *lis_stat_get(struct sy_worker *w, const char *address)
+{
+    struct lis_stat *s = atomic_load_explicit(&w->lis_stats, memory_order_relaxed);
+    for (; s; s = s->next)
+        if (strcmp(s->address, address) == 0)
+            return s;
+    s = sy_xcalloc(1, sizeof(*s));
+    s->address = sy_xstrdup(address);
+    s->next = atomic_load_explicit(&w->lis_stats, memory_order_relaxed);
+    atomic_store_explicit(&w->lis_stats, s, memory_order_release);
+    return s;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -422,6 +438,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     const struct sy_listen_spec *spec = sy_config_listen(cfg, &ls->addr, ls->addrlen);
+    if (!ls->stat)
+        ls->stat = lis_stat_get(w, spec ? spec->address : "unknown");
+    w->accept_lstat = ls->stat;
     if (spec && spec->proxy_protocol != SY_PP_OFF) {
         pp_wait_start(w, ls, spec->proxy_protocol, fd, sa, salen);
         return;
@@ -1415,6 +1434,32 @@ void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, 
     free(v);
 }
 
+void sy_workers_listener_stats(struct sy_workers *ws, sy_listener_stats_cb cb, void *arg)
+{
+    struct sy_listener_stats *v = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < ws->n; i++) {
+        struct lis_stat *s = atomic_load_explicit(&ws->v[i].lis_stats, memory_order_acquire);
+        for (; s; s = s->next) {
+            size_t k = 0;
+            while (k < n && strcmp(v[k].listener, s->address) != 0)
+                k++;
+            if (k == n) {
+                sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
+                v[n++] = (struct sy_listener_stats){.listener = s->address};
+            }
+            v[k].http1 += atomic_load_explicit(&s->conns[LPROTO_H1], memory_order_relaxed);
+            v[k].h2 += atomic_load_explicit(&s->conns[LPROTO_H2], memory_order_relaxed);
+            v[k].h2c += atomic_load_explicit(&s->conns[LPROTO_H2C], memory_order_relaxed);
+            v[k].tls_ok += atomic_load_explicit(&s->tls_ok, memory_order_relaxed);
+            v[k].tls_failed += atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
+        }
+    }
+    for (size_t k = 0; k < n; k++)
+        cb(&v[k], arg);
+    free(v);
+}
+
 size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size_t max)
 {
     uint64_t now = sy_now_ms();
@@ -1460,6 +1505,11 @@ void sy_workers_free(struct sy_workers *ws)
         free(w->listeners);
         free(w->scratch);
         free(w->slot_index);
+        for (struct lis_stat *l = w->lis_stats, *next; l; l = next) {
+            next = l->next;
+            free(l->address);
+            free(l);
+        }
         for (struct ep_stat *e = w->ep_stats, *next; e; e = next) {
             next = e->next;
             free(e->cluster);

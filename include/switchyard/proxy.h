@@ -169,6 +169,19 @@ typedef void (*sy_endpoint_errors_cb)(const struct sy_endpoint_errors *e, void *
  */
 void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, void *arg);
 
+/** Connections taken by one listen address, summed over the workers. */
+struct sy_listener_stats {
+    const char *listener;    /* the address as written in `listen:`; valid during the callback */
+    uint64_t http1, h2, h2c; /* connections by protocol: HTTP/1.1 (TLS or cleartext, counted
+                                at its first request), h2 (TLS, ALPN), h2c (the preface) */
+    uint64_t tls_ok, tls_failed; /* TLS handshakes done, and failed or timed out */
+};
+
+typedef void (*sy_listener_stats_cb)(const struct sy_listener_stats *l, void *arg);
+
+/** Calls `cb` once for every listen address that has accepted a connection. Control thread. */
+void sy_workers_listener_stats(struct sy_workers *ws, sy_listener_stats_cb cb, void *arg);
+
 /** Frees the workers (after join). NULL is a no-op. */
 void sy_workers_free(struct sy_workers *ws);
 

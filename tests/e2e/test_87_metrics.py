@@ -346,3 +346,38 @@ def test_prometheus_sees_the_split_and_the_5xx_share(proxy, backends, tmp_path):
                                                                          len(bad), len(recs))
     finally:
         prom.stop()
+
+
+def test_connections_and_tls_handshakes_by_listener(proxy, tls_cert):
+    hport = free_port()
+    p = proxy(apps=split(100, 0), tls=tls_cert, extra=admin_extra(hport))
+    for _ in range(3):
+        helpers.curl1(p.url + "/a", "-H", "Host: app.test")
+    helpers.curl1(p.url + "/a", "--http2-prior-knowledge", "-H", "Host: app.test")
+    for _ in range(2):
+        helpers.curl1(p.tls_url + "/a", "-k", "--http1.1", "-H", "Host: app.test")
+    helpers.curl1(p.tls_url + "/a", "-k", "--http2", "-H", "Host: app.test")
+    with socket.create_connection(("127.0.0.1", p.tls_port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a ClientHello
+        s.settimeout(5)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+    plain, tls = "127.0.0.1:%d" % p.port, "127.0.0.1:%d" % p.tls_port
+
+    def counts():
+        s = parse_metrics(scrape(hport))
+        return ({pr: sample(s, "switchyard_connections_total", listener=l, protocol=pr)
+                 for l in (plain, tls) for pr in ("http/1.1", "h2", "h2c")
+                 if sample(s, "switchyard_connections_total", listener=l, protocol=pr)},
+                sample(s, "switchyard_connections_total", listener=plain, protocol="http/1.1"),
+                sample(s, "switchyard_connections_total", listener=plain, protocol="h2c"),
+                sample(s, "switchyard_connections_total", listener=tls, protocol="http/1.1"),
+                sample(s, "switchyard_connections_total", listener=tls, protocol="h2"),
+                sample(s, "switchyard_tls_handshakes_total", listener=tls, result="ok"),
+                sample(s, "switchyard_tls_handshakes_total", listener=tls, result="failed"))
+
+    helpers.wait_for(lambda: counts()[1:] == (3, 1, 2, 1, 3, 1), 5,
+                     "connection counts (have %r)" % (counts(),))
