@@ -318,6 +318,15 @@ static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
     sy_prom_sample_u64(m, "", NULL, 0, NULL, rs->pp_rejected);
 }
 
+static void connection_gauge_cb(const struct sy_endpoint_errors *e, void *arg)
+{
+    struct sy_prom *m = arg;
+    const char *lo[] = {"cluster", e->cluster, "endpoint", e->endpoint, "state", "open"};
+    const char *li[] = {"cluster", e->cluster, "endpoint", e->endpoint, "state", "idle"};
+    sy_prom_sample_u64(m, "", lo, 3, NULL, e->open);
+    sy_prom_sample_u64(m, "", li, 3, NULL, e->idle);
+}
+
 static void connect_error_cb(const struct sy_endpoint_errors *e, void *arg)
 {
     struct sy_prom *m = arg;
@@ -571,6 +580,10 @@ void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bo
                    "by reason.");
     if (env->connect_errors)
         env->connect_errors(env->connect_errors_arg, connect_error_cb, m);
+    sy_prom_family(m, "switchyard_upstream_connections", "gauge",
+                   "HTTP/1.1 connections to a cluster endpoint: open (in use or idle) and idle.");
+    if (env->connect_errors)
+        env->connect_errors(env->connect_errors_arg, connection_gauge_cb, m);
     listener_metrics(m, env);
     if (env->state)
         routing_metrics(m, env->state);

@@ -56,6 +56,7 @@ struct pool {
     struct exchange *q_head, *q_tail;
     size_t n_queued;
     struct event *q_ev; /* serves the queue on the next loop turn; made with the first wait */
+    struct ep_stat *stat; /* /metrics: its open and idle counts (the cluster that made it) */
     struct pool *next;
 };
 
@@ -139,8 +140,13 @@ struct traffic_slot {
 struct ep_stat {
     char *cluster, *endpoint;
     _Atomic uint64_t errors[SY_CONNERR_N];
+    _Atomic uint64_t open, idle; /* HTTP/1.1 connections of the pool made for it (pool.stat) */
     struct ep_stat *next;
 };
+
+/* The counters of `endpoint` of `cluster` in worker `w` (made on first use). Worker thread. */
+struct sy_worker;
+struct ep_stat *worker_ep_stat(struct sy_worker *w, const char *cluster, const char *endpoint);
 
 /* Connections taken by one listen address in one worker (worker.c), never freed before the
  * worker: a connection keeps a pointer to it (conn.lstat). */

@@ -1391,6 +1391,20 @@ void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table)
     }
 }
 
+struct ep_stat *worker_ep_stat(struct sy_worker *w, const char *cluster, const char *endpoint)
+{
+    struct ep_stat *e = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+    for (; e; e = e->next)
+        if (strcmp(e->cluster, cluster) == 0 && strcmp(e->endpoint, endpoint) == 0)
+            return e;
+    e = sy_xcalloc(1, sizeof(*e));
+    e->cluster = sy_xstrdup(cluster);
+    e->endpoint = sy_xstrdup(endpoint);
+    e->next = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+    atomic_store_explicit(&w->ep_stats, e, memory_order_release);
+    return e;
+}
+
 void worker_count_connect_error(struct sy_worker *w, const char *cluster, const char *endpoint,
                                 enum sy_connect_error reason)
 {
@@ -1427,6 +1441,8 @@ void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, 
             }
             for (size_t j = 0; j < SY_CONNERR_N; j++)
                 v[k].errors[j] += atomic_load_explicit(&e->errors[j], memory_order_relaxed);
+            v[k].open += atomic_load_explicit(&e->open, memory_order_relaxed);
+            v[k].idle += atomic_load_explicit(&e->idle, memory_order_relaxed);
         }
     }
     for (size_t k = 0; k < n; k++)

@@ -159,13 +159,14 @@ static inline const char *sy_connect_error_name(size_t i)
 struct sy_endpoint_errors {
     const char *cluster, *endpoint; /* valid during the callback */
     uint64_t errors[SY_CONNERR_N];
+    uint64_t open, idle; /* HTTP/1.1 connections open now (in use or idle), and idle */
 };
 
 typedef void (*sy_endpoint_errors_cb)(const struct sy_endpoint_errors *e, void *arg);
 
 /**
- * Calls `cb` once for every cluster endpoint that has had a connect error since start (read
- * without locks). Control thread.
+ * Calls `cb` once for every cluster endpoint that has been used or had a connect error since
+ * start (read without locks). Control thread.
  */
 void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, void *arg);
 

@@ -208,6 +208,10 @@ def test_histograms_bytes_and_classes_count_every_request(proxy, backends):
     # Response bytes: every body is the backend's name and a newline, 90 "blue-1\n" (7 bytes)
     # and 10 "green-1\n" (8 bytes).
     assert sample(s, "switchyard_response_bytes_total") == 90 * 7 + 10 * 8
+    # One client, one request at a time: one connection to each cluster, idle now.
+    for cluster in ("blue", "green"):
+        assert sample(s, "switchyard_upstream_connections", cluster=cluster, state="open") == 1
+        assert sample(s, "switchyard_upstream_connections", cluster=cluster, state="idle") == 1
     # The same figures in /status, for the status page (cumulative counts per bound).
     doc = json.loads(get(hport, "/status")[2])
     cl = {c["name"]: c for c in doc["apps"][0]["clusters"]}
