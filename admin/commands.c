@@ -147,6 +147,9 @@ struct traffic_row {
     char *app, *cluster;
     uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, upstream_refused;
     uint64_t own[SY_OWN_N];
+    /* For the status page: bytes and the latency histograms (not cumulative). */
+    uint64_t bytes_in, bytes_out;
+    uint64_t dur[SY_LAT_N + 1], head_lat[SY_LAT_N + 1];
 };
 
 struct traffic {
@@ -218,6 +221,23 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     row->queued = t->queued;
     row->queue_503 = t->queue_503;
     row->upstream_refused = t->upstream_refused;
+    row->bytes_in = t->bytes_in;
+    row->bytes_out = t->bytes_out;
+    memcpy(row->dur, t->dur, sizeof(row->dur));
+    memcpy(row->head_lat, t->head_lat, sizeof(row->head_lat));
+}
+
+/* A latency histogram as the status page reads it: cumulative counts, one per bound of
+ * `latency_le_ms` and a last one for all (p50 and p99 are read off them). */
+static void latency_json(struct sy_reply *r, const char *key, const uint64_t *b)
+{
+    uint64_t cum = 0;
+    sy_json_begin_array(r, key);
+    for (size_t i = 0; i <= SY_LAT_N; i++) {
+        cum += b ? b[i] : 0;
+        sy_json_uint(r, NULL, cum);
+    }
+    sy_json_end_array(r);
 }
 
 static int cmp_traffic(const void *a, const void *b)
@@ -248,6 +268,13 @@ static void traffic_dispose(struct traffic *acc)
         free(acc->v[i].cluster);
     }
     free(acc->v);
+}
+
+/* A histogram bound in milliseconds, as text ("2.5"). */
+static const char *lat_bound_ms(size_t i, char *buf, size_t size)
+{
+    snprintf(buf, size, "%g", (double)sy_lat_bound_us(i) / 1000.0);
+    return buf;
 }
 
 static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t ai,
@@ -293,6 +320,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         uint64_t qn = row ? row->queued : 0, q5 = row ? row->queue_503 : 0,
                  rf = row ? row->upstream_refused : 0;
         const struct sy_cluster_spec *cs = &cfg->clusters[app->weights[i].cluster];
+        char lbuf[32];
         char ovs[32];
         if (ov < 0)
             snprintf(ovs, sizeof(ovs), "-");
@@ -334,6 +362,15 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         sy_json_uint(r, "queue_503", q5);
         sy_json_uint(r, "upstream_refused", rf);
         sy_json_uint(r, "max_connections", cs->max_connections);
+        sy_json_uint(r, "bytes_in", row ? row->bytes_in : 0);
+        sy_json_uint(r, "bytes_out", row ? row->bytes_out : 0);
+        sy_json_begin_array(r, "latency_le_ms");
+        for (size_t k = 0; k < SY_LAT_N; k++)
+            sy_json_str(r, NULL, lat_bound_ms(k, lbuf, sizeof(lbuf)));
+        sy_json_str(r, NULL, "+Inf");
+        sy_json_end_array(r);
+        latency_json(r, "latency_counts", row ? row->dur : NULL);
+        latency_json(r, "head_latency_counts", row ? row->head_lat : NULL);
         sy_json_end_object(r);
     }
     sy_json_end_array(r);

@@ -606,7 +606,7 @@ int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *pat
     return 0;
 }
 
-void sy_admin_free(struct sy_admin *a)
+void sy_admin_close_socket(struct sy_admin *a)
 {
     if (!a)
         return;
@@ -614,8 +614,10 @@ void sy_admin_free(struct sy_admin *a)
         client_free(a->clients);
     if (a->accept_ev)
         event_free(a->accept_ev);
+    a->accept_ev = NULL;
     if (a->pause_ev)
         event_free(a->pause_ev);
+    a->pause_ev = NULL;
     if (a->path) {
         close(a->fd);
         /* Only our own socket: a newer daemon may have replaced it. */
@@ -623,7 +625,15 @@ void sy_admin_free(struct sy_admin *a)
         if (stat(a->path, &st) == 0 && st.st_ino == a->inode && st.st_dev == a->dev)
             unlink(a->path);
         free(a->path);
+        a->path = NULL;
     }
+}
+
+void sy_admin_free(struct sy_admin *a)
+{
+    if (!a)
+        return;
+    sy_admin_close_socket(a);
     free(a->tables);
     free(a);
 }

@@ -37,6 +37,35 @@ static const char *cluster_name(const struct exchange *ex)
     return sy_route_cluster(ex->table, ex->cluster)->name;
 }
 
+/* Monotonic microseconds (vDSO: no system call). */
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The exchange's figures for /metrics: status class, duration, time to head, bytes. Only
+ * this worker writes its slot. */
+static void count_end(struct exchange *ex)
+{
+    struct traffic_slot *s = ex->slot;
+    int cls = ex->status >= 100 && ex->status < 600 ? ex->status / 100 : 0;
+    counter_add(&s->by_class[cls], 1);
+    uint64_t now = mono_us();
+    uint64_t dur = now > ex->start_us ? now - ex->start_us : 0;
+    counter_add(&s->dur[sy_lat_bucket(dur)], 1);
+    counter_add(&s->dur_sum_us, (int64_t)dur);
+    if (ex->head_us) {
+        uint64_t head = ex->head_us > ex->start_us ? ex->head_us - ex->start_us : 0;
+        counter_add(&s->head_lat[sy_lat_bucket(head)], 1);
+        counter_add(&s->head_sum_us, (int64_t)head);
+        counter_add(&s->head_count, 1);
+    }
+    counter_add(&s->bytes_in, (int64_t)ex->req_body_bytes);
+    counter_add(&s->bytes_out, (int64_t)ex->resp_bytes);
+}
+
 static void exchange_free(struct exchange *ex)
 {
     if (ex->w->drain_cut == ex)
@@ -56,6 +85,7 @@ static void exchange_free(struct exchange *ex)
             counter_add(&ex->slot->tunnels, -1);
         if (ex->status >= 500)
             counter_add(&ex->slot->responses_5xx, 1);
+        count_end(ex);
     }
     if (ex->h2_req) {
         free(ex->h2_req->nva);
@@ -683,6 +713,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice.cluster];
     counter_add(&ex->slot->requests, 1);
     counter_add(&ex->slot->in_flight, 1);
+    ex->start_us = mono_us();
     ex->table = t;
     ex->app = app;
     ex->cluster = choice.cluster;
@@ -1187,6 +1218,7 @@ static int parse_response_head(struct exchange *ex)
         ex->down->ops->send_head(ex->down, &h);
         evbuffer_drain(in, (size_t)n);
         ex->resp_started = true;
+        ex->head_us = mono_us();
         if (switching)
             start_tunnel(ex);
         evbuffer_drain(ex->up_head, evbuffer_get_length(ex->up_head)); /* no retry now */
@@ -1238,8 +1270,10 @@ void exchange_upstream_readable(struct exchange *ex)
             }
             ex->resp_done = done;
         }
-        if (n > 0)
+        if (n > 0) {
+            ex->resp_bytes += (uint64_t)n;
             d->ops->send_body(d, ex->tmp, (size_t)n);
+        }
         if (ex->resp_done) {
             d->ops->send_end(d, evbuffer_get_length(ex->trailers) ? ex->trailers : NULL);
             break;
@@ -1297,6 +1331,25 @@ static void upstream_closed(struct exchange *ex)
     fail(ex, 502, why);
 }
 
+/* What kept a connection to a cluster from being made, from its socket error. */
+static enum sy_connect_error connect_error_of(const struct upstream *up, int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return SY_CONNERR_REFUSED;
+    case ETIMEDOUT:
+        return SY_CONNERR_TIMEOUT;
+    case ECONNRESET:
+    case EPIPE:
+        return SY_CONNERR_RESET;
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+        return SY_CONNERR_UNREACHABLE;
+    default:
+        return up->pool && up->pool->tls_on ? SY_CONNERR_TLS : SY_CONNERR_OTHER;
+    }
+}
+
 void exchange_upstream_event(struct exchange *ex, short what)
 {
     struct upstream *up = ex->up;
@@ -1316,6 +1369,8 @@ void exchange_upstream_event(struct exchange *ex, short what)
             return;
         }
         if (!up->connected) {
+            worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address,
+                                       SY_CONNERR_TIMEOUT);
             snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: connect timed out",
                      cluster_name(ex), ex->endpoint->address);
             fail(ex, 502, why);
@@ -1347,6 +1402,11 @@ void exchange_upstream_event(struct exchange *ex, short what)
         exchange_upstream_readable(ex);
         return;
     }
+    /* A refusal (an RST for our SYN) or an unreachable host can only be the connect's, even
+     * when libevent has reported the socket connected already (a loopback refusal is). */
+    enum sy_connect_error cerr = connect_error_of(up, err);
+    if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE)
+        worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address, cerr);
     if (!up->connected)
         snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
                  ex->endpoint->address, upstream_error(up->bev, err));
@@ -1400,6 +1460,7 @@ void exchange_h2_head(struct exchange *ex, int status, struct sy_header *fields,
             h.has_body = false;
     }
     ex->resp_started = true;
+    ex->head_us = mono_us();
     ex->down->ops->send_head(ex->down, &h);
 }
 
@@ -1409,6 +1470,7 @@ bool exchange_h2_data(struct exchange *ex, const uint8_t *p, size_t n)
     if (!ex->resp_started || ex->resp_done || ex->head_request)
         return true; /* nothing to relay (nghttp2 checked the framing) */
     evbuffer_add(ex->tmp, p, n);
+    ex->resp_bytes += n;
     d->ops->send_body(d, ex->tmp, n);
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     return d->ops->queued(d) < cfg->limits.buffer_bytes / 2;

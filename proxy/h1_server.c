@@ -27,6 +27,7 @@ struct h1_client {
     bool head_started;   /* bytes of a request head arrived: the head deadline runs */
     size_t head_scanned; /* bytes of an incomplete head already parsed, with no line end since */
     bool head_has_line;  /* the request line of that incomplete head is complete */
+    bool proto_counted;  /* cleartext: counted as HTTP/1.1 on its listener (not h2c) */
     bool closing;        /* free once the output is flushed */
     bool linger;         /* ... after a lingering close (see finish_close) */
     bool lingering;      /* in that lingering close: c->timer is its deadline */
@@ -197,6 +198,9 @@ static bool sniff_h2(struct h1_client *c, struct evbuffer *in, size_t len, bool 
     wthrough_detach(&c->wt);
     c->bev = NULL;
     c->conn.w->accept_trusted = c->conn.trusted;
+    c->conn.w->accept_lstat = c->conn.lstat;
+    if (c->conn.lstat)
+        counter_add(&c->conn.lstat->conns[LPROTO_H2C], 1);
     h2_accept(c->conn.w, bev, (const struct sockaddr *)&c->conn.addr, sizeof(c->conn.addr), false);
     client_free(c);
     return true;
@@ -216,6 +220,9 @@ static void try_read_head(struct h1_client *c)
             return;
         if (wait)
             return;
+        if (!c->proto_counted && c->conn.lstat)
+            counter_add(&c->conn.lstat->conns[LPROTO_H1], 1);
+        c->proto_counted = true;
     }
     struct sy_h1_limits lim = {cfg->limits.max_request_line, cfg->limits.max_header_bytes,
                                cfg->limits.max_headers};

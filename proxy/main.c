@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "switchyard/admin.h"
+#include "switchyard/admin_http.h"
 #include "switchyard/config.h"
 #include "switchyard/exclusive.h"
 #include "switchyard/proxy.h"
@@ -53,6 +54,7 @@ struct control {
     size_t tidy_rss, tidy_free; /* resident bytes and free heap after the last trim */
     struct sy_admin *admin;
     struct sy_admin_routing admin_env;
+    struct sy_admin_http *http; /* admin.http: /metrics, /status, /healthz, /readyz */
     bool stopping;
 };
 
@@ -72,6 +74,21 @@ static void usage(FILE *f)
 static void traffic(void *arg, sy_traffic_cb cb, void *cb_arg)
 {
     sy_workers_traffic(arg, cb, cb_arg);
+}
+
+static void connect_errors(void *arg, sy_endpoint_errors_cb cb, void *cb_arg)
+{
+    sy_workers_connect_errors(arg, cb, cb_arg);
+}
+
+static void listener_stats(void *arg, sy_listener_stats_cb cb, void *cb_arg)
+{
+    sy_workers_listener_stats(arg, cb, cb_arg);
+}
+
+static size_t workers_health(void *arg, struct sy_worker_health *v, size_t max)
+{
+    return sy_workers_health(arg, v, max);
 }
 
 /* -t: asks the running daemon (FILE's admin socket) what FILE would change. Informational:
@@ -245,6 +262,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         _exit(1);
     }
     ctl->stopping = true;
+    sy_admin_http_set_draining(ctl->http);
     unsigned drain_ms = sy_route_table_config(sy_state_table(ctl->state))->timeouts.drain_ms;
     sy_log(SY_LOG_INFO, "main", "signal %d: draining (at most %u ms)", (int)sig, drain_ms);
     sy_workers_drain(ctl->workers, drain_ms);
@@ -549,13 +567,34 @@ int main(int argc, char **argv)
     struct timeval tidy_tv = {TIDY_PERIOD_MS / 1000, (TIDY_PERIOD_MS % 1000) * 1000};
     event_add(ctl.tidy_timer, &tidy_tv);
     ctl.tidy_soon = evtimer_new(ctl.base, tidy_soon_cb, &ctl);
-    if (cfg->admin.socket) {
+    if (cfg->admin.socket || cfg->admin.http) {
         ctl.admin = sy_admin_new(ctl.state);
         ctl.admin_env.state = ctl.state;
         ctl.admin_env.traffic = traffic;
         ctl.admin_env.traffic_arg = ctl.workers;
         ctl.admin_env.exclusive = sy_exclusive_new(ctl.base, &ctl.admin_env);
         sy_admin_routing_init(ctl.admin, &ctl.admin_env);
+    }
+    if (cfg->admin.http) {
+        /* Served through the drain too: /readyz says 503 then. */
+        struct sy_admin_http_env henv = {
+            .admin = ctl.admin,
+            .state = ctl.state,
+            .traffic = traffic,
+            .traffic_arg = ctl.workers,
+            .health = workers_health,
+            .health_arg = ctl.workers,
+            .connect_errors = connect_errors,
+            .connect_errors_arg = ctl.workers,
+            .listener_stats = listener_stats,
+            .listener_stats_arg = ctl.workers,
+        };
+        if (sy_admin_http_listen(ctl.base, cfg, &henv, &ctl.http) != 0) {
+            fprintf(stderr, "switchyard: cannot serve admin.http %s\n", cfg->admin.http);
+            return 1;
+        }
+    }
+    if (cfg->admin.socket) {
         if (sy_admin_listen(ctl.admin, ctl.base, cfg->admin.socket) != 0) {
             fprintf(stderr, "switchyard: cannot serve the admin socket %s\n", cfg->admin.socket);
             return 1;
@@ -579,15 +618,19 @@ int main(int argc, char **argv)
     event_base_dispatch(ctl.base);
 
     /* Draining: nothing but TERM and INT is served now (no reloads, no admin commands; a
-     * HUP is caught and ignored). */
-    sy_admin_free(ctl.admin);
-    ctl.admin = NULL;
+     * HUP is caught and ignored); admin.http still answers (/readyz 503), its /status from
+     * the command set kept until the workers are gone. */
+    sy_admin_close_socket(ctl.admin);
     sy_exclusive_free(ctl.admin_env.exclusive); /* a switch not released: the journal's side */
     ctl.admin_env.exclusive = NULL;
     if (ctl.watch_ev)
         event_del(ctl.watch_ev);
     event_del(ctl.debounce);
     wait_workers(&ctl);
+    sy_admin_http_free(ctl.http);
+    ctl.http = NULL;
+    sy_admin_free(ctl.admin);
+    ctl.admin = NULL;
     sy_workers_free(ctl.workers);
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);

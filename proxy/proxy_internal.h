@@ -56,6 +56,7 @@ struct pool {
     struct exchange *q_head, *q_tail;
     size_t n_queued;
     struct event *q_ev; /* serves the queue on the next loop turn; made with the first wait */
+    struct ep_stat *stat; /* /metrics: its open and idle counts (the cluster that made it) */
     struct pool *next;
 };
 
@@ -82,6 +83,7 @@ struct listener {
      * of them, logged at its start and its end. */
     struct event *pause_ev;
     unsigned pauses;
+    struct lis_stat *stat; /* its counters, found at the first accept */
 };
 
 /* A message from the control thread: a new snapshot and the listener set that goes with it
@@ -128,8 +130,43 @@ struct traffic_slot {
     _Atomic uint64_t held_released;    /* released to their cluster */
     _Atomic uint64_t held_503;         /* answered 503: exclusive.hold ran out, or max_held */
     _Atomic uint64_t held_wait_max_ms; /* the longest a request waited, released or not */
+    /* For /metrics (admin/metrics.c), counted when an exchange ends. */
+    _Atomic uint64_t by_class[SY_CLASS_N]; /* by status / 100; [0]: no status (client gone) */
+    _Atomic uint64_t dur[SY_LAT_N + 1];    /* request duration, by bucket (not cumulative) */
+    _Atomic uint64_t dur_sum_us;
+    _Atomic uint64_t head_lat[SY_LAT_N + 1]; /* time to the response head, by bucket */
+    _Atomic uint64_t head_sum_us, head_count;
+    _Atomic uint64_t bytes_in, bytes_out; /* request and response body bytes */
     struct traffic_slot *next;
 };
+
+/* Connect errors to one endpoint of one cluster in one worker (worker.c): made on the first
+ * error (an error path, not the request path), never freed before the worker. */
+struct ep_stat {
+    char *cluster, *endpoint;
+    _Atomic uint64_t errors[SY_CONNERR_N];
+    _Atomic uint64_t open, idle; /* HTTP/1.1 connections of the pool made for it (pool.stat) */
+    struct ep_stat *next;
+};
+
+/* The counters of `endpoint` of `cluster` in worker `w` (made on first use). Worker thread. */
+struct sy_worker;
+struct ep_stat *worker_ep_stat(struct sy_worker *w, const char *cluster, const char *endpoint);
+
+/* Connections taken by one listen address in one worker (worker.c), never freed before the
+ * worker: a connection keeps a pointer to it (conn.lstat). */
+enum { LPROTO_H1 = 0, LPROTO_H2, LPROTO_H2C, LPROTO_N };
+struct lis_stat {
+    char *address;
+    _Atomic uint64_t conns[LPROTO_N];
+    _Atomic uint64_t tls_ok, tls_failed;
+    struct lis_stat *next;
+};
+
+/* Counts a connect error of `reason` to `endpoint` of `cluster`. Worker thread. */
+struct sy_worker;
+void worker_count_connect_error(struct sy_worker *w, const char *cluster, const char *endpoint,
+                                enum sy_connect_error reason);
 
 static inline void counter_add(_Atomic uint64_t *c, int64_t d)
 {
@@ -192,6 +229,13 @@ struct sy_worker {
     struct traffic_slot *_Atomic slots; /* every slot, newest first */
     struct traffic_slot **slot_index;   /* [app * n_clusters + cluster] for w->table */
     struct traffic_slot *unrouted;      /* answers before routing (app and cluster "") */
+    _Atomic uint64_t beat_ms; /* sy_now_ms() at the loop's last heartbeat (0: not running) */
+    struct event *beat_ev;    /* the heartbeat timer (/healthz) */
+    struct ep_stat *_Atomic ep_stats; /* connect errors by endpoint, newest first */
+    struct lis_stat *_Atomic lis_stats; /* connections by listen address, newest first */
+    /* The next worker_conn_init takes its conn.lstat from here: set, like accept_trusted, by
+     * whoever hands a connection over (accept, PROXY header, TLS handshake, h2c preface). */
+    struct lis_stat *accept_lstat;
 };
 
 /* What every downstream connection has, whatever its protocol. */
@@ -203,6 +247,7 @@ struct conn {
     bool tls;
     bool trusted; /* the client address is in trusted_proxies: its X-Forwarded-* are kept */
     struct conn *next, *prev;
+    struct lis_stat *lstat;             /* the listener's counters, or NULL */
     void (*close_idle)(struct conn *c); /* drain: close if nothing is in flight */
     void (*free)(struct conn *c);       /* worker shutdown */
 };
@@ -353,6 +398,10 @@ struct exchange {
     bool held;
     struct exchange *hold_next, *hold_prev;
     uint64_t hold_since_ms; /* monotonic */
+    /* For the latency histograms and byte counters (traffic_slot). */
+    uint64_t start_us;   /* monotonic, when the head was routed */
+    uint64_t head_us;    /* when the response head went to the client, or 0 */
+    uint64_t resp_bytes; /* response body bytes handed to the client */
 };
 
 /* An HTTP/2 request's fields, in one allocation. */

@@ -115,6 +115,7 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
     /* Set by whoever hands the connection over (see sy_worker.accept_trusted), once. */
     c->trusted = w->accept_trusted;
     w->accept_trusted = false;
+    c->lstat = w->accept_lstat;
     if (salen > 0 && (size_t)salen <= sizeof(c->addr))
         memcpy(&c->addr, sa, (size_t)salen);
     if (sa->sa_family == AF_INET)
@@ -365,6 +366,7 @@ static void pp_read_cb(evutil_socket_t fd, short what, void *arg)
     SSL_CTX *tls = pp->tls;
     pp->tls = NULL;
     int sock = pp->fd;
+    w->accept_lstat = pp->conn.lstat;
     pp_wait_free(pp, false);
     accept_conn(w, tls, spec, sock, (const struct sockaddr *)&client, salen);
     if (tls)
@@ -396,6 +398,20 @@ static void pp_wait_start(struct sy_worker *w, struct listener *ls, enum sy_pp_a
     event_add(pp->read_ev, NULL);
 }
 
+/* The counters of listen address `address` in worker `w` (made on its first connection). */
+static struct lis_stat *lis_stat_get(struct sy_worker *w, const char *address)
+{
+    struct lis_stat *s = atomic_load_explicit(&w->lis_stats, memory_order_relaxed);
+    for (; s; s = s->next)
+        if (strcmp(s->address, address) == 0)
+            return s;
+    s = sy_xcalloc(1, sizeof(*s));
+    s->address = sy_xstrdup(address);
+    s->next = atomic_load_explicit(&w->lis_stats, memory_order_relaxed);
+    atomic_store_explicit(&w->lis_stats, s, memory_order_release);
+    return s;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -422,6 +438,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     const struct sy_listen_spec *spec = sy_config_listen(cfg, &ls->addr, ls->addrlen);
+    if (!ls->stat)
+        ls->stat = lis_stat_get(w, spec ? spec->address : "unknown");
+    w->accept_lstat = ls->stat;
     if (spec && spec->proxy_protocol != SY_PP_OFF) {
         pp_wait_start(w, ls, spec->proxy_protocol, fd, sa, salen);
         return;
@@ -552,6 +571,39 @@ static void index_slots(struct sy_worker *w, const struct sy_route_table *old)
     free(ns.v);
 }
 
+static uint64_t load(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Adds a slot's /metrics figures to `t`. */
+static void add_metrics(struct sy_traffic *t, struct traffic_slot *s)
+{
+    for (size_t j = 0; j < SY_CLASS_N; j++)
+        t->by_class[j] += load(&s->by_class[j]);
+    for (size_t j = 0; j <= SY_LAT_N; j++) {
+        t->dur[j] += load(&s->dur[j]);
+        t->head_lat[j] += load(&s->head_lat[j]);
+    }
+    t->dur_sum_us += load(&s->dur_sum_us);
+    t->head_sum_us += load(&s->head_sum_us);
+    t->head_count += load(&s->head_count);
+    t->bytes_in += load(&s->bytes_in);
+    t->bytes_out += load(&s->bytes_out);
+}
+
+static void copy_metrics(struct sy_traffic *t, const struct sy_traffic *m)
+{
+    memcpy(t->by_class, m->by_class, sizeof(t->by_class));
+    memcpy(t->dur, m->dur, sizeof(t->dur));
+    memcpy(t->head_lat, m->head_lat, sizeof(t->head_lat));
+    t->dur_sum_us = m->dur_sum_us;
+    t->head_sum_us = m->head_sum_us;
+    t->head_count = m->head_count;
+    t->bytes_in = m->bytes_in;
+    t->bytes_out = m->bytes_out;
+}
+
 void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
 {
     /* Sum by name across workers: the first worker's list gives the order. */
@@ -560,6 +612,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
         uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
         uint64_t own[SY_OWN_N];
         uint64_t held, held_released, held_503, held_wait_max_ms;
+        struct sy_traffic more; /* the /metrics figures (by_class .. bytes_out) */
     };
     struct agg **v = NULL;
     size_t n = 0, cap = 0, total = 0;
@@ -599,6 +652,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
             uint64_t wait = atomic_load_explicit(&s->held_wait_max_ms, memory_order_relaxed);
             if (wait > g->held_wait_max_ms)
                 g->held_wait_max_ms = wait; /* the longest of all workers, not a sum */
+            add_metrics(&g->more, s);
         }
     }
     for (size_t k = 0; k < n; k++) {
@@ -624,6 +678,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
                 .held_wait_max_ms = g->held_wait_max_ms,
             };
             memcpy(t.own, g->own, sizeof(t.own));
+            copy_metrics(&t, &g->more);
             cb(&t, arg);
         }
         free(g);
@@ -1047,10 +1102,25 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
         start_drain(w, drain_ms);
 }
 
+/* The heartbeat: a loop that turns stamps it; /healthz reads how old the stamp is. */
+#define BEAT_MS 250
+
+static void beat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_worker *w = arg;
+    atomic_store_explicit(&w->beat_ms, sy_now_ms(), memory_order_relaxed);
+}
+
 static void *worker_main(void *arg)
 {
     struct sy_worker *w = arg;
+    w->beat_ev = event_new(w->base, -1, EV_PERSIST, beat_cb, w);
+    struct timeval beat = {0, BEAT_MS * 1000};
+    event_add(w->beat_ev, &beat);
+    beat_cb(-1, 0, w);
     event_base_dispatch(w->base);
+    event_free(w->beat_ev);
+    w->beat_ev = NULL;
     while (w->drain_jobs)
         drain_job_free(w->drain_jobs);
     while (w->conns)
@@ -1339,6 +1409,107 @@ void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table)
     }
 }
 
+struct ep_stat *worker_ep_stat(struct sy_worker *w, const char *cluster, const char *endpoint)
+{
+    struct ep_stat *e = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+    for (; e; e = e->next)
+        if (strcmp(e->cluster, cluster) == 0 && strcmp(e->endpoint, endpoint) == 0)
+            return e;
+    e = sy_xcalloc(1, sizeof(*e));
+    e->cluster = sy_xstrdup(cluster);
+    e->endpoint = sy_xstrdup(endpoint);
+    e->next = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+    atomic_store_explicit(&w->ep_stats, e, memory_order_release);
+    return e;
+}
+
+void worker_count_connect_error(struct sy_worker *w, const char *cluster, const char *endpoint,
+                                enum sy_connect_error reason)
+{
+    struct ep_stat *e = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+    for (; e; e = e->next)
+        if (strcmp(e->cluster, cluster) == 0 && strcmp(e->endpoint, endpoint) == 0)
+            break;
+    if (!e) {
+        e = sy_xcalloc(1, sizeof(*e));
+        e->cluster = sy_xstrdup(cluster);
+        e->endpoint = sy_xstrdup(endpoint);
+        e->next = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+        atomic_store_explicit(&w->ep_stats, e, memory_order_release);
+    }
+    counter_add(&e->errors[reason < SY_CONNERR_N ? reason : SY_CONNERR_OTHER], 1);
+}
+
+void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, void *arg)
+{
+    /* Few entries (endpoints that failed): summed by a scan. */
+    struct sy_endpoint_errors *v = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < ws->n; i++) {
+        struct ep_stat *e = atomic_load_explicit(&ws->v[i].ep_stats, memory_order_acquire);
+        for (; e; e = e->next) {
+            size_t k = 0;
+            while (k < n && !(strcmp(v[k].cluster, e->cluster) == 0 &&
+                              strcmp(v[k].endpoint, e->endpoint) == 0))
+                k++;
+            if (k == n) {
+                sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
+                v[n++] =
+                    (struct sy_endpoint_errors){.cluster = e->cluster, .endpoint = e->endpoint};
+            }
+            for (size_t j = 0; j < SY_CONNERR_N; j++)
+                v[k].errors[j] += atomic_load_explicit(&e->errors[j], memory_order_relaxed);
+            v[k].open += atomic_load_explicit(&e->open, memory_order_relaxed);
+            v[k].idle += atomic_load_explicit(&e->idle, memory_order_relaxed);
+        }
+    }
+    for (size_t k = 0; k < n; k++)
+        cb(&v[k], arg);
+    free(v);
+}
+
+void sy_workers_listener_stats(struct sy_workers *ws, sy_listener_stats_cb cb, void *arg)
+{
+    struct sy_listener_stats *v = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < ws->n; i++) {
+        struct lis_stat *s = atomic_load_explicit(&ws->v[i].lis_stats, memory_order_acquire);
+        for (; s; s = s->next) {
+            size_t k = 0;
+            while (k < n && strcmp(v[k].listener, s->address) != 0)
+                k++;
+            if (k == n) {
+                sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
+                v[n++] = (struct sy_listener_stats){.listener = s->address};
+            }
+            v[k].http1 += atomic_load_explicit(&s->conns[LPROTO_H1], memory_order_relaxed);
+            v[k].h2 += atomic_load_explicit(&s->conns[LPROTO_H2], memory_order_relaxed);
+            v[k].h2c += atomic_load_explicit(&s->conns[LPROTO_H2C], memory_order_relaxed);
+            v[k].tls_ok += atomic_load_explicit(&s->tls_ok, memory_order_relaxed);
+            v[k].tls_failed += atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
+        }
+    }
+    for (size_t k = 0; k < n; k++)
+        cb(&v[k], arg);
+    free(v);
+}
+
+size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size_t max)
+{
+    uint64_t now = sy_now_ms();
+    size_t n = ws->n < max ? ws->n : max;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t beat = atomic_load_explicit(&ws->v[i].beat_ms, memory_order_relaxed);
+        v[i] = (struct sy_worker_health){
+            .id = ws->v[i].id,
+            .running = beat != 0,
+            .beat_age_ms = beat && now > beat ? now - beat : 0,
+            .installed = atomic_load_explicit(&ws->v[i].installed, memory_order_acquire),
+        };
+    }
+    return ws->n;
+}
+
 void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms)
 {
     for (size_t i = 0; i < ws->n; i++) {
@@ -1368,6 +1539,17 @@ void sy_workers_free(struct sy_workers *ws)
         free(w->listeners);
         free(w->scratch);
         free(w->slot_index);
+        for (struct lis_stat *l = w->lis_stats, *next; l; l = next) {
+            next = l->next;
+            free(l->address);
+            free(l);
+        }
+        for (struct ep_stat *e = w->ep_stats, *next; e; e = next) {
+            next = e->next;
+            free(e->cluster);
+            free(e->endpoint);
+            free(e);
+        }
         for (struct traffic_slot *s = w->slots, *next; s; s = next) {
             next = s->next;
             free(s->app);

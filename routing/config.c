@@ -95,6 +95,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         to->tunnel_idle_ms = 3600000;
         to->linger_ms = 2000;
         to->tls_ticket_rotate_ms = 12 * 3600 * 1000;
+        to->worker_stale_ms = 5000;
     }
 }
 
@@ -1921,6 +1922,7 @@ static const struct timeout_key timeout_keys[] = {
     {"tunnel_idle", offsetof(struct sy_timeouts, tunnel_idle_ms)},
     {"linger", offsetof(struct sy_timeouts, linger_ms)},
     {"tls_ticket_rotate", offsetof(struct sy_timeouts, tls_ticket_rotate_ms)},
+    {"worker_stale", offsetof(struct sy_timeouts, worker_stale_ms)},
 };
 
 static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
@@ -2049,14 +2051,44 @@ static char *path_value(struct ctx *c, const yaml_node_t *v, const char *what, s
     return p;
 }
 
+/* Whether `sa` is a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.y.z). */
+static bool is_loopback(const struct sockaddr_storage *sa)
+{
+    if (sa->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->ss_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(a))
+        return true;
+    return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+}
+
+/* `admin.http: ADDRESS`: the read-only HTTP listener. */
+static void parse_admin_http(struct ctx *c, const yaml_node_t *v)
+{
+    struct sy_admin_spec *a = &c->cfg->admin;
+    const char *s = string_value(c, v, "admin.http");
+    if (!s)
+        return;
+    const char *why = NULL;
+    if (sy_parse_hostport(s, false, &a->http_addr, &a->http_addrlen, &why) != SY_OK) {
+        report(c, v, "bad admin.http address '%s': %s", show(v).s, why);
+        return;
+    }
+    free(a->http);
+    a->http = sy_xstrdup(s);
+}
+
 /* `admin: {socket: PATH, allow_uids: [..], allow_gids: [..], allow_read_uids: [..],
- * allow_read_gids: [..]}`. */
+ * allow_read_gids: [..], http: ADDRESS, http_allow: [CIDR, ..]}`. */
 static void parse_admin(struct ctx *c, const yaml_node_t *v)
 {
     if (!is_mapping(c, v, "admin"))
         return;
     struct sy_admin_spec *a = &c->cfg->admin;
     a->mark = mark_of(v);
+    const yaml_node_t *http = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         yaml_node_t *k, *pv;
         const char *key;
@@ -2072,9 +2104,21 @@ static void parse_admin(struct ctx *c, const yaml_node_t *v)
             parse_ids(c, pv, "allow_read_uids", false, &a->allow_read_uids, &a->n_allow_read_uids);
         else if (strcmp(key, "allow_read_gids") == 0)
             parse_ids(c, pv, "allow_read_gids", true, &a->allow_read_gids, &a->n_allow_read_gids);
-        else
+        else if (strcmp(key, "http") == 0) {
+            parse_admin_http(c, pv);
+            http = pv;
+        } else if (strcmp(key, "http_allow") == 0) {
+            parse_trusted(c, pv, &a->http_allow, &a->n_http_allow);
+            a->has_http_allow = true;
+        } else
             report(c, k, "unknown key '%s' in admin", show(k).s);
     }
+    /* Metrics and status tell a lot about the traffic: off the loopback, say who may ask. */
+    if (a->http && !is_loopback(&a->http_addr) && !a->has_http_allow)
+        report(c, http,
+               "admin.http '%s' is not a loopback address: list who may use it in "
+               "admin.http_allow (CIDR blocks)",
+               a->http);
 }
 
 void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex)
@@ -2532,6 +2576,8 @@ void sy_config_free(struct sy_config *cfg)
     free(cfg->admin.allow_gids);
     free(cfg->admin.allow_read_uids);
     free(cfg->admin.allow_read_gids);
+    free(cfg->admin.http);
+    free(cfg->admin.http_allow);
     free(cfg->state);
     free(cfg->exclusive.ready_url);
     free(cfg->exclusive.ready_host);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct sy_state {
     const char *path;
@@ -30,7 +31,16 @@ struct sy_state {
     struct sy_journal *journal; /* NULL: no state file */
     char *journal_path;         /* what the journal's diagnostics name */
     struct sy_overrides none;   /* the empty set, for a state without a journal */
+    uint64_t reloads_ok;        /* reloads that published (a new file or a forced reload) */
+    uint64_t last_load_ok_ms;   /* unix ms of the last load that published (start included) */
 };
+
+static uint64_t unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static int load(struct sy_state *st, struct sy_diags *d, struct sy_config **out)
 {
@@ -104,6 +114,7 @@ int sy_state_open(const char *path, sy_state_check_cb check, void *arg, struct s
         return rc;
     }
     st->generation = 1;
+    st->last_load_ok_ms = unix_ms();
     *out = st;
     return 0;
 }
@@ -127,6 +138,16 @@ uint64_t sy_state_generation(const struct sy_state *st)
 uint64_t sy_state_reload_failures(const struct sy_state *st)
 {
     return st->reload_failures;
+}
+
+uint64_t sy_state_reloads_ok(const struct sy_state *st)
+{
+    return st->reloads_ok;
+}
+
+uint64_t sy_state_last_load_ok_ms(const struct sy_state *st)
+{
+    return st->last_load_ok_ms;
 }
 
 const char *sy_state_last_reload_error(const struct sy_state *st)
@@ -273,6 +294,8 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
         sy_log(SY_LOG_WARN, "reload", "state (the journal's path) changes only on restart");
     log_override_fates(st, st->table, t);
     install(st, cfg, t);
+    st->reloads_ok++;
+    st->last_load_ok_ms = unix_ms();
     sy_log(SY_LOG_INFO, "reload", "generation %llu published: %zu apps, %zu clusters",
            (unsigned long long)st->generation, cfg->n_apps, cfg->n_clusters);
     return SY_RELOAD_PUBLISHED;

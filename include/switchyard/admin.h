@@ -197,6 +197,10 @@ struct event_base;
  */
 int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *path);
 
+/** Closes the socket and every connection and removes the socket file; the command set stays
+ * (sy_admin_exec still runs). NULL: no-op. */
+void sy_admin_close_socket(struct sy_admin *a);
+
 /** Closes the socket and every connection, removes the socket file, frees. NULL: no-op. */
 void sy_admin_free(struct sy_admin *a);
 

@@ -275,6 +275,8 @@ struct sy_timeouts {
     unsigned tls_ticket_rotate_ms; /* timeouts.tls_ticket_rotate, default 43200000 (12h), at
                                       least 1s: a new session ticket key this often; the two
                                       previous ones still open tickets */
+    unsigned worker_stale_ms;      /* timeouts.worker_stale, default 5000: a worker whose loop has
+                                      not turned for this long makes /healthz answer 503 */
 };
 
 /** Longest admin socket path (struct sockaddr_un.sun_path holds 108 bytes with the NUL). */
@@ -294,6 +296,15 @@ struct sy_admin_spec {
     gid_t *allow_read_gids; /* `admin.allow_read_gids`: the same, by group */
     size_t n_allow_read_gids;
     struct sy_mark mark; /* the `admin:` value */
+    /* `admin.http`: "127.0.0.1:9901", the read-only HTTP listener (/metrics, /status,
+     * /healthz, /readyz, the status page); NULL = none. Restart only. */
+    char *http;
+    struct sockaddr_storage http_addr;
+    socklen_t http_addrlen;
+    struct sy_cidr *http_allow; /* `admin.http_allow`: peers that may use it; required when
+                                   admin.http is not a loopback address */
+    size_t n_http_allow;
+    bool has_http_allow;
 };
 
 struct sy_config {

@@ -56,6 +56,12 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
 uint64_t sy_state_generation(const struct sy_state *st);
 uint64_t sy_state_reload_failures(const struct sy_state *st);
 
+/** Reloads that published a new snapshot since start. */
+uint64_t sy_state_reloads_ok(const struct sy_state *st);
+
+/** Unix time in milliseconds of the last load that published: the start, or a reload. */
+uint64_t sy_state_last_load_ok_ms(const struct sy_state *st);
+
 /**
  * The last reload's first error as `file:line:col: why` (borrowed; valid until the next
  * reload), or NULL when the last reload did not fail.

@@ -362,6 +362,33 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(to.upstream_idle_ms, 30000);
     assert_int_equal(to.drain_ms, 10000);
     assert_int_equal(to.linger_ms, 2000);
+    assert_int_equal(to.worker_stale_ms, 5000);
+}
+
+static void test_parses_admin_http_and_its_allow_list(void **state)
+{
+    struct sy_config *cfg = parse_ok(BASE WEB_APP "admin:\n"
+                                                  "  http: 10.1.2.3:9901\n"
+                                                  "  http_allow: [10.0.0.0/8, \"::1\"]\n"
+                                                  "timeouts: {worker_stale: 2s}\n");
+    assert_string_equal(cfg->admin.http, "10.1.2.3:9901");
+    assert_ipv4(&cfg->admin.http_addr, cfg->admin.http_addrlen, "10.1.2.3", 9901);
+    assert_true(cfg->admin.has_http_allow);
+    assert_int_equal(cfg->admin.n_http_allow, 2);
+    assert_int_equal(cfg->admin.http_allow[0].bits, 8);
+    assert_int_equal(cfg->admin.http_allow[1].family, AF_INET6);
+    assert_int_equal(cfg->timeouts.worker_stale_ms, 2000);
+    sy_config_free(cfg);
+    /* Loopback needs no list; absent, there is no listener and worker_stale is 5 s. */
+    cfg = parse_ok(BASE WEB_APP "admin: {http: 127.0.0.1:9901}\n");
+    assert_false(cfg->admin.has_http_allow);
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE WEB_APP "admin: {http: \"[::1]:9901\"}\n");
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE WEB_APP);
+    assert_null(cfg->admin.http);
+    assert_int_equal(cfg->timeouts.worker_stale_ms, 5000);
+    sy_config_free(cfg);
 }
 
 static void test_applies_defaults_to_absent_keys(void **state)
@@ -1646,6 +1673,24 @@ static const struct error_case error_cases[] = {
       {9, 26, "unknown cluster 'purple'"},
       {10, 19, "drain must be greater than 0"},
       {11, 1, "unknown key 'extra' at top level"}}},
+    {"test_rejects_admin_http_off_loopback_without_an_allow_list",
+     BASE WEB_APP "admin:\n"
+                  "  http: 0.0.0.0:9901\n",
+     {{11, 9,
+       "admin.http '0.0.0.0:9901' is not a loopback address: list who may use it in "
+       "admin.http_allow"}}},
+    {"test_rejects_admin_http_on_all_addresses_without_an_allow_list",
+     BASE WEB_APP "admin: {http: \":9901\"}\n",
+     {{10, 15, "admin.http ':9901' is not a loopback address"}}},
+    {"test_rejects_a_bad_admin_http_address",
+     BASE WEB_APP "admin: {http: \"localhost:99999\"}\n",
+     {{10, 15, "bad admin.http address 'localhost:99999'"}}},
+    {"test_rejects_a_bad_admin_http_allow_entry",
+     BASE WEB_APP "admin: {http: 127.0.0.1:9901, http_allow: [10.0.0.1/33]}\n",
+     {{10, 44, "bad prefix length in trusted_proxies entry '10.0.0.1/33'"}}},
+    {"test_rejects_a_zero_worker_stale",
+     BASE WEB_APP "timeouts: {worker_stale: 0}\n",
+     {{10, 26, "worker_stale must be greater than 0"}}},
 };
 
 static void run_error_case(void **state)
@@ -1782,6 +1827,7 @@ int main(void)
         cmocka_unit_test(test_parses_every_max_age_unit),
         cmocka_unit_test(test_never_quotes_the_force_secret),
         cmocka_unit_test(test_app_names_are_indexed_and_duplicates_found_among_many),
+        cmocka_unit_test(test_parses_admin_http_and_its_allow_list),
     };
     /* One named test per row of the error table. */
     static struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(error_cases)];
