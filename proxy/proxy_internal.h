@@ -195,6 +195,11 @@ struct sy_worker {
     struct event *msg_ev;
     struct event *drain_timer;
     bool draining;
+    /* sy_workers_ping: the control thread stores a number in `ping` and rings msg_fd; the
+     * worker's loop copies it to `pong` (then its snapshot is installed and its loop turns)
+     * and rings `ping_fd` when that is not -1. */
+    _Atomic uint64_t ping, pong;
+    _Atomic int ping_fd;
 
     struct pool *pools;
     struct tls_client_plan *tls_clients; /* the cluster TLS contexts that go with w->table */

@@ -1063,6 +1063,21 @@ static void schedule_drains(struct sy_worker *w, const struct sy_route_table *ol
     }
 }
 
+/* The answer to sy_workers_ping, from the loop: the mail before it has been taken. */
+static void answer_ping(struct sy_worker *w)
+{
+    uint64_t asked = atomic_load_explicit(&w->ping, memory_order_acquire);
+    if (asked == atomic_load_explicit(&w->pong, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&w->pong, asked, memory_order_release);
+    int fd = atomic_load_explicit(&w->ping_fd, memory_order_acquire);
+    if (fd != -1) {
+        uint64_t one = 1;
+        ssize_t n = write(fd, &one, sizeof(one));
+        (void)n; /* an eventfd: EAGAIN only when its counter is full, and it is read anyway */
+    }
+}
+
 static void msg_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_worker *w = arg;
@@ -1100,6 +1115,7 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
     hold_table_changed(w); /* held requests whose app is no longer held go on */
     if (drain)
         start_drain(w, drain_ms);
+    answer_ping(w);
 }
 
 /* The heartbeat: a loop that turns stamps it; /healthz reads how old the stamp is. */
@@ -1110,6 +1126,9 @@ static void beat_cb(evutil_socket_t fd, short what, void *arg)
     struct sy_worker *w = arg;
     atomic_store_explicit(&w->beat_ms, sy_now_ms(), memory_order_relaxed);
 }
+/* Tests only (tests/e2e/test_18_systemd_notify.py): every worker waits this long before its
+ * loop first turns, so that a test can see that READY=1 waits for the workers. */
+static unsigned start_delay_ms;
 
 static void *worker_main(void *arg)
 {
@@ -1118,6 +1137,10 @@ static void *worker_main(void *arg)
     struct timeval beat = {0, BEAT_MS * 1000};
     event_add(w->beat_ev, &beat);
     beat_cb(-1, 0, w);
+    if (start_delay_ms) {
+        struct timespec ts = {start_delay_ms / 1000, (long)(start_delay_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
     event_base_dispatch(w->base);
     event_free(w->beat_ev);
     w->beat_ev = NULL;
@@ -1325,6 +1348,7 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
         struct sy_worker *w = &ws->v[i];
         w->id = i;
         w->msg_fd = -1;
+        atomic_init(&w->ping_fd, -1);
         if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
             w->rng = sy_now_ms() * 0x9E3779B97F4A7C15ULL + i + 1;
         w->table = sy_route_table_acquire(table);
@@ -1369,6 +1393,9 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
 
 int sy_workers_start(struct sy_workers *ws)
 {
+    const char *delay = getenv("SWITCHYARD_TEST_WORKER_START_DELAY_MS");
+    if (delay && *delay)
+        start_delay_ms = (unsigned)strtoul(delay, NULL, 10) % 60000;
     for (size_t i = 0; i < ws->n; i++) {
         int err = pthread_create(&ws->v[i].thread, NULL, worker_main, &ws->v[i]);
         if (err) {
@@ -1507,6 +1534,30 @@ size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size
             .installed = atomic_load_explicit(&ws->v[i].installed, memory_order_acquire),
         };
     }
+    return ws->n;
+}
+
+void sy_workers_ping(struct sy_workers *ws, uint64_t seq, int fd)
+{
+    for (size_t i = 0; i < ws->n; i++) {
+        struct sy_worker *w = &ws->v[i];
+        atomic_store_explicit(&w->ping_fd, fd, memory_order_release);
+        atomic_store_explicit(&w->ping, seq, memory_order_release);
+        wake(w);
+    }
+}
+
+size_t sy_workers_answered(const struct sy_workers *ws, uint64_t seq)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ws->n; i++)
+        if (atomic_load_explicit(&ws->v[i].pong, memory_order_acquire) >= seq)
+            n++;
+    return n;
+}
+
+size_t sy_workers_count(const struct sy_workers *ws)
+{
     return ws->n;
 }
 

@@ -58,6 +58,20 @@ struct sy_worker_health {
  * there are. Any thread.
  */
 size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size_t max);
+/**
+ * Asks every worker to answer `seq` (which must grow from one call to the next) from its
+ * loop, once the mail posted before is taken (snapshots, listeners): a worker that answered
+ * routes with the snapshot published before the call and its loop turns. Each answer writes
+ * 1 (8 bytes) to `fd` when it is not -1 (an eventfd of the caller's, which must stay open
+ * while workers run). Returns at once. Control thread.
+ */
+void sy_workers_ping(struct sy_workers *ws, uint64_t seq, int fd);
+
+/** How many workers have answered `seq` (or a later ping). Any thread. */
+size_t sy_workers_answered(const struct sy_workers *ws, uint64_t seq);
+
+/** The number of workers. */
+size_t sy_workers_count(const struct sy_workers *ws);
 
 /** Waits for every worker thread to end. */
 void sy_workers_join(struct sy_workers *ws);
