@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The routing file loader: YAML text in, a checked struct sy_config out. libyaml's event parser
- * screens the stream first (syntax errors, aliases, a second document); its document API then
- * gives a node tree with a mark on every node, which we walk against the schema. A problem is
+/* The routing file loader: YAML text in, a checked struct sy_config out. One pass over libyaml's
+ * events (yaml_doc.c) refuses syntax errors, aliases and a second document and builds a node tree
+ * with a mark on every node, which we walk against the schema. A problem is
  * recorded with the line and column of the node at fault (the key for an unknown key, the value
  * for a bad value) and the walk goes on, so one pass reports every problem. Apps are read after
  * the rest of the file because their weights name clusters; host+path pairs shared by two apps
@@ -26,6 +26,8 @@
 
 #include <yaml.h>
 
+#include "yaml_doc.h"
+
 /* A routing table is small; anything this large is a mistake, not a config. */
 #define MAX_FILE_BYTES (16u << 20)
 #define MAX_WORKERS    1024
@@ -40,7 +42,7 @@ struct ctx {
     const char *file;
     struct sy_diags *diags;
     size_t first_diag; /* diags->n on entry: ours are the ones after it */
-    yaml_document_t doc;
+    struct sy_yaml_doc yaml;
     struct sy_config *cfg;
     size_t cap_listens, cap_clusters, cap_apps;
     size_t n_app_names; /* in cfg's name index */
@@ -185,7 +187,7 @@ static struct shown show_value(const yaml_node_t *n)
 
 static yaml_node_t *node_at(struct ctx *c, int index)
 {
-    return yaml_document_get_node(&c->doc, index);
+    return yaml_document_get_node(&c->yaml.doc, index);
 }
 
 static bool is_scalar(const yaml_node_t *n)
@@ -2022,42 +2024,9 @@ static void syntax_error(struct ctx *c, const yaml_parser_t *p, const char *text
         error_mark(c, p->problem_mark, "%s", problem);
 }
 
-/*
- * First pass over the event stream: stops at a syntax error, and refuses aliases (a node used
- * twice would make every error point at the anchor) and a second document. Returns true when
- * the document can be loaded.
- */
-static bool screen(struct ctx *c, const char *text, size_t len)
+static void refuse_yaml(void *arg, yaml_mark_t mark, const char *why)
 {
-    yaml_parser_t p;
-    if (!yaml_parser_initialize(&p)) {
-        sy_diags_add(c->diags, c->file, 0, 0, "out of memory while parsing the yaml");
-        return false;
-    }
-    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    bool ok = true;
-    size_t docs = 0;
-    for (;;) {
-        yaml_event_t ev;
-        if (!yaml_parser_parse(&p, &ev)) {
-            syntax_error(c, &p, text, len);
-            ok = false;
-            break;
-        }
-        yaml_event_type_t type = ev.type;
-        if (type == YAML_ALIAS_EVENT) {
-            error_mark(c, ev.start_mark, "aliases are not supported: write the value out");
-            ok = false;
-        } else if (type == YAML_DOCUMENT_START_EVENT && ++docs == 2) {
-            error_mark(c, ev.start_mark, "only one yaml document is allowed");
-            ok = false;
-        }
-        yaml_event_delete(&ev);
-        if (type == YAML_STREAM_END_EVENT)
-            break;
-    }
-    yaml_parser_delete(&p);
-    return ok;
+    error_mark(arg, mark, "%s", why);
 }
 
 struct diag_order {
@@ -2110,29 +2079,24 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     c.file = name;
     c.diags = diags;
     c.first_diag = diags->n;
-    if (!screen(&c, text, len))
-        goto out_invalid;
-
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p)) {
         sy_diags_add(diags, name, 0, 0, "out of memory while parsing the yaml");
         return SY_ERR_NOMEM;
     }
-    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&p, &c.doc)) {
-        /* The loader frees the document itself when it fails. */
+    enum sy_yaml_result built = sy_yaml_doc_build(&p, text, len, &c.yaml, refuse_yaml, &c);
+    if (built == SY_YAML_SYNTAX)
         syntax_error(&c, &p, text, len);
-        yaml_parser_delete(&p);
+    yaml_parser_delete(&p);
+    if (built != SY_YAML_OK)
         goto out_invalid;
-    }
     c.cfg = sy_xcalloc(1, sizeof(*c.cfg));
     atomic_init(&c.cfg->refs, 1);
     c.cfg->content_hash = content_hash_of(text, len);
     c.cfg->path = name ? sy_xstrdup(name) : NULL;
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
-    parse_root(&c, yaml_document_get_root_node(&c.doc));
-    yaml_document_delete(&c.doc);
-    yaml_parser_delete(&p);
+    parse_root(&c, yaml_document_get_root_node(&c.yaml.doc));
+    sy_yaml_doc_free(&c.yaml);
     if (diags->n == c.first_diag) {
         *out = c.cfg;
         return SY_OK;
