@@ -27,9 +27,9 @@ struct frame {
 
 struct builder {
     struct sy_yaml_chunk *chunks;
-    size_t next_chunk;  /* bytes of the next chunk: the estimate first, then CHUNK_BYTES */
-    yaml_node_t *nodes; /* mapped; cap_nodes of them */
-    size_t n_nodes, cap_nodes;
+    size_t next_chunk;      /* bytes of the next chunk: the estimate first, then CHUNK_BYTES */
+    struct sy_ynode *nodes; /* mapped; cap_nodes of them */
+    size_t n_nodes, cap_nodes, mapped;
     int *pending; /* children of the open collections, innermost last */
     size_t n_pending, cap_pending;
     struct frame *frames;
@@ -88,9 +88,8 @@ static void free_chunks(struct sy_yaml_chunk *c)
 
 static void grow_nodes(struct builder *b)
 {
-    size_t old = page_round(b->cap_nodes * sizeof(*b->nodes));
-    size_t cap = b->cap_nodes * 2;
-    size_t bytes = page_round(cap * sizeof(*b->nodes));
+    size_t old = b->mapped;
+    size_t bytes = old * 2;
     void *p = mremap(b->nodes, old, bytes, MREMAP_MAYMOVE);
     if (p == MAP_FAILED)
         sy_oom(bytes);
@@ -98,11 +97,12 @@ static void grow_nodes(struct builder *b)
     (void)madvise((char *)p + old, bytes - old, MADV_POPULATE_WRITE);
 #endif
     b->nodes = p;
+    b->mapped = bytes;
     b->cap_nodes = bytes / sizeof(*b->nodes);
 }
 
 /* Appends a node and makes it a child of the innermost open collection; returns its index. */
-static int add_node(struct builder *b, const yaml_node_t *n)
+static int add_node(struct builder *b, const struct sy_ynode *n)
 {
     if (b->n_nodes >= INT32_MAX - 1)
         return 0; /* the 16 MiB file limit keeps us far from this */
@@ -117,17 +117,18 @@ static int add_node(struct builder *b, const yaml_node_t *n)
     return index;
 }
 
+static struct sy_ymark mark_of(const yaml_event_t *ev)
+{
+    /* Lines and columns of a file of at most 16 MiB fit. */
+    return (struct sy_ymark){(uint32_t)ev->start_mark.line, (uint32_t)ev->start_mark.column};
+}
+
 static void open_collection(struct builder *b, const yaml_event_t *ev, yaml_node_type_t type)
 {
-    yaml_node_t n;
+    struct sy_ynode n;
     memset(&n, 0, sizeof(n));
     n.type = type;
-    n.start_mark = ev->start_mark;
-    n.end_mark = ev->end_mark;
-    if (type == YAML_SEQUENCE_NODE)
-        n.data.sequence.style = ev->data.sequence_start.style;
-    else
-        n.data.mapping.style = ev->data.mapping_start.style;
+    n.start_mark = mark_of(ev);
     int index = add_node(b, &n);
     sy_xgrow((void **)&b->frames, &b->cap_frames, b->n_frames + 1, sizeof(*b->frames));
     b->frames[b->n_frames++] = (struct frame){.node = index, .base = b->n_pending};
@@ -144,15 +145,13 @@ static void close_collection(struct builder *b, const yaml_event_t *ev)
     b->n_pending = f.base;
     if (!f.node)
         return;
-    yaml_node_t *node = &b->nodes[f.node - 1];
-    node->end_mark = ev->end_mark;
+    struct sy_ynode *node = &b->nodes[f.node - 1];
     if (node->type == YAML_SEQUENCE_NODE) {
         yaml_node_item_t *items = n ? arena_alloc(b, n * sizeof(*items)) : NULL;
         if (n)
             memcpy(items, kids, n * sizeof(*items));
         node->data.sequence.items.start = items;
         node->data.sequence.items.top = items + n;
-        node->data.sequence.items.end = items + n;
     } else {
         /* An alias refused inside a mapping leaves it a child short: drop the odd one. */
         size_t pairs = n / 2;
@@ -163,24 +162,22 @@ static void close_collection(struct builder *b, const yaml_event_t *ev)
         }
         node->data.mapping.pairs.start = p;
         node->data.mapping.pairs.top = p + pairs;
-        node->data.mapping.pairs.end = p + pairs;
     }
 }
 
 static void add_scalar(struct builder *b, const yaml_event_t *ev)
 {
-    yaml_node_t n;
+    struct sy_ynode n;
     memset(&n, 0, sizeof(n));
     n.type = YAML_SCALAR_NODE;
-    n.start_mark = ev->start_mark;
-    n.end_mark = ev->end_mark;
+    n.start_mark = mark_of(ev);
     size_t len = ev->data.scalar.length;
     yaml_char_t *value = arena_alloc(b, len + 1);
     if (len)
         memcpy(value, ev->data.scalar.value, len);
     value[len] = '\0';
     n.data.scalar.value = value;
-    n.data.scalar.length = len;
+    n.data.scalar.length = (uint32_t)len;
     n.data.scalar.style = ev->data.scalar.style;
     add_node(b, &n);
 }
@@ -196,6 +193,7 @@ enum sy_yaml_result sy_yaml_doc_build(yaml_parser_t *p, const char *text, size_t
     size_t est = len / 6 + 64;
     size_t bytes = page_round(est * sizeof(*b.nodes));
     b.nodes = map_block(bytes);
+    b.mapped = bytes;
     b.cap_nodes = bytes / sizeof(*b.nodes);
     b.next_chunk = len + est * 8 + 4096;
     yaml_parser_set_input_string(p, (const unsigned char *)text, len);
@@ -213,15 +211,6 @@ enum sy_yaml_result sy_yaml_doc_build(yaml_parser_t *p, const char *text, size_t
             if (++docs == 2) {
                 refuse(arg, ev.start_mark, "only one yaml document is allowed");
                 result = SY_YAML_REFUSED;
-            } else if (docs == 1) {
-                out->doc.start_mark = ev.start_mark;
-                out->doc.start_implicit = ev.data.document_start.implicit;
-            }
-            break;
-        case YAML_DOCUMENT_END_EVENT:
-            if (docs == 1) {
-                out->doc.end_mark = ev.end_mark;
-                out->doc.end_implicit = ev.data.document_end.implicit;
             }
             break;
         case YAML_ALIAS_EVENT:
@@ -255,23 +244,22 @@ enum sy_yaml_result sy_yaml_doc_build(yaml_parser_t *p, const char *text, size_t
     free(b.pending);
     free(b.frames);
     if (result != SY_YAML_OK) {
-        munmap(b.nodes, page_round(b.cap_nodes * sizeof(*b.nodes)));
+        munmap(b.nodes, b.mapped);
         free_chunks(b.chunks);
         memset(out, 0, sizeof(*out));
         return result;
     }
-    out->doc.nodes.start = b.nodes;
-    out->doc.nodes.top = b.nodes + b.n_nodes;
-    out->doc.nodes.end = b.nodes + b.cap_nodes;
+    out->nodes = b.nodes;
+    out->n_nodes = b.n_nodes;
+    out->mapped = b.mapped;
     out->chunks = b.chunks;
     return SY_YAML_OK;
 }
 
 void sy_yaml_doc_free(struct sy_yaml_doc *d)
 {
-    if (d->doc.nodes.start)
-        munmap(d->doc.nodes.start,
-               page_round((size_t)(d->doc.nodes.end - d->doc.nodes.start) * sizeof(yaml_node_t)));
+    if (d->nodes)
+        munmap(d->nodes, d->mapped);
     free_chunks(d->chunks);
     memset(d, 0, sizeof(*d));
 }
