@@ -300,6 +300,15 @@ static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
         {"switchyard_queued_requests", "gauge",
          "Requests waiting for a connection (clusters.NAME.max_connections).",
          offsetof(struct sy_traffic, queued)},
+        {"switchyard_held_requests", "gauge",
+         "Requests of an exclusive app held now by a switch, by the cluster they wait for.",
+         offsetof(struct sy_traffic, held)},
+        {"switchyard_held_released_total", "counter",
+         "Held requests released to their cluster when an exclusive switch ended.",
+         offsetof(struct sy_traffic, held_released)},
+        {"switchyard_held_rejected_total", "counter",
+         "Held requests answered 503 (exclusive.hold ran out, or exclusive.max_held).",
+         offsetof(struct sy_traffic, held_503)},
     };
     for (size_t s = 0; s < sizeof(simple) / sizeof(simple[0]); s++) {
         sy_prom_family(m, simple[s].name, simple[s].type, simple[s].help);
@@ -405,6 +414,20 @@ static void routing_metrics(struct sy_prom *m, struct sy_state *st)
                                cfg->clusters[app->weights[i].cluster].name};
             sy_prom_sample_u64(m, "", l, 2, NULL, app->weights[i].cluster == app->stable);
         }
+    }
+    sy_prom_family(m, "switchyard_app_exclusive", "gauge",
+                   "1 for an app with mode: exclusive (it runs on one cluster at a time), else 0.");
+    for (size_t a = 0; a < cfg->n_apps; a++) {
+        const char *l[] = {"app", cfg->apps[a].name};
+        sy_prom_sample_u64(m, "", l, 1, NULL, cfg->apps[a].mode == SY_APP_EXCLUSIVE);
+    }
+    const struct sy_maints *maint = sy_state_maintenance(st);
+    sy_prom_family(m, "switchyard_app_in_maintenance", "gauge",
+                   "1 for an app in maintenance (every request answered 503), else 0.");
+    for (size_t a = 0; a < cfg->n_apps; a++) {
+        const struct sy_maint *e = sy_maints_find(maint, cfg->apps[a].name);
+        const char *l[] = {"app", cfg->apps[a].name};
+        sy_prom_sample_u64(m, "", l, 1, NULL, e && e->on);
     }
     sy_prom_family(m, "switchyard_weight", "gauge",
                    "Weight of a cluster for an app: in the file, set by an override (while one "

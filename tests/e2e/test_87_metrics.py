@@ -385,3 +385,28 @@ def test_connections_and_tls_handshakes_by_listener(proxy, tls_cert):
 
     helpers.wait_for(lambda: counts()[1:] == (3, 1, 2, 1, 3, 1), 5,
                      "connection counts (have %r)" % (counts(),))
+
+
+def test_maintenance_and_exclusive_apps_are_exported(admin_proxy):
+    """Issue #19: the metrics say which apps are exclusive and which are in maintenance."""
+    hport = free_port()
+    apps = [{"name": "web", "hosts": ["web.test"], "weights": {"blue": 90, "green": 10}},
+            {"name": "db", "hosts": ["db.test"], "weights": {"blue": 100, "green": 0},
+             "mode": "exclusive"}]
+    p = admin_proxy(apps, admin={"http": "127.0.0.1:%d" % hport})
+    s = parse_metrics(scrape(hport))
+    assert sample(s, "switchyard_app_exclusive", app="db") == 1
+    assert sample(s, "switchyard_app_exclusive", app="web") == 0
+    assert sample(s, "switchyard_app_in_maintenance", app="web") == 0
+    r = p.ctl("maintenance", "web", "on")
+    assert r.returncode == 0, r.stderr
+    s = parse_metrics(scrape(hport))
+    assert sample(s, "switchyard_app_in_maintenance", app="web") == 1
+    assert sample(s, "switchyard_app_in_maintenance", app="db") == 0
+    text = scrape(hport)
+    for family in ("switchyard_held_requests", "switchyard_held_released_total",
+                   "switchyard_held_rejected_total"):
+        assert "# TYPE %s " % family in text, family
+    r = p.ctl("maintenance", "web", "off")
+    assert r.returncode == 0, r.stderr
+    assert sample(parse_metrics(scrape(hport)), "switchyard_app_in_maintenance", app="web") == 0
