@@ -141,7 +141,7 @@ static void close_collection(struct builder *b, const yaml_event_t *ev)
         return;
     struct frame f = b->frames[--b->n_frames];
     size_t n = b->n_pending - f.base;
-    const int *kids = b->pending + f.base;
+    const int *kids = n ? b->pending + f.base : NULL; /* pending may be NULL */
     b->n_pending = f.base;
     if (!f.node)
         return;
@@ -151,7 +151,7 @@ static void close_collection(struct builder *b, const yaml_event_t *ev)
         if (n)
             memcpy(items, kids, n * sizeof(*items));
         node->data.sequence.items.start = items;
-        node->data.sequence.items.top = items + n;
+        node->data.sequence.items.top = n ? items + n : items; /* no arithmetic on NULL */
     } else {
         /* An alias refused inside a mapping leaves it a child short: drop the odd one. */
         size_t pairs = n / 2;
@@ -161,7 +161,7 @@ static void close_collection(struct builder *b, const yaml_event_t *ev)
             p[i].value = kids[2 * i + 1];
         }
         node->data.mapping.pairs.start = p;
-        node->data.mapping.pairs.top = p + pairs;
+        node->data.mapping.pairs.top = pairs ? p + pairs : p;
     }
 }
 
