@@ -55,7 +55,7 @@ struct pool {
     /* Requests waiting for a connection (clusters.NAME.max_connections), oldest first. */
     struct exchange *q_head, *q_tail;
     size_t n_queued;
-    struct event *q_ev; /* serves the queue on the next loop turn; made with the first wait */
+    struct event *q_ev;   /* serves the queue on the next loop turn; made with the first wait */
     struct ep_stat *stat; /* /metrics: its open and idle counts (the cluster that made it) */
     struct pool *next;
 };
@@ -236,7 +236,7 @@ struct sy_worker {
     struct traffic_slot *unrouted;      /* answers before routing (app and cluster "") */
     _Atomic uint64_t beat_ms; /* sy_now_ms() at the loop's last heartbeat (0: not running) */
     struct event *beat_ev;    /* the heartbeat timer (/healthz) */
-    struct ep_stat *_Atomic ep_stats; /* connect errors by endpoint, newest first */
+    struct ep_stat *_Atomic ep_stats;   /* connect errors by endpoint, newest first */
     struct lis_stat *_Atomic lis_stats; /* connections by listen address, newest first */
     /* The next worker_conn_init takes its conn.lstat from here: set, like accept_trusted, by
      * whoever hands a connection over (accept, PROXY header, TLS handshake, h2c preface). */

@@ -1472,17 +1472,7 @@ struct ep_stat *worker_ep_stat(struct sy_worker *w, const char *cluster, const c
 void worker_count_connect_error(struct sy_worker *w, const char *cluster, const char *endpoint,
                                 enum sy_connect_error reason)
 {
-    struct ep_stat *e = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
-    for (; e; e = e->next)
-        if (strcmp(e->cluster, cluster) == 0 && strcmp(e->endpoint, endpoint) == 0)
-            break;
-    if (!e) {
-        e = sy_xcalloc(1, sizeof(*e));
-        e->cluster = sy_xstrdup(cluster);
-        e->endpoint = sy_xstrdup(endpoint);
-        e->next = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
-        atomic_store_explicit(&w->ep_stats, e, memory_order_release);
-    }
+    struct ep_stat *e = worker_ep_stat(w, cluster, endpoint);
     counter_add(&e->errors[reason < SY_CONNERR_N ? reason : SY_CONNERR_OTHER], 1);
 }
 

@@ -198,10 +198,10 @@ struct sy_app_spec {
     size_t maintenance_page_len;
     unsigned maintenance_retry_after; /* apps[].maintenance_retry_after in seconds, default
                                          SY_MAINT_RETRY_AFTER_DEFAULT */
-    enum sy_app_mode mode;       /* `mode`: weighted (default) or exclusive */
-    bool force_while_exclusive;  /* `force_while_exclusive`: an exclusive app lets force reach
-                                    the cluster that is not live; default false (503) */
-    struct sy_mark weights_mark; /* the `weights:` value */
+    enum sy_app_mode mode;            /* `mode`: weighted (default) or exclusive */
+    bool force_while_exclusive;       /* `force_while_exclusive`: an exclusive app lets force reach
+                                         the cluster that is not live; default false (503) */
+    struct sy_mark weights_mark;      /* the `weights:` value */
 };
 
 /** apps[].maintenance_retry_after when absent (seconds). */

@@ -126,12 +126,12 @@ struct sy_traffic {
     uint64_t proxy_protocol_rejected; /* with app NULL only: connections closed for a missing
                                          or bad PROXY protocol header */
     /* The exclusive switch, on the cluster held requests wait for: */
-    uint64_t held;             /* held now */
-    uint64_t held_released;    /* released to the cluster, since start */
-    uint64_t held_503;         /* answered 503 (exclusive.hold ran out, or max_held) */
-    uint64_t held_wait_max_ms; /* the longest wait of a held request (the most of any worker) */
-    uint64_t by_class[SY_CLASS_N];    /* finished requests by status class */
-    uint64_t dur[SY_LAT_N + 1];       /* request duration histogram (not cumulative) */
+    uint64_t held;                 /* held now */
+    uint64_t held_released;        /* released to the cluster, since start */
+    uint64_t held_503;             /* answered 503 (exclusive.hold ran out, or max_held) */
+    uint64_t held_wait_max_ms;     /* the longest wait of a held request (the most of any worker) */
+    uint64_t by_class[SY_CLASS_N]; /* finished requests by status class */
+    uint64_t dur[SY_LAT_N + 1];    /* request duration histogram (not cumulative) */
     uint64_t dur_sum_us;
     uint64_t head_lat[SY_LAT_N + 1]; /* time to response head histogram (not cumulative) */
     uint64_t head_sum_us, head_count;
