@@ -1331,25 +1331,6 @@ static void upstream_closed(struct exchange *ex)
     fail(ex, 502, why);
 }
 
-/* What kept a connection to a cluster from being made, from its socket error. */
-static enum sy_connect_error connect_error_of(const struct upstream *up, int err)
-{
-    switch (err) {
-    case ECONNREFUSED:
-        return SY_CONNERR_REFUSED;
-    case ETIMEDOUT:
-        return SY_CONNERR_TIMEOUT;
-    case ECONNRESET:
-    case EPIPE:
-        return SY_CONNERR_RESET;
-    case EHOSTUNREACH:
-    case ENETUNREACH:
-        return SY_CONNERR_UNREACHABLE;
-    default:
-        return up->pool && up->pool->tls_on ? SY_CONNERR_TLS : SY_CONNERR_OTHER;
-    }
-}
-
 void exchange_upstream_event(struct exchange *ex, short what)
 {
     struct upstream *up = ex->up;
@@ -1404,7 +1385,7 @@ void exchange_upstream_event(struct exchange *ex, short what)
     }
     /* A refusal (an RST for our SYN) or an unreachable host can only be the connect's, even
      * when libevent has reported the socket connected already (a loopback refusal is). */
-    enum sy_connect_error cerr = connect_error_of(up, err);
+    enum sy_connect_error cerr = upstream_connect_error_of(up->pool, err);
     if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE)
         worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address, cerr);
     if (!up->connected)

@@ -52,6 +52,21 @@ static struct exchange *stream_ex(struct h2_up *h, int32_t id)
     return id > 0 ? nghttp2_session_get_stream_user_data(h->ng, id) : NULL;
 }
 
+/* /metrics reads an HTTP/2 pool's connections (idle: no stream) from its endpoint's
+ * counters. Called when a connection comes or goes, or its first stream starts or last ends. */
+static void h2_gauge(struct pool *p)
+{
+    if (!p->stat)
+        return;
+    uint64_t open = 0, idle = 0;
+    for (struct h2_up *h = p->h2; h; h = h->next) {
+        open++;
+        idle += h->n_streams == 0;
+    }
+    atomic_store_explicit(&p->stat->open, open, memory_order_relaxed);
+    atomic_store_explicit(&p->stat->idle, idle, memory_order_relaxed);
+}
+
 static void unlink_stream(struct h2_up *h, struct exchange *ex)
 {
     if (ex->h2_prev)
@@ -62,7 +77,8 @@ static void unlink_stream(struct h2_up *h, struct exchange *ex)
         ex->h2_next->h2_prev = ex->h2_prev;
     ex->h2_next = ex->h2_prev = NULL;
     ex->h2 = NULL;
-    h->n_streams--;
+    if (--h->n_streams == 0)
+        h2_gauge(h->pool);
     queue_kick(h->pool); /* a stream slot is free */
 }
 
@@ -74,6 +90,7 @@ static void conn_free(struct h2_up *h)
             break;
         }
     }
+    h2_gauge(h->pool);
     if (h->idle_timer)
         event_free(h->idle_timer);
     if (h->flush_ev)
@@ -446,6 +463,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     struct h2_up *h = arg;
     if (what & BEV_EVENT_CONNECTED) {
         if (!upstream_alpn_is(bev, "h2")) {
+            upstream_count_connect_error(h->pool, SY_CONNERR_TLS);
             conn_fail(h, "the cluster did not agree to HTTP/2 (ALPN h2)");
             return;
         }
@@ -477,10 +495,19 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
     const char *reason;
     char why[256];
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & BEV_EVENT_TIMEOUT) {
         reason = h->connected ? "timed out" : "connect timed out";
-    else
-        reason = upstream_error(bev, (what & BEV_EVENT_ERROR) ? EVUTIL_SOCKET_ERROR() : 0);
+        if (!h->connected)
+            upstream_count_connect_error(h->pool, SY_CONNERR_TIMEOUT);
+    } else {
+        int err = (what & BEV_EVENT_ERROR) ? EVUTIL_SOCKET_ERROR() : 0;
+        reason = upstream_error(bev, err);
+        /* A refusal can only be the connect's, even when libevent saw the socket connected
+         * (a loopback refusal is reported so). */
+        enum sy_connect_error cerr = upstream_connect_error_of(h->pool, err);
+        if (!h->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE)
+            upstream_count_connect_error(h->pool, cerr);
+    }
     snprintf(why, sizeof(why), "%s: %s",
              h->connected ? "the connection failed" : "cannot be reached", reason);
     conn_fail(h, why);
@@ -557,6 +584,7 @@ static struct h2_up *conn_new(struct sy_worker *w, struct pool *p, const struct 
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     h->next = p->h2;
     p->h2 = h;
+    h2_gauge(p);
     w->n_upstream++;
     return h;
 }
@@ -636,7 +664,8 @@ bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_sp
     if (h->streams)
         h->streams->h2_prev = ex;
     h->streams = ex;
-    h->n_streams++;
+    if (h->n_streams++ == 0)
+        h2_gauge(h->pool);
     if (!ex->h2_timer)
         ex->h2_timer = evtimer_new(w->base, stream_timer_cb, ex);
     event_base_gettimeofday_cached(w->base, &ex->h2_seen);

@@ -612,6 +612,10 @@ struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
 /* The reason upstream_connect gives when the worker holds limits.max_upstream_connections
  * already (no idle one could give way): compared by address, answered 503. */
 extern const char upstream_limit_reason[];
+/* What kept a connection to the pool's endpoint from being made, from its socket error. */
+enum sy_connect_error upstream_connect_error_of(const struct pool *p, int err);
+/* Counts a connect error against the pool's endpoint (its /metrics counters). */
+void upstream_count_connect_error(struct pool *p, enum sy_connect_error reason);
 /* Why a connection to a cluster failed, with the TLS detail when there is one. */
 const char *upstream_error(struct bufferevent *bev, int err);
 /* With TLS: whether ALPN chose `proto` (e.g. "h2"). Cleartext: true. */

@@ -182,6 +182,33 @@ static void pool_gauge(struct pool *p)
     atomic_store_explicit(&p->stat->idle, p->n_idle, memory_order_relaxed);
 }
 
+/* What kept a connection to a cluster from being made, from its socket error. */
+enum sy_connect_error upstream_connect_error_of(const struct pool *p, int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return SY_CONNERR_REFUSED;
+    case ETIMEDOUT:
+        return SY_CONNERR_TIMEOUT;
+    case ECONNRESET:
+    case EPIPE:
+        return SY_CONNERR_RESET;
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+        return SY_CONNERR_UNREACHABLE;
+    default:
+        return p && p->tls_on ? SY_CONNERR_TLS : SY_CONNERR_OTHER;
+    }
+}
+
+void upstream_count_connect_error(struct pool *p, enum sy_connect_error reason)
+{
+    if (p->stat)
+        atomic_fetch_add_explicit(
+            &p->stat->errors[reason < SY_CONNERR_N ? reason : SY_CONNERR_OTHER], 1,
+            memory_order_relaxed);
+}
+
 static void unlink_idle(struct upstream *up);
 static void upstream_free(struct upstream *up);
 

@@ -561,3 +561,33 @@ def test_max_concurrent_streams_2_nghttpd_more_connections_no_failures(nghttpd_o
         {k: v for k, v in res.items() if k != "output"}, res["output"][-1500:])
     assert len(sampler.seen) >= 2, \
         "12 concurrent streams to a server allowing 2 used %d connection(s)" % len(sampler.seen)
+
+
+# -- /metrics for an HTTP/2 cluster --------------------------------------------------------------
+
+def test_h2c_cluster_connections_and_connect_errors_in_metrics(nghttpd_ok, peers, proxy, docroot):
+    """An HTTP/2 cluster's pooled connections (open, idle: no stream) and its connect errors
+    are exported per endpoint as an HTTP/1.1 cluster's are."""
+    from test_87_metrics import admin_extra, parse_metrics, sample, scrape
+    from helpers import free_port
+    ng = peers.nghttpd(docroot)
+    closed = "127.0.0.1:%d" % free_port()  # nothing listens there
+    hport = free_port()
+    p = proxy([{"name": "up", "hosts": ["up.test"], "weights": {"up": 100}},
+               {"name": "dead", "hosts": ["dead.test"], "weights": {"dead": 100}}],
+              clusters={"up": {"endpoints": [ng.addr], "protocol": "h2c"},
+                        "dead": {"endpoints": [closed], "protocol": "h2c"}},
+              extra=admin_extra(hport))
+    rs = curl([p.url + "/hello.txt"] * 3, "--http1.1", "-H", "Host: up.test")
+    assert [r.status for r in rs] == [200] * 3, rs
+    rs = curl([p.url + "/a", p.url + "/b"], "--http1.1", "-H", "Host: dead.test")
+    assert [r.status for r in rs] == [502] * 2, rs
+    s = parse_metrics(scrape(hport))
+    assert sample(s, "switchyard_upstream_connections", cluster="up", endpoint=ng.addr,
+                  state="open") == 1
+    assert sample(s, "switchyard_upstream_connections", cluster="up", endpoint=ng.addr,
+                  state="idle") == 1
+    # Each request is tried once more on a fresh connection (nothing of it was processed):
+    # four connects, four refusals.
+    assert sample(s, "switchyard_upstream_connect_errors_total", cluster="dead", endpoint=closed,
+                  reason="refused") == 4
