@@ -599,12 +599,13 @@ void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bo
     }
     free(rs.v);
     sy_prom_family(m, "switchyard_upstream_connect_errors_total", "counter",
-                   "Connections to a cluster endpoint that could not be made (HTTP/1.1 clusters), "
-                   "by reason.");
+                   "Connections to a cluster endpoint that could not be made, by reason.");
     if (env->connect_errors)
         env->connect_errors(env->connect_errors_arg, connect_error_cb, m);
-    sy_prom_family(m, "switchyard_upstream_connections", "gauge",
-                   "HTTP/1.1 connections to a cluster endpoint: open (in use or idle) and idle.");
+    sy_prom_family(
+        m, "switchyard_upstream_connections", "gauge",
+        "Pooled connections to a cluster endpoint: open (in use or idle) and idle (HTTP/2: "
+        "no stream).");
     if (env->connect_errors)
         env->connect_errors(env->connect_errors_arg, connection_gauge_cb, m);
     listener_metrics(m, env);

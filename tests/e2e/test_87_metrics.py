@@ -24,6 +24,7 @@ import urllib.request
 import pytest
 
 import helpers
+from conftest import SOURCE_ROOT
 from helpers import Raw, free_port
 
 PROMETHEUS = shutil.which("prometheus")
@@ -410,3 +411,17 @@ def test_maintenance_and_exclusive_apps_are_exported(admin_proxy):
     r = p.ctl("maintenance", "web", "off")
     assert r.returncode == 0, r.stderr
     assert sample(parse_metrics(scrape(hport)), "switchyard_app_in_maintenance", app="web") == 0
+
+
+def test_every_exported_family_is_documented(proxy):
+    """docs/metrics.md lists every family a scrape exports, with its type, and no other."""
+    hport = free_port()
+    p = proxy(apps=split(90, 10), extra=admin_extra(hport))
+    load(p.port, ["/anything"])
+    exported = dict(re.findall(r"^# TYPE (\S+) (\S+)$", scrape(hport), re.M))
+    doc = open(os.path.join(SOURCE_ROOT, "docs", "metrics.md")).read()
+    documented = dict(re.findall(r"^\| `([a-z_]+)` \| ([a-z]+) \|", doc, re.M))
+    assert exported == documented, (
+        "exported, not in docs/metrics.md: %s; documented, not exported: %s; types differ: %s" % (
+            sorted(set(exported) - set(documented)), sorted(set(documented) - set(exported)),
+            sorted(k for k in exported if k in documented and exported[k] != documented[k])))
