@@ -57,7 +57,7 @@ run_e2e() { # switchyard-binary label
     out="$log/e2e-$2.txt"
     SWITCHYARD="$1" SWITCHYARDCTL="$(dirname "$(dirname "$1")")/admin/switchyardctl" \
         SY_SOURCE_ROOT="$root" timeout 1500 /usr/bin/python3 -m pytest -q \
-        -p no:cacheprovider -rfEs tests/e2e >"$out" 2>&1
+        -p no:cacheprovider -rfEs --durations=25 tests/e2e >"$out" 2>&1
     tail -n 30 "$out"
     # Every skip with its reason (a test that cannot mount says so here), even past the tail.
     grep '^SKIPPED' "$out" | sed "s/^/e2e $2: /" || true
