@@ -1406,6 +1406,7 @@ void exchange_upstream_event(struct exchange *ex, short what)
         if (!up->connected) {
             worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address,
                                        SY_CONNERR_TIMEOUT);
+            ex->generated = "upstream_connect_timeout";
             snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: connect timed out",
                      cluster_name(ex), ex->endpoint->address);
             fail(ex, 502, why);
@@ -1440,8 +1441,10 @@ void exchange_upstream_event(struct exchange *ex, short what)
     /* A refusal (an RST for our SYN) or an unreachable host can only be the connect's, even
      * when libevent has reported the socket connected already (a loopback refusal is). */
     enum sy_connect_error cerr = connect_error_of(up, err);
-    if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE)
+    if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE) {
         worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address, cerr);
+        ex->generated = "upstream_connect";
+    }
     if (!up->connected)
         snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
                  ex->endpoint->address, upstream_error(up->bev, err));

@@ -9,12 +9,8 @@ backends; each test reads the lines back from the file and checks their fields."
 import json
 import os
 import signal
-import socket
-import stat
-import threading
+import subprocess
 import time
-
-import pytest
 
 import helpers
 from helpers import Raw, curl1, free_port, wait_for
@@ -148,3 +144,167 @@ def test_reader_that_stops_reading_never_stalls_a_request(proxy, backends, tmp_p
         assert dropped >= n - (65536 + 16384) // 300, dropped
     finally:
         os.close(reader)
+
+
+def test_tls_h2_line_names_the_tls_version(proxy, tls_cert, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(extra=alog(log), tls=tls_cert)
+    r = curl1(p.tls_url + "/anything/tls-h2", "--http2", "--cacert", tls_cert[0])
+    assert r.status == 200
+    rec = lines_for(log, by_path("/anything/tls-h2"))[0]
+    assert rec["protocol"] == "h2" and rec["tls"] in ("TLSv1.3", "TLSv1.2"), rec
+
+
+def _force_sticky_apps():
+    return [{"name": "web", "hosts": ["web.test"], "weights": {"blue": 100, "green": 0},
+             "force": {"header": "x-sy-cluster", "cookie": "sy_force"}},
+            {"name": "st", "hosts": ["st.test"], "weights": {"blue": 50, "green": 50},
+             "sticky": {"header": "x-user"}}]
+
+
+def test_forced_and_sticky_lines_name_their_rule(proxy, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(apps=_force_sticky_apps(), extra=alog(log))
+    assert curl1(p.url + "/anything/f-hdr", "-H", "Host: web.test",
+                 "-H", "x-sy-cluster: green").backend == "green-1"
+    assert curl1(p.url + "/anything/f-cookie", "-H", "Host: web.test",
+                 "-H", "Cookie: a=1; sy_force=green").backend == "green-1"
+    assert curl1(p.url + "/anything/sticky", "-H", "Host: st.test",
+                 "-H", "x-user: u-42").status == 200
+    assert curl1(p.url + "/anything/plain", "-H", "Host: web.test").backend == "blue-1"
+    recs = {r["path"]: r for r in lines_for(log, lambda r: True, n=4)}
+    assert recs["/anything/f-hdr"]["rule"] == "force_header"
+    assert recs["/anything/f-hdr"]["cluster"] == "green"
+    assert recs["/anything/f-cookie"]["rule"] == "force_cookie"
+    assert recs["/anything/f-cookie"]["cluster"] == "green"
+    assert recs["/anything/sticky"]["rule"] == "sticky"
+    assert recs["/anything/sticky"]["app"] == "st"
+    assert recs["/anything/plain"]["rule"] == "weights"
+
+
+def test_own_400_line_before_any_routing(proxy, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(extra=alog(log))
+    with Raw(p.port) as c:
+        c.send(b"GET /smuggle HTTP/1.1\r\nHost: web.test\r\nContent-Length: 1\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n")
+        assert c.read_response().status == 400
+    rec = lines_for(log, lambda r: r["status"] == 400)[0]
+    check_shape(rec)
+    assert rec["generated"] == "bad_request" and rec["app"] is None
+    assert rec["cluster"] is None and rec["rule"] is None and rec["endpoint"] is None
+    assert rec["protocol"] == "HTTP/1.1" and rec["client"].startswith("127.0.0.1:")
+    assert rec["request_id"] is None and rec["path"] is None
+
+
+def test_own_502_for_a_closed_port_and_504_for_a_silent_backend(proxy, backends, tmp_path):
+    log = tmp_path / "access.log"
+    closed = "127.0.0.1:%d" % free_port()
+    apps = [{"name": "dead", "hosts": ["dead.test"], "weights": {"gone": 100}},
+            {"name": "web", "hosts": ["web.test"], "weights": {"blue": 100}}]
+    p = proxy(apps=apps, clusters={"gone": [closed], "blue": [backends.blue.addr]},
+              timeouts={"upstream_response": "300ms"}, extra=alog(log))
+    assert curl1(p.url + "/anything/to-dead", "-H", "Host: dead.test").status == 502
+    assert curl1(p.url + "/sleep/3", "-H", "Host: web.test").status == 504
+    recs = {r["path"]: r for r in lines_for(log, lambda r: True, n=2)}
+    dead, slow = recs["/anything/to-dead"], recs["/sleep/3"]
+    assert dead["status"] == 502 and dead["generated"] == "upstream_connect"
+    assert dead["app"] == "dead" and dead["cluster"] == "gone" and dead["endpoint"] == closed
+    assert dead["ttfb_ms"] is None
+    assert slow["status"] == 504 and slow["generated"] == "upstream_timeout"
+    assert slow["app"] == "web" and slow["endpoint"] == backends.blue.addr
+    assert 250 <= slow["total_ms"] < 2500, slow
+
+
+def test_sample_0_logs_only_answers_of_our_own(proxy, backends, tmp_path):
+    log = tmp_path / "access.log"
+    closed = "127.0.0.1:%d" % free_port()
+    apps = [{"name": "dead", "hosts": ["dead.test"], "weights": {"gone": 100}},
+            {"name": "web", "hosts": ["web.test"], "weights": {"blue": 100}}]
+    p = proxy(apps=apps, clusters={"gone": [closed], "blue": [backends.blue.addr]},
+              extra=alog(log, sample=0))
+    for i in range(20):
+        assert curl1(p.url + "/anything/s0-%d" % i, "-H", "Host: web.test").status == 200
+    assert curl1(p.url + "/anything/s0-dead", "-H", "Host: dead.test").status == 502
+    # One worker, one ring, in order: once the 502's line is out, any earlier line would be.
+    lines_for(log, by_path("/anything/s0-dead"))
+    recs = read_lines(log)
+    assert [r["path"] for r in recs] == ["/anything/s0-dead"], recs
+
+
+def test_sample_half_logs_about_half(proxy, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(extra=alog(log, sample=0.5))
+    urls = [p.url + "/anything/half-%d" % i for i in range(200)]
+    assert all(r.status == 200 for r in helpers.curl(urls))
+    curl1(p.url + "/nope", "-H", "Content-Length: x")  # an own 400: always logged, last
+    lines_for(log, lambda r: r["status"] == 400)
+    n = len([r for r in read_lines(log) if r["path"] and r["path"].startswith("/anything/half-")])
+    assert 60 <= n <= 140, n  # binomial(200, 0.5): 6 sigma is +-42
+
+
+def test_sigusr1_reopens_the_file_after_a_rename(proxy, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(extra=alog(log))
+    assert curl1(p.url + "/anything/before").status == 200
+    lines_for(log, by_path("/anything/before"))
+    rotated = tmp_path / "access.log.1"
+    os.rename(log, rotated)
+    assert curl1(p.url + "/anything/between").status == 200  # still the renamed file
+    lines_for(rotated, by_path("/anything/between"))
+    p.proc.send_signal(signal.SIGUSR1)
+    assert helpers.log_has(p, "access log reopened")
+    assert curl1(p.url + "/anything/after").status == 200
+    lines_for(log, by_path("/anything/after"))
+    assert [r["path"] for r in read_lines(rotated)] == ["/anything/before", "/anything/between"]
+    assert [r["path"] for r in read_lines(log)] == ["/anything/after"]
+
+
+def test_websocket_tunnel_is_logged_when_it_closes(proxy, tmp_path):
+    import asyncio
+    import websockets
+    from upstream_util import PYTHON, Peer
+    ws = Peer([PYTHON, os.path.join(helpers.HERE, "ws_echo.py"), "--name", "ws-1"],
+              str(tmp_path), "ws-1")
+    try:
+        log = tmp_path / "access.log"
+        p = proxy(apps=[{"name": "ws", "hosts": ["*"], "weights": {"wsc": 100}}],
+                  clusters={"wsc": [ws.addr]}, extra=alog(log))
+
+        async def talk():
+            async with websockets.connect("ws://127.0.0.1:%d/socket" % p.port,
+                                          open_timeout=5) as c:
+                await c.send("hello")
+                assert await asyncio.wait_for(c.recv(), 5) == "ws-1: hello"
+                await asyncio.sleep(0.3)  # the tunnel's duration, to find in the line
+        asyncio.run(talk())
+        rec = lines_for(log, by_path("/socket"))[0]
+        assert rec["status"] == 101 and rec["tunnel"] is True and rec["app"] == "ws"
+        assert rec["total_ms"] >= 300 and rec["bytes_out"] > 0 and rec["bytes_in"] > 0, rec
+    finally:
+        ws.stop()
+
+
+def test_grpc_call_line(proxy, tmp_path):
+    import grpc  # noqa: F401  (a missing python3-grpcio fails here, loudly)
+    from upstream_util import PYTHON, Peer
+    peer = Peer([PYTHON, os.path.join(helpers.HERE, "grpc_peer.py"), "serve"], str(tmp_path),
+                "grpc")
+    try:
+        log = tmp_path / "access.log"
+        p = proxy(apps=[{"name": "grpc", "hosts": ["*"], "weights": {"g": 100}}],
+                  clusters={"g": {"endpoints": [peer.addr], "protocol": "h2c"}},
+                  extra=alog(log))
+        out = subprocess.run([PYTHON, os.path.join(helpers.HERE, "grpc_peer.py"), "call",
+                              "--target", "127.0.0.1:%d" % p.port, "--timeout", "20", "unary"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=60)
+        doc = json.loads([x for x in out.stdout.splitlines() if x.startswith("{")][-1])
+        assert doc.get("ok") is True, (doc, out.stderr[-2000:])
+        rec = lines_for(log, lambda r: r["method"] == "POST")[0]
+        check_shape(rec)
+        assert rec["protocol"] == "h2c" and rec["status"] == 200 and rec["cluster"] == "g"
+        assert rec["endpoint"] == peer.addr and rec["bytes_in"] > 0 and rec["bytes_out"] > 0
+        assert rec["upstream_reused"] is False and rec["connect_ms"] is not None
+    finally:
+        peer.stop()
