@@ -142,6 +142,13 @@ def test_reader_that_stops_reading_never_stalls_a_request(proxy, backends, tmp_p
         status, _, body = get(hport, "/status")
         dropped = json.loads(body)["access_log_dropped"]
         assert dropped >= n - (65536 + 16384) // 300, dropped
+        # The same count in /metrics (curl, as Prometheus would scrape it).
+        r = curl1("http://127.0.0.1:%d/metrics" % hport)
+        samples = dict(line.rsplit(" ", 1) for line in r.body.decode().splitlines()
+                       if line.startswith("switchyard_access_log_"))
+        assert int(samples["switchyard_access_log_dropped_total"]) >= dropped
+        assert int(samples["switchyard_access_log_lines_total"]) + \
+            int(samples["switchyard_access_log_dropped_total"]) == n
     finally:
         os.close(reader)
 
