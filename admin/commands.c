@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "switchyard/access_log.h"
 #include "switchyard/exclusive.h"
 
 #include "admin_internal.h"
@@ -488,6 +489,7 @@ static int cmd_status(struct sy_admin_req *req)
                         ls.dropped, ls.suppressed);
     sy_json_uint(r, "log_lines_dropped", ls.dropped);
     sy_json_uint(r, "log_lines_suppressed", ls.suppressed);
+    sy_json_uint(r, "access_log_dropped", sy_access_log_dropped());
 
     int wname = 3, wcluster = 7;
     for (size_t i = 0; i < cfg->n_apps; i++) {
@@ -885,7 +887,6 @@ static int cmd_explain(struct sy_admin_req *req)
                                   a);
         }
     }
-    size_t nh_no_cookie = nh;
     if (clen)
         headers[nh++] = (struct sy_header){sy_slice_of("cookie", 6), sy_slice_of(cookies, clen)};
 
@@ -926,6 +927,7 @@ static int cmd_explain(struct sy_admin_req *req)
     sy_json_end_object(r);
     sy_json_str(r, "cluster", cluster);
     sy_json_str(r, "reason", sy_pick_reason_name(ch.reason));
+    sy_json_str(r, "decided_by", sy_pick_rule_name(ch.rule));
     json_weights(r, "weights", eff, ne);
     free(eff);
     sy_json_str(r, "weights_from",
@@ -935,18 +937,13 @@ static int cmd_explain(struct sy_admin_req *req)
     char detail[2048];
     detail[0] = '\0';
     switch (ch.reason) {
-    case SY_PICK_FORCE: {
-        /* Which of the two decided: the header is tried first. */
-        struct sy_route_req only_headers = rreq;
-        only_headers.n_headers = nh_no_cookie;
-        struct sy_route_choice hc;
-        sy_route_pick_peek(t, app, &only_headers, &hc);
-        if (hc.reason == SY_PICK_FORCE)
+    case SY_PICK_FORCE:
+        /* The pick says which of the two decided (the header is tried first). */
+        if (ch.rule == SY_RULE_FORCE_HEADER)
             snprintf(detail, sizeof(detail), "force header '%s' names it", spec->force.header);
         else
             snprintf(detail, sizeof(detail), "force cookie '%s' names it", spec->force.cookie);
         break;
-    }
     case SY_PICK_STICKY:
         if (ch.set_cookie_len > 0) {
             snprintf(detail, sizeof(detail),

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "switchyard/access_log.h"
 #include "sy_config.h"
 
 /* -- the writer -------------------------------------------------------------------------------- */
@@ -501,6 +502,19 @@ static void routing_metrics(struct sy_prom *m, struct sy_state *st)
     sy_prom_sample_u64(m, "", NULL, 0, NULL, sy_state_journal_seq(st));
 }
 
+/* -- the access log ---------------------------------------------------------------------------- */
+
+static void access_log_metrics(struct sy_prom *m)
+{
+    sy_prom_family(m, "switchyard_access_log_lines_total", "counter",
+                   "Access log lines taken into the workers' rings (access_log).");
+    sy_prom_sample_u64(m, "", NULL, 0, NULL, sy_access_log_lines());
+    sy_prom_family(m, "switchyard_access_log_dropped_total", "counter",
+                   "Access log lines dropped because a worker's ring was full (the log's reader "
+                   "is slower than the traffic).");
+    sy_prom_sample_u64(m, "", NULL, 0, NULL, sy_access_log_dropped());
+}
+
 /* -- the process ------------------------------------------------------------------------------ */
 
 static void process_metrics(struct sy_prom *m)
@@ -611,5 +625,6 @@ void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bo
     listener_metrics(m, env);
     if (env->state)
         routing_metrics(m, env->state);
+    access_log_metrics(m);
     process_metrics(m);
 }

@@ -68,6 +68,8 @@ static void count_end(struct exchange *ex)
 
 static void exchange_free(struct exchange *ex)
 {
+    if (ex->w->alog)
+        access_log_exchange(ex);
     if (ex->w->drain_cut == ex)
         ex->w->drain_cut = NULL;
     queue_remove(ex); /* a client that goes away while waiting is forgotten */
@@ -180,8 +182,11 @@ static void fail(struct exchange *ex, int status, const char *why)
     struct downstream *d = ex->down;
     struct traffic_slot *slot = ex->slot; /* slots outlive exchanges (worker.c) */
     bool started = ex->resp_started;
-    if (!started)
+    if (!started) {
         ex->status = status;
+        if (!ex->generated)
+            ex->generated = access_own_reason(status);
+    }
     if (ex->up)
         upstream_release(ex->up, false);
     h2up_detach(ex);
@@ -203,12 +208,14 @@ static void fail_connect(struct exchange *ex, const char *why)
 {
     char msg[320];
     if (why == upstream_limit_reason) {
+        ex->generated = "upstream_limit";
         counter_add(&ex->slot->upstream_refused, 1);
         snprintf(msg, sizeof(msg), "cluster %s (%s) not tried: %s", cluster_name(ex),
                  ex->endpoint->address, why);
         fail(ex, 503, msg);
         return;
     }
+    ex->generated = "upstream_connect";
     snprintf(msg, sizeof(msg), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
              ex->endpoint->address, why ? why : "no connection");
     fail(ex, 502, msg);
@@ -237,6 +244,7 @@ enum field {
     F_TE,
     F_FWD, /* Forwarded: kept (and appended to) only from a trusted peer */
     F_XFP, /* X-Forwarded-Proto: believed only from a trusted peer */
+    F_RID, /* X-Request-Id: replaced by the exchange's request id (access.c) */
 };
 
 static bool is_hop_by_hop(struct sy_slice n)
@@ -280,6 +288,10 @@ static enum field classify_request(struct sy_slice n)
     case 9:
         if (sy_slice_ieq(n, "forwarded"))
             return F_FWD;
+        break;
+    case 12:
+        if (sy_slice_ieq(n, "x-request-id"))
+            return F_RID;
         break;
     case 15:
         if (sy_slice_ieq(n, "x-forwarded-for"))
@@ -476,6 +488,7 @@ static void rewrite_request(struct exchange *ex, const struct req_head *req, str
             n_via++;
             break;
         case F_DROP:
+        case F_RID:
             break;
         }
     }
@@ -515,6 +528,9 @@ static void rewrite_request(struct exchange *ex, const struct req_head *req, str
         sink_field_str(s, "x-forwarded-proto", dc->tls ? "https" : "http");
     if (req->authority.len)
         sink_field(s, sy_slice_of("x-forwarded-host", 16), req->authority);
+    /* The request id the access log writes: the client's when it was sane, else ours. */
+    const struct access_rec *acc = &ex->down->acc;
+    sink_field(s, sy_slice_of("x-request-id", 12), sy_slice_of(acc->id, acc->id_len));
     sink_name(s, sy_slice_of("via", 3));
     add_earlier(s, req, F_VIA, n_via);
     hw_str(&s->hw, req->version);
@@ -602,6 +618,16 @@ static bool exclusive_gate(struct exchange *ex, const struct sy_config *cfg)
 
 static void go(struct exchange *ex, bool late);
 
+/* For the access log: whether the exchange's HTTP/1.1 connection is new, and since when it
+ * connects (exchange_upstream_connected takes the time). */
+static void note_connect(struct exchange *ex)
+{
+    ex->up_new = !ex->up->reused;
+    ex->up_used = true;
+    ex->connect_start_us = ex->up_new ? mono_us() : 0;
+    ex->connect_us = 0;
+}
+
 void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why)
 {
     sy_error_retry_after(ex->down, retry_after_s);
@@ -649,6 +675,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
 {
     struct sy_worker *w = d->conn->w;
     const struct sy_config *cfg = worker_config(w);
+    access_begin(d, req);
     struct req_head stripped;
     if (req->upgrade.len && !sy_slice_ieq(req->upgrade, "websocket")) {
         /* Only WebSocket is tunnelled. Any other protocol (h2c above all: a raw HTTP/2
@@ -731,6 +758,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     ex->expect_continue = req->expect_continue && !ex->req_done;
     ex->upgrade_asked = req->upgrade.len > 0;
     ex->forced = choice.reason == SY_PICK_FORCE;
+    ex->rule = choice.rule;
     ex->w_next = w->exchanges;
     if (w->exchanges)
         w->exchanges->w_prev = ex;
@@ -794,6 +822,7 @@ static void go(struct exchange *ex, bool late)
         fail_connect(ex, why);
         return;
     }
+    note_connect(ex);
     /* The body is pulled by the codec's exchange_body_ready once the head is consumed. */
     if (ex->up->connected) {
         if (late)
@@ -827,6 +856,10 @@ static void send_head(struct exchange *ex)
 
 void exchange_upstream_connected(struct exchange *ex)
 {
+    if (ex->connect_start_us && !ex->connect_us) {
+        uint64_t now = mono_us();
+        ex->connect_us = now > ex->connect_start_us ? now - ex->connect_start_us : 1;
+    }
     send_head(ex);
     exchange_body_ready(ex);
 }
@@ -845,6 +878,7 @@ void exchange_dequeued(struct exchange *ex)
         fail_connect(ex, why);
         return;
     }
+    note_connect(ex);
     /* The codec consumed the head long ago: the body may be pulled now. */
     if (ex->up->connected)
         exchange_upstream_connected(ex);
@@ -891,6 +925,7 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
     ex->down = d;
     ex->w = w;
     ex->table = t;
+    ex->app = app;
     ex->maint = true;
     ex->status = 503;
     ex->resp_started = ex->resp_done = true;
@@ -1352,6 +1387,7 @@ void exchange_upstream_event(struct exchange *ex, short what)
         if (!up->connected) {
             worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address,
                                        SY_CONNERR_TIMEOUT);
+            ex->generated = "upstream_connect_timeout";
             snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: connect timed out",
                      cluster_name(ex), ex->endpoint->address);
             fail(ex, 502, why);
@@ -1386,8 +1422,10 @@ void exchange_upstream_event(struct exchange *ex, short what)
     /* A refusal (an RST for our SYN) or an unreachable host can only be the connect's, even
      * when libevent has reported the socket connected already (a loopback refusal is). */
     enum sy_connect_error cerr = upstream_connect_error_of(up->pool, err);
-    if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE)
+    if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE) {
         worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address, cerr);
+        ex->generated = "upstream_connect";
+    }
     if (!up->connected)
         snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
                  ex->endpoint->address, upstream_error(up->bev, err));
@@ -1402,6 +1440,10 @@ void exchange_upstream_event(struct exchange *ex, short what)
 
 void exchange_h2_submitted(struct exchange *ex)
 {
+    if (ex->connect_start_us && !ex->connect_us) {
+        uint64_t now = mono_us();
+        ex->connect_us = now > ex->connect_start_us ? now - ex->connect_start_us : 1;
+    }
     if (ex->expect_continue) {
         /* RFC 9110 §10.1.1: the cluster is reachable, so let the client send its body. */
         ex->expect_continue = false;

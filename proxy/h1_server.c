@@ -176,6 +176,7 @@ static void send_error(struct h1_client *c, int status, const char *why)
     sy_log_client(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id,
                   status, reason_phrase(status), why);
     worker_count_own(c->conn.w, c->down.own_slot, status);
+    access_log_own(&c->down, status, false);
     c->down.own_slot = NULL;
     c->linger = !c->conn.tls;
     close_after_flush(c);

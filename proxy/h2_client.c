@@ -655,6 +655,11 @@ bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_sp
         if (!h)
             return false;
     }
+    /* For the access log: a stream on a new connection counts its connect time. */
+    ex->up_new = !h->connected;
+    ex->up_used = true;
+    ex->connect_start_us = ex->up_new ? access_now_us() : 0;
+    ex->connect_us = 0;
     evtimer_del(h->idle_timer);
     ex->h2 = h;
     ex->stream_id = 0;

@@ -311,6 +311,7 @@ static void stream_error(struct h2_stream *st, int status, const char *why)
     sy_log_client(SY_LOG_INFO, "http", "conn %llu stream %d: %d (%s)",
                   (unsigned long long)st->s->conn.id, st->id, status, why);
     worker_count_own(st->s->conn.w, st->down.own_slot, status);
+    access_log_own(&st->down, status, true);
     st->down.own_slot = NULL;
     if (!st->end_stream)
         st->rst_after_end = true;

@@ -20,6 +20,7 @@
 
 #include <event2/event.h>
 
+#include "switchyard/access_log.h"
 #include "switchyard/admin.h"
 #include "switchyard/admin_http.h"
 #include "switchyard/config.h"
@@ -297,6 +298,14 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(ctl->base);
 }
 
+static void usr1_cb(evutil_socket_t sig, short what, void *arg)
+{
+    if (!sy_access_log_is_on())
+        return;
+    sy_log(SY_LOG_INFO, "main", "signal %d: reopening the access log", (int)sig);
+    sy_access_log_reopen();
+}
+
 /* Joins the workers off the control thread and wakes the control loop (an eventfd: the
  * control base has no locks for other threads) when they are done, so that the loop still
  * takes signals while the workers drain: a second SIGTERM or SIGINT stops at once. */
@@ -570,6 +579,12 @@ int main(int argc, char **argv)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = cores > 0 ? (unsigned)cores : 1;
     }
+    /* The access log's rings and writer exist before the workers, which take a ring each. */
+    if (cfg->access_log.path &&
+        sy_access_log_open(cfg->access_log.path, cfg->access_log.buffer_bytes, n) != 0) {
+        sy_state_free(ctl.state);
+        return 1;
+    }
     /* Signals are caught before the sockets are bound: a client that can connect may signal
      * us, and a SIGHUP must never find the default action (exit) in place. They are handled
      * once the loop runs, when the workers exist. */
@@ -580,6 +595,9 @@ int main(int argc, char **argv)
         sigs[i] = evsignal_new(ctl.base, signals[i], signal_cb, &ctl);
         event_add(sigs[i], NULL);
     }
+    /* SIGUSR1: the access log is reopened by its path (logrotate). */
+    struct event *usr1 = evsignal_new(ctl.base, SIGUSR1, usr1_cb, NULL);
+    event_add(usr1, NULL);
     if (sy_workers_new(table, n, &ctl.workers) != 0) {
         for (int i = 0; i < 3; i++)
             event_free(sigs[i]);
@@ -662,6 +680,8 @@ int main(int argc, char **argv)
         event_del(ctl.watch_ev);
     event_del(ctl.debounce);
     wait_workers(&ctl);
+    sy_access_log_close(LOG_EXIT_FLUSH_MS);
+    event_free(usr1);
     sy_admin_http_free(ctl.http);
     ctl.http = NULL;
     sy_admin_free(ctl.admin);

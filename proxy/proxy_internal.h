@@ -20,6 +20,7 @@
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
+#include "switchyard/access_log.h"
 #include "switchyard/h1.h"
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
@@ -241,6 +242,11 @@ struct sy_worker {
     /* The next worker_conn_init takes its conn.lstat from here: set, like accept_trusted, by
      * whoever hands a connection over (accept, PROXY header, TLS handshake, h2c preface). */
     struct lis_stat *accept_lstat;
+    /* The next worker_conn_init takes its conn.tls_version from here (tls.c sets it). */
+    const char *accept_tls_version;
+    /* The access log (access.c): this worker's ring (NULL: off) and request id source. */
+    struct sy_access_ring *alog;
+    uint64_t rid_seed, rid_next;
 };
 
 /* What every downstream connection has, whatever its protocol. */
@@ -253,6 +259,7 @@ struct conn {
     bool trusted; /* the client address is in trusted_proxies: its X-Forwarded-* are kept */
     struct conn *next, *prev;
     struct lis_stat *lstat;             /* the listener's counters, or NULL */
+    const char *tls_version;            /* "TLSv1.3"... (OpenSSL's static text), NULL: cleartext */
     void (*close_idle)(struct conn *c); /* drain: close if nothing is in flight */
     void (*free)(struct conn *c);       /* worker shutdown */
 };
@@ -315,6 +322,31 @@ struct downstream_ops {
     void (*start_tunnel)(struct downstream *d);
 };
 
+/* The access log's record of one downstream request (access.c). The request id is always
+ * kept (it goes to the cluster); the request line's parts are copied only when the log is on,
+ * cut to these sizes. */
+#define ACCESS_ID_MAX        128
+#define ACCESS_METHOD_MAX    16
+#define ACCESS_AUTHORITY_MAX 128
+#define ACCESS_PATH_MAX      512
+enum access_state {
+    ACCESS_IDLE = 0, /* no request head seen (a parse error is logged from what the codec has) */
+    ACCESS_BEGUN,    /* the head was seen: access_begin */
+    ACCESS_LOGGED,   /* the exchange wrote its line: the codec's error answer adds none */
+};
+struct access_rec {
+    uint8_t state;
+    uint8_t id_len, method_len, authority_len;
+    uint16_t path_len;
+    const char *proto; /* "HTTP/1.1", "HTTP/1.0", "h2" or "h2c" */
+    uint64_t start_us; /* monotonic, when the head was seen */
+    uint64_t wall_ms;  /* the same moment, unix milliseconds */
+    char id[ACCESS_ID_MAX];
+    char method[ACCESS_METHOD_MAX];
+    char authority[ACCESS_AUTHORITY_MAX];
+    char path[ACCESS_PATH_MAX];
+};
+
 struct downstream {
     const struct downstream_ops *ops;
     struct conn *conn;
@@ -325,6 +357,7 @@ struct downstream {
     /* Seconds for a Retry-After field on the next send_error (0: none), set just before it by
      * sy_error_retry_after() and cleared by it. */
     unsigned retry_after_s;
+    struct access_rec acc;
 };
 
 /* The next answer of our own on `d` carries `Retry-After: seconds` (RFC 9110 §10.2.3): one
@@ -407,6 +440,13 @@ struct exchange {
     uint64_t start_us;   /* monotonic, when the head was routed */
     uint64_t head_us;    /* when the response head went to the client, or 0 */
     uint64_t resp_bytes; /* response body bytes handed to the client */
+    /* For the access log (access.c). */
+    enum sy_pick_rule rule;
+    const char *generated;     /* why switchyard answers itself (fail), or NULL */
+    uint64_t connect_start_us; /* a new upstream connection was asked for, or 0 */
+    uint64_t connect_us;       /* ...and took this long to connect (0: not measured) */
+    bool up_new;               /* the upstream connection was opened for this exchange */
+    bool up_used;              /* the exchange had an upstream connection or stream */
 };
 
 /* An HTTP/2 request's fields, in one allocation. */
@@ -580,6 +620,20 @@ SSL_CTX *tls_store_client(struct tls_store *st, const struct sy_cluster_tls *t, 
                           const char **why);
 /* Runs the handshake on `fd`, then hands the connection to h2_accept or h1_accept by ALPN. */
 void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr *sa, int salen);
+
+/* access.c: the access log's lines. */
+/* The request head was seen: keeps (or makes) the request id, and with the log on copies what
+ * the line needs. Before routing, in exchange_start. */
+void access_begin(struct downstream *d, const struct req_head *req);
+/* The exchange ends (exchange_free): its line, sampled unless switchyard answered itself. */
+void access_log_exchange(struct exchange *ex);
+/* A codec's answer of its own (`status`); `h2`: the HTTP/2 codec. Adds the line unless the
+ * exchange wrote it; resets the record for the next request. */
+void access_log_own(struct downstream *d, int status, bool h2);
+/* Monotonic microseconds (vDSO: no system call). */
+uint64_t access_now_us(void);
+/* The `generated` word for an answer of our own with `status` (bad_request, no_route...). */
+const char *access_own_reason(int status);
 
 /* exchange.c: called by the codecs and upstream.c */
 void exchange_start(struct downstream *d, const struct req_head *req);

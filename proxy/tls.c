@@ -518,6 +518,7 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     event_free(hs->deadline);
     w->accept_trusted = hs->conn.trusted;
+    w->accept_tls_version = SSL_get_version(bufferevent_openssl_get_ssl(bev));
     if (h2)
         h2_accept(w, bev, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
     else

@@ -116,6 +116,8 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
     c->trusted = w->accept_trusted;
     w->accept_trusted = false;
     c->lstat = w->accept_lstat;
+    c->tls_version = w->accept_tls_version;
+    w->accept_tls_version = NULL;
     if (salen > 0 && (size_t)salen <= sizeof(c->addr))
         memcpy(&c->addr, sa, (size_t)salen);
     if (sa->sa_family == AF_INET)
@@ -1370,6 +1372,7 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
         atomic_init(&w->ping_fd, -1);
         if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
             w->rng = sy_now_ms() * 0x9E3779B97F4A7C15ULL + i + 1;
+        w->alog = sy_access_log_ring(i); /* NULL: no access log (opened before, by main) */
         w->table = sy_route_table_acquire(table);
         pthread_mutex_init(&w->mu, NULL);
         w->inbox_tail = &w->inbox;

@@ -2269,6 +2269,75 @@ static void parse_exclusive(struct ctx *c, const struct sy_ynode *v)
     }
 }
 
+/* `access_log.buffer_bytes`: a plain integer, or one with a KiB / MiB suffix. */
+static void parse_access_buffer(struct ctx *c, const struct sy_ynode *v, size_t *out)
+{
+    uint64_t n = 0, unit = 1;
+    bool ok = is_scalar(v);
+    const char *s = ok ? text(v) : "";
+    size_t len = ok ? v->data.scalar.length : 0, digits = 0;
+    for (; digits < len && s[digits] >= '0' && s[digits] <= '9' && n < (1ull << 40); digits++)
+        n = n * 10 + (uint64_t)(s[digits] - '0');
+    if (strcmp(s + digits, "KiB") == 0)
+        unit = 1024;
+    else if (strcmp(s + digits, "MiB") == 0)
+        unit = 1024 * 1024;
+    else if (s[digits] != '\0')
+        ok = false;
+    n *= unit;
+    if (!ok || digits == 0 || n < SY_ACCESS_LOG_BUFFER_MIN || n > SY_ACCESS_LOG_BUFFER_MAX) {
+        report(c, v,
+               "access_log.buffer_bytes must be %u..%u bytes (a number, or with KiB or MiB), "
+               "got %s",
+               SY_ACCESS_LOG_BUFFER_MIN, SY_ACCESS_LOG_BUFFER_MAX, show_value(v).s);
+        return;
+    }
+    *out = (size_t)n;
+}
+
+/* `access_log.sample`: a number from 0 to 1. */
+static void parse_access_sample(struct ctx *c, const struct sy_ynode *v, double *out)
+{
+    char *end = NULL;
+    double d = is_scalar(v) && v->data.scalar.length ? strtod(text(v), &end) : -1;
+    if (!end || *end != '\0' || !(d >= 0 && d <= 1)) {
+        report(c, v, "access_log.sample must be a number from 0 to 1, got %s", show_value(v).s);
+        return;
+    }
+    *out = d;
+}
+
+/* `access_log: {path: stdout | FILE, sample: 1.0, buffer_bytes: 1MiB}`. */
+static void parse_access_log(struct ctx *c, const struct sy_ynode *v)
+{
+    if (!is_mapping(c, v, "access_log"))
+        return;
+    struct sy_access_log_spec *a = &c->cfg->access_log;
+    bool has_path = false;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        struct sy_ynode *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        if (strcmp(key, "path") == 0) {
+            has_path = true;
+            const char *s = string_value(c, pv, "access_log.path");
+            if (s && strcmp(s, "stdout") == 0)
+                a->path = sy_xstrdup(s);
+            else if (s)
+                a->path = path_value(c, pv, "access_log.path", PATH_MAX - 1);
+        } else if (strcmp(key, "sample") == 0) {
+            parse_access_sample(c, pv, &a->sample);
+        } else if (strcmp(key, "buffer_bytes") == 0) {
+            parse_access_buffer(c, pv, &a->buffer_bytes);
+        } else {
+            report(c, k, "unknown key '%s' in access_log", show(k).s);
+        }
+    }
+    if (!has_path)
+        report(c, v, "access_log needs a path (stdout or a file)");
+}
+
 static void parse_root(struct ctx *c, const struct sy_ynode *root)
 {
     if (!root) {
@@ -2304,6 +2373,8 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
             parse_trusted(c, v, &c->cfg->trusted, &c->cfg->n_trusted);
         } else if (strcmp(key, "exclusive") == 0) {
             parse_exclusive(c, v);
+        } else if (strcmp(key, "access_log") == 0) {
+            parse_access_log(c, v);
         } else if (strcmp(key, "state") == 0) {
             c->cfg->state = path_value(c, v, "state", PATH_MAX - 16);
             c->cfg->state_mark = mark_of(v);
@@ -2424,6 +2495,8 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     c.cfg->path = name ? sy_xstrdup(name) : NULL;
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
     sy_config_exclusive_defaults(&c.cfg->exclusive);
+    c.cfg->access_log.sample = 1.0;
+    c.cfg->access_log.buffer_bytes = SY_ACCESS_LOG_BUFFER_DEFAULT;
     parse_root(&c, sy_yaml_root(&c.yaml));
     sy_yaml_doc_free(&c.yaml);
     if (diags->n == c.first_diag) {
@@ -2562,6 +2635,7 @@ void sy_config_free(struct sy_config *cfg)
     free(cfg->admin.http);
     free(cfg->admin.http_allow);
     free(cfg->state);
+    free(cfg->access_log.path);
     free(cfg->exclusive.ready_url);
     free(cfg->exclusive.ready_host);
     free(cfg->exclusive.ready_path);

@@ -400,14 +400,18 @@ static bool try_force(const struct sy_route_table *t, struct app_rt *a, struct s
 }
 
 /* The force header, then the force cookie. An empty value counts as none. */
+/* Whether a force header or cookie decides; *rule says which. */
 static bool pick_forced(const struct sy_route_table *t, struct app_rt *a,
-                        const struct sy_route_req *req, size_t *cluster, bool peek)
+                        const struct sy_route_req *req, size_t *cluster, bool peek,
+                        enum sy_pick_rule *rule)
 {
     const struct sy_force_spec *f = &a->spec->force;
     struct sy_slice v;
+    *rule = SY_RULE_FORCE_HEADER;
     if (f->header && find_header(req, f->header, &v) && v.len > 0 &&
         try_force(t, a, v, req->now, cluster, peek))
         return true;
+    *rule = SY_RULE_FORCE_COOKIE;
     return f->cookie && sy_pick_find_cookie(req, f->cookie, &v) && v.len > 0 &&
            try_force(t, a, v, req->now, cluster, peek);
 }
@@ -476,17 +480,20 @@ static void pick(const struct sy_route_table *t, const struct sy_route_app *app,
     out->set_cookie[0] = '\0';
     out->set_cookie_len = 0;
     if (req) {
-        if (pick_forced(t, a, req, &out->cluster, peek)) {
+        if (pick_forced(t, a, req, &out->cluster, peek, &out->rule)) {
             out->reason = SY_PICK_FORCE;
             return;
         }
-        if (pick_sticky(a, req, out))
+        if (pick_sticky(a, req, out)) {
+            out->rule = SY_RULE_STICKY;
             return;
+        }
     }
     uint64_t n = peek ? atomic_load_explicit(&a->seq, memory_order_relaxed)
                       : atomic_fetch_add_explicit(&a->seq, 1, memory_order_relaxed);
     out->cluster = a->schedule[n % a->schedule_len];
     out->reason = SY_PICK_WEIGHT;
+    out->rule = SY_RULE_WEIGHTS;
 }
 
 void sy_route_pick(const struct sy_route_table *t, const struct sy_route_app *app,
@@ -510,6 +517,21 @@ const char *sy_pick_reason_name(enum sy_pick_reason reason)
         return "sticky";
     case SY_PICK_FORCE:
         return "force";
+    }
+    return "unknown";
+}
+
+const char *sy_pick_rule_name(enum sy_pick_rule rule)
+{
+    switch (rule) {
+    case SY_RULE_WEIGHTS:
+        return "weights";
+    case SY_RULE_STICKY:
+        return "sticky";
+    case SY_RULE_FORCE_HEADER:
+        return "force_header";
+    case SY_RULE_FORCE_COOKIE:
+        return "force_cookie";
     }
     return "unknown";
 }

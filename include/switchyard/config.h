@@ -307,6 +307,20 @@ struct sy_admin_spec {
     bool has_http_allow;
 };
 
+/** access_log.buffer_bytes: default and bounds. */
+#define SY_ACCESS_LOG_BUFFER_DEFAULT (1u << 20)
+#define SY_ACCESS_LOG_BUFFER_MIN     4096u
+#define SY_ACCESS_LOG_BUFFER_MAX     (1u << 30)
+
+/** `access_log:` (off when absent). The path and the buffer are read at start only. */
+struct sy_access_log_spec {
+    char *path;          /* `access_log.path`: "stdout" or a file (resolved against the
+                            config's directory); NULL = no access log */
+    double sample;       /* `access_log.sample`: the share of requests logged, 0..1 (1.0);
+                            answers of switchyard's own are always logged */
+    size_t buffer_bytes; /* `access_log.buffer_bytes`: each worker's ring (1 MiB) */
+};
+
 struct sy_config {
     _Atomic unsigned refs; /* shared by the snapshots compiled from it */
     uint64_t content_hash; /* FNV-1a 64 of the file's bytes: tells a real change from a touch */
@@ -322,6 +336,7 @@ struct sy_config {
     struct sy_timeouts timeouts;
     struct sy_admin_spec admin;
     struct sy_exclusive_spec exclusive;
+    struct sy_access_log_spec access_log;
     char *state; /* `state:`: the overrides journal, resolved against the config's directory;
                     NULL when absent (the daemon then uses the config's path + ".state") */
     struct sy_mark state_mark;

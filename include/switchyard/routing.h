@@ -140,6 +140,17 @@ enum sy_pick_reason {
 /** "weight", "sticky" or "force" (never NULL). */
 const char *sy_pick_reason_name(enum sy_pick_reason reason);
 
+/** Which rule decided, finer than sy_pick_reason: a force header and a force cookie apart. */
+enum sy_pick_rule {
+    SY_RULE_WEIGHTS = 0,
+    SY_RULE_STICKY,
+    SY_RULE_FORCE_HEADER,
+    SY_RULE_FORCE_COOKIE,
+};
+
+/** "weights", "sticky", "force_header" or "force_cookie" (never NULL): the access log's words. */
+const char *sy_pick_rule_name(enum sy_pick_rule rule);
+
 /**
  * What a request offers to the choice beyond its app. Everything is borrowed for the call only.
  * A zeroed struct (or a NULL request) means "no key": the weights alone decide.
@@ -161,6 +172,7 @@ struct sy_route_req {
 struct sy_route_choice {
     size_t cluster; /* index into the table's clusters */
     enum sy_pick_reason reason;
+    enum sy_pick_rule rule; /* the same decision, telling a force header from a cookie */
     /* When set_cookie_len > 0: the whole value of a Set-Cookie field the response must carry
      * (the request had no sticky cookie and was given a new key). NUL-terminated. */
     char set_cookie[SY_SET_COOKIE_MAX];

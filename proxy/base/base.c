@@ -549,3 +549,30 @@ uint64_t sy_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
+
+size_t sy_json_escape(char *dst, size_t cap, const char *src, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+            if (o + 1 > cap)
+                break;
+            dst[o++] = (char)ch;
+        } else if (ch == '"' || ch == '\\') {
+            if (o + 2 > cap)
+                break;
+            dst[o++] = '\\';
+            dst[o++] = (char)ch;
+        } else {
+            if (o + 6 > cap)
+                break;
+            memcpy(dst + o, "\\u00", 4);
+            dst[o + 4] = hex[ch >> 4];
+            dst[o + 5] = hex[ch & 15];
+            o += 6;
+        }
+    }
+    return o;
+}

@@ -1691,6 +1691,24 @@ static const struct error_case error_cases[] = {
     {"test_rejects_a_zero_worker_stale",
      BASE WEB_APP "timeouts: {worker_stale: 0}\n",
      {{10, 26, "worker_stale must be greater than 0"}}},
+    {"test_rejects_an_access_log_without_a_path",
+     BASE WEB_APP "access_log: {sample: 0.5}\n",
+     {{10, 13, "access_log needs a path (stdout or a file)"}}},
+    {"test_rejects_an_access_log_sample_out_of_range",
+     BASE WEB_APP "access_log: {path: stdout, sample: 1.5}\n",
+     {{10, 36, "access_log.sample must be a number from 0 to 1, got 1.5"}}},
+    {"test_rejects_an_access_log_sample_that_is_not_a_number",
+     BASE WEB_APP "access_log: {path: stdout, sample: half}\n",
+     {{10, 36, "access_log.sample must be a number from 0 to 1, got half"}}},
+    {"test_rejects_an_access_log_buffer_too_small",
+     BASE WEB_APP "access_log: {path: stdout, buffer_bytes: 100}\n",
+     {{10, 42, "access_log.buffer_bytes must be 4096..1073741824 bytes"}}},
+    {"test_rejects_an_access_log_buffer_with_an_unknown_unit",
+     BASE WEB_APP "access_log: {path: stdout, buffer_bytes: 1MB}\n",
+     {{10, 42, "access_log.buffer_bytes must be 4096..1073741824 bytes"}}},
+    {"test_rejects_an_unknown_access_log_key",
+     BASE WEB_APP "access_log: {path: stdout, format: json}\n",
+     {{10, 28, "unknown key 'format' in access_log"}}},
 };
 
 static void run_error_case(void **state)
@@ -1757,6 +1775,35 @@ static void test_app_names_are_indexed_and_duplicates_found_among_many(void **st
     assert_string_equal(d.v[0].msg, "duplicate app name 'app3' (first at line 16)");
     sy_diags_dispose(&d);
     free(text);
+}
+
+static void test_parses_access_log_and_its_defaults(void **state)
+{
+    (void)state;
+    struct sy_config *cfg = parse_ok(BASE WEB_APP);
+    assert_null(cfg->access_log.path); /* absent: off */
+    assert_true(cfg->access_log.sample == 1.0);
+    assert_int_equal(cfg->access_log.buffer_bytes, 1u << 20);
+    assert_int_equal(cfg->access_log.buffer_bytes, SY_ACCESS_LOG_BUFFER_DEFAULT);
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE WEB_APP "access_log: {path: stdout}\n");
+    assert_string_equal(cfg->access_log.path, "stdout");
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE WEB_APP "access_log: {path: /var/log/sy.log, sample: 0.1, "
+                                "buffer_bytes: 64KiB}\n");
+    assert_string_equal(cfg->access_log.path, "/var/log/sy.log");
+    assert_true(cfg->access_log.sample == 0.1);
+    assert_int_equal(cfg->access_log.buffer_bytes, 65536);
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE WEB_APP "access_log: {path: logs/access.log, sample: 0, "
+                                "buffer_bytes: 8192}\n");
+    assert_string_equal(cfg->access_log.path, "logs/access.log"); /* relative to test.yaml */
+    assert_true(cfg->access_log.sample == 0.0);
+    assert_int_equal(cfg->access_log.buffer_bytes, 8192);
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE WEB_APP "access_log: {path: stdout, buffer_bytes: 2MiB}\n");
+    assert_int_equal(cfg->access_log.buffer_bytes, 2u << 20);
+    sy_config_free(cfg);
 }
 
 static void test_parses_exclusive_mode_and_its_defaults(void **state)
@@ -1828,6 +1875,7 @@ int main(void)
         cmocka_unit_test(test_never_quotes_the_force_secret),
         cmocka_unit_test(test_app_names_are_indexed_and_duplicates_found_among_many),
         cmocka_unit_test(test_parses_admin_http_and_its_allow_list),
+        cmocka_unit_test(test_parses_access_log_and_its_defaults),
     };
     /* One named test per row of the error table. */
     static struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(error_cases)];

@@ -773,6 +773,32 @@ static void test_table_refuses_a_sticky_cookie_name_too_long_for_set_cookie(void
     sy_config_free(cfg); /* still the caller's */
 }
 
+/* The pick says which rule decided, so that `explain` and the access log never pick again. */
+static void test_pick_reports_the_rule_that_decided(void **state)
+{
+    struct sy_route_table *t = split_table("chat", 100, 0, force_extra);
+    struct sy_header both[] = {hdr("cookie", "sy_force=green"),
+                               hdr("x-switchyard-cluster", "green")};
+    struct sy_route_req r = req_with(both, 2);
+    assert_int_equal(pick(t, &r).rule, SY_RULE_FORCE_HEADER);
+    assert_int_equal(pick1(t, "cookie", "sy_force=green").rule, SY_RULE_FORCE_COOKIE);
+    /* A force header that names no cluster: the cookie decides. */
+    struct sy_header bad[] = {hdr("cookie", "sy_force=green"),
+                              hdr("x-switchyard-cluster", "purple")};
+    r = req_with(bad, 2);
+    assert_int_equal(pick(t, &r).rule, SY_RULE_FORCE_COOKIE);
+    assert_int_equal(pick1(t, "x-user", "u1").rule, SY_RULE_STICKY);
+    assert_int_equal(pick1(t, "x-other", "u1").rule, SY_RULE_WEIGHTS);
+    struct sy_route_choice ch;
+    sy_route_pick_peek(t, the_app(t), &r, &ch);
+    assert_int_equal(ch.rule, SY_RULE_FORCE_COOKIE);
+    sy_route_table_release(t);
+    assert_string_equal(sy_pick_rule_name(SY_RULE_WEIGHTS), "weights");
+    assert_string_equal(sy_pick_rule_name(SY_RULE_STICKY), "sticky");
+    assert_string_equal(sy_pick_rule_name(SY_RULE_FORCE_HEADER), "force_header");
+    assert_string_equal(sy_pick_rule_name(SY_RULE_FORCE_COOKIE), "force_cookie");
+}
+
 static void test_reason_names(void **state)
 {
     assert_string_equal(sy_pick_reason_name(SY_PICK_WEIGHT), "weight");
@@ -784,6 +810,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_siphash_matches_the_reference_vectors),
+        cmocka_unit_test(test_pick_reports_the_rule_that_decided),
         cmocka_unit_test(test_sticky_bucket_is_siphash_of_app_nul_key_mod_10000),
         cmocka_unit_test(test_sticky_bucket_regression_vectors),
         cmocka_unit_test(test_ramp_down_never_moves_a_key_from_blue_to_green),

@@ -1,0 +1,364 @@
+/* SPDX-License-Identifier: MIT */
+/* The access log's lines: one JSON object per request (an HTTP/1.1 request or an HTTP/2
+ * stream), written when its exchange ends, or when the codec answers it itself before there is
+ * one. A line is formatted into a buffer on the stack (no allocation) and copied into the
+ * worker's ring (proxy/base/access_log.c), or dropped and counted when the ring is full. The
+ * request id is kept (a sane x-request-id from the client) or made here, whether the log is on
+ * or not, and goes to the cluster in x-request-id (exchange.c). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <time.h>
+
+#include "switchyard/access_log.h"
+#include "switchyard/base.h"
+
+#include "proxy_internal.h"
+
+uint64_t access_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A client's x-request-id is kept when it is 1..128 printable ASCII bytes without spaces. */
+static bool id_is_sane(struct sy_slice v)
+{
+    if (v.len == 0 || v.len > ACCESS_ID_MAX)
+        return false;
+    for (size_t i = 0; i < v.len; i++)
+        if ((unsigned char)v.p[i] <= 0x20 || (unsigned char)v.p[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* splitmix64's finalizer: a bijection, so distinct counters give distinct ids. */
+static uint64_t mix(uint64_t x)
+{
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static void make_id(struct sy_worker *w, struct access_rec *a)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!w->rid_seed)
+        w->rid_seed = worker_random(w) | 1;
+    uint64_t v = mix(w->rid_seed + w->rid_next++);
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        a->id[i] = hex[v & 15];
+    a->id_len = 16;
+}
+
+static size_t copy_cut(char *dst, size_t cap, struct sy_slice s)
+{
+    size_t n = s.len < cap ? s.len : cap;
+    if (n)
+        memcpy(dst, s.p, n);
+    return n;
+}
+
+void access_begin(struct downstream *d, const struct req_head *req)
+{
+    struct access_rec *a = &d->acc;
+    struct sy_worker *w = d->conn->w;
+    a->state = ACCESS_BEGUN;
+    a->id_len = 0;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct sy_header *h = &req->headers[i];
+        if (h->name.len == 12 && sy_slice_ieq(h->name, "x-request-id") && id_is_sane(h->value)) {
+            memcpy(a->id, h->value.p, h->value.len);
+            a->id_len = (uint8_t)h->value.len;
+            break;
+        }
+    }
+    if (!a->id_len)
+        make_id(w, a);
+    if (!w->alog)
+        return;
+    a->start_us = access_now_us();
+    a->wall_ms = wall_ms();
+    if (req->version[0] == '2')
+        a->proto = d->conn->tls ? "h2" : "h2c";
+    else
+        a->proto = req->version[2] == '0' ? "HTTP/1.0" : "HTTP/1.1";
+    a->method_len = (uint8_t)copy_cut(a->method, sizeof(a->method), req->method);
+    a->authority_len = (uint8_t)copy_cut(a->authority, sizeof(a->authority), req->authority);
+    a->path_len = (uint16_t)copy_cut(a->path, sizeof(a->path), req->target);
+}
+
+/* -- one line ------------------------------------------------------------------------------ */
+
+/* 4 KiB holds the longest line: the copies are bounded (ACCESS_*_MAX, escaped at most 6x:
+ * (128 + 16 + 128 + 512) * 6 < 4800 is the theoretical worst; a line that does not fit is cut
+ * at a field boundary by the escaper and still closed). */
+#define LINE_MAX_BYTES 6144
+
+struct line {
+    char *p;
+    size_t len, cap;
+};
+
+static void raw(struct line *l, const char *s, size_t n)
+{
+    if (l->len + n > l->cap)
+        n = l->cap - l->len;
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+}
+
+static void lit(struct line *l, const char *s)
+{
+    raw(l, s, strlen(s));
+}
+
+/* ,"key": */
+static void key(struct line *l, const char *k)
+{
+    raw(l, ",\"", 2);
+    lit(l, k);
+    raw(l, "\":", 2);
+}
+
+static void str_n(struct line *l, const char *k, const char *s, size_t n)
+{
+    key(l, k);
+    if (!s) {
+        raw(l, "null", 4);
+        return;
+    }
+    raw(l, "\"", 1);
+    /* Room is kept for the closing quote and the rest of the line's fixed text. */
+    size_t room = l->cap - l->len > 256 ? l->cap - l->len - 256 : 0;
+    l->len += sy_json_escape(l->p + l->len, room, s, n);
+    raw(l, "\"", 1);
+}
+
+static void str(struct line *l, const char *k, const char *s)
+{
+    str_n(l, k, s, s ? strlen(s) : 0);
+}
+
+/* Decimal digits of `v`, at least `width` of them (zero-padded). No printf: a line has a
+ * dozen numbers per request. */
+static void digits(struct line *l, uint64_t v, int width)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+        width--;
+    } while (v || width > 0);
+    raw(l, tmp + i, sizeof(tmp) - i);
+}
+
+static void uint_(struct line *l, const char *k, uint64_t v)
+{
+    key(l, k);
+    digits(l, v, 1);
+}
+
+/* Microseconds as milliseconds with three decimals, or null. */
+static void ms(struct line *l, const char *k, bool known, uint64_t us)
+{
+    key(l, k);
+    if (!known) {
+        raw(l, "null", 4);
+        return;
+    }
+    digits(l, us / 1000, 1);
+    raw(l, ".", 1);
+    digits(l, us % 1000, 3);
+}
+
+/* {"time":"2026-12-05T07:40:01.123Z" (RFC 3339, UTC); the date part is cached per thread. */
+static void open_line(struct line *l, uint64_t at_ms)
+{
+    static _Thread_local time_t cached_s = -1;
+    static _Thread_local char cached[24];
+    time_t s = (time_t)(at_ms / 1000);
+    if (s != cached_s) {
+        struct tm tm;
+        gmtime_r(&s, &tm);
+        strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_s = s;
+    }
+    lit(l, "{\"time\":\"");
+    lit(l, cached);
+    raw(l, ".", 1);
+    digits(l, at_ms % 1000, 3);
+    raw(l, "Z\"", 2);
+}
+
+/* The client's address and port ("[v6]:port"). conn.peer is inet_ntop's text: nothing in it
+ * needs escaping. */
+static void client(struct line *l, const struct conn *c)
+{
+    unsigned port = 0;
+    if (c->addr.ss_family == AF_INET)
+        port = ntohs(((const struct sockaddr_in *)&c->addr)->sin_port);
+    else if (c->addr.ss_family == AF_INET6)
+        port = ntohs(((const struct sockaddr_in6 *)&c->addr)->sin6_port);
+    bool v6 = c->addr.ss_family == AF_INET6;
+    key(l, "client");
+    lit(l, v6 ? "\"[" : "\"");
+    lit(l, c->peer);
+    lit(l, v6 ? "]:" : ":");
+    digits(l, port, 1);
+    raw(l, "\"", 1);
+}
+
+/* The parts every line has, from the record: id, client, protocol, TLS, request line. */
+static void request_part(struct line *l, const struct downstream *d, const char *proto)
+{
+    const struct access_rec *a = &d->acc;
+    bool begun = a->state != ACCESS_IDLE;
+    client(l, d->conn);
+    str(l, "protocol", begun ? a->proto : proto);
+    str(l, "tls", d->conn->tls_version);
+    str_n(l, "method", begun ? a->method : NULL, a->method_len);
+    str_n(l, "authority", begun ? a->authority : NULL, a->authority_len);
+    str_n(l, "path", begun ? a->path : NULL, a->path_len);
+}
+
+static void put_line(struct sy_worker *w, struct line *l)
+{
+    raw(l, "}\n", 2);
+    if (l->p[l->len - 1] != '\n') /* cut: still one line */
+        l->p[l->len - 1] = '\n';
+    sy_access_ring_put(w->alog, l->p, l->len);
+}
+
+/* Whether a line that switchyard did not answer itself is kept (access_log.sample). */
+static bool sampled(struct sy_worker *w)
+{
+    double s = worker_config(w)->access_log.sample;
+    if (s >= 1.0)
+        return true;
+    if (s <= 0.0)
+        return false;
+    return (double)(worker_random(w) >> 11) < s * (double)(1ull << 53);
+}
+
+/* The reason for an answer of our own, by status, when the code that made it named none. */
+const char *access_own_reason(int status)
+{
+    switch (status) {
+    case 400:
+        return "bad_request";
+    case 404:
+        return "no_route";
+    case 405:
+        return "method_not_allowed";
+    case 408:
+        return "client_timeout";
+    case 413:
+        return "too_large";
+    case 414:
+        return "uri_too_long";
+    case 431:
+        return "headers_too_large";
+    case 501:
+        return "not_implemented";
+    case 502:
+        return "upstream_error";
+    case 503:
+        return "unavailable";
+    case 504:
+        return "upstream_timeout";
+    case 505:
+        return "version_not_supported";
+    }
+    return "error";
+}
+
+static void exchange_line(struct line *l, const struct exchange *ex, const char *gen)
+{
+    const struct downstream *d = ex->down;
+    const struct access_rec *a = &d->acc;
+    uint64_t now = access_now_us();
+    bool routed = !ex->maint;
+    open_line(l, a->wall_ms);
+    str_n(l, "request_id", a->id, a->id_len);
+    str(l, "app", ex->app ? ex->app->name : NULL);
+    str(l, "cluster", routed ? sy_route_cluster(ex->table, ex->cluster)->name : NULL);
+    str(l, "rule", routed ? sy_pick_rule_name(ex->rule) : NULL);
+    str(l, "endpoint", routed && ex->endpoint ? ex->endpoint->address : NULL);
+    request_part(l, d, NULL);
+    uint_(l, "status", (uint64_t)(ex->status > 0 ? ex->status : 0));
+    uint_(l, "bytes_in", ex->req_body_bytes);
+    uint_(l, "bytes_out", ex->resp_bytes);
+    ms(l, "connect_ms", ex->connect_us != 0, ex->connect_us);
+    key(l, "upstream_reused");
+    lit(l, !ex->up_used ? "null" : ex->up_new ? "false" : "true");
+    ms(l, "ttfb_ms", ex->head_us != 0, ex->head_us > a->start_us ? ex->head_us - a->start_us : 0);
+    ms(l, "total_ms", true, now > a->start_us ? now - a->start_us : 0);
+    key(l, "tunnel");
+    lit(l, ex->tunnel ? "true" : "false");
+    str(l, "generated", gen);
+}
+
+void access_log_exchange(struct exchange *ex)
+{
+    struct downstream *d = ex->down;
+    struct sy_worker *w = ex->w;
+    if (!w->alog || !d || d->acc.state != ACCESS_BEGUN)
+        return;
+    const char *gen = ex->maint ? "maintenance" : ex->generated;
+    if (gen || sampled(w)) {
+        char buf[LINE_MAX_BYTES];
+        struct line l = {buf, 0, sizeof(buf)};
+        exchange_line(&l, ex, gen);
+        put_line(w, &l);
+    }
+    /* After fail() the codec's send_error follows: it adds no second line. */
+    d->acc.state = ex->generated && !ex->resp_started ? ACCESS_LOGGED : ACCESS_IDLE;
+}
+
+void access_log_own(struct downstream *d, int status, bool h2)
+{
+    struct access_rec *a = &d->acc;
+    struct sy_worker *w = d->conn->w;
+    enum access_state was = a->state;
+    a->state = ACCESS_IDLE;
+    if (!w->alog || was == ACCESS_LOGGED)
+        return;
+    if (was == ACCESS_IDLE) {
+        a->start_us = access_now_us();
+        a->wall_ms = wall_ms();
+        a->id_len = 0;
+    }
+    char buf[LINE_MAX_BYTES];
+    struct line l = {buf, 0, sizeof(buf)};
+    open_line(&l, a->wall_ms);
+    str_n(&l, "request_id", a->id_len ? a->id : NULL, a->id_len);
+    const struct traffic_slot *s = d->own_slot;
+    str(&l, "app", s && s->app[0] ? s->app : NULL);
+    str(&l, "cluster", s && s->cluster[0] ? s->cluster : NULL);
+    str(&l, "rule", NULL);
+    str(&l, "endpoint", NULL);
+    request_part(&l, d, h2 ? (d->conn->tls ? "h2" : "h2c") : "HTTP/1.1");
+    uint_(&l, "status", (uint64_t)status);
+    uint_(&l, "bytes_in", 0);
+    uint_(&l, "bytes_out", 0);
+    ms(&l, "connect_ms", false, 0);
+    key(&l, "upstream_reused");
+    lit(&l, "null");
+    ms(&l, "ttfb_ms", false, 0);
+    uint64_t now = access_now_us();
+    ms(&l, "total_ms", true, now > a->start_us ? now - a->start_us : 0);
+    key(&l, "tunnel");
+    lit(&l, "false");
+    str(&l, "generated", access_own_reason(status));
+    put_line(w, &l);
+}
