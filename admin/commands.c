@@ -23,6 +23,7 @@
 #define HISTORY_MAX          1000
 #define HISTORY_TEXT_CHANGES 10 /* apps of one record shown to people; JSON has them all */
 #define EXPLAIN_MAX_HEADERS  64
+#define STATUS_HISTORY       10 /* records in `status --json` */
 
 /* -- helpers ------------------------------------------------------------------------------- */
 
@@ -145,6 +146,7 @@ struct traffic_row {
     char *app, *cluster;
     uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, upstream_refused;
     uint64_t own[SY_OWN_N];
+    uint64_t dur[SY_LAT_N + 1], dur_sum_us, head_lat[SY_LAT_N + 1], head_sum_us;
 };
 
 struct traffic {
@@ -216,6 +218,42 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     row->queued = t->queued;
     row->queue_503 = t->queue_503;
     row->upstream_refused = t->upstream_refused;
+    memcpy(row->dur, t->dur, sizeof(row->dur));
+    row->dur_sum_us = t->dur_sum_us;
+    memcpy(row->head_lat, t->head_lat, sizeof(row->head_lat));
+    row->head_sum_us = t->head_sum_us;
+}
+
+/* JSON mode: `key`: {"le_us": [bounds..., null], "cumulative": [...], "count": N, "sum_us": S}
+ * from a histogram that is not cumulative; null stands for +Inf. The status page takes
+ * quantiles over a window from the difference of two of these. */
+static void histogram_json(struct sy_reply *r, const char *key, const uint64_t *h, uint64_t sum)
+{
+    sy_json_begin_object(r, key);
+    sy_json_begin_array(r, "le_us");
+    for (size_t i = 0; i < SY_LAT_N; i++)
+        sy_json_uint(r, NULL, sy_lat_bound_us(i));
+    sy_json_null(r, NULL);
+    sy_json_end_array(r);
+    uint64_t acc = 0;
+    sy_json_begin_array(r, "cumulative");
+    for (size_t i = 0; i <= SY_LAT_N; i++) {
+        acc += h ? h[i] : 0;
+        sy_json_uint(r, NULL, acc);
+    }
+    sy_json_end_array(r);
+    sy_json_uint(r, "count", acc);
+    sy_json_uint(r, "sum_us", sum);
+    sy_json_end_object(r);
+}
+
+/* JSON mode: `key`: ["a", "b"]. */
+static void strings_json(struct sy_reply *r, const char *key, char *const *v, size_t n)
+{
+    sy_json_begin_array(r, key);
+    for (size_t i = 0; i < n; i++)
+        sy_json_str(r, NULL, v[i]);
+    sy_json_end_array(r);
 }
 
 static int cmp_traffic(const void *a, const void *b)
@@ -267,6 +305,8 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     sy_json_begin_object(r, NULL);
     sy_json_str(r, "name", app->name);
     sy_json_str(r, "stable", cfg->clusters[app->stable].name);
+    strings_json(r, "hosts", app->hosts, app->n_hosts);
+    strings_json(r, "paths", app->paths, app->n_paths);
     if (o)
         override_json(r, o, ostate == SY_OVERRIDE_STALE ? "stale" : "applied", why);
     else
@@ -331,6 +371,8 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         sy_json_uint(r, "queue_503", q5);
         sy_json_uint(r, "upstream_refused", rf);
         sy_json_uint(r, "max_connections", cs->max_connections);
+        histogram_json(r, "duration", row ? row->dur : NULL, row ? row->dur_sum_us : 0);
+        histogram_json(r, "head_latency", row ? row->head_lat : NULL, row ? row->head_sum_us : 0);
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
@@ -374,6 +416,38 @@ static bool status_wants(const struct status_sel *sel, const char *name, bool ha
     if (sel->overridden)
         return has_override;
     return true;
+}
+
+/* JSON mode: the last refused reload, kept after a later reload succeeds (`current` false). */
+static void status_rejection(struct sy_reply *r, const struct sy_reload_rejection *rj, bool current)
+{
+    if (!rj) {
+        sy_json_null(r, "last_rejected_reload");
+        return;
+    }
+    char when[32];
+    iso8601(rj->time_ms, when);
+    sy_json_begin_object(r, "last_rejected_reload");
+    sy_json_str(r, "file", rj->file);
+    sy_json_uint(r, "line", rj->line > 0 ? (uint64_t)rj->line : 0);
+    sy_json_uint(r, "col", rj->col > 0 ? (uint64_t)rj->col : 0);
+    sy_json_str(r, "message", rj->message);
+    sy_json_str(r, "time", when);
+    sy_json_uint(r, "time_ms", rj->time_ms);
+    sy_json_bool(r, "current", current);
+    sy_json_end_object(r);
+}
+
+static void history_cb(const struct sy_journal_record *rec, void *arg);
+
+/* JSON mode: "history": the last STATUS_HISTORY records, as `history --json` has them. A
+ * journal that cannot be read leaves the list empty: status still answers. */
+static void status_history(struct sy_reply *r, struct sy_journal *j)
+{
+    sy_json_begin_array(r, "history");
+    if (j)
+        sy_journal_history(j, STATUS_HISTORY, history_cb, r);
+    sy_json_end_array(r);
 }
 
 static int cmd_status(struct sy_admin_req *req)
@@ -437,6 +511,9 @@ static int cmd_status(struct sy_admin_req *req)
     sy_json_str(r, "journal", j ? sy_journal_path(j) : NULL);
     sy_json_uint(r, "reload_failures", sy_state_reload_failures(st));
     sy_json_str(r, "last_reload_error", last_err);
+    status_rejection(r, sy_state_last_rejection(st), last_err != NULL);
+    sy_json_str(r, "admin_socket",
+                env->admin && env->admin->path ? env->admin->path : cfg->admin.socket);
     struct sy_log_stats ls;
     sy_log_stats(&ls);
     if (ls.dropped || ls.suppressed)
@@ -509,6 +586,10 @@ static int cmd_status(struct sy_admin_req *req)
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
+    /* The last changes, for the status page and `status --watch` (JSON only: people have
+     * `history`). */
+    if (r->json)
+        status_history(r, j);
     if (sel.pattern || sel.overridden)
         sy_reply_printf(r, "%zu of %zu apps shown\n", shown, cfg->n_apps);
     sy_reply_printf(r, "(* = stable cluster; ! = stale override, not in force)\n");

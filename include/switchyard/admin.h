@@ -213,6 +213,8 @@ struct sy_admin_routing {
     struct sy_state *state;
     sy_admin_traffic_cb traffic; /* NULL: no counters */
     void *traffic_arg;
+    const struct sy_admin *admin; /* the socket `status` names as admin_socket; NULL: the
+                                     file's admin.socket */
 };
 
 /**
