@@ -40,4 +40,20 @@ struct sy_admin {
 /** Appends `s` as a JSON string (quoted, escaped) to the reply's bytes, whatever its mode. */
 void sy_admin_json_escape(struct sy_reply *r, const char *s);
 
+/* admin/maintenance.c: what `status` shows of an app in maintenance (with `text`, a line
+ * indented by `indent` for people; without, the `in_maintenance` member, null when it is not
+ * in maintenance), and what `history`
+ * shows of a maintenance record (nothing for another record). */
+struct sy_state;
+struct sy_journal_record;
+void sy_admin_maintenance_status(struct sy_reply *r, const struct sy_state *st, const char *app,
+                                 bool text, int indent);
+void sy_admin_maintenance_history(struct sy_reply *r, const struct sy_journal_record *rec);
+/* What `explain` adds for the app it found: the `maintenance` member (null, or the answer's
+ * retry_after) and, when the app is in maintenance, a line saying no cluster is reached. */
+struct sy_route_table;
+struct sy_route_app;
+void sy_admin_maintenance_explain(struct sy_reply *r, const struct sy_route_table *t,
+                                  const struct sy_route_app *app);
+
 #endif

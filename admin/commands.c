@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "switchyard/exclusive.h"
+
 #include "admin_internal.h"
 
 #define HISTORY_DEFAULT      20
@@ -146,7 +148,9 @@ struct traffic_row {
     char *app, *cluster;
     uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, upstream_refused;
     uint64_t own[SY_OWN_N];
-    uint64_t dur[SY_LAT_N + 1], dur_sum_us, head_lat[SY_LAT_N + 1], head_sum_us;
+    /* For the status page: bytes and the latency histograms (not cumulative). */
+    uint64_t bytes_in, bytes_out;
+    uint64_t dur[SY_LAT_N + 1], head_lat[SY_LAT_N + 1];
 };
 
 struct traffic {
@@ -218,33 +222,23 @@ static void traffic_cb(const struct sy_traffic *t, void *arg)
     row->queued = t->queued;
     row->queue_503 = t->queue_503;
     row->upstream_refused = t->upstream_refused;
+    row->bytes_in = t->bytes_in;
+    row->bytes_out = t->bytes_out;
     memcpy(row->dur, t->dur, sizeof(row->dur));
-    row->dur_sum_us = t->dur_sum_us;
     memcpy(row->head_lat, t->head_lat, sizeof(row->head_lat));
-    row->head_sum_us = t->head_sum_us;
 }
 
-/* JSON mode: `key`: {"le_us": [bounds..., null], "cumulative": [...], "count": N, "sum_us": S}
- * from a histogram that is not cumulative; null stands for +Inf. The status page takes
- * quantiles over a window from the difference of two of these. */
-static void histogram_json(struct sy_reply *r, const char *key, const uint64_t *h, uint64_t sum)
+/* A latency histogram as the status page reads it: cumulative counts, one per bound of
+ * `latency_le_ms` and a last one for all (p50 and p99 are read off them). */
+static void latency_json(struct sy_reply *r, const char *key, const uint64_t *b)
 {
-    sy_json_begin_object(r, key);
-    sy_json_begin_array(r, "le_us");
-    for (size_t i = 0; i < SY_LAT_N; i++)
-        sy_json_uint(r, NULL, sy_lat_bound_us(i));
-    sy_json_null(r, NULL);
-    sy_json_end_array(r);
-    uint64_t acc = 0;
-    sy_json_begin_array(r, "cumulative");
+    uint64_t cum = 0;
+    sy_json_begin_array(r, key);
     for (size_t i = 0; i <= SY_LAT_N; i++) {
-        acc += h ? h[i] : 0;
-        sy_json_uint(r, NULL, acc);
+        cum += b ? b[i] : 0;
+        sy_json_uint(r, NULL, cum);
     }
     sy_json_end_array(r);
-    sy_json_uint(r, "count", acc);
-    sy_json_uint(r, "sum_us", sum);
-    sy_json_end_object(r);
 }
 
 /* JSON mode: `key`: ["a", "b"]. */
@@ -286,6 +280,13 @@ static void traffic_dispose(struct traffic *acc)
     free(acc->v);
 }
 
+/* A histogram bound in milliseconds, as text ("2.5"). */
+static const char *lat_bound_ms(size_t i, char *buf, size_t size)
+{
+    snprintf(buf, size, "%g", (double)sy_lat_bound_us(i) / 1000.0);
+    return buf;
+}
+
 static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t ai,
                        const struct traffic *acc, int wname, int wcluster)
 {
@@ -311,6 +312,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         override_json(r, o, ostate == SY_OVERRIDE_STALE ? "stale" : "applied", why);
     else
         sy_json_null(r, "override");
+    sy_admin_maintenance_status(r, st, app->name, false, wname);
     sy_json_begin_array(r, "clusters");
     for (size_t i = 0; i < app->n_weights; i++) {
         const char *cname = cfg->clusters[app->weights[i].cluster].name;
@@ -330,6 +332,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         uint64_t qn = row ? row->queued : 0, q5 = row ? row->queue_503 : 0,
                  rf = row ? row->upstream_refused : 0;
         const struct sy_cluster_spec *cs = &cfg->clusters[app->weights[i].cluster];
+        char lbuf[32];
         char ovs[32];
         if (ov < 0)
             snprintf(ovs, sizeof(ovs), "-");
@@ -371,11 +374,19 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         sy_json_uint(r, "queue_503", q5);
         sy_json_uint(r, "upstream_refused", rf);
         sy_json_uint(r, "max_connections", cs->max_connections);
-        histogram_json(r, "duration", row ? row->dur : NULL, row ? row->dur_sum_us : 0);
-        histogram_json(r, "head_latency", row ? row->head_lat : NULL, row ? row->head_sum_us : 0);
+        sy_json_uint(r, "bytes_in", row ? row->bytes_in : 0);
+        sy_json_uint(r, "bytes_out", row ? row->bytes_out : 0);
+        sy_json_begin_array(r, "latency_le_ms");
+        for (size_t k = 0; k < SY_LAT_N; k++)
+            sy_json_str(r, NULL, lat_bound_ms(k, lbuf, sizeof(lbuf)));
+        sy_json_str(r, NULL, "+Inf");
+        sy_json_end_array(r);
+        latency_json(r, "latency_counts", row ? row->dur : NULL);
+        latency_json(r, "head_latency_counts", row ? row->head_lat : NULL);
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
+    sy_exclusive_status_app(env->exclusive, app, r, wname);
     sy_json_end_object(r);
     /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
      * fault), where there are any. */
@@ -388,6 +399,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
         own_text(r, row->own);
         sy_reply_printf(r, "\n");
     }
+    sy_admin_maintenance_status(r, st, app->name, true, wname);
     if (o) {
         sy_reply_printf(r, "%-*s   override%s: ", wname, "",
                         ostate == SY_OVERRIDE_STALE ? " (STALE: the file's weights apply)" : "");
@@ -665,6 +677,9 @@ static bool parse_weight(const char *s, unsigned *out)
     return true;
 }
 
+static int exclusive_switch(struct sy_admin_req *req, const char *app, const char *to);
+static bool is_exclusive(struct sy_admin_req *req, const char *app);
+
 static int cmd_weights(struct sy_admin_req *req)
 {
     struct sy_reply *r = req->reply;
@@ -687,14 +702,75 @@ static int cmd_weights(struct sy_admin_req *req)
         n++;
     }
     struct sy_state_edit e = {.app = req->argv[1], .weights = w, .n_weights = n};
+    /* An exclusive app: a split is refused (sy_state_change says why); 100 on a cluster it
+     * does not run on is a switch. */
+    struct sy_admin_routing *env = req->ctx;
+    if (is_exclusive(req, e.app)) {
+        const char *to = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (w[i].weight == 100)
+                to = w[i].cluster;
+        long ai = app_index(config_of(env), e.app);
+        struct sy_route_weight *eff;
+        size_t n_eff = effective(sy_state_table(env->state), (size_t)ai, &eff, NULL);
+        bool there = false;
+        for (size_t i = 0; i < n_eff && to; i++)
+            there = there || (eff[i].weight == 100 && strcmp(eff[i].cluster, to) == 0);
+        free(eff);
+        bool split = false;
+        for (size_t i = 0; i < n; i++)
+            split = split || (w[i].weight != 0 && w[i].weight != 100);
+        if (to && !there && !split)
+            return exclusive_switch(req, e.app, to);
+    }
     return change(req, &e, 1);
+}
+
+/* An exclusive app moves through the engine (admin/exclusive.c): `ok` once its new requests
+ * are held; the move itself completes later (status shows the phase). */
+static int exclusive_switch(struct sy_admin_req *req, const char *app, const char *to)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+    char err[512];
+    if (sy_exclusive_start(env->exclusive, app, to, &who, err, sizeof(err)) != 0)
+        return sy_reply_error(r, "%s", err);
+    sy_reply_printf(r,
+                    "%s: exclusive switch to %s begun: new requests are held while the old "
+                    "cluster drains (see `status %s`)\n",
+                    app, to, app);
+    sy_json_begin_object(r, "switch");
+    sy_json_str(r, "app", app);
+    sy_json_str(r, "to", to);
+    sy_json_str(r, "phase", "drain");
+    sy_json_end_object(r);
+    req->published = sy_state_generation(env->state);
+    return 0;
+}
+
+static bool is_exclusive(struct sy_admin_req *req, const char *app)
+{
+    struct sy_admin_routing *env = req->ctx;
+    return env->exclusive && sy_exclusive_is_app(config_of(env), app);
 }
 
 static int cmd_switch(struct sy_admin_req *req)
 {
     struct sy_reply *r = req->reply;
+    if (req->argc == 3 && strcmp(req->argv[1], "--abort") == 0) {
+        struct sy_admin_routing *env = req->ctx;
+        char err[512];
+        if (!env->exclusive || sy_exclusive_abort(env->exclusive, req->argv[2], err, sizeof(err)))
+            return sy_reply_error(r, "%s", env->exclusive ? err : "no exclusive switch here");
+        sy_reply_printf(r, "%s: switch aborted: back where the journal says\n", req->argv[2]);
+        req->published = sy_state_generation(env->state);
+        return 0;
+    }
     if (req->argc != 3)
-        return sy_reply_error(r, "usage: switch APP CLUSTER");
+        return sy_reply_error(r, "usage: switch APP CLUSTER | switch --abort APP");
+    if (is_exclusive(req, req->argv[1]))
+        return exclusive_switch(req, req->argv[1], req->argv[2]);
     struct sy_route_weight w = {req->argv[2], 100};
     struct sy_state_edit e = {.app = req->argv[1], .weights = &w, .n_weights = 1};
     return change(req, &e, 1);
@@ -713,6 +789,8 @@ static int cmd_revert(struct sy_admin_req *req)
     long only = all ? -1 : app_index(cfg, req->argv[1]);
     if (!all && only < 0)
         return sy_reply_error(r, "unknown app '%.64s'", req->argv[1]);
+    if (!all && is_exclusive(req, req->argv[1]))
+        return exclusive_switch(req, req->argv[1], cfg->clusters[cfg->apps[only].stable].name);
     size_t n = all ? cfg->n_apps : 1;
     struct sy_state_edit *e = sy_xcalloc(n, sizeof(*e));
     struct sy_route_weight *w = sy_xcalloc(n, sizeof(*w));
@@ -948,6 +1026,7 @@ static int cmd_explain(struct sy_admin_req *req)
     }
     sy_reply_printf(r, "cluster %s: %s\n", cluster, detail);
     sy_json_str(r, "detail", detail);
+    sy_admin_maintenance_explain(r, t, app);
     return 0;
 }
 
@@ -991,6 +1070,7 @@ static void history_cb(const struct sy_journal_record *rec, void *arg)
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
+    sy_admin_maintenance_history(r, rec);
     sy_json_end_object(r);
 }
 
@@ -1340,7 +1420,9 @@ static const struct sy_admin_cmd routing_cmds[] = {
      cmd_status, NULL},
     {"weights", "weights APP CLUSTER=N...          : set an app's split (durable override)",
      cmd_weights, NULL},
-    {"switch", "switch APP CLUSTER                : send all of an app's traffic to one cluster",
+    {"switch",
+     "switch APP CLUSTER | --abort APP  : send all of an app's traffic to one cluster "
+     "(exclusive apps: hold, drain, release)",
      cmd_switch, NULL},
     {"revert",
      "revert APP | revert --all         : back to the stable cluster (--all: every app, "
@@ -1360,4 +1442,5 @@ static const struct sy_admin_cmd routing_cmds[] = {
 void sy_admin_routing_init(struct sy_admin *a, struct sy_admin_routing *env)
 {
     sy_admin_register(a, routing_cmds, env);
+    sy_admin_maintenance_init(a, env);
 }

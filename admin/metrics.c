@@ -300,6 +300,15 @@ static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
         {"switchyard_queued_requests", "gauge",
          "Requests waiting for a connection (clusters.NAME.max_connections).",
          offsetof(struct sy_traffic, queued)},
+        {"switchyard_held_requests", "gauge",
+         "Requests of an exclusive app held now by a switch, by the cluster they wait for.",
+         offsetof(struct sy_traffic, held)},
+        {"switchyard_held_released_total", "counter",
+         "Held requests released to their cluster when an exclusive switch ended.",
+         offsetof(struct sy_traffic, held_released)},
+        {"switchyard_held_rejected_total", "counter",
+         "Held requests answered 503 (exclusive.hold ran out, or exclusive.max_held).",
+         offsetof(struct sy_traffic, held_503)},
     };
     for (size_t s = 0; s < sizeof(simple) / sizeof(simple[0]); s++) {
         sy_prom_family(m, simple[s].name, simple[s].type, simple[s].help);
@@ -318,6 +327,15 @@ static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
     sy_prom_sample_u64(m, "", NULL, 0, NULL, rs->pp_rejected);
 }
 
+static void connection_gauge_cb(const struct sy_endpoint_errors *e, void *arg)
+{
+    struct sy_prom *m = arg;
+    const char *lo[] = {"cluster", e->cluster, "endpoint", e->endpoint, "state", "open"};
+    const char *li[] = {"cluster", e->cluster, "endpoint", e->endpoint, "state", "idle"};
+    sy_prom_sample_u64(m, "", lo, 3, NULL, e->open);
+    sy_prom_sample_u64(m, "", li, 3, NULL, e->idle);
+}
+
 static void connect_error_cb(const struct sy_endpoint_errors *e, void *arg)
 {
     struct sy_prom *m = arg;
@@ -326,6 +344,50 @@ static void connect_error_cb(const struct sy_endpoint_errors *e, void *arg)
                            e->endpoint, "reason",   sy_connect_error_name(i)};
         sy_prom_sample_u64(m, "", l, 3, NULL, e->errors[i]);
     }
+}
+
+struct listeners {
+    struct sy_listener_stats *v;
+    size_t n, cap;
+};
+
+static void listener_cb(const struct sy_listener_stats *l, void *arg)
+{
+    struct listeners *ls = arg;
+    sy_xgrow((void **)&ls->v, &ls->cap, ls->n + 1, sizeof(*ls->v));
+    ls->v[ls->n] = *l;
+    ls->v[ls->n].listener = sy_xstrdup(l->listener);
+    ls->n++;
+}
+
+static void listener_metrics(struct sy_prom *m, const struct sy_admin_http_env *env)
+{
+    struct listeners ls = {0};
+    if (env->listener_stats)
+        env->listener_stats(env->listener_stats_arg, listener_cb, &ls);
+    sy_prom_family(m, "switchyard_connections_total", "counter",
+                   "Client connections by listen address and protocol (http/1.1 counted at its "
+                   "first request, h2 by ALPN, h2c by the preface).");
+    for (size_t i = 0; i < ls.n; i++) {
+        const char *p[3] = {"http/1.1", "h2", "h2c"};
+        uint64_t v[3] = {ls.v[i].http1, ls.v[i].h2, ls.v[i].h2c};
+        for (size_t k = 0; k < 3; k++) {
+            const char *l[] = {"listener", ls.v[i].listener, "protocol", p[k]};
+            sy_prom_sample_u64(m, "", l, 2, NULL, v[k]);
+        }
+    }
+    sy_prom_family(m, "switchyard_tls_handshakes_total", "counter",
+                   "TLS handshakes with clients by listen address: ok, or failed (an error, a "
+                   "close or the client_header deadline).");
+    for (size_t i = 0; i < ls.n; i++) {
+        const char *lo[] = {"listener", ls.v[i].listener, "result", "ok"};
+        const char *lf[] = {"listener", ls.v[i].listener, "result", "failed"};
+        sy_prom_sample_u64(m, "", lo, 2, NULL, ls.v[i].tls_ok);
+        sy_prom_sample_u64(m, "", lf, 2, NULL, ls.v[i].tls_failed);
+    }
+    for (size_t i = 0; i < ls.n; i++)
+        free((char *)ls.v[i].listener);
+    free(ls.v);
 }
 
 static void who_of(uint32_t uid, char *buf, size_t size)
@@ -352,6 +414,20 @@ static void routing_metrics(struct sy_prom *m, struct sy_state *st)
                                cfg->clusters[app->weights[i].cluster].name};
             sy_prom_sample_u64(m, "", l, 2, NULL, app->weights[i].cluster == app->stable);
         }
+    }
+    sy_prom_family(m, "switchyard_app_exclusive", "gauge",
+                   "1 for an app with mode: exclusive (it runs on one cluster at a time), else 0.");
+    for (size_t a = 0; a < cfg->n_apps; a++) {
+        const char *l[] = {"app", cfg->apps[a].name};
+        sy_prom_sample_u64(m, "", l, 1, NULL, cfg->apps[a].mode == SY_APP_EXCLUSIVE);
+    }
+    const struct sy_maints *maint = sy_state_maintenance(st);
+    sy_prom_family(m, "switchyard_app_in_maintenance", "gauge",
+                   "1 for an app in maintenance (every request answered 503), else 0.");
+    for (size_t a = 0; a < cfg->n_apps; a++) {
+        const struct sy_maint *e = sy_maints_find(maint, cfg->apps[a].name);
+        const char *l[] = {"app", cfg->apps[a].name};
+        sy_prom_sample_u64(m, "", l, 1, NULL, e && e->on);
     }
     sy_prom_family(m, "switchyard_weight", "gauge",
                    "Weight of a cluster for an app: in the file, set by an override (while one "
@@ -527,6 +603,11 @@ void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bo
                    "by reason.");
     if (env->connect_errors)
         env->connect_errors(env->connect_errors_arg, connect_error_cb, m);
+    sy_prom_family(m, "switchyard_upstream_connections", "gauge",
+                   "HTTP/1.1 connections to a cluster endpoint: open (in use or idle) and idle.");
+    if (env->connect_errors)
+        env->connect_errors(env->connect_errors_arg, connection_gauge_cb, m);
+    listener_metrics(m, env);
     if (env->state)
         routing_metrics(m, env->state);
     process_metrics(m);

@@ -28,6 +28,9 @@ static const bool exchange_cache_on = true;
 
 static void send_head(struct exchange *ex);
 static void upstream_closed(struct exchange *ex);
+static void answer_maintenance(struct downstream *d, const struct req_head *req,
+                               struct sy_route_table *t, const struct sy_route_app *app,
+                               const struct sy_route_maint_answer *m);
 
 static const char *cluster_name(const struct exchange *ex)
 {
@@ -68,6 +71,7 @@ static void exchange_free(struct exchange *ex)
     if (ex->w->drain_cut == ex)
         ex->w->drain_cut = NULL;
     queue_remove(ex); /* a client that goes away while waiting is forgotten */
+    hold_remove(ex);  /* ... and so is one held by an exclusive switch */
     h2up_detach(ex);
     if (ex->w_prev)
         ex->w_prev->w_next = ex->w_next;
@@ -550,6 +554,97 @@ static void build_h2_request(struct exchange *ex, const struct req_head *req, bo
     ex->h2_req = r;
 }
 
+/* The weight app `ex->app` gives cluster `c` in table `t` (same config as the exchange's). */
+static unsigned weight_in(const struct sy_route_table *t, size_t app, size_t c)
+{
+    const struct sy_weight_spec *wt;
+    size_t n;
+    sy_route_app_weights(t, app, &wt, &n);
+    for (size_t i = 0; i < n; i++)
+        if (wt[i].cluster == c)
+            return wt[i].weight;
+    return 0;
+}
+
+/* An exclusive app (apps[].mode): a forced request to the cluster that is not live is refused
+ * unless force_while_exclusive; while a switch runs, requests are held (hold.c). Returns true
+ * when the exchange was taken care of (held, or answered). */
+static bool exclusive_gate(struct exchange *ex, const struct sy_config *cfg)
+{
+    const struct sy_app_spec *spec = &sy_route_table_config(ex->table)->apps[ex->app->index];
+    if (spec->mode != SY_APP_EXCLUSIVE)
+        return false;
+    char msg[320];
+    if (ex->forced && spec->force_while_exclusive)
+        return false;
+    if (ex->forced && weight_in(ex->table, ex->app->index, ex->cluster) == 0) {
+        snprintf(msg, sizeof(msg),
+                 "app %s is exclusive and runs on another cluster: cluster %s cannot be forced "
+                 "(force_while_exclusive is off)",
+                 ex->app->name, cluster_name(ex));
+        fail(ex, 503, msg);
+        return true;
+    }
+    if (!ex->app->held)
+        return false;
+    if (hold_add(ex))
+        return true;
+    counter_add(&ex->slot->held_503, 1);
+    snprintf(msg, sizeof(msg),
+             "app %s is moving to another cluster and %zu requests wait already "
+             "(exclusive.max_held): retry",
+             ex->app->name, cfg->exclusive.max_held);
+    unsigned s = cfg->exclusive.hold_ms / 1000;
+    sy_error_retry_after(ex->down, s ? s : 1);
+    fail(ex, 503, msg);
+    return true;
+}
+
+static void go(struct exchange *ex, bool late);
+
+void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why)
+{
+    sy_error_retry_after(ex->down, retry_after_s);
+    fail(ex, 503, why);
+}
+
+void exchange_held_go(struct exchange *ex)
+{
+    /* After an abort the cluster the request was routed to is out of the split: it goes to
+     * the one the app runs on now, when the head built for the first one fits it (same
+     * protocol and TLS), else it is answered 503. */
+    struct sy_worker *w = ex->w;
+    const struct sy_route_table *t = w->table;
+    if (sy_route_table_config(t) == sy_route_table_config(ex->table) &&
+        weight_in(t, ex->app->index, ex->cluster) == 0) {
+        size_t n_c = sy_route_cluster_count(t), best = n_c;
+        unsigned bw = 0;
+        for (size_t c = 0; c < n_c; c++) {
+            unsigned wt = weight_in(t, ex->app->index, c);
+            if (wt > bw) {
+                bw = wt;
+                best = c;
+            }
+        }
+        const struct sy_cluster_spec *from = sy_route_cluster(ex->table, ex->cluster);
+        const struct sy_cluster_spec *to = best < n_c ? sy_route_cluster(t, best) : NULL;
+        const struct sy_endpoint_spec *ep = to ? sy_route_next_endpoint(t, best) : NULL;
+        if (!ep || to->protocol != from->protocol || to->tls.on != from->tls.on) {
+            exchange_held_fail(ex, 1,
+                               "the app's switch was aborted while the request was held: "
+                               "retry");
+            return;
+        }
+        counter_add(&ex->slot->in_flight, -1);
+        ex->slot = w->slot_index[ex->app->index * n_c + best];
+        counter_add(&ex->slot->requests, 1);
+        counter_add(&ex->slot->in_flight, 1);
+        ex->cluster = best;
+        ex->endpoint = ep;
+    }
+    go(ex, true);
+}
+
 void exchange_start(struct downstream *d, const struct req_head *req)
 {
     struct sy_worker *w = d->conn->w;
@@ -584,6 +679,11 @@ void exchange_start(struct downstream *d, const struct req_head *req)
                  (int)(path.len > 100 ? 100 : path.len), path.p);
         sy_route_table_release(t);
         d->ops->send_error(d, 404, why);
+        return;
+    }
+    const struct sy_route_maint_answer *maint = sy_route_app_maintenance(t, app);
+    if (maint) {
+        answer_maintenance(d, req, t, app, maint);
         return;
     }
     struct sy_route_req rreq = {
@@ -638,7 +738,6 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     d->ex = ex;
 
     const struct sy_cluster_spec *cl = sy_route_cluster(t, choice.cluster);
-    const char *why = NULL;
     char msg[320];
     if (cl->protocol != SY_PROTO_HTTP1) {
         if (ex->upgrade_asked) {
@@ -653,6 +752,21 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     } else {
         write_request_head(ex, req);
     }
+    if (exclusive_gate(ex, cfg))
+        return;
+    go(ex, false);
+}
+
+/* The exchange has its cluster and its head: it takes a connection, or waits for one.
+ * `late`: the codec consumed the head long ago (a held request), so the body may be pulled
+ * as soon as the connection is there. */
+static void go(struct exchange *ex, bool late)
+{
+    struct sy_worker *w = ex->w;
+    const struct sy_endpoint_spec *ep = ex->endpoint;
+    const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+    const char *why = NULL;
+    char msg[320];
     if (cl->max_connections) {
         struct pool *p = upstream_pool(w, ep, cl);
         switch (queue_admit(ex, p, cl)) {
@@ -681,8 +795,12 @@ void exchange_start(struct downstream *d, const struct req_head *req)
         return;
     }
     /* The body is pulled by the codec's exchange_body_ready once the head is consumed. */
-    if (ex->up->connected)
-        send_head(ex);
+    if (ex->up->connected) {
+        if (late)
+            exchange_upstream_connected(ex);
+        else
+            send_head(ex);
+    }
 }
 
 /* Sends the head (a copy when a retry may still need it) and lets the client send its body. */
@@ -738,9 +856,111 @@ static void maybe_finish(struct exchange *ex)
         finish(ex, ex->req_done); /* a response that ends before its request: no reuse */
 }
 
+/* The answer's bytes are the snapshot's: the chain holds a reference to it until it is sent. */
+static void maint_body_done(const void *data, size_t len, void *arg)
+{
+    sy_route_table_release(arg);
+}
+
+/* Whether the request's Accept includes text/html (a browser). q-values are not weighed: a
+ * client that lists text/html at all gets the page. */
+static bool accepts_html(const struct req_head *req)
+{
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct sy_header *h = &req->headers[i];
+        if (!sy_slice_ieq(h->name, "accept") || h->value.len < 9)
+            continue;
+        for (size_t k = 0; k + 9 <= h->value.len; k++)
+            if (sy_slice_ieq(sy_slice_of(h->value.p + k, 9), "text/html"))
+                return true;
+    }
+    return false;
+}
+
+/* App in maintenance (switchyardctl maintenance APP on): 503 with Retry-After, no-store, and
+ * the app's page for browsers or one line for the rest; nothing goes to a cluster. Takes the
+ * reference `t`. The exchange stays until the codec has consumed the head and the body is
+ * dropped (maint_body_ready), so that the connection goes on. Counted as an own 503 on the
+ * app's stable cluster. */
+static void answer_maintenance(struct downstream *d, const struct req_head *req,
+                               struct sy_route_table *t, const struct sy_route_app *app,
+                               const struct sy_route_maint_answer *m)
+{
+    struct sy_worker *w = d->conn->w;
+    struct exchange *ex = exchange_alloc(w);
+    ex->down = d;
+    ex->w = w;
+    ex->table = t;
+    ex->maint = true;
+    ex->status = 503;
+    ex->resp_started = ex->resp_done = true;
+    ex->head_request = sy_slice_ieq(req->method, "HEAD");
+    ex->req_done = req->framing == SY_H1_BODY_NONE ||
+                   (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
+    /* RFC 9110 §10.1.1: no 100 Continue before a final answer; the client may not send it. */
+    ex->expect_continue = req->expect_continue && !ex->req_done;
+    bool html = m->page && accepts_html(req);
+    const char *body = html ? m->page : m->text;
+    size_t len = html ? m->page_len : m->text_len;
+    const char *type = html ? "text/html; charset=utf-8" : "text/plain; charset=utf-8";
+    struct sy_header fields[3] = {
+        {sy_slice_of("retry-after", 11), sy_slice_of(m->retry_after, strlen(m->retry_after))},
+        {sy_slice_of("cache-control", 13), sy_slice_of("no-store", 8)},
+        {sy_slice_of("content-type", 12), sy_slice_of(type, strlen(type))},
+    };
+    struct resp_head h = {
+        .status = 503,
+        .headers = fields,
+        .n_headers = 3,
+        .has_body = !ex->head_request && len > 0,
+        .length_known = !ex->head_request,
+        .content_length = len,
+        .head_length = ex->head_request,
+    };
+    worker_count_own(w, w->slot_index[app->index * sy_route_cluster_count(t) + app->stable], 503);
+    d->ex = ex;
+    d->ops->send_head(d, &h);
+    if (h.has_body) {
+        evbuffer_add_reference(ex->tmp, body, len, maint_body_done, sy_route_table_acquire(t));
+        d->ops->send_body(d, ex->tmp, len);
+    }
+    d->ops->send_end(d, NULL);
+}
+
+/* A maintenance answer is queued: the request's body, if any, is read and dropped so that
+ * the connection can go on (and a close does not reset the answer away), up to
+ * MAINT_DISCARD_MAX bytes; past that, or with a 100-continue the answer refused, the
+ * connection (HTTP/2: the stream) does not go on. */
+#define MAINT_DISCARD_MAX (1u << 20)
+
+static void maint_body_ready(struct exchange *ex)
+{
+    while (!ex->req_done && !ex->expect_continue) {
+        bool done = false;
+        const char *why = NULL;
+        ssize_t n = ex->down->ops->pull_body(ex->down, ex->tmp, 65536, ex->trailers, &done, &why);
+        if (n < 0)
+            break; /* malformed: the connection cannot go on */
+        evbuffer_drain(ex->tmp, evbuffer_get_length(ex->tmp));
+        evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
+        ex->req_body_bytes += (uint64_t)n;
+        if (done)
+            ex->req_done = true;
+        else if (ex->req_body_bytes > MAINT_DISCARD_MAX)
+            break;
+        else if (n == 0)
+            return; /* the codec calls again when more arrives */
+    }
+    finish(ex, ex->req_done);
+}
+
 /* Request body: downstream -> upstream output. */
 void exchange_body_ready(struct exchange *ex)
 {
+    if (ex->maint) {
+        maint_body_ready(ex);
+        return;
+    }
     if (ex->h2) {
         h2up_body_ready(ex);
         return;

@@ -27,6 +27,7 @@ struct h1_client {
     bool head_started;   /* bytes of a request head arrived: the head deadline runs */
     size_t head_scanned; /* bytes of an incomplete head already parsed, with no line end since */
     bool head_has_line;  /* the request line of that incomplete head is complete */
+    bool proto_counted;  /* cleartext: counted as HTTP/1.1 on its listener (not h2c) */
     bool closing;        /* free once the output is flushed */
     bool linger;         /* ... after a lingering close (see finish_close) */
     bool lingering;      /* in that lingering close: c->timer is its deadline */
@@ -164,10 +165,14 @@ static const char *reason_phrase(int status)
 static void send_error(struct h1_client *c, int status, const char *why)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    char retry[40] = "";
+    if (c->down.retry_after_s) /* sy_error_retry_after() */
+        snprintf(retry, sizeof(retry), "retry-after: %u\r\n", c->down.retry_after_s);
+    c->down.retry_after_s = 0;
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                        "content-length: %zu\r\nconnection: close\r\n\r\n%s\n",
-                        status, reason_phrase(status), strlen(why) + 1, why);
+                        "content-length: %zu\r\n%sconnection: close\r\n\r\n%s\n",
+                        status, reason_phrase(status), strlen(why) + 1, retry, why);
     sy_log_client(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id,
                   status, reason_phrase(status), why);
     worker_count_own(c->conn.w, c->down.own_slot, status);
@@ -193,6 +198,9 @@ static bool sniff_h2(struct h1_client *c, struct evbuffer *in, size_t len, bool 
     wthrough_detach(&c->wt);
     c->bev = NULL;
     c->conn.w->accept_trusted = c->conn.trusted;
+    c->conn.w->accept_lstat = c->conn.lstat;
+    if (c->conn.lstat)
+        counter_add(&c->conn.lstat->conns[LPROTO_H2C], 1);
     h2_accept(c->conn.w, bev, (const struct sockaddr *)&c->conn.addr, sizeof(c->conn.addr), false);
     client_free(c);
     return true;
@@ -212,6 +220,9 @@ static void try_read_head(struct h1_client *c)
             return;
         if (wait)
             return;
+        if (!c->proto_counted && c->conn.lstat)
+            counter_add(&c->conn.lstat->conns[LPROTO_H1], 1);
+        c->proto_counted = true;
     }
     struct sy_h1_limits lim = {cfg->limits.max_request_line, cfg->limits.max_header_bytes,
                                cfg->limits.max_headers};

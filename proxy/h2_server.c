@@ -295,7 +295,17 @@ static void stream_error(struct h2_stream *st, int status, const char *why)
         {(uint8_t *)"content-type", (uint8_t *)"text/plain; charset=utf-8", 12, 25,
          NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-length", (uint8_t *)len, 14, strlen(len), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"retry-after", NULL, 11, 0, NGHTTP2_NV_FLAG_NONE},
     };
+    size_t n_nv = 3;
+    char retry[16];
+    if (st->down.retry_after_s) { /* sy_error_retry_after() */
+        snprintf(retry, sizeof(retry), "%u", st->down.retry_after_s);
+        nv[3].value = (uint8_t *)retry;
+        nv[3].valuelen = strlen(retry);
+        n_nv = 4;
+    }
+    st->down.retry_after_s = 0;
     evbuffer_add_printf(st->resp_body, "%s\n", why);
     st->resp_end = true;
     sy_log_client(SY_LOG_INFO, "http", "conn %llu stream %d: %d (%s)",
@@ -305,7 +315,7 @@ static void stream_error(struct h2_stream *st, int status, const char *why)
     if (!st->end_stream)
         st->rst_after_end = true;
     stream_drop_body(st);
-    submit_response(st, nv, 3, true);
+    submit_response(st, nv, n_nv, true);
 }
 
 /* struct downstream_ops */

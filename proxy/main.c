@@ -23,6 +23,8 @@
 #include "switchyard/admin.h"
 #include "switchyard/admin_http.h"
 #include "switchyard/config.h"
+#include "switchyard/exclusive.h"
+#include "switchyard/notify.h"
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
 #include "switchyard/state.h"
@@ -55,6 +57,7 @@ struct control {
     struct sy_admin_routing admin_env;
     struct sy_admin_http *http; /* admin.http: /metrics, /status, /healthz, /readyz */
     bool stopping;
+    struct sy_notify *notify; /* systemd's NOTIFY_SOCKET; NULL without it */
 };
 
 static void usage(FILE *f)
@@ -78,6 +81,11 @@ static void traffic(void *arg, sy_traffic_cb cb, void *cb_arg)
 static void connect_errors(void *arg, sy_endpoint_errors_cb cb, void *cb_arg)
 {
     sy_workers_connect_errors(arg, cb, cb_arg);
+}
+
+static void listener_stats(void *arg, sy_listener_stats_cb cb, void *cb_arg)
+{
+    sy_workers_listener_stats(arg, cb, cb_arg);
 }
 
 static size_t workers_health(void *arg, struct sy_worker_health *v, size_t max)
@@ -211,11 +219,34 @@ static void publish(struct sy_route_table *t, void *arg)
         evtimer_add(ctl->tidy_soon, &soon);
 }
 
+/* The STATUS= line systemd shows for the table in force. */
+static void serving_status(struct control *ctl, char *buf, size_t size)
+{
+    const struct sy_config *cfg = sy_route_table_config(sy_state_table(ctl->state));
+    snprintf(buf, size, "serving generation %llu: %zu apps, %zu clusters, %zu listeners",
+             (unsigned long long)sy_state_generation(ctl->state), cfg->n_apps, cfg->n_clusters,
+             cfg->n_listens);
+}
+
 static void reload(struct control *ctl, bool force)
 {
     struct sy_diags d;
     sy_diags_init(&d);
-    sy_state_reload(ctl->state, force, &d); /* logs its outcome */
+    /* systemd (Type=notify-reload, and `systemctl reload` in the journal) sees the reload
+     * begin and end; sy_state_reload returns once every worker routes with the new table. */
+    sy_notify_reloading(ctl->notify, "reloading");
+    enum sy_reload_result r = sy_state_reload(ctl->state, force, &d); /* logs its outcome */
+    char status[512];
+    if (r == SY_RELOAD_REJECTED && d.n > 0) {
+        char why[400];
+        sy_diag_format(&d.v[0], why, sizeof(why));
+        serving_status(ctl, status, sizeof(status));
+        size_t len = strlen(status);
+        snprintf(status + len, sizeof(status) - len, " (reload rejected: %s)", why);
+    } else {
+        serving_status(ctl, status, sizeof(status));
+    }
+    sy_notify_ready(ctl->notify, status);
     sy_diags_dispose(&d);
 }
 
@@ -258,6 +289,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     ctl->stopping = true;
     sy_admin_http_set_draining(ctl->http);
     unsigned drain_ms = sy_route_table_config(sy_state_table(ctl->state))->timeouts.drain_ms;
+    char status[128];
+    snprintf(status, sizeof(status), "draining (at most %u ms)", drain_ms);
+    sy_notify_stopping(ctl->notify, status);
     sy_log(SY_LOG_INFO, "main", "signal %d: draining (at most %u ms)", (int)sig, drain_ms);
     sy_workers_drain(ctl->workers, drain_ms);
     event_base_loopbreak(ctl->base);
@@ -567,6 +601,7 @@ int main(int argc, char **argv)
         ctl.admin_env.traffic = traffic;
         ctl.admin_env.traffic_arg = ctl.workers;
         ctl.admin_env.admin = ctl.admin;
+        ctl.admin_env.exclusive = sy_exclusive_new(ctl.base, &ctl.admin_env);
         sy_admin_routing_init(ctl.admin, &ctl.admin_env);
     }
     if (cfg->admin.http) {
@@ -580,6 +615,8 @@ int main(int argc, char **argv)
             .health_arg = ctl.workers,
             .connect_errors = connect_errors,
             .connect_errors_arg = ctl.workers,
+            .listener_stats = listener_stats,
+            .listener_stats_arg = ctl.workers,
         };
         if (sy_admin_http_listen(ctl.base, cfg, &henv, &ctl.http) != 0) {
             fprintf(stderr, "switchyard: cannot serve admin.http %s\n", cfg->admin.http);
@@ -607,12 +644,21 @@ int main(int argc, char **argv)
                cfg->listens[i].tls_cert ? " (tls)" : "");
     sy_log(SY_LOG_INFO, "main", "switchyard %s: generation 1, %zu apps, %zu clusters, %u workers",
            SY_VERSION, cfg->n_apps, cfg->n_clusters, n);
+    /* READY=1 once every worker has answered from its own loop, not merely been started. */
+    ctl.notify = sy_notify_new(ctl.base, ctl.workers);
+    if (ctl.notify) {
+        char status[512];
+        serving_status(&ctl, status, sizeof(status));
+        sy_notify_ready_when_workers(ctl.notify, status);
+    }
     event_base_dispatch(ctl.base);
 
     /* Draining: nothing but TERM and INT is served now (no reloads, no admin commands; a
      * HUP is caught and ignored); admin.http still answers (/readyz 503), its /status from
      * the command set kept until the workers are gone. */
     sy_admin_close_socket(ctl.admin);
+    sy_exclusive_free(ctl.admin_env.exclusive); /* a switch not released: the journal's side */
+    ctl.admin_env.exclusive = NULL;
     if (ctl.watch_ev)
         event_del(ctl.watch_ev);
     event_del(ctl.debounce);
@@ -622,6 +668,7 @@ int main(int argc, char **argv)
     sy_admin_free(ctl.admin);
     ctl.admin = NULL;
     sy_workers_free(ctl.workers);
+    sy_notify_free(ctl.notify);
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
     if (ctl.watch_ev)

@@ -55,7 +55,8 @@ struct pool {
     /* Requests waiting for a connection (clusters.NAME.max_connections), oldest first. */
     struct exchange *q_head, *q_tail;
     size_t n_queued;
-    struct event *q_ev; /* serves the queue on the next loop turn; made with the first wait */
+    struct event *q_ev;   /* serves the queue on the next loop turn; made with the first wait */
+    struct ep_stat *stat; /* /metrics: its open and idle counts (the cluster that made it) */
     struct pool *next;
 };
 
@@ -82,6 +83,7 @@ struct listener {
      * of them, logged at its start and its end. */
     struct event *pause_ev;
     unsigned pauses;
+    struct lis_stat *stat; /* its counters, found at the first accept */
 };
 
 /* A message from the control thread: a new snapshot and the listener set that goes with it
@@ -123,6 +125,11 @@ struct traffic_slot {
     _Atomic uint64_t queued;           /* waiting for a connection now (max_connections) */
     _Atomic uint64_t queue_503;        /* answered 503: the queue was full or the wait ran out */
     _Atomic uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections */
+    /* The exclusive switch (hold.c), on the slot of the cluster a held request waits for. */
+    _Atomic uint64_t held;             /* held now */
+    _Atomic uint64_t held_released;    /* released to their cluster */
+    _Atomic uint64_t held_503;         /* answered 503: exclusive.hold ran out, or max_held */
+    _Atomic uint64_t held_wait_max_ms; /* the longest a request waited, released or not */
     /* For /metrics (admin/metrics.c), counted when an exchange ends. */
     _Atomic uint64_t by_class[SY_CLASS_N]; /* by status / 100; [0]: no status (client gone) */
     _Atomic uint64_t dur[SY_LAT_N + 1];    /* request duration, by bucket (not cumulative) */
@@ -138,7 +145,22 @@ struct traffic_slot {
 struct ep_stat {
     char *cluster, *endpoint;
     _Atomic uint64_t errors[SY_CONNERR_N];
+    _Atomic uint64_t open, idle; /* HTTP/1.1 connections of the pool made for it (pool.stat) */
     struct ep_stat *next;
+};
+
+/* The counters of `endpoint` of `cluster` in worker `w` (made on first use). Worker thread. */
+struct sy_worker;
+struct ep_stat *worker_ep_stat(struct sy_worker *w, const char *cluster, const char *endpoint);
+
+/* Connections taken by one listen address in one worker (worker.c), never freed before the
+ * worker: a connection keeps a pointer to it (conn.lstat). */
+enum { LPROTO_H1 = 0, LPROTO_H2, LPROTO_H2C, LPROTO_N };
+struct lis_stat {
+    char *address;
+    _Atomic uint64_t conns[LPROTO_N];
+    _Atomic uint64_t tls_ok, tls_failed;
+    struct lis_stat *next;
 };
 
 /* Counts a connect error of `reason` to `endpoint` of `cluster`. Worker thread. */
@@ -173,6 +195,11 @@ struct sy_worker {
     struct event *msg_ev;
     struct event *drain_timer;
     bool draining;
+    /* sy_workers_ping: the control thread stores a number in `ping` and rings msg_fd; the
+     * worker's loop copies it to `pong` (then its snapshot is installed and its loop turns)
+     * and rings `ping_fd` when that is not -1. */
+    _Atomic uint64_t ping, pong;
+    _Atomic int ping_fd;
 
     struct pool *pools;
     struct tls_client_plan *tls_clients; /* the cluster TLS contexts that go with w->table */
@@ -184,7 +211,11 @@ struct sy_worker {
     struct drain_job *drain_jobs; /* drain_after timers */
     struct exchange *drain_cut;   /* the exchange drain_after is about to cut: NULL once it
                                      ended (exchange_free), so that it is freed only once */
-    struct wthrough *wt_list;     /* outputs to write at the end of this loop pass */
+    /* Requests held by an exclusive switch (hold.c), oldest first. */
+    struct exchange *held_head, *held_tail;
+    size_t n_held;
+    struct event *hold_timer; /* exclusive.hold of the oldest */
+    struct wthrough *wt_list; /* outputs to write at the end of this loop pass */
     struct event *wt_ev;
     struct conn *conns; /* every open downstream connection */
     /* The next worker_conn_init takes its conn.trusted from here (and clears it): the code
@@ -205,7 +236,11 @@ struct sy_worker {
     struct traffic_slot *unrouted;      /* answers before routing (app and cluster "") */
     _Atomic uint64_t beat_ms; /* sy_now_ms() at the loop's last heartbeat (0: not running) */
     struct event *beat_ev;    /* the heartbeat timer (/healthz) */
-    struct ep_stat *_Atomic ep_stats; /* connect errors by endpoint, newest first */
+    struct ep_stat *_Atomic ep_stats;   /* connect errors by endpoint, newest first */
+    struct lis_stat *_Atomic lis_stats; /* connections by listen address, newest first */
+    /* The next worker_conn_init takes its conn.lstat from here: set, like accept_trusted, by
+     * whoever hands a connection over (accept, PROXY header, TLS handshake, h2c preface). */
+    struct lis_stat *accept_lstat;
 };
 
 /* What every downstream connection has, whatever its protocol. */
@@ -217,6 +252,7 @@ struct conn {
     bool tls;
     bool trusted; /* the client address is in trusted_proxies: its X-Forwarded-* are kept */
     struct conn *next, *prev;
+    struct lis_stat *lstat;             /* the listener's counters, or NULL */
     void (*close_idle)(struct conn *c); /* drain: close if nothing is in flight */
     void (*free)(struct conn *c);       /* worker shutdown */
 };
@@ -286,7 +322,17 @@ struct downstream {
     /* Where the next send_error is counted (worker_count_own): the exchange's app and
      * cluster, set just before it calls send_error; NULL: before routing. */
     struct traffic_slot *own_slot;
+    /* Seconds for a Retry-After field on the next send_error (0: none), set just before it by
+     * sy_error_retry_after() and cleared by it. */
+    unsigned retry_after_s;
 };
+
+/* The next answer of our own on `d` carries `Retry-After: seconds` (RFC 9110 §10.2.3): one
+ * helper for every 503 that says when to come back (hold expiry, max_held, maintenance). */
+static inline void sy_error_retry_after(struct downstream *d, unsigned seconds)
+{
+    d->retry_after_s = seconds;
+}
 
 /* One request in flight: downstream, routing decision, upstream connection. */
 struct exchange {
@@ -350,6 +396,13 @@ struct exchange {
     struct exchange *q_next, *q_prev;
     struct event *q_timer; /* queue.timeout; kept with the exchange for its next wait */
 
+    /* Answered by the proxy for an app in maintenance: no cluster, no upstream; ends when
+     * the codec first calls exchange_body_ready (after the request head is consumed). */
+    bool maint;
+    /* Held by an exclusive switch (hold.c). */
+    bool held;
+    struct exchange *hold_next, *hold_prev;
+    uint64_t hold_since_ms; /* monotonic */
     /* For the latency histograms and byte counters (traffic_slot). */
     uint64_t start_us;   /* monotonic, when the head was routed */
     uint64_t head_us;    /* when the response head went to the client, or 0 */
@@ -625,6 +678,25 @@ static inline void queue_kick(struct pool *p)
 }
 /* Pool teardown: its event. The queue is empty by then. */
 void queue_pool_dispose(struct pool *p);
+
+/* hold.c: the exclusive switch's hold, per worker. A request of a held app waits in arrival
+ * order, routed but not sent, until a snapshot no longer holds its app (then it goes on to
+ * the cluster it was routed to, or to the app's live one after an abort), or until
+ * exclusive.hold (503 with Retry-After). */
+/* Holds `ex` (routed, head built). False when the worker holds exclusive.max_held already. */
+bool hold_add(struct exchange *ex);
+/* The exchange leaves the hold (it ends: its client went away). */
+void hold_remove(struct exchange *ex);
+/* A new snapshot is installed: releases the held requests whose app it no longer holds. */
+void hold_table_changed(struct sy_worker *w);
+/* Worker exit. */
+void hold_dispose(struct sy_worker *w);
+
+/* exchange.c: called by hold.c */
+/* Sends a held exchange on to its cluster (it may fail at once and be freed). */
+void exchange_held_go(struct exchange *ex);
+/* Answers a held exchange 503 with Retry-After. */
+void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why);
 
 /* exchange.c: called by h2_client.c */
 /* The response head (1xx excluded); `fields` are the regular fields as received. */

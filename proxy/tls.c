@@ -500,15 +500,22 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct handshake *hs = arg;
     if (!(what & BEV_EVENT_CONNECTED)) {
+        if (hs->conn.lstat)
+            counter_add(&hs->conn.lstat->tls_failed, 1);
         handshake_free(&hs->conn);
         return;
     }
     struct sy_worker *w = hs->conn.w;
+    w->accept_lstat = hs->conn.lstat;
     worker_conn_remove(w, &hs->conn);
     const unsigned char *proto = NULL;
     unsigned int len = 0;
     SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
     bool h2 = len == 2 && memcmp(proto, "h2", 2) == 0;
+    if (hs->conn.lstat) {
+        counter_add(&hs->conn.lstat->tls_ok, 1);
+        counter_add(&hs->conn.lstat->conns[h2 ? LPROTO_H2 : LPROTO_H1], 1);
+    }
     event_free(hs->deadline);
     w->accept_trusted = hs->conn.trusted;
     if (h2)
@@ -520,6 +527,9 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void handshake_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
+    struct handshake *hs = arg;
+    if (hs->conn.lstat)
+        counter_add(&hs->conn.lstat->tls_failed, 1);
     handshake_free(arg);
 }
 

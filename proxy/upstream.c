@@ -96,6 +96,7 @@ struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *e
             p->tls_name = h;
         }
     }
+    p->stat = worker_ep_stat(w, cl->name, ep->address);
     p->next = w->pools;
     w->pools = p;
     return p;
@@ -171,6 +172,15 @@ void upstream_set_tls(struct sy_worker *w, struct tls_client_plan *v, size_t n)
 }
 
 const char upstream_limit_reason[] = "limits.max_upstream_connections reached in this worker";
+
+/* /metrics reads the pool's counts from its endpoint's counters. */
+static void pool_gauge(struct pool *p)
+{
+    if (!p->stat)
+        return;
+    atomic_store_explicit(&p->stat->open, p->n_conns, memory_order_relaxed);
+    atomic_store_explicit(&p->stat->idle, p->n_idle, memory_order_relaxed);
+}
 
 static void unlink_idle(struct upstream *up);
 static void upstream_free(struct upstream *up);
@@ -306,6 +316,7 @@ static void unlink_idle(struct upstream *up)
         if (*pp == up) {
             *pp = up->next;
             p->n_idle--;
+            pool_gauge(p);
             break;
         }
     }
@@ -315,6 +326,7 @@ static void unlink_idle(struct upstream *up)
 static void upstream_free(struct upstream *up)
 {
     up->pool->n_conns--;
+    pool_gauge(up->pool);
     up->w->n_upstream--;
     wthrough_detach(&up->wt);
     bufferevent_free(up->bev);
@@ -442,6 +454,7 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
         up->one_client = true;
     }
     p->n_conns++;
+    pool_gauge(p);
     w->n_upstream++;
     pool_note_busy(p);
     bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
@@ -474,6 +487,7 @@ void upstream_release(struct upstream *up, bool reusable)
     up->next = p->idle;
     p->idle = up;
     p->n_idle++;
+    pool_gauge(p);
     queue_kick(p); /* a request waiting for a connection takes it */
 }
 
@@ -498,7 +512,7 @@ static void pool_close_idle(struct pool *p)
         struct upstream *up = p->idle;
         p->idle = up->next;
         p->n_idle--;
-        upstream_free(up);
+        upstream_free(up); /* updates the gauge */
     }
 }
 

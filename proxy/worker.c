@@ -115,6 +115,7 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
     /* Set by whoever hands the connection over (see sy_worker.accept_trusted), once. */
     c->trusted = w->accept_trusted;
     w->accept_trusted = false;
+    c->lstat = w->accept_lstat;
     if (salen > 0 && (size_t)salen <= sizeof(c->addr))
         memcpy(&c->addr, sa, (size_t)salen);
     if (sa->sa_family == AF_INET)
@@ -365,6 +366,7 @@ static void pp_read_cb(evutil_socket_t fd, short what, void *arg)
     SSL_CTX *tls = pp->tls;
     pp->tls = NULL;
     int sock = pp->fd;
+    w->accept_lstat = pp->conn.lstat;
     pp_wait_free(pp, false);
     accept_conn(w, tls, spec, sock, (const struct sockaddr *)&client, salen);
     if (tls)
@@ -396,6 +398,20 @@ static void pp_wait_start(struct sy_worker *w, struct listener *ls, enum sy_pp_a
     event_add(pp->read_ev, NULL);
 }
 
+/* The counters of listen address `address` in worker `w` (made on its first connection). */
+static struct lis_stat *lis_stat_get(struct sy_worker *w, const char *address)
+{
+    struct lis_stat *s = atomic_load_explicit(&w->lis_stats, memory_order_relaxed);
+    for (; s; s = s->next)
+        if (strcmp(s->address, address) == 0)
+            return s;
+    s = sy_xcalloc(1, sizeof(*s));
+    s->address = sy_xstrdup(address);
+    s->next = atomic_load_explicit(&w->lis_stats, memory_order_relaxed);
+    atomic_store_explicit(&w->lis_stats, s, memory_order_release);
+    return s;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -422,6 +438,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     const struct sy_listen_spec *spec = sy_config_listen(cfg, &ls->addr, ls->addrlen);
+    if (!ls->stat)
+        ls->stat = lis_stat_get(w, spec ? spec->address : "unknown");
+    w->accept_lstat = ls->stat;
     if (spec && spec->proxy_protocol != SY_PP_OFF) {
         pp_wait_start(w, ls, spec->proxy_protocol, fd, sa, salen);
         return;
@@ -521,12 +540,31 @@ static void name_set_put(struct named *e, const char *app, const char *cluster, 
 
 /* Points slot_index at the slots of the new table's app and cluster names, making the
  * missing ones. A table of the same config as `old` (an operator's change) keeps the index. */
+/* Whether two configs name the same apps and clusters in the same order: then the slot index
+ * of one serves the other. A reload that changes weights, hosts or paths but no name (the
+ * common one) keeps the index instead of matching every name again (10-17 ms a worker at
+ * 10,000 apps). */
+static bool same_names(const struct sy_config *a, const struct sy_config *b)
+{
+    if (a == b)
+        return true;
+    if (a->n_apps != b->n_apps || a->n_clusters != b->n_clusters)
+        return false;
+    for (size_t i = 0; i < a->n_clusters; i++)
+        if (strcmp(a->clusters[i].name, b->clusters[i].name) != 0)
+            return false;
+    for (size_t i = 0; i < a->n_apps; i++)
+        if (strcmp(a->apps[i].name, b->apps[i].name) != 0)
+            return false;
+    return true;
+}
+
 static void index_slots(struct sy_worker *w, const struct sy_route_table *old)
 {
     const struct sy_config *cfg = worker_config(w);
     if (!w->unrouted)
         w->unrouted = slot_new(w, "", ""); /* no app or cluster has an empty name */
-    if (old && w->slot_index && sy_route_table_config(old) == cfg)
+    if (old && w->slot_index && same_names(sy_route_table_config(old), cfg))
         return;
     free(w->slot_index);
     w->slot_index = sy_xcalloc(cfg->n_apps * cfg->n_clusters + 1, sizeof(*w->slot_index));
@@ -592,6 +630,7 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
         const char *app, *cluster;
         uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
         uint64_t own[SY_OWN_N];
+        uint64_t held, held_released, held_503, held_wait_max_ms;
         struct sy_traffic more; /* the /metrics figures (by_class .. bytes_out) */
     };
     struct agg **v = NULL;
@@ -626,6 +665,12 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
             g->queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
             g->queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
             g->refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
+            g->held += atomic_load_explicit(&s->held, memory_order_relaxed);
+            g->held_released += atomic_load_explicit(&s->held_released, memory_order_relaxed);
+            g->held_503 += atomic_load_explicit(&s->held_503, memory_order_relaxed);
+            uint64_t wait = atomic_load_explicit(&s->held_wait_max_ms, memory_order_relaxed);
+            if (wait > g->held_wait_max_ms)
+                g->held_wait_max_ms = wait; /* the longest of all workers, not a sum */
             add_metrics(&g->more, s);
         }
     }
@@ -646,6 +691,10 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
                 .queued = g->queued,
                 .queue_503 = g->queue_503,
                 .upstream_refused = g->refused,
+                .held = g->held,
+                .held_released = g->held_released,
+                .held_503 = g->held_503,
+                .held_wait_max_ms = g->held_wait_max_ms,
             };
             memcpy(t.own, g->own, sizeof(t.own));
             copy_metrics(&t, &g->more);
@@ -1005,7 +1054,12 @@ static void schedule_drains(struct sy_worker *w, const struct sy_route_table *ol
     const struct sy_config *ocfg = sy_route_table_config(old), *ncfg = sy_route_table_config(new);
     for (size_t a = 0; a < ncfg->n_apps; a++) {
         const struct sy_app_spec *app = &ncfg->apps[a];
-        if (!app->drain_after_ms)
+        /* An exclusive app that moves cuts what still runs on its old cluster after
+         * exclusive.drain (its own drain_after, when set, wins). */
+        unsigned drain_ms = app->drain_after_ms;
+        if (!drain_ms && app->mode == SY_APP_EXCLUSIVE)
+            drain_ms = ncfg->exclusive.drain_ms;
+        if (!drain_ms)
             continue;
         for (size_t c = 0; c < ocfg->n_clusters; c++) {
             const char *cname = ocfg->clusters[c].name;
@@ -1016,15 +1070,30 @@ static void schedule_drains(struct sy_worker *w, const struct sy_route_table *ol
             j->app = sy_xstrdup(app->name);
             j->cluster = sy_xstrdup(cname);
             j->ev = evtimer_new(w->base, drain_job_cb, j);
-            struct timeval tv = ms_tv(app->drain_after_ms);
+            struct timeval tv = ms_tv(drain_ms);
             evtimer_add(j->ev, &tv);
             j->next = w->drain_jobs;
             w->drain_jobs = j;
             sy_log(SY_LOG_INFO, "drain",
                    "worker %u: app %s left cluster %s: what still runs there "
                    "closes in %u ms (drain_after)",
-                   w->id, app->name, cname, app->drain_after_ms);
+                   w->id, app->name, cname, drain_ms);
         }
+    }
+}
+
+/* The answer to sy_workers_ping, from the loop: the mail before it has been taken. */
+static void answer_ping(struct sy_worker *w)
+{
+    uint64_t asked = atomic_load_explicit(&w->ping, memory_order_acquire);
+    if (asked == atomic_load_explicit(&w->pong, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&w->pong, asked, memory_order_release);
+    int fd = atomic_load_explicit(&w->ping_fd, memory_order_acquire);
+    if (fd != -1) {
+        uint64_t one = 1;
+        ssize_t n = write(fd, &one, sizeof(one));
+        (void)n; /* an eventfd: EAGAIN only when its counter is full, and it is read anyway */
     }
 }
 
@@ -1062,8 +1131,10 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
         msg_free(m);
         m = next;
     }
+    hold_table_changed(w); /* held requests whose app is no longer held go on */
     if (drain)
         start_drain(w, drain_ms);
+    answer_ping(w);
 }
 
 /* The heartbeat: a loop that turns stamps it; /healthz reads how old the stamp is. */
@@ -1074,6 +1145,9 @@ static void beat_cb(evutil_socket_t fd, short what, void *arg)
     struct sy_worker *w = arg;
     atomic_store_explicit(&w->beat_ms, sy_now_ms(), memory_order_relaxed);
 }
+/* Tests only (tests/e2e/test_18_systemd_notify.py): every worker waits this long before its
+ * loop first turns, so that a test can see that READY=1 waits for the workers. */
+static unsigned start_delay_ms;
 
 static void *worker_main(void *arg)
 {
@@ -1082,6 +1156,10 @@ static void *worker_main(void *arg)
     struct timeval beat = {0, BEAT_MS * 1000};
     event_add(w->beat_ev, &beat);
     beat_cb(-1, 0, w);
+    if (start_delay_ms) {
+        struct timespec ts = {start_delay_ms / 1000, (long)(start_delay_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
     event_base_dispatch(w->base);
     event_free(w->beat_ev);
     w->beat_ev = NULL;
@@ -1089,6 +1167,7 @@ static void *worker_main(void *arg)
         drain_job_free(w->drain_jobs);
     while (w->conns)
         w->conns->free(w->conns);
+    hold_dispose(w);
     upstream_free_pools(w);
     exchange_cache_free(w);
     /* Bufferevents with deferred callbacks finish freeing themselves from the loop: give
@@ -1288,6 +1367,7 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
         struct sy_worker *w = &ws->v[i];
         w->id = i;
         w->msg_fd = -1;
+        atomic_init(&w->ping_fd, -1);
         if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
             w->rng = sy_now_ms() * 0x9E3779B97F4A7C15ULL + i + 1;
         w->table = sy_route_table_acquire(table);
@@ -1332,6 +1412,9 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
 
 int sy_workers_start(struct sy_workers *ws)
 {
+    const char *delay = getenv("SWITCHYARD_TEST_WORKER_START_DELAY_MS");
+    if (delay && *delay)
+        start_delay_ms = (unsigned)strtoul(delay, NULL, 10) % 60000;
     for (size_t i = 0; i < ws->n; i++) {
         int err = pthread_create(&ws->v[i].thread, NULL, worker_main, &ws->v[i]);
         if (err) {
@@ -1372,20 +1455,24 @@ void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table)
     }
 }
 
-void worker_count_connect_error(struct sy_worker *w, const char *cluster, const char *endpoint,
-                                enum sy_connect_error reason)
+struct ep_stat *worker_ep_stat(struct sy_worker *w, const char *cluster, const char *endpoint)
 {
     struct ep_stat *e = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
     for (; e; e = e->next)
         if (strcmp(e->cluster, cluster) == 0 && strcmp(e->endpoint, endpoint) == 0)
-            break;
-    if (!e) {
-        e = sy_xcalloc(1, sizeof(*e));
-        e->cluster = sy_xstrdup(cluster);
-        e->endpoint = sy_xstrdup(endpoint);
-        e->next = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
-        atomic_store_explicit(&w->ep_stats, e, memory_order_release);
-    }
+            return e;
+    e = sy_xcalloc(1, sizeof(*e));
+    e->cluster = sy_xstrdup(cluster);
+    e->endpoint = sy_xstrdup(endpoint);
+    e->next = atomic_load_explicit(&w->ep_stats, memory_order_relaxed);
+    atomic_store_explicit(&w->ep_stats, e, memory_order_release);
+    return e;
+}
+
+void worker_count_connect_error(struct sy_worker *w, const char *cluster, const char *endpoint,
+                                enum sy_connect_error reason)
+{
+    struct ep_stat *e = worker_ep_stat(w, cluster, endpoint);
     counter_add(&e->errors[reason < SY_CONNERR_N ? reason : SY_CONNERR_OTHER], 1);
 }
 
@@ -1408,6 +1495,34 @@ void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, 
             }
             for (size_t j = 0; j < SY_CONNERR_N; j++)
                 v[k].errors[j] += atomic_load_explicit(&e->errors[j], memory_order_relaxed);
+            v[k].open += atomic_load_explicit(&e->open, memory_order_relaxed);
+            v[k].idle += atomic_load_explicit(&e->idle, memory_order_relaxed);
+        }
+    }
+    for (size_t k = 0; k < n; k++)
+        cb(&v[k], arg);
+    free(v);
+}
+
+void sy_workers_listener_stats(struct sy_workers *ws, sy_listener_stats_cb cb, void *arg)
+{
+    struct sy_listener_stats *v = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < ws->n; i++) {
+        struct lis_stat *s = atomic_load_explicit(&ws->v[i].lis_stats, memory_order_acquire);
+        for (; s; s = s->next) {
+            size_t k = 0;
+            while (k < n && strcmp(v[k].listener, s->address) != 0)
+                k++;
+            if (k == n) {
+                sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
+                v[n++] = (struct sy_listener_stats){.listener = s->address};
+            }
+            v[k].http1 += atomic_load_explicit(&s->conns[LPROTO_H1], memory_order_relaxed);
+            v[k].h2 += atomic_load_explicit(&s->conns[LPROTO_H2], memory_order_relaxed);
+            v[k].h2c += atomic_load_explicit(&s->conns[LPROTO_H2C], memory_order_relaxed);
+            v[k].tls_ok += atomic_load_explicit(&s->tls_ok, memory_order_relaxed);
+            v[k].tls_failed += atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
         }
     }
     for (size_t k = 0; k < n; k++)
@@ -1428,6 +1543,30 @@ size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size
             .installed = atomic_load_explicit(&ws->v[i].installed, memory_order_acquire),
         };
     }
+    return ws->n;
+}
+
+void sy_workers_ping(struct sy_workers *ws, uint64_t seq, int fd)
+{
+    for (size_t i = 0; i < ws->n; i++) {
+        struct sy_worker *w = &ws->v[i];
+        atomic_store_explicit(&w->ping_fd, fd, memory_order_release);
+        atomic_store_explicit(&w->ping, seq, memory_order_release);
+        wake(w);
+    }
+}
+
+size_t sy_workers_answered(const struct sy_workers *ws, uint64_t seq)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ws->n; i++)
+        if (atomic_load_explicit(&ws->v[i].pong, memory_order_acquire) >= seq)
+            n++;
+    return n;
+}
+
+size_t sy_workers_count(const struct sy_workers *ws)
+{
     return ws->n;
 }
 
@@ -1460,6 +1599,11 @@ void sy_workers_free(struct sy_workers *ws)
         free(w->listeners);
         free(w->scratch);
         free(w->slot_index);
+        for (struct lis_stat *l = w->lis_stats, *next; l; l = next) {
+            next = l->next;
+            free(l->address);
+            free(l);
+        }
         for (struct ep_stat *e = w->ep_stats, *next; e; e = next) {
             next = e->next;
             free(e->cluster);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The routing file loader: YAML text in, a checked struct sy_config out. libyaml's event parser
- * screens the stream first (syntax errors, aliases, a second document); its document API then
- * gives a node tree with a mark on every node, which we walk against the schema. A problem is
+/* The routing file loader: YAML text in, a checked struct sy_config out. One pass over libyaml's
+ * events (yaml_doc.c) refuses syntax errors, aliases and a second document and builds a node tree
+ * with a mark on every node, which we walk against the schema. A problem is
  * recorded with the line and column of the node at fault (the key for an unknown key, the value
  * for a bad value) and the walk goes on, so one pass reports every problem. Apps are read after
  * the rest of the file because their weights name clusters; host+path pairs shared by two apps
@@ -21,10 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <yaml.h>
+
+#include "yaml_doc.h"
 
 /* A routing table is small; anything this large is a mistake, not a config. */
 #define MAX_FILE_BYTES (16u << 20)
@@ -40,7 +43,7 @@ struct ctx {
     const char *file;
     struct sy_diags *diags;
     size_t first_diag; /* diags->n on entry: ours are the ones after it */
-    yaml_document_t doc;
+    struct sy_yaml_doc yaml;
     struct sy_config *cfg;
     size_t cap_listens, cap_clusters, cap_apps;
     size_t n_app_names; /* in cfg's name index */
@@ -49,7 +52,7 @@ struct ctx {
 /* One host+path pair an app claims, for the check that no two apps claim the same one. */
 struct claim {
     const char *host, *path;
-    size_t app, seq;
+    size_t app;
     struct sy_mark mark;
 };
 
@@ -80,6 +83,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->reserved_fds = 32;
         lim->log_client_lines = SY_LOG_CLIENT_RATE_DEFAULT;
         lim->h2_early_resets = 100;
+        lim->maintenance_page_bytes = SY_MAINT_PAGE_BYTES_DEFAULT;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -102,7 +106,7 @@ static int clamp_int(size_t v)
     return v >= INT_MAX ? INT_MAX : (int)v;
 }
 
-static struct sy_mark mark_of(const yaml_node_t *n)
+static struct sy_mark mark_of(const struct sy_ynode *n)
 {
     struct sy_mark m = {clamp_int(n->start_mark.line + 1), clamp_int(n->start_mark.column + 1)};
     return m;
@@ -112,7 +116,7 @@ static void verror_at(struct ctx *c, int line, int col, const char *fmt, va_list
     __attribute__((format(printf, 4, 0)));
 static void error_mark(struct ctx *c, yaml_mark_t m, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void report(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
+static void report(struct ctx *c, const struct sy_ynode *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void verror_at(struct ctx *c, int line, int col, const char *fmt, va_list ap)
@@ -130,7 +134,7 @@ static void error_mark(struct ctx *c, yaml_mark_t m, const char *fmt, ...)
     va_end(ap);
 }
 
-static void report(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
+static void report(struct ctx *c, const struct sy_ynode *n, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -139,7 +143,7 @@ static void report(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
     va_end(ap);
 }
 
-static struct shown show_as(const yaml_node_t *n, bool mark_quoted)
+static struct shown show_as(const struct sy_ynode *n, bool mark_quoted)
 {
     struct shown out;
     if (n->type == YAML_MAPPING_NODE) {
@@ -173,34 +177,34 @@ static struct shown show_as(const yaml_node_t *n, bool mark_quoted)
 }
 
 /* A name or key as written, for quoting inside '...'. */
-static struct shown show(const yaml_node_t *n)
+static struct shown show(const struct sy_ynode *n)
 {
     return show_as(n, false);
 }
 
 /* A value after "got": a quoted scalar keeps its quotes, since "50" is a string, not 50. */
-static struct shown show_value(const yaml_node_t *n)
+static struct shown show_value(const struct sy_ynode *n)
 {
     return show_as(n, true);
 }
 
-static yaml_node_t *node_at(struct ctx *c, int index)
+static struct sy_ynode *node_at(struct ctx *c, int index)
 {
-    return yaml_document_get_node(&c->doc, index);
+    return sy_yaml_node(&c->yaml, index);
 }
 
-static bool is_scalar(const yaml_node_t *n)
+static bool is_scalar(const struct sy_ynode *n)
 {
     return n->type == YAML_SCALAR_NODE;
 }
 
-static const char *text(const yaml_node_t *n)
+static const char *text(const struct sy_ynode *n)
 {
     return (const char *)n->data.scalar.value;
 }
 
 /* The text of a scalar that must be a usable string: not a collection, not empty, no NUL. */
-static const char *string_value(struct ctx *c, const yaml_node_t *n, const char *what)
+static const char *string_value(struct ctx *c, const struct sy_ynode *n, const char *what)
 {
     if (!is_scalar(n)) {
         report(c, n, "%s must be a string, got %s", what, show_value(n).s);
@@ -218,7 +222,7 @@ static const char *string_value(struct ctx *c, const yaml_node_t *n, const char 
 }
 
 /* A plain (unquoted) decimal integer no larger than `max`: YAML's quoted "5" is a string. */
-static bool parse_uint(const yaml_node_t *n, uint64_t max, uint64_t *out)
+static bool parse_uint(const struct sy_ynode *n, uint64_t max, uint64_t *out)
 {
     if (!is_scalar(n) || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return false;
@@ -246,7 +250,7 @@ enum duration_result {
 };
 
 /* "10s", "500ms", "2m", "1h" or a plain number of seconds, as milliseconds. */
-static enum duration_result parse_duration(const yaml_node_t *n, unsigned *out)
+static enum duration_result parse_duration(const struct sy_ynode *n, unsigned *out)
 {
     if (!is_scalar(n))
         return DURATION_SYNTAX;
@@ -282,7 +286,7 @@ static enum duration_result parse_duration(const yaml_node_t *n, unsigned *out)
 }
 
 /* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
-static enum duration_result parse_seconds(const yaml_node_t *n, uint64_t max, unsigned *out)
+static enum duration_result parse_seconds(const struct sy_ynode *n, uint64_t max, unsigned *out)
 {
     if (!is_scalar(n))
         return DURATION_SYNTAX;
@@ -328,8 +332,8 @@ static bool is_tchar(unsigned char ch)
  * Reads one mapping entry into k, v and key. Reports and skips keys that are not strings and
  * keys already seen in the same mapping (quadratic, but mappings here are short).
  */
-static bool map_entry(struct ctx *c, const yaml_node_t *map, const yaml_node_pair_t *p,
-                      yaml_node_t **k, yaml_node_t **v, const char **key)
+static bool map_entry(struct ctx *c, const struct sy_ynode *map, const yaml_node_pair_t *p,
+                      struct sy_ynode **k, struct sy_ynode **v, const char **key)
 {
     *k = node_at(c, p->key);
     *v = node_at(c, p->value);
@@ -342,7 +346,7 @@ static bool map_entry(struct ctx *c, const yaml_node_t *map, const yaml_node_pai
         return false;
     }
     for (const yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
-        const yaml_node_t *prev = node_at(c, q->key);
+        const struct sy_ynode *prev = node_at(c, q->key);
         if (is_scalar(prev) && prev->data.scalar.length == (*k)->data.scalar.length &&
             memcmp(text(prev), text(*k), prev->data.scalar.length) == 0) {
             report(c, *k, "duplicate key '%s' (first at line %d)", show(*k).s, mark_of(prev).line);
@@ -353,7 +357,7 @@ static bool map_entry(struct ctx *c, const yaml_node_t *map, const yaml_node_pai
     return true;
 }
 
-static bool is_mapping(struct ctx *c, const yaml_node_t *n, const char *what)
+static bool is_mapping(struct ctx *c, const struct sy_ynode *n, const char *what)
 {
     if (n->type == YAML_MAPPING_NODE)
         return true;
@@ -361,7 +365,7 @@ static bool is_mapping(struct ctx *c, const yaml_node_t *n, const char *what)
     return false;
 }
 
-static bool is_list(struct ctx *c, const yaml_node_t *n, const char *what)
+static bool is_list(struct ctx *c, const struct sy_ynode *n, const char *what)
 {
     if (n->type == YAML_SEQUENCE_NODE)
         return true;
@@ -369,12 +373,12 @@ static bool is_list(struct ctx *c, const yaml_node_t *n, const char *what)
     return false;
 }
 
-static bool has_pairs(const yaml_node_t *map)
+static bool has_pairs(const struct sy_ynode *map)
 {
     return map->data.mapping.pairs.top > map->data.mapping.pairs.start;
 }
 
-static bool has_items(const yaml_node_t *seq)
+static bool has_items(const struct sy_ynode *seq)
 {
     return seq->data.sequence.items.top > seq->data.sequence.items.start;
 }
@@ -524,7 +528,7 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
     return SY_OK;
 }
 
-static void parse_workers(struct ctx *c, const yaml_node_t *v)
+static void parse_workers(struct ctx *c, const struct sy_ynode *v)
 {
     uint64_t n;
     if (!parse_uint(v, MAX_WORKERS, &n)) {
@@ -549,7 +553,7 @@ static char *file_path(struct ctx *c, const char *s)
 }
 
 /* A readable file named by `v` (resolved against the config's directory), or NULL. */
-static char *readable_file(struct ctx *c, const yaml_node_t *v, const char *what)
+static char *readable_file(struct ctx *c, const struct sy_ynode *v, const char *what)
 {
     const char *s = string_value(c, v, what);
     if (!s)
@@ -565,13 +569,13 @@ static char *readable_file(struct ctx *c, const yaml_node_t *v, const char *what
 
 /* `tls: {cert: PATH, key: PATH}`: both PEM files must be readable (their contents are
  * checked when the listener is made, and by -t). */
-static void parse_listen_tls(struct ctx *c, const yaml_node_t *v, struct sy_listen_spec *l)
+static void parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l)
 {
     if (!is_mapping(c, v, "tls"))
         return;
-    const yaml_node_t *cert = NULL, *key = NULL;
+    const struct sy_ynode *cert = NULL, *key = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *name;
         if (!map_entry(c, v, p, &k, &pv, &name))
             continue;
@@ -593,7 +597,7 @@ static void parse_listen_tls(struct ctx *c, const yaml_node_t *v, struct sy_list
 }
 
 /* `proxy_protocol: v1 | v2 | any` of a listener. */
-static void parse_listen_pp(struct ctx *c, const yaml_node_t *v, struct sy_listen_spec *l)
+static void parse_listen_pp(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l)
 {
     const char *s = is_scalar(v) ? text(v) : NULL;
     if (s && strcmp(s, "v1") == 0)
@@ -609,7 +613,7 @@ static void parse_listen_pp(struct ctx *c, const yaml_node_t *v, struct sy_liste
 
 /* One `trusted_proxies` entry: "ADDR/BITS" or "ADDR" (a single host). The bits past the
  * prefix must be zero: "10.0.0.1/8" is more likely a typo than a wish. */
-static bool parse_cidr(struct ctx *c, const yaml_node_t *v, struct sy_cidr *out)
+static bool parse_cidr(struct ctx *c, const struct sy_ynode *v, struct sy_cidr *out)
 {
     const char *s = string_value(c, v, "trusted_proxies entry");
     if (!s)
@@ -662,7 +666,8 @@ static bool parse_cidr(struct ctx *c, const yaml_node_t *v, struct sy_cidr *out)
     return true;
 }
 
-static void parse_trusted(struct ctx *c, const yaml_node_t *v, struct sy_cidr **out, size_t *n_out)
+static void parse_trusted(struct ctx *c, const struct sy_ynode *v, struct sy_cidr **out,
+                          size_t *n_out)
 {
     if (!is_list(c, v, "trusted_proxies"))
         return;
@@ -681,14 +686,14 @@ static void parse_trusted(struct ctx *c, const yaml_node_t *v, struct sy_cidr **
     *n_out = n;
 }
 
-static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
+static void parse_listen_entry(struct ctx *c, const struct sy_ynode *item)
 {
     if (!is_mapping(c, item, "listen entry"))
         return;
-    yaml_node_t *addr = NULL, *tls = NULL, *pp = NULL, *trusted = NULL;
+    struct sy_ynode *addr = NULL, *tls = NULL, *pp = NULL, *trusted = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
-        yaml_node_t *k, *v;
+        struct sy_ynode *k, *v;
         const char *key;
         if (!map_entry(c, item, p, &k, &v, &key))
             continue;
@@ -740,7 +745,7 @@ static void parse_listen_entry(struct ctx *c, const yaml_node_t *item)
     cfg->listens[cfg->n_listens++] = l;
 }
 
-static void parse_listens(struct ctx *c, const yaml_node_t *v)
+static void parse_listens(struct ctx *c, const struct sy_ynode *v)
 {
     if (!is_list(c, v, "listen"))
         return;
@@ -766,7 +771,7 @@ static bool is_cluster_name(const char *s, size_t len)
     return true;
 }
 
-static void parse_endpoints(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v)
+static void parse_endpoints(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
 {
     if (!is_list(c, v, "endpoints"))
         return;
@@ -777,7 +782,7 @@ static void parse_endpoints(struct ctx *c, struct sy_cluster_spec *cl, const yam
     size_t cap = 0;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
-        const yaml_node_t *n = node_at(c, *it);
+        const struct sy_ynode *n = node_at(c, *it);
         const char *s = string_value(c, n, "endpoint");
         if (!s)
             continue;
@@ -815,7 +820,7 @@ const char *sy_upstream_proto_name(enum sy_upstream_proto p)
 }
 
 /* `protocol: http1 | h2c | h2`. */
-static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v,
+static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v,
                            bool has_tls)
 {
     const char *s = is_scalar(v) ? text(v) : NULL;
@@ -836,16 +841,16 @@ static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const yaml
 
 /* A cluster's `tls: {ca, sni, verify, cert, key}` (the files are loaded, and checked as
  * certificates, when the proxy makes its TLS contexts and by -t). */
-static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v)
+static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
 {
     struct sy_cluster_tls *t = &cl->tls;
     t->on = true;
     t->mark = mark_of(v);
     if (!is_mapping(c, v, "tls"))
         return;
-    const yaml_node_t *cert = NULL, *key = NULL;
+    const struct sy_ynode *cert = NULL, *key = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *name;
         if (!map_entry(c, v, p, &k, &pv, &name))
             continue;
@@ -893,7 +898,8 @@ static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const y
 }
 
 /* A cluster's `max_connections: N` (0: no cap). Returns false when it is not a number. */
-static bool parse_max_connections(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v)
+static bool parse_max_connections(struct ctx *c, struct sy_cluster_spec *cl,
+                                  const struct sy_ynode *v)
 {
     uint64_t n;
     if (!parse_uint(v, SY_CLUSTER_CAP_MAX, &n)) {
@@ -907,12 +913,12 @@ static bool parse_max_connections(struct ctx *c, struct sy_cluster_spec *cl, con
 
 /* A cluster's `queue: {max: N, timeout: DURATION}`: requests waiting for a connection when
  * max_connections are all busy. */
-static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const yaml_node_t *v)
+static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
 {
     if (!is_mapping(c, v, "queue"))
         return;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *name;
         if (!map_entry(c, v, p, &k, &pv, &name))
             continue;
@@ -946,7 +952,7 @@ static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const
     }
 }
 
-static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t *v)
+static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct sy_ynode *v)
 {
     struct sy_config *cfg = c->cfg;
     /* A badly named cluster is still kept, so that apps naming it get no second error. */
@@ -967,10 +973,11 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     cl->queue_timeout_ms = SY_QUEUE_TIMEOUT_DEFAULT_MS;
     if (!is_mapping(c, v, "cluster"))
         return;
-    const yaml_node_t *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL, *queue = NULL;
-    const yaml_node_t *pp = NULL;
+    const struct sy_ynode *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL,
+                          *queue = NULL;
+    const struct sy_ynode *pp = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *pk, *pv;
+        struct sy_ynode *pk, *pv;
         const char *key;
         if (!map_entry(c, v, p, &pk, &pv, &key))
             continue;
@@ -1021,7 +1028,7 @@ static void parse_cluster(struct ctx *c, const yaml_node_t *k, const yaml_node_t
     }
 }
 
-static void parse_clusters(struct ctx *c, const yaml_node_t *v)
+static void parse_clusters(struct ctx *c, const struct sy_ynode *v)
 {
     if (!is_mapping(c, v, "clusters"))
         return;
@@ -1030,7 +1037,7 @@ static void parse_clusters(struct ctx *c, const yaml_node_t *v)
         return;
     }
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *key;
         if (map_entry(c, v, p, &k, &pv, &key))
             parse_cluster(c, k, pv);
@@ -1038,7 +1045,7 @@ static void parse_clusters(struct ctx *c, const yaml_node_t *v)
 }
 
 /* Index of the cluster named by scalar `n`, or -1. */
-static long find_cluster(struct ctx *c, const yaml_node_t *n)
+static long find_cluster(struct ctx *c, const struct sy_ynode *n)
 {
     if (!is_scalar(n))
         return -1;
@@ -1098,7 +1105,7 @@ static const char *host_problem(const char *s, size_t len)
     return NULL;
 }
 
-static void parse_hosts(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+static void parse_hosts(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
     if (!is_list(c, v, "hosts"))
         return;
@@ -1109,7 +1116,7 @@ static void parse_hosts(struct ctx *c, struct sy_app_spec *app, const yaml_node_
     size_t cap = 0, cap_marks = 0;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
-        const yaml_node_t *n = node_at(c, *it);
+        const struct sy_ynode *n = node_at(c, *it);
         const char *s = string_value(c, n, "host");
         if (!s)
             continue;
@@ -1150,7 +1157,7 @@ static void add_path(struct sy_app_spec *app, size_t *cap, size_t *cap_marks, co
     app->path_marks[app->n_paths++] = mark;
 }
 
-static void parse_paths(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+static void parse_paths(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
     size_t cap = 0, cap_marks = 0;
     if (!v) {
@@ -1165,7 +1172,7 @@ static void parse_paths(struct ctx *c, struct sy_app_spec *app, const yaml_node_
     }
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
-        const yaml_node_t *n = node_at(c, *it);
+        const struct sy_ynode *n = node_at(c, *it);
         const char *s = string_value(c, n, "path");
         if (!s)
             continue;
@@ -1200,7 +1207,7 @@ static int cmp_weight(const void *a, const void *b)
 }
 
 /* Returns true when every entry was valid (so that `stable` can be checked against them). */
-static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
     if (!is_mapping(c, v, "weights"))
         return false;
@@ -1212,7 +1219,7 @@ static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const yaml_nod
     size_t cap = 0;
     uint64_t sum = 0;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *key;
         if (!map_entry(c, v, p, &k, &pv, &key)) {
             ok = false;
@@ -1246,7 +1253,7 @@ static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const yaml_nod
     return ok;
 }
 
-static void parse_stable(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v,
+static void parse_stable(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v,
                          bool weights_ok)
 {
     if (!v) {
@@ -1272,7 +1279,7 @@ static void parse_stable(struct ctx *c, struct sy_app_spec *app, const yaml_node
 
 /* A cookie or header name: a token of at most `max` bytes. Returns a copy (lower-cased when
  * `lower`) or NULL after reporting. */
-static char *token_name(struct ctx *c, const yaml_node_t *v, const char *what, size_t max,
+static char *token_name(struct ctx *c, const struct sy_ynode *v, const char *what, size_t max,
                         bool lower)
 {
     const char *s = string_value(c, v, what);
@@ -1313,8 +1320,8 @@ static void force_dispose(struct sy_force_spec *f)
     memset(f, 0, sizeof(*f));
 }
 
-static void parse_max_age(struct ctx *c, struct sy_sticky_spec *st, const yaml_node_t *k,
-                          const yaml_node_t *v, bool *bad)
+static void parse_max_age(struct ctx *c, struct sy_sticky_spec *st, const struct sy_ynode *k,
+                          const struct sy_ynode *v, bool *bad)
 {
     if (st->by != SY_STICKY_COOKIE) {
         if (st->by != SY_STICKY_NONE)
@@ -1346,7 +1353,7 @@ static void parse_max_age(struct ctx *c, struct sy_sticky_spec *st, const yaml_n
 }
 
 /* `sticky: {cookie: NAME, max_age: D} | {header: NAME} | {source_ip: true}`. */
-static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
     if (!is_mapping(c, v, "sticky"))
         return;
@@ -1354,10 +1361,10 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const yaml_node
     memset(&st, 0, sizeof(st));
     st.max_age_s = SY_STICKY_MAX_AGE_DEFAULT;
     st.mark = mark_of(v);
-    const yaml_node_t *kind = NULL, *max_age = NULL, *max_age_key = NULL;
+    const struct sy_ynode *kind = NULL, *max_age = NULL, *max_age_key = NULL;
     bool bad = false;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *key;
         if (!map_entry(c, v, p, &k, &pv, &key)) {
             bad = true;
@@ -1411,17 +1418,17 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const yaml_node
 
 /* `force: {header: NAME, cookie: NAME, secret: STRING}`; after `sticky:`, which it must not
  * share a name with (one value cannot be both a cluster and a key). */
-static void parse_force(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+static void parse_force(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
     if (!is_mapping(c, v, "force"))
         return;
     struct sy_force_spec f;
     memset(&f, 0, sizeof(f));
     f.mark = mark_of(v);
-    const yaml_node_t *header = NULL, *cookie = NULL;
+    const struct sy_ynode *header = NULL, *cookie = NULL;
     bool bad = false;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *key;
         if (!map_entry(c, v, p, &k, &pv, &key)) {
             bad = true;
@@ -1442,7 +1449,7 @@ static void parse_force(struct ctx *c, struct sy_app_spec *app, const yaml_node_
                 bad = true;
             } else if (pv->data.scalar.length < SY_FORCE_SECRET_MIN) {
                 report(c, pv, "secret must be at least %d bytes, got %zu", SY_FORCE_SECRET_MIN,
-                       pv->data.scalar.length);
+                       (size_t)pv->data.scalar.length);
                 bad = true;
             } else {
                 f.secret = sy_xstrdup(s);
@@ -1530,7 +1537,7 @@ static void index_app(struct sy_config *cfg, size_t index, size_t *used)
     (*used)++;
 }
 
-static void parse_app_name(struct ctx *c, size_t index, const yaml_node_t *v)
+static void parse_app_name(struct ctx *c, size_t index, const struct sy_ynode *v)
 {
     const char *s = string_value(c, v, "app name");
     if (!s)
@@ -1553,7 +1560,7 @@ static void parse_app_name(struct ctx *c, size_t index, const yaml_node_t *v)
 }
 
 /* `drain_after: DURATION` of an app. */
-static void parse_drain_after(struct ctx *c, struct sy_app_spec *app, const yaml_node_t *v)
+static void parse_drain_after(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
     unsigned ms = 0;
     switch (parse_duration(v, &ms)) {
@@ -1574,7 +1581,122 @@ static void parse_drain_after(struct ctx *c, struct sy_app_spec *app, const yaml
     app->drain_after_ms = ms;
 }
 
-static void parse_app(struct ctx *c, const yaml_node_t *item)
+/* `maintenance_retry_after: DURATION` of an app: whole seconds (it becomes Retry-After). */
+static void parse_maint_retry_after(struct ctx *c, struct sy_app_spec *app,
+                                    const struct sy_ynode *v)
+{
+    unsigned ms = 0;
+    enum duration_result r = parse_duration(v, &ms);
+    if (r != DURATION_OK || ms == 0 || ms % 1000 != 0 || ms / 1000 > 86400) {
+        report(c, v,
+               "maintenance_retry_after must be whole seconds 1s..24h (120s, 5m, 120), got %s",
+               show_value(v).s);
+        return;
+    }
+    app->maintenance_retry_after = ms / 1000;
+}
+
+/* `maintenance_page: FILE` of an app: read now, so that a missing or oversized page is this
+ * file's error (limits come before apps: parse_root reads apps last). */
+static void parse_maint_page(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
+{
+    const char *s = string_value(c, v, "maintenance_page");
+    if (!s)
+        return;
+    char *path = file_path(c, s);
+    size_t max = c->cfg->limits.maintenance_page_bytes;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd == -1 || fstat(fd, &st) == -1) {
+        report(c, v, "cannot read maintenance_page '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        report(c, v, "maintenance_page '%s' is not a regular file", path);
+        goto out;
+    }
+    if ((uint64_t)st.st_size > max) {
+        report(c, v,
+               "maintenance_page '%s' is %lld bytes, more than limits.maintenance_page_bytes "
+               "(%zu)",
+               path, (long long)st.st_size, max);
+        goto out;
+    }
+    char *buf = sy_xmalloc(max + 1);
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + len, max + 1 - len);
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r == -1) {
+            report(c, v, "cannot read maintenance_page '%s': %s", path, strerror(errno));
+            free(buf);
+            goto out;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > max) {
+            report(c, v, "maintenance_page '%s' is more than limits.maintenance_page_bytes (%zu)",
+                   path, max);
+            free(buf);
+            goto out;
+        }
+    }
+    free(app->maintenance_page);
+    app->maintenance_page = buf;
+    app->maintenance_page_len = len;
+out:
+    if (fd != -1)
+        close(fd);
+    free(path);
+}
+
+/* `mode: weighted | exclusive` and `force_while_exclusive: BOOL` of an app. An exclusive app
+ * puts 100 on one cluster and 0 on the others: it runs in one place at a time. */
+static void parse_app_mode(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *mode,
+                           const struct sy_ynode *fwe, bool weights_ok)
+{
+    if (mode) {
+        const char *s =
+            is_scalar(mode) && mode->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? text(mode) : "";
+        if (strcmp(s, "exclusive") == 0)
+            app->mode = SY_APP_EXCLUSIVE;
+        else if (strcmp(s, "weighted") == 0)
+            app->mode = SY_APP_WEIGHTED;
+        else
+            report(c, mode, "mode must be weighted or exclusive, got %s", show_value(mode).s);
+    }
+    if (fwe) {
+        const char *s =
+            is_scalar(fwe) && fwe->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? text(fwe) : "";
+        if (strcmp(s, "true") == 0)
+            app->force_while_exclusive = true;
+        else if (strcmp(s, "false") != 0)
+            report(c, fwe, "force_while_exclusive must be true or false, got %s",
+                   show_value(fwe).s);
+    }
+    if (app->mode != SY_APP_EXCLUSIVE || !weights_ok)
+        return;
+    size_t live = 0;
+    for (size_t i = 0; i < app->n_weights; i++) {
+        unsigned w = app->weights[i].weight;
+        if (w != 0 && w != 100) {
+            sy_diags_add(c->diags, c->file, app->weights[i].mark.line, app->weights[i].mark.col,
+                         "an exclusive app's weights must be 100 on one cluster and 0 on the "
+                         "others, got %u",
+                         w);
+            return;
+        }
+        live += w == 100;
+    }
+    if (live != 1)
+        sy_diags_add(c->diags, c->file, app->weights_mark.line, app->weights_mark.col,
+                     "an exclusive app's weights must be 100 on one cluster and 0 on the "
+                     "others");
+}
+
+static void parse_app(struct ctx *c, const struct sy_ynode *item)
 {
     if (!is_mapping(c, item, "app"))
         return;
@@ -1585,11 +1707,13 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
     memset(app, 0, sizeof(*app));
     app->mark = mark_of(item);
 
-    const yaml_node_t *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL, *weights = NULL,
-                      *sticky = NULL, *force = NULL, *drain_after = NULL;
+    const struct sy_ynode *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL,
+                          *weights = NULL, *sticky = NULL, *force = NULL, *drain_after = NULL;
+    const struct sy_ynode *maint_page = NULL, *maint_retry = NULL;
+    const struct sy_ynode *mode = NULL, *force_while_exclusive = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
-        yaml_node_t *k, *v;
+        struct sy_ynode *k, *v;
         const char *key;
         if (!map_entry(c, item, p, &k, &v, &key))
             continue;
@@ -1609,6 +1733,14 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
             force = v;
         else if (strcmp(key, "drain_after") == 0)
             drain_after = v;
+        else if (strcmp(key, "maintenance_page") == 0)
+            maint_page = v;
+        else if (strcmp(key, "maintenance_retry_after") == 0)
+            maint_retry = v;
+        else if (strcmp(key, "mode") == 0)
+            mode = v;
+        else if (strcmp(key, "force_while_exclusive") == 0)
+            force_while_exclusive = v;
         else
             report(c, k, "unknown key '%s' in app", show(k).s);
     }
@@ -1633,28 +1765,37 @@ static void parse_app(struct ctx *c, const yaml_node_t *item)
         parse_force(c, app, force);
     if (drain_after)
         parse_drain_after(c, app, drain_after);
+    app->maintenance_retry_after = SY_MAINT_RETRY_AFTER_DEFAULT;
+    if (maint_retry)
+        parse_maint_retry_after(c, app, maint_retry);
+    if (maint_page)
+        parse_maint_page(c, app, maint_page);
+    if (weights)
+        app->weights_mark = mark_of(weights);
+    parse_app_mode(c, app, mode, force_while_exclusive, weights_ok);
 }
 
-static void parse_apps(struct ctx *c, const yaml_node_t *v)
+static void parse_apps(struct ctx *c, const struct sy_ynode *v)
 {
     if (!is_list(c, v, "apps"))
         return;
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    sy_xgrow((void **)&c->cfg->apps, &c->cap_apps, c->cfg->n_apps + n, sizeof(*c->cfg->apps));
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++)
         parse_app(c, node_at(c, *it));
 }
 
-static int cmp_claim(const void *a, const void *b)
+static uint64_t claim_hash(const struct claim *cl)
 {
-    const struct claim *x = a, *y = b;
-    int r = strcmp(x->host, y->host);
-    if (r == 0)
-        r = strcmp(x->path, y->path);
-    if (r == 0)
-        r = (x->seq > y->seq) - (x->seq < y->seq);
-    return r;
+    return sy_fnv1a(sy_fnv1a(SY_FNV1A_INIT, cl->host, strlen(cl->host) + 1), cl->path,
+                    strlen(cl->path));
 }
 
-/* Two apps claiming one host+path would make routing depend on their order: refuse it. */
+/*
+ * Two apps claiming one host+path would make routing depend on their order: refuse it. Claims
+ * go into a hash set in file order, so the one already there is the earliest; a sort did this
+ * before and cost a tenth of a 10,000-app reload.
+ */
 static void check_claims(struct ctx *c)
 {
     const struct sy_config *cfg = c->cfg;
@@ -1664,38 +1805,45 @@ static void check_claims(struct ctx *c)
     if (n < 2)
         return;
     struct claim *v = sy_xmalloc(n * sizeof(*v));
+    size_t slots = 16;
+    while (slots < 2 * n)
+        slots *= 2;
+    size_t *set = sy_xcalloc(slots, sizeof(*set)); /* claim index + 1; 0 = empty */
     size_t k = 0;
     for (size_t i = 0; i < cfg->n_apps; i++) {
         const struct sy_app_spec *app = &cfg->apps[i];
         for (size_t h = 0; h < app->n_hosts; h++)
             for (size_t p = 0; p < app->n_paths; p++, k++) {
-                v[k].host = app->hosts[h];
-                v[k].path = app->paths[p];
-                v[k].app = i;
-                v[k].seq = k;
-                v[k].mark = app->host_marks[h];
+                v[k] = (struct claim){.host = app->hosts[h],
+                                      .path = app->paths[p],
+                                      .app = i,
+                                      .mark = app->host_marks[h]};
+                size_t s = claim_hash(&v[k]) & (slots - 1);
+                for (; set[s]; s = (s + 1) & (slots - 1)) {
+                    const struct claim *o = &v[set[s] - 1];
+                    if (strcmp(o->host, v[k].host) == 0 && strcmp(o->path, v[k].path) == 0)
+                        break;
+                }
+                if (!set[s]) {
+                    set[s] = k + 1;
+                    continue;
+                }
+                /* Within an app a pair is unique (its hosts and its paths are), so this is
+                 * another app's claim. */
+                const struct sy_app_spec *owner = &cfg->apps[v[set[s] - 1].app];
+                if (owner->name)
+                    sy_diags_add(c->diags, c->file, v[k].mark.line, v[k].mark.col,
+                                 "host '%.80s' with path '%.80s' is already claimed by app "
+                                 "'%.64s' at line %d",
+                                 v[k].host, v[k].path, owner->name, owner->mark.line);
+                else
+                    sy_diags_add(c->diags, c->file, v[k].mark.line, v[k].mark.col,
+                                 "host '%.80s' with path '%.80s' is already claimed by the app at "
+                                 "line %d",
+                                 v[k].host, v[k].path, owner->mark.line);
             }
     }
-    qsort(v, n, sizeof(*v), cmp_claim);
-    size_t first = 0;
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(v[i].host, v[first].host) != 0 || strcmp(v[i].path, v[first].path) != 0) {
-            first = i;
-            continue;
-        }
-        /* Within an app a pair is unique (its hosts and its paths are), so this is another
-         * app's claim; ties sort in file order, so `first` is the earliest claim. */
-        const struct sy_app_spec *owner = &cfg->apps[v[first].app];
-        if (owner->name)
-            sy_diags_add(c->diags, c->file, v[i].mark.line, v[i].mark.col,
-                         "host '%.80s' with path '%.80s' is already claimed by app '%.64s' at "
-                         "line %d",
-                         v[i].host, v[i].path, owner->name, owner->mark.line);
-        else
-            sy_diags_add(c->diags, c->file, v[i].mark.line, v[i].mark.col,
-                         "host '%.80s' with path '%.80s' is already claimed by the app at line %d",
-                         v[i].host, v[i].path, owner->mark.line);
-    }
+    free(set);
     free(v);
 }
 
@@ -1722,14 +1870,16 @@ static const struct limit_key limit_keys[] = {
     {"reserved_fds", offsetof(struct sy_limits, reserved_fds), false, 0, 1000000},
     {"log_client_lines", offsetof(struct sy_limits, log_client_lines), false, 0, 1000000},
     {"h2_early_resets", offsetof(struct sy_limits, h2_early_resets), false, 1, UINT32_MAX},
+    {"maintenance_page_bytes", offsetof(struct sy_limits, maintenance_page_bytes), false, 1,
+     16u << 20},
 };
 
-static void parse_limits(struct ctx *c, const yaml_node_t *v)
+static void parse_limits(struct ctx *c, const struct sy_ynode *v)
 {
     if (!is_mapping(c, v, "limits"))
         return;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *key;
         if (!map_entry(c, v, p, &k, &pv, &key))
             continue;
@@ -1789,12 +1939,12 @@ static const struct timeout_key timeout_keys[] = {
     {"worker_stale", offsetof(struct sy_timeouts, worker_stale_ms)},
 };
 
-static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
+static void parse_timeouts(struct ctx *c, const struct sy_ynode *v)
 {
     if (!is_mapping(c, v, "timeouts"))
         return;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *key;
         if (!map_entry(c, v, p, &k, &pv, &key))
             continue;
@@ -1834,7 +1984,7 @@ static void parse_timeouts(struct ctx *c, const yaml_node_t *v)
 /* One entry of admin.allow_uids, allow_gids, allow_read_uids or allow_read_gids (`what`): a
  * number, or a user or group name looked up now (like a cluster's host name, it is resolved
  * when the file is loaded). */
-static bool parse_id(struct ctx *c, const yaml_node_t *n, const char *what, bool group,
+static bool parse_id(struct ctx *c, const struct sy_ynode *n, const char *what, bool group,
                      uint32_t *out)
 {
     uint64_t v;
@@ -1871,7 +2021,7 @@ static bool parse_id(struct ctx *c, const yaml_node_t *n, const char *what, bool
 
 /* A list of ids into a new array (*out, *n_out): uid_t and gid_t are both 32-bit ids. A key
  * given twice keeps its last list. */
-static void parse_ids(struct ctx *c, const yaml_node_t *v, const char *what, bool group,
+static void parse_ids(struct ctx *c, const struct sy_ynode *v, const char *what, bool group,
                       uint32_t **out, size_t *n_out)
 {
     if (!is_list(c, v, what))
@@ -1881,7 +2031,7 @@ static void parse_ids(struct ctx *c, const yaml_node_t *v, const char *what, boo
     size_t cap = 0;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
-        const yaml_node_t *item = node_at(c, *it);
+        const struct sy_ynode *item = node_at(c, *it);
         uint32_t id;
         if (n == MAX_ALLOW) {
             report(c, item, "%s has more than %d entries", what, MAX_ALLOW);
@@ -1901,7 +2051,7 @@ static void parse_ids(struct ctx *c, const yaml_node_t *v, const char *what, boo
 }
 
 /* A path key (admin.socket, state): a string, resolved against the config's directory. */
-static char *path_value(struct ctx *c, const yaml_node_t *v, const char *what, size_t max)
+static char *path_value(struct ctx *c, const struct sy_ynode *v, const char *what, size_t max)
 {
     const char *s = string_value(c, v, what);
     if (!s)
@@ -1929,7 +2079,7 @@ static bool is_loopback(const struct sockaddr_storage *sa)
 }
 
 /* `admin.http: ADDRESS`: the read-only HTTP listener. */
-static void parse_admin_http(struct ctx *c, const yaml_node_t *v)
+static void parse_admin_http(struct ctx *c, const struct sy_ynode *v)
 {
     struct sy_admin_spec *a = &c->cfg->admin;
     const char *s = string_value(c, v, "admin.http");
@@ -1946,15 +2096,15 @@ static void parse_admin_http(struct ctx *c, const yaml_node_t *v)
 
 /* `admin: {socket: PATH, allow_uids: [..], allow_gids: [..], allow_read_uids: [..],
  * allow_read_gids: [..], http: ADDRESS, http_allow: [CIDR, ..]}`. */
-static void parse_admin(struct ctx *c, const yaml_node_t *v)
+static void parse_admin(struct ctx *c, const struct sy_ynode *v)
 {
     if (!is_mapping(c, v, "admin"))
         return;
     struct sy_admin_spec *a = &c->cfg->admin;
     a->mark = mark_of(v);
-    const yaml_node_t *http = NULL;
+    const struct sy_ynode *http = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k, *pv;
+        struct sy_ynode *k, *pv;
         const char *key;
         if (!map_entry(c, v, p, &k, &pv, &key))
             continue;
@@ -1985,7 +2135,141 @@ static void parse_admin(struct ctx *c, const yaml_node_t *v)
                a->http);
 }
 
-static void parse_root(struct ctx *c, const yaml_node_t *root)
+void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex)
+{
+    memset(ex, 0, sizeof(*ex));
+    ex->hold_ms = SY_EXCLUSIVE_HOLD_DEFAULT_MS;
+    ex->drain_ms = SY_EXCLUSIVE_DRAIN_DEFAULT_MS;
+    ex->max_held = SY_EXCLUSIVE_MAX_HELD_DEFAULT;
+    ex->ready_expect = SY_EXCLUSIVE_READY_EXPECT;
+    ex->ready_timeout_ms = SY_EXCLUSIVE_READY_TIMEOUT_MS;
+}
+
+/* A duration of `exclusive:` greater than 0; false after reporting. */
+static bool exclusive_duration(struct ctx *c, const struct sy_ynode *v, const char *key,
+                               unsigned *out)
+{
+    unsigned ms = 0;
+    switch (parse_duration(v, &ms)) {
+    case DURATION_OK:
+        break;
+    case DURATION_SYNTAX:
+        report(c, v, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
+               show_value(v).s);
+        return false;
+    case DURATION_TOO_LONG:
+        report(c, v, "%s must be at most %ums, got %s", key, UINT_MAX, show_value(v).s);
+        return false;
+    }
+    if (ms == 0) {
+        report(c, v, "%s must be greater than 0", key);
+        return false;
+    }
+    *out = ms;
+    return true;
+}
+
+/* `url: http://HOST:PORT/PATH`: a numeric address (the control thread polls it without
+ * resolving names). */
+static void parse_ready_url(struct ctx *c, struct sy_exclusive_spec *ex, const struct sy_ynode *v)
+{
+    const char *s = string_value(c, v, "ready.url");
+    if (!s)
+        return;
+    const char *why = NULL;
+    size_t len = strlen(s);
+    if (len > SY_EXCLUSIVE_READY_URL_MAX || strncmp(s, "http://", 7) != 0) {
+        why = "want http://HOST:PORT/PATH";
+    } else {
+        const char *hp = s + 7, *slash = strchr(hp, '/');
+        size_t hlen = slash ? (size_t)(slash - hp) : strlen(hp);
+        char host[SY_EXCLUSIVE_READY_URL_MAX + 1];
+        memcpy(host, hp, hlen);
+        host[hlen] = '\0';
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        if (sy_parse_hostport(host, false, &ss, &sl, &why) == 0) {
+            char *colon = strrchr(host, ':');
+            *colon = '\0';
+            char *h = host;
+            if (h[0] == '[') {
+                h++;
+                h[strlen(h) - 1] = '\0';
+            }
+            free(ex->ready_url);
+            free(ex->ready_host);
+            free(ex->ready_path);
+            ex->ready_url = sy_xstrdup(s);
+            ex->ready_host = sy_xstrdup(h);
+            ex->ready_port = (unsigned)strtoul(colon + 1, NULL, 10);
+            ex->ready_path = sy_xstrdup(slash ? slash : "/");
+            return;
+        }
+    }
+    report(c, v, "bad ready.url %s: %s", show_value(v).s, why);
+}
+
+static void parse_exclusive_ready(struct ctx *c, struct sy_exclusive_spec *ex,
+                                  const struct sy_ynode *v)
+{
+    if (!is_mapping(c, v, "exclusive.ready"))
+        return;
+    bool has_url = false;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        struct sy_ynode *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        if (strcmp(key, "url") == 0) {
+            has_url = true;
+            parse_ready_url(c, ex, pv);
+        } else if (strcmp(key, "expect") == 0) {
+            uint64_t n;
+            if (!parse_uint(pv, 599, &n) || n < 100)
+                report(c, pv, "expect must be an HTTP status 100..599, got %s", show_value(pv).s);
+            else
+                ex->ready_expect = (int)n;
+        } else if (strcmp(key, "timeout") == 0) {
+            exclusive_duration(c, pv, "ready.timeout", &ex->ready_timeout_ms);
+        } else {
+            report(c, k, "unknown key '%s' in exclusive.ready", show(k).s);
+        }
+    }
+    if (!has_url)
+        report(c, v, "missing required key 'url' in exclusive.ready");
+}
+
+/* `exclusive: { hold, max_held, drain, ready: { url, expect, timeout } }`. */
+static void parse_exclusive(struct ctx *c, const struct sy_ynode *v)
+{
+    struct sy_exclusive_spec *ex = &c->cfg->exclusive;
+    if (!is_mapping(c, v, "exclusive"))
+        return;
+    ex->mark = mark_of(v);
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        struct sy_ynode *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        if (strcmp(key, "hold") == 0) {
+            exclusive_duration(c, pv, "hold", &ex->hold_ms);
+        } else if (strcmp(key, "drain") == 0) {
+            exclusive_duration(c, pv, "drain", &ex->drain_ms);
+        } else if (strcmp(key, "max_held") == 0) {
+            uint64_t n;
+            if (!parse_uint(pv, 1000000, &n) || n < 1)
+                report(c, pv, "max_held must be an integer 1..1000000, got %s", show_value(pv).s);
+            else
+                ex->max_held = (size_t)n;
+        } else if (strcmp(key, "ready") == 0) {
+            parse_exclusive_ready(c, ex, pv);
+        } else {
+            report(c, k, "unknown key '%s' in exclusive", show(k).s);
+        }
+    }
+}
+
+static void parse_root(struct ctx *c, const struct sy_ynode *root)
 {
     if (!root) {
         sy_diags_add(c->diags, c->file, 1, 1, "config is empty");
@@ -1993,10 +2277,10 @@ static void parse_root(struct ctx *c, const yaml_node_t *root)
     }
     if (!is_mapping(c, root, "the config"))
         return;
-    const yaml_node_t *listen = NULL, *clusters = NULL, *apps = NULL;
+    const struct sy_ynode *listen = NULL, *clusters = NULL, *apps = NULL;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
          p++) {
-        yaml_node_t *k, *v;
+        struct sy_ynode *k, *v;
         const char *key;
         if (!map_entry(c, root, p, &k, &v, &key))
             continue;
@@ -2018,6 +2302,8 @@ static void parse_root(struct ctx *c, const yaml_node_t *root)
             parse_admin(c, v);
         } else if (strcmp(key, "trusted_proxies") == 0) {
             parse_trusted(c, v, &c->cfg->trusted, &c->cfg->n_trusted);
+        } else if (strcmp(key, "exclusive") == 0) {
+            parse_exclusive(c, v);
         } else if (strcmp(key, "state") == 0) {
             c->cfg->state = path_value(c, v, "state", PATH_MAX - 16);
             c->cfg->state_mark = mark_of(v);
@@ -2066,42 +2352,9 @@ static void syntax_error(struct ctx *c, const yaml_parser_t *p, const char *text
         error_mark(c, p->problem_mark, "%s", problem);
 }
 
-/*
- * First pass over the event stream: stops at a syntax error, and refuses aliases (a node used
- * twice would make every error point at the anchor) and a second document. Returns true when
- * the document can be loaded.
- */
-static bool screen(struct ctx *c, const char *text, size_t len)
+static void refuse_yaml(void *arg, yaml_mark_t mark, const char *why)
 {
-    yaml_parser_t p;
-    if (!yaml_parser_initialize(&p)) {
-        sy_diags_add(c->diags, c->file, 0, 0, "out of memory while parsing the yaml");
-        return false;
-    }
-    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    bool ok = true;
-    size_t docs = 0;
-    for (;;) {
-        yaml_event_t ev;
-        if (!yaml_parser_parse(&p, &ev)) {
-            syntax_error(c, &p, text, len);
-            ok = false;
-            break;
-        }
-        yaml_event_type_t type = ev.type;
-        if (type == YAML_ALIAS_EVENT) {
-            error_mark(c, ev.start_mark, "aliases are not supported: write the value out");
-            ok = false;
-        } else if (type == YAML_DOCUMENT_START_EVENT && ++docs == 2) {
-            error_mark(c, ev.start_mark, "only one yaml document is allowed");
-            ok = false;
-        }
-        yaml_event_delete(&ev);
-        if (type == YAML_STREAM_END_EVENT)
-            break;
-    }
-    yaml_parser_delete(&p);
-    return ok;
+    error_mark(arg, mark, "%s", why);
 }
 
 struct diag_order {
@@ -2154,29 +2407,25 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     c.file = name;
     c.diags = diags;
     c.first_diag = diags->n;
-    if (!screen(&c, text, len))
-        goto out_invalid;
-
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p)) {
         sy_diags_add(diags, name, 0, 0, "out of memory while parsing the yaml");
         return SY_ERR_NOMEM;
     }
-    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&p, &c.doc)) {
-        /* The loader frees the document itself when it fails. */
+    enum sy_yaml_result built = sy_yaml_doc_build(&p, text, len, &c.yaml, refuse_yaml, &c);
+    if (built == SY_YAML_SYNTAX)
         syntax_error(&c, &p, text, len);
-        yaml_parser_delete(&p);
+    yaml_parser_delete(&p);
+    if (built != SY_YAML_OK)
         goto out_invalid;
-    }
     c.cfg = sy_xcalloc(1, sizeof(*c.cfg));
     atomic_init(&c.cfg->refs, 1);
     c.cfg->content_hash = content_hash_of(text, len);
     c.cfg->path = name ? sy_xstrdup(name) : NULL;
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
-    parse_root(&c, yaml_document_get_root_node(&c.doc));
-    yaml_document_delete(&c.doc);
-    yaml_parser_delete(&p);
+    sy_config_exclusive_defaults(&c.cfg->exclusive);
+    parse_root(&c, sy_yaml_root(&c.yaml));
+    sy_yaml_doc_free(&c.yaml);
     if (diags->n == c.first_diag) {
         *out = c.cfg;
         return SY_OK;
@@ -2198,8 +2447,13 @@ static int read_file(const char *path, struct sy_diags *diags, char **out, size_
     }
     char *buf = NULL;
     size_t len = 0, cap = 0;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        st.st_size <= MAX_FILE_BYTES)
+        sy_xgrow((void **)&buf, &cap, (size_t)st.st_size + 1, 1); /* +1: the read that sees EOF */
     for (;;) {
-        sy_xgrow((void **)&buf, &cap, len + 4096, 1);
+        if (len == cap)
+            sy_xgrow((void **)&buf, &cap, len + 4096, 1);
         ssize_t r = read(fd, buf + len, cap - len);
         if (r == -1 && errno == EINTR)
             continue;
@@ -2294,6 +2548,7 @@ void sy_config_free(struct sy_config *cfg)
         free(app->paths);
         free(app->path_marks);
         free(app->weights);
+        free(app->maintenance_page);
         sticky_dispose(&app->sticky);
         force_dispose(&app->force);
     }
@@ -2307,6 +2562,9 @@ void sy_config_free(struct sy_config *cfg)
     free(cfg->admin.http);
     free(cfg->admin.http_allow);
     free(cfg->state);
+    free(cfg->exclusive.ready_url);
+    free(cfg->exclusive.ready_host);
+    free(cfg->exclusive.ready_path);
     free(cfg->path);
     free(cfg);
 }

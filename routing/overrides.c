@@ -188,6 +188,88 @@ void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change 
     }
 }
 
+/* -- maintenance ------------------------------------------------------------------------------ */
+
+static void maint_dispose(struct sy_maint *m)
+{
+    free(m->app);
+    free(m->message);
+    free(m->command);
+    memset(m, 0, sizeof(*m));
+}
+
+static void maint_copy(struct sy_maint *dst, const struct sy_maint *src)
+{
+    *dst = *src;
+    dst->app = sy_xstrdup(src->app);
+    dst->message = src->message ? sy_xstrdup(src->message) : NULL;
+    dst->command = sy_xstrdup(src->command ? src->command : "");
+}
+
+void sy_maints_dispose(struct sy_maints *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        maint_dispose(&s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+void sy_maints_copy(struct sy_maints *dst, const struct sy_maints *src)
+{
+    sy_maints_dispose(dst);
+    if (src->n == 0)
+        return;
+    dst->v = sy_xcalloc(src->n, sizeof(*dst->v));
+    dst->cap = src->n;
+    for (size_t i = 0; i < src->n; i++)
+        maint_copy(&dst->v[i], &src->v[i]);
+    dst->n = src->n;
+}
+
+const struct sy_maint *sy_maints_find(const struct sy_maints *s, const char *app)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].app, app) == 0)
+            return &s->v[i];
+    return NULL;
+}
+
+void sy_maints_apply(struct sy_maints *s, const struct sy_maint *m, uint64_t seq,
+                     const struct sy_actor *who)
+{
+    /* Few apps are ever in maintenance at once: a scan is enough. */
+    size_t i = 0;
+    while (i < s->n && strcmp(s->v[i].app, m->app) != 0)
+        i++;
+    if (!m->on) {
+        if (i < s->n) {
+            maint_dispose(&s->v[i]);
+            memmove(&s->v[i], &s->v[i + 1], (s->n - i - 1) * sizeof(*s->v));
+            s->n--;
+        }
+        return;
+    }
+    uint64_t since = who->time_ms;
+    if (i < s->n) {
+        since = s->v[i].since_ms; /* already in: a repeated `on` updates, keeps its start */
+        maint_dispose(&s->v[i]);
+    } else {
+        sy_xgrow((void **)&s->v, &s->cap, s->n + 1, sizeof(*s->v));
+        i = s->n++;
+    }
+    struct sy_maint *e = &s->v[i];
+    e->app = sy_xstrdup(m->app);
+    e->on = true;
+    e->retry_after = m->retry_after;
+    e->message = m->message ? sy_xstrdup(m->message) : NULL;
+    e->since_ms = since;
+    e->seq = seq;
+    e->time_ms = who->time_ms;
+    e->uid = who->uid;
+    e->pid = who->pid;
+    e->command = sy_xstrdup(who->command ? who->command : "");
+}
+
 /* -- bytes --------------------------------------------------------------------------------- */
 
 struct buf {
@@ -310,7 +392,48 @@ static void put_change_record(struct buf *b, uint64_t seq, const struct sy_actor
     put_crc(b);
 }
 
-static void put_compact_record(struct buf *b, uint64_t seq, const struct sy_overrides *s)
+static void put_maint_record(struct buf *b, uint64_t seq, const struct sy_actor *who,
+                             const struct sy_maint *m)
+{
+    put_head(b, "maintenance", seq, who->time_ms, who->uid, who->pid, who->command);
+    buf_str(b, ",\"app\":");
+    buf_json_str(b, m->app);
+    buf_printf(b, ",\"on\":%s,\"retry_after\":%u,\"message\":", m->on ? "true" : "false",
+               m->retry_after);
+    if (m->message)
+        buf_json_str(b, m->message);
+    else
+        buf_str(b, "null");
+    put_crc(b);
+}
+
+/* The apps in maintenance, in a snapshot record. */
+static void put_maints(struct buf *b, const struct sy_maints *s)
+{
+    buf_str(b, ",\"maintenance\":[");
+    for (size_t i = 0; i < s->n; i++) {
+        const struct sy_maint *m = &s->v[i];
+        if (i)
+            buf_add(b, ",", 1);
+        buf_str(b, "{\"app\":");
+        buf_json_str(b, m->app);
+        buf_printf(b, ",\"retry_after\":%u,\"message\":", m->retry_after);
+        if (m->message)
+            buf_json_str(b, m->message);
+        else
+            buf_str(b, "null");
+        buf_printf(b,
+                   ",\"since\":%" PRIu64 ",\"seq\":%" PRIu64 ",\"time\":%" PRIu64
+                   ",\"uid\":%" PRIu32 ",\"pid\":%" PRId32 ",\"cmd\":",
+                   m->since_ms, m->seq, m->time_ms, m->uid, m->pid < 0 ? 0 : m->pid);
+        buf_json_str(b, m->command ? m->command : "");
+        buf_add(b, "}", 1);
+    }
+    buf_add(b, "]", 1);
+}
+
+static void put_compact_record(struct buf *b, uint64_t seq, const struct sy_overrides *s,
+                               const struct sy_maints *maints)
 {
     put_head(b, "compact", seq, (uint64_t)time(NULL) * 1000, (uint32_t)geteuid(), (int32_t)getpid(),
              "compact");
@@ -331,6 +454,8 @@ static void put_compact_record(struct buf *b, uint64_t seq, const struct sy_over
         buf_add(b, "}", 1);
     }
     buf_add(b, "]", 1);
+    if (maints && maints->n)
+        put_maints(b, maints);
     put_crc(b);
 }
 
@@ -750,6 +875,8 @@ void sy_journal_record_dispose(struct sy_journal_record *r)
     free(r->changes);
     free(r->command);
     sy_overrides_dispose(&r->set);
+    maint_dispose(&r->maint);
+    sy_maints_dispose(&r->maints);
     memset(r, 0, sizeof(*r));
 }
 
@@ -769,6 +896,52 @@ static bool read_head(const struct jval *o, uint64_t *seq, uint64_t *time_ms, ui
     return true;
 }
 
+/* A message as `maintenance --message` takes it: printable ASCII, at most
+ * SY_MAINT_MESSAGE_MAX bytes. */
+static bool is_message(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > SY_MAINT_MESSAGE_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* The maintenance fields of a record or of a snapshot entry: app, retry_after, message. */
+static bool read_maint_fields(const struct jval *o, struct sy_maint *m, const char **why)
+{
+    const char *app = get_str(o, "app");
+    const struct jval *msg = jget(o, "message");
+    uint64_t ra;
+    if (!app || !is_name(app, 255) || !get_uint(o, "retry_after", UINT32_MAX, &ra) || !msg ||
+        (msg->type != J_NULL && (msg->type != J_STR || !is_message(msg->s)))) {
+        *why = "a maintenance entry needs an app, retry_after and message";
+        return false;
+    }
+    m->app = sy_xstrdup(app);
+    m->retry_after = (unsigned)ra;
+    m->message = msg->type == J_STR ? sy_xstrdup(msg->s) : NULL;
+    return true;
+}
+
+/* `{"type":"maintenance",...,"app":A,"on":BOOL,"retry_after":S,"message":M|null}` */
+static bool read_maint_record(const struct jval *root, struct sy_journal_record *r,
+                              const char **why)
+{
+    r->maintenance = true;
+    const struct jval *on = jget(root, "on");
+    if (!on || on->type != J_BOOL) {
+        *why = "a maintenance record needs 'on'";
+        return false;
+    }
+    r->maint.on = on->b;
+    if (!read_maint_fields(root, &r->maint, why))
+        return false;
+    return true;
+}
+
 static bool read_record(const struct jval *root, struct sy_journal_record *r, const char **why)
 {
     uint64_t v;
@@ -781,12 +954,15 @@ static bool read_record(const struct jval *root, struct sy_journal_record *r, co
         return false;
     }
     const char *type = get_str(root, "type");
-    if (!type || (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0)) {
+    bool maint = type && strcmp(type, "maintenance") == 0;
+    if (!type || (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0 && !maint)) {
         *why = "unknown record type";
         return false;
     }
     if (!read_head(root, &r->seq, &r->time_ms, &r->uid, &r->pid, &r->command, why))
         return false;
+    if (maint)
+        return read_maint_record(root, r, why);
     r->compact = strcmp(type, "compact") == 0;
     const struct jval *list = jget(root, r->compact ? "set" : "changes");
     if (!list || list->type != J_ARR) {
@@ -847,6 +1023,32 @@ static bool read_record(const struct jval *root, struct sy_journal_record *r, co
         if (!ok)
             return false;
     }
+    const struct jval *ml = r->compact ? jget(root, "maintenance") : NULL;
+    if (ml && ml->type != J_ARR) {
+        *why = "a snapshot's 'maintenance' must be a list";
+        return false;
+    }
+    for (size_t i = 0; ml && i < ml->n; i++) {
+        const struct jval *e = &ml->items[i];
+        struct sy_maint m = {0};
+        uint64_t since = 0;
+        bool ok = e->type == J_OBJ && read_maint_fields(e, &m, why) &&
+                  get_uint(e, "since", UINT64_MAX, &since) &&
+                  read_head(e, &m.seq, &m.time_ms, &m.uid, &m.pid, &m.command, why);
+        if (ok && sy_maints_find(&r->maints, m.app)) {
+            *why = "a snapshot's maintenance entry is repeated";
+            ok = false;
+        }
+        m.on = true;
+        m.since_ms = since;
+        sy_xgrow((void **)&r->maints.v, &r->maints.cap, r->maints.n + 1, sizeof(*r->maints.v));
+        r->maints.v[r->maints.n++] = m; /* disposed with the record, whole or not */
+        if (!ok) {
+            if (!*why)
+                *why = "a maintenance entry needs since, seq, time, uid, pid and cmd";
+            return false;
+        }
+    }
     return true;
 }
 
@@ -904,6 +1106,7 @@ struct sy_journal {
     int fd;
     struct sy_journal_opts opts;
     struct sy_overrides set;
+    struct sy_maints maint; /* the apps in maintenance */
     uint64_t seq;
     size_t records; /* in the current file */
     off_t size;     /* bytes of whole records in the current file */
@@ -1063,6 +1266,12 @@ static int replay(struct sy_journal *j, const char *file, const char *text, size
             sy_overrides_dispose(&j->set);
             j->set = r.set;
             sy_overrides_init(&r.set);
+            sy_maints_dispose(&j->maint);
+            j->maint = r.maints;
+            memset(&r.maints, 0, sizeof(r.maints));
+        } else if (r.maintenance) {
+            struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
+            sy_maints_apply(&j->maint, &r.maint, r.seq, &who);
         } else {
             struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
             sy_overrides_apply(&j->set, r.changes, r.n_changes, r.seq, &who);
@@ -1167,6 +1376,7 @@ int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct
         close(j->fd);
         j->fd = -1;
         sy_overrides_dispose(&j->set);
+        sy_maints_dispose(&j->maint);
         j->seq = 0;
         j->records = 0;
         char line[512];
@@ -1251,7 +1461,7 @@ static int compact(struct sy_journal *j)
         }
     }
     struct buf b = {0};
-    put_compact_record(&b, j->seq, &j->set);
+    put_compact_record(&b, j->seq, &j->set, &j->maint);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
     if (fd == -1) {
         sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot create %s", tmp);
@@ -1354,6 +1564,62 @@ int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
     return 0;
 }
 
+const struct sy_maints *sy_journal_maintenance(const struct sy_journal *j)
+{
+    return &j->maint;
+}
+
+int sy_journal_append_maintenance(struct sy_journal *j, const struct sy_actor *who,
+                                  const struct sy_maint *m, char *err, size_t errlen)
+{
+    /* The same steps as sy_journal_append, for a record of another type. */
+    if (j->broken) {
+        snprintf(err, errlen,
+                 "the journal %s could not be repaired after an earlier write "
+                 "error: restart switchyard",
+                 j->path);
+        return SY_ERR_SYS;
+    }
+    if (j->dir_unsynced) {
+        if (fsync_dir(j->path) != 0) {
+            snprintf(err, errlen,
+                     "the journal %s is not durable since its last compaction (fsync of its "
+                     "directory: %s): the change is not made",
+                     j->path, strerror(errno));
+            return SY_ERR_SYS;
+        }
+        j->dir_unsynced = false;
+    }
+    struct buf b = {0};
+    put_maint_record(&b, j->seq + 1, who, m);
+    if (b.len - 1 > SY_JOURNAL_MAX_LINE) {
+        snprintf(err, errlen, "the change is too large to record");
+        free(b.p);
+        return SY_ERR_LIMIT;
+    }
+    if (write_all(j->fd, b.p, b.len) == -1 || sync_fd(j, j->fd) == -1) {
+        int e = errno;
+        snprintf(err, errlen, "cannot write the journal %s: %s", j->path, strerror(e));
+        sy_log(SY_LOG_ERROR, "journal", "%s", err);
+        if (ftruncate(j->fd, j->size) == -1 || (!j->opts.no_sync && fsync(j->fd) == -1)) {
+            sy_log_errno(SY_LOG_ERROR, "journal",
+                         "cannot undo a failed write to %s: refusing changes until restart",
+                         j->path);
+            j->broken = true;
+        }
+        free(b.p);
+        return SY_ERR_SYS;
+    }
+    j->seq++;
+    j->size += (off_t)b.len;
+    j->records++;
+    free(b.p);
+    sy_maints_apply(&j->maint, m, j->seq, who);
+    if (j->records > j->opts.compact_after || j->size > (off_t)SY_JOURNAL_COMPACT_BYTES)
+        compact(j);
+    return 0;
+}
+
 /* The records of one file, appended to a ring of the last `last`. */
 struct ring {
     struct sy_journal_record *v;
@@ -1432,6 +1698,7 @@ void sy_journal_close(struct sy_journal *j)
     if (j->fd != -1)
         close(j->fd);
     sy_overrides_dispose(&j->set);
+    sy_maints_dispose(&j->maint);
     free(j->path);
     free(j);
 }

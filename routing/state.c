@@ -71,10 +71,29 @@ static int build(struct sy_config *cfg, const struct sy_overrides *ov, uint64_t 
     return rc;
 }
 
+static struct sy_maints no_maints;
+
+const struct sy_maints *sy_state_maintenance(const struct sy_state *st)
+{
+    return st->journal ? sy_journal_maintenance(st->journal) : &no_maints;
+}
+
+/* Puts the apps of `set` in maintenance in `t` (not yet published). */
+static void attach_maintenance(struct sy_route_table *t, const struct sy_maints *set)
+{
+    struct sy_route_maint *m = sy_xcalloc(set->n ? set->n : 1, sizeof(*m));
+    for (size_t i = 0; i < set->n; i++)
+        m[i] = (struct sy_route_maint){set->v[i].app, set->v[i].retry_after, set->v[i].message};
+    sy_route_table_set_maintenance(t, m, set->n);
+    free(m);
+}
+
 static int compile(struct sy_state *st, struct sy_config *cfg, uint64_t generation,
                    struct sy_diags *d, struct sy_route_table **out)
 {
     int rc = build(cfg, sy_state_overrides(st), generation, out);
+    if (rc == 0)
+        attach_maintenance(*out, sy_state_maintenance(st));
     if (rc)
         sy_diags_add(d, st->path, 0, 0, "cannot compile the routing table: %s", sy_strerror(rc));
     return rc;
@@ -361,6 +380,13 @@ int sy_state_open_journal(struct sy_state *st, bool create, bool discard,
                "override of app '%s' (seq %" PRIu64 ", uid %" PRIu32 ": %s) %s", ov->v[i].app,
                ov->v[i].seq, ov->v[i].uid, ov->v[i].command, fate);
     }
+    const struct sy_maints *ms = sy_journal_maintenance(j);
+    for (size_t i = 0; i < ms->n; i++)
+        sy_log(SY_LOG_WARN, "journal",
+               "app '%s' is in maintenance (seq %" PRIu64 ", uid %" PRIu32
+               ": %s): its requests are answered 503 until `maintenance %s off`%s",
+               ms->v[i].app, ms->v[i].seq, ms->v[i].uid, ms->v[i].command, ms->v[i].app,
+               app_index(st->cfg, ms->v[i].app) < 0 ? " (the app is not in the file)" : "");
     return 0;
 }
 
@@ -378,6 +404,34 @@ static void errf(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /* Checks one override against the file in force. */
+/* An exclusive app runs on one cluster: an override puts 100 on one and 0 on the others. */
+static int check_exclusive_edit(const struct sy_app_spec *app, const struct sy_state_edit *e,
+                                char *err, size_t errlen)
+{
+    if (app->mode != SY_APP_EXCLUSIVE)
+        return 0;
+    size_t live = 0;
+    for (size_t k = 0; k < e->n_weights; k++) {
+        unsigned w = e->weights[k].weight;
+        if (w != 0 && w != 100) {
+            errf(err, errlen,
+                 "app '%s' is exclusive: its weights must be 100 on one cluster and 0 on the "
+                 "others (move it with `switch %s CLUSTER`)",
+                 e->app, e->app);
+            return SY_ERR_INVALID;
+        }
+        live += w == 100;
+    }
+    if (live != 1) {
+        errf(err, errlen,
+             "app '%s' is exclusive: its weights must be 100 on one cluster and 0 on the others "
+             "(move it with `switch %s CLUSTER`)",
+             e->app, e->app);
+        return SY_ERR_INVALID;
+    }
+    return 0;
+}
+
 static int check_edit(const struct sy_config *cfg, const struct sy_overrides *ov,
                       const struct sy_state_edit *e, char *err, size_t errlen)
 {
@@ -429,7 +483,7 @@ static int check_edit(const struct sy_config *cfg, const struct sy_overrides *ov
         errf(err, errlen, "the weights of app '%s' must sum above 0", e->app);
         return SY_ERR_INVALID;
     }
-    return 0;
+    return check_exclusive_edit(app, e, err, errlen);
 }
 
 /* Every cluster of app `ai` with its weight in table `t`, by name (names borrow `t`). */
@@ -572,6 +626,107 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
     free(to);
     free(ch);
     return rc;
+}
+
+int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsigned retry_after,
+                             const char *message, const struct sy_actor *who, bool *changed,
+                             char *err, size_t errlen)
+{
+    *changed = false;
+    if (!st->journal) {
+        errf(err, errlen,
+             "no state file: maintenance could not be made durable "
+             "(configure `admin.socket`, or `state:`)");
+        return SY_ERR_NOTFOUND;
+    }
+    const struct sy_maints *cur = sy_journal_maintenance(st->journal);
+    const struct sy_maint *was = sy_maints_find(cur, app);
+    if (on && app_index(st->cfg, app) < 0) {
+        errf(err, errlen, "unknown app '%s'", app);
+        return SY_ERR_INVALID;
+    }
+    if (!on && !was) {
+        if (app_index(st->cfg, app) < 0) {
+            errf(err, errlen, "unknown app '%s'", app);
+            return SY_ERR_INVALID;
+        }
+        return 0; /* not in maintenance: nothing to record */
+    }
+    if (message) {
+        size_t len = strlen(message);
+        bool ok = len > 0 && len <= SY_MAINT_MESSAGE_MAX;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = message[i] >= 0x20 && message[i] <= 0x7e;
+        if (!ok) {
+            errf(err, errlen, "the message must be 1..%d bytes of printable ASCII",
+                 SY_MAINT_MESSAGE_MAX);
+            return SY_ERR_INVALID;
+        }
+    }
+    struct sy_maint m = {.app = (char *)app,
+                         .on = on,
+                         .retry_after = on ? retry_after : 0,
+                         .message = on ? (char *)message : NULL};
+    /* The candidate: the set with this change, over a snapshot that shares everything else. */
+    struct sy_maints next = {0};
+    sy_maints_copy(&next, cur);
+    sy_maints_apply(&next, &m, sy_journal_seq(st->journal) + 1, who);
+    struct sy_route_table *t = NULL;
+    int rc = sy_route_table_update(st->table, NULL, 0, st->generation + 1, &t);
+    if (rc) {
+        sy_maints_dispose(&next);
+        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+        return rc;
+    }
+    attach_maintenance(t, &next);
+    sy_maints_dispose(&next);
+    /* Durable before it is published. */
+    rc = sy_journal_append_maintenance(st->journal, who, &m, err, errlen);
+    if (rc) {
+        sy_route_table_release(t);
+        return rc;
+    }
+    install_table(st, t);
+    *changed = true;
+    sy_log(SY_LOG_INFO, "maintenance",
+           "seq %" PRIu64 " generation %" PRIu64 " by uid %" PRIu32 " pid %" PRId32
+           " (%s): app %s %s",
+           sy_journal_seq(st->journal), st->generation, who->uid, who->pid, who->command, app,
+           on ? "in maintenance: answered 503 by the proxy" : "out of maintenance");
+    return 0;
+}
+
+int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
+                  size_t errlen)
+{
+    long ai = app_index(st->cfg, app);
+    if (ai < 0) {
+        errf(err, errlen, "unknown app '%s'", app);
+        return SY_ERR_INVALID;
+    }
+    struct sy_route_weight w = {cluster, 100};
+    struct sy_route_override ov = {app, &w, 1};
+    struct sy_route_app_change ch = {.app = (size_t)ai, .held = cluster != NULL};
+    if (cluster) {
+        ch.override = &ov;
+    } else {
+        /* Back to what the journal says, not held. */
+        const struct sy_override *o = sy_overrides_find(sy_state_overrides(st), app);
+        if (o) {
+            ov = (struct sy_route_override){o->app, o->weights, o->n_weights};
+            ch.override = &ov;
+        }
+    }
+    struct sy_route_table *t = NULL;
+    int rc = sy_route_table_update(st->table, &ch, 1, st->generation + 1, &t);
+    if (rc) {
+        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+        return rc;
+    }
+    install_table(st, t);
+    sy_log(SY_LOG_INFO, "exclusive", "generation %" PRIu64 ": app %s %s", st->generation, app,
+           cluster ? "held (its new requests wait)" : "no longer held");
+    return 0;
 }
 
 void sy_state_free(struct sy_state *st)

@@ -49,6 +49,17 @@ struct route_index {
     struct host_entry *any;
 };
 
+/* The apps in maintenance of a table: an answer per app index, NULL when the app is not.
+ * Refcounted: shared by the snapshots an operator's change to weights made (routing/maint.c). */
+struct maint_set {
+    atomic_uint refs;
+    size_t n_apps;
+    struct sy_route_maint_answer **by_app;
+};
+
+/** Drops a reference to a maintenance set; NULL is a no-op (routing/maint.c). */
+void sy_route_maint_set_release(struct maint_set *m);
+
 struct sy_route_table {
     atomic_uint refs;
     uint64_t generation;
@@ -56,6 +67,7 @@ struct sy_route_table {
     struct route_index *index;     /* a reference */
     struct app_rt **apps;          /* one reference each, cfg->n_apps */
     _Atomic unsigned *endpoint_rr; /* per cluster */
+    struct maint_set *maint;       /* a reference, or NULL: no app in maintenance */
 };
 
 /**

@@ -209,12 +209,15 @@ void sy_admin_free(struct sy_admin *a);
 /** Sums the data path's traffic counters (sy_workers_traffic, for a daemon). */
 typedef void (*sy_admin_traffic_cb)(void *arg, sy_traffic_cb cb, void *cb_arg);
 
+struct sy_exclusive;
+
 struct sy_admin_routing {
     struct sy_state *state;
     sy_admin_traffic_cb traffic; /* NULL: no counters */
     void *traffic_arg;
     const struct sy_admin *admin; /* the socket `status` names as admin_socket; NULL: the
                                      file's admin.socket */
+    struct sy_exclusive *exclusive; /* the exclusive switch (admin/exclusive.c); NULL: none */
 };
 
 /**
@@ -222,6 +225,9 @@ struct sy_admin_routing {
  * against `env` (borrowed for the admin's life).
  */
 void sy_admin_routing_init(struct sy_admin *a, struct sy_admin_routing *env);
+
+/** Registers `maintenance` against `env` (admin/maintenance.c; sy_admin_routing_init calls it). */
+void sy_admin_maintenance_init(struct sy_admin *a, struct sy_admin_routing *env);
 
 /* -- the client side (admin/client.c) -------------------------------------------------------- */
 

@@ -27,6 +27,9 @@ struct sy_admin_http_env {
     /* Connect errors by cluster endpoint (sy_workers_connect_errors); NULL: none. */
     void (*connect_errors)(void *arg, sy_endpoint_errors_cb cb, void *cb_arg);
     void *connect_errors_arg;
+    /* Connections by listen address (sy_workers_listener_stats); NULL: none. */
+    void (*listener_stats)(void *arg, sy_listener_stats_cb cb, void *cb_arg);
+    void *listener_stats_arg;
 };
 
 struct sy_admin_http;

@@ -135,6 +135,8 @@ struct sy_log_stats {
 /** The counts so far. Any thread. */
 void sy_log_stats(struct sy_log_stats *out);
 
+/** Logs that `size` bytes could not be had, and aborts. */
+_Noreturn void sy_oom(size_t size);
 /** Allocation that logs and aborts on OOM: peers never reach it (limits are checked first). */
 void *sy_xmalloc(size_t size);
 void *sy_xcalloc(size_t n, size_t size);

@@ -144,7 +144,38 @@ struct sy_force_spec {
     struct sy_mark mark; /* the `force:` value */
 };
 
-/** `apps:` entry. Hosts are stored lower-case. */
+/** `apps[].mode`. An exclusive app runs on one cluster at a time: its weights are 100 and 0,
+ * and a move goes through the exclusive switch (hold, drain, ready, release). */
+enum sy_app_mode {
+    SY_APP_WEIGHTED = 0,
+    SY_APP_EXCLUSIVE,
+};
+
+/** `exclusive:` defaults. */
+#define SY_EXCLUSIVE_HOLD_DEFAULT_MS  10000u
+#define SY_EXCLUSIVE_DRAIN_DEFAULT_MS 30000u
+#define SY_EXCLUSIVE_MAX_HELD_DEFAULT 1000u
+#define SY_EXCLUSIVE_READY_TIMEOUT_MS 60000u
+#define SY_EXCLUSIVE_READY_EXPECT     200
+#define SY_EXCLUSIVE_READY_URL_MAX    512
+
+/** `exclusive:`: how the exclusive switch of every exclusive app runs. */
+struct sy_exclusive_spec {
+    unsigned hold_ms;  /* exclusive.hold, default 10s: the longest a request is held */
+    unsigned drain_ms; /* exclusive.drain, default 30s: what still runs on the old cluster is
+                          cut this long after the hold began */
+    size_t max_held;   /* exclusive.max_held, default 1000: held requests per worker; beyond
+                          it 503 with Retry-After */
+    char *ready_url;   /* exclusive.ready.url: http://HOST:PORT/PATH polled before release, or
+                          NULL (no ready check) */
+    char *ready_host;  /* parsed from ready_url: numeric address and port, and the path */
+    unsigned ready_port;
+    char *ready_path;
+    int ready_expect;          /* exclusive.ready.expect, default 200 */
+    unsigned ready_timeout_ms; /* exclusive.ready.timeout, default 60s: then the switch goes on */
+    struct sy_mark mark;
+};
+
 struct sy_app_spec {
     char *name;
     char **hosts; /* "chat.example.com", "*.example.com", or "*" */
@@ -161,7 +192,22 @@ struct sy_app_spec {
     unsigned drain_after_ms; /* `drain_after`: after a cluster's weight for this app drops to 0,
                                 what still runs on it is closed this much later; 0 = never */
     struct sy_mark mark;
+    /* Maintenance mode (`switchyardctl maintenance APP on`). */
+    char *maintenance_page; /* apps[].maintenance_page: the HTML file's bytes, read at
+                               load (at most limits.maintenance_page_bytes); NULL: none */
+    size_t maintenance_page_len;
+    unsigned maintenance_retry_after; /* apps[].maintenance_retry_after in seconds, default
+                                         SY_MAINT_RETRY_AFTER_DEFAULT */
+    enum sy_app_mode mode;            /* `mode`: weighted (default) or exclusive */
+    bool force_while_exclusive;       /* `force_while_exclusive`: an exclusive app lets force reach
+                                         the cluster that is not live; default false (503) */
+    struct sy_mark weights_mark;      /* the `weights:` value */
 };
+
+/** apps[].maintenance_retry_after when absent (seconds). */
+#define SY_MAINT_RETRY_AFTER_DEFAULT 120
+/** limits.maintenance_page_bytes when absent. */
+#define SY_MAINT_PAGE_BYTES_DEFAULT 65536
 
 /* limits.upstream_keepalive: `auto` keeps idle as many HTTP/1.1 connections to an endpoint
  * as were in use at once in the last 10 to 20 s (each still closed after
@@ -202,6 +248,8 @@ struct sy_limits {
                                 after they went to a cluster and before their answer began,
                                 per connection, default 100; past it, and when they are more
                                 than half its requests, GOAWAY(ENHANCE_YOUR_CALM) */
+    size_t maintenance_page_bytes; /* limits.maintenance_page_bytes: the largest
+                                      apps[].maintenance_page, default 65536 */
 };
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.
@@ -273,6 +321,7 @@ struct sy_config {
     struct sy_limits limits;
     struct sy_timeouts timeouts;
     struct sy_admin_spec admin;
+    struct sy_exclusive_spec exclusive;
     char *state; /* `state:`: the overrides journal, resolved against the config's directory;
                     NULL when absent (the daemon then uses the config's path + ".state") */
     struct sy_mark state_mark;
@@ -284,6 +333,9 @@ struct sy_config {
     size_t *app_slots;
     size_t app_slots_mask;
 };
+
+/** Fills `ex` with the `exclusive:` defaults (no ready check). */
+void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex);
 
 /** Fills `lim` and `to` with the defaults above. */
 void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to);

@@ -77,6 +77,44 @@ struct sy_override_change {
 void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change *ch, size_t n,
                         uint64_t seq, const struct sy_actor *who);
 
+/** Longest `maintenance --message` kept (bytes of printable ASCII). */
+#define SY_MAINT_MESSAGE_MAX 256
+
+/**
+ * An app in maintenance (in a set), or the `maintenance` command that put an app in or took it
+ * out (in a record: `on`). Every field is owned by the set or record that holds it.
+ */
+struct sy_maint {
+    char *app;
+    bool on;
+    unsigned retry_after; /* seconds; 0: the app's apps[].maintenance_retry_after */
+    char *message;        /* the one line answered to non-HTML clients; NULL: the default */
+    uint64_t since_ms;    /* when the app went into maintenance (kept by a repeated `on`) */
+    uint64_t seq;         /* the journal record that set it last */
+    uint64_t time_ms;
+    uint32_t uid;
+    int32_t pid;
+    char *command;
+};
+
+/** The apps in maintenance, at most one entry per app, in the order they went in. */
+struct sy_maints {
+    struct sy_maint *v;
+    size_t n, cap;
+};
+
+void sy_maints_dispose(struct sy_maints *s);
+/** Makes `dst` (zeroed or disposed) a deep copy of `src`. */
+void sy_maints_copy(struct sy_maints *dst, const struct sy_maints *src);
+/** The entry of `app`, or NULL. Valid until the set changes. */
+const struct sy_maint *sy_maints_find(const struct sy_maints *s, const char *app);
+/**
+ * Applies one `maintenance` record (`m`, numbered `seq`, by `who`): `on` puts the app in (or
+ * updates its retry_after and message, keeping `since_ms`), off takes it out. Copies.
+ */
+void sy_maints_apply(struct sy_maints *s, const struct sy_maint *m, uint64_t seq,
+                     const struct sy_actor *who);
+
 /** A record read back from the journal. Everything in it is owned by the record. */
 struct sy_journal_record {
     uint64_t seq, time_ms;
@@ -87,6 +125,11 @@ struct sy_journal_record {
     struct sy_override_change *changes;
     size_t n_changes;
     struct sy_overrides set;
+    /* A `maintenance` record (type "maintenance"): `maint` is the command's effect and
+     * n_changes is 0. A snapshot record has the apps in maintenance in `maints`. */
+    bool maintenance;
+    struct sy_maint maint;
+    struct sy_maints maints;
 };
 
 struct sy_journal;
@@ -138,6 +181,18 @@ const char *sy_journal_path(const struct sy_journal *j);
  */
 int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
                       const struct sy_override_change *ch, size_t n, char *err, size_t errlen);
+
+/** The apps the journal says are in maintenance (borrowed; valid until the next append). */
+const struct sy_maints *sy_journal_maintenance(const struct sy_journal *j);
+
+/**
+ * Appends one `maintenance` record (sequence sy_journal_seq() + 1) for `m` (its app, on,
+ * retry_after and message; the rest is taken from `who`), fsyncs it and only then applies it
+ * to the set; compacts like sy_journal_append(). On failure nothing was applied and the file
+ * is as it was; `err` says why. Returns 0, SY_ERR_LIMIT or SY_ERR_SYS.
+ */
+int sy_journal_append_maintenance(struct sy_journal *j, const struct sy_actor *who,
+                                  const struct sy_maint *m, char *err, size_t errlen);
 
 typedef void (*sy_journal_record_cb)(const struct sy_journal_record *r, void *arg);
 

@@ -58,6 +58,20 @@ struct sy_worker_health {
  * there are. Any thread.
  */
 size_t sy_workers_health(struct sy_workers *ws, struct sy_worker_health *v, size_t max);
+/**
+ * Asks every worker to answer `seq` (which must grow from one call to the next) from its
+ * loop, once the mail posted before is taken (snapshots, listeners): a worker that answered
+ * routes with the snapshot published before the call and its loop turns. Each answer writes
+ * 1 (8 bytes) to `fd` when it is not -1 (an eventfd of the caller's, which must stay open
+ * while workers run). Returns at once. Control thread.
+ */
+void sy_workers_ping(struct sy_workers *ws, uint64_t seq, int fd);
+
+/** How many workers have answered `seq` (or a later ping). Any thread. */
+size_t sy_workers_answered(const struct sy_workers *ws, uint64_t seq);
+
+/** The number of workers. */
+size_t sy_workers_count(const struct sy_workers *ws);
 
 /** Waits for every worker thread to end. */
 void sy_workers_join(struct sy_workers *ws);
@@ -111,8 +125,13 @@ struct sy_traffic {
     uint64_t upstream_refused; /* answered 503: limits.max_upstream_connections reached */
     uint64_t proxy_protocol_rejected; /* with app NULL only: connections closed for a missing
                                          or bad PROXY protocol header */
-    uint64_t by_class[SY_CLASS_N];    /* finished requests by status class */
-    uint64_t dur[SY_LAT_N + 1];       /* request duration histogram (not cumulative) */
+    /* The exclusive switch, on the cluster held requests wait for: */
+    uint64_t held;                 /* held now */
+    uint64_t held_released;        /* released to the cluster, since start */
+    uint64_t held_503;             /* answered 503 (exclusive.hold ran out, or max_held) */
+    uint64_t held_wait_max_ms;     /* the longest wait of a held request (the most of any worker) */
+    uint64_t by_class[SY_CLASS_N]; /* finished requests by status class */
+    uint64_t dur[SY_LAT_N + 1];    /* request duration histogram (not cumulative) */
     uint64_t dur_sum_us;
     uint64_t head_lat[SY_LAT_N + 1]; /* time to response head histogram (not cumulative) */
     uint64_t head_sum_us, head_count;
@@ -159,15 +178,29 @@ static inline const char *sy_connect_error_name(size_t i)
 struct sy_endpoint_errors {
     const char *cluster, *endpoint; /* valid during the callback */
     uint64_t errors[SY_CONNERR_N];
+    uint64_t open, idle; /* HTTP/1.1 connections open now (in use or idle), and idle */
 };
 
 typedef void (*sy_endpoint_errors_cb)(const struct sy_endpoint_errors *e, void *arg);
 
 /**
- * Calls `cb` once for every cluster endpoint that has had a connect error since start (read
- * without locks). Control thread.
+ * Calls `cb` once for every cluster endpoint that has been used or had a connect error since
+ * start (read without locks). Control thread.
  */
 void sy_workers_connect_errors(struct sy_workers *ws, sy_endpoint_errors_cb cb, void *arg);
+
+/** Connections taken by one listen address, summed over the workers. */
+struct sy_listener_stats {
+    const char *listener;    /* the address as written in `listen:`; valid during the callback */
+    uint64_t http1, h2, h2c; /* connections by protocol: HTTP/1.1 (TLS or cleartext, counted
+                                at its first request), h2 (TLS, ALPN), h2c (the preface) */
+    uint64_t tls_ok, tls_failed; /* TLS handshakes done, and failed or timed out */
+};
+
+typedef void (*sy_listener_stats_cb)(const struct sy_listener_stats *l, void *arg);
+
+/** Calls `cb` once for every listen address that has accepted a connection. Control thread. */
+void sy_workers_listener_stats(struct sy_workers *ws, sy_listener_stats_cb cb, void *arg);
 
 /** Frees the workers (after join). NULL is a no-op. */
 void sy_workers_free(struct sy_workers *ws);

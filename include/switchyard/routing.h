@@ -18,6 +18,7 @@ struct sy_route_app {
     const char *name;
     size_t index;  /* 0..n_apps-1 in file order */
     size_t stable; /* cluster index */
+    bool held;     /* an exclusive switch holds the app's new requests (sy_route_app_change) */
 };
 
 /** An operator's split for one app, by names (it must outlive file changes that renumber). */
@@ -54,6 +55,7 @@ int sy_route_table_build(struct sy_config *cfg, const struct sy_route_override *
 struct sy_route_app_change {
     size_t app;                               /* index in the table's config */
     const struct sy_route_override *override; /* the app's override now, or NULL (the file's) */
+    bool held; /* the app's new requests are held (an exclusive switch runs) */
 };
 
 /**
@@ -83,6 +85,9 @@ bool sy_route_table_shares_app(const struct sy_route_table *a, const struct sy_r
  */
 enum sy_override_state sy_route_app_weights(const struct sy_route_table *t, size_t app,
                                             const struct sy_weight_spec **weights, size_t *n);
+
+/** Whether app `app` (index) is held in `t` (an exclusive switch runs). Any thread. */
+bool sy_route_app_is_held(const struct sy_route_table *t, size_t app);
 
 /**
  * Compiles `cfg` into a table with generation `generation` and one reference. Takes ownership
@@ -203,6 +208,38 @@ unsigned sy_route_sticky_bucket(const char *app_name, const void *key, size_t le
  * signature). Per table: a reload starts a new count. Any thread.
  */
 uint64_t sy_route_force_ignored(const struct sy_route_table *t, const struct sy_route_app *app);
+
+/** One app in maintenance, as sy_route_table_set_maintenance() takes it (borrowed). */
+struct sy_route_maint {
+    const char *app;
+    unsigned retry_after; /* seconds; 0: the app's apps[].maintenance_retry_after */
+    const char *message;  /* the line for non-HTML clients; NULL: the default */
+};
+
+/** What the data path answers for an app in maintenance (503). Valid with the table. */
+struct sy_route_maint_answer {
+    char retry_after[16]; /* the Retry-After value: decimal seconds */
+    const char *text;     /* one line ending in "\n": the message, or the default */
+    size_t text_len;
+    const char *page; /* apps[].maintenance_page (HTML), or NULL */
+    size_t page_len;
+};
+
+/**
+ * Puts the apps of `m` in maintenance in `t`, a table not yet published (one reference, as a
+ * build or an update returns it); every other app is out of it. Apps the table's config does
+ * not have are ignored. A table made by sy_route_table_update() starts with the maintenance of
+ * the table it came from; one made by sy_route_table_build() with none. Control thread only.
+ */
+void sy_route_table_set_maintenance(struct sy_route_table *t, const struct sy_route_maint *m,
+                                    size_t n);
+
+/**
+ * The answer for `app` when it is in maintenance in `t`, or NULL. No lock, no allocation. Any
+ * thread.
+ */
+const struct sy_route_maint_answer *sy_route_app_maintenance(const struct sy_route_table *t,
+                                                             const struct sy_route_app *app);
 
 /** Number of clusters and their names (index order = file order). */
 size_t sy_route_cluster_count(const struct sy_route_table *t);

@@ -135,6 +135,35 @@ struct sy_state_edit {
 int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
                     const struct sy_actor *who, char *err, size_t errlen);
 
+/* -- maintenance ---------------------------------------------------------------------------- */
+
+/** The apps in maintenance (borrowed; valid until the next change). Never NULL. */
+const struct sy_maints *sy_state_maintenance(const struct sy_state *st);
+
+/**
+ * `maintenance APP on|off`: with `on`, app `app` (one of the file's) is answered 503 by the
+ * proxy from the next request on (`retry_after` seconds, 0 for the app's default; `message`
+ * the line for non-HTML clients, NULL for the default); a repeated `on` updates both and keeps
+ * the start time. With off, it takes requests again. Journalled (record type "maintenance")
+ * and fsynced before the new snapshot is published; weights and overrides are untouched.
+ * Sets *changed to false, and writes nothing, for `off` of an app not in maintenance. Returns
+ * 0, SY_ERR_INVALID (unknown app, bad message), SY_ERR_NOTFOUND (no journal) or another
+ * negative sy_err with `err` for a person; on failure nothing changed.
+ */
+int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsigned retry_after,
+                             const char *message, const struct sy_actor *who, bool *changed,
+                             char *err, size_t errlen);
+/**
+ * The exclusive switch's hold (admin/exclusive.c): publishes a snapshot in which app `app`
+ * sends everything to `cluster` and holds its new requests (sy_route_app.held), with nothing
+ * written to the journal: a restart comes back to what the journal says. With `cluster` NULL,
+ * the app goes back to the journal's (or the file's) weights, not held (an abort). The switch
+ * ends with an ordinary sy_state_change(), whose snapshot no longer holds the app. Returns 0,
+ * SY_ERR_INVALID (unknown app) or a compile error, with `err` set. Control thread.
+ */
+int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
+                  size_t errlen);
+
 void sy_state_free(struct sy_state *st);
 
 #endif

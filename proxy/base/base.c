@@ -454,7 +454,7 @@ void sy_log_errno(enum sy_log_level level, const char *component, const char *fm
     va_end(ap);
 }
 
-static void oom(size_t size)
+void sy_oom(size_t size)
 {
     sy_log(SY_LOG_ERROR, "base", "out of memory allocating %zu bytes", size);
     sy_log_flush(1000);
@@ -465,7 +465,7 @@ void *sy_xmalloc(size_t size)
 {
     void *p = malloc(size ? size : 1);
     if (!p)
-        oom(size);
+        sy_oom(size);
     return p;
 }
 
@@ -473,7 +473,7 @@ void *sy_xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p)
-        oom(n * size);
+        sy_oom(n * size);
     return p;
 }
 
@@ -481,7 +481,7 @@ void *sy_xrealloc(void *p, size_t size)
 {
     void *q = realloc(p, size ? size : 1);
     if (!q)
-        oom(size);
+        sy_oom(size);
     return q;
 }
 

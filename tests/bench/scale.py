@@ -11,6 +11,8 @@ Per size N (files from tests/bench/gen_apps.py: two hosts, two paths, a sticky c
 - the daemon (workers: 2) started on the file: RSS (VmRSS of the process) once it answers;
 - reload-to-published: `reload` on the admin socket after the file changed in every app's
   weights, until its `ok` (which waits until every worker installed the generation), median;
+  and its CPU: the time every thread of the daemon spent on a CPU meanwhile (schedstat), which
+  a loaded machine does not inflate the way it inflates the wall time;
 - revert-to-ok: `weights appK blue=50 green=50`, then `revert appK` timed until its `ok`
   (journal fsync and every worker's install included), median of 20;
 - RSS after those reloads (3 s later), and for the largest N up to 10,000 RSS after --reloads reloads
@@ -42,6 +44,18 @@ def free_port():
     p = s.getsockname()[1]
     s.close()
     return p
+
+
+def cpu_ns(pid):
+    """CPU time of every thread of the process so far, in ns (schedstat: time on a CPU)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
 
 
 def rss_kib(pid):
@@ -146,11 +160,14 @@ def measure(binary, workdir, n, runs, reloads):
 
     d = Daemon(binary, workdir, n, 2)
     row["rss_kib"] = rss_kib(d.proc.pid)
-    rel = []
+    rel, cpu = [], []
     for i in range(runs):
         d.write(i + 1)
+        c0 = cpu_ns(d.proc.pid)
         rel.append(d.timed("reload"))
+        cpu.append(cpu_ns(d.proc.pid) - c0)
     row["reload_s"] = statistics.median(rel)
+    row["reload_cpu_s"] = statistics.median(cpu) / 1e9
     time.sleep(SETTLE_S)
     row["rss_reload_kib"] = rss_kib(d.proc.pid)
     rev = []
@@ -190,14 +207,15 @@ def main():
     print("binary: %s, %d runs (medians), load average %s" % (
         a.bin, a.runs, open("/proc/loadavg").read().split()[0]))
     print()
-    print("| apps | `-t` | reload to published | revert to ok | RSS | RSS 3 s after the reloads "
-          "| RSS after many reloads |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| apps | `-t` | reload to published | its CPU | revert to ok | RSS "
+          "| RSS 3 s after the reloads | RSS after many reloads |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         many = "%.1f MiB (%d reloads)" % (r["rss_many_kib"] / 1024, r["many"]) \
             if "rss_many_kib" in r else "-"
-        print("| %d | %.3f s | %.1f ms | %.2f ms | %.1f MiB | %.1f MiB | %s |" % (
-            r["n"], r["check_s"], r["reload_s"] * 1000, r["revert_s"] * 1000,
+        print("| %d | %.3f s | %.1f ms | %.1f ms | %.2f ms | %.1f MiB | %.1f MiB | %s |" % (
+            r["n"], r["check_s"], r["reload_s"] * 1000, r["reload_cpu_s"] * 1000,
+            r["revert_s"] * 1000,
             r["rss_kib"] / 1024, r["rss_reload_kib"] / 1024, many))
     print()
     print("RSS is a high-water mark of pages touched: it does not tell one structure from "

@@ -208,6 +208,19 @@ def test_histograms_bytes_and_classes_count_every_request(proxy, backends):
     # Response bytes: every body is the backend's name and a newline, 90 "blue-1\n" (7 bytes)
     # and 10 "green-1\n" (8 bytes).
     assert sample(s, "switchyard_response_bytes_total") == 90 * 7 + 10 * 8
+    # One client, one request at a time: one connection to each cluster, idle now.
+    for cluster in ("blue", "green"):
+        assert sample(s, "switchyard_upstream_connections", cluster=cluster, state="open") == 1
+        assert sample(s, "switchyard_upstream_connections", cluster=cluster, state="idle") == 1
+    # The same figures in /status, for the status page (cumulative counts per bound).
+    doc = json.loads(get(hport, "/status")[2])
+    cl = {c["name"]: c for c in doc["apps"][0]["clusters"]}
+    assert cl["blue"]["bytes_out"] == 90 * 7 and cl["green"]["bytes_out"] == 10 * 8
+    for name, n in (("blue", 90), ("green", 10)):
+        assert cl[name]["latency_le_ms"][-1] == "+Inf"
+        assert len(cl[name]["latency_counts"]) == len(cl[name]["latency_le_ms"])
+        assert cl[name]["latency_counts"][-1] == n
+        assert cl[name]["head_latency_counts"][-1] == n
     # Request bytes: one upload of 1000 bytes.
     c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
     c.request("POST", "/anything", body=b"x" * 1000, headers={"Host": "app.test"})
@@ -337,3 +350,63 @@ def test_prometheus_sees_the_split_and_the_5xx_share(proxy, backends, tmp_path):
                                                                          len(bad), len(recs))
     finally:
         prom.stop()
+
+
+def test_connections_and_tls_handshakes_by_listener(proxy, tls_cert):
+    hport = free_port()
+    p = proxy(apps=split(100, 0), tls=tls_cert, extra=admin_extra(hport))
+    for _ in range(3):
+        helpers.curl1(p.url + "/a", "-H", "Host: app.test")
+    helpers.curl1(p.url + "/a", "--http2-prior-knowledge", "-H", "Host: app.test")
+    for _ in range(2):
+        helpers.curl1(p.tls_url + "/a", "-k", "--http1.1", "-H", "Host: app.test")
+    helpers.curl1(p.tls_url + "/a", "-k", "--http2", "-H", "Host: app.test")
+    with socket.create_connection(("127.0.0.1", p.tls_port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a ClientHello
+        s.settimeout(5)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+    plain, tls = "127.0.0.1:%d" % p.port, "127.0.0.1:%d" % p.tls_port
+
+    def counts():
+        s = parse_metrics(scrape(hport))
+        return ({pr: sample(s, "switchyard_connections_total", listener=l, protocol=pr)
+                 for l in (plain, tls) for pr in ("http/1.1", "h2", "h2c")
+                 if sample(s, "switchyard_connections_total", listener=l, protocol=pr)},
+                sample(s, "switchyard_connections_total", listener=plain, protocol="http/1.1"),
+                sample(s, "switchyard_connections_total", listener=plain, protocol="h2c"),
+                sample(s, "switchyard_connections_total", listener=tls, protocol="http/1.1"),
+                sample(s, "switchyard_connections_total", listener=tls, protocol="h2"),
+                sample(s, "switchyard_tls_handshakes_total", listener=tls, result="ok"),
+                sample(s, "switchyard_tls_handshakes_total", listener=tls, result="failed"))
+
+    helpers.wait_for(lambda: counts()[1:] == (3, 1, 2, 1, 3, 1), 5,
+                     "connection counts (have %r)" % (counts(),))
+
+
+def test_maintenance_and_exclusive_apps_are_exported(admin_proxy):
+    """Issue #19: the metrics say which apps are exclusive and which are in maintenance."""
+    hport = free_port()
+    apps = [{"name": "web", "hosts": ["web.test"], "weights": {"blue": 90, "green": 10}},
+            {"name": "db", "hosts": ["db.test"], "weights": {"blue": 100, "green": 0},
+             "mode": "exclusive"}]
+    p = admin_proxy(apps, admin={"http": "127.0.0.1:%d" % hport})
+    s = parse_metrics(scrape(hport))
+    assert sample(s, "switchyard_app_exclusive", app="db") == 1
+    assert sample(s, "switchyard_app_exclusive", app="web") == 0
+    assert sample(s, "switchyard_app_in_maintenance", app="web") == 0
+    r = p.ctl("maintenance", "web", "on")
+    assert r.returncode == 0, r.stderr
+    s = parse_metrics(scrape(hport))
+    assert sample(s, "switchyard_app_in_maintenance", app="web") == 1
+    assert sample(s, "switchyard_app_in_maintenance", app="db") == 0
+    text = scrape(hport)
+    for family in ("switchyard_held_requests", "switchyard_held_released_total",
+                   "switchyard_held_rejected_total"):
+        assert "# TYPE %s " % family in text, family
+    r = p.ctl("maintenance", "web", "off")
+    assert r.returncode == 0, r.stderr
+    assert sample(parse_metrics(scrape(hport)), "switchyard_app_in_maintenance", app="web") == 0

@@ -318,7 +318,7 @@ static void test_malformed_changes_change_nothing(void **state)
         {"weights chat gray=100", "error: app 'chat' has no cluster 'gray' (add it to the app's "
                                   "weights in the file first)\n"},
         {"weights nope blue=100", "error: unknown app 'nope'\n"},
-        {"switch chat", "error: usage: switch APP CLUSTER\n"},
+        {"switch chat", "error: usage: switch APP CLUSTER | switch --abort APP\n"},
         {"switch chat purple", "error: unknown cluster 'purple'\n"},
         {"revert", "error: usage: revert APP | revert --all\n"},
         {"revert nope", "error: unknown app 'nope'\n"},

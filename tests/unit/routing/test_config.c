@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -270,11 +271,78 @@ static void test_parses_cluster_max_connections_and_queue(void **state)
     sy_config_free(cfg);
 }
 
+/* A maintenance page of `len` bytes in a new temporary file: its path (free() it). */
+static char *page_file(size_t len)
+{
+    char *path = strdup("/tmp/sy-test-page-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd != -1);
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(write(fd, "x", 1), 1);
+    close(fd);
+    return path;
+}
+
+static void test_reads_the_maintenance_page_within_its_limit(void **state)
+{
+    (void)state;
+    char *small = page_file(100), *big = page_file(65537);
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             BASE "limits: {maintenance_page_bytes: 100}\n"
+                  "apps:\n"
+                  "  - name: web\n"
+                  "    hosts: [web.example.com]\n"
+                  "    weights: {blue: 100}\n"
+                  "    maintenance_page: %s\n"
+                  "    maintenance_retry_after: 5m\n"
+                  "  - name: api\n"
+                  "    hosts: [api.example.com]\n"
+                  "    weights: {blue: 100}\n",
+             small);
+    struct sy_config *cfg = parse_ok(yaml);
+    assert_int_equal(cfg->limits.maintenance_page_bytes, 100);
+    assert_int_equal(cfg->apps[0].maintenance_page_len, 100);
+    assert_memory_equal(cfg->apps[0].maintenance_page, "xxxx", 4);
+    assert_int_equal(cfg->apps[0].maintenance_retry_after, 300);
+    /* Without the keys: no page, and the default Retry-After. */
+    assert_null(cfg->apps[1].maintenance_page);
+    assert_int_equal(cfg->apps[1].maintenance_retry_after, SY_MAINT_RETRY_AFTER_DEFAULT);
+    assert_int_equal(SY_MAINT_RETRY_AFTER_DEFAULT, 120);
+    sy_config_free(cfg);
+
+    /* One byte over the default limit (64 KiB) is an error at the key's value. */
+    snprintf(yaml, sizeof(yaml),
+             BASE "apps:\n"
+                  "  - name: web\n"
+                  "    hosts: [web.example.com]\n"
+                  "    weights: {blue: 100}\n"
+                  "    maintenance_page: %s\n",
+             big);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    cfg = NULL;
+    assert_int_equal(sy_config_parse(test_name, yaml, strlen(yaml), &d, &cfg), SY_ERR_INVALID);
+    assert_null(cfg);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.v[0].line, 10);
+    assert_int_equal(d.v[0].col, 23);
+    assert_non_null(strstr(d.v[0].msg, "is 65537 bytes, more than limits.maintenance_page_bytes "
+                                       "(65536)"));
+    sy_diags_dispose(&d);
+    unlink(small);
+    unlink(big);
+    free(small);
+    free(big);
+}
+
 static void test_defaults_match_the_header(void **state)
 {
     struct sy_limits lim;
     struct sy_timeouts to;
     sy_config_defaults(&lim, &to);
+    assert_int_equal(lim.maintenance_page_bytes, 65536);
+    assert_int_equal(lim.maintenance_page_bytes, SY_MAINT_PAGE_BYTES_DEFAULT);
     assert_int_equal(lim.max_request_line, 8192);
     assert_int_equal(lim.max_header_bytes, 32768);
     assert_int_equal(lim.max_headers, 100);
@@ -294,6 +362,33 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(to.upstream_idle_ms, 30000);
     assert_int_equal(to.drain_ms, 10000);
     assert_int_equal(to.linger_ms, 2000);
+    assert_int_equal(to.worker_stale_ms, 5000);
+}
+
+static void test_parses_admin_http_and_its_allow_list(void **state)
+{
+    struct sy_config *cfg = parse_ok(BASE WEB_APP "admin:\n"
+                                                  "  http: 10.1.2.3:9901\n"
+                                                  "  http_allow: [10.0.0.0/8, \"::1\"]\n"
+                                                  "timeouts: {worker_stale: 2s}\n");
+    assert_string_equal(cfg->admin.http, "10.1.2.3:9901");
+    assert_ipv4(&cfg->admin.http_addr, cfg->admin.http_addrlen, "10.1.2.3", 9901);
+    assert_true(cfg->admin.has_http_allow);
+    assert_int_equal(cfg->admin.n_http_allow, 2);
+    assert_int_equal(cfg->admin.http_allow[0].bits, 8);
+    assert_int_equal(cfg->admin.http_allow[1].family, AF_INET6);
+    assert_int_equal(cfg->timeouts.worker_stale_ms, 2000);
+    sy_config_free(cfg);
+    /* Loopback needs no list; absent, there is no listener and worker_stale is 5 s. */
+    cfg = parse_ok(BASE WEB_APP "admin: {http: 127.0.0.1:9901}\n");
+    assert_false(cfg->admin.has_http_allow);
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE WEB_APP "admin: {http: \"[::1]:9901\"}\n");
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE WEB_APP);
+    assert_null(cfg->admin.http);
+    assert_int_equal(cfg->timeouts.worker_stale_ms, 5000);
+    sy_config_free(cfg);
 }
 
 static void test_applies_defaults_to_absent_keys(void **state)
@@ -944,6 +1039,39 @@ static const struct error_case error_cases[] = {
       {6, 56, "bad sni '*.x.com': a server name cannot have a wildcard"},
       {6, 73, "a client certificate needs both 'cert' and 'key' in tls"},
       {6, 80, "unknown key 'mtls' in tls"}}},
+    {"test_rejects_split_weights_of_an_exclusive_app",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 90, green: 10}\n"
+          "    mode: exclusive\n"
+          "  - name: api\n"
+          "    hosts: [api.example.com]\n"
+          "    weights: {blue: 100, green: 100}\n"
+          "    mode: exclusive\n"
+          "  - name: db\n"
+          "    hosts: [db.example.com]\n"
+          "    weights: {blue: 100}\n"
+          "    mode: singleton\n"
+          "    force_while_exclusive: yes\n",
+     {{9, 15, "an exclusive app's weights must be 100 on one cluster and 0 on the others, got 90"},
+      {13, 14, "an exclusive app's weights must be 100 on one cluster and 0 on the others"},
+      {18, 11, "mode must be weighted or exclusive, got singleton"},
+      {19, 28, "force_while_exclusive must be true or false, got yes"}}},
+    {"test_rejects_bad_exclusive_settings",
+     BASE "apps: []\n"
+          "exclusive:\n"
+          "  hold: 0s\n"
+          "  drain: soon\n"
+          "  max_held: 0\n"
+          "  ready: {url: 'ftp://x', expect: 42}\n"
+          "  limit: 3\n",
+     {{8, 9, "hold must be greater than 0"},
+      {9, 10, "drain must be a duration such as 10s, 500ms, 2m or 1h, got soon"},
+      {10, 13, "max_held must be an integer 1..1000000, got 0"},
+      {11, 16, "bad ready.url \"ftp://x\": want http://HOST:PORT/PATH"},
+      {11, 35, "expect must be an HTTP status 100..599, got 42"},
+      {12, 3, "unknown key 'limit' in exclusive"}}},
     {"test_rejects_bad_drain_after",
      BASE "apps:\n"
           "  - name: web\n"
@@ -956,6 +1084,24 @@ static const struct error_case error_cases[] = {
           "    drain_after: 0s\n",
      {{10, 18, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got soon"},
       {14, 18, "drain_after must be greater than 0 (leave it out to keep connections)"}}},
+    {"test_rejects_bad_maintenance_keys",
+     BASE "limits: {maintenance_page_bytes: 0}\n"
+          "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 100}\n"
+          "    maintenance_page: /nonexistent/page.html\n"
+          "    maintenance_retry_after: 1500ms\n"
+          "  - name: api\n"
+          "    hosts: [api.example.com]\n"
+          "    weights: {blue: 100}\n"
+          "    maintenance_retry_after: 0\n"
+          "    maintenance_page: [a, b]\n",
+     {{6, 34, "maintenance_page_bytes must be an integer 1..16777216, got 0"},
+      {11, 23, "cannot read maintenance_page '/nonexistent/page.html': No such file"},
+      {12, 30, "maintenance_retry_after must be whole seconds 1s..24h"},
+      {16, 30, "maintenance_retry_after must be whole seconds 1s..24h"},
+      {17, 23, "maintenance_page must be"}}},
     {"test_rejects_unknown_key_in_listen_entry",
      "listen:\n"
      "  - address: 127.0.0.1:8080\n"
@@ -1527,6 +1673,24 @@ static const struct error_case error_cases[] = {
       {9, 26, "unknown cluster 'purple'"},
       {10, 19, "drain must be greater than 0"},
       {11, 1, "unknown key 'extra' at top level"}}},
+    {"test_rejects_admin_http_off_loopback_without_an_allow_list",
+     BASE WEB_APP "admin:\n"
+                  "  http: 0.0.0.0:9901\n",
+     {{11, 9,
+       "admin.http '0.0.0.0:9901' is not a loopback address: list who may use it in "
+       "admin.http_allow"}}},
+    {"test_rejects_admin_http_on_all_addresses_without_an_allow_list",
+     BASE WEB_APP "admin: {http: \":9901\"}\n",
+     {{10, 15, "admin.http ':9901' is not a loopback address"}}},
+    {"test_rejects_a_bad_admin_http_address",
+     BASE WEB_APP "admin: {http: \"localhost:99999\"}\n",
+     {{10, 15, "bad admin.http address 'localhost:99999'"}}},
+    {"test_rejects_a_bad_admin_http_allow_entry",
+     BASE WEB_APP "admin: {http: 127.0.0.1:9901, http_allow: [10.0.0.1/33]}\n",
+     {{10, 44, "bad prefix length in trusted_proxies entry '10.0.0.1/33'"}}},
+    {"test_rejects_a_zero_worker_stale",
+     BASE WEB_APP "timeouts: {worker_stale: 0}\n",
+     {{10, 26, "worker_stale must be greater than 0"}}},
 };
 
 static void run_error_case(void **state)
@@ -1595,13 +1759,55 @@ static void test_app_names_are_indexed_and_duplicates_found_among_many(void **st
     free(text);
 }
 
+static void test_parses_exclusive_mode_and_its_defaults(void **state)
+{
+    (void)state;
+    struct sy_config *cfg = parse_ok(BASE "apps:\n"
+                                          "  - name: web\n"
+                                          "    hosts: [web.example.com]\n"
+                                          "    weights: {blue: 100, green: 0}\n"
+                                          "    mode: exclusive\n"
+                                          "    force_while_exclusive: true\n"
+                                          "  - name: api\n"
+                                          "    hosts: [api.example.com]\n"
+                                          "    weights: {blue: 50, green: 50}\n");
+    assert_int_equal(cfg->apps[0].mode, SY_APP_EXCLUSIVE);
+    assert_true(cfg->apps[0].force_while_exclusive);
+    assert_int_equal(cfg->apps[1].mode, SY_APP_WEIGHTED);
+    assert_false(cfg->apps[1].force_while_exclusive);
+    assert_int_equal(cfg->exclusive.hold_ms, SY_EXCLUSIVE_HOLD_DEFAULT_MS);
+    assert_int_equal(cfg->exclusive.hold_ms, 10000);
+    assert_int_equal(cfg->exclusive.drain_ms, 30000);
+    assert_int_equal(cfg->exclusive.max_held, 1000);
+    assert_null(cfg->exclusive.ready_url);
+    sy_config_free(cfg);
+    cfg =
+        parse_ok(BASE "apps: []\n"
+                      "exclusive:\n"
+                      "  hold: 1s\n"
+                      "  drain: 2s\n"
+                      "  max_held: 5\n"
+                      "  ready: {url: 'http://127.0.0.1:9002/ready', expect: 204, timeout: 3s}\n");
+    assert_int_equal(cfg->exclusive.hold_ms, 1000);
+    assert_int_equal(cfg->exclusive.drain_ms, 2000);
+    assert_int_equal(cfg->exclusive.max_held, 5);
+    assert_string_equal(cfg->exclusive.ready_host, "127.0.0.1");
+    assert_int_equal(cfg->exclusive.ready_port, 9002);
+    assert_string_equal(cfg->exclusive.ready_path, "/ready");
+    assert_int_equal(cfg->exclusive.ready_expect, 204);
+    assert_int_equal(cfg->exclusive.ready_timeout_ms, 3000);
+    sy_config_free(cfg);
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_parses_every_field_of_a_full_config),
         cmocka_unit_test(test_defaults_match_the_header),
+        cmocka_unit_test(test_reads_the_maintenance_page_within_its_limit),
         cmocka_unit_test(test_parses_cluster_protocol_tls_and_drain_after),
         cmocka_unit_test(test_parses_cluster_max_connections_and_queue),
+        cmocka_unit_test(test_parses_exclusive_mode_and_its_defaults),
         cmocka_unit_test(test_applies_defaults_to_absent_keys),
         cmocka_unit_test(test_stable_defaults_to_first_weighted_cluster_in_cluster_order),
         cmocka_unit_test(test_accepts_and_lower_cases_ipv6_literal_hosts),
@@ -1621,6 +1827,7 @@ int main(void)
         cmocka_unit_test(test_parses_every_max_age_unit),
         cmocka_unit_test(test_never_quotes_the_force_secret),
         cmocka_unit_test(test_app_names_are_indexed_and_duplicates_found_among_many),
+        cmocka_unit_test(test_parses_admin_http_and_its_allow_list),
     };
     /* One named test per row of the error table. */
     static struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(error_cases)];

@@ -580,6 +580,122 @@ static void test_compaction_keeps_the_overrides_and_bounds_the_file(void **state
     sy_journal_close(j);
 }
 
+/* -- maintenance --------------------------------------------------------------------------- */
+
+static void maint(struct sy_journal *j, const char *app, bool on, unsigned retry_after,
+                  const char *message, uint64_t time_ms)
+{
+    struct sy_maint m = {
+        .app = (char *)app, .on = on, .retry_after = retry_after, .message = (char *)message};
+    struct sy_actor who = {time_ms, 1000, 42, on ? "maintenance on" : "maintenance off"};
+    char err[256];
+    assert_int_equal(sy_journal_append_maintenance(j, &who, &m, err, sizeof(err)), 0);
+}
+
+static void test_maintenance_records_replay_with_their_start_and_message(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 90, 10, "weights chat blue=90 green=10");
+    maint(j, "chat", true, 0, NULL, 1000);
+    maint(j, "web", true, 300, "back at \"four\"", 2000);
+    maint(j, "chat", true, 60, "soon", 3000); /* again: updated, its start kept */
+    maint(j, "web", false, 0, NULL, 4000);
+    assert_int_equal(sy_journal_seq(j), 5);
+    sy_journal_close(j);
+
+    j = open_ok(f->path, &create_opts);
+    assert_int_equal(sy_journal_seq(j), 5);
+    const struct sy_maints *ms = sy_journal_maintenance(j);
+    assert_int_equal(ms->n, 1);
+    assert_null(sy_maints_find(ms, "web"));
+    const struct sy_maint *m = sy_maints_find(ms, "chat");
+    assert_non_null(m);
+    assert_int_equal(m->since_ms, 1000);
+    assert_int_equal(m->time_ms, 3000);
+    assert_int_equal(m->seq, 4);
+    assert_int_equal(m->retry_after, 60);
+    assert_string_equal(m->message, "soon");
+    assert_string_equal(m->command, "maintenance on");
+    /* The weights are another matter: maintenance leaves the override alone. */
+    assert_non_null(sy_overrides_find(sy_journal_overrides(j), "chat"));
+
+    /* History has them, as maintenance records. */
+    struct seen s = {0};
+    assert_int_equal(sy_journal_history(j, 10, seen_cb, &s), 0);
+    assert_int_equal(s.n, 5);
+    sy_journal_close(j);
+}
+
+static void test_compaction_keeps_the_apps_in_maintenance(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal_opts o = create_opts;
+    o.compact_after = 3;
+    struct sy_journal *j = open_ok(f->path, &o);
+    maint(j, "web", true, 120, "upgrading", 1000);
+    maint(j, "chat", true, 0, NULL, 2000);
+    for (unsigned i = 0; i < 7; i++)
+        set(j, "chat", 100 - i, i, "weights");
+    maint(j, "chat", false, 0, NULL, 3000);
+    maint(j, "api", true, 5, NULL, 4000);
+    assert_int_equal(sy_journal_seq(j), 11);
+    sy_journal_close(j);
+    assert_true(count_lines(f->path) <= 4);
+
+    j = open_ok(f->path, &o);
+    const struct sy_maints *ms = sy_journal_maintenance(j);
+    assert_int_equal(ms->n, 2);
+    const struct sy_maint *w = sy_maints_find(ms, "web");
+    assert_non_null(w);
+    assert_int_equal(w->since_ms, 1000);
+    assert_int_equal(w->seq, 1);
+    assert_int_equal(w->retry_after, 120);
+    assert_string_equal(w->message, "upgrading");
+    assert_non_null(sy_maints_find(ms, "api"));
+    assert_null(sy_maints_find(ms, "chat"));
+    sy_journal_close(j);
+}
+
+static void test_parser_reads_a_maintenance_record_and_refuses_a_bad_one(void **state)
+{
+    (void)state;
+    static const char *good = "{\"v\":1,\"type\":\"maintenance\",\"seq\":3,\"time\":5,\"uid\":0,"
+                              "\"pid\":1,\"cmd\":\"maintenance web on\",\"app\":\"web\",\"on\":"
+                              "true,\"retry_after\":0,\"message\":null";
+    static const char *bad[] = {
+        /* no "on" */
+        "{\"v\":1,\"type\":\"maintenance\",\"seq\":3,\"time\":5,\"uid\":0,\"pid\":1,"
+        "\"cmd\":\"m\",\"app\":\"web\",\"retry_after\":0,\"message\":null",
+        /* a message with a control byte */
+        "{\"v\":1,\"type\":\"maintenance\",\"seq\":3,\"time\":5,\"uid\":0,\"pid\":1,"
+        "\"cmd\":\"m\",\"app\":\"web\",\"on\":true,\"retry_after\":0,\"message\":\"a\\tb\"",
+        /* no app */
+        "{\"v\":1,\"type\":\"maintenance\",\"seq\":3,\"time\":5,\"uid\":0,\"pid\":1,"
+        "\"cmd\":\"m\",\"on\":false,\"retry_after\":0,\"message\":null",
+    };
+    char line[1024];
+    struct sy_journal_record r;
+    const char *why;
+    snprintf(line, sizeof(line), "%s", good);
+    size_t len = strlen(line);
+    snprintf(line + len, sizeof(line) - len, ",\"crc\":\"%08x\"}", sy_journal_crc32(line, len));
+    assert_int_equal(sy_journal_parse_line(line, strlen(line), &r, &why), 0);
+    assert_true(r.maintenance);
+    assert_true(r.maint.on);
+    assert_string_equal(r.maint.app, "web");
+    assert_null(r.maint.message);
+    assert_int_equal(r.n_changes, 0);
+    sy_journal_record_dispose(&r);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(line, sizeof(line), "%s", bad[i]);
+        len = strlen(line);
+        snprintf(line + len, sizeof(line) - len, ",\"crc\":\"%08x\"}", sy_journal_crc32(line, len));
+        assert_int_equal(sy_journal_parse_line(line, strlen(line), &r, &why), SY_ERR_INVALID);
+        assert_non_null(why);
+    }
+}
+
 static void test_history_returns_the_last_n_oldest_first(void **state)
 {
     struct fx *f = *state;
@@ -766,6 +882,11 @@ int main(void)
         cmocka_unit_test(test_apply_keeps_one_override_per_app_in_order_at_scale),
         cmocka_unit_test(test_parser_accepts_a_well_formed_change),
         cmocka_unit_test(test_parser_refuses_what_it_did_not_write),
+        cmocka_unit_test_setup_teardown(
+            test_maintenance_records_replay_with_their_start_and_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_keeps_the_apps_in_maintenance, setup,
+                                        teardown),
+        cmocka_unit_test(test_parser_reads_a_maintenance_record_and_refuses_a_bad_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

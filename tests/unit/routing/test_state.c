@@ -335,6 +335,97 @@ static void test_restart_replays_the_journal_before_the_first_snapshot(void **st
     assert_int_equal(os, SY_OVERRIDE_APPLIED);
 }
 
+/* The maintenance answer of `app` in the snapshot in force, or NULL. */
+static const struct sy_route_maint_answer *maint_of(struct fx *f, const char *app)
+{
+    const struct sy_route_table *t = sy_state_table(f->st);
+    const struct sy_route_app *a =
+        sy_route_match(t, sy_slice_of(app, strlen(app)), sy_slice_of("/", 1));
+    assert_non_null(a);
+    return sy_route_app_maintenance(t, a);
+}
+
+static void test_maintenance_is_journaled_published_and_kept_by_changes_and_reloads(void **state)
+{
+    struct fx *f = *state;
+    char err[256];
+    bool changed = false;
+    assert_null(maint_of(f, "chat.test"));
+    assert_int_equal(sy_state_set_maintenance(f->st, "chat", true, 0, "back soon", &who, &changed,
+                                              err, sizeof(err)),
+                     0);
+    assert_true(changed);
+    assert_int_equal(sy_state_generation(f->st), 2);
+    assert_int_equal(sy_state_journal_seq(f->st), 1);
+    assert_int_equal(f->published, 1);
+    const struct sy_route_maint_answer *m = maint_of(f, "chat.test");
+    assert_non_null(m);
+    assert_string_equal(m->retry_after, "120"); /* apps[].maintenance_retry_after's default */
+    assert_string_equal(m->text, "back soon\n");
+    assert_null(m->page);
+    assert_null(maint_of(f, "other.test")); /* web: not in maintenance */
+
+    /* A weight change (revert, switch, weights) keeps it; so does a reload of a new file. */
+    struct sy_route_weight w = {"blue", 100};
+    assert_int_equal(change1(f, "chat", &w, 1, err), 0);
+    assert_non_null(maint_of(f, "chat.test"));
+    write_config(f, "apps:\n"
+                    "  - name: chat\n"
+                    "    hosts: [chat.test]\n"
+                    "    weights: {blue: 70, green: 30}\n"
+                    "    maintenance_retry_after: 30\n");
+    struct sy_diags d;
+    sy_diags_init(&d);
+    assert_int_equal(sy_state_reload(f->st, false, &d), SY_RELOAD_PUBLISHED);
+    sy_diags_dispose(&d);
+    m = maint_of(f, "chat.test");
+    assert_non_null(m);
+    assert_string_equal(m->retry_after, "30"); /* the new file's default now */
+
+    /* And a restart. */
+    sy_state_free(f->st);
+    f->st = NULL;
+    open_state(f);
+    assert_non_null(maint_of(f, "chat.test"));
+    const struct sy_maint *e = sy_maints_find(sy_state_maintenance(f->st), "chat");
+    assert_non_null(e);
+    assert_int_equal(e->uid, 1000);
+    assert_int_equal(e->since_ms, who.time_ms);
+
+    /* Off: published, journaled; off again changes nothing and records nothing. */
+    uint64_t seq = sy_state_journal_seq(f->st);
+    assert_int_equal(
+        sy_state_set_maintenance(f->st, "chat", false, 0, NULL, &who, &changed, err, sizeof(err)),
+        0);
+    assert_true(changed);
+    assert_null(maint_of(f, "chat.test"));
+    assert_int_equal(sy_state_journal_seq(f->st), seq + 1);
+    assert_int_equal(
+        sy_state_set_maintenance(f->st, "chat", false, 0, NULL, &who, &changed, err, sizeof(err)),
+        0);
+    assert_false(changed);
+    assert_int_equal(sy_state_journal_seq(f->st), seq + 1);
+}
+
+static void test_bad_maintenance_changes_leave_no_trace(void **state)
+{
+    struct fx *f = *state;
+    char err[256];
+    bool changed = true;
+    assert_int_equal(
+        sy_state_set_maintenance(f->st, "nope", true, 0, NULL, &who, &changed, err, sizeof(err)),
+        SY_ERR_INVALID);
+    assert_false(changed);
+    assert_string_equal(err, "unknown app 'nope'");
+    assert_int_equal(sy_state_set_maintenance(f->st, "chat", true, 0, "tab\there", &who, &changed,
+                                              err, sizeof(err)),
+                     SY_ERR_INVALID);
+    assert_non_null(strstr(err, "printable ASCII"));
+    assert_int_equal(sy_state_journal_seq(f->st), 0);
+    assert_int_equal(f->published, 0);
+    assert_null(maint_of(f, "chat.test"));
+}
+
 static void test_without_a_journal_changes_are_refused(void **state)
 {
     struct fx *f = *state;
@@ -445,6 +536,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_replays_the_journal_before_the_first_snapshot,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_without_a_journal_changes_are_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_maintenance_is_journaled_published_and_kept_by_changes_and_reloads, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_bad_maintenance_changes_leave_no_trace, setup,
                                         teardown),
         cmocka_unit_test(test_admin_and_state_keys_are_checked),
     };
