@@ -306,8 +306,6 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     sy_json_begin_object(r, NULL);
     sy_json_str(r, "name", app->name);
     sy_json_str(r, "stable", cfg->clusters[app->stable].name);
-    strings_json(r, "hosts", app->hosts, app->n_hosts);
-    strings_json(r, "paths", app->paths, app->n_paths);
     if (o)
         override_json(r, o, ostate == SY_OVERRIDE_STALE ? "stale" : "applied", why);
     else
@@ -387,6 +385,9 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     }
     sy_json_end_array(r);
     sy_exclusive_status_app(env->exclusive, app, r, wname);
+    /* Last, so that the fields before them keep their places. */
+    strings_json(r, "hosts", app->hosts, app->n_hosts);
+    strings_json(r, "paths", app->paths, app->n_paths);
     sy_json_end_object(r);
     /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
      * fault), where there are any. */

@@ -3,7 +3,7 @@
  * the admin socket for `status --json`, reads the answer with the journal's JSON reader, and
  * draws one frame: per app and cluster the file / override / effective weights (stable marked),
  * the request rate since the previous poll, the 5xx share, p50 and p99 over the last minute
- * (from the difference of the cumulative duration histograms of the oldest poll in the minute
+ * (from the difference of the cumulative latency histograms of the oldest poll in the minute
  * and the newest), in flight and tunnels; the override and the command that reverts the app;
  * the last rejected reload; the last changes. On a terminal each frame replaces the last (ANSI
  * home and clear); elsewhere frames are plain lines, one after the other. */
@@ -57,25 +57,38 @@ static const struct sy_jv *cluster_in(const struct sy_jv *status, const char *ap
     return a ? find_named(sy_jv_get(a, "clusters"), cluster) : NULL;
 }
 
-/* The q-quantile in microseconds of the requests between two cumulative histograms (`old`
- * may be NULL: since start), interpolated inside the bucket as Prometheus does; -1 when
- * there were none; +Inf bucket: its lower bound. */
+/* A bound of `latency_le_ms` ("2.5") in milliseconds; -1 for "+Inf" or anything else. */
+static double bound_ms(const struct sy_jv *v)
+{
+    const char *s = sy_jv_str(v);
+    char *end = NULL;
+    double ms = s ? strtod(s, &end) : -1;
+    return s && end != s && *end == '\0' && ms >= 0 ? ms : -1;
+}
+
+/* The q-quantile in milliseconds of the requests one cluster counted between two polls
+ * (`old` may be NULL: since start), from `latency_le_ms` and the cumulative `latency_counts`,
+ * interpolated inside the bucket as Prometheus does; -1 when there were none; in the +Inf
+ * bucket: its lower bound. */
 double sy_watch_quantile(const struct sy_jv *now, const struct sy_jv *old, double q)
 {
-    const struct sy_jv *le = sy_jv_get(now, "le_us"), *cn = sy_jv_get(now, "cumulative");
-    const struct sy_jv *co = old ? sy_jv_get(old, "cumulative") : NULL;
+    const struct sy_jv *le = sy_jv_get(now, "latency_le_ms");
+    const struct sy_jv *cn = sy_jv_get(now, "latency_counts");
+    const struct sy_jv *co = old ? sy_jv_get(old, "latency_counts") : NULL;
     size_t n = sy_jv_len(cn);
-    if (n == 0 || sy_jv_len(le) != n)
+    if (n == 0 || sy_jv_len(le) != n || (co && sy_jv_len(co) != n))
         return -1;
-    uint64_t total = sy_jv_uint(sy_jv_at(cn, n - 1), 0) - sy_jv_uint(sy_jv_at(co, n - 1), 0);
-    if (total == 0)
+    uint64_t last_now = sy_jv_uint(sy_jv_at(cn, n - 1), 0);
+    uint64_t last_old = sy_jv_uint(sy_jv_at(co, n - 1), 0);
+    if (last_now <= last_old)
         return -1;
-    double rank = q * (double)total, lower = 0, below = 0;
+    double rank = q * (double)(last_now - last_old), lower = 0, below = 0;
     for (size_t i = 0; i < n; i++) {
-        double c = (double)(sy_jv_uint(sy_jv_at(cn, i), 0) - sy_jv_uint(sy_jv_at(co, i), 0));
-        if (sy_jv_type(sy_jv_at(le, i)) != SY_JV_UINT)
+        uint64_t a = sy_jv_uint(sy_jv_at(cn, i), 0), b = sy_jv_uint(sy_jv_at(co, i), 0);
+        double c = a > b ? (double)(a - b) : 0;
+        double upper = bound_ms(sy_jv_at(le, i));
+        if (upper < 0)
             return lower; /* the +Inf bucket */
-        double upper = (double)sy_jv_uint(sy_jv_at(le, i), 0);
         if (c >= rank) {
             double in = c - below;
             return in > 0 ? lower + (upper - lower) * (rank - below) / in : upper;
@@ -86,16 +99,16 @@ double sy_watch_quantile(const struct sy_jv *now, const struct sy_jv *old, doubl
     return lower;
 }
 
-static void fmt_us(double us, char *buf, size_t size)
+static void fmt_ms(double ms, char *buf, size_t size)
 {
-    if (us < 0)
+    if (ms < 0)
         snprintf(buf, size, "-");
-    else if (us < 1000)
-        snprintf(buf, size, "%.0fus", us);
-    else if (us < 1000000)
-        snprintf(buf, size, "%.1fms", us / 1000);
+    else if (ms < 1)
+        snprintf(buf, size, "%.0fus", ms * 1000);
+    else if (ms < 1000)
+        snprintf(buf, size, "%.1fms", ms);
     else
-        snprintf(buf, size, "%.2fs", us / 1e6);
+        snprintf(buf, size, "%.2fs", ms / 1000);
 }
 
 /* "blue=90,green=10" from an object of weights. */
@@ -144,10 +157,8 @@ static void draw_app(struct watch *w, const struct sy_jv *app, const struct sy_j
             snprintf(share, sizeof(share), "%.1f%%", 100.0 * (double)w5 / (double)wr);
         else
             snprintf(share, sizeof(share), "-");
-        const struct sy_jv *hist = sy_jv_get(c, "duration");
-        const struct sy_jv *ohist = o ? sy_jv_get(o, "duration") : NULL;
-        fmt_us(sy_watch_quantile(hist, ohist, 0.5), p50, sizeof(p50));
-        fmt_us(sy_watch_quantile(hist, ohist, 0.99), p99, sizeof(p99));
+        fmt_ms(sy_watch_quantile(c, o, 0.5), p50, sizeof(p50));
+        fmt_ms(sy_watch_quantile(c, o, 0.99), p99, sizeof(p99));
         const struct sy_jv *ovv = sy_jv_get(c, "override");
         if (sy_jv_type(ovv) == SY_JV_UINT)
             snprintf(ov, sizeof(ov), "%" PRIu64, sy_jv_uint(ovv, 0));

@@ -16,8 +16,9 @@ int sy_ctl_watch(const char *socket, int timeout_ms, double interval_s, unsigned
                  FILE *out);
 
 /**
- * The q-quantile, in microseconds, of the requests counted between two `duration` objects of
- * `status --json` (`old` may be NULL: since start), interpolated in its bucket; -1 when none.
+ * The q-quantile, in milliseconds, of the requests one cluster counted between two polls: `now`
+ * and `old` are that cluster's objects in two answers of `status --json` (`latency_le_ms`,
+ * `latency_counts`; `old` may be NULL: since start), interpolated in its bucket; -1 when none.
  */
 double sy_watch_quantile(const struct sy_jv *now, const struct sy_jv *old, double q);
 
