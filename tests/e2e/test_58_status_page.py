@@ -8,15 +8,19 @@ a steady load; `api` sits at 100/0 with no traffic, and a reload was refused. Th
 show the file / override / effective splits with the stable cluster marked, the override
 banner (who, when, the command), per cluster a request rate (from two polls) in the 90/10
 ratio that `/status`'s counters grow by, p50 <= p99, the refused reload's file:line:col, the
+mode (`jobs` is exclusive, and its switch to green is in progress while an 8 s request holds
+blue; `api` is in maintenance), the
 last changes and the exact revert command, and nothing sticks out sideways at 390 px. Then `revert web`: the banner names the revert and
 the effective split is 100/0; `release web`: the banner is gone and the file's 50/50 is back.
 
 With SY_SCREENSHOTS=DIR it also saves DIR/status-page.png (1280 px) and
 DIR/status-page-phone.png (390 px) of the page under load, as docs/ has them."""
 
+import http.client
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -29,6 +33,8 @@ from chromium import Chromium
 APPS = [{"name": "web", "hosts": ["shop.example.com", "*.shop.example.com"],
          "paths": ["/", "/cart"], "weights": {"blue": 50, "green": 50}},
         {"name": "api", "hosts": ["api.example.com"], "paths": ["/v1"],
+         "weights": {"blue": 100, "green": 0}},
+        {"name": "jobs", "hosts": ["jobs.example.com"], "mode": "exclusive",
          "weights": {"blue": 100, "green": 0}}]
 
 
@@ -71,7 +77,9 @@ def page_app(chrome, app):
               file: bar('file'), override: bar('override'), effective: bar('effective'), rows: rows,
               banner: o ? {state: o.dataset.state, uid: o.dataset.uid, pid: o.dataset.pid,
                            time: o.dataset.time, command: o.dataset.command, text: o.textContent} : null,
-              revert: q('[data-field="revert"]').textContent, mode: q('[data-field="mode"]').textContent};
+              revert: q('[data-field="revert"]').textContent, mode: q('[data-field="mode"]').textContent,
+              maintenance: !!q('[data-field="maintenance"]'),
+              "switch": q('[data-field="switch"]') ? q('[data-field="switch"]').dataset.phase : null};
     })()""" % (SEL % app)
     return chrome.eval(js)
 
@@ -117,6 +125,13 @@ def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome, tmp_pat
     line = break_config(p)
     assert p.ctl("reload").returncode != 0
     p.write_config()  # the good file back (the file watch reloads it: `current` turns false)
+    p.ctl_ok("maintenance", "api", "on")
+    # An 8 s request on blue keeps jobs' exclusive switch in its drain phase meanwhile.
+    slow = threading.Thread(target=slow_get, args=(p.port, "jobs.example.com", "/sleep/8"))
+    slow.start()
+    helpers.wait_for(lambda: app_of(status(hport), "jobs")["clusters"][0]["in_flight"] == 1, 10,
+                     "the slow request in flight")
+    p.ctl_ok("switch", "jobs", "green")
 
     # A steady load: 2 clients x 60 req/s for at most 25 s (killed by PID at the end).
     load = subprocess.Popen(["h2load", "-c", "2", "-m", "2", "--rps", "60", "-D", "25",
@@ -124,9 +139,12 @@ def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome, tmp_pat
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        chrome.open("http://127.0.0.1:%d/" % hport)
+        chrome.open("http://127.0.0.1:%d/?interval=1" % hport)  # 2 s by default
         chrome.wait_for("document.getElementById('conn').dataset.state === 'ok'",
                         what="the first poll of /status")
+        jobs = page_app(chrome, "jobs")
+        assert jobs["mode"] == "exclusive" and jobs["switch"] == "drain", jobs
+        assert jobs["rows"]["blue"]["in_flight"] == "1", jobs
         wait_polls(chrome, 3)  # rates need two polls, the window a few
         s0 = status(hport)
         t0 = time.monotonic()
@@ -164,6 +182,8 @@ def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome, tmp_pat
             assert 0 < float(r["p50"]) <= float(r["p99"]), r
             assert r["in_flight"].isdigit() and r["tunnels"] == "0", r
         api = page_app(chrome, "api")
+        assert api["maintenance"] and not web["maintenance"] and api["switch"] is None
+        api = page_app(chrome, "api")
         assert api["banner"] is None and api["override"] is None
         assert api["rows"]["blue"]["rate"] == "0.000" and api["rows"]["blue"]["p50"] == ""
 
@@ -172,9 +192,14 @@ def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome, tmp_pat
                          " d.dataset); })(document.getElementById('rejected'))")
         assert rj and rj["file"] == p.config and rj["line"] == str(line) and rj["col"] == "1", rj
         assert "%s:%d:1" % (p.config, line) in rj["text"] and "bogus_key" in rj["text"]
+        # The exclusive switch is journaled when it completes (the slow request ends at 8 s).
+        chrome.wait_for("document.querySelectorAll('#history li[data-seq]').length === 3",
+                        what="three changes in the history")
         hist = chrome.eval("Array.from(document.querySelectorAll('#history li')).map("
                            "function (l) { return [l.dataset.seq, l.textContent]; })")
-        assert hist[0][0] == "1" and "weights web blue=90 green=10" in hist[0][1], hist
+        assert [h[0] for h in hist] == ["3", "2", "1"], hist  # newest first
+        assert "weights web blue=90 green=10" in hist[2][1] and "maintenance api on" in hist[1][1]
+        assert "switch jobs green" in hist[0][1], hist
 
         # At a phone's width (390 px) nothing sticks out sideways.
         shoot(chrome, os.environ.get("SY_SCREENSHOTS"))
@@ -199,6 +224,16 @@ def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome, tmp_pat
     finally:
         load.kill()
         load.wait(timeout=10)
+        slow.join(timeout=15)
+
+
+def slow_get(port, host, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        c.request("GET", path, headers={"Host": host})
+        c.getresponse().read()
+    finally:
+        c.close()
 
 
 def shoot(chrome, outdir):
