@@ -127,6 +127,32 @@ static void weights_of(const struct sy_jv *w, char *buf, size_t size)
         snprintf(buf, size, "-");
 }
 
+static const char *str_or(const struct sy_jv *v, const char *dflt)
+{
+    return sy_jv_str(v) ? sy_jv_str(v) : dflt;
+}
+
+/* An exclusive app, its switch in progress, maintenance: a line each, where there is one. */
+static void draw_modes(struct watch *w, const struct sy_jv *app)
+{
+    const struct sy_jv *sw = sy_jv_get(app, "switch"), *m = sy_jv_get(app, "in_maintenance");
+    const char *mode = sy_jv_str(sy_jv_get(app, "mode"));
+    if (mode && strcmp(mode, "weighted") != 0)
+        fprintf(w->out, "%-16s   mode: %s\n", "", mode);
+    if (sy_jv_type(sw) == SY_JV_OBJ)
+        fprintf(w->out,
+                "%-16s   SWITCH %s -> %s in progress: phase %s, %" PRIu64 " held, %" PRIu64
+                " still on %s, %" PRIu64 " ms so far\n",
+                "", str_or(sy_jv_get(sw, "from"), "?"), str_or(sy_jv_get(sw, "to"), "?"),
+                str_or(sy_jv_get(sw, "phase"), "?"), sy_jv_uint(sy_jv_get(sw, "held"), 0),
+                sy_jv_uint(sy_jv_get(sw, "old_in_flight"), 0), str_or(sy_jv_get(sw, "from"), "?"),
+                sy_jv_uint(sy_jv_get(sw, "elapsed_ms"), 0));
+    if (sy_jv_type(m) == SY_JV_OBJ)
+        fprintf(w->out, "%-16s   MAINTENANCE since %s by %s: %s\n", "",
+                str_or(sy_jv_get(m, "since"), "?"), str_or(sy_jv_get(m, "who"), "?"),
+                str_or(sy_jv_get(m, "command"), "?"));
+}
+
 static void draw_app(struct watch *w, const struct sy_jv *app, const struct sy_jv *prev,
                      double dt_s, const struct sy_jv *oldest)
 {
@@ -180,6 +206,7 @@ static void draw_app(struct watch *w, const struct sy_jv *app, const struct sy_j
     for (size_t i = 0; i < sy_jv_len(paths); i++)
         fprintf(w->out, " %s", sy_jv_str(sy_jv_at(paths, i)) ? sy_jv_str(sy_jv_at(paths, i)) : "?");
     fprintf(w->out, "\n");
+    draw_modes(w, app);
     const struct sy_jv *o = sy_jv_get(app, "override");
     if (sy_jv_type(o) == SY_JV_OBJ) {
         char ws[512];

@@ -187,3 +187,34 @@ def test_watch_on_a_terminal_redraws_in_place(admin_proxy):
     text = out.decode()
     assert text.count("\033[H\033[2J") == 2, repr(text[:400])
     assert text.startswith("\033[H\033[2J") and "to revert: switchyardctl -s %s revert web" % p.socket in text
+
+
+def test_watch_shows_exclusive_switch_and_maintenance(admin_proxy):
+    """An exclusive app's mode and its switch in progress (while a 4 s request holds blue), and
+    an app in maintenance, each on a line of its own under the app."""
+    import http.client
+    import threading
+    apps = APPS + [{"name": "jobs", "hosts": ["jobs.test"], "mode": "exclusive",
+                    "weights": {"blue": 100, "green": 0}}]
+    p = admin_proxy(apps, workers=2)
+    p.ctl_ok("maintenance", "web", "on")
+
+    def slow():
+        c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=20)
+        c.request("GET", "/sleep/4", headers={"Host": "jobs.test"})
+        c.getresponse().read()
+        c.close()
+    t = threading.Thread(target=slow)
+    t.start()
+    try:
+        helpers.wait_for(lambda: status(p)["apps"][1]["clusters"][0]["in_flight"] == 1, 10,
+                         "the slow request in flight")
+        p.ctl_ok("switch", "jobs", "green")
+        r = watch(p, "--count", "1")
+    finally:
+        t.join(timeout=15)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "   mode: exclusive\n" in r.stdout and r.stdout.count("mode: ") == 1, r.stdout
+    assert re.search(r"SWITCH blue -> green in progress: phase drain, 0 held, 1 still on blue",
+                     r.stdout), r.stdout
+    assert re.search(r"MAINTENANCE since \S+ by uid \d+.*: maintenance web on", r.stdout), r.stdout
