@@ -453,14 +453,47 @@ static void status_rejection(struct sy_reply *r, const struct sy_reload_rejectio
 
 static void history_cb(const struct sy_journal_record *rec, void *arg);
 
+/* `history` of `status --json` as last written, and the journal and sequence it was read at:
+ * reading a journal near its compaction costs tens of milliseconds of the control thread, and
+ * the status page asks every 2 s. Control thread only; freed with the process. */
+static struct {
+    const struct sy_journal *j; /* NULL: nothing kept */
+    char *path;                 /* the journal's, should another one get the same address */
+    uint64_t seq;
+    struct sy_reply json; /* the array, alone */
+} status_history_cache;
+
 /* JSON mode: "history": the last STATUS_HISTORY records, as `history --json` has them. A
  * journal that cannot be read leaves the list empty: status still answers. */
-static void status_history(struct sy_reply *r, struct sy_journal *j)
+static void status_history(struct sy_reply *r, struct sy_journal *j, uint64_t seq)
 {
-    sy_json_begin_array(r, "history");
-    if (j)
-        sy_journal_history(j, STATUS_HISTORY, history_cb, r);
-    sy_json_end_array(r);
+    if (!j) {
+        sy_json_begin_array(r, "history");
+        sy_json_end_array(r);
+        return;
+    }
+    struct sy_reply *c = &status_history_cache.json;
+    const char *path = sy_journal_path(j);
+    if (status_history_cache.j != j || status_history_cache.seq != seq ||
+        strcmp(status_history_cache.path, path) != 0) {
+        sy_reply_dispose(c);
+        sy_reply_init(c, true);
+        c->comma[0] = false; /* a value alone, not a member after others */
+        sy_json_begin_array(c, NULL);
+        bool ok = sy_journal_history(j, STATUS_HISTORY, history_cb, c) == 0;
+        if (!ok) { /* an empty list, not kept: the next status reads again */
+            sy_reply_dispose(c);
+            sy_reply_init(c, true);
+            c->comma[0] = false;
+            sy_json_begin_array(c, NULL);
+        }
+        sy_json_end_array(c);
+        free(status_history_cache.path);
+        status_history_cache.path = sy_xstrdup(path);
+        status_history_cache.j = ok ? j : NULL;
+        status_history_cache.seq = seq;
+    }
+    sy_json_raw(r, "history", c->p, c->len);
 }
 
 static int cmd_status(struct sy_admin_req *req)
@@ -602,7 +635,7 @@ static int cmd_status(struct sy_admin_req *req)
     /* The last changes, for the status page and `status --watch` (JSON only: people have
      * `history`). */
     if (r->json)
-        status_history(r, j);
+        status_history(r, j, sy_state_journal_seq(st));
     if (sel.pattern || sel.overridden)
         sy_reply_printf(r, "%zu of %zu apps shown\n", shown, cfg->n_apps);
     sy_reply_printf(r, "(* = stable cluster; ! = stale override, not in force)\n");
