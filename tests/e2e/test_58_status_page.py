@@ -249,3 +249,40 @@ def shoot(chrome, outdir):
     if outdir:
         chrome.screenshot(os.path.join(outdir, "status-page-phone.png"))
     chrome.viewport(1280, 900)
+
+
+def test_many_apps_show_what_needs_an_eye_and_the_filter_finds_the_rest(admin_proxy, chrome):
+    """Past 50 apps the page draws those with an override, maintenance, a switch or traffic
+    since the last poll; the filter box finds any other by name or host (50 at most)."""
+    hport = helpers.free_port()
+    apps = [{"name": "app-%d" % i, "hosts": ["app-%d.example.com" % i],
+             "weights": {"blue": 100, "green": 0}} for i in range(120)]
+    p = admin_proxy(apps, workers=1, admin={"http": "127.0.0.1:%d" % hport})
+    p.ctl_ok("revert", "app-77")
+    p.ctl_ok("maintenance", "app-3", "on")
+    chrome.open("http://127.0.0.1:%d/?interval=0.5" % hport)
+    chrome.wait_for("document.getElementById('conn').dataset.state === 'ok'", what="a poll")
+    wait_polls(chrome, 2)
+
+    def shown():
+        return chrome.eval("[document.getElementById('shown').dataset.shown,"
+                           " document.getElementById('shown').dataset.total,"
+                           " Array.from(document.querySelectorAll('[data-app]'))"
+                           ".map(function (a) { return a.dataset.app; })]")
+    assert shown() == ["2", "120", ["app-3", "app-77"]]
+
+    # Traffic makes an app worth showing (until a poll sees none).
+    n = admin_util.tags(p.port, 5, host="app-42.example.com")
+    assert n == ["blue-1"] * 5
+    chrome.wait_for("!!document.querySelector('[data-app=\"app-42\"]')", what="app-42 drawn")
+
+    def type_filter(text):
+        chrome.eval("(function (f) { f.value = %s; f.dispatchEvent(new Event('input')); })"
+                    "(document.getElementById('filter'))" % json.dumps(text))
+        return shown()
+    s = type_filter("app-11")
+    assert s[0] == "11" and s[2] == ["app-11"] + ["app-%d" % i for i in range(110, 120)], s
+    s = type_filter("APP-119.EXAMPLE")  # a host, whatever the case
+    assert s[2] == ["app-119"], s
+    assert type_filter("app-")[0] == "50"
+    assert type_filter("nothing-like-it")[:2] == ["0", "120"]
