@@ -37,8 +37,13 @@ struct watch {
     size_t n;
 };
 
-static const struct sy_jv *find_named(const struct sy_jv *list, const char *name)
+/* The item of `list` named `name`, or NULL. Polls list apps and clusters in the same order,
+ * so item `hint` is tried first: thousands of apps are not a quadratic search. */
+static const struct sy_jv *find_named(const struct sy_jv *list, const char *name, size_t hint)
 {
+    const char *h = sy_jv_str(sy_jv_get(sy_jv_at(list, hint), "name"));
+    if (h && strcmp(h, name) == 0)
+        return sy_jv_at(list, hint);
     for (size_t i = 0; i < sy_jv_len(list); i++) {
         const char *s = sy_jv_str(sy_jv_get(sy_jv_at(list, i), "name"));
         if (s && strcmp(s, name) == 0)
@@ -47,14 +52,15 @@ static const struct sy_jv *find_named(const struct sy_jv *list, const char *name
     return NULL;
 }
 
-/* The same app's same cluster in an earlier status, or NULL. */
-static const struct sy_jv *cluster_in(const struct sy_jv *status, const char *app,
-                                      const char *cluster)
+/* The same app's same cluster in an earlier status (where they were likely at `ai` and `ci`),
+ * or NULL. */
+static const struct sy_jv *cluster_in(const struct sy_jv *status, const char *app, size_t ai,
+                                      const char *cluster, size_t ci)
 {
     if (!status)
         return NULL;
-    const struct sy_jv *a = find_named(sy_jv_get(status, "apps"), app);
-    return a ? find_named(sy_jv_get(a, "clusters"), cluster) : NULL;
+    const struct sy_jv *a = find_named(sy_jv_get(status, "apps"), app, ai);
+    return a ? find_named(sy_jv_get(a, "clusters"), cluster, ci) : NULL;
 }
 
 /* A bound of `latency_le_ms` ("2.5") in milliseconds; -1 for "+Inf" or anything else. */
@@ -153,7 +159,7 @@ static void draw_modes(struct watch *w, const struct sy_jv *app)
                 str_or(sy_jv_get(m, "command"), "?"));
 }
 
-static void draw_app(struct watch *w, const struct sy_jv *app, const struct sy_jv *prev,
+static void draw_app(struct watch *w, const struct sy_jv *app, size_t ai, const struct sy_jv *prev,
                      double dt_s, const struct sy_jv *oldest)
 {
     const char *name = sy_jv_str(sy_jv_get(app, "name"));
@@ -165,8 +171,8 @@ static void draw_app(struct watch *w, const struct sy_jv *app, const struct sy_j
         const char *cname = sy_jv_str(sy_jv_get(c, "name"));
         if (!cname)
             continue;
-        const struct sy_jv *p = cluster_in(prev, name, cname);
-        const struct sy_jv *o = cluster_in(oldest, name, cname);
+        const struct sy_jv *p = cluster_in(prev, name, ai, cname, i);
+        const struct sy_jv *o = cluster_in(oldest, name, ai, cname, i);
         uint64_t req = sy_jv_uint(sy_jv_get(c, "requests"), 0);
         uint64_t x5 = sy_jv_uint(sy_jv_get(c, "responses_5xx"), 0);
         char rate[32], share[32], p50[32], p99[32], ov[16];
@@ -248,7 +254,7 @@ static void draw(struct watch *w, const struct sy_jv *st, const struct sy_jv *pr
             "FILE", "OVERRIDE", "EFFECTIVE", "REQ/S", "5XX", "P50", "P99", "IN-FLIGHT", "TUNNELS");
     const struct sy_jv *apps = sy_jv_get(st, "apps");
     for (size_t i = 0; i < sy_jv_len(apps); i++)
-        draw_app(w, sy_jv_at(apps, i), prev, dt_s, oldest);
+        draw_app(w, sy_jv_at(apps, i), i, prev, dt_s, oldest);
     const struct sy_jv *hist = sy_jv_get(st, "history");
     size_t nh = sy_jv_len(hist);
     fprintf(w->out, "last changes:%s\n", nh ? "" : " none");
