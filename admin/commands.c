@@ -26,6 +26,7 @@
 #define HISTORY_MAX          1000
 #define HISTORY_TEXT_CHANGES 10 /* apps of one record shown to people; JSON has them all */
 #define EXPLAIN_MAX_HEADERS  64
+#define STATUS_HISTORY       10 /* records in `status --json` */
 
 /* -- helpers ------------------------------------------------------------------------------- */
 
@@ -241,6 +242,15 @@ static void latency_json(struct sy_reply *r, const char *key, const uint64_t *b)
     sy_json_end_array(r);
 }
 
+/* JSON mode: `key`: ["a", "b"]. */
+static void strings_json(struct sy_reply *r, const char *key, char *const *v, size_t n)
+{
+    sy_json_begin_array(r, key);
+    for (size_t i = 0; i < n; i++)
+        sy_json_str(r, NULL, v[i]);
+    sy_json_end_array(r);
+}
+
 static int cmp_traffic(const void *a, const void *b)
 {
     const struct traffic_row *x = a, *y = b;
@@ -376,6 +386,9 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     }
     sy_json_end_array(r);
     sy_exclusive_status_app(env->exclusive, app, r, wname);
+    /* Last, so that the fields before them keep their places. */
+    strings_json(r, "hosts", app->hosts, app->n_hosts);
+    strings_json(r, "paths", app->paths, app->n_paths);
     sy_json_end_object(r);
     /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
      * fault), where there are any. */
@@ -417,6 +430,71 @@ static bool status_wants(const struct status_sel *sel, const char *name, bool ha
     if (sel->overridden)
         return has_override;
     return true;
+}
+
+/* JSON mode: the last refused reload, kept after a later reload succeeds (`current` false). */
+static void status_rejection(struct sy_reply *r, const struct sy_reload_rejection *rj, bool current)
+{
+    if (!rj) {
+        sy_json_null(r, "last_rejected_reload");
+        return;
+    }
+    char when[32];
+    iso8601(rj->time_ms, when);
+    sy_json_begin_object(r, "last_rejected_reload");
+    sy_json_str(r, "file", rj->file);
+    sy_json_uint(r, "line", rj->line > 0 ? (uint64_t)rj->line : 0);
+    sy_json_uint(r, "col", rj->col > 0 ? (uint64_t)rj->col : 0);
+    sy_json_str(r, "message", rj->message);
+    sy_json_str(r, "time", when);
+    sy_json_uint(r, "time_ms", rj->time_ms);
+    sy_json_bool(r, "current", current);
+    sy_json_end_object(r);
+}
+
+static void history_cb(const struct sy_journal_record *rec, void *arg);
+
+/* `history` of `status --json` as last written, and the journal and sequence it was read at:
+ * reading a journal near its compaction costs tens of milliseconds of the control thread, and
+ * the status page asks every 2 s. Control thread only; freed with the process. */
+static struct {
+    const struct sy_journal *j; /* NULL: nothing kept */
+    char *path;                 /* the journal's, should another one get the same address */
+    uint64_t seq;
+    struct sy_reply json; /* the array, alone */
+} status_history_cache;
+
+/* JSON mode: "history": the last STATUS_HISTORY records, as `history --json` has them. A
+ * journal that cannot be read leaves the list empty: status still answers. */
+static void status_history(struct sy_reply *r, struct sy_journal *j, uint64_t seq)
+{
+    if (!j) {
+        sy_json_begin_array(r, "history");
+        sy_json_end_array(r);
+        return;
+    }
+    struct sy_reply *c = &status_history_cache.json;
+    const char *path = sy_journal_path(j);
+    if (status_history_cache.j != j || status_history_cache.seq != seq ||
+        strcmp(status_history_cache.path, path) != 0) {
+        sy_reply_dispose(c);
+        sy_reply_init(c, true);
+        c->comma[0] = false; /* a value alone, not a member after others */
+        sy_json_begin_array(c, NULL);
+        bool ok = sy_journal_history(j, STATUS_HISTORY, history_cb, c) == 0;
+        if (!ok) { /* an empty list, not kept: the next status reads again */
+            sy_reply_dispose(c);
+            sy_reply_init(c, true);
+            c->comma[0] = false;
+            sy_json_begin_array(c, NULL);
+        }
+        sy_json_end_array(c);
+        free(status_history_cache.path);
+        status_history_cache.path = sy_xstrdup(path);
+        status_history_cache.j = ok ? j : NULL;
+        status_history_cache.seq = seq;
+    }
+    sy_json_raw(r, "history", c->p, c->len);
 }
 
 static int cmd_status(struct sy_admin_req *req)
@@ -480,6 +558,9 @@ static int cmd_status(struct sy_admin_req *req)
     sy_json_str(r, "journal", j ? sy_journal_path(j) : NULL);
     sy_json_uint(r, "reload_failures", sy_state_reload_failures(st));
     sy_json_str(r, "last_reload_error", last_err);
+    status_rejection(r, sy_state_last_rejection(st), last_err != NULL);
+    sy_json_str(r, "admin_socket",
+                env->admin && env->admin->path ? env->admin->path : cfg->admin.socket);
     struct sy_log_stats ls;
     sy_log_stats(&ls);
     if (ls.dropped || ls.suppressed)
@@ -553,6 +634,10 @@ static int cmd_status(struct sy_admin_req *req)
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
+    /* The last changes, for the status page and `status --watch` (JSON only: people have
+     * `history`). */
+    if (r->json)
+        status_history(r, j, sy_state_journal_seq(st));
     if (sel.pattern || sel.overridden)
         sy_reply_printf(r, "%zu of %zu apps shown\n", shown, cfg->n_apps);
     sy_reply_printf(r, "(* = stable cluster; ! = stale override, not in force)\n");

@@ -13,6 +13,8 @@
 #include "switchyard/admin.h"
 #include "sy_config.h"
 
+#include "watch_internal.h"
+
 #define EXIT_ERROR       1 /* an instance answered error */
 #define EXIT_USAGE       2
 #define EXIT_UNREACHABLE 3 /* an instance could not be asked */
@@ -55,6 +57,8 @@ static void usage(FILE *f)
             "  -j, --json          answers as JSON (one object per line)\n"
             "  -T, --timeout S     seconds to wait for each instance (default 10)\n"
             "  -V, --version       print the version\n"
+            "`switchyardctl status --watch [--interval S] [--count N]` redraws the status\n"
+            "every S seconds (default 2) until interrupted, or N times.\n"
             "`switchyardctl help` lists the commands. Exit status: 0 when every instance\n"
             "answered ok, 1 when one answered an error, 3 when one could not be reached.\n",
             SY_ADMIN_DEFAULT_SOCKET);
@@ -91,6 +95,41 @@ static void print_body(FILE *f, const struct sy_admin_answer *a, const char **la
         start--;
     fwrite(a->text, 1, start, f);
     *last = a->text + start;
+}
+
+/* status --watch [--interval S] [--count N]: the status page in the terminal. */
+static int watch_main(int argc, char **argv, const char **sockets, size_t n, int timeout_ms)
+{
+    double interval = 2;
+    unsigned long count = 0;
+    for (int i = 1; i < argc; i++) {
+        char *end = NULL;
+        if (strcmp(argv[i], "--watch") == 0)
+            continue;
+        if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
+            interval = strtod(argv[++i], &end);
+            if (*end || !(interval >= 0.1 && interval <= 3600)) {
+                fprintf(stderr, "switchyardctl: --interval must be 0.1..3600 seconds\n");
+                return EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+            const char *s = argv[++i];
+            count = strtoul(s, &end, 10);
+            if (*s < '0' || *s > '9' || *end || count == 0) {
+                fprintf(stderr, "switchyardctl: --count must be a positive integer\n");
+                return EXIT_USAGE;
+            }
+        } else {
+            fprintf(stderr, "usage: switchyardctl [-s SOCKET] status --watch [--interval S] "
+                            "[--count N]\n");
+            return EXIT_USAGE;
+        }
+    }
+    if (n != 1) {
+        fprintf(stderr, "switchyardctl: status --watch watches one instance (one -s)\n");
+        return EXIT_USAGE;
+    }
+    return sy_ctl_watch(sockets[0], timeout_ms, interval, count, stdout);
 }
 
 int main(int argc, char **argv)
@@ -143,6 +182,10 @@ int main(int argc, char **argv)
         const char *env = getenv("SWITCHYARD_SOCKET");
         sockets[n++] = env && *env ? env : SY_ADMIN_DEFAULT_SOCKET;
     }
+    if (strcmp(argv[optind], "status") == 0)
+        for (int i = optind + 1; i < argc; i++)
+            if (strcmp(argv[i], "--watch") == 0)
+                return watch_main(argc - optind, argv + optind, sockets, n, timeout_ms);
     for (int i = optind; i < argc; i++)
         if (strcmp(argv[i], "--json") == 0 || (i == optind && strcmp(argv[i], "json") == 0))
             json = true;

@@ -249,6 +249,14 @@ void sy_json_null(struct sy_reply *r, const char *key)
     add(r, "null", 4);
 }
 
+void sy_json_raw(struct sy_reply *r, const char *key, const char *json, size_t len)
+{
+    if (!r->json)
+        return;
+    member(r, key);
+    add(r, json, len);
+}
+
 /* -- the command set -------------------------------------------------------------------------- */
 
 struct table {

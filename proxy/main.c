@@ -618,6 +618,7 @@ int main(int argc, char **argv)
         ctl.admin_env.state = ctl.state;
         ctl.admin_env.traffic = traffic;
         ctl.admin_env.traffic_arg = ctl.workers;
+        ctl.admin_env.admin = ctl.admin;
         ctl.admin_env.exclusive = sy_exclusive_new(ctl.base, &ctl.admin_env);
         sy_admin_routing_init(ctl.admin, &ctl.admin_env);
     }

@@ -721,6 +721,104 @@ static const char *get_str(const struct jval *obj, const char *key)
     return v && v->type == J_STR ? v->s : NULL;
 }
 
+/* -- the same reader for others (switchyardctl's `status --watch`) --------------------------- */
+
+/* A parsed value is a struct jval seen through an opaque type: the first member of the one
+ * is the other. */
+struct sy_jv {
+    struct jval v;
+};
+
+static const struct sy_jv *as_jv(const struct jval *v)
+{
+    return (const struct sy_jv *)v;
+}
+
+int sy_jv_parse(const char *text, size_t len, struct sy_jv **out, const char **why)
+{
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        len--;
+    struct jparser jp = {text, text + len, NULL};
+    struct sy_jv *root = sy_xcalloc(1, sizeof(*root));
+    bool ok = jvalue(&jp, &root->v, 0);
+    jskip_ws(&jp);
+    if (ok && jp.p != jp.end)
+        ok = jfail(&jp, "trailing bytes after the value");
+    if (!ok) {
+        *why = jp.why;
+        sy_jv_free(root);
+        return SY_ERR_INVALID;
+    }
+    *out = root;
+    return 0;
+}
+
+void sy_jv_free(struct sy_jv *v)
+{
+    if (!v)
+        return;
+    jfree(&v->v);
+    free(v);
+}
+
+enum sy_jv_type sy_jv_type(const struct sy_jv *v)
+{
+    if (!v)
+        return SY_JV_NULL;
+    switch (v->v.type) {
+    case J_BOOL:
+        return SY_JV_BOOL;
+    case J_UINT:
+        return SY_JV_UINT;
+    case J_STR:
+        return SY_JV_STR;
+    case J_ARR:
+        return SY_JV_ARR;
+    case J_OBJ:
+        return SY_JV_OBJ;
+    default:
+        return SY_JV_NULL;
+    }
+}
+
+const struct sy_jv *sy_jv_get(const struct sy_jv *obj, const char *key)
+{
+    if (!obj || obj->v.type != J_OBJ)
+        return NULL;
+    const struct jval *v = jget(&obj->v, key);
+    return v ? as_jv(v) : NULL;
+}
+
+size_t sy_jv_len(const struct sy_jv *v)
+{
+    return v && (v->v.type == J_ARR || v->v.type == J_OBJ) ? v->v.n : 0;
+}
+
+const struct sy_jv *sy_jv_at(const struct sy_jv *v, size_t i)
+{
+    return i < sy_jv_len(v) ? as_jv(&v->v.items[i]) : NULL;
+}
+
+const char *sy_jv_key_at(const struct sy_jv *v, size_t i)
+{
+    return v && v->v.type == J_OBJ && i < v->v.n ? v->v.keys[i] : NULL;
+}
+
+uint64_t sy_jv_uint(const struct sy_jv *v, uint64_t dflt)
+{
+    return v && v->v.type == J_UINT ? v->v.u : dflt;
+}
+
+const char *sy_jv_str(const struct sy_jv *v)
+{
+    return v && v->v.type == J_STR ? v->v.s : NULL;
+}
+
+bool sy_jv_bool(const struct sy_jv *v)
+{
+    return v && v->v.type == J_BOOL && v->v.b;
+}
+
 /* A cluster name as the config allows it: what a record names must be safe to show. */
 static bool is_name(const char *s, size_t max)
 {

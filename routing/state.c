@@ -33,6 +33,7 @@ struct sy_state {
     struct sy_overrides none;   /* the empty set, for a state without a journal */
     uint64_t reloads_ok;        /* reloads that published (a new file or a forced reload) */
     uint64_t last_load_ok_ms;   /* unix ms of the last load that published (start included) */
+    struct sy_reload_rejection rejection; /* the last refused reload (rejection.time_ms 0: none) */
 };
 
 static uint64_t unix_ms(void)
@@ -155,6 +156,23 @@ const char *sy_state_last_reload_error(const struct sy_state *st)
     return st->last_reload_error;
 }
 
+const struct sy_reload_rejection *sy_state_last_rejection(const struct sy_state *st)
+{
+    return st->rejection.time_ms ? &st->rejection : NULL;
+}
+
+/* Keeps the first diagnostic of a refused reload, with its place, for sy_state_last_rejection. */
+static void remember_rejection(struct sy_state *st, const struct sy_diag *dg)
+{
+    free(st->rejection.file);
+    free(st->rejection.message);
+    st->rejection.file = dg->file ? sy_xstrdup(dg->file) : NULL;
+    st->rejection.line = dg->line;
+    st->rejection.col = dg->col;
+    st->rejection.message = sy_xstrdup(dg->msg);
+    st->rejection.time_ms = unix_ms();
+}
+
 const char *sy_state_path(const struct sy_state *st)
 {
     return st->path;
@@ -267,6 +285,7 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
             if (i == first) {
                 free(st->last_reload_error);
                 st->last_reload_error = sy_xstrdup(line);
+                remember_rejection(st, &d->v[i]);
             }
             sy_log(
                 SY_LOG_ERROR, "reload", "rejected (generation %llu kept, %llu failed so far): %s",
@@ -719,5 +738,7 @@ void sy_state_free(struct sy_state *st)
     sy_journal_close(st->journal);
     free(st->journal_path);
     free(st->last_reload_error);
+    free(st->rejection.file);
+    free(st->rejection.message);
     free(st);
 }

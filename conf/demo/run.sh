@@ -1,8 +1,10 @@
 #!/bin/sh
 # The demo: installs what is missing (Debian 12, as root), builds switchyard, and starts it on
 # conf/switchyard.yaml in front of two demo clusters on loopback, blue (127.0.0.1:9001) and
-# green (127.0.0.1:9002), each a small backend that names itself. Everything runs in the
-# background; `sh conf/demo/run.sh stop` stops it.
+# green (127.0.0.1:9002), each a small backend that names itself, with the admin socket
+# (/tmp/switchyard-demo/admin.sock) and the status page (http://127.0.0.1:9901/) on. Each start
+# begins from the file's weights: the demo's journal of a previous run is removed. Everything
+# runs in the background; `sh conf/demo/run.sh stop` stops it.
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -40,7 +42,7 @@ ninja -C build >/dev/null || { echo "build failed: ninja -C build" >&2; exit 1; 
 stop >/dev/null
 
 # The demo's ports must be free: something else answering there would pass for the demo.
-for port in 8080 9001 9002; do
+for port in 8080 9001 9002 9901; do
     curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"
     if [ $? -ne 7 ]; then
         echo "port $port on 127.0.0.1 is already in use; stop what listens there first" >&2
@@ -54,11 +56,14 @@ start_backend() { # name port
 }
 start_backend blue-1 9001
 start_backend green-1 9002
+# A fresh start: an override of an earlier demo run (a revert is durable) would hide the split.
+rm -f "$state/state.json"
 build/proxy/switchyard -c conf/switchyard.yaml >/dev/null 2>"$state/switchyard.log" </dev/null &
 echo $! >"$state/switchyard.pid"
 
 # Wait (bounded) until the backends and then the proxy answer.
-for url in http://127.0.0.1:9001/ http://127.0.0.1:9002/ http://127.0.0.1:8080/; do
+for url in http://127.0.0.1:9001/ http://127.0.0.1:9002/ http://127.0.0.1:8080/ \
+    http://127.0.0.1:9901/healthz; do
     i=0
     until curl -sf -o /dev/null "$url" 2>/dev/null; do
         i=$((i + 1))
@@ -72,6 +77,7 @@ for url in http://127.0.0.1:9001/ http://127.0.0.1:9002/ http://127.0.0.1:8080/;
     done
 done
 
+ctl="$root/build/admin/switchyardctl"
 cat <<EOT
 switchyard is running on http://127.0.0.1:8080 (routing table: conf/switchyard.yaml)
 in front of blue (127.0.0.1:9001) and green (127.0.0.1:9002), split 90/10.
@@ -84,5 +90,10 @@ Try:
 
 Shift the split: edit weights in conf/switchyard.yaml and save (picked up at once),
 or: kill -HUP \$(cat $state/switchyard.pid)
+
+Status page: http://127.0.0.1:9901/    (JSON: http://127.0.0.1:9901/status)
+Watch in a terminal: $ctl -s $state/admin.sock status --watch
+Revert to blue at once: $ctl -s $state/admin.sock revert demo
+Back to the file's weights: $ctl -s $state/admin.sock release demo
 Logs: $state/switchyard.log     Stop: sh conf/demo/run.sh stop
 EOT

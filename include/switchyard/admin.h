@@ -102,6 +102,8 @@ void sy_json_uint(struct sy_reply *r, const char *key, uint64_t value);
 void sy_json_int(struct sy_reply *r, const char *key, int64_t value);
 void sy_json_bool(struct sy_reply *r, const char *key, bool value);
 void sy_json_null(struct sy_reply *r, const char *key);
+/** A value already written as JSON (by another sy_reply's writer: `json` is trusted). */
+void sy_json_raw(struct sy_reply *r, const char *key, const char *json, size_t len);
 
 /* -- commands --------------------------------------------------------------------------------- */
 
@@ -215,6 +217,8 @@ struct sy_admin_routing {
     struct sy_state *state;
     sy_admin_traffic_cb traffic; /* NULL: no counters */
     void *traffic_arg;
+    const struct sy_admin *admin;   /* the socket `status` names as admin_socket; NULL: the
+                                       file's admin.socket */
     struct sy_exclusive *exclusive; /* the exclusive switch (admin/exclusive.c); NULL: none */
 };
 

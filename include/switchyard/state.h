@@ -68,6 +68,20 @@ uint64_t sy_state_last_load_ok_ms(const struct sy_state *st);
  */
 const char *sy_state_last_reload_error(const struct sy_state *st);
 
+/** The last reload that was refused, kept after later reloads succeed (for the status page). */
+struct sy_reload_rejection {
+    char *file;       /* where its first error is; NULL: no file named */
+    int line, col;    /* 1-based; 0: not known */
+    char *message;    /* the first error, without its place */
+    uint64_t time_ms; /* unix time in milliseconds */
+};
+
+/**
+ * The last refused reload since start (borrowed; valid until the next reload), or NULL when
+ * none was refused. sy_state_last_reload_error() says whether it is still the latest word.
+ */
+const struct sy_reload_rejection *sy_state_last_rejection(const struct sy_state *st);
+
 /** The routing file's path, as given to sy_state_open (borrowed). */
 const char *sy_state_path(const struct sy_state *st);
 

@@ -107,7 +107,7 @@ def test_status_and_page_and_health(proxy):
     assert [c["file"] for c in doc["apps"][0]["clusters"]] == [90, 10]
     status, hdrs, body = get(hport, "/")
     assert status == 200 and hdrs["content-type"].startswith("text/html")
-    assert b"/status" in body  # the page reads /status
+    assert b'fetch("status"' in body  # the page reads status (relative: works under a prefix)
     status, hdrs, body = get(hport, "/", method="HEAD")
     assert status == 200 and body == b"" and int(hdrs["content-length"]) > 100
     status, _, body = get(hport, "/healthz")
