@@ -608,6 +608,19 @@ void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char 
     fail(ex, 503, why);
 }
 
+/* Whether table `t` (of another config than the exchange's) gives weight to the cluster the
+ * held exchange was routed to, by names. */
+static bool held_fits(const struct sy_route_table *t, const struct exchange *ex)
+{
+    const struct sy_config *cfg = sy_route_table_config(t);
+    long ai = sy_config_app_index(cfg, ex->app->name);
+    const char *name = cluster_name(ex);
+    for (size_t c = 0; ai >= 0 && c < cfg->n_clusters; c++)
+        if (strcmp(cfg->clusters[c].name, name) == 0)
+            return weight_in(t, (size_t)ai, c) > 0;
+    return false;
+}
+
 void exchange_held_go(struct exchange *ex)
 {
     /* After an abort the cluster the request was routed to is out of the split: it goes to
@@ -615,8 +628,19 @@ void exchange_held_go(struct exchange *ex)
      * protocol and TLS), else it is answered 503. */
     struct sy_worker *w = ex->w;
     const struct sy_route_table *t = w->table;
-    if (sy_route_table_config(t) == sy_route_table_config(ex->table) &&
-        weight_in(t, ex->app->index, ex->cluster) == 0) {
+    if (sy_route_table_config(t) != sy_route_table_config(ex->table)) {
+        /* A reload came while it was held: the request can go on only to the cluster it was
+         * routed to (the indexes of the new config are not the exchange's), when the app still
+         * gives that one weight; a reload that sent the app back answers it 503. */
+        if (!held_fits(t, ex))
+            exchange_held_fail(ex, 1,
+                               "the app's switch was undone by a reload while the request was "
+                               "held: retry");
+        else
+            go(ex, true);
+        return;
+    }
+    if (weight_in(t, ex->app->index, ex->cluster) == 0) {
         size_t n_c = sy_route_cluster_count(t), best = n_c;
         unsigned bw = 0;
         for (size_t c = 0; c < n_c; c++) {

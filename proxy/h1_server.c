@@ -339,10 +339,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct h1_client *c = arg;
     if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->down.ex->req_done &&
-        !c->down.ex->q_pool) {
+        !c->down.ex->q_pool && !c->down.ex->held) {
         /* A half-close after the whole request still deserves its response. One while the
          * request waits for a connection (max_connections) is taken for a client that gave
-         * up: it is forgotten rather than sent to a cluster whose connections are scarce. */
+         * up: it is forgotten rather than sent to a cluster whose connections are scarce; so
+         * is one while an exclusive switch holds the request (proxy/hold.c). */
         c->keep_alive = false;
         return;
     }

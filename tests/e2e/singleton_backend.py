@@ -14,6 +14,8 @@ Endpoints (on either port):
   GET /hang            never answers (until the client or the proxy closes the connection)
   GET /ws              WebSocket upgrade (RFC 6455 handshake), then echoes raw bytes until EOF
   GET /ready           green: 200 once blue has nothing in flight, else 503 (the ready check)
+  GET /warmup          503 until the time set by /_warmup, then 200 (a ready check that waits)
+  GET /_warmup?ms=N    /warmup answers 503 for the next N ms (not recorded)
   GET /_records        JSON list of {side, path, start, end, status} (not recorded itself)
   GET /_inflight       JSON {blue: N, green: N}
 
@@ -37,6 +39,7 @@ HANG_MAX_S = 60.0
 LOCK = threading.Lock()
 INFLIGHT = {"blue": 0, "green": 0}
 RECORDS = []
+WARM_AT = [0.0]  # monotonic time from which /warmup answers 200
 
 
 def begin(side):
@@ -77,6 +80,15 @@ def make_handler(side):
                 with LOCK:
                     body = json.dumps(RECORDS)
                 return self.answer(200, body)
+            if url.path == "/_warmup":
+                ms = float(parse_qs(url.query).get("ms", ["0"])[0])
+                with LOCK:
+                    WARM_AT[0] = time.monotonic() + ms / 1000.0
+                return self.answer(200, json.dumps({"warm_in_ms": ms}))
+            if url.path == "/warmup":
+                with LOCK:
+                    warm = time.monotonic() >= WARM_AT[0]
+                return self.answer(200 if warm else 503, "warm\n" if warm else "warming up\n")
             if url.path == "/_inflight":
                 with LOCK:
                     body = json.dumps(INFLIGHT)
