@@ -254,9 +254,23 @@ def test_ready_check_waits_for_the_new_side_and_gives_up_at_its_timeout(admin_pr
     assert effective(p) == {"blue": 100, "green": 0}
 
 
+def metric(p, name, labels):
+    text = helpers.curl1("http://%s/metrics" % p.spec["extra"]["admin"]["http"]).body.decode()
+    m = re.search(r"(?m)^%s\{%s\} (\d+)$" % (re.escape(name), re.escape(labels)), text)
+    assert m, "%s{%s} not in /metrics" % (name, labels)
+    return int(m.group(1))
+
+
 def test_beyond_max_held_503_with_retry_after_while_the_rest_are_held(admin_proxy, singleton):
-    p = start_proxy(admin_proxy, singleton, workers=1,
-                    exclusive={"hold": "10s", "drain": "20s", "max_held": 2})
+    clusters = {"blue": {"endpoints": ["127.0.0.1:%d" % singleton.blue_port]},
+                "green": {"endpoints": ["127.0.0.1:%d" % singleton.green_port]}}
+    p = admin_proxy([exclusive_app("web", ["*"], "blue", "green")], clusters=clusters,
+                    workers=1, admin={"http": "127.0.0.1:%d" % helpers.free_port()}, start=False)
+    p.spec["extra"]["exclusive"] = {"hold": "10s", "drain": "20s", "max_held": 2}
+    p.write_config()
+    p.start()
+    assert status_app(p)["mode"] == "exclusive"
+    assert metric(p, "switchyard_app_switching", 'app="web"') == 0
     slow = busy_blue(p, singleton, b"/work?ms=2500")
     p.ctl_ok("switch", "web", "green")
     results = []
@@ -277,6 +291,11 @@ def test_beyond_max_held_503_with_retry_after_while_the_rest_are_held(admin_prox
         assert head.startswith("HTTP/1.1 503"), head
         assert re.search(r"(?im)^retry-after: 10\r?$", head), head
     assert held(p) == 2 and len(results) == 0
+    sw = status_app(p)["switch"]
+    assert (sw["phase"], sw["held"], sw["answered_503"]) == ("drain", 2, 2), sw
+    assert metric(p, "switchyard_app_switching", 'app="web"') == 1
+    assert metric(p, "switchyard_held_requests", 'app="web",cluster="green"') == 2
+    assert metric(p, "switchyard_held_rejected_total", 'app="web",cluster="green"') == 2
     # Blue is quiet once its request is done: the switch completes, the two held go to green.
     for t in threads:
         t.join(timeout=10)
@@ -287,6 +306,8 @@ def test_beyond_max_held_503_with_retry_after_while_the_rest_are_held(admin_prox
     slow.close()
     hist = p.ctl_ok("history")
     assert re.search(r"held=4 answered_503=2\]", hist), hist
+    assert metric(p, "switchyard_app_switching", 'app="web"') == 0
+    assert metric(p, "switchyard_held_released_total", 'app="web",cluster="green"') == 2
 
 
 def test_a_held_client_that_goes_away_is_forgotten(admin_proxy, singleton):
