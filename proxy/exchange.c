@@ -927,15 +927,14 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
     const char *body = html ? m->page : m->text;
     size_t len = html ? m->page_len : m->text_len;
     const char *type = html ? "text/html; charset=utf-8" : "text/plain; charset=utf-8";
-    struct sy_header fields[3] = {
-        {sy_slice_of("retry-after", 11), sy_slice_of(m->retry_after, strlen(m->retry_after))},
+    struct sy_header fields[2] = {
         {sy_slice_of("cache-control", 13), sy_slice_of("no-store", 8)},
         {sy_slice_of("content-type", 12), sy_slice_of(type, strlen(type))},
     };
     struct resp_head h = {
         .status = 503,
         .headers = fields,
-        .n_headers = 3,
+        .n_headers = 2,
         .has_body = !ex->head_request && len > 0,
         .length_known = !ex->head_request,
         .content_length = len,
@@ -943,6 +942,7 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
     };
     worker_count_own(w, w->slot_index[app->index * sy_route_cluster_count(t) + app->stable], 503);
     d->ex = ex;
+    sy_error_retry_after(d, m->retry_after_s);
     d->ops->send_head(d, &h);
     if (h.has_body) {
         evbuffer_add_reference(ex->tmp, body, len, maint_body_done, sy_route_table_acquire(t));

@@ -425,6 +425,12 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     hw_add(&hw, "\r\n", 2);
     for (size_t i = 0; i < h->n_headers; i++)
         hw_field(&hw, h->headers[i].name, h->headers[i].value);
+    if (d->retry_after_s) { /* sy_error_retry_after() */
+        hw_str(&hw, "retry-after: ");
+        hw_uint(&hw, d->retry_after_s, 10);
+        hw_add(&hw, "\r\n", 2);
+        d->retry_after_s = 0;
+    }
     if (h->status == 101) {
         hw_str(&hw, "connection: upgrade\r\n");
         hw_field(&hw, sy_slice_of("upgrade", 7), h->upgrade);

@@ -360,7 +360,7 @@ static void test_maintenance_is_journaled_published_and_kept_by_changes_and_relo
     assert_int_equal(f->published, 1);
     const struct sy_route_maint_answer *m = maint_of(f, "chat.test");
     assert_non_null(m);
-    assert_string_equal(m->retry_after, "120"); /* apps[].maintenance_retry_after's default */
+    assert_int_equal(m->retry_after_s, 120); /* apps[].maintenance_retry_after's default */
     assert_string_equal(m->text, "back soon\n");
     assert_null(m->page);
     assert_null(maint_of(f, "other.test")); /* web: not in maintenance */
@@ -380,7 +380,7 @@ static void test_maintenance_is_journaled_published_and_kept_by_changes_and_relo
     sy_diags_dispose(&d);
     m = maint_of(f, "chat.test");
     assert_non_null(m);
-    assert_string_equal(m->retry_after, "30"); /* the new file's default now */
+    assert_int_equal(m->retry_after_s, 30); /* the new file's default now */
 
     /* And a restart. */
     sy_state_free(f->st);
