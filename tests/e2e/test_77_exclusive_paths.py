@@ -171,6 +171,49 @@ def test_a_reload_during_its_switch_wins_back_to_the_old_cluster(admin_proxy, si
         p.log_text()
 
 
+def test_an_operators_switch_goes_on_through_a_reload(admin_proxy, singleton):
+    p = start_proxy(admin_proxy, singleton, exclusive={"hold": "10s", "drain": "20s"})
+    slow = busy_blue(p, singleton, b"/work?ms=1500")
+    p.ctl_ok("switch", "web", "green")
+    results = []
+    t = threading.Thread(target=lambda: results.append(curl_status(p.url + "/work")))
+    t.start()
+    helpers.wait_for(lambda: held(p) == 1, 5, "one held request")
+    # A reload that changes the file elsewhere (the file still says blue): the switch, its
+    # hold and its held request stay as they were.
+    p.write_config(apps=[exclusive_app("web", ["*", "web.test"], "blue", "green")])
+    p.ctl_ok("reload")
+    sw = status_app(p)["switch"]
+    assert (sw["to"], sw["held"]) == ("green", 1), sw
+    t.join(timeout=10)
+    assert results and results[0].startswith("HTTP/1.1 200"), results
+    assert "x-backend: green" in results[0], results
+    wait_switch_done(p, 5)
+    slow.close()
+    assert effective(p) == {"blue": 0, "green": 100}
+    assert status_app(p)["override"] is not None  # the operator's: it outlives the file
+    assert not [r for r in singleton.records() if r["status"] == 503]
+
+
+def test_kill9_during_a_reload_switch_restarts_on_the_files_side(admin_proxy, singleton):
+    p = start_proxy(admin_proxy, singleton, exclusive={"hold": "5s", "drain": "20s"})
+    hang = busy_blue(p, singleton)
+    p.write_config(apps=[exclusive_app("web", ["*"], "green", "blue")])
+    p.ctl_ok("reload")
+    assert status_app(p)["switch"]["phase"] == "drain"
+    p.kill9()
+    hang.close()
+    helpers.wait_for(lambda: singleton.get("/_inflight")["blue"] == 0, 5, "blue quiet")
+    # The journal has nothing of the move: the restart follows the file, on green only.
+    p.start()
+    assert status_app(p)["switch"] is None
+    assert effective(p) == {"blue": 0, "green": 100}
+    for _ in range(3):
+        head = curl_status(p.url + "/work")
+        assert head.startswith("HTTP/1.1 200") and "x-backend: green" in head, head
+    assert [r["path"] for r in singleton.records() if r["side"] == "blue"] == ["/hang"]
+
+
 def test_revert_all_switches_each_exclusive_app_on_its_own(admin_proxy, tmp_path):
     a, b = Singleton(), Singleton()
     try:
