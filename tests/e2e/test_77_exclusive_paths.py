@@ -229,6 +229,7 @@ def test_revert_all_switches_each_exclusive_app_on_its_own(admin_proxy, tmp_path
         p.start()
         loads = [Load(p.port, host="web.test"), Load(p.port, host="api.test")]
         helpers.wait_for(lambda: min(x.count() for x in loads) >= 30, 5, "load on green")
+        t0 = time.monotonic()
         out = p.ctl_ok("revert", "--all")
         assert "web: exclusive switch to blue begun" in out, out
         assert "api: exclusive switch to blue2 begun" in out, out
@@ -238,6 +239,7 @@ def test_revert_all_switches_each_exclusive_app_on_its_own(admin_proxy, tmp_path
         assert switching == {"web": "blue", "api": "blue2"}, switching
         helpers.wait_for(lambda: all(x["switch"] is None for x in ctl_json(p, "status")["apps"]),
                          10, "both switches to complete", interval=0.02)
+        took = time.monotonic() - t0
         counts = [x.count() for x in loads]
         helpers.wait_for(lambda: all(x.count() >= c + 30 for x, c in zip(loads, counts)), 5,
                          "load on blue")
@@ -254,9 +256,15 @@ def test_revert_all_switches_each_exclusive_app_on_its_own(admin_proxy, tmp_path
         eff = {x["name"]: {c["name"]: c["effective"] for c in x["clusters"]} for x in doc["apps"]}
         assert eff["web"]["blue"] == 100 and eff["api"]["blue2"] == 100, eff
         hist = p.ctl_ok("history")
+        holds = []
         for name, frm, to in (("web", "green", "blue"), ("api", "green2", "blue2")):
-            assert re.search(r"revert --all \[exclusive switch %s -> %s: hold_ms=\d+" % (frm, to),
-                             hist), hist
+            m = re.search(r"revert --all \[exclusive switch %s -> %s: hold_ms=(\d+)" % (frm, to),
+                          hist)
+            assert m, hist
+            holds.append(m.group(1))
+        helpers.measure("revert --all of two exclusive apps under load: both switched after",
+                        "%.0f" % (took * 1000), "ms", "hold_ms %s (4 clients each, 7..31 ms)" %
+                        " and ".join(holds))
     finally:
         a.stop()
         b.stop()
@@ -277,6 +285,8 @@ def test_ready_check_waits_for_the_new_side_and_gives_up_at_its_timeout(admin_pr
     waited = time.monotonic() - t0
     assert head.startswith("HTTP/1.1 200") and "x-backend: green" in head, head
     assert 1.3 <= waited < 4, "released after %.2f s (green ready after 1.5 s)" % waited
+    helpers.measure("exclusive.ready: held request released after", "%.0f" % (waited * 1000),
+                    "ms", "the ready URL answered 200 from 1,500 ms, polled every 200 ms")
     hist = p.ctl_ok("history")
     m = re.search(r"exclusive switch blue -> green: hold_ms=\d+ drain_ms=\d+ ready_ms=(\d+) "
                   r"held=1 answered_503=0\]", hist)
