@@ -767,10 +767,14 @@ static int revert_switches(struct sy_admin_req *req, const struct sy_config *cfg
                             err, rc ? ": " : "", rc ? err : "");
             continue;
         }
-        sy_reply_printf(r,
-                        "%s: exclusive switch to %s %s: new requests are held while the old "
-                        "cluster drains\n",
-                        app->name, stable, rc ? "begun" : "not needed");
+        if (rc)
+            sy_reply_printf(r,
+                            "%s: exclusive switch to %s begun: new requests are held while the "
+                            "old cluster drains\n",
+                            app->name, stable);
+        else
+            sy_reply_printf(r, "%s: on %s already (its switch elsewhere was aborted)\n", app->name,
+                            stable);
         sy_json_begin_object(r, NULL);
         sy_json_str(r, "app", app->name);
         sy_json_str(r, "to", stable);
