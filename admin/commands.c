@@ -566,6 +566,17 @@ static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, s
     struct sy_admin_routing *env = req->ctx;
     struct sy_reply *r = req->reply;
     struct sy_state *st = env->state;
+    /* A held app is switching: a change of its weights now would release what it holds
+     * before the old cluster is quiet. */
+    const struct sy_config *cfg = config_of(env);
+    for (size_t i = 0; i < n; i++) {
+        long ai = app_index(cfg, edits[i].app);
+        if (ai >= 0 && sy_route_app_is_held(sy_state_table(st), (size_t)ai))
+            return sy_reply_error(r,
+                                  "app '%s': switch in progress (let it finish, or `switch "
+                                  "--abort %s`)",
+                                  edits[i].app, edits[i].app);
+    }
     struct sy_route_table *before = sy_route_table_acquire(sy_state_table(st));
     struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
     char err[512];
@@ -737,8 +748,8 @@ static bool revert_moves(struct sy_admin_req *req, size_t ai, const char *stable
     for (size_t i = 0; i < n; i++)
         there = there || (eff[i].weight == 100 && strcmp(eff[i].cluster, stable) == 0);
     free(eff);
-    /* While a switch runs the snapshot names its target: one towards `stable` is left be. */
-    return !there;
+    /* A switch that runs (towards `stable` or not) is the engine's to settle. */
+    return !there || sy_route_app_is_held(t, ai);
 }
 
 /* The exclusive apps of `revert --all` that must move: a switch each, all at once. An app
