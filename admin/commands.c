@@ -653,6 +653,17 @@ static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, s
     struct sy_admin_routing *env = req->ctx;
     struct sy_reply *r = req->reply;
     struct sy_state *st = env->state;
+    /* A held app is switching: a change of its weights now would release what it holds
+     * before the old cluster is quiet. */
+    const struct sy_config *cfg = config_of(env);
+    for (size_t i = 0; i < n; i++) {
+        long ai = app_index(cfg, edits[i].app);
+        if (ai >= 0 && sy_route_app_is_held(sy_state_table(st), (size_t)ai))
+            return sy_reply_error(r,
+                                  "app '%s': switch in progress (let it finish, or `switch "
+                                  "--abort %s`)",
+                                  edits[i].app, edits[i].app);
+    }
     struct sy_route_table *before = sy_route_table_acquire(sy_state_table(st));
     struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
     char err[512];
@@ -812,6 +823,66 @@ static int cmd_switch(struct sy_admin_req *req)
     return change(req, &e, 1);
 }
 
+/* Whether `revert --all` moves exclusive app `app` (it runs, or is switching, elsewhere than
+ * `stable`): it then gets a switch of its own (revert_switches). */
+static bool revert_moves(struct sy_admin_req *req, size_t ai, const char *stable)
+{
+    struct sy_admin_routing *env = req->ctx;
+    const struct sy_route_table *t = sy_state_table(env->state);
+    struct sy_route_weight *eff;
+    size_t n = effective(t, ai, &eff, NULL);
+    bool there = false;
+    for (size_t i = 0; i < n; i++)
+        there = there || (eff[i].weight == 100 && strcmp(eff[i].cluster, stable) == 0);
+    free(eff);
+    /* A switch that runs (towards `stable` or not) is the engine's to settle. */
+    return !there || sy_route_app_is_held(t, ai);
+}
+
+/* The exclusive apps of `revert --all` that must move: a switch each, all at once. An app
+ * the engine cannot switch is reverted at once, as a weighted app is. */
+static int revert_switches(struct sy_admin_req *req, const struct sy_config *cfg,
+                           const unsigned char *moving, size_t n)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+    sy_json_begin_array(r, "exclusive_switches");
+    for (size_t i = 0; i < n; i++) {
+        if (!moving[i])
+            continue;
+        const struct sy_app_spec *app = &cfg->apps[i];
+        const char *stable = cfg->clusters[app->stable].name;
+        char err[512];
+        int rc = sy_exclusive_move(env->exclusive, app->name, stable, &who, err, sizeof(err));
+        if (rc < 0) {
+            struct sy_route_weight w = {stable, 100};
+            struct sy_state_edit e = {.app = app->name, .weights = &w, .n_weights = 1};
+            sy_log(SY_LOG_WARN, "exclusive", "revert --all: app %s cannot switch (%s): at once",
+                   app->name, err);
+            rc = sy_state_change(env->state, &e, 1, &who, err, sizeof(err));
+            sy_reply_printf(r, "%s: no exclusive switch (%s): reverted at once%s%s\n", app->name,
+                            err, rc ? ": " : "", rc ? err : "");
+            continue;
+        }
+        if (rc)
+            sy_reply_printf(r,
+                            "%s: exclusive switch to %s begun: new requests are held while the "
+                            "old cluster drains\n",
+                            app->name, stable);
+        else
+            sy_reply_printf(r, "%s: on %s already (its switch elsewhere was aborted)\n", app->name,
+                            stable);
+        sy_json_begin_object(r, NULL);
+        sy_json_str(r, "app", app->name);
+        sy_json_str(r, "to", stable);
+        sy_json_end_object(r);
+    }
+    sy_json_end_array(r);
+    req->published = sy_state_generation(env->state);
+    return 0;
+}
+
 static int cmd_revert(struct sy_admin_req *req)
 {
     struct sy_admin_routing *env = req->ctx;
@@ -830,16 +901,28 @@ static int cmd_revert(struct sy_admin_req *req)
     size_t n = all ? cfg->n_apps : 1;
     struct sy_state_edit *e = sy_xcalloc(n, sizeof(*e));
     struct sy_route_weight *w = sy_xcalloc(n, sizeof(*w));
+    unsigned char *moving = sy_xcalloc(n, 1);
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const struct sy_app_spec *app = &cfg->apps[all ? i : (size_t)only];
-        w[i].cluster = cfg->clusters[app->stable].name;
-        w[i].weight = 100;
-        e[i].app = app->name;
-        e[i].weights = &w[i];
-        e[i].n_weights = 1;
+        if (all && app->mode == SY_APP_EXCLUSIVE && env->exclusive &&
+            revert_moves(req, all ? i : (size_t)only, cfg->clusters[app->stable].name)) {
+            moving[i] = 1;
+            continue;
+        }
+        w[k].cluster = cfg->clusters[app->stable].name;
+        w[k].weight = 100;
+        e[k].app = app->name;
+        e[k].weights = &w[k];
+        e[k].n_weights = 1;
+        k++;
     }
-    /* One record and one snapshot for every app: they all move at the same instant. */
-    int rc = change(req, e, n);
+    /* One record and one snapshot for every app: they all move at the same instant, except
+     * the exclusive apps that must move, each through a switch of its own. */
+    int rc = k ? change(req, e, k) : 0;
+    if (rc == 0)
+        rc = revert_switches(req, cfg, moving, n);
+    free(moving);
     free(e);
     free(w);
     return rc;
@@ -907,6 +990,8 @@ static int cmd_reload(struct sy_admin_req *req)
     } else {
         sy_reply_printf(r, "generation %" PRIu64 " published\n", sy_state_generation(env->state));
         req->published = sy_state_generation(env->state);
+        if (res == SY_RELOAD_PUBLISHED)
+            sy_exclusive_reload_report(env->exclusive, sy_state_generation(env->state), r);
     }
     sy_diags_dispose(&d);
     return rc;
@@ -1278,6 +1363,27 @@ static void diff_winners(struct diff *df, const struct sy_config *cfg, const str
     free(cs.v);
 }
 
+/* An exclusive app that a reload moves goes through a switch (admin/exclusive.c). */
+static void diff_exclusive(struct diff *df, const struct sy_app_spec *oa,
+                           const struct sy_app_spec *na, const struct sy_route_weight *ef_old,
+                           size_t neo, const struct sy_route_weight *ef_new, size_t nen)
+{
+    if (oa->mode != SY_APP_EXCLUSIVE || na->mode != SY_APP_EXCLUSIVE)
+        return;
+    const char *from = NULL, *to = NULL;
+    for (size_t i = 0; i < neo; i++)
+        if (ef_old[i].weight == 100)
+            from = ef_old[i].cluster;
+    for (size_t i = 0; i < nen; i++)
+        if (ef_new[i].weight == 100)
+            to = ef_new[i].cluster;
+    if (from && to && strcmp(from, to) != 0)
+        diff_line(df, "exclusive_switch", na->name,
+                  "! app %s is exclusive: an exclusive switch moves it from %s to %s (its new "
+                  "requests held while %s drains, then released to %s)",
+                  na->name, from, to, from, to);
+}
+
 static void diff_apps(struct diff *df, const struct sy_config *oc, const struct sy_config *nc,
                       const struct sy_route_table *old, const struct sy_route_table *neu,
                       const struct sy_overrides *ov)
@@ -1328,6 +1434,7 @@ static void diff_apps(struct diff *df, const struct sy_config *oc, const struct 
             weights_text(ef_new, nen, b, sizeof(b));
             diff_line(df, "effective", na->name, "~ app %s: weights in force %s -> %s", na->name, a,
                       b);
+            diff_exclusive(df, oa, na, ef_old, neo, ef_new, nen);
         }
         if (strcmp(oc->clusters[oa->stable].name, nc->clusters[na->stable].name) != 0)
             diff_line(df, "stable", na->name, "~ app %s: stable cluster %s -> %s", na->name,

@@ -31,6 +31,7 @@
 #include <event2/event.h>
 
 #include "switchyard/admin.h"
+#include "switchyard/state.h"
 
 #define TICK_MS        20
 #define READY_EVERY_MS 200
@@ -70,7 +71,9 @@ struct xswitch {
     bool ready_timed_out;
     struct probe probe;
     uint64_t next_probe_mono;
-    int last_status; /* of the ready check, 0: none yet */
+    int last_status;     /* of the ready check, 0: none yet */
+    bool by_reload;      /* a reload began it: the release hands the app back to the file */
+    uint64_t generation; /* the snapshot that began it */
 };
 
 struct sy_exclusive {
@@ -265,7 +268,16 @@ static void release(struct sy_exclusive *x, struct xswitch *s)
     struct sy_state_edit e = {.app = s->app, .weights = &w, .n_weights = 1};
     struct sy_actor who = {(uint64_t)time(NULL) * 1000, s->uid, s->pid, cmd};
     char err[512];
-    int rc = sy_state_change(x->env->state, &e, 1, &who, err, sizeof(err));
+    int rc;
+    if (s->by_reload) {
+        /* The file puts it there: no override, only a note in the journal. */
+        rc = sy_state_follow_file(x->env->state, s->app, s->from, &who, err, sizeof(err));
+        if (rc)
+            sy_log(SY_LOG_WARN, "exclusive", "app %s: release to %s: %s", s->app, s->to, err);
+        rc = 0; /* published unless compiling failed (memory): the log says */
+    } else {
+        rc = sy_state_change(x->env->state, &e, 1, &who, err, sizeof(err));
+    }
     if (rc) {
         /* Not durable: the app goes back where the journal says it is. */
         sy_log(SY_LOG_ERROR, "exclusive", "app %s: switch to %s not recorded (%s): back to %s",
@@ -348,12 +360,17 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static struct sy_route_table *reload_hook(const struct sy_route_table *cur,
+                                          struct sy_route_table *next, void *arg);
+
 struct sy_exclusive *sy_exclusive_new(struct event_base *base, struct sy_admin_routing *env)
 {
     struct sy_exclusive *x = sy_xcalloc(1, sizeof(*x));
     x->base = base;
     x->env = env;
     x->tick = base ? evtimer_new(base, tick_cb, x) : NULL;
+    if (env && env->state)
+        sy_state_set_reload_hook(env->state, reload_hook, x);
     return x;
 }
 
@@ -368,6 +385,8 @@ void sy_exclusive_free(struct sy_exclusive *x)
     }
     if (x->tick)
         event_free(x->tick);
+    if (x->env && x->env->state)
+        sy_state_set_reload_hook(x->env->state, NULL, NULL);
     free(x);
 }
 
@@ -388,6 +407,41 @@ static const char *live_cluster(const struct sy_route_table *t, size_t ai)
         if (w[i].weight > 0)
             return cfg->clusters[w[i].cluster].name;
     return NULL;
+}
+
+static struct xswitch *switch_new(struct sy_exclusive *x, const char *app, const char *from,
+                                  const char *to, const struct sy_actor *who)
+{
+    struct xswitch *s = sy_xcalloc(1, sizeof(*s));
+    s->app = sy_xstrdup(app);
+    s->from = sy_xstrdup(from);
+    s->to = sy_xstrdup(to);
+    s->command = sy_xstrdup(who->command);
+    s->uid = who->uid;
+    s->pid = who->pid;
+    s->since_ms = who->time_ms;
+    s->start_mono = sy_now_ms();
+    s->probe.fd = -1;
+    struct counts c = count(x, s);
+    s->base_503 = c.held_503_to;
+    s->base_released = c.released_to;
+    return s;
+}
+
+/* Links a switch whose hold is (being) published and starts the clock. */
+static void switch_begin(struct sy_exclusive *x, struct xswitch *s)
+{
+    const struct sy_config *cfg = config_of(x);
+    s->generation = sy_state_generation(x->env->state);
+    s->next = x->running;
+    x->running = s;
+    sy_log(SY_LOG_INFO, "exclusive",
+           "app %s: switch %s -> %s begins%s: new requests held (exclusive.hold %u ms), what "
+           "runs on %s drains (exclusive.drain %u ms)",
+           s->app, s->from, s->to, s->by_reload ? " (the file moved it)" : "",
+           cfg->exclusive.hold_ms, s->from, cfg->exclusive.drain_ms);
+    struct timeval tv = {0, TICK_MS * 1000};
+    evtimer_add(x->tick, &tv);
 }
 
 int sy_exclusive_start(struct sy_exclusive *x, const char *app, const char *to,
@@ -425,33 +479,166 @@ int sy_exclusive_start(struct sy_exclusive *x, const char *app, const char *to,
         snprintf(err, errlen, "no state file: the switch could not be made durable");
         return SY_ERR_NOTFOUND;
     }
-    struct xswitch *s = sy_xcalloc(1, sizeof(*s));
-    s->app = sy_xstrdup(app);
-    s->from = sy_xstrdup(from ? from : "-");
-    s->to = sy_xstrdup(to);
-    s->command = sy_xstrdup(who->command);
-    s->uid = who->uid;
-    s->pid = who->pid;
-    s->since_ms = who->time_ms;
-    s->start_mono = sy_now_ms();
-    s->probe.fd = -1;
-    struct counts c = count(x, s);
-    s->base_503 = c.held_503_to;
-    s->base_released = c.released_to;
+    struct xswitch *s = switch_new(x, app, from ? from : "-", to, who);
     int rc = sy_state_hold(x->env->state, app, to, err, errlen);
     if (rc) {
         switch_free(s);
         return rc;
     }
-    s->next = x->running;
-    x->running = s;
-    sy_log(SY_LOG_INFO, "exclusive",
-           "app %s: switch %s -> %s begins: new requests held (exclusive.hold %u ms), what runs "
-           "on %s drains (exclusive.drain %u ms)",
-           app, s->from, to, cfg->exclusive.hold_ms, s->from, cfg->exclusive.drain_ms);
-    struct timeval tv = {0, TICK_MS * 1000};
-    evtimer_add(x->tick, &tv);
+    switch_begin(x, s);
     return 0;
+}
+
+/* -- reloads ------------------------------------------------------------------------------- */
+
+/* Whether app `ai` of `cfg` has a cluster named `name`. */
+static bool app_has_cluster(const struct sy_config *cfg, size_t ai, const char *name)
+{
+    const struct sy_app_spec *a = &cfg->apps[ai];
+    for (size_t i = 0; i < a->n_weights; i++)
+        if (strcmp(cfg->clusters[a->weights[i].cluster].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* A switch that runs when a reload comes: whether it goes on (towards s->to). The newer
+ * target wins: a switch a reload began follows the file (back to its old cluster: aborted;
+ * to a third one: retargeted, since nothing was sent to the one it held for). An operator's
+ * switch goes on unless the file dropped its cluster. */
+static bool reload_keeps(struct sy_exclusive *x, struct xswitch *s, struct sy_route_table *next)
+{
+    const struct sy_config *nc = sy_route_table_config(next);
+    long ai = sy_config_app_index(nc, s->app);
+    const char *target = ai < 0 ? NULL : live_cluster(next, (size_t)ai);
+    const char *why = NULL;
+    if (ai < 0 || nc->apps[ai].mode != SY_APP_EXCLUSIVE)
+        why = "the app is no longer exclusive in the file";
+    else if (!s->by_reload && !app_has_cluster(nc, (size_t)ai, s->to))
+        why = "the file no longer gives the app that cluster";
+    else if (s->by_reload && (!target || strcmp(target, s->from) == 0))
+        why = "the file puts it back where it runs";
+    if (why) {
+        sy_log(SY_LOG_WARN, "exclusive", "app %s: switch %s -> %s aborted by a reload: %s", s->app,
+               s->from, s->to, why);
+        unlink_switch(x, s);
+        switch_free(s);
+        return false;
+    }
+    if (s->by_reload && strcmp(target, s->to) != 0) {
+        sy_log(SY_LOG_INFO, "exclusive", "app %s: a reload moves its switch's target from %s to %s",
+               s->app, s->to, target);
+        free(s->to);
+        s->to = sy_xstrdup(target);
+        s->generation = sy_route_table_generation(next);
+    }
+    return true;
+}
+
+/* Whether the reload from `cur` to `next` moves exclusive app `ai` (of next) from one cluster
+ * to another: a switch then begins. */
+static bool reload_moves(struct sy_exclusive *x, const struct sy_route_table *cur,
+                         struct sy_route_table *next, size_t ai)
+{
+    const struct sy_config *nc = sy_route_table_config(next), *oc = sy_route_table_config(cur);
+    const char *app = nc->apps[ai].name;
+    long oi = sy_config_app_index(oc, app);
+    /* An app held in `cur` was switching: reload_keeps() decided its fate. */
+    if (nc->apps[ai].mode != SY_APP_EXCLUSIVE || oi < 0 || oc->apps[oi].mode != SY_APP_EXCLUSIVE ||
+        find(x, app) || sy_route_app_is_held(cur, (size_t)oi))
+        return false;
+    const char *from = live_cluster(cur, (size_t)oi), *to = live_cluster(next, ai);
+    if (!from || !to || strcmp(from, to) == 0)
+        return false;
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "reload (the file moves %.255s)", app);
+    struct sy_actor who = {(uint64_t)time(NULL) * 1000, (uint32_t)geteuid(), (int32_t)getpid(),
+                           cmd};
+    struct xswitch *s = switch_new(x, app, from, to, &who);
+    s->by_reload = true;
+    switch_begin(x, s);
+    s->generation = sy_route_table_generation(next);
+    return true;
+}
+
+/* The state's reload hook: `next` with every exclusive app that is switching held. */
+static struct sy_route_table *reload_hook(const struct sy_route_table *cur,
+                                          struct sy_route_table *next, void *arg)
+{
+    struct sy_exclusive *x = arg;
+    if (!x->tick)
+        return next;
+    const struct sy_config *nc = sy_route_table_config(next);
+    for (struct xswitch *s = x->running, *after; s; s = after) {
+        after = s->next;
+        reload_keeps(x, s, next);
+    }
+    for (size_t i = 0; i < nc->n_apps; i++)
+        reload_moves(x, cur, next, i);
+    size_t n = 0;
+    for (const struct xswitch *s = x->running; s; s = s->next)
+        n++;
+    if (n == 0)
+        return next;
+    struct sy_route_app_change *ch = sy_xcalloc(n, sizeof(*ch));
+    struct sy_route_override *ov = sy_xcalloc(n, sizeof(*ov));
+    struct sy_route_weight *w = sy_xcalloc(n, sizeof(*w));
+    size_t k = 0;
+    for (struct xswitch *s = x->running; s; s = s->next, k++) {
+        w[k] = (struct sy_route_weight){s->to, 100};
+        ov[k] = (struct sy_route_override){s->app, &w[k], 1};
+        ch[k] = (struct sy_route_app_change){(size_t)sy_config_app_index(nc, s->app), &ov[k], true};
+    }
+    struct sy_route_table *t = NULL;
+    int rc = sy_route_table_update(next, ch, n, sy_route_table_generation(next), &t);
+    free(ch);
+    free(ov);
+    free(w);
+    if (rc) {
+        sy_log(SY_LOG_ERROR, "exclusive", "cannot hold the switching apps (%s): moved at once",
+               sy_strerror(rc));
+        return next;
+    }
+    sy_route_table_release(next);
+    return t;
+}
+
+int sy_exclusive_move(struct sy_exclusive *x, const char *app, const char *to,
+                      const struct sy_actor *who, char *err, size_t errlen)
+{
+    struct xswitch *s = find(x, app);
+    if (s && strcmp(s->to, to) == 0)
+        return 1;
+    int rc = s ? sy_exclusive_abort(x, app, err, errlen) : 0;
+    if (rc)
+        return rc;
+    const struct sy_route_table *t = sy_state_table(x->env->state);
+    long ai = sy_config_app_index(sy_route_table_config(t), app);
+    const char *live = ai < 0 ? NULL : live_cluster(t, (size_t)ai);
+    if (live && strcmp(live, to) == 0)
+        return 0;
+    rc = sy_exclusive_start(x, app, to, who, err, errlen);
+    return rc ? rc : 1;
+}
+
+void sy_exclusive_reload_report(const struct sy_exclusive *x, uint64_t generation,
+                                struct sy_reply *r)
+{
+    sy_json_begin_array(r, "exclusive_switches");
+    for (const struct xswitch *s = x ? x->running : NULL; s; s = s->next) {
+        if (!s->by_reload)
+            continue;
+        sy_reply_printf(r,
+                        "%s: exclusive switch %s -> %s %s: new requests are held while %s "
+                        "drains (see `status %s`)\n",
+                        s->app, s->from, s->to,
+                        s->generation == generation ? "begun" : "in progress", s->from, s->app);
+        sy_json_begin_object(r, NULL);
+        sy_json_str(r, "app", s->app);
+        sy_json_str(r, "from", s->from);
+        sy_json_str(r, "to", s->to);
+        sy_json_end_object(r);
+    }
+    sy_json_end_array(r);
 }
 
 int sy_exclusive_abort(struct sy_exclusive *x, const char *app, char *err, size_t errlen)
@@ -461,7 +648,19 @@ int sy_exclusive_abort(struct sy_exclusive *x, const char *app, char *err, size_
         snprintf(err, errlen, "no switch of app '%s' in progress", app);
         return SY_ERR_NOTFOUND;
     }
-    int rc = sy_state_hold(x->env->state, app, NULL, err, errlen);
+    int rc;
+    if (s->by_reload) {
+        /* The file puts the app on s->to now: staying on s->from takes an override. */
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "switch --abort %.255s (stays on %.255s)", app, s->from);
+        struct sy_actor who = {(uint64_t)time(NULL) * 1000, (uint32_t)geteuid(), (int32_t)getpid(),
+                               cmd};
+        struct sy_route_weight w = {s->from, 100};
+        struct sy_state_edit e = {.app = app, .weights = &w, .n_weights = 1};
+        rc = sy_state_change(x->env->state, &e, 1, &who, err, errlen);
+    } else {
+        rc = sy_state_hold(x->env->state, app, NULL, err, errlen);
+    }
     if (rc)
         return rc;
     sy_log(SY_LOG_INFO, "exclusive", "app %s: switch to %s aborted in phase %s: back on %s", app,

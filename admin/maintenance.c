@@ -132,10 +132,10 @@ void sy_admin_maintenance_explain(struct sy_reply *r, const struct sy_route_tabl
     }
     sy_reply_printf(r,
                     "maintenance: app %s is in maintenance: the proxy answers 503 (Retry-After "
-                    "%s) and no cluster is reached; the cluster above applies once it ends\n",
-                    app->name, m->retry_after);
+                    "%u) and no cluster is reached; the cluster above applies once it ends\n",
+                    app->name, m->retry_after_s);
     sy_json_begin_object(r, "maintenance");
-    sy_json_uint(r, "retry_after", strtoul(m->retry_after, NULL, 10));
+    sy_json_uint(r, "retry_after", m->retry_after_s);
     sy_json_end_object(r);
 }
 

@@ -422,6 +422,13 @@ static void routing_metrics(struct sy_prom *m, struct sy_state *st)
         const char *l[] = {"app", cfg->apps[a].name};
         sy_prom_sample_u64(m, "", l, 1, NULL, cfg->apps[a].mode == SY_APP_EXCLUSIVE);
     }
+    sy_prom_family(m, "switchyard_app_switching", "gauge",
+                   "1 while an exclusive switch of the app runs (its new requests are held), "
+                   "else 0.");
+    for (size_t a = 0; a < cfg->n_apps; a++) {
+        const char *l[] = {"app", cfg->apps[a].name};
+        sy_prom_sample_u64(m, "", l, 1, NULL, sy_route_app_is_held(t, a));
+    }
     const struct sy_maints *maint = sy_state_maintenance(st);
     sy_prom_family(m, "switchyard_app_in_maintenance", "gauge",
                    "1 for an app in maintenance (every request answered 503), else 0.");

@@ -634,6 +634,19 @@ void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char 
     fail(ex, 503, why);
 }
 
+/* Whether table `t` (of another config than the exchange's) gives weight to the cluster the
+ * held exchange was routed to, by names. */
+static bool held_fits(const struct sy_route_table *t, const struct exchange *ex)
+{
+    const struct sy_config *cfg = sy_route_table_config(t);
+    long ai = sy_config_app_index(cfg, ex->app->name);
+    const char *name = cluster_name(ex);
+    for (size_t c = 0; ai >= 0 && c < cfg->n_clusters; c++)
+        if (strcmp(cfg->clusters[c].name, name) == 0)
+            return weight_in(t, (size_t)ai, c) > 0;
+    return false;
+}
+
 void exchange_held_go(struct exchange *ex)
 {
     /* After an abort the cluster the request was routed to is out of the split: it goes to
@@ -641,8 +654,19 @@ void exchange_held_go(struct exchange *ex)
      * protocol and TLS), else it is answered 503. */
     struct sy_worker *w = ex->w;
     const struct sy_route_table *t = w->table;
-    if (sy_route_table_config(t) == sy_route_table_config(ex->table) &&
-        weight_in(t, ex->app->index, ex->cluster) == 0) {
+    if (sy_route_table_config(t) != sy_route_table_config(ex->table)) {
+        /* A reload came while it was held: the request can go on only to the cluster it was
+         * routed to (the indexes of the new config are not the exchange's), when the app still
+         * gives that one weight; a reload that sent the app back answers it 503. */
+        if (!held_fits(t, ex))
+            exchange_held_fail(ex, 1,
+                               "the app's switch was undone by a reload while the request was "
+                               "held: retry");
+        else
+            go(ex, true);
+        return;
+    }
+    if (weight_in(t, ex->app->index, ex->cluster) == 0) {
         size_t n_c = sy_route_cluster_count(t), best = n_c;
         unsigned bw = 0;
         for (size_t c = 0; c < n_c; c++) {
@@ -938,15 +962,14 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
     const char *body = html ? m->page : m->text;
     size_t len = html ? m->page_len : m->text_len;
     const char *type = html ? "text/html; charset=utf-8" : "text/plain; charset=utf-8";
-    struct sy_header fields[3] = {
-        {sy_slice_of("retry-after", 11), sy_slice_of(m->retry_after, strlen(m->retry_after))},
+    struct sy_header fields[2] = {
         {sy_slice_of("cache-control", 13), sy_slice_of("no-store", 8)},
         {sy_slice_of("content-type", 12), sy_slice_of(type, strlen(type))},
     };
     struct resp_head h = {
         .status = 503,
         .headers = fields,
-        .n_headers = 3,
+        .n_headers = 2,
         .has_body = !ex->head_request && len > 0,
         .length_known = !ex->head_request,
         .content_length = len,
@@ -954,6 +977,7 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
     };
     worker_count_own(w, w->slot_index[app->index * sy_route_cluster_count(t) + app->stable], 503);
     d->ex = ex;
+    sy_error_retry_after(d, m->retry_after_s);
     d->ops->send_head(d, &h);
     if (h.has_body) {
         evbuffer_add_reference(ex->tmp, body, len, maint_body_done, sy_route_table_acquire(t));

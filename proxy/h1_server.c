@@ -340,10 +340,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct h1_client *c = arg;
     if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->down.ex->req_done &&
-        !c->down.ex->q_pool) {
+        !c->down.ex->q_pool && !c->down.ex->held) {
         /* A half-close after the whole request still deserves its response. One while the
          * request waits for a connection (max_connections) is taken for a client that gave
-         * up: it is forgotten rather than sent to a cluster whose connections are scarce. */
+         * up: it is forgotten rather than sent to a cluster whose connections are scarce; so
+         * is one while an exclusive switch holds the request (proxy/hold.c). */
         c->keep_alive = false;
         return;
     }
@@ -425,6 +426,12 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     hw_add(&hw, "\r\n", 2);
     for (size_t i = 0; i < h->n_headers; i++)
         hw_field(&hw, h->headers[i].name, h->headers[i].value);
+    if (d->retry_after_s) { /* sy_error_retry_after() */
+        hw_str(&hw, "retry-after: ");
+        hw_uint(&hw, d->retry_after_s, 10);
+        hw_add(&hw, "\r\n", 2);
+        d->retry_after_s = 0;
+    }
     if (h->status == 101) {
         hw_str(&hw, "connection: upgrade\r\n");
         hw_field(&hw, sy_slice_of("upgrade", 7), h->upgrade);

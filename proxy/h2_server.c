@@ -359,7 +359,7 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     for (size_t i = 0; i < h->n_headers; i++)
         need += h->headers[i].name.len;
     sy_xgrow((void **)&s->nv_buf, &s->nv_cap, need, 1);
-    size_t n_nv = h->n_headers + 3;
+    size_t n_nv = h->n_headers + 4;
     nghttp2_nv stack_nv[64];
     nghttp2_nv *nv = n_nv <= 64 ? stack_nv : sy_xcalloc(n_nv, sizeof(*nv));
     size_t k = 0, off = 0;
@@ -385,6 +385,13 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
         snprintf(cl, sizeof(cl), "%llu", (unsigned long long)h->content_length);
         nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, strlen(cl),
                                NGHTTP2_NV_FLAG_NONE};
+    }
+    char retry[16];
+    if (d->retry_after_s) { /* sy_error_retry_after() */
+        snprintf(retry, sizeof(retry), "%u", d->retry_after_s);
+        nv[k++] = (nghttp2_nv){(uint8_t *)"retry-after", (uint8_t *)retry, 11, strlen(retry),
+                               NGHTTP2_NV_FLAG_NONE};
+        d->retry_after_s = 0;
     }
     submit_response(st, nv, k, h->has_body);
     if (nv != stack_nv)

@@ -354,8 +354,8 @@ struct downstream {
     /* Where the next send_error is counted (worker_count_own): the exchange's app and
      * cluster, set just before it calls send_error; NULL: before routing. */
     struct traffic_slot *own_slot;
-    /* Seconds for a Retry-After field on the next send_error (0: none), set just before it by
-     * sy_error_retry_after() and cleared by it. */
+    /* Seconds for a Retry-After field on the next send_error or send_head (0: none), set just
+     * before it by sy_error_retry_after() and cleared by it. */
     unsigned retry_after_s;
     struct access_rec acc;
 };

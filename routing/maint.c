@@ -46,7 +46,7 @@ void sy_route_table_set_maintenance(struct sy_route_table *t, const struct sy_ro
         const struct sy_app_spec *app = &cfg->apps[ai];
         struct sy_route_maint_answer *a = sy_xcalloc(1, sizeof(*a));
         unsigned ra = m[k].retry_after ? m[k].retry_after : app->maintenance_retry_after;
-        snprintf(a->retry_after, sizeof(a->retry_after), "%u", ra);
+        a->retry_after_s = ra;
         /* The message is printable ASCII of at most SY_MAINT_MESSAGE_MAX bytes, an app name
          * at most 255 bytes: 512 is room enough for either line. */
         char *text = sy_xmalloc(512);

@@ -1508,14 +1508,17 @@ static int compact(struct sy_journal *j)
     return 0;
 }
 
-int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
-                      const struct sy_override_change *ch, size_t n, char *err, size_t errlen)
+/* Appends the record in `b` (numbered j->seq + 1; freed here) and fsyncs it; on success the
+ * sequence moves on and the caller applies the record to its set, then calls compact_if_due().
+ * On failure nothing was applied and the file is as it was; `err` says why. */
+static int append_record(struct sy_journal *j, struct buf *b, char *err, size_t errlen)
 {
     if (j->broken) {
         snprintf(err, errlen,
                  "the journal %s could not be repaired after an earlier write "
                  "error: restart switchyard",
                  j->path);
+        free(b->p);
         return SY_ERR_SYS;
     }
     if (j->dir_unsynced) {
@@ -1526,20 +1529,19 @@ int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
                      "%s): the change is not made",
                      j->path, dir, strerror(errno));
             free(dir);
+            free(b->p);
             return SY_ERR_SYS;
         }
         j->dir_unsynced = false;
         sy_log(SY_LOG_INFO, "journal", "the directory of %s is synced: changes are taken again",
                j->path);
     }
-    struct buf b = {0};
-    put_change_record(&b, j->seq + 1, who, ch, n);
-    if (b.len - 1 > SY_JOURNAL_MAX_LINE) {
+    if (b->len - 1 > SY_JOURNAL_MAX_LINE) {
         snprintf(err, errlen, "the change is too large to record");
-        free(b.p);
+        free(b->p);
         return SY_ERR_LIMIT;
     }
-    if (write_all(j->fd, b.p, b.len) == -1 || sync_fd(j, j->fd) == -1) {
+    if (write_all(j->fd, b->p, b->len) == -1 || sync_fd(j, j->fd) == -1) {
         int e = errno;
         snprintf(err, errlen, "cannot write the journal %s: %s", j->path, strerror(e));
         sy_log(SY_LOG_ERROR, "journal", "%s", err);
@@ -1551,16 +1553,32 @@ int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
                          j->path);
             j->broken = true;
         }
-        free(b.p);
+        free(b->p);
         return SY_ERR_SYS;
     }
     j->seq++;
-    j->size += (off_t)b.len;
+    j->size += (off_t)b->len;
     j->records++;
-    free(b.p);
-    sy_overrides_apply(&j->set, ch, n, j->seq, who);
+    free(b->p);
+    return 0;
+}
+
+static void compact_if_due(struct sy_journal *j)
+{
     if (j->records > j->opts.compact_after || j->size > (off_t)SY_JOURNAL_COMPACT_BYTES)
         compact(j);
+}
+
+int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
+                      const struct sy_override_change *ch, size_t n, char *err, size_t errlen)
+{
+    struct buf b = {0};
+    put_change_record(&b, j->seq + 1, who, ch, n);
+    int rc = append_record(j, &b, err, errlen);
+    if (rc)
+        return rc;
+    sy_overrides_apply(&j->set, ch, n, j->seq, who);
+    compact_if_due(j);
     return 0;
 }
 
@@ -1572,51 +1590,13 @@ const struct sy_maints *sy_journal_maintenance(const struct sy_journal *j)
 int sy_journal_append_maintenance(struct sy_journal *j, const struct sy_actor *who,
                                   const struct sy_maint *m, char *err, size_t errlen)
 {
-    /* The same steps as sy_journal_append, for a record of another type. */
-    if (j->broken) {
-        snprintf(err, errlen,
-                 "the journal %s could not be repaired after an earlier write "
-                 "error: restart switchyard",
-                 j->path);
-        return SY_ERR_SYS;
-    }
-    if (j->dir_unsynced) {
-        if (fsync_dir(j->path) != 0) {
-            snprintf(err, errlen,
-                     "the journal %s is not durable since its last compaction (fsync of its "
-                     "directory: %s): the change is not made",
-                     j->path, strerror(errno));
-            return SY_ERR_SYS;
-        }
-        j->dir_unsynced = false;
-    }
     struct buf b = {0};
     put_maint_record(&b, j->seq + 1, who, m);
-    if (b.len - 1 > SY_JOURNAL_MAX_LINE) {
-        snprintf(err, errlen, "the change is too large to record");
-        free(b.p);
-        return SY_ERR_LIMIT;
-    }
-    if (write_all(j->fd, b.p, b.len) == -1 || sync_fd(j, j->fd) == -1) {
-        int e = errno;
-        snprintf(err, errlen, "cannot write the journal %s: %s", j->path, strerror(e));
-        sy_log(SY_LOG_ERROR, "journal", "%s", err);
-        if (ftruncate(j->fd, j->size) == -1 || (!j->opts.no_sync && fsync(j->fd) == -1)) {
-            sy_log_errno(SY_LOG_ERROR, "journal",
-                         "cannot undo a failed write to %s: refusing changes until restart",
-                         j->path);
-            j->broken = true;
-        }
-        free(b.p);
-        return SY_ERR_SYS;
-    }
-    j->seq++;
-    j->size += (off_t)b.len;
-    j->records++;
-    free(b.p);
+    int rc = append_record(j, &b, err, errlen);
+    if (rc)
+        return rc;
     sy_maints_apply(&j->maint, m, j->seq, who);
-    if (j->records > j->opts.compact_after || j->size > (off_t)SY_JOURNAL_COMPACT_BYTES)
-        compact(j);
+    compact_if_due(j);
     return 0;
 }
 

@@ -23,6 +23,8 @@ struct sy_state {
     void *check_arg;
     sy_state_publish_cb publish;
     void *publish_arg;
+    sy_state_reload_cb reload_hook;
+    void *reload_hook_arg;
     struct sy_config *cfg;        /* the file in force */
     struct sy_route_table *table; /* the snapshot in force */
     uint64_t generation;
@@ -124,6 +126,12 @@ void sy_state_set_publish(struct sy_state *st, sy_state_publish_cb publish, void
 {
     st->publish = publish;
     st->publish_arg = arg;
+}
+
+void sy_state_set_reload_hook(struct sy_state *st, sy_state_reload_cb cb, void *arg)
+{
+    st->reload_hook = cb;
+    st->reload_hook_arg = arg;
 }
 
 struct sy_route_table *sy_state_table(const struct sy_state *st)
@@ -312,6 +320,8 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
     if ((oj == NULL) != (nj == NULL) || (oj && strcmp(oj, nj) != 0))
         sy_log(SY_LOG_WARN, "reload", "state (the journal's path) changes only on restart");
     log_override_fates(st, st->table, t);
+    if (st->reload_hook)
+        t = st->reload_hook(st->table, t, st->reload_hook_arg);
     install(st, cfg, t);
     st->reloads_ok++;
     st->last_load_ok_ms = unix_ms();
@@ -696,14 +706,11 @@ int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsi
     return 0;
 }
 
-int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
-                  size_t errlen)
+/* A snapshot like the one in force in which app `ai` sends everything to `cluster` and is
+ * held, or (cluster NULL) follows the journal's override or the file again, not held. */
+static int hold_table(struct sy_state *st, long ai, const char *app, const char *cluster,
+                      struct sy_route_table **out)
 {
-    long ai = app_index(st->cfg, app);
-    if (ai < 0) {
-        errf(err, errlen, "unknown app '%s'", app);
-        return SY_ERR_INVALID;
-    }
     struct sy_route_weight w = {cluster, 100};
     struct sy_route_override ov = {app, &w, 1};
     struct sy_route_app_change ch = {.app = (size_t)ai, .held = cluster != NULL};
@@ -717,8 +724,19 @@ int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, cha
             ch.override = &ov;
         }
     }
+    return sy_route_table_update(st->table, &ch, 1, st->generation + 1, out);
+}
+
+int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
+                  size_t errlen)
+{
+    long ai = app_index(st->cfg, app);
+    if (ai < 0) {
+        errf(err, errlen, "unknown app '%s'", app);
+        return SY_ERR_INVALID;
+    }
     struct sy_route_table *t = NULL;
-    int rc = sy_route_table_update(st->table, &ch, 1, st->generation + 1, &t);
+    int rc = hold_table(st, ai, app, cluster, &t);
     if (rc) {
         errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
         return rc;
@@ -727,6 +745,44 @@ int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, cha
     sy_log(SY_LOG_INFO, "exclusive", "generation %" PRIu64 ": app %s %s", st->generation, app,
            cluster ? "held (its new requests wait)" : "no longer held");
     return 0;
+}
+
+int sy_state_follow_file(struct sy_state *st, const char *app, const char *from,
+                         const struct sy_actor *who, char *err, size_t errlen)
+{
+    long ai = app_index(st->cfg, app);
+    if (ai < 0) {
+        errf(err, errlen, "unknown app '%s'", app);
+        return SY_ERR_INVALID;
+    }
+    struct sy_route_table *t = NULL;
+    int rc = hold_table(st, ai, app, NULL, &t);
+    if (rc) {
+        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+        return rc;
+    }
+    /* The note: a release of an app without override, which replay finds nothing to do for.
+     * An app with an override (one that became stale, or fits again) gets no note: a release
+     * would drop it. */
+    rc = 0;
+    if (st->journal && !sy_overrides_find(sy_state_overrides(st), app)) {
+        struct sy_route_weight *fw = NULL, *to = NULL;
+        struct sy_override_change ch = {.app = app, .release = true};
+        ch.n_to = weights_of(t, ai, &to);
+        ch.n_from = weights_of(t, ai, &fw);
+        for (size_t i = 0; i < ch.n_from; i++)
+            fw[i].weight = strcmp(fw[i].cluster, from) == 0 ? 100 : 0;
+        ch.from = fw;
+        ch.to = to;
+        rc = sy_journal_append(st->journal, who, &ch, 1, err, errlen);
+        free(fw);
+        free(to);
+    }
+    /* Published either way: the file says so; only the note could be missing. */
+    install_table(st, t);
+    sy_log(SY_LOG_INFO, "exclusive", "generation %" PRIu64 ": app %s follows the file again%s",
+           st->generation, app, rc ? " (not noted in the journal)" : "");
+    return rc;
 }
 
 void sy_state_free(struct sy_state *st)

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "switchyard/config.h"
 #include "switchyard/overrides.h"
@@ -46,6 +47,24 @@ int sy_exclusive_start(struct sy_exclusive *x, const char *app, const char *to,
  * (no switch of it runs), with `err` set.
  */
 int sy_exclusive_abort(struct sy_exclusive *x, const char *app, char *err, size_t errlen);
+
+/**
+ * `revert --all` for exclusive app `app`: makes it go to cluster `to` through a switch.
+ * Returns 1 when a switch towards `to` runs (begun now, or already; one towards another
+ * cluster is aborted first), 0 when the app runs on `to` already and no switch runs (the
+ * caller records it with the other apps), or a negative sy_err from sy_exclusive_start() or
+ * sy_exclusive_abort(), with `err` set.
+ */
+int sy_exclusive_move(struct sy_exclusive *x, const char *app, const char *to,
+                      const struct sy_actor *who, char *err, size_t errlen);
+
+/**
+ * Lists (a line each, and the JSON array `exclusive_switches` of {app, from, to}) the switches
+ * that reloads began and that still run: "begun" for those that the reload which published
+ * `generation` began or retargeted, "in progress" for older ones. `x` may be NULL.
+ */
+void sy_exclusive_reload_report(const struct sy_exclusive *x, uint64_t generation,
+                                struct sy_reply *r);
 
 /**
  * Writes `mode` and `switch` ({phase, from, to, held, answered_503, old_in_flight, since,

@@ -230,8 +230,8 @@ struct sy_route_maint {
 
 /** What the data path answers for an app in maintenance (503). Valid with the table. */
 struct sy_route_maint_answer {
-    char retry_after[16]; /* the Retry-After value: decimal seconds */
-    const char *text;     /* one line ending in "\n": the message, or the default */
+    unsigned retry_after_s; /* the Retry-After value in seconds */
+    const char *text;       /* one line ending in "\n": the message, or the default */
     size_t text_len;
     const char *page; /* apps[].maintenance_page (HTML), or NULL */
     size_t page_len;

@@ -37,6 +37,18 @@ int sy_state_open(const char *path, sy_state_check_cb check, void *arg, struct s
 /** Sets where new snapshots go (before the first change). */
 void sy_state_set_publish(struct sy_state *st, sy_state_publish_cb publish, void *arg);
 
+/**
+ * Called by a reload that compiled `next` (one reference, not yet published) while `cur` is in
+ * force: returns the snapshot to publish instead, `next` itself or one made from it with
+ * sy_route_table_update() at the same generation (then `next`'s reference is the hook's to
+ * drop). The exclusive switch holds the exclusive apps a reload moves (admin/exclusive.c).
+ */
+typedef struct sy_route_table *(*sy_state_reload_cb)(const struct sy_route_table *cur,
+                                                     struct sy_route_table *next, void *arg);
+
+/** Sets the reload hook (NULL: none). */
+void sy_state_set_reload_hook(struct sy_state *st, sy_state_reload_cb cb, void *arg);
+
 /** The current snapshot (borrowed; valid until the next change). */
 struct sy_route_table *sy_state_table(const struct sy_state *st);
 
@@ -163,6 +175,18 @@ int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsi
  */
 int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
                   size_t errlen);
+
+/**
+ * The end of an exclusive switch that a reload began: publishes a snapshot in which app `app`
+ * is no longer held and follows the journal's override or, without one, the file; and, when
+ * the app has no override, first appends a journal record that notes the move (a release
+ * entry, which replay finds nothing to do for; `from` is the cluster the app ran on, `who`
+ * says when and why). The snapshot is published even when the note cannot be written.
+ * Returns 0, SY_ERR_INVALID (unknown app), a compile error (nothing published) or the
+ * journal's error (published, not noted), with `err` set. Control thread.
+ */
+int sy_state_follow_file(struct sy_state *st, const char *app, const char *from,
+                         const struct sy_actor *who, char *err, size_t errlen);
 
 void sy_state_free(struct sy_state *st);
 

@@ -14,6 +14,10 @@ Endpoints (on either port):
   GET /hang            never answers (until the client or the proxy closes the connection)
   GET /ws              WebSocket upgrade (RFC 6455 handshake), then echoes raw bytes until EOF
   GET /ready           green: 200 once blue has nothing in flight, else 503 (the ready check)
+  GET /warmup          503 until the time set by /_warmup, then 200 (a ready check that waits)
+  GET /_warmup?ms=N    /warmup answers 503 for the next N ms (not recorded)
+  GET /gate            answers 200 once /_gate is asked (a request that ends when the test says)
+  GET /_gate           opens the gate: every /gate waiting, and the next ones, answer (not recorded)
   GET /_records        JSON list of {side, path, start, end, status} (not recorded itself)
   GET /_inflight       JSON {blue: N, green: N}
 
@@ -37,6 +41,8 @@ HANG_MAX_S = 60.0
 LOCK = threading.Lock()
 INFLIGHT = {"blue": 0, "green": 0}
 RECORDS = []
+WARM_AT = [0.0]  # monotonic time from which /warmup answers 200
+GATE = threading.Event()
 
 
 def begin(side):
@@ -77,6 +83,18 @@ def make_handler(side):
                 with LOCK:
                     body = json.dumps(RECORDS)
                 return self.answer(200, body)
+            if url.path == "/_warmup":
+                ms = float(parse_qs(url.query).get("ms", ["0"])[0])
+                with LOCK:
+                    WARM_AT[0] = time.monotonic() + ms / 1000.0
+                return self.answer(200, json.dumps({"warm_in_ms": ms}))
+            if url.path == "/_gate":
+                GATE.set()
+                return self.answer(200, json.dumps({"gate": "open"}))
+            if url.path == "/warmup":
+                with LOCK:
+                    warm = time.monotonic() >= WARM_AT[0]
+                return self.answer(200 if warm else 503, "warm\n" if warm else "warming up\n")
             if url.path == "/_inflight":
                 with LOCK:
                     body = json.dumps(INFLIGHT)
@@ -90,6 +108,10 @@ def make_handler(side):
                 elif side == "green" and blue_busy > 0:
                     status = 503
                     self.answer(503, "blue is still at work\n", [("x-refused", "blue-busy")])
+                elif url.path == "/gate":
+                    GATE.wait(HANG_MAX_S)
+                    status = 200
+                    self.answer(200, side + "\n")
                 elif url.path == "/hang":
                     status = 0
                     self.connection.settimeout(HANG_MAX_S)

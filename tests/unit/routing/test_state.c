@@ -299,6 +299,64 @@ static void test_reload_applies_overrides_over_the_new_file(void **state)
     sy_diags_dispose(&d);
 }
 
+/* A reload hook as admin/exclusive.c has one: it holds app "chat" on cluster "blue". */
+static struct sy_route_table *hold_chat(const struct sy_route_table *cur,
+                                        struct sy_route_table *next, void *arg)
+{
+    int *calls = arg;
+    (*calls)++;
+    assert_non_null(cur);
+    struct sy_route_weight w = {"blue", 100};
+    struct sy_route_override ov = {"chat", &w, 1};
+    struct sy_route_app_change ch = {.app = 0, .override = &ov, .held = true};
+    struct sy_route_table *t = NULL;
+    assert_int_equal(sy_route_table_update(next, &ch, 1, sy_route_table_generation(next), &t), 0);
+    sy_route_table_release(next);
+    return t;
+}
+
+static void test_reload_hook_replaces_the_snapshot_and_follow_file_releases_it(void **state)
+{
+    struct fx *f = *state;
+    int calls = 0;
+    sy_state_set_reload_hook(f->st, hold_chat, &calls);
+    char apps[1024];
+    snprintf(apps, sizeof(apps), "%s", apps_yaml);
+    memcpy(strstr(apps, "blue: 50, green: 50"), "blue: 20, green: 80", 19);
+    write_config(f, apps);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    assert_int_equal(sy_state_reload(f->st, false, &d), SY_RELOAD_PUBLISHED);
+    sy_diags_dispose(&d);
+    assert_int_equal(calls, 1);
+    /* What the hook returned is what was published: held, on blue. */
+    assert_true(sy_route_app_is_held(sy_state_table(f->st), 0));
+    assert_int_equal(f->last_gen, sy_state_generation(f->st));
+    enum sy_override_state os;
+    assert_int_equal(in_force(f, "chat", "blue", &os), 100);
+    sy_state_set_reload_hook(f->st, NULL, NULL);
+
+    /* The release: the file's weights, not held, and a note in the journal (no override). */
+    char err[256];
+    uint64_t seq = sy_state_journal_seq(f->st);
+    assert_int_equal(sy_state_follow_file(f->st, "chat", "blue", &who, err, sizeof(err)), 0);
+    assert_false(sy_route_app_is_held(sy_state_table(f->st), 0));
+    assert_int_equal(in_force(f, "chat", "green", &os), 80);
+    assert_int_equal(os, SY_OVERRIDE_NONE);
+    assert_int_equal(sy_state_journal_seq(f->st), seq + 1);
+    assert_int_equal(sy_state_overrides(f->st)->n, 0);
+
+    /* An app with an override is not noted (a release record would drop the override). */
+    struct sy_route_weight w = {"green", 100};
+    assert_int_equal(change1(f, "chat", &w, 1, err), 0);
+    seq = sy_state_journal_seq(f->st);
+    assert_int_equal(sy_state_follow_file(f->st, "chat", "blue", &who, err, sizeof(err)), 0);
+    assert_int_equal(sy_state_journal_seq(f->st), seq);
+    assert_non_null(sy_overrides_find(sy_state_overrides(f->st), "chat"));
+    assert_int_equal(sy_state_follow_file(f->st, "nope", "blue", &who, err, sizeof(err)),
+                     SY_ERR_INVALID);
+}
+
 static void test_override_of_a_removed_app_is_kept_and_releasable(void **state)
 {
     struct fx *f = *state;
@@ -360,7 +418,7 @@ static void test_maintenance_is_journaled_published_and_kept_by_changes_and_relo
     assert_int_equal(f->published, 1);
     const struct sy_route_maint_answer *m = maint_of(f, "chat.test");
     assert_non_null(m);
-    assert_string_equal(m->retry_after, "120"); /* apps[].maintenance_retry_after's default */
+    assert_int_equal(m->retry_after_s, 120); /* apps[].maintenance_retry_after's default */
     assert_string_equal(m->text, "back soon\n");
     assert_null(m->page);
     assert_null(maint_of(f, "other.test")); /* web: not in maintenance */
@@ -380,7 +438,7 @@ static void test_maintenance_is_journaled_published_and_kept_by_changes_and_relo
     sy_diags_dispose(&d);
     m = maint_of(f, "chat.test");
     assert_non_null(m);
-    assert_string_equal(m->retry_after, "30"); /* the new file's default now */
+    assert_int_equal(m->retry_after_s, 30); /* the new file's default now */
 
     /* And a restart. */
     sy_state_free(f->st);
@@ -531,6 +589,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload_applies_overrides_over_the_new_file, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_reload_hook_replaces_the_snapshot_and_follow_file_releases_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_override_of_a_removed_app_is_kept_and_releasable,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_replays_the_journal_before_the_first_snapshot,
