@@ -33,7 +33,7 @@ import pytest
 
 import helpers
 from admin_util import SWITCHYARDCTL, socket_dir
-from conftest import SWITCHYARD
+from conftest import SOURCE_ROOT, SWITCHYARD
 from reload_util import SETTLE_S, Probe, start_proxy, write_inplace, write_rename
 
 BLUE, GREEN = "blue-1", "green-1"
@@ -282,3 +282,11 @@ def test_a_configmap_data_swap_reloads_the_tenants(tmp_path, backends, sy):
 
 def site_serves(site, host):
     return status_of(site.port, host) == 200
+
+
+def test_the_shipped_example_checks_with_both_tenant_files():
+    path = os.path.join(SOURCE_ROOT, "conf", "examples", "tenants.yaml")
+    r = subprocess.run([SWITCHYARD, "-t", "-c", path], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode == 0, r
+    assert "tenants.yaml: ok: 5 apps, 2 clusters, 1 listeners" in r.stdout, r.stdout

@@ -21,6 +21,11 @@
 #include "switchyard/apps_dir.h"
 #include "switchyard/config.h"
 
+#ifndef SY_FIXTURES
+#define SY_FIXTURES "tests/fixtures"
+#endif
+#define SY_EXAMPLES SY_FIXTURES "/../../conf/examples"
+
 #define MAIN_HEAD                                                                                  \
     "listen:\n"                                                                                    \
     "  - address: 127.0.0.1:8080\n"                                                                \
@@ -391,11 +396,37 @@ static void test_watch_sees_apps_files_and_configmap_swaps_only(void **state)
     sy_apps_watch_free(w);
 }
 
+static void test_the_shipped_example_loads_both_tenants(void **state)
+{
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_load(SY_EXAMPLES "/tenants.yaml", &d, &cfg);
+    print_diags(&d);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cfg->apps_dir, SY_EXAMPLES "/apps.d");
+    assert_int_equal(cfg->n_apps_dir_files, 2);
+    static const char *names[] = {"status-page", "checkout", "payments-api", "search",
+                                  "search-api"};
+    static const char *files[] = {"tenants.yaml", "apps.d/payments.yaml", "apps.d/payments.yaml",
+                                  "apps.d/search.yaml", "apps.d/search.yaml"};
+    assert_int_equal(cfg->n_apps, 5);
+    for (size_t i = 0; i < 5; i++) {
+        char want[512];
+        snprintf(want, sizeof(want), "%s/%s", SY_EXAMPLES, files[i]);
+        assert_string_equal(cfg->apps[i].name, names[i]);
+        assert_string_equal(sy_config_app_file(cfg, &cfg->apps[i]), want);
+    }
+    sy_config_free(cfg);
+    sy_diags_dispose(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_that_count),
         cmocka_unit_test(test_limit_default),
+        cmocka_unit_test(test_the_shipped_example_loads_both_tenants),
         cmocka_unit_test_setup_teardown(test_merges_files_in_name_order_after_the_routing_file,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_apps_may_be_only_in_the_directory, setup, teardown),
