@@ -311,7 +311,6 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     sy_json_begin_object(r, NULL);
     sy_json_str(r, "name", app->name);
     sy_json_str(r, "stable", cfg->clusters[app->stable].name);
-    source_json(r, cfg, app);
     if (o)
         override_json(r, o, ostate == SY_OVERRIDE_STALE ? "stale" : "applied", why);
     else
@@ -391,6 +390,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     }
     sy_json_end_array(r);
     sy_exclusive_status_app(env->exclusive, app, r, wname);
+    source_json(r, cfg, app);
     sy_json_end_object(r);
     /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
      * fault), where there are any. */
@@ -936,7 +936,6 @@ static int cmd_explain(struct sy_admin_req *req)
     sy_reply_printf(r, "app %s: host '%s' path '%s' (rule: host %s, path prefix %s)\n", app->name,
                     host, path, rule.host, rule.path);
     sy_json_str(r, "app", app->name);
-    source_json(r, cfg, spec);
     if (spec->source)
         sy_reply_printf(r, "  written in %s:%d\n", spec->source, spec->mark.line);
     sy_json_begin_object(r, "rule");
@@ -995,6 +994,7 @@ static int cmd_explain(struct sy_admin_req *req)
     sy_reply_printf(r, "cluster %s: %s\n", cluster, detail);
     sy_json_str(r, "detail", detail);
     sy_admin_maintenance_explain(r, t, app);
+    source_json(r, cfg, spec);
     return 0;
 }
 
