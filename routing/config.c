@@ -2549,6 +2549,7 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     sy_config_exclusive_defaults(&c.cfg->exclusive);
     parse_root(&c, sy_yaml_root(&c.yaml));
     sy_yaml_doc_free(&c.yaml);
+    sy_yaml_spares_drop();
     if (diags->n == c.first_diag) {
         *out = c.cfg;
         return SY_OK;
@@ -2566,6 +2567,7 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     return SY_ERR_INVALID;
 
 out_invalid:
+    sy_yaml_spares_drop();
     sort_diags(&c, NULL, 0);
     return SY_ERR_INVALID;
 }
