@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "switchyard/base.h"
@@ -62,13 +63,30 @@ static void fill_list(const char *dir, char **names, size_t n, struct sy_apps_di
     }
 }
 
-int sy_apps_dir_list(const char *dir, size_t max, struct sy_apps_dir_list *out, int *err)
+/* The name of `self` in `dir` when `self` is in that directory (the same inode), or NULL. */
+static const char *self_name(DIR *d, const char *self)
+{
+    if (!self)
+        return NULL;
+    const char *slash = strrchr(self, '/');
+    char *up =
+        slash ? sy_xstrndup(self, (size_t)(slash - self) + (slash == self)) : sy_xstrdup(".");
+    struct stat a, b;
+    bool same = fstat(dirfd(d), &a) == 0 && stat(up, &b) == 0 && a.st_dev == b.st_dev &&
+                a.st_ino == b.st_ino;
+    free(up);
+    return same ? (slash ? slash + 1 : self) : NULL;
+}
+
+int sy_apps_dir_list(const char *dir, const char *self, size_t max, struct sy_apps_dir_list *out,
+                     int *err)
 {
     DIR *d = opendir(dir);
     if (!d) {
         *err = errno;
         return SY_ERR_SYS;
     }
+    const char *skip = self_name(d, self);
     char **names = NULL;
     size_t n = 0, cap = 0;
     int rc = 0;
@@ -82,7 +100,7 @@ int sy_apps_dir_list(const char *dir, size_t max, struct sy_apps_dir_list *out, 
             }
             break;
         }
-        if (!sy_apps_dir_is_file(e->d_name))
+        if (!sy_apps_dir_is_file(e->d_name) || (skip && strcmp(e->d_name, skip) == 0))
             continue;
         if (n == max) {
             rc = SY_ERR_LIMIT;

@@ -2352,7 +2352,7 @@ static void parse_apps_dir(struct ctx *c, const struct sy_ynode *v)
     cfg->apps_dir_mark = mark_of(v);
     struct sy_apps_dir_list l;
     int err = 0;
-    int rc = sy_apps_dir_list(dir, cfg->limits.apps_dir_files, &l, &err);
+    int rc = sy_apps_dir_list(dir, cfg->path, cfg->limits.apps_dir_files, &l, &err);
     if (rc == SY_ERR_LIMIT) {
         report(c, v, "apps_dir '%s' holds more than limits.apps_dir_files (%zu) *.yaml files", dir,
                cfg->limits.apps_dir_files);
@@ -2655,7 +2655,8 @@ bool sy_config_is_current(const char *path, const struct sy_config *cfg)
     free(buf);
     struct sy_apps_dir_list l = {0};
     int err;
-    bool same = sy_apps_dir_list(cfg->apps_dir, cfg->limits.apps_dir_files, &l, &err) == 0;
+    bool same =
+        sy_apps_dir_list(cfg->apps_dir, cfg->path, cfg->limits.apps_dir_files, &l, &err) == 0;
     for (size_t i = 0; same && i < l.n; i++) {
         same = read_file(l.paths[i], &d, &buf, &len) == 0;
         if (same) {

@@ -24,11 +24,14 @@ struct sy_apps_dir_list {
 };
 
 /**
- * Lists the apps files of `dir` (sy_apps_dir_is_file), sorted by name. Returns 0 and fills
- * `out` (the caller frees out->block and out->paths), SY_ERR_SYS with errno in `*err` when
- * the directory cannot be read, or SY_ERR_LIMIT when it holds more than `max` of them. Blocking.
+ * Lists the apps files of `dir` (sy_apps_dir_is_file), sorted by name, leaving out the file
+ * `self` (the routing file, when it is in that directory: `apps_dir: .`; may be NULL).
+ * Returns 0 and fills `out` (the caller frees out->block and out->paths), SY_ERR_SYS with
+ * errno in `*err` when the directory cannot be read, or SY_ERR_LIMIT when it holds more than
+ * `max` of them. Blocking.
  */
-int sy_apps_dir_list(const char *dir, size_t max, struct sy_apps_dir_list *out, int *err);
+int sy_apps_dir_list(const char *dir, const char *self, size_t max, struct sy_apps_dir_list *out,
+                     int *err);
 
 struct sy_apps_watch;
 

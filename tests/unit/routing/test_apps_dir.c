@@ -206,6 +206,28 @@ static void expand(const char *pattern, const char *dir, const char *top, char *
     out[o] = '\0';
 }
 
+static void test_the_routing_file_in_its_own_apps_dir_is_not_a_tenant(void **state)
+{
+    struct fixture *fx = *state;
+    write_file(fx->dir, "team.yaml", APP("ant", "a.example.com"));
+    struct sy_config *cfg = load_ok(fx, MAIN_HEAD "apps_dir: .\n");
+    assert_int_equal(cfg->n_apps_dir_files, 1);
+    assert_int_equal(cfg->n_apps, 1);
+    assert_true(sy_config_is_current(fx->main, cfg));
+    sy_config_free(cfg);
+}
+
+static void test_a_tenant_file_names_files_relative_to_itself(void **state)
+{
+    struct fixture *fx = *state;
+    write_file(fx->apps, "page.html", "<p>back soon</p>");
+    write_file(fx->apps, "a.yaml", APP("ant", "a.example.com") "  maintenance_page: page.html\n");
+    struct sy_config *cfg = load_ok(fx, MAIN_HEAD "apps_dir: apps.d\n");
+    assert_int_equal(cfg->apps[0].maintenance_page_len, 16);
+    assert_memory_equal(cfg->apps[0].maintenance_page, "<p>back soon</p>", 16);
+    sy_config_free(cfg);
+}
+
 /* Loads a config that must fail with exactly `n` diagnostics, `want[i]` a substring of each
  * formatted one ('@' in `want` is the path of apps.d, '#' the temporary directory's). */
 static void load_fails(struct fixture *fx, const char *main_text, const char *const *want, size_t n)
@@ -430,6 +452,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_merges_files_in_name_order_after_the_routing_file,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_apps_may_be_only_in_the_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_routing_file_in_its_own_apps_dir_is_not_a_tenant,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_tenant_file_names_files_relative_to_itself, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_an_error_names_its_own_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_routing_file_error_comes_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_host_claimed_by_two_files_names_both, setup,
