@@ -5,7 +5,8 @@
  * limit, so that a directory of a million entries costs no more than the limit. The watch has
  * an inotify descriptor of its own, apart from the routing file's (routing/watch.c): it
  * watches the directory for its apps files and `..` entries (a ConfigMap's `..data` swap),
- * and the directory's parent for the directory's own name, re-adding the watch when the
+ * and the directory's parent for the directory's own name and `..` entries (the directory
+ * being a ConfigMap's subdirectory, reached through `..data`), re-adding the watch when the
  * directory was replaced. */
 #include "switchyard/apps_dir.h"
 
@@ -218,7 +219,10 @@ static bool matters(const struct sy_apps_watch *w, const struct inotify_event *e
             return true;
         return ev->len && (sy_apps_dir_is_file(ev->name) || strncmp(ev->name, "..", 2) == 0);
     }
-    return ev->wd == w->wd_up && ev->len && w->base && strcmp(ev->name, w->base) == 0;
+    /* In the parent: the directory's own name, or a `..data` swap when the directory is a
+     * ConfigMap's subdirectory (`apps.d -> ..data/apps.d`). */
+    return ev->wd == w->wd_up && ev->len && w->base &&
+           (strcmp(ev->name, w->base) == 0 || strncmp(ev->name, "..", 2) == 0);
 }
 
 bool sy_apps_watch_read(struct sy_apps_watch *w)

@@ -443,6 +443,43 @@ static void test_the_shipped_example_loads_both_tenants(void **state)
     sy_diags_dispose(&d);
 }
 
+/* A ConfigMap whose items put the tenant files in a subdirectory: apps.d -> ..data/apps.d,
+ * ..data -> ..1; the swap renames a new ..data over, and the old version stays a while. */
+static void test_watch_follows_a_configmap_subdirectory_swap(void **state)
+{
+    struct fixture *fx = *state;
+    char root[128], path[256];
+    snprintf(root, sizeof(root), "%s/cm", fx->dir);
+    assert_int_equal(mkdir(root, 0700), 0);
+    for (int v = 1; v <= 2; v++) {
+        snprintf(path, sizeof(path), "%s/..%d", root, v);
+        assert_int_equal(mkdir(path, 0700), 0);
+        snprintf(path, sizeof(path), "%s/..%d/apps.d", root, v);
+        assert_int_equal(mkdir(path, 0700), 0);
+    }
+    snprintf(path, sizeof(path), "%s/..data", root);
+    assert_int_equal(symlink("..1", path), 0);
+    snprintf(path, sizeof(path), "%s/apps.d", root);
+    assert_int_equal(symlink("..data/apps.d", path), 0);
+    struct sy_apps_watch *w;
+    assert_int_equal(sy_apps_watch_new(&w), 0);
+    sy_apps_watch_set(w, path);
+    char tmp[256], data[256];
+    snprintf(tmp, sizeof(tmp), "%s/..data_tmp", root);
+    snprintf(data, sizeof(data), "%s/..data", root);
+    assert_int_equal(symlink("..2", tmp), 0);
+    assert_int_equal(rename(tmp, data), 0);
+    assert_true(sy_apps_watch_read(w));
+    /* Now the new version's directory is the one watched. */
+    snprintf(path, sizeof(path), "%s/..2/apps.d", root);
+    write_file(path, "a.yaml", "[]\n");
+    assert_true(sy_apps_watch_read(w));
+    snprintf(path, sizeof(path), "%s/..1/apps.d", root);
+    write_file(path, "a.yaml", "[]\n");
+    assert_false(sy_apps_watch_read(w));
+    sy_apps_watch_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +505,8 @@ int main(void)
             test_refuses_a_missing_directory_an_empty_file_and_a_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content_hash_covers_the_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watch_sees_apps_files_and_configmap_swaps_only, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_watch_follows_a_configmap_subdirectory_swap, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
