@@ -342,6 +342,22 @@ static void test_refuses_a_missing_directory_an_empty_file_and_a_mapping(void **
     load_fails(fx, MAIN_HEAD "apps_dir: apps.d\n", want, 2);
 }
 
+static void test_refuses_a_tenant_file_larger_than_the_routing_file_may_be(void **state)
+{
+    struct fixture *fx = *state;
+    size_t big = (16u << 20) + 1;
+    char *text = malloc(big + 1);
+    assert_non_null(text);
+    memset(text, '#', big);
+    text[big] = '\0';
+    write_file(fx->apps, "big.yaml", text);
+    free(text);
+    static const char *const want[] = {
+        "@/big.yaml: cannot read: larger than 16777216 bytes",
+    };
+    load_fails(fx, MAIN_HEAD "apps_dir: apps.d\n", want, 1);
+}
+
 static void test_limit_default(void **state)
 {
     struct sy_limits lim;
@@ -501,6 +517,8 @@ int main(void)
             test_a_host_claimed_by_a_file_and_the_routing_file_names_both, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_app_name_in_two_files_names_both, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_more_files_than_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_refuses_a_tenant_file_larger_than_the_routing_file_may_be, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_refuses_a_missing_directory_an_empty_file_and_a_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content_hash_covers_the_directory, setup, teardown),
