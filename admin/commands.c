@@ -288,6 +288,21 @@ static const char *lat_bound_ms(size_t i, char *buf, size_t size)
     return buf;
 }
 
+/* "source": {"file": ..., "line": ...}: where app `app` is written (an apps_dir file, or the
+ * routing file). */
+static void source_json(struct sy_reply *r, const struct sy_config *cfg,
+                        const struct sy_app_spec *app)
+{
+    const char *file = sy_config_app_file(cfg, app);
+    sy_json_begin_object(r, "source");
+    if (file)
+        sy_json_str(r, "file", file);
+    else
+        sy_json_null(r, "file");
+    sy_json_uint(r, "line", (uint64_t)app->mark.line);
+    sy_json_end_object(r);
+}
+
 static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t ai,
                        const struct traffic *acc, int wname, int wcluster)
 {
@@ -389,6 +404,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     /* Last, so that the fields before them keep their places. */
     strings_json(r, "hosts", app->hosts, app->n_hosts);
     strings_json(r, "paths", app->paths, app->n_paths);
+    source_json(r, cfg, app);
     sy_json_end_object(r);
     /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
      * fault), where there are any. */
@@ -1091,6 +1107,8 @@ static int cmd_explain(struct sy_admin_req *req)
     sy_reply_printf(r, "app %s: host '%s' path '%s' (rule: host %s, path prefix %s)\n", app->name,
                     host, path, rule.host, rule.path);
     sy_json_str(r, "app", app->name);
+    if (spec->source)
+        sy_reply_printf(r, "  written in %s:%d\n", spec->source, spec->mark.line);
     sy_json_begin_object(r, "rule");
     sy_json_str(r, "host", rule.host);
     sy_json_str(r, "path", rule.path);
@@ -1143,6 +1161,7 @@ static int cmd_explain(struct sy_admin_req *req)
     sy_reply_printf(r, "cluster %s: %s\n", cluster, detail);
     sy_json_str(r, "detail", detail);
     sy_admin_maintenance_explain(r, t, app);
+    source_json(r, cfg, spec);
     return 0;
 }
 

@@ -23,6 +23,7 @@
 #include "switchyard/access_log.h"
 #include "switchyard/admin.h"
 #include "switchyard/admin_http.h"
+#include "switchyard/apps_dir.h"
 #include "switchyard/config.h"
 #include "switchyard/exclusive.h"
 #include "switchyard/notify.h"
@@ -58,7 +59,9 @@ struct control {
     struct sy_admin_routing admin_env;
     struct sy_admin_http *http; /* admin.http: /metrics, /status, /healthz, /readyz */
     bool stopping;
-    struct sy_notify *notify; /* systemd's NOTIFY_SOCKET; NULL without it */
+    struct sy_notify *notify;         /* systemd's NOTIFY_SOCKET; NULL without it */
+    struct sy_apps_watch *apps_watch; /* apps_dir of the table in force; NULL: not watched */
+    struct event *apps_watch_ev;
 };
 
 static void usage(FILE *f)
@@ -206,12 +209,20 @@ static void ticket_cb(evutil_socket_t fd, short what, void *arg)
 
 static void tidy_soon_cb(evutil_socket_t fd, short what, void *arg);
 
+/* Follows the apps_dir of the table in force (or none). */
+static void watch_apps_dir(struct control *ctl, const struct sy_config *cfg)
+{
+    if (ctl->apps_watch)
+        sy_apps_watch_set(ctl->apps_watch, cfg->apps_dir);
+}
+
 static void publish(struct sy_route_table *t, void *arg)
 {
     struct control *ctl = arg;
     sy_log_set_client_rate((unsigned)sy_route_table_config(t)->limits.log_client_lines);
     sy_workers_publish(ctl->workers, t);
     watch_tls_files(ctl, sy_route_table_config(t));
+    watch_apps_dir(ctl, sy_route_table_config(t));
     arm_ticket_rotation(ctl, sy_route_table_config(t));
     /* The old snapshot is let go of by then: a reload's memory goes back without waiting for
      * the next tidy period. */
@@ -271,6 +282,29 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
         struct timeval tv = {0, WATCH_DEBOUNCE_MS * 1000};
         evtimer_add(ctl->debounce, &tv);
     }
+}
+
+/* A change among the apps_dir files reloads as an edit of the routing file does: debounced,
+ * and not forced (unchanged bytes publish nothing). */
+static void apps_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct control *ctl = arg;
+    if (sy_apps_watch_read(ctl->apps_watch)) {
+        struct timeval tv = {0, WATCH_DEBOUNCE_MS * 1000};
+        evtimer_add(ctl->debounce, &tv);
+    }
+}
+
+static void start_apps_watch(struct control *ctl, const struct sy_config *cfg)
+{
+    if (sy_apps_watch_new(&ctl->apps_watch) != 0) {
+        sy_log(SY_LOG_WARN, "main", "apps_dir changes will not be seen: reload with SIGHUP");
+        return;
+    }
+    ctl->apps_watch_ev = event_new(ctl->base, sy_apps_watch_fd(ctl->apps_watch),
+                                   EV_READ | EV_PERSIST, apps_watch_cb, ctl);
+    event_add(ctl->apps_watch_ev, NULL);
+    watch_apps_dir(ctl, cfg);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -655,6 +689,7 @@ int main(int argc, char **argv)
     } else {
         sy_log(SY_LOG_WARN, "main", "file changes will not be seen: reload with SIGHUP");
     }
+    start_apps_watch(&ctl, cfg);
     if (sy_workers_start(ctl.workers) != 0)
         return 1;
     for (size_t i = 0; i < cfg->n_listens; i++)
@@ -679,6 +714,8 @@ int main(int argc, char **argv)
     ctl.admin_env.exclusive = NULL;
     if (ctl.watch_ev)
         event_del(ctl.watch_ev);
+    if (ctl.apps_watch_ev)
+        event_del(ctl.apps_watch_ev);
     event_del(ctl.debounce);
     wait_workers(&ctl);
     sy_access_log_close(LOG_EXIT_FLUSH_MS);
@@ -698,6 +735,9 @@ int main(int argc, char **argv)
     event_free(ctl.tidy_timer);
     event_free(ctl.tidy_soon);
     sy_watch_free(ctl.watch);
+    if (ctl.apps_watch_ev)
+        event_free(ctl.apps_watch_ev);
+    sy_apps_watch_free(ctl.apps_watch);
     event_base_free(ctl.base);
     sy_state_free(ctl.state);
     sy_log(SY_LOG_INFO, "main", "stopped");

@@ -27,6 +27,8 @@
 
 #include <yaml.h>
 
+#include "switchyard/apps_dir.h"
+
 #include "yaml_doc.h"
 
 /* A routing table is small; anything this large is a mistake, not a config. */
@@ -46,7 +48,8 @@ struct ctx {
     struct sy_yaml_doc yaml;
     struct sy_config *cfg;
     size_t cap_listens, cap_clusters, cap_apps;
-    size_t n_app_names; /* in cfg's name index */
+    size_t n_app_names;   /* in cfg's name index */
+    const char *dir_file; /* the apps_dir file being read (c->file too), or NULL */
 };
 
 /* One host+path pair an app claims, for the check that no two apps claim the same one. */
@@ -84,6 +87,7 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         lim->log_client_lines = SY_LOG_CLIENT_RATE_DEFAULT;
         lim->h2_early_resets = 100;
         lim->maintenance_page_bytes = SY_MAINT_PAGE_BYTES_DEFAULT;
+        lim->apps_dir_files = SY_APPS_DIR_FILES_DEFAULT;
     }
     if (to) {
         to->client_header_ms = 10000;
@@ -541,7 +545,7 @@ static void parse_workers(struct ctx *c, const struct sy_ynode *v)
 /* A path in the file, relative to the file's own directory unless absolute. */
 static char *file_path(struct ctx *c, const char *s)
 {
-    const char *base = c->cfg->path ? c->cfg->path : "";
+    const char *base = c->dir_file ? c->dir_file : c->cfg->path ? c->cfg->path : "";
     const char *slash = strrchr(base, '/');
     if (s[0] == '/' || !slash)
         return sy_xstrdup(s);
@@ -1550,6 +1554,12 @@ static void parse_app_name(struct ctx *c, size_t index, const struct sy_ynode *v
         return;
     }
     long first = sy_config_app_index(c->cfg, s);
+    if (first >= 0 && c->cfg->apps[first].source != c->dir_file) {
+        const struct sy_app_spec *o = &c->cfg->apps[first];
+        report(c, v, "duplicate app name '%s' (first in %s:%d:%d)", show(v).s,
+               sy_config_app_file(c->cfg, o), o->mark.line, o->mark.col);
+        return;
+    }
     if (first >= 0) {
         report(c, v, "duplicate app name '%s' (first at line %d)", show(v).s,
                c->cfg->apps[first].mark.line);
@@ -1706,6 +1716,7 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
     struct sy_app_spec *app = &cfg->apps[index];
     memset(app, 0, sizeof(*app));
     app->mark = mark_of(item);
+    app->source = c->dir_file;
 
     const struct sy_ynode *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL,
                           *weights = NULL, *sticky = NULL, *force = NULL, *drain_after = NULL;
@@ -1785,6 +1796,20 @@ static void parse_apps(struct ctx *c, const struct sy_ynode *v)
         parse_app(c, node_at(c, *it));
 }
 
+/* A claim of `dup` on the pair `first` claimed, when either is written in an apps_dir file:
+ * the diagnostic is in dup's file, and names first's file, line and column. */
+static void claimed_elsewhere(struct ctx *c, const struct claim *first, const struct claim *dup)
+{
+    const struct sy_config *cfg = c->cfg;
+    const struct sy_app_spec *owner = &cfg->apps[first->app];
+    const char *file = sy_config_app_file(cfg, &cfg->apps[dup->app]);
+    sy_diags_add(c->diags, file ? file : c->file, dup->mark.line, dup->mark.col,
+                 "host '%.80s' with path '%.80s' is already claimed by app '%.64s' in %s:%d:%d",
+                 dup->host, dup->path, owner->name ? owner->name : "(unnamed)",
+                 sy_config_app_file(cfg, owner) ? sy_config_app_file(cfg, owner) : c->file,
+                 first->mark.line, first->mark.col);
+}
+
 static uint64_t claim_hash(const struct claim *cl)
 {
     return sy_fnv1a(sy_fnv1a(SY_FNV1A_INIT, cl->host, strlen(cl->host) + 1), cl->path,
@@ -1831,7 +1856,9 @@ static void check_claims(struct ctx *c)
                 /* Within an app a pair is unique (its hosts and its paths are), so this is
                  * another app's claim. */
                 const struct sy_app_spec *owner = &cfg->apps[v[set[s] - 1].app];
-                if (owner->name)
+                if (owner->source || app->source)
+                    claimed_elsewhere(c, &v[set[s] - 1], &v[k]);
+                else if (owner->name)
                     sy_diags_add(c->diags, c->file, v[k].mark.line, v[k].mark.col,
                                  "host '%.80s' with path '%.80s' is already claimed by app "
                                  "'%.64s' at line %d",
@@ -1872,6 +1899,7 @@ static const struct limit_key limit_keys[] = {
     {"h2_early_resets", offsetof(struct sy_limits, h2_early_resets), false, 1, UINT32_MAX},
     {"maintenance_page_bytes", offsetof(struct sy_limits, maintenance_page_bytes), false, 1,
      16u << 20},
+    {"apps_dir_files", offsetof(struct sy_limits, apps_dir_files), false, 1, 1000000},
 };
 
 static void parse_limits(struct ctx *c, const struct sy_ynode *v)
@@ -2338,6 +2366,89 @@ static void parse_access_log(struct ctx *c, const struct sy_ynode *v)
         report(c, v, "access_log needs a path (stdout or a file)");
 }
 
+/* -- apps_dir: one file of apps per tenant --------------------------------------------------- */
+
+static int read_file(const char *path, struct sy_diags *diags, char **out, size_t *out_len);
+static void syntax_error(struct ctx *c, const yaml_parser_t *p, const char *text, size_t len);
+static void refuse_yaml(void *arg, yaml_mark_t mark, const char *why);
+
+/* The content hash goes on over each apps_dir file: its path (so that a rename counts) and
+ * its bytes. */
+static uint64_t hash_apps_file(uint64_t h, const char *path, const char *text, size_t len)
+{
+    return sy_fnv1a(sy_fnv1a(h, path, strlen(path) + 1), text, len);
+}
+
+/* The apps of one apps_dir file, already read: a YAML list of `apps:` entries. Its own
+ * document replaces the routing file's while it is walked; diagnostics name `path`. */
+static void parse_apps_text(struct ctx *c, const char *path, const char *text, size_t len)
+{
+    struct sy_yaml_doc routing_file = c->yaml;
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        sy_diags_add(c->diags, path, 0, 0, "out of memory while parsing the yaml");
+        return;
+    }
+    memset(&c->yaml, 0, sizeof(c->yaml));
+    enum sy_yaml_result built = sy_yaml_doc_build(&p, text, len, &c->yaml, refuse_yaml, c);
+    if (built == SY_YAML_SYNTAX)
+        syntax_error(c, &p, text, len);
+    yaml_parser_delete(&p);
+    if (built == SY_YAML_OK) {
+        const struct sy_ynode *root = sy_yaml_root(&c->yaml);
+        /* An empty file is more likely a write caught half way than a tenant with no apps. */
+        if (!root)
+            sy_diags_add(c->diags, path, 1, 1,
+                         "an apps_dir file must be a list of apps (write [] for none)");
+        else if (root->type != YAML_SEQUENCE_NODE)
+            report(c, root, "an apps_dir file must be a list of apps, got %s", show_value(root).s);
+        else
+            parse_apps(c, root);
+        sy_yaml_doc_free(&c->yaml);
+    }
+    c->yaml = routing_file;
+}
+
+/* `apps_dir: DIR`: every apps file there (sy_apps_dir_list), in name order. The config keeps
+ * the files' paths, which its apps and the diagnostics point to. */
+static void parse_apps_dir(struct ctx *c, const struct sy_ynode *v)
+{
+    struct sy_config *cfg = c->cfg;
+    char *dir = path_value(c, v, "apps_dir", PATH_MAX - NAME_MAX - 2);
+    if (!dir)
+        return;
+    cfg->apps_dir = dir;
+    cfg->apps_dir_mark = mark_of(v);
+    struct sy_apps_dir_list l;
+    int err = 0;
+    int rc = sy_apps_dir_list(dir, cfg->path, cfg->limits.apps_dir_files, &l, &err);
+    if (rc == SY_ERR_LIMIT) {
+        report(c, v, "apps_dir '%s' holds more than limits.apps_dir_files (%zu) *.yaml files", dir,
+               cfg->limits.apps_dir_files);
+        return;
+    }
+    if (rc) {
+        report(c, v, "cannot read apps_dir '%s': %s", dir, strerror(err));
+        return;
+    }
+    cfg->apps_dir_block = l.block;
+    cfg->apps_dir_files = l.paths;
+    cfg->n_apps_dir_files = l.n;
+    const char *routing_file = c->file;
+    for (size_t i = 0; i < l.n; i++) {
+        char *text;
+        size_t len;
+        if (read_file(l.paths[i], c->diags, &text, &len) != 0)
+            continue;
+        cfg->content_hash = hash_apps_file(cfg->content_hash, l.paths[i], text, len);
+        c->file = c->dir_file = l.paths[i];
+        parse_apps_text(c, l.paths[i], text, len);
+        free(text);
+    }
+    c->file = routing_file;
+    c->dir_file = NULL;
+}
+
 static void parse_root(struct ctx *c, const struct sy_ynode *root)
 {
     if (!root) {
@@ -2346,7 +2457,7 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
     }
     if (!is_mapping(c, root, "the config"))
         return;
-    const struct sy_ynode *listen = NULL, *clusters = NULL, *apps = NULL;
+    const struct sy_ynode *listen = NULL, *clusters = NULL, *apps = NULL, *apps_dir = NULL;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
          p++) {
         struct sy_ynode *k, *v;
@@ -2363,6 +2474,8 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
             parse_clusters(c, v);
         } else if (strcmp(key, "apps") == 0) {
             apps = v; /* after the clusters, which may come later in the file */
+        } else if (strcmp(key, "apps_dir") == 0) {
+            apps_dir = v; /* after `apps:` and the limits */
         } else if (strcmp(key, "limits") == 0) {
             parse_limits(c, v);
         } else if (strcmp(key, "timeouts") == 0) {
@@ -2386,12 +2499,14 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
         report(c, root, "missing required key 'listen'");
     if (!clusters)
         report(c, root, "missing required key 'clusters'");
-    if (apps) {
+    if (apps)
         parse_apps(c, apps);
+    if (apps_dir)
+        parse_apps_dir(c, apps_dir);
+    if (apps || apps_dir)
         check_claims(c);
-    } else {
-        report(c, root, "missing required key 'apps'");
-    }
+    else
+        report(c, root, "missing required key 'apps' (or 'apps_dir')");
 }
 
 static void syntax_error(struct ctx *c, const yaml_parser_t *p, const char *text, size_t len)
@@ -2429,6 +2544,7 @@ static void refuse_yaml(void *arg, yaml_mark_t mark, const char *why)
 }
 
 struct diag_order {
+    size_t file; /* 0: the routing file; 1 + offset in cfg->apps_dir_block: that apps file */
     int line, col;
     size_t i;
 };
@@ -2436,6 +2552,8 @@ struct diag_order {
 static int cmp_diag_order(const void *a, const void *b)
 {
     const struct diag_order *x = a, *y = b;
+    if (x->file != y->file)
+        return (x->file > y->file) - (x->file < y->file);
     if (x->line != y->line)
         return (x->line > y->line) - (x->line < y->line);
     if (x->col != y->col)
@@ -2443,8 +2561,10 @@ static int cmp_diag_order(const void *a, const void *b)
     return (x->i > y->i) - (x->i < y->i);
 }
 
-/* Puts our diagnostics in file order (stable), leaving any the caller had before in place. */
-static void sort_diags(struct ctx *c)
+/* Puts our diagnostics in file order (stable), leaving any the caller had before in place:
+ * the routing file's first, then each apps_dir file's in name order (`block`, the files'
+ * paths in one allocation of `block_len` bytes in that order, or NULL). */
+static void sort_diags(struct ctx *c, const char *block, size_t block_len)
 {
     struct sy_diags *d = c->diags;
     size_t n = d->n - c->first_diag;
@@ -2452,6 +2572,9 @@ static void sort_diags(struct ctx *c)
         return;
     struct diag_order *o = sy_xmalloc(n * sizeof(*o));
     for (size_t i = 0; i < n; i++) {
+        const char *f = d->v[c->first_diag + i].file;
+        bool in_block = block && f && f >= block && f < block + block_len;
+        o[i].file = in_block ? 1 + (size_t)(f - block) : 0;
         o[i].line = d->v[c->first_diag + i].line;
         o[i].col = d->v[c->first_diag + i].col;
         o[i].i = i;
@@ -2499,14 +2622,26 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     c.cfg->access_log.buffer_bytes = SY_ACCESS_LOG_BUFFER_DEFAULT;
     parse_root(&c, sy_yaml_root(&c.yaml));
     sy_yaml_doc_free(&c.yaml);
+    sy_yaml_spares_drop();
     if (diags->n == c.first_diag) {
         *out = c.cfg;
         return SY_OK;
     }
+    /* The diagnostics point into the apps_dir files' paths: they keep them. */
+    const char *block = c.cfg->apps_dir_block;
+    size_t n_files = c.cfg->n_apps_dir_files;
+    size_t block_len = n_files ? (size_t)(c.cfg->apps_dir_files[n_files - 1] - block) +
+                                     strlen(c.cfg->apps_dir_files[n_files - 1]) + 1
+                               : 0;
+    sy_diags_keep(diags, c.cfg->apps_dir_block);
+    c.cfg->apps_dir_block = NULL;
     sy_config_free(c.cfg);
+    sort_diags(&c, block, block_len);
+    return SY_ERR_INVALID;
 
 out_invalid:
-    sort_diags(&c);
+    sy_yaml_spares_drop();
+    sort_diags(&c, NULL, 0);
     return SY_ERR_INVALID;
 }
 
@@ -2577,6 +2712,37 @@ bool sy_config_file_is(const char *path, uint64_t content_hash)
     return same;
 }
 
+bool sy_config_is_current(const char *path, const struct sy_config *cfg)
+{
+    if (!cfg->apps_dir)
+        return sy_config_file_is(path, cfg->content_hash);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    char *buf;
+    size_t len;
+    if (read_file(path, &d, &buf, &len) != 0) {
+        sy_diags_dispose(&d);
+        return false;
+    }
+    uint64_t h = content_hash_of(buf, len);
+    free(buf);
+    struct sy_apps_dir_list l = {0};
+    int err;
+    bool same =
+        sy_apps_dir_list(cfg->apps_dir, cfg->path, cfg->limits.apps_dir_files, &l, &err) == 0;
+    for (size_t i = 0; same && i < l.n; i++) {
+        same = read_file(l.paths[i], &d, &buf, &len) == 0;
+        if (same) {
+            h = hash_apps_file(h, l.paths[i], buf, len);
+            free(buf);
+        }
+    }
+    free(l.block);
+    free(l.paths);
+    sy_diags_dispose(&d);
+    return same && h == cfg->content_hash;
+}
+
 struct sy_config *sy_config_acquire(struct sy_config *cfg)
 {
     atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
@@ -2627,6 +2793,9 @@ void sy_config_free(struct sy_config *cfg)
     }
     free(cfg->apps);
     free(cfg->app_slots);
+    free(cfg->apps_dir);
+    free(cfg->apps_dir_block);
+    free(cfg->apps_dir_files);
     free(cfg->admin.socket);
     free(cfg->admin.allow_uids);
     free(cfg->admin.allow_gids);

@@ -274,7 +274,7 @@ static void log_override_fates(const struct sy_state *st, const struct sy_route_
 enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy_diags *d)
 {
     size_t first = d->n;
-    if (!force && sy_config_file_is(st->path, st->cfg->content_hash)) {
+    if (!force && sy_config_is_current(st->path, st->cfg)) {
         /* The bytes in force: not worth a parse (a touch, or a watch event after `reload`). */
         free(st->last_reload_error);
         st->last_reload_error = NULL;

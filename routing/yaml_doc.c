@@ -43,13 +43,56 @@ struct builder {
  * faults were a third of a 10,000-app parse), and munmap returns them at once, where the heap
  * would keep them until the next trim.
  */
-static void *map_block(size_t bytes)
+/*
+ * The small blocks of the documents freed on this thread since the last sy_yaml_spares_drop,
+ * kept for the next build: an apps_dir reload builds one small document per file, and an
+ * munmap each (a TLB flush on every CPU the process runs on: hundreds of microseconds on a
+ * virtual machine with the workers running) made 100 files cost half as much again as one.
+ */
+#define SPARES    2
+#define SPARE_MAX ((size_t)1 << 20)
+
+static __thread struct spare {
+    void *p;
+    size_t bytes;
+} spares[SPARES];
+
+/* A block of at least *bytes (a spare, or a new mapping); *bytes is set to its size. */
+static void *map_block(size_t *bytes)
 {
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+    for (int i = 0; i < SPARES; i++) {
+        if (spares[i].p && spares[i].bytes >= *bytes) {
+            void *p = spares[i].p;
+            *bytes = spares[i].bytes;
+            spares[i].p = NULL;
+            return p;
+        }
+    }
+    void *p = mmap(NULL, *bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
                    -1, 0);
     if (p == MAP_FAILED)
-        sy_oom(bytes);
+        sy_oom(*bytes);
     return p;
+}
+
+static void unmap_block(void *p, size_t bytes)
+{
+    for (int i = 0; i < SPARES && bytes <= SPARE_MAX; i++) {
+        if (!spares[i].p) {
+            spares[i] = (struct spare){p, bytes};
+            return;
+        }
+    }
+    munmap(p, bytes);
+}
+
+void sy_yaml_spares_drop(void)
+{
+    for (int i = 0; i < SPARES; i++) {
+        if (spares[i].p)
+            munmap(spares[i].p, spares[i].bytes);
+        spares[i].p = NULL;
+    }
 }
 
 static size_t page_round(size_t bytes)
@@ -65,7 +108,7 @@ static void *arena_alloc(struct builder *b, size_t size)
         size_t want = b->next_chunk > CHUNK_BYTES ? b->next_chunk : CHUNK_BYTES;
         b->next_chunk = CHUNK_BYTES;
         size_t mapped = page_round(sizeof(*c) + (size > want ? size : want));
-        c = map_block(mapped);
+        c = map_block(&mapped);
         c->used = 0;
         c->cap = mapped - sizeof(*c);
         c->mapped = mapped;
@@ -81,7 +124,7 @@ static void free_chunks(struct sy_yaml_chunk *c)
 {
     while (c) {
         struct sy_yaml_chunk *next = c->next;
-        munmap(c, c->mapped);
+        unmap_block(c, c->mapped);
         c = next;
     }
 }
@@ -192,7 +235,7 @@ enum sy_yaml_result sy_yaml_doc_build(yaml_parser_t *p, const char *text, size_t
      * the scalars' text is shorter than the file, and an item or a pair per node is 8 bytes. */
     size_t est = len / 6 + 64;
     size_t bytes = page_round(est * sizeof(*b.nodes));
-    b.nodes = map_block(bytes);
+    b.nodes = map_block(&bytes);
     b.mapped = bytes;
     b.cap_nodes = bytes / sizeof(*b.nodes);
     b.next_chunk = len + est * 8 + 4096;
@@ -244,7 +287,7 @@ enum sy_yaml_result sy_yaml_doc_build(yaml_parser_t *p, const char *text, size_t
     free(b.pending);
     free(b.frames);
     if (result != SY_YAML_OK) {
-        munmap(b.nodes, b.mapped);
+        unmap_block(b.nodes, b.mapped);
         free_chunks(b.chunks);
         memset(out, 0, sizeof(*out));
         return result;
@@ -259,7 +302,7 @@ enum sy_yaml_result sy_yaml_doc_build(yaml_parser_t *p, const char *text, size_t
 void sy_yaml_doc_free(struct sy_yaml_doc *d)
 {
     if (d->nodes)
-        munmap(d->nodes, d->mapped);
+        unmap_block(d->nodes, d->mapped);
     free_chunks(d->chunks);
     memset(d, 0, sizeof(*d));
 }

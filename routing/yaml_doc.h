@@ -83,6 +83,13 @@ enum sy_yaml_result {
 enum sy_yaml_result sy_yaml_doc_build(yaml_parser_t *p, const char *text, size_t len,
                                       struct sy_yaml_doc *out, sy_yaml_refuse_fn refuse, void *arg);
 
+/**
+ * Frees a document. Its blocks, when small, are kept for the next sy_yaml_doc_build on this
+ * thread, until sy_yaml_spares_drop gives them back.
+ */
 void sy_yaml_doc_free(struct sy_yaml_doc *d);
+
+/** Unmaps the blocks this thread keeps for its next build (call when a load is done). */
+void sy_yaml_spares_drop(void);
 
 #endif

@@ -157,6 +157,8 @@ struct sy_diag {
 struct sy_diags {
     struct sy_diag *v;
     size_t n, cap;
+    void **kept; /* sy_diags_keep: freed with the list */
+    size_t n_kept, cap_kept;
 };
 
 void sy_diags_init(struct sy_diags *d);
@@ -164,6 +166,12 @@ void sy_diags_dispose(struct sy_diags *d);
 /** Appends one diagnostic. `file` is borrowed and must outlive `d`. */
 void sy_diags_add(struct sy_diags *d, const char *file, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/**
+ * Takes ownership of `p` (malloc'd; NULL is a no-op) and frees it in sy_diags_dispose: for file
+ * names that the diagnostics point to and that would otherwise go with the object that held
+ * them (the apps_dir files of a config that failed to load).
+ */
+void sy_diags_keep(struct sy_diags *d, void *p);
 /** Formats diagnostic `i` as `file:line:col: msg` into buf (always NUL-terminated). */
 void sy_diag_format(const struct sy_diag *dg, char *buf, size_t size);
 

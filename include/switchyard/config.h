@@ -202,6 +202,9 @@ struct sy_app_spec {
     bool force_while_exclusive;       /* `force_while_exclusive`: an exclusive app lets force reach
                                          the cluster that is not live; default false (503) */
     struct sy_mark weights_mark;      /* the `weights:` value */
+    const char *source;               /* the apps_dir file the app is written in (one of
+                                         sy_config.apps_dir_files), or NULL: the routing file itself;
+                                         see sy_config_app_file() */
 };
 
 /** apps[].maintenance_retry_after when absent (seconds). */
@@ -250,7 +253,12 @@ struct sy_limits {
                                 than half its requests, GOAWAY(ENHANCE_YOUR_CALM) */
     size_t maintenance_page_bytes; /* limits.maintenance_page_bytes: the largest
                                       apps[].maintenance_page, default 65536 */
+    size_t apps_dir_files; /* limits.apps_dir_files: the most *.yaml files apps_dir may hold,
+                              default SY_APPS_DIR_FILES_DEFAULT */
 };
+
+/** limits.apps_dir_files when absent. */
+#define SY_APPS_DIR_FILES_DEFAULT 10000
 
 /** `timeouts:`. All in milliseconds; written as "10s", "500ms", "2m" or a plain number of seconds.
  */
@@ -347,7 +355,22 @@ struct sy_config {
      * app_slots_mask + 1 slots. Built while parsing; read by sy_config_app_index(). */
     size_t *app_slots;
     size_t app_slots_mask;
+    /* `apps_dir: DIR` (resolved against the config's directory), or NULL: every *.yaml file
+     * there, in name order, is a list of apps added to `apps:` (routing/apps_dir.c says which
+     * names count). content_hash covers their names and bytes too. */
+    char *apps_dir;
+    struct sy_mark apps_dir_mark;
+    char *apps_dir_block;        /* the files' paths, NUL-separated, in name order */
+    const char **apps_dir_files; /* n_apps_dir_files pointers into apps_dir_block */
+    size_t n_apps_dir_files;
 };
+
+/** The file app `app` of `cfg` is written in: its apps_dir file, or the routing file. */
+static inline const char *sy_config_app_file(const struct sy_config *cfg,
+                                             const struct sy_app_spec *app)
+{
+    return app->source ? app->source : cfg->path;
+}
 
 /** Fills `ex` with the `exclusive:` defaults (no ready check). */
 void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex);
@@ -370,6 +393,14 @@ int sy_config_load(const char *path, struct sy_diags *diags, struct sy_config **
  * be read. Blocking.
  */
 bool sy_config_file_is(const char *path, uint64_t content_hash);
+
+/**
+ * Whether the routing file at `path` and the apps_dir files it names read back as `cfg` was
+ * loaded from (the same names and bytes: its content hash), so that a reload may be skipped
+ * without parsing. Without apps_dir, sy_config_file_is(path, cfg->content_hash). False when
+ * anything cannot be read. Blocking.
+ */
+bool sy_config_is_current(const char *path, const struct sy_config *cfg);
 
 /**
  * As sy_config_load, from memory; `name` (may be NULL) is used as the file name in diagnostics,

@@ -513,11 +513,16 @@ void sy_diags_init(struct sy_diags *d)
 {
     d->v = NULL;
     d->n = d->cap = 0;
+    d->kept = NULL;
+    d->n_kept = d->cap_kept = 0;
 }
 
 void sy_diags_dispose(struct sy_diags *d)
 {
     free(d->v);
+    for (size_t i = 0; i < d->n_kept; i++)
+        free(d->kept[i]);
+    free(d->kept);
     sy_diags_init(d);
 }
 
@@ -532,6 +537,14 @@ void sy_diags_add(struct sy_diags *d, const char *file, int line, int col, const
     va_start(ap, fmt);
     vsnprintf(dg->msg, sizeof(dg->msg), fmt, ap);
     va_end(ap);
+}
+
+void sy_diags_keep(struct sy_diags *d, void *p)
+{
+    if (!p)
+        return;
+    sy_xgrow((void **)&d->kept, &d->cap_kept, d->n_kept + 1, sizeof(*d->kept));
+    d->kept[d->n_kept++] = p;
 }
 
 void sy_diag_format(const struct sy_diag *dg, char *buf, size_t size)

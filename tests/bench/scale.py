@@ -5,6 +5,7 @@ test suite: it measures and prints, it asserts nothing about speed.
 
     /usr/bin/python3 tests/bench/scale.py [--bin build/proxy/switchyard] [--sizes 100,1000,...]
                                           [--runs 3] [--reloads 100] [--markdown]
+                                          [--split K]
 
 Per size N (files from tests/bench/gen_apps.py: two hosts, two paths, a sticky cookie each):
 - `-t`: wall time of `switchyard -t -c FILE` (no daemon running), median of --runs;
@@ -17,6 +18,8 @@ Per size N (files from tests/bench/gen_apps.py: two hosts, two paths, a sticky c
   (journal fsync and every worker's install included), median of 20;
 - RSS after those reloads (3 s later), and for the largest N up to 10,000 RSS after --reloads reloads
   (alternating two files), to show that a reload gives its memory back.
+With --split K the same apps are written as `apps_dir: apps.d` and K tenant files there (the
+apps dealt out in order, the catch-all in the last), every file rewritten for each reload.
 Bytes per app (config, snapshot, worker counters) are tests/bench/memory.c's: RSS cannot
 tell them apart.
 The machine's load shows in wall times: compare medians of one run, not runs of two days.
@@ -94,14 +97,33 @@ class Admin:
         self.sock.close()
 
 
+def write_split(path, text, k):
+    """`text` (gen_apps.render) as a routing file at `path` naming `apps_dir: apps.d`, and its
+    apps dealt out in order over k files there (each rewritten by a rename)."""
+    head, body = text.split("apps:\n", 1)
+    blocks = ["  - name:" + b for b in body.split("  - name:")[1:]]
+    apps = os.path.join(os.path.dirname(path), "apps.d")
+    os.makedirs(apps, exist_ok=True)
+    per = -(-len(blocks) // k)
+    for i in range(k):
+        name = os.path.join(apps, "t%04d.yaml" % i)
+        with open(name + ".tmp", "w") as f:
+            f.write("".join(blocks[i * per:(i + 1) * per]) or "[]\n")
+        os.rename(name + ".tmp", name)
+    with open(path + ".tmp", "w") as f:
+        f.write(head + "apps_dir: apps.d\n")
+    os.rename(path + ".tmp", path)
+
+
 class Daemon:
-    def __init__(self, binary, workdir, n, workers):
+    def __init__(self, binary, workdir, n, workers, split=0):
         self.dir = tempfile.mkdtemp(prefix="sy-scale-", dir=workdir)
         self.sock = os.path.join(self.dir, "admin.sock")
         self.cfg = os.path.join(self.dir, "apps.yaml")
         self.port = free_port()
         self.n = n
         self.workers = workers
+        self.split = split
         self.write(0)
         self.log = open(os.path.join(self.dir, "log"), "wb")
         self.proc = subprocess.Popen([binary, "-c", self.cfg], stdin=subprocess.DEVNULL,
@@ -120,6 +142,9 @@ class Daemon:
     def write(self, seed):
         text = gen_apps.render(self.n, listen="127.0.0.1:%d" % self.port, admin=self.sock,
                                seed=seed, workers=self.workers)
+        if self.split:
+            write_split(self.cfg, text, self.split)
+            return
         tmp = self.cfg + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
@@ -150,15 +175,20 @@ def check_time(binary, path, runs):
     return statistics.median(times)
 
 
-def measure(binary, workdir, n, runs, reloads):
+def measure(binary, workdir, n, runs, reloads, split=0):
     row = {"n": n}
     path = os.path.join(workdir, "check-%d.yaml" % n)
-    with open(path, "w") as f:
-        f.write(gen_apps.render(n, listen="127.0.0.1:%d" % free_port()))
+    text = gen_apps.render(n, listen="127.0.0.1:%d" % free_port())
+    if split:
+        write_split(path, text, split)
+    else:
+        with open(path, "w") as f:
+            f.write(text)
     row["check_s"] = check_time(binary, path, runs)
     os.unlink(path)
+    shutil.rmtree(os.path.join(workdir, "apps.d"), ignore_errors=True)
 
-    d = Daemon(binary, workdir, n, 2)
+    d = Daemon(binary, workdir, n, 2, split)
     row["rss_kib"] = rss_kib(d.proc.pid)
     rel, cpu = [], []
     for i in range(runs):
@@ -193,19 +223,22 @@ def main():
     ap.add_argument("--sizes", default="100,1000,10000,50000")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--reloads", type=int, default=100)
+    ap.add_argument("--split", type=int, default=0,
+                    help="write the apps as K apps_dir files instead of one file")
     a = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="sy-scale-")
     os.chmod(workdir, 0o755)
     rows = []
     try:
         for n in [int(x) for x in a.sizes.split(",")]:
-            row = measure(a.bin, workdir, n, a.runs, a.reloads)
+            row = measure(a.bin, workdir, n, a.runs, a.reloads, a.split)
             rows.append(row)
             print("measured %s" % row, file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print("binary: %s, %d runs (medians), load average %s" % (
-        a.bin, a.runs, open("/proc/loadavg").read().split()[0]))
+    print("binary: %s, %d runs (medians), load average %s%s" % (
+        a.bin, a.runs, open("/proc/loadavg").read().split()[0],
+        ", apps in %d apps_dir files" % a.split if a.split else ", apps in one file"))
     print()
     print("| apps | `-t` | reload to published | its CPU | revert to ok | RSS "
           "| RSS 3 s after the reloads | RSS after many reloads |")

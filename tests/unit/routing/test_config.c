@@ -343,6 +343,8 @@ static void test_defaults_match_the_header(void **state)
     sy_config_defaults(&lim, &to);
     assert_int_equal(lim.maintenance_page_bytes, 65536);
     assert_int_equal(lim.maintenance_page_bytes, SY_MAINT_PAGE_BYTES_DEFAULT);
+    assert_int_equal(lim.apps_dir_files, 10000);
+    assert_int_equal(lim.apps_dir_files, SY_APPS_DIR_FILES_DEFAULT);
     assert_int_equal(lim.max_request_line, 8192);
     assert_int_equal(lim.max_header_bytes, 32768);
     assert_int_equal(lim.max_headers, 100);
@@ -1646,6 +1648,16 @@ static const struct error_case error_cases[] = {
           "limits:\n"
           "  h2_early_resets: 0\n",
      {{8, 20, "h2_early_resets must be an integer 1..4294967295, got 0"}}},
+    {"test_rejects_zero_apps_dir_files",
+     BASE "apps: []\n"
+          "limits: {apps_dir_files: 0}\n",
+     {{7, 26, "apps_dir_files must be an integer 1..1000000, got 0"}}},
+    {"test_rejects_apps_dir_that_is_not_a_string",
+     BASE "apps_dir: [a, b]\n",
+     {{6, 11, "apps_dir must be a string, got a list"}}},
+    {"test_rejects_apps_dir_that_cannot_be_read",
+     BASE "apps_dir: /nonexistent/apps.d\n",
+     {{6, 11, "cannot read apps_dir '/nonexistent/apps.d': No such file or directory"}}},
     {"test_rejects_h2_early_resets_that_is_not_a_number",
      BASE "apps: []\n"
           "limits: {h2_early_resets: many}\n",
