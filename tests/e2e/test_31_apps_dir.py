@@ -290,3 +290,4 @@ def test_the_shipped_example_checks_with_both_tenant_files():
                        timeout=20)
     assert r.returncode == 0, r
     assert "tenants.yaml: ok: 5 apps, 2 clusters, 1 listeners" in r.stdout, r.stdout
+    assert "apps.d: 4 apps in 2 files" in r.stdout, r.stdout
