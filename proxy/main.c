@@ -160,6 +160,17 @@ static void check_diff(const char *path, const struct sy_config *cfg)
     free(text);
 }
 
+/* -t: what the apps_dir gave, when there is one. */
+static void print_apps_dir(const struct sy_config *cfg)
+{
+    if (!cfg->apps_dir)
+        return;
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_apps; i++)
+        n += cfg->apps[i].source != NULL;
+    printf("%s: %zu apps in %zu files\n", cfg->apps_dir, n, cfg->n_apps_dir_files);
+}
+
 static int proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d, void *arg)
 {
     return sy_proxy_check(cfg, file, d);
@@ -571,6 +582,7 @@ int main(int argc, char **argv)
         sy_diags_dispose(&d);
         printf("%s: ok: %zu apps, %zu clusters, %zu listeners\n", path, cfg->n_apps,
                cfg->n_clusters, cfg->n_listens);
+        print_apps_dir(cfg);
         check_diff(path, cfg);
         sy_state_free(ctl.state);
         return 0;

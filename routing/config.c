@@ -2648,7 +2648,9 @@ out_invalid:
 /* Reads the whole file at `path` into a new buffer (free() it). */
 static int read_file(const char *path, struct sy_diags *diags, char **out, size_t *out_len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (anyone who may write in an apps_dir can make one) must not hold
+     * the control thread in open() or read(); it is refused below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd == -1) {
         sy_diags_add(diags, path, 0, 0, "cannot read: %s", strerror(errno));
         return SY_ERR_SYS;
@@ -2656,8 +2658,13 @@ static int read_file(const char *path, struct sy_diags *diags, char **out, size_
     char *buf = NULL;
     size_t len = 0, cap = 0;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
-        st.st_size <= MAX_FILE_BYTES)
+    bool stated = fstat(fd, &st) == 0;
+    if (stated && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
+        sy_diags_add(diags, path, 0, 0, "cannot read: not a regular file");
+        close(fd);
+        return SY_ERR_INVALID;
+    }
+    if (stated && S_ISREG(st.st_mode) && st.st_size > 0 && st.st_size <= MAX_FILE_BYTES)
         sy_xgrow((void **)&buf, &cap, (size_t)st.st_size + 1, 1); /* +1: the read that sees EOF */
     for (;;) {
         if (len == cap)

@@ -227,6 +227,28 @@ def test_removing_a_file_removes_its_apps(tmp_path, backends, sy):
     site.expect(alpha=BLUE, beta=BLUE, gamma=404)
 
 
+def test_an_override_follows_its_app_into_another_file(tmp_path, backends, sy):
+    site = Site(tmp_path, backends, sy)
+    p = site.proxy
+    r = ctl(site.sock, "weights", "beta", "blue=0", "green=100")
+    assert r.returncode == 0, r
+    site.expect(beta=GREEN)
+    # beta moves from b.yaml into a.yaml (one rename of a new a.yaml, then b.yaml goes): its
+    # override, kept by name, still applies.
+    write_rename(site.path("a.yaml"), tenant("alpha", "alpha.test", 100, 0)
+                 + tenant("beta", "beta.test", 100, 0).split("\n", 1)[1])
+    os.unlink(site.path("b.yaml"))
+    p.wait_for(lambda: site.path("a.yaml") == beta_source(site), "beta in a.yaml", timeout=5)
+    site.expect(alpha=BLUE, beta=GREEN, gamma=GREEN)
+    doc = json.loads(ctl(site.sock, "--json", "status", "beta").stdout)
+    assert doc["apps"][0]["override"]["state"] == "applied", doc
+
+
+def beta_source(site):
+    doc = json.loads(ctl(site.sock, "--json", "status", "beta").stdout)
+    return doc["apps"][0]["source"]["file"] if doc.get("apps") else None
+
+
 def configmap_layout(root, files):
     """kubelet's AtomicWriter: ..TS/NAME, ..data -> ..TS, NAME -> ..data/NAME."""
     os.makedirs(root)
@@ -290,3 +312,4 @@ def test_the_shipped_example_checks_with_both_tenant_files():
                        timeout=20)
     assert r.returncode == 0, r
     assert "tenants.yaml: ok: 5 apps, 2 clusters, 1 listeners" in r.stdout, r.stdout
+    assert "apps.d: 4 apps in 2 files" in r.stdout, r.stdout

@@ -358,6 +358,18 @@ static void test_refuses_a_tenant_file_larger_than_the_routing_file_may_be(void 
     load_fails(fx, MAIN_HEAD "apps_dir: apps.d\n", want, 1);
 }
 
+static void test_refuses_a_fifo_without_waiting_for_a_writer(void **state)
+{
+    struct fixture *fx = *state;
+    char path[160];
+    snprintf(path, sizeof(path), "%s/f.yaml", fx->apps);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    static const char *const want[] = {
+        "@/f.yaml: cannot read: not a regular file",
+    };
+    load_fails(fx, MAIN_HEAD "apps_dir: apps.d\n", want, 1);
+}
+
 static void test_limit_default(void **state)
 {
     struct sy_limits lim;
@@ -517,6 +529,8 @@ int main(void)
             test_a_host_claimed_by_a_file_and_the_routing_file_names_both, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_app_name_in_two_files_names_both, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_more_files_than_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refuses_a_fifo_without_waiting_for_a_writer, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_refuses_a_tenant_file_larger_than_the_routing_file_may_be, setup, teardown),
         cmocka_unit_test_setup_teardown(
