@@ -60,7 +60,8 @@ def layout():
 
 
 def run(args, uid=None):
-    pre = (lambda: (os.setgid(OWNER), os.setuid(uid))) if uid is not None else None
+    pre = (lambda: (os.setgroups([]), os.setgid(OWNER), os.setuid(uid))) \
+        if uid is not None else None
     return subprocess.run([SWITCHYARD] + args, capture_output=True, text=True, timeout=30,
                           preexec_fn=pre)
 

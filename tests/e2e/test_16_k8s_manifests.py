@@ -145,6 +145,13 @@ def test_grace_covers_the_drain_and_the_socket_is_shared():
     assert conf_dir in mounts and "subPath" not in mounts[conf_dir]
     assert "configMap" in volumes[mounts[conf_dir]["name"]]
 
+    # The init containers see each volume where the proxy does (the test's Pod below lays the
+    # volumes out by the proxy's mount paths).
+    by_volume = {m["name"]: m["mountPath"] for m in proxy["volumeMounts"]}
+    for c in spec.get("initContainers", []):
+        for m in c.get("volumeMounts", []):
+            assert by_volume.get(m["name"]) == m["mountPath"], (c["name"], m)
+
     # switchyardctl in the sidecar reaches the admin socket: same volume, same directory.
     sock_dir = os.path.dirname(cfg["admin"]["socket"])
     ctl_mounts = {m["mountPath"]: m["name"] for m in container("ctl")["volumeMounts"]}
