@@ -79,6 +79,8 @@ dpkg-query -W -f='${Conffiles}\n' switchyard | grep -q ' /etc/switchyard/switchy
 switchyard -t -c /etc/switchyard/switchyard.yaml >"$out" 2>&1 \
     || fail "switchyard -t -c /etc/switchyard/switchyard.yaml (as root)"
 grep -q ': ok: ' "$out" || fail "switchyard -t said no ok"
+grep -q "^note: /var/lib/switchyard (the overrides journal's directory) belongs to switchyard " \
+    "$out" || fail "switchyard -t as root did not name the user the daemon must run as"
 runuser -u switchyard -- switchyard -t -c /etc/switchyard/switchyard.yaml >"$out" 2>&1 \
     || fail "switchyard -t (as the switchyard user)"
 switchyardctl --version >"$out" 2>&1 || fail "switchyardctl --version"
