@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +170,30 @@ static void print_apps_dir(const struct sy_config *cfg)
     for (size_t i = 0; i < cfg->n_apps; i++)
         n += cfg->apps[i].source != NULL;
     printf("%s: %zu apps in %zu files\n", cfg->apps_dir, n, cfg->n_apps_dir_files);
+}
+
+/* -t's check of the journal's directory. The daemon refuses a directory that belongs to
+ * another user than itself or root, but -t is often run as root on a file that the service's
+ * own user will run (the packaged unit: User=switchyard, StateDirectory=switchyard): such a
+ * directory passes, with a note naming the user the daemon must run as. */
+static int check_journal_dir(const char *jpath, char *note, size_t size, struct sy_diags *d)
+{
+    uid_t owner;
+    int rc = sy_journal_check_dir_any_owner(jpath, &owner, d);
+    if (rc != 0 || owner == geteuid() || owner == 0)
+        return rc;
+    const struct passwd *pw = getpwuid(owner);
+    char *dir = sy_xstrdup(jpath);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir] = '\0';
+    snprintf(note, size,
+             "note: %s (the overrides journal's directory) belongs to %s%s(uid %u): the daemon "
+             "must run as that user (as uid %u it would refuse to keep its journal there)",
+             slash ? dir : ".", pw ? pw->pw_name : "", pw ? " " : "", (unsigned)owner,
+             (unsigned)geteuid());
+    free(dir);
+    return 0;
 }
 
 static int proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d, void *arg)
@@ -564,12 +589,14 @@ int main(int argc, char **argv)
     const struct sy_config *cfg = sy_route_table_config(table);
     if (check) {
         /* The journal's directory is checked as the start would check it (the journal is used
-         * when there is an admin socket or the file exists): -t says whether it would start. */
+         * when there is an admin socket or the file exists): -t says whether it would start,
+         * save for the directory's owner, which only the user who will run it can judge. */
         char jpath[4096];
+        char owner_note[512] = "";
         sy_diags_init(&d);
         if (sy_state_journal_path(cfg, path, jpath, sizeof(jpath)) == 0 &&
             (cfg->admin.socket || access(jpath, F_OK) == 0) &&
-            sy_journal_check_dir(jpath, &d) != 0) {
+            check_journal_dir(jpath, owner_note, sizeof(owner_note), &d) != 0) {
             char line[512];
             for (size_t i = 0; i < d.n; i++) {
                 sy_diag_format(&d.v[i], line, sizeof(line));
@@ -583,6 +610,8 @@ int main(int argc, char **argv)
         printf("%s: ok: %zu apps, %zu clusters, %zu listeners\n", path, cfg->n_apps,
                cfg->n_clusters, cfg->n_listens);
         print_apps_dir(cfg);
+        if (owner_note[0])
+            printf("%s\n", owner_note);
         check_diff(path, cfg);
         sy_state_free(ctl.state);
         return 0;

@@ -1148,7 +1148,9 @@ static int fsync_dir(const char *path)
     return rc;
 }
 
-int sy_journal_check_dir(const char *path, struct sy_diags *d)
+/* sy_journal_check_dir, and with `any_owner` the check of `switchyard -t`, which accepts a
+ * directory of any owner and says whose it is in *owner. */
+static int check_dir(const char *path, bool any_owner, uid_t *owner, struct sy_diags *d)
 {
     char *dir = dir_of(path);
     struct stat st;
@@ -1167,15 +1169,27 @@ int sy_journal_check_dir(const char *path, struct sy_diags *d)
                      dir, st.st_mode & S_IWOTH ? "others" : "its group",
                      (unsigned)(st.st_mode & 07777), dir);
         rc = SY_ERR_SYS;
-    } else if (st.st_uid != geteuid() && st.st_uid != 0) {
+    } else if (!any_owner && st.st_uid != geteuid() && st.st_uid != 0) {
         sy_diags_add(d, path, 0, 0,
                      "the directory %s of the overrides journal belongs to uid %u, not to this "
                      "user (uid %u) or root: refusing to keep the journal there",
                      dir, (unsigned)st.st_uid, (unsigned)geteuid());
         rc = SY_ERR_SYS;
+    } else if (owner) {
+        *owner = st.st_uid;
     }
     free(dir);
     return rc;
+}
+
+int sy_journal_check_dir(const char *path, struct sy_diags *d)
+{
+    return check_dir(path, false, NULL, d);
+}
+
+int sy_journal_check_dir_any_owner(const char *path, uid_t *owner, struct sy_diags *d)
+{
+    return check_dir(path, true, owner, d);
 }
 
 static int sync_fd(const struct sy_journal *j, int fd)

@@ -16,7 +16,8 @@ root=$(pwd)
 pkgs="meson ninja-build pkg-config gcc clang libclang-rt-14-dev libevent-dev libnghttp2-dev
       libyaml-dev libssl-dev libcmocka-dev curl nghttp2-client python3 python3-pytest
       python3-h2 python3-websockets socat procps openssl nghttp2-server python3-grpcio
-      mount e2fsprogs strace haproxy prometheus chromium"
+      mount e2fsprogs strace haproxy prometheus chromium
+      python3-yaml systemd dpkg-dev debhelper lintian man-db adduser"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -121,6 +122,19 @@ if [ -z "${SY_QUICK:-}" ]; then
             fi
         done
     else
+        failed=$((failed + 1))
+    fi
+fi
+
+# The Debian package (tests/pkg/run.sh: build, lintian, dpkg -i, -t, man, systemd-analyze
+# verify, purge): one test of about 1.5 minutes, run in CI (CI=true) or with SY_PKG_TEST=1.
+if [ -n "${SY_PKG_TEST:-}" ] || [ "${CI:-}" = true ]; then
+    echo "== Debian package"
+    if timeout 600 sh tests/pkg/run.sh >"$log/pkg.txt" 2>&1; then
+        grep '^pkg: ' "$log/pkg.txt"
+        passed=$((passed + 1))
+    else
+        tail -n 60 "$log/pkg.txt"
         failed=$((failed + 1))
     fi
 fi

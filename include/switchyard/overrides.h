@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "switchyard/base.h"
 #include "switchyard/routing.h"
@@ -162,6 +163,15 @@ int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct
  * diagnostic naming the directory and its mode in `d` (which borrows `path`).
  */
 int sy_journal_check_dir(const char *path, struct sy_diags *d);
+
+/**
+ * What `switchyard -t` checks of the same directory: it exists and is writable by its owner
+ * only, whoever that owner is. -t cannot know which user the daemon will run as (the packaged
+ * unit runs it as `switchyard`, while -t is often run as root), so the owner is not refused
+ * but returned in *owner for the caller to name. Returns 0, or SY_ERR_SYS with a diagnostic
+ * in `d` (which borrows `path`); *owner is set only on success.
+ */
+int sy_journal_check_dir_any_owner(const char *path, uid_t *owner, struct sy_diags *d);
 
 /** The overrides the journal says are in force (borrowed; valid until the next append). */
 const struct sy_overrides *sy_journal_overrides(const struct sy_journal *j);

@@ -449,6 +449,44 @@ static void test_state_dir_writable_by_others_is_refused(void **state)
     sy_journal_close(open_ok(f->path, &create_opts));
 }
 
+/* `switchyard -t` run by root on the packaged config, whose state directory belongs to the
+ * service's user: the owner is named, not refused, while a directory others may write in is
+ * still refused and the daemon's own check still refuses another user's directory. */
+static void test_check_dir_any_owner_names_the_owner(void **state)
+{
+    struct fx *f = *state;
+    uid_t other = geteuid() == 0 ? 65534 : geteuid();
+    assert_int_equal(chmod(f->dir, 0750), 0);
+    if (geteuid() == 0)
+        assert_int_equal(chown(f->dir, other, (gid_t)-1), 0);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    uid_t owner = 12345;
+    assert_int_equal(sy_journal_check_dir_any_owner(f->path, &owner, &d), 0);
+    assert_int_equal(owner, other);
+    assert_int_equal(d.n, 0);
+    if (geteuid() == 0) {
+        assert_int_not_equal(sy_journal_check_dir(f->path, &d), 0);
+        assert_int_equal(d.n, 1);
+        char line[512];
+        sy_diag_format(&d.v[0], line, sizeof(line));
+        assert_non_null(strstr(line, "belongs to uid 65534"));
+        d.n = 0;
+    }
+    assert_int_equal(chmod(f->dir, 0770), 0);
+    owner = 12345;
+    assert_int_not_equal(sy_journal_check_dir_any_owner(f->path, &owner, &d), 0);
+    assert_int_equal(owner, 12345);
+    assert_int_equal(d.n, 1);
+    char line[512];
+    sy_diag_format(&d.v[0], line, sizeof(line));
+    assert_non_null(strstr(line, "writable by its group"));
+    sy_diags_dispose(&d);
+    if (geteuid() == 0)
+        assert_int_equal(chown(f->dir, 0, (gid_t)-1), 0);
+    assert_int_equal(chmod(f->dir, 0755), 0);
+}
+
 static void test_compaction_does_not_follow_a_symlink_at_the_temp_path(void **state)
 {
     struct fx *f = *state;
@@ -873,6 +911,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_state_dir_writable_by_others_is_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_check_dir_any_owner_names_the_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_does_not_follow_a_symlink_at_the_temp_path,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_temp_file_of_a_crash_does_not_stop_compaction,
