@@ -9,6 +9,7 @@
  * being a ConfigMap's subdirectory, reached through `..data`), re-adding the watch when the
  * directory was replaced. */
 #include "switchyard/apps_dir.h"
+#include "switchyard/watch.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -225,25 +226,22 @@ static bool matters(const struct sy_apps_watch *w, const struct inotify_event *e
            (strcmp(ev->name, w->base) == 0 || strncmp(ev->name, "..", 2) == 0);
 }
 
+struct apps_seen {
+    const struct sy_apps_watch *w;
+    bool seen;
+};
+
+static void apps_event(const struct inotify_event *ev, void *arg)
+{
+    struct apps_seen *s = arg;
+    s->seen |= s->w->dir && matters(s->w, ev);
+}
+
 bool sy_apps_watch_read(struct sy_apps_watch *w)
 {
-    bool seen = false;
-    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    for (;;) {
-        ssize_t n = read(w->fd, buf, sizeof(buf));
-        if (n == -1) {
-            if (errno != EAGAIN && errno != EINTR)
-                sy_log_errno(SY_LOG_WARN, "apps_dir", "reading inotify events");
-            break;
-        }
-        if (n == 0)
-            break;
-        for (char *p = buf; p < buf + n;) {
-            const struct inotify_event *ev = (const struct inotify_event *)p;
-            p += sizeof(*ev) + ev->len;
-            seen |= w->dir && matters(w, ev);
-        }
-    }
+    struct apps_seen s = {.w = w};
+    sy_inotify_each(w->fd, "apps_dir", apps_event, &s);
+    bool seen = s.seen;
     /* The directory may have been replaced (renamed over, or removed and made again). */
     if (seen && w->dir)
         rewatch(w);

@@ -119,36 +119,53 @@ int sy_watch_fd(const struct sy_watch *w)
     return w->fd;
 }
 
-unsigned sy_watch_read(struct sy_watch *w)
+void sy_inotify_each(int fd, const char *who, void (*fn)(const struct inotify_event *ev, void *arg),
+                     void *arg)
 {
-    unsigned seen = 0;
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     for (;;) {
-        ssize_t n = read(w->fd, buf, sizeof(buf));
+        ssize_t n = read(fd, buf, sizeof(buf));
         if (n == -1) {
             if (errno != EAGAIN && errno != EINTR)
-                sy_log_errno(SY_LOG_WARN, "watch", "reading inotify events");
-            break;
+                sy_log_errno(SY_LOG_WARN, who, "reading inotify events");
+            return;
         }
         if (n == 0)
-            break;
+            return;
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
             p += sizeof(*ev) + ev->len;
-            if (ev->mask & IN_Q_OVERFLOW) {
-                seen |= SY_WATCH_CONFIG | SY_WATCH_FILES;
-                continue;
-            }
-            bool self = (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) != 0;
-            if (ev->wd == w->wd && (self || (ev->len && names(ev->name, w->base))))
-                seen |= SY_WATCH_CONFIG;
-            for (size_t i = 0; i < w->n_files; i++)
-                if (ev->wd == w->files[i].wd &&
-                    (self || (ev->len && names(ev->name, w->files[i].base))))
-                    seen |= SY_WATCH_FILES;
+            fn(ev, arg);
         }
     }
-    return seen;
+}
+
+struct seen {
+    struct sy_watch *w;
+    unsigned bits;
+};
+
+static void file_event(const struct inotify_event *ev, void *arg)
+{
+    struct seen *s = arg;
+    const struct sy_watch *w = s->w;
+    if (ev->mask & IN_Q_OVERFLOW) {
+        s->bits |= SY_WATCH_CONFIG | SY_WATCH_FILES;
+        return;
+    }
+    bool self = (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) != 0;
+    if (ev->wd == w->wd && (self || (ev->len && names(ev->name, w->base))))
+        s->bits |= SY_WATCH_CONFIG;
+    for (size_t i = 0; i < w->n_files; i++)
+        if (ev->wd == w->files[i].wd && (self || (ev->len && names(ev->name, w->files[i].base))))
+            s->bits |= SY_WATCH_FILES;
+}
+
+unsigned sy_watch_read(struct sy_watch *w)
+{
+    struct seen s = {.w = w};
+    sy_inotify_each(w->fd, "watch", file_event, &s);
+    return s.bits;
 }
 
 void sy_watch_free(struct sy_watch *w)

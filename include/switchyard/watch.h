@@ -39,6 +39,12 @@ void sy_watch_set_files(struct sy_watch *w, const char *const *paths, size_t n);
  */
 unsigned sy_watch_read(struct sy_watch *w);
 
+struct inotify_event;
+/** Reads every event queued on inotify descriptor `fd` (non-blocking) and hands each to `fn`;
+ * a read error other than EAGAIN is logged under `who`. Both watches use it. */
+void sy_inotify_each(int fd, const char *who, void (*fn)(const struct inotify_event *ev, void *arg),
+                     void *arg);
+
 void sy_watch_free(struct sy_watch *w);
 
 #endif
