@@ -685,6 +685,7 @@ void sy_exclusive_status_app(const struct sy_exclusive *x, const struct sy_app_s
     sy_json_str(r, "phase", phase_name(s->phase));
     sy_json_str(r, "from", s->from);
     sy_json_str(r, "to", s->to);
+    sy_json_bool(r, "by_reload", s->by_reload);
     sy_json_uint(r, "held", c.held_to);
     sy_json_uint(r, "answered_503", c.held_503_to - s->base_503);
     sy_json_uint(r, "old_in_flight", c.in_flight_from);

@@ -43,8 +43,10 @@ int sy_exclusive_start(struct sy_exclusive *x, const char *app, const char *to,
 
 /**
  * Aborts the switch of `app` (release has not begun: it is one step): the app goes back to
- * the cluster the journal says and its held requests go there. Returns 0 or SY_ERR_NOTFOUND
- * (no switch of it runs), with `err` set.
+ * the cluster the journal says and its held requests go there. A switch that a reload began
+ * is aborted with an override (journalled) that keeps the app on its old cluster, since the
+ * file no longer does. Returns 0, SY_ERR_NOTFOUND (no switch of it runs) or the error of
+ * that change, with `err` set.
  */
 int sy_exclusive_abort(struct sy_exclusive *x, const char *app, char *err, size_t errlen);
 
@@ -67,8 +69,8 @@ void sy_exclusive_reload_report(const struct sy_exclusive *x, uint64_t generatio
                                 struct sy_reply *r);
 
 /**
- * Writes `mode` and `switch` ({phase, from, to, held, answered_503, old_in_flight, since,
- * elapsed_ms} or null) into the app's status object, and a line of text while a switch runs
+ * Writes `mode` and `switch` ({phase, from, to, by_reload, held, answered_503, old_in_flight,
+ * since, elapsed_ms} or null) into the app's status object, and a line of text while a switch runs
  * (`indent` columns in). `x` may be NULL.
  */
 void sy_exclusive_status_app(const struct sy_exclusive *x, const struct sy_app_spec *app,

@@ -148,7 +148,8 @@ def test_a_reload_during_its_switch_wins_back_to_the_old_cluster(admin_proxy, si
     hang = busy_blue(p, singleton)
     p.write_config(apps=[exclusive_app("web", ["*"], "green", "blue")])
     p.ctl_ok("reload")
-    assert status_app(p)["switch"]["to"] == "green"
+    sw = status_app(p)["switch"]
+    assert (sw["to"], sw["by_reload"]) == ("green", True), sw
     results = []
     t = threading.Thread(target=lambda: results.append(curl_status(p.url + "/work")))
     t.start()
