@@ -384,3 +384,44 @@ def test_a_held_client_that_goes_away_is_forgotten(admin_proxy, singleton):
     slow.close()
     assert not [r for r in singleton.records() if r["side"] == "green"], singleton.records()
     assert "answered_503=0" in p.ctl_ok("history")
+
+
+def test_h2_streams_are_held_one_by_one_and_a_reset_one_is_forgotten(admin_proxy, singleton):
+    import h2.config
+    import h2.connection
+    import h2.events
+    p = start_proxy(admin_proxy, singleton, workers=1,
+                    exclusive={"hold": "10s", "drain": "20s"})
+    slow = busy_blue(p, singleton, b"/gate")
+    p.ctl_ok("switch", "web", "green")
+    sock = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", HOST), (":path", "/work")]
+    conn.send_headers(1, hdrs, end_stream=True)
+    conn.send_headers(3, hdrs, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    helpers.wait_for(lambda: held(p) == 2, 5, "two held streams")
+    conn.reset_stream(1)
+    sock.sendall(conn.data_to_send())
+    helpers.wait_for(lambda: held(p) == 1, 2, "the reset stream forgotten", interval=0.02)
+    singleton.get("/_gate")
+    status, backend, ended = None, None, set()
+    deadline = time.monotonic() + 10
+    while 3 not in ended and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        assert data, "the proxy closed the connection"
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == 3:
+                h = dict((k.decode(), v.decode()) for k, v in ev.headers)
+                status, backend = h[":status"], h.get("x-backend")
+            elif isinstance(ev, h2.events.StreamEnded):
+                ended.add(ev.stream_id)
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    slow.close()
+    assert (status, backend) == ("200", "green")
+    wait_switch_done(p, 5)
+    hist = p.ctl_ok("history")
+    assert re.search(r"held=1 answered_503=0\]", hist), hist
+    assert len([r for r in singleton.records() if r["side"] == "green"]) == 1
