@@ -61,6 +61,22 @@ int sy_exclusive_move(struct sy_exclusive *x, const char *app, const char *to,
                       const struct sy_actor *who, char *err, size_t errlen);
 
 /**
+ * The cluster that `release APP` would move exclusive app `app` to through a switch (its
+ * override puts it elsewhere than the file does), or NULL: not exclusive, no override, the
+ * same side, or no control loop (the release is then an ordinary change).
+ */
+const char *sy_exclusive_release_moves(const struct sy_exclusive *x, const char *app);
+
+/**
+ * `release APP` of an exclusive app: when it moves the app (sy_exclusive_release_moves), a
+ * switch towards the file's cluster begins, whose release drops the override (one journal
+ * record, `who` with the phase timings). Returns 1 (begun), 0 (nothing to move: the caller
+ * releases as usual), SY_ERR_AGAIN (a switch runs) or another negative sy_err, `err` set.
+ */
+int sy_exclusive_release(struct sy_exclusive *x, const char *app, const struct sy_actor *who,
+                         char *err, size_t errlen);
+
+/**
  * Lists (a line each, and the JSON array `exclusive_switches` of {app, from, to}) the switches
  * that reloads began and that still run: "begun" for those that the reload which published
  * `generation` began or retargeted, "in progress" for older ones. `x` may be NULL.
