@@ -944,6 +944,30 @@ static int cmd_revert(struct sy_admin_req *req)
     return rc;
 }
 
+/* `release APP` of an exclusive app whose override and file disagree: a switch to the file's
+ * side (admin/exclusive.c). Returns 1 (begun), 0 (nothing to move: release as usual) or the
+ * error answered. */
+static int release_exclusive(struct sy_admin_req *req, const char *app)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+    char err[512];
+    int rc = sy_exclusive_release(env->exclusive, app, &who, err, sizeof(err));
+    if (rc <= 0)
+        return rc < 0 ? sy_reply_error(r, "%s", err) : 0;
+    sy_reply_printf(r,
+                    "%s: exclusive switch to the file's cluster begun: new requests are held "
+                    "while the old cluster drains; the override is dropped at the release\n",
+                    app);
+    sy_json_begin_object(r, "switch");
+    sy_json_str(r, "app", app);
+    sy_json_str(r, "phase", "drain");
+    sy_json_end_object(r);
+    req->published = sy_state_generation(env->state);
+    return 1;
+}
+
 static int cmd_release(struct sy_admin_req *req)
 {
     struct sy_admin_routing *env = req->ctx;
@@ -955,6 +979,9 @@ static int cmd_release(struct sy_admin_req *req)
         if (app_index(config_of(env), e.app) < 0 &&
             !sy_overrides_find(sy_state_overrides(env->state), e.app))
             return sy_reply_error(r, "unknown app '%.64s'", e.app);
+        int rc = is_exclusive(req, e.app) ? release_exclusive(req, e.app) : 0;
+        if (rc)
+            return rc < 0 ? rc : 0;
         return change(req, &e, 1);
     }
     const struct sy_overrides *ov = sy_state_overrides(env->state);
@@ -964,18 +991,40 @@ static int cmd_release(struct sy_admin_req *req)
         sy_json_end_array(r);
         return 0;
     }
-    size_t n = ov->n;
+    size_t n = ov->n, k = 0, n_moving = 0;
     struct sy_state_edit *e = sy_xcalloc(n, sizeof(*e));
-    char **names = sy_xcalloc(n, sizeof(*names));
+    char **names = sy_xcalloc(n, sizeof(*names)), **moving = sy_xcalloc(n, sizeof(*moving));
     for (size_t i = 0; i < n; i++) {
-        names[i] = sy_xstrdup(ov->v[i].app); /* the set changes under the edit */
-        e[i].app = names[i];
-        e[i].release = true;
+        char *name = sy_xstrdup(ov->v[i].app); /* the set changes under the edit */
+        /* An exclusive app that the release moves gets a switch of its own. */
+        if (env->exclusive && sy_exclusive_release_moves(env->exclusive, name)) {
+            moving[n_moving++] = name;
+            continue;
+        }
+        names[k] = name;
+        e[k].app = name;
+        e[k++].release = true;
     }
-    int rc = change(req, e, n);
-    for (size_t i = 0; i < n; i++)
+    int rc = k ? change(req, e, k) : 0;
+    sy_json_begin_array(r, "exclusive_switches");
+    for (size_t i = 0; i < n_moving && rc == 0; i++) {
+        struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+        char err[512];
+        if (sy_exclusive_release(env->exclusive, moving[i], &who, err, sizeof(err)) < 0) {
+            sy_reply_printf(r, "%s: not released: %s\n", moving[i], err);
+            continue;
+        }
+        sy_reply_printf(r, "%s: exclusive switch to the file's cluster begun\n", moving[i]);
+        sy_json_str(r, NULL, moving[i]);
+        req->published = sy_state_generation(env->state);
+    }
+    sy_json_end_array(r);
+    for (size_t i = 0; i < n; i++) {
         free(names[i]);
+        free(moving[i]);
+    }
     free(names);
+    free(moving);
     free(e);
     return rc;
 }

@@ -73,6 +73,7 @@ struct xswitch {
     uint64_t next_probe_mono;
     int last_status;     /* of the ready check, 0: none yet */
     bool by_reload;      /* a reload began it: the release hands the app back to the file */
+    bool drop_override;  /* `release` began it: the release drops the app's override */
     uint64_t generation; /* the snapshot that began it */
 };
 
@@ -276,7 +277,10 @@ static void release(struct sy_exclusive *x, struct xswitch *s)
             sy_log(SY_LOG_WARN, "exclusive", "app %s: release to %s: %s", s->app, s->to, err);
         rc = 0; /* published unless compiling failed (memory): the log says */
     } else {
-        rc = sy_state_change(x->env->state, &e, 1, &who, err, sizeof(err));
+        /* `release`: the file's side, by dropping the override. */
+        struct sy_state_edit rel = {.app = s->app, .release = true};
+        rc =
+            sy_state_change(x->env->state, s->drop_override ? &rel : &e, 1, &who, err, sizeof(err));
     }
     if (rc) {
         /* Not durable: the app goes back where the journal says it is. */
@@ -602,6 +606,51 @@ static struct sy_route_table *reload_hook(const struct sy_route_table *cur,
     return t;
 }
 
+/* The cluster the file alone gives exclusive app `ai` (weight 100), or NULL. */
+static const char *file_cluster(const struct sy_config *cfg, size_t ai)
+{
+    const struct sy_app_spec *a = &cfg->apps[ai];
+    for (size_t i = 0; i < a->n_weights; i++)
+        if (a->weights[i].weight == 100)
+            return cfg->clusters[a->weights[i].cluster].name;
+    return NULL;
+}
+
+const char *sy_exclusive_release_moves(const struct sy_exclusive *x, const char *app)
+{
+    const struct sy_route_table *t = sy_state_table(x->env->state);
+    const struct sy_config *cfg = sy_route_table_config(t);
+    long ai = sy_config_app_index(cfg, app);
+    if (ai < 0 || cfg->apps[ai].mode != SY_APP_EXCLUSIVE || !x->tick ||
+        !sy_overrides_find(sy_state_overrides(x->env->state), app))
+        return NULL;
+    const char *live = live_cluster(t, (size_t)ai), *to = file_cluster(cfg, (size_t)ai);
+    return live && to && strcmp(live, to) != 0 ? to : NULL;
+}
+
+int sy_exclusive_release(struct sy_exclusive *x, const char *app, const struct sy_actor *who,
+                         char *err, size_t errlen)
+{
+    if (find(x, app)) {
+        snprintf(err, errlen, "switch in progress");
+        return SY_ERR_AGAIN;
+    }
+    const char *to = sy_exclusive_release_moves(x, app);
+    if (!to)
+        return 0;
+    const struct sy_route_table *t = sy_state_table(x->env->state);
+    long ai = sy_config_app_index(sy_route_table_config(t), app);
+    struct xswitch *s = switch_new(x, app, live_cluster(t, (size_t)ai), to, who);
+    s->drop_override = true;
+    int rc = sy_state_hold(x->env->state, app, s->to, err, errlen);
+    if (rc) {
+        switch_free(s);
+        return rc;
+    }
+    switch_begin(x, s);
+    return 1;
+}
+
 int sy_exclusive_move(struct sy_exclusive *x, const char *app, const char *to,
                       const struct sy_actor *who, char *err, size_t errlen)
 {
@@ -685,6 +734,7 @@ void sy_exclusive_status_app(const struct sy_exclusive *x, const struct sy_app_s
     sy_json_str(r, "phase", phase_name(s->phase));
     sy_json_str(r, "from", s->from);
     sy_json_str(r, "to", s->to);
+    sy_json_bool(r, "by_reload", s->by_reload);
     sy_json_uint(r, "held", c.held_to);
     sy_json_uint(r, "answered_503", c.held_503_to - s->base_503);
     sy_json_uint(r, "old_in_flight", c.in_flight_from);

@@ -43,8 +43,10 @@ int sy_exclusive_start(struct sy_exclusive *x, const char *app, const char *to,
 
 /**
  * Aborts the switch of `app` (release has not begun: it is one step): the app goes back to
- * the cluster the journal says and its held requests go there. Returns 0 or SY_ERR_NOTFOUND
- * (no switch of it runs), with `err` set.
+ * the cluster the journal says and its held requests go there. A switch that a reload began
+ * is aborted with an override (journalled) that keeps the app on its old cluster, since the
+ * file no longer does. Returns 0, SY_ERR_NOTFOUND (no switch of it runs) or the error of
+ * that change, with `err` set.
  */
 int sy_exclusive_abort(struct sy_exclusive *x, const char *app, char *err, size_t errlen);
 
@@ -59,6 +61,22 @@ int sy_exclusive_move(struct sy_exclusive *x, const char *app, const char *to,
                       const struct sy_actor *who, char *err, size_t errlen);
 
 /**
+ * The cluster that `release APP` would move exclusive app `app` to through a switch (its
+ * override puts it elsewhere than the file does), or NULL: not exclusive, no override, the
+ * same side, or no control loop (the release is then an ordinary change).
+ */
+const char *sy_exclusive_release_moves(const struct sy_exclusive *x, const char *app);
+
+/**
+ * `release APP` of an exclusive app: when it moves the app (sy_exclusive_release_moves), a
+ * switch towards the file's cluster begins, whose release drops the override (one journal
+ * record, `who` with the phase timings). Returns 1 (begun), 0 (nothing to move: the caller
+ * releases as usual), SY_ERR_AGAIN (a switch runs) or another negative sy_err, `err` set.
+ */
+int sy_exclusive_release(struct sy_exclusive *x, const char *app, const struct sy_actor *who,
+                         char *err, size_t errlen);
+
+/**
  * Lists (a line each, and the JSON array `exclusive_switches` of {app, from, to}) the switches
  * that reloads began and that still run: "begun" for those that the reload which published
  * `generation` began or retargeted, "in progress" for older ones. `x` may be NULL.
@@ -67,8 +85,8 @@ void sy_exclusive_reload_report(const struct sy_exclusive *x, uint64_t generatio
                                 struct sy_reply *r);
 
 /**
- * Writes `mode` and `switch` ({phase, from, to, held, answered_503, old_in_flight, since,
- * elapsed_ms} or null) into the app's status object, and a line of text while a switch runs
+ * Writes `mode` and `switch` ({phase, from, to, by_reload, held, answered_503, old_in_flight,
+ * since, elapsed_ms} or null) into the app's status object, and a line of text while a switch runs
  * (`indent` columns in). `x` may be NULL.
  */
 void sy_exclusive_status_app(const struct sy_exclusive *x, const struct sy_app_spec *app,
