@@ -299,16 +299,21 @@ int sy_ctl_watch(const char *socket, int timeout_ms, double interval_s, unsigned
     struct watch w = {.socket = socket, .timeout_ms = timeout_ms, .out = out};
     w.tty = isatty(fileno(out));
     int rc = 0;
+    double pause = interval_s;
     for (unsigned long frame = 0; count == 0 || frame < count; frame++) {
         if (frame > 0) {
-            struct timespec ts = {(time_t)interval_s,
-                                  (long)((interval_s - (double)(time_t)interval_s) * 1e9)};
+            struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
             while (nanosleep(&ts, &ts) == -1)
                 ;
         }
         struct sy_jv *st = NULL;
         uint64_t at = sy_now_ms();
-        if (poll_once(&w, &st) != 0) {
+        int polled = poll_once(&w, &st);
+        /* A status that takes long (thousands of apps) is asked less often: at most a fifth of
+         * the daemon's control thread goes to one watcher. */
+        double took = (double)(sy_now_ms() - at) / 1000.0;
+        pause = took * 4 > interval_s ? took * 4 : interval_s;
+        if (polled != 0) {
             rc = 3;
             continue;
         }

@@ -104,9 +104,10 @@ def break_config(p):
     return text.count("\n")
 
 
-@pytest.fixture
-def chrome(tmp_path):
-    c = Chromium(tmp_path)
+@pytest.fixture(scope="module")
+def chrome(tmp_path_factory):
+    """One browser for the file (starting one takes seconds): each test opens its own page."""
+    c = Chromium(tmp_path_factory.mktemp("chromium"))
     yield c
     c.stop()
 
@@ -118,7 +119,7 @@ def check_weights(shown, cl):
         assert shown["file"][c["name"]]["stable"] == c["stable"]
 
 
-def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome, tmp_path):
+def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome):
     hport = helpers.free_port()
     p = admin_proxy(APPS, workers=2, admin={"http": "127.0.0.1:%d" % hport})
     p.ctl_ok("weights", "web", "blue=90", "green=10")
