@@ -166,6 +166,12 @@ def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome):
                                  "text": web["banner"]["text"]}
         assert web["hosts"] == "shop.example.com *.shop.example.com" and web["paths"] == "/ /cart"
         assert web["revert"] == "switchyardctl -s %s revert web" % p.socket
+        # The copy button puts exactly that line on the clipboard.
+        chrome.allow_clipboard("http://127.0.0.1:%d" % hport)
+        chrome.eval(SEL % "web" + ".querySelector('[data-field=\"copy\"]').click()")
+        chrome.wait_for(SEL % "web" + ".querySelector('[data-field=\"copy\"]').textContent"
+                        " === 'copied'", what="the copy button to say so")
+        assert chrome.eval("navigator.clipboard.readText()") == web["revert"]
         assert web["mode"] == "weighted"
 
         # Rates: 90/10, and together what /status's counters grew by (within the noise of
