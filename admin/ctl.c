@@ -182,10 +182,15 @@ int main(int argc, char **argv)
         const char *env = getenv("SWITCHYARD_SOCKET");
         sockets[n++] = env && *env ? env : SY_ADMIN_DEFAULT_SOCKET;
     }
-    if (strcmp(argv[optind], "status") == 0)
-        for (int i = optind + 1; i < argc; i++)
-            if (strcmp(argv[i], "--watch") == 0)
-                return watch_main(argc - optind, argv + optind, sockets, n, timeout_ms);
+    if (strcmp(argv[optind], "status") == 0) {
+        for (int i = optind + 1; i < argc; i++) {
+            if (strcmp(argv[i], "--watch") == 0) {
+                int rc = watch_main(argc - optind, argv + optind, sockets, n, timeout_ms);
+                free(sockets);
+                return rc;
+            }
+        }
+    }
     for (int i = optind; i < argc; i++)
         if (strcmp(argv[i], "--json") == 0 || (i == optind && strcmp(argv[i], "json") == 0))
             json = true;

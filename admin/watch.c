@@ -19,9 +19,10 @@
 #include "switchyard/admin.h"
 #include "switchyard/overrides.h"
 
-#define WINDOW_MS    60000 /* p50 and p99 are over this much of the past */
-#define MAX_SAMPLES  128   /* polls kept for the window (the oldest go first) */
-#define HISTORY_ROWS 5
+#define WINDOW_MS     60000 /* p50 and p99 are over this much of the past (up to +10 s) */
+#define CHECKPOINT_MS 10000 /* polls kept for the window are at least this far apart */
+#define MAX_SAMPLES   16    /* polls kept: the window's checkpoints and the last one */
+#define HISTORY_ROWS  5
 
 struct sample {
     uint64_t at_ms; /* monotonic */
@@ -293,42 +294,51 @@ static int poll_once(struct watch *w, struct sy_jv **out)
     return rc;
 }
 
+/* Forgets the polls older than the window, keeping one at or just past its start, and makes
+ * room for one more. */
+static void forget(struct watch *w, uint64_t at)
+{
+    while (w->n > 1 && (at - w->v[1].at_ms >= WINDOW_MS || w->n == MAX_SAMPLES)) {
+        sy_jv_free(w->v[0].status);
+        memmove(&w->v[0], &w->v[1], (w->n - 1) * sizeof(w->v[0]));
+        w->n--;
+    }
+}
+
 int sy_ctl_watch(const char *socket, int timeout_ms, double interval_s, unsigned long count,
                  FILE *out)
 {
     struct watch w = {.socket = socket, .timeout_ms = timeout_ms, .out = out};
     w.tty = isatty(fileno(out));
     int rc = 0;
+    double pause = interval_s;
     for (unsigned long frame = 0; count == 0 || frame < count; frame++) {
         if (frame > 0) {
-            struct timespec ts = {(time_t)interval_s,
-                                  (long)((interval_s - (double)(time_t)interval_s) * 1e9)};
+            struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
             while (nanosleep(&ts, &ts) == -1)
                 ;
         }
         struct sy_jv *st = NULL;
         uint64_t at = sy_now_ms();
-        if (poll_once(&w, &st) != 0) {
+        int polled = poll_once(&w, &st);
+        /* A status that takes long (thousands of apps) is asked less often: at most a fifth of
+         * the daemon's control thread goes to one watcher. */
+        double took = (double)(sy_now_ms() - at) / 1000.0;
+        pause = took * 4 > interval_s ? took * 4 : interval_s;
+        if (polled != 0) {
             rc = 3;
             continue;
         }
         rc = 0;
-        /* Forget the polls older than the window, keeping one at or just past its start. */
-        while (w.n > 1 && at - w.v[1].at_ms >= WINDOW_MS) {
-            sy_jv_free(w.v[0].status);
-            memmove(&w.v[0], &w.v[1], (w.n - 1) * sizeof(w.v[0]));
-            w.n--;
-        }
-        if (w.n == MAX_SAMPLES) {
-            sy_jv_free(w.v[0].status);
-            memmove(&w.v[0], &w.v[1], (w.n - 1) * sizeof(w.v[0]));
-            w.n--;
-        }
+        forget(&w, at);
         const struct sample *prev = w.n ? &w.v[w.n - 1] : NULL;
         const struct sample *oldest = w.n ? &w.v[0] : NULL;
         double dt = prev ? (double)(at - prev->at_ms) / 1000.0 : 0;
         double window = oldest ? (double)(at - oldest->at_ms) / 1000.0 : 0;
         draw(&w, st, prev ? prev->status : NULL, dt, oldest ? oldest->status : NULL, window);
+        /* The previous poll stays only as a checkpoint, CHECKPOINT_MS after the one before. */
+        if (w.n >= 2 && w.v[w.n - 1].at_ms - w.v[w.n - 2].at_ms < CHECKPOINT_MS)
+            sy_jv_free(w.v[--w.n].status);
         w.v[w.n++] = (struct sample){at, st};
     }
     for (size_t i = 0; i < w.n; i++)

@@ -106,7 +106,8 @@ class Chromium:
         return r["result"].get("value")
 
     def wait_for(self, expr, timeout=15, what=None):
-        """Until `expr` is truthy in the page; returns its value."""
+        """Until `expr` is truthy in the page; returns its value. A DOM node comes back as {}
+        (falsy here): ask `!!node`."""
         deadline = time.monotonic() + timeout
         guarded = "(function () { try { return (%s); } catch (e) { return null; } })()" % expr
         while True:
@@ -116,6 +117,12 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise AssertionError("timed out waiting for %s" % (what or expr))
             time.sleep(0.05)  # polling the DOM: the page redraws on its own timer
+
+    def allow_clipboard(self, origin):
+        """Lets pages of `origin` write and read the clipboard, as a focused window's would."""
+        self.call("Browser.grantPermissions", {"origin": origin, "permissions": [
+            "clipboardReadWrite", "clipboardSanitizedWrite"]})
+        self.call("Emulation.setFocusEmulationEnabled", {"enabled": True})
 
     def viewport(self, width, height, mobile=False):
         """Resizes the page as a laptop's or a phone's window would."""

@@ -104,9 +104,10 @@ def break_config(p):
     return text.count("\n")
 
 
-@pytest.fixture
-def chrome(tmp_path):
-    c = Chromium(tmp_path)
+@pytest.fixture(scope="module")
+def chrome(tmp_path_factory):
+    """One browser for the file (starting one takes seconds): each test opens its own page."""
+    c = Chromium(tmp_path_factory.mktemp("chromium"))
     yield c
     c.stop()
 
@@ -118,7 +119,7 @@ def check_weights(shown, cl):
         assert shown["file"][c["name"]]["stable"] == c["stable"]
 
 
-def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome, tmp_path):
+def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome):
     hport = helpers.free_port()
     p = admin_proxy(APPS, workers=2, admin={"http": "127.0.0.1:%d" % hport})
     p.ctl_ok("weights", "web", "blue=90", "green=10")
@@ -165,6 +166,12 @@ def test_page_shows_split_override_rates_and_revert(admin_proxy, chrome, tmp_pat
                                  "text": web["banner"]["text"]}
         assert web["hosts"] == "shop.example.com *.shop.example.com" and web["paths"] == "/ /cart"
         assert web["revert"] == "switchyardctl -s %s revert web" % p.socket
+        # The copy button puts exactly that line on the clipboard.
+        chrome.allow_clipboard("http://127.0.0.1:%d" % hport)
+        chrome.eval(SEL % "web" + ".querySelector('[data-field=\"copy\"]').click()")
+        chrome.wait_for(SEL % "web" + ".querySelector('[data-field=\"copy\"]').textContent"
+                        " === 'copied'", what="the copy button to say so")
+        assert chrome.eval("navigator.clipboard.readText()") == web["revert"]
         assert web["mode"] == "weighted"
 
         # Rates: 90/10, and together what /status's counters grew by (within the noise of
@@ -286,3 +293,37 @@ def test_many_apps_show_what_needs_an_eye_and_the_filter_finds_the_rest(admin_pr
     assert s[2] == ["app-119"], s
     assert type_filter("app-")[0] == "50"
     assert type_filter("nothing-like-it")[:2] == ["0", "120"]
+
+
+def test_page_window_and_quantiles_agree_with_watch(admin_proxy, chrome):
+    """The page's own arithmetic, run in the browser: the quantiles of status --watch's unit
+    test (tests/unit/admin/test_watch.c) come out the same, and polls every 2 s for 5 minutes
+    leave a window of 60..70 s held by at most 9 polls."""
+    hport = helpers.free_port()
+    admin_proxy(APPS[:1], workers=1, admin={"http": "127.0.0.1:%d" % hport})
+    chrome.open("http://127.0.0.1:%d/?interval=60" % hport)
+    chrome.wait_for("document.getElementById('conn').dataset.state === 'ok'", what="a poll")
+    le = '["1", "2.5", "5", "+Inf"]'
+    cases = [("[10, 20, 30, 30]", "null", 0.5, 1.75), ("[10, 20, 30, 30]", "null", 2 / 30, 0.2),
+             ("[10, 20, 30, 30]", "[10, 10, 10, 10]", 0.5, 2.5),
+             ("[10, 20, 30, 30]", "[10, 10, 10, 10]", 0.75, 3.75),
+             ("[1, 1, 1, 5]", "null", 0.99, 5), ("[1, 1, 1, 5]", "null", 0.1, 0.5)]
+    for now, old, q, want in cases:
+        got = chrome.eval("quantile({latency_le_ms: %s, latency_counts: %s}, %s, %r)"
+                          % (le, now, "null" if old == "null" else "{latency_counts: %s}" % old, q))
+        assert abs(got - want) < 1e-9, (now, old, q, got, want)
+    assert chrome.eval("quantile({latency_le_ms: %s, latency_counts: [1, 2, 3, 3]},"
+                       " {latency_counts: [1, 2, 3, 3]}, 0.5)" % le) is None
+    spans = chrome.eval("""(function () {
+      samples.length = 0;
+      var out = [];
+      for (var at = 0; at <= 300000; at += 2000) {
+        var w = pollWindow(at);
+        if (w.oldest) out.push([at - w.oldest.at, samples.length]);
+        samples.push({at: at, c: {}});
+      }
+      return out;
+    })()""")
+    late = [s for s in spans[40:]]  # after the first 80 s
+    assert all(60000 <= span <= 70000 for span, _ in late), late
+    assert max(n for _, n in spans) <= 9, spans
