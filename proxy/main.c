@@ -57,6 +57,7 @@ struct control {
     struct sy_admin_routing admin_env;
     struct sy_admin_http *http; /* admin.http: /metrics, /status, /healthz, /readyz */
     bool stopping;
+    struct event *stop_delay; /* shutdown.delay: listeners still accept until it fires */
     struct sy_notify *notify; /* systemd's NOTIFY_SOCKET; NULL without it */
 };
 
@@ -272,6 +273,52 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The second half of a graceful stop: the listeners close, idle connections close, HTTP/2
+ * clients get GOAWAY and HTTP/1.1 answers carry `Connection: close` (the workers' drain);
+ * what still runs after shutdown.grace is cut. The control loop ends here and main waits for
+ * the workers while still taking signals. */
+static void begin_drain(struct control *ctl)
+{
+    unsigned grace_ms = sy_route_table_config(sy_state_table(ctl->state))->shutdown.grace_ms;
+    char status[128];
+    snprintf(status, sizeof(status), "draining (at most %u ms)", grace_ms);
+    sy_notify_status(ctl->notify, status);
+    sy_log(SY_LOG_INFO, "main", "listeners closed: draining (at most %u ms)", grace_ms);
+    sy_workers_drain(ctl->workers, grace_ms);
+    event_base_loopbreak(ctl->base);
+}
+
+static void stop_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+    begin_drain(arg);
+}
+
+/* SIGTERM or SIGINT: /readyz turns 503 and systemd hears STOPPING at once; the listeners go
+ * on accepting for shutdown.delay (a load balancer or Kubernetes takes that long to stop
+ * sending), then the drain. */
+static void graceful_stop(struct control *ctl, int sig)
+{
+    ctl->stopping = true;
+    sy_admin_http_set_draining(ctl->http);
+    const struct sy_config *cfg = sy_route_table_config(sy_state_table(ctl->state));
+    unsigned delay_ms = cfg->shutdown.delay_ms;
+    char status[160];
+    snprintf(status, sizeof(status), "draining (accepting for %u ms more, then at most %u ms)",
+             delay_ms, cfg->shutdown.grace_ms);
+    sy_notify_stopping(ctl->notify, status);
+    sy_log(SY_LOG_INFO, "main",
+           "signal %d: stopping (/readyz 503; accepting for %u ms more, then draining for at "
+           "most %u ms)",
+           sig, delay_ms, cfg->shutdown.grace_ms);
+    if (delay_ms == 0) {
+        begin_drain(ctl);
+        return;
+    }
+    ctl->stop_delay = evtimer_new(ctl->base, stop_delay_cb, ctl);
+    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+    evtimer_add(ctl->stop_delay, &tv);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct control *ctl = arg;
@@ -286,15 +333,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         sy_log_stop(LOG_EXIT_FLUSH_MS);
         _exit(1);
     }
-    ctl->stopping = true;
-    sy_admin_http_set_draining(ctl->http);
-    unsigned drain_ms = sy_route_table_config(sy_state_table(ctl->state))->timeouts.drain_ms;
-    char status[128];
-    snprintf(status, sizeof(status), "draining (at most %u ms)", drain_ms);
-    sy_notify_stopping(ctl->notify, status);
-    sy_log(SY_LOG_INFO, "main", "signal %d: draining (at most %u ms)", (int)sig, drain_ms);
-    sy_workers_drain(ctl->workers, drain_ms);
-    event_base_loopbreak(ctl->base);
+    graceful_stop(ctl, (int)sig);
 }
 
 /* Joins the workers off the control thread and wakes the control loop (an eventfd: the
@@ -673,6 +712,8 @@ int main(int argc, char **argv)
     if (ctl.watch_ev)
         event_free(ctl.watch_ev);
     event_free(ctl.debounce);
+    if (ctl.stop_delay)
+        event_free(ctl.stop_delay);
     event_free(ctl.ticket_timer);
     event_free(ctl.tidy_timer);
     event_free(ctl.tidy_soon);
