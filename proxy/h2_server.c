@@ -71,6 +71,8 @@ struct h2_session {
     struct event *flush_ev;
     struct event *start_ev; /* starts streams a turn later once the client has reset any */
     struct event *idle_timer;
+    struct event *drain_ev;  /* drain: the final GOAWAY, DRAIN_GOAWAY_MS after the notice */
+    struct event *notice_ev; /* drain after an upgrade: the notice, if not idle before */
     struct h2_stream *streams;
     size_t n_streams;
     bool goaway;
@@ -100,9 +102,16 @@ static const struct sy_config *session_config(const struct h2_session *s)
     return worker_config(s->conn.w);
 }
 
+/* A draining worker gives an idle connection this long (instead of timeouts.client_idle)
+ * before it closes. */
+#define DRAIN_IDLE_MS 1000
+
 static void arm_idle(struct h2_session *s)
 {
-    struct timeval tv = ms_tv(session_config(s)->timeouts.client_idle_ms);
+    unsigned ms = session_config(s)->timeouts.client_idle_ms;
+    if (s->conn.w->draining && ms > DRAIN_IDLE_MS)
+        ms = DRAIN_IDLE_MS;
+    struct timeval tv = ms_tv(ms);
     evtimer_add(s->idle_timer, &tv);
 }
 
@@ -1040,6 +1049,10 @@ static void session_free(struct h2_session *s)
     event_free(s->flush_ev);
     event_free(s->start_ev);
     event_free(s->idle_timer);
+    if (s->drain_ev)
+        event_free(s->drain_ev);
+    if (s->notice_ev)
+        event_free(s->notice_ev);
     wthrough_detach(&s->wt);
     tls_conn_end(s->bev);
     bufferevent_free(s->bev);
@@ -1053,16 +1066,65 @@ static void conn_free(struct conn *c)
     session_free((struct h2_session *)c);
 }
 
-/* Drain: GOAWAY now; streams in flight finish, then the connection closes. */
+/* Between the drain's GOAWAY notice and the final GOAWAY: a round trip and then some, so
+ * that no stream the client opened before it saw the notice is refused. */
+#define DRAIN_GOAWAY_MS 1000
+
+static void final_goaway_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_session *s = arg;
+    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    session_flush(s);
+}
+
+/* Drain: GOAWAY in two steps (RFC 9113 §6.8): a notice now (last stream 2^31-1: the client
+ * opens no new stream here), the final one with the last stream taken DRAIN_GOAWAY_MS later;
+ * streams in flight finish, then the connection closes. A single GOAWAY would refuse the
+ * streams that cross it, which a client counts as failed. */
+static void goaway_notice(struct h2_session *s)
+{
+    if (s->goaway)
+        return;
+    s->goaway = true;
+    s->drain_ev = evtimer_new(s->conn.w->base, final_goaway_cb, s);
+    struct timeval tv = ms_tv(DRAIN_GOAWAY_MS);
+    if (nghttp2_submit_shutdown_notice(s->ng) != 0 || !s->drain_ev ||
+        evtimer_add(s->drain_ev, &tv) != 0)
+        final_goaway_cb(-1, 0, s);
+}
+
+static void notice_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_session *s = arg;
+    goaway_notice(s);
+    session_flush(s);
+}
+
+/* After an upgrade the new process serves the same listeners, so nothing presses: a
+ * connection in use is left to its client (many, h2load among them, do not move to a new
+ * connection after GOAWAY, and count what they could not send as failed) until it has been
+ * idle DRAIN_IDLE_MS (then it closes: idle_cb) or half the grace has passed (then the
+ * notice). */
+static void soft_drain(struct h2_session *s)
+{
+    if (!s->notice_ev) {
+        s->notice_ev = evtimer_new(s->conn.w->base, notice_cb, s);
+        struct timeval tv = ms_tv(s->conn.w->drain_ms / 2);
+        if (!s->notice_ev || evtimer_add(s->notice_ev, &tv) != 0)
+            goaway_notice(s);
+    }
+    if (s->n_streams == 0)
+        arm_idle(s);
+}
+
 static void conn_close_idle(struct conn *c)
 {
     struct h2_session *s = (struct h2_session *)c;
-    if (!s->goaway) {
-        nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
-                              NULL, 0);
-        s->goaway = true;
-    }
+    if (c->w->drain_soft && !s->goaway)
+        soft_drain(s);
+    else
+        goaway_notice(s);
     session_flush(s);
 }
 
