@@ -71,8 +71,7 @@ struct h2_session {
     struct event *flush_ev;
     struct event *start_ev; /* starts streams a turn later once the client has reset any */
     struct event *idle_timer;
-    struct event *drain_ev;  /* drain: the final GOAWAY, DRAIN_GOAWAY_MS after the notice */
-    struct event *notice_ev; /* drain after an upgrade: the notice, if not idle before */
+    struct event *notice_ev; /* drain after an upgrade: the GOAWAY, if not idle before */
     struct h2_stream *streams;
     size_t n_streams;
     bool goaway;
@@ -1049,8 +1048,6 @@ static void session_free(struct h2_session *s)
     event_free(s->flush_ev);
     event_free(s->start_ev);
     event_free(s->idle_timer);
-    if (s->drain_ev)
-        event_free(s->drain_ev);
     if (s->notice_ev)
         event_free(s->notice_ev);
     wthrough_detach(&s->wt);
@@ -1066,32 +1063,16 @@ static void conn_free(struct conn *c)
     session_free((struct h2_session *)c);
 }
 
-/* Between the drain's GOAWAY notice and the final GOAWAY: a round trip and then some, so
- * that no stream the client opened before it saw the notice is refused. */
-#define DRAIN_GOAWAY_MS 1000
-
-static void final_goaway_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct h2_session *s = arg;
-    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
-                          NGHTTP2_NO_ERROR, NULL, 0);
-    session_flush(s);
-}
-
-/* Drain: GOAWAY in two steps (RFC 9113 §6.8): a notice now (last stream 2^31-1: the client
- * opens no new stream here), the final one with the last stream taken DRAIN_GOAWAY_MS later;
- * streams in flight finish, then the connection closes. A single GOAWAY would refuse the
- * streams that cross it, which a client counts as failed. */
+/* Drain: GOAWAY with the last stream taken; streams in flight finish, then the connection
+ * closes. A stream that crosses it is refused (REFUSED_STREAM: safe for the client to retry
+ * on a new connection, RFC 9113 §8.7). */
 static void goaway_notice(struct h2_session *s)
 {
     if (s->goaway)
         return;
+    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
     s->goaway = true;
-    s->drain_ev = evtimer_new(s->conn.w->base, final_goaway_cb, s);
-    struct timeval tv = ms_tv(DRAIN_GOAWAY_MS);
-    if (nghttp2_submit_shutdown_notice(s->ng) != 0 || !s->drain_ev ||
-        evtimer_add(s->drain_ev, &tv) != 0)
-        final_goaway_cb(-1, 0, s);
 }
 
 static void notice_cb(evutil_socket_t fd, short what, void *arg)
@@ -1105,7 +1086,7 @@ static void notice_cb(evutil_socket_t fd, short what, void *arg)
  * connection in use is left to its client (many, h2load among them, do not move to a new
  * connection after GOAWAY, and count what they could not send as failed) until it has been
  * idle DRAIN_IDLE_MS (then it closes: idle_cb) or half the grace has passed (then the
- * notice). */
+ * GOAWAY). */
 static void soft_drain(struct h2_session *s)
 {
     if (!s->notice_ev) {
