@@ -635,6 +635,8 @@ static int take_over(const struct sy_config *cfg, const char *path, struct sy_up
     sy_log(SY_LOG_INFO, "upgrade", "taking over from pid %d: %zu listening sockets",
            (int)t->old_pid, t->n_listen);
     sy_workers_inherit(t->listen, t->n_listen);
+    free(t->listen);
+    t->listen = NULL;
     t->n_listen = 0;
     return 0;
 }
@@ -657,15 +659,20 @@ static int taken_http_fd(struct sy_upgrade_taken *t, const struct sy_config *cfg
 }
 
 /* Until every worker routes with its snapshot (it answered a ping from its loop), at most
- * 10 s. */
+ * 10 s. The ping's number is far above those sy_notify counts from 1 on: a worker answers
+ * (and rings) any number other than its last, so the notifier's first ping is still
+ * answered on its own descriptor. */
+#define TAKE_OVER_PING (UINT64_C(1) << 62)
+
 static bool workers_routing(struct sy_workers *ws)
 {
     int efd = eventfd(0, EFD_CLOEXEC);
     if (efd == -1)
         return false;
-    sy_workers_ping(ws, 1, efd);
+    sy_workers_ping(ws, TAKE_OVER_PING, efd);
     uint64_t deadline = sy_now_ms() + 10000;
-    while (sy_workers_answered(ws, 1) < sy_workers_count(ws) && sy_now_ms() < deadline) {
+    while (sy_workers_answered(ws, TAKE_OVER_PING) < sy_workers_count(ws) &&
+           sy_now_ms() < deadline) {
         uint64_t v;
         struct timespec ts = {0, 1000 * 1000};
         if (read(efd, &v, sizeof(v)) == -1)
@@ -673,7 +680,7 @@ static bool workers_routing(struct sy_workers *ws)
     }
     /* The eventfd must stay open while a worker may still ring it: a late one is not waited
      * for, and the descriptor is left to the process (one, once). */
-    bool ok = sy_workers_answered(ws, 1) == sy_workers_count(ws);
+    bool ok = sy_workers_answered(ws, TAKE_OVER_PING) == sy_workers_count(ws);
     if (ok)
         close(efd);
     return ok;

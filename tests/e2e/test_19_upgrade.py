@@ -28,13 +28,14 @@ class Sy:
     """One switchyard process of this test's own: the new process of an upgrade outlives the
     one it replaced, so the fixtures' one-process-per-proxy bookkeeping does not fit."""
 
-    def __init__(self, cfg, log, args=()):
+    def __init__(self, cfg, log, args=(), extra_env=None):
         self.log = log
         self._logf = open(log, "ab")
         self.offset = self._logf.tell()
+        env = dict(os.environ, **(extra_env or {}))
         self.proc = subprocess.Popen([conftest.SWITCHYARD, "-c", cfg] + list(args),
                                      stdin=subprocess.DEVNULL, stdout=self._logf,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=env)
         self.pid = self.proc.pid
 
     def text(self):
@@ -85,8 +86,8 @@ def env(backends, tmp_path):
             f.write(helpers.to_yaml(doc))
         os.rename(tmp, e["cfg"])
 
-    def start(args=()):
-        p = Sy(e["cfg"], str(tmp_path / "sy.log"), args)
+    def start(args=(), extra_env=None):
+        p = Sy(e["cfg"], str(tmp_path / "sy.log"), args, extra_env)
         e["procs"].append(p)
         return p
 
@@ -243,14 +244,46 @@ def test_failed_upgrade_leaves_the_old_process_serving(env):
     assert old.stop() == 0
 
 
-def test_sigusr2_execs_the_binary_with_upgrade(env):
+class Notify:
+    """A datagram socket where systemd's would be, with each sender's pid (SO_PASSCRED)."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.path = path
+
+    def wait(self, key, timeout=10):
+        """(sender pid, {key: value}) of the next message that sets `key`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                break
+            pid = next((int.from_bytes(d[:4], "little") for lvl, typ, d in anc
+                        if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS), 0)
+            fields = dict(x.split("=", 1) for x in data.decode().splitlines() if "=" in x)
+            if key in fields:
+                return pid, fields
+        raise AssertionError("no %s= within %.1f s" % (key, timeout))
+
+
+def test_sigusr2_execs_the_binary_with_upgrade_and_tells_systemd(env):
     e = env
-    old = e["start"]()
-    old.wait_log(r"upgrade: upgrades")
+    lst = Notify(str(e["dir"] / "notify.sock"))
+    old = e["start"](extra_env={"NOTIFY_SOCKET": lst.path})
+    assert lst.wait("READY")[0] == old.pid
     old.proc.send_signal(signal.SIGUSR2)
     old.wait_log(r"upgrade: pid (\d+) serves")
     pid = int(re.search(r"upgrade: pid (\d+) serves", old.text()).group(1))
     e["foreign"] = [pid]
+    # The old process (still the main one) names the new one; then the new one is READY.
+    sender, fields = lst.wait("MAINPID")
+    assert sender == old.pid and fields["MAINPID"] == str(pid), fields
+    sender, fields = lst.wait("READY")
+    assert sender == pid and fields.get("MAINPID") in (None, str(pid)), fields
     assert old.wait_exit() == 0
     with open("/proc/%d/cmdline" % pid, "rb") as f:
         argv = f.read().split(b"\0")
