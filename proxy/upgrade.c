@@ -252,6 +252,9 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
         close(c);
         return;
     }
+    /* The sockets go out in one burst: a peer that does not read cannot hold this thread. */
+    struct timeval snd = {5, 0};
+    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof(snd));
     u->conn = c;
     u->peer = cred.pid;
     u->phase = P_HELLO;
