@@ -134,3 +134,60 @@ def test_second_term_stops_at_once(proxy, backends):
     dl.join(10)
     assert dl_out and dl_out[0][1] < DOWNLOAD
     assert "second signal: stopping now" in p.log_text()
+
+
+class H2c:
+    """An HTTP/2 client with prior knowledge (python h2) on one connection."""
+
+    def __init__(self, port):
+        import h2.config
+        import h2.connection
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+        self.events = []
+
+    def get(self, path):
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                                     (":authority", "app.test")], end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        return sid
+
+    def pump(self, until, timeout=5):
+        """Reads until until(events) is true; returns the time it became true."""
+        deadline = time.monotonic() + timeout
+        while not until(self.events):
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("closed; events %r" % self.events)
+            for ev in self.conn.receive_data(data):
+                self.events.append((time.monotonic(), ev))
+            self.sock.sendall(self.conn.data_to_send())
+        return time.monotonic()
+
+
+def test_h2_client_is_served_through_the_delay_then_gets_goaway(proxy, backends):
+    import h2.events
+    hport = free_port()
+    p = proxy(extra=admin_extra(hport, "1500ms", "10s"))
+    c = H2c(p.port)
+    sid = c.get("/anything")
+    def ended(evs):
+        return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for _, e in evs)
+
+    c.pump(ended)
+    t_term = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    helpers.wait_for(lambda: readyz(hport) == 503, 2, "/readyz 503", interval=0.002)
+    sid = c.get("/anything")  # during the delay: served on the same connection
+    c.pump(ended)
+    assert not any(isinstance(e, h2.events.ConnectionTerminated) for _, e in c.events)
+    t_goaway = c.pump(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated)
+                                      for _, e in evs), timeout=5)
+    assert t_goaway - t_term >= 1.4, "GOAWAY %.2f s after TERM" % (t_goaway - t_term)
+    goaway = [e for _, e in c.events if isinstance(e, h2.events.ConnectionTerminated)][0]
+    assert goaway.error_code == 0 and goaway.last_stream_id == sid, goaway
+    assert p.wait_exit(10) == 0
