@@ -73,7 +73,7 @@ def env(backends, tmp_path):
          "hport": helpers.free_port(), "sock": os.path.join(sockdir, "admin.sock"),
          "state": str(tmp_path / "sy.state"), "cfg": str(tmp_path / "sy.yaml"), "procs": []}
 
-    def write(ports):
+    def write(ports, path=None):
         doc = {"workers": 2,
                "listen": [{"address": "127.0.0.1:%d" % p} for p in ports],
                "admin": {"socket": e["sock"], "http": "127.0.0.1:%d" % e["hport"]},
@@ -81,13 +81,15 @@ def env(backends, tmp_path):
                "shutdown": {"delay": "0s", "grace": "10s"},
                "clusters": conftest.default_clusters(backends),
                "apps": [{"name": "web", "hosts": ["*"], "weights": {"blue": 100, "green": 0}}]}
-        tmp = e["cfg"] + ".tmp"
+        path = path or e["cfg"]
+        tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(helpers.to_yaml(doc))
-        os.rename(tmp, e["cfg"])
+        os.rename(tmp, path)
+        return path
 
-    def start(args=(), extra_env=None):
-        p = Sy(e["cfg"], str(tmp_path / "sy.log"), args, extra_env)
+    def start(args=(), extra_env=None, cfg=None):
+        p = Sy(cfg or e["cfg"], str(tmp_path / "sy.log"), args, extra_env)
         e["procs"].append(p)
         return p
 
@@ -168,11 +170,12 @@ def flock_count(path):
         return sum(1 for line in f if " FLOCK " in line and dev in line)
 
 
-def upgrade(e, old):
-    """One `--upgrade` under a journal watch; returns the new process, once the old exited 0.
-    The watch reads the new process's descriptors first, then the old one's: if both hold
-    the journal in one sample, they held it at the same moment."""
-    new = e["start"](["--upgrade"])
+def upgrade(e, old, cfg=None):
+    """One `--upgrade` (of `cfg`, default the same file) under a journal watch; returns the
+    new process, once the old exited 0. The watch reads the new process's descriptors first,
+    then the old one's: if both hold the journal in one sample, they held it at the same
+    moment."""
+    new = e["start"](["--upgrade"], cfg=cfg)
     both, stop = [], threading.Event()
 
     def watch():
@@ -201,9 +204,9 @@ def test_upgrade_hands_over_sockets_journal_and_admin(env):
     old.wait_log(r"upgrade: upgrades .* through %s\.upgrade" % re.escape(e["sock"]))
     ctl(e["sock"], "weights", "web", "blue=0", "green=100")
     assert backend_of(e["port"]) == "green"
-    # The new file keeps port and adds port2: bound fresh; the old one never had it.
-    e["write"]([e["port"], e["port2"]])
-    new = upgrade(e, old)
+    # The new file keeps port and adds port2: bound fresh; the old one never had it (another
+    # file, with the same admin socket and journal: the old process does not reload it).
+    new = upgrade(e, old, e["write"]([e["port"], e["port2"]], str(e["dir"] / "sy2.yaml")))
     assert re.search(r"sent 2 listening sockets, the admin socket, admin.http", old.text())
     assert "journal: %s: released (closed, unlocked)" % e["state"] in old.text()
     assert backend_of(e["port"]) == "green" and backend_of(e["port2"]) == "green"
@@ -214,8 +217,7 @@ def test_upgrade_hands_over_sockets_journal_and_admin(env):
     ctl(e["sock"], "weights", "web", "blue=100", "green=0")
     assert backend_of(e["port"]) == "blue"
     # A listener the next file drops is closed.
-    e["write"]([e["port2"]])
-    newer = upgrade(e, new)
+    newer = upgrade(e, new, e["write"]([e["port2"]], str(e["dir"] / "sy3.yaml")))
     assert helpers.wait_for(lambda: refused(e["port"]), 5, "port closed")
     assert backend_of(e["port2"]) == "blue"
     assert newer.stop() == 0
