@@ -569,6 +569,8 @@ void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     c->timer = evtimer_new(w->base, timer_cb, c);
     worker_conn_init(w, &c->conn, sa, salen, tls);
     arm_timer(c, cfg->timeouts.client_idle_ms);
+    if (w->draining)
+        conn_close_idle(&c->conn); /* a handshake that ended during the drain */
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     /* A TLS handshake may have brought the first bytes already. */
     if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)

@@ -403,6 +403,7 @@ static void up_done(void *arg, pid_t pid)
     ctl->notify = NULL;
     sy_admin_hand_over_socket(ctl->admin);
     sy_admin_http_stop_accepting(ctl->http);
+    sy_admin_http_set_draining(ctl->http); /* its connections still open say 503 */
     if (ctl->stop_delay)
         event_del(ctl->stop_delay);
     ctl->stopping = true;
