@@ -178,6 +178,7 @@ def upgrade(e, old, cfg=None):
     new process, once the old exited 0. The watch reads the new process's descriptors first,
     then the old one's: if both hold the journal in one sample, they held it at the same
     moment."""
+    t0 = time.monotonic()
     new = e["start"](["--upgrade"], cfg=cfg)
     both, stop = [], threading.Event()
 
@@ -191,7 +192,9 @@ def upgrade(e, old, cfg=None):
     t.start()
     try:
         new.wait_log(r"upgrade: took over from pid %d: serving" % old.pid)
+        e.setdefault("took_over_s", []).append(time.monotonic() - t0)
         assert old.wait_exit() == 0
+        e.setdefault("old_gone_s", []).append(time.monotonic() - t0)
     finally:
         stop.set()
         t.join()
@@ -339,6 +342,10 @@ def test_five_upgrades_under_wrk_and_h2load_lose_nothing(env):
         out, _ = wrk.communicate(timeout=60)
         out_tls, _ = wrk_tls.communicate(timeout=60)
     helpers.measure("upgrades_under_load", n_upgrades)
+    helpers.measure("upgrade_take_over_max_s", "%.3f" % max(e["took_over_s"]),
+                    note="--upgrade started -> the new process serves")
+    helpers.measure("upgrade_old_exit_max_s", "%.3f" % max(e["old_gone_s"]),
+                    note="--upgrade started -> the old process exited, drained")
     for name, text in (("upgrade_wrk_requests", out), ("upgrade_wrk_tls_requests", out_tls)):
         m = re.search(r"(\d+) requests in", text)
         assert m and int(m.group(1)) > 500, text
