@@ -709,6 +709,17 @@ static void finish_take_over(struct control *ctl, const struct sy_config *cfg, c
     _exit(1);
 }
 
+/* --upgrade cannot go on (`why`): the journal is released, then the old process is told why
+ * (it takes the journal back and serves on). No-op without an upgrade under way. */
+static void give_up_take_over(struct control *ctl, struct sy_upgrade_taken *t, const char *why)
+{
+    if (t->conn == -1)
+        return;
+    sy_journal_release(sy_state_journal(ctl->state));
+    sy_upgrade_fail(t, why);
+    sy_upgrade_taken_dispose(t);
+}
+
 /* For SIGUSR2: what to exec, and the systemd variables sy_notify_new takes away. */
 static void remember_paths(const char *path)
 {
@@ -876,6 +887,7 @@ int main(int argc, char **argv)
         event_add(sigs[i], NULL);
     }
     if (sy_workers_new(table, n, &ctl.workers) != 0) {
+        give_up_take_over(&ctl, &taken, "cannot listen on every address of its file (see its log)");
         for (int i = 0; i < 4; i++)
             event_free(sigs[i]);
         event_base_free(ctl.base);
@@ -917,6 +929,7 @@ int main(int argc, char **argv)
         henv.inherited_fd = hfd;
         if (sy_admin_http_listen(ctl.base, cfg, &henv, &ctl.http) != 0) {
             fprintf(stderr, "switchyard: cannot serve admin.http %s\n", cfg->admin.http);
+            give_up_take_over(&ctl, &taken, "cannot serve admin.http");
             return 1;
         }
     }
@@ -926,6 +939,7 @@ int main(int argc, char **argv)
         if ((afd != -1 ? sy_admin_listen_fd(ctl.admin, ctl.base, cfg->admin.socket, afd)
                        : sy_admin_listen(ctl.admin, ctl.base, cfg->admin.socket)) != 0) {
             fprintf(stderr, "switchyard: cannot serve the admin socket %s\n", cfg->admin.socket);
+            give_up_take_over(&ctl, &taken, "cannot serve the admin socket");
             return 1;
         }
     }

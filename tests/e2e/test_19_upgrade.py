@@ -238,11 +238,14 @@ def test_failed_upgrade_leaves_the_old_process_serving(env):
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
     squatter.listen(1)
-    e["write"]([e["port"], squatter.getsockname()[1]])
-    new = e["start"](["--upgrade"])
+    squatter_port = squatter.getsockname()[1]
+    cfg2 = e["write"]([e["port"], squatter_port], str(e["dir"] / "sy2.yaml"))
+    new = e["start"](["--upgrade"], cfg=cfg2)
     assert new.wait_exit() == 1
     squatter.close()
-    old.wait_log(r"upgrade: pid %d did not take over: .*; this process serves on" % new.pid)
+    old.wait_log(r"upgrade: pid %d did not take over: cannot listen on every address of its "
+                 r"file \(see its log\); this process serves on" % new.pid)
+    assert re.search(r"cannot bind 127\.0\.0\.1:%d" % squatter_port, new.text())
     old.wait_log(r"journal: .*: taken back")
     assert backend_of(e["port"]) == "blue"
     ctl(e["sock"], "weights", "web", "blue=0", "green=100")  # the journal is writable again
