@@ -513,6 +513,11 @@ int sy_upgrade_spawn(const char *exe, const char *config, const char *level)
         sigprocmask(SIG_SETMASK, &none, NULL);
         if (fork() != 0)
             _exit(0);
+        /* Nothing of ours but stdin, stdout and stderr: an accepted client connection (not
+         * every descriptor is close-on-exec) kept open by the new process would never close. */
+        if (close_range(3, ~0U, 0) == -1)
+            for (int fd = 3; fd < 65536; fd++)
+                close(fd);
         static char c_opt[] = "-c", up_opt[] = "--upgrade", l_opt[] = "-l";
         char *argv[8] = {(char *)exe, c_opt, (char *)config, up_opt, NULL, NULL, NULL, NULL};
         if (level) {

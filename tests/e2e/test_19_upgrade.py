@@ -286,6 +286,9 @@ def test_sigusr2_execs_the_binary_with_upgrade_and_tells_systemd(env):
     lst = Notify(str(e["dir"] / "notify.sock"))
     old = e["start"](extra_env={"NOTIFY_SOCKET": lst.path})
     assert lst.wait("READY")[0] == old.pid
+    idle = helpers.Raw(e["port"])  # a keep-alive client of the old process
+    idle.send(helpers.get_request("/anything"))
+    assert idle.read_response().status == 200
     old.proc.send_signal(signal.SIGUSR2)
     old.wait_log(r"upgrade: pid (\d+) serves")
     pid = int(re.search(r"upgrade: pid (\d+) serves", old.text()).group(1))
@@ -296,6 +299,8 @@ def test_sigusr2_execs_the_binary_with_upgrade_and_tells_systemd(env):
     sender, fields = lst.wait("READY")
     assert sender == pid and fields.get("MAINPID") in (None, str(pid)), fields
     assert old.wait_exit() == 0
+    # Closed with the old process: the new one holds none of its descriptors.
+    assert idle.closed(timeout=5) is True
     with open("/proc/%d/cmdline" % pid, "rb") as f:
         argv = f.read().split(b"\0")
     assert b"--upgrade" in argv and os.path.realpath(e["cfg"]).encode() in argv
