@@ -445,9 +445,14 @@ int sy_admin_http_listen(struct event_base *base, const struct sy_config *cfg,
     if (a->n_http_allow)
         memcpy(h->allow, a->http_allow, a->n_http_allow * sizeof(*h->allow));
     h->headers = sy_xcalloc(h->lim.max_headers ? h->lim.max_headers : 1, sizeof(*h->headers));
-    h->listener = evconnlistener_new_bind(
-        base, accept_cb, h, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
-        (const struct sockaddr *)&a->http_addr, (int)a->http_addrlen);
+    if (env->has_inherited_fd)
+        h->listener =
+            evconnlistener_new(base, accept_cb, h, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                               -1, env->inherited_fd);
+    else
+        h->listener = evconnlistener_new_bind(
+            base, accept_cb, h, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+            128, (const struct sockaddr *)&a->http_addr, (int)a->http_addrlen);
     if (!h->listener) {
         sy_log_errno(SY_LOG_ERROR, "admin", "cannot listen on admin.http %s", a->http);
         free(h->allow);
@@ -472,8 +477,22 @@ void sy_admin_http_free(struct sy_admin_http *h)
         return;
     while (h->conns)
         conn_free(h->conns);
-    evconnlistener_free(h->listener);
+    if (h->listener)
+        evconnlistener_free(h->listener);
     free(h->allow);
     free(h->headers);
     free(h);
+}
+
+int sy_admin_http_fd(const struct sy_admin_http *h)
+{
+    return h && h->listener ? evconnlistener_get_fd(h->listener) : -1;
+}
+
+void sy_admin_http_stop_accepting(struct sy_admin_http *h)
+{
+    if (!h || !h->listener)
+        return;
+    evconnlistener_free(h->listener); /* our copy: the new process has its own */
+    h->listener = NULL;
 }

@@ -637,3 +637,53 @@ void sy_admin_free(struct sy_admin *a)
     free(a->tables);
     free(a);
 }
+
+int sy_admin_listen_fd(struct sy_admin *a, struct event_base *base, const char *path, int fd)
+{
+    struct stat st;
+    if (stat(path, &st) == -1) {
+        sy_log_errno(SY_LOG_ERROR, "admin", "the admin socket %s taken over", path);
+        close(fd);
+        return SY_ERR_SYS;
+    }
+    a->base = base;
+    a->fd = fd;
+    a->path = sy_xstrdup(path);
+    a->inode = st.st_ino;
+    a->dev = st.st_dev;
+    a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, a);
+    event_add(a->accept_ev, NULL);
+    sy_log(SY_LOG_INFO, "admin", "listening on %s (taken over from the process replaced)", path);
+    return 0;
+}
+
+int sy_admin_socket_fd(const struct sy_admin *a)
+{
+    return a && a->path ? a->fd : -1;
+}
+
+void sy_admin_pause_socket(struct sy_admin *a, bool paused)
+{
+    if (!a || !a->accept_ev)
+        return;
+    if (paused)
+        event_del(a->accept_ev);
+    else
+        event_add(a->accept_ev, NULL);
+}
+
+void sy_admin_hand_over_socket(struct sy_admin *a)
+{
+    if (!a || !a->path)
+        return;
+    /* The socket file is the new process's now: closed here, never unlinked. */
+    if (a->accept_ev)
+        event_free(a->accept_ev);
+    a->accept_ev = NULL;
+    if (a->pause_ev)
+        event_free(a->pause_ev);
+    a->pause_ev = NULL;
+    close(a->fd);
+    free(a->path);
+    a->path = NULL;
+}

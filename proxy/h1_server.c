@@ -61,13 +61,20 @@ static void conn_free(struct conn *conn)
     client_free((struct h1_client *)conn);
 }
 
+/* Drain, for a connection with no request in flight: closing it at once races with the
+ * client's next request (already sent, it would meet a reset: a failed request for a client
+ * that does not retry), so it gets DRAIN_IDLE_MS more, as its idle deadline, to send one,
+ * which is answered with `Connection: close`. */
+#define DRAIN_IDLE_MS 1000
+
+static void arm_timer(struct h1_client *c, unsigned ms);
+
 static void conn_close_idle(struct conn *conn)
 {
     struct h1_client *c = (struct h1_client *)conn;
-    if (!c->down.ex && !c->closing)
-        client_free(c);
-    else
-        c->keep_alive = false;
+    c->keep_alive = false;
+    if (!c->down.ex && !c->closing && !c->lingering && !c->head_started)
+        arm_timer(c, DRAIN_IDLE_MS);
 }
 
 static void arm_timer(struct h1_client *c, unsigned ms)
@@ -570,6 +577,8 @@ void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     c->timer = evtimer_new(w->base, timer_cb, c);
     worker_conn_init(w, &c->conn, sa, salen, tls);
     arm_timer(c, cfg->timeouts.client_idle_ms);
+    if (w->draining)
+        conn_close_idle(&c->conn); /* a handshake that ended during the drain */
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     /* A TLS handshake may have brought the first bytes already. */
     if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)

@@ -71,6 +71,7 @@ struct h2_session {
     struct event *flush_ev;
     struct event *start_ev; /* starts streams a turn later once the client has reset any */
     struct event *idle_timer;
+    struct event *notice_ev; /* drain after an upgrade: the GOAWAY, if not idle before */
     struct h2_stream *streams;
     size_t n_streams;
     bool goaway;
@@ -100,9 +101,16 @@ static const struct sy_config *session_config(const struct h2_session *s)
     return worker_config(s->conn.w);
 }
 
+/* A draining worker gives an idle connection this long (instead of timeouts.client_idle)
+ * before it closes. */
+#define DRAIN_IDLE_MS 1000
+
 static void arm_idle(struct h2_session *s)
 {
-    struct timeval tv = ms_tv(session_config(s)->timeouts.client_idle_ms);
+    unsigned ms = session_config(s)->timeouts.client_idle_ms;
+    if (s->conn.w->draining && ms > DRAIN_IDLE_MS)
+        ms = DRAIN_IDLE_MS;
+    struct timeval tv = ms_tv(ms);
     evtimer_add(s->idle_timer, &tv);
 }
 
@@ -1048,6 +1056,8 @@ static void session_free(struct h2_session *s)
     event_free(s->flush_ev);
     event_free(s->start_ev);
     event_free(s->idle_timer);
+    if (s->notice_ev)
+        event_free(s->notice_ev);
     wthrough_detach(&s->wt);
     tls_conn_end(s->bev);
     bufferevent_free(s->bev);
@@ -1061,16 +1071,49 @@ static void conn_free(struct conn *c)
     session_free((struct h2_session *)c);
 }
 
-/* Drain: GOAWAY now; streams in flight finish, then the connection closes. */
+/* Drain: GOAWAY with the last stream taken; streams in flight finish, then the connection
+ * closes. A stream that crosses it is refused (REFUSED_STREAM: safe for the client to retry
+ * on a new connection, RFC 9113 §8.7). */
+static void goaway_notice(struct h2_session *s)
+{
+    if (s->goaway)
+        return;
+    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    s->goaway = true;
+}
+
+static void notice_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_session *s = arg;
+    goaway_notice(s);
+    session_flush(s);
+}
+
+/* After an upgrade the new process serves the same listeners, so nothing presses: a
+ * connection in use is left to its client (many, h2load among them, do not move to a new
+ * connection after GOAWAY, and count what they could not send as failed) until it has been
+ * idle DRAIN_IDLE_MS (then it closes: idle_cb) or half the grace has passed (then the
+ * GOAWAY). */
+static void soft_drain(struct h2_session *s)
+{
+    if (!s->notice_ev) {
+        s->notice_ev = evtimer_new(s->conn.w->base, notice_cb, s);
+        struct timeval tv = ms_tv(s->conn.w->drain_ms / 2);
+        if (!s->notice_ev || evtimer_add(s->notice_ev, &tv) != 0)
+            goaway_notice(s);
+    }
+    if (s->n_streams == 0)
+        arm_idle(s);
+}
+
 static void conn_close_idle(struct conn *c)
 {
     struct h2_session *s = (struct h2_session *)c;
-    if (!s->goaway) {
-        nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
-                              NULL, 0);
-        s->goaway = true;
-    }
+    if (c->w->drain_soft && !s->goaway)
+        soft_drain(s);
+    else
+        goaway_notice(s);
     session_flush(s);
 }
 

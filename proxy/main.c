@@ -31,6 +31,7 @@
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
 #include "switchyard/state.h"
+#include "switchyard/upgrade.h"
 #include "switchyard/watch.h"
 #include "sy_config.h"
 
@@ -63,11 +64,23 @@ struct control {
     struct sy_notify *notify;         /* systemd's NOTIFY_SOCKET; NULL without it */
     struct sy_apps_watch *apps_watch; /* apps_dir of the table in force; NULL: not watched */
     struct event *apps_watch_ev;
+    struct event *stop_delay; /* shutdown.delay: listeners still accept until it fires */
+    bool draining;            /* begin_drain ran */
+    bool upgraded;            /* a new process took over: its drain is sy_workers_drain_upgraded */
+    struct sy_upgrade *upgrade; /* the upgrade socket (proxy/upgrade.c); NULL: none */
 };
+
+/* What SIGUSR2 starts: this binary's path (the file there now: a package upgrade replaced
+ * it), the config's absolute path and the log level, read at start; and the systemd
+ * variables sy_notify_new takes out of the environment, put back for the new process. */
+static char exe_path[4096], config_abs[4096];
+static const char *level_arg;
+static char *saved_notify_socket, *saved_watchdog_usec;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: switchyard [-t] -c FILE [-l debug|info|warn|error] [--discard-state]\n"
+               "                  [--upgrade]\n"
                "  -c, --config FILE   the routing table (YAML); changes are picked up live\n"
                "  -t, --check         check FILE and exit: 0 when valid, 1 with every error;\n"
                "                      when FILE's admin socket answers, also show what FILE\n"
@@ -75,6 +88,9 @@ static void usage(FILE *f)
                "  -l, --log-level L   log level (default info)\n"
                "      --discard-state start even when the overrides journal cannot be read:\n"
                "                      it is moved aside and every override in it is LOST\n"
+               "      --upgrade       take over from the switchyard running with FILE's admin\n"
+               "                      socket (or journal): its listening sockets, journal and\n"
+               "                      admin socket; it drains once this one serves\n"
                "  -V, --version       print the version\n");
 }
 
@@ -343,9 +359,171 @@ static void start_apps_watch(struct control *ctl, const struct sy_config *cfg)
     watch_apps_dir(ctl, cfg);
 }
 
+/* The second half of a graceful stop: the listeners close, idle connections close, HTTP/2
+ * clients get GOAWAY and HTTP/1.1 answers carry `Connection: close` (the workers' drain);
+ * what still runs after shutdown.grace is cut. The control loop ends here and main waits for
+ * the workers while still taking signals. */
+static void begin_drain(struct control *ctl)
+{
+    if (ctl->draining)
+        return;
+    ctl->draining = true;
+    unsigned grace_ms = sy_route_table_config(sy_state_table(ctl->state))->shutdown.grace_ms;
+    char status[128];
+    snprintf(status, sizeof(status), "draining (at most %u ms)", grace_ms);
+    sy_notify_status(ctl->notify, status);
+    sy_log(SY_LOG_INFO, "main", "listeners closed: draining (at most %u ms)", grace_ms);
+    if (ctl->upgraded)
+        sy_workers_drain_upgraded(ctl->workers, grace_ms);
+    else
+        sy_workers_drain(ctl->workers, grace_ms);
+    event_base_loopbreak(ctl->base);
+}
+
+static void stop_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+    begin_drain(arg);
+}
+
+/* SIGTERM or SIGINT: /readyz turns 503 and systemd hears STOPPING at once; the listeners go
+ * on accepting for shutdown.delay (a load balancer or Kubernetes takes that long to stop
+ * sending), then the drain. */
+static void graceful_stop(struct control *ctl, int sig)
+{
+    ctl->stopping = true;
+    sy_admin_http_set_draining(ctl->http);
+    const struct sy_config *cfg = sy_route_table_config(sy_state_table(ctl->state));
+    unsigned delay_ms = cfg->shutdown.delay_ms;
+    char status[160];
+    snprintf(status, sizeof(status), "draining (accepting for %u ms more, then at most %u ms)",
+             delay_ms, cfg->shutdown.grace_ms);
+    sy_notify_stopping(ctl->notify, status);
+    sy_log(SY_LOG_INFO, "main",
+           "signal %d: stopping (/readyz 503; accepting for %u ms more, then draining for at "
+           "most %u ms)",
+           sig, delay_ms, cfg->shutdown.grace_ms);
+    if (delay_ms == 0) {
+        begin_drain(ctl);
+        return;
+    }
+    ctl->stop_delay = evtimer_new(ctl->base, stop_delay_cb, ctl);
+    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+    evtimer_add(ctl->stop_delay, &tv);
+}
+
+/* -- zero-downtime upgrade, the old process's side (proxy/upgrade.c calls these) ---------- */
+
+static size_t up_listen_fds(void *arg, int *out, size_t max)
+{
+    struct control *ctl = arg;
+    return sy_workers_listen_fds(ctl->workers, out, max);
+}
+
+static int up_admin_fd(void *arg)
+{
+    return sy_admin_socket_fd(((struct control *)arg)->admin);
+}
+
+static int up_http_fd(void *arg)
+{
+    return sy_admin_http_fd(((struct control *)arg)->http);
+}
+
+/* The journal is never written by two processes: admin commands wait in the socket's backlog
+ * and any other writer (a ramp, the exclusive switch) is refused, then the file is closed,
+ * which releases its lock, before the new process is told it may open it. */
+static void up_release(void *arg)
+{
+    struct control *ctl = arg;
+    sy_admin_pause_socket(ctl->admin, true);
+    sy_journal_release(sy_state_journal(ctl->state));
+}
+
+static void up_failed(void *arg, const char *why)
+{
+    struct control *ctl = arg;
+    /* A new process that died may not have released the lock yet: a moment's grace. */
+    int rc = 0;
+    for (int i = 0; i < 200; i++) {
+        rc = sy_journal_retake(sy_state_journal(ctl->state));
+        if (rc != SY_ERR_AGAIN)
+            break;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc)
+        sy_log(SY_LOG_ERROR, "upgrade",
+               "cannot take the journal back (%s): admin changes are refused until restart",
+               sy_strerror(rc));
+    sy_admin_pause_socket(ctl->admin, false);
+    char status[300];
+    snprintf(status, sizeof(status), "upgrade failed (%s): still serving", why);
+    sy_notify_status(ctl->notify, status);
+}
+
+/* The new process routes on every worker: systemd is told that it is the main process now,
+ * the admin sockets are its own, and this one drains (a graceful stop without the delay: the
+ * listeners are the new process's too, so nothing is refused). */
+static void up_done(void *arg, pid_t pid)
+{
+    struct control *ctl = arg;
+    char m[96];
+    snprintf(m, sizeof(m), "MAINPID=%d\nSTATUS=upgraded: pid %d serves", (int)pid, (int)pid);
+    sy_notify_send(ctl->notify, m);
+    sy_notify_free(ctl->notify); /* no STOPPING=1 nor watchdog from here: pid is the service */
+    ctl->notify = NULL;
+    sy_admin_hand_over_socket(ctl->admin);
+    sy_admin_http_stop_accepting(ctl->http);
+    sy_admin_http_set_draining(ctl->http); /* its connections still open say 503 */
+    if (ctl->stop_delay)
+        event_del(ctl->stop_delay);
+    ctl->stopping = true;
+    ctl->upgraded = true;
+    begin_drain(ctl);
+}
+
+static void serve_upgrades(struct control *ctl, const struct sy_config *cfg, const char *path,
+                           int fd)
+{
+    char up[128];
+    if (sy_upgrade_socket_path(cfg, path, up, sizeof(up)) != 0) {
+        sy_log(SY_LOG_WARN, "upgrade", "no upgrade socket: its path would be too long");
+        if (fd != -1)
+            close(fd);
+        return;
+    }
+    struct sy_upgrade_hooks h = {up_listen_fds, up_admin_fd, up_http_fd, up_release,
+                                 up_failed,     up_done,     ctl};
+    sy_upgrade_serve(ctl->base, up, fd, &h, &ctl->upgrade);
+}
+
+/* SIGUSR2: the same binary path, with --upgrade; it connects back to us. */
+static void spawn_upgrade(struct control *ctl)
+{
+    if (ctl->stopping) {
+        sy_log(SY_LOG_WARN, "upgrade", "SIGUSR2 while stopping: ignored");
+        return;
+    }
+    if (!exe_path[0] || !config_abs[0]) {
+        sy_log(SY_LOG_ERROR, "upgrade", "SIGUSR2: this binary's or the config's path is unknown");
+        return;
+    }
+    if (saved_notify_socket)
+        setenv("NOTIFY_SOCKET", saved_notify_socket, 1);
+    if (saved_watchdog_usec)
+        setenv("WATCHDOG_USEC", saved_watchdog_usec, 1);
+    sy_upgrade_spawn(exe_path, config_abs, level_arg);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct control *ctl = arg;
+    if (sig == SIGUSR2) {
+        spawn_upgrade(ctl);
+        return;
+    }
     if (sig == SIGHUP) {
         if (!ctl->stopping)
             reload(ctl, true);
@@ -357,15 +535,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         sy_log_stop(LOG_EXIT_FLUSH_MS);
         _exit(1);
     }
-    ctl->stopping = true;
-    sy_admin_http_set_draining(ctl->http);
-    unsigned drain_ms = sy_route_table_config(sy_state_table(ctl->state))->timeouts.drain_ms;
-    char status[128];
-    snprintf(status, sizeof(status), "draining (at most %u ms)", drain_ms);
-    sy_notify_stopping(ctl->notify, status);
-    sy_log(SY_LOG_INFO, "main", "signal %d: draining (at most %u ms)", (int)sig, drain_ms);
-    sy_workers_drain(ctl->workers, drain_ms);
-    event_base_loopbreak(ctl->base);
+    graceful_stop(ctl, (int)sig);
 }
 
 static void usr1_cb(evutil_socket_t sig, short what, void *arg)
@@ -524,6 +694,129 @@ static void raise_nofile(void)
     sy_log(SY_LOG_INFO, "main", "open files: at most %llu (the hard limit)", was);
 }
 
+/* -- zero-downtime upgrade, the new process's side ---------------------------------------- */
+
+/* --upgrade: receives the running process's sockets (the listeners go to the workers made
+ * next) and has it release the journal, which the caller opens next. 0, or 1 after saying
+ * why on stderr. */
+static int take_over(const struct sy_config *cfg, const char *path, struct sy_upgrade_taken *t)
+{
+    char up[128], why[512];
+    if (sy_upgrade_socket_path(cfg, path, up, sizeof(up)) != 0) {
+        fprintf(stderr, "switchyard: --upgrade: the upgrade socket's path would be too long\n");
+        return 1;
+    }
+    if (sy_upgrade_connect(up, t, why, sizeof(why)) != 0 ||
+        sy_upgrade_take_journal(t, why, sizeof(why)) != 0) {
+        fprintf(stderr, "switchyard: --upgrade: %s\n", why);
+        sy_upgrade_taken_dispose(t);
+        return 1;
+    }
+    sy_log(SY_LOG_INFO, "upgrade", "taking over from pid %d: %zu listening sockets",
+           (int)t->old_pid, t->n_listen);
+    sy_workers_inherit(t->listen, t->n_listen);
+    free(t->listen);
+    t->listen = NULL;
+    t->n_listen = 0;
+    return 0;
+}
+
+/* admin.http's socket from the old process, when it listens on the address `cfg` names. */
+static int taken_http_fd(struct sy_upgrade_taken *t, const struct sy_config *cfg)
+{
+    int fd = t->http_fd;
+    t->http_fd = -1;
+    struct sockaddr_storage ss = {0};
+    socklen_t len = sizeof(ss);
+    if (fd == -1 || !cfg->admin.http)
+        return fd == -1 ? -1 : (close(fd), -1);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1 || len != cfg->admin.http_addrlen ||
+        memcmp(&ss, &cfg->admin.http_addr, len) != 0) {
+        close(fd);
+        return -1; /* admin.http moved: bound afresh */
+    }
+    return fd;
+}
+
+/* Until every worker routes with its snapshot (it answered a ping from its loop), at most
+ * 10 s. The ping's number is far above those sy_notify counts from 1 on: a worker answers
+ * (and rings) any number other than its last, so the notifier's first ping is still
+ * answered on its own descriptor. */
+#define TAKE_OVER_PING (UINT64_C(1) << 62)
+
+static bool workers_routing(struct sy_workers *ws)
+{
+    int efd = eventfd(0, EFD_CLOEXEC);
+    if (efd == -1)
+        return false;
+    sy_workers_ping(ws, TAKE_OVER_PING, efd);
+    uint64_t deadline = sy_now_ms() + 10000;
+    while (sy_workers_answered(ws, TAKE_OVER_PING) < sy_workers_count(ws) &&
+           sy_now_ms() < deadline) {
+        uint64_t v;
+        struct timespec ts = {0, 1000 * 1000};
+        if (read(efd, &v, sizeof(v)) == -1)
+            nanosleep(&ts, NULL);
+    }
+    /* The eventfd must stay open while a worker may still ring it: a late one is not waited
+     * for, and the descriptor is left to the process (one, once). */
+    bool ok = sy_workers_answered(ws, TAKE_OVER_PING) == sy_workers_count(ws);
+    if (ok)
+        close(efd);
+    return ok;
+}
+
+/* The new process serves: the old one is told (it stops accepting and drains), then the
+ * upgrade socket is ours. A failure here ends this process: the old one serves on. */
+static void finish_take_over(struct control *ctl, const struct sy_config *cfg, const char *path,
+                             struct sy_upgrade_taken *t)
+{
+    char why[512];
+    if (!workers_routing(ctl->workers)) {
+        snprintf(why, sizeof(why), "the workers did not take their snapshot within 10 s");
+    } else if (sy_upgrade_ready(t, why, sizeof(why)) == 0) {
+        sy_log(SY_LOG_INFO, "upgrade", "took over from pid %d: serving", (int)t->old_pid);
+        serve_upgrades(ctl, cfg, path, t->upgrade_fd);
+        t->upgrade_fd = -1;
+        sy_upgrade_taken_dispose(t);
+        return;
+    }
+    sy_log(SY_LOG_ERROR, "upgrade", "cannot take over: %s", why);
+    sy_journal_release(sy_state_journal(ctl->state)); /* before the old one hears of it */
+    sy_upgrade_fail(t, why);
+    sy_log_stop(LOG_EXIT_FLUSH_MS);
+    _exit(1);
+}
+
+/* --upgrade cannot go on (`why`): the journal is released, then the old process is told why
+ * (it takes the journal back and serves on). No-op without an upgrade under way. */
+static void give_up_take_over(struct control *ctl, struct sy_upgrade_taken *t, const char *why)
+{
+    if (t->conn == -1)
+        return;
+    sy_journal_release(sy_state_journal(ctl->state));
+    sy_upgrade_fail(t, why);
+    sy_upgrade_taken_dispose(t);
+}
+
+/* For SIGUSR2: what to exec, and the systemd variables sy_notify_new takes away. */
+static void remember_paths(const char *path)
+{
+    ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
+    exe_path[n > 0 ? n : 0] = '\0';
+    size_t len = strlen(exe_path);
+    const char *del = " (deleted)";
+    if (len > strlen(del) && strcmp(exe_path + len - strlen(del), del) == 0)
+        exe_path[len - strlen(del)] = '\0';
+    char *abs = realpath(path, NULL);
+    snprintf(config_abs, sizeof(config_abs), "%s", abs ? abs : "");
+    free(abs);
+    const char *v = getenv("NOTIFY_SOCKET");
+    saved_notify_socket = v ? sy_xstrdup(v) : NULL;
+    v = getenv("WATCHDOG_USEC");
+    saved_watchdog_usec = v ? sy_xstrdup(v) : NULL;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -533,11 +826,12 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {"discard-state", no_argument, NULL, 'D'},
+        {"upgrade", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
     tune_malloc();
     const char *path = NULL;
-    bool check = false, discard = false;
+    bool check = false, discard = false, upgrade = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tl:Vh", opts, NULL)) != -1) {
         switch (opt) {
@@ -548,6 +842,7 @@ int main(int argc, char **argv)
             check = true;
             break;
         case 'l':
+            level_arg = optarg;
             if (!parse_level(optarg)) {
                 fprintf(stderr, "switchyard: unknown log level '%s'\n", optarg);
                 return 2;
@@ -561,6 +856,9 @@ int main(int argc, char **argv)
             return 0;
         case 'D':
             discard = true;
+            break;
+        case 'U':
+            upgrade = true;
             break;
         default:
             usage(stderr);
@@ -617,6 +915,13 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    remember_paths(path);
+    struct sy_upgrade_taken taken = {.conn = -1, .admin_fd = -1, .http_fd = -1, .upgrade_fd = -1};
+    if (upgrade && take_over(cfg, path, &taken) != 0) {
+        sy_state_free(ctl.state);
+        return 1;
+    }
+
     /* The overrides before the first snapshot is served: a revert survives a restart. With an
      * admin socket the journal must exist (made now, so that a read-only place fails here,
      * not at the first revert). */
@@ -628,6 +933,7 @@ int main(int argc, char **argv)
             sy_diag_format(&d.v[i], line, sizeof(line));
             fprintf(stderr, "%s\n", line);
         }
+        sy_upgrade_fail(&taken, "cannot open the overrides journal");
         if (jrc == SY_ERR_INVALID)
             fprintf(stderr, "switchyard: cannot read the overrides journal: not starting, so that "
                             "no override is silently lost (fix or move the file, set `state:`, or "
@@ -664,9 +970,9 @@ int main(int argc, char **argv)
      * us, and a SIGHUP must never find the default action (exit) in place. They are handled
      * once the loop runs, when the workers exist. */
     ctl.base = event_base_new();
-    struct event *sigs[3];
-    const int signals[3] = {SIGHUP, SIGTERM, SIGINT};
-    for (int i = 0; i < 3; i++) {
+    struct event *sigs[4];
+    const int signals[4] = {SIGHUP, SIGTERM, SIGINT, SIGUSR2};
+    for (int i = 0; i < 4; i++) {
         sigs[i] = evsignal_new(ctl.base, signals[i], signal_cb, &ctl);
         event_add(sigs[i], NULL);
     }
@@ -674,7 +980,8 @@ int main(int argc, char **argv)
     struct event *usr1 = evsignal_new(ctl.base, SIGUSR1, usr1_cb, NULL);
     event_add(usr1, NULL);
     if (sy_workers_new(table, n, &ctl.workers) != 0) {
-        for (int i = 0; i < 3; i++)
+        give_up_take_over(&ctl, &taken, "cannot listen on every address of its file (see its log)");
+        for (int i = 0; i < 4; i++)
             event_free(sigs[i]);
         event_base_free(ctl.base);
         sy_state_free(ctl.state);
@@ -711,14 +1018,22 @@ int main(int argc, char **argv)
             .listener_stats = listener_stats,
             .listener_stats_arg = ctl.workers,
         };
+        int hfd = taken_http_fd(&taken, cfg);
+        henv.has_inherited_fd = hfd != -1;
+        henv.inherited_fd = hfd;
         if (sy_admin_http_listen(ctl.base, cfg, &henv, &ctl.http) != 0) {
             fprintf(stderr, "switchyard: cannot serve admin.http %s\n", cfg->admin.http);
+            give_up_take_over(&ctl, &taken, "cannot serve admin.http");
             return 1;
         }
     }
     if (cfg->admin.socket) {
-        if (sy_admin_listen(ctl.admin, ctl.base, cfg->admin.socket) != 0) {
+        int afd = taken.admin_fd;
+        taken.admin_fd = -1;
+        if ((afd != -1 ? sy_admin_listen_fd(ctl.admin, ctl.base, cfg->admin.socket, afd)
+                       : sy_admin_listen(ctl.admin, ctl.base, cfg->admin.socket)) != 0) {
             fprintf(stderr, "switchyard: cannot serve the admin socket %s\n", cfg->admin.socket);
+            give_up_take_over(&ctl, &taken, "cannot serve the admin socket");
             return 1;
         }
     }
@@ -738,8 +1053,17 @@ int main(int argc, char **argv)
                cfg->listens[i].tls_cert ? " (tls)" : "");
     sy_log(SY_LOG_INFO, "main", "switchyard %s: generation 1, %zu apps, %zu clusters, %u workers",
            SY_VERSION, cfg->n_apps, cfg->n_clusters, n);
+    if (upgrade)
+        finish_take_over(&ctl, cfg, path, &taken);
+    else
+        serve_upgrades(&ctl, cfg, path, -1);
     /* READY=1 once every worker has answered from its own loop, not merely been started. */
     ctl.notify = sy_notify_new(ctl.base, ctl.workers);
+    if (ctl.notify && upgrade) {
+        char m[48];
+        snprintf(m, sizeof(m), "MAINPID=%d", (int)getpid());
+        sy_notify_send(ctl.notify, m);
+    }
     if (ctl.notify) {
         char status[512];
         serving_status(&ctl, status, sizeof(status));
@@ -751,6 +1075,8 @@ int main(int argc, char **argv)
      * HUP is caught and ignored); admin.http still answers (/readyz 503), its /status from
      * the command set kept until the workers are gone. */
     sy_admin_close_socket(ctl.admin);
+    sy_upgrade_free(ctl.upgrade); /* no upgrade of a process that drains */
+    ctl.upgrade = NULL;
     sy_exclusive_free(ctl.admin_env.exclusive); /* a switch not released: the journal's side */
     ctl.admin_env.exclusive = NULL;
     if (ctl.watch_ev)
@@ -767,11 +1093,13 @@ int main(int argc, char **argv)
     ctl.admin = NULL;
     sy_workers_free(ctl.workers);
     sy_notify_free(ctl.notify);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         event_free(sigs[i]);
     if (ctl.watch_ev)
         event_free(ctl.watch_ev);
     event_free(ctl.debounce);
+    if (ctl.stop_delay)
+        event_free(ctl.stop_delay);
     event_free(ctl.ticket_timer);
     event_free(ctl.tidy_timer);
     event_free(ctl.tidy_soon);

@@ -191,7 +191,8 @@ struct sy_worker {
     struct worker_msg *inbox, **inbox_tail; /* in order */
     bool drain_requested;
     unsigned drain_ms;
-    int msg_fd;                 /* eventfd: the control thread rings it after posting */
+    bool drain_soft; /* the drain follows an upgrade: the listeners live on in the new process */
+    int msg_fd;      /* eventfd: the control thread rings it after posting */
     _Atomic uint64_t installed; /* generation of w->table, for the control thread to wait on */
     struct event *msg_ev;
     struct event *drain_timer;

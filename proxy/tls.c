@@ -534,6 +534,13 @@ static void handshake_deadline_cb(evutil_socket_t fd, short what, void *arg)
     handshake_free(arg);
 }
 
+/* Drain: a handshake under way finishes (its deadline is client_header), and the connection
+ * it becomes is drained like any other: cutting it would fail a client that connected
+ * before the listeners closed. */
+static void handshake_drain(struct conn *c)
+{
+}
+
 void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr *sa, int salen)
 {
     SSL *ssl = SSL_new(ctx);
@@ -553,7 +560,7 @@ void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr
     struct handshake *hs = sy_xcalloc(1, sizeof(*hs));
     hs->bev = bev;
     hs->salen = salen;
-    hs->conn.close_idle = handshake_free;
+    hs->conn.close_idle = handshake_drain;
     hs->conn.free = handshake_free;
     worker_conn_init(w, &hs->conn, sa, salen, true);
     /* A deadline, not bufferevent timeouts: those re-arm on every byte read, so a client

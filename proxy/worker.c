@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,7 +35,18 @@
 struct bound {
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    int *fds; /* a duplicate of every worker's socket for it, for an upgrade to hand over */
+    size_t n_fds;
 };
+
+/* Listening sockets handed over by the process this one replaces (sy_workers_inherit), not
+ * taken yet: each goes to a worker listening on its address when the workers are made. */
+struct inherited {
+    int fd;
+    struct sockaddr_storage addr;
+};
+static struct inherited *inherited;
+static size_t n_inherited;
 
 /* Out of descriptors, a listener stops accepting this long, then tries again. */
 #define ACCEPT_PAUSE_MS 100
@@ -70,6 +82,68 @@ static bool same_addr(const struct sockaddr_storage *a, socklen_t alen,
                       const struct sockaddr_storage *b, socklen_t blen)
 {
     return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+/* The same address and port (getsockname's answer against a parsed `listen` address). */
+static bool same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+void sy_workers_inherit(const int *fds, size_t n)
+{
+    inherited = sy_xrealloc(inherited, (n_inherited + n + 1) * sizeof(*inherited));
+    for (size_t i = 0; i < n; i++) {
+        struct inherited *h = &inherited[n_inherited];
+        socklen_t len = sizeof(h->addr);
+        memset(&h->addr, 0, sizeof(h->addr));
+        if (getsockname(fds[i], (struct sockaddr *)&h->addr, &len) == -1) {
+            sy_log_errno(SY_LOG_WARN, "listen", "an inherited socket (fd %d)", fds[i]);
+            close(fds[i]);
+            continue;
+        }
+        h->fd = fds[i];
+        n_inherited++;
+    }
+}
+
+/* Moves the inherited sockets of `spec`'s address into fds[] (room for n_inherited); returns
+ * how many. */
+static size_t take_inherited(const struct sy_listen_spec *spec, int *fds)
+{
+    size_t k = 0, kept = 0;
+    for (size_t i = 0; i < n_inherited; i++) {
+        if (same_sockaddr(&inherited[i].addr, &spec->addr))
+            fds[k++] = inherited[i].fd;
+        else
+            inherited[kept++] = inherited[i];
+    }
+    n_inherited = kept;
+    return k;
+}
+
+/* Inherited sockets of addresses the new file no longer lists: closed (the process that had
+ * them closes its own copies when it drains). */
+static void drop_inherited(void)
+{
+    for (size_t i = 0; i < n_inherited; i++) {
+        sy_log(SY_LOG_INFO, "listen", "an inherited listener is not in the file: closed");
+        close(inherited[i].fd);
+    }
+    n_inherited = 0;
+    free(inherited);
+    inherited = NULL;
 }
 
 static int open_listener(const struct sy_listen_spec *ls)
@@ -751,7 +825,7 @@ static void start_drain(struct sy_worker *w, unsigned drain_ms)
  * contexts. */
 static void apply_plan(struct sy_worker *w, struct listener_plan *plan, size_t n)
 {
-    struct listener **next = sy_xcalloc(n ? n : 1, sizeof(*next));
+    struct listener **next = sy_xcalloc(n + w->n_listeners + 1, sizeof(*next));
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct listener *ls = NULL;
@@ -760,6 +834,22 @@ static void apply_plan(struct sy_worker *w, struct listener_plan *plan, size_t n
             if (old && same_addr(&old->addr, old->addrlen, &plan[i].addr, plan[i].addrlen)) {
                 ls = old;
                 w->listeners[j] = NULL;
+            }
+        }
+        /* More sockets of the same address (taken over from the process this one replaced,
+         * which had more workers): they stay, with the same TLS context. */
+        for (size_t j = 0; ls && j < w->n_listeners; j++) {
+            struct listener *old = w->listeners[j];
+            if (old && same_addr(&old->addr, old->addrlen, &plan[i].addr, plan[i].addrlen)) {
+                w->listeners[j] = NULL;
+                if (!plan[i].keep_tls) {
+                    if (old->tls)
+                        SSL_CTX_free(old->tls);
+                    if (plan[i].tls)
+                        SSL_CTX_up_ref(plan[i].tls);
+                    old->tls = plan[i].tls;
+                }
+                next[k++] = old;
             }
         }
         if (!ls && plan[i].fd == -1) {
@@ -1228,6 +1318,58 @@ static void plan_clients(struct sy_workers *ws, const struct sy_config *cfg,
     tls_client_plans_free(v, n);
 }
 
+/* The duplicates an upgrade hands over (sy_workers_listen_fds) for address `b`: of the
+ * `n` new sockets, or, for an address bound before, the ones its old record has (moved). */
+static void keep_bound_fds(struct sy_workers *ws, struct bound *b, const int *fds, size_t n)
+{
+    b->fds = NULL;
+    b->n_fds = 0;
+    if (!fds) {
+        for (size_t i = 0; i < ws->n_bound; i++) {
+            struct bound *old = &ws->bound[i];
+            if (same_addr(&old->addr, old->addrlen, &b->addr, b->addrlen)) {
+                b->fds = old->fds;
+                b->n_fds = old->n_fds;
+                old->fds = NULL;
+                old->n_fds = 0;
+                return;
+            }
+        }
+        return;
+    }
+    b->fds = sy_xcalloc(n ? n : 1, sizeof(*b->fds));
+    for (size_t i = 0; i < n; i++) {
+        int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+        if (d == -1)
+            sy_log_errno(SY_LOG_WARN, "listen", "cannot keep a copy of a listener for upgrades");
+        else
+            b->fds[b->n_fds++] = d;
+    }
+}
+
+static void close_bound_fds(struct bound *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < v[i].n_fds; j++)
+            close(v[i].fds[j]);
+        free(v[i].fds);
+        v[i].fds = NULL;
+        v[i].n_fds = 0;
+    }
+}
+
+size_t sy_workers_listen_fds(const struct sy_workers *ws, int *out, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ws->n_bound; i++)
+        for (size_t j = 0; j < ws->bound[i].n_fds; j++)
+            if (k < max)
+                out[k++] = ws->bound[i].fds[j];
+            else
+                k++;
+    return k;
+}
+
 /* Builds one message per worker for `table`: sockets for addresses not bound yet (one per
  * worker, SO_REUSEPORT), a TLS context per TLS listener and per cluster TLS setting (the
  * same contexts as before when their files are unchanged: their sessions and tickets go on).
@@ -1241,7 +1383,7 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
     for (size_t i = 0; i < ws->n; i++) {
         msgs[i] = sy_xcalloc(1, sizeof(*msgs[i]));
         msgs[i]->table = sy_route_table_acquire(table);
-        msgs[i]->plan = sy_xcalloc(n ? n : 1, sizeof(*msgs[i]->plan));
+        msgs[i]->plan = sy_xcalloc(n + n_inherited + 1, sizeof(*msgs[i]->plan));
     }
     struct bound *bound = sy_xcalloc(n ? n : 1, sizeof(*bound));
     size_t n_bound = 0;
@@ -1277,17 +1419,25 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
             continue;
         if (keep)
             sy_log(SY_LOG_WARN, "tls", "listener %s keeps its current certificate", spec->address);
-        int *fds = sy_xcalloc(ws->n, sizeof(*fds));
+        /* Socket t goes to worker t % n: the inherited ones first (every one of them is
+         * accepted from, or what waits in its queue would be lost), fresh ones for the
+         * workers left without. */
+        int *fds = sy_xcalloc(ws->n + n_inherited, sizeof(*fds));
+        size_t k = have ? 0 : take_inherited(spec, fds);
+        size_t total = k > ws->n ? k : ws->n;
         bool ok = true;
-        for (size_t i = 0; i < ws->n; i++) {
-            fds[i] = have ? -1 : open_listener(spec);
-            if (!have && fds[i] == -1)
+        for (size_t t = 0; t < total; t++) {
+            if (have)
+                fds[t] = -1;
+            else if (t >= k)
+                fds[t] = open_listener(spec);
+            if (!have && fds[t] == -1)
                 ok = false;
         }
         if (!ok) {
-            for (size_t i = 0; i < ws->n; i++)
-                if (fds[i] != -1)
-                    close(fds[i]);
+            for (size_t t = 0; t < total; t++)
+                if (fds[t] != -1)
+                    close(fds[t]);
             free(fds);
             if (tls)
                 SSL_CTX_free(tls);
@@ -1296,25 +1446,30 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
                 sy_log(SY_LOG_ERROR, "listen", "%s is not served: cannot bind it", spec->address);
             continue;
         }
-        for (size_t i = 0; i < ws->n; i++) {
-            struct listener_plan *lp = &msgs[i]->plan[msgs[i]->n_plan++];
+        for (size_t t = 0; t < total; t++) {
+            struct worker_msg *m = msgs[t % ws->n];
+            struct listener_plan *lp = &m->plan[m->n_plan++];
             lp->addr = spec->addr;
             lp->addrlen = spec->addrlen;
-            lp->fd = fds[i];
+            lp->fd = fds[t];
             if (tls)
                 SSL_CTX_up_ref(tls);
             lp->tls = tls;
             lp->keep_tls = keep;
         }
-        free(fds);
         if (tls)
             SSL_CTX_free(tls);
         bound[n_bound].addr = spec->addr;
         bound[n_bound].addrlen = spec->addrlen;
+        keep_bound_fds(ws, &bound[n_bound], have ? NULL : fds, have ? 0 : total);
+        free(fds);
         n_bound++;
     }
     free(ctxs);
     tls_store_end(ws->tls);
+    if (strict)
+        drop_inherited();
+    close_bound_fds(ws->bound, ws->n_bound);
     free(ws->bound);
     ws->bound = bound;
     ws->n_bound = n_bound;
@@ -1575,6 +1730,9 @@ size_t sy_workers_count(const struct sy_workers *ws)
 
 void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms)
 {
+    /* The copies kept for an upgrade would keep the sockets open (queuing connections no one
+     * accepts) once the workers close theirs. */
+    close_bound_fds(ws->bound, ws->n_bound);
     for (size_t i = 0; i < ws->n; i++) {
         struct sy_worker *w = &ws->v[i];
         pthread_mutex_lock(&w->mu);
@@ -1583,6 +1741,16 @@ void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms)
         pthread_mutex_unlock(&w->mu);
         wake(w);
     }
+}
+
+void sy_workers_drain_upgraded(struct sy_workers *ws, unsigned drain_ms)
+{
+    for (size_t i = 0; i < ws->n; i++) {
+        pthread_mutex_lock(&ws->v[i].mu);
+        ws->v[i].drain_soft = true;
+        pthread_mutex_unlock(&ws->v[i].mu);
+    }
+    sy_workers_drain(ws, drain_ms);
 }
 
 void sy_workers_join(struct sy_workers *ws)
@@ -1637,6 +1805,7 @@ void sy_workers_free(struct sy_workers *ws)
         sy_route_table_release(w->table);
         pthread_mutex_destroy(&w->mu);
     }
+    close_bound_fds(ws->bound, ws->n_bound);
     free(ws->bound);
     free(ws->v);
     tls_store_free(ws->tls);

@@ -2449,6 +2449,73 @@ static void parse_apps_dir(struct ctx *c, const struct sy_ynode *v)
     c->dir_file = NULL;
 }
 
+void sy_config_shutdown_defaults(struct sy_shutdown_spec *sd)
+{
+    sd->delay_ms = SY_SHUTDOWN_DELAY_DEFAULT_MS;
+    sd->grace_ms = SY_SHUTDOWN_GRACE_DEFAULT_MS;
+}
+
+/* `shutdown: {delay: 5s, grace: 30s}`. The delay may be 0 (stop accepting at once); the grace
+ * may not (nothing in flight could finish). Without `grace`, a `timeouts.drain` written in the
+ * file (`timeouts` is parsed by then, whatever the order) is the grace: its older name. */
+static void parse_shutdown(struct ctx *c, const struct sy_ynode *v, bool *grace_set)
+{
+    struct sy_shutdown_spec *sd = &c->cfg->shutdown;
+    if (!is_mapping(c, v, "shutdown"))
+        return;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        struct sy_ynode *k, *pv;
+        const char *key;
+        if (!map_entry(c, v, p, &k, &pv, &key))
+            continue;
+        bool grace = strcmp(key, "grace") == 0;
+        if (!grace && strcmp(key, "delay") != 0) {
+            report(c, k, "unknown key '%s' in shutdown", show(k).s);
+            continue;
+        }
+        unsigned ms = 0;
+        switch (parse_duration(pv, &ms)) {
+        case DURATION_OK:
+            break;
+        case DURATION_SYNTAX:
+            report(c, pv, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
+                   show_value(pv).s);
+            continue;
+        case DURATION_TOO_LONG:
+            report(c, pv, "%s must be at most %ums, got %s", key, UINT_MAX, show_value(pv).s);
+            continue;
+        }
+        if (grace && ms == 0) {
+            report(c, pv, "grace must be greater than 0");
+            continue;
+        }
+        if (grace) {
+            sd->grace_ms = ms;
+            *grace_set = true;
+        } else {
+            sd->delay_ms = ms;
+        }
+    }
+}
+
+/* Whether the root mapping has `timeouts: {drain: ...}`. */
+static bool has_timeouts_drain(struct ctx *c, const struct sy_ynode *root)
+{
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
+        const struct sy_ynode *k = node_at(c, p->key), *v = node_at(c, p->value);
+        if (!is_scalar(k) || strcmp(text(k), "timeouts") != 0 || !v || v->type != YAML_MAPPING_NODE)
+            continue;
+        for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top;
+             q++) {
+            const struct sy_ynode *qk = node_at(c, q->key);
+            if (is_scalar(qk) && strcmp(text(qk), "drain") == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
 static void parse_root(struct ctx *c, const struct sy_ynode *root)
 {
     if (!root) {
@@ -2458,6 +2525,7 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
     if (!is_mapping(c, root, "the config"))
         return;
     const struct sy_ynode *listen = NULL, *clusters = NULL, *apps = NULL, *apps_dir = NULL;
+    bool grace_set = false;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
          p++) {
         struct sy_ynode *k, *v;
@@ -2488,6 +2556,8 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
             parse_exclusive(c, v);
         } else if (strcmp(key, "access_log") == 0) {
             parse_access_log(c, v);
+        } else if (strcmp(key, "shutdown") == 0) {
+            parse_shutdown(c, v, &grace_set);
         } else if (strcmp(key, "state") == 0) {
             c->cfg->state = path_value(c, v, "state", PATH_MAX - 16);
             c->cfg->state_mark = mark_of(v);
@@ -2495,6 +2565,8 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
             report(c, k, "unknown key '%s' at top level", show(k).s);
         }
     }
+    if (!grace_set && has_timeouts_drain(c, root))
+        c->cfg->shutdown.grace_ms = c->cfg->timeouts.drain_ms;
     if (!listen)
         report(c, root, "missing required key 'listen'");
     if (!clusters)
@@ -2618,6 +2690,7 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     c.cfg->path = name ? sy_xstrdup(name) : NULL;
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
     sy_config_exclusive_defaults(&c.cfg->exclusive);
+    sy_config_shutdown_defaults(&c.cfg->shutdown);
     c.cfg->access_log.sample = 1.0;
     c.cfg->access_log.buffer_bytes = SY_ACCESS_LOG_BUFFER_DEFAULT;
     parse_root(&c, sy_yaml_root(&c.yaml));

@@ -1114,6 +1114,8 @@ struct sy_journal {
     /* A compaction's rename is not known to be durable: refuse appends until the directory's
      * fsync succeeds. */
     bool dir_unsynced;
+    bool released; /* handed over to a new process (sy_journal_release): refuse appends */
+    off_t released_size;
 };
 
 /* The directory that holds `path` (a new string). */
@@ -1527,6 +1529,14 @@ static int compact(struct sy_journal *j)
  * On failure nothing was applied and the file is as it was; `err` says why. */
 static int append_record(struct sy_journal *j, struct buf *b, char *err, size_t errlen)
 {
+    if (j->released) {
+        snprintf(err, errlen,
+                 "the journal %s is handed over to a new switchyard process (an upgrade is "
+                 "under way): try again",
+                 j->path);
+        free(b->p);
+        return SY_ERR_AGAIN;
+    }
     if (j->broken) {
         snprintf(err, errlen,
                  "the journal %s could not be repaired after an earlier write "
@@ -1695,4 +1705,36 @@ void sy_journal_close(struct sy_journal *j)
     sy_maints_dispose(&j->maint);
     free(j->path);
     free(j);
+}
+
+void sy_journal_release(struct sy_journal *j)
+{
+    if (!j || j->released)
+        return;
+    struct stat st;
+    j->released_size = fstat(j->fd, &st) == 0 ? st.st_size : -1;
+    close(j->fd); /* the lock goes with it */
+    j->fd = -1;
+    j->released = true;
+    sy_log(SY_LOG_INFO, "journal", "%s: released (closed, unlocked) for a new process", j->path);
+}
+
+int sy_journal_retake(struct sy_journal *j)
+{
+    if (!j || !j->released)
+        return 0;
+    int rc = open_locked(j->path, false, &j->fd);
+    if (rc)
+        return rc;
+    j->released = false;
+    /* The new process writes only once it serves; a file that changed anyway is not
+     * re-read under our feet: changes are refused until a restart reads it. */
+    struct stat st;
+    if (fstat(j->fd, &st) != 0 || st.st_size != j->released_size) {
+        j->broken = true;
+        sy_log(SY_LOG_ERROR, "journal",
+               "%s changed while it was handed over: changes are refused until restart", j->path);
+    }
+    sy_log(SY_LOG_INFO, "journal", "%s: taken back", j->path);
+    return 0;
 }

@@ -16,7 +16,7 @@ root=$(pwd)
 pkgs="meson ninja-build pkg-config gcc clang libclang-rt-14-dev libevent-dev libnghttp2-dev
       libyaml-dev libssl-dev libcmocka-dev curl nghttp2-client python3 python3-pytest
       python3-h2 python3-websockets socat procps openssl nghttp2-server python3-grpcio
-      mount e2fsprogs strace haproxy prometheus chromium
+      mount e2fsprogs strace haproxy prometheus chromium wrk
       python3-yaml systemd dpkg-dev debhelper lintian man-db adduser"
 missing=""
 for p in $pkgs; do

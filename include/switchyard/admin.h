@@ -199,6 +199,28 @@ struct event_base;
  */
 int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *path);
 
+/**
+ * Zero-downtime upgrade, new process: serves the listening socket `fd` (taken over, with its
+ * file at `path`, from the process replaced) as sy_admin_listen would have. Takes `fd`.
+ * Returns 0 or SY_ERR_SYS (fd closed). Control thread.
+ */
+int sy_admin_listen_fd(struct sy_admin *a, struct event_base *base, const char *path, int fd);
+
+/** The listening socket's fd, or -1 (none). For an upgrade to hand it over. */
+int sy_admin_socket_fd(const struct sy_admin *a);
+
+/**
+ * Stops (`paused`) or resumes accepting admin connections, the socket kept: while the
+ * journal is handed over to a new process, commands wait in the backlog. NULL: no-op.
+ */
+void sy_admin_pause_socket(struct sy_admin *a, bool paused);
+
+/**
+ * The new process serves the socket now: stops accepting and closes our copy without
+ * removing the file (connections already open still run). NULL: no-op.
+ */
+void sy_admin_hand_over_socket(struct sy_admin *a);
+
 /** Closes the socket and every connection and removes the socket file; the command set stays
  * (sy_admin_exec still runs). NULL: no-op. */
 void sy_admin_close_socket(struct sy_admin *a);

@@ -30,6 +30,10 @@ struct sy_admin_http_env {
     /* Connections by listen address (sy_workers_listener_stats); NULL: none. */
     void (*listener_stats)(void *arg, sy_listener_stats_cb cb, void *cb_arg);
     void *listener_stats_arg;
+    /* Zero-downtime upgrade: with `has_inherited_fd`, serve `inherited_fd` (a listening
+     * socket taken over from the process replaced; taken) instead of binding admin.http. */
+    bool has_inherited_fd;
+    int inherited_fd;
 };
 
 struct sy_admin_http;
@@ -41,6 +45,15 @@ struct sy_admin_http;
  */
 int sy_admin_http_listen(struct event_base *base, const struct sy_config *cfg,
                          const struct sy_admin_http_env *env, struct sy_admin_http **out);
+
+/** The listening socket's fd, or -1. For an upgrade to hand it over. */
+int sy_admin_http_fd(const struct sy_admin_http *h);
+
+/**
+ * Stops accepting and closes our copy of the listening socket (the new process of an
+ * upgrade serves it now); connections already open go on. NULL: no-op.
+ */
+void sy_admin_http_stop_accepting(struct sy_admin_http *h);
 
 /** From now on /readyz answers 503 (the daemon drains or stops). */
 void sy_admin_http_set_draining(struct sy_admin_http *h);

@@ -287,6 +287,20 @@ struct sy_timeouts {
                                       not turned for this long makes /healthz answer 503 */
 };
 
+/** `shutdown:` defaults. */
+#define SY_SHUTDOWN_DELAY_DEFAULT_MS 5000u
+#define SY_SHUTDOWN_GRACE_DEFAULT_MS 30000u
+
+/** `shutdown:`: how SIGTERM stops the daemon (proxy/main.c). */
+struct sy_shutdown_spec {
+    unsigned delay_ms; /* shutdown.delay, default 5s (0 allowed): after SIGTERM /readyz says 503
+                          and the listeners keep accepting this long, so that load balancers
+                          and Kubernetes endpoints stop sending first */
+    unsigned grace_ms; /* shutdown.grace, default 30s: then requests in flight and tunnels have
+                          this long before what is left is cut; without `shutdown.grace`, a
+                          `timeouts.drain` written in the file gives it (its older name) */
+};
+
 /** Longest admin socket path (struct sockaddr_un.sun_path holds 108 bytes with the NUL). */
 #define SY_ADMIN_SOCKET_MAX 107
 
@@ -345,6 +359,7 @@ struct sy_config {
     struct sy_admin_spec admin;
     struct sy_exclusive_spec exclusive;
     struct sy_access_log_spec access_log;
+    struct sy_shutdown_spec shutdown;
     char *state; /* `state:`: the overrides journal, resolved against the config's directory;
                     NULL when absent (the daemon then uses the config's path + ".state") */
     struct sy_mark state_mark;
@@ -374,6 +389,9 @@ static inline const char *sy_config_app_file(const struct sy_config *cfg,
 
 /** Fills `ex` with the `exclusive:` defaults (no ready check). */
 void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex);
+
+/** Fills `sd` with the `shutdown:` defaults. */
+void sy_config_shutdown_defaults(struct sy_shutdown_spec *sd);
 
 /** Fills `lim` and `to` with the defaults above. */
 void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to);

@@ -213,6 +213,19 @@ typedef void (*sy_journal_record_cb)(const struct sy_journal_record *r, void *ar
  */
 int sy_journal_history(const struct sy_journal *j, size_t last, sy_journal_record_cb cb, void *arg);
 
+/**
+ * Zero-downtime upgrade, old process: closes the file (which releases its lock) and refuses
+ * every append from now on (SY_ERR_AGAIN, "handed over"), the overrides kept in memory. NULL
+ * or released: no-op.
+ */
+void sy_journal_release(struct sy_journal *j);
+
+/**
+ * The upgrade failed: opens and locks the file again and takes appends again. Returns 0,
+ * SY_ERR_AGAIN (still locked by the new process) or another negative sy_err (still released).
+ */
+int sy_journal_retake(struct sy_journal *j);
+
 /** Closes the file (and its lock). NULL is a no-op. */
 void sy_journal_close(struct sy_journal *j);
 

@@ -27,6 +27,22 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
  */
 int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers **out);
 
+/**
+ * Zero-downtime upgrade, new process: listening sockets received from the process this one
+ * replaces (takes ownership of the fds). The next sy_workers_new gives each to a worker that
+ * listens on its address (matched by getsockname), binds fresh sockets only for addresses
+ * none matched (and for workers left without one), and closes those of addresses the file no
+ * longer lists. Control thread, before sy_workers_new.
+ */
+void sy_workers_inherit(const int *fds, size_t n);
+
+/**
+ * Zero-downtime upgrade, old process: the listening sockets of every worker (copies the
+ * control thread keeps: valid until the next publish or the drain), into out[0..max).
+ * Returns how many there are (more than `max` means some were left out). Control thread.
+ */
+size_t sy_workers_listen_fds(const struct sy_workers *ws, int *out, size_t max);
+
 /** Starts the worker threads. */
 int sy_workers_start(struct sy_workers *ws);
 
@@ -43,6 +59,13 @@ void sy_workers_publish(struct sy_workers *ws, struct sy_route_table *table);
  * waits.
  */
 void sy_workers_drain(struct sy_workers *ws, unsigned drain_ms);
+
+/**
+ * The drain of the old process of an upgrade: as sy_workers_drain, except that an HTTP/2
+ * connection in use gets its GOAWAY once idle for a moment or after half of `drain_ms` (the
+ * new process serves the same listeners: nothing presses). Control thread.
+ */
+void sy_workers_drain_upgraded(struct sy_workers *ws, unsigned drain_ms);
 
 /** One worker as /healthz and /readyz see it. */
 struct sy_worker_health {

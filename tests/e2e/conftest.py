@@ -253,6 +253,8 @@ def make_config(port, clusters, apps, limits=None, timeouts=None, workers=1, ext
     if limits:
         doc["limits"] = limits
     doc["timeouts"] = to
+    # No 5 s of accepting on at every stop (the default shutdown.delay): `extra` may set it.
+    doc["shutdown"] = {"delay": "0s"}
     doc["clusters"] = clusters
     doc["apps"] = apps
     if extra:

@@ -171,6 +171,7 @@ def config(listens, clusters, apps, workers=1, timeouts=None, limits=None, admin
     to = {"drain": "5s"}
     to.update(timeouts or {})
     doc["timeouts"] = to
+    doc["shutdown"] = {"delay": "0s"}  # no 5 s of accepting on at every stop (shutdown.delay)
     doc["clusters"] = {k: {"endpoints": list(v)} for k, v in clusters.items()}
     doc["apps"] = [a if isinstance(a, dict) else
                    {"name": a[0], "hosts": list(a[1]), "weights": dict(a[2])} for a in apps]

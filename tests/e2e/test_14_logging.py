@@ -33,7 +33,7 @@ class PipedProxy:
     def __init__(self, backends, tmp_path, limits=None, admin=False):
         self.port = helpers.free_port()
         doc = {"listen": [{"address": "127.0.0.1:%d" % self.port}], "workers": 1,
-               "timeouts": {"drain": "5s"},
+               "timeouts": {"drain": "5s"}, "shutdown": {"delay": "0s"},
                "clusters": {"blue": {"endpoints": [backends.blue.addr]}}, "apps": APPS}
         if limits:
             doc["limits"] = limits

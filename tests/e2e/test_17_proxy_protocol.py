@@ -44,7 +44,7 @@ def config(backends, pp, tls=None, sticky=False, trusted=None, direct_port=None,
     if tls:
         text += ("  - address: 127.0.0.1:%d\n    proxy_protocol: %s\n"
                  "    tls: {cert: %s, key: %s}\n" % (tls[0], pp, tls[1], tls[2]))
-    text += "timeouts: {drain: 5s, client_header: 2s}\n"
+    text += "timeouts: {drain: 5s, client_header: 2s}\nshutdown: {delay: 0s}\n"
     text += ("clusters:\n  blue: {endpoints: [%s]}\n  green: {endpoints: [%s]}\n"
              % (backends.blue.addr, backends.green.addr))
     if sticky:
@@ -464,7 +464,7 @@ def test_cluster_proxy_protocol_v2_names_each_client_to_the_cluster(proxy, backe
     inner = proxy(config_text=config(backends, "v2"))
     outer = proxy(config_text=(
         "workers: 1\nlisten:\n  - address: 127.0.0.1:@PORT@\n"
-        "timeouts: {drain: 5s}\n"
+        "timeouts: {drain: 5s}\nshutdown: {delay: 0s}\n"
         "clusters:\n  inner: {endpoints: ['127.0.0.1:%d'], proxy_protocol: v2}\n"
         "apps:\n  - name: web\n    hosts: ['*']\n    weights: {inner: 100}\n" % inner.port))
     for src in ("127.0.0.31", "127.0.0.32", "127.0.0.31"):

@@ -189,7 +189,7 @@ def test_1000_header_keys_split_within_3_points_of_80_20(proxy):
 
 def test_two_processes_agree_for_each_of_1000_keys(proxy, backends):
     doc = {"listen": [{"address": "127.0.0.1:@PORT@"}], "workers": 2,
-           "timeouts": {"drain": "5s"},
+           "timeouts": {"drain": "5s"}, "shutdown": {"delay": "0s"},
            "clusters": {"blue": {"endpoints": [backends.blue.addr]},
                         "green": {"endpoints": [backends.green.addr]}},
            "apps": web(50, 50, sticky={"header": "x-user"})}

@@ -48,6 +48,7 @@ class Daemon:
                        {"address": "127.0.0.1:%d" % self.tls_port,
                         "tls": {"cert": cert[0], "key": cert[1]}}],
             "workers": 1,
+            "shutdown": {"delay": "0s"},
             "admin": {"socket": self.socket},
             # Under a descriptor limit, idle connections must stay while the test watches.
             "timeouts": dict(TIMEOUTS, client_header="60s", client_idle="60s") if nofile else TIMEOUTS,

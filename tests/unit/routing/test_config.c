@@ -1074,6 +1074,19 @@ static const struct error_case error_cases[] = {
       {11, 16, "bad ready.url \"ftp://x\": want http://HOST:PORT/PATH"},
       {11, 35, "expect must be an HTTP status 100..599, got 42"},
       {12, 3, "unknown key 'limit' in exclusive"}}},
+    {"test_rejects_bad_shutdown_settings",
+     BASE "apps: []\n"
+          "shutdown:\n"
+          "  delay: soon\n"
+          "  grace: 0s\n"
+          "  linger: 3s\n",
+     {{8, 10, "delay must be a duration such as 10s, 500ms, 2m or 1h, got soon"},
+      {9, 10, "grace must be greater than 0"},
+      {10, 3, "unknown key 'linger' in shutdown"}}},
+    {"test_rejects_a_shutdown_that_is_not_a_mapping",
+     BASE "apps: []\n"
+          "shutdown: 5s\n",
+     {{7, 11, "shutdown must be a mapping"}}},
     {"test_rejects_bad_drain_after",
      BASE "apps:\n"
           "  - name: web\n"
@@ -1818,6 +1831,32 @@ static void test_parses_access_log_and_its_defaults(void **state)
     sy_config_free(cfg);
 }
 
+static void test_parses_shutdown_and_its_defaults(void **state)
+{
+    (void)state;
+    struct sy_config *cfg = parse_ok(BASE "apps: []\n");
+    assert_int_equal(cfg->shutdown.delay_ms, SY_SHUTDOWN_DELAY_DEFAULT_MS);
+    assert_int_equal(cfg->shutdown.delay_ms, 5000);
+    assert_int_equal(cfg->shutdown.grace_ms, SY_SHUTDOWN_GRACE_DEFAULT_MS);
+    assert_int_equal(cfg->shutdown.grace_ms, 30000);
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE "apps: []\n"
+                        "shutdown: {delay: 0s, grace: 2m}\n");
+    assert_int_equal(cfg->shutdown.delay_ms, 0);
+    assert_int_equal(cfg->shutdown.grace_ms, 120000);
+    sy_config_free(cfg);
+    /* timeouts.drain is the grace's older name: it counts when `grace` is not written. */
+    cfg = parse_ok(BASE "apps: []\n"
+                        "timeouts: {drain: 7s}\n");
+    assert_int_equal(cfg->shutdown.grace_ms, 7000);
+    sy_config_free(cfg);
+    cfg = parse_ok(BASE "apps: []\n"
+                        "shutdown: {grace: 9s}\n"
+                        "timeouts: {drain: 7s}\n");
+    assert_int_equal(cfg->shutdown.grace_ms, 9000);
+    sy_config_free(cfg);
+}
+
 static void test_parses_exclusive_mode_and_its_defaults(void **state)
 {
     (void)state;
@@ -1867,6 +1906,7 @@ int main(void)
         cmocka_unit_test(test_parses_cluster_protocol_tls_and_drain_after),
         cmocka_unit_test(test_parses_cluster_max_connections_and_queue),
         cmocka_unit_test(test_parses_exclusive_mode_and_its_defaults),
+        cmocka_unit_test(test_parses_shutdown_and_its_defaults),
         cmocka_unit_test(test_applies_defaults_to_absent_keys),
         cmocka_unit_test(test_stable_defaults_to_first_weighted_cluster_in_cluster_order),
         cmocka_unit_test(test_accepts_and_lower_cases_ipv6_literal_hosts),

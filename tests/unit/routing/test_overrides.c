@@ -373,6 +373,41 @@ static void test_sequence_gap_is_damage(void **state)
     free(t);
 }
 
+/* Upgrade: a released journal is closed and unlocked (another process opens it), refuses
+ * appends and keeps its overrides; it is taken back once the other process has closed it,
+ * and a file changed meanwhile makes it refuse changes rather than write over them. */
+static void test_released_journal_is_unlocked_refuses_appends_and_is_taken_back(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->path, &create_opts);
+    set(j, "chat", 90, 10, "weights chat blue=90 green=10");
+    sy_journal_release(j);
+    struct sy_route_weight w[1] = {{"blue", 100}};
+    struct sy_override_change ch = {.app = "web", .weights = w, .n_weights = 1};
+    struct sy_actor who = {1, 0, 1, "weights web blue=100"};
+    char err[256];
+    assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), SY_ERR_AGAIN);
+    assert_non_null(strstr(err, "handed over"));
+    assert_int_equal(sy_journal_overrides(j)->n, 1);
+
+    struct sy_journal *k = open_ok(f->path, &create_opts); /* the new process */
+    assert_int_equal(sy_journal_seq(k), 1);
+    assert_int_equal(sy_journal_retake(j), SY_ERR_AGAIN);
+    sy_journal_close(k);
+    assert_int_equal(sy_journal_retake(j), 0);
+    set(j, "web", 0, 100, "switch web green");
+    assert_int_equal(sy_journal_seq(j), 2);
+
+    /* Changed while released: taken back, but no longer written. */
+    sy_journal_release(j);
+    k = open_ok(f->path, &create_opts);
+    set(k, "api", 50, 50, "weights api blue=50 green=50");
+    sy_journal_close(k);
+    assert_int_equal(sy_journal_retake(j), 0);
+    assert_int_not_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), 0);
+    sy_journal_close(j);
+}
+
 static void test_second_open_of_a_locked_journal_is_refused(void **state)
 {
     struct fx *f = *state;
@@ -905,6 +940,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_open_of_a_locked_journal_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_leaves_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_released_journal_is_unlocked_refuses_appends_and_is_taken_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_the_overrides_and_bounds_the_file,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_returns_the_last_n_oldest_first, setup,
