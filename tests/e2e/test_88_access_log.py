@@ -315,3 +315,27 @@ def test_grpc_call_line(proxy, tmp_path):
         assert rec["upstream_reused"] is False and rec["connect_ms"] is not None
     finally:
         peer.stop()
+
+
+def test_h2_cluster_gets_the_request_id(proxy, tmp_path):
+    """An h2c cluster (the python3-h2 peer) receives x-request-id as an HTTP/2 field, the
+    client's when it is sane, ours otherwise, and the line names the same id."""
+    from upstream_util import Peers
+    peers = Peers(tmp_path)
+    try:
+        peer = peers.h2peer("h2-rid")
+        log = tmp_path / "access.log"
+        p = proxy(apps=[{"name": "h2", "hosts": ["*"], "weights": {"h2c": 100}}],
+                  clusters={"h2c": {"endpoints": [peer.addr], "protocol": "h2c"}},
+                  extra=alog(log))
+        r = curl1(p.url + "/echo-headers?a", "-H", "X-Request-Id: client-id-1")
+        assert ["x-request-id", "client-id-1"] in r.json()["headers"]
+        r = curl1(p.url + "/echo-headers?b")
+        ids = [v for n, v in r.json()["headers"] if n == "x-request-id"]
+        assert len(ids) == 1 and len(ids[0]) == 16
+        recs = {x["path"]: x for x in lines_for(log, lambda x: "echo" in x["path"], n=2)}
+        assert recs["/echo-headers?a"]["request_id"] == "client-id-1"
+        assert recs["/echo-headers?b"]["request_id"] == ids[0]
+        assert recs["/echo-headers?a"]["cluster"] == "h2c"
+    finally:
+        peers.stop_all()
