@@ -339,3 +339,17 @@ def test_h2_cluster_gets_the_request_id(proxy, tmp_path):
         assert recs["/echo-headers?a"]["cluster"] == "h2c"
     finally:
         peers.stop_all()
+
+
+def test_own_404_line_has_the_request_line_and_id(proxy, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(apps=[{"name": "web", "hosts": ["web.test"], "weights": {"blue": 100}}],
+              extra=alog(log))
+    r = curl1(p.url + "/nowhere?x=\"1\"", "-H", "Host: other.test", "-H", "X-Request-Id: r-404")
+    assert r.status == 404
+    rec = lines_for(log, lambda x: x["status"] == 404)[0]
+    check_shape(rec)
+    assert rec["generated"] == "no_route" and rec["app"] is None and rec["rule"] is None
+    assert rec["method"] == "GET" and rec["authority"] == "other.test"
+    assert rec["path"] == "/nowhere?x=%221%22" or rec["path"] == '/nowhere?x="1"', rec
+    assert rec["request_id"] == "r-404" and rec["protocol"] == "HTTP/1.1"
