@@ -140,3 +140,22 @@ done
 lines=$(wc -l <"$work/access.log")
 dropped=$(curl -s "http://127.0.0.1:$ONH/metrics" | awk '/^switchyard_access_log_dropped_total/ {print $2}')
 echo "access log: $lines lines written, $dropped dropped ($work/access.log)"
+
+# PERF=1: where the "on" process spends its time under one more h2c load (perf cpu-clock
+# samples, no call graphs): the writer thread's share, and the share of the worker's samples
+# in the functions that make and queue the lines. A figure that machine noise does not move.
+if [ "${PERF:-0}" = 1 ]; then
+    perf record -e cpu-clock -F 2000 -o "$work/perf.data" -p "$on_pid" -- sleep 600 \
+        >"$work/perf.log" 2>&1 &
+    perf_pid=$!
+    sleep 0.5
+    load h2c "$ON2" >/dev/null
+    kill -INT "$perf_pid"
+    wait "$perf_pid" 2>/dev/null
+    echo "## perf: samples by thread"
+    perf report -i "$work/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$'
+    echo "## perf: the worker's samples in the access log's code"
+    perf report -i "$work/perf.data" --no-children --comm sy-worker-0 --percentage relative --sort sym --stdio 2>/dev/null |
+        grep -E '\] (access_|sy_access_|sy_json_escape|key|str_n|str|digits|uint_|ms|raw|lit|open_line|exchange_line|put_line|request_part|client|request_id|sampled|mix|copy_cut)( |$)' |
+        awk '{s += $1; print} END {printf "total: %.2f%% of the worker'"'"'s samples\n", s}'
+fi
