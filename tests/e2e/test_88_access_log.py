@@ -353,3 +353,26 @@ def test_own_404_line_has_the_request_line_and_id(proxy, tmp_path):
     assert rec["method"] == "GET" and rec["authority"] == "other.test"
     assert rec["path"] == "/nowhere?x=%221%22" or rec["path"] == '/nowhere?x="1"', rec
     assert rec["request_id"] == "r-404" and rec["protocol"] == "HTTP/1.1"
+
+
+def test_explain_names_the_rule_the_pick_reported(admin_proxy):
+    """explain takes the rule from the pick itself (no second pick without the cookie): a force
+    header, a force cookie when the header names no cluster, sticky, weights."""
+    apps = [{"name": "web", "hosts": ["web.test"], "weights": {"blue": 100, "green": 0},
+             "force": {"header": "x-sy-cluster", "cookie": "sy_force"}},
+            {"name": "st", "hosts": ["st.test"], "weights": {"blue": 50, "green": 50},
+             "sticky": {"header": "x-user"}}]
+    p = admin_proxy(apps)
+
+    def explain(*args):
+        doc = json.loads(p.ctl("--json", "explain", *args).stdout)
+        assert doc["ok"] is True, doc
+        return doc
+    doc = explain("web.test", "/", "x-sy-cluster:green", "sy_force=blue")
+    assert (doc["decided_by"], doc["cluster"]) == ("force_header", "green"), doc
+    assert "force header 'x-sy-cluster'" in doc["detail"]
+    doc = explain("web.test", "/", "x-sy-cluster:purple", "sy_force=green")
+    assert (doc["decided_by"], doc["cluster"]) == ("force_cookie", "green"), doc
+    assert "force cookie 'sy_force'" in doc["detail"]
+    assert explain("st.test", "/", "x-user:u1")["decided_by"] == "sticky"
+    assert explain("web.test", "/")["decided_by"] == "weights"
