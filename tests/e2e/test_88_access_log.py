@@ -376,3 +376,20 @@ def test_explain_names_the_rule_the_pick_reported(admin_proxy):
     assert "force cookie 'sy_force'" in doc["detail"]
     assert explain("st.test", "/", "x-user:u1")["decided_by"] == "sticky"
     assert explain("web.test", "/")["decided_by"] == "weights"
+
+
+def test_reload_applies_sample_and_says_path_needs_a_restart(proxy, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(extra=alog(log))
+    assert curl1(p.url + "/anything/r-before").status == 200
+    lines_for(log, by_path("/anything/r-before"))
+    p.spec["extra"] = alog(tmp_path / "other.log", sample=0)
+    p.reload()
+    assert helpers.log_has(p, "access_log.path changes only on restart")
+    assert curl1(p.url + "/anything/r-after").status == 200  # sample 0 now: not logged
+    with Raw(p.port) as c:
+        c.send(b"GET /r-bad HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        assert c.read_response().status == 400  # an own answer: logged, to the old file
+    lines_for(log, lambda r: r["status"] == 400)
+    assert [r["path"] for r in read_lines(log)] == ["/anything/r-before", None]
+    assert not os.path.exists(tmp_path / "other.log")
