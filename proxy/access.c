@@ -48,15 +48,23 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static void make_id(struct sy_worker *w, struct access_rec *a)
+/* The client's sane x-request-id, else 16 hex digits of our own; returns its length. */
+static size_t request_id(struct sy_worker *w, const struct req_head *req, char *id)
 {
     static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct sy_header *h = &req->headers[i];
+        if (h->name.len == 12 && sy_slice_ieq(h->name, "x-request-id") && id_is_sane(h->value)) {
+            memcpy(id, h->value.p, h->value.len);
+            return h->value.len;
+        }
+    }
     if (!w->rid_seed)
         w->rid_seed = worker_random(w) | 1;
     uint64_t v = mix(w->rid_seed + w->rid_next++);
     for (int i = 15; i >= 0; i--, v >>= 4)
-        a->id[i] = hex[v & 15];
-    a->id_len = 16;
+        id[i] = hex[v & 15];
+    return 16;
 }
 
 static size_t copy_cut(char *dst, size_t cap, struct sy_slice s)
@@ -70,27 +78,25 @@ static size_t copy_cut(char *dst, size_t cap, struct sy_slice s)
 void access_begin(struct downstream *d, const struct req_head *req)
 {
     struct access_rec *a = &d->acc;
-    struct sy_worker *w = d->conn->w;
-    a->state = ACCESS_BEGUN;
-    a->id_len = 0;
-    for (size_t i = 0; i < req->n_headers; i++) {
-        const struct sy_header *h = &req->headers[i];
-        if (h->name.len == 12 && sy_slice_ieq(h->name, "x-request-id") && id_is_sane(h->value)) {
-            memcpy(a->id, h->value.p, h->value.len);
-            a->id_len = (uint8_t)h->value.len;
-            break;
-        }
-    }
-    if (!a->id_len)
-        make_id(w, a);
-    if (!w->alog)
+    if (!d->conn->w->alog)
         return;
+    a->state = ACCESS_BEGUN;
+    a->head = req;
     a->start_us = access_now_us();
     a->wall_ms = wall_ms();
     if (req->version[0] == '2')
         a->proto = d->conn->tls ? "h2" : "h2c";
     else
         a->proto = req->version[2] == '0' ? "HTTP/1.0" : "HTTP/1.1";
+}
+
+void access_exchange_begin(struct exchange *ex, const struct req_head *req)
+{
+    struct access_req *a = &ex->acc;
+    a->id_len = (uint8_t)request_id(ex->w, req, a->id);
+    ex->down->acc.head = NULL; /* the exchange answers from here on */
+    if (!ex->w->alog)
+        return;
     a->method_len = (uint8_t)copy_cut(a->method, sizeof(a->method), req->method);
     a->authority_len = (uint8_t)copy_cut(a->authority, sizeof(a->authority), req->authority);
     a->path_len = (uint16_t)copy_cut(a->path, sizeof(a->path), req->target);
@@ -98,9 +104,9 @@ void access_begin(struct downstream *d, const struct req_head *req)
 
 /* -- one line ------------------------------------------------------------------------------ */
 
-/* 4 KiB holds the longest line: the copies are bounded (ACCESS_*_MAX, escaped at most 6x:
- * (128 + 16 + 128 + 512) * 6 < 4800 is the theoretical worst; a line that does not fit is cut
- * at a field boundary by the escaper and still closed). */
+/* A line's buffer, on the worker's stack. The copies are bounded (ACCESS_*_MAX) but an escape
+ * takes up to 6 bytes a byte: a line that would not fit has its strings cut (each keeps 256
+ * bytes for the fields after it) and is still one valid JSON object. */
 #define LINE_MAX_BYTES 6144
 
 struct line {
@@ -218,17 +224,17 @@ static void client(struct line *l, const struct conn *c)
     raw(l, "\"", 1);
 }
 
-/* The parts every line has, from the record: id, client, protocol, TLS, request line. */
-static void request_part(struct line *l, const struct downstream *d, const char *proto)
+/* The parts every line has: client, protocol, TLS, request line (slices: NULL for null). */
+static void request_part(struct line *l, const struct downstream *d, const char *proto,
+                         const struct sy_slice *m, const struct sy_slice *auth,
+                         const struct sy_slice *path)
 {
-    const struct access_rec *a = &d->acc;
-    bool begun = a->state != ACCESS_IDLE;
     client(l, d->conn);
-    str(l, "protocol", begun ? a->proto : proto);
+    str(l, "protocol", proto);
     str(l, "tls", d->conn->tls_version);
-    str_n(l, "method", begun ? a->method : NULL, a->method_len);
-    str_n(l, "authority", begun ? a->authority : NULL, a->authority_len);
-    str_n(l, "path", begun ? a->path : NULL, a->path_len);
+    str_n(l, "method", m ? m->p : NULL, m ? m->len : 0);
+    str_n(l, "authority", auth ? auth->p : NULL, auth ? auth->len : 0);
+    str_n(l, "path", path ? path->p : NULL, path ? path->len : 0);
 }
 
 static void put_line(struct sy_worker *w, struct line *l)
@@ -285,24 +291,26 @@ const char *access_own_reason(int status)
 static void exchange_line(struct line *l, const struct exchange *ex, const char *gen)
 {
     const struct downstream *d = ex->down;
-    const struct access_rec *a = &d->acc;
-    uint64_t now = access_now_us();
+    const struct access_req *a = &ex->acc;
+    uint64_t start = d->acc.start_us, now = access_now_us();
     bool routed = !ex->maint;
-    open_line(l, a->wall_ms);
+    open_line(l, d->acc.wall_ms);
     str_n(l, "request_id", a->id, a->id_len);
     str(l, "app", ex->app ? ex->app->name : NULL);
     str(l, "cluster", routed ? sy_route_cluster(ex->table, ex->cluster)->name : NULL);
     str(l, "rule", routed ? sy_pick_rule_name(ex->rule) : NULL);
     str(l, "endpoint", routed && ex->endpoint ? ex->endpoint->address : NULL);
-    request_part(l, d, NULL);
+    struct sy_slice m = {a->method, a->method_len}, auth = {a->authority, a->authority_len},
+                    path = {a->path, a->path_len};
+    request_part(l, d, d->acc.proto, &m, &auth, &path);
     uint_(l, "status", (uint64_t)(ex->status > 0 ? ex->status : 0));
     uint_(l, "bytes_in", ex->req_body_bytes);
     uint_(l, "bytes_out", ex->resp_bytes);
     ms(l, "connect_ms", ex->connect_us != 0, ex->connect_us);
     key(l, "upstream_reused");
     lit(l, !ex->up_used ? "null" : ex->up_new ? "false" : "true");
-    ms(l, "ttfb_ms", ex->head_us != 0, ex->head_us > a->start_us ? ex->head_us - a->start_us : 0);
-    ms(l, "total_ms", true, now > a->start_us ? now - a->start_us : 0);
+    ms(l, "ttfb_ms", ex->head_us != 0, ex->head_us > start ? ex->head_us - start : 0);
+    ms(l, "total_ms", true, now > start ? now - start : 0);
     key(l, "tunnel");
     lit(l, ex->tunnel ? "true" : "false");
     str(l, "generated", gen);
@@ -330,24 +338,29 @@ void access_log_own(struct downstream *d, int status, bool h2)
     struct access_rec *a = &d->acc;
     struct sy_worker *w = d->conn->w;
     enum access_state was = a->state;
+    const struct req_head *req = was == ACCESS_BEGUN ? a->head : NULL;
     a->state = ACCESS_IDLE;
+    a->head = NULL;
     if (!w->alog || was == ACCESS_LOGGED)
         return;
-    if (was == ACCESS_IDLE) {
+    if (!req) {
         a->start_us = access_now_us();
         a->wall_ms = wall_ms();
-        a->id_len = 0;
+        a->proto = h2 ? (d->conn->tls ? "h2" : "h2c") : "HTTP/1.1";
     }
+    char id[ACCESS_ID_MAX];
+    size_t id_len = req ? request_id(w, req, id) : 0;
     char buf[LINE_MAX_BYTES];
     struct line l = {buf, 0, sizeof(buf)};
     open_line(&l, a->wall_ms);
-    str_n(&l, "request_id", a->id_len ? a->id : NULL, a->id_len);
+    str_n(&l, "request_id", req ? id : NULL, id_len);
     const struct traffic_slot *s = d->own_slot;
     str(&l, "app", s && s->app[0] ? s->app : NULL);
     str(&l, "cluster", s && s->cluster[0] ? s->cluster : NULL);
     str(&l, "rule", NULL);
     str(&l, "endpoint", NULL);
-    request_part(&l, d, h2 ? (d->conn->tls ? "h2" : "h2c") : "HTTP/1.1");
+    request_part(&l, d, a->proto, req ? &req->method : NULL, req ? &req->authority : NULL,
+                 req ? &req->target : NULL);
     uint_(&l, "status", (uint64_t)status);
     uint_(&l, "bytes_in", 0);
     uint_(&l, "bytes_out", 0);

@@ -529,8 +529,7 @@ static void rewrite_request(struct exchange *ex, const struct req_head *req, str
     if (req->authority.len)
         sink_field(s, sy_slice_of("x-forwarded-host", 16), req->authority);
     /* The request id the access log writes: the client's when it was sane, else ours. */
-    const struct access_rec *acc = &ex->down->acc;
-    sink_field(s, sy_slice_of("x-request-id", 12), sy_slice_of(acc->id, acc->id_len));
+    sink_field(s, sy_slice_of("x-request-id", 12), sy_slice_of(ex->acc.id, ex->acc.id_len));
     sink_name(s, sy_slice_of("via", 3));
     add_earlier(s, req, F_VIA, n_via);
     hw_str(&s->hw, req->version);
@@ -760,6 +759,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     struct exchange *ex = exchange_alloc(w);
     ex->down = d;
     ex->w = w;
+    access_exchange_begin(ex, req);
     /* The slot index follows w->table; the exchange's table is the same one here. */
     ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice.cluster];
     counter_add(&ex->slot->requests, 1);
@@ -948,6 +948,7 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
     struct exchange *ex = exchange_alloc(w);
     ex->down = d;
     ex->w = w;
+    access_exchange_begin(ex, req);
     ex->table = t;
     ex->app = app;
     ex->maint = true;

@@ -323,9 +323,10 @@ struct downstream_ops {
     void (*start_tunnel)(struct downstream *d);
 };
 
-/* The access log's record of one downstream request (access.c). The request id is always
- * kept (it goes to the cluster); the request line's parts are copied only when the log is on,
- * cut to these sizes. */
+/* The access log (access.c). A downstream keeps only what an answer of the codec's own needs
+ * (a few words, since every client connection has one); the request id and the copies of the
+ * request line live in the exchange (struct access_req), which exists only while a request is
+ * in flight. The copies are made only when the log is on, cut to these sizes. */
 #define ACCESS_ID_MAX        128
 #define ACCESS_METHOD_MAX    16
 #define ACCESS_AUTHORITY_MAX 128
@@ -337,11 +338,14 @@ enum access_state {
 };
 struct access_rec {
     uint8_t state;
+    const char *proto;           /* "HTTP/1.1", "HTTP/1.0", "h2" or "h2c" */
+    uint64_t start_us;           /* monotonic, when the head was seen */
+    uint64_t wall_ms;            /* the same moment, unix milliseconds */
+    const struct req_head *head; /* during exchange_start only (its own answers), else NULL */
+};
+struct access_req {
     uint8_t id_len, method_len, authority_len;
     uint16_t path_len;
-    const char *proto; /* "HTTP/1.1", "HTTP/1.0", "h2" or "h2c" */
-    uint64_t start_us; /* monotonic, when the head was seen */
-    uint64_t wall_ms;  /* the same moment, unix milliseconds */
     char id[ACCESS_ID_MAX];
     char method[ACCESS_METHOD_MAX];
     char authority[ACCESS_AUTHORITY_MAX];
@@ -442,6 +446,7 @@ struct exchange {
     uint64_t head_us;    /* when the response head went to the client, or 0 */
     uint64_t resp_bytes; /* response body bytes handed to the client */
     /* For the access log (access.c). */
+    struct access_req acc;
     enum sy_pick_rule rule;
     const char *generated;     /* why switchyard answers itself (fail), or NULL */
     uint64_t connect_start_us; /* a new upstream connection was asked for, or 0 */
@@ -623,9 +628,12 @@ SSL_CTX *tls_store_client(struct tls_store *st, const struct sy_cluster_tls *t, 
 void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr *sa, int salen);
 
 /* access.c: the access log's lines. */
-/* The request head was seen: keeps (or makes) the request id, and with the log on copies what
- * the line needs. Before routing, in exchange_start. */
+/* The request head was seen (first thing in exchange_start): the time and protocol, and the
+ * head for an answer of our own before there is an exchange. */
 void access_begin(struct downstream *d, const struct req_head *req);
+/* The exchange for that head exists: it keeps (or makes) the request id, and with the log on
+ * copies what the line needs. */
+void access_exchange_begin(struct exchange *ex, const struct req_head *req);
 /* The exchange ends (exchange_free): its line, sampled unless switchyard answered itself. */
 void access_log_exchange(struct exchange *ex);
 /* A codec's answer of its own (`status`); `h2`: the HTTP/2 codec. Adds the line unless the

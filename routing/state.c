@@ -271,6 +271,16 @@ static void log_override_fates(const struct sy_state *st, const struct sy_route_
     }
 }
 
+/* The access log's file and rings are made once, at start; its sample applies on reload. */
+static void warn_access_log_restart(const struct sy_access_log_spec *o,
+                                    const struct sy_access_log_spec *n)
+{
+    if ((o->path == NULL) != (n->path == NULL) || (o->path && strcmp(o->path, n->path) != 0))
+        sy_log(SY_LOG_WARN, "reload", "access_log.path changes only on restart");
+    else if (o->path && o->buffer_bytes != n->buffer_bytes)
+        sy_log(SY_LOG_WARN, "reload", "access_log.buffer_bytes changes only on restart");
+}
+
 enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy_diags *d)
 {
     size_t first = d->n;
@@ -319,6 +329,7 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
     const char *oj = st->cfg->state, *nj = cfg->state;
     if ((oj == NULL) != (nj == NULL) || (oj && strcmp(oj, nj) != 0))
         sy_log(SY_LOG_WARN, "reload", "state (the journal's path) changes only on restart");
+    warn_access_log_restart(&st->cfg->access_log, &cfg->access_log);
     log_override_fates(st, st->table, t);
     if (st->reload_hook)
         t = st->reload_hook(st->table, t, st->reload_hook_arg);

@@ -11,7 +11,8 @@
 # bounded by count: N requests over HTTP/1.1 (--h1 -c50) and N over h2c (-c10 -m10). Runs are
 # interleaved (off, on, off, on ...) so that a drift of the machine hits both alike. CPU per
 # request is utime + stime of the proxy (/proc/PID/stat) over the requests it served; the
-# ratio on/off is printed per run and as the median of the runs, for h1 and h2c.
+# ratio on/off is printed per run, as the median of the runs and as the ratio of the means, for
+# h1 and h2c. On a shared machine single runs move by 20-40% either way: trust RUNS >= 7.
 # SY_BIN: a switchyard binary to use as is (otherwise build-release is built here). Only
 # 127.0.0.1; only the processes this script started are stopped, by PID.
 set -u
@@ -121,17 +122,40 @@ for kind in h1 h2c; do
     measure "$kind" off >/dev/null # warm: pools filled, buffers grown, the file exists
     measure "$kind" on >/dev/null
     ratios=()
+    sum_off=0 sum_on=0
     for r in $(seq "$RUNS"); do
         read -r off_us off_n < <(measure "$kind" off)
         read -r on_us on_n < <(measure "$kind" on)
         ratio=$(awk -v a="$off_us" -v b="$on_us" 'BEGIN {printf "%.3f", b / a}')
         ratios+=("$ratio")
+        sum_off=$(awk -v s="$sum_off" -v x="$off_us" 'BEGIN {print s + x}')
+        sum_on=$(awk -v s="$sum_on" -v x="$on_us" 'BEGIN {print s + x}')
         printf "%-3s run %d: off %6.2f us/req (%d)   on %6.2f us/req (%d)   on/off %s\n" \
             "$kind" "$r" "$off_us" "$off_n" "$on_us" "$on_n" "$ratio"
     done
     median=$(printf "%s\n" "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
-    echo "$kind median on/off: $median  (+$(awk -v m="$median" 'BEGIN {printf "%.1f", (m - 1) * 100}')% CPU per request)"
+    echo "$kind median on/off: $median  ($(awk -v m="$median" 'BEGIN {printf "%+.1f", (m - 1) * 100}')% CPU per request)"
+    echo "$kind all runs: off $(awk -v s="$sum_off" -v n="$RUNS" 'BEGIN {printf "%.2f", s / n}') us/req, on $(awk -v s="$sum_on" -v n="$RUNS" 'BEGIN {printf "%.2f", s / n}') us/req, on/off $(awk -v a="$sum_off" -v b="$sum_on" 'BEGIN {printf "%.3f", b / a}')"
 done
 lines=$(wc -l <"$work/access.log")
 dropped=$(curl -s "http://127.0.0.1:$ONH/metrics" | awk '/^switchyard_access_log_dropped_total/ {print $2}')
 echo "access log: $lines lines written, $dropped dropped ($work/access.log)"
+
+# PERF=1: where the "on" process spends its time under one more h2c load (perf cpu-clock
+# samples, no call graphs): the writer thread's share, and the share of the worker's samples
+# in the functions that make and queue the lines. A figure that machine noise does not move.
+if [ "${PERF:-0}" = 1 ]; then
+    perf record -e cpu-clock -F 2000 -o "$work/perf.data" -p "$on_pid" -- sleep 600 \
+        >"$work/perf.log" 2>&1 &
+    perf_pid=$!
+    sleep 0.5
+    load h2c "$ON2" >/dev/null
+    kill -INT "$perf_pid"
+    wait "$perf_pid" 2>/dev/null
+    echo "## perf: samples by thread"
+    perf report -i "$work/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$'
+    echo "## perf: the worker's samples in the access log's code"
+    perf report -i "$work/perf.data" --no-children --comm sy-worker-0 --percentage relative --sort sym --stdio 2>/dev/null |
+        grep -E '\] (access_|sy_access_|sy_json_escape|key|str_n|str|digits|uint_|ms|raw|lit|open_line|exchange_line|put_line|request_part|client|request_id|sampled|mix|copy_cut)( |$)' |
+        awk '{s += $1; print} END {printf "total: %.2f%% of the worker'"'"'s samples\n", s}'
+fi

@@ -315,3 +315,81 @@ def test_grpc_call_line(proxy, tmp_path):
         assert rec["upstream_reused"] is False and rec["connect_ms"] is not None
     finally:
         peer.stop()
+
+
+def test_h2_cluster_gets_the_request_id(proxy, tmp_path):
+    """An h2c cluster (the python3-h2 peer) receives x-request-id as an HTTP/2 field, the
+    client's when it is sane, ours otherwise, and the line names the same id."""
+    from upstream_util import Peers
+    peers = Peers(tmp_path)
+    try:
+        peer = peers.h2peer("h2-rid")
+        log = tmp_path / "access.log"
+        p = proxy(apps=[{"name": "h2", "hosts": ["*"], "weights": {"h2c": 100}}],
+                  clusters={"h2c": {"endpoints": [peer.addr], "protocol": "h2c"}},
+                  extra=alog(log))
+        r = curl1(p.url + "/echo-headers?a", "-H", "X-Request-Id: client-id-1")
+        assert ["x-request-id", "client-id-1"] in r.json()["headers"]
+        r = curl1(p.url + "/echo-headers?b")
+        ids = [v for n, v in r.json()["headers"] if n == "x-request-id"]
+        assert len(ids) == 1 and len(ids[0]) == 16
+        recs = {x["path"]: x for x in lines_for(log, lambda x: "echo" in x["path"], n=2)}
+        assert recs["/echo-headers?a"]["request_id"] == "client-id-1"
+        assert recs["/echo-headers?b"]["request_id"] == ids[0]
+        assert recs["/echo-headers?a"]["cluster"] == "h2c"
+    finally:
+        peers.stop_all()
+
+
+def test_own_404_line_has_the_request_line_and_id(proxy, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(apps=[{"name": "web", "hosts": ["web.test"], "weights": {"blue": 100}}],
+              extra=alog(log))
+    r = curl1(p.url + "/nowhere?x=\"1\"", "-H", "Host: other.test", "-H", "X-Request-Id: r-404")
+    assert r.status == 404
+    rec = lines_for(log, lambda x: x["status"] == 404)[0]
+    check_shape(rec)
+    assert rec["generated"] == "no_route" and rec["app"] is None and rec["rule"] is None
+    assert rec["method"] == "GET" and rec["authority"] == "other.test"
+    assert rec["path"] == "/nowhere?x=%221%22" or rec["path"] == '/nowhere?x="1"', rec
+    assert rec["request_id"] == "r-404" and rec["protocol"] == "HTTP/1.1"
+
+
+def test_explain_names_the_rule_the_pick_reported(admin_proxy):
+    """explain takes the rule from the pick itself (no second pick without the cookie): a force
+    header, a force cookie when the header names no cluster, sticky, weights."""
+    apps = [{"name": "web", "hosts": ["web.test"], "weights": {"blue": 100, "green": 0},
+             "force": {"header": "x-sy-cluster", "cookie": "sy_force"}},
+            {"name": "st", "hosts": ["st.test"], "weights": {"blue": 50, "green": 50},
+             "sticky": {"header": "x-user"}}]
+    p = admin_proxy(apps)
+
+    def explain(*args):
+        doc = json.loads(p.ctl("--json", "explain", *args).stdout)
+        assert doc["ok"] is True, doc
+        return doc
+    doc = explain("web.test", "/", "x-sy-cluster:green", "sy_force=blue")
+    assert (doc["decided_by"], doc["cluster"]) == ("force_header", "green"), doc
+    assert "force header 'x-sy-cluster'" in doc["detail"]
+    doc = explain("web.test", "/", "x-sy-cluster:purple", "sy_force=green")
+    assert (doc["decided_by"], doc["cluster"]) == ("force_cookie", "green"), doc
+    assert "force cookie 'sy_force'" in doc["detail"]
+    assert explain("st.test", "/", "x-user:u1")["decided_by"] == "sticky"
+    assert explain("web.test", "/")["decided_by"] == "weights"
+
+
+def test_reload_applies_sample_and_says_path_needs_a_restart(proxy, tmp_path):
+    log = tmp_path / "access.log"
+    p = proxy(extra=alog(log))
+    assert curl1(p.url + "/anything/r-before").status == 200
+    lines_for(log, by_path("/anything/r-before"))
+    p.spec["extra"] = alog(tmp_path / "other.log", sample=0)
+    p.reload()
+    assert helpers.log_has(p, "access_log.path changes only on restart")
+    assert curl1(p.url + "/anything/r-after").status == 200  # sample 0 now: not logged
+    with Raw(p.port) as c:
+        c.send(b"GET /r-bad HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        assert c.read_response().status == 400  # an own answer: logged, to the old file
+    lines_for(log, lambda r: r["status"] == 400)
+    assert [r["path"] for r in read_lines(log)] == ["/anything/r-before", None]
+    assert not os.path.exists(tmp_path / "other.log")
