@@ -190,3 +190,35 @@ def test_h2_client_is_served_through_the_delay_then_gets_goaway(proxy, backends)
     goaway = [e for _, e in c.events if isinstance(e, h2.events.ConnectionTerminated)][0]
     assert goaway.error_code == 0 and goaway.last_stream_id == sid, goaway
     assert p.wait_exit(10) == 0
+
+
+def test_tunnel_is_served_through_the_drain_and_cut_at_the_grace(proxy):
+    from test_70_websocket import WsServer
+    ws = WsServer("blue-ws")
+    try:
+        hport = free_port()
+        p = proxy(clusters={"blue": ["127.0.0.1:%d" % ws.port]},
+                  apps=[{"name": "ws", "hosts": ["*"], "weights": {"blue": 100}}],
+                  extra=admin_extra(hport, "300ms", "1500ms"))
+        c = Raw(p.port)
+        c.send(b"GET /socket HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+        assert c.read_response(head_request=True, skip_1xx=False).status == 101
+        ping = b"\x89\x84abcd" + bytes(x ^ y for x, y in zip(b"ping", b"abcd"))  # masked
+        t_term = time.monotonic()
+        p.proc.send_signal(signal.SIGTERM)
+        # The tunnel still carries bytes after the listeners closed (a WebSocket PING is
+        # answered with a PONG by the server behind it) ...
+        helpers.wait_for(lambda: refused(p.port), 3, "listeners closed", interval=0.02)
+        c.send(ping)
+        c._fill(time.monotonic() + 3)
+        assert c.buf[:1] == b"\x8a", c.buf  # PONG
+        c.buf = b""
+        # ... and is cut at the grace, after which the process exits 0.
+        assert c.closed(timeout=5) is True
+        took = time.monotonic() - t_term
+        assert 1.6 <= took < 3.5, "tunnel cut %.2f s after TERM" % took
+        assert p.wait_exit(10) == 0
+    finally:
+        ws.stop()
