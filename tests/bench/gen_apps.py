@@ -19,10 +19,12 @@ import sys
 
 
 def render(n, blue="127.0.0.1:9", green="127.0.0.1:9", listen="127.0.0.1:18080", admin=None, state=None,
-           seed=0, catch_all=True, workers=None, drain=None):
+           seed=0, catch_all=True, workers=None, drain=None, stop_delay=None):
     out = []
     if drain:
         out.append("timeouts:\n  drain: %s\n" % drain)
+    if stop_delay:
+        out.append("shutdown:\n  delay: %s\n" % stop_delay)
     if workers:
         out.append("workers: %d\n" % workers)
     if listen:

@@ -129,10 +129,14 @@ def test_grace_covers_the_drain_and_the_socket_is_shared():
     proxy = container("switchyard")
     (_, _, text), = routing_tables()
     cfg = yaml.safe_load(text)
-    drain = duration_s(cfg.get("timeouts", {}).get("drain", "10s"))
+    # switchyard's defaults: shutdown.delay 5s, shutdown.grace 30s (timeouts.drain its older
+    # name); a preStop pause adds to them.
+    sd = cfg.get("shutdown", {})
+    delay = duration_s(sd.get("delay", "5s"))
+    grace = duration_s(sd.get("grace", cfg.get("timeouts", {}).get("drain", "30s")))
     pre = proxy.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     pause = int(pre[1]) if pre[:1] == ["sleep"] else 0
-    assert spec["terminationGracePeriodSeconds"] > drain + pause, (drain, pause)
+    assert spec["terminationGracePeriodSeconds"] > delay + grace + pause, (delay, grace, pause)
 
     for probe in ("readinessProbe", "livenessProbe"):
         assert probe in proxy, "the switchyard container has no %s" % probe
@@ -246,6 +250,7 @@ def local_ports(text, proxy_port, admin_port, backends, weights=None):
     assert cfg["admin"]["http"].endswith(":%d" % admin_http), cfg["admin"]
     cfg["listen"] = [{"address": "127.0.0.1:%d" % proxy_port}]
     cfg["admin"]["http"] = "127.0.0.1:%d" % admin_port
+    cfg["shutdown"] = {"delay": "0s"}  # the test stops it: no 5 s of accepting on
     cfg["clusters"]["blue"]["endpoints"] = [backends.blue.addr]
     cfg["clusters"]["green"]["endpoints"] = [backends.green.addr]
     if weights:

@@ -310,6 +310,7 @@ def test_default_config_checks_and_serves(tmp_path, backends):
             .replace('":80"', '"127.0.0.1:%d"' % port)
             .replace("127.0.0.1:8081", backends.blue.addr)
             .replace("127.0.0.1:8082", backends.green.addr))
+    text += "shutdown: {delay: 0s}\n"  # the test stops it: no 5 s of accepting on
     cfg = tmp_path / "switchyard.yaml"
     cfg.write_text(text)
     p = subprocess.run([SWITCHYARD, "-t", "-c", str(cfg)], capture_output=True, text=True,

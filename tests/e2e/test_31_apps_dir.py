@@ -54,6 +54,7 @@ def main_config(port, backends, sock, apps_dir="apps.d"):
         "admin": {"socket": sock},
         "state": sock + ".state",
         "timeouts": {"drain": "5s"},
+        "shutdown": {"delay": "0s"},  # no 5 s of accepting on at every stop
         "clusters": {"blue": {"endpoints": [backends.blue.addr]},
                      "green": {"endpoints": [backends.green.addr]}},
         "apps_dir": apps_dir,

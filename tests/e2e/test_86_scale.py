@@ -72,7 +72,7 @@ def test_revert_during_a_50k_app_reload_is_answered_and_requests_flow(backends, 
     def write(seed):
         text = gen_apps.render(N_APPS, blue=backends.blue.addr, green=backends.green.addr,
                                listen="127.0.0.1:%d" % port, admin=sock, seed=seed, workers=2,
-                               drain="2s")
+                               drain="2s", stop_delay="0s")
         with open(cfg + ".tmp", "w") as f:
             f.write(text)
         os.rename(cfg + ".tmp", cfg)
