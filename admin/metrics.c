@@ -167,40 +167,6 @@ static int cmp_row(const void *a, const void *b)
     return r ? r : strcmp(x->cluster ? x->cluster : "", y->cluster ? y->cluster : "");
 }
 
-/* Why we answered `status` ourselves, as a label. 503 has three causes told apart by their
- * own counters (queue, upstream_limit); the rest of them are "unavailable". */
-static const char *own_reason(int status)
-{
-    switch (status) {
-    case 400:
-        return "bad_request";
-    case 404:
-        return "no_route";
-    case 405:
-        return "method_not_allowed";
-    case 408:
-        return "client_timeout";
-    case 413:
-        return "body_too_large";
-    case 414:
-        return "uri_too_long";
-    case 431:
-        return "head_too_large";
-    case 501:
-        return "not_implemented";
-    case 502:
-        return "upstream_failed";
-    case 503:
-        return "unavailable";
-    case 504:
-        return "upstream_timeout";
-    case 505:
-        return "version_not_supported";
-    default:
-        return "other";
-    }
-}
-
 static void fmt_seconds_le(size_t i, char *buf, size_t size)
 {
     if (i >= SY_LAT_N)
@@ -276,7 +242,7 @@ static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
                 continue;
             const char *l[] = {
                 "app",  r->app ? r->app : "",    "cluster", r->cluster ? r->cluster : "",
-                "code", status ? code : "other", "reason",  own_reason(status)};
+                "code", status ? code : "other", "reason",  sy_own_reason(status)};
             sy_prom_sample_u64(m, "", l, 4, NULL, n);
         }
     }

@@ -256,38 +256,6 @@ static bool sampled(struct sy_worker *w)
     return (double)(worker_random(w) >> 11) < s * (double)(1ull << 53);
 }
 
-/* The reason for an answer of our own, by status, when the code that made it named none. */
-const char *access_own_reason(int status)
-{
-    switch (status) {
-    case 400:
-        return "bad_request";
-    case 404:
-        return "no_route";
-    case 405:
-        return "method_not_allowed";
-    case 408:
-        return "client_timeout";
-    case 413:
-        return "too_large";
-    case 414:
-        return "uri_too_long";
-    case 431:
-        return "headers_too_large";
-    case 501:
-        return "not_implemented";
-    case 502:
-        return "upstream_error";
-    case 503:
-        return "unavailable";
-    case 504:
-        return "upstream_timeout";
-    case 505:
-        return "version_not_supported";
-    }
-    return "error";
-}
-
 static void exchange_line(struct line *l, const struct exchange *ex, const char *gen)
 {
     const struct downstream *d = ex->down;
@@ -372,6 +340,6 @@ void access_log_own(struct downstream *d, int status, bool h2)
     ms(&l, "total_ms", true, now > a->start_us ? now - a->start_us : 0);
     key(&l, "tunnel");
     lit(&l, "false");
-    str(&l, "generated", access_own_reason(status));
+    str(&l, "generated", sy_own_reason(status));
     put_line(w, &l);
 }

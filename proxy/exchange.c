@@ -185,7 +185,7 @@ static void fail(struct exchange *ex, int status, const char *why)
     if (!started) {
         ex->status = status;
         if (!ex->generated)
-            ex->generated = access_own_reason(status);
+            ex->generated = sy_own_reason(status);
     }
     if (ex->up)
         upstream_release(ex->up, false);

@@ -641,8 +641,6 @@ void access_log_exchange(struct exchange *ex);
 void access_log_own(struct downstream *d, int status, bool h2);
 /* Monotonic microseconds (vDSO: no system call). */
 uint64_t access_now_us(void);
-/* The `generated` word for an answer of our own with `status` (bad_request, no_route...). */
-const char *access_own_reason(int status);
 
 /* exchange.c: called by the codecs and upstream.c */
 void exchange_start(struct downstream *d, const struct req_head *req);

@@ -110,6 +110,41 @@ static inline int sy_own_status(size_t i)
     return i < SY_OWN_N ? status[i] : 0;
 }
 
+/* Why switchyard answered `status` itself, in one word: the `reason` label of
+ * switchyard_generated_responses_total and the access log's `generated` when the code that
+ * made the answer named nothing more precise. */
+static inline const char *sy_own_reason(int status)
+{
+    switch (status) {
+    case 400:
+        return "bad_request";
+    case 404:
+        return "no_route";
+    case 405:
+        return "method_not_allowed";
+    case 408:
+        return "client_timeout";
+    case 413:
+        return "body_too_large";
+    case 414:
+        return "uri_too_long";
+    case 431:
+        return "head_too_large";
+    case 501:
+        return "not_implemented";
+    case 502:
+        return "upstream_failed";
+    case 503:
+        return "unavailable";
+    case 504:
+        return "upstream_timeout";
+    case 505:
+        return "version_not_supported";
+    default:
+        return "other";
+    }
+}
+
 /* Latency histograms (sy_traffic.dur, head_lat) have SY_LAT_N buckets with these upper
  * bounds in microseconds, and one more for anything slower. */
 #define SY_LAT_N 15
