@@ -29,44 +29,14 @@
 
 #include "switchyard/apps_dir.h"
 
+#include "config_internal.h"
 #include "yaml_doc.h"
 
-/* A routing table is small; anything this large is a mistake, not a config. */
-#define MAX_FILE_BYTES (16u << 20)
-#define MAX_WORKERS    1024
-#define MAX_NAME       63
-#define MAX_APP_NAME   255
-#define MAX_HOST       253
-#define MAX_ALLOW      256 /* admin.allow_uids / allow_gids (and allow_read_*) entries */
-
-static bool resolve_names = true;
-
-struct ctx {
-    const char *file;
-    struct sy_diags *diags;
-    size_t first_diag; /* diags->n on entry: ours are the ones after it */
-    struct sy_yaml_doc yaml;
-    struct sy_config *cfg;
-    size_t cap_listens, cap_clusters, cap_apps;
-    size_t n_app_names;   /* in cfg's name index */
-    const char *dir_file; /* the apps_dir file being read (c->file too), or NULL */
-};
-
-/* One host+path pair an app claims, for the check that no two apps claim the same one. */
-struct claim {
-    const char *host, *path;
-    size_t app;
-    struct sy_mark mark;
-};
-
-/* A node's text made safe to quote in a message: truncated, control bytes shown as '?'. */
-struct shown {
-    char s[72];
-};
+bool sy_cfg_resolve_names = true;
 
 void sy_config_set_resolve(bool on)
 {
-    resolve_names = on;
+    sy_cfg_resolve_names = on;
 }
 
 void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
@@ -103,302 +73,6 @@ void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
         to->tls_ticket_rotate_ms = 12 * 3600 * 1000;
         to->worker_stale_ms = 5000;
     }
-}
-
-static int clamp_int(size_t v)
-{
-    return v >= INT_MAX ? INT_MAX : (int)v;
-}
-
-static struct sy_mark mark_of(const struct sy_ynode *n)
-{
-    struct sy_mark m = {clamp_int(n->start_mark.line + 1), clamp_int(n->start_mark.column + 1)};
-    return m;
-}
-
-static void verror_at(struct ctx *c, int line, int col, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
-static void error_mark(struct ctx *c, yaml_mark_t m, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void report(struct ctx *c, const struct sy_ynode *n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void verror_at(struct ctx *c, int line, int col, const char *fmt, va_list ap)
-{
-    char msg[sizeof(((struct sy_diag *)0)->msg)];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    sy_diags_add(c->diags, c->file, line, col, "%s", msg);
-}
-
-static void error_mark(struct ctx *c, yaml_mark_t m, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    verror_at(c, clamp_int(m.line + 1), clamp_int(m.column + 1), fmt, ap);
-    va_end(ap);
-}
-
-static void report(struct ctx *c, const struct sy_ynode *n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    struct sy_mark m = mark_of(n);
-    verror_at(c, m.line, m.col, fmt, ap);
-    va_end(ap);
-}
-
-static struct shown show_as(const struct sy_ynode *n, bool mark_quoted)
-{
-    struct shown out;
-    if (n->type == YAML_MAPPING_NODE) {
-        snprintf(out.s, sizeof(out.s), "a mapping");
-        return out;
-    }
-    if (n->type != YAML_SCALAR_NODE) {
-        snprintf(out.s, sizeof(out.s), "a list");
-        return out;
-    }
-    const unsigned char *p = n->data.scalar.value;
-    size_t len = n->data.scalar.length, max = sizeof(out.s) - 6, o = 0;
-    if (len == 0) {
-        snprintf(out.s, sizeof(out.s), "%s", mark_quoted ? "nothing" : "");
-        return out;
-    }
-    bool quoted = mark_quoted && n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-    if (quoted)
-        out.s[o++] = '"';
-    size_t i = 0;
-    for (; i < len && o < max; i++)
-        out.s[o++] = p[i] < 0x20 || p[i] == 0x7f ? '?' : (char)p[i];
-    if (i < len) {
-        memcpy(out.s + o, "...", 3);
-        o += 3;
-    }
-    if (quoted)
-        out.s[o++] = '"';
-    out.s[o] = '\0';
-    return out;
-}
-
-/* A name or key as written, for quoting inside '...'. */
-static struct shown show(const struct sy_ynode *n)
-{
-    return show_as(n, false);
-}
-
-/* A value after "got": a quoted scalar keeps its quotes, since "50" is a string, not 50. */
-static struct shown show_value(const struct sy_ynode *n)
-{
-    return show_as(n, true);
-}
-
-static struct sy_ynode *node_at(struct ctx *c, int index)
-{
-    return sy_yaml_node(&c->yaml, index);
-}
-
-static bool is_scalar(const struct sy_ynode *n)
-{
-    return n->type == YAML_SCALAR_NODE;
-}
-
-static const char *text(const struct sy_ynode *n)
-{
-    return (const char *)n->data.scalar.value;
-}
-
-/* The text of a scalar that must be a usable string: not a collection, not empty, no NUL. */
-static const char *string_value(struct ctx *c, const struct sy_ynode *n, const char *what)
-{
-    if (!is_scalar(n)) {
-        report(c, n, "%s must be a string, got %s", what, show_value(n).s);
-        return NULL;
-    }
-    if (n->data.scalar.length == 0) {
-        report(c, n, "%s must not be empty", what);
-        return NULL;
-    }
-    if (strlen(text(n)) != n->data.scalar.length) {
-        report(c, n, "%s must not contain NUL bytes", what);
-        return NULL;
-    }
-    return text(n);
-}
-
-/* A plain (unquoted) decimal integer no larger than `max`: YAML's quoted "5" is a string. */
-static bool parse_uint(const struct sy_ynode *n, uint64_t max, uint64_t *out)
-{
-    if (!is_scalar(n) || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return false;
-    const unsigned char *p = n->data.scalar.value;
-    size_t len = n->data.scalar.length;
-    if (len == 0)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return false;
-        unsigned d = p[i] - '0';
-        if (v > (max - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
-}
-
-enum duration_result {
-    DURATION_OK = 0,
-    DURATION_SYNTAX,
-    DURATION_TOO_LONG,
-};
-
-/* "10s", "500ms", "2m", "1h" or a plain number of seconds, as milliseconds. */
-static enum duration_result parse_duration(const struct sy_ynode *n, unsigned *out)
-{
-    if (!is_scalar(n))
-        return DURATION_SYNTAX;
-    const char *p = text(n), *end = p + n->data.scalar.length;
-    uint64_t v = 0;
-    bool too_long = false;
-    const char *q = p;
-    for (; q < end && *q >= '0' && *q <= '9'; q++) {
-        v = v * 10 + (uint64_t)(*q - '0');
-        if (v > UINT_MAX) {
-            too_long = true;
-            v = UINT_MAX;
-        }
-    }
-    if (q == p)
-        return DURATION_SYNTAX;
-    size_t ulen = (size_t)(end - q);
-    uint64_t factor;
-    if (ulen == 0 || (ulen == 1 && *q == 's'))
-        factor = 1000;
-    else if (ulen == 2 && q[0] == 'm' && q[1] == 's')
-        factor = 1;
-    else if (ulen == 1 && *q == 'm')
-        factor = 60 * 1000;
-    else if (ulen == 1 && *q == 'h')
-        factor = 60 * 60 * 1000;
-    else
-        return DURATION_SYNTAX;
-    if (too_long || v * factor > UINT_MAX)
-        return DURATION_TOO_LONG;
-    *out = (unsigned)(v * factor);
-    return DURATION_OK;
-}
-
-/* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
-static enum duration_result parse_seconds(const struct sy_ynode *n, uint64_t max, unsigned *out)
-{
-    if (!is_scalar(n))
-        return DURATION_SYNTAX;
-    const char *p = text(n), *end = p + n->data.scalar.length;
-    uint64_t v = 0;
-    bool too_long = false;
-    const char *q = p;
-    for (; q < end && *q >= '0' && *q <= '9'; q++) {
-        v = v * 10 + (uint64_t)(*q - '0');
-        if (v > max) {
-            too_long = true;
-            v = max;
-        }
-    }
-    if (q == p)
-        return DURATION_SYNTAX;
-    uint64_t factor;
-    if (q == end || (end - q == 1 && *q == 's'))
-        factor = 1;
-    else if (end - q == 1 && *q == 'm')
-        factor = 60;
-    else if (end - q == 1 && *q == 'h')
-        factor = 60 * 60;
-    else if (end - q == 1 && *q == 'd')
-        factor = 24 * 60 * 60;
-    else
-        return DURATION_SYNTAX;
-    if (too_long || v * factor > max)
-        return DURATION_TOO_LONG;
-    *out = (unsigned)(v * factor);
-    return DURATION_OK;
-}
-
-/* RFC 9110 §5.6.2 tchar. An RFC 6265 §4.1.1 cookie-name is the same token (RFC 2616 §2.2). */
-static bool is_tchar(unsigned char ch)
-{
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-        return true;
-    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
-/*
- * Reads one mapping entry into k, v and key. Reports and skips keys that are not strings and
- * keys already seen in the same mapping (quadratic, but mappings here are short).
- */
-static bool map_entry(struct ctx *c, const struct sy_ynode *map, const yaml_node_pair_t *p,
-                      struct sy_ynode **k, struct sy_ynode **v, const char **key)
-{
-    *k = node_at(c, p->key);
-    *v = node_at(c, p->value);
-    if (!is_scalar(*k)) {
-        report(c, *k, "keys must be strings, got %s", show(*k).s);
-        return false;
-    }
-    if (strlen(text(*k)) != (*k)->data.scalar.length) {
-        report(c, *k, "keys must not contain NUL bytes");
-        return false;
-    }
-    for (const yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
-        const struct sy_ynode *prev = node_at(c, q->key);
-        if (is_scalar(prev) && prev->data.scalar.length == (*k)->data.scalar.length &&
-            memcmp(text(prev), text(*k), prev->data.scalar.length) == 0) {
-            report(c, *k, "duplicate key '%s' (first at line %d)", show(*k).s, mark_of(prev).line);
-            return false;
-        }
-    }
-    *key = text(*k);
-    return true;
-}
-
-static bool is_mapping(struct ctx *c, const struct sy_ynode *n, const char *what)
-{
-    if (n->type == YAML_MAPPING_NODE)
-        return true;
-    report(c, n, "%s must be a mapping, got %s", what, show_value(n).s);
-    return false;
-}
-
-static bool is_list(struct ctx *c, const struct sy_ynode *n, const char *what)
-{
-    if (n->type == YAML_SEQUENCE_NODE)
-        return true;
-    report(c, n, "%s must be a list, got %s", what, show_value(n).s);
-    return false;
-}
-
-static bool has_pairs(const struct sy_ynode *map)
-{
-    return map->data.mapping.pairs.top > map->data.mapping.pairs.start;
-}
-
-static bool has_items(const struct sy_ynode *seq)
-{
-    return seq->data.sequence.items.top > seq->data.sequence.items.start;
-}
-
-static bool is_digits_and_dots(const char *s)
-{
-    for (; *s; s++)
-        if (!(*s == '.' || (*s >= '0' && *s <= '9')))
-            return false;
-    return true;
-}
-
-static bool is_name_char(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           ch == '-' || ch == '.' || ch == '_';
 }
 
 int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr,
@@ -486,7 +160,7 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
         a4->sin_family = AF_INET;
         a4->sin_port = htons((uint16_t)pnum);
         len = sizeof(*a4);
-    } else if (is_digits_and_dots(host)) {
+    } else if (sy_cfg_is_digits_and_dots(host)) {
         *why = "bad IPv4 address";
         return SY_ERR_INVALID;
     } else if (!resolve) {
@@ -494,7 +168,7 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
         return SY_ERR_INVALID;
     } else {
         for (size_t i = 0; i < hostlen; i++) {
-            if (!is_name_char(host[i])) {
+            if (!sy_cfg_is_name_char(host[i])) {
                 *why = "bad host name";
                 return SY_ERR_INVALID;
             }
@@ -535,36 +209,23 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
 static void parse_workers(struct ctx *c, const struct sy_ynode *v)
 {
     uint64_t n;
-    if (!parse_uint(v, MAX_WORKERS, &n)) {
-        report(c, v, "workers must be an integer 0..%d, got %s", MAX_WORKERS, show_value(v).s);
+    if (!sy_cfg_parse_uint(v, MAX_WORKERS, &n)) {
+        sy_cfg_report(c, v, "workers must be an integer 0..%d, got %s", MAX_WORKERS,
+                      sy_cfg_show_value(v).s);
         return;
     }
     c->cfg->workers = (unsigned)n;
 }
 
-/* A path in the file, relative to the file's own directory unless absolute. */
-static char *file_path(struct ctx *c, const char *s)
-{
-    const char *base = c->dir_file ? c->dir_file : c->cfg->path ? c->cfg->path : "";
-    const char *slash = strrchr(base, '/');
-    if (s[0] == '/' || !slash)
-        return sy_xstrdup(s);
-    size_t dir = (size_t)(slash - base) + 1;
-    char *p = sy_xmalloc(dir + strlen(s) + 1);
-    memcpy(p, base, dir);
-    strcpy(p + dir, s);
-    return p;
-}
-
 /* A readable file named by `v` (resolved against the config's directory), or NULL. */
 static char *readable_file(struct ctx *c, const struct sy_ynode *v, const char *what)
 {
-    const char *s = string_value(c, v, what);
+    const char *s = sy_cfg_string_value(c, v, what);
     if (!s)
         return NULL;
-    char *path = file_path(c, s);
+    char *path = sy_cfg_file_path(c, s);
     if (access(path, R_OK) != 0) {
-        report(c, v, "cannot read %s '%s': %s", what, path, strerror(errno));
+        sy_cfg_report(c, v, "cannot read %s '%s': %s", what, path, strerror(errno));
         free(path);
         return NULL;
     }
@@ -575,35 +236,35 @@ static char *readable_file(struct ctx *c, const struct sy_ynode *v, const char *
  * checked when the listener is made, and by -t). */
 static void parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l)
 {
-    if (!is_mapping(c, v, "tls"))
+    if (!sy_cfg_is_mapping(c, v, "tls"))
         return;
     const struct sy_ynode *cert = NULL, *key = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *name;
-        if (!map_entry(c, v, p, &k, &pv, &name))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &name))
             continue;
         if (strcmp(name, "cert") == 0)
             cert = pv;
         else if (strcmp(name, "key") == 0)
             key = pv;
         else
-            report(c, k, "unknown key '%s' in tls", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in tls", sy_cfg_show(k).s);
     }
     if (!cert || !key) {
-        report(c, v, "tls needs both 'cert' and 'key'");
+        sy_cfg_report(c, v, "tls needs both 'cert' and 'key'");
         return;
     }
     char *paths[2] = {readable_file(c, cert, "certificate"), readable_file(c, key, "key")};
     l->tls_cert = paths[0];
     l->tls_key = paths[1];
-    l->tls_mark = mark_of(v);
+    l->tls_mark = sy_cfg_mark_of(v);
 }
 
 /* `proxy_protocol: v1 | v2 | any` of a listener. */
 static void parse_listen_pp(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l)
 {
-    const char *s = is_scalar(v) ? text(v) : NULL;
+    const char *s = sy_cfg_is_scalar(v) ? sy_cfg_text(v) : NULL;
     if (s && strcmp(s, "v1") == 0)
         l->proxy_protocol = SY_PP_V1;
     else if (s && strcmp(s, "v2") == 0)
@@ -611,20 +272,21 @@ static void parse_listen_pp(struct ctx *c, const struct sy_ynode *v, struct sy_l
     else if (s && strcmp(s, "any") == 0)
         l->proxy_protocol = SY_PP_ANY;
     else
-        report(c, v, "proxy_protocol must be v1, v2 or any (leave it out for none), got %s",
-               show_value(v).s);
+        sy_cfg_report(c, v, "proxy_protocol must be v1, v2 or any (leave it out for none), got %s",
+                      sy_cfg_show_value(v).s);
 }
 
 /* One `trusted_proxies` entry: "ADDR/BITS" or "ADDR" (a single host). The bits past the
  * prefix must be zero: "10.0.0.1/8" is more likely a typo than a wish. */
 static bool parse_cidr(struct ctx *c, const struct sy_ynode *v, struct sy_cidr *out)
 {
-    const char *s = string_value(c, v, "trusted_proxies entry");
+    const char *s = sy_cfg_string_value(c, v, "trusted_proxies entry");
     if (!s)
         return false;
     char buf[INET6_ADDRSTRLEN + 8];
     if (strlen(s) >= sizeof(buf)) {
-        report(c, v, "bad trusted_proxies entry '%s': use an address or ADDRESS/BITS", show(v).s);
+        sy_cfg_report(c, v, "bad trusted_proxies entry '%s': use an address or ADDRESS/BITS",
+                      sy_cfg_show(v).s);
         return false;
     }
     strcpy(buf, s);
@@ -639,7 +301,8 @@ static bool parse_cidr(struct ctx *c, const struct sy_ynode *v, struct sy_cidr *
         out->family = AF_INET6;
         out->bits = 128;
     } else {
-        report(c, v, "bad trusted_proxies entry '%s': use an address or ADDRESS/BITS", show(v).s);
+        sy_cfg_report(c, v, "bad trusted_proxies entry '%s': use an address or ADDRESS/BITS",
+                      sy_cfg_show(v).s);
         return false;
     }
     if (slash) {
@@ -651,8 +314,8 @@ static bool parse_cidr(struct ctx *c, const struct sy_ynode *v, struct sy_cidr *
             bits = bits * 10 + (unsigned)(*d - '0');
         }
         if (!ok || bits > max) {
-            report(c, v, "bad prefix length in trusted_proxies entry '%s': 0 to %u", show(v).s,
-                   max);
+            sy_cfg_report(c, v, "bad prefix length in trusted_proxies entry '%s': 0 to %u",
+                          sy_cfg_show(v).s, max);
             return false;
         }
         out->bits = bits;
@@ -662,8 +325,8 @@ static bool parse_cidr(struct ctx *c, const struct sy_ynode *v, struct sy_cidr *
         unsigned keep = out->bits >= (i + 1) * 8 ? 8 : out->bits > i * 8 ? out->bits - i * 8 : 0;
         unsigned char mask = (unsigned char)(0xFF00u >> keep);
         if (out->addr[i] & ~mask) {
-            report(c, v, "trusted_proxies entry '%s' has bits set past its /%u prefix", show(v).s,
-                   out->bits);
+            sy_cfg_report(c, v, "trusted_proxies entry '%s' has bits set past its /%u prefix",
+                          sy_cfg_show(v).s, out->bits);
             return false;
         }
     }
@@ -673,14 +336,14 @@ static bool parse_cidr(struct ctx *c, const struct sy_ynode *v, struct sy_cidr *
 static void parse_trusted(struct ctx *c, const struct sy_ynode *v, struct sy_cidr **out,
                           size_t *n_out)
 {
-    if (!is_list(c, v, "trusted_proxies"))
+    if (!sy_cfg_is_list(c, v, "trusted_proxies"))
         return;
     size_t n = 0, cap = 0;
     struct sy_cidr *list = NULL;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
         struct sy_cidr one;
-        if (!parse_cidr(c, node_at(c, *it), &one))
+        if (!parse_cidr(c, sy_cfg_node_at(c, *it), &one))
             continue;
         sy_xgrow((void **)&list, &cap, n + 1, sizeof(*list));
         list[n++] = one;
@@ -692,14 +355,14 @@ static void parse_trusted(struct ctx *c, const struct sy_ynode *v, struct sy_cid
 
 static void parse_listen_entry(struct ctx *c, const struct sy_ynode *item)
 {
-    if (!is_mapping(c, item, "listen entry"))
+    if (!sy_cfg_is_mapping(c, item, "listen entry"))
         return;
     struct sy_ynode *addr = NULL, *tls = NULL, *pp = NULL, *trusted = NULL;
     for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
          p++) {
         struct sy_ynode *k, *v;
         const char *key;
-        if (!map_entry(c, item, p, &k, &v, &key))
+        if (!sy_cfg_map_entry(c, item, p, &k, &v, &key))
             continue;
         if (strcmp(key, "address") == 0)
             addr = v;
@@ -710,33 +373,33 @@ static void parse_listen_entry(struct ctx *c, const struct sy_ynode *item)
         else if (strcmp(key, "trusted_proxies") == 0)
             trusted = v;
         else
-            report(c, k, "unknown key '%s' in listen entry", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in listen entry", sy_cfg_show(k).s);
     }
     if (!addr) {
-        report(c, item, "missing required key 'address' in listen entry");
+        sy_cfg_report(c, item, "missing required key 'address' in listen entry");
         return;
     }
-    const char *s = string_value(c, addr, "address");
+    const char *s = sy_cfg_string_value(c, addr, "address");
     if (!s)
         return;
     struct sy_listen_spec l;
     memset(&l, 0, sizeof(l));
     const char *why;
     if (sy_parse_hostport(s, false, &l.addr, &l.addrlen, &why) != SY_OK) {
-        report(c, addr, "bad listen address '%s': %s", show(addr).s, why);
+        sy_cfg_report(c, addr, "bad listen address '%s': %s", sy_cfg_show(addr).s, why);
         return;
     }
     struct sy_config *cfg = c->cfg;
     for (size_t i = 0; i < cfg->n_listens; i++) {
         if (cfg->listens[i].addrlen == l.addrlen &&
             memcmp(&cfg->listens[i].addr, &l.addr, l.addrlen) == 0) {
-            report(c, addr, "duplicate listen address '%s' (first at line %d)", show(addr).s,
-                   cfg->listens[i].mark.line);
+            sy_cfg_report(c, addr, "duplicate listen address '%s' (first at line %d)",
+                          sy_cfg_show(addr).s, cfg->listens[i].mark.line);
             return;
         }
     }
     l.address = sy_xstrdup(s);
-    l.mark = mark_of(addr);
+    l.mark = sy_cfg_mark_of(addr);
     if (tls)
         parse_listen_tls(c, tls, &l);
     if (pp)
@@ -751,14 +414,14 @@ static void parse_listen_entry(struct ctx *c, const struct sy_ynode *item)
 
 static void parse_listens(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!is_list(c, v, "listen"))
+    if (!sy_cfg_is_list(c, v, "listen"))
         return;
-    if (!has_items(v)) {
-        report(c, v, "listen must have at least one entry");
+    if (!sy_cfg_has_items(v)) {
+        sy_cfg_report(c, v, "listen must have at least one entry");
         return;
     }
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++)
-        parse_listen_entry(c, node_at(c, *it));
+        parse_listen_entry(c, sy_cfg_node_at(c, *it));
 }
 
 static bool is_cluster_name(const char *s, size_t len)
@@ -777,32 +440,32 @@ static bool is_cluster_name(const char *s, size_t len)
 
 static void parse_endpoints(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
 {
-    if (!is_list(c, v, "endpoints"))
+    if (!sy_cfg_is_list(c, v, "endpoints"))
         return;
-    if (!has_items(v)) {
-        report(c, v, "endpoints must have at least one entry");
+    if (!sy_cfg_has_items(v)) {
+        sy_cfg_report(c, v, "endpoints must have at least one entry");
         return;
     }
     size_t cap = 0;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
-        const struct sy_ynode *n = node_at(c, *it);
-        const char *s = string_value(c, n, "endpoint");
+        const struct sy_ynode *n = sy_cfg_node_at(c, *it);
+        const char *s = sy_cfg_string_value(c, n, "endpoint");
         if (!s)
             continue;
         struct sy_endpoint_spec e;
         memset(&e, 0, sizeof(e));
         const char *why;
         if (s[0] == ':') {
-            report(c, n, "bad endpoint '%s': an endpoint needs a host", show(n).s);
+            sy_cfg_report(c, n, "bad endpoint '%s': an endpoint needs a host", sy_cfg_show(n).s);
             continue;
         }
-        if (sy_parse_hostport(s, resolve_names, &e.addr, &e.addrlen, &why) != SY_OK) {
-            report(c, n, "bad endpoint '%s': %s", show(n).s, why);
+        if (sy_parse_hostport(s, sy_cfg_resolve_names, &e.addr, &e.addrlen, &why) != SY_OK) {
+            sy_cfg_report(c, n, "bad endpoint '%s': %s", sy_cfg_show(n).s, why);
             continue;
         }
         e.address = sy_xstrdup(s);
-        e.mark = mark_of(n);
+        e.mark = sy_cfg_mark_of(n);
         sy_xgrow((void **)&cl->endpoints, &cap, cl->n_endpoints + 1, sizeof(e));
         cl->endpoints[cl->n_endpoints++] = e;
     }
@@ -827,19 +490,19 @@ const char *sy_upstream_proto_name(enum sy_upstream_proto p)
 static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v,
                            bool has_tls)
 {
-    const char *s = is_scalar(v) ? text(v) : NULL;
+    const char *s = sy_cfg_is_scalar(v) ? sy_cfg_text(v) : NULL;
     if (s && strcmp(s, "http1") == 0) {
         cl->protocol = SY_PROTO_HTTP1;
     } else if (s && strcmp(s, "h2c") == 0) {
         cl->protocol = SY_PROTO_H2C;
         if (has_tls)
-            report(c, v,
-                   "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use "
-                   "protocol h2 for HTTP/2 over TLS");
+            sy_cfg_report(c, v,
+                          "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use "
+                          "protocol h2 for HTTP/2 over TLS");
     } else if (s && strcmp(s, "h2") == 0) {
         cl->protocol = SY_PROTO_H2;
     } else {
-        report(c, v, "protocol must be http1, h2c or h2, got %s", show_value(v).s);
+        sy_cfg_report(c, v, "protocol must be http1, h2c or h2, got %s", sy_cfg_show_value(v).s);
     }
 }
 
@@ -849,50 +512,53 @@ static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const s
 {
     struct sy_cluster_tls *t = &cl->tls;
     t->on = true;
-    t->mark = mark_of(v);
-    if (!is_mapping(c, v, "tls"))
+    t->mark = sy_cfg_mark_of(v);
+    if (!sy_cfg_is_mapping(c, v, "tls"))
         return;
     const struct sy_ynode *cert = NULL, *key = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *name;
-        if (!map_entry(c, v, p, &k, &pv, &name))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &name))
             continue;
         if (strcmp(name, "ca") == 0) {
             free(t->ca);
             t->ca = readable_file(c, pv, "CA bundle");
         } else if (strcmp(name, "sni") == 0) {
-            const char *s = string_value(c, pv, "sni");
+            const char *s = sy_cfg_string_value(c, pv, "sni");
             if (!s)
                 continue;
             const char *bad =
                 s[0] == '[' ? "an IP address is not a server name" : host_problem(s, strlen(s));
             if (bad || strchr(s, '*'))
-                report(c, pv, "bad sni '%s': %s", show(pv).s,
-                       bad ? bad : "a server name cannot have a wildcard");
+                sy_cfg_report(c, pv, "bad sni '%s': %s", sy_cfg_show(pv).s,
+                              bad ? bad : "a server name cannot have a wildcard");
             else {
                 free(t->sni);
                 t->sni = sy_xstrdup(s);
             }
         } else if (strcmp(name, "verify") == 0) {
-            const char *s =
-                is_scalar(pv) && pv->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? text(pv) : "";
+            const char *s = sy_cfg_is_scalar(pv) && pv->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
+                                ? sy_cfg_text(pv)
+                                : "";
             if (strcmp(s, "true") == 0)
                 t->verify = true;
             else if (strcmp(s, "false") == 0)
                 t->verify = false;
             else
-                report(c, pv, "verify must be true or false, got %s", show_value(pv).s);
+                sy_cfg_report(c, pv, "verify must be true or false, got %s",
+                              sy_cfg_show_value(pv).s);
         } else if (strcmp(name, "cert") == 0) {
             cert = pv;
         } else if (strcmp(name, "key") == 0) {
             key = pv;
         } else {
-            report(c, k, "unknown key '%s' in tls", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in tls", sy_cfg_show(k).s);
         }
     }
     if ((cert == NULL) != (key == NULL)) {
-        report(c, cert ? cert : key, "a client certificate needs both 'cert' and 'key' in tls");
+        sy_cfg_report(c, cert ? cert : key,
+                      "a client certificate needs both 'cert' and 'key' in tls");
         return;
     }
     if (cert) {
@@ -906,9 +572,9 @@ static bool parse_max_connections(struct ctx *c, struct sy_cluster_spec *cl,
                                   const struct sy_ynode *v)
 {
     uint64_t n;
-    if (!parse_uint(v, SY_CLUSTER_CAP_MAX, &n)) {
-        report(c, v, "max_connections must be an integer 0..%d (0: no cap), got %s",
-               SY_CLUSTER_CAP_MAX, show_value(v).s);
+    if (!sy_cfg_parse_uint(v, SY_CLUSTER_CAP_MAX, &n)) {
+        sy_cfg_report(c, v, "max_connections must be an integer 0..%d (0: no cap), got %s",
+                      SY_CLUSTER_CAP_MAX, sy_cfg_show_value(v).s);
         return false;
     }
     cl->max_connections = (size_t)n;
@@ -919,39 +585,40 @@ static bool parse_max_connections(struct ctx *c, struct sy_cluster_spec *cl,
  * max_connections are all busy. */
 static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "queue"))
+    if (!sy_cfg_is_mapping(c, v, "queue"))
         return;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *name;
-        if (!map_entry(c, v, p, &k, &pv, &name))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &name))
             continue;
         if (strcmp(name, "max") == 0) {
             uint64_t n;
-            if (parse_uint(pv, SY_CLUSTER_CAP_MAX, &n))
+            if (sy_cfg_parse_uint(pv, SY_CLUSTER_CAP_MAX, &n))
                 cl->queue_max = (size_t)n;
             else
-                report(c, pv, "max must be an integer 0..%d (0: no request waits), got %s",
-                       SY_CLUSTER_CAP_MAX, show_value(pv).s);
+                sy_cfg_report(c, pv, "max must be an integer 0..%d (0: no request waits), got %s",
+                              SY_CLUSTER_CAP_MAX, sy_cfg_show_value(pv).s);
         } else if (strcmp(name, "timeout") == 0) {
             unsigned ms = 0;
-            switch (parse_duration(pv, &ms)) {
+            switch (sy_cfg_parse_duration(pv, &ms)) {
             case DURATION_OK:
                 if (ms == 0)
-                    report(c, pv, "timeout must be greater than 0");
+                    sy_cfg_report(c, pv, "timeout must be greater than 0");
                 else
                     cl->queue_timeout_ms = ms;
                 break;
             case DURATION_SYNTAX:
-                report(c, pv, "timeout must be a duration such as 5s, 500ms or 1m, got %s",
-                       show_value(pv).s);
+                sy_cfg_report(c, pv, "timeout must be a duration such as 5s, 500ms or 1m, got %s",
+                              sy_cfg_show_value(pv).s);
                 break;
             case DURATION_TOO_LONG:
-                report(c, pv, "timeout must be at most %ums, got %s", UINT_MAX, show_value(pv).s);
+                sy_cfg_report(c, pv, "timeout must be at most %ums, got %s", UINT_MAX,
+                              sy_cfg_show_value(pv).s);
                 break;
             }
         } else {
-            report(c, k, "unknown key '%s' in queue", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in queue", sy_cfg_show(k).s);
         }
     }
 }
@@ -960,22 +627,22 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
 {
     struct sy_config *cfg = c->cfg;
     /* A badly named cluster is still kept, so that apps naming it get no second error. */
-    if (!is_cluster_name(text(k), k->data.scalar.length))
-        report(c, k,
-               "bad cluster name '%s': use a-z, 0-9, '_' and '-', starting with a letter or "
-               "digit, at most %d characters",
-               show(k).s, MAX_NAME);
+    if (!is_cluster_name(sy_cfg_text(k), k->data.scalar.length))
+        sy_cfg_report(c, k,
+                      "bad cluster name '%s': use a-z, 0-9, '_' and '-', starting with a letter or "
+                      "digit, at most %d characters",
+                      sy_cfg_show(k).s, MAX_NAME);
     sy_xgrow((void **)&cfg->clusters, &c->cap_clusters, cfg->n_clusters + 1,
              sizeof(*cfg->clusters));
     struct sy_cluster_spec *cl = &cfg->clusters[cfg->n_clusters++];
     memset(cl, 0, sizeof(*cl));
-    cl->name = sy_xstrndup(text(k), k->data.scalar.length);
-    cl->mark = mark_of(k);
+    cl->name = sy_xstrndup(sy_cfg_text(k), k->data.scalar.length);
+    cl->mark = sy_cfg_mark_of(k);
 
     cl->tls.verify = true;
     cl->queue_max = SY_QUEUE_MAX_DEFAULT;
     cl->queue_timeout_ms = SY_QUEUE_TIMEOUT_DEFAULT_MS;
-    if (!is_mapping(c, v, "cluster"))
+    if (!sy_cfg_is_mapping(c, v, "cluster"))
         return;
     const struct sy_ynode *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL,
                           *queue = NULL;
@@ -983,7 +650,7 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *pk, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &pk, &pv, &key))
+        if (!sy_cfg_map_entry(c, v, p, &pk, &pv, &key))
             continue;
         if (strcmp(key, "endpoints") == 0)
             endpoints = pv;
@@ -998,10 +665,10 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
         else if (strcmp(key, "proxy_protocol") == 0)
             pp = pv;
         else
-            report(c, pk, "unknown key '%s' in cluster", show(pk).s);
+            sy_cfg_report(c, pk, "unknown key '%s' in cluster", sy_cfg_show(pk).s);
     }
     if (!endpoints)
-        report(c, v, "missing required key 'endpoints' in cluster");
+        sy_cfg_report(c, v, "missing required key 'endpoints' in cluster");
     else
         parse_endpoints(c, cl, endpoints);
     if (protocol)
@@ -1010,16 +677,18 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
         parse_cluster_tls(c, cl, tls);
     else if (cl->protocol == SY_PROTO_H2) {
         cl->tls.on = true; /* h2 is HTTP/2 over TLS: verified against the system store */
-        cl->tls.mark = mark_of(protocol);
+        cl->tls.mark = sy_cfg_mark_of(protocol);
     }
     if (pp) {
         /* One connection carries one client's header: HTTP/2 would multiplex many clients on
          * it, and TLS would need the header written under the handshake. */
-        if (!is_scalar(pp) || strcmp(text(pp), "v2") != 0)
-            report(c, pp, "proxy_protocol of a cluster must be v2 (leave it out for none), got %s",
-                   show_value(pp).s);
+        if (!sy_cfg_is_scalar(pp) || strcmp(sy_cfg_text(pp), "v2") != 0)
+            sy_cfg_report(c, pp,
+                          "proxy_protocol of a cluster must be v2 (leave it out for none), got %s",
+                          sy_cfg_show_value(pp).s);
         else if (cl->protocol != SY_PROTO_HTTP1 || cl->tls.on)
-            report(c, pp, "proxy_protocol needs a cleartext http1 cluster (no tls, no h2/h2c)");
+            sy_cfg_report(c, pp,
+                          "proxy_protocol needs a cleartext http1 cluster (no tls, no h2/h2c)");
         else
             cl->send_proxy_v2 = true;
     }
@@ -1028,22 +697,22 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
         parse_cluster_queue(c, cl, queue);
         /* A queue without a cap would never hold anything: say so rather than ignore it. */
         if (cap_ok && !cl->max_connections)
-            report(c, queue, "queue needs max_connections (above 0) in the same cluster");
+            sy_cfg_report(c, queue, "queue needs max_connections (above 0) in the same cluster");
     }
 }
 
 static void parse_clusters(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "clusters"))
+    if (!sy_cfg_is_mapping(c, v, "clusters"))
         return;
-    if (!has_pairs(v)) {
-        report(c, v, "clusters must have at least one cluster");
+    if (!sy_cfg_has_pairs(v)) {
+        sy_cfg_report(c, v, "clusters must have at least one cluster");
         return;
     }
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (map_entry(c, v, p, &k, &pv, &key))
+        if (sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             parse_cluster(c, k, pv);
     }
 }
@@ -1051,11 +720,12 @@ static void parse_clusters(struct ctx *c, const struct sy_ynode *v)
 /* Index of the cluster named by scalar `n`, or -1. */
 static long find_cluster(struct ctx *c, const struct sy_ynode *n)
 {
-    if (!is_scalar(n))
+    if (!sy_cfg_is_scalar(n))
         return -1;
     for (size_t i = 0; i < c->cfg->n_clusters; i++) {
         const char *name = c->cfg->clusters[i].name;
-        if (strlen(name) == n->data.scalar.length && memcmp(name, text(n), strlen(name)) == 0)
+        if (strlen(name) == n->data.scalar.length &&
+            memcmp(name, sy_cfg_text(n), strlen(name)) == 0)
             return (long)i;
     }
     return -1;
@@ -1097,7 +767,7 @@ static const char *host_problem(const char *s, size_t len)
             return "spaces and control characters are not allowed";
         if (ch == '*')
             return "'*' is allowed only as the whole host or as a leading '*.'";
-        if (!is_name_char((char)ch))
+        if (!sy_cfg_is_name_char((char)ch))
             return "only letters, digits, '-', '_' and '.' are allowed";
     }
     if (len > MAX_HOST)
@@ -1111,22 +781,22 @@ static const char *host_problem(const char *s, size_t len)
 
 static void parse_hosts(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
-    if (!is_list(c, v, "hosts"))
+    if (!sy_cfg_is_list(c, v, "hosts"))
         return;
-    if (!has_items(v)) {
-        report(c, v, "hosts must have at least one entry");
+    if (!sy_cfg_has_items(v)) {
+        sy_cfg_report(c, v, "hosts must have at least one entry");
         return;
     }
     size_t cap = 0, cap_marks = 0;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
-        const struct sy_ynode *n = node_at(c, *it);
-        const char *s = string_value(c, n, "host");
+        const struct sy_ynode *n = sy_cfg_node_at(c, *it);
+        const char *s = sy_cfg_string_value(c, n, "host");
         if (!s)
             continue;
         const char *why = host_problem(s, n->data.scalar.length);
         if (why) {
-            report(c, n, "bad host '%s': %s", show(n).s, why);
+            sy_cfg_report(c, n, "bad host '%s': %s", sy_cfg_show(n).s, why);
             continue;
         }
         char *host = sy_xstrdup(s);
@@ -1136,8 +806,8 @@ static void parse_hosts(struct ctx *c, struct sy_app_spec *app, const struct sy_
         bool dup = false;
         for (size_t i = 0; i < app->n_hosts && !dup; i++) {
             if (strcmp(app->hosts[i], host) == 0) {
-                report(c, n, "duplicate host '%s' in app (first at line %d)", show(n).s,
-                       app->host_marks[i].line);
+                sy_cfg_report(c, n, "duplicate host '%s' in app (first at line %d)",
+                              sy_cfg_show(n).s, app->host_marks[i].line);
                 dup = true;
             }
         }
@@ -1148,7 +818,7 @@ static void parse_hosts(struct ctx *c, struct sy_app_spec *app, const struct sy_
         sy_xgrow((void **)&app->hosts, &cap, app->n_hosts + 1, sizeof(*app->hosts));
         sy_xgrow((void **)&app->host_marks, &cap_marks, app->n_hosts + 1, sizeof(*app->host_marks));
         app->hosts[app->n_hosts] = host;
-        app->host_marks[app->n_hosts++] = mark_of(n);
+        app->host_marks[app->n_hosts++] = sy_cfg_mark_of(n);
     }
 }
 
@@ -1168,39 +838,40 @@ static void parse_paths(struct ctx *c, struct sy_app_spec *app, const struct sy_
         add_path(app, &cap, &cap_marks, "/", app->mark);
         return;
     }
-    if (!is_list(c, v, "paths"))
+    if (!sy_cfg_is_list(c, v, "paths"))
         return;
-    if (!has_items(v)) {
-        report(c, v, "paths must have at least one entry (leave the key out for '/')");
+    if (!sy_cfg_has_items(v)) {
+        sy_cfg_report(c, v, "paths must have at least one entry (leave the key out for '/')");
         return;
     }
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
-        const struct sy_ynode *n = node_at(c, *it);
-        const char *s = string_value(c, n, "path");
+        const struct sy_ynode *n = sy_cfg_node_at(c, *it);
+        const char *s = sy_cfg_string_value(c, n, "path");
         if (!s)
             continue;
         if (s[0] != '/') {
-            report(c, n, "bad path '%s': must start with '/'", show(n).s);
+            sy_cfg_report(c, n, "bad path '%s': must start with '/'", sy_cfg_show(n).s);
             continue;
         }
         bool bad = false;
         for (const unsigned char *q = (const unsigned char *)s; *q && !bad; q++)
             bad = *q <= ' ' || *q == 0x7f;
         if (bad) {
-            report(c, n, "bad path '%s': spaces and control characters are not allowed", show(n).s);
+            sy_cfg_report(c, n, "bad path '%s': spaces and control characters are not allowed",
+                          sy_cfg_show(n).s);
             continue;
         }
         bool dup = false;
         for (size_t i = 0; i < app->n_paths && !dup; i++) {
             if (strcmp(app->paths[i], s) == 0) {
-                report(c, n, "duplicate path '%s' in app (first at line %d)", show(n).s,
-                       app->path_marks[i].line);
+                sy_cfg_report(c, n, "duplicate path '%s' in app (first at line %d)",
+                              sy_cfg_show(n).s, app->path_marks[i].line);
                 dup = true;
             }
         }
         if (!dup)
-            add_path(app, &cap, &cap_marks, s, mark_of(n));
+            add_path(app, &cap, &cap_marks, s, sy_cfg_mark_of(n));
     }
 }
 
@@ -1213,10 +884,10 @@ static int cmp_weight(const void *a, const void *b)
 /* Returns true when every entry was valid (so that `stable` can be checked against them). */
 static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "weights"))
+    if (!sy_cfg_is_mapping(c, v, "weights"))
         return false;
-    if (!has_pairs(v)) {
-        report(c, v, "weights must name at least one cluster");
+    if (!sy_cfg_has_pairs(v)) {
+        sy_cfg_report(c, v, "weights must name at least one cluster");
         return false;
     }
     bool ok = true;
@@ -1225,31 +896,32 @@ static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const struct s
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key)) {
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
             ok = false;
             continue;
         }
         long cluster = find_cluster(c, k);
         if (cluster < 0) {
-            report(c, k, "unknown cluster '%s'", show(k).s);
+            sy_cfg_report(c, k, "unknown cluster '%s'", sy_cfg_show(k).s);
             ok = false;
         }
         uint64_t w;
-        if (!parse_uint(pv, 100, &w)) {
-            report(c, pv, "weight must be an integer 0..100, got %s", show_value(pv).s);
+        if (!sy_cfg_parse_uint(pv, 100, &w)) {
+            sy_cfg_report(c, pv, "weight must be an integer 0..100, got %s",
+                          sy_cfg_show_value(pv).s);
             ok = false;
             continue;
         }
         if (cluster < 0)
             continue;
         sum += w;
-        struct sy_weight_spec ws = {(size_t)cluster, (unsigned)w, mark_of(k)};
+        struct sy_weight_spec ws = {(size_t)cluster, (unsigned)w, sy_cfg_mark_of(k)};
         sy_xgrow((void **)&app->weights, &cap, app->n_weights + 1, sizeof(ws));
         app->weights[app->n_weights++] = ws;
     }
     /* Only when every entry was read: a weight of 120 is one error, not two. */
     if (ok && sum == 0) {
-        report(c, v, "all weights are zero");
+        sy_cfg_report(c, v, "all weights are zero");
         ok = false;
     }
     if (app->n_weights > 1)
@@ -1265,11 +937,11 @@ static void parse_stable(struct ctx *c, struct sy_app_spec *app, const struct sy
             app->stable = app->weights[0].cluster;
         return;
     }
-    if (!string_value(c, v, "stable"))
+    if (!sy_cfg_string_value(c, v, "stable"))
         return;
     long cluster = find_cluster(c, v);
     if (cluster < 0) {
-        report(c, v, "unknown cluster '%s'", show(v).s);
+        sy_cfg_report(c, v, "unknown cluster '%s'", sy_cfg_show(v).s);
         return;
     }
     app->stable = (size_t)cluster;
@@ -1278,7 +950,7 @@ static void parse_stable(struct ctx *c, struct sy_app_spec *app, const struct sy
     for (size_t i = 0; i < app->n_weights; i++)
         if (app->weights[i].cluster == (size_t)cluster)
             return;
-    report(c, v, "stable cluster '%s' is not in weights", show(v).s);
+    sy_cfg_report(c, v, "stable cluster '%s' is not in weights", sy_cfg_show(v).s);
 }
 
 /* A cookie or header name: a token of at most `max` bytes. Returns a copy (lower-cased when
@@ -1286,18 +958,19 @@ static void parse_stable(struct ctx *c, struct sy_app_spec *app, const struct sy
 static char *token_name(struct ctx *c, const struct sy_ynode *v, const char *what, size_t max,
                         bool lower)
 {
-    const char *s = string_value(c, v, what);
+    const char *s = sy_cfg_string_value(c, v, what);
     if (!s)
         return NULL;
     size_t len = v->data.scalar.length;
     bool ok = len <= max;
     for (size_t i = 0; i < len && ok; i++)
-        ok = is_tchar((unsigned char)s[i]);
+        ok = sy_cfg_is_tchar((unsigned char)s[i]);
     if (!ok) {
-        report(c, v,
-               "bad %s '%s': use letters, digits and !#$%%&'*+-.^_`|~ (an RFC 9110 token), at "
-               "most %zu characters",
-               what, show(v).s, max);
+        sy_cfg_report(
+            c, v,
+            "bad %s '%s': use letters, digits and !#$%%&'*+-.^_`|~ (an RFC 9110 token), at "
+            "most %zu characters",
+            what, sy_cfg_show(v).s, max);
         return NULL;
     }
     char *out = sy_xstrdup(s);
@@ -1329,27 +1002,27 @@ static void parse_max_age(struct ctx *c, struct sy_sticky_spec *st, const struct
 {
     if (st->by != SY_STICKY_COOKIE) {
         if (st->by != SY_STICKY_NONE)
-            report(c, k, "max_age applies only to a sticky cookie");
+            sy_cfg_report(c, k, "max_age applies only to a sticky cookie");
         *bad = true;
         return;
     }
     unsigned s = 0;
-    switch (parse_seconds(v, SY_STICKY_MAX_AGE_MAX, &s)) {
+    switch (sy_cfg_parse_seconds(v, SY_STICKY_MAX_AGE_MAX, &s)) {
     case DURATION_OK:
         break;
     case DURATION_SYNTAX:
-        report(c, v, "max_age must be a duration such as 3600s, 90m, 12h or 30d, got %s",
-               show_value(v).s);
+        sy_cfg_report(c, v, "max_age must be a duration such as 3600s, 90m, 12h or 30d, got %s",
+                      sy_cfg_show_value(v).s);
         *bad = true;
         return;
     case DURATION_TOO_LONG:
-        report(c, v, "max_age must be at most %ud, got %s", SY_STICKY_MAX_AGE_MAX / 86400,
-               show_value(v).s);
+        sy_cfg_report(c, v, "max_age must be at most %ud, got %s", SY_STICKY_MAX_AGE_MAX / 86400,
+                      sy_cfg_show_value(v).s);
         *bad = true;
         return;
     }
     if (s == 0) {
-        report(c, v, "max_age must be greater than 0");
+        sy_cfg_report(c, v, "max_age must be greater than 0");
         *bad = true;
         return;
     }
@@ -1359,25 +1032,25 @@ static void parse_max_age(struct ctx *c, struct sy_sticky_spec *st, const struct
 /* `sticky: {cookie: NAME, max_age: D} | {header: NAME} | {source_ip: true}`. */
 static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "sticky"))
+    if (!sy_cfg_is_mapping(c, v, "sticky"))
         return;
     struct sy_sticky_spec st;
     memset(&st, 0, sizeof(st));
     st.max_age_s = SY_STICKY_MAX_AGE_DEFAULT;
-    st.mark = mark_of(v);
+    st.mark = sy_cfg_mark_of(v);
     const struct sy_ynode *kind = NULL, *max_age = NULL, *max_age_key = NULL;
     bool bad = false;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key)) {
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
             bad = true;
             continue;
         }
         bool is_cookie = strcmp(key, "cookie") == 0, is_header = strcmp(key, "header") == 0;
         if (is_cookie || is_header || strcmp(key, "source_ip") == 0) {
             if (kind) {
-                report(c, k, "sticky takes only one of 'cookie', 'header' and 'source_ip'");
+                sy_cfg_report(c, k, "sticky takes only one of 'cookie', 'header' and 'source_ip'");
                 bad = true;
                 continue;
             }
@@ -1392,10 +1065,11 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy
                 bad |= !st.name;
             } else {
                 st.by = SY_STICKY_SOURCE_IP;
-                if (!is_scalar(pv) || pv->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
-                    strcmp(text(pv), "true") != 0) {
-                    report(c, pv, "source_ip must be true (leave sticky out for no key), got %s",
-                           show_value(pv).s);
+                if (!sy_cfg_is_scalar(pv) || pv->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
+                    strcmp(sy_cfg_text(pv), "true") != 0) {
+                    sy_cfg_report(c, pv,
+                                  "source_ip must be true (leave sticky out for no key), got %s",
+                                  sy_cfg_show_value(pv).s);
                     bad = true;
                 }
             }
@@ -1403,12 +1077,12 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy
             max_age_key = k;
             max_age = pv;
         } else {
-            report(c, k, "unknown key '%s' in sticky", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in sticky", sy_cfg_show(k).s);
             bad = true;
         }
     }
     if (!kind) {
-        report(c, v, "sticky needs one of 'cookie', 'header' or 'source_ip'");
+        sy_cfg_report(c, v, "sticky needs one of 'cookie', 'header' or 'source_ip'");
         bad = true;
     }
     if (max_age)
@@ -1424,17 +1098,17 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy
  * share a name with (one value cannot be both a cluster and a key). */
 static void parse_force(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "force"))
+    if (!sy_cfg_is_mapping(c, v, "force"))
         return;
     struct sy_force_spec f;
     memset(&f, 0, sizeof(f));
-    f.mark = mark_of(v);
+    f.mark = sy_cfg_mark_of(v);
     const struct sy_ynode *header = NULL, *cookie = NULL;
     bool bad = false;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key)) {
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
             bad = true;
             continue;
         }
@@ -1448,33 +1122,35 @@ static void parse_force(struct ctx *c, struct sy_app_spec *app, const struct sy_
             bad |= !f.cookie;
         } else if (strcmp(key, "secret") == 0) {
             /* The secret itself is never quoted back, only its length. */
-            const char *s = string_value(c, pv, "secret");
+            const char *s = sy_cfg_string_value(c, pv, "secret");
             if (!s) {
                 bad = true;
             } else if (pv->data.scalar.length < SY_FORCE_SECRET_MIN) {
-                report(c, pv, "secret must be at least %d bytes, got %zu", SY_FORCE_SECRET_MIN,
-                       (size_t)pv->data.scalar.length);
+                sy_cfg_report(c, pv, "secret must be at least %d bytes, got %zu",
+                              SY_FORCE_SECRET_MIN, (size_t)pv->data.scalar.length);
                 bad = true;
             } else {
                 f.secret = sy_xstrdup(s);
                 f.secret_len = pv->data.scalar.length;
             }
         } else {
-            report(c, k, "unknown key '%s' in force", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in force", sy_cfg_show(k).s);
             bad = true;
         }
     }
     if (!header && !cookie) {
-        report(c, v, "force needs 'header' or 'cookie' (or both)");
+        sy_cfg_report(c, v, "force needs 'header' or 'cookie' (or both)");
         bad = true;
     }
     const struct sy_sticky_spec *st = &app->sticky;
     if (f.cookie && st->by == SY_STICKY_COOKIE && strcmp(f.cookie, st->name) == 0) {
-        report(c, cookie, "force cookie '%s' is also the sticky cookie", show(cookie).s);
+        sy_cfg_report(c, cookie, "force cookie '%s' is also the sticky cookie",
+                      sy_cfg_show(cookie).s);
         bad = true;
     }
     if (f.header && st->by == SY_STICKY_HEADER && strcmp(f.header, st->name) == 0) {
-        report(c, header, "force header '%s' is also the sticky header", show(header).s);
+        sy_cfg_report(c, header, "force header '%s' is also the sticky header",
+                      sy_cfg_show(header).s);
         bad = true;
     }
     if (bad) {
@@ -1492,7 +1168,7 @@ static bool is_app_name(const char *s, size_t len)
         char ch = s[i];
         bool alnum =
             (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
-        if (!alnum && (i == 0 || !is_name_char(ch)))
+        if (!alnum && (i == 0 || !sy_cfg_is_name_char(ch)))
             return false;
     }
     return true;
@@ -1543,26 +1219,27 @@ static void index_app(struct sy_config *cfg, size_t index, size_t *used)
 
 static void parse_app_name(struct ctx *c, size_t index, const struct sy_ynode *v)
 {
-    const char *s = string_value(c, v, "app name");
+    const char *s = sy_cfg_string_value(c, v, "app name");
     if (!s)
         return;
     if (!is_app_name(s, v->data.scalar.length)) {
-        report(c, v,
-               "bad app name '%s': use letters, digits, '_', '.' and '-', starting with a letter "
-               "or digit, at most %d characters",
-               show(v).s, MAX_APP_NAME);
+        sy_cfg_report(
+            c, v,
+            "bad app name '%s': use letters, digits, '_', '.' and '-', starting with a letter "
+            "or digit, at most %d characters",
+            sy_cfg_show(v).s, MAX_APP_NAME);
         return;
     }
     long first = sy_config_app_index(c->cfg, s);
     if (first >= 0 && c->cfg->apps[first].source != c->dir_file) {
         const struct sy_app_spec *o = &c->cfg->apps[first];
-        report(c, v, "duplicate app name '%s' (first in %s:%d:%d)", show(v).s,
-               sy_config_app_file(c->cfg, o), o->mark.line, o->mark.col);
+        sy_cfg_report(c, v, "duplicate app name '%s' (first in %s:%d:%d)", sy_cfg_show(v).s,
+                      sy_config_app_file(c->cfg, o), o->mark.line, o->mark.col);
         return;
     }
     if (first >= 0) {
-        report(c, v, "duplicate app name '%s' (first at line %d)", show(v).s,
-               c->cfg->apps[first].mark.line);
+        sy_cfg_report(c, v, "duplicate app name '%s' (first at line %d)", sy_cfg_show(v).s,
+                      c->cfg->apps[first].mark.line);
         return;
     }
     c->cfg->apps[index].name = sy_xstrdup(s);
@@ -1573,19 +1250,21 @@ static void parse_app_name(struct ctx *c, size_t index, const struct sy_ynode *v
 static void parse_drain_after(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
     unsigned ms = 0;
-    switch (parse_duration(v, &ms)) {
+    switch (sy_cfg_parse_duration(v, &ms)) {
     case DURATION_OK:
         break;
     case DURATION_SYNTAX:
-        report(c, v, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got %s",
-               show_value(v).s);
+        sy_cfg_report(c, v, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got %s",
+                      sy_cfg_show_value(v).s);
         return;
     case DURATION_TOO_LONG:
-        report(c, v, "drain_after must be at most %ums, got %s", UINT_MAX, show_value(v).s);
+        sy_cfg_report(c, v, "drain_after must be at most %ums, got %s", UINT_MAX,
+                      sy_cfg_show_value(v).s);
         return;
     }
     if (ms == 0) {
-        report(c, v, "drain_after must be greater than 0 (leave it out to keep connections)");
+        sy_cfg_report(c, v,
+                      "drain_after must be greater than 0 (leave it out to keep connections)");
         return;
     }
     app->drain_after_ms = ms;
@@ -1596,11 +1275,11 @@ static void parse_maint_retry_after(struct ctx *c, struct sy_app_spec *app,
                                     const struct sy_ynode *v)
 {
     unsigned ms = 0;
-    enum duration_result r = parse_duration(v, &ms);
+    enum duration_result r = sy_cfg_parse_duration(v, &ms);
     if (r != DURATION_OK || ms == 0 || ms % 1000 != 0 || ms / 1000 > 86400) {
-        report(c, v,
-               "maintenance_retry_after must be whole seconds 1s..24h (120s, 5m, 120), got %s",
-               show_value(v).s);
+        sy_cfg_report(
+            c, v, "maintenance_retry_after must be whole seconds 1s..24h (120s, 5m, 120), got %s",
+            sy_cfg_show_value(v).s);
         return;
     }
     app->maintenance_retry_after = ms / 1000;
@@ -1610,26 +1289,27 @@ static void parse_maint_retry_after(struct ctx *c, struct sy_app_spec *app,
  * file's error (limits come before apps: parse_root reads apps last). */
 static void parse_maint_page(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
-    const char *s = string_value(c, v, "maintenance_page");
+    const char *s = sy_cfg_string_value(c, v, "maintenance_page");
     if (!s)
         return;
-    char *path = file_path(c, s);
+    char *path = sy_cfg_file_path(c, s);
     size_t max = c->cfg->limits.maintenance_page_bytes;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd == -1 || fstat(fd, &st) == -1) {
-        report(c, v, "cannot read maintenance_page '%s': %s", path, strerror(errno));
+        sy_cfg_report(c, v, "cannot read maintenance_page '%s': %s", path, strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        report(c, v, "maintenance_page '%s' is not a regular file", path);
+        sy_cfg_report(c, v, "maintenance_page '%s' is not a regular file", path);
         goto out;
     }
     if ((uint64_t)st.st_size > max) {
-        report(c, v,
-               "maintenance_page '%s' is %lld bytes, more than limits.maintenance_page_bytes "
-               "(%zu)",
-               path, (long long)st.st_size, max);
+        sy_cfg_report(
+            c, v,
+            "maintenance_page '%s' is %lld bytes, more than limits.maintenance_page_bytes "
+            "(%zu)",
+            path, (long long)st.st_size, max);
         goto out;
     }
     char *buf = sy_xmalloc(max + 1);
@@ -1639,7 +1319,7 @@ static void parse_maint_page(struct ctx *c, struct sy_app_spec *app, const struc
         if (r == -1 && errno == EINTR)
             continue;
         if (r == -1) {
-            report(c, v, "cannot read maintenance_page '%s': %s", path, strerror(errno));
+            sy_cfg_report(c, v, "cannot read maintenance_page '%s': %s", path, strerror(errno));
             free(buf);
             goto out;
         }
@@ -1647,8 +1327,9 @@ static void parse_maint_page(struct ctx *c, struct sy_app_spec *app, const struc
             break;
         len += (size_t)r;
         if (len > max) {
-            report(c, v, "maintenance_page '%s' is more than limits.maintenance_page_bytes (%zu)",
-                   path, max);
+            sy_cfg_report(c, v,
+                          "maintenance_page '%s' is more than limits.maintenance_page_bytes (%zu)",
+                          path, max);
             free(buf);
             goto out;
         }
@@ -1668,23 +1349,26 @@ static void parse_app_mode(struct ctx *c, struct sy_app_spec *app, const struct 
                            const struct sy_ynode *fwe, bool weights_ok)
 {
     if (mode) {
-        const char *s =
-            is_scalar(mode) && mode->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? text(mode) : "";
+        const char *s = sy_cfg_is_scalar(mode) && mode->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
+                            ? sy_cfg_text(mode)
+                            : "";
         if (strcmp(s, "exclusive") == 0)
             app->mode = SY_APP_EXCLUSIVE;
         else if (strcmp(s, "weighted") == 0)
             app->mode = SY_APP_WEIGHTED;
         else
-            report(c, mode, "mode must be weighted or exclusive, got %s", show_value(mode).s);
+            sy_cfg_report(c, mode, "mode must be weighted or exclusive, got %s",
+                          sy_cfg_show_value(mode).s);
     }
     if (fwe) {
-        const char *s =
-            is_scalar(fwe) && fwe->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? text(fwe) : "";
+        const char *s = sy_cfg_is_scalar(fwe) && fwe->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
+                            ? sy_cfg_text(fwe)
+                            : "";
         if (strcmp(s, "true") == 0)
             app->force_while_exclusive = true;
         else if (strcmp(s, "false") != 0)
-            report(c, fwe, "force_while_exclusive must be true or false, got %s",
-                   show_value(fwe).s);
+            sy_cfg_report(c, fwe, "force_while_exclusive must be true or false, got %s",
+                          sy_cfg_show_value(fwe).s);
     }
     if (app->mode != SY_APP_EXCLUSIVE || !weights_ok)
         return;
@@ -1708,14 +1392,14 @@ static void parse_app_mode(struct ctx *c, struct sy_app_spec *app, const struct 
 
 static void parse_app(struct ctx *c, const struct sy_ynode *item)
 {
-    if (!is_mapping(c, item, "app"))
+    if (!sy_cfg_is_mapping(c, item, "app"))
         return;
     struct sy_config *cfg = c->cfg;
     sy_xgrow((void **)&cfg->apps, &c->cap_apps, cfg->n_apps + 1, sizeof(*cfg->apps));
     size_t index = cfg->n_apps++;
     struct sy_app_spec *app = &cfg->apps[index];
     memset(app, 0, sizeof(*app));
-    app->mark = mark_of(item);
+    app->mark = sy_cfg_mark_of(item);
     app->source = c->dir_file;
 
     const struct sy_ynode *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL,
@@ -1726,7 +1410,7 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
          p++) {
         struct sy_ynode *k, *v;
         const char *key;
-        if (!map_entry(c, item, p, &k, &v, &key))
+        if (!sy_cfg_map_entry(c, item, p, &k, &v, &key))
             continue;
         if (strcmp(key, "name") == 0)
             name = v;
@@ -1753,22 +1437,22 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
         else if (strcmp(key, "force_while_exclusive") == 0)
             force_while_exclusive = v;
         else
-            report(c, k, "unknown key '%s' in app", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in app", sy_cfg_show(k).s);
     }
     if (name)
         parse_app_name(c, index, name);
     else
-        report(c, item, "missing required key 'name' in app");
+        sy_cfg_report(c, item, "missing required key 'name' in app");
     if (hosts)
         parse_hosts(c, app, hosts);
     else
-        report(c, item, "missing required key 'hosts' in app");
+        sy_cfg_report(c, item, "missing required key 'hosts' in app");
     parse_paths(c, app, paths);
     bool weights_ok = false;
     if (weights)
         weights_ok = parse_weights(c, app, weights);
     else
-        report(c, item, "missing required key 'weights' in app");
+        sy_cfg_report(c, item, "missing required key 'weights' in app");
     parse_stable(c, app, stable, weights_ok);
     if (sticky)
         parse_sticky(c, app, sticky);
@@ -1782,18 +1466,18 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
     if (maint_page)
         parse_maint_page(c, app, maint_page);
     if (weights)
-        app->weights_mark = mark_of(weights);
+        app->weights_mark = sy_cfg_mark_of(weights);
     parse_app_mode(c, app, mode, force_while_exclusive, weights_ok);
 }
 
 static void parse_apps(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!is_list(c, v, "apps"))
+    if (!sy_cfg_is_list(c, v, "apps"))
         return;
     size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
     sy_xgrow((void **)&c->cfg->apps, &c->cap_apps, c->cfg->n_apps + n, sizeof(*c->cfg->apps));
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++)
-        parse_app(c, node_at(c, *it));
+        parse_app(c, sy_cfg_node_at(c, *it));
 }
 
 /* A claim of `dup` on the pair `first` claimed, when either is written in an apps_dir file:
@@ -1904,37 +1588,39 @@ static const struct limit_key limit_keys[] = {
 
 static void parse_limits(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "limits"))
+    if (!sy_cfg_is_mapping(c, v, "limits"))
         return;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             continue;
         const struct limit_key *lk = NULL;
         for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]) && !lk; i++)
             if (strcmp(key, limit_keys[i].key) == 0)
                 lk = &limit_keys[i];
         if (!lk) {
-            report(c, k, "unknown key '%s' in limits", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in limits", sy_cfg_show(k).s);
             continue;
         }
-        if (lk->off == offsetof(struct sy_limits, upstream_keepalive) && is_scalar(pv) &&
-            strcmp(text(pv), "auto") == 0) {
+        if (lk->off == offsetof(struct sy_limits, upstream_keepalive) && sy_cfg_is_scalar(pv) &&
+            strcmp(sy_cfg_text(pv), "auto") == 0) {
             c->cfg->limits.upstream_keepalive = SY_KEEPALIVE_AUTO;
             continue;
         }
         uint64_t n;
-        if (!parse_uint(pv, lk->max, &n) || n < lk->min) {
+        if (!sy_cfg_parse_uint(pv, lk->max, &n) || n < lk->min) {
             if (lk->off == offsetof(struct sy_limits, upstream_keepalive))
-                report(c, pv, "upstream_keepalive must be auto or an integer 0..%llu, got %s",
-                       (unsigned long long)lk->max, show_value(pv).s);
+                sy_cfg_report(c, pv,
+                              "upstream_keepalive must be auto or an integer 0..%llu, got %s",
+                              (unsigned long long)lk->max, sy_cfg_show_value(pv).s);
             else if (lk->max == UINT64_MAX)
-                report(c, pv, "%s must be an integer >= %llu, got %s", lk->key,
-                       (unsigned long long)lk->min, show_value(pv).s);
+                sy_cfg_report(c, pv, "%s must be an integer >= %llu, got %s", lk->key,
+                              (unsigned long long)lk->min, sy_cfg_show_value(pv).s);
             else
-                report(c, pv, "%s must be an integer %llu..%llu, got %s", lk->key,
-                       (unsigned long long)lk->min, (unsigned long long)lk->max, show_value(pv).s);
+                sy_cfg_report(c, pv, "%s must be an integer %llu..%llu, got %s", lk->key,
+                              (unsigned long long)lk->min, (unsigned long long)lk->max,
+                              sy_cfg_show_value(pv).s);
             continue;
         }
         char *field = (char *)&c->cfg->limits + lk->off;
@@ -1969,40 +1655,42 @@ static const struct timeout_key timeout_keys[] = {
 
 static void parse_timeouts(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "timeouts"))
+    if (!sy_cfg_is_mapping(c, v, "timeouts"))
         return;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             continue;
         const struct timeout_key *tk = NULL;
         for (size_t i = 0; i < sizeof(timeout_keys) / sizeof(timeout_keys[0]) && !tk; i++)
             if (strcmp(key, timeout_keys[i].key) == 0)
                 tk = &timeout_keys[i];
         if (!tk) {
-            report(c, k, "unknown key '%s' in timeouts", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in timeouts", sy_cfg_show(k).s);
             continue;
         }
         unsigned ms = 0;
-        switch (parse_duration(pv, &ms)) {
+        switch (sy_cfg_parse_duration(pv, &ms)) {
         case DURATION_OK:
             break;
         case DURATION_SYNTAX:
-            report(c, pv, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", tk->key,
-                   show_value(pv).s);
+            sy_cfg_report(c, pv, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s",
+                          tk->key, sy_cfg_show_value(pv).s);
             continue;
         case DURATION_TOO_LONG:
-            report(c, pv, "%s must be at most %ums, got %s", tk->key, UINT_MAX, show_value(pv).s);
+            sy_cfg_report(c, pv, "%s must be at most %ums, got %s", tk->key, UINT_MAX,
+                          sy_cfg_show_value(pv).s);
             continue;
         }
         if (ms == 0) {
-            report(c, pv, "%s must be greater than 0", tk->key);
+            sy_cfg_report(c, pv, "%s must be greater than 0", tk->key);
             continue;
         }
         if (tk->off == offsetof(struct sy_timeouts, tls_ticket_rotate_ms) && ms < 1000) {
             /* A ticket opens for 2 to 3 rotations: below a second it is no resumption at all. */
-            report(c, pv, "%s must be at least 1s, got %s", tk->key, show_value(pv).s);
+            sy_cfg_report(c, pv, "%s must be at least 1s, got %s", tk->key,
+                          sy_cfg_show_value(pv).s);
             continue;
         }
         memcpy((char *)&c->cfg->timeouts + tk->off, &ms, sizeof(ms));
@@ -2016,11 +1704,11 @@ static bool parse_id(struct ctx *c, const struct sy_ynode *n, const char *what, 
                      uint32_t *out)
 {
     uint64_t v;
-    if (parse_uint(n, UINT32_MAX - 1, &v)) {
+    if (sy_cfg_parse_uint(n, UINT32_MAX - 1, &v)) {
         *out = (uint32_t)v;
         return true;
     }
-    const char *s = string_value(c, n, group ? "a group" : "a user");
+    const char *s = sy_cfg_string_value(c, n, group ? "a group" : "a user");
     if (!s)
         return false;
     char buf[4096];
@@ -2041,9 +1729,10 @@ static bool parse_id(struct ctx *c, const struct sy_ynode *n, const char *what, 
         }
     }
     if (rc != 0)
-        report(c, n, "%s: cannot look up '%s': %s", what, show(n).s, strerror(rc));
+        sy_cfg_report(c, n, "%s: cannot look up '%s': %s", what, sy_cfg_show(n).s, strerror(rc));
     else
-        report(c, n, "%s: no %s named '%s'", what, group ? "group" : "user", show(n).s);
+        sy_cfg_report(c, n, "%s: no %s named '%s'", what, group ? "group" : "user",
+                      sy_cfg_show(n).s);
     return false;
 }
 
@@ -2052,17 +1741,17 @@ static bool parse_id(struct ctx *c, const struct sy_ynode *n, const char *what, 
 static void parse_ids(struct ctx *c, const struct sy_ynode *v, const char *what, bool group,
                       uint32_t **out, size_t *n_out)
 {
-    if (!is_list(c, v, what))
+    if (!sy_cfg_is_list(c, v, what))
         return;
     size_t n = 0;
     uint32_t *ids = NULL;
     size_t cap = 0;
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
-        const struct sy_ynode *item = node_at(c, *it);
+        const struct sy_ynode *item = sy_cfg_node_at(c, *it);
         uint32_t id;
         if (n == MAX_ALLOW) {
-            report(c, item, "%s has more than %d entries", what, MAX_ALLOW);
+            sy_cfg_report(c, item, "%s has more than %d entries", what, MAX_ALLOW);
             break;
         }
         if (!parse_id(c, item, what, group, &id))
@@ -2076,21 +1765,6 @@ static void parse_ids(struct ctx *c, const struct sy_ynode *v, const char *what,
         memcpy(*out, ids, n * sizeof(*ids));
     *n_out = n;
     free(ids);
-}
-
-/* A path key (admin.socket, state): a string, resolved against the config's directory. */
-static char *path_value(struct ctx *c, const struct sy_ynode *v, const char *what, size_t max)
-{
-    const char *s = string_value(c, v, what);
-    if (!s)
-        return NULL;
-    char *p = file_path(c, s);
-    if (max && strlen(p) > max) {
-        report(c, v, "%s path '%s' is longer than %zu bytes", what, show(v).s, max);
-        free(p);
-        return NULL;
-    }
-    return p;
 }
 
 /* Whether `sa` is a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.y.z). */
@@ -2110,12 +1784,12 @@ static bool is_loopback(const struct sockaddr_storage *sa)
 static void parse_admin_http(struct ctx *c, const struct sy_ynode *v)
 {
     struct sy_admin_spec *a = &c->cfg->admin;
-    const char *s = string_value(c, v, "admin.http");
+    const char *s = sy_cfg_string_value(c, v, "admin.http");
     if (!s)
         return;
     const char *why = NULL;
     if (sy_parse_hostport(s, false, &a->http_addr, &a->http_addrlen, &why) != SY_OK) {
-        report(c, v, "bad admin.http address '%s': %s", show(v).s, why);
+        sy_cfg_report(c, v, "bad admin.http address '%s': %s", sy_cfg_show(v).s, why);
         return;
     }
     free(a->http);
@@ -2126,18 +1800,18 @@ static void parse_admin_http(struct ctx *c, const struct sy_ynode *v)
  * allow_read_gids: [..], http: ADDRESS, http_allow: [CIDR, ..]}`. */
 static void parse_admin(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "admin"))
+    if (!sy_cfg_is_mapping(c, v, "admin"))
         return;
     struct sy_admin_spec *a = &c->cfg->admin;
-    a->mark = mark_of(v);
+    a->mark = sy_cfg_mark_of(v);
     const struct sy_ynode *http = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             continue;
         if (strcmp(key, "socket") == 0)
-            a->socket = path_value(c, pv, "admin.socket", SY_ADMIN_SOCKET_MAX);
+            a->socket = sy_cfg_path_value(c, pv, "admin.socket", SY_ADMIN_SOCKET_MAX);
         else if (strcmp(key, "allow_uids") == 0)
             parse_ids(c, pv, "allow_uids", false, &a->allow_uids, &a->n_allow_uids);
         else if (strcmp(key, "allow_gids") == 0)
@@ -2153,14 +1827,14 @@ static void parse_admin(struct ctx *c, const struct sy_ynode *v)
             parse_trusted(c, pv, &a->http_allow, &a->n_http_allow);
             a->has_http_allow = true;
         } else
-            report(c, k, "unknown key '%s' in admin", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in admin", sy_cfg_show(k).s);
     }
     /* Metrics and status tell a lot about the traffic: off the loopback, say who may ask. */
     if (a->http && !is_loopback(&a->http_addr) && !a->has_http_allow)
-        report(c, http,
-               "admin.http '%s' is not a loopback address: list who may use it in "
-               "admin.http_allow (CIDR blocks)",
-               a->http);
+        sy_cfg_report(c, http,
+                      "admin.http '%s' is not a loopback address: list who may use it in "
+                      "admin.http_allow (CIDR blocks)",
+                      a->http);
 }
 
 void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex)
@@ -2178,19 +1852,20 @@ static bool exclusive_duration(struct ctx *c, const struct sy_ynode *v, const ch
                                unsigned *out)
 {
     unsigned ms = 0;
-    switch (parse_duration(v, &ms)) {
+    switch (sy_cfg_parse_duration(v, &ms)) {
     case DURATION_OK:
         break;
     case DURATION_SYNTAX:
-        report(c, v, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
-               show_value(v).s);
+        sy_cfg_report(c, v, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
+                      sy_cfg_show_value(v).s);
         return false;
     case DURATION_TOO_LONG:
-        report(c, v, "%s must be at most %ums, got %s", key, UINT_MAX, show_value(v).s);
+        sy_cfg_report(c, v, "%s must be at most %ums, got %s", key, UINT_MAX,
+                      sy_cfg_show_value(v).s);
         return false;
     }
     if (ms == 0) {
-        report(c, v, "%s must be greater than 0", key);
+        sy_cfg_report(c, v, "%s must be greater than 0", key);
         return false;
     }
     *out = ms;
@@ -2201,7 +1876,7 @@ static bool exclusive_duration(struct ctx *c, const struct sy_ynode *v, const ch
  * resolving names). */
 static void parse_ready_url(struct ctx *c, struct sy_exclusive_spec *ex, const struct sy_ynode *v)
 {
-    const char *s = string_value(c, v, "ready.url");
+    const char *s = sy_cfg_string_value(c, v, "ready.url");
     if (!s)
         return;
     const char *why = NULL;
@@ -2234,50 +1909,51 @@ static void parse_ready_url(struct ctx *c, struct sy_exclusive_spec *ex, const s
             return;
         }
     }
-    report(c, v, "bad ready.url %s: %s", show_value(v).s, why);
+    sy_cfg_report(c, v, "bad ready.url %s: %s", sy_cfg_show_value(v).s, why);
 }
 
 static void parse_exclusive_ready(struct ctx *c, struct sy_exclusive_spec *ex,
                                   const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "exclusive.ready"))
+    if (!sy_cfg_is_mapping(c, v, "exclusive.ready"))
         return;
     bool has_url = false;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             continue;
         if (strcmp(key, "url") == 0) {
             has_url = true;
             parse_ready_url(c, ex, pv);
         } else if (strcmp(key, "expect") == 0) {
             uint64_t n;
-            if (!parse_uint(pv, 599, &n) || n < 100)
-                report(c, pv, "expect must be an HTTP status 100..599, got %s", show_value(pv).s);
+            if (!sy_cfg_parse_uint(pv, 599, &n) || n < 100)
+                sy_cfg_report(c, pv, "expect must be an HTTP status 100..599, got %s",
+                              sy_cfg_show_value(pv).s);
             else
                 ex->ready_expect = (int)n;
         } else if (strcmp(key, "timeout") == 0) {
             exclusive_duration(c, pv, "ready.timeout", &ex->ready_timeout_ms);
         } else {
-            report(c, k, "unknown key '%s' in exclusive.ready", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in exclusive.ready", sy_cfg_show(k).s);
         }
     }
     if (!has_url)
-        report(c, v, "missing required key 'url' in exclusive.ready");
+        sy_cfg_report(c, v, "missing required key 'url' in exclusive.ready");
 }
 
 /* `exclusive: { hold, max_held, drain, ready: { url, expect, timeout } }`. */
 static void parse_exclusive(struct ctx *c, const struct sy_ynode *v)
 {
     struct sy_exclusive_spec *ex = &c->cfg->exclusive;
-    if (!is_mapping(c, v, "exclusive"))
+    if (!sy_cfg_is_mapping(c, v, "exclusive"))
         return;
-    ex->mark = mark_of(v);
+    ex->mark = sy_cfg_mark_of(v);
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             continue;
         if (strcmp(key, "hold") == 0) {
             exclusive_duration(c, pv, "hold", &ex->hold_ms);
@@ -2285,14 +1961,15 @@ static void parse_exclusive(struct ctx *c, const struct sy_ynode *v)
             exclusive_duration(c, pv, "drain", &ex->drain_ms);
         } else if (strcmp(key, "max_held") == 0) {
             uint64_t n;
-            if (!parse_uint(pv, 1000000, &n) || n < 1)
-                report(c, pv, "max_held must be an integer 1..1000000, got %s", show_value(pv).s);
+            if (!sy_cfg_parse_uint(pv, 1000000, &n) || n < 1)
+                sy_cfg_report(c, pv, "max_held must be an integer 1..1000000, got %s",
+                              sy_cfg_show_value(pv).s);
             else
                 ex->max_held = (size_t)n;
         } else if (strcmp(key, "ready") == 0) {
             parse_exclusive_ready(c, ex, pv);
         } else {
-            report(c, k, "unknown key '%s' in exclusive", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in exclusive", sy_cfg_show(k).s);
         }
     }
 }
@@ -2301,8 +1978,8 @@ static void parse_exclusive(struct ctx *c, const struct sy_ynode *v)
 static void parse_access_buffer(struct ctx *c, const struct sy_ynode *v, size_t *out)
 {
     uint64_t n = 0, unit = 1;
-    bool ok = is_scalar(v);
-    const char *s = ok ? text(v) : "";
+    bool ok = sy_cfg_is_scalar(v);
+    const char *s = ok ? sy_cfg_text(v) : "";
     size_t len = ok ? v->data.scalar.length : 0, digits = 0;
     for (; digits < len && s[digits] >= '0' && s[digits] <= '9' && n < (1ull << 40); digits++)
         n = n * 10 + (uint64_t)(s[digits] - '0');
@@ -2314,10 +1991,11 @@ static void parse_access_buffer(struct ctx *c, const struct sy_ynode *v, size_t 
         ok = false;
     n *= unit;
     if (!ok || digits == 0 || n < SY_ACCESS_LOG_BUFFER_MIN || n > SY_ACCESS_LOG_BUFFER_MAX) {
-        report(c, v,
-               "access_log.buffer_bytes must be %u..%u bytes (a number, or with KiB or MiB), "
-               "got %s",
-               SY_ACCESS_LOG_BUFFER_MIN, SY_ACCESS_LOG_BUFFER_MAX, show_value(v).s);
+        sy_cfg_report(
+            c, v,
+            "access_log.buffer_bytes must be %u..%u bytes (a number, or with KiB or MiB), "
+            "got %s",
+            SY_ACCESS_LOG_BUFFER_MIN, SY_ACCESS_LOG_BUFFER_MAX, sy_cfg_show_value(v).s);
         return;
     }
     *out = (size_t)n;
@@ -2327,9 +2005,10 @@ static void parse_access_buffer(struct ctx *c, const struct sy_ynode *v, size_t 
 static void parse_access_sample(struct ctx *c, const struct sy_ynode *v, double *out)
 {
     char *end = NULL;
-    double d = is_scalar(v) && v->data.scalar.length ? strtod(text(v), &end) : -1;
+    double d = sy_cfg_is_scalar(v) && v->data.scalar.length ? strtod(sy_cfg_text(v), &end) : -1;
     if (!end || *end != '\0' || !(d >= 0 && d <= 1)) {
-        report(c, v, "access_log.sample must be a number from 0 to 1, got %s", show_value(v).s);
+        sy_cfg_report(c, v, "access_log.sample must be a number from 0 to 1, got %s",
+                      sy_cfg_show_value(v).s);
         return;
     }
     *out = d;
@@ -2338,32 +2017,32 @@ static void parse_access_sample(struct ctx *c, const struct sy_ynode *v, double 
 /* `access_log: {path: stdout | FILE, sample: 1.0, buffer_bytes: 1MiB}`. */
 static void parse_access_log(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!is_mapping(c, v, "access_log"))
+    if (!sy_cfg_is_mapping(c, v, "access_log"))
         return;
     struct sy_access_log_spec *a = &c->cfg->access_log;
     bool has_path = false;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         struct sy_ynode *k, *pv;
         const char *key;
-        if (!map_entry(c, v, p, &k, &pv, &key))
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             continue;
         if (strcmp(key, "path") == 0) {
             has_path = true;
-            const char *s = string_value(c, pv, "access_log.path");
+            const char *s = sy_cfg_string_value(c, pv, "access_log.path");
             if (s && strcmp(s, "stdout") == 0)
                 a->path = sy_xstrdup(s);
             else if (s)
-                a->path = path_value(c, pv, "access_log.path", PATH_MAX - 1);
+                a->path = sy_cfg_path_value(c, pv, "access_log.path", PATH_MAX - 1);
         } else if (strcmp(key, "sample") == 0) {
             parse_access_sample(c, pv, &a->sample);
         } else if (strcmp(key, "buffer_bytes") == 0) {
             parse_access_buffer(c, pv, &a->buffer_bytes);
         } else {
-            report(c, k, "unknown key '%s' in access_log", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in access_log", sy_cfg_show(k).s);
         }
     }
     if (!has_path)
-        report(c, v, "access_log needs a path (stdout or a file)");
+        sy_cfg_report(c, v, "access_log needs a path (stdout or a file)");
 }
 
 /* -- apps_dir: one file of apps per tenant --------------------------------------------------- */
@@ -2401,7 +2080,8 @@ static void parse_apps_text(struct ctx *c, const char *path, const char *text, s
             sy_diags_add(c->diags, path, 1, 1,
                          "an apps_dir file must be a list of apps (write [] for none)");
         else if (root->type != YAML_SEQUENCE_NODE)
-            report(c, root, "an apps_dir file must be a list of apps, got %s", show_value(root).s);
+            sy_cfg_report(c, root, "an apps_dir file must be a list of apps, got %s",
+                          sy_cfg_show_value(root).s);
         else
             parse_apps(c, root);
         sy_yaml_doc_free(&c->yaml);
@@ -2414,21 +2094,22 @@ static void parse_apps_text(struct ctx *c, const char *path, const char *text, s
 static void parse_apps_dir(struct ctx *c, const struct sy_ynode *v)
 {
     struct sy_config *cfg = c->cfg;
-    char *dir = path_value(c, v, "apps_dir", PATH_MAX - NAME_MAX - 2);
+    char *dir = sy_cfg_path_value(c, v, "apps_dir", PATH_MAX - NAME_MAX - 2);
     if (!dir)
         return;
     cfg->apps_dir = dir;
-    cfg->apps_dir_mark = mark_of(v);
+    cfg->apps_dir_mark = sy_cfg_mark_of(v);
     struct sy_apps_dir_list l;
     int err = 0;
     int rc = sy_apps_dir_list(dir, cfg->path, cfg->limits.apps_dir_files, &l, &err);
     if (rc == SY_ERR_LIMIT) {
-        report(c, v, "apps_dir '%s' holds more than limits.apps_dir_files (%zu) *.yaml files", dir,
-               cfg->limits.apps_dir_files);
+        sy_cfg_report(c, v,
+                      "apps_dir '%s' holds more than limits.apps_dir_files (%zu) *.yaml files", dir,
+                      cfg->limits.apps_dir_files);
         return;
     }
     if (rc) {
-        report(c, v, "cannot read apps_dir '%s': %s", dir, strerror(err));
+        sy_cfg_report(c, v, "cannot read apps_dir '%s': %s", dir, strerror(err));
         return;
     }
     cfg->apps_dir_block = l.block;
@@ -2455,14 +2136,14 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
         sy_diags_add(c->diags, c->file, 1, 1, "config is empty");
         return;
     }
-    if (!is_mapping(c, root, "the config"))
+    if (!sy_cfg_is_mapping(c, root, "the config"))
         return;
     const struct sy_ynode *listen = NULL, *clusters = NULL, *apps = NULL, *apps_dir = NULL;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
          p++) {
         struct sy_ynode *k, *v;
         const char *key;
-        if (!map_entry(c, root, p, &k, &v, &key))
+        if (!sy_cfg_map_entry(c, root, p, &k, &v, &key))
             continue;
         if (strcmp(key, "workers") == 0) {
             parse_workers(c, v);
@@ -2489,16 +2170,16 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
         } else if (strcmp(key, "access_log") == 0) {
             parse_access_log(c, v);
         } else if (strcmp(key, "state") == 0) {
-            c->cfg->state = path_value(c, v, "state", PATH_MAX - 16);
-            c->cfg->state_mark = mark_of(v);
+            c->cfg->state = sy_cfg_path_value(c, v, "state", PATH_MAX - 16);
+            c->cfg->state_mark = sy_cfg_mark_of(v);
         } else {
-            report(c, k, "unknown key '%s' at top level", show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' at top level", sy_cfg_show(k).s);
         }
     }
     if (!listen)
-        report(c, root, "missing required key 'listen'");
+        sy_cfg_report(c, root, "missing required key 'listen'");
     if (!clusters)
-        report(c, root, "missing required key 'clusters'");
+        sy_cfg_report(c, root, "missing required key 'clusters'");
     if (apps)
         parse_apps(c, apps);
     if (apps_dir)
@@ -2506,7 +2187,7 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
     if (apps || apps_dir)
         check_claims(c);
     else
-        report(c, root, "missing required key 'apps' (or 'apps_dir')");
+        sy_cfg_report(c, root, "missing required key 'apps' (or 'apps_dir')");
 }
 
 static void syntax_error(struct ctx *c, const yaml_parser_t *p, const char *text, size_t len)
@@ -2532,15 +2213,15 @@ static void syntax_error(struct ctx *c, const yaml_parser_t *p, const char *text
         return;
     }
     if (p->context)
-        error_mark(c, p->problem_mark, "%s (%s at line %d)", problem, p->context,
-                   clamp_int(p->context_mark.line + 1));
+        sy_cfg_error_mark(c, p->problem_mark, "%s (%s at line %d)", problem, p->context,
+                          sy_cfg_clamp_int(p->context_mark.line + 1));
     else
-        error_mark(c, p->problem_mark, "%s", problem);
+        sy_cfg_error_mark(c, p->problem_mark, "%s", problem);
 }
 
 static void refuse_yaml(void *arg, yaml_mark_t mark, const char *why)
 {
-    error_mark(arg, mark, "%s", why);
+    sy_cfg_error_mark(arg, mark, "%s", why);
 }
 
 struct diag_order {
