@@ -217,50 +217,6 @@ static void parse_workers(struct ctx *c, const struct sy_ynode *v)
     c->cfg->workers = (unsigned)n;
 }
 
-/* A readable file named by `v` (resolved against the config's directory), or NULL. */
-static char *readable_file(struct ctx *c, const struct sy_ynode *v, const char *what)
-{
-    const char *s = sy_cfg_string_value(c, v, what);
-    if (!s)
-        return NULL;
-    char *path = sy_cfg_file_path(c, s);
-    if (access(path, R_OK) != 0) {
-        sy_cfg_report(c, v, "cannot read %s '%s': %s", what, path, strerror(errno));
-        free(path);
-        return NULL;
-    }
-    return path;
-}
-
-/* `tls: {cert: PATH, key: PATH}`: both PEM files must be readable (their contents are
- * checked when the listener is made, and by -t). */
-static void parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l)
-{
-    if (!sy_cfg_is_mapping(c, v, "tls"))
-        return;
-    const struct sy_ynode *cert = NULL, *key = NULL;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *name;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &name))
-            continue;
-        if (strcmp(name, "cert") == 0)
-            cert = pv;
-        else if (strcmp(name, "key") == 0)
-            key = pv;
-        else
-            sy_cfg_report(c, k, "unknown key '%s' in tls", sy_cfg_show(k).s);
-    }
-    if (!cert || !key) {
-        sy_cfg_report(c, v, "tls needs both 'cert' and 'key'");
-        return;
-    }
-    char *paths[2] = {readable_file(c, cert, "certificate"), readable_file(c, key, "key")};
-    l->tls_cert = paths[0];
-    l->tls_key = paths[1];
-    l->tls_mark = sy_cfg_mark_of(v);
-}
-
 /* `proxy_protocol: v1 | v2 | any` of a listener. */
 static void parse_listen_pp(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l)
 {
@@ -401,7 +357,7 @@ static void parse_listen_entry(struct ctx *c, const struct sy_ynode *item)
     l.address = sy_xstrdup(s);
     l.mark = sy_cfg_mark_of(addr);
     if (tls)
-        parse_listen_tls(c, tls, &l);
+        sy_cfg_parse_listen_tls(c, tls, &l);
     if (pp)
         parse_listen_pp(c, pp, &l);
     if (trusted) {
@@ -471,8 +427,6 @@ static void parse_endpoints(struct ctx *c, struct sy_cluster_spec *cl, const str
     }
 }
 
-static const char *host_problem(const char *s, size_t len);
-
 const char *sy_upstream_proto_name(enum sy_upstream_proto p)
 {
     switch (p) {
@@ -503,67 +457,6 @@ static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const stru
         cl->protocol = SY_PROTO_H2;
     } else {
         sy_cfg_report(c, v, "protocol must be http1, h2c or h2, got %s", sy_cfg_show_value(v).s);
-    }
-}
-
-/* A cluster's `tls: {ca, sni, verify, cert, key}` (the files are loaded, and checked as
- * certificates, when the proxy makes its TLS contexts and by -t). */
-static void parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
-{
-    struct sy_cluster_tls *t = &cl->tls;
-    t->on = true;
-    t->mark = sy_cfg_mark_of(v);
-    if (!sy_cfg_is_mapping(c, v, "tls"))
-        return;
-    const struct sy_ynode *cert = NULL, *key = NULL;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *name;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &name))
-            continue;
-        if (strcmp(name, "ca") == 0) {
-            free(t->ca);
-            t->ca = readable_file(c, pv, "CA bundle");
-        } else if (strcmp(name, "sni") == 0) {
-            const char *s = sy_cfg_string_value(c, pv, "sni");
-            if (!s)
-                continue;
-            const char *bad =
-                s[0] == '[' ? "an IP address is not a server name" : host_problem(s, strlen(s));
-            if (bad || strchr(s, '*'))
-                sy_cfg_report(c, pv, "bad sni '%s': %s", sy_cfg_show(pv).s,
-                              bad ? bad : "a server name cannot have a wildcard");
-            else {
-                free(t->sni);
-                t->sni = sy_xstrdup(s);
-            }
-        } else if (strcmp(name, "verify") == 0) {
-            const char *s = sy_cfg_is_scalar(pv) && pv->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
-                                ? sy_cfg_text(pv)
-                                : "";
-            if (strcmp(s, "true") == 0)
-                t->verify = true;
-            else if (strcmp(s, "false") == 0)
-                t->verify = false;
-            else
-                sy_cfg_report(c, pv, "verify must be true or false, got %s",
-                              sy_cfg_show_value(pv).s);
-        } else if (strcmp(name, "cert") == 0) {
-            cert = pv;
-        } else if (strcmp(name, "key") == 0) {
-            key = pv;
-        } else {
-            sy_cfg_report(c, k, "unknown key '%s' in tls", sy_cfg_show(k).s);
-        }
-    }
-    if ((cert == NULL) != (key == NULL)) {
-        sy_cfg_report(c, cert ? cert : key,
-                      "a client certificate needs both 'cert' and 'key' in tls");
-        return;
-    }
-    if (cert) {
-        t->cert = readable_file(c, cert, "certificate");
-        t->key = readable_file(c, key, "key");
     }
 }
 
@@ -674,7 +567,7 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
     if (protocol)
         parse_protocol(c, cl, protocol, tls != NULL);
     if (tls)
-        parse_cluster_tls(c, cl, tls);
+        sy_cfg_parse_cluster_tls(c, cl, tls);
     else if (cl->protocol == SY_PROTO_H2) {
         cl->tls.on = true; /* h2 is HTTP/2 over TLS: verified against the system store */
         cl->tls.mark = sy_cfg_mark_of(protocol);
@@ -732,7 +625,7 @@ static long find_cluster(struct ctx *c, const struct sy_ynode *n)
 }
 
 /* Why host pattern `s` is unusable, or NULL when it is fine. */
-static const char *host_problem(const char *s, size_t len)
+const char *sy_cfg_host_problem(const char *s, size_t len)
 {
     if (len == 1 && s[0] == '*')
         return NULL;
@@ -794,7 +687,7 @@ static void parse_hosts(struct ctx *c, struct sy_app_spec *app, const struct sy_
         const char *s = sy_cfg_string_value(c, n, "host");
         if (!s)
             continue;
-        const char *why = host_problem(s, n->data.scalar.length);
+        const char *why = sy_cfg_host_problem(s, n->data.scalar.length);
         if (why) {
             sy_cfg_report(c, n, "bad host '%s': %s", sy_cfg_show(n).s, why);
             continue;

@@ -95,4 +95,13 @@ char *sy_cfg_file_path(struct ctx *c, const char *s);
 /* A path key (admin.socket, state): a string, resolved against the config's directory. */
 char *sy_cfg_path_value(struct ctx *c, const struct sy_ynode *v, const char *what, size_t max);
 
+/* Why host pattern `s` is unusable, or NULL when it is fine. */
+const char *sy_cfg_host_problem(const char *s, size_t len);
+/* `tls: {cert: PATH, key: PATH}`: both PEM files must be readable (their contents are
+ * checked when the listener is made, and by -t). */
+void sy_cfg_parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l);
+/* A cluster's `tls: {ca, sni, verify, cert, key}` (the files are loaded, and checked as
+ * certificates, when the proxy makes its TLS contexts and by -t). */
+void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v);
+
 #endif
