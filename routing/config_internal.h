@@ -104,4 +104,8 @@ void sy_cfg_parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_
  * certificates, when the proxy makes its TLS contexts and by -t). */
 void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v);
 
+void sy_cfg_parse_trusted(struct ctx *c, const struct sy_ynode *v, struct sy_cidr **out,
+                          size_t *n_out);
+void sy_cfg_parse_listens(struct ctx *c, const struct sy_ynode *v);
+
 #endif
