@@ -108,4 +108,8 @@ void sy_cfg_parse_trusted(struct ctx *c, const struct sy_ynode *v, struct sy_cid
                           size_t *n_out);
 void sy_cfg_parse_listens(struct ctx *c, const struct sy_ynode *v);
 
+void sy_cfg_parse_clusters(struct ctx *c, const struct sy_ynode *v);
+/* Index of the cluster named by scalar `n`, or -1. */
+long sy_cfg_find_cluster(struct ctx *c, const struct sy_ynode *n);
+
 #endif
