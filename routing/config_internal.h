@@ -112,4 +112,14 @@ void sy_cfg_parse_clusters(struct ctx *c, const struct sy_ynode *v);
 /* Index of the cluster named by scalar `n`, or -1. */
 long sy_cfg_find_cluster(struct ctx *c, const struct sy_ynode *n);
 
+void sy_cfg_sticky_dispose(struct sy_sticky_spec *st);
+void sy_cfg_force_dispose(struct sy_force_spec *f);
+void sy_cfg_parse_apps(struct ctx *c, const struct sy_ynode *v);
+/*
+ * Two apps claiming one host+path would make routing depend on their order: refuse it. Claims
+ * go into a hash set in file order, so the one already there is the earliest; a sort did this
+ * before and cost a tenth of a 10,000-app reload.
+ */
+void sy_cfg_check_claims(struct ctx *c);
+
 #endif
