@@ -998,8 +998,8 @@ static bool read_entries(const struct jval *list, struct sy_journal_record *r, c
             *why = "an entry needs an 'override'";
             return false;
         }
-        bool ok = r->compact ? read_set_entry(e, app, ov, r, why)
-                             : read_change_entry(e, app, ov, r, why);
+        bool ok =
+            r->compact ? read_set_entry(e, app, ov, r, why) : read_change_entry(e, app, ov, r, why);
         if (!ok)
             return false;
     }
@@ -1357,6 +1357,61 @@ static int open_locked(const char *path, bool create, int *out)
     return 0;
 }
 
+/* Opens (or creates, when the options say so) and locks the journal file at `path`. */
+static int open_file(struct sy_journal *j, const char *path, struct sy_diags *d)
+{
+    struct stat st;
+    bool existed = stat(path, &st) == 0;
+    int rc;
+    if (!existed && !j->opts.create)
+        return SY_ERR_NOTFOUND;
+    if ((rc = sy_journal_check_dir(path, d)) != 0)
+        return rc;
+    rc = open_locked(path, j->opts.create, &j->fd);
+    if (rc == SY_ERR_AGAIN) {
+        sy_diags_add(d, path, 0, 0,
+                     "the overrides journal is locked by another process "
+                     "(another switchyard with the same `state:` file?)");
+        return rc;
+    }
+    if (rc == SY_ERR_NOTFOUND)
+        return rc;
+    if (rc) {
+        sy_diags_add(d, path, 0, 0, "cannot open the overrides journal: %s", strerror(errno));
+        return rc;
+    }
+    if (!existed && !j->opts.no_sync && fsync_dir(path) != 0) {
+        sy_diags_add(d, path, 0, 0, "cannot make the new journal durable (fsync of its directory)");
+        return SY_ERR_SYS;
+    }
+    return 0;
+}
+
+/* `discard`: the journal that could not be read is reported, set aside and started anew. */
+static int discard_and_restart(struct sy_journal *j, const char *path, struct sy_diags *d,
+                               size_t first_diag)
+{
+    int rc;
+    close(j->fd);
+    j->fd = -1;
+    sy_overrides_dispose(&j->set);
+    sy_maints_dispose(&j->maint);
+    j->seq = 0;
+    j->records = 0;
+    char line[512];
+    for (size_t i = first_diag; i < d->n; i++) {
+        sy_diag_format(&d->v[i], line, sizeof(line));
+        sy_log(SY_LOG_ERROR, "journal", "cannot read: %s", line);
+    }
+    d->n = first_diag; /* reported above; the open goes on */
+    if ((rc = set_aside(path)) != 0 || (rc = open_locked(path, true, &j->fd)) != 0 ||
+        (!j->opts.no_sync && (rc = fsync_dir(path)) != 0)) {
+        sy_diags_add(d, path, 0, 0, "cannot start a new overrides journal: %s", strerror(errno));
+        return rc;
+    }
+    return 0;
+}
+
 int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct sy_diags *d,
                     struct sy_journal **out)
 {
@@ -1370,33 +1425,9 @@ int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct
         j->opts.compact_after = SY_JOURNAL_COMPACT_AFTER;
     sy_overrides_init(&j->set);
 
-    struct stat st;
-    bool existed = stat(path, &st) == 0;
-    int rc;
-    if (!existed && !j->opts.create) {
-        rc = SY_ERR_NOTFOUND;
+    int rc = open_file(j, path, d);
+    if (rc)
         goto out_fail;
-    }
-    if ((rc = sy_journal_check_dir(path, d)) != 0)
-        goto out_fail;
-    rc = open_locked(path, j->opts.create, &j->fd);
-    if (rc == SY_ERR_AGAIN) {
-        sy_diags_add(d, path, 0, 0,
-                     "the overrides journal is locked by another process "
-                     "(another switchyard with the same `state:` file?)");
-        goto out_fail;
-    }
-    if (rc == SY_ERR_NOTFOUND)
-        goto out_fail;
-    if (rc) {
-        sy_diags_add(d, path, 0, 0, "cannot open the overrides journal: %s", strerror(errno));
-        goto out_fail;
-    }
-    if (!existed && !j->opts.no_sync && fsync_dir(path) != 0) {
-        sy_diags_add(d, path, 0, 0, "cannot make the new journal durable (fsync of its directory)");
-        rc = SY_ERR_SYS;
-        goto out_fail;
-    }
 
     char *text = NULL;
     size_t len = 0, good = 0;
@@ -1413,24 +1444,8 @@ int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct
     if (rc == SY_ERR_INVALID && j->opts.discard) {
         free(text);
         text = NULL;
-        close(j->fd);
-        j->fd = -1;
-        sy_overrides_dispose(&j->set);
-        sy_maints_dispose(&j->maint);
-        j->seq = 0;
-        j->records = 0;
-        char line[512];
-        for (size_t i = first_diag; i < d->n; i++) {
-            sy_diag_format(&d->v[i], line, sizeof(line));
-            sy_log(SY_LOG_ERROR, "journal", "cannot read: %s", line);
-        }
-        d->n = first_diag; /* reported above; the open goes on */
-        if ((rc = set_aside(path)) != 0 || (rc = open_locked(path, true, &j->fd)) != 0 ||
-            (!j->opts.no_sync && (rc = fsync_dir(path)) != 0)) {
-            sy_diags_add(d, path, 0, 0, "cannot start a new overrides journal: %s",
-                         strerror(errno));
+        if ((rc = discard_and_restart(j, path, d, first_diag)) != 0)
             goto out_fail;
-        }
         len = good = 0;
     } else if (rc) {
         free(text);
