@@ -122,4 +122,14 @@ void sy_cfg_parse_apps(struct ctx *c, const struct sy_ynode *v);
  */
 void sy_cfg_check_claims(struct ctx *c);
 
+void sy_cfg_parse_limits(struct ctx *c, const struct sy_ynode *v);
+void sy_cfg_parse_timeouts(struct ctx *c, const struct sy_ynode *v);
+/* `admin: {socket: PATH, allow_uids: [..], allow_gids: [..], allow_read_uids: [..],
+ * allow_read_gids: [..], http: ADDRESS, http_allow: [CIDR, ..]}`. */
+void sy_cfg_parse_admin(struct ctx *c, const struct sy_ynode *v);
+/* `exclusive: { hold, max_held, drain, ready: { url, expect, timeout } }`. */
+void sy_cfg_parse_exclusive(struct ctx *c, const struct sy_ynode *v);
+/* `access_log: {path: stdout | FILE, sample: 1.0, buffer_bytes: 1MiB}`. */
+void sy_cfg_parse_access_log(struct ctx *c, const struct sy_ynode *v);
+
 #endif
