@@ -28,17 +28,11 @@
 #include "config_internal.h"
 #include "yaml_doc.h"
 
-int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr,
-                      socklen_t *addrlen, const char **why)
+/* Splits "host:port", "[v6]:port" or ":port" into the host (NUL-terminated in `host`) and the
+ * port's text. */
+static int split_hostport(const char *s, char *host, size_t host_size, size_t *out_hostlen,
+                          const char **out_port, bool *out_bracketed, const char **why)
 {
-    const char *unused;
-    if (!why)
-        why = &unused;
-    if (!s || !*s) {
-        *why = "empty address";
-        return SY_ERR_INVALID;
-    }
-    char host[MAX_HOST + 1];
     size_t hostlen;
     const char *port;
     bool bracketed = s[0] == '[';
@@ -53,7 +47,7 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
             return SY_ERR_INVALID;
         }
         hostlen = (size_t)(end - s - 1);
-        if (hostlen == 0 || hostlen >= sizeof(host)) {
+        if (hostlen == 0 || hostlen >= host_size) {
             *why = "bad IPv6 address";
             return SY_ERR_INVALID;
         }
@@ -70,7 +64,7 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
             *why = "an IPv6 address must be written in brackets, like [::1]:80";
             return SY_ERR_INVALID;
         }
-        if (hostlen >= sizeof(host)) {
+        if (hostlen >= host_size) {
             *why = "host name is too long";
             return SY_ERR_INVALID;
         }
@@ -78,7 +72,15 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
         port = colon + 1;
     }
     host[hostlen] = '\0';
+    *out_hostlen = hostlen;
+    *out_port = port;
+    *out_bracketed = bracketed;
+    return SY_OK;
+}
 
+/* The port 1..65535, or 0 when `port` is anything else. */
+static unsigned long parse_port(const char *port)
+{
     unsigned long pnum = 0;
     size_t plen = strlen(port);
     for (size_t i = 0; i < plen && pnum <= 65535; i++) {
@@ -88,7 +90,64 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
         }
         pnum = pnum * 10 + (unsigned long)(port[i] - '0');
     }
-    if (plen == 0 || pnum == 0 || pnum > 65535) {
+    return plen == 0 || pnum > 65535 ? 0 : pnum;
+}
+
+/* Resolves host name `host` (its first address, IPv4 or IPv6) into `ss`, port not set. */
+static int resolve_host(const char *host, size_t hostlen, struct sockaddr_storage *ss,
+                        socklen_t *out_len, const char **why)
+{
+    for (size_t i = 0; i < hostlen; i++) {
+        if (!sy_cfg_is_name_char(host[i])) {
+            *why = "bad host name";
+            return SY_ERR_INVALID;
+        }
+    }
+    struct addrinfo hints, *res;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0) {
+        if (rc == EAI_NONAME)
+            *why = "host name not found";
+        else if (rc == EAI_AGAIN)
+            *why = "temporary failure resolving the host name";
+        else
+            *why = "cannot resolve the host name";
+        return SY_ERR_INVALID;
+    }
+    if (res->ai_addrlen > sizeof(*ss) ||
+        (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
+        freeaddrinfo(res);
+        *why = "host name resolves to an unsupported address family";
+        return SY_ERR_INVALID;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *out_len = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return SY_OK;
+}
+
+int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr,
+                      socklen_t *addrlen, const char **why)
+{
+    const char *unused;
+    if (!why)
+        why = &unused;
+    if (!s || !*s) {
+        *why = "empty address";
+        return SY_ERR_INVALID;
+    }
+    char host[MAX_HOST + 1];
+    size_t hostlen;
+    const char *port;
+    bool bracketed;
+    int rc = split_hostport(s, host, sizeof(host), &hostlen, &port, &bracketed, why);
+    if (rc != SY_OK)
+        return rc;
+    unsigned long pnum = parse_port(port);
+    if (pnum == 0) {
         *why = "port must be a number 1..65535";
         return SY_ERR_INVALID;
     }
@@ -120,35 +179,9 @@ int sy_parse_hostport(const char *s, bool resolve, struct sockaddr_storage *addr
         *why = "host must be a numeric IPv4 address or a bracketed IPv6 address";
         return SY_ERR_INVALID;
     } else {
-        for (size_t i = 0; i < hostlen; i++) {
-            if (!sy_cfg_is_name_char(host[i])) {
-                *why = "bad host name";
-                return SY_ERR_INVALID;
-            }
-        }
-        struct addrinfo hints, *res;
-        memset(&hints, 0, sizeof(hints));
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        int rc = getaddrinfo(host, NULL, &hints, &res);
-        if (rc != 0) {
-            if (rc == EAI_NONAME)
-                *why = "host name not found";
-            else if (rc == EAI_AGAIN)
-                *why = "temporary failure resolving the host name";
-            else
-                *why = "cannot resolve the host name";
-            return SY_ERR_INVALID;
-        }
-        if (res->ai_addrlen > sizeof(ss) ||
-            (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
-            freeaddrinfo(res);
-            *why = "host name resolves to an unsupported address family";
-            return SY_ERR_INVALID;
-        }
-        memcpy(&ss, res->ai_addr, res->ai_addrlen);
-        len = (socklen_t)res->ai_addrlen;
-        freeaddrinfo(res);
+        rc = resolve_host(host, hostlen, &ss, &len, why);
+        if (rc != SY_OK)
+            return rc;
         if (ss.ss_family == AF_INET)
             a4->sin_port = htons((uint16_t)pnum);
         else
