@@ -5,25 +5,12 @@
 #include "switchyard/config.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <pwd.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <unistd.h>
 
 #include <yaml.h>
-
-#include "switchyard/apps_dir.h"
 
 #include "config_internal.h"
 #include "yaml_doc.h"
