@@ -942,6 +942,103 @@ static bool read_maint_record(const struct jval *root, struct sy_journal_record 
     return true;
 }
 
+/* One entry of a snapshot's 'set': an app's override weights, with who set them and when. */
+static bool read_set_entry(const struct jval *e, const char *app, const struct jval *ov,
+                           struct sy_journal_record *r, const char **why)
+{
+    if (ov->type == J_NULL || find(&r->set, app)) {
+        *why = "a snapshot entry is repeated or has no override weights";
+        return false;
+    }
+    struct sy_override o = {0};
+    bool ok = get_weights(ov, &o.weights, &o.n_weights, why) &&
+              read_head(e, &o.seq, &o.time_ms, &o.uid, &o.pid, &o.command, why);
+    o.app = sy_xstrdup(app);
+    sy_xgrow((void **)&r->set.v, &r->set.cap, r->set.n + 1, sizeof(*r->set.v));
+    r->set.v[r->set.n++] = o; /* disposed with the record, whole or not */
+    return ok;
+}
+
+/* One entry of a change's 'changes': the new override (null: released), from and to. */
+static bool read_change_entry(const struct jval *e, const char *app, const struct jval *ov,
+                              struct sy_journal_record *r, const char **why)
+{
+    struct sy_override_change *c = &r->changes[r->n_changes++];
+    c->app = sy_xstrdup(app);
+    struct sy_route_weight *w = NULL;
+    if (ov->type == J_NULL) {
+        c->release = true;
+    } else {
+        bool ok = get_weights(ov, &w, &c->n_weights, why);
+        c->weights = w;
+        if (!ok)
+            return false;
+    }
+    bool ok = get_weights(jget(e, "from"), &w, &c->n_from, why);
+    c->from = w;
+    if (!ok)
+        return false;
+    ok = get_weights(jget(e, "to"), &w, &c->n_to, why);
+    c->to = w;
+    return ok;
+}
+
+/* The entries of a change's 'changes' or a snapshot's 'set'. */
+static bool read_entries(const struct jval *list, struct sy_journal_record *r, const char **why)
+{
+    for (size_t i = 0; i < list->n; i++) {
+        const struct jval *e = &list->items[i];
+        const char *app = e->type == J_OBJ ? get_str(e, "app") : NULL;
+        if (!app || !is_name(app, 255)) {
+            *why = "an entry needs an app name";
+            return false;
+        }
+        const struct jval *ov = jget(e, "override");
+        if (!ov) {
+            *why = "an entry needs an 'override'";
+            return false;
+        }
+        bool ok =
+            r->compact ? read_set_entry(e, app, ov, r, why) : read_change_entry(e, app, ov, r, why);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* A snapshot's 'maintenance' list: the apps in maintenance when it was written. */
+static bool read_snapshot_maints(const struct jval *root, struct sy_journal_record *r,
+                                 const char **why)
+{
+    const struct jval *ml = jget(root, "maintenance");
+    if (ml && ml->type != J_ARR) {
+        *why = "a snapshot's 'maintenance' must be a list";
+        return false;
+    }
+    for (size_t i = 0; ml && i < ml->n; i++) {
+        const struct jval *e = &ml->items[i];
+        struct sy_maint m = {0};
+        uint64_t since = 0;
+        bool ok = e->type == J_OBJ && read_maint_fields(e, &m, why) &&
+                  get_uint(e, "since", UINT64_MAX, &since) &&
+                  read_head(e, &m.seq, &m.time_ms, &m.uid, &m.pid, &m.command, why);
+        if (ok && sy_maints_find(&r->maints, m.app)) {
+            *why = "a snapshot's maintenance entry is repeated";
+            ok = false;
+        }
+        m.on = true;
+        m.since_ms = since;
+        sy_xgrow((void **)&r->maints.v, &r->maints.cap, r->maints.n + 1, sizeof(*r->maints.v));
+        r->maints.v[r->maints.n++] = m; /* disposed with the record, whole or not */
+        if (!ok) {
+            if (!*why)
+                *why = "a maintenance entry needs since, seq, time, uid, pid and cmd";
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool read_record(const struct jval *root, struct sy_journal_record *r, const char **why)
 {
     uint64_t v;
@@ -976,80 +1073,9 @@ static bool read_record(const struct jval *root, struct sy_journal_record *r, co
         }
         r->changes = sy_xcalloc(list->n, sizeof(*r->changes));
     }
-    for (size_t i = 0; i < list->n; i++) {
-        const struct jval *e = &list->items[i];
-        const char *app = e->type == J_OBJ ? get_str(e, "app") : NULL;
-        if (!app || !is_name(app, 255)) {
-            *why = "an entry needs an app name";
-            return false;
-        }
-        const struct jval *ov = jget(e, "override");
-        if (!ov) {
-            *why = "an entry needs an 'override'";
-            return false;
-        }
-        if (r->compact) {
-            if (ov->type == J_NULL || find(&r->set, app)) {
-                *why = "a snapshot entry is repeated or has no override weights";
-                return false;
-            }
-            struct sy_override o = {0};
-            bool ok = get_weights(ov, &o.weights, &o.n_weights, why) &&
-                      read_head(e, &o.seq, &o.time_ms, &o.uid, &o.pid, &o.command, why);
-            o.app = sy_xstrdup(app);
-            sy_xgrow((void **)&r->set.v, &r->set.cap, r->set.n + 1, sizeof(*r->set.v));
-            r->set.v[r->set.n++] = o; /* disposed with the record, whole or not */
-            if (!ok)
-                return false;
-            continue;
-        }
-        struct sy_override_change *c = &r->changes[r->n_changes++];
-        c->app = sy_xstrdup(app);
-        struct sy_route_weight *w = NULL;
-        if (ov->type == J_NULL) {
-            c->release = true;
-        } else {
-            bool ok = get_weights(ov, &w, &c->n_weights, why);
-            c->weights = w;
-            if (!ok)
-                return false;
-        }
-        bool ok = get_weights(jget(e, "from"), &w, &c->n_from, why);
-        c->from = w;
-        if (!ok)
-            return false;
-        ok = get_weights(jget(e, "to"), &w, &c->n_to, why);
-        c->to = w;
-        if (!ok)
-            return false;
-    }
-    const struct jval *ml = r->compact ? jget(root, "maintenance") : NULL;
-    if (ml && ml->type != J_ARR) {
-        *why = "a snapshot's 'maintenance' must be a list";
+    if (!read_entries(list, r, why))
         return false;
-    }
-    for (size_t i = 0; ml && i < ml->n; i++) {
-        const struct jval *e = &ml->items[i];
-        struct sy_maint m = {0};
-        uint64_t since = 0;
-        bool ok = e->type == J_OBJ && read_maint_fields(e, &m, why) &&
-                  get_uint(e, "since", UINT64_MAX, &since) &&
-                  read_head(e, &m.seq, &m.time_ms, &m.uid, &m.pid, &m.command, why);
-        if (ok && sy_maints_find(&r->maints, m.app)) {
-            *why = "a snapshot's maintenance entry is repeated";
-            ok = false;
-        }
-        m.on = true;
-        m.since_ms = since;
-        sy_xgrow((void **)&r->maints.v, &r->maints.cap, r->maints.n + 1, sizeof(*r->maints.v));
-        r->maints.v[r->maints.n++] = m; /* disposed with the record, whole or not */
-        if (!ok) {
-            if (!*why)
-                *why = "a maintenance entry needs since, seq, time, uid, pid and cmd";
-            return false;
-        }
-    }
-    return true;
+    return !r->compact || read_snapshot_maints(root, r, why);
 }
 
 int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record *r,
@@ -1333,6 +1359,61 @@ static int open_locked(const char *path, bool create, int *out)
     return 0;
 }
 
+/* Opens (or creates, when the options say so) and locks the journal file at `path`. */
+static int open_file(struct sy_journal *j, const char *path, struct sy_diags *d)
+{
+    struct stat st;
+    bool existed = stat(path, &st) == 0;
+    int rc;
+    if (!existed && !j->opts.create)
+        return SY_ERR_NOTFOUND;
+    if ((rc = sy_journal_check_dir(path, d)) != 0)
+        return rc;
+    rc = open_locked(path, j->opts.create, &j->fd);
+    if (rc == SY_ERR_AGAIN) {
+        sy_diags_add(d, path, 0, 0,
+                     "the overrides journal is locked by another process "
+                     "(another switchyard with the same `state:` file?)");
+        return rc;
+    }
+    if (rc == SY_ERR_NOTFOUND)
+        return rc;
+    if (rc) {
+        sy_diags_add(d, path, 0, 0, "cannot open the overrides journal: %s", strerror(errno));
+        return rc;
+    }
+    if (!existed && !j->opts.no_sync && fsync_dir(path) != 0) {
+        sy_diags_add(d, path, 0, 0, "cannot make the new journal durable (fsync of its directory)");
+        return SY_ERR_SYS;
+    }
+    return 0;
+}
+
+/* `discard`: the journal that could not be read is reported, set aside and started anew. */
+static int discard_and_restart(struct sy_journal *j, const char *path, struct sy_diags *d,
+                               size_t first_diag)
+{
+    int rc;
+    close(j->fd);
+    j->fd = -1;
+    sy_overrides_dispose(&j->set);
+    sy_maints_dispose(&j->maint);
+    j->seq = 0;
+    j->records = 0;
+    char line[512];
+    for (size_t i = first_diag; i < d->n; i++) {
+        sy_diag_format(&d->v[i], line, sizeof(line));
+        sy_log(SY_LOG_ERROR, "journal", "cannot read: %s", line);
+    }
+    d->n = first_diag; /* reported above; the open goes on */
+    if ((rc = set_aside(path)) != 0 || (rc = open_locked(path, true, &j->fd)) != 0 ||
+        (!j->opts.no_sync && (rc = fsync_dir(path)) != 0)) {
+        sy_diags_add(d, path, 0, 0, "cannot start a new overrides journal: %s", strerror(errno));
+        return rc;
+    }
+    return 0;
+}
+
 int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct sy_diags *d,
                     struct sy_journal **out)
 {
@@ -1346,33 +1427,9 @@ int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct
         j->opts.compact_after = SY_JOURNAL_COMPACT_AFTER;
     sy_overrides_init(&j->set);
 
-    struct stat st;
-    bool existed = stat(path, &st) == 0;
-    int rc;
-    if (!existed && !j->opts.create) {
-        rc = SY_ERR_NOTFOUND;
+    int rc = open_file(j, path, d);
+    if (rc)
         goto out_fail;
-    }
-    if ((rc = sy_journal_check_dir(path, d)) != 0)
-        goto out_fail;
-    rc = open_locked(path, j->opts.create, &j->fd);
-    if (rc == SY_ERR_AGAIN) {
-        sy_diags_add(d, path, 0, 0,
-                     "the overrides journal is locked by another process "
-                     "(another switchyard with the same `state:` file?)");
-        goto out_fail;
-    }
-    if (rc == SY_ERR_NOTFOUND)
-        goto out_fail;
-    if (rc) {
-        sy_diags_add(d, path, 0, 0, "cannot open the overrides journal: %s", strerror(errno));
-        goto out_fail;
-    }
-    if (!existed && !j->opts.no_sync && fsync_dir(path) != 0) {
-        sy_diags_add(d, path, 0, 0, "cannot make the new journal durable (fsync of its directory)");
-        rc = SY_ERR_SYS;
-        goto out_fail;
-    }
 
     char *text = NULL;
     size_t len = 0, good = 0;
@@ -1389,24 +1446,8 @@ int sy_journal_open(const char *path, const struct sy_journal_opts *opts, struct
     if (rc == SY_ERR_INVALID && j->opts.discard) {
         free(text);
         text = NULL;
-        close(j->fd);
-        j->fd = -1;
-        sy_overrides_dispose(&j->set);
-        sy_maints_dispose(&j->maint);
-        j->seq = 0;
-        j->records = 0;
-        char line[512];
-        for (size_t i = first_diag; i < d->n; i++) {
-            sy_diag_format(&d->v[i], line, sizeof(line));
-            sy_log(SY_LOG_ERROR, "journal", "cannot read: %s", line);
-        }
-        d->n = first_diag; /* reported above; the open goes on */
-        if ((rc = set_aside(path)) != 0 || (rc = open_locked(path, true, &j->fd)) != 0 ||
-            (!j->opts.no_sync && (rc = fsync_dir(path)) != 0)) {
-            sy_diags_add(d, path, 0, 0, "cannot start a new overrides journal: %s",
-                         strerror(errno));
+        if ((rc = discard_and_restart(j, path, d, first_diag)) != 0)
             goto out_fail;
-        }
         len = good = 0;
     } else if (rc) {
         free(text);

@@ -525,19 +525,10 @@ static size_t weights_of(const struct sy_route_table *t, long ai, struct sy_rout
     return n;
 }
 
-int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
-                    const struct sy_actor *who, char *err, size_t errlen)
+/* Refuses an app named twice and any edit that does not fit the file or the overrides. */
+static int check_edits(const struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                       char *err, size_t errlen)
 {
-    if (!st->journal) {
-        errf(err, errlen,
-             "no state file: an override could not be made durable "
-             "(configure `admin.socket`, or `state:`)");
-        return SY_ERR_NOTFOUND;
-    }
-    if (n == 0) {
-        errf(err, errlen, "nothing to change");
-        return SY_ERR_INVALID;
-    }
     const struct sy_overrides *cur = sy_journal_overrides(st->journal);
     /* An app named twice: by index for the file's apps (`revert --all` names every one). */
     unsigned char *named = sy_xcalloc(st->cfg->n_apps ? st->cfg->n_apps : 1, 1);
@@ -558,15 +549,15 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
         }
     }
     free(named);
+    return 0;
+}
 
-    /* The candidate: the overrides with this change applied, compiled. */
-    struct sy_override_change *ch = sy_xcalloc(n, sizeof(*ch));
-    for (size_t i = 0; i < n; i++) {
-        ch[i].app = edits[i].app;
-        ch[i].release = edits[i].release;
-        ch[i].weights = edits[i].weights;
-        ch[i].n_weights = edits[i].n_weights;
-    }
+/* The candidate: the overrides with change `ch` applied, compiled into a new snapshot `*out`. */
+static int compile_candidate(struct sy_state *st, const struct sy_override_change *ch,
+                             const struct sy_state_edit *edits, size_t n,
+                             const struct sy_actor *who, struct sy_route_table **out)
+{
+    const struct sy_overrides *cur = sy_journal_overrides(st->journal);
     struct sy_overrides next;
     sy_overrides_init(&next);
     sy_overrides_copy(&next, cur);
@@ -597,12 +588,60 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
         }
         n_rc++;
     }
-    struct sy_route_table *t = NULL;
-    int rc = sy_route_table_update(st->table, rc_ch, n_rc, st->generation + 1, &t);
+    int rc = sy_route_table_update(st->table, rc_ch, n_rc, st->generation + 1, out);
     free(by_app);
     free(rc_ch);
     free(rc_ov);
     sy_overrides_dispose(&next);
+    return rc;
+}
+
+/* One log line per edited app: who, and its weights before and after. */
+static void log_changes(const struct sy_state *st, const struct sy_route_table *old,
+                        const struct sy_route_table *t, const struct sy_state_edit *edits, size_t n,
+                        const struct sy_actor *who)
+{
+    for (size_t i = 0; i < n; i++) {
+        long ai = app_index(st->cfg, edits[i].app);
+        char before[256] = "-", after[256] = "-";
+        if (ai >= 0) {
+            format_weights(old, (size_t)ai, before, sizeof(before));
+            format_weights(t, (size_t)ai, after, sizeof(after));
+        }
+        sy_log(SY_LOG_INFO, "override",
+               "seq %" PRIu64 " generation %" PRIu64 " by uid %" PRIu32 " pid %" PRId32
+               " (%s): %s %s: %s -> %s",
+               sy_journal_seq(st->journal), st->generation, who->uid, who->pid, who->command,
+               edits[i].release ? "released" : "set", edits[i].app, before, after);
+    }
+}
+
+int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                    const struct sy_actor *who, char *err, size_t errlen)
+{
+    if (!st->journal) {
+        errf(err, errlen,
+             "no state file: an override could not be made durable "
+             "(configure `admin.socket`, or `state:`)");
+        return SY_ERR_NOTFOUND;
+    }
+    if (n == 0) {
+        errf(err, errlen, "nothing to change");
+        return SY_ERR_INVALID;
+    }
+    int rc = check_edits(st, edits, n, err, errlen);
+    if (rc)
+        return rc;
+
+    struct sy_override_change *ch = sy_xcalloc(n, sizeof(*ch));
+    for (size_t i = 0; i < n; i++) {
+        ch[i].app = edits[i].app;
+        ch[i].release = edits[i].release;
+        ch[i].weights = edits[i].weights;
+        ch[i].n_weights = edits[i].n_weights;
+    }
+    struct sy_route_table *t = NULL;
+    rc = compile_candidate(st, ch, edits, n, who, &t);
     if (rc) {
         errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
         free(ch);
@@ -624,19 +663,7 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
     } else {
         struct sy_route_table *old = sy_route_table_acquire(st->table);
         install_table(st, t);
-        for (size_t i = 0; i < n; i++) {
-            long ai = app_index(st->cfg, edits[i].app);
-            char before[256] = "-", after[256] = "-";
-            if (ai >= 0) {
-                format_weights(old, (size_t)ai, before, sizeof(before));
-                format_weights(t, (size_t)ai, after, sizeof(after));
-            }
-            sy_log(SY_LOG_INFO, "override",
-                   "seq %" PRIu64 " generation %" PRIu64 " by uid %" PRIu32 " pid %" PRId32
-                   " (%s): %s %s: %s -> %s",
-                   sy_journal_seq(st->journal), st->generation, who->uid, who->pid, who->command,
-                   edits[i].release ? "released" : "set", edits[i].app, before, after);
-        }
+        log_changes(st, old, t, edits, n, who);
         sy_route_table_release(old);
     }
     for (size_t i = 0; i < n; i++) {

@@ -8,13 +8,14 @@
 
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "switchyard/admin.h"
+
+#include "fixture.h"
 
 static const char config_yaml[] = "listen:\n"
                                   "  - address: 127.0.0.1:8080\n"
@@ -40,8 +41,7 @@ static const char config_yaml[] = "listen:\n"
                                   "    sticky: {cookie: sy_web}\n";
 
 struct fx {
-    char dir[64];
-    char path[128];
+    struct sy_fixture_dir tmp;
     struct sy_state *st;
     struct sy_admin *admin;
     struct sy_admin_routing env;
@@ -63,24 +63,19 @@ static void fake_traffic(void *arg, sy_traffic_cb cb, void *cb_arg)
 
 static void write_config(const char *path, const char *text)
 {
-    FILE *fp = fopen(path, "w");
-    assert_non_null(fp);
-    fputs(text, fp);
-    fclose(fp);
+    assert_int_equal(sy_fixture_write(path, text, NULL), 0);
 }
 
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/sy-test-cmds-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (sy_fixture_dir_make(&f->tmp, "cmds", "sy.yaml") != 0)
         return -1;
-    snprintf(f->path, sizeof(f->path), "%s/sy.yaml", f->dir);
-    write_config(f->path, config_yaml);
+    write_config(f->tmp.path, config_yaml);
     struct sy_diags d;
     sy_diags_init(&d);
     struct sy_journal_opts o = {.no_sync = true};
-    if (sy_state_open(f->path, NULL, NULL, &d, &f->st) != 0 ||
+    if (sy_state_open(f->tmp.path, NULL, NULL, &d, &f->st) != 0 ||
         sy_state_open_journal(f->st, true, false, &o, &d) != 0)
         return -1;
     sy_diags_dispose(&d);
@@ -97,18 +92,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     sy_admin_free(f->admin);
     sy_state_free(f->st);
-    DIR *d = opendir(f->dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || e->d_name[1] == '.'))
-            continue;
-        char p[512];
-        snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-        unlink(p);
-    }
-    if (d)
-        closedir(d);
-    rmdir(f->dir);
+    sy_fixture_dir_remove(&f->tmp);
     free(f);
     return 0;
 }
@@ -259,7 +243,7 @@ static void test_history_shortens_a_record_of_many_apps_for_people(void **state)
                                 "  - name: a%d\n    hosts: [a%d.test]\n"
                                 "    weights: {blue: 50, green: 50}\n",
                                 i, i);
-    write_config(f->path, text);
+    write_config(f->tmp.path, text);
     char *out = ask(f, "reload");
     assert_true(ends_ok(out));
     free(out);
@@ -436,7 +420,7 @@ static void test_reload_answers_the_generation_or_the_error(void **state)
     assert_string_equal(out, "generation 2 published\nok\n");
     assert_true(pub);
     free(out);
-    write_config(f->path, "listen: [\n");
+    write_config(f->tmp.path, "listen: [\n");
     out = ask_payload(f, "reload", NULL, &pub);
     assert_false(pub);
     assert_contains(out, "error: reload rejected (generation 2 kept): ");
@@ -455,7 +439,7 @@ static void test_stale_override_is_shown_as_such(void **state)
     char *text = strdup(config_yaml);
     char *p = strstr(text, "weights: {blue: 50, green: 50}");
     memcpy(p, "weights: {blue: 50, gray:  50}", 30);
-    write_config(f->path, text);
+    write_config(f->tmp.path, text);
     free(text);
     free(ask(f, "reload"));
     char *out = ask(f, "status chat");

@@ -25,6 +25,8 @@
 
 #include "switchyard/overrides.h"
 
+#include "fixture.h"
+
 /* The one fault the file system will not make on demand: a failed fsync of a directory. This
  * definition takes the place of libc's for the whole test executable (the journal is linked in
  * statically), and passes every other fsync through to the kernel. */
@@ -41,17 +43,14 @@ int fsync(int fd)
 }
 
 struct fx {
-    char dir[64];
-    char path[128];
+    struct sy_fixture_dir tmp;
 };
 
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/sy-test-journal-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (sy_fixture_dir_make(&f->tmp, "journal", "state") != 0)
         return -1;
-    snprintf(f->path, sizeof(f->path), "%s/state", f->dir);
     *state = f;
     return 0;
 }
@@ -59,18 +58,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    DIR *d = opendir(f->dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || e->d_name[1] == '.'))
-            continue;
-        char p[512];
-        snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-        unlink(p);
-    }
-    if (d)
-        closedir(d);
-    rmdir(f->dir);
+    sy_fixture_dir_remove(&f->tmp);
     free(f);
     return 0;
 }
@@ -160,13 +148,13 @@ static void test_missing_journal_is_not_found_unless_created(void **state)
     sy_diags_init(&d);
     struct sy_journal *j = NULL;
     struct sy_journal_opts o = {.no_sync = true};
-    assert_int_equal(sy_journal_open(f->path, &o, &d, &j), SY_ERR_NOTFOUND);
+    assert_int_equal(sy_journal_open(f->tmp.path, &o, &d, &j), SY_ERR_NOTFOUND);
     assert_null(j);
-    j = open_ok(f->path, &create_opts);
+    j = open_ok(f->tmp.path, &create_opts);
     assert_int_equal(sy_journal_seq(j), 0);
     assert_int_equal(sy_journal_overrides(j)->n, 0);
     struct stat st;
-    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(stat(f->tmp.path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
     sy_journal_close(j);
     sy_diags_dispose(&d);
@@ -175,7 +163,7 @@ static void test_missing_journal_is_not_found_unless_created(void **state)
 static void test_replay_restores_overrides_with_who_and_when(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 90, 10, "weights chat blue=90 green=10");
     set(j, "web", 0, 100, "switch web green");
     set(j, "chat", 100, 0, "revert chat");
@@ -183,7 +171,7 @@ static void test_replay_restores_overrides_with_who_and_when(void **state)
     assert_int_equal(sy_journal_seq(j), 4);
     sy_journal_close(j);
 
-    j = open_ok(f->path, &create_opts);
+    j = open_ok(f->tmp.path, &create_opts);
     assert_int_equal(sy_journal_seq(j), 4);
     const struct sy_overrides *ov = sy_journal_overrides(j);
     assert_int_equal(ov->n, 1);
@@ -204,11 +192,11 @@ static void test_replay_restores_overrides_with_who_and_when(void **state)
 static void test_each_record_is_one_checksummed_line(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 100, 0, "weights chat \"quoted\" \\ back");
     sy_journal_close(j);
     size_t len;
-    char *t = read_file(f->path, &len);
+    char *t = read_file(f->tmp.path, &len);
     assert_true(len > 0 && t[len - 1] == '\n');
     assert_non_null(strstr(t, "\"seq\":1,"));
     assert_non_null(strstr(t, ",\"crc\":\""));
@@ -227,7 +215,7 @@ static void test_each_record_is_one_checksummed_line(void **state)
 static void test_revert_of_many_apps_is_one_record(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     struct sy_route_weight w = {"blue", 100};
     struct sy_override_change ch[3] = {
         {.app = "a", .weights = &w, .n_weights = 1},
@@ -240,7 +228,7 @@ static void test_revert_of_many_apps_is_one_record(void **state)
     assert_int_equal(sy_journal_seq(j), 1);
     assert_int_equal(sy_journal_overrides(j)->n, 3);
     sy_journal_close(j);
-    assert_int_equal(count_lines(f->path), 1);
+    assert_int_equal(count_lines(f->tmp.path), 1);
 }
 
 /* -- crashes and damage --------------------------------------------------------------------- */
@@ -248,27 +236,27 @@ static void test_revert_of_many_apps_is_one_record(void **state)
 static void test_torn_last_line_is_ignored_and_cut_off(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 100, 0, "one");
     set(j, "web", 100, 0, "two");
     sy_journal_close(j);
     size_t good;
-    char *t = read_file(f->path, &good);
+    char *t = read_file(f->tmp.path, &good);
     /* A third record cut short by a crash: no newline. */
-    FILE *fp = fopen(f->path, "ab");
+    FILE *fp = fopen(f->tmp.path, "ab");
     fputs("{\"v\":1,\"type\":\"change\",\"seq\":3,\"ti", fp);
     fclose(fp);
 
-    j = open_ok(f->path, &create_opts);
+    j = open_ok(f->tmp.path, &create_opts);
     assert_int_equal(sy_journal_seq(j), 2);
     assert_int_equal(sy_journal_overrides(j)->n, 2);
     struct stat st;
-    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(stat(f->tmp.path, &st), 0);
     assert_int_equal((size_t)st.st_size, good);
     /* The next record starts on a clean line and replays. */
     set(j, "chat", 0, 100, "three");
     sy_journal_close(j);
-    j = open_ok(f->path, &create_opts);
+    j = open_ok(f->tmp.path, &create_opts);
     assert_int_equal(sy_journal_seq(j), 3);
     assert_int_equal(weight_of(sy_overrides_find(sy_journal_overrides(j), "chat"), "green"), 100);
     sy_journal_close(j);
@@ -278,14 +266,14 @@ static void test_torn_last_line_is_ignored_and_cut_off(void **state)
 static void test_nul_filled_tail_is_a_torn_write(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 100, 0, "one");
     sy_journal_close(j);
     char zeros[4096] = {0};
-    FILE *fp = fopen(f->path, "ab");
+    FILE *fp = fopen(f->tmp.path, "ab");
     fwrite(zeros, 1, sizeof(zeros), fp);
     fclose(fp);
-    j = open_ok(f->path, &create_opts);
+    j = open_ok(f->tmp.path, &create_opts);
     assert_int_equal(sy_journal_seq(j), 1);
     sy_journal_close(j);
 }
@@ -293,33 +281,33 @@ static void test_nul_filled_tail_is_a_torn_write(void **state)
 static void test_damaged_record_stops_the_open_with_file_and_line(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 100, 0, "one");
     set(j, "web", 100, 0, "two");
     set(j, "api", 100, 0, "three");
     sy_journal_close(j);
     size_t len;
-    char *t = read_file(f->path, &len);
+    char *t = read_file(f->tmp.path, &len);
     char *second = strchr(t, '\n') + 1;
     char *w = strstr(second, "\"web\"");
     w[1] = 'x'; /* "xeb": still JSON, but the checksum no longer matches */
-    write_file(f->path, t, len);
+    write_file(f->tmp.path, t, len);
 
     struct sy_diags d;
     sy_diags_init(&d);
     struct sy_journal *out = NULL;
-    assert_int_equal(sy_journal_open(f->path, &create_opts, &d, &out), SY_ERR_INVALID);
+    assert_int_equal(sy_journal_open(f->tmp.path, &create_opts, &d, &out), SY_ERR_INVALID);
     assert_null(out);
     assert_int_equal(d.n, 1);
     char line[512];
     sy_diag_format(&d.v[0], line, sizeof(line));
-    assert_string_equal(d.v[0].file, f->path);
+    assert_string_equal(d.v[0].file, f->tmp.path);
     assert_int_equal(d.v[0].line, 2);
     assert_non_null(strstr(line, "checksum"));
     sy_diags_dispose(&d);
     /* The file is left as it was, for a person to look at. */
     size_t len2;
-    char *t2 = read_file(f->path, &len2);
+    char *t2 = read_file(f->tmp.path, &len2);
     assert_int_equal(len2, len);
     assert_memory_equal(t2, t, len);
     free(t2);
@@ -329,22 +317,22 @@ static void test_damaged_record_stops_the_open_with_file_and_line(void **state)
 static void test_discard_moves_a_damaged_journal_aside(void **state)
 {
     struct fx *f = *state;
-    write_file(f->path, "not a journal\n", 14);
+    write_file(f->tmp.path, "not a journal\n", 14);
     struct sy_journal_opts o = create_opts;
     o.discard = true;
-    struct sy_journal *j = open_ok(f->path, &o);
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
     assert_int_equal(sy_journal_seq(j), 0);
     assert_int_equal(sy_journal_overrides(j)->n, 0);
     set(j, "chat", 100, 0, "after");
     sy_journal_close(j);
-    DIR *d = opendir(f->dir);
+    DIR *d = opendir(f->tmp.dir);
     struct dirent *e;
     bool aside = false;
     while ((e = readdir(d)))
         aside |= strncmp(e->d_name, "state.corrupt-", 14) == 0;
     closedir(d);
     assert_true(aside);
-    j = open_ok(f->path, &create_opts);
+    j = open_ok(f->tmp.path, &create_opts);
     assert_int_equal(sy_journal_seq(j), 1);
     sy_journal_close(j);
 }
@@ -352,21 +340,21 @@ static void test_discard_moves_a_damaged_journal_aside(void **state)
 static void test_sequence_gap_is_damage(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 100, 0, "one");
     set(j, "chat", 90, 10, "two");
     set(j, "chat", 80, 20, "three");
     sy_journal_close(j);
     size_t len;
-    char *t = read_file(f->path, &len);
+    char *t = read_file(f->tmp.path, &len);
     /* Drop the middle record (a lost write): 1 then 3. */
     char *l2 = strchr(t, '\n') + 1, *l3 = strchr(l2, '\n') + 1;
     memmove(l2, l3, len - (size_t)(l3 - t));
-    write_file(f->path, t, len - (size_t)(l3 - l2));
+    write_file(f->tmp.path, t, len - (size_t)(l3 - l2));
     struct sy_diags d;
     sy_diags_init(&d);
     struct sy_journal *out = NULL;
-    assert_int_equal(sy_journal_open(f->path, &create_opts, &d, &out), SY_ERR_INVALID);
+    assert_int_equal(sy_journal_open(f->tmp.path, &create_opts, &d, &out), SY_ERR_INVALID);
     assert_int_equal(d.v[0].line, 2);
     assert_non_null(strstr(d.v[0].msg, "sequence jumps from 1 to 3"));
     sy_diags_dispose(&d);
@@ -379,7 +367,7 @@ static void test_sequence_gap_is_damage(void **state)
 static void test_released_journal_is_unlocked_refuses_appends_and_is_taken_back(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 90, 10, "weights chat blue=90 green=10");
     sy_journal_release(j);
     struct sy_route_weight w[1] = {{"blue", 100}};
@@ -390,7 +378,7 @@ static void test_released_journal_is_unlocked_refuses_appends_and_is_taken_back(
     assert_non_null(strstr(err, "handed over"));
     assert_int_equal(sy_journal_overrides(j)->n, 1);
 
-    struct sy_journal *k = open_ok(f->path, &create_opts); /* the new process */
+    struct sy_journal *k = open_ok(f->tmp.path, &create_opts); /* the new process */
     assert_int_equal(sy_journal_seq(k), 1);
     assert_int_equal(sy_journal_retake(j), SY_ERR_AGAIN);
     sy_journal_close(k);
@@ -400,7 +388,7 @@ static void test_released_journal_is_unlocked_refuses_appends_and_is_taken_back(
 
     /* Changed while released: taken back, but no longer written. */
     sy_journal_release(j);
-    k = open_ok(f->path, &create_opts);
+    k = open_ok(f->tmp.path, &create_opts);
     set(k, "api", 50, 50, "weights api blue=50 green=50");
     sy_journal_close(k);
     assert_int_equal(sy_journal_retake(j), 0);
@@ -411,11 +399,11 @@ static void test_released_journal_is_unlocked_refuses_appends_and_is_taken_back(
 static void test_second_open_of_a_locked_journal_is_refused(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     struct sy_diags d;
     sy_diags_init(&d);
     struct sy_journal *k = NULL;
-    assert_int_equal(sy_journal_open(f->path, &create_opts, &d, &k), SY_ERR_AGAIN);
+    assert_int_equal(sy_journal_open(f->tmp.path, &create_opts, &d, &k), SY_ERR_AGAIN);
     assert_null(k);
     assert_non_null(strstr(d.v[0].msg, "locked"));
     sy_diags_dispose(&d);
@@ -425,10 +413,10 @@ static void test_second_open_of_a_locked_journal_is_refused(void **state)
 static void test_failed_write_leaves_no_trace(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 100, 0, "one");
     struct stat st;
-    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(stat(f->tmp.path, &st), 0);
     /* The file may not grow past a few more bytes: the write fails half-way (EFBIG). */
     signal(SIGXFSZ, SIG_IGN);
     struct rlimit old, lim;
@@ -446,12 +434,12 @@ static void test_failed_write_leaves_no_trace(void **state)
     assert_int_equal(sy_journal_seq(j), 1);
     assert_null(sy_overrides_find(sy_journal_overrides(j), "web"));
     struct stat st2;
-    assert_int_equal(stat(f->path, &st2), 0);
+    assert_int_equal(stat(f->tmp.path, &st2), 0);
     assert_int_equal(st2.st_size, st.st_size);
     /* And the journal goes on. */
     set(j, "web", 0, 100, "again");
     sy_journal_close(j);
-    j = open_ok(f->path, &create_opts);
+    j = open_ok(f->tmp.path, &create_opts);
     assert_int_equal(sy_journal_seq(j), 2);
     sy_journal_close(j);
 }
@@ -463,25 +451,25 @@ static void test_state_dir_writable_by_others_is_refused(void **state)
     struct fx *f = *state;
     static const mode_t unsafe[] = {0777, 01777, 0770, 0702};
     for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++) {
-        assert_int_equal(chmod(f->dir, unsafe[i]), 0);
+        assert_int_equal(chmod(f->tmp.dir, unsafe[i]), 0);
         struct sy_diags d;
         sy_diags_init(&d);
         struct sy_journal *j = NULL;
-        assert_int_not_equal(sy_journal_open(f->path, &create_opts, &d, &j), 0);
+        assert_int_not_equal(sy_journal_open(f->tmp.path, &create_opts, &d, &j), 0);
         assert_null(j);
         assert_int_equal(d.n, 1);
         char line[512], mode[16];
         sy_diag_format(&d.v[0], line, sizeof(line));
         snprintf(mode, sizeof(mode), "mode %04o", (unsigned)unsafe[i]);
-        assert_non_null(strstr(line, f->dir));
+        assert_non_null(strstr(line, f->tmp.dir));
         assert_non_null(strstr(line, mode));
         assert_non_null(strstr(line, "writable by"));
         sy_diags_dispose(&d);
         /* Nothing was made there. */
-        assert_int_equal(access(f->path, F_OK), -1);
+        assert_int_equal(access(f->tmp.path, F_OK), -1);
     }
-    assert_int_equal(chmod(f->dir, 0755), 0);
-    sy_journal_close(open_ok(f->path, &create_opts));
+    assert_int_equal(chmod(f->tmp.dir, 0755), 0);
+    sy_journal_close(open_ok(f->tmp.path, &create_opts));
 }
 
 /* `switchyard -t` run by root on the packaged config, whose state directory belongs to the
@@ -491,26 +479,26 @@ static void test_check_dir_any_owner_names_the_owner(void **state)
 {
     struct fx *f = *state;
     uid_t other = geteuid() == 0 ? 65534 : geteuid();
-    assert_int_equal(chmod(f->dir, 0750), 0);
+    assert_int_equal(chmod(f->tmp.dir, 0750), 0);
     if (geteuid() == 0)
-        assert_int_equal(chown(f->dir, other, (gid_t)-1), 0);
+        assert_int_equal(chown(f->tmp.dir, other, (gid_t)-1), 0);
     struct sy_diags d;
     sy_diags_init(&d);
     uid_t owner = 12345;
-    assert_int_equal(sy_journal_check_dir_any_owner(f->path, &owner, &d), 0);
+    assert_int_equal(sy_journal_check_dir_any_owner(f->tmp.path, &owner, &d), 0);
     assert_int_equal(owner, other);
     assert_int_equal(d.n, 0);
     if (geteuid() == 0) {
-        assert_int_not_equal(sy_journal_check_dir(f->path, &d), 0);
+        assert_int_not_equal(sy_journal_check_dir(f->tmp.path, &d), 0);
         assert_int_equal(d.n, 1);
         char line[512];
         sy_diag_format(&d.v[0], line, sizeof(line));
         assert_non_null(strstr(line, "belongs to uid 65534"));
         d.n = 0;
     }
-    assert_int_equal(chmod(f->dir, 0770), 0);
+    assert_int_equal(chmod(f->tmp.dir, 0770), 0);
     owner = 12345;
-    assert_int_not_equal(sy_journal_check_dir_any_owner(f->path, &owner, &d), 0);
+    assert_int_not_equal(sy_journal_check_dir_any_owner(f->tmp.path, &owner, &d), 0);
     assert_int_equal(owner, 12345);
     assert_int_equal(d.n, 1);
     char line[512];
@@ -518,21 +506,21 @@ static void test_check_dir_any_owner_names_the_owner(void **state)
     assert_non_null(strstr(line, "writable by its group"));
     sy_diags_dispose(&d);
     if (geteuid() == 0)
-        assert_int_equal(chown(f->dir, 0, (gid_t)-1), 0);
-    assert_int_equal(chmod(f->dir, 0755), 0);
+        assert_int_equal(chown(f->tmp.dir, 0, (gid_t)-1), 0);
+    assert_int_equal(chmod(f->tmp.dir, 0755), 0);
 }
 
 static void test_compaction_does_not_follow_a_symlink_at_the_temp_path(void **state)
 {
     struct fx *f = *state;
     char victim[256], tmp[256];
-    snprintf(victim, sizeof(victim), "%s/victim", f->dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    snprintf(victim, sizeof(victim), "%s/victim", f->tmp.dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->tmp.path);
     write_file(victim, "precious\n", 9);
     assert_int_equal(symlink(victim, tmp), 0);
     struct sy_journal_opts o = create_opts;
     o.compact_after = 3;
-    struct sy_journal *j = open_ok(f->path, &o);
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
     for (unsigned i = 0; i < 6; i++)
         set(j, "chat", 100 - i, i, "weights"); /* acknowledged, compaction or not */
     sy_journal_close(j);
@@ -543,9 +531,9 @@ static void test_compaction_does_not_follow_a_symlink_at_the_temp_path(void **st
     assert_memory_equal(t, "precious\n", 9);
     free(t);
     struct stat st;
-    assert_int_equal(lstat(f->path, &st), 0);
+    assert_int_equal(lstat(f->tmp.path, &st), 0);
     assert_true(S_ISREG(st.st_mode));
-    j = open_ok(f->path, &o);
+    j = open_ok(f->tmp.path, &o);
     assert_int_equal(sy_journal_seq(j), 6);
     assert_int_equal(weight_of(sy_overrides_find(sy_journal_overrides(j), "chat"), "green"), 5);
     sy_journal_close(j);
@@ -555,17 +543,17 @@ static void test_stale_temp_file_of_a_crash_does_not_stop_compaction(void **stat
 {
     struct fx *f = *state;
     char tmp[256];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->tmp.path);
     write_file(tmp, "half a snapsh", 13);
     struct sy_journal_opts o = create_opts;
     o.compact_after = 3;
-    struct sy_journal *j = open_ok(f->path, &o);
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
     for (unsigned i = 0; i < 4; i++)
         set(j, "chat", 100 - i, i, "weights");
     sy_journal_close(j);
-    assert_int_equal(count_lines(f->path), 1); /* the snapshot */
+    assert_int_equal(count_lines(f->tmp.path), 1); /* the snapshot */
     assert_int_equal(access(tmp, F_OK), -1);
-    j = open_ok(f->path, &o);
+    j = open_ok(f->tmp.path, &o);
     assert_int_equal(sy_journal_seq(j), 4);
     sy_journal_close(j);
 }
@@ -574,30 +562,30 @@ static void test_failed_directory_fsync_after_compaction_refuses_the_next_change
 {
     struct fx *f = *state;
     struct sy_journal_opts o = {.create = true, .compact_after = 3};
-    struct sy_journal *j = open_ok(f->path, &o);
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
     for (unsigned i = 0; i < 3; i++)
         set(j, "chat", 100 - i, i, "weights");
     /* The 4th record is fsynced in the file before the compaction: it is durable whichever
      * name the directory keeps after a crash, and acknowledged. */
     fail_dir_fsync = true;
     set(j, "chat", 50, 50, "weights");
-    assert_int_equal(count_lines(f->path), 1);
+    assert_int_equal(count_lines(f->tmp.path), 1);
     /* But the new file's name is not durable: a record in it could vanish with it. */
     struct sy_route_weight w = {"green", 100};
     struct sy_override_change ch = {.app = "web", .weights = &w, .n_weights = 1};
     struct sy_actor who = {1, 0, 1, "switch web green"};
     char err[256] = "";
     assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), SY_ERR_SYS);
-    assert_non_null(strstr(err, f->dir));
+    assert_non_null(strstr(err, f->tmp.dir));
     assert_non_null(strstr(err, "fsync"));
     assert_int_equal(sy_journal_seq(j), 4);
     assert_null(sy_overrides_find(sy_journal_overrides(j), "web"));
-    assert_int_equal(count_lines(f->path), 1);
+    assert_int_equal(count_lines(f->tmp.path), 1);
     /* Once the directory syncs again, changes are taken again. */
     fail_dir_fsync = false;
     set(j, "web", 0, 100, "again");
     sy_journal_close(j);
-    j = open_ok(f->path, &o);
+    j = open_ok(f->tmp.path, &o);
     assert_int_equal(sy_journal_seq(j), 5);
     assert_int_equal(weight_of(sy_overrides_find(sy_journal_overrides(j), "web"), "green"), 100);
     sy_journal_close(j);
@@ -623,19 +611,19 @@ static void test_compaction_keeps_the_overrides_and_bounds_the_file(void **state
     struct fx *f = *state;
     struct sy_journal_opts o = create_opts;
     o.compact_after = 5;
-    struct sy_journal *j = open_ok(f->path, &o);
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
     for (unsigned i = 0; i < 23; i++)
         set(j, i % 2 ? "chat" : "web", 100 - i, i, "weights");
     release(j, "web");
     assert_int_equal(sy_journal_seq(j), 24);
     sy_journal_close(j);
     /* A snapshot and the changes since: never more than compact_after + 1 lines. */
-    assert_true(count_lines(f->path) <= 6);
+    assert_true(count_lines(f->tmp.path) <= 6);
     char old[256];
-    snprintf(old, sizeof(old), "%s.old", f->path);
+    snprintf(old, sizeof(old), "%s.old", f->tmp.path);
     assert_int_equal(access(old, R_OK), 0);
 
-    j = open_ok(f->path, &o);
+    j = open_ok(f->tmp.path, &o);
     assert_int_equal(sy_journal_seq(j), 24);
     const struct sy_overrides *ov = sy_journal_overrides(j);
     assert_int_equal(ov->n, 1);
@@ -668,7 +656,7 @@ static void maint(struct sy_journal *j, const char *app, bool on, unsigned retry
 static void test_maintenance_records_replay_with_their_start_and_message(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     set(j, "chat", 90, 10, "weights chat blue=90 green=10");
     maint(j, "chat", true, 0, NULL, 1000);
     maint(j, "web", true, 300, "back at \"four\"", 2000);
@@ -677,7 +665,7 @@ static void test_maintenance_records_replay_with_their_start_and_message(void **
     assert_int_equal(sy_journal_seq(j), 5);
     sy_journal_close(j);
 
-    j = open_ok(f->path, &create_opts);
+    j = open_ok(f->tmp.path, &create_opts);
     assert_int_equal(sy_journal_seq(j), 5);
     const struct sy_maints *ms = sy_journal_maintenance(j);
     assert_int_equal(ms->n, 1);
@@ -705,7 +693,7 @@ static void test_compaction_keeps_the_apps_in_maintenance(void **state)
     struct fx *f = *state;
     struct sy_journal_opts o = create_opts;
     o.compact_after = 3;
-    struct sy_journal *j = open_ok(f->path, &o);
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
     maint(j, "web", true, 120, "upgrading", 1000);
     maint(j, "chat", true, 0, NULL, 2000);
     for (unsigned i = 0; i < 7; i++)
@@ -714,9 +702,9 @@ static void test_compaction_keeps_the_apps_in_maintenance(void **state)
     maint(j, "api", true, 5, NULL, 4000);
     assert_int_equal(sy_journal_seq(j), 11);
     sy_journal_close(j);
-    assert_true(count_lines(f->path) <= 4);
+    assert_true(count_lines(f->tmp.path) <= 4);
 
-    j = open_ok(f->path, &o);
+    j = open_ok(f->tmp.path, &o);
     const struct sy_maints *ms = sy_journal_maintenance(j);
     assert_int_equal(ms->n, 2);
     const struct sy_maint *w = sy_maints_find(ms, "web");
@@ -772,7 +760,7 @@ static void test_parser_reads_a_maintenance_record_and_refuses_a_bad_one(void **
 static void test_history_returns_the_last_n_oldest_first(void **state)
 {
     struct fx *f = *state;
-    struct sy_journal *j = open_ok(f->path, &create_opts);
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
     for (unsigned i = 0; i < 5; i++)
         set(j, "chat", 100, 0, "x");
     struct seen s = {0};

@@ -10,7 +10,6 @@
 
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,8 @@
 #include <unistd.h>
 
 #include "switchyard/state.h"
+
+#include "fixture.h"
 
 static const char base_yaml[] = "listen:\n"
                                 "  - address: 127.0.0.1:8080\n"
@@ -41,8 +42,7 @@ static const char apps_yaml[] = "apps:\n"
                                 "    weights: {blue: 10, green: 90}\n";
 
 struct fx {
-    char dir[64];
-    char path[128];
+    struct sy_fixture_dir tmp;
     struct sy_state *st;
     int published;
     uint64_t last_gen;
@@ -50,14 +50,7 @@ struct fx {
 
 static void write_config(struct fx *f, const char *apps)
 {
-    char tmp[160];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
-    FILE *fp = fopen(tmp, "w");
-    assert_non_null(fp);
-    fputs(base_yaml, fp);
-    fputs(apps, fp);
-    fclose(fp);
-    assert_int_equal(rename(tmp, f->path), 0);
+    assert_int_equal(sy_fixture_write(f->tmp.path, base_yaml, apps, NULL), 0);
 }
 
 static void on_publish(struct sy_route_table *t, void *arg)
@@ -80,7 +73,7 @@ static void open_state(struct fx *f)
 {
     struct sy_diags d;
     sy_diags_init(&d);
-    int rc = sy_state_open(f->path, NULL, NULL, &d, &f->st);
+    int rc = sy_state_open(f->tmp.path, NULL, NULL, &d, &f->st);
     if (rc == 0) {
         struct sy_journal_opts o = {.no_sync = true};
         rc = sy_state_open_journal(f->st, true, false, &o, &d);
@@ -95,10 +88,8 @@ static void open_state(struct fx *f)
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/sy-test-state-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (sy_fixture_dir_make(&f->tmp, "state", "sy.yaml") != 0)
         return -1;
-    snprintf(f->path, sizeof(f->path), "%s/sy.yaml", f->dir);
     write_config(f, apps_yaml);
     open_state(f);
     *state = f;
@@ -109,18 +100,7 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     sy_state_free(f->st);
-    DIR *d = opendir(f->dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || e->d_name[1] == '.'))
-            continue;
-        char p[512];
-        snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-        unlink(p);
-    }
-    if (d)
-        closedir(d);
-    rmdir(f->dir);
+    sy_fixture_dir_remove(&f->tmp);
     free(f);
     return 0;
 }
@@ -161,13 +141,13 @@ static void test_journal_defaults_to_the_config_path_dot_state(void **state)
 {
     struct fx *f = *state;
     char want[256];
-    snprintf(want, sizeof(want), "%s.state", f->path);
+    snprintf(want, sizeof(want), "%s.state", f->tmp.path);
     assert_non_null(sy_state_journal(f->st));
     assert_string_equal(sy_journal_path(sy_state_journal(f->st)), want);
     assert_int_equal(access(want, F_OK), 0);
     const struct sy_config *cfg = sy_route_table_config(sy_state_table(f->st));
     char sock[256];
-    snprintf(sock, sizeof(sock), "%s/admin.sock", f->dir);
+    snprintf(sock, sizeof(sock), "%s/admin.sock", f->tmp.dir);
     assert_string_equal(cfg->admin.socket, sock);
 }
 
@@ -227,7 +207,7 @@ static void test_invalid_changes_leave_no_trace(void **state)
     assert_int_equal(sy_state_overrides(f->st)->n, 0);
     struct stat st;
     char jp[256];
-    snprintf(jp, sizeof(jp), "%s.state", f->path);
+    snprintf(jp, sizeof(jp), "%s.state", f->tmp.path);
     assert_int_equal(stat(jp, &st), 0);
     assert_int_equal(st.st_size, 0);
 }
@@ -491,7 +471,7 @@ static void test_without_a_journal_changes_are_refused(void **state)
     struct sy_diags d;
     sy_diags_init(&d);
     struct sy_state *st = NULL;
-    assert_int_equal(sy_state_open(f->path, NULL, NULL, &d, &st), 0);
+    assert_int_equal(sy_state_open(f->tmp.path, NULL, NULL, &d, &st), 0);
     struct sy_route_weight w = {"blue", 100};
     struct sy_state_edit e = {.app = "chat", .weights = &w, .n_weights = 1};
     char err[256];

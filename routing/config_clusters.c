@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/* The clusters: section of the routing file: each cluster's name, endpoints (host:port, resolved
+ * at load unless sy_config_set_resolve(false)), upstream protocol, connection limit and queue;
+ * and the lookup of a cluster by name for the apps that weigh it. */
+#include "switchyard/config.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#include "config_internal.h"
+#include "yaml_doc.h"
+
+static bool is_cluster_name(const char *s, size_t len)
+{
+    if (len == 0 || len > MAX_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                  (i > 0 && (ch == '_' || ch == '-'));
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static void parse_endpoints(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
+{
+    if (!sy_cfg_is_list(c, v, "endpoints"))
+        return;
+    if (!sy_cfg_has_items(v)) {
+        sy_cfg_report(c, v, "endpoints must have at least one entry");
+        return;
+    }
+    size_t cap = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        const struct sy_ynode *n = sy_cfg_node_at(c, *it);
+        const char *s = sy_cfg_string_value(c, n, "endpoint");
+        if (!s)
+            continue;
+        struct sy_endpoint_spec e;
+        memset(&e, 0, sizeof(e));
+        const char *why;
+        if (s[0] == ':') {
+            sy_cfg_report(c, n, "bad endpoint '%s': an endpoint needs a host", sy_cfg_show(n).s);
+            continue;
+        }
+        if (sy_parse_hostport(s, sy_cfg_resolve_names, &e.addr, &e.addrlen, &why) != SY_OK) {
+            sy_cfg_report(c, n, "bad endpoint '%s': %s", sy_cfg_show(n).s, why);
+            continue;
+        }
+        e.address = sy_xstrdup(s);
+        e.mark = sy_cfg_mark_of(n);
+        sy_xgrow((void **)&cl->endpoints, &cap, cl->n_endpoints + 1, sizeof(e));
+        cl->endpoints[cl->n_endpoints++] = e;
+    }
+}
+
+const char *sy_upstream_proto_name(enum sy_upstream_proto p)
+{
+    switch (p) {
+    case SY_PROTO_H2C:
+        return "h2c";
+    case SY_PROTO_H2:
+        return "h2";
+    case SY_PROTO_HTTP1:
+        break;
+    }
+    return "http1";
+}
+
+/* `protocol: http1 | h2c | h2`. */
+static void parse_protocol(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v,
+                           bool has_tls)
+{
+    const char *s = sy_cfg_is_scalar(v) ? sy_cfg_text(v) : NULL;
+    if (s && strcmp(s, "http1") == 0) {
+        cl->protocol = SY_PROTO_HTTP1;
+    } else if (s && strcmp(s, "h2c") == 0) {
+        cl->protocol = SY_PROTO_H2C;
+        if (has_tls)
+            sy_cfg_report(c, v,
+                          "protocol h2c is cleartext HTTP/2 and cannot have a 'tls' block; use "
+                          "protocol h2 for HTTP/2 over TLS");
+    } else if (s && strcmp(s, "h2") == 0) {
+        cl->protocol = SY_PROTO_H2;
+    } else {
+        sy_cfg_report(c, v, "protocol must be http1, h2c or h2, got %s", sy_cfg_show_value(v).s);
+    }
+}
+
+/* A cluster's `max_connections: N` (0: no cap). Returns false when it is not a number. */
+static bool parse_max_connections(struct ctx *c, struct sy_cluster_spec *cl,
+                                  const struct sy_ynode *v)
+{
+    uint64_t n;
+    if (!sy_cfg_parse_uint(v, SY_CLUSTER_CAP_MAX, &n)) {
+        sy_cfg_report(c, v, "max_connections must be an integer 0..%d (0: no cap), got %s",
+                      SY_CLUSTER_CAP_MAX, sy_cfg_show_value(v).s);
+        return false;
+    }
+    cl->max_connections = (size_t)n;
+    return true;
+}
+
+/* A cluster's `queue: {max: N, timeout: DURATION}`: requests waiting for a connection when
+ * max_connections are all busy. */
+static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
+{
+    if (!sy_cfg_is_mapping(c, v, "queue"))
+        return;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        struct sy_ynode *k, *pv;
+        const char *name;
+        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &name))
+            continue;
+        if (strcmp(name, "max") == 0) {
+            uint64_t n;
+            if (sy_cfg_parse_uint(pv, SY_CLUSTER_CAP_MAX, &n))
+                cl->queue_max = (size_t)n;
+            else
+                sy_cfg_report(c, pv, "max must be an integer 0..%d (0: no request waits), got %s",
+                              SY_CLUSTER_CAP_MAX, sy_cfg_show_value(pv).s);
+        } else if (strcmp(name, "timeout") == 0) {
+            unsigned ms = 0;
+            switch (sy_cfg_parse_duration(pv, &ms)) {
+            case DURATION_OK:
+                if (ms == 0)
+                    sy_cfg_report(c, pv, "timeout must be greater than 0");
+                else
+                    cl->queue_timeout_ms = ms;
+                break;
+            case DURATION_SYNTAX:
+                sy_cfg_report(c, pv, "timeout must be a duration such as 5s, 500ms or 1m, got %s",
+                              sy_cfg_show_value(pv).s);
+                break;
+            case DURATION_TOO_LONG:
+                sy_cfg_report(c, pv, "timeout must be at most %ums, got %s", UINT_MAX,
+                              sy_cfg_show_value(pv).s);
+                break;
+            }
+        } else {
+            sy_cfg_report(c, k, "unknown key '%s' in queue", sy_cfg_show(k).s);
+        }
+    }
+}
+
+static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct sy_ynode *v)
+{
+    struct sy_config *cfg = c->cfg;
+    /* A badly named cluster is still kept, so that apps naming it get no second error. */
+    if (!is_cluster_name(sy_cfg_text(k), k->data.scalar.length))
+        sy_cfg_report(c, k,
+                      "bad cluster name '%s': use a-z, 0-9, '_' and '-', starting with a letter or "
+                      "digit, at most %d characters",
+                      sy_cfg_show(k).s, MAX_NAME);
+    sy_xgrow((void **)&cfg->clusters, &c->cap_clusters, cfg->n_clusters + 1,
+             sizeof(*cfg->clusters));
+    struct sy_cluster_spec *cl = &cfg->clusters[cfg->n_clusters++];
+    memset(cl, 0, sizeof(*cl));
+    cl->name = sy_xstrndup(sy_cfg_text(k), k->data.scalar.length);
+    cl->mark = sy_cfg_mark_of(k);
+
+    cl->tls.verify = true;
+    cl->queue_max = SY_QUEUE_MAX_DEFAULT;
+    cl->queue_timeout_ms = SY_QUEUE_TIMEOUT_DEFAULT_MS;
+    if (!sy_cfg_is_mapping(c, v, "cluster"))
+        return;
+    const struct sy_ynode *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL,
+                          *queue = NULL;
+    const struct sy_ynode *pp = NULL;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        struct sy_ynode *pk, *pv;
+        const char *key;
+        if (!sy_cfg_map_entry(c, v, p, &pk, &pv, &key))
+            continue;
+        if (strcmp(key, "endpoints") == 0)
+            endpoints = pv;
+        else if (strcmp(key, "protocol") == 0)
+            protocol = pv;
+        else if (strcmp(key, "tls") == 0)
+            tls = pv;
+        else if (strcmp(key, "max_connections") == 0)
+            cap = pv;
+        else if (strcmp(key, "queue") == 0)
+            queue = pv;
+        else if (strcmp(key, "proxy_protocol") == 0)
+            pp = pv;
+        else
+            sy_cfg_report(c, pk, "unknown key '%s' in cluster", sy_cfg_show(pk).s);
+    }
+    if (!endpoints)
+        sy_cfg_report(c, v, "missing required key 'endpoints' in cluster");
+    else
+        parse_endpoints(c, cl, endpoints);
+    if (protocol)
+        parse_protocol(c, cl, protocol, tls != NULL);
+    if (tls)
+        sy_cfg_parse_cluster_tls(c, cl, tls);
+    else if (cl->protocol == SY_PROTO_H2) {
+        cl->tls.on = true; /* h2 is HTTP/2 over TLS: verified against the system store */
+        cl->tls.mark = sy_cfg_mark_of(protocol);
+    }
+    if (pp) {
+        /* One connection carries one client's header: HTTP/2 would multiplex many clients on
+         * it, and TLS would need the header written under the handshake. */
+        if (!sy_cfg_is_scalar(pp) || strcmp(sy_cfg_text(pp), "v2") != 0)
+            sy_cfg_report(c, pp,
+                          "proxy_protocol of a cluster must be v2 (leave it out for none), got %s",
+                          sy_cfg_show_value(pp).s);
+        else if (cl->protocol != SY_PROTO_HTTP1 || cl->tls.on)
+            sy_cfg_report(c, pp,
+                          "proxy_protocol needs a cleartext http1 cluster (no tls, no h2/h2c)");
+        else
+            cl->send_proxy_v2 = true;
+    }
+    bool cap_ok = cap ? parse_max_connections(c, cl, cap) : true;
+    if (queue) {
+        parse_cluster_queue(c, cl, queue);
+        /* A queue without a cap would never hold anything: say so rather than ignore it. */
+        if (cap_ok && !cl->max_connections)
+            sy_cfg_report(c, queue, "queue needs max_connections (above 0) in the same cluster");
+    }
+}
+
+void sy_cfg_parse_clusters(struct ctx *c, const struct sy_ynode *v)
+{
+    if (!sy_cfg_is_mapping(c, v, "clusters"))
+        return;
+    if (!sy_cfg_has_pairs(v)) {
+        sy_cfg_report(c, v, "clusters must have at least one cluster");
+        return;
+    }
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        struct sy_ynode *k, *pv;
+        const char *key;
+        if (sy_cfg_map_entry(c, v, p, &k, &pv, &key))
+            parse_cluster(c, k, pv);
+    }
+}
+
+/* Index of the cluster named by scalar `n`, or -1. */
+long sy_cfg_find_cluster(struct ctx *c, const struct sy_ynode *n)
+{
+    if (!sy_cfg_is_scalar(n))
+        return -1;
+    for (size_t i = 0; i < c->cfg->n_clusters; i++) {
+        const char *name = c->cfg->clusters[i].name;
+        if (strlen(name) == n->data.scalar.length &&
+            memcmp(name, sy_cfg_text(n), strlen(name)) == 0)
+            return (long)i;
+    }
+    return -1;
+}

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT */
+/* What the files of the routing file loader share (config.c and config_*.c): the walk's
+ * context, its limits, and the helpers of more than one file, named sy_cfg_*. Private to
+ * routing/. */
+#ifndef SY_ROUTING_CONFIG_INTERNAL_H
+#define SY_ROUTING_CONFIG_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <yaml.h>
+
+#include "switchyard/config.h"
+
+#include "yaml_doc.h"
+
+/* A routing table is small; anything this large is a mistake, not a config. */
+#define MAX_FILE_BYTES (16u << 20)
+#define MAX_WORKERS    1024
+#define MAX_NAME       63
+#define MAX_APP_NAME   255
+#define MAX_HOST       253
+#define MAX_ALLOW      256 /* admin.allow_uids / allow_gids (and allow_read_*) entries */
+
+/* Whether sy_parse_hostport may resolve names (sy_config_set_resolve). */
+extern bool sy_cfg_resolve_names;
+
+struct ctx {
+    const char *file;
+    struct sy_diags *diags;
+    size_t first_diag; /* diags->n on entry: ours are the ones after it */
+    struct sy_yaml_doc yaml;
+    struct sy_config *cfg;
+    size_t cap_listens, cap_clusters, cap_apps;
+    size_t n_app_names;   /* in cfg's name index */
+    const char *dir_file; /* the apps_dir file being read (c->file too), or NULL */
+};
+
+/* One host+path pair an app claims, for the check that no two apps claim the same one. */
+struct claim {
+    const char *host, *path;
+    size_t app;
+    struct sy_mark mark;
+};
+
+/* A node's text made safe to quote in a message: truncated, control bytes shown as '?'. */
+struct shown {
+    char s[72];
+};
+
+enum duration_result {
+    DURATION_OK = 0,
+    DURATION_SYNTAX,
+    DURATION_TOO_LONG,
+};
+
+int sy_cfg_clamp_int(size_t v);
+struct sy_mark sy_cfg_mark_of(const struct sy_ynode *n);
+void sy_cfg_error_mark(struct ctx *c, yaml_mark_t m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sy_cfg_report(struct ctx *c, const struct sy_ynode *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A name or key as written, for quoting inside '...'. */
+struct shown sy_cfg_show(const struct sy_ynode *n);
+/* A value after "got": a quoted scalar keeps its quotes, since "50" is a string, not 50. */
+struct shown sy_cfg_show_value(const struct sy_ynode *n);
+struct sy_ynode *sy_cfg_node_at(struct ctx *c, int index);
+bool sy_cfg_is_scalar(const struct sy_ynode *n);
+const char *sy_cfg_text(const struct sy_ynode *n);
+/* The text of a scalar that must be a usable string: not a collection, not empty, no NUL. */
+const char *sy_cfg_string_value(struct ctx *c, const struct sy_ynode *n, const char *what);
+/* A plain (unquoted) decimal integer no larger than `max`: YAML's quoted "5" is a string. */
+bool sy_cfg_parse_uint(const struct sy_ynode *n, uint64_t max, uint64_t *out);
+/* "10s", "500ms", "2m", "1h" or a plain number of seconds, as milliseconds. */
+enum duration_result sy_cfg_parse_duration(const struct sy_ynode *n, unsigned *out);
+/* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
+enum duration_result sy_cfg_parse_seconds(const struct sy_ynode *n, uint64_t max, unsigned *out);
+/* RFC 9110 §5.6.2 tchar. An RFC 6265 §4.1.1 cookie-name is the same token (RFC 2616 §2.2). */
+bool sy_cfg_is_tchar(unsigned char ch);
+/*
+ * Reads one mapping entry into k, v and key. Reports and skips keys that are not strings and
+ * keys already seen in the same mapping (quadratic, but mappings here are short).
+ */
+bool sy_cfg_map_entry(struct ctx *c, const struct sy_ynode *map, const yaml_node_pair_t *p,
+                      struct sy_ynode **k, struct sy_ynode **v, const char **key);
+bool sy_cfg_is_mapping(struct ctx *c, const struct sy_ynode *n, const char *what);
+bool sy_cfg_is_list(struct ctx *c, const struct sy_ynode *n, const char *what);
+bool sy_cfg_has_pairs(const struct sy_ynode *map);
+bool sy_cfg_has_items(const struct sy_ynode *seq);
+bool sy_cfg_is_digits_and_dots(const char *s);
+bool sy_cfg_is_name_char(char ch);
+/* A path in the file, relative to the file's own directory unless absolute. */
+char *sy_cfg_file_path(struct ctx *c, const char *s);
+/* A path key (admin.socket, state): a string, resolved against the config's directory. */
+char *sy_cfg_path_value(struct ctx *c, const struct sy_ynode *v, const char *what, size_t max);
+
+/* Why host pattern `s` is unusable, or NULL when it is fine. */
+const char *sy_cfg_host_problem(const char *s, size_t len);
+/* `tls: {cert: PATH, key: PATH}`: both PEM files must be readable (their contents are
+ * checked when the listener is made, and by -t). */
+void sy_cfg_parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l);
+/* A cluster's `tls: {ca, sni, verify, cert, key}` (the files are loaded, and checked as
+ * certificates, when the proxy makes its TLS contexts and by -t). */
+void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v);
+
+void sy_cfg_parse_trusted(struct ctx *c, const struct sy_ynode *v, struct sy_cidr **out,
+                          size_t *n_out);
+void sy_cfg_parse_listens(struct ctx *c, const struct sy_ynode *v);
+
+void sy_cfg_parse_clusters(struct ctx *c, const struct sy_ynode *v);
+/* Index of the cluster named by scalar `n`, or -1. */
+long sy_cfg_find_cluster(struct ctx *c, const struct sy_ynode *n);
+
+void sy_cfg_sticky_dispose(struct sy_sticky_spec *st);
+void sy_cfg_force_dispose(struct sy_force_spec *f);
+void sy_cfg_parse_apps(struct ctx *c, const struct sy_ynode *v);
+/*
+ * Two apps claiming one host+path would make routing depend on their order: refuse it. Claims
+ * go into a hash set in file order, so the one already there is the earliest; a sort did this
+ * before and cost a tenth of a 10,000-app reload.
+ */
+void sy_cfg_check_claims(struct ctx *c);
+
+void sy_cfg_parse_limits(struct ctx *c, const struct sy_ynode *v);
+void sy_cfg_parse_timeouts(struct ctx *c, const struct sy_ynode *v);
+/* `admin: {socket: PATH, allow_uids: [..], allow_gids: [..], allow_read_uids: [..],
+ * allow_read_gids: [..], http: ADDRESS, http_allow: [CIDR, ..]}`. */
+void sy_cfg_parse_admin(struct ctx *c, const struct sy_ynode *v);
+/* `exclusive: { hold, max_held, drain, ready: { url, expect, timeout } }`. */
+void sy_cfg_parse_exclusive(struct ctx *c, const struct sy_ynode *v);
+/* `access_log: {path: stdout | FILE, sample: 1.0, buffer_bytes: 1MiB}`. */
+void sy_cfg_parse_access_log(struct ctx *c, const struct sy_ynode *v);
+/* `shutdown:`; *grace_set tells whether `grace` was written (else timeouts.drain is it). */
+void sy_cfg_parse_shutdown(struct ctx *c, const struct sy_ynode *v, bool *grace_set);
+
+#endif
