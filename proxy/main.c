@@ -44,6 +44,8 @@
 /* How long the exit waits for stderr to take what is still queued. */
 #define LOG_EXIT_FLUSH_MS 2000
 
+enum { N_SIGNALS = 4 };
+
 struct control {
     struct event_base *base;
     struct sy_state *state;
@@ -67,7 +69,9 @@ struct control {
     struct event *stop_delay; /* shutdown.delay: listeners still accept until it fires */
     bool draining;            /* begin_drain ran */
     bool upgraded;            /* a new process took over: its drain is sy_workers_drain_upgraded */
-    struct sy_upgrade *upgrade; /* the upgrade socket (proxy/upgrade.c); NULL: none */
+    struct sy_upgrade *upgrade;    /* the upgrade socket (proxy/upgrade.c); NULL: none */
+    struct event *sigs[N_SIGNALS]; /* HUP, TERM, INT, USR2 */
+    struct event *usr1;            /* the access log's reopen */
 };
 
 /* What SIGUSR2 starts: this binary's path (the file there now: a package upgrade replaced
@@ -817,7 +821,14 @@ static void remember_paths(const char *path)
     saved_watchdog_usec = v ? sy_xstrdup(v) : NULL;
 }
 
-int main(int argc, char **argv)
+/* What the command line asked for. */
+struct args {
+    const char *path;
+    bool check, discard, upgrade;
+};
+
+/* Returns -1 to go on, else the exit status (after --help, --version or a usage error). */
+static int parse_args(int argc, char **argv, struct args *a)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -829,17 +840,14 @@ int main(int argc, char **argv)
         {"upgrade", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
-    tune_malloc();
-    const char *path = NULL;
-    bool check = false, discard = false, upgrade = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tl:Vh", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
-            path = optarg;
+            a->path = optarg;
             break;
         case 't':
-            check = true;
+            a->check = true;
             break;
         case 'l':
             level_arg = optarg;
@@ -855,97 +863,281 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         case 'D':
-            discard = true;
+            a->discard = true;
             break;
         case 'U':
-            upgrade = true;
+            a->upgrade = true;
             break;
         default:
             usage(stderr);
             return 2;
         }
     }
-    if (!path || optind != argc) {
+    if (!a->path || optind != argc) {
         usage(stderr);
         return 2;
     }
+    return -1;
+}
 
+/* Every diagnostic on stderr, one line each; the list is emptied. */
+static void print_diags(struct sy_diags *d)
+{
+    char line[512];
+    for (size_t i = 0; i < d->n; i++) {
+        sy_diag_format(&d->v[i], line, sizeof(line));
+        fprintf(stderr, "%s\n", line);
+    }
+    sy_diags_dispose(d);
+}
+
+/* -t: the file is loaded (by now); the journal's directory is checked as the start would check
+ * it (the journal is used when there is an admin socket or the file exists): -t says whether
+ * it would start, save for the directory's owner, which only the user who will run it can
+ * judge. Returns the exit status. */
+static int run_check(struct control *ctl, const char *path, const struct sy_config *cfg)
+{
+    char jpath[4096];
+    char owner_note[512] = "";
+    struct sy_diags d;
+    sy_diags_init(&d);
+    if (sy_state_journal_path(cfg, path, jpath, sizeof(jpath)) == 0 &&
+        (cfg->admin.socket || access(jpath, F_OK) == 0) &&
+        check_journal_dir(jpath, owner_note, sizeof(owner_note), &d) != 0) {
+        print_diags(&d);
+        sy_state_free(ctl->state);
+        return 1;
+    }
+    sy_diags_dispose(&d);
+    printf("%s: ok: %zu apps, %zu clusters, %zu listeners\n", path, cfg->n_apps, cfg->n_clusters,
+           cfg->n_listens);
+    print_apps_dir(cfg);
+    if (owner_note[0])
+        printf("%s\n", owner_note);
+    check_diff(path, cfg);
+    sy_state_free(ctl->state);
+    return 0;
+}
+
+/* The overrides before the first snapshot is served: a revert survives a restart. With an
+ * admin socket the journal must exist (made now, so that a read-only place fails here, not
+ * at the first revert). */
+static int open_journal(struct control *ctl, const struct sy_config *cfg, bool discard,
+                        struct sy_upgrade_taken *taken)
+{
+    struct sy_diags d;
+    sy_diags_init(&d);
+    int jrc = sy_state_open_journal(ctl->state, cfg->admin.socket != NULL, discard, NULL, &d);
+    if (jrc == 0) {
+        sy_diags_dispose(&d);
+        return 0;
+    }
+    print_diags(&d);
+    sy_upgrade_fail(taken, "cannot open the overrides journal");
+    if (jrc == SY_ERR_INVALID)
+        fprintf(stderr, "switchyard: cannot read the overrides journal: not starting, so that "
+                        "no override is silently lost (fix or move the file, set `state:`, or "
+                        "start with --discard-state to drop every override it holds)\n");
+    else
+        fprintf(stderr, "switchyard: cannot use the overrides journal: not starting\n");
+    return -1;
+}
+
+/* How many workers: the file's number, or one per core. */
+static unsigned worker_count(const struct sy_config *cfg)
+{
+    if (cfg->workers)
+        return cfg->workers;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 0 ? (unsigned)cores : 1;
+}
+
+/* Signals are caught before the sockets are bound: a client that can connect may signal us,
+ * and a SIGHUP must never find the default action (exit) in place. They are handled once the
+ * loop runs, when the workers exist. SIGUSR1 reopens the access log by its path (logrotate). */
+static void catch_signals(struct control *ctl)
+{
+    const int signals[N_SIGNALS] = {SIGHUP, SIGTERM, SIGINT, SIGUSR2};
+    for (int i = 0; i < N_SIGNALS; i++) {
+        ctl->sigs[i] = evsignal_new(ctl->base, signals[i], signal_cb, ctl);
+        event_add(ctl->sigs[i], NULL);
+    }
+    ctl->usr1 = evsignal_new(ctl->base, SIGUSR1, usr1_cb, NULL);
+    event_add(ctl->usr1, NULL);
+}
+
+/* The control thread's timers: the file watch's debounce, ticket rotation, the tidy pass. */
+static void start_timers(struct control *ctl, const struct sy_config *cfg)
+{
+    ctl->debounce = evtimer_new(ctl->base, debounce_cb, ctl);
+    ctl->ticket_timer = event_new(ctl->base, -1, EV_PERSIST, ticket_cb, ctl);
+    arm_ticket_rotation(ctl, cfg);
+    ctl->tidy_timer = event_new(ctl->base, -1, EV_PERSIST, tidy_cb, ctl);
+    struct timeval tidy_tv = {TIDY_PERIOD_MS / 1000, (TIDY_PERIOD_MS % 1000) * 1000};
+    event_add(ctl->tidy_timer, &tidy_tv);
+    ctl->tidy_soon = evtimer_new(ctl->base, tidy_soon_cb, ctl);
+}
+
+/* The admin command set, admin.http (served through the drain too: /readyz says 503 then)
+ * and the admin socket, on descriptors a previous process handed over when there are. */
+static int start_admin(struct control *ctl, const struct sy_config *cfg,
+                       struct sy_upgrade_taken *taken)
+{
+    if (cfg->admin.socket || cfg->admin.http) {
+        ctl->admin = sy_admin_new(ctl->state);
+        ctl->admin_env.state = ctl->state;
+        ctl->admin_env.traffic = traffic;
+        ctl->admin_env.traffic_arg = ctl->workers;
+        ctl->admin_env.admin = ctl->admin;
+        ctl->admin_env.exclusive = sy_exclusive_new(ctl->base, &ctl->admin_env);
+        sy_admin_routing_init(ctl->admin, &ctl->admin_env);
+    }
+    if (cfg->admin.http) {
+        struct sy_admin_http_env henv = {
+            .admin = ctl->admin,
+            .state = ctl->state,
+            .traffic = traffic,
+            .traffic_arg = ctl->workers,
+            .health = workers_health,
+            .health_arg = ctl->workers,
+            .connect_errors = connect_errors,
+            .connect_errors_arg = ctl->workers,
+            .listener_stats = listener_stats,
+            .listener_stats_arg = ctl->workers,
+        };
+        int hfd = taken_http_fd(taken, cfg);
+        henv.has_inherited_fd = hfd != -1;
+        henv.inherited_fd = hfd;
+        if (sy_admin_http_listen(ctl->base, cfg, &henv, &ctl->http) != 0) {
+            fprintf(stderr, "switchyard: cannot serve admin.http %s\n", cfg->admin.http);
+            give_up_take_over(ctl, taken, "cannot serve admin.http");
+            return -1;
+        }
+    }
+    if (cfg->admin.socket) {
+        int afd = taken->admin_fd;
+        taken->admin_fd = -1;
+        if ((afd != -1 ? sy_admin_listen_fd(ctl->admin, ctl->base, cfg->admin.socket, afd)
+                       : sy_admin_listen(ctl->admin, ctl->base, cfg->admin.socket)) != 0) {
+            fprintf(stderr, "switchyard: cannot serve the admin socket %s\n", cfg->admin.socket);
+            give_up_take_over(ctl, taken, "cannot serve the admin socket");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The routing file, its TLS files and apps_dir are watched (inotify). */
+static void start_watches(struct control *ctl, const char *path, const struct sy_config *cfg)
+{
+    if (sy_watch_new(path, &ctl->watch) == 0) {
+        ctl->watch_ev =
+            event_new(ctl->base, sy_watch_fd(ctl->watch), EV_READ | EV_PERSIST, watch_cb, ctl);
+        event_add(ctl->watch_ev, NULL);
+        watch_tls_files(ctl, cfg);
+    } else {
+        sy_log(SY_LOG_WARN, "main", "file changes will not be seen: reload with SIGHUP");
+    }
+    start_apps_watch(ctl, cfg);
+}
+
+/* Serving: the log lines, the upgrade socket (or the end of a take-over), and READY=1 for
+ * systemd once every worker has answered from its own loop, not merely been started. */
+static void announce(struct control *ctl, const struct sy_config *cfg, const char *path,
+                     bool upgrade, struct sy_upgrade_taken *taken, unsigned n)
+{
+    for (size_t i = 0; i < cfg->n_listens; i++)
+        sy_log(SY_LOG_INFO, "main", "listening on %s%s", cfg->listens[i].address,
+               cfg->listens[i].tls_cert ? " (tls)" : "");
+    sy_log(SY_LOG_INFO, "main", "switchyard %s: generation 1, %zu apps, %zu clusters, %u workers",
+           SY_VERSION, cfg->n_apps, cfg->n_clusters, n);
+    if (upgrade)
+        finish_take_over(ctl, cfg, path, taken);
+    else
+        serve_upgrades(ctl, cfg, path, -1);
+    ctl->notify = sy_notify_new(ctl->base, ctl->workers);
+    if (ctl->notify && upgrade) {
+        char m[48];
+        snprintf(m, sizeof(m), "MAINPID=%d", (int)getpid());
+        sy_notify_send(ctl->notify, m);
+    }
+    if (ctl->notify) {
+        char status[512];
+        serving_status(ctl, status, sizeof(status));
+        sy_notify_ready_when_workers(ctl->notify, status);
+    }
+}
+
+/* Draining: nothing but TERM and INT is served now (no reloads, no admin commands; a HUP is
+ * caught and ignored); admin.http still answers (/readyz 503), its /status from the command
+ * set kept until the workers are gone. Then everything is freed. */
+static void finish(struct control *ctl)
+{
+    sy_admin_close_socket(ctl->admin);
+    sy_upgrade_free(ctl->upgrade); /* no upgrade of a process that drains */
+    ctl->upgrade = NULL;
+    sy_exclusive_free(ctl->admin_env.exclusive); /* a switch not released: the journal's side */
+    ctl->admin_env.exclusive = NULL;
+    if (ctl->watch_ev)
+        event_del(ctl->watch_ev);
+    if (ctl->apps_watch_ev)
+        event_del(ctl->apps_watch_ev);
+    event_del(ctl->debounce);
+    wait_workers(ctl);
+    sy_access_log_close(LOG_EXIT_FLUSH_MS);
+    event_free(ctl->usr1);
+    sy_admin_http_free(ctl->http);
+    ctl->http = NULL;
+    sy_admin_free(ctl->admin);
+    ctl->admin = NULL;
+    sy_workers_free(ctl->workers);
+    sy_notify_free(ctl->notify);
+    for (int i = 0; i < N_SIGNALS; i++)
+        event_free(ctl->sigs[i]);
+    if (ctl->watch_ev)
+        event_free(ctl->watch_ev);
+    event_free(ctl->debounce);
+    if (ctl->stop_delay)
+        event_free(ctl->stop_delay);
+    event_free(ctl->ticket_timer);
+    event_free(ctl->tidy_timer);
+    event_free(ctl->tidy_soon);
+    sy_watch_free(ctl->watch);
+    if (ctl->apps_watch_ev)
+        event_free(ctl->apps_watch_ev);
+    sy_apps_watch_free(ctl->apps_watch);
+    event_base_free(ctl->base);
+    sy_state_free(ctl->state);
+    sy_log(SY_LOG_INFO, "main", "stopped");
+}
+
+int main(int argc, char **argv)
+{
+    tune_malloc();
+    struct args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc != -1)
+        return rc;
     struct control ctl = {0};
     struct sy_diags d;
     sy_diags_init(&d);
-    if (sy_state_open(path, proxy_check, NULL, &d, &ctl.state) != 0) {
-        char line[512];
-        for (size_t i = 0; i < d.n; i++) {
-            sy_diag_format(&d.v[i], line, sizeof(line));
-            fprintf(stderr, "%s\n", line);
-        }
-        sy_diags_dispose(&d);
+    if (sy_state_open(a.path, proxy_check, NULL, &d, &ctl.state) != 0) {
+        print_diags(&d);
         return 1;
     }
     sy_diags_dispose(&d);
-    struct sy_route_table *table = sy_state_table(ctl.state);
-    const struct sy_config *cfg = sy_route_table_config(table);
-    if (check) {
-        /* The journal's directory is checked as the start would check it (the journal is used
-         * when there is an admin socket or the file exists): -t says whether it would start,
-         * save for the directory's owner, which only the user who will run it can judge. */
-        char jpath[4096];
-        char owner_note[512] = "";
-        sy_diags_init(&d);
-        if (sy_state_journal_path(cfg, path, jpath, sizeof(jpath)) == 0 &&
-            (cfg->admin.socket || access(jpath, F_OK) == 0) &&
-            check_journal_dir(jpath, owner_note, sizeof(owner_note), &d) != 0) {
-            char line[512];
-            for (size_t i = 0; i < d.n; i++) {
-                sy_diag_format(&d.v[i], line, sizeof(line));
-                fprintf(stderr, "%s\n", line);
-            }
-            sy_diags_dispose(&d);
-            sy_state_free(ctl.state);
-            return 1;
-        }
-        sy_diags_dispose(&d);
-        printf("%s: ok: %zu apps, %zu clusters, %zu listeners\n", path, cfg->n_apps,
-               cfg->n_clusters, cfg->n_listens);
-        print_apps_dir(cfg);
-        if (owner_note[0])
-            printf("%s\n", owner_note);
-        check_diff(path, cfg);
-        sy_state_free(ctl.state);
-        return 0;
-    }
+    const struct sy_config *cfg = sy_route_table_config(sy_state_table(ctl.state));
+    if (a.check)
+        return run_check(&ctl, a.path, cfg);
 
-    remember_paths(path);
+    remember_paths(a.path);
     struct sy_upgrade_taken taken = {.conn = -1, .admin_fd = -1, .http_fd = -1, .upgrade_fd = -1};
-    if (upgrade && take_over(cfg, path, &taken) != 0) {
+    if ((a.upgrade && take_over(cfg, a.path, &taken) != 0) ||
+        open_journal(&ctl, cfg, a.discard, &taken) != 0) {
         sy_state_free(ctl.state);
         return 1;
     }
-
-    /* The overrides before the first snapshot is served: a revert survives a restart. With an
-     * admin socket the journal must exist (made now, so that a read-only place fails here,
-     * not at the first revert). */
-    sy_diags_init(&d);
-    int jrc = sy_state_open_journal(ctl.state, cfg->admin.socket != NULL, discard, NULL, &d);
-    if (jrc != 0) {
-        char line[512];
-        for (size_t i = 0; i < d.n; i++) {
-            sy_diag_format(&d.v[i], line, sizeof(line));
-            fprintf(stderr, "%s\n", line);
-        }
-        sy_upgrade_fail(&taken, "cannot open the overrides journal");
-        if (jrc == SY_ERR_INVALID)
-            fprintf(stderr, "switchyard: cannot read the overrides journal: not starting, so that "
-                            "no override is silently lost (fix or move the file, set `state:`, or "
-                            "start with --discard-state to drop every override it holds)\n");
-        else
-            fprintf(stderr, "switchyard: cannot use the overrides journal: not starting\n");
-        sy_diags_dispose(&d);
-        sy_state_free(ctl.state);
-        return 1;
-    }
-    sy_diags_dispose(&d);
-    table = sy_state_table(ctl.state);
+    struct sy_route_table *table = sy_state_table(ctl.state);
     cfg = sy_route_table_config(table);
 
     signal(SIGPIPE, SIG_IGN);
@@ -955,160 +1147,33 @@ int main(int argc, char **argv)
     sy_log_set_client_rate((unsigned)cfg->limits.log_client_lines);
     if (sy_log_start(LOG_BUFFER_BYTES) == 0)
         atexit(log_stop_at_exit);
-    unsigned n = cfg->workers;
-    if (n == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cores > 0 ? (unsigned)cores : 1;
-    }
+    unsigned n = worker_count(cfg);
     /* The access log's rings and writer exist before the workers, which take a ring each. */
     if (cfg->access_log.path &&
         sy_access_log_open(cfg->access_log.path, cfg->access_log.buffer_bytes, n) != 0) {
         sy_state_free(ctl.state);
         return 1;
     }
-    /* Signals are caught before the sockets are bound: a client that can connect may signal
-     * us, and a SIGHUP must never find the default action (exit) in place. They are handled
-     * once the loop runs, when the workers exist. */
     ctl.base = event_base_new();
-    struct event *sigs[4];
-    const int signals[4] = {SIGHUP, SIGTERM, SIGINT, SIGUSR2};
-    for (int i = 0; i < 4; i++) {
-        sigs[i] = evsignal_new(ctl.base, signals[i], signal_cb, &ctl);
-        event_add(sigs[i], NULL);
-    }
-    /* SIGUSR1: the access log is reopened by its path (logrotate). */
-    struct event *usr1 = evsignal_new(ctl.base, SIGUSR1, usr1_cb, NULL);
-    event_add(usr1, NULL);
+    catch_signals(&ctl);
     if (sy_workers_new(table, n, &ctl.workers) != 0) {
         give_up_take_over(&ctl, &taken, "cannot listen on every address of its file (see its log)");
-        for (int i = 0; i < 4; i++)
-            event_free(sigs[i]);
+        for (int i = 0; i < N_SIGNALS; i++)
+            event_free(ctl.sigs[i]);
+        event_free(ctl.usr1);
         event_base_free(ctl.base);
         sy_state_free(ctl.state);
         return 1;
     }
     sy_state_set_publish(ctl.state, publish, &ctl);
-    ctl.debounce = evtimer_new(ctl.base, debounce_cb, &ctl);
-    ctl.ticket_timer = event_new(ctl.base, -1, EV_PERSIST, ticket_cb, &ctl);
-    arm_ticket_rotation(&ctl, cfg);
-    ctl.tidy_timer = event_new(ctl.base, -1, EV_PERSIST, tidy_cb, &ctl);
-    struct timeval tidy_tv = {TIDY_PERIOD_MS / 1000, (TIDY_PERIOD_MS % 1000) * 1000};
-    event_add(ctl.tidy_timer, &tidy_tv);
-    ctl.tidy_soon = evtimer_new(ctl.base, tidy_soon_cb, &ctl);
-    if (cfg->admin.socket || cfg->admin.http) {
-        ctl.admin = sy_admin_new(ctl.state);
-        ctl.admin_env.state = ctl.state;
-        ctl.admin_env.traffic = traffic;
-        ctl.admin_env.traffic_arg = ctl.workers;
-        ctl.admin_env.admin = ctl.admin;
-        ctl.admin_env.exclusive = sy_exclusive_new(ctl.base, &ctl.admin_env);
-        sy_admin_routing_init(ctl.admin, &ctl.admin_env);
-    }
-    if (cfg->admin.http) {
-        /* Served through the drain too: /readyz says 503 then. */
-        struct sy_admin_http_env henv = {
-            .admin = ctl.admin,
-            .state = ctl.state,
-            .traffic = traffic,
-            .traffic_arg = ctl.workers,
-            .health = workers_health,
-            .health_arg = ctl.workers,
-            .connect_errors = connect_errors,
-            .connect_errors_arg = ctl.workers,
-            .listener_stats = listener_stats,
-            .listener_stats_arg = ctl.workers,
-        };
-        int hfd = taken_http_fd(&taken, cfg);
-        henv.has_inherited_fd = hfd != -1;
-        henv.inherited_fd = hfd;
-        if (sy_admin_http_listen(ctl.base, cfg, &henv, &ctl.http) != 0) {
-            fprintf(stderr, "switchyard: cannot serve admin.http %s\n", cfg->admin.http);
-            give_up_take_over(&ctl, &taken, "cannot serve admin.http");
-            return 1;
-        }
-    }
-    if (cfg->admin.socket) {
-        int afd = taken.admin_fd;
-        taken.admin_fd = -1;
-        if ((afd != -1 ? sy_admin_listen_fd(ctl.admin, ctl.base, cfg->admin.socket, afd)
-                       : sy_admin_listen(ctl.admin, ctl.base, cfg->admin.socket)) != 0) {
-            fprintf(stderr, "switchyard: cannot serve the admin socket %s\n", cfg->admin.socket);
-            give_up_take_over(&ctl, &taken, "cannot serve the admin socket");
-            return 1;
-        }
-    }
-    if (sy_watch_new(path, &ctl.watch) == 0) {
-        ctl.watch_ev =
-            event_new(ctl.base, sy_watch_fd(ctl.watch), EV_READ | EV_PERSIST, watch_cb, &ctl);
-        event_add(ctl.watch_ev, NULL);
-        watch_tls_files(&ctl, cfg);
-    } else {
-        sy_log(SY_LOG_WARN, "main", "file changes will not be seen: reload with SIGHUP");
-    }
-    start_apps_watch(&ctl, cfg);
+    start_timers(&ctl, cfg);
+    if (start_admin(&ctl, cfg, &taken) != 0)
+        return 1;
+    start_watches(&ctl, a.path, cfg);
     if (sy_workers_start(ctl.workers) != 0)
         return 1;
-    for (size_t i = 0; i < cfg->n_listens; i++)
-        sy_log(SY_LOG_INFO, "main", "listening on %s%s", cfg->listens[i].address,
-               cfg->listens[i].tls_cert ? " (tls)" : "");
-    sy_log(SY_LOG_INFO, "main", "switchyard %s: generation 1, %zu apps, %zu clusters, %u workers",
-           SY_VERSION, cfg->n_apps, cfg->n_clusters, n);
-    if (upgrade)
-        finish_take_over(&ctl, cfg, path, &taken);
-    else
-        serve_upgrades(&ctl, cfg, path, -1);
-    /* READY=1 once every worker has answered from its own loop, not merely been started. */
-    ctl.notify = sy_notify_new(ctl.base, ctl.workers);
-    if (ctl.notify && upgrade) {
-        char m[48];
-        snprintf(m, sizeof(m), "MAINPID=%d", (int)getpid());
-        sy_notify_send(ctl.notify, m);
-    }
-    if (ctl.notify) {
-        char status[512];
-        serving_status(&ctl, status, sizeof(status));
-        sy_notify_ready_when_workers(ctl.notify, status);
-    }
+    announce(&ctl, cfg, a.path, a.upgrade, &taken, n);
     event_base_dispatch(ctl.base);
-
-    /* Draining: nothing but TERM and INT is served now (no reloads, no admin commands; a
-     * HUP is caught and ignored); admin.http still answers (/readyz 503), its /status from
-     * the command set kept until the workers are gone. */
-    sy_admin_close_socket(ctl.admin);
-    sy_upgrade_free(ctl.upgrade); /* no upgrade of a process that drains */
-    ctl.upgrade = NULL;
-    sy_exclusive_free(ctl.admin_env.exclusive); /* a switch not released: the journal's side */
-    ctl.admin_env.exclusive = NULL;
-    if (ctl.watch_ev)
-        event_del(ctl.watch_ev);
-    if (ctl.apps_watch_ev)
-        event_del(ctl.apps_watch_ev);
-    event_del(ctl.debounce);
-    wait_workers(&ctl);
-    sy_access_log_close(LOG_EXIT_FLUSH_MS);
-    event_free(usr1);
-    sy_admin_http_free(ctl.http);
-    ctl.http = NULL;
-    sy_admin_free(ctl.admin);
-    ctl.admin = NULL;
-    sy_workers_free(ctl.workers);
-    sy_notify_free(ctl.notify);
-    for (int i = 0; i < 4; i++)
-        event_free(sigs[i]);
-    if (ctl.watch_ev)
-        event_free(ctl.watch_ev);
-    event_free(ctl.debounce);
-    if (ctl.stop_delay)
-        event_free(ctl.stop_delay);
-    event_free(ctl.ticket_timer);
-    event_free(ctl.tidy_timer);
-    event_free(ctl.tidy_soon);
-    sy_watch_free(ctl.watch);
-    if (ctl.apps_watch_ev)
-        event_free(ctl.apps_watch_ev);
-    sy_apps_watch_free(ctl.apps_watch);
-    event_base_free(ctl.base);
-    sy_state_free(ctl.state);
-    sy_log(SY_LOG_INFO, "main", "stopped");
+    finish(&ctl);
     return 0;
 }
