@@ -196,7 +196,7 @@ static void histogram(struct sy_prom *m, const struct rows *rs, bool head)
     }
 }
 
-static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
+static void class_metrics(struct sy_prom *m, const struct rows *rs)
 {
     static const char *const cls[SY_CLASS_N] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
     sy_prom_family(m, "switchyard_requests_total", "counter",
@@ -211,6 +211,23 @@ static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
             sy_prom_sample_u64(m, "", l, 3, NULL, r->t.by_class[c]);
         }
     }
+}
+
+/* One sample of switchyard_generated_responses_total. */
+static void generated_sample(struct sy_prom *m, const struct row *r, const char *code,
+                             const char *reason, uint64_t n)
+{
+    const char *l[] = {"app",     r->app ? r->app : "",
+                       "cluster", r->cluster ? r->cluster : "",
+                       "code",    code,
+                       "reason",  reason};
+    sy_prom_sample_u64(m, "", l, 4, NULL, n);
+}
+
+/* Our own answers by status and reason; a 503 is told apart by its own counters: the queue,
+ * limits.max_upstream_connections, and the rest. */
+static void generated_metrics(struct sy_prom *m, const struct rows *rs)
+{
     sy_prom_family(m, "switchyard_generated_responses_total", "counter",
                    "Answers switchyard made itself, by app, cluster, status and reason (app and "
                    "cluster empty: before routing).");
@@ -224,28 +241,24 @@ static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
             if (status == 503) {
                 uint64_t q = r->t.queue_503 < n ? r->t.queue_503 : n;
                 uint64_t u = r->t.upstream_refused < n - q ? r->t.upstream_refused : n - q;
-                const char *lq[] = {"app",     r->app ? r->app : "",
-                                    "cluster", r->cluster ? r->cluster : "",
-                                    "code",    code,
-                                    "reason",  "queue"};
-                const char *lu[] = {"app",     r->app ? r->app : "",
-                                    "cluster", r->cluster ? r->cluster : "",
-                                    "code",    code,
-                                    "reason",  "upstream_limit"};
                 if (q)
-                    sy_prom_sample_u64(m, "", lq, 4, NULL, q);
+                    generated_sample(m, r, code, "queue", q);
                 if (u)
-                    sy_prom_sample_u64(m, "", lu, 4, NULL, u);
+                    generated_sample(m, r, code, "upstream_limit", u);
                 n -= q + u;
             }
-            if (!n)
-                continue;
-            const char *l[] = {
-                "app",  r->app ? r->app : "",    "cluster", r->cluster ? r->cluster : "",
-                "code", status ? code : "other", "reason",  sy_own_reason(status)};
-            sy_prom_sample_u64(m, "", l, 4, NULL, n);
+            if (n)
+                generated_sample(m, r, status ? code : "other", sy_own_reason(status), n);
         }
     }
+}
+
+/* Per app and cluster: requests by class, our own answers, the histograms, the counters and
+ * gauges of one field each; and the PROXY protocol refusals. */
+static void traffic_metrics(struct sy_prom *m, const struct rows *rs)
+{
+    class_metrics(m, rs);
+    generated_metrics(m, rs);
     sy_prom_family(m, "switchyard_request_duration_seconds", "histogram",
                    "Time from the request head routed to the end of the exchange.");
     histogram(m, rs, false);
