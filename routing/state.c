@@ -214,27 +214,13 @@ static void install(struct sy_state *st, struct sy_config *cfg, struct sy_route_
     install_table(st, t);
 }
 
-static long app_index(const struct sy_config *cfg, const char *app)
-{
-    return sy_config_app_index(cfg, app);
-}
-
 /* "blue=90,green=10": the weights in force for app `i` of table `t`. */
 static void format_weights(const struct sy_route_table *t, size_t i, char *buf, size_t size)
 {
-    const struct sy_weight_spec *w;
-    size_t n;
-    sy_route_app_weights(t, i, &w, &n);
-    const struct sy_config *cfg = sy_route_table_config(t);
-    size_t off = 0;
-    buf[0] = '\0';
-    for (size_t k = 0; k < n && off < size; k++) {
-        int r = snprintf(buf + off, size - off, "%s%s=%u", k ? "," : "",
-                         cfg->clusters[w[k].cluster].name, w[k].weight);
-        if (r < 0)
-            break;
-        off += (size_t)r;
-    }
+    struct sy_route_weight *w;
+    size_t n = sy_route_app_weights_named(t, i, &w, NULL);
+    sy_route_weights_text(w, n, buf, size);
+    free(w);
 }
 
 /* Logs, after a reload, each override whose fate the new file changed. */
@@ -245,7 +231,7 @@ static void log_override_fates(const struct sy_state *st, const struct sy_route_
     const struct sy_config *ocfg = sy_route_table_config(old), *ncfg = sy_route_table_config(t);
     for (size_t i = 0; i < ov->n; i++) {
         const char *app = ov->v[i].app;
-        long oi = app_index(ocfg, app), ni = app_index(ncfg, app);
+        long oi = sy_config_app_index(ocfg, app), ni = sy_config_app_index(ncfg, app);
         const struct sy_weight_spec *w;
         size_t n;
         enum sy_override_state was =
@@ -389,7 +375,7 @@ int sy_state_open_journal(struct sy_state *st, bool create, bool discard,
     sy_log(SY_LOG_INFO, "journal", "%s: seq %" PRIu64 ", %zu overrides in force", path,
            sy_journal_seq(j), ov->n);
     for (size_t i = 0; i < ov->n; i++) {
-        long ai = app_index(st->cfg, ov->v[i].app);
+        long ai = sy_config_app_index(st->cfg, ov->v[i].app);
         const struct sy_weight_spec *w;
         size_t n;
         const char *fate = "applied";
@@ -407,7 +393,8 @@ int sy_state_open_journal(struct sy_state *st, bool create, bool discard,
                "app '%s' is in maintenance (seq %" PRIu64 ", uid %" PRIu32
                ": %s): its requests are answered 503 until `maintenance %s off`%s",
                ms->v[i].app, ms->v[i].seq, ms->v[i].uid, ms->v[i].command, ms->v[i].app,
-               app_index(st->cfg, ms->v[i].app) < 0 ? " (the app is not in the file)" : "");
+               sy_config_app_index(st->cfg, ms->v[i].app) < 0 ? " (the app is not in the file)"
+                                                              : "");
     return 0;
 }
 
@@ -463,66 +450,45 @@ static int check_edit(const struct sy_config *cfg, const struct sy_overrides *ov
         }
         return 0;
     }
-    long ai = app_index(cfg, e->app);
+    long ai = sy_config_app_index(cfg, e->app);
     if (ai < 0) {
         errf(err, errlen, "unknown app '%s'", e->app);
         return SY_ERR_INVALID;
     }
-    const struct sy_app_spec *app = &cfg->apps[ai];
-    unsigned sum = 0;
-    for (size_t k = 0; k < e->n_weights; k++) {
-        const char *name = e->weights[k].cluster;
-        size_t i = 0;
-        while (i < app->n_weights && strcmp(cfg->clusters[app->weights[i].cluster].name, name) != 0)
-            i++;
-        if (i == app->n_weights) {
-            bool exists = false;
-            for (size_t c = 0; c < cfg->n_clusters && !exists; c++)
-                exists = strcmp(cfg->clusters[c].name, name) == 0;
-            if (exists)
-                errf(err, errlen,
-                     "app '%s' has no cluster '%s' (add it to the app's weights in the file "
-                     "first)",
-                     e->app, name);
-            else
-                errf(err, errlen, "unknown cluster '%s'", name);
-            return SY_ERR_INVALID;
-        }
-        for (size_t j = 0; j < k; j++) {
-            if (strcmp(e->weights[j].cluster, name) == 0) {
-                errf(err, errlen, "cluster '%s' is named twice", name);
-                return SY_ERR_INVALID;
-            }
-        }
-        if (e->weights[k].weight > 100) {
-            errf(err, errlen, "weight of '%s' must be 0..100, got %u", name, e->weights[k].weight);
-            return SY_ERR_INVALID;
-        }
-        sum += e->weights[k].weight;
-    }
-    if (sum == 0) {
+    size_t k = 0;
+    const char *name = e->n_weights ? e->weights[0].cluster : "";
+    enum sy_override_fit fit = sy_route_override_fit(cfg, (size_t)ai, e->weights, e->n_weights, &k);
+    if (fit != SY_FIT_OK && fit != SY_FIT_ZERO_SUM)
+        name = e->weights[k].cluster;
+    switch (fit) {
+    case SY_FIT_OK:
+        return check_exclusive_edit(&cfg->apps[ai], e, err, errlen);
+    case SY_FIT_NOT_APPS:
+        errf(err, errlen,
+             "app '%s' has no cluster '%s' (add it to the app's weights in the file first)", e->app,
+             name);
+        break;
+    case SY_FIT_UNKNOWN_CLUSTER:
+        errf(err, errlen, "unknown cluster '%s'", name);
+        break;
+    case SY_FIT_TWICE:
+        errf(err, errlen, "cluster '%s' is named twice", name);
+        break;
+    case SY_FIT_OVER_100:
+        errf(err, errlen, "weight of '%s' must be 0..100, got %u", name, e->weights[k].weight);
+        break;
+    case SY_FIT_ZERO_SUM:
         errf(err, errlen, "the weights of app '%s' must sum above 0", e->app);
-        return SY_ERR_INVALID;
+        break;
     }
-    return check_exclusive_edit(app, e, err, errlen);
+    return SY_ERR_INVALID;
 }
 
-/* Every cluster of app `ai` with its weight in table `t`, by name (names borrow `t`). */
+/* Every cluster of app `ai` with its weight in table `t`, by name (none when `ai` < 0). */
 static size_t weights_of(const struct sy_route_table *t, long ai, struct sy_route_weight **out)
 {
     *out = NULL;
-    if (ai < 0)
-        return 0;
-    const struct sy_weight_spec *w;
-    size_t n;
-    sy_route_app_weights(t, (size_t)ai, &w, &n);
-    const struct sy_config *cfg = sy_route_table_config(t);
-    *out = sy_xcalloc(n ? n : 1, sizeof(**out));
-    for (size_t i = 0; i < n; i++) {
-        (*out)[i].cluster = cfg->clusters[w[i].cluster].name;
-        (*out)[i].weight = w[i].weight;
-    }
-    return n;
+    return ai < 0 ? 0 : sy_route_app_weights_named(t, (size_t)ai, out, NULL);
 }
 
 int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
@@ -542,7 +508,7 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
     /* An app named twice: by index for the file's apps (`revert --all` names every one). */
     unsigned char *named = sy_xcalloc(st->cfg->n_apps ? st->cfg->n_apps : 1, 1);
     for (size_t i = 0; i < n; i++) {
-        long ai = app_index(st->cfg, edits[i].app);
+        long ai = sy_config_app_index(st->cfg, edits[i].app);
         bool twice = ai >= 0 && named[ai]++;
         for (size_t j = 0; ai < 0 && j < i && !twice; j++)
             twice = strcmp(edits[i].app, edits[j].app) == 0;
@@ -580,13 +546,13 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
     const struct sy_override **by_app =
         sy_xcalloc(st->cfg->n_apps ? st->cfg->n_apps : 1, sizeof(*by_app));
     for (size_t k = 0; k < next.n; k++) {
-        long ai = app_index(st->cfg, next.v[k].app);
+        long ai = sy_config_app_index(st->cfg, next.v[k].app);
         if (ai >= 0)
             by_app[ai] = &next.v[k];
     }
     size_t n_rc = 0;
     for (size_t i = 0; i < n; i++) {
-        long ai = app_index(st->cfg, edits[i].app);
+        long ai = sy_config_app_index(st->cfg, edits[i].app);
         if (ai < 0)
             continue; /* the release of an app the file no longer has */
         const struct sy_override *o = by_app[ai];
@@ -612,7 +578,7 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
     /* Durable before it is published: the record, then the snapshot. */
     struct sy_route_weight **from = sy_xcalloc(n, sizeof(*from)), **to = sy_xcalloc(n, sizeof(*to));
     for (size_t i = 0; i < n; i++) {
-        long ai = app_index(st->cfg, edits[i].app);
+        long ai = sy_config_app_index(st->cfg, edits[i].app);
         ch[i].n_from = weights_of(st->table, ai, &from[i]);
         ch[i].from = from[i];
         ch[i].n_to = weights_of(t, ai, &to[i]);
@@ -625,7 +591,7 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
         struct sy_route_table *old = sy_route_table_acquire(st->table);
         install_table(st, t);
         for (size_t i = 0; i < n; i++) {
-            long ai = app_index(st->cfg, edits[i].app);
+            long ai = sy_config_app_index(st->cfg, edits[i].app);
             char before[256] = "-", after[256] = "-";
             if (ai >= 0) {
                 format_weights(old, (size_t)ai, before, sizeof(before));
@@ -662,12 +628,12 @@ int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsi
     }
     const struct sy_maints *cur = sy_journal_maintenance(st->journal);
     const struct sy_maint *was = sy_maints_find(cur, app);
-    if (on && app_index(st->cfg, app) < 0) {
+    if (on && sy_config_app_index(st->cfg, app) < 0) {
         errf(err, errlen, "unknown app '%s'", app);
         return SY_ERR_INVALID;
     }
     if (!on && !was) {
-        if (app_index(st->cfg, app) < 0) {
+        if (sy_config_app_index(st->cfg, app) < 0) {
             errf(err, errlen, "unknown app '%s'", app);
             return SY_ERR_INVALID;
         }
@@ -741,7 +707,7 @@ static int hold_table(struct sy_state *st, long ai, const char *app, const char 
 int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
                   size_t errlen)
 {
-    long ai = app_index(st->cfg, app);
+    long ai = sy_config_app_index(st->cfg, app);
     if (ai < 0) {
         errf(err, errlen, "unknown app '%s'", app);
         return SY_ERR_INVALID;
@@ -761,7 +727,7 @@ int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, cha
 int sy_state_follow_file(struct sy_state *st, const char *app, const char *from,
                          const struct sy_actor *who, char *err, size_t errlen)
 {
-    long ai = app_index(st->cfg, app);
+    long ai = sy_config_app_index(st->cfg, app);
     if (ai < 0) {
         errf(err, errlen, "unknown app '%s'", app);
         return SY_ERR_INVALID;

@@ -86,6 +86,51 @@ bool sy_route_table_shares_app(const struct sy_route_table *a, const struct sy_r
 enum sy_override_state sy_route_app_weights(const struct sy_route_table *t, size_t app,
                                             const struct sy_weight_spec **weights, size_t *n);
 
+/* -- queries: what the table says about an app, for workers, state and admin alike -------- */
+
+/** App `name` of `t`, or NULL when the table's file has no such app. Any thread. */
+const struct sy_route_app *sy_route_app_find(const struct sy_route_table *t, const char *name);
+
+/**
+ * The weights in force for app `app` (index) by cluster name, in file order, in a new array
+ * (free() it; the names are borrowed from `t`, valid while its reference is held). Returns
+ * their count; *state (when not NULL) gets whether an override put them there. Any thread.
+ */
+size_t sy_route_app_weights_named(const struct sy_route_table *t, size_t app,
+                                  struct sy_route_weight **out, enum sy_override_state *state);
+
+/**
+ * The weight app `app` gives cluster `cluster` in `t` (both by name): -1 when the app is not
+ * in the table, 0 when the cluster is not one of the app's. No allocation. Any thread.
+ */
+long sy_route_app_weight_of(const struct sy_route_table *t, const char *app, const char *cluster);
+
+/** Whether a split by cluster name fits an app of a file, and if not, the first reason. */
+enum sy_override_fit {
+    SY_FIT_OK = 0,
+    SY_FIT_UNKNOWN_CLUSTER, /* names a cluster the file does not have */
+    SY_FIT_NOT_APPS,        /* names a cluster of the file that is not one of the app's */
+    SY_FIT_TWICE,           /* names a cluster twice */
+    SY_FIT_OVER_100,        /* a weight above 100 */
+    SY_FIT_ZERO_SUM,        /* the weights sum to 0 */
+};
+
+/**
+ * Checks `w` (n weights by cluster name; clusters not named get 0) against app `app` (index)
+ * of `cfg`: the one test behind an edit's refusal, a stale override and the table's choice of
+ * the file's weights. The weights are checked in order, each for UNKNOWN_CLUSTER, NOT_APPS,
+ * TWICE and OVER_100, then the sum; *bad (when not NULL) gets the index of the weight at
+ * fault (0 for ZERO_SUM). Any thread.
+ */
+enum sy_override_fit sy_route_override_fit(const struct sy_config *cfg, size_t app,
+                                           const struct sy_route_weight *w, size_t n, size_t *bad);
+
+/**
+ * Writes "blue=90,green=10" (or "-" for no weights) into buf, NUL-terminated and cut to
+ * `size`. Any thread.
+ */
+void sy_route_weights_text(const struct sy_route_weight *w, size_t n, char *buf, size_t size);
+
 /** Whether app `app` (index) is held in `t` (an exclusive switch runs). Any thread. */
 bool sy_route_app_is_held(const struct sy_route_table *t, size_t app);
 
