@@ -131,6 +131,51 @@ enum sy_override_fit sy_route_override_fit(const struct sy_config *cfg, size_t a
  */
 void sy_route_weights_text(const struct sy_route_weight *w, size_t n, char *buf, size_t size);
 
+/* -- the table diff: what `switchyard -t` shows before a reload -------------------------- */
+
+/** One kind of difference between two tables; sy_route_diff_kind_name() gives its word. */
+enum sy_route_diff_kind {
+    SY_DIFF_APP_REMOVED = 0, /* an app of the old file is not in the new one */
+    SY_DIFF_APP_ADDED,
+    SY_DIFF_FILE_WEIGHTS,     /* the file's split of an app changes */
+    SY_DIFF_HIDDEN,           /* ... and an override in force hides that change */
+    SY_DIFF_OVERRIDE_STATE,   /* an override would become stale, or apply again */
+    SY_DIFF_EFFECTIVE,        /* the weights in force change */
+    SY_DIFF_EXCLUSIVE_SWITCH, /* an exclusive app would move: through an exclusive switch */
+    SY_DIFF_STABLE,           /* the app's stable cluster changes */
+    SY_DIFF_WINNER,           /* a host and path that the file names goes to another app */
+    SY_DIFF_CLUSTER_REMOVED,
+    SY_DIFF_CLUSTER_ADDED,
+    SY_DIFF_ENDPOINTS,       /* a cluster's endpoint list changes */
+    SY_DIFF_MAX_CONNECTIONS, /* a cluster's max_connections or queue changes */
+};
+
+/** "app_removed", "app_added", "file_weights", ... "max_connections" (never NULL). */
+const char *sy_route_diff_kind_name(enum sy_route_diff_kind kind);
+
+/** One line of a diff. Everything is borrowed for the callback only. */
+struct sy_route_diff_line {
+    enum sy_route_diff_kind kind;
+    const char *app;  /* the app the line is about, or NULL (a cluster's line) */
+    const char *text; /* for people, no newline: "~ app chat: file weights ... -> ..." */
+};
+
+typedef void (*sy_route_diff_cb)(const struct sy_route_diff_line *line, void *arg);
+
+struct sy_overrides;
+
+/**
+ * Compares table `old` with table `neu` (built from the new file with the same overrides) and
+ * calls `cb` once per difference, in a fixed order: apps removed; per app of the new file, in
+ * file order, added or its file weights, hiding override, override state, weights in force,
+ * exclusive switch and stable cluster; hosts and paths whose winner changes (those the old
+ * file names, then those only the new one does); clusters removed, added and changed. `ov`
+ * (may be NULL: no override) is the set of overrides in force, for what they hide. Returns
+ * the number of lines. Control thread (it allocates); neither table is changed.
+ */
+size_t sy_route_diff(const struct sy_route_table *old, const struct sy_route_table *neu,
+                     const struct sy_overrides *ov, sy_route_diff_cb cb, void *arg);
+
 /** Whether app `app` (index) is held in `t` (an exclusive switch runs). Any thread. */
 bool sy_route_app_is_held(const struct sy_route_table *t, size_t app);
 
