@@ -267,6 +267,34 @@ static void warn_access_log_restart(const struct sy_access_log_spec *o,
         sy_log(SY_LOG_WARN, "reload", "access_log.buffer_bytes changes only on restart");
 }
 
+/* What a reload changed is logged, up to this many lines (a file of many apps can change all). */
+#define RELOAD_LOG_CHANGES 20
+
+struct change_log {
+    uint64_t generation;
+    size_t n;
+};
+
+static void log_change(const struct sy_route_diff_line *line, void *arg)
+{
+    struct change_log *cl = arg;
+    if (line->kind == SY_DIFF_OVERRIDE_STATE)
+        return; /* log_override_fates() said it, with the override's record */
+    if (cl->n++ < RELOAD_LOG_CHANGES)
+        sy_log(SY_LOG_INFO, "reload", "generation %llu: %s", (unsigned long long)cl->generation,
+               line->text);
+}
+
+/* Logs the lines that `switchyard -t` would have shown for the reload from `old`. */
+static void log_changes(const struct sy_state *st, const struct sy_route_table *old)
+{
+    struct change_log cl = {st->generation, 0};
+    sy_route_diff(old, st->table, sy_state_overrides(st), log_change, &cl);
+    if (cl.n > RELOAD_LOG_CHANGES)
+        sy_log(SY_LOG_INFO, "reload", "generation %llu: %zu more changes not logged",
+               (unsigned long long)cl.generation, cl.n - RELOAD_LOG_CHANGES);
+}
+
 enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy_diags *d)
 {
     size_t first = d->n;
@@ -319,11 +347,14 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
     log_override_fates(st, st->table, t);
     if (st->reload_hook)
         t = st->reload_hook(st->table, t, st->reload_hook_arg);
+    struct sy_route_table *old = sy_route_table_acquire(st->table);
     install(st, cfg, t);
     st->reloads_ok++;
     st->last_load_ok_ms = unix_ms();
     sy_log(SY_LOG_INFO, "reload", "generation %llu published: %zu apps, %zu clusters",
            (unsigned long long)st->generation, cfg->n_apps, cfg->n_clusters);
+    log_changes(st, old);
+    sy_route_table_release(old);
     return SY_RELOAD_PUBLISHED;
 }
 
