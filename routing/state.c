@@ -214,15 +214,6 @@ static void install(struct sy_state *st, struct sy_config *cfg, struct sy_route_
     install_table(st, t);
 }
 
-/* "blue=90,green=10": the weights in force for app `i` of table `t`. */
-static void format_weights(const struct sy_route_table *t, size_t i, char *buf, size_t size)
-{
-    struct sy_route_weight *w;
-    size_t n = sy_route_app_weights_named(t, i, &w, NULL);
-    sy_route_weights_text(w, n, buf, size);
-    free(w);
-}
-
 /* Logs, after a reload, each override whose fate the new file changed. */
 static void log_override_fates(const struct sy_state *st, const struct sy_route_table *old,
                                const struct sy_route_table *t)
@@ -522,54 +513,40 @@ static size_t weights_of(const struct sy_route_table *t, long ai, struct sy_rout
     return ai < 0 ? 0 : sy_route_app_weights_named(t, (size_t)ai, out, NULL);
 }
 
-int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
-                    const struct sy_actor *who, char *err, size_t errlen)
+/* Checks every edit against the file in force, and that no app is named twice. */
+static int check_edits(const struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                       char *err, size_t errlen)
 {
-    if (!st->journal) {
-        errf(err, errlen,
-             "no state file: an override could not be made durable "
-             "(configure `admin.socket`, or `state:`)");
-        return SY_ERR_NOTFOUND;
-    }
-    if (n == 0) {
-        errf(err, errlen, "nothing to change");
-        return SY_ERR_INVALID;
-    }
     const struct sy_overrides *cur = sy_journal_overrides(st->journal);
     /* An app named twice: by index for the file's apps (`revert --all` names every one). */
     unsigned char *named = sy_xcalloc(st->cfg->n_apps ? st->cfg->n_apps : 1, 1);
-    for (size_t i = 0; i < n; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
         long ai = sy_config_app_index(st->cfg, edits[i].app);
         bool twice = ai >= 0 && named[ai]++;
         for (size_t j = 0; ai < 0 && j < i && !twice; j++)
             twice = strcmp(edits[i].app, edits[j].app) == 0;
         if (twice) {
             errf(err, errlen, "app '%s' is named twice", edits[i].app);
-            free(named);
-            return SY_ERR_INVALID;
-        }
-        int rc = check_edit(st->cfg, cur, &edits[i], err, errlen);
-        if (rc) {
-            free(named);
-            return rc;
+            rc = SY_ERR_INVALID;
+        } else {
+            rc = check_edit(st->cfg, cur, &edits[i], err, errlen);
         }
     }
     free(named);
+    return rc;
+}
 
-    /* The candidate: the overrides with this change applied, compiled. */
-    struct sy_override_change *ch = sy_xcalloc(n, sizeof(*ch));
-    for (size_t i = 0; i < n; i++) {
-        ch[i].app = edits[i].app;
-        ch[i].release = edits[i].release;
-        ch[i].weights = edits[i].weights;
-        ch[i].n_weights = edits[i].n_weights;
-    }
+/* The snapshot with change `ch` (n apps, record `seq` by `who`) applied to the overrides in
+ * force. Only the edited apps are compiled again; the snapshot shares the rest with the one in
+ * force (sy_route_table_update), so a change costs what it touches. */
+static int compile_change(const struct sy_state *st, const struct sy_override_change *ch, size_t n,
+                          const struct sy_actor *who, struct sy_route_table **out)
+{
     struct sy_overrides next;
     sy_overrides_init(&next);
-    sy_overrides_copy(&next, cur);
+    sy_overrides_copy(&next, sy_journal_overrides(st->journal));
     sy_overrides_apply(&next, ch, n, sy_journal_seq(st->journal) + 1, who);
-    /* Only the edited apps are compiled again; the snapshot shares the rest with the one in
-     * force (sy_route_table_update), so a change costs what it touches. */
     struct sy_route_app_change *rc_ch = sy_xcalloc(n, sizeof(*rc_ch));
     struct sy_route_override *rc_ov = sy_xcalloc(n, sizeof(*rc_ov));
     /* Each app's override by index: one pass, where a search per edit would be quadratic for
@@ -583,7 +560,7 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
     }
     size_t n_rc = 0;
     for (size_t i = 0; i < n; i++) {
-        long ai = sy_config_app_index(st->cfg, edits[i].app);
+        long ai = sy_config_app_index(st->cfg, ch[i].app);
         if (ai < 0)
             continue; /* the release of an app the file no longer has */
         const struct sy_override *o = by_app[ai];
@@ -594,54 +571,81 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
         }
         n_rc++;
     }
-    struct sy_route_table *t = NULL;
-    int rc = sy_route_table_update(st->table, rc_ch, n_rc, st->generation + 1, &t);
+    int rc = sy_route_table_update(st->table, rc_ch, n_rc, st->generation + 1, out);
     free(by_app);
     free(rc_ch);
     free(rc_ov);
     sy_overrides_dispose(&next);
-    if (rc) {
-        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
-        free(ch);
-        return rc;
-    }
+    return rc;
+}
 
-    /* Durable before it is published: the record, then the snapshot. */
+/* Journals change `ch` (its before and after filled in here from the snapshot in force and
+ * `t`), then publishes `t` (taking the reference) and logs each app; on failure releases `t`. */
+static int commit_change(struct sy_state *st, struct sy_override_change *ch, size_t n,
+                         struct sy_route_table *t, const struct sy_actor *who, char *err,
+                         size_t errlen)
+{
     struct sy_route_weight **from = sy_xcalloc(n, sizeof(*from)), **to = sy_xcalloc(n, sizeof(*to));
     for (size_t i = 0; i < n; i++) {
-        long ai = sy_config_app_index(st->cfg, edits[i].app);
+        long ai = sy_config_app_index(st->cfg, ch[i].app);
         ch[i].n_from = weights_of(st->table, ai, &from[i]);
         ch[i].from = from[i];
         ch[i].n_to = weights_of(t, ai, &to[i]);
         ch[i].to = to[i];
     }
-    rc = sy_journal_append(st->journal, who, ch, n, err, errlen);
-    if (rc) {
+    int rc = sy_journal_append(st->journal, who, ch, n, err, errlen);
+    if (rc)
         sy_route_table_release(t);
-    } else {
-        struct sy_route_table *old = sy_route_table_acquire(st->table);
+    else
         install_table(st, t);
-        for (size_t i = 0; i < n; i++) {
-            long ai = sy_config_app_index(st->cfg, edits[i].app);
-            char before[256] = "-", after[256] = "-";
-            if (ai >= 0) {
-                format_weights(old, (size_t)ai, before, sizeof(before));
-                format_weights(t, (size_t)ai, after, sizeof(after));
-            }
+    for (size_t i = 0; i < n; i++) {
+        char before[256], after[256];
+        sy_route_weights_text(ch[i].from, ch[i].n_from, before, sizeof(before));
+        sy_route_weights_text(ch[i].to, ch[i].n_to, after, sizeof(after));
+        if (rc == 0)
             sy_log(SY_LOG_INFO, "override",
                    "seq %" PRIu64 " generation %" PRIu64 " by uid %" PRIu32 " pid %" PRId32
                    " (%s): %s %s: %s -> %s",
                    sy_journal_seq(st->journal), st->generation, who->uid, who->pid, who->command,
-                   edits[i].release ? "released" : "set", edits[i].app, before, after);
-        }
-        sy_route_table_release(old);
-    }
-    for (size_t i = 0; i < n; i++) {
+                   ch[i].release ? "released" : "set", ch[i].app, before, after);
         free(from[i]);
         free(to[i]);
     }
     free(from);
     free(to);
+    return rc;
+}
+
+int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                    const struct sy_actor *who, char *err, size_t errlen)
+{
+    if (!st->journal) {
+        errf(err, errlen,
+             "no state file: an override could not be made durable "
+             "(configure `admin.socket`, or `state:`)");
+        return SY_ERR_NOTFOUND;
+    }
+    if (n == 0) {
+        errf(err, errlen, "nothing to change");
+        return SY_ERR_INVALID;
+    }
+    int rc = check_edits(st, edits, n, err, errlen);
+    if (rc)
+        return rc;
+    /* The candidate: the overrides with this change applied, compiled. */
+    struct sy_override_change *ch = sy_xcalloc(n, sizeof(*ch));
+    for (size_t i = 0; i < n; i++) {
+        ch[i].app = edits[i].app;
+        ch[i].release = edits[i].release;
+        ch[i].weights = edits[i].weights;
+        ch[i].n_weights = edits[i].n_weights;
+    }
+    struct sy_route_table *t = NULL;
+    rc = compile_change(st, ch, n, who, &t);
+    if (rc)
+        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+    else
+        rc = commit_change(st, ch, n, t, who, err, errlen); /* durable before it is published */
     free(ch);
     return rc;
 }
