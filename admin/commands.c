@@ -40,29 +40,9 @@ static void iso8601(uint64_t ms, char buf[32])
     snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
 }
 
-static long app_index(const struct sy_config *cfg, const char *name)
-{
-    return sy_config_app_index(cfg, name);
-}
-
 static const struct sy_config *config_of(const struct sy_admin_routing *env)
 {
     return sy_route_table_config(sy_state_table(env->state));
-}
-
-/* "blue=90,green=10" */
-static void weights_text(const struct sy_route_weight *w, size_t n, char *buf, size_t size)
-{
-    size_t off = 0;
-    buf[0] = '\0';
-    if (n == 0)
-        snprintf(buf, size, "-");
-    for (size_t i = 0; i < n && off < size; i++) {
-        int r = snprintf(buf + off, size - off, "%s%s=%u", i ? "," : "", w[i].cluster, w[i].weight);
-        if (r < 0)
-            break;
-        off += (size_t)r;
-    }
 }
 
 static void json_weights(struct sy_reply *r, const char *key, const struct sy_route_weight *w,
@@ -74,46 +54,30 @@ static void json_weights(struct sy_reply *r, const char *key, const struct sy_ro
     sy_json_end_object(r);
 }
 
-/* The weights in force for app `ai`, by name, in a new array (free() it; the names borrow
- * the table). */
-static size_t effective(const struct sy_route_table *t, size_t ai, struct sy_route_weight **out,
-                        enum sy_override_state *state)
+/* Why override `o` no longer fits app `ai` of `cfg` (NULL: it fits). */
+static const char *stale_reason(const struct sy_config *cfg, size_t ai, const struct sy_override *o,
+                                char *buf, size_t size)
 {
-    const struct sy_weight_spec *w;
-    size_t n;
-    enum sy_override_state s = sy_route_app_weights(t, ai, &w, &n);
-    if (state)
-        *state = s;
-    const struct sy_config *cfg = sy_route_table_config(t);
-    *out = sy_xcalloc(n ? n : 1, sizeof(**out));
-    for (size_t i = 0; i < n; i++) {
-        (*out)[i].cluster = cfg->clusters[w[i].cluster].name;
-        (*out)[i].weight = w[i].weight;
-    }
-    return n;
-}
-
-/* Why an override no longer fits app `app` of `cfg` (NULL: it fits). */
-static const char *stale_reason(const struct sy_config *cfg, const struct sy_app_spec *app,
-                                const struct sy_override *o, char *buf, size_t size)
-{
-    unsigned sum = 0;
-    for (size_t i = 0; i < o->n_weights; i++) {
-        bool found = false;
-        for (size_t k = 0; k < app->n_weights && !found; k++)
-            found = strcmp(cfg->clusters[app->weights[k].cluster].name, o->weights[i].cluster) == 0;
-        if (!found) {
-            snprintf(buf, size, "it names cluster '%s', which is not one of the app's",
-                     o->weights[i].cluster);
-            return buf;
-        }
-        sum += o->weights[i].weight;
-    }
-    if (sum == 0) {
+    size_t k = 0;
+    switch (sy_route_override_fit(cfg, ai, o->weights, o->n_weights, &k)) {
+    case SY_FIT_OK:
+        return NULL;
+    case SY_FIT_UNKNOWN_CLUSTER:
+    case SY_FIT_NOT_APPS:
+        snprintf(buf, size, "it names cluster '%s', which is not one of the app's",
+                 o->weights[k].cluster);
+        break;
+    case SY_FIT_TWICE:
+        snprintf(buf, size, "it names cluster '%s' twice", o->weights[k].cluster);
+        break;
+    case SY_FIT_OVER_100:
+        snprintf(buf, size, "its weight of cluster '%s' is above 100", o->weights[k].cluster);
+        break;
+    case SY_FIT_ZERO_SUM:
         snprintf(buf, size, "its weights sum to 0");
-        return buf;
+        break;
     }
-    return NULL;
+    return buf;
 }
 
 static void override_json(struct sy_reply *r, const struct sy_override *o, const char *state,
@@ -313,10 +277,10 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     const struct sy_override *o = sy_overrides_find(sy_state_overrides(st), app->name);
     struct sy_route_weight *eff;
     enum sy_override_state ostate;
-    size_t n_eff = effective(t, ai, &eff, &ostate);
+    size_t n_eff = sy_route_app_weights_named(t, ai, &eff, &ostate);
     char problem[160];
     const char *why = o && ostate == SY_OVERRIDE_STALE
-                          ? stale_reason(cfg, app, o, problem, sizeof(problem))
+                          ? stale_reason(cfg, ai, o, problem, sizeof(problem))
                           : NULL;
 
     sy_json_begin_object(r, NULL);
@@ -529,7 +493,7 @@ static int cmd_status(struct sy_admin_req *req)
         return sy_reply_error(r, "usage: status [APP | --filter GLOB | --overridden]");
     const struct sy_config *cfg = config_of(env);
     const struct sy_route_table *t = sy_state_table(st);
-    if (sel.app && app_index(cfg, sel.app) < 0 &&
+    if (sel.app && sy_config_app_index(cfg, sel.app) < 0 &&
         !sy_overrides_find(sy_state_overrides(st), sel.app))
         return sy_reply_error(r, "unknown app '%.64s'", sel.app);
 
@@ -549,7 +513,7 @@ static int cmd_status(struct sy_admin_req *req)
     /* With thousands of apps, what is overridden is the first thing to know. */
     size_t n_applied = 0, n_stale = 0, n_orphans = 0;
     for (size_t i = 0; i < ov->n; i++) {
-        long ai = app_index(cfg, ov->v[i].app);
+        long ai = sy_config_app_index(cfg, ov->v[i].app);
         const struct sy_weight_spec *w;
         size_t nw;
         if (ai < 0)
@@ -637,10 +601,10 @@ static int cmd_status(struct sy_admin_req *req)
     sy_json_begin_array(r, "orphans");
     for (size_t i = 0; i < ov->n; i++) {
         const struct sy_override *o = &ov->v[i];
-        if (app_index(cfg, o->app) >= 0 || !status_wants(&sel, o->app, true))
+        if (sy_config_app_index(cfg, o->app) >= 0 || !status_wants(&sel, o->app, true))
             continue;
         char w[1024];
-        weights_text(o->weights, o->n_weights, w, sizeof(w));
+        sy_route_weights_text(o->weights, o->n_weights, w, sizeof(w));
         sy_reply_printf(r, "override of app '%s', which the file does not have (%s): ", o->app, w);
         override_text(r, o);
         sy_reply_printf(r, "\n");
@@ -673,7 +637,7 @@ static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, s
      * before the old cluster is quiet. */
     const struct sy_config *cfg = config_of(env);
     for (size_t i = 0; i < n; i++) {
-        long ai = app_index(cfg, edits[i].app);
+        long ai = sy_config_app_index(cfg, edits[i].app);
         if (ai >= 0 && sy_route_app_is_held(sy_state_table(st), (size_t)ai))
             return sy_reply_error(r,
                                   "app '%s': switch in progress (let it finish, or `switch "
@@ -695,14 +659,15 @@ static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, s
     for (size_t i = 0; i < n; i++) {
         struct sy_route_weight *from = NULL, *to = NULL;
         size_t nf = 0, nt = 0;
-        long bi = app_index(bcfg, edits[i].app), ai = app_index(acfg, edits[i].app);
+        long bi = sy_config_app_index(bcfg, edits[i].app),
+             ai = sy_config_app_index(acfg, edits[i].app);
         if (bi >= 0)
-            nf = effective(before, (size_t)bi, &from, NULL);
+            nf = sy_route_app_weights_named(before, (size_t)bi, &from, NULL);
         if (ai >= 0)
-            nt = effective(after, (size_t)ai, &to, NULL);
+            nt = sy_route_app_weights_named(after, (size_t)ai, &to, NULL);
         char fs[1024], ts[1024];
-        weights_text(from, nf, fs, sizeof(fs));
-        weights_text(to, nt, ts, sizeof(ts));
+        sy_route_weights_text(from, nf, fs, sizeof(fs));
+        sy_route_weights_text(to, nt, ts, sizeof(ts));
         sy_reply_printf(r, "%s: %s -> %s%s\n", edits[i].app, fs, ts,
                         edits[i].release ? " (released: the file's weights)" : "");
         sy_json_begin_object(r, NULL);
@@ -773,9 +738,10 @@ static int cmd_weights(struct sy_admin_req *req)
         for (size_t i = 0; i < n; i++)
             if (w[i].weight == 100)
                 to = w[i].cluster;
-        long ai = app_index(config_of(env), e.app);
+        long ai = sy_config_app_index(config_of(env), e.app);
         struct sy_route_weight *eff;
-        size_t n_eff = effective(sy_state_table(env->state), (size_t)ai, &eff, NULL);
+        size_t n_eff =
+            sy_route_app_weights_named(sy_state_table(env->state), (size_t)ai, &eff, NULL);
         bool there = false;
         for (size_t i = 0; i < n_eff && to; i++)
             there = there || (eff[i].weight == 100 && strcmp(eff[i].cluster, to) == 0);
@@ -846,7 +812,7 @@ static bool revert_moves(struct sy_admin_req *req, size_t ai, const char *stable
     struct sy_admin_routing *env = req->ctx;
     const struct sy_route_table *t = sy_state_table(env->state);
     struct sy_route_weight *eff;
-    size_t n = effective(t, ai, &eff, NULL);
+    size_t n = sy_route_app_weights_named(t, ai, &eff, NULL);
     bool there = false;
     for (size_t i = 0; i < n; i++)
         there = there || (eff[i].weight == 100 && strcmp(eff[i].cluster, stable) == 0);
@@ -909,7 +875,7 @@ static int cmd_revert(struct sy_admin_req *req)
     bool all = strcmp(req->argv[1], "--all") == 0;
     if (all && cfg->n_apps == 0)
         return sy_reply_error(r, "the file has no apps");
-    long only = all ? -1 : app_index(cfg, req->argv[1]);
+    long only = all ? -1 : sy_config_app_index(cfg, req->argv[1]);
     if (!all && only < 0)
         return sy_reply_error(r, "unknown app '%.64s'", req->argv[1]);
     if (!all && is_exclusive(req, req->argv[1]))
@@ -976,7 +942,7 @@ static int cmd_release(struct sy_admin_req *req)
         return sy_reply_error(r, "usage: release APP | release --all");
     if (strcmp(req->argv[1], "--all") != 0) {
         struct sy_state_edit e = {.app = req->argv[1], .release = true};
-        if (app_index(config_of(env), e.app) < 0 &&
+        if (sy_config_app_index(config_of(env), e.app) < 0 &&
             !sy_overrides_find(sy_state_overrides(env->state), e.app))
             return sy_reply_error(r, "unknown app '%.64s'", e.app);
         int rc = is_exclusive(req, e.app) ? release_exclusive(req, e.app) : 0;
@@ -1149,9 +1115,9 @@ static int cmd_explain(struct sy_admin_req *req)
     const struct sy_app_spec *spec = &cfg->apps[app->index];
     struct sy_route_weight *eff;
     enum sy_override_state ostate;
-    size_t ne = effective(t, app->index, &eff, &ostate);
+    size_t ne = sy_route_app_weights_named(t, app->index, &eff, &ostate);
     char ws[1024];
-    weights_text(eff, ne, ws, sizeof(ws));
+    sy_route_weights_text(eff, ne, ws, sizeof(ws));
 
     sy_reply_printf(r, "app %s: host '%s' path '%s' (rule: host %s, path prefix %s)\n", app->name,
                     host, path, rule.host, rule.path);
@@ -1234,8 +1200,8 @@ static void history_cb(const struct sy_journal_record *rec, void *arg)
     for (size_t i = 0; i < rec->n_changes; i++) {
         const struct sy_override_change *c = &rec->changes[i];
         char fs[1024], ts[1024];
-        weights_text(c->from, c->n_from, fs, sizeof(fs));
-        weights_text(c->to, c->n_to, ts, sizeof(ts));
+        sy_route_weights_text(c->from, c->n_from, fs, sizeof(fs));
+        sy_route_weights_text(c->to, c->n_to, ts, sizeof(ts));
         /* `revert --all` of 10,000 apps is one record: people get its first lines. */
         if (i < HISTORY_TEXT_CHANGES)
             sy_reply_printf(r, "         %s: %s -> %s%s\n", c->app, fs, ts,
@@ -1296,258 +1262,16 @@ static int cmd_history(struct sy_admin_req *req)
 
 /* -- diff ---------------------------------------------------------------------------------- */
 
-struct diff {
-    struct sy_reply *r;
-    size_t n;
-};
-
-static void diff_line(struct diff *df, const char *kind, const char *app, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void diff_line(struct diff *df, const char *kind, const char *app, const char *fmt, ...)
+/* One line of sy_route_diff(): a line for people, an object of the "diff" array for scripts. */
+static void diff_line(const struct sy_route_diff_line *line, void *arg)
 {
-    char text[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-    df->n++;
-    sy_reply_printf(df->r, "%s\n", text);
-    sy_json_begin_object(df->r, NULL);
-    sy_json_str(df->r, "kind", kind);
-    sy_json_str(df->r, "app", app);
-    sy_json_str(df->r, "text", text);
-    sy_json_end_object(df->r);
-}
-
-/* File weights of an app spec, by name, in a new array (free() it). */
-static size_t file_weights(const struct sy_config *cfg, const struct sy_app_spec *a,
-                           struct sy_route_weight **out)
-{
-    *out = sy_xcalloc(a->n_weights ? a->n_weights : 1, sizeof(**out));
-    for (size_t i = 0; i < a->n_weights; i++) {
-        (*out)[i].cluster = cfg->clusters[a->weights[i].cluster].name;
-        (*out)[i].weight = a->weights[i].weight;
-    }
-    return a->n_weights;
-}
-
-static bool same_weights(const struct sy_route_weight *a, size_t na,
-                         const struct sy_route_weight *b, size_t nb)
-{
-    /* Compared as splits: a cluster absent on one side counts as 0. */
-    for (size_t i = 0; i < na; i++) {
-        unsigned wb = 0;
-        for (size_t k = 0; k < nb; k++)
-            if (strcmp(a[i].cluster, b[k].cluster) == 0)
-                wb = b[k].weight;
-        if (wb != a[i].weight)
-            return false;
-    }
-    for (size_t k = 0; k < nb; k++) {
-        bool in_a = false;
-        for (size_t i = 0; i < na && !in_a; i++)
-            in_a = strcmp(a[i].cluster, b[k].cluster) == 0;
-        if (!in_a && b[k].weight != 0)
-            return false;
-    }
-    return true;
-}
-
-/* A host name that the pattern matches, to ask both tables with. */
-static void probe_host(const char *pattern, char *buf, size_t size)
-{
-    if (strcmp(pattern, "*") == 0)
-        snprintf(buf, size, "%s", "");
-    else if (pattern[0] == '*' && pattern[1] == '.')
-        snprintf(buf, size, "sy-probe%s", pattern + 1);
-    else
-        snprintf(buf, size, "%s", pattern);
-}
-
-/* The (host, path) pairs a config claims, sorted, so that asking is a binary search. */
-struct claim_set {
-    struct claim_pair {
-        const char *host, *path;
-    } * v;
-    size_t n;
-};
-
-static int cmp_claim_pair(const void *a, const void *b)
-{
-    const struct claim_pair *x = a, *y = b;
-    int r = strcmp(x->host, y->host);
-    return r ? r : strcmp(x->path, y->path);
-}
-
-static void claim_set_init(struct claim_set *cs, const struct sy_config *cfg)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < cfg->n_apps; i++)
-        n += cfg->apps[i].n_hosts * cfg->apps[i].n_paths;
-    cs->v = sy_xcalloc(n ? n : 1, sizeof(*cs->v));
-    cs->n = 0;
-    for (size_t i = 0; i < cfg->n_apps; i++)
-        for (size_t h = 0; h < cfg->apps[i].n_hosts; h++)
-            for (size_t p = 0; p < cfg->apps[i].n_paths; p++)
-                cs->v[cs->n++] = (struct claim_pair){cfg->apps[i].hosts[h], cfg->apps[i].paths[p]};
-    qsort(cs->v, cs->n, sizeof(*cs->v), cmp_claim_pair);
-}
-
-static bool claims(const struct claim_set *cs, const char *host, const char *path)
-{
-    struct claim_pair key = {host, path};
-    return cs->n && bsearch(&key, cs->v, cs->n, sizeof(*cs->v), cmp_claim_pair);
-}
-
-/* Every (host, path) that `cfg` claims, asked of both tables; `skip` (may be NULL) lists
- * the pairs already asked. */
-static void diff_winners(struct diff *df, const struct sy_config *cfg, const struct sy_config *skip,
-                         const struct sy_route_table *old, const struct sy_route_table *neu)
-{
-    struct claim_set cs = {0};
-    if (skip)
-        claim_set_init(&cs, skip);
-    for (size_t i = 0; i < cfg->n_apps; i++) {
-        const struct sy_app_spec *a = &cfg->apps[i];
-        for (size_t h = 0; h < a->n_hosts; h++) {
-            for (size_t p = 0; p < a->n_paths; p++) {
-                if (skip && claims(&cs, a->hosts[h], a->paths[p]))
-                    continue;
-                char host[300];
-                probe_host(a->hosts[h], host, sizeof(host));
-                struct sy_slice hs = sy_slice_of(host, strlen(host));
-                struct sy_slice ps = sy_slice_of(a->paths[p], strlen(a->paths[p]));
-                const struct sy_route_app *x = sy_route_match(old, hs, ps);
-                const struct sy_route_app *y = sy_route_match(neu, hs, ps);
-                const char *xn = x ? x->name : NULL, *yn = y ? y->name : NULL;
-                if ((xn == NULL) == (yn == NULL) && (!xn || strcmp(xn, yn) == 0))
-                    continue;
-                diff_line(df, "winner", yn ? yn : xn, "~ host %s path %s: %s -> %s", a->hosts[h],
-                          a->paths[p], xn ? xn : "(no app: 404)", yn ? yn : "(no app: 404)");
-            }
-        }
-    }
-    free(cs.v);
-}
-
-/* An exclusive app that a reload moves goes through a switch (admin/exclusive.c). */
-static void diff_exclusive(struct diff *df, const struct sy_app_spec *oa,
-                           const struct sy_app_spec *na, const struct sy_route_weight *ef_old,
-                           size_t neo, const struct sy_route_weight *ef_new, size_t nen)
-{
-    if (oa->mode != SY_APP_EXCLUSIVE || na->mode != SY_APP_EXCLUSIVE)
-        return;
-    const char *from = NULL, *to = NULL;
-    for (size_t i = 0; i < neo; i++)
-        if (ef_old[i].weight == 100)
-            from = ef_old[i].cluster;
-    for (size_t i = 0; i < nen; i++)
-        if (ef_new[i].weight == 100)
-            to = ef_new[i].cluster;
-    if (from && to && strcmp(from, to) != 0)
-        diff_line(df, "exclusive_switch", na->name,
-                  "! app %s is exclusive: an exclusive switch moves it from %s to %s (its new "
-                  "requests held while %s drains, then released to %s)",
-                  na->name, from, to, from, to);
-}
-
-static void diff_apps(struct diff *df, const struct sy_config *oc, const struct sy_config *nc,
-                      const struct sy_route_table *old, const struct sy_route_table *neu,
-                      const struct sy_overrides *ov)
-{
-    for (size_t i = 0; i < oc->n_apps; i++)
-        if (app_index(nc, oc->apps[i].name) < 0)
-            diff_line(df, "app_removed", oc->apps[i].name, "- app %s%s", oc->apps[i].name,
-                      sy_overrides_find(ov, oc->apps[i].name)
-                          ? " (its override is kept, shown as stale, until released)"
-                          : "");
-    for (size_t i = 0; i < nc->n_apps; i++) {
-        const struct sy_app_spec *na = &nc->apps[i];
-        long oi = app_index(oc, na->name);
-        if (oi < 0) {
-            diff_line(df, "app_added", na->name, "+ app %s (%zu hosts, %zu paths)", na->name,
-                      na->n_hosts, na->n_paths);
-            continue;
-        }
-        const struct sy_app_spec *oa = &oc->apps[oi];
-        struct sy_route_weight *fw_old, *fw_new, *ef_old, *ef_new;
-        size_t nfo = file_weights(oc, oa, &fw_old), nfn = file_weights(nc, na, &fw_new);
-        enum sy_override_state so, sn;
-        size_t neo = effective(old, (size_t)oi, &ef_old, &so);
-        size_t nen = effective(neu, i, &ef_new, &sn);
-        char a[1024], b[1024];
-        if (!same_weights(fw_old, nfo, fw_new, nfn)) {
-            weights_text(fw_old, nfo, a, sizeof(a));
-            weights_text(fw_new, nfn, b, sizeof(b));
-            diff_line(df, "file_weights", na->name, "~ app %s: file weights %s -> %s", na->name, a,
-                      b);
-            if (sn == SY_OVERRIDE_APPLIED) {
-                const struct sy_override *o = sy_overrides_find(ov, na->name);
-                char w[1024];
-                weights_text(o->weights, o->n_weights, w, sizeof(w));
-                diff_line(df, "hidden", na->name,
-                          "! app %s: the override %s (seq %" PRIu64 ": %s) hides this change "
-                          "until `release %s`",
-                          na->name, w, o->seq, o->command, na->name);
-            }
-        }
-        if (so != sn)
-            diff_line(df, "override_state", na->name, "! app %s: its override %s", na->name,
-                      sn == SY_OVERRIDE_STALE
-                          ? "would no longer fit: stale, the file's weights apply"
-                          : "would apply again");
-        if (!same_weights(ef_old, neo, ef_new, nen)) {
-            weights_text(ef_old, neo, a, sizeof(a));
-            weights_text(ef_new, nen, b, sizeof(b));
-            diff_line(df, "effective", na->name, "~ app %s: weights in force %s -> %s", na->name, a,
-                      b);
-            diff_exclusive(df, oa, na, ef_old, neo, ef_new, nen);
-        }
-        if (strcmp(oc->clusters[oa->stable].name, nc->clusters[na->stable].name) != 0)
-            diff_line(df, "stable", na->name, "~ app %s: stable cluster %s -> %s", na->name,
-                      oc->clusters[oa->stable].name, nc->clusters[na->stable].name);
-        free(fw_old);
-        free(fw_new);
-        free(ef_old);
-        free(ef_new);
-    }
-}
-
-static void diff_clusters(struct diff *df, const struct sy_config *oc, const struct sy_config *nc)
-{
-    for (size_t i = 0; i < oc->n_clusters; i++) {
-        bool kept = false;
-        for (size_t k = 0; k < nc->n_clusters && !kept; k++)
-            kept = strcmp(oc->clusters[i].name, nc->clusters[k].name) == 0;
-        if (!kept)
-            diff_line(df, "cluster_removed", NULL, "- cluster %s", oc->clusters[i].name);
-    }
-    for (size_t k = 0; k < nc->n_clusters; k++) {
-        const struct sy_cluster_spec *n = &nc->clusters[k];
-        const struct sy_cluster_spec *o = NULL;
-        for (size_t i = 0; i < oc->n_clusters && !o; i++)
-            if (strcmp(oc->clusters[i].name, n->name) == 0)
-                o = &oc->clusters[i];
-        if (!o) {
-            diff_line(df, "cluster_added", NULL, "+ cluster %s (%zu endpoints)", n->name,
-                      n->n_endpoints);
-            continue;
-        }
-        bool same = o->n_endpoints == n->n_endpoints;
-        for (size_t e = 0; same && e < n->n_endpoints; e++)
-            same = strcmp(o->endpoints[e].address, n->endpoints[e].address) == 0;
-        if (!same)
-            diff_line(df, "endpoints", NULL, "~ cluster %s: endpoints change (%zu -> %zu)", n->name,
-                      o->n_endpoints, n->n_endpoints);
-        if (o->max_connections != n->max_connections || o->queue_max != n->queue_max ||
-            o->queue_timeout_ms != n->queue_timeout_ms)
-            diff_line(df, "max_connections", NULL,
-                      "~ cluster %s: max_connections %zu -> %zu, queue.max %zu -> %zu, "
-                      "queue.timeout %u -> %u ms",
-                      n->name, o->max_connections, n->max_connections, o->queue_max, n->queue_max,
-                      o->queue_timeout_ms, n->queue_timeout_ms);
-    }
+    struct sy_reply *r = arg;
+    sy_reply_printf(r, "%s\n", line->text);
+    sy_json_begin_object(r, NULL);
+    sy_json_str(r, "kind", sy_route_diff_kind_name(line->kind));
+    sy_json_str(r, "app", line->app);
+    sy_json_str(r, "text", line->text);
+    sy_json_end_object(r);
 }
 
 static ssize_t diff_payload(int argc, char **argv, struct sy_reply *r)
@@ -1602,17 +1326,12 @@ static int cmd_diff(struct sy_admin_req *req)
         sy_config_free(cfg);
         return sy_reply_error(r, "cannot compile the file: %s", sy_strerror(rc));
     }
-    const struct sy_config *oc = sy_route_table_config(old);
     sy_reply_printf(r, "against generation %" PRIu64 " (journal seq %" PRIu64 "):\n",
                     sy_state_generation(st), sy_state_journal_seq(st));
-    struct diff df = {r, 0};
     sy_json_begin_array(r, "diff");
-    diff_apps(&df, oc, cfg, old, neu, ov);
-    diff_winners(&df, oc, NULL, old, neu);
-    diff_winners(&df, cfg, oc, old, neu);
-    diff_clusters(&df, oc, cfg);
+    size_t n = sy_route_diff(old, neu, ov, diff_line, r);
     sy_json_end_array(r);
-    if (df.n == 0)
+    if (n == 0)
         sy_reply_printf(r, "no routing change\n");
     sy_route_table_release(neu);
     sy_config_free(cfg);

@@ -1112,28 +1112,11 @@ static void drain_job_free(struct drain_job *j)
     free(j);
 }
 
-/* The weight app `app` gives cluster `cluster` in `t` (both by name); -1 when either is not
- * there. */
-static long weight_of(const struct sy_route_table *t, const char *app, const char *cluster)
-{
-    const struct sy_config *cfg = sy_route_table_config(t);
-    long a = sy_config_app_index(cfg, app);
-    if (a < 0)
-        return -1;
-    const struct sy_weight_spec *wt;
-    size_t n;
-    sy_route_app_weights(t, (size_t)a, &wt, &n);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(cfg->clusters[wt[i].cluster].name, cluster) == 0)
-            return wt[i].weight;
-    return 0;
-}
-
 static void drain_job_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct drain_job *j = arg;
     /* Only if the cluster is still out of the app's split (a switch back cancels it). */
-    if (weight_of(j->w->table, j->app, j->cluster) <= 0)
+    if (sy_route_app_weight_of(j->w->table, j->app, j->cluster) <= 0)
         exchange_drain_cluster(j->w, j->app, j->cluster);
     drain_job_free(j);
 }
@@ -1155,7 +1138,8 @@ static void schedule_drains(struct sy_worker *w, const struct sy_route_table *ol
             continue;
         for (size_t c = 0; c < ocfg->n_clusters; c++) {
             const char *cname = ocfg->clusters[c].name;
-            if (weight_of(old, app->name, cname) <= 0 || weight_of(new, app->name, cname) > 0)
+            if (sy_route_app_weight_of(old, app->name, cname) <= 0 ||
+                sy_route_app_weight_of(new, app->name, cname) > 0)
                 continue;
             struct drain_job *j = sy_xcalloc(1, sizeof(*j));
             j->w = w;

@@ -214,29 +214,6 @@ static void install(struct sy_state *st, struct sy_config *cfg, struct sy_route_
     install_table(st, t);
 }
 
-static long app_index(const struct sy_config *cfg, const char *app)
-{
-    return sy_config_app_index(cfg, app);
-}
-
-/* "blue=90,green=10": the weights in force for app `i` of table `t`. */
-static void format_weights(const struct sy_route_table *t, size_t i, char *buf, size_t size)
-{
-    const struct sy_weight_spec *w;
-    size_t n;
-    sy_route_app_weights(t, i, &w, &n);
-    const struct sy_config *cfg = sy_route_table_config(t);
-    size_t off = 0;
-    buf[0] = '\0';
-    for (size_t k = 0; k < n && off < size; k++) {
-        int r = snprintf(buf + off, size - off, "%s%s=%u", k ? "," : "",
-                         cfg->clusters[w[k].cluster].name, w[k].weight);
-        if (r < 0)
-            break;
-        off += (size_t)r;
-    }
-}
-
 /* Logs, after a reload, each override whose fate the new file changed. */
 static void log_override_fates(const struct sy_state *st, const struct sy_route_table *old,
                                const struct sy_route_table *t)
@@ -245,7 +222,7 @@ static void log_override_fates(const struct sy_state *st, const struct sy_route_
     const struct sy_config *ocfg = sy_route_table_config(old), *ncfg = sy_route_table_config(t);
     for (size_t i = 0; i < ov->n; i++) {
         const char *app = ov->v[i].app;
-        long oi = app_index(ocfg, app), ni = app_index(ncfg, app);
+        long oi = sy_config_app_index(ocfg, app), ni = sy_config_app_index(ncfg, app);
         const struct sy_weight_spec *w;
         size_t n;
         enum sy_override_state was =
@@ -279,6 +256,34 @@ static void warn_access_log_restart(const struct sy_access_log_spec *o,
         sy_log(SY_LOG_WARN, "reload", "access_log.path changes only on restart");
     else if (o->path && o->buffer_bytes != n->buffer_bytes)
         sy_log(SY_LOG_WARN, "reload", "access_log.buffer_bytes changes only on restart");
+}
+
+/* What a reload changed is logged, up to this many lines (a file of many apps can change all). */
+#define RELOAD_LOG_CHANGES 20
+
+struct change_log {
+    uint64_t generation;
+    size_t n;
+};
+
+static void log_change(const struct sy_route_diff_line *line, void *arg)
+{
+    struct change_log *cl = arg;
+    if (line->kind == SY_DIFF_OVERRIDE_STATE)
+        return; /* log_override_fates() said it, with the override's record */
+    if (cl->n++ < RELOAD_LOG_CHANGES)
+        sy_log(SY_LOG_INFO, "reload", "generation %llu: %s", (unsigned long long)cl->generation,
+               line->text);
+}
+
+/* Logs the lines that `switchyard -t` would have shown for the reload from `old`. */
+static void log_changes(const struct sy_state *st, const struct sy_route_table *old)
+{
+    struct change_log cl = {st->generation, 0};
+    sy_route_diff(old, st->table, sy_state_overrides(st), log_change, &cl);
+    if (cl.n > RELOAD_LOG_CHANGES)
+        sy_log(SY_LOG_INFO, "reload", "generation %llu: %zu more changes not logged",
+               (unsigned long long)cl.generation, cl.n - RELOAD_LOG_CHANGES);
 }
 
 enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy_diags *d)
@@ -333,11 +338,14 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
     log_override_fates(st, st->table, t);
     if (st->reload_hook)
         t = st->reload_hook(st->table, t, st->reload_hook_arg);
+    struct sy_route_table *old = sy_route_table_acquire(st->table);
     install(st, cfg, t);
     st->reloads_ok++;
     st->last_load_ok_ms = unix_ms();
     sy_log(SY_LOG_INFO, "reload", "generation %llu published: %zu apps, %zu clusters",
            (unsigned long long)st->generation, cfg->n_apps, cfg->n_clusters);
+    log_changes(st, old);
+    sy_route_table_release(old);
     return SY_RELOAD_PUBLISHED;
 }
 
@@ -389,7 +397,7 @@ int sy_state_open_journal(struct sy_state *st, bool create, bool discard,
     sy_log(SY_LOG_INFO, "journal", "%s: seq %" PRIu64 ", %zu overrides in force", path,
            sy_journal_seq(j), ov->n);
     for (size_t i = 0; i < ov->n; i++) {
-        long ai = app_index(st->cfg, ov->v[i].app);
+        long ai = sy_config_app_index(st->cfg, ov->v[i].app);
         const struct sy_weight_spec *w;
         size_t n;
         const char *fate = "applied";
@@ -407,7 +415,8 @@ int sy_state_open_journal(struct sy_state *st, bool create, bool discard,
                "app '%s' is in maintenance (seq %" PRIu64 ", uid %" PRIu32
                ": %s): its requests are answered 503 until `maintenance %s off`%s",
                ms->v[i].app, ms->v[i].seq, ms->v[i].uid, ms->v[i].command, ms->v[i].app,
-               app_index(st->cfg, ms->v[i].app) < 0 ? " (the app is not in the file)" : "");
+               sy_config_app_index(st->cfg, ms->v[i].app) < 0 ? " (the app is not in the file)"
+                                                              : "");
     return 0;
 }
 
@@ -463,107 +472,81 @@ static int check_edit(const struct sy_config *cfg, const struct sy_overrides *ov
         }
         return 0;
     }
-    long ai = app_index(cfg, e->app);
+    long ai = sy_config_app_index(cfg, e->app);
     if (ai < 0) {
         errf(err, errlen, "unknown app '%s'", e->app);
         return SY_ERR_INVALID;
     }
-    const struct sy_app_spec *app = &cfg->apps[ai];
-    unsigned sum = 0;
-    for (size_t k = 0; k < e->n_weights; k++) {
-        const char *name = e->weights[k].cluster;
-        size_t i = 0;
-        while (i < app->n_weights && strcmp(cfg->clusters[app->weights[i].cluster].name, name) != 0)
-            i++;
-        if (i == app->n_weights) {
-            bool exists = false;
-            for (size_t c = 0; c < cfg->n_clusters && !exists; c++)
-                exists = strcmp(cfg->clusters[c].name, name) == 0;
-            if (exists)
-                errf(err, errlen,
-                     "app '%s' has no cluster '%s' (add it to the app's weights in the file "
-                     "first)",
-                     e->app, name);
-            else
-                errf(err, errlen, "unknown cluster '%s'", name);
-            return SY_ERR_INVALID;
-        }
-        for (size_t j = 0; j < k; j++) {
-            if (strcmp(e->weights[j].cluster, name) == 0) {
-                errf(err, errlen, "cluster '%s' is named twice", name);
-                return SY_ERR_INVALID;
-            }
-        }
-        if (e->weights[k].weight > 100) {
-            errf(err, errlen, "weight of '%s' must be 0..100, got %u", name, e->weights[k].weight);
-            return SY_ERR_INVALID;
-        }
-        sum += e->weights[k].weight;
-    }
-    if (sum == 0) {
+    size_t k = 0;
+    const char *name = e->n_weights ? e->weights[0].cluster : "";
+    enum sy_override_fit fit = sy_route_override_fit(cfg, (size_t)ai, e->weights, e->n_weights, &k);
+    if (fit != SY_FIT_OK && fit != SY_FIT_ZERO_SUM)
+        name = e->weights[k].cluster;
+    switch (fit) {
+    case SY_FIT_OK:
+        return check_exclusive_edit(&cfg->apps[ai], e, err, errlen);
+    case SY_FIT_NOT_APPS:
+        errf(err, errlen,
+             "app '%s' has no cluster '%s' (add it to the app's weights in the file first)", e->app,
+             name);
+        break;
+    case SY_FIT_UNKNOWN_CLUSTER:
+        errf(err, errlen, "unknown cluster '%s'", name);
+        break;
+    case SY_FIT_TWICE:
+        errf(err, errlen, "cluster '%s' is named twice", name);
+        break;
+    case SY_FIT_OVER_100:
+        errf(err, errlen, "weight of '%s' must be 0..100, got %u", name, e->weights[k].weight);
+        break;
+    case SY_FIT_ZERO_SUM:
         errf(err, errlen, "the weights of app '%s' must sum above 0", e->app);
-        return SY_ERR_INVALID;
+        break;
     }
-    return check_exclusive_edit(app, e, err, errlen);
+    return SY_ERR_INVALID;
 }
 
-/* Every cluster of app `ai` with its weight in table `t`, by name (names borrow `t`). */
+/* Every cluster of app `ai` with its weight in table `t`, by name (none when `ai` < 0). */
 static size_t weights_of(const struct sy_route_table *t, long ai, struct sy_route_weight **out)
 {
     *out = NULL;
-    if (ai < 0)
-        return 0;
-    const struct sy_weight_spec *w;
-    size_t n;
-    sy_route_app_weights(t, (size_t)ai, &w, &n);
-    const struct sy_config *cfg = sy_route_table_config(t);
-    *out = sy_xcalloc(n ? n : 1, sizeof(**out));
-    for (size_t i = 0; i < n; i++) {
-        (*out)[i].cluster = cfg->clusters[w[i].cluster].name;
-        (*out)[i].weight = w[i].weight;
-    }
-    return n;
+    return ai < 0 ? 0 : sy_route_app_weights_named(t, (size_t)ai, out, NULL);
 }
 
-/* Refuses an app named twice and any edit that does not fit the file or the overrides. */
+/* Checks every edit against the file in force, and that no app is named twice. */
 static int check_edits(const struct sy_state *st, const struct sy_state_edit *edits, size_t n,
                        char *err, size_t errlen)
 {
     const struct sy_overrides *cur = sy_journal_overrides(st->journal);
     /* An app named twice: by index for the file's apps (`revert --all` names every one). */
     unsigned char *named = sy_xcalloc(st->cfg->n_apps ? st->cfg->n_apps : 1, 1);
-    for (size_t i = 0; i < n; i++) {
-        long ai = app_index(st->cfg, edits[i].app);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        long ai = sy_config_app_index(st->cfg, edits[i].app);
         bool twice = ai >= 0 && named[ai]++;
         for (size_t j = 0; ai < 0 && j < i && !twice; j++)
             twice = strcmp(edits[i].app, edits[j].app) == 0;
         if (twice) {
             errf(err, errlen, "app '%s' is named twice", edits[i].app);
-            free(named);
-            return SY_ERR_INVALID;
-        }
-        int rc = check_edit(st->cfg, cur, &edits[i], err, errlen);
-        if (rc) {
-            free(named);
-            return rc;
+            rc = SY_ERR_INVALID;
+        } else {
+            rc = check_edit(st->cfg, cur, &edits[i], err, errlen);
         }
     }
     free(named);
-    return 0;
+    return rc;
 }
 
-/* The candidate: the overrides with change `ch` applied, compiled into a new snapshot `*out`. */
-static int compile_candidate(struct sy_state *st, const struct sy_override_change *ch,
-                             const struct sy_state_edit *edits, size_t n,
-                             const struct sy_actor *who, struct sy_route_table **out)
+/* The snapshot with change `ch` (n apps, record `seq` by `who`) applied to the overrides in
+ * force. Only the edited apps are compiled again; the snapshot shares the rest with the one in
+ * force (sy_route_table_update), so a change costs what it touches. */
+static int compile_change(const struct sy_state *st, const struct sy_override_change *ch, size_t n,
+                          const struct sy_actor *who, struct sy_route_table **out)
 {
-    const struct sy_overrides *cur = sy_journal_overrides(st->journal);
     struct sy_overrides next;
     sy_overrides_init(&next);
-    sy_overrides_copy(&next, cur);
+    sy_overrides_copy(&next, sy_journal_overrides(st->journal));
     sy_overrides_apply(&next, ch, n, sy_journal_seq(st->journal) + 1, who);
-    /* Only the edited apps are compiled again; the snapshot shares the rest with the one in
-     * force (sy_route_table_update), so a change costs what it touches. */
     struct sy_route_app_change *rc_ch = sy_xcalloc(n, sizeof(*rc_ch));
     struct sy_route_override *rc_ov = sy_xcalloc(n, sizeof(*rc_ov));
     /* Each app's override by index: one pass, where a search per edit would be quadratic for
@@ -571,13 +554,13 @@ static int compile_candidate(struct sy_state *st, const struct sy_override_chang
     const struct sy_override **by_app =
         sy_xcalloc(st->cfg->n_apps ? st->cfg->n_apps : 1, sizeof(*by_app));
     for (size_t k = 0; k < next.n; k++) {
-        long ai = app_index(st->cfg, next.v[k].app);
+        long ai = sy_config_app_index(st->cfg, next.v[k].app);
         if (ai >= 0)
             by_app[ai] = &next.v[k];
     }
     size_t n_rc = 0;
     for (size_t i = 0; i < n; i++) {
-        long ai = app_index(st->cfg, edits[i].app);
+        long ai = sy_config_app_index(st->cfg, ch[i].app);
         if (ai < 0)
             continue; /* the release of an app the file no longer has */
         const struct sy_override *o = by_app[ai];
@@ -596,24 +579,41 @@ static int compile_candidate(struct sy_state *st, const struct sy_override_chang
     return rc;
 }
 
-/* One log line per edited app: who, and its weights before and after. */
-static void log_changes(const struct sy_state *st, const struct sy_route_table *old,
-                        const struct sy_route_table *t, const struct sy_state_edit *edits, size_t n,
-                        const struct sy_actor *who)
+/* Journals change `ch` (its before and after filled in here from the snapshot in force and
+ * `t`), then publishes `t` (taking the reference) and logs each app; on failure releases `t`. */
+static int commit_change(struct sy_state *st, struct sy_override_change *ch, size_t n,
+                         struct sy_route_table *t, const struct sy_actor *who, char *err,
+                         size_t errlen)
 {
+    struct sy_route_weight **from = sy_xcalloc(n, sizeof(*from)), **to = sy_xcalloc(n, sizeof(*to));
     for (size_t i = 0; i < n; i++) {
-        long ai = app_index(st->cfg, edits[i].app);
-        char before[256] = "-", after[256] = "-";
-        if (ai >= 0) {
-            format_weights(old, (size_t)ai, before, sizeof(before));
-            format_weights(t, (size_t)ai, after, sizeof(after));
-        }
-        sy_log(SY_LOG_INFO, "override",
-               "seq %" PRIu64 " generation %" PRIu64 " by uid %" PRIu32 " pid %" PRId32
-               " (%s): %s %s: %s -> %s",
-               sy_journal_seq(st->journal), st->generation, who->uid, who->pid, who->command,
-               edits[i].release ? "released" : "set", edits[i].app, before, after);
+        long ai = sy_config_app_index(st->cfg, ch[i].app);
+        ch[i].n_from = weights_of(st->table, ai, &from[i]);
+        ch[i].from = from[i];
+        ch[i].n_to = weights_of(t, ai, &to[i]);
+        ch[i].to = to[i];
     }
+    int rc = sy_journal_append(st->journal, who, ch, n, err, errlen);
+    if (rc)
+        sy_route_table_release(t);
+    else
+        install_table(st, t);
+    for (size_t i = 0; i < n; i++) {
+        char before[256], after[256];
+        sy_route_weights_text(ch[i].from, ch[i].n_from, before, sizeof(before));
+        sy_route_weights_text(ch[i].to, ch[i].n_to, after, sizeof(after));
+        if (rc == 0)
+            sy_log(SY_LOG_INFO, "override",
+                   "seq %" PRIu64 " generation %" PRIu64 " by uid %" PRIu32 " pid %" PRId32
+                   " (%s): %s %s: %s -> %s",
+                   sy_journal_seq(st->journal), st->generation, who->uid, who->pid, who->command,
+                   ch[i].release ? "released" : "set", ch[i].app, before, after);
+        free(from[i]);
+        free(to[i]);
+    }
+    free(from);
+    free(to);
+    return rc;
 }
 
 int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
@@ -632,7 +632,7 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
     int rc = check_edits(st, edits, n, err, errlen);
     if (rc)
         return rc;
-
+    /* The candidate: the overrides with this change applied, compiled. */
     struct sy_override_change *ch = sy_xcalloc(n, sizeof(*ch));
     for (size_t i = 0; i < n; i++) {
         ch[i].app = edits[i].app;
@@ -641,37 +641,11 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
         ch[i].n_weights = edits[i].n_weights;
     }
     struct sy_route_table *t = NULL;
-    rc = compile_candidate(st, ch, edits, n, who, &t);
-    if (rc) {
+    rc = compile_change(st, ch, n, who, &t);
+    if (rc)
         errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
-        free(ch);
-        return rc;
-    }
-
-    /* Durable before it is published: the record, then the snapshot. */
-    struct sy_route_weight **from = sy_xcalloc(n, sizeof(*from)), **to = sy_xcalloc(n, sizeof(*to));
-    for (size_t i = 0; i < n; i++) {
-        long ai = app_index(st->cfg, edits[i].app);
-        ch[i].n_from = weights_of(st->table, ai, &from[i]);
-        ch[i].from = from[i];
-        ch[i].n_to = weights_of(t, ai, &to[i]);
-        ch[i].to = to[i];
-    }
-    rc = sy_journal_append(st->journal, who, ch, n, err, errlen);
-    if (rc) {
-        sy_route_table_release(t);
-    } else {
-        struct sy_route_table *old = sy_route_table_acquire(st->table);
-        install_table(st, t);
-        log_changes(st, old, t, edits, n, who);
-        sy_route_table_release(old);
-    }
-    for (size_t i = 0; i < n; i++) {
-        free(from[i]);
-        free(to[i]);
-    }
-    free(from);
-    free(to);
+    else
+        rc = commit_change(st, ch, n, t, who, err, errlen); /* durable before it is published */
     free(ch);
     return rc;
 }
@@ -689,12 +663,12 @@ int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsi
     }
     const struct sy_maints *cur = sy_journal_maintenance(st->journal);
     const struct sy_maint *was = sy_maints_find(cur, app);
-    if (on && app_index(st->cfg, app) < 0) {
+    if (on && sy_config_app_index(st->cfg, app) < 0) {
         errf(err, errlen, "unknown app '%s'", app);
         return SY_ERR_INVALID;
     }
     if (!on && !was) {
-        if (app_index(st->cfg, app) < 0) {
+        if (sy_config_app_index(st->cfg, app) < 0) {
             errf(err, errlen, "unknown app '%s'", app);
             return SY_ERR_INVALID;
         }
@@ -768,7 +742,7 @@ static int hold_table(struct sy_state *st, long ai, const char *app, const char 
 int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
                   size_t errlen)
 {
-    long ai = app_index(st->cfg, app);
+    long ai = sy_config_app_index(st->cfg, app);
     if (ai < 0) {
         errf(err, errlen, "unknown app '%s'", app);
         return SY_ERR_INVALID;
@@ -788,7 +762,7 @@ int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, cha
 int sy_state_follow_file(struct sy_state *st, const char *app, const char *from,
                          const struct sy_actor *who, char *err, size_t errlen)
 {
-    long ai = app_index(st->cfg, app);
+    long ai = sy_config_app_index(st->cfg, app);
     if (ai < 0) {
         errf(err, errlen, "unknown app '%s'", app);
         return SY_ERR_INVALID;

@@ -11,6 +11,7 @@
 
 #include <assert.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,35 +200,67 @@ static void app_release(struct app_rt *a)
     free(a);
 }
 
+/* The position of cluster `name` among app `spec`'s weights, or spec->n_weights. */
+static size_t app_slot(const struct sy_config *cfg, const struct sy_app_spec *spec,
+                       const char *name)
+{
+    size_t i = 0;
+    while (i < spec->n_weights && strcmp(cfg->clusters[spec->weights[i].cluster].name, name) != 0)
+        i++;
+    return i;
+}
+
+/* Why weight `k` of `w` does not fit app `spec` (SY_FIT_OK: it does). */
+static enum sy_override_fit weight_fit(const struct sy_config *cfg, const struct sy_app_spec *spec,
+                                       const struct sy_route_weight *w, size_t k)
+{
+    if (app_slot(cfg, spec, w[k].cluster) == spec->n_weights) {
+        for (size_t c = 0; c < cfg->n_clusters; c++)
+            if (strcmp(cfg->clusters[c].name, w[k].cluster) == 0)
+                return SY_FIT_NOT_APPS;
+        return SY_FIT_UNKNOWN_CLUSTER;
+    }
+    for (size_t j = 0; j < k; j++)
+        if (strcmp(w[j].cluster, w[k].cluster) == 0)
+            return SY_FIT_TWICE;
+    return w[k].weight > 100 ? SY_FIT_OVER_100 : SY_FIT_OK;
+}
+
+enum sy_override_fit sy_route_override_fit(const struct sy_config *cfg, size_t app,
+                                           const struct sy_route_weight *w, size_t n, size_t *bad)
+{
+    const struct sy_app_spec *spec = &cfg->apps[app];
+    unsigned sum = 0;
+    for (size_t k = 0; k < n; k++) {
+        enum sy_override_fit f = weight_fit(cfg, spec, w, k);
+        if (f != SY_FIT_OK) {
+            if (bad)
+                *bad = k;
+            return f;
+        }
+        sum += w[k].weight;
+    }
+    if (bad)
+        *bad = 0;
+    return sum == 0 ? SY_FIT_ZERO_SUM : SY_FIT_OK;
+}
+
 /* Puts the override's weights in force for `a` when it fits the app's clusters. */
 static void apply_override(const struct sy_config *cfg, struct app_rt *a,
                            const struct sy_route_override *ov)
 {
+    if (sy_route_override_fit(cfg, a->pub.index, ov->weights, ov->n_weights, NULL) != SY_FIT_OK) {
+        a->override = SY_OVERRIDE_STALE;
+        return;
+    }
     const struct sy_app_spec *spec = a->spec;
     struct sy_weight_spec *w = sy_xcalloc(spec->n_weights, sizeof(*w));
     for (size_t i = 0; i < spec->n_weights; i++) {
         w[i] = spec->weights[i];
         w[i].weight = 0;
     }
-    unsigned sum = 0;
-    for (size_t j = 0; j < ov->n_weights; j++) {
-        size_t i = 0;
-        while (i < spec->n_weights &&
-               strcmp(cfg->clusters[spec->weights[i].cluster].name, ov->weights[j].cluster) != 0)
-            i++;
-        if (i == spec->n_weights || ov->weights[j].weight > 100) {
-            free(w);
-            a->override = SY_OVERRIDE_STALE;
-            return;
-        }
-        w[i].weight = ov->weights[j].weight;
-        sum += w[i].weight;
-    }
-    if (sum == 0) {
-        free(w);
-        a->override = SY_OVERRIDE_STALE;
-        return;
-    }
+    for (size_t j = 0; j < ov->n_weights; j++)
+        w[app_slot(cfg, spec, ov->weights[j].cluster)].weight = ov->weights[j].weight;
     a->override_weights = w;
     a->weights = w;
     a->override = SY_OVERRIDE_APPLIED;
@@ -292,6 +325,50 @@ enum sy_override_state sy_route_app_weights(const struct sy_route_table *t, size
     *weights = a->weights;
     *n = a->n_weights;
     return a->override;
+}
+
+const struct sy_route_app *sy_route_app_find(const struct sy_route_table *t, const char *name)
+{
+    long ai = sy_config_app_index(t->cfg, name);
+    return ai < 0 ? NULL : &t->apps[ai]->pub;
+}
+
+size_t sy_route_app_weights_named(const struct sy_route_table *t, size_t app,
+                                  struct sy_route_weight **out, enum sy_override_state *state)
+{
+    const struct app_rt *a = t->apps[app];
+    if (state)
+        *state = a->override;
+    *out = sy_xcalloc(a->n_weights ? a->n_weights : 1, sizeof(**out));
+    for (size_t i = 0; i < a->n_weights; i++) {
+        (*out)[i].cluster = t->cfg->clusters[a->weights[i].cluster].name;
+        (*out)[i].weight = a->weights[i].weight;
+    }
+    return a->n_weights;
+}
+
+long sy_route_app_weight_of(const struct sy_route_table *t, const char *app, const char *cluster)
+{
+    const struct sy_route_app *pub = sy_route_app_find(t, app);
+    if (!pub)
+        return -1;
+    const struct app_rt *a = t->apps[pub->index];
+    for (size_t i = 0; i < a->n_weights; i++)
+        if (strcmp(t->cfg->clusters[a->weights[i].cluster].name, cluster) == 0)
+            return a->weights[i].weight;
+    return 0;
+}
+
+void sy_route_weights_text(const struct sy_route_weight *w, size_t n, char *buf, size_t size)
+{
+    size_t off = 0;
+    snprintf(buf, size, "%s", n ? "" : "-");
+    for (size_t i = 0; i < n && off < size; i++) {
+        int r = snprintf(buf + off, size - off, "%s%s=%u", i ? "," : "", w[i].cluster, w[i].weight);
+        if (r < 0)
+            break;
+        off += (size_t)r;
+    }
 }
 
 int sy_route_table_new(struct sy_config *cfg, uint64_t generation, struct sy_route_table **out)

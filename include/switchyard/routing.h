@@ -86,6 +86,96 @@ bool sy_route_table_shares_app(const struct sy_route_table *a, const struct sy_r
 enum sy_override_state sy_route_app_weights(const struct sy_route_table *t, size_t app,
                                             const struct sy_weight_spec **weights, size_t *n);
 
+/* -- queries: what the table says about an app, for workers, state and admin alike -------- */
+
+/** App `name` of `t`, or NULL when the table's file has no such app. Any thread. */
+const struct sy_route_app *sy_route_app_find(const struct sy_route_table *t, const char *name);
+
+/**
+ * The weights in force for app `app` (index) by cluster name, in file order, in a new array
+ * (free() it; the names are borrowed from `t`, valid while its reference is held). Returns
+ * their count; *state (when not NULL) gets whether an override put them there. Any thread.
+ */
+size_t sy_route_app_weights_named(const struct sy_route_table *t, size_t app,
+                                  struct sy_route_weight **out, enum sy_override_state *state);
+
+/**
+ * The weight app `app` gives cluster `cluster` in `t` (both by name): -1 when the app is not
+ * in the table, 0 when the cluster is not one of the app's. No allocation. Any thread.
+ */
+long sy_route_app_weight_of(const struct sy_route_table *t, const char *app, const char *cluster);
+
+/** Whether a split by cluster name fits an app of a file, and if not, the first reason. */
+enum sy_override_fit {
+    SY_FIT_OK = 0,
+    SY_FIT_UNKNOWN_CLUSTER, /* names a cluster the file does not have */
+    SY_FIT_NOT_APPS,        /* names a cluster of the file that is not one of the app's */
+    SY_FIT_TWICE,           /* names a cluster twice */
+    SY_FIT_OVER_100,        /* a weight above 100 */
+    SY_FIT_ZERO_SUM,        /* the weights sum to 0 */
+};
+
+/**
+ * Checks `w` (n weights by cluster name; clusters not named get 0) against app `app` (index)
+ * of `cfg`: the one test behind an edit's refusal, a stale override and the table's choice of
+ * the file's weights. The weights are checked in order, each for UNKNOWN_CLUSTER, NOT_APPS,
+ * TWICE and OVER_100, then the sum; *bad (when not NULL) gets the index of the weight at
+ * fault (0 for ZERO_SUM). Any thread.
+ */
+enum sy_override_fit sy_route_override_fit(const struct sy_config *cfg, size_t app,
+                                           const struct sy_route_weight *w, size_t n, size_t *bad);
+
+/**
+ * Writes "blue=90,green=10" (or "-" for no weights) into buf, NUL-terminated and cut to
+ * `size`. Any thread.
+ */
+void sy_route_weights_text(const struct sy_route_weight *w, size_t n, char *buf, size_t size);
+
+/* -- the table diff: what `switchyard -t` shows before a reload -------------------------- */
+
+/** One kind of difference between two tables; sy_route_diff_kind_name() gives its word. */
+enum sy_route_diff_kind {
+    SY_DIFF_APP_REMOVED = 0, /* an app of the old file is not in the new one */
+    SY_DIFF_APP_ADDED,
+    SY_DIFF_FILE_WEIGHTS,     /* the file's split of an app changes */
+    SY_DIFF_HIDDEN,           /* ... and an override in force hides that change */
+    SY_DIFF_OVERRIDE_STATE,   /* an override would become stale, or apply again */
+    SY_DIFF_EFFECTIVE,        /* the weights in force change */
+    SY_DIFF_EXCLUSIVE_SWITCH, /* an exclusive app would move: through an exclusive switch */
+    SY_DIFF_STABLE,           /* the app's stable cluster changes */
+    SY_DIFF_WINNER,           /* a host and path that the file names goes to another app */
+    SY_DIFF_CLUSTER_REMOVED,
+    SY_DIFF_CLUSTER_ADDED,
+    SY_DIFF_ENDPOINTS,       /* a cluster's endpoint list changes */
+    SY_DIFF_MAX_CONNECTIONS, /* a cluster's max_connections or queue changes */
+};
+
+/** "app_removed", "app_added", "file_weights", ... "max_connections" (never NULL). */
+const char *sy_route_diff_kind_name(enum sy_route_diff_kind kind);
+
+/** One line of a diff. Everything is borrowed for the callback only. */
+struct sy_route_diff_line {
+    enum sy_route_diff_kind kind;
+    const char *app;  /* the app the line is about, or NULL (a cluster's line) */
+    const char *text; /* for people, no newline: "~ app chat: file weights ... -> ..." */
+};
+
+typedef void (*sy_route_diff_cb)(const struct sy_route_diff_line *line, void *arg);
+
+struct sy_overrides;
+
+/**
+ * Compares table `old` with table `neu` (built from the new file with the same overrides) and
+ * calls `cb` once per difference, in a fixed order: apps removed; per app of the new file, in
+ * file order, added or its file weights, hiding override, override state, weights in force,
+ * exclusive switch and stable cluster; hosts and paths whose winner changes (those the old
+ * file names, then those only the new one does); clusters removed, added and changed. `ov`
+ * (may be NULL: no override) is the set of overrides in force, for what they hide. Returns
+ * the number of lines. Control thread (it allocates); neither table is changed.
+ */
+size_t sy_route_diff(const struct sy_route_table *old, const struct sy_route_table *neu,
+                     const struct sy_overrides *ov, sy_route_diff_cb cb, void *arg);
+
 /** Whether app `app` (index) is held in `t` (an exclusive switch runs). Any thread. */
 bool sy_route_app_is_held(const struct sy_route_table *t, size_t app);
 

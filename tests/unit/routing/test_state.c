@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +279,58 @@ static void test_reload_applies_overrides_over_the_new_file(void **state)
     assert_int_equal(in_force(f, "chat", "blue", &os), 100);
     assert_int_equal(os, SY_OVERRIDE_APPLIED);
     sy_diags_dispose(&d);
+}
+
+/* Runs a reload with stderr (the log, no writer thread here) in `log`, NUL-terminated. */
+static enum sy_reload_result reload_logged(struct fx *f, char *log, size_t size)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/stderr", f->tmp.dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600), saved = dup(STDERR_FILENO);
+    assert_true(fd != -1 && saved != -1);
+    assert_int_not_equal(dup2(fd, STDERR_FILENO), -1);
+    struct sy_diags d;
+    sy_diags_init(&d);
+    enum sy_reload_result res = sy_state_reload(f->st, false, &d);
+    sy_diags_dispose(&d);
+    assert_int_not_equal(dup2(saved, STDERR_FILENO), -1);
+    close(saved);
+    ssize_t n = pread(fd, log, size - 1, 0);
+    close(fd);
+    assert_true(n >= 0);
+    log[n] = '\0';
+    fputs(log, stderr);
+    return res;
+}
+
+/* A reload logs what changed, in the words of `switchyard -t`, after the generation it made. */
+static void test_reload_logs_what_the_table_diff_finds(void **state)
+{
+    struct fx *f = *state;
+    static char log[16384];
+    write_config(f, "apps:\n"
+                    "  - name: chat\n"
+                    "    hosts: [chat.test]\n"
+                    "    weights: {blue: 20, green: 80}\n");
+    assert_int_equal(reload_logged(f, log, sizeof(log)), SY_RELOAD_PUBLISHED);
+    const char *pub = strstr(log, "reload: generation 2 published");
+    assert_non_null(pub);
+    assert_non_null(strstr(pub, "reload: generation 2: - app web\n"));
+    assert_non_null(strstr(pub, "reload: generation 2: ~ app chat: file weights "
+                                "blue=50,green=50 -> blue=20,green=80\n"));
+    assert_non_null(strstr(pub, "reload: generation 2: ~ host * path /: web -> (no app: 404)\n"));
+    assert_null(strstr(log, "more changes not logged"));
+
+    /* A file that changes more than RELOAD_LOG_CHANGES things says how many it did not log. */
+    char apps[8192] = "apps:\n";
+    for (int i = 0; i < 30; i++)
+        snprintf(apps + strlen(apps), sizeof(apps) - strlen(apps),
+                 "  - name: a%d\n    hosts: [a%d.test]\n    weights: {blue: 1}\n", i, i);
+    write_config(f, apps);
+    assert_int_equal(reload_logged(f, log, sizeof(log)), SY_RELOAD_PUBLISHED);
+    assert_non_null(strstr(log, "reload: generation 3: - app chat\n"));
+    /* 1 app removed, 30 added, 31 winners: 20 logged. */
+    assert_non_null(strstr(log, "reload: generation 3: 42 more changes not logged\n"));
 }
 
 /* A reload hook as admin/exclusive.c has one: it holds app "chat" on cluster "blue". */
@@ -568,6 +622,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_hands_the_app_back_to_the_file, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload_applies_overrides_over_the_new_file, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload_logs_what_the_table_diff_finds, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_reload_hook_replaces_the_snapshot_and_follow_file_releases_it, setup, teardown),

@@ -419,6 +419,86 @@ static void test_update_shares_the_index_and_picks_as_a_full_build(void **state)
     sy_route_table_release(fresh);
 }
 
+/* The query API: an app by name, its weights in force by cluster name, one weight by names. */
+static void test_queries_answer_by_name_with_and_without_override(void **state)
+{
+    struct sy_route_table *t1 = table_from(shared_apps);
+    const struct sy_route_app *shop = sy_route_app_find(t1, "shop");
+    assert_non_null(shop);
+    assert_int_equal(shop->index, 1);
+    assert_string_equal(shop->name, "shop");
+    assert_null(sy_route_app_find(t1, "nope"));
+
+    struct sy_route_weight *w;
+    enum sy_override_state st = SY_OVERRIDE_APPLIED;
+    size_t n = sy_route_app_weights_named(t1, 1, &w, &st);
+    char text[128];
+    sy_route_weights_text(w, n, text, sizeof(text));
+    assert_string_equal(text, "blue=70,green=20,gray=10");
+    assert_int_equal(st, SY_OVERRIDE_NONE);
+    free(w);
+    assert_int_equal(sy_route_app_weight_of(t1, "shop", "green"), 20);
+    assert_int_equal(sy_route_app_weight_of(t1, "chat", "gray"), 0); /* not one of chat's */
+    assert_int_equal(sy_route_app_weight_of(t1, "nope", "blue"), -1);
+
+    const struct sy_route_weight ow[] = {{"gray", 60}, {"green", 40}};
+    const struct sy_route_app_change ch = {1, &(struct sy_route_override){"shop", ow, 2}};
+    struct sy_route_table *t2 = NULL;
+    assert_int_equal(sy_route_table_update(t1, &ch, 1, 8, &t2), 0);
+    n = sy_route_app_weights_named(t2, 1, &w, &st);
+    sy_route_weights_text(w, n, text, sizeof(text));
+    assert_string_equal(text, "blue=0,green=40,gray=60"); /* file order, unnamed get 0 */
+    assert_int_equal(st, SY_OVERRIDE_APPLIED);
+    free(w);
+    assert_int_equal(sy_route_app_weight_of(t2, "shop", "blue"), 0);
+    assert_int_equal(sy_route_app_weight_of(t2, "shop", "gray"), 60);
+    sy_route_weights_text(NULL, 0, text, sizeof(text));
+    assert_string_equal(text, "-");
+    sy_route_table_release(t1);
+    sy_route_table_release(t2);
+}
+
+/* sy_route_override_fit: each reason, the weight at fault, and the order they are checked in;
+ * an override that does not fit leaves the file's weights in force (stale). */
+static void test_override_fit_names_each_reason_and_a_misfit_is_stale(void **state)
+{
+    struct sy_route_table *t = table_from(shared_apps);
+    const struct sy_config *cfg = sy_route_table_config(t);
+    static const struct {
+        struct sy_route_weight w[3];
+        size_t n;
+        enum sy_override_fit fit;
+        size_t bad;
+    } cases[] = {
+        {{{"blue", 0}, {"green", 100}}, 2, SY_FIT_OK, 0},
+        {{{"green", 1}}, 1, SY_FIT_OK, 0},
+        {{{"blue", 10}, {"pink", 90}}, 2, SY_FIT_UNKNOWN_CLUSTER, 1},
+        {{{"blue", 10}, {"gray", 90}}, 2, SY_FIT_NOT_APPS, 1}, /* gray is the file's, not chat's */
+        {{{"green", 10}, {"blue", 5}, {"green", 5}}, 3, SY_FIT_TWICE, 2},
+        {{{"green", 101}, {"pink", 1}}, 2, SY_FIT_OVER_100, 0},
+        {{{"pink", 101}}, 1, SY_FIT_UNKNOWN_CLUSTER, 0},
+        {{{"blue", 0}, {"green", 0}}, 2, SY_FIT_ZERO_SUM, 0},
+        {{{"blue", 0}}, 0, SY_FIT_ZERO_SUM, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t bad = 99;
+        assert_int_equal(sy_route_override_fit(cfg, 0, cases[i].w, cases[i].n, &bad), cases[i].fit);
+        if (cases[i].fit != SY_FIT_OK)
+            assert_int_equal(bad, cases[i].bad);
+        const struct sy_route_override ov = {"chat", cases[i].w, cases[i].n};
+        struct sy_route_table *o = NULL;
+        assert_int_equal(sy_route_table_build((struct sy_config *)cfg, &ov, 1, 2, &o), 0);
+        const struct sy_weight_spec *ws;
+        size_t n;
+        assert_int_equal(sy_route_app_weights(o, 0, &ws, &n),
+                         cases[i].fit == SY_FIT_OK ? SY_OVERRIDE_APPLIED : SY_OVERRIDE_STALE);
+        if (cases[i].fit != SY_FIT_OK)
+            assert_int_equal(sy_route_app_weight_of(o, "chat", "blue"), 90);
+        sy_route_table_release(o);
+    }
+    sy_route_table_release(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -439,6 +519,8 @@ int main(void)
         cmocka_unit_test(test_many_apps_each_found_by_exact_wildcard_and_shared_host),
         cmocka_unit_test(test_update_shares_the_index_and_picks_as_a_full_build),
         cmocka_unit_test(test_shorter_wildcard_when_the_longer_has_no_matching_path),
+        cmocka_unit_test(test_queries_answer_by_name_with_and_without_override),
+        cmocka_unit_test(test_override_fit_names_each_reason_and_a_misfit_is_stale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
