@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* `switchyardctl status --watch`: the status page's view in a terminal. Every interval it asks
- * the admin socket for `status --json`, reads the answer with the journal's JSON reader, and
+ * the admin socket for `status --json`, reads the answer with the JSON reader (switchyard/json.h), and
  * draws one frame: per app and cluster the file / override / effective weights (stable marked),
  * the request rate since the previous poll, the 5xx share, p50 and p99 over the last minute
  * (from the difference of the cumulative latency histograms of the oldest poll in the minute
@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "switchyard/admin.h"
-#include "switchyard/overrides.h"
+#include "switchyard/json.h"
 
 #define WINDOW_MS     60000 /* p50 and p99 are over this much of the past (up to +10 s) */
 #define CHECKPOINT_MS 10000 /* polls kept for the window are at least this far apart */

@@ -14,6 +14,7 @@
 
 #include "switchyard/base.h"
 #include "switchyard/config.h"
+#include "switchyard/json.h"
 #include "switchyard/proxy.h"
 #include "switchyard/state.h"
 
@@ -72,13 +73,11 @@ bool sy_admin_cmd_is_read_only(const char *name);
 /** An answer being built: lines of text, or the members of one JSON object. */
 struct sy_reply {
     bool json;
-    char *p; /* text lines, or JSON members (each preceded by ',' where one is needed) */
-    size_t len, cap;
+    /* Text lines, or JSON members (each preceded by ',' where one is needed: out.comma[0] is
+     * set, the server's own members come first). */
+    struct sy_jw out;
     bool failed;
     char error[512]; /* when failed: the reason (one line) */
-    /* JSON writer: whether the container at each depth needs a ',' before its next member. */
-    bool comma[16];
-    int depth;
 };
 
 void sy_reply_init(struct sy_reply *r, bool json);
@@ -92,7 +91,8 @@ void sy_reply_printf(struct sy_reply *r, const char *fmt, ...)
  * SY_ERR_INVALID, for `return sy_reply_error(r, ...)`. */
 int sy_reply_error(struct sy_reply *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* JSON members (JSON mode only: ignored in text mode). `key` is NULL inside arrays. */
+/* JSON members (JSON mode only: ignored in text mode), written by switchyard/json.h's writer.
+ * `key` is NULL inside arrays. */
 void sy_json_begin_object(struct sy_reply *r, const char *key);
 void sy_json_end_object(struct sy_reply *r);
 void sy_json_begin_array(struct sy_reply *r, const char *key);
