@@ -536,28 +536,9 @@ static bool read_maint_record(const struct sy_jv *root, struct sy_journal_record
     return true;
 }
 
-static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, const char **why)
+/* The entries of a change (`changes`) or of a snapshot (`set`). */
+static bool read_entries(const struct sy_jv *root, struct sy_journal_record *r, const char **why)
 {
-    uint64_t v;
-    if (sy_jv_type(root) != SY_JV_OBJ) {
-        *why = "a record must be a JSON object";
-        return false;
-    }
-    if (!get_uint(root, "v", UINT32_MAX, &v) || v != FORMAT_VERSION) {
-        *why = "unknown record version (written by a newer switchyard?)";
-        return false;
-    }
-    const char *type = get_str(root, "type");
-    bool maint = type && strcmp(type, "maintenance") == 0;
-    if (!type || (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0 && !maint)) {
-        *why = "unknown record type";
-        return false;
-    }
-    if (!read_head(root, &r->seq, &r->time_ms, &r->uid, &r->pid, &r->command, why))
-        return false;
-    if (maint)
-        return read_maint_record(root, r, why);
-    r->compact = strcmp(type, "compact") == 0;
     const struct sy_jv *list = sy_jv_get(root, r->compact ? "set" : "changes");
     if (sy_jv_type(list) != SY_JV_ARR) {
         *why = r->compact ? "a snapshot needs a 'set' list" : "a change needs a 'changes' list";
@@ -617,6 +598,13 @@ static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, c
         if (!ok)
             return false;
     }
+    return true;
+}
+
+/* A snapshot's apps in maintenance (`maintenance`, absent when none). */
+static bool read_snapshot_maints(const struct sy_jv *root, struct sy_journal_record *r,
+                                 const char **why)
+{
     const struct sy_jv *ml = r->compact ? sy_jv_get(root, "maintenance") : NULL;
     if (ml && sy_jv_type(ml) != SY_JV_ARR) {
         *why = "a snapshot's 'maintenance' must be a list";
@@ -644,6 +632,31 @@ static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, c
         }
     }
     return true;
+}
+
+static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, const char **why)
+{
+    uint64_t v;
+    if (sy_jv_type(root) != SY_JV_OBJ) {
+        *why = "a record must be a JSON object";
+        return false;
+    }
+    if (!get_uint(root, "v", UINT32_MAX, &v) || v != FORMAT_VERSION) {
+        *why = "unknown record version (written by a newer switchyard?)";
+        return false;
+    }
+    const char *type = get_str(root, "type");
+    bool maint = type && strcmp(type, "maintenance") == 0;
+    if (!type || (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0 && !maint)) {
+        *why = "unknown record type";
+        return false;
+    }
+    if (!read_head(root, &r->seq, &r->time_ms, &r->uid, &r->pid, &r->command, why))
+        return false;
+    if (maint)
+        return read_maint_record(root, r, why);
+    r->compact = strcmp(type, "compact") == 0;
+    return read_entries(root, r, why) && read_snapshot_maints(root, r, why);
 }
 
 int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record *r,
