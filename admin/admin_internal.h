@@ -37,9 +37,6 @@ struct sy_admin {
     unsigned refusals_unlogged;
 };
 
-/** Appends `s` as a JSON string (quoted, escaped) to the reply's bytes, whatever its mode. */
-void sy_admin_json_escape(struct sy_reply *r, const char *s);
-
 /* admin/maintenance.c: what `status` shows of an app in maintenance (with `text`, a line
  * indented by `indent` for people; without, the `in_maintenance` member, null when it is not
  * in maintenance), and what `history`

@@ -3,7 +3,7 @@
  * one command line (and its payload), shut the sending side, and read the answer to the end
  * (the server closes once it has answered every complete line). Blocking, with one deadline
  * for the whole exchange. */
-#include "switchyard/admin.h"
+#include "switchyard/admin_client.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "switchyard/base.h"
 
 #define MAX_ANSWER (64u << 20)
 

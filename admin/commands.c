@@ -459,13 +459,13 @@ static void status_history(struct sy_reply *r, struct sy_journal *j, uint64_t se
         strcmp(status_history_cache.path, path) != 0) {
         sy_reply_dispose(c);
         sy_reply_init(c, true);
-        c->comma[0] = false; /* a value alone, not a member after others */
+        c->out.comma[0] = false; /* a value alone, not a member after others */
         sy_json_begin_array(c, NULL);
         bool ok = sy_journal_history(j, STATUS_HISTORY, history_cb, c) == 0;
         if (!ok) { /* an empty list, not kept: the next status reads again */
             sy_reply_dispose(c);
             sy_reply_init(c, true);
-            c->comma[0] = false;
+            c->out.comma[0] = false;
             sy_json_begin_array(c, NULL);
         }
         sy_json_end_array(c);
@@ -474,7 +474,7 @@ static void status_history(struct sy_reply *r, struct sy_journal *j, uint64_t se
         status_history_cache.j = ok ? j : NULL;
         status_history_cache.seq = seq;
     }
-    sy_json_raw(r, "history", c->p, c->len);
+    sy_json_raw(r, "history", c->out.p, c->out.len);
 }
 
 static int cmd_status(struct sy_admin_req *req)

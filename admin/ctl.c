@@ -5,12 +5,14 @@
  * so that an operator sees when a fleet agrees. The exit status is 0 only when every instance
  * answered ok. */
 #include <getopt.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "switchyard/admin.h"
+#include "switchyard/admin_client.h"
+#include "switchyard/json.h"
 #include "sy_config.h"
 
 #include "watch_internal.h"
@@ -32,21 +34,6 @@ struct instance {
     pthread_t thread;
     bool started;
 };
-
-/* A JSON string of our own text (a socket path, a reason). */
-static void print_json_str(const char *s)
-{
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20 || *p >= 0x7f)
-            printf("\\u%04x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
-}
 
 static void usage(FILE *f)
 {
@@ -71,17 +58,6 @@ static void *ask(void *arg)
     if (in->rc == 0 && in->fanout && !in->json)
         in->ident_rc = sy_admin_call(in->socket, "json ident", NULL, 0, in->timeout_ms, &in->ident);
     return NULL;
-}
-
-/* A number member of a JSON answer we wrote ourselves ("key":123). */
-static bool json_number(const char *text, const char *key, unsigned long long *out)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(text, pat);
-    if (!p)
-        return false;
-    return sscanf(p + strlen(pat), "%llu", out) == 1;
 }
 
 /* The answer without its last line (`ok` / `error: ...`), which the caller shows itself. */
@@ -132,26 +108,32 @@ static int watch_main(int argc, char **argv, const char **sockets, size_t n, int
     return sy_ctl_watch(sockets[0], timeout_ms, interval, count, stdout);
 }
 
-int main(int argc, char **argv)
+/* What the command line asked for. */
+struct options {
+    const char **sockets; /* n of them */
+    size_t n;
+    bool json;
+    int timeout_ms;
+};
+
+/* The options before the command. Returns -1 to go on with argv[optind], else the exit
+ * status (usage, version, help). */
+static int parse_options(int argc, char **argv, struct options *o)
 {
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'},  {"json", no_argument, NULL, 'j'},
         {"timeout", required_argument, NULL, 'T'}, {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
-    const char **sockets = calloc((size_t)argc + 1, sizeof(*sockets));
-    size_t n = 0;
-    bool json = false;
-    int timeout_ms = 10000;
     int opt;
     /* '+': stop at the command, so that its own words (revert --all) are not options. */
     while ((opt = getopt_long(argc, argv, "+s:jT:Vh", opts, NULL)) != -1) {
         switch (opt) {
         case 's':
-            sockets[n++] = optarg;
+            o->sockets[o->n++] = optarg;
             break;
         case 'j':
-            json = true;
+            o->json = true;
             break;
         case 'T': {
             char *end;
@@ -160,7 +142,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "switchyardctl: bad timeout '%s'\n", optarg);
                 return EXIT_USAGE;
             }
-            timeout_ms = (int)(s * 1000);
+            o->timeout_ms = (int)(s * 1000);
             break;
         }
         case 'V':
@@ -178,126 +160,202 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
-    if (n == 0) {
+    if (o->n == 0) {
         const char *env = getenv("SWITCHYARD_SOCKET");
-        sockets[n++] = env && *env ? env : SY_ADMIN_DEFAULT_SOCKET;
+        o->sockets[o->n++] = env && *env ? env : SY_ADMIN_DEFAULT_SOCKET;
     }
-    if (strcmp(argv[optind], "status") == 0) {
-        for (int i = optind + 1; i < argc; i++) {
-            if (strcmp(argv[i], "--watch") == 0) {
-                int rc = watch_main(argc - optind, argv + optind, sockets, n, timeout_ms);
-                free(sockets);
-                return rc;
-            }
-        }
-    }
-    for (int i = optind; i < argc; i++)
-        if (strcmp(argv[i], "--json") == 0 || (i == optind && strcmp(argv[i], "json") == 0))
-            json = true;
-    char words[SY_ADMIN_LINE_MAX + 16];
+    return -1;
+}
+
+/* Whether the command is `status ... --watch`. */
+static bool is_watch(int argc, char **argv)
+{
+    if (strcmp(argv[0], "status") != 0)
+        return false;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--watch") == 0)
+            return true;
+    return false;
+}
+
+/* The command's words as one line into `words` (`json ` first when JSON was asked for by
+ * --json before or after the command). Returns 0, or EXIT_USAGE after saying why. */
+static int command_line(int argc, char **argv, struct options *o, char *words, size_t size)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--json") == 0 || (i == 0 && strcmp(argv[i], "json") == 0))
+            o->json = true;
     int off = 0;
-    if (json && strcmp(argv[optind], "json") != 0)
-        off = snprintf(words, sizeof(words), "json ");
-    if (sy_admin_join(argc - optind, argv + optind, words + off, sizeof(words) - (size_t)off) < 0 ||
+    words[0] = '\0';
+    if (o->json && strcmp(argv[0], "json") != 0)
+        off = snprintf(words, size, "json ");
+    if (sy_admin_join(argc, argv, words + off, size - (size_t)off) < 0 ||
         strlen(words) > SY_ADMIN_LINE_MAX) {
         fprintf(stderr, "switchyardctl: the command is longer than %d bytes\n", SY_ADMIN_LINE_MAX);
         return EXIT_USAGE;
     }
+    return 0;
+}
 
-    struct instance *in = calloc(n, sizeof(*in));
-    for (size_t i = 0; i < n; i++) {
-        in[i].socket = sockets[i];
-        in[i].line = words;
-        in[i].json = json;
-        in[i].fanout = n > 1;
-        in[i].timeout_ms = timeout_ms;
-    }
+/* Asks every instance, at once when there are several. */
+static void ask_all(struct instance *in, size_t n)
+{
     if (n == 1) {
         ask(&in[0]);
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            in[i].started = pthread_create(&in[i].thread, NULL, ask, &in[i]) == 0;
-            if (!in[i].started)
-                ask(&in[i]); /* no thread: ask in turn */
-        }
-        for (size_t i = 0; i < n; i++)
-            if (in[i].started)
-                pthread_join(in[i].thread, NULL);
+        return;
     }
+    for (size_t i = 0; i < n; i++) {
+        in[i].started = pthread_create(&in[i].thread, NULL, ask, &in[i]) == 0;
+        if (!in[i].started)
+            ask(&in[i]); /* no thread: ask in turn */
+    }
+    for (size_t i = 0; i < n; i++)
+        if (in[i].started)
+            pthread_join(in[i].thread, NULL);
+}
 
+/* The length of an answer without its trailing newlines. */
+static size_t trimmed_len(const struct sy_admin_answer *a)
+{
+    size_t len = a->len;
+    while (len > 0 && a->text[len - 1] == '\n')
+        len--;
+    return len;
+}
+
+/* --json: the answer as it came (one instance), or one object per instance naming it. */
+static void print_json_answer(const struct instance *x, size_t n)
+{
+    if (n == 1 && x->rc == 0) {
+        fwrite(x->answer.text, 1, x->answer.len, stdout);
+        return;
+    }
+    struct sy_jw w;
+    sy_jw_init(&w);
+    sy_jw_begin_object(&w, NULL);
+    sy_jw_str(&w, "socket", x->socket);
+    sy_jw_bool(&w, "reachable", x->rc == 0);
+    if (x->rc == 0) {
+        sy_jw_raw(&w, "answer", x->answer.text, trimmed_len(&x->answer));
+    } else {
+        sy_jw_bool(&w, "ok", false);
+        sy_jw_str(&w, "error", x->answer.why);
+    }
+    sy_jw_end_object(&w);
+    sy_jw_append(&w, "\n", 1);
+    fwrite(w.p, 1, w.len, stdout);
+    sy_jw_dispose(&w);
+    if (n == 1)
+        fprintf(stderr, "switchyardctl: %s: %s\n", x->socket, x->answer.why);
+}
+
+/* The generation and journal sequence of an instance's `json ident` answer. */
+static bool ident_numbers(const struct instance *x, uint64_t *gen, uint64_t *seq)
+{
+    struct sy_jv *v = NULL;
+    const char *why;
+    if (x->ident_rc != 0 || sy_jv_parse(x->ident.text, x->ident.len, &v, &why) != 0)
+        return false;
+    const struct sy_jv *g = sy_jv_get(v, "generation"), *s = sy_jv_get(v, "journal_seq");
+    bool known = sy_jv_type(g) == SY_JV_UINT && sy_jv_type(s) == SY_JV_UINT;
+    *gen = sy_jv_uint(g, 0);
+    *seq = sy_jv_uint(s, 0);
+    sy_jv_free(v);
+    return known;
+}
+
+/* For people: the answer's body, with a header per instance when there are several. */
+static void print_text_answer(const struct instance *x, size_t n)
+{
+    if (x->rc != 0) {
+        if (n > 1)
+            printf("== %s: UNREACHABLE: %s\n", x->socket, x->answer.why);
+        else
+            fprintf(stderr, "switchyardctl: %s: %s\n", x->socket, x->answer.why);
+        return;
+    }
+    const char *last;
+    if (n > 1) {
+        uint64_t gen = 0, seq = 0;
+        bool known = ident_numbers(x, &gen, &seq);
+        size_t len = trimmed_len(&x->answer);
+        size_t start = len;
+        while (start > 0 && x->answer.text[start - 1] != '\n')
+            start--;
+        if (known)
+            printf("== %s: %.*s (generation %" PRIu64 ", journal seq %" PRIu64 ")\n", x->socket,
+                   (int)(len - start), x->answer.text + start, gen, seq);
+        else
+            printf("== %s: %.*s\n", x->socket, (int)(len - start), x->answer.text + start);
+    }
+    print_body(stdout, &x->answer, &last);
+    if (n == 1)
+        fputs(last, x->answer.ok ? stdout : stderr); /* with several, the header said it */
+}
+
+/* With several instances, for people: how many answered ok and which did not. */
+static void print_summary(const struct instance *in, size_t n, size_t ok)
+{
+    printf("%zu of %zu instances answered ok", ok, n);
+    const char *sep = ": failed ";
+    for (size_t i = 0; i < n; i++) {
+        if (in[i].rc == 0 && in[i].answer.ok)
+            continue;
+        printf("%s%s (%s)", sep, in[i].socket, in[i].rc ? "unreachable" : "error");
+        sep = ", ";
+    }
+    printf("\n");
+}
+
+/* Sends `line` to every socket and prints the answers. Returns the exit status. */
+static int run(const struct options *o, const char *line)
+{
+    size_t n = o->n;
+    struct instance *in = calloc(n, sizeof(*in));
+    for (size_t i = 0; i < n; i++) {
+        in[i].socket = o->sockets[i];
+        in[i].line = line;
+        in[i].json = o->json;
+        in[i].fanout = n > 1;
+        in[i].timeout_ms = o->timeout_ms;
+    }
+    ask_all(in, n);
     int status = 0;
     size_t ok = 0;
     for (size_t i = 0; i < n; i++) {
-        struct instance *x = &in[i];
+        const struct instance *x = &in[i];
         int st = x->rc != 0 ? EXIT_UNREACHABLE : (x->answer.ok ? 0 : EXIT_ERROR);
         if (st > status)
             status = st;
         ok += st == 0;
-        if (json) {
-            if (n == 1 && x->rc == 0) {
-                fwrite(x->answer.text, 1, x->answer.len, stdout);
-            } else if (x->rc == 0) {
-                size_t len = x->answer.len;
-                while (len > 0 && x->answer.text[len - 1] == '\n')
-                    len--;
-                printf("{\"socket\":");
-                print_json_str(x->socket);
-                printf(",\"reachable\":true,\"answer\":%.*s}\n", (int)len, x->answer.text);
-            } else {
-                printf("{\"socket\":");
-                print_json_str(x->socket);
-                printf(",\"reachable\":false,\"ok\":false,\"error\":");
-                print_json_str(x->answer.why);
-                printf("}\n");
-                if (n == 1)
-                    fprintf(stderr, "switchyardctl: %s: %s\n", x->socket, x->answer.why);
-            }
-            continue;
-        }
-        if (x->rc != 0) {
-            if (n > 1)
-                printf("== %s: UNREACHABLE: %s\n", x->socket, x->answer.why);
-            else
-                fprintf(stderr, "switchyardctl: %s: %s\n", x->socket, x->answer.why);
-            continue;
-        }
-        const char *last;
-        if (n > 1) {
-            unsigned long long gen = 0, seq = 0;
-            bool known = x->ident_rc == 0 && json_number(x->ident.text, "generation", &gen) &&
-                         json_number(x->ident.text, "journal_seq", &seq);
-            size_t len = x->answer.len;
-            while (len > 0 && x->answer.text[len - 1] == '\n')
-                len--;
-            size_t start = len;
-            while (start > 0 && x->answer.text[start - 1] != '\n')
-                start--;
-            if (known)
-                printf("== %s: %.*s (generation %llu, journal seq %llu)\n", x->socket,
-                       (int)(len - start), x->answer.text + start, gen, seq);
-            else
-                printf("== %s: %.*s\n", x->socket, (int)(len - start), x->answer.text + start);
-        }
-        print_body(stdout, &x->answer, &last);
-        if (n == 1)
-            fputs(last, x->answer.ok ? stdout : stderr); /* with several, the header said it */
+        if (o->json)
+            print_json_answer(x, n);
+        else
+            print_text_answer(x, n);
     }
-    if (n > 1 && !json) {
-        printf("%zu of %zu instances answered ok", ok, n);
-        const char *sep = ": failed ";
-        for (size_t i = 0; i < n; i++) {
-            if (in[i].rc == 0 && in[i].answer.ok)
-                continue;
-            printf("%s%s (%s)", sep, in[i].socket, in[i].rc ? "unreachable" : "error");
-            sep = ", ";
-        }
-        printf("\n");
-    }
+    if (n > 1 && !o->json)
+        print_summary(in, n, ok);
     for (size_t i = 0; i < n; i++) {
         sy_admin_answer_dispose(&in[i].answer);
         sy_admin_answer_dispose(&in[i].ident);
     }
     free(in);
-    free(sockets);
     return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.timeout_ms = 10000};
+    o.sockets = calloc((size_t)argc + 1, sizeof(*o.sockets));
+    int rc = parse_options(argc, argv, &o);
+    if (rc < 0 && is_watch(argc - optind, argv + optind)) {
+        rc = watch_main(argc - optind, argv + optind, o.sockets, o.n, o.timeout_ms);
+    } else if (rc < 0) {
+        char words[SY_ADMIN_LINE_MAX + 16];
+        rc = command_line(argc - optind, argv + optind, &o, words, sizeof(words));
+        if (rc == 0)
+            rc = run(&o, words);
+    }
+    free(o.sockets);
+    return rc;
 }

@@ -71,22 +71,13 @@ void sy_reply_init(struct sy_reply *r, bool json)
 {
     memset(r, 0, sizeof(*r));
     r->json = json;
-    r->comma[0] = true; /* the server's own members come first */
+    sy_jw_init(&r->out);
+    r->out.comma[0] = true; /* the server's own members come first */
 }
 
 void sy_reply_dispose(struct sy_reply *r)
 {
-    free(r->p);
-    r->p = NULL;
-    r->len = r->cap = 0;
-}
-
-static void add(struct sy_reply *r, const char *s, size_t n)
-{
-    sy_xgrow((void **)&r->p, &r->cap, r->len + n + 1, 1);
-    memcpy(r->p + r->len, s, n);
-    r->len += n;
-    r->p[r->len] = '\0';
+    sy_jw_dispose(&r->out);
 }
 
 static void vaddf(struct sy_reply *r, const char *fmt, va_list ap)
@@ -100,9 +91,10 @@ static void vaddf(struct sy_reply *r, const char *fmt, va_list ap)
     va_end(ap2);
     if (n <= 0)
         return;
-    sy_xgrow((void **)&r->p, &r->cap, r->len + (size_t)n + 1, 1);
-    vsnprintf(r->p + r->len, (size_t)n + 1, fmt, ap);
-    r->len += (size_t)n;
+    struct sy_jw *w = &r->out;
+    sy_xgrow((void **)&w->p, &w->cap, w->len + (size_t)n + 1, 1);
+    vsnprintf(w->p + w->len, (size_t)n + 1, fmt, ap);
+    w->len += (size_t)n;
 }
 
 void sy_reply_printf(struct sy_reply *r, const char *fmt, ...)
@@ -131,130 +123,66 @@ int sy_reply_error(struct sy_reply *r, const char *fmt, ...)
     return SY_ERR_INVALID;
 }
 
-void sy_admin_json_escape(struct sy_reply *r, const char *s)
-{
-    add(r, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        char esc[8];
-        if (*p == '"' || *p == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)*p;
-            add(r, esc, 2);
-        } else if (*p < 0x20 || *p >= 0x7f) {
-            snprintf(esc, sizeof(esc), "\\u%04x", *p);
-            add(r, esc, 6);
-        } else {
-            add(r, (const char *)p, 1);
-        }
-    }
-    add(r, "\"", 1);
-}
-
-/* The separator and key of the next member of the current container. */
-static void member(struct sy_reply *r, const char *key)
-{
-    if (r->comma[r->depth])
-        add(r, ",", 1);
-    r->comma[r->depth] = true;
-    if (key) {
-        sy_admin_json_escape(r, key);
-        add(r, ":", 1);
-    }
-}
-
-static void open_container(struct sy_reply *r, const char *key, char c)
-{
-    if (!r->json)
-        return;
-    member(r, key);
-    add(r, &c, 1);
-    if (r->depth + 1 < (int)(sizeof(r->comma) / sizeof(r->comma[0])))
-        r->depth++;
-    r->comma[r->depth] = false;
-}
-
-static void close_container(struct sy_reply *r, char c)
-{
-    if (!r->json)
-        return;
-    add(r, &c, 1);
-    if (r->depth > 0)
-        r->depth--;
-}
+/* The JSON members: switchyard/json.h's writer, in JSON mode only. */
 
 void sy_json_begin_object(struct sy_reply *r, const char *key)
 {
-    open_container(r, key, '{');
+    if (r->json)
+        sy_jw_begin_object(&r->out, key);
 }
 
 void sy_json_end_object(struct sy_reply *r)
 {
-    close_container(r, '}');
+    if (r->json)
+        sy_jw_end_object(&r->out);
 }
 
 void sy_json_begin_array(struct sy_reply *r, const char *key)
 {
-    open_container(r, key, '[');
+    if (r->json)
+        sy_jw_begin_array(&r->out, key);
 }
 
 void sy_json_end_array(struct sy_reply *r)
 {
-    close_container(r, ']');
+    if (r->json)
+        sy_jw_end_array(&r->out);
 }
 
 void sy_json_str(struct sy_reply *r, const char *key, const char *value)
 {
-    if (!r->json)
-        return;
-    member(r, key);
-    if (value)
-        sy_admin_json_escape(r, value);
-    else
-        add(r, "null", 4);
+    if (r->json)
+        sy_jw_str(&r->out, key, value);
 }
 
 void sy_json_uint(struct sy_reply *r, const char *key, uint64_t value)
 {
-    if (!r->json)
-        return;
-    member(r, key);
-    char b[32];
-    int n = snprintf(b, sizeof(b), "%" PRIu64, value);
-    add(r, b, (size_t)n);
+    if (r->json)
+        sy_jw_uint(&r->out, key, value);
 }
 
 void sy_json_int(struct sy_reply *r, const char *key, int64_t value)
 {
-    if (!r->json)
-        return;
-    member(r, key);
-    char b[32];
-    int n = snprintf(b, sizeof(b), "%" PRId64, value);
-    add(r, b, (size_t)n);
+    if (r->json)
+        sy_jw_int(&r->out, key, value);
 }
 
 void sy_json_bool(struct sy_reply *r, const char *key, bool value)
 {
-    if (!r->json)
-        return;
-    member(r, key);
-    add(r, value ? "true" : "false", value ? 4 : 5);
+    if (r->json)
+        sy_jw_bool(&r->out, key, value);
 }
 
 void sy_json_null(struct sy_reply *r, const char *key)
 {
-    if (!r->json)
-        return;
-    member(r, key);
-    add(r, "null", 4);
+    if (r->json)
+        sy_jw_null(&r->out, key);
 }
 
 void sy_json_raw(struct sy_reply *r, const char *key, const char *json, size_t len)
 {
-    if (!r->json)
-        return;
-    member(r, key);
-    add(r, json, len);
+    if (r->json)
+        sy_jw_raw(&r->out, key, json, len);
 }
 
 /* -- the command set -------------------------------------------------------------------------- */
@@ -497,34 +425,30 @@ ssize_t sy_admin_exec(struct sy_admin *a, const char *line, size_t len, const ch
 
 char *sy_admin_format(const struct sy_admin *a, const struct sy_reply *r, size_t *len)
 {
-    struct sy_reply out;
-    sy_reply_init(&out, false);
+    struct sy_jw out;
+    sy_jw_init(&out);
+    const struct sy_jw *body = &r->out;
     if (!r->json) {
-        if (r->len)
-            add(&out, r->p, r->len);
-        if (r->len && r->p[r->len - 1] != '\n')
-            add(&out, "\n", 1);
+        sy_jw_append(&out, body->p, body->len);
+        if (body->len && body->p[body->len - 1] != '\n')
+            sy_jw_append(&out, "\n", 1);
         if (r->failed) {
-            add(&out, "error: ", 7);
-            add(&out, r->error, strlen(r->error));
-            add(&out, "\n", 1);
+            sy_jw_append(&out, "error: ", 7);
+            sy_jw_append(&out, r->error, strlen(r->error));
+            sy_jw_append(&out, "\n", 1);
         } else {
-            add(&out, "ok\n", 3);
+            sy_jw_append(&out, "ok\n", 3);
         }
     } else {
-        char head[160];
-        uint64_t gen = a && a->state ? sy_state_generation(a->state) : 0;
-        uint64_t seq = a && a->state ? sy_state_journal_seq(a->state) : 0;
-        const char *start = r->failed ? "{\"ok\":false,\"error\":" : "{\"ok\":true";
-        add(&out, start, strlen(start));
+        sy_jw_begin_object(&out, NULL);
+        sy_jw_bool(&out, "ok", !r->failed);
         if (r->failed)
-            sy_admin_json_escape(&out, r->error);
-        int n = snprintf(head, sizeof(head), ",\"generation\":%" PRIu64 ",\"journal_seq\":%" PRIu64,
-                         gen, seq);
-        add(&out, head, (size_t)n);
-        if (r->len)
-            add(&out, r->p, r->len);
-        add(&out, "}\n", 2);
+            sy_jw_str(&out, "error", r->error);
+        sy_jw_uint(&out, "generation", a && a->state ? sy_state_generation(a->state) : 0);
+        sy_jw_uint(&out, "journal_seq", a && a->state ? sy_state_journal_seq(a->state) : 0);
+        sy_jw_append(&out, body->p, body->len); /* the members, each after its ',' */
+        sy_jw_end_object(&out);
+        sy_jw_append(&out, "\n", 1);
     }
     *len = out.len;
     return out.p;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* `switchyardctl status --watch`: the status page's view in a terminal. Every interval it asks
- * the admin socket for `status --json`, reads the answer with the journal's JSON reader, and
- * draws one frame: per app and cluster the file / override / effective weights (stable marked),
+ * the admin socket for `status --json`, reads the answer with the JSON reader (switchyard/json.h),
+ * and draws one frame: per app and cluster the file / override / effective weights (stable marked),
  * the request rate since the previous poll, the 5xx share, p50 and p99 over the last minute
  * (from the difference of the cumulative latency histograms of the oldest poll in the minute
  * and the newest), in flight and tunnels; the override and the command that reverts the app;
@@ -16,8 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "switchyard/admin.h"
-#include "switchyard/overrides.h"
+#include "switchyard/admin_client.h"
+#include "switchyard/base.h"
+#include "switchyard/json.h"
 
 #define WINDOW_MS     60000 /* p50 and p99 are over this much of the past (up to +10 s) */
 #define CHECKPOINT_MS 10000 /* polls kept for the window are at least this far apart */

@@ -5,7 +5,7 @@
 
 #include <stdio.h>
 
-#include "switchyard/overrides.h"
+#include "switchyard/json.h"
 
 /**
  * Draws `status --json` of the admin socket at `socket` to `out` every `interval_s` seconds,

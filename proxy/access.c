@@ -12,6 +12,7 @@
 
 #include "switchyard/access_log.h"
 #include "switchyard/base.h"
+#include "switchyard/json.h"
 
 #include "proxy_internal.h"
 

@@ -25,8 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "switchyard/json.h"
+
 #define FORMAT_VERSION 1
-#define MAX_DEPTH      8
 #define MAX_FILE_BYTES (256u << 20)
 #define CRC_SUFFIX_LEN 18 /* ,"crc":"xxxxxxxx"} */
 
@@ -270,57 +271,6 @@ void sy_maints_apply(struct sy_maints *s, const struct sy_maint *m, uint64_t seq
     e->command = sy_xstrdup(who->command ? who->command : "");
 }
 
-/* -- bytes --------------------------------------------------------------------------------- */
-
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void buf_add(struct buf *b, const char *s, size_t n)
-{
-    sy_xgrow((void **)&b->p, &b->cap, b->len + n + 1, 1);
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_str(struct buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        buf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
-/* A JSON string. Commands are printable ASCII and names are tokens, but a damaged input must
- * still come out as valid JSON: control bytes are escaped, bytes >= 0x80 too. */
-static void buf_json_str(struct buf *b, const char *s)
-{
-    buf_add(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            char esc[2] = {'\\', (char)*p};
-            buf_add(b, esc, 2);
-        } else if (*p < 0x20 || *p >= 0x7f) {
-            buf_printf(b, "\\u%04x", *p);
-        } else {
-            buf_add(b, (const char *)p, 1);
-        }
-    }
-    buf_add(b, "\"", 1);
-}
-
 /* CRC-32 (IEEE 802.3, reflected, as zlib computes it), a bit at a time: records are small,
  * and no table means nothing to initialise across threads. */
 uint32_t sy_journal_crc32(const char *p, size_t len)
@@ -336,487 +286,128 @@ uint32_t sy_journal_crc32(const char *p, size_t len)
 
 /* -- writing records ----------------------------------------------------------------------- */
 
-static void put_weights(struct buf *b, const struct sy_route_weight *w, size_t n, bool skip_zero)
+static void put_weights(struct sy_jw *b, const char *key, const struct sy_route_weight *w, size_t n,
+                        bool skip_zero)
 {
-    buf_add(b, "{", 1);
-    bool first = true;
-    for (size_t i = 0; i < n; i++) {
-        if (skip_zero && w[i].weight == 0)
-            continue;
-        if (!first)
-            buf_add(b, ",", 1);
-        first = false;
-        buf_json_str(b, w[i].cluster);
-        buf_printf(b, ":%u", w[i].weight);
-    }
-    buf_add(b, "}", 1);
+    sy_jw_begin_object(b, key);
+    for (size_t i = 0; i < n; i++)
+        if (!skip_zero || w[i].weight != 0)
+            sy_jw_uint(b, w[i].cluster, w[i].weight);
+    sy_jw_end_object(b);
 }
 
-static void put_head(struct buf *b, const char *type, uint64_t seq, uint64_t time_ms, uint32_t uid,
-                     int32_t pid, const char *command)
+/* Who made a change and when: the members every record and snapshot entry carries. */
+static void put_actor(struct sy_jw *b, uint64_t seq, uint64_t time_ms, uint32_t uid, int32_t pid,
+                      const char *command)
 {
-    buf_printf(b, "{\"v\":%d,\"type\":\"%s\",\"seq\":%" PRIu64 ",\"time\":%" PRIu64, FORMAT_VERSION,
-               type, seq, time_ms);
-    buf_printf(b, ",\"uid\":%" PRIu32 ",\"pid\":%" PRId32 ",\"cmd\":", uid, pid < 0 ? 0 : pid);
-    buf_json_str(b, command ? command : "");
+    sy_jw_uint(b, "seq", seq);
+    sy_jw_uint(b, "time", time_ms);
+    sy_jw_uint(b, "uid", uid);
+    sy_jw_int(b, "pid", pid < 0 ? 0 : pid);
+    sy_jw_str(b, "cmd", command ? command : "");
 }
 
-static void put_crc(struct buf *b)
+static void put_head(struct sy_jw *b, const char *type, uint64_t seq, uint64_t time_ms,
+                     uint32_t uid, int32_t pid, const char *command)
 {
-    uint32_t crc = sy_journal_crc32(b->p, b->len);
-    buf_printf(b, ",\"crc\":\"%08" PRIx32 "\"}\n", crc);
+    sy_jw_begin_object(b, NULL);
+    sy_jw_uint(b, "v", FORMAT_VERSION);
+    sy_jw_str(b, "type", type);
+    put_actor(b, seq, time_ms, uid, pid, command);
 }
 
-static void put_change_record(struct buf *b, uint64_t seq, const struct sy_actor *who,
+/* The checksum of everything before it, the record's last member, and the newline. */
+static void put_crc(struct sy_jw *b)
+{
+    char hex[16];
+    snprintf(hex, sizeof(hex), "%08" PRIx32, sy_journal_crc32(b->p, b->len));
+    sy_jw_str(b, "crc", hex);
+    sy_jw_end_object(b);
+    sy_jw_append(b, "\n", 1);
+}
+
+static void put_change_record(struct sy_jw *b, uint64_t seq, const struct sy_actor *who,
                               const struct sy_override_change *ch, size_t n)
 {
     put_head(b, "change", seq, who->time_ms, who->uid, who->pid, who->command);
-    buf_str(b, ",\"changes\":[");
+    sy_jw_begin_array(b, "changes");
     for (size_t i = 0; i < n; i++) {
-        if (i)
-            buf_add(b, ",", 1);
-        buf_str(b, "{\"app\":");
-        buf_json_str(b, ch[i].app);
-        buf_str(b, ",\"override\":");
+        sy_jw_begin_object(b, NULL);
+        sy_jw_str(b, "app", ch[i].app);
         if (ch[i].release)
-            buf_str(b, "null");
+            sy_jw_null(b, "override");
         else
-            put_weights(b, ch[i].weights, ch[i].n_weights, true);
-        buf_str(b, ",\"from\":");
-        put_weights(b, ch[i].from, ch[i].n_from, false);
-        buf_str(b, ",\"to\":");
-        put_weights(b, ch[i].to, ch[i].n_to, false);
-        buf_add(b, "}", 1);
+            put_weights(b, "override", ch[i].weights, ch[i].n_weights, true);
+        put_weights(b, "from", ch[i].from, ch[i].n_from, false);
+        put_weights(b, "to", ch[i].to, ch[i].n_to, false);
+        sy_jw_end_object(b);
     }
-    buf_add(b, "]", 1);
+    sy_jw_end_array(b);
     put_crc(b);
 }
 
-static void put_maint_record(struct buf *b, uint64_t seq, const struct sy_actor *who,
+static void put_maint_record(struct sy_jw *b, uint64_t seq, const struct sy_actor *who,
                              const struct sy_maint *m)
 {
     put_head(b, "maintenance", seq, who->time_ms, who->uid, who->pid, who->command);
-    buf_str(b, ",\"app\":");
-    buf_json_str(b, m->app);
-    buf_printf(b, ",\"on\":%s,\"retry_after\":%u,\"message\":", m->on ? "true" : "false",
-               m->retry_after);
-    if (m->message)
-        buf_json_str(b, m->message);
-    else
-        buf_str(b, "null");
+    sy_jw_str(b, "app", m->app);
+    sy_jw_bool(b, "on", m->on);
+    sy_jw_uint(b, "retry_after", m->retry_after);
+    sy_jw_str(b, "message", m->message);
     put_crc(b);
 }
 
 /* The apps in maintenance, in a snapshot record. */
-static void put_maints(struct buf *b, const struct sy_maints *s)
+static void put_maints(struct sy_jw *b, const struct sy_maints *s)
 {
-    buf_str(b, ",\"maintenance\":[");
+    sy_jw_begin_array(b, "maintenance");
     for (size_t i = 0; i < s->n; i++) {
         const struct sy_maint *m = &s->v[i];
-        if (i)
-            buf_add(b, ",", 1);
-        buf_str(b, "{\"app\":");
-        buf_json_str(b, m->app);
-        buf_printf(b, ",\"retry_after\":%u,\"message\":", m->retry_after);
-        if (m->message)
-            buf_json_str(b, m->message);
-        else
-            buf_str(b, "null");
-        buf_printf(b,
-                   ",\"since\":%" PRIu64 ",\"seq\":%" PRIu64 ",\"time\":%" PRIu64
-                   ",\"uid\":%" PRIu32 ",\"pid\":%" PRId32 ",\"cmd\":",
-                   m->since_ms, m->seq, m->time_ms, m->uid, m->pid < 0 ? 0 : m->pid);
-        buf_json_str(b, m->command ? m->command : "");
-        buf_add(b, "}", 1);
+        sy_jw_begin_object(b, NULL);
+        sy_jw_str(b, "app", m->app);
+        sy_jw_uint(b, "retry_after", m->retry_after);
+        sy_jw_str(b, "message", m->message);
+        sy_jw_uint(b, "since", m->since_ms);
+        put_actor(b, m->seq, m->time_ms, m->uid, m->pid, m->command);
+        sy_jw_end_object(b);
     }
-    buf_add(b, "]", 1);
+    sy_jw_end_array(b);
 }
 
-static void put_compact_record(struct buf *b, uint64_t seq, const struct sy_overrides *s,
+static void put_compact_record(struct sy_jw *b, uint64_t seq, const struct sy_overrides *s,
                                const struct sy_maints *maints)
 {
     put_head(b, "compact", seq, (uint64_t)time(NULL) * 1000, (uint32_t)geteuid(), (int32_t)getpid(),
              "compact");
-    buf_str(b, ",\"set\":[");
+    sy_jw_begin_array(b, "set");
     for (size_t i = 0; i < s->n; i++) {
         const struct sy_override *o = &s->v[i];
-        if (i)
-            buf_add(b, ",", 1);
-        buf_str(b, "{\"app\":");
-        buf_json_str(b, o->app);
-        buf_str(b, ",\"override\":");
-        put_weights(b, o->weights, o->n_weights, true);
-        buf_printf(b,
-                   ",\"seq\":%" PRIu64 ",\"time\":%" PRIu64 ",\"uid\":%" PRIu32 ",\"pid\":%" PRId32
-                   ",\"cmd\":",
-                   o->seq, o->time_ms, o->uid, o->pid < 0 ? 0 : o->pid);
-        buf_json_str(b, o->command ? o->command : "");
-        buf_add(b, "}", 1);
+        sy_jw_begin_object(b, NULL);
+        sy_jw_str(b, "app", o->app);
+        put_weights(b, "override", o->weights, o->n_weights, true);
+        put_actor(b, o->seq, o->time_ms, o->uid, o->pid, o->command);
+        sy_jw_end_object(b);
     }
-    buf_add(b, "]", 1);
+    sy_jw_end_array(b);
     if (maints && maints->n)
         put_maints(b, maints);
     put_crc(b);
 }
 
-/* -- reading records: a small strict JSON parser --------------------------------------------- */
+/* -- reading records (the JSON reader of switchyard/json.h) ---------------------------------- */
 
-enum jtype {
-    J_NULL = 0,
-    J_BOOL,
-    J_UINT, /* only non-negative integers occur in records */
-    J_STR,
-    J_ARR,
-    J_OBJ,
-};
-
-struct jval {
-    enum jtype type;
-    uint64_t u;
-    bool b;
-    char *s;            /* J_STR; NUL-terminated, no NUL inside */
-    struct jval *items; /* J_ARR and J_OBJ */
-    char **keys;        /* J_OBJ */
-    size_t n;
-};
-
-struct jparser {
-    const char *p, *end;
-    const char *why;
-};
-
-static void jfree(struct jval *v)
+static bool get_uint(const struct sy_jv *obj, const char *key, uint64_t max, uint64_t *out)
 {
-    free(v->s);
-    for (size_t i = 0; i < v->n; i++) {
-        jfree(&v->items[i]);
-        if (v->keys)
-            free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    memset(v, 0, sizeof(*v));
-}
-
-static void jskip_ws(struct jparser *jp)
-{
-    while (jp->p < jp->end && (*jp->p == ' ' || *jp->p == '\t'))
-        jp->p++;
-}
-
-static bool jfail(struct jparser *jp, const char *why)
-{
-    if (!jp->why)
-        jp->why = why;
-    return false;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static bool jstring(struct jparser *jp, char **out)
-{
-    jp->p++; /* the opening quote */
-    struct buf b = {0};
-    buf_add(&b, "", 0);
-    while (jp->p < jp->end && *jp->p != '"') {
-        unsigned char c = (unsigned char)*jp->p;
-        if (c < 0x20) {
-            free(b.p);
-            return jfail(jp, "control character in a string");
-        }
-        if (c != '\\') {
-            buf_add(&b, jp->p++, 1);
-            continue;
-        }
-        if (jp->end - jp->p < 2) {
-            free(b.p);
-            return jfail(jp, "unfinished escape");
-        }
-        char e = jp->p[1];
-        jp->p += 2;
-        char ch;
-        switch (e) {
-        case '"':
-        case '\\':
-        case '/':
-            ch = e;
-            break;
-        case 'n':
-            ch = '\n';
-            break;
-        case 't':
-            ch = '\t';
-            break;
-        case 'r':
-            ch = '\r';
-            break;
-        case 'b':
-            ch = '\b';
-            break;
-        case 'f':
-            ch = '\f';
-            break;
-        case 'u': {
-            /* Only what we write: \u00XX, a byte. */
-            int h[4] = {-1, -1, -1, -1};
-            for (int i = 0; i < 4 && jp->p + i < jp->end; i++)
-                h[i] = hexval(jp->p[i]);
-            if (h[0] != 0 || h[1] != 0 || h[2] < 0 || h[3] < 0 || (h[2] == 0 && h[3] == 0)) {
-                free(b.p);
-                return jfail(jp, "unsupported \\u escape");
-            }
-            ch = (char)(h[2] * 16 + h[3]);
-            jp->p += 4;
-            break;
-        }
-        default:
-            free(b.p);
-            return jfail(jp, "bad escape in a string");
-        }
-        buf_add(&b, &ch, 1);
-    }
-    if (jp->p >= jp->end) {
-        free(b.p);
-        return jfail(jp, "unterminated string");
-    }
-    jp->p++;
-    *out = b.p;
-    return true;
-}
-
-static bool jvalue(struct jparser *jp, struct jval *v, int depth);
-
-static bool jcontainer(struct jparser *jp, struct jval *v, int depth, bool obj)
-{
-    v->type = obj ? J_OBJ : J_ARR;
-    char close = obj ? '}' : ']';
-    size_t cap = 0, kcap = 0;
-    jp->p++;
-    jskip_ws(jp);
-    if (jp->p < jp->end && *jp->p == close) {
-        jp->p++;
-        return true;
-    }
-    for (;;) {
-        jskip_ws(jp);
-        char *key = NULL;
-        if (obj) {
-            if (jp->p >= jp->end || *jp->p != '"')
-                return jfail(jp, "expected a key");
-            if (!jstring(jp, &key))
-                return false;
-            for (size_t i = 0; i < v->n; i++) {
-                if (strcmp(v->keys[i], key) == 0) {
-                    free(key);
-                    return jfail(jp, "duplicate key");
-                }
-            }
-            jskip_ws(jp);
-            if (jp->p >= jp->end || *jp->p != ':') {
-                free(key);
-                return jfail(jp, "expected ':'");
-            }
-            jp->p++;
-        }
-        sy_xgrow((void **)&v->items, &cap, v->n + 1, sizeof(*v->items));
-        if (obj) {
-            sy_xgrow((void **)&v->keys, &kcap, v->n + 1, sizeof(*v->keys));
-            v->keys[v->n] = key;
-        }
-        memset(&v->items[v->n], 0, sizeof(v->items[v->n]));
-        v->n++;
-        if (!jvalue(jp, &v->items[v->n - 1], depth + 1))
-            return false;
-        jskip_ws(jp);
-        if (jp->p < jp->end && *jp->p == ',') {
-            jp->p++;
-            continue;
-        }
-        if (jp->p < jp->end && *jp->p == close) {
-            jp->p++;
-            return true;
-        }
-        return jfail(jp, obj ? "expected ',' or '}'" : "expected ',' or ']'");
-    }
-}
-
-static bool jvalue(struct jparser *jp, struct jval *v, int depth)
-{
-    if (depth > MAX_DEPTH)
-        return jfail(jp, "nested too deeply");
-    jskip_ws(jp);
-    if (jp->p >= jp->end)
-        return jfail(jp, "unexpected end of line");
-    char c = *jp->p;
-    if (c == '{' || c == '[')
-        return jcontainer(jp, v, depth, c == '{');
-    if (c == '"') {
-        v->type = J_STR;
-        return jstring(jp, &v->s);
-    }
-    if (c >= '0' && c <= '9') {
-        uint64_t u = 0;
-        const char *start = jp->p;
-        while (jp->p < jp->end && *jp->p >= '0' && *jp->p <= '9') {
-            unsigned d = (unsigned)(*jp->p - '0');
-            if (u > (UINT64_MAX - d) / 10)
-                return jfail(jp, "number too large");
-            u = u * 10 + d;
-            jp->p++;
-        }
-        if (jp->p - start > 1 && *start == '0')
-            return jfail(jp, "number with a leading zero");
-        if (jp->p < jp->end && (*jp->p == '.' || *jp->p == 'e' || *jp->p == 'E'))
-            return jfail(jp, "numbers must be integers");
-        v->type = J_UINT;
-        v->u = u;
-        return true;
-    }
-    static const struct {
-        const char *word;
-        enum jtype type;
-        bool b;
-    } words[] = {{"null", J_NULL, false}, {"true", J_BOOL, true}, {"false", J_BOOL, false}};
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-        size_t len = strlen(words[i].word);
-        if ((size_t)(jp->end - jp->p) >= len && memcmp(jp->p, words[i].word, len) == 0) {
-            jp->p += len;
-            v->type = words[i].type;
-            v->b = words[i].b;
-            return true;
-        }
-    }
-    return jfail(jp, c == '-' ? "negative number" : "unexpected character");
-}
-
-static const struct jval *jget(const struct jval *obj, const char *key)
-{
-    for (size_t i = 0; i < obj->n; i++)
-        if (strcmp(obj->keys[i], key) == 0)
-            return &obj->items[i];
-    return NULL;
-}
-
-static bool get_uint(const struct jval *obj, const char *key, uint64_t max, uint64_t *out)
-{
-    const struct jval *v = jget(obj, key);
-    if (!v || v->type != J_UINT || v->u > max)
+    const struct sy_jv *v = sy_jv_get(obj, key);
+    if (sy_jv_type(v) != SY_JV_UINT || sy_jv_uint(v, 0) > max)
         return false;
-    *out = v->u;
+    *out = sy_jv_uint(v, 0);
     return true;
 }
 
-static const char *get_str(const struct jval *obj, const char *key)
+static const char *get_str(const struct sy_jv *obj, const char *key)
 {
-    const struct jval *v = jget(obj, key);
-    return v && v->type == J_STR ? v->s : NULL;
-}
-
-/* -- the same reader for others (switchyardctl's `status --watch`) --------------------------- */
-
-/* A parsed value is a struct jval seen through an opaque type: the first member of the one
- * is the other. */
-struct sy_jv {
-    struct jval v;
-};
-
-static const struct sy_jv *as_jv(const struct jval *v)
-{
-    return (const struct sy_jv *)v;
-}
-
-int sy_jv_parse(const char *text, size_t len, struct sy_jv **out, const char **why)
-{
-    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-        len--;
-    struct jparser jp = {text, text + len, NULL};
-    struct sy_jv *root = sy_xcalloc(1, sizeof(*root));
-    bool ok = jvalue(&jp, &root->v, 0);
-    jskip_ws(&jp);
-    if (ok && jp.p != jp.end)
-        ok = jfail(&jp, "trailing bytes after the value");
-    if (!ok) {
-        *why = jp.why;
-        sy_jv_free(root);
-        return SY_ERR_INVALID;
-    }
-    *out = root;
-    return 0;
-}
-
-void sy_jv_free(struct sy_jv *v)
-{
-    if (!v)
-        return;
-    jfree(&v->v);
-    free(v);
-}
-
-enum sy_jv_type sy_jv_type(const struct sy_jv *v)
-{
-    if (!v)
-        return SY_JV_NULL;
-    switch (v->v.type) {
-    case J_BOOL:
-        return SY_JV_BOOL;
-    case J_UINT:
-        return SY_JV_UINT;
-    case J_STR:
-        return SY_JV_STR;
-    case J_ARR:
-        return SY_JV_ARR;
-    case J_OBJ:
-        return SY_JV_OBJ;
-    default:
-        return SY_JV_NULL;
-    }
-}
-
-const struct sy_jv *sy_jv_get(const struct sy_jv *obj, const char *key)
-{
-    if (!obj || obj->v.type != J_OBJ)
-        return NULL;
-    const struct jval *v = jget(&obj->v, key);
-    return v ? as_jv(v) : NULL;
-}
-
-size_t sy_jv_len(const struct sy_jv *v)
-{
-    return v && (v->v.type == J_ARR || v->v.type == J_OBJ) ? v->v.n : 0;
-}
-
-const struct sy_jv *sy_jv_at(const struct sy_jv *v, size_t i)
-{
-    return i < sy_jv_len(v) ? as_jv(&v->v.items[i]) : NULL;
-}
-
-const char *sy_jv_key_at(const struct sy_jv *v, size_t i)
-{
-    return v && v->v.type == J_OBJ && i < v->v.n ? v->v.keys[i] : NULL;
-}
-
-uint64_t sy_jv_uint(const struct sy_jv *v, uint64_t dflt)
-{
-    return v && v->v.type == J_UINT ? v->v.u : dflt;
-}
-
-const char *sy_jv_str(const struct sy_jv *v)
-{
-    return v && v->v.type == J_STR ? v->v.s : NULL;
-}
-
-bool sy_jv_bool(const struct sy_jv *v)
-{
-    return v && v->v.type == J_BOOL && v->v.b;
+    return sy_jv_str(sy_jv_get(obj, key));
 }
 
 /* A cluster name as the config allows it: what a record names must be safe to show. */
@@ -835,22 +426,25 @@ static bool is_name(const char *s, size_t max)
 }
 
 /* {"cluster": N, ...} into owned weights. */
-static bool get_weights(const struct jval *v, struct sy_route_weight **out, size_t *n,
+static bool get_weights(const struct sy_jv *v, struct sy_route_weight **out, size_t *n,
                         const char **why)
 {
-    if (!v || v->type != J_OBJ) {
+    if (sy_jv_type(v) != SY_JV_OBJ) {
         *why = "weights must be an object";
         return false;
     }
-    *out = sy_xcalloc(v->n ? v->n : 1, sizeof(**out));
+    size_t len = sy_jv_len(v);
+    *out = sy_xcalloc(len ? len : 1, sizeof(**out));
     *n = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        if (!is_name(v->keys[i], 63) || v->items[i].type != J_UINT || v->items[i].u > 100) {
+    for (size_t i = 0; i < len; i++) {
+        const char *key = sy_jv_key_at(v, i);
+        const struct sy_jv *u = sy_jv_at(v, i);
+        if (!is_name(key, 63) || sy_jv_type(u) != SY_JV_UINT || sy_jv_uint(u, 0) > 100) {
             *why = "a weight must be a cluster name and an integer 0..100";
             return false;
         }
-        (*out)[i].cluster = sy_xstrdup(v->keys[i]);
-        (*out)[i].weight = (unsigned)v->items[i].u;
+        (*out)[i].cluster = sy_xstrdup(key);
+        (*out)[i].weight = (unsigned)sy_jv_uint(u, 0);
         (*n)++;
     }
     return true;
@@ -880,7 +474,7 @@ void sy_journal_record_dispose(struct sy_journal_record *r)
     memset(r, 0, sizeof(*r));
 }
 
-static bool read_head(const struct jval *o, uint64_t *seq, uint64_t *time_ms, uint32_t *uid,
+static bool read_head(const struct sy_jv *o, uint64_t *seq, uint64_t *time_ms, uint32_t *uid,
                       int32_t *pid, char **cmd, const char **why)
 {
     uint64_t u, p;
@@ -910,116 +504,117 @@ static bool is_message(const char *s)
 }
 
 /* The maintenance fields of a record or of a snapshot entry: app, retry_after, message. */
-static bool read_maint_fields(const struct jval *o, struct sy_maint *m, const char **why)
+static bool read_maint_fields(const struct sy_jv *o, struct sy_maint *m, const char **why)
 {
     const char *app = get_str(o, "app");
-    const struct jval *msg = jget(o, "message");
+    const struct sy_jv *msg = sy_jv_get(o, "message");
     uint64_t ra;
     if (!app || !is_name(app, 255) || !get_uint(o, "retry_after", UINT32_MAX, &ra) || !msg ||
-        (msg->type != J_NULL && (msg->type != J_STR || !is_message(msg->s)))) {
+        (sy_jv_type(msg) != SY_JV_NULL && (!sy_jv_str(msg) || !is_message(sy_jv_str(msg))))) {
         *why = "a maintenance entry needs an app, retry_after and message";
         return false;
     }
     m->app = sy_xstrdup(app);
     m->retry_after = (unsigned)ra;
-    m->message = msg->type == J_STR ? sy_xstrdup(msg->s) : NULL;
+    m->message = sy_jv_str(msg) ? sy_xstrdup(sy_jv_str(msg)) : NULL;
     return true;
 }
 
 /* `{"type":"maintenance",...,"app":A,"on":BOOL,"retry_after":S,"message":M|null}` */
-static bool read_maint_record(const struct jval *root, struct sy_journal_record *r,
+static bool read_maint_record(const struct sy_jv *root, struct sy_journal_record *r,
                               const char **why)
 {
     r->maintenance = true;
-    const struct jval *on = jget(root, "on");
-    if (!on || on->type != J_BOOL) {
+    const struct sy_jv *on = sy_jv_get(root, "on");
+    if (sy_jv_type(on) != SY_JV_BOOL) {
         *why = "a maintenance record needs 'on'";
         return false;
     }
-    r->maint.on = on->b;
+    r->maint.on = sy_jv_bool(on);
     if (!read_maint_fields(root, &r->maint, why))
         return false;
     return true;
 }
 
-/* One entry of a snapshot's 'set': an app's override weights, with who set them and when. */
-static bool read_set_entry(const struct jval *e, const char *app, const struct jval *ov,
-                           struct sy_journal_record *r, const char **why)
+/* The entries of a change (`changes`) or of a snapshot (`set`). */
+static bool read_entries(const struct sy_jv *root, struct sy_journal_record *r, const char **why)
 {
-    if (ov->type == J_NULL || find(&r->set, app)) {
-        *why = "a snapshot entry is repeated or has no override weights";
+    const struct sy_jv *list = sy_jv_get(root, r->compact ? "set" : "changes");
+    if (sy_jv_type(list) != SY_JV_ARR) {
+        *why = r->compact ? "a snapshot needs a 'set' list" : "a change needs a 'changes' list";
         return false;
     }
-    struct sy_override o = {0};
-    bool ok = get_weights(ov, &o.weights, &o.n_weights, why) &&
-              read_head(e, &o.seq, &o.time_ms, &o.uid, &o.pid, &o.command, why);
-    o.app = sy_xstrdup(app);
-    sy_xgrow((void **)&r->set.v, &r->set.cap, r->set.n + 1, sizeof(*r->set.v));
-    r->set.v[r->set.n++] = o; /* disposed with the record, whole or not */
-    return ok;
-}
-
-/* One entry of a change's 'changes': the new override (null: released), from and to. */
-static bool read_change_entry(const struct jval *e, const char *app, const struct jval *ov,
-                              struct sy_journal_record *r, const char **why)
-{
-    struct sy_override_change *c = &r->changes[r->n_changes++];
-    c->app = sy_xstrdup(app);
-    struct sy_route_weight *w = NULL;
-    if (ov->type == J_NULL) {
-        c->release = true;
-    } else {
-        bool ok = get_weights(ov, &w, &c->n_weights, why);
-        c->weights = w;
-        if (!ok)
+    if (!r->compact) {
+        if (sy_jv_len(list) == 0) {
+            *why = "a change must change something";
             return false;
+        }
+        r->changes = sy_xcalloc(sy_jv_len(list), sizeof(*r->changes));
     }
-    bool ok = get_weights(jget(e, "from"), &w, &c->n_from, why);
-    c->from = w;
-    if (!ok)
-        return false;
-    ok = get_weights(jget(e, "to"), &w, &c->n_to, why);
-    c->to = w;
-    return ok;
-}
-
-/* The entries of a change's 'changes' or a snapshot's 'set'. */
-static bool read_entries(const struct jval *list, struct sy_journal_record *r, const char **why)
-{
-    for (size_t i = 0; i < list->n; i++) {
-        const struct jval *e = &list->items[i];
-        const char *app = e->type == J_OBJ ? get_str(e, "app") : NULL;
+    for (size_t i = 0; i < sy_jv_len(list); i++) {
+        const struct sy_jv *e = sy_jv_at(list, i);
+        const char *app = get_str(e, "app");
         if (!app || !is_name(app, 255)) {
             *why = "an entry needs an app name";
             return false;
         }
-        const struct jval *ov = jget(e, "override");
+        const struct sy_jv *ov = sy_jv_get(e, "override");
         if (!ov) {
             *why = "an entry needs an 'override'";
             return false;
         }
-        bool ok =
-            r->compact ? read_set_entry(e, app, ov, r, why) : read_change_entry(e, app, ov, r, why);
+        if (r->compact) {
+            if (sy_jv_type(ov) == SY_JV_NULL || find(&r->set, app)) {
+                *why = "a snapshot entry is repeated or has no override weights";
+                return false;
+            }
+            struct sy_override o = {0};
+            bool ok = get_weights(ov, &o.weights, &o.n_weights, why) &&
+                      read_head(e, &o.seq, &o.time_ms, &o.uid, &o.pid, &o.command, why);
+            o.app = sy_xstrdup(app);
+            sy_xgrow((void **)&r->set.v, &r->set.cap, r->set.n + 1, sizeof(*r->set.v));
+            r->set.v[r->set.n++] = o; /* disposed with the record, whole or not */
+            if (!ok)
+                return false;
+            continue;
+        }
+        struct sy_override_change *c = &r->changes[r->n_changes++];
+        c->app = sy_xstrdup(app);
+        struct sy_route_weight *w = NULL;
+        if (sy_jv_type(ov) == SY_JV_NULL) {
+            c->release = true;
+        } else {
+            bool ok = get_weights(ov, &w, &c->n_weights, why);
+            c->weights = w;
+            if (!ok)
+                return false;
+        }
+        bool ok = get_weights(sy_jv_get(e, "from"), &w, &c->n_from, why);
+        c->from = w;
+        if (!ok)
+            return false;
+        ok = get_weights(sy_jv_get(e, "to"), &w, &c->n_to, why);
+        c->to = w;
         if (!ok)
             return false;
     }
     return true;
 }
 
-/* A snapshot's 'maintenance' list: the apps in maintenance when it was written. */
-static bool read_snapshot_maints(const struct jval *root, struct sy_journal_record *r,
+/* A snapshot's apps in maintenance (`maintenance`, absent when none). */
+static bool read_snapshot_maints(const struct sy_jv *root, struct sy_journal_record *r,
                                  const char **why)
 {
-    const struct jval *ml = jget(root, "maintenance");
-    if (ml && ml->type != J_ARR) {
+    const struct sy_jv *ml = r->compact ? sy_jv_get(root, "maintenance") : NULL;
+    if (ml && sy_jv_type(ml) != SY_JV_ARR) {
         *why = "a snapshot's 'maintenance' must be a list";
         return false;
     }
-    for (size_t i = 0; ml && i < ml->n; i++) {
-        const struct jval *e = &ml->items[i];
+    for (size_t i = 0; i < sy_jv_len(ml); i++) {
+        const struct sy_jv *e = sy_jv_at(ml, i);
         struct sy_maint m = {0};
         uint64_t since = 0;
-        bool ok = e->type == J_OBJ && read_maint_fields(e, &m, why) &&
+        bool ok = sy_jv_type(e) == SY_JV_OBJ && read_maint_fields(e, &m, why) &&
                   get_uint(e, "since", UINT64_MAX, &since) &&
                   read_head(e, &m.seq, &m.time_ms, &m.uid, &m.pid, &m.command, why);
         if (ok && sy_maints_find(&r->maints, m.app)) {
@@ -1039,10 +634,10 @@ static bool read_snapshot_maints(const struct jval *root, struct sy_journal_reco
     return true;
 }
 
-static bool read_record(const struct jval *root, struct sy_journal_record *r, const char **why)
+static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, const char **why)
 {
     uint64_t v;
-    if (root->type != J_OBJ) {
+    if (sy_jv_type(root) != SY_JV_OBJ) {
         *why = "a record must be a JSON object";
         return false;
     }
@@ -1061,21 +656,7 @@ static bool read_record(const struct jval *root, struct sy_journal_record *r, co
     if (maint)
         return read_maint_record(root, r, why);
     r->compact = strcmp(type, "compact") == 0;
-    const struct jval *list = jget(root, r->compact ? "set" : "changes");
-    if (!list || list->type != J_ARR) {
-        *why = r->compact ? "a snapshot needs a 'set' list" : "a change needs a 'changes' list";
-        return false;
-    }
-    if (!r->compact) {
-        if (list->n == 0) {
-            *why = "a change must change something";
-            return false;
-        }
-        r->changes = sy_xcalloc(list->n, sizeof(*r->changes));
-    }
-    if (!read_entries(list, r, why))
-        return false;
-    return !r->compact || read_snapshot_maints(root, r, why);
+    return read_entries(root, r, why) && read_snapshot_maints(root, r, why);
 }
 
 int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record *r,
@@ -1092,8 +673,9 @@ int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record
     uint32_t want = 0;
     const char *hex = line + len - 10;
     for (int i = 0; i < 8; i++) {
-        int h = hexval(hex[i]);
-        if (h < 0 || (hex[i] >= 'A' && hex[i] <= 'F')) {
+        char c = hex[i];
+        int h = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (h < 0) {
             *why = "bad checksum field";
             return SY_ERR_INVALID;
         }
@@ -1103,19 +685,11 @@ int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record
         *why = "checksum mismatch (the record was damaged)";
         return SY_ERR_INVALID;
     }
-    struct jparser jp = {line, line + len, NULL};
-    struct jval root = {0};
-    bool ok = jvalue(&jp, &root, 0);
-    jskip_ws(&jp);
-    if (ok && jp.p != jp.end)
-        ok = jfail(&jp, "trailing bytes after the record");
-    if (!ok) {
-        *why = jp.why;
-        jfree(&root);
+    struct sy_jv *root = NULL;
+    if (sy_jv_parse(line, len, &root, why) != 0)
         return SY_ERR_INVALID;
-    }
-    ok = read_record(&root, r, why);
-    jfree(&root);
+    bool ok = read_record(root, r, why);
+    sy_jv_free(root);
     if (!ok) {
         if (!*why)
             *why = "malformed record";
@@ -1227,24 +801,10 @@ static int sync_fd(const struct sy_journal *j, int fd)
     return fdatasync(fd) == -1 ? -1 : 0;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n == -1)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Reads the whole file (bounded). */
 static int slurp(int fd, const char *path, char **out, size_t *len)
 {
-    struct buf b = {0};
+    struct sy_jw b = {0};
     for (;;) {
         sy_xgrow((void **)&b.p, &b.cap, b.len + 65536, 1);
         ssize_t n = read(fd, b.p + b.len, b.cap - b.len);
@@ -1517,7 +1077,7 @@ static int compact(struct sy_journal *j)
             return SY_ERR_SYS;
         }
     }
-    struct buf b = {0};
+    struct sy_jw b = {0};
     put_compact_record(&b, j->seq, &j->set, &j->maint);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
     if (fd == -1) {
@@ -1526,7 +1086,7 @@ static int compact(struct sy_journal *j)
         return SY_ERR_SYS;
     }
     /* Locked before it takes the journal's name: no other process may take it over. */
-    if (flock(fd, LOCK_EX | LOCK_NB) == -1 || write_all(fd, b.p, b.len) == -1 ||
+    if (flock(fd, LOCK_EX | LOCK_NB) == -1 || sy_write_all(fd, b.p, b.len) == -1 ||
         sync_fd(j, fd) == -1) {
         sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot write %s", tmp);
         close(fd);
@@ -1568,7 +1128,7 @@ static int compact(struct sy_journal *j)
 /* Appends the record in `b` (numbered j->seq + 1; freed here) and fsyncs it; on success the
  * sequence moves on and the caller applies the record to its set, then calls compact_if_due().
  * On failure nothing was applied and the file is as it was; `err` says why. */
-static int append_record(struct sy_journal *j, struct buf *b, char *err, size_t errlen)
+static int append_record(struct sy_journal *j, struct sy_jw *b, char *err, size_t errlen)
 {
     if (j->released) {
         snprintf(err, errlen,
@@ -1606,7 +1166,7 @@ static int append_record(struct sy_journal *j, struct buf *b, char *err, size_t 
         free(b->p);
         return SY_ERR_LIMIT;
     }
-    if (write_all(j->fd, b->p, b->len) == -1 || sync_fd(j, j->fd) == -1) {
+    if (sy_write_all(j->fd, b->p, b->len) == -1 || sync_fd(j, j->fd) == -1) {
         int e = errno;
         snprintf(err, errlen, "cannot write the journal %s: %s", j->path, strerror(e));
         sy_log(SY_LOG_ERROR, "journal", "%s", err);
@@ -1637,7 +1197,7 @@ static void compact_if_due(struct sy_journal *j)
 int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
                       const struct sy_override_change *ch, size_t n, char *err, size_t errlen)
 {
-    struct buf b = {0};
+    struct sy_jw b = {0};
     put_change_record(&b, j->seq + 1, who, ch, n);
     int rc = append_record(j, &b, err, errlen);
     if (rc)
@@ -1655,7 +1215,7 @@ const struct sy_maints *sy_journal_maintenance(const struct sy_journal *j)
 int sy_journal_append_maintenance(struct sy_journal *j, const struct sy_actor *who,
                                   const struct sy_maint *m, char *err, size_t errlen)
 {
-    struct buf b = {0};
+    struct sy_jw b = {0};
     put_maint_record(&b, j->seq + 1, who, m);
     int rc = append_record(j, &b, err, errlen);
     if (rc)

@@ -3,7 +3,8 @@
  * command per line of text, every answer ending with `ok` or `error: <why>` (or, for a
  * command prefixed with `json` or carrying `--json`, one line holding one JSON object). Peers
  * are checked with SO_PEERCRED. The commands come from tables that modules register; `help`
- * is built from them. The client side (switchyardctl, `switchyard -t`) is here too. */
+ * is built from them. This is the server side: the socket, the command set and the routing
+ * commands; the client side (switchyardctl, `switchyard -t`) is switchyard/admin_client.h. */
 #ifndef SWITCHYARD_ADMIN_H
 #define SWITCHYARD_ADMIN_H
 
@@ -12,13 +13,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "switchyard/admin_client.h"
 #include "switchyard/base.h"
 #include "switchyard/config.h"
-#include "switchyard/proxy.h"
+#include "switchyard/counters.h"
+#include "switchyard/json.h"
 #include "switchyard/state.h"
 
-/** Longest command line, newline excluded. A longer one is refused and the connection closed. */
-#define SY_ADMIN_LINE_MAX 4096
 /** Most words in one command. */
 #define SY_ADMIN_MAX_ARGS 128
 /** Largest payload (`diff`: the file to compare). */
@@ -30,8 +31,6 @@
 #define SY_ADMIN_OWNER_RESERVE 8
 /** Refused peers being told so at once; more are closed without a word. They hold no slot. */
 #define SY_ADMIN_MAX_REFUSED 16
-/** The socket switchyardctl uses when neither -s nor $SWITCHYARD_SOCKET says. */
-#define SY_ADMIN_DEFAULT_SOCKET "/run/switchyard/admin.sock"
 
 /** The process at the other end of an admin connection (SO_PEERCRED, SO_PEERGROUPS). */
 struct sy_peer {
@@ -72,13 +71,11 @@ bool sy_admin_cmd_is_read_only(const char *name);
 /** An answer being built: lines of text, or the members of one JSON object. */
 struct sy_reply {
     bool json;
-    char *p; /* text lines, or JSON members (each preceded by ',' where one is needed) */
-    size_t len, cap;
+    /* Text lines, or JSON members (each preceded by ',' where one is needed: out.comma[0] is
+     * set, the server's own members come first). */
+    struct sy_jw out;
     bool failed;
     char error[512]; /* when failed: the reason (one line) */
-    /* JSON writer: whether the container at each depth needs a ',' before its next member. */
-    bool comma[16];
-    int depth;
 };
 
 void sy_reply_init(struct sy_reply *r, bool json);
@@ -92,7 +89,8 @@ void sy_reply_printf(struct sy_reply *r, const char *fmt, ...)
  * SY_ERR_INVALID, for `return sy_reply_error(r, ...)`. */
 int sy_reply_error(struct sy_reply *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* JSON members (JSON mode only: ignored in text mode). `key` is NULL inside arrays. */
+/* JSON members (JSON mode only: ignored in text mode), written by switchyard/json.h's writer.
+ * `key` is NULL inside arrays. */
 void sy_json_begin_object(struct sy_reply *r, const char *key);
 void sy_json_end_object(struct sy_reply *r);
 void sy_json_begin_array(struct sy_reply *r, const char *key);
@@ -252,33 +250,5 @@ void sy_admin_routing_init(struct sy_admin *a, struct sy_admin_routing *env);
 
 /** Registers `maintenance` against `env` (admin/maintenance.c; sy_admin_routing_init calls it). */
 void sy_admin_maintenance_init(struct sy_admin *a, struct sy_admin_routing *env);
-
-/* -- the client side (admin/client.c) -------------------------------------------------------- */
-
-/** One instance's answer. */
-struct sy_admin_answer {
-    char *text; /* everything received, NUL-terminated (the last line included) */
-    size_t len;
-    bool ok;       /* the last line is `ok` (or a JSON object with "ok":true) */
-    char why[256]; /* when the instance could not be asked: why (connect, timeout, ...) */
-    bool reached;
-};
-
-/**
- * Sends `line` (a newline is added) and `payload` (may be NULL) to the admin socket at `path`
- * and reads the answer, within `timeout_ms`. Returns 0 when an answer arrived (ok or not), or
- * a negative sy_err with answer->why set. Free with sy_admin_answer_dispose(). Blocking.
- */
-int sy_admin_call(const char *path, const char *line, const char *payload, size_t payload_len,
-                  int timeout_ms, struct sy_admin_answer *answer);
-
-void sy_admin_answer_dispose(struct sy_admin_answer *answer);
-
-/**
- * Joins words into one command line for sy_admin_split(): a word that is empty or holds a
- * space, a tab, a quote or a backslash is written in double quotes. Returns the length, or -1
- * when it does not fit in `size` (NUL included).
- */
-int sy_admin_join(int argc, char *const *argv, char *buf, size_t size);
 
 #endif

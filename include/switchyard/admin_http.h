@@ -12,7 +12,7 @@
 
 #include "switchyard/admin.h"
 #include "switchyard/config.h"
-#include "switchyard/proxy.h"
+#include "switchyard/counters.h"
 #include "switchyard/state.h"
 
 /** Where the HTTP listener reads what it serves. Everything is borrowed for its life. */

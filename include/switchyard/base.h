@@ -179,13 +179,10 @@ void sy_diag_format(const struct sy_diag *dg, char *buf, size_t size);
 uint64_t sy_now_ms(void);
 
 /**
- * Writes `src` (`len` bytes) as the inside of a JSON string (RFC 8259 §7) into `dst`, which
- * holds `cap` bytes: `"` and `\\` are escaped, control bytes, DEL and every byte from 0x80 as
- * \u00XX of the byte's value (so that any input, valid UTF-8 or not, gives valid ASCII JSON;
- * request lines are ASCII, RFC 9112 §3). Stops before an escape that would not fit. Returns the
- * bytes written (no NUL). No allocation; any thread. The one JSON string escaper for byte strings
- * from the wire.
+ * Writes all `len` bytes of `p` to `fd`: retries after EINTR and short writes, and waits in
+ * poll(2) while a non-blocking `fd` is full. Returns 0, or -1 with errno set (EIO when write
+ * took nothing and gave no reason). Blocking; any thread.
  */
-size_t sy_json_escape(char *dst, size_t cap, const char *src, size_t len);
+int sy_write_all(int fd, const char *p, size_t len);
 
 #endif

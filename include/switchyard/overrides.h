@@ -244,45 +244,4 @@ void sy_journal_record_dispose(struct sy_journal_record *r);
  */
 uint32_t sy_journal_crc32(const char *p, size_t len);
 
-/* -- the journal's JSON reader, for others ----------------------------------------------------- */
-
-/*
- * The strict reader the journal uses, offered to switchyardctl (`status --watch` reads
- * `status --json`): objects, arrays, strings (escapes \uXXXX only for bytes, as switchyard
- * writes them), non-negative integers, true, false and null, nested at most 8 deep. A value
- * is opaque; the accessors take NULL and a value of another type and answer "absent".
- */
-struct sy_jv;
-
-enum sy_jv_type {
-    SY_JV_NULL = 0, /* null, or absent */
-    SY_JV_BOOL,
-    SY_JV_UINT,
-    SY_JV_STR,
-    SY_JV_ARR,
-    SY_JV_OBJ,
-};
-
-/**
- * Parses one JSON value (a trailing newline is allowed) into a new value (sy_jv_free it).
- * Returns 0, or SY_ERR_INVALID with `why` (static text) set. Any thread.
- */
-int sy_jv_parse(const char *text, size_t len, struct sy_jv **out, const char **why);
-void sy_jv_free(struct sy_jv *v);
-enum sy_jv_type sy_jv_type(const struct sy_jv *v);
-/** The member `key` of an object (borrowed from the root), or NULL. */
-const struct sy_jv *sy_jv_get(const struct sy_jv *obj, const char *key);
-/** Items of an array or members of an object; 0 for anything else. */
-size_t sy_jv_len(const struct sy_jv *v);
-/** Item `i` of an array or value of member `i` of an object, or NULL. */
-const struct sy_jv *sy_jv_at(const struct sy_jv *v, size_t i);
-/** Key of member `i` of an object, or NULL. */
-const char *sy_jv_key_at(const struct sy_jv *v, size_t i);
-/** The integer, or `dflt` when `v` is not one. */
-uint64_t sy_jv_uint(const struct sy_jv *v, uint64_t dflt);
-/** The string (borrowed), or NULL when `v` is not one. */
-const char *sy_jv_str(const struct sy_jv *v);
-/** true only for `true`. */
-bool sy_jv_bool(const struct sy_jv *v);
-
 #endif

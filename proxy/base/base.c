@@ -97,25 +97,25 @@ void sy_log_set_level(enum sy_log_level level)
     log_level = level;
 }
 
-/* Writes all of buf to stderr, waiting for a non-blocking stderr to take it. Returns false on
- * an error (the reader is gone). */
-static bool write_all(const char *buf, size_t len)
+int sy_write_all(int fd, const char *p, size_t len)
 {
     while (len > 0) {
-        ssize_t n = write(STDERR_FILENO, buf, len);
+        ssize_t n = write(fd, p, len);
         if (n == -1 && errno == EINTR)
             continue;
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
             poll(&pfd, 1, -1);
             continue;
         }
+        if (n == 0)
+            errno = EIO; /* nothing taken and no reason given: do not spin */
         if (n <= 0)
-            return false;
-        buf += n;
+            return -1;
+        p += n;
         len -= (size_t)n;
     }
-    return true;
+    return 0;
 }
 
 static uint64_t count_lines(const char *p, size_t len)
@@ -151,7 +151,7 @@ static void emit(const char *line, size_t len)
     if (stuck)
         atomic_fetch_add_explicit(&log_dropped, 1, memory_order_relaxed);
     else
-        write_all(line, len);
+        sy_write_all(STDERR_FILENO, line, len);
 }
 
 #define LOG_LINE_MAX 2048
@@ -270,7 +270,7 @@ static void *writer_main(void *arg)
             len = add_reports(batch, len, &dropped_seen, &suppressed_seen);
             last_report = now;
         }
-        if (!write_all(batch, len))
+        if (sy_write_all(STDERR_FILENO, batch, len) != 0) /* the reader is gone */
             atomic_fetch_add_explicit(&log_dropped, count_lines(batch, len), memory_order_relaxed);
 
         pthread_mutex_lock(&alog.mu);
@@ -282,7 +282,7 @@ static void *writer_main(void *arg)
     char report[2 * LOG_LINE_MAX];
     size_t len = add_reports(report, 0, &dropped_seen, &suppressed_seen);
     if (len)
-        write_all(report, len);
+        sy_write_all(STDERR_FILENO, report, len);
     return NULL;
 }
 
@@ -561,31 +561,4 @@ uint64_t sy_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-size_t sy_json_escape(char *dst, size_t cap, const char *src, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)src[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
-            if (o + 1 > cap)
-                break;
-            dst[o++] = (char)ch;
-        } else if (ch == '"' || ch == '\\') {
-            if (o + 2 > cap)
-                break;
-            dst[o++] = '\\';
-            dst[o++] = (char)ch;
-        } else {
-            if (o + 6 > cap)
-                break;
-            memcpy(dst + o, "\\u00", 4);
-            dst[o + 4] = hex[ch >> 4];
-            dst[o + 5] = hex[ch & 15];
-            o += 6;
-        }
-    }
-    return o;
 }

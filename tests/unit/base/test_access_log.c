@@ -16,6 +16,7 @@
 
 #include "switchyard/access_log.h"
 #include "switchyard/base.h"
+#include "switchyard/json.h"
 
 /* Everything the ring holds, as one string (consumed). */
 static size_t drain(struct sy_access_ring *r, char *out, size_t cap)

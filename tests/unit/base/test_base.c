@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for the base library: slices, diagnostics, array growth, and a log that never
- * waits for its reader. */
+/* Unit tests for the base library: slices, diagnostics, array growth, a log that never
+ * waits for its reader, and sy_write_all. */
 #define _GNU_SOURCE /* F_SETPIPE_SZ: before any header */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,8 +8,10 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +151,63 @@ static void test_client_lines_beyond_the_rate_are_suppressed_and_counted(void **
     free(c.text);
 }
 
+/* A pipe's reader, for sy_write_all: reads everything until the write end closes. */
+struct drain {
+    int fd;
+    size_t len;
+    unsigned char sum; /* a check of the order: sum of byte * position */
+};
+
+static void *drain_pipe(void *arg)
+{
+    struct drain *d = arg;
+    unsigned char buf[4096];
+    ssize_t n;
+    while ((n = read(d->fd, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            d->sum = (unsigned char)(d->sum + buf[i] * (unsigned char)(d->len + (size_t)i));
+        d->len += (size_t)n;
+    }
+    return NULL;
+}
+
+static void test_write_all_waits_for_a_full_nonblocking_pipe_and_writes_everything(void **state)
+{
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK), 0);
+    fcntl(p[1], F_SETPIPE_SZ, 4096);
+    size_t len = 1 << 20;
+    unsigned char *data = malloc(len), want = 0;
+    for (size_t i = 0; i < len; i++) {
+        data[i] = (unsigned char)(i * 7 + (i >> 12));
+        want = (unsigned char)(want + data[i] * (unsigned char)i);
+    }
+    int flags = fcntl(p[0], F_GETFL);
+    fcntl(p[0], F_SETFL, flags & ~O_NONBLOCK); /* the reader blocks; the writer must poll */
+    struct drain d = {.fd = p[0]};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, drain_pipe, &d), 0);
+    assert_int_equal(sy_write_all(p[1], (const char *)data, len), 0);
+    close(p[1]);
+    pthread_join(t, NULL);
+    close(p[0]);
+    assert_int_equal(d.len, len);
+    assert_int_equal(d.sum, want);
+    free(data);
+}
+
+static void test_write_all_fails_with_errno_when_the_reader_is_gone(void **state)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    close(p[0]);
+    signal(SIGPIPE, SIG_IGN);
+    errno = 0;
+    assert_int_equal(sy_write_all(p[1], "x", 1), -1);
+    assert_int_equal(errno, EPIPE);
+    close(p[1]);
+}
+
 static void test_slice_ieq_ignores_ascii_case_only(void **state)
 {
     assert_true(sy_slice_ieq(sy_slice_of("Content-Length", 14), "content-length"));
@@ -200,6 +259,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slice_ieq_ignores_ascii_case_only),
+        cmocka_unit_test(test_write_all_waits_for_a_full_nonblocking_pipe_and_writes_everything),
+        cmocka_unit_test(test_write_all_fails_with_errno_when_the_reader_is_gone),
         cmocka_unit_test(test_diag_formats_file_line_and_column),
         cmocka_unit_test(test_xgrow_keeps_contents_and_grows_geometrically),
         cmocka_unit_test(test_strerror_names_every_error),

@@ -757,6 +757,84 @@ static void test_parser_reads_a_maintenance_record_and_refuses_a_bad_one(void **
     }
 }
 
+/* Line `i` (0-based) of `t` must be `want` followed by its checksum: ,"crc":"xxxxxxxx"}. */
+static void assert_record(const char *t, size_t i, const char *want)
+{
+    const char *line = t;
+    for (size_t k = 0; k < i; k++) {
+        line = strchr(line, '\n');
+        assert_non_null(line);
+        line++;
+    }
+    const char *end = strchr(line, '\n');
+    assert_non_null(end);
+    size_t n = strlen(want);
+    assert_true((size_t)(end - line) == n + 18);
+    if (memcmp(line, want, n) != 0)
+        fail_msg("record %zu:\n got %.*s\nwant %s", i, (int)n, line, want);
+    char crc[32];
+    snprintf(crc, sizeof(crc), ",\"crc\":\"%08x\"}", sy_journal_crc32(line, n));
+    assert_memory_equal(line + n, crc, 18);
+}
+
+/* The bytes of the journal's records are a format on disk: pinned here, escapes included. */
+static void test_records_are_written_byte_for_byte(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal *j = open_ok(f->tmp.path, &create_opts);
+    set(j, "chat", 90, 10, "weights chat \"q\" \\ \x01 \xc3\xa9");
+    release(j, "web");
+    maint(j, "chat", true, 300, "back at \"four\"", 2000);
+    maint(j, "web", false, 0, NULL, 3000);
+    sy_journal_close(j);
+    size_t len;
+    char *t = read_file(f->tmp.path, &len);
+    assert_record(t, 0,
+                  "{\"v\":1,\"type\":\"change\",\"seq\":1,\"time\":1700000000123,\"uid\":1000,"
+                  "\"pid\":42,\"cmd\":\"weights chat \\\"q\\\" \\\\ \\u0001 \\u00c3\\u00a9\","
+                  "\"changes\":[{\"app\":\"chat\",\"override\":{\"blue\":90,\"green\":10},"
+                  "\"from\":{\"blue\":50,\"green\":50},\"to\":{\"blue\":90,\"green\":10}}]");
+    assert_record(t, 1,
+                  "{\"v\":1,\"type\":\"change\",\"seq\":2,\"time\":1700000000456,\"uid\":0,"
+                  "\"pid\":7,\"cmd\":\"release\",\"changes\":[{\"app\":\"web\",\"override\":null,"
+                  "\"from\":{},\"to\":{}}]");
+    assert_record(t, 2,
+                  "{\"v\":1,\"type\":\"maintenance\",\"seq\":3,\"time\":2000,\"uid\":1000,"
+                  "\"pid\":42,\"cmd\":\"maintenance on\",\"app\":\"chat\",\"on\":true,"
+                  "\"retry_after\":300,\"message\":\"back at \\\"four\\\"\"");
+    assert_record(t, 3,
+                  "{\"v\":1,\"type\":\"maintenance\",\"seq\":4,\"time\":3000,\"uid\":1000,"
+                  "\"pid\":42,\"cmd\":\"maintenance off\",\"app\":\"web\",\"on\":false,"
+                  "\"retry_after\":0,\"message\":null");
+    free(t);
+}
+
+/* A snapshot's bytes after its head (whose time, uid and pid are the compacting process's). */
+static void test_snapshot_record_is_written_byte_for_byte(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal_opts o = create_opts;
+    o.compact_after = 2;
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
+    set(j, "chat", 100, 0, "revert chat");
+    maint(j, "web", true, 5, "soon", 2000);
+    maint(j, "api", true, 0, NULL, 2500);
+    sy_journal_close(j);
+    size_t len;
+    char *t = read_file(f->tmp.path, &len);
+    const char *set_at = strstr(t, ",\"set\":[");
+    assert_non_null(strstr(t, "\"type\":\"compact\""));
+    assert_non_null(set_at);
+    const char *want =
+        ",\"set\":[{\"app\":\"chat\",\"override\":{\"blue\":100},\"seq\":1,\"time\":1700000000123,"
+        "\"uid\":1000,\"pid\":42,\"cmd\":\"revert chat\"}],\"maintenance\":[{\"app\":\"web\","
+        "\"retry_after\":5,\"message\":\"soon\",\"since\":2000,\"seq\":2,\"time\":2000,"
+        "\"uid\":1000,\"pid\":42,\"cmd\":\"maintenance on\"}";
+    if (strncmp(set_at, want, strlen(want)) != 0)
+        fail_msg("snapshot:\n got %s\nwant %s", set_at, want);
+    free(t);
+}
+
 static void test_history_returns_the_last_n_oldest_first(void **state)
 {
     struct fx *f = *state;
@@ -916,6 +994,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replay_restores_overrides_with_who_and_when, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_each_record_is_one_checksummed_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records_are_written_byte_for_byte, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_record_is_written_byte_for_byte, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_revert_of_many_apps_is_one_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_last_line_is_ignored_and_cut_off, setup,
                                         teardown),
