@@ -146,34 +146,60 @@ static bool claims(const struct claim_set *cs, const char *host, const char *pat
     return cs->n && bsearch(&key, cs->v, cs->n, sizeof(*cs->v), cmp_claim_pair);
 }
 
+/* Whether app `b` claims the same hosts and paths as `a`, in the same order. */
+static bool same_claims(const struct sy_app_spec *a, const struct sy_app_spec *b)
+{
+    if (a->n_hosts != b->n_hosts || a->n_paths != b->n_paths)
+        return false;
+    for (size_t h = 0; h < a->n_hosts; h++)
+        if (strcmp(a->hosts[h], b->hosts[h]) != 0)
+            return false;
+    for (size_t p = 0; p < a->n_paths; p++)
+        if (strcmp(a->paths[p], b->paths[p]) != 0)
+            return false;
+    return true;
+}
+
+/* Asks both tables who wins (host pattern, path) and says so when the answers differ. */
+static void diff_winner(struct diff *df, const char *pattern, const char *path,
+                        const struct sy_route_table *old, const struct sy_route_table *neu)
+{
+    char host[300];
+    probe_host(pattern, host, sizeof(host));
+    struct sy_slice hs = sy_slice_of(host, strlen(host));
+    struct sy_slice ps = sy_slice_of(path, strlen(path));
+    const struct sy_route_app *x = sy_route_match(old, hs, ps);
+    const struct sy_route_app *y = sy_route_match(neu, hs, ps);
+    const char *xn = x ? x->name : NULL, *yn = y ? y->name : NULL;
+    if ((xn == NULL) == (yn == NULL) && (!xn || strcmp(xn, yn) == 0))
+        return;
+    diff_line(df, SY_DIFF_WINNER, yn ? yn : xn, "~ host %s path %s: %s -> %s", pattern, path,
+              xn ? xn : "(no app: 404)", yn ? yn : "(no app: 404)");
+}
+
 /* Every (host, path) that `cfg` claims, asked of both tables; `skip` (may be NULL) lists
- * the pairs already asked. */
+ * the pairs already asked. An app that `skip` has by the same name with the same hosts and
+ * paths has nothing left to ask: the set of `skip`'s pairs is sorted only when some app
+ * differs (a reload that changes weights alone never builds it). */
 static void diff_winners(struct diff *df, const struct sy_config *cfg, const struct sy_config *skip,
                          const struct sy_route_table *old, const struct sy_route_table *neu)
 {
     struct claim_set cs = {0};
-    if (skip)
-        claim_set_init(&cs, skip);
+    bool have_cs = false;
     for (size_t i = 0; i < cfg->n_apps; i++) {
         const struct sy_app_spec *a = &cfg->apps[i];
-        for (size_t h = 0; h < a->n_hosts; h++) {
-            for (size_t p = 0; p < a->n_paths; p++) {
-                if (skip && claims(&cs, a->hosts[h], a->paths[p]))
-                    continue;
-                char host[300];
-                probe_host(a->hosts[h], host, sizeof(host));
-                struct sy_slice hs = sy_slice_of(host, strlen(host));
-                struct sy_slice ps = sy_slice_of(a->paths[p], strlen(a->paths[p]));
-                const struct sy_route_app *x = sy_route_match(old, hs, ps);
-                const struct sy_route_app *y = sy_route_match(neu, hs, ps);
-                const char *xn = x ? x->name : NULL, *yn = y ? y->name : NULL;
-                if ((xn == NULL) == (yn == NULL) && (!xn || strcmp(xn, yn) == 0))
-                    continue;
-                diff_line(df, SY_DIFF_WINNER, yn ? yn : xn, "~ host %s path %s: %s -> %s",
-                          a->hosts[h], a->paths[p], xn ? xn : "(no app: 404)",
-                          yn ? yn : "(no app: 404)");
-            }
+        if (skip) {
+            long si = sy_config_app_index(skip, a->name);
+            if (si >= 0 && same_claims(&skip->apps[si], a))
+                continue;
+            if (!have_cs)
+                claim_set_init(&cs, skip);
+            have_cs = true;
         }
+        for (size_t h = 0; h < a->n_hosts; h++)
+            for (size_t p = 0; p < a->n_paths; p++)
+                if (!skip || !claims(&cs, a->hosts[h], a->paths[p]))
+                    diff_winner(df, a->hosts[h], a->paths[p], old, neu);
     }
     free(cs.v);
 }

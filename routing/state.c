@@ -718,14 +718,20 @@ int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsi
     return 0;
 }
 
-/* A snapshot like the one in force in which app `ai` sends everything to `cluster` and is
- * held, or (cluster NULL) follows the journal's override or the file again, not held. */
-static int hold_table(struct sy_state *st, long ai, const char *app, const char *cluster,
-                      struct sy_route_table **out)
+/* A snapshot like the one in force in which app `app` sends everything to `cluster` and is
+ * held, or (cluster NULL) follows the journal's override or the file again, not held. *ai gets
+ * the app's index; a failure is worded in `err`. */
+static int hold_table(struct sy_state *st, const char *app, const char *cluster, long *ai,
+                      struct sy_route_table **out, char *err, size_t errlen)
 {
+    *ai = sy_config_app_index(st->cfg, app);
+    if (*ai < 0) {
+        errf(err, errlen, "unknown app '%s'", app);
+        return SY_ERR_INVALID;
+    }
     struct sy_route_weight w = {cluster, 100};
     struct sy_route_override ov = {app, &w, 1};
-    struct sy_route_app_change ch = {.app = (size_t)ai, .held = cluster != NULL};
+    struct sy_route_app_change ch = {.app = (size_t)*ai, .held = cluster != NULL};
     if (cluster) {
         ch.override = &ov;
     } else {
@@ -736,23 +742,20 @@ static int hold_table(struct sy_state *st, long ai, const char *app, const char 
             ch.override = &ov;
         }
     }
-    return sy_route_table_update(st->table, &ch, 1, st->generation + 1, out);
+    int rc = sy_route_table_update(st->table, &ch, 1, st->generation + 1, out);
+    if (rc)
+        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+    return rc;
 }
 
 int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, char *err,
                   size_t errlen)
 {
-    long ai = sy_config_app_index(st->cfg, app);
-    if (ai < 0) {
-        errf(err, errlen, "unknown app '%s'", app);
-        return SY_ERR_INVALID;
-    }
+    long ai;
     struct sy_route_table *t = NULL;
-    int rc = hold_table(st, ai, app, cluster, &t);
-    if (rc) {
-        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+    int rc = hold_table(st, app, cluster, &ai, &t, err, errlen);
+    if (rc)
         return rc;
-    }
     install_table(st, t);
     sy_log(SY_LOG_INFO, "exclusive", "generation %" PRIu64 ": app %s %s", st->generation, app,
            cluster ? "held (its new requests wait)" : "no longer held");
@@ -762,17 +765,11 @@ int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, cha
 int sy_state_follow_file(struct sy_state *st, const char *app, const char *from,
                          const struct sy_actor *who, char *err, size_t errlen)
 {
-    long ai = sy_config_app_index(st->cfg, app);
-    if (ai < 0) {
-        errf(err, errlen, "unknown app '%s'", app);
-        return SY_ERR_INVALID;
-    }
+    long ai;
     struct sy_route_table *t = NULL;
-    int rc = hold_table(st, ai, app, NULL, &t);
-    if (rc) {
-        errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
+    int rc = hold_table(st, app, NULL, &ai, &t, err, errlen);
+    if (rc)
         return rc;
-    }
     /* The note: a release of an app without override, which replay finds nothing to do for.
      * An app with an override (one that became stale, or fits again) gets no note: a release
      * would drop it. */
