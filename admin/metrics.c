@@ -380,11 +380,11 @@ static void who_of(uint32_t uid, char *buf, size_t size)
         snprintf(buf, size, "%" PRIu32, uid);
 }
 
-static void routing_metrics(struct sy_prom *m, struct sy_state *st)
+/* Per app: the stable cluster, exclusive mode, a switch running, maintenance. */
+static void app_metrics(struct sy_prom *m, struct sy_state *st)
 {
     const struct sy_route_table *t = sy_state_table(st);
     const struct sy_config *cfg = sy_route_table_config(t);
-    const struct sy_overrides *ov = sy_state_overrides(st);
     sy_prom_family(m, "switchyard_app_stable", "gauge",
                    "1 for the cluster the routing file names as the app's stable one, else 0.");
     for (size_t a = 0; a < cfg->n_apps; a++) {
@@ -416,6 +416,15 @@ static void routing_metrics(struct sy_prom *m, struct sy_state *st)
         const char *l[] = {"app", cfg->apps[a].name};
         sy_prom_sample_u64(m, "", l, 1, NULL, e && e->on);
     }
+}
+
+/* Per app and cluster: the file's weight, the override's (while one is in force), and the
+ * effective one. */
+static void weight_metrics(struct sy_prom *m, struct sy_state *st)
+{
+    const struct sy_route_table *t = sy_state_table(st);
+    const struct sy_config *cfg = sy_route_table_config(t);
+    const struct sy_overrides *ov = sy_state_overrides(st);
     sy_prom_family(m, "switchyard_weight", "gauge",
                    "Weight of a cluster for an app: in the file, set by an override (while one "
                    "is in force), and in effect.");
@@ -445,6 +454,13 @@ static void routing_metrics(struct sy_prom *m, struct sy_state *st)
             sy_prom_sample_u64(m, "", le, 3, NULL, ew);
         }
     }
+}
+
+/* The operators' overrides in force: who, which command, since when. */
+static void override_metrics(struct sy_prom *m, struct sy_state *st)
+{
+    const struct sy_config *cfg = sy_route_table_config(sy_state_table(st));
+    const struct sy_overrides *ov = sy_state_overrides(st);
     sy_prom_family(m, "switchyard_override_info", "gauge",
                    "1 for each operator's override in force: who set it, by which command, "
                    "since when (ISO 8601).");
@@ -471,6 +487,11 @@ static void routing_metrics(struct sy_prom *m, struct sy_state *st)
         const char *l[] = {"app", o->app};
         sy_prom_sample(m, "", l, 1, NULL, (double)o->time_ms / 1000.0);
     }
+}
+
+/* The generation, reloads by result, the last good load, the journal's sequence. */
+static void reload_metrics(struct sy_prom *m, struct sy_state *st)
+{
     sy_prom_family(m, "switchyard_config_generation", "gauge",
                    "Generation of the routing snapshot in force (every reload and change adds 1).");
     sy_prom_sample_u64(m, "", NULL, 0, NULL, sy_state_generation(st));
@@ -486,6 +507,14 @@ static void routing_metrics(struct sy_prom *m, struct sy_state *st)
     sy_prom_family(m, "switchyard_journal_sequence", "gauge",
                    "Sequence number of the last record of the overrides journal.");
     sy_prom_sample_u64(m, "", NULL, 0, NULL, sy_state_journal_seq(st));
+}
+
+static void routing_metrics(struct sy_prom *m, struct sy_state *st)
+{
+    app_metrics(m, st);
+    weight_metrics(m, st);
+    override_metrics(m, st);
+    reload_metrics(m, st);
 }
 
 /* -- the access log ---------------------------------------------------------------------------- */
