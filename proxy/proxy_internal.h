@@ -27,7 +27,7 @@
 
 struct exchange;
 struct upstream;
-struct h1_client;
+struct h1_conn;
 
 /* Connections to one endpoint spoken to one way (address, protocol and TLS settings), owned by
  * one worker: idle HTTP/1.1 keep-alive connections, and every HTTP/2 connection. */
