@@ -33,10 +33,11 @@ struct h1_stream {
 /* Streams kept for reuse by this worker thread. None under AddressSanitizer (as for
  * exchanges), so that a use after the end is still caught there. */
 #if defined(__SANITIZE_ADDRESS__)
-#define H1_SPARE_MAX 0
+static const bool spare_on = false;
 #else
-#define H1_SPARE_MAX 64
+static const bool spare_on = true;
 #endif
+#define H1_SPARE_MAX 64
 static _Thread_local struct h1_stream *spare;
 static _Thread_local size_t n_spare;
 
@@ -77,7 +78,7 @@ static void cancel(struct exchange *ex, bool complete)
     ex->ups = NULL;
     if (s->up)
         upstream_release(s->up, complete && s->keep_alive);
-    if (n_spare < H1_SPARE_MAX) {
+    if (spare_on && n_spare < H1_SPARE_MAX) {
         evbuffer_drain(s->head, evbuffer_get_length(s->head));
         s->next = spare;
         spare = s;

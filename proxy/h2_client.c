@@ -67,10 +67,11 @@ struct h2_stream {
 };
 
 #if defined(__SANITIZE_ADDRESS__)
-#define H2_SPARE_MAX 0
+static const bool spare_on = false;
 #else
-#define H2_SPARE_MAX 64
+static const bool spare_on = true;
 #endif
+#define H2_SPARE_MAX 64
 static _Thread_local struct h2_stream *spare;
 static _Thread_local size_t n_spare;
 
@@ -875,7 +876,7 @@ static void cancel(struct exchange *ex, bool complete)
     ex->ups = NULL;
     s->ex = NULL;
     s->avoid = NULL;
-    if (n_spare < H2_SPARE_MAX) {
+    if (spare_on && n_spare < H2_SPARE_MAX) {
         evbuffer_drain(s->hdrs, evbuffer_get_length(s->hdrs));
         s->next = spare;
         spare = s;
