@@ -26,8 +26,6 @@ static const bool exchange_cache_on = true;
 #endif
 #define EXCHANGE_CACHE 64
 
-static void send_head(struct exchange *ex);
-static void upstream_closed(struct exchange *ex);
 static void answer_maintenance(struct downstream *d, const struct req_head *req,
                                struct sy_route_table *t, const struct sy_route_app *app,
                                const struct sy_route_maint_answer *m);
@@ -35,6 +33,18 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
 static const char *cluster_name(const struct exchange *ex)
 {
     return sy_route_cluster(ex->table, ex->cluster)->name;
+}
+
+const char *exchange_cluster_name(const struct exchange *ex)
+{
+    return cluster_name(ex);
+}
+
+/* The exchange leaves its upstream stream, if it has one. */
+static void up_cancel(struct exchange *ex, bool complete)
+{
+    if (ex->ups)
+        ex->uops->cancel(ex, complete);
 }
 
 /* Monotonic microseconds (vDSO: no system call). */
@@ -74,7 +84,7 @@ static void exchange_free(struct exchange *ex)
         ex->w->drain_cut = NULL;
     queue_remove(ex); /* a client that goes away while waiting is forgotten */
     hold_remove(ex);  /* ... and so is one held by an exclusive switch */
-    h2up_detach(ex);
+    up_cancel(ex, false);
     if (ex->w_prev)
         ex->w_prev->w_next = ex->w_next;
     else if (ex->w->exchanges == ex)
@@ -89,17 +99,11 @@ static void exchange_free(struct exchange *ex)
             counter_add(&ex->slot->responses_5xx, 1);
         count_end(ex);
     }
-    if (ex->h2_req) {
-        free(ex->h2_req->nva);
-        free(ex->h2_req->store);
-        free(ex->h2_req);
-    }
     free(ex->set_cookie);
     sy_route_table_release(ex->table);
     struct sy_worker *w = ex->w;
     if (exchange_cache_on && w->n_ex_cache < EXCHANGE_CACHE && !w->draining) {
-        /* Kept, with its three buffers emptied (their chains go back to malloc). */
-        evbuffer_drain(ex->up_head, evbuffer_get_length(ex->up_head));
+        /* Kept, with its two buffers emptied (their chains go back to malloc). */
         evbuffer_drain(ex->tmp, evbuffer_get_length(ex->tmp));
         evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
         ex->w_next = w->ex_cache;
@@ -107,27 +111,23 @@ static void exchange_free(struct exchange *ex)
         w->n_ex_cache++;
         return;
     }
-    evbuffer_free(ex->up_head);
     evbuffer_free(ex->tmp);
     evbuffer_free(ex->trailers);
-    if (ex->h2_timer)
-        event_free(ex->h2_timer);
     if (ex->q_timer)
         event_free(ex->q_timer);
     free(ex);
 }
 
-/* A zeroed exchange with its three buffers, from the worker's cache when it has one: a
+/* A zeroed exchange with its two buffers, from the worker's cache when it has one: a
  * request then costs no allocation for its exchange. */
 static struct exchange *exchange_alloc(struct sy_worker *w)
 {
     struct exchange *ex = w->ex_cache;
     if (!ex) {
         ex = sy_xcalloc(1, sizeof(*ex));
-        ex->up_head = evbuffer_new();
         ex->tmp = evbuffer_new();
         ex->trailers = evbuffer_new();
-        if (!ex->up_head || !ex->tmp || !ex->trailers) {
+        if (!ex->tmp || !ex->trailers) {
             sy_log(SY_LOG_ERROR, "http", "out of memory"); /* as sy_xcalloc does */
             abort();
         }
@@ -135,13 +135,11 @@ static struct exchange *exchange_alloc(struct sy_worker *w)
     }
     w->ex_cache = ex->w_next;
     w->n_ex_cache--;
-    struct evbuffer *up_head = ex->up_head, *tmp = ex->tmp, *trailers = ex->trailers;
-    struct event *h2_timer = ex->h2_timer, *q_timer = ex->q_timer;
+    struct evbuffer *tmp = ex->tmp, *trailers = ex->trailers;
+    struct event *q_timer = ex->q_timer;
     memset(ex, 0, sizeof(*ex));
-    ex->up_head = up_head;
     ex->tmp = tmp;
     ex->trailers = trailers;
-    ex->h2_timer = h2_timer;
     ex->q_timer = q_timer;
     return ex;
 }
@@ -151,25 +149,22 @@ void exchange_cache_free(struct sy_worker *w)
     while (w->ex_cache) {
         struct exchange *ex = w->ex_cache;
         w->ex_cache = ex->w_next;
-        evbuffer_free(ex->up_head);
         evbuffer_free(ex->tmp);
         evbuffer_free(ex->trailers);
-        if (ex->h2_timer)
-            event_free(ex->h2_timer);
         if (ex->q_timer)
             event_free(ex->q_timer);
         free(ex);
     }
     w->n_ex_cache = 0;
+    h1up_cache_free();
+    h2up_cache_free();
 }
 
 /* Ends the exchange; the downstream goes on when `reusable`. */
 static void finish(struct exchange *ex, bool reusable)
 {
     struct downstream *d = ex->down;
-    if (ex->up)
-        upstream_release(ex->up, reusable && ex->resp_keep_alive && ex->req_done);
-    h2up_detach(ex);
+    up_cancel(ex, reusable && ex->req_done);
     d->ex = NULL;
     exchange_free(ex);
     d->ops->finish(d, reusable);
@@ -187,9 +182,7 @@ static void fail(struct exchange *ex, int status, const char *why)
         if (!ex->generated)
             ex->generated = sy_own_reason(status);
     }
-    if (ex->up)
-        upstream_release(ex->up, false);
-    h2up_detach(ex);
+    up_cancel(ex, false);
     d->ex = NULL;
     exchange_free(ex);
     if (started) {
@@ -228,9 +221,7 @@ void exchange_queue_expired(struct exchange *ex, const char *why)
 
 void exchange_downstream_gone(struct exchange *ex)
 {
-    if (ex->up)
-        upstream_release(ex->up, false);
-    h2up_detach(ex);
+    up_cancel(ex, false);
     ex->down->ex = NULL;
     exchange_free(ex);
 }
@@ -358,21 +349,6 @@ static bool has_token(struct sy_slice v, const char *token)
     return false;
 }
 
-/* Where a rewritten request head goes: HTTP/1.1 text into ex->up_head, or HTTP/2 fields
- * (names lower-cased) whose offsets are noted and turned into an nghttp2_nv array at the end.
- * The rewrite itself is written once, in rewrite_request. */
-struct nv_off {
-    size_t name, name_len, value;
-    size_t value_len;
-};
-
-struct head_sink {
-    struct head_writer hw;
-    bool h2;
-    struct nv_off *o;
-    size_t n, cap;
-};
-
 static size_t sink_pos(const struct head_sink *s)
 {
     return evbuffer_get_length(s->hw.out) + s->hw.len;
@@ -436,10 +412,8 @@ static void add_earlier(struct head_sink *s, const struct req_head *req, enum fi
     }
 }
 
-/* The request head as the cluster gets it: hop-by-hop fields dropped (and the ones Connection
- * names), X-Forwarded-* and Via added, the framing restated. */
-static void rewrite_request(struct exchange *ex, const struct req_head *req, struct head_sink *s,
-                            bool tls_up)
+void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, struct head_sink *s,
+                           bool tls_up)
 {
     struct sy_slice tok[MAX_CONN_TOKENS];
     size_t n_tok = connection_tokens(req->headers, req->n_headers, tok);
@@ -540,35 +514,6 @@ static void rewrite_request(struct exchange *ex, const struct req_head *req, str
     hw_flush(&s->hw);
 }
 
-static void write_request_head(struct exchange *ex, const struct req_head *req)
-{
-    struct head_sink s = {.h2 = false};
-    hw_init(&s.hw, ex->up_head);
-    rewrite_request(ex, req, &s, false);
-}
-
-/* The request as HTTP/2 fields, in one allocation the exchange keeps for a retry. */
-static void build_h2_request(struct exchange *ex, const struct req_head *req, bool tls_up)
-{
-    struct evbuffer *b = ex->up_head; /* empty, and unused otherwise on this path */
-    struct head_sink s = {.h2 = true};
-    hw_init(&s.hw, b);
-    rewrite_request(ex, req, &s, tls_up);
-    size_t len = evbuffer_get_length(b);
-    struct h2_request *r = sy_xcalloc(1, sizeof(*r));
-    r->store = sy_xmalloc(len ? len : 1);
-    evbuffer_remove(b, r->store, len);
-    r->nva = sy_xcalloc(s.n ? s.n : 1, sizeof(*r->nva));
-    r->n_nva = s.n;
-    for (size_t i = 0; i < s.n; i++) {
-        r->nva[i] =
-            (nghttp2_nv){(uint8_t *)r->store + s.o[i].name, (uint8_t *)r->store + s.o[i].value,
-                         s.o[i].name_len, s.o[i].value_len, NGHTTP2_NV_FLAG_NONE};
-    }
-    free(s.o);
-    ex->h2_req = r;
-}
-
 /* The weight app `ex->app` gives cluster `c` in table `t` (same config as the exchange's). */
 static unsigned weight_in(const struct sy_route_table *t, size_t app, size_t c)
 {
@@ -616,16 +561,6 @@ static bool exclusive_gate(struct exchange *ex, const struct sy_config *cfg)
 }
 
 static void go(struct exchange *ex, bool late);
-
-/* For the access log: whether the exchange's HTTP/1.1 connection is new, and since when it
- * connects (exchange_upstream_connected takes the time). */
-static void note_connect(struct exchange *ex)
-{
-    ex->up_new = !ex->up->reused;
-    ex->up_used = true;
-    ex->connect_start_us = ex->up_new ? mono_us() : 0;
-    ex->connect_us = 0;
-}
 
 void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why)
 {
@@ -776,7 +711,6 @@ void exchange_start(struct downstream *d, const struct req_head *req)
                sy_slice_ieq(req->method, "OPTIONS") || sy_slice_ieq(req->method, "TRACE");
     if (choice.set_cookie_len)
         ex->set_cookie = sy_xstrndup(choice.set_cookie, choice.set_cookie_len);
-    ex->req_chunked_up = req->framing == SY_H1_BODY_CHUNKED;
     ex->req_done = req->framing == SY_H1_BODY_NONE ||
                    (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
     ex->expect_continue = req->expect_continue && !ex->req_done;
@@ -800,10 +734,9 @@ void exchange_start(struct downstream *d, const struct req_head *req)
             fail(ex, 502, msg);
             return;
         }
-        build_h2_request(ex, req, cl->tls.on);
-    } else {
-        write_request_head(ex, req);
     }
+    ex->uops = cl->protocol != SY_PROTO_HTTP1 ? &h2_upstream_ops : &h1_upstream_ops;
+    ex->uops->prepare(ex, req, cl->tls.on);
     if (exclusive_gate(ex, cfg))
         return;
     go(ex, false);
@@ -836,76 +769,17 @@ static void go(struct exchange *ex, bool late)
             return;
         }
     }
-    if (cl->protocol != SY_PROTO_HTTP1) {
-        if (!h2up_attach(ex, upstream_pool(w, ep, cl), cl, NULL, &why))
-            fail_connect(ex, why);
-        return;
-    }
-    ex->up = upstream_get(w, ep, cl, ex, false, &why);
-    if (!ex->up) {
+    if (!ex->uops->start(ex, upstream_pool(w, ep, cl), cl, late, &why))
         fail_connect(ex, why);
-        return;
-    }
-    note_connect(ex);
-    /* The body is pulled by the codec's exchange_body_ready once the head is consumed. */
-    if (ex->up->connected) {
-        if (late)
-            exchange_upstream_connected(ex);
-        else
-            send_head(ex);
-    }
-}
-
-/* Sends the head (a copy when a retry may still need it) and lets the client send its body. */
-static void send_head(struct exchange *ex)
-{
-    const struct sy_config *cfg = sy_route_table_config(ex->table);
-    struct upstream *up = ex->up;
-    struct evbuffer *out = bufferevent_get_output(up->bev);
-    struct timeval tv = ms_tv(cfg->timeouts.upstream_response_ms);
-    bufferevent_set_timeouts(up->bev, &tv, &tv);
-    bufferevent_setwatermark(up->bev, EV_WRITE, cfg->limits.buffer_bytes / 2, 0);
-    if (up->reused && !ex->retried) {
-        size_t len = evbuffer_get_length(ex->up_head);
-        evbuffer_add(out, evbuffer_pullup(ex->up_head, (ssize_t)len), len);
-    } else {
-        evbuffer_add_buffer(out, ex->up_head);
-    }
-    if (ex->expect_continue) {
-        /* RFC 9110 §10.1.1: the cluster is reachable, so let the client send its body. */
-        ex->expect_continue = false;
-        ex->down->ops->send_continue(ex->down);
-    }
-}
-
-void exchange_upstream_connected(struct exchange *ex)
-{
-    if (ex->connect_start_us && !ex->connect_us) {
-        uint64_t now = mono_us();
-        ex->connect_us = now > ex->connect_start_us ? now - ex->connect_start_us : 1;
-    }
-    send_head(ex);
-    exchange_body_ready(ex);
 }
 
 void exchange_dequeued(struct exchange *ex)
 {
     const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
     const char *why = NULL;
-    if (cl->protocol != SY_PROTO_HTTP1) {
-        if (!h2up_attach(ex, upstream_pool(ex->w, ex->endpoint, cl), cl, NULL, &why))
-            fail_connect(ex, why);
-        return;
-    }
-    ex->up = upstream_get(ex->w, ex->endpoint, cl, ex, false, &why);
-    if (!ex->up) {
+    /* The codec consumed the head long ago: the body may be pulled at once. */
+    if (!ex->uops->start(ex, upstream_pool(ex->w, ex->endpoint, cl), cl, true, &why))
         fail_connect(ex, why);
-        return;
-    }
-    note_connect(ex);
-    /* The codec consumed the head long ago: the body may be pulled now. */
-    if (ex->up->connected)
-        exchange_upstream_connected(ex);
 }
 
 static void maybe_finish(struct exchange *ex)
@@ -1021,72 +895,8 @@ void exchange_body_ready(struct exchange *ex)
         maint_body_ready(ex);
         return;
     }
-    if (ex->h2) {
-        h2up_body_ready(ex);
-        return;
-    }
-    struct upstream *up = ex->up;
-    if (ex->req_done || !up || !up->connected)
-        return;
-    const struct sy_config *cfg = sy_route_table_config(ex->table);
-    size_t budget = cfg->limits.buffer_bytes;
-    struct evbuffer *out = bufferevent_get_output(up->bev);
-    for (;;) {
-        size_t used = evbuffer_get_length(out);
-        if (used >= budget)
-            return; /* resumed by exchange_upstream_drained */
-        const char *why = NULL;
-        bool done = false;
-        ssize_t n =
-            ex->down->ops->pull_body(ex->down, ex->tmp, budget - used, ex->trailers, &done, &why);
-        if (n < 0) {
-            fail(ex, 400, why ? why : "malformed request body");
-            return;
-        }
-        if (n > 0) {
-            ex->req_body_started = true;
-            ex->req_body_bytes += (uint64_t)n;
-            if (cfg->limits.max_body_bytes && ex->req_body_bytes > cfg->limits.max_body_bytes) {
-                fail(ex, 413, "request body is larger than limits.max_body_bytes");
-                return;
-            }
-            if (ex->req_chunked_up)
-                add_chunk_size(out, (size_t)n);
-            evbuffer_add_buffer(out, ex->tmp);
-            if (ex->req_chunked_up)
-                evbuffer_add(out, "\r\n", 2);
-        }
-        if (done && ex->tunnel) {
-            ex->req_done = true;
-            ex->up_shutdown_pending = true;
-            exchange_upstream_drained(ex);
-            return;
-        }
-        if (done) {
-            if (ex->req_chunked_up) {
-                evbuffer_add(out, "0\r\n", 3);
-                evbuffer_add_buffer(out, ex->trailers);
-                evbuffer_add(out, "\r\n", 2);
-            }
-            ex->req_done = true;
-            maybe_finish(ex);
-            return;
-        }
-        if (n == 0)
-            return; /* the codec calls again when more arrives */
-    }
-}
-
-void exchange_upstream_drained(struct exchange *ex)
-{
-    if (ex->up_shutdown_pending) {
-        if (evbuffer_get_length(bufferevent_get_output(ex->up->bev)) == 0) {
-            ex->up_shutdown_pending = false;
-            shutdown(bufferevent_getfd(ex->up->bev), SHUT_WR); /* the client's half-close */
-        }
-        return;
-    }
-    exchange_body_ready(ex);
+    if (ex->ups)
+        ex->uops->body_ready(ex);
 }
 
 /* Moves decoded chunked body from `in` to `out` until `out` holds `budget` bytes or the input
@@ -1164,306 +974,30 @@ ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing frami
     return 0;
 }
 
-/* After a 101: raw bytes both ways, each direction with its usual backpressure, until the
- * cluster closes (the client's close is passed on as a half-close). Both sides idle out after
- * timeouts.tunnel_idle. */
-static void start_tunnel(struct exchange *ex)
+size_t exchange_end_to_end(struct sy_header *h, size_t n)
 {
-    const struct sy_config *cfg = sy_route_table_config(ex->table);
-    ex->tunnel = true;
-    counter_add(&ex->slot->tunnels, 1);
-    ex->req_done = false;
-    ex->req_chunked_up = false;
-    struct timeval tv = ms_tv(cfg->timeouts.tunnel_idle_ms);
-    bufferevent_set_timeouts(ex->up->bev, &tv, &tv);
-    ex->down->ops->start_tunnel(ex->down);
-}
-
-/* Returns 1 when the head went to the client, 0 when more bytes are needed, -1 when the
- * exchange failed (and was freed). */
-static int parse_response_head(struct exchange *ex)
-{
-    const struct sy_config *cfg = sy_route_table_config(ex->table);
-    struct evbuffer *in = bufferevent_get_input(ex->up->bev);
-    for (;;) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0)
-            return 0;
-        struct sy_h1_limits lim = {cfg->limits.max_request_line, cfg->limits.max_header_bytes,
-                                   cfg->limits.max_headers};
-        size_t want = len < lim.max_head + 1 ? len : lim.max_head + 1;
-        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
-        struct sy_h1_response resp = {.headers = worker_scratch(ex->w)};
-        ssize_t n = sy_h1_parse_response(p, want, &lim, ex->head_request, &resp);
-        if (n == 0)
-            return 0;
-        if (n < 0) {
-            char why[160];
-            snprintf(why, sizeof(why), "cluster %s sent an invalid response: %s", cluster_name(ex),
-                     resp.why ? resp.why : "malformed");
-            fail(ex, 502, why);
-            return -1;
-        }
-        bool switching = resp.status == 101;
-        if (switching && (!ex->upgrade_asked || !ex->down->ops->start_tunnel)) {
-            fail(ex, 502, "the cluster switched protocols without being asked");
-            return -1;
-        }
-        if (switching) {
-            ssize_t u = sy_h1_find_header(resp.headers, resp.n_headers, "upgrade");
-            if (u < 0 || !sy_slice_ieq(resp.headers[u].value, "websocket")) {
-                fail(ex, 502, "the cluster switched to a protocol other than websocket");
-                return -1;
-            }
-        }
-        if (resp.status >= 100 && resp.status < 200 && !switching) {
-            /* Interim answers: we sent our own 100 Continue; others are not relayed. */
-            evbuffer_drain(in, (size_t)n);
+    struct sy_slice tok[MAX_CONN_TOKENS];
+    size_t n_tok = connection_tokens(h, n, tok);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct sy_slice name = h[i].name;
+        if (is_hop_by_hop(name) || sy_slice_ieq(name, "te") ||
+            (n_tok && named_by(name, tok, n_tok)))
             continue;
-        }
-        ex->status = resp.status;
-        struct sy_slice upgrade = {0};
-        if (switching) {
-            ssize_t u = sy_h1_find_header(resp.headers, resp.n_headers, "upgrade");
-            if (u >= 0)
-                upgrade = resp.headers[u].value;
-            resp.framing = SY_H1_BODY_CLOSE;
-            resp.keep_alive = false;
-        }
-        ex->resp_framing = resp.framing;
-        ex->resp_remaining = resp.content_length;
-        ex->resp_keep_alive = resp.keep_alive && resp.framing != SY_H1_BODY_CLOSE;
-        if (resp.framing == SY_H1_BODY_CHUNKED)
-            sy_h1_chunked_init(&ex->resp_chunked, cfg->limits.max_header_bytes);
-        /* HEAD and 304 answers keep the length of the representation they describe (the
-         * parser validated it, and equal repeated values, as numbers). */
-        bool head_cl_ok = false;
-        uint64_t head_cl = 0;
-        if (resp.framing == SY_H1_BODY_NONE) {
-            ssize_t i = sy_h1_find_header(resp.headers, resp.n_headers, "content-length");
-            if (i >= 0) {
-                const struct sy_slice v = resp.headers[i].value;
-                size_t k = 0;
-                for (; k < v.len && k < 19 && v.p[k] >= '0' && v.p[k] <= '9'; k++)
-                    head_cl = head_cl * 10 + (uint64_t)(v.p[k] - '0');
-                head_cl_ok = k > 0;
-            }
-        }
-        /* Keep the end-to-end fields only, compacting the scratch array in place. */
-        struct sy_slice tok[MAX_CONN_TOKENS];
-        size_t n_tok = connection_tokens(resp.headers, resp.n_headers, tok);
-        size_t kept = 0;
-        for (size_t i = 0; i < resp.n_headers; i++) {
-            struct sy_slice name = resp.headers[i].name;
-            if (is_hop_by_hop(name) || sy_slice_ieq(name, "te") ||
-                (n_tok && named_by(name, tok, n_tok)))
-                continue;
-            resp.headers[kept++] = resp.headers[i];
-        }
-        struct resp_head h = {
-            .status = resp.status,
-            .reason = resp.reason,
-            .headers = resp.headers,
-            .n_headers = kept,
-            .has_body = resp.framing != SY_H1_BODY_NONE,
-            .length_known = resp.framing == SY_H1_BODY_LENGTH,
-            .content_length = resp.content_length,
-            .set_cookie = ex->set_cookie,
-            .upgrade = upgrade,
-        };
-        if (head_cl_ok && resp.status != 204) {
-            h.head_length = true;
-            h.content_length = head_cl;
-        }
-        ex->down->ops->send_head(ex->down, &h);
-        evbuffer_drain(in, (size_t)n);
-        ex->resp_started = true;
-        ex->head_us = mono_us();
-        if (switching)
-            start_tunnel(ex);
-        evbuffer_drain(ex->up_head, evbuffer_get_length(ex->up_head)); /* no retry now */
-        if (!h.has_body || (h.length_known && h.content_length == 0)) {
-            ex->resp_done = true;
-            ex->down->ops->send_end(ex->down, NULL);
-        }
-        return 1;
+        h[kept++] = h[i];
     }
-}
-
-/* Response: upstream input -> downstream. */
-void exchange_upstream_readable(struct exchange *ex)
-{
-    struct downstream *d = ex->down;
-    struct upstream *up = ex->up;
-    if (!ex->resp_started) {
-        int rc = parse_response_head(ex);
-        if (rc < 0)
-            return;
-        if (rc == 0) {
-            if (ex->up_eof)
-                upstream_closed(ex);
-            return;
-        }
-    }
-    const struct sy_config *cfg = sy_route_table_config(ex->table);
-    size_t budget = cfg->limits.buffer_bytes;
-    struct evbuffer *in = bufferevent_get_input(up->bev);
-    while (!ex->resp_done) {
-        size_t queued = d->ops->queued(d);
-        if (queued >= budget)
-            break;
-        size_t max = budget - queued;
-        ssize_t n;
-        if (ex->resp_framing == SY_H1_BODY_CLOSE) {
-            n = (ssize_t)evbuffer_get_length(in);
-            if ((size_t)n > max)
-                n = (ssize_t)max;
-            evbuffer_remove_buffer(in, ex->tmp, (size_t)n);
-        } else {
-            const char *why = NULL;
-            bool done = false;
-            n = exchange_decode_body(&ex->resp_chunked, ex->resp_framing, &ex->resp_remaining, in,
-                                     ex->tmp, max, ex->trailers, &done, &why);
-            if (n < 0) {
-                fail(ex, 502, why);
-                return;
-            }
-            ex->resp_done = done;
-        }
-        if (n > 0) {
-            ex->resp_bytes += (uint64_t)n;
-            d->ops->send_body(d, ex->tmp, (size_t)n);
-        }
-        if (ex->resp_done) {
-            d->ops->send_end(d, evbuffer_get_length(ex->trailers) ? ex->trailers : NULL);
-            break;
-        }
-        if (n == 0)
-            break;
-    }
-    if (ex->resp_done) {
-        maybe_finish(ex);
-        return;
-    }
-    if (ex->up_eof && evbuffer_get_length(in) == 0) {
-        upstream_closed(ex);
-        return;
-    }
-    bool full = d->ops->queued(d) >= budget;
-    if (full && !up->read_paused && !ex->up_eof) {
-        bufferevent_disable(up->bev, EV_READ);
-        up->read_paused = true;
-    }
+    return kept;
 }
 
 void exchange_client_drained(struct exchange *ex)
 {
-    if (ex->h2) {
-        h2up_client_drained(ex);
-        return;
-    }
-    struct upstream *up = ex->up;
-    if (!up || !ex->resp_started)
-        return;
-    if (up->read_paused) {
-        up->read_paused = false;
-        bufferevent_enable(up->bev, EV_READ);
-        exchange_upstream_readable(ex);
-    } else if (ex->up_eof) {
-        exchange_upstream_readable(ex); /* what came before the close, at the client's pace */
-    }
+    if (ex->ups)
+        ex->uops->client_drained(ex);
 }
 
-/* The upstream closed and everything it sent has been relayed: a close-delimited body ends
- * here; anything else is cut short. */
-static void upstream_closed(struct exchange *ex)
-{
-    if (ex->resp_started && ex->resp_framing == SY_H1_BODY_CLOSE) {
-        ex->resp_done = true;
-        ex->resp_keep_alive = false;
-        ex->down->ops->send_end(ex->down, NULL);
-        maybe_finish(ex);
-        return;
-    }
-    char why[256];
-    snprintf(why, sizeof(why), "cluster %s (%s) closed the connection %s", cluster_name(ex),
-             ex->endpoint->address, ex->resp_started ? "mid-response" : "before answering");
-    fail(ex, 502, why);
-}
+/* ---- the upstream clients call these ---------------------------------------------------- */
 
-void exchange_upstream_event(struct exchange *ex, short what)
-{
-    struct upstream *up = ex->up;
-    char why[256];
-    if (what & BEV_EVENT_TIMEOUT) {
-        if (ex->tunnel) {
-            fail(ex, 504, "tunnel idle for timeouts.tunnel_idle");
-            return;
-        }
-        if ((what & BEV_EVENT_READING) && !ex->req_done &&
-            ex->req_body_bytes != ex->req_body_mark) {
-            /* Still uploading, and the upload moved: the response clock starts when the
-             * request is complete. An upload that stalls for a whole period (a client that
-             * went quiet, a cluster that stopped reading) ends here as a late answer would. */
-            ex->req_body_mark = ex->req_body_bytes;
-            bufferevent_enable(up->bev, EV_READ);
-            return;
-        }
-        if (!up->connected) {
-            worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address,
-                                       SY_CONNERR_TIMEOUT);
-            ex->generated = "upstream_connect_timeout";
-            snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: connect timed out",
-                     cluster_name(ex), ex->endpoint->address);
-            fail(ex, 502, why);
-        } else {
-            snprintf(why, sizeof(why), "cluster %s (%s) did not answer in time", cluster_name(ex),
-                     ex->endpoint->address);
-            fail(ex, 504, why);
-        }
-        return;
-    }
-    int err = EVUTIL_SOCKET_ERROR();
-    bool nothing_received =
-        !ex->resp_started && evbuffer_get_length(bufferevent_get_input(up->bev)) == 0;
-    if (up->reused && nothing_received && !ex->retried && !ex->req_body_started && ex->safe) {
-        /* A pooled connection the server had closed before it saw our request: once more on
-         * a fresh connection. */
-        ex->retried = true;
-        upstream_release(up, false);
-        const char *reason = NULL;
-        ex->up = upstream_get(ex->w, ex->endpoint, sy_route_cluster(ex->table, ex->cluster), ex,
-                              true, &reason);
-        if (!ex->up)
-            fail_connect(ex, reason);
-        return;
-    }
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && up->connected) {
-        /* Whatever arrived before the close is still to be relayed. */
-        ex->up_eof = true;
-        exchange_upstream_readable(ex);
-        return;
-    }
-    /* A refusal (an RST for our SYN) or an unreachable host can only be the connect's, even
-     * when libevent has reported the socket connected already (a loopback refusal is). */
-    enum sy_connect_error cerr = upstream_connect_error_of(up->pool, err);
-    if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE) {
-        worker_count_connect_error(ex->w, cluster_name(ex), ex->endpoint->address, cerr);
-        ex->generated = "upstream_connect";
-    }
-    if (!up->connected)
-        snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
-                 ex->endpoint->address, upstream_error(up->bev, err));
-    else
-        snprintf(why, sizeof(why), "cluster %s (%s) failed %s: %s", cluster_name(ex),
-                 ex->endpoint->address, ex->resp_started ? "mid-response" : "before answering",
-                 upstream_error(up->bev, err));
-    fail(ex, 502, why);
-}
-
-/* ---- HTTP/2 to the cluster (h2_client.c calls these) ------------------------------------- */
-
-void exchange_h2_submitted(struct exchange *ex)
+void exchange_on_sent(struct exchange *ex)
 {
     if (ex->connect_start_us && !ex->connect_us) {
         uint64_t now = mono_us();
@@ -1476,139 +1010,146 @@ void exchange_h2_submitted(struct exchange *ex)
     }
 }
 
-void exchange_h2_head(struct exchange *ex, int status, struct sy_header *fields, size_t n,
-                      bool end_stream, bool has_length, uint64_t length)
+/* A 101 from the cluster: only the WebSocket switch the client asked for is relayed. */
+static bool switch_ok(struct exchange *ex, const struct resp_head *h)
 {
-    if (status < 200 || status > 999) {
-        char why[160];
-        snprintf(why, sizeof(why), "cluster %s sent an invalid response: status %d",
-                 cluster_name(ex), status);
-        fail(ex, 502, why);
-        return;
+    if (!ex->upgrade_asked || !ex->down->ops->start_tunnel) {
+        fail(ex, 502, "the cluster switched protocols without being asked");
+        return false;
     }
-    ex->status = status;
-    bool bodiless = ex->head_request || status == 204 || status == 304;
-    struct resp_head h = {
-        .status = status,
-        .headers = fields,
-        .n_headers = n,
-        .has_body = !end_stream && !bodiless,
-        .set_cookie = ex->set_cookie,
-    };
-    if (bodiless) {
-        if (has_length && status != 204) {
-            h.head_length = true; /* the length of the representation HEAD/304 describes */
-            h.content_length = length;
-        }
-    } else if (has_length || end_stream) {
-        /* An HTTP/1.1 client needs the length, and an empty body has one. */
-        h.length_known = true;
-        h.content_length = end_stream ? 0 : length;
-        if (end_stream)
-            h.has_body = false;
+    if (!sy_slice_ieq(h->upgrade, "websocket")) {
+        fail(ex, 502, "the cluster switched to a protocol other than websocket");
+        return false;
     }
-    ex->resp_started = true;
-    ex->head_us = mono_us();
-    ex->down->ops->send_head(ex->down, &h);
+    return true;
 }
 
-bool exchange_h2_data(struct exchange *ex, const uint8_t *p, size_t n)
+/* After a 101: raw bytes both ways, each direction with its usual backpressure, until the
+ * cluster closes (the client's close is passed on as a half-close). */
+static void start_tunnel(struct exchange *ex)
+{
+    ex->tunnel = true;
+    counter_add(&ex->slot->tunnels, 1);
+    ex->req_done = false;
+    ex->down->ops->start_tunnel(ex->down);
+}
+
+bool exchange_on_head(struct exchange *ex, const struct resp_head *head)
+{
+    if (head->status == 101 && !switch_ok(ex, head))
+        return false;
+    if (head->status != 101 && (head->status < 200 || head->status > 999)) {
+        char why[160];
+        snprintf(why, sizeof(why), "cluster %s sent an invalid response: status %d",
+                 cluster_name(ex), head->status);
+        fail(ex, 502, why);
+        return false;
+    }
+    struct resp_head h = *head;
+    h.set_cookie = ex->set_cookie;
+    ex->status = h.status;
+    ex->down->ops->send_head(ex->down, &h);
+    ex->resp_started = true;
+    ex->head_us = mono_us();
+    if (h.status == 101)
+        start_tunnel(ex);
+    return true;
+}
+
+size_t exchange_body_room(struct exchange *ex)
+{
+    size_t budget = sy_route_table_config(ex->table)->limits.buffer_bytes;
+    size_t queued = ex->down->ops->queued(ex->down);
+    return queued < budget ? budget - queued : 0;
+}
+
+bool exchange_on_body(struct exchange *ex, struct evbuffer *src, size_t n)
 {
     struct downstream *d = ex->down;
-    if (!ex->resp_started || ex->resp_done || ex->head_request)
-        return true; /* nothing to relay (nghttp2 checked the framing) */
-    evbuffer_add(ex->tmp, p, n);
+    if (!ex->resp_started || ex->resp_done || ex->head_request) {
+        evbuffer_drain(src, n);
+        return true; /* nothing to relay (the client checked the framing) */
+    }
     ex->resp_bytes += n;
-    d->ops->send_body(d, ex->tmp, n);
+    d->ops->send_body(d, src, n);
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     return d->ops->queued(d) < cfg->limits.buffer_bytes / 2;
 }
 
-void exchange_h2_trailer(struct exchange *ex, const uint8_t *name, size_t nlen,
-                         const uint8_t *value, size_t vlen)
-{
-    struct head_writer hw;
-    hw_init(&hw, ex->trailers);
-    hw_field(&hw, sy_slice_of((const char *)name, nlen), sy_slice_of((const char *)value, vlen));
-    hw_flush(&hw);
-}
-
-void exchange_h2_end(struct exchange *ex)
+void exchange_on_end(struct exchange *ex, struct evbuffer *trailers)
 {
     if (ex->resp_done)
         return;
     ex->resp_done = true;
-    ex->down->ops->send_end(ex->down, evbuffer_get_length(ex->trailers) ? ex->trailers : NULL);
+    ex->down->ops->send_end(ex->down, trailers);
     maybe_finish(ex);
 }
 
-void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocessed, int status,
-                        const char *why)
+/* Whether a failed request goes again: when the cluster did not act on it (a few times, as a
+ * burst sent before a server's SETTINGS can meet its stream limit twice), or once when it is
+ * safe to repeat and the protocol says so; never once the response started or a body byte
+ * went, nor while the worker drains. */
+static bool retry_wanted(struct exchange *ex, bool unprocessed)
 {
-    const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
-    char msg[400];
-    /* Again on another connection when the cluster did not act on it (refused, or above a
-     * GOAWAY's last stream: a few times, as a burst sent before a server's SETTINGS can meet
-     * its stream limit twice), or once when it is safe to repeat and nothing of it is lost. */
-    bool again = false;
-    if (!ex->resp_started && !ex->w->draining && !ex->req_body_started) {
-        if (unprocessed && ex->h2_refused < 4) {
-            ex->h2_refused++;
-            again = true;
-        } else if (!ex->retried && (unprocessed || ex->safe)) {
-            ex->retried = true;
-            again = true;
-        }
+    if (ex->resp_started || ex->w->draining || ex->req_body_started)
+        return false;
+    if (unprocessed && ex->refused < 4) {
+        ex->refused++;
+        return true;
     }
-    if (again) {
+    if (!ex->retried && (unprocessed || (ex->safe && ex->uops->retry_safe))) {
+        ex->retried = true;
+        return true;
+    }
+    return false;
+}
+
+bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const char *why)
+{
+    if (retry_wanted(ex, unprocessed)) {
+        const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);
         const char *reason = NULL;
         struct pool *p = ep ? upstream_pool(ex->w, ep, cl) : NULL;
         if (p && !queue_has_room(p, cl)) {
-            /* At max_connections: first in line for a stream slot. */
+            /* At max_connections: first in line for a connection. */
             ex->endpoint = ep;
             queue_push_front(ex, p);
-            return;
+            return true;
         }
-        if (p && h2up_attach(ex, p, cl, from, &reason)) {
+        if (p) {
+            const struct sy_endpoint_spec *was = ex->endpoint;
             ex->endpoint = ep; /* what the next error names */
-            return;
+            if (ex->uops->start(ex, p, cl, true, &reason))
+                return true;
+            ex->endpoint = was;
         }
     }
-    snprintf(msg, sizeof(msg), "cluster %s (%s) %s", cl->name, ex->endpoint->address, why);
-    fail(ex, status, msg);
+    fail(ex, status, why);
+    return false;
 }
 
-ssize_t exchange_h2_pull(struct exchange *ex, uint8_t *buf, size_t len, bool *eof, bool *trailers)
+ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max, bool *done)
 {
-    if (evbuffer_get_length(ex->tmp) == 0 && !ex->h2_req_eof) {
-        const struct sy_config *cfg = sy_route_table_config(ex->table);
-        const char *why = NULL;
-        bool done = false;
-        ssize_t n = ex->down->ops->pull_body(ex->down, ex->tmp, len, ex->trailers, &done, &why);
-        if (n < 0) {
-            fail(ex, 400, why ? why : "malformed request body");
+    const struct sy_config *cfg = sy_route_table_config(ex->table);
+    const char *why = NULL;
+    ssize_t n = ex->down->ops->pull_body(ex->down, out, max, ex->trailers, done, &why);
+    if (n < 0) {
+        fail(ex, 400, why ? why : "malformed request body");
+        return -1;
+    }
+    if (n > 0) {
+        ex->req_body_started = true;
+        ex->req_body_bytes += (uint64_t)n;
+        if (cfg->limits.max_body_bytes && ex->req_body_bytes > cfg->limits.max_body_bytes) {
+            fail(ex, 413, "request body is larger than limits.max_body_bytes");
             return -1;
         }
-        if (n > 0) {
-            ex->req_body_started = true;
-            ex->req_body_bytes += (uint64_t)n;
-            if (cfg->limits.max_body_bytes && ex->req_body_bytes > cfg->limits.max_body_bytes) {
-                fail(ex, 413, "request body is larger than limits.max_body_bytes");
-                return -1;
-            }
-        }
-        ex->h2_req_eof = done;
     }
-    ssize_t n = (ssize_t)evbuffer_remove(ex->tmp, buf, len);
-    if (ex->h2_req_eof && evbuffer_get_length(ex->tmp) == 0) {
-        *eof = true;
-        *trailers = evbuffer_get_length(ex->trailers) > 0;
+    if (*done)
         ex->req_done = true;
-    }
-    return n < 0 ? 0 : n;
+    return n;
 }
-
 void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cluster)
 {
     size_t n = 0;

@@ -16,8 +16,8 @@
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define H2_PREFACE_LEN 24
 
-struct h1_client {
-    struct conn conn; /* first: a struct conn * is a struct h1_client * */
+struct h1_conn {
+    struct conn conn; /* first: a struct conn * is a struct h1_conn * */
     struct downstream down;
     struct bufferevent *bev;
     struct wthrough wt;
@@ -40,7 +40,7 @@ struct h1_client {
     struct sy_h1_chunked req_chunked;
 };
 
-static void client_free(struct h1_client *c)
+static void client_free(struct h1_conn *c)
 {
     if (c->down.ex)
         exchange_downstream_gone(c->down.ex);
@@ -58,7 +58,7 @@ static void client_free(struct h1_client *c)
 
 static void conn_free(struct conn *conn)
 {
-    client_free((struct h1_client *)conn);
+    client_free((struct h1_conn *)conn);
 }
 
 /* Drain, for a connection with no request in flight: closing it at once races with the
@@ -67,17 +67,17 @@ static void conn_free(struct conn *conn)
  * which is answered with `Connection: close`. */
 #define DRAIN_IDLE_MS 1000
 
-static void arm_timer(struct h1_client *c, unsigned ms);
+static void arm_timer(struct h1_conn *c, unsigned ms);
 
 static void conn_close_idle(struct conn *conn)
 {
-    struct h1_client *c = (struct h1_client *)conn;
+    struct h1_conn *c = (struct h1_conn *)conn;
     c->keep_alive = false;
     if (!c->down.ex && !c->closing && !c->lingering && !c->head_started)
         arm_timer(c, DRAIN_IDLE_MS);
 }
 
-static void arm_timer(struct h1_client *c, unsigned ms)
+static void arm_timer(struct h1_conn *c, unsigned ms)
 {
     struct timeval tv = ms_tv(ms);
     evtimer_add(c->timer, &tv);
@@ -88,7 +88,7 @@ static void arm_timer(struct h1_client *c, unsigned ms)
 
 static void linger_read_cb(struct bufferevent *bev, void *arg)
 {
-    struct h1_client *c = arg;
+    struct h1_conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     c->lingered += evbuffer_get_length(in);
     evbuffer_drain(in, evbuffer_get_length(in));
@@ -106,7 +106,7 @@ static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
  * answer we stop writing, read and drop what the client still sends for a short while, and
  * close on its EOF (a "lingering close"). timeouts.linger is a deadline from here, not a read
  * timeout: a client trickling a byte now and then must not keep the connection. */
-static void finish_close(struct h1_client *c)
+static void finish_close(struct h1_conn *c)
 {
     if (!c->linger) {
         client_free(c);
@@ -123,7 +123,7 @@ static void finish_close(struct h1_client *c)
 }
 
 /* Close once everything queued has been written. */
-static void close_after_flush(struct h1_client *c)
+static void close_after_flush(struct h1_conn *c)
 {
     c->closing = true;
     c->keep_alive = false;
@@ -169,7 +169,7 @@ static const char *reason_phrase(int status)
 
 /* An answer of our own; the connection closes after it (the request's remaining bytes, if
  * any, cannot be trusted to be framed right). */
-static void send_error(struct h1_client *c, int status, const char *why)
+static void send_error(struct h1_conn *c, int status, const char *why)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     char retry[40] = "";
@@ -191,7 +191,7 @@ static void send_error(struct h1_client *c, int status, const char *why)
 
 /* Hands a connection that opened with the HTTP/2 preface to the HTTP/2 codec. Returns true
  * when it did (the client is gone), false when this is HTTP/1.x. */
-static bool sniff_h2(struct h1_client *c, struct evbuffer *in, size_t len, bool *wait)
+static bool sniff_h2(struct h1_conn *c, struct evbuffer *in, size_t len, bool *wait)
 {
     *wait = false;
     size_t n = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
@@ -214,7 +214,7 @@ static bool sniff_h2(struct h1_client *c, struct evbuffer *in, size_t len, bool 
     return true;
 }
 
-static void try_read_head(struct h1_client *c)
+static void try_read_head(struct h1_conn *c)
 {
     struct sy_worker *w = c->conn.w;
     const struct sy_config *cfg = worker_config(w);
@@ -322,7 +322,7 @@ static void try_read_head(struct h1_client *c)
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-    struct h1_client *c = arg;
+    struct h1_conn *c = arg;
     if (c->closing)
         return;
     if (c->down.ex)
@@ -333,7 +333,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 
 static void write_cb(struct bufferevent *bev, void *arg)
 {
-    struct h1_client *c = arg;
+    struct h1_conn *c = arg;
     if (c->closing) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
             finish_close(c);
@@ -345,7 +345,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    struct h1_client *c = arg;
+    struct h1_conn *c = arg;
     if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->down.ex->req_done &&
         !c->down.ex->q_pool && !c->down.ex->held) {
         /* A half-close after the whole request still deserves its response. One while the
@@ -372,7 +372,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct h1_client *c = arg;
+    struct h1_conn *c = arg;
     if (c->lingering) {
         client_free(c); /* the linger deadline */
         return;
@@ -391,7 +391,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t max,
                            struct evbuffer *trailers, bool *done, const char **why)
 {
-    struct h1_client *c = (struct h1_client *)d->conn;
+    struct h1_conn *c = (struct h1_conn *)d->conn;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (c->req_framing == SY_H1_BODY_CLOSE) {
         /* A tunnel: raw bytes until the client closes. */
@@ -414,13 +414,13 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
 
 static void d_send_continue(struct downstream *d)
 {
-    struct h1_client *c = (struct h1_client *)d->conn;
+    struct h1_conn *c = (struct h1_conn *)d->conn;
     evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
 static void d_send_head(struct downstream *d, const struct resp_head *h)
 {
-    struct h1_client *c = (struct h1_client *)d->conn;
+    struct h1_conn *c = (struct h1_conn *)d->conn;
     struct head_writer hw;
     hw_init(&hw, bufferevent_get_output(c->bev));
     hw_add(&hw, "HTTP/1.1 ", 9);
@@ -476,13 +476,13 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
 
 static size_t d_queued(struct downstream *d)
 {
-    struct h1_client *c = (struct h1_client *)d->conn;
+    struct h1_conn *c = (struct h1_conn *)d->conn;
     return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
 static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 {
-    struct h1_client *c = (struct h1_client *)d->conn;
+    struct h1_conn *c = (struct h1_conn *)d->conn;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->chunked_out)
         add_chunk_size(out, n);
@@ -493,7 +493,7 @@ static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 
 static void d_send_end(struct downstream *d, struct evbuffer *trailers)
 {
-    struct h1_client *c = (struct h1_client *)d->conn;
+    struct h1_conn *c = (struct h1_conn *)d->conn;
     if (!c->chunked_out)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -505,13 +505,13 @@ static void d_send_end(struct downstream *d, struct evbuffer *trailers)
 
 static void d_send_error(struct downstream *d, int status, const char *why)
 {
-    send_error((struct h1_client *)d->conn, status, why);
+    send_error((struct h1_conn *)d->conn, status, why);
 }
 
 /* The exchange is over: wait for the next request or close. */
 static void d_finish(struct downstream *d, bool reusable)
 {
-    struct h1_client *c = (struct h1_client *)d->conn;
+    struct h1_conn *c = (struct h1_conn *)d->conn;
     if (!reusable || !c->keep_alive || c->conn.w->draining) {
         close_after_flush(c);
         return;
@@ -525,12 +525,12 @@ static void d_finish(struct downstream *d, bool reusable)
 
 static void d_abort(struct downstream *d)
 {
-    client_free((struct h1_client *)d->conn);
+    client_free((struct h1_conn *)d->conn);
 }
 
 static void d_start_tunnel(struct downstream *d)
 {
-    struct h1_client *c = (struct h1_client *)d->conn;
+    struct h1_conn *c = (struct h1_conn *)d->conn;
     const struct sy_config *cfg = worker_config(c->conn.w);
     c->req_framing = SY_H1_BODY_CLOSE;
     c->chunked_out = false;
@@ -557,7 +557,7 @@ void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
                bool tls)
 {
     const struct sy_config *cfg = worker_config(w);
-    struct h1_client *c = sy_xcalloc(1, sizeof(*c));
+    struct h1_conn *c = sy_xcalloc(1, sizeof(*c));
     c->conn.close_idle = conn_close_idle;
     c->conn.free = conn_free;
     c->down.ops = &h1_ops;

@@ -36,20 +36,64 @@ struct h2_up {
     bool in_io;         /* inside nghttp2: frees and flushes wait */
     bool want_flush;
     bool dead;        /* free once the outermost call returns */
-    size_t n_streams; /* exchanges attached, submitted or waiting for the connection */
-    struct exchange *streams;
+    size_t n_streams; /* streams attached, submitted or waiting for the connection */
+    struct h2_stream *streams;
     size_t budget; /* bytes queued towards the server before we stop producing */
     struct event *idle_timer;
     struct event *flush_ev; /* a flush on the next loop turn */
     struct h2_up *next;     /* in the pool */
 };
 
+/* One request's HTTP/2 state (ex->ups), the nghttp2 stream's user data. Recycled per worker
+ * thread with its buffers and timer. */
+struct h2_stream {
+    struct exchange *ex;
+    struct h2_up *h;               /* the connection carrying the stream, or NULL */
+    struct h2_stream *next, *prev; /* on that connection; `next` also in the spare list */
+    struct h2_up *avoid;           /* a retry does not go back to this one (compared only) */
+    int32_t id;                    /* 0 until the request is submitted */
+    nghttp2_nv *nva;               /* the request's fields, kept for a retry */
+    size_t n_nva, nva_cap;
+    char *store; /* their bytes */
+    size_t store_cap;
+    struct evbuffer *hdrs; /* the response header block being received, "name\0value\0"... */
+    bool deferred;         /* the body provider waits for the client */
+    bool sent;             /* the HEADERS went out: the cluster may have acted on it */
+    bool end_sent;         /* our side of the stream is closed */
+    bool req_eof;          /* the client's body ended (pulled to the end) */
+    struct timeval seen;   /* the stream's last sign of life */
+    size_t unconsumed;     /* response DATA not yet given back to the flow window */
+    struct event *timer;   /* upstream_response for the stream */
+};
+
+#if defined(__SANITIZE_ADDRESS__)
+static const bool spare_on = false;
+#else
+static const bool spare_on = true;
+#endif
+#define H2_SPARE_MAX 64
+static _Thread_local struct h2_stream *spare;
+static _Thread_local size_t n_spare;
+
 static bool flush(struct h2_up *h);
 static void conn_fail(struct h2_up *h, const char *why);
 
-static struct exchange *stream_ex(struct h2_up *h, int32_t id)
+static struct h2_stream *stream_get(struct h2_up *h, int32_t id)
 {
     return id > 0 ? nghttp2_session_get_stream_user_data(h->ng, id) : NULL;
+}
+
+/* The stream failed: the exchange hears of it with the cluster and endpoint named (it may go
+ * again on another connection, or end). */
+static void report_failure(struct h2_stream *s, struct h2_up *from, bool unprocessed, int status,
+                           const char *why)
+{
+    struct exchange *ex = s->ex;
+    char msg[400];
+    snprintf(msg, sizeof(msg), "cluster %s (%s) %s", exchange_cluster_name(ex),
+             ex->endpoint->address, why);
+    s->avoid = from;
+    exchange_on_error(ex, unprocessed, status, msg);
 }
 
 /* /metrics reads an HTTP/2 pool's connections (idle: no stream) from its endpoint's
@@ -67,16 +111,16 @@ static void h2_gauge(struct pool *p)
     atomic_store_explicit(&p->stat->idle, idle, memory_order_relaxed);
 }
 
-static void unlink_stream(struct h2_up *h, struct exchange *ex)
+static void unlink_stream(struct h2_up *h, struct h2_stream *s)
 {
-    if (ex->h2_prev)
-        ex->h2_prev->h2_next = ex->h2_next;
+    if (s->prev)
+        s->prev->next = s->next;
     else
-        h->streams = ex->h2_next;
-    if (ex->h2_next)
-        ex->h2_next->h2_prev = ex->h2_prev;
-    ex->h2_next = ex->h2_prev = NULL;
-    ex->h2 = NULL;
+        h->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    s->h = NULL;
     if (--h->n_streams == 0)
         h2_gauge(h->pool);
     queue_kick(h->pool); /* a stream slot is free */
@@ -176,14 +220,14 @@ static bool flush(struct h2_up *h)
     return true;
 }
 
-/* The exchange leaves the connection's books (its stream, if any, no longer reaches it). */
-static void forget_stream(struct h2_up *h, struct exchange *ex)
+/* The stream leaves the connection's books (nghttp2's stream, if any, no longer reaches it). */
+static void forget_stream(struct h2_up *h, struct h2_stream *s)
 {
-    if (ex->stream_id)
-        nghttp2_session_set_stream_user_data(h->ng, ex->stream_id, NULL);
-    unlink_stream(h, ex);
-    if (ex->h2_timer)
-        evtimer_del(ex->h2_timer); /* kept with the exchange for its next stream */
+    if (s->id)
+        nghttp2_session_set_stream_user_data(h->ng, s->id, NULL);
+    unlink_stream(h, s);
+    if (s->timer)
+        evtimer_del(s->timer); /* kept with the stream for its next use */
 }
 
 /* Every stream fails: `why` is the connection's reason. */
@@ -194,9 +238,9 @@ static void conn_fail(struct h2_up *h, const char *why)
     h->closing = true;
     h->in_io = true; /* the exchanges' ends must not free the connection under us */
     while (h->streams) {
-        struct exchange *ex = h->streams;
-        forget_stream(h, ex);
-        exchange_h2_failed(ex, h, !ex->h2_sent, 502, reason);
+        struct h2_stream *s = h->streams;
+        forget_stream(h, s);
+        report_failure(s, h, !s->sent, 502, reason);
     }
     h->dead = true;
     h->in_io = false;
@@ -207,9 +251,9 @@ static void conn_fail(struct h2_up *h, const char *why)
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
 {
-    struct exchange *ex = stream_ex(user, frame->hd.stream_id);
-    if (ex && ex->up_head)
-        evbuffer_drain(ex->up_head, evbuffer_get_length(ex->up_head));
+    struct h2_stream *s = stream_get(user, frame->hd.stream_id);
+    if (s)
+        evbuffer_drain(s->hdrs, evbuffer_get_length(s->hdrs));
     return 0;
 }
 
@@ -217,29 +261,55 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user)
 {
-    struct exchange *ex = stream_ex(user, frame->hd.stream_id);
-    if (!ex)
+    struct h2_stream *s = stream_get(user, frame->hd.stream_id);
+    if (!s)
         return 0;
+    struct exchange *ex = s->ex;
     if (ex->resp_started) {
-        exchange_h2_trailer(ex, name, namelen, value, valuelen);
+        /* Trailer fields, as lines for the downstream codec. */
+        struct head_writer hw;
+        hw_init(&hw, ex->trailers);
+        hw_field(&hw, sy_slice_of((const char *)name, namelen),
+                 sy_slice_of((const char *)value, valuelen));
+        hw_flush(&hw);
         return 0;
     }
     const struct sy_config *cfg = sy_route_table_config(ex->table);
-    if (evbuffer_get_length(ex->up_head) + namelen + valuelen + 2 > cfg->limits.max_header_bytes)
+    if (evbuffer_get_length(s->hdrs) + namelen + valuelen + 2 > cfg->limits.max_header_bytes)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset: 502 */
-    evbuffer_add(ex->up_head, name, namelen);
-    evbuffer_add(ex->up_head, "", 1);
-    evbuffer_add(ex->up_head, value, valuelen);
-    evbuffer_add(ex->up_head, "", 1);
+    evbuffer_add(s->hdrs, name, namelen);
+    evbuffer_add(s->hdrs, "", 1);
+    evbuffer_add(s->hdrs, value, valuelen);
+    evbuffer_add(s->hdrs, "", 1);
     return 0;
 }
 
-/* The head collected in ex->up_head (free on this path once the request is submitted) goes to the
- * exchange (interim 1xx heads are dropped). */
-static void deliver_head(struct exchange *ex, bool end_stream)
+/* The response head in the codec-neutral form: framing from END_STREAM and content-length. */
+static void head_framing(const struct exchange *ex, struct resp_head *h, bool end_stream,
+                         bool has_length, uint64_t length)
 {
-    size_t len = evbuffer_get_length(ex->up_head);
-    char *p = (char *)evbuffer_pullup(ex->up_head, (ssize_t)len);
+    bool bodiless = ex->head_request || h->status == 204 || h->status == 304;
+    h->has_body = !end_stream && !bodiless;
+    if (bodiless) {
+        if (has_length && h->status != 204) {
+            h->head_length = true; /* the length of the representation HEAD/304 describes */
+            h->content_length = length;
+        }
+    } else if (has_length || end_stream) {
+        /* An HTTP/1.1 client needs the length, and an empty body has one. */
+        h->length_known = true;
+        h->content_length = end_stream ? 0 : length;
+        if (end_stream)
+            h->has_body = false;
+    }
+}
+
+/* The head collected in s->hdrs goes to the exchange (interim 1xx heads are dropped). */
+static void deliver_head(struct h2_stream *s, bool end_stream)
+{
+    struct exchange *ex = s->ex;
+    size_t len = evbuffer_get_length(s->hdrs);
+    char *p = (char *)evbuffer_pullup(s->hdrs, (ssize_t)len);
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     struct sy_header *fields = worker_scratch(ex->w);
     size_t n = 0, max = cfg->limits.max_headers;
@@ -266,7 +336,9 @@ static void deliver_head(struct exchange *ex, bool end_stream)
     }
     if (status >= 100 && status < 200)
         return; /* interim: we answered 100 Continue ourselves */
-    exchange_h2_head(ex, status, fields, n, end_stream, has_length, length);
+    struct resp_head h = {.status = status, .headers = fields, .n_headers = n};
+    head_framing(ex, &h, end_stream, has_length, length);
+    exchange_on_head(ex, &h);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
@@ -292,17 +364,19 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     default:
         return 0;
     }
-    struct exchange *ex = stream_ex(h, frame->hd.stream_id);
-    if (!ex)
+    struct h2_stream *s = stream_get(h, frame->hd.stream_id);
+    if (!s)
         return 0;
-    event_base_gettimeofday_cached(h->w->base, &ex->h2_seen);
+    event_base_gettimeofday_cached(h->w->base, &s->seen);
     bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
-    if (frame->hd.type == NGHTTP2_HEADERS && !ex->resp_started) {
-        deliver_head(ex, end);
-        ex = stream_ex(h, frame->hd.stream_id); /* it may have ended there */
+    if (frame->hd.type == NGHTTP2_HEADERS && !s->ex->resp_started) {
+        deliver_head(s, end);
+        s = stream_get(h, frame->hd.stream_id); /* it may have ended there */
     }
-    if (ex && end && ex->resp_started)
-        exchange_h2_end(ex);
+    if (s && end && s->ex->resp_started) {
+        struct exchange *ex = s->ex;
+        exchange_on_end(ex, evbuffer_get_length(ex->trailers) ? ex->trailers : NULL);
+    }
     return 0;
 }
 
@@ -310,17 +384,19 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, co
                               size_t len, void *user)
 {
     struct h2_up *h = user;
-    struct exchange *ex = stream_ex(h, id);
-    if (!ex) {
+    struct h2_stream *s = stream_get(h, id);
+    if (!s) {
         nghttp2_session_consume(ng, id, len); /* nobody wants it: keep the window open */
         return 0;
     }
-    event_base_gettimeofday_cached(h->w->base, &ex->h2_seen);
+    event_base_gettimeofday_cached(h->w->base, &s->seen);
+    struct exchange *ex = s->ex;
+    evbuffer_add(ex->tmp, data, len);
     /* The exchange may end inside (the client went away): it is looked up again. */
-    if (exchange_h2_data(ex, data, len))
+    if (exchange_on_body(ex, ex->tmp, len))
         nghttp2_session_consume(ng, id, len);
-    else if ((ex = stream_ex(h, id)) != NULL)
-        ex->h2_unconsumed += len;
+    else if ((s = stream_get(h, id)) != NULL)
+        s->unconsumed += len;
     else
         nghttp2_session_consume(ng, id, len);
     return 0;
@@ -329,35 +405,35 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, co
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
 {
     struct h2_up *h = user;
-    struct exchange *ex = stream_ex(h, frame->hd.stream_id);
-    if (!ex)
+    struct h2_stream *s = stream_get(h, frame->hd.stream_id);
+    if (!s)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS)
-        ex->h2_sent = true;
+        s->sent = true;
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
-        ex->h2_end_sent = true;
+        s->end_sent = true;
     return 0;
 }
 
 /* The exchange is detached before it hears of the failure, so that the stream's end does not
  * reach it twice. */
-static void stream_failed(struct h2_up *h, struct exchange *ex, bool unprocessed, int status,
+static void stream_failed(struct h2_up *h, struct h2_stream *s, bool unprocessed, int status,
                           const char *why)
 {
-    forget_stream(h, ex);
-    exchange_h2_failed(ex, h, unprocessed, status, why);
+    forget_stream(h, s);
+    report_failure(s, h, unprocessed, status, why);
     check_idle(h);
 }
 
 static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *frame, int error, void *user)
 {
     struct h2_up *h = user;
-    struct exchange *ex = stream_ex(h, frame->hd.stream_id);
-    if (ex && frame->hd.type == NGHTTP2_HEADERS) {
+    struct h2_stream *s = stream_get(h, frame->hd.stream_id);
+    if (s && frame->hd.type == NGHTTP2_HEADERS) {
         char why[160];
         snprintf(why, sizeof(why), "the request could not be sent: %s", nghttp2_strerror(error));
-        stream_failed(h, ex, true, 502, why);
+        stream_failed(h, s, true, 502, why);
     }
     return 0;
 }
@@ -365,14 +441,14 @@ static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *frame, in
 static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *user)
 {
     struct h2_up *h = user;
-    struct exchange *ex = stream_ex(h, id);
-    if (!ex)
+    struct h2_stream *s = stream_get(h, id);
+    if (!s)
         return 0;
     /* Still attached: the stream ended without a complete response. */
     char why[200];
     snprintf(why, sizeof(why), "the cluster %s the stream (%s)",
              code == NGHTTP2_REFUSED_STREAM ? "refused" : "reset", nghttp2_http2_strerror(code));
-    stream_failed(h, ex, code == NGHTTP2_REFUSED_STREAM || !ex->h2_sent, 502, why);
+    stream_failed(h, s, code == NGHTTP2_REFUSED_STREAM || !s->sent, 502, why);
     return 0;
 }
 
@@ -382,27 +458,33 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
                             uint32_t *flags, nghttp2_data_source *source, void *user)
 {
     struct h2_up *h = user;
-    struct exchange *ex = stream_ex(h, id);
-    if (!ex)
+    struct h2_stream *s = stream_get(h, id);
+    if (!s)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    bool eof = false, trailers = false;
-    ssize_t n = exchange_h2_pull(ex, buf, length, &eof, &trailers);
+    struct exchange *ex = s->ex;
+    if (evbuffer_get_length(ex->tmp) == 0 && !s->req_eof) {
+        bool done = false;
+        if (exchange_pull_body(ex, ex->tmp, length, &done) < 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the exchange failed (and is gone) */
+        s->req_eof = done;
+    }
+    ssize_t n = evbuffer_remove(ex->tmp, buf, length);
     if (n < 0)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the exchange failed (and is gone) */
-    if (eof) {
+        n = 0;
+    if (s->req_eof && evbuffer_get_length(ex->tmp) == 0) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (trailers) {
+        if (evbuffer_get_length(ex->trailers)) {
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             nghttp2_nv nv[64];
             size_t k = trailer_lines_to_nv(ex->trailers, nv, 64);
             nghttp2_submit_trailer(ng, id, nv, k); /* copies the fields */
             evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
-            ex->h2_end_sent = true; /* the trailers end the stream */
+            s->end_sent = true; /* the trailers end the stream */
         }
         return n;
     }
     if (n == 0) {
-        ex->h2_deferred = true;
+        s->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
     return n;
@@ -410,19 +492,19 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 
 /* ---- the connection ---------------------------------------------------------------------- */
 
-static void submit(struct h2_up *h, struct exchange *ex)
+static void submit(struct h2_up *h, struct h2_stream *s)
 {
-    nghttp2_data_provider prd = {.source.ptr = ex, .read_callback = data_read_cb};
-    int32_t id = nghttp2_submit_request(h->ng, NULL, ex->h2_req->nva, ex->h2_req->n_nva,
-                                        ex->req_done ? NULL : &prd, ex);
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read_cb};
+    int32_t id =
+        nghttp2_submit_request(h->ng, NULL, s->nva, s->n_nva, s->ex->req_done ? NULL : &prd, s);
     if (id < 0) {
         /* Stream ids used up, or the session is going away: another connection. */
         h->closing = true;
-        stream_failed(h, ex, true, 502, nghttp2_strerror(id));
+        stream_failed(h, s, true, 502, nghttp2_strerror(id));
         return;
     }
-    ex->stream_id = id;
-    exchange_h2_submitted(ex);
+    s->id = id;
+    exchange_on_sent(s->ex);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -484,10 +566,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             conn_window = 1u << 30;
         nghttp2_session_set_local_window_size(h->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
         h->in_io = true;
-        for (struct exchange *ex = h->streams, *next; ex; ex = next) {
-            next = ex->h2_next;
-            if (ex->stream_id == 0)
-                submit(h, ex);
+        for (struct h2_stream *s = h->streams, *next; s; s = next) {
+            next = s->next;
+            if (s->id == 0)
+                submit(h, s);
         }
         h->want_flush = true;
         io_done(h);
@@ -610,80 +692,146 @@ bool h2up_has_room(const struct pool *p, size_t max_conns)
 
 static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct exchange *ex = arg;
-    struct h2_up *h = ex->h2;
+    struct h2_stream *s = arg;
+    struct exchange *ex = s->ex;
+    struct h2_up *h = s->h;
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     unsigned ms = cfg->timeouts.upstream_response_ms;
     struct timeval now, idle, left;
     event_base_gettimeofday_cached(h->w->base, &now);
-    timersub(&now, &ex->h2_seen, &idle);
+    timersub(&now, &s->seen, &idle);
     uint64_t idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
     if (!ex->req_done && ex->req_body_bytes != ex->req_body_mark) {
         /* Still uploading, and the upload moved: the clock starts again (a stalled upload
          * does not hold the stream for ever). */
         ex->req_body_mark = ex->req_body_bytes;
-        ex->h2_seen = now;
+        s->seen = now;
         left = ms_tv(ms);
-        evtimer_add(ex->h2_timer, &left);
+        evtimer_add(s->timer, &left);
         return;
     }
     if (idle_ms < ms) {
         /* Something arrived meanwhile. */
         left = ms_tv((unsigned)(ms - idle_ms));
-        evtimer_add(ex->h2_timer, &left);
+        evtimer_add(s->timer, &left);
         return;
     }
     h->in_io = true;
-    if (ex->stream_id)
-        nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, ex->stream_id, NGHTTP2_CANCEL);
-    stream_failed(h, ex, false, h->connected ? 504 : 502,
+    if (s->id)
+        nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+    stream_failed(h, s, false, h->connected ? 504 : 502,
                   h->connected ? "did not answer in time" : "cannot be reached: connect timed out");
     h->want_flush = true;
     io_done(h);
 }
 
-bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl,
-                 struct h2_up *avoid, const char **why)
+/* The request's fields as nghttp2 wants them, in the stream's own storage (grown, never
+ * shrunk, so that a recycled stream allocates nothing). */
+static void prepare(struct exchange *ex, const struct req_head *req, bool tls_up)
 {
+    struct h2_stream *s = spare;
+    if (s) {
+        spare = s->next;
+        n_spare--;
+        s->next = NULL;
+    } else {
+        s = sy_xcalloc(1, sizeof(*s));
+        s->hdrs = evbuffer_new();
+        if (!s->hdrs) {
+            sy_log(SY_LOG_ERROR, "http", "out of memory"); /* as sy_xcalloc does */
+            abort();
+        }
+    }
+    s->ex = ex;
+    s->h = NULL;
+    s->avoid = NULL;
+    s->id = 0;
+    s->deferred = s->sent = s->end_sent = s->req_eof = false;
+    s->unconsumed = 0;
+    ex->ups = s;
+    struct head_sink sink = {.h2 = true};
+    hw_init(&sink.hw, s->hdrs); /* empty, and unused until a response comes */
+    exchange_rewrite_head(ex, req, &sink, tls_up);
+    size_t len = evbuffer_get_length(s->hdrs);
+    sy_xgrow((void **)&s->store, &s->store_cap, len ? len : 1, 1);
+    evbuffer_remove(s->hdrs, s->store, len);
+    sy_xgrow((void **)&s->nva, &s->nva_cap, sink.n ? sink.n : 1, sizeof(*s->nva));
+    s->n_nva = sink.n;
+    for (size_t i = 0; i < sink.n; i++) {
+        const struct nv_off *o = &sink.o[i];
+        s->nva[i] = (nghttp2_nv){(uint8_t *)s->store + o->name, (uint8_t *)s->store + o->value,
+                                 o->name_len, o->value_len, NGHTTP2_NV_FLAG_NONE};
+    }
+    free(sink.o);
+}
+
+static void stream_free(struct h2_stream *s)
+{
+    evbuffer_free(s->hdrs);
+    if (s->timer)
+        event_free(s->timer);
+    free(s->nva);
+    free(s->store);
+    free(s);
+}
+
+void h2up_cache_free(void)
+{
+    while (spare) {
+        struct h2_stream *s = spare;
+        spare = s->next;
+        stream_free(s);
+    }
+    n_spare = 0;
+}
+
+/* Puts the stream on a connection of pool `p` with room for another stream, opening one when
+ * none has (not the one a failure came from). */
+static bool start(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl, bool late,
+                  const char **why)
+{
+    (void)late; /* the body is pulled when nghttp2 asks for it */
     struct sy_worker *w = ex->w;
+    struct h2_stream *s = ex->ups;
     struct h2_up *h = NULL;
     for (struct h2_up *c = p->h2; c && !h; c = c->next)
-        if (c != avoid && has_room(c))
+        if (c != s->avoid && has_room(c))
             h = c;
     if (!h) {
         h = conn_new(w, p, cl, why);
         if (!h)
             return false;
     }
+    s->avoid = NULL;
     /* For the access log: a stream on a new connection counts its connect time. */
     ex->up_new = !h->connected;
     ex->up_used = true;
     ex->connect_start_us = ex->up_new ? access_now_us() : 0;
     ex->connect_us = 0;
     evtimer_del(h->idle_timer);
-    ex->h2 = h;
-    ex->stream_id = 0;
-    ex->h2_sent = ex->h2_end_sent = false;
-    ex->h2_next = h->streams;
-    ex->h2_prev = NULL;
+    s->h = h;
+    s->id = 0;
+    s->sent = s->end_sent = false;
+    s->next = h->streams;
+    s->prev = NULL;
     if (h->streams)
-        h->streams->h2_prev = ex;
-    h->streams = ex;
+        h->streams->prev = s;
+    h->streams = s;
     if (h->n_streams++ == 0)
         h2_gauge(h->pool);
-    if (!ex->h2_timer)
-        ex->h2_timer = evtimer_new(w->base, stream_timer_cb, ex);
-    event_base_gettimeofday_cached(w->base, &ex->h2_seen);
+    if (!s->timer)
+        s->timer = evtimer_new(w->base, stream_timer_cb, s);
+    event_base_gettimeofday_cached(w->base, &s->seen);
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     /* Connecting: the connect timeout runs first; the response clock after. */
     struct timeval tv =
         ms_tv(cfg->timeouts.upstream_response_ms + cfg->timeouts.upstream_connect_ms);
-    evtimer_add(ex->h2_timer, &tv);
+    evtimer_add(s->timer, &tv);
     if (h->connected) {
         /* No nghttp2 callback runs in a submit; the frames go out on the next turn. */
         bool outer = !h->in_io;
         h->in_io = true;
-        submit(h, ex);
+        submit(h, s);
         h->in_io = !outer;
         if (h->dead && outer) {
             conn_free(h);
@@ -694,50 +842,80 @@ bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_sp
     return true;
 }
 
-void h2up_detach(struct exchange *ex)
+/* The exchange leaves its stream: the stream is reset unless it ended both ways. */
+static void detach(struct h2_stream *s)
 {
-    struct h2_up *h = ex->h2;
-    if (!h)
-        return;
+    struct exchange *ex = s->ex;
+    struct h2_up *h = s->h;
     bool outer = !h->in_io;
     h->in_io = true;
-    if (ex->stream_id) {
-        if (ex->h2_unconsumed)
-            nghttp2_session_consume(h->ng, ex->stream_id, ex->h2_unconsumed);
-        ex->h2_unconsumed = 0;
+    if (s->id) {
+        if (s->unconsumed)
+            nghttp2_session_consume(h->ng, s->id, s->unconsumed);
+        s->unconsumed = 0;
         /* A stream that did not end both ways is reset; after a complete response the
          * server learns it need not read the rest of our body. */
-        if (!(ex->resp_done && ex->h2_end_sent) &&
-            nghttp2_session_find_stream(h->ng, ex->stream_id))
-            nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, ex->stream_id,
+        if (!(ex->resp_done && s->end_sent) && nghttp2_session_find_stream(h->ng, s->id))
+            nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id,
                                       ex->resp_done ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
     }
-    forget_stream(h, ex);
+    forget_stream(h, s);
     check_idle(h);
     h->want_flush = true;
     if (outer)
         io_done(h);
 }
 
-void h2up_body_ready(struct exchange *ex)
+static void cancel(struct exchange *ex, bool complete)
 {
-    struct h2_up *h = ex->h2;
-    if (!h || !ex->stream_id || !ex->h2_deferred)
+    struct h2_stream *s = ex->ups;
+    if (!s)
         return;
-    ex->h2_deferred = false;
-    nghttp2_session_resume_data(h->ng, ex->stream_id);
+    if (s->h)
+        detach(s);
+    ex->ups = NULL;
+    s->ex = NULL;
+    s->avoid = NULL;
+    if (spare_on && n_spare < H2_SPARE_MAX) {
+        evbuffer_drain(s->hdrs, evbuffer_get_length(s->hdrs));
+        s->next = spare;
+        spare = s;
+        n_spare++;
+        return;
+    }
+    stream_free(s);
+}
+
+static void body_ready(struct exchange *ex)
+{
+    struct h2_stream *s = ex->ups;
+    struct h2_up *h = s->h;
+    if (!h || !s->id || !s->deferred)
+        return;
+    s->deferred = false;
+    nghttp2_session_resume_data(h->ng, s->id);
     flush(h);
 }
 
-void h2up_client_drained(struct exchange *ex)
+static void client_drained(struct exchange *ex)
 {
-    struct h2_up *h = ex->h2;
-    if (!h || !ex->stream_id || !ex->h2_unconsumed)
+    struct h2_stream *s = ex->ups;
+    struct h2_up *h = s->h;
+    if (!h || !s->id || !s->unconsumed)
         return;
-    nghttp2_session_consume(h->ng, ex->stream_id, ex->h2_unconsumed);
-    ex->h2_unconsumed = 0;
+    nghttp2_session_consume(h->ng, s->id, s->unconsumed);
+    s->unconsumed = 0;
     flush(h);
 }
+
+const struct upstream_ops h2_upstream_ops = {
+    .prepare = prepare,
+    .start = start,
+    .body_ready = body_ready,
+    .client_drained = client_drained,
+    .cancel = cancel,
+    .retry_safe = true,
+};
 
 void h2up_close_pool(struct pool *p, bool now)
 {

@@ -27,7 +27,7 @@
 
 struct exchange;
 struct upstream;
-struct h1_client;
+struct h1_conn;
 
 /* Connections to one endpoint spoken to one way (address, protocol and TLS settings), owned by
  * one worker: idle HTTP/1.1 keep-alive connections, and every HTTP/2 connection. */
@@ -372,7 +372,33 @@ static inline void sy_error_retry_after(struct downstream *d, unsigned seconds)
     d->retry_after_s = seconds;
 }
 
-/* One request in flight: downstream, routing decision, upstream connection. */
+/* One request's stream to a cluster, behind one table of operations like struct downstream:
+ * HTTP/1.1 (h1_client.c) or HTTP/2 (h2_client.c). The exchange calls these; the client calls
+ * back through the exchange_on_* functions below and keeps its own state in ex->ups (opaque to
+ * the exchange, recycled with no allocation per request). */
+struct upstream_ops {
+    /* Makes ex->ups and the request head as the cluster gets it (exchange_rewrite_head into a
+     * sink of the protocol's kind), kept for a retry. During exchange_start only. */
+    void (*prepare)(struct exchange *ex, const struct req_head *req, bool tls_up);
+    /* Puts the request on a connection of pool `p` (taking or opening one). `late`: the codec
+     * consumed the head long ago, so the body may be pulled at once. After a failure the client
+     * reported with exchange_on_error, the next start avoids the connection that failed.
+     * Returns false with *why when no connection can be made (the caller fails the exchange). */
+    bool (*start)(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl, bool late,
+                  const char **why);
+    void (*body_ready)(struct exchange *ex);     /* request body bytes arrived */
+    void (*client_drained)(struct exchange *ex); /* the client took response bytes */
+    /* The exchange ends: the stream leaves its connection and ex->ups is recycled (NULL after).
+     * `complete`: both request and response ended, so the connection may go on. */
+    void (*cancel)(struct exchange *ex, bool complete);
+    /* A failed safe request may go once more on another connection even when the cluster may
+     * have acted on it (HTTP/2: a connection fails for all its streams at once). */
+    bool retry_safe;
+};
+extern const struct upstream_ops h1_upstream_ops, h2_upstream_ops;
+
+/* One request in flight: downstream, routing decision, upstream stream. No field here belongs to
+ * one protocol: those are in ex->ups. */
 struct exchange {
     struct downstream *down;
     struct sy_worker *w;
@@ -380,21 +406,20 @@ struct exchange {
     const struct sy_route_app *app;
     size_t cluster;
     const struct sy_endpoint_spec *endpoint;
-    struct upstream *up;
+    const struct upstream_ops *uops; /* NULL until routed to a cluster */
+    void *ups;                       /* the client's stream state, or NULL */
     struct traffic_slot *slot;
-    struct evbuffer *up_head; /* HTTP/1.1: the serialized request head, kept for one retry;
-                                 HTTP/2: the header block being received, "name\0value\0"... */
-    struct evbuffer *tmp;     /* body bytes between decoding and framing */
+    struct evbuffer *tmp; /* body bytes between decoding and framing */
     struct evbuffer *trailers;
     bool retried;
+    uint8_t refused; /* times the cluster gave the request back unprocessed */
     bool head_request;
     bool safe;            /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
     bool expect_continue; /* 100 Continue still to be sent */
     char *set_cookie;     /* a new sticky key for the response, or NULL */
 
-    bool req_chunked_up; /* the body goes upstream chunked (length unknown) */
     uint64_t req_body_bytes;
-    uint64_t req_body_mark; /* req_body_bytes when upstream_response last ran out: while the
+    uint64_t req_body_mark; /* req_body_bytes when the response clock last ran out: while the
                                upload is unfinished, only its progress restarts that clock */
     bool req_body_started;  /* a body byte went upstream: no retry */
     bool req_done;
@@ -402,28 +427,8 @@ struct exchange {
     bool resp_started; /* the response head went to the client */
     bool resp_done;
     int status;
-    enum sy_h1_framing resp_framing;
-    uint64_t resp_remaining;
-    struct sy_h1_chunked resp_chunked;
-    bool resp_keep_alive;     /* upstream connection reusable afterwards */
-    bool upgrade_asked;       /* the request asked to switch protocols */
-    bool tunnel;              /* switched: raw bytes both ways until a side closes */
-    bool up_shutdown_pending; /* half-close the upstream once its output is written */
-    bool up_eof;              /* the upstream closed; its input holds the last bytes */
-
-    /* HTTP/2 to the cluster (h2_client.c). */
-    struct h2_up *h2;                   /* the connection carrying the stream, or NULL */
-    struct exchange *h2_next, *h2_prev; /* on that connection */
-    int32_t stream_id;                  /* 0 until the request is submitted */
-    struct h2_request *h2_req;          /* the request's fields, kept for one retry */
-    bool h2_deferred;                   /* the body provider waits for the client */
-    bool h2_sent;                       /* the HEADERS went out: the cluster may have acted on it */
-    uint8_t h2_refused;                 /* times the cluster refused the stream unprocessed */
-    bool h2_end_sent;                   /* our side of the stream is closed */
-    struct timeval h2_seen;             /* the stream's last sign of life */
-    bool h2_req_eof;                    /* the client's body ended (pulled to the end) */
-    size_t h2_unconsumed;               /* response DATA not yet given back to the flow window */
-    struct event *h2_timer;             /* upstream_response for the stream */
+    bool upgrade_asked; /* the request asked to switch protocols */
+    bool tunnel;        /* switched: raw bytes both ways until a side closes */
 
     /* Long-lived work, for drain_after. */
     struct exchange *w_next, *w_prev; /* every exchange of the worker */
@@ -455,20 +460,13 @@ struct exchange {
     bool up_used;              /* the exchange had an upstream connection or stream */
 };
 
-/* An HTTP/2 request's fields, in one allocation. */
-struct h2_request {
-    nghttp2_nv *nva;
-    size_t n_nva;
-    char *store;
-};
-
 struct upstream {
     struct sy_worker *w;
     struct pool *pool;
     struct wthrough wt;
     bool tls;
     struct bufferevent *bev;
-    struct exchange *ex;
+    struct exchange *ex; /* the exchange it carries (its ups is h1_client.c's), or NULL */
     bool connected;
     bool reused;
     bool read_paused;
@@ -647,10 +645,6 @@ void exchange_start(struct downstream *d, const struct req_head *req);
 void exchange_body_ready(struct exchange *ex);     /* request body bytes arrived */
 void exchange_client_drained(struct exchange *ex); /* queued() fell to half the budget */
 void exchange_downstream_gone(struct exchange *ex);
-void exchange_upstream_connected(struct exchange *ex);
-void exchange_upstream_readable(struct exchange *ex);
-void exchange_upstream_drained(struct exchange *ex);
-void exchange_upstream_event(struct exchange *ex, short what);
 /* queue.c: the exchange's turn came (a connection of its pool is free, or may be opened):
  * start its upstream side now. */
 void exchange_dequeued(struct exchange *ex);
@@ -701,15 +695,6 @@ int upstream_new_session_cb(SSL *ssl, SSL_SESSION *sess);
 void upstream_free_pools(struct sy_worker *w);
 
 /* h2_client.c: HTTP/2 to the clusters. */
-/* Puts the exchange's request (ex->h2_req) on a connection of pool `p` with room for another
- * stream, opening one when none has; `avoid` (may be NULL) is a connection not to use (a
- * retry). Returns false with *why when no connection can be made. */
-bool h2up_attach(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl,
-                 struct h2_up *avoid, const char **why);
-/* The exchange leaves its stream: the stream is reset unless it ended both ways. */
-void h2up_detach(struct exchange *ex);
-void h2up_body_ready(struct exchange *ex);     /* request body bytes arrived */
-void h2up_client_drained(struct exchange *ex); /* the client took response bytes */
 /* GOAWAY to every connection of the pool (worker shutdown and retired endpoints); idle ones
  * close now. */
 void h2up_close_pool(struct pool *p, bool now);
@@ -763,22 +748,62 @@ void exchange_held_go(struct exchange *ex);
 /* Answers a held exchange 503 with Retry-After. */
 void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why);
 
-/* exchange.c: called by h2_client.c */
-/* The response head (1xx excluded); `fields` are the regular fields as received. */
-void exchange_h2_head(struct exchange *ex, int status, struct sy_header *fields, size_t n,
-                      bool end_stream, bool has_length, uint64_t length);
-/* Response DATA; returns true when the bytes may be given back to the flow window now. */
-bool exchange_h2_data(struct exchange *ex, const uint8_t *p, size_t n);
-void exchange_h2_trailer(struct exchange *ex, const uint8_t *name, size_t nlen,
-                         const uint8_t *value, size_t vlen);
-void exchange_h2_end(struct exchange *ex);
-/* The stream failed. `unprocessed`: the cluster did not act on it (refused, above GOAWAY's
- * last stream, or never sent), so it may go once more on another connection. */
-void exchange_h2_failed(struct exchange *ex, struct h2_up *from, bool unprocessed, int status,
-                        const char *why);
-/* Pulls request body for the stream: see downstream_ops.pull_body. */
-ssize_t exchange_h2_pull(struct exchange *ex, uint8_t *buf, size_t len, bool *eof, bool *trailers);
-void exchange_h2_submitted(struct exchange *ex); /* the stream is on the wire */
+/* exchange.c: called by the upstream clients (h1_client.c, h2_client.c). Each may end the
+ * exchange (then ex->ups was recycled through cancel): the caller touches neither after that
+ * unless the return value says the exchange goes on. */
+/* Where exchange_rewrite_head writes: HTTP/1.1 text, or HTTP/2 fields (names lower-cased) whose
+ * offsets are noted in `o` (the caller frees it) for an nghttp2_nv array. */
+struct nv_off {
+    size_t name, name_len, value;
+    size_t value_len;
+};
+struct head_sink {
+    struct head_writer hw;
+    bool h2;
+    struct nv_off *o;
+    size_t n, cap;
+};
+/* The request head as the cluster gets it: hop-by-hop fields dropped (and the ones Connection
+ * names), X-Forwarded-* and Via added, the framing restated. During prepare only. */
+void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, struct head_sink *s,
+                           bool tls_up);
+/* Drops hop-by-hop fields (and the ones Connection names) from a response head, compacting
+ * `h` in place. Returns how many are kept. */
+size_t exchange_end_to_end(struct sy_header *h, size_t n);
+/* The cluster's name, for messages. */
+const char *exchange_cluster_name(const struct exchange *ex);
+/* The request is on its way to the cluster (connected, or the stream submitted): the connect
+ * time is taken and a client waiting for 100 Continue may send its body. */
+void exchange_on_sent(struct exchange *ex);
+/* The final response head (1xx other than 101 are the client's to drop). Returns false when the
+ * exchange failed instead (an invalid status, a switch nobody asked for). With status 101 the
+ * downstream becomes a tunnel. */
+bool exchange_on_head(struct exchange *ex, const struct resp_head *h);
+/* `n` response body bytes from `src` to the client. Returns whether the client holds less than
+ * half of limits.buffer_bytes (an HTTP/2 window may open). */
+bool exchange_on_body(struct exchange *ex, struct evbuffer *src, size_t n);
+/* How many response bytes the client can take now (limits.buffer_bytes less what it holds). */
+size_t exchange_body_room(struct exchange *ex);
+/* The response ended; `trailers` ("name: value\r\n" lines, may be NULL). Ends the exchange when
+ * the request is through. */
+void exchange_on_end(struct exchange *ex, struct evbuffer *trailers);
+/* The stream failed (the client left its connection first). `unprocessed`: the cluster did not
+ * act on it (refused, above GOAWAY's last stream, never sent, or a pooled HTTP/1.1 connection
+ * the server had closed), so it may go once more. Returns true when it went again (start). */
+bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const char *why);
+/* Decoded request body into `out` (at most `max` bytes), trailer lines into ex->trailers. Sets
+ * *done at its end (ex->req_done). Returns the bytes moved, or -1 when the exchange failed (a
+ * malformed body: 400; over limits.max_body_bytes: 413). */
+ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max, bool *done);
+
+/* h1_client.c, called by upstream.c for the connection an exchange has. */
+void h1up_connected(struct exchange *ex);
+void h1up_readable(struct exchange *ex);
+void h1up_drained(struct exchange *ex);
+void h1up_event(struct exchange *ex, short what);
+/* Worker exit: the recycled streams. */
+void h1up_cache_free(void);
+void h2up_cache_free(void);
 
 /* drain_after: the control of long-lived exchanges after a cluster's weight drops to 0. */
 void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cluster);

@@ -380,14 +380,14 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 {
     struct upstream *up = arg;
     if (up->ex)
-        exchange_upstream_readable(up->ex);
+        h1up_readable(up->ex);
 }
 
 static void up_write_cb(struct bufferevent *bev, void *arg)
 {
     struct upstream *up = arg;
     if (up->ex)
-        exchange_upstream_drained(up->ex);
+        h1up_drained(up->ex);
 }
 
 static void up_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -398,11 +398,11 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (up->ex)
-            exchange_upstream_connected(up->ex);
+            h1up_connected(up->ex);
         return;
     }
     if (up->ex) {
-        exchange_upstream_event(up->ex, what);
+        h1up_event(up->ex, what);
         return;
     }
     /* An idle connection closed by the server, or idle too long. */

@@ -1,0 +1,662 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the exchange (proxy/exchange.c, included) between a fake downstream (struct
+ * downstream_ops) and fake upstream clients (h1_upstream_ops and h2_upstream_ops are defined
+ * here), with the real routing table and no socket: routing and the rewritten head, early
+ * answers, the body limit, the retry rule, and how each way of ending tears down. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "switchyard/config.h"
+
+/* cmocka's fail() would shadow the exchange's own. */
+#undef fail
+#include "../../../proxy/exchange.c"
+
+/* ---- fakes for what exchange.c calls outside itself -------------------------------------- */
+
+const struct sy_config *worker_config(const struct sy_worker *w)
+{
+    return sy_route_table_config(w->table);
+}
+
+uint64_t worker_random(struct sy_worker *w)
+{
+    return 42;
+}
+
+static int own_count;
+void worker_count_own(struct sy_worker *w, struct traffic_slot *slot, int status)
+{
+    own_count++;
+}
+
+void access_begin(struct downstream *d, const struct req_head *req)
+{
+}
+
+void access_exchange_begin(struct exchange *ex, const struct req_head *req)
+{
+    memcpy(ex->acc.id, "rid-1", 5);
+    ex->acc.id_len = 5;
+}
+
+void access_log_exchange(struct exchange *ex)
+{
+}
+
+void queue_remove(struct exchange *ex)
+{
+}
+
+void hold_remove(struct exchange *ex)
+{
+}
+
+bool hold_add(struct exchange *ex)
+{
+    return false;
+}
+
+enum queue_admit queue_admit(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl)
+{
+    return QUEUE_GO;
+}
+
+bool queue_has_room(const struct pool *p, const struct sy_cluster_spec *cl)
+{
+    return true;
+}
+
+void queue_push_front(struct exchange *ex, struct pool *p)
+{
+}
+
+static struct pool the_pool;
+struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *ep,
+                           const struct sy_cluster_spec *cl)
+{
+    return &the_pool;
+}
+
+const char upstream_limit_reason[] = "limits.max_upstream_connections";
+
+void h1up_cache_free(void)
+{
+}
+
+void h2up_cache_free(void)
+{
+}
+
+/* The fake upstream: records what the exchange asks of it. */
+static struct {
+    int prepared, starts, body_ready, drained, cancels;
+    bool last_complete, start_fails;
+    char head[2048];
+    const char *last_endpoint;
+} fu;
+
+static void fu_prepare(struct exchange *ex, const struct req_head *req, bool tls_up)
+{
+    fu.prepared++;
+    struct evbuffer *b = evbuffer_new();
+    struct head_sink s = {.h2 = false};
+    hw_init(&s.hw, b);
+    exchange_rewrite_head(ex, req, &s, tls_up);
+    size_t n = evbuffer_get_length(b);
+    assert_true(n < sizeof(fu.head));
+    evbuffer_remove(b, fu.head, n);
+    fu.head[n] = '\0';
+    evbuffer_free(b);
+    ex->ups = &fu;
+}
+
+static bool fu_start(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl,
+                     bool late, const char **why)
+{
+    fu.starts++;
+    fu.last_endpoint = ex->endpoint->address;
+    if (fu.start_fails) {
+        *why = "connection refused";
+        return false;
+    }
+    return true;
+}
+
+static void fu_body_ready(struct exchange *ex)
+{
+    fu.body_ready++;
+}
+
+static void fu_client_drained(struct exchange *ex)
+{
+    fu.drained++;
+}
+
+static void fu_cancel(struct exchange *ex, bool complete)
+{
+    fu.cancels++;
+    fu.last_complete = complete;
+    ex->ups = NULL;
+}
+
+const struct upstream_ops h1_upstream_ops = {
+    fu_prepare, fu_start, fu_body_ready, fu_client_drained, fu_cancel, false,
+};
+const struct upstream_ops h2_upstream_ops = {
+    fu_prepare, fu_start, fu_body_ready, fu_client_drained, fu_cancel, true,
+};
+
+/* The fake downstream: a request body to hand out, and what came back. */
+struct fake_down {
+    struct downstream d;
+    struct conn conn;
+    const char *body;
+    size_t body_len, body_pos;
+    bool body_bad;
+    int error_status, head_status;
+    size_t got_body;
+    int continues, ends, finishes, aborts, tunnels;
+    bool last_reusable;
+};
+
+static struct fake_down *fd_of(struct downstream *d)
+{
+    return (struct fake_down *)d;
+}
+
+static ssize_t fd_pull_body(struct downstream *d, struct evbuffer *out, size_t max,
+                            struct evbuffer *trailers, bool *done, const char **why)
+{
+    struct fake_down *f = fd_of(d);
+    if (f->body_bad) {
+        *why = "bad chunk";
+        return -1;
+    }
+    size_t n = f->body_len - f->body_pos;
+    if (n > max)
+        n = max;
+    evbuffer_add(out, f->body + f->body_pos, n);
+    f->body_pos += n;
+    *done = f->body_pos == f->body_len;
+    return (ssize_t)n;
+}
+
+static void fd_send_continue(struct downstream *d)
+{
+    fd_of(d)->continues++;
+}
+
+static void fd_send_head(struct downstream *d, const struct resp_head *h)
+{
+    fd_of(d)->head_status = h->status;
+}
+
+static size_t fd_queued(struct downstream *d)
+{
+    return 0;
+}
+
+static void fd_send_body(struct downstream *d, struct evbuffer *src, size_t n)
+{
+    fd_of(d)->got_body += n;
+    evbuffer_drain(src, n);
+}
+
+static void fd_send_end(struct downstream *d, struct evbuffer *trailers)
+{
+    fd_of(d)->ends++;
+}
+
+static void fd_send_error(struct downstream *d, int status, const char *why)
+{
+    fd_of(d)->error_status = status;
+}
+
+static void fd_finish(struct downstream *d, bool reusable)
+{
+    fd_of(d)->finishes++;
+    fd_of(d)->last_reusable = reusable;
+}
+
+static void fd_abort(struct downstream *d)
+{
+    fd_of(d)->aborts++;
+}
+
+static void fd_start_tunnel(struct downstream *d)
+{
+    fd_of(d)->tunnels++;
+}
+
+static const struct downstream_ops fd_ops = {
+    .pull_body = fd_pull_body,
+    .send_continue = fd_send_continue,
+    .send_head = fd_send_head,
+    .queued = fd_queued,
+    .send_body = fd_send_body,
+    .send_end = fd_send_end,
+    .send_error = fd_send_error,
+    .finish = fd_finish,
+    .abort = fd_abort,
+    .start_tunnel = fd_start_tunnel,
+};
+
+/* ---- the world: a worker with a table ----------------------------------------------------- */
+
+static const char yaml[] = "listen:\n"
+                           "  - address: 127.0.0.1:8080\n"
+                           "limits:\n"
+                           "  max_body_bytes: 100\n"
+                           "clusters:\n"
+                           "  blue:\n"
+                           "    endpoints: [127.0.0.1:9001, 127.0.0.1:9003]\n"
+                           "  green:\n"
+                           "    protocol: h2c\n"
+                           "    endpoints: [127.0.0.1:9002]\n"
+                           "apps:\n"
+                           "  - name: web\n"
+                           "    hosts: [web.example]\n"
+                           "    stable: blue\n"
+                           "    weights: {blue: 100, green: 0}\n"
+                           "  - name: api\n"
+                           "    hosts: [api.example]\n"
+                           "    stable: green\n"
+                           "    weights: {blue: 0, green: 100}\n";
+
+struct world {
+    struct sy_worker w;
+    struct traffic_slot slots[5];
+    struct traffic_slot *index[5];
+    struct fake_down f;
+};
+
+static int setup(void **state)
+{
+    struct world *wd = calloc(1, sizeof(*wd));
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_parse("t.yaml", yaml, strlen(yaml), &d, &cfg);
+    for (size_t i = 0; i < d.n; i++) {
+        char line[512];
+        sy_diag_format(&d.v[i], line, sizeof(line));
+        print_message("  diag: %s\n", line);
+    }
+    sy_diags_dispose(&d);
+    assert_int_equal(rc, 0);
+    assert_int_equal(sy_route_table_new(cfg, 1, &wd->w.table), 0);
+    for (size_t i = 0; i < 5; i++)
+        wd->index[i] = &wd->slots[i];
+    wd->w.slot_index = wd->index;
+    wd->w.unrouted = &wd->slots[4];
+    wd->f.d.ops = &fd_ops;
+    wd->f.d.conn = &wd->f.conn;
+    wd->f.conn.w = &wd->w;
+    snprintf(wd->f.conn.peer, sizeof(wd->f.conn.peer), "192.0.2.7");
+    memset(&fu, 0, sizeof(fu));
+    own_count = 0;
+    *state = wd;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct world *wd = *state;
+    assert_null(wd->w.exchanges); /* every exchange ended */
+    sy_route_table_release(wd->w.table);
+    exchange_cache_free(&wd->w);
+    free(wd);
+    return 0;
+}
+
+static struct sy_header get_fields[] = {
+    {{"Host", 4}, {"web.example", 11}},
+    {{"Connection", 10}, {"keep-alive, X-Secret", 20}},
+    {{"X-Secret", 8}, {"hop", 3}},
+    {{"Accept", 6}, {"*/*", 3}},
+};
+
+static struct req_head get_req(const char *host)
+{
+    struct req_head r = {
+        .method = {"GET", 3},
+        .target = {"/a?b=1", 6},
+        .authority = {host, strlen(host)},
+        .headers = get_fields,
+        .n_headers = 4,
+        .framing = SY_H1_BODY_NONE,
+        .version = "1.1",
+    };
+    return r;
+}
+
+static struct req_head post_req(const char *host, uint64_t len)
+{
+    struct req_head r = get_req(host);
+    r.method = sy_slice_of("POST", 4);
+    r.framing = SY_H1_BODY_LENGTH;
+    r.content_length = len;
+    return r;
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void test_routes_to_the_weighted_cluster_with_a_rewritten_head(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("web.example");
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    assert_non_null(ex);
+    assert_int_equal(fu.prepared, 1);
+    assert_int_equal(fu.starts, 1);
+    assert_ptr_equal(ex->uops, &h1_upstream_ops);
+    assert_string_equal(exchange_cluster_name(ex), "blue");
+    /* Hop-by-hop fields (and the one Connection names) dropped, our fields added. */
+    assert_non_null(strstr(fu.head, "GET /a?b=1 HTTP/1.1\r\nhost: web.example\r\n"));
+    assert_null(strstr(fu.head, "X-Secret"));
+    assert_null(strstr(fu.head, "Connection"));
+    assert_non_null(strstr(fu.head, "Accept: */*\r\n"));
+    assert_non_null(strstr(fu.head, "x-forwarded-for: 192.0.2.7\r\n"));
+    assert_non_null(strstr(fu.head, "x-request-id: rid-1\r\n"));
+    assert_non_null(strstr(fu.head, "via: 1.1 switchyard\r\n"));
+    exchange_downstream_gone(ex);
+}
+
+static void test_h2_cluster_gets_the_h2_client(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("api.example");
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    assert_non_null(ex);
+    assert_ptr_equal(ex->uops, &h2_upstream_ops);
+    assert_string_equal(exchange_cluster_name(ex), "green");
+    exchange_downstream_gone(ex);
+}
+
+static void test_no_app_is_404_without_an_exchange(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("nobody.example");
+    exchange_start(&wd->f.d, &r);
+    assert_null(wd->f.d.ex);
+    assert_int_equal(wd->f.error_status, 404);
+    assert_int_equal(fu.prepared, 0);
+}
+
+static void test_declared_body_over_the_limit_is_413_at_once(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = post_req("web.example", 101);
+    exchange_start(&wd->f.d, &r);
+    assert_null(wd->f.d.ex);
+    assert_int_equal(wd->f.error_status, 413);
+    assert_int_equal(fu.prepared, 0);
+}
+
+static void test_h2_cluster_refuses_an_upgrade(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("api.example");
+    r.upgrade = sy_slice_of("websocket", 9);
+    exchange_start(&wd->f.d, &r);
+    assert_null(wd->f.d.ex);
+    assert_int_equal(wd->f.error_status, 502);
+    assert_int_equal(fu.starts, 0);
+}
+
+static void test_connect_failure_is_502(void **state)
+{
+    struct world *wd = *state;
+    fu.start_fails = true;
+    struct req_head r = get_req("web.example");
+    exchange_start(&wd->f.d, &r);
+    assert_null(wd->f.d.ex);
+    assert_int_equal(wd->f.error_status, 502);
+    assert_int_equal(fu.cancels, 1);
+}
+
+static void test_a_complete_exchange_finishes_reusable(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("web.example");
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    exchange_on_sent(ex);
+    struct resp_head h = {
+        .status = 200, .has_body = true, .length_known = true, .content_length = 5};
+    assert_true(exchange_on_head(ex, &h));
+    assert_int_equal(wd->f.head_status, 200);
+    evbuffer_add(ex->tmp, "hello", 5);
+    assert_true(exchange_on_body(ex, ex->tmp, 5));
+    exchange_client_drained(ex);
+    assert_int_equal(fu.drained, 1);
+    exchange_on_end(ex, NULL);
+    assert_null(wd->f.d.ex);
+    assert_int_equal(wd->f.got_body, 5);
+    assert_int_equal(wd->f.ends, 1);
+    assert_int_equal(wd->f.finishes, 1);
+    assert_true(wd->f.last_reusable);
+    assert_true(fu.last_complete);
+    assert_int_equal(wd->slots[0].by_class[2], 1);
+}
+
+static void test_response_before_the_request_body_ends_is_not_reusable(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = post_req("web.example", 10);
+    wd->f.body = "0123456789";
+    wd->f.body_len = 10;
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    bool done = false;
+    assert_int_equal(exchange_pull_body(ex, ex->tmp, 4, &done), 4); /* 4 of 10 so far */
+    assert_false(done);
+    struct resp_head h = {.status = 204};
+    assert_true(exchange_on_head(ex, &h));
+    exchange_on_end(ex, NULL);
+    assert_int_equal(wd->f.finishes, 1);
+    assert_false(wd->f.last_reusable);
+    assert_false(fu.last_complete);
+}
+
+static void test_body_over_the_limit_is_413(void **state)
+{
+    struct world *wd = *state;
+    static char big[200];
+    memset(big, 'x', sizeof(big));
+    struct req_head r = get_req("web.example");
+    r.method = sy_slice_of("POST", 4);
+    r.framing = SY_H1_BODY_CHUNKED; /* length unknown: counted as it comes */
+    wd->f.body = big;
+    wd->f.body_len = sizeof(big);
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    bool done = false;
+    assert_int_equal(exchange_pull_body(ex, ex->tmp, 64, &done), 64);
+    assert_int_equal(exchange_pull_body(ex, ex->tmp, 64, &done), -1);
+    assert_null(wd->f.d.ex);
+    assert_int_equal(wd->f.error_status, 413);
+}
+
+static void test_malformed_body_is_400(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = post_req("web.example", 10);
+    wd->f.body_bad = true;
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    bool done = false;
+    assert_int_equal(exchange_pull_body(ex, ex->tmp, 64, &done), -1);
+    assert_int_equal(wd->f.error_status, 400);
+}
+
+static void test_expect_continue_waits_for_the_cluster(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = post_req("web.example", 10);
+    r.expect_continue = true;
+    exchange_start(&wd->f.d, &r);
+    assert_int_equal(wd->f.continues, 0);
+    exchange_on_sent(wd->f.d.ex);
+    assert_int_equal(wd->f.continues, 1);
+    exchange_on_sent(wd->f.d.ex);
+    assert_int_equal(wd->f.continues, 1); /* once */
+    exchange_downstream_gone(wd->f.d.ex);
+}
+
+/* Four times as refused (a burst before a server's SETTINGS), then once more as a retry. */
+static void test_unprocessed_goes_again_five_times_to_the_next_endpoint(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = post_req("web.example", 0); /* not safe, but unprocessed */
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    const char *first = fu.last_endpoint;
+    for (int i = 0; i < 5; i++)
+        assert_true(exchange_on_error(ex, true, 502, "refused"));
+    assert_int_equal(fu.starts, 6);
+    assert_string_not_equal(fu.last_endpoint, first);
+    assert_false(exchange_on_error(ex, true, 502, "refused"));
+    assert_int_equal(wd->f.error_status, 502);
+    assert_null(wd->f.d.ex);
+}
+
+static void test_safe_request_retries_once_only_where_the_protocol_says(void **state)
+{
+    struct world *wd = *state;
+    /* HTTP/1.1: a failure the cluster may have acted on is not repeated, even for GET. */
+    struct req_head r = get_req("web.example");
+    exchange_start(&wd->f.d, &r);
+    assert_false(exchange_on_error(wd->f.d.ex, false, 502, "reset"));
+    assert_int_equal(fu.starts, 1);
+    assert_int_equal(wd->f.error_status, 502);
+    /* HTTP/2: once. */
+    r = get_req("api.example");
+    exchange_start(&wd->f.d, &r);
+    assert_true(exchange_on_error(wd->f.d.ex, false, 502, "reset"));
+    assert_int_equal(fu.starts, 3);
+    assert_false(exchange_on_error(wd->f.d.ex, false, 504, "late"));
+    assert_int_equal(wd->f.error_status, 504);
+}
+
+static void test_no_retry_once_the_response_started_or_a_body_byte_went(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = post_req("api.example", 10);
+    wd->f.body = "0123456789";
+    wd->f.body_len = 10;
+    exchange_start(&wd->f.d, &r);
+    bool done = false;
+    assert_int_equal(exchange_pull_body(wd->f.d.ex, wd->f.d.ex->tmp, 4, &done), 4);
+    assert_false(exchange_on_error(wd->f.d.ex, true, 502, "refused"));
+    assert_int_equal(fu.starts, 1);
+    /* After the head: the response is cut, not answered. */
+    r = get_req("api.example");
+    exchange_start(&wd->f.d, &r);
+    struct resp_head h = {.status = 200, .has_body = true};
+    assert_true(exchange_on_head(wd->f.d.ex, &h));
+    assert_false(exchange_on_error(wd->f.d.ex, true, 502, "reset"));
+    assert_int_equal(wd->f.aborts, 1);
+    assert_int_equal(fu.starts, 2);
+}
+
+static void test_switch_not_asked_for_is_502(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("web.example");
+    exchange_start(&wd->f.d, &r);
+    struct resp_head h = {.status = 101, .upgrade = {"websocket", 9}};
+    assert_false(exchange_on_head(wd->f.d.ex, &h));
+    assert_int_equal(wd->f.error_status, 502);
+    assert_int_equal(wd->f.tunnels, 0);
+}
+
+static void test_websocket_switch_starts_a_tunnel(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("web.example");
+    r.upgrade = sy_slice_of("websocket", 9);
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    assert_non_null(strstr(fu.head, "connection: upgrade\r\nupgrade: websocket\r\n"));
+    struct resp_head h = {.status = 101, .has_body = true, .upgrade = {"websocket", 9}};
+    assert_true(exchange_on_head(ex, &h));
+    assert_int_equal(wd->f.tunnels, 1);
+    assert_true(ex->tunnel);
+    assert_false(ex->req_done);
+    assert_int_equal(atomic_load(&wd->slots[0].tunnels), 1);
+    exchange_downstream_gone(ex);
+    assert_int_equal(atomic_load(&wd->slots[0].tunnels), 0);
+}
+
+static void test_invalid_status_is_502(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("api.example");
+    exchange_start(&wd->f.d, &r);
+    struct resp_head h = {.status = 0};
+    assert_false(exchange_on_head(wd->f.d.ex, &h));
+    assert_int_equal(wd->f.error_status, 502);
+}
+
+static void test_client_gone_cancels_the_stream_without_an_answer(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = get_req("web.example");
+    exchange_start(&wd->f.d, &r);
+    exchange_downstream_gone(wd->f.d.ex);
+    assert_null(wd->f.d.ex);
+    assert_int_equal(fu.cancels, 1);
+    assert_false(fu.last_complete);
+    assert_int_equal(wd->f.finishes + wd->f.error_status + wd->f.aborts, 0);
+    assert_int_equal(atomic_load(&wd->slots[0].in_flight), 0);
+}
+
+static void test_body_ready_reaches_the_client(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = post_req("web.example", 10);
+    exchange_start(&wd->f.d, &r);
+    exchange_body_ready(wd->f.d.ex);
+    assert_int_equal(fu.body_ready, 1);
+    exchange_queue_expired(wd->f.d.ex, "queue.timeout");
+    assert_int_equal(wd->f.error_status, 503);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+        T(test_routes_to_the_weighted_cluster_with_a_rewritten_head),
+        T(test_h2_cluster_gets_the_h2_client),
+        T(test_no_app_is_404_without_an_exchange),
+        T(test_declared_body_over_the_limit_is_413_at_once),
+        T(test_h2_cluster_refuses_an_upgrade),
+        T(test_connect_failure_is_502),
+        T(test_a_complete_exchange_finishes_reusable),
+        T(test_response_before_the_request_body_ends_is_not_reusable),
+        T(test_body_over_the_limit_is_413),
+        T(test_malformed_body_is_400),
+        T(test_expect_continue_waits_for_the_cluster),
+        T(test_unprocessed_goes_again_five_times_to_the_next_endpoint),
+        T(test_safe_request_retries_once_only_where_the_protocol_says),
+        T(test_no_retry_once_the_response_started_or_a_body_byte_went),
+        T(test_switch_not_asked_for_is_502),
+        T(test_websocket_switch_starts_a_tunnel),
+        T(test_invalid_status_is_502),
+        T(test_client_gone_cancels_the_stream_without_an_answer),
+        T(test_body_ready_reaches_the_client),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
