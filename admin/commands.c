@@ -267,6 +267,85 @@ static void source_json(struct sy_reply *r, const struct sy_config *cfg,
     sy_json_end_object(r);
 }
 
+/* One cluster of one app, as `status` shows it. */
+struct cluster_view {
+    const char *name;
+    const struct sy_cluster_spec *spec;
+    bool stable, stale; /* stale: the app's override is not in force */
+    unsigned file, effective;
+    long override;                 /* -1: no override */
+    const struct traffic_row *row; /* NULL: no traffic yet */
+};
+
+static const uint64_t no_own[SY_OWN_N];
+
+/* Its row of the table, and the wait for a connection on a line of its own where there is
+ * one to tell of. */
+static void status_cluster_text(struct sy_reply *r, const struct cluster_view *v,
+                                const char *app_col, int wname, int wcluster)
+{
+    const struct traffic_row *row = v->row;
+    uint64_t qn = row ? row->queued : 0, q5 = row ? row->queue_503 : 0,
+             rf = row ? row->upstream_refused : 0;
+    char ovs[32];
+    if (v->override < 0)
+        snprintf(ovs, sizeof(ovs), "-");
+    else
+        snprintf(ovs, sizeof(ovs), "%ld%s", v->override, v->stale ? "!" : "");
+    sy_reply_printf(
+        r, "%-*s %-*s %c %4u %8s %9u %10" PRIu64 " %6" PRIu64 " %9" PRIu64 " %7" PRIu64 "\n", wname,
+        app_col, wcluster, v->name, v->stable ? '*' : ' ', v->file, ovs, v->effective,
+        row ? row->requests : 0, row ? row->responses_5xx : 0, row ? row->in_flight : 0,
+        row ? row->tunnels : 0);
+    const struct sy_cluster_spec *cs = v->spec;
+    if (!cs->max_connections && !qn && !q5 && !rf)
+        return;
+    sy_reply_printf(r, "%-*s   %s: %" PRIu64 " queued now, %" PRIu64 " answered 503 by the queue",
+                    wname, "", v->name, qn, q5);
+    if (cs->max_connections)
+        sy_reply_printf(r, " (max_connections %zu, queue.max %zu, queue.timeout %u ms)",
+                        cs->max_connections, cs->queue_max, cs->queue_timeout_ms);
+    if (rf)
+        sy_reply_printf(r, "; %" PRIu64 " refused by limits.max_upstream_connections", rf);
+    sy_reply_printf(r, "\n");
+}
+
+static void status_cluster_json(struct sy_reply *r, const struct cluster_view *v)
+{
+    const struct traffic_row *row = v->row;
+    const uint64_t *own = row ? row->own : no_own;
+    char lbuf[32];
+    sy_json_begin_object(r, NULL);
+    sy_json_str(r, "name", v->name);
+    sy_json_bool(r, "stable", v->stable);
+    sy_json_uint(r, "file", v->file);
+    if (v->override < 0)
+        sy_json_null(r, "override");
+    else
+        sy_json_uint(r, "override", (uint64_t)v->override);
+    sy_json_uint(r, "effective", v->effective);
+    sy_json_uint(r, "requests", row ? row->requests : 0);
+    sy_json_uint(r, "responses_5xx", row ? row->responses_5xx : 0);
+    sy_json_uint(r, "in_flight", row ? row->in_flight : 0);
+    sy_json_uint(r, "tunnels", row ? row->tunnels : 0);
+    sy_json_uint(r, "own_answers", own_total(own));
+    own_json(r, "own", own);
+    sy_json_uint(r, "queued", row ? row->queued : 0);
+    sy_json_uint(r, "queue_503", row ? row->queue_503 : 0);
+    sy_json_uint(r, "upstream_refused", row ? row->upstream_refused : 0);
+    sy_json_uint(r, "max_connections", v->spec->max_connections);
+    sy_json_uint(r, "bytes_in", row ? row->bytes_in : 0);
+    sy_json_uint(r, "bytes_out", row ? row->bytes_out : 0);
+    sy_json_begin_array(r, "latency_le_ms");
+    for (size_t k = 0; k < SY_LAT_N; k++)
+        sy_json_str(r, NULL, lat_bound_ms(k, lbuf, sizeof(lbuf)));
+    sy_json_str(r, NULL, "+Inf");
+    sy_json_end_array(r);
+    latency_json(r, "latency_counts", row ? row->dur : NULL);
+    latency_json(r, "head_latency_counts", row ? row->head_lat : NULL);
+    sy_json_end_object(r);
+}
+
 static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t ai,
                        const struct traffic *acc, int wname, int wcluster)
 {
@@ -293,75 +372,24 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     sy_admin_maintenance_status(r, st, app->name, false, wname);
     sy_json_begin_array(r, "clusters");
     for (size_t i = 0; i < app->n_weights; i++) {
-        const char *cname = cfg->clusters[app->weights[i].cluster].name;
-        long ov = -1;
+        struct cluster_view v = {
+            .name = cfg->clusters[app->weights[i].cluster].name,
+            .spec = &cfg->clusters[app->weights[i].cluster],
+            .stable = app->weights[i].cluster == app->stable,
+            .file = app->weights[i].weight,
+            .override = -1,
+            .stale = ostate == SY_OVERRIDE_STALE,
+            .effective = i < n_eff ? eff[i].weight : 0,
+        };
         if (o) {
-            ov = 0;
+            v.override = 0;
             for (size_t k = 0; k < o->n_weights; k++)
-                if (strcmp(o->weights[k].cluster, cname) == 0)
-                    ov = o->weights[k].weight;
+                if (strcmp(o->weights[k].cluster, v.name) == 0)
+                    v.override = o->weights[k].weight;
         }
-        unsigned ew = i < n_eff ? eff[i].weight : 0;
-        const struct traffic_row *row = traffic_find(acc, app->name, cname);
-        uint64_t req = row ? row->requests : 0, x5 = row ? row->responses_5xx : 0,
-                 fl = row ? row->in_flight : 0, tu = row ? row->tunnels : 0;
-        static const uint64_t none[SY_OWN_N];
-        const uint64_t *own = row ? row->own : none;
-        uint64_t qn = row ? row->queued : 0, q5 = row ? row->queue_503 : 0,
-                 rf = row ? row->upstream_refused : 0;
-        const struct sy_cluster_spec *cs = &cfg->clusters[app->weights[i].cluster];
-        char lbuf[32];
-        char ovs[32];
-        if (ov < 0)
-            snprintf(ovs, sizeof(ovs), "-");
-        else
-            snprintf(ovs, sizeof(ovs), "%ld%s", ov, ostate == SY_OVERRIDE_STALE ? "!" : "");
-        sy_reply_printf(
-            r, "%-*s %-*s %c %4u %8s %9u %10" PRIu64 " %6" PRIu64 " %9" PRIu64 " %7" PRIu64 "\n",
-            wname, i == 0 ? app->name : "", wcluster, cname,
-            app->weights[i].cluster == app->stable ? '*' : ' ', app->weights[i].weight, ovs, ew,
-            req, x5, fl, tu);
-        /* The wait for a connection, on a line of its own where there is one to tell of. */
-        if (cs->max_connections || qn || q5 || rf) {
-            sy_reply_printf(
-                r, "%-*s   %s: %" PRIu64 " queued now, %" PRIu64 " answered 503 by the queue",
-                wname, "", cname, qn, q5);
-            if (cs->max_connections)
-                sy_reply_printf(r, " (max_connections %zu, queue.max %zu, queue.timeout %u ms)",
-                                cs->max_connections, cs->queue_max, cs->queue_timeout_ms);
-            if (rf)
-                sy_reply_printf(r, "; %" PRIu64 " refused by limits.max_upstream_connections", rf);
-            sy_reply_printf(r, "\n");
-        }
-        sy_json_begin_object(r, NULL);
-        sy_json_str(r, "name", cname);
-        sy_json_bool(r, "stable", app->weights[i].cluster == app->stable);
-        sy_json_uint(r, "file", app->weights[i].weight);
-        if (ov < 0)
-            sy_json_null(r, "override");
-        else
-            sy_json_uint(r, "override", (uint64_t)ov);
-        sy_json_uint(r, "effective", ew);
-        sy_json_uint(r, "requests", req);
-        sy_json_uint(r, "responses_5xx", x5);
-        sy_json_uint(r, "in_flight", fl);
-        sy_json_uint(r, "tunnels", tu);
-        sy_json_uint(r, "own_answers", own_total(own));
-        own_json(r, "own", own);
-        sy_json_uint(r, "queued", qn);
-        sy_json_uint(r, "queue_503", q5);
-        sy_json_uint(r, "upstream_refused", rf);
-        sy_json_uint(r, "max_connections", cs->max_connections);
-        sy_json_uint(r, "bytes_in", row ? row->bytes_in : 0);
-        sy_json_uint(r, "bytes_out", row ? row->bytes_out : 0);
-        sy_json_begin_array(r, "latency_le_ms");
-        for (size_t k = 0; k < SY_LAT_N; k++)
-            sy_json_str(r, NULL, lat_bound_ms(k, lbuf, sizeof(lbuf)));
-        sy_json_str(r, NULL, "+Inf");
-        sy_json_end_array(r);
-        latency_json(r, "latency_counts", row ? row->dur : NULL);
-        latency_json(r, "head_latency_counts", row ? row->head_lat : NULL);
-        sy_json_end_object(r);
+        v.row = traffic_find(acc, app->name, v.name);
+        status_cluster_text(r, &v, i == 0 ? app->name : "", wname, wcluster);
+        status_cluster_json(r, &v);
     }
     sy_json_end_array(r);
     sy_exclusive_status_app(env->exclusive, app, r, wname);
@@ -477,30 +505,13 @@ static void status_history(struct sy_reply *r, struct sy_journal *j, uint64_t se
     sy_json_raw(r, "history", c->out.p, c->out.len);
 }
 
-static int cmd_status(struct sy_admin_req *req)
+/* The first lines: the generation, the journal, how the overrides stand, the last rejected
+ * reload, and the log's and access log's drops. */
+static void status_head(struct sy_admin_routing *env, struct sy_reply *r)
 {
-    struct sy_admin_routing *env = req->ctx;
-    struct sy_reply *r = req->reply;
     struct sy_state *st = env->state;
-    struct status_sel sel = {0};
-    if (req->argc == 3 && strcmp(req->argv[1], "--filter") == 0)
-        sel.pattern = req->argv[2];
-    else if (req->argc == 2 && strcmp(req->argv[1], "--overridden") == 0)
-        sel.overridden = true;
-    else if (req->argc == 2 && req->argv[1][0] != '-')
-        sel.app = req->argv[1];
-    else if (req->argc != 1)
-        return sy_reply_error(r, "usage: status [APP | --filter GLOB | --overridden]");
     const struct sy_config *cfg = config_of(env);
     const struct sy_route_table *t = sy_state_table(st);
-    if (sel.app && sy_config_app_index(cfg, sel.app) < 0 &&
-        !sy_overrides_find(sy_state_overrides(st), sel.app))
-        return sy_reply_error(r, "unknown app '%.64s'", sel.app);
-
-    struct traffic acc = {0};
-    if (env->traffic)
-        env->traffic(env->traffic_arg, traffic_cb, &acc);
-    traffic_sort(&acc);
     const struct sy_overrides *ov = sy_state_overrides(st);
     struct sy_journal *j = sy_state_journal(st);
     const char *last_err = sy_state_last_reload_error(st);
@@ -551,7 +562,14 @@ static int cmd_status(struct sy_admin_req *req)
     sy_json_uint(r, "log_lines_dropped", ls.dropped);
     sy_json_uint(r, "log_lines_suppressed", ls.suppressed);
     sy_json_uint(r, "access_log_dropped", sy_access_log_dropped());
+}
 
+/* The table of the apps `sel` wants, under its header line; returns how many were shown. */
+static size_t status_apps(struct sy_admin_routing *env, struct sy_reply *r,
+                          const struct status_sel *sel, const struct traffic *acc)
+{
+    const struct sy_config *cfg = config_of(env);
+    const struct sy_route_table *t = sy_state_table(env->state);
     int wname = 3, wcluster = 7;
     for (size_t i = 0; i < cfg->n_apps; i++) {
         int n = (int)strlen(cfg->apps[i].name);
@@ -571,37 +589,49 @@ static int cmd_status(struct sy_admin_req *req)
     for (size_t i = 0; i < cfg->n_apps; i++) {
         const struct sy_weight_spec *w;
         size_t nw;
-        bool has = sel.overridden && sy_route_app_weights(t, i, &w, &nw) != SY_OVERRIDE_NONE;
-        if (status_wants(&sel, cfg->apps[i].name, has)) {
-            status_app(env, r, i, &acc, wname, wcluster);
+        bool has = sel->overridden && sy_route_app_weights(t, i, &w, &nw) != SY_OVERRIDE_NONE;
+        if (status_wants(sel, cfg->apps[i].name, has)) {
+            status_app(env, r, i, acc, wname, wcluster);
             shown++;
         }
     }
     sy_json_end_array(r);
+    return shown;
+}
 
-    /* Answers made before a request had an app (bad requests, unknown hosts, head
-     * deadlines): a client's fault, or a missing route. */
-    uint64_t unrouted = own_total(acc.unrouted);
+/* Answers made before a request had an app (bad requests, unknown hosts, head deadlines): a
+ * client's fault, or a missing route; and the PROXY protocol refusals. */
+static void status_unrouted(struct sy_reply *r, const struct status_sel *sel,
+                            const struct traffic *acc)
+{
+    bool all = !sel->app && !sel->pattern && !sel->overridden;
+    uint64_t unrouted = own_total(acc->unrouted);
     sy_json_begin_object(r, "unrouted");
     sy_json_uint(r, "own_answers", unrouted);
-    own_json(r, "own", acc.unrouted);
-    if (unrouted && !sel.app && !sel.pattern && !sel.overridden) {
+    own_json(r, "own", acc->unrouted);
+    if (unrouted && all) {
         sy_reply_printf(r, "own answers before routing (no app): ");
-        own_text(r, acc.unrouted);
+        own_text(r, acc->unrouted);
         sy_reply_printf(r, "\n");
     }
-    sy_json_uint(r, "proxy_protocol_rejected", acc.pp_rejected);
-    if (acc.pp_rejected && !sel.app && !sel.pattern && !sel.overridden)
+    sy_json_uint(r, "proxy_protocol_rejected", acc->pp_rejected);
+    if (acc->pp_rejected && all)
         sy_reply_printf(
             r, "connections closed for a missing or bad PROXY protocol header: %" PRIu64 "\n",
-            acc.pp_rejected);
+            acc->pp_rejected);
     sy_json_end_object(r);
+}
 
-    /* Overrides of apps the file no longer has: kept, shown, to be released. */
+/* Overrides of apps the file no longer has: kept, shown, to be released. */
+static void status_orphans(struct sy_admin_routing *env, struct sy_reply *r,
+                           const struct status_sel *sel)
+{
+    const struct sy_config *cfg = config_of(env);
+    const struct sy_overrides *ov = sy_state_overrides(env->state);
     sy_json_begin_array(r, "orphans");
     for (size_t i = 0; i < ov->n; i++) {
         const struct sy_override *o = &ov->v[i];
-        if (sy_config_app_index(cfg, o->app) >= 0 || !status_wants(&sel, o->app, true))
+        if (sy_config_app_index(cfg, o->app) >= 0 || !status_wants(sel, o->app, true))
             continue;
         char w[1024];
         sy_route_weights_text(o->weights, o->n_weights, w, sizeof(w));
@@ -614,10 +644,39 @@ static int cmd_status(struct sy_admin_req *req)
         sy_json_end_object(r);
     }
     sy_json_end_array(r);
+}
+
+static int cmd_status(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    struct sy_state *st = env->state;
+    struct status_sel sel = {0};
+    if (req->argc == 3 && strcmp(req->argv[1], "--filter") == 0)
+        sel.pattern = req->argv[2];
+    else if (req->argc == 2 && strcmp(req->argv[1], "--overridden") == 0)
+        sel.overridden = true;
+    else if (req->argc == 2 && req->argv[1][0] != '-')
+        sel.app = req->argv[1];
+    else if (req->argc != 1)
+        return sy_reply_error(r, "usage: status [APP | --filter GLOB | --overridden]");
+    const struct sy_config *cfg = config_of(env);
+    if (sel.app && sy_config_app_index(cfg, sel.app) < 0 &&
+        !sy_overrides_find(sy_state_overrides(st), sel.app))
+        return sy_reply_error(r, "unknown app '%.64s'", sel.app);
+
+    struct traffic acc = {0};
+    if (env->traffic)
+        env->traffic(env->traffic_arg, traffic_cb, &acc);
+    traffic_sort(&acc);
+    status_head(env, r);
+    size_t shown = status_apps(env, r, &sel, &acc);
+    status_unrouted(r, &sel, &acc);
+    status_orphans(env, r, &sel);
     /* The last changes, for the status page and `status --watch` (JSON only: people have
      * `history`). */
     if (r->json)
-        status_history(r, j, sy_state_journal_seq(st));
+        status_history(r, sy_state_journal(st), sy_state_journal_seq(st));
     if (sel.pattern || sel.overridden)
         sy_reply_printf(r, "%zu of %zu apps shown\n", shown, cfg->n_apps);
     sy_reply_printf(r, "(* = stable cluster; ! = stale override, not in force)\n");
@@ -1030,57 +1089,62 @@ static int cmd_reload(struct sy_admin_req *req)
 
 /* -- explain ------------------------------------------------------------------------------- */
 
-static int cmd_explain(struct sy_admin_req *req)
-{
-    struct sy_admin_routing *env = req->ctx;
-    struct sy_reply *r = req->reply;
-    if (req->argc < 3)
-        return sy_reply_error(r, "usage: explain HOST PATH [NAME:VALUE (header) | NAME=VALUE "
-                                 "(cookie) | --from ADDRESS]...");
-    const struct sy_route_table *t = sy_state_table(env->state);
-    const struct sy_config *cfg = sy_route_table_config(t);
-    const char *host = req->argv[1], *path = req->argv[2];
-    if (path[0] != '/')
-        return sy_reply_error(r, "the path must begin with '/'");
-
+/* What `explain` was told of the request: its headers (and cookies, as one Cookie header) and
+ * the client's address. */
+struct explain_req {
     struct sy_header headers[EXPLAIN_MAX_HEADERS + 1];
-    size_t nh = 0;
+    size_t nh;
     char cookies[SY_ADMIN_LINE_MAX + 1];
-    size_t clen = 0;
+    size_t clen;
     struct sockaddr_storage from;
-    bool have_from = false;
+    bool have_from;
+};
+
+/* `--from ADDRESS`. */
+static int explain_from(struct sy_reply *r, struct explain_req *e, const char *ip)
+{
+    memset(&e->from, 0, sizeof(e->from));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&e->from;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&e->from;
+    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1)
+        a4->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1)
+        a6->sin6_family = AF_INET6;
+    else
+        return sy_reply_error(r, "bad address '%.64s'", ip);
+    e->have_from = true;
+    return 0;
+}
+
+/* The arguments after HOST PATH: NAME:VALUE headers, NAME=VALUE cookies, --from ADDRESS. */
+static int explain_args(struct sy_admin_req *req, struct explain_req *e)
+{
+    struct sy_reply *r = req->reply;
     for (int i = 3; i < req->argc; i++) {
         char *a = req->argv[i];
         if (strcmp(a, "--from") == 0) {
             if (i + 1 == req->argc)
                 return sy_reply_error(r, "--from needs an address");
-            const char *ip = req->argv[++i];
-            memset(&from, 0, sizeof(from));
-            struct sockaddr_in *a4 = (struct sockaddr_in *)&from;
-            struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&from;
-            if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1)
-                a4->sin_family = AF_INET;
-            else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1)
-                a6->sin6_family = AF_INET6;
-            else
-                return sy_reply_error(r, "bad address '%.64s'", ip);
-            have_from = true;
+            int rc = explain_from(r, e, req->argv[++i]);
+            if (rc)
+                return rc;
             continue;
         }
         char *colon = strchr(a, ':'), *eq = strchr(a, '=');
         if (colon && (!eq || colon < eq) && colon != a) {
-            if (nh == EXPLAIN_MAX_HEADERS)
+            if (e->nh == EXPLAIN_MAX_HEADERS)
                 return sy_reply_error(r, "too many headers");
             char *v = colon + 1;
             while (*v == ' ')
                 v++;
-            headers[nh].name = sy_slice_of(a, (size_t)(colon - a));
-            headers[nh].value = sy_slice_of(v, strlen(v));
-            nh++;
+            e->headers[e->nh].name = sy_slice_of(a, (size_t)(colon - a));
+            e->headers[e->nh].value = sy_slice_of(v, strlen(v));
+            e->nh++;
         } else if (eq && eq != a) {
-            int n = snprintf(cookies + clen, sizeof(cookies) - clen, "%s%s", clen ? "; " : "", a);
+            int n = snprintf(e->cookies + e->clen, sizeof(e->cookies) - e->clen, "%s%s",
+                             e->clen ? "; " : "", a);
             if (n > 0)
-                clen += (size_t)n;
+                e->clen += (size_t)n;
         } else {
             return sy_reply_error(r,
                                   "'%.64s' is neither NAME:VALUE (a header) nor NAME=VALUE "
@@ -1088,25 +1152,68 @@ static int cmd_explain(struct sy_admin_req *req)
                                   a);
         }
     }
-    if (clen)
-        headers[nh++] = (struct sy_header){sy_slice_of("cookie", 6), sy_slice_of(cookies, clen)};
+    if (e->clen)
+        e->headers[e->nh++] =
+            (struct sy_header){sy_slice_of("cookie", 6), sy_slice_of(e->cookies, e->clen)};
+    return 0;
+}
 
-    sy_json_str(r, "host", host);
-    sy_json_str(r, "path", path);
-    struct sy_route_rule rule;
-    const struct sy_route_app *app = sy_route_match_rule(t, sy_slice_of(host, strlen(host)),
-                                                         sy_slice_of(path, strlen(path)), &rule);
-    if (!app) {
-        sy_reply_printf(r, "host %s path %s: no app matches (the proxy answers 404)\n", host, path);
-        sy_json_null(r, "app");
-        return 0;
+/* Why the pick chose `cluster`, in one sentence, from the pick's own reason and rule. */
+static void explain_detail(const struct sy_app_spec *spec, const struct sy_route_choice *ch,
+                           const char *cluster, const char *ws, enum sy_override_state ostate,
+                           char *detail, size_t size)
+{
+    detail[0] = '\0';
+    switch (ch->reason) {
+    case SY_PICK_FORCE:
+        /* The pick says which of the two decided (the header is tried first). */
+        if (ch->rule == SY_RULE_FORCE_HEADER)
+            snprintf(detail, size, "force header '%s' names it", spec->force.header);
+        else
+            snprintf(detail, size, "force cookie '%s' names it", spec->force.cookie);
+        break;
+    case SY_PICK_STICKY:
+        if (ch->set_cookie_len > 0) {
+            snprintf(detail, size,
+                     "sticky cookie '%s' absent: a new random key is given, whose bucket falls "
+                     "by the weights %s (this answer is one such draw)",
+                     spec->sticky.name, ws);
+        } else {
+            const char *by = spec->sticky.by == SY_STICKY_COOKIE   ? "cookie"
+                             : spec->sticky.by == SY_STICKY_HEADER ? "header"
+                                                                   : "source address";
+            snprintf(detail, size,
+                     "sticky %s%s%s%s: its bucket (of %u) falls in %s's share of the weights %s",
+                     by, spec->sticky.name ? " '" : "", spec->sticky.name ? spec->sticky.name : "",
+                     spec->sticky.name ? "'" : "", SY_STICKY_BUCKETS, cluster, ws);
+        }
+        break;
+    case SY_PICK_WEIGHT:
+        snprintf(detail, size,
+                 "weighted round-robin over %s (%s): the next request without a key goes to %s", ws,
+                 ostate == SY_OVERRIDE_APPLIED
+                     ? "override"
+                     : (ostate == SY_OVERRIDE_STALE ? "the file's: the override is stale"
+                                                    : "the file's"),
+                 cluster);
+        break;
     }
+}
+
+/* The app matched by `rule`, the pick made without moving anything, and why. */
+static void explain_app(struct sy_admin_req *req, const struct sy_route_table *t,
+                        const struct sy_route_app *app, const struct sy_route_rule *rule,
+                        const struct explain_req *e)
+{
+    struct sy_reply *r = req->reply;
+    const struct sy_config *cfg = sy_route_table_config(t);
+    const char *host = req->argv[1], *path = req->argv[2];
     struct sy_route_req rreq = {
         .host = sy_slice_of(host, strlen(host)),
         .path = sy_slice_of(path, strlen(path)),
-        .headers = headers,
-        .n_headers = nh,
-        .client = have_from ? (const struct sockaddr *)&from : NULL,
+        .headers = e->headers,
+        .n_headers = e->nh,
+        .client = e->have_from ? (const struct sockaddr *)&e->from : NULL,
         .now = req->now_ms / 1000,
     };
     struct sy_route_choice ch;
@@ -1120,13 +1227,13 @@ static int cmd_explain(struct sy_admin_req *req)
     sy_route_weights_text(eff, ne, ws, sizeof(ws));
 
     sy_reply_printf(r, "app %s: host '%s' path '%s' (rule: host %s, path prefix %s)\n", app->name,
-                    host, path, rule.host, rule.path);
+                    host, path, rule->host, rule->path);
     sy_json_str(r, "app", app->name);
     if (spec->source)
         sy_reply_printf(r, "  written in %s:%d\n", spec->source, spec->mark.line);
     sy_json_begin_object(r, "rule");
-    sy_json_str(r, "host", rule.host);
-    sy_json_str(r, "path", rule.path);
+    sy_json_str(r, "host", rule->host);
+    sy_json_str(r, "path", rule->path);
     sy_json_end_object(r);
     sy_json_str(r, "cluster", cluster);
     sy_json_str(r, "reason", sy_pick_reason_name(ch.reason));
@@ -1138,46 +1245,42 @@ static int cmd_explain(struct sy_admin_req *req)
                     ? "override"
                     : (ostate == SY_OVERRIDE_STALE ? "file (override stale)" : "file"));
     char detail[2048];
-    detail[0] = '\0';
-    switch (ch.reason) {
-    case SY_PICK_FORCE:
-        /* The pick says which of the two decided (the header is tried first). */
-        if (ch.rule == SY_RULE_FORCE_HEADER)
-            snprintf(detail, sizeof(detail), "force header '%s' names it", spec->force.header);
-        else
-            snprintf(detail, sizeof(detail), "force cookie '%s' names it", spec->force.cookie);
-        break;
-    case SY_PICK_STICKY:
-        if (ch.set_cookie_len > 0) {
-            snprintf(detail, sizeof(detail),
-                     "sticky cookie '%s' absent: a new random key is given, whose bucket falls "
-                     "by the weights %s (this answer is one such draw)",
-                     spec->sticky.name, ws);
-        } else {
-            const char *by = spec->sticky.by == SY_STICKY_COOKIE   ? "cookie"
-                             : spec->sticky.by == SY_STICKY_HEADER ? "header"
-                                                                   : "source address";
-            snprintf(detail, sizeof(detail),
-                     "sticky %s%s%s%s: its bucket (of %u) falls in %s's share of the weights %s",
-                     by, spec->sticky.name ? " '" : "", spec->sticky.name ? spec->sticky.name : "",
-                     spec->sticky.name ? "'" : "", SY_STICKY_BUCKETS, cluster, ws);
-        }
-        break;
-    case SY_PICK_WEIGHT:
-        snprintf(detail, sizeof(detail),
-                 "weighted round-robin over %s (%s): the next request without a key goes to %s", ws,
-                 ostate == SY_OVERRIDE_APPLIED
-                     ? "override"
-                     : (ostate == SY_OVERRIDE_STALE ? "the file's: the override is stale"
-                                                    : "the file's"),
-                 cluster);
-        break;
-    }
+    explain_detail(spec, &ch, cluster, ws, ostate, detail, sizeof(detail));
     sy_reply_printf(r, "cluster %s: %s\n", cluster, detail);
     sy_json_str(r, "detail", detail);
     sy_admin_maintenance_explain(r, t, app);
     source_json(r, cfg, spec);
-    return 0;
+}
+
+static int cmd_explain(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    if (req->argc < 3)
+        return sy_reply_error(r, "usage: explain HOST PATH [NAME:VALUE (header) | NAME=VALUE "
+                                 "(cookie) | --from ADDRESS]...");
+    const struct sy_route_table *t = sy_state_table(env->state);
+    const char *host = req->argv[1], *path = req->argv[2];
+    if (path[0] != '/')
+        return sy_reply_error(r, "the path must begin with '/'");
+    struct explain_req *e = sy_xcalloc(1, sizeof(*e));
+    int rc = explain_args(req, e);
+    if (rc == 0) {
+        sy_json_str(r, "host", host);
+        sy_json_str(r, "path", path);
+        struct sy_route_rule rule;
+        const struct sy_route_app *app = sy_route_match_rule(
+            t, sy_slice_of(host, strlen(host)), sy_slice_of(path, strlen(path)), &rule);
+        if (app) {
+            explain_app(req, t, app, &rule, e);
+        } else {
+            sy_reply_printf(r, "host %s path %s: no app matches (the proxy answers 404)\n", host,
+                            path);
+            sy_json_null(r, "app");
+        }
+    }
+    free(e);
+    return rc;
 }
 
 /* -- history ------------------------------------------------------------------------------- */
