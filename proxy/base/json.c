@@ -63,18 +63,29 @@ void sy_jw_append(struct sy_jw *w, const char *s, size_t n)
     w->p[w->len] = '\0';
 }
 
+/* The length sy_json_escape gives `src` when it has room for all of it. */
+static size_t escaped_len(const char *src, size_t len)
+{
+    size_t n = len;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        if (ch == '"' || ch == '\\')
+            n += 1;
+        else if (ch < 0x20 || ch >= 0x7f)
+            n += 5;
+    }
+    return n;
+}
+
 void sy_jw_quoted(struct sy_jw *w, const char *s)
 {
-    /* In slices small enough that their escapes always fit the stack buffer. */
-    enum { SLICE = 64 };
-    char esc[SLICE * 6];
-    size_t len = strlen(s);
-    sy_jw_append(w, "\"", 1);
-    for (size_t off = 0; off < len; off += SLICE) {
-        size_t n = len - off < SLICE ? len - off : SLICE;
-        sy_jw_append(w, esc, sy_json_escape(esc, sizeof(esc), s + off, n));
-    }
-    sy_jw_append(w, "\"", 1);
+    /* Measured first, so that the string is escaped straight into the buffer, grown once. */
+    size_t len = strlen(s), n = escaped_len(s, len);
+    sy_xgrow((void **)&w->p, &w->cap, w->len + n + 3, 1);
+    w->p[w->len++] = '"';
+    w->len += sy_json_escape(w->p + w->len, n, s, len);
+    w->p[w->len++] = '"';
+    w->p[w->len] = '\0';
 }
 
 /* The separator and key of the next member of the current container. */
