@@ -210,6 +210,47 @@ def test_late_bytes_on_pooled_connection_never_answer_the_next_request(proxy, sc
         assert r.body == b"real", r
 
 
+def stale_pooled_backend(conn, idx):
+    """Connection 0 answers its first request and keeps the connection, then reads the next
+    request and closes without answering (a server whose idle timeout fired as the request
+    came); every other connection answers every request REAL."""
+    n = 0
+    while True:
+        head = conn.read_head()
+        if head is None:
+            return
+        if idx == 0 and n > 0:
+            conn.sock.shutdown(socket.SHUT_RDWR)
+            return
+        conn.send(REAL)
+        n += 1
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_pooled_connection_closed_unanswered_retries_a_safe_request_once(proxy, scripted,
+                                                                         method):
+    """Issue #13's h1_client.c reports such a close as unprocessed: a GET goes once more on a
+    fresh connection and succeeds; a POST (the cluster may have acted on it) is answered 502."""
+    b = scripted(stale_pooled_backend)
+    apps, clusters = one_app(b.addr)
+    p = proxy(apps=apps, clusters=clusters, workers=1)
+    with Raw(p.port) as c:
+        c.send(b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        assert c.read_response().body == b"real"
+    with Raw(p.port) as c:
+        body = b"" if method == "GET" else b"x"
+        c.send(method.encode() + b" /second HTTP/1.1\r\nHost: app.test\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        r = c.read_response()
+    second = [h for h in b.heads if path_of(h).startswith("/second")]
+    if method == "GET":
+        assert r.status == 200 and r.body == b"real", r
+        assert len(second) == 2 and b.conns == 2, (second, b.conns)
+    else:
+        assert r.status == 502, r
+        assert len(second) == 1 and b.conns == 1, (second, b.conns)
+
+
 # -- item 11: faults that pass for success -----------------------------------------------------
 
 def dirty_close_backend(parts=3):
