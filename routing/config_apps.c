@@ -538,25 +538,8 @@ static void parse_app_name(struct ctx *c, size_t index, const struct sy_ynode *v
 /* `drain_after: DURATION` of an app. */
 static void parse_drain_after(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
-    unsigned ms = 0;
-    switch (sy_cfg_parse_duration(v, &ms)) {
-    case DURATION_OK:
-        break;
-    case DURATION_SYNTAX:
-        sy_cfg_report(c, v, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got %s",
-                      sy_cfg_show_value(v).s);
-        return;
-    case DURATION_TOO_LONG:
-        sy_cfg_report(c, v, "drain_after must be at most %ums, got %s", UINT_MAX,
-                      sy_cfg_show_value(v).s);
-        return;
-    }
-    if (ms == 0) {
-        sy_cfg_report(c, v,
-                      "drain_after must be greater than 0 (leave it out to keep connections)");
-        return;
-    }
-    app->drain_after_ms = ms;
+    sy_cfg_duration_ms(c, v, "drain_after", "30s, 500ms, 2m or 1h",
+                       " (leave it out to keep connections)", &app->drain_after_ms);
 }
 
 /* `maintenance_retry_after: DURATION` of an app: whole seconds (it becomes Retry-After). */

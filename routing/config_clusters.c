@@ -125,23 +125,7 @@ static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const
                 sy_cfg_report(c, pv, "max must be an integer 0..%d (0: no request waits), got %s",
                               SY_CLUSTER_CAP_MAX, sy_cfg_show_value(pv).s);
         } else if (strcmp(name, "timeout") == 0) {
-            unsigned ms = 0;
-            switch (sy_cfg_parse_duration(pv, &ms)) {
-            case DURATION_OK:
-                if (ms == 0)
-                    sy_cfg_report(c, pv, "timeout must be greater than 0");
-                else
-                    cl->queue_timeout_ms = ms;
-                break;
-            case DURATION_SYNTAX:
-                sy_cfg_report(c, pv, "timeout must be a duration such as 5s, 500ms or 1m, got %s",
-                              sy_cfg_show_value(pv).s);
-                break;
-            case DURATION_TOO_LONG:
-                sy_cfg_report(c, pv, "timeout must be at most %ums, got %s", UINT_MAX,
-                              sy_cfg_show_value(pv).s);
-                break;
-            }
+            sy_cfg_duration_ms(c, pv, "timeout", "5s, 500ms or 1m", "", &cl->queue_timeout_ms);
         } else {
             sy_cfg_report(c, k, "unknown key '%s' in queue", sy_cfg_show(k).s);
         }

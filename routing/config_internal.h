@@ -76,6 +76,16 @@ bool sy_cfg_parse_uint(const struct sy_ynode *n, uint64_t max, uint64_t *out);
 enum duration_result sy_cfg_parse_duration(const struct sy_ynode *n, unsigned *out);
 /* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
 enum duration_result sy_cfg_parse_seconds(const struct sy_ynode *n, uint64_t max, unsigned *out);
+/* A duration of `key` in milliseconds into *out; false after reporting. `examples` ends "must
+ * be a duration such as ...". With `zero_hint` (NULL: 0 is allowed), 0 is refused as "KEY must
+ * be greater than 0" followed by the hint ("" for none). */
+#define DURATION_EXAMPLES "10s, 500ms, 2m or 1h"
+bool sy_cfg_duration_ms(struct ctx *c, const struct sy_ynode *v, const char *key,
+                        const char *examples, const char *zero_hint, unsigned *out);
+/* The entry of `table` (`n` entries of `size` bytes, each beginning with its key's name as a
+ * `const char *`) named `key`; NULL after reporting "unknown key 'K' in SECTION" at `k`. */
+const void *sy_cfg_table_key(struct ctx *c, const struct sy_ynode *k, const char *key,
+                             const void *table, size_t n, size_t size, const char *section);
 /* RFC 9110 §5.6.2 tchar. An RFC 6265 §4.1.1 cookie-name is the same token (RFC 2616 §2.2). */
 bool sy_cfg_is_tchar(unsigned char ch);
 /*

@@ -54,14 +54,11 @@ void sy_cfg_parse_limits(struct ctx *c, const struct sy_ynode *v)
         const char *key;
         if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             continue;
-        const struct limit_key *lk = NULL;
-        for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]) && !lk; i++)
-            if (strcmp(key, limit_keys[i].key) == 0)
-                lk = &limit_keys[i];
-        if (!lk) {
-            sy_cfg_report(c, k, "unknown key '%s' in limits", sy_cfg_show(k).s);
+        const struct limit_key *lk =
+            sy_cfg_table_key(c, k, key, limit_keys, sizeof(limit_keys) / sizeof(limit_keys[0]),
+                             sizeof(limit_keys[0]), "limits");
+        if (!lk)
             continue;
-        }
         if (lk->off == offsetof(struct sy_limits, upstream_keepalive) && sy_cfg_is_scalar(pv) &&
             strcmp(sy_cfg_text(pv), "auto") == 0) {
             c->cfg->limits.upstream_keepalive = SY_KEEPALIVE_AUTO;
@@ -121,31 +118,12 @@ void sy_cfg_parse_timeouts(struct ctx *c, const struct sy_ynode *v)
         const char *key;
         if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
             continue;
-        const struct timeout_key *tk = NULL;
-        for (size_t i = 0; i < sizeof(timeout_keys) / sizeof(timeout_keys[0]) && !tk; i++)
-            if (strcmp(key, timeout_keys[i].key) == 0)
-                tk = &timeout_keys[i];
-        if (!tk) {
-            sy_cfg_report(c, k, "unknown key '%s' in timeouts", sy_cfg_show(k).s);
-            continue;
-        }
+        const struct timeout_key *tk = sy_cfg_table_key(
+            c, k, key, timeout_keys, sizeof(timeout_keys) / sizeof(timeout_keys[0]),
+            sizeof(timeout_keys[0]), "timeouts");
         unsigned ms = 0;
-        switch (sy_cfg_parse_duration(pv, &ms)) {
-        case DURATION_OK:
-            break;
-        case DURATION_SYNTAX:
-            sy_cfg_report(c, pv, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s",
-                          tk->key, sy_cfg_show_value(pv).s);
+        if (!tk || !sy_cfg_duration_ms(c, pv, tk->key, DURATION_EXAMPLES, "", &ms))
             continue;
-        case DURATION_TOO_LONG:
-            sy_cfg_report(c, pv, "%s must be at most %ums, got %s", tk->key, UINT_MAX,
-                          sy_cfg_show_value(pv).s);
-            continue;
-        }
-        if (ms == 0) {
-            sy_cfg_report(c, pv, "%s must be greater than 0", tk->key);
-            continue;
-        }
         if (tk->off == offsetof(struct sy_timeouts, tls_ticket_rotate_ms) && ms < 1000) {
             /* A ticket opens for 2 to 3 rotations: below a second it is no resumption at all. */
             sy_cfg_report(c, pv, "%s must be at least 1s, got %s", tk->key,
@@ -310,25 +288,7 @@ void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex)
 static bool exclusive_duration(struct ctx *c, const struct sy_ynode *v, const char *key,
                                unsigned *out)
 {
-    unsigned ms = 0;
-    switch (sy_cfg_parse_duration(v, &ms)) {
-    case DURATION_OK:
-        break;
-    case DURATION_SYNTAX:
-        sy_cfg_report(c, v, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
-                      sy_cfg_show_value(v).s);
-        return false;
-    case DURATION_TOO_LONG:
-        sy_cfg_report(c, v, "%s must be at most %ums, got %s", key, UINT_MAX,
-                      sy_cfg_show_value(v).s);
-        return false;
-    }
-    if (ms == 0) {
-        sy_cfg_report(c, v, "%s must be greater than 0", key);
-        return false;
-    }
-    *out = ms;
-    return true;
+    return sy_cfg_duration_ms(c, v, key, DURATION_EXAMPLES, "", out);
 }
 
 /* `url: http://HOST:PORT/PATH`: a numeric address (the control thread polls it without
@@ -528,23 +488,10 @@ void sy_cfg_parse_shutdown(struct ctx *c, const struct sy_ynode *v, bool *grace_
             sy_cfg_report(c, k, "unknown key '%s' in shutdown", sy_cfg_show(k).s);
             continue;
         }
+        /* The delay may be 0, the grace may not. */
         unsigned ms = 0;
-        switch (sy_cfg_parse_duration(pv, &ms)) {
-        case DURATION_OK:
-            break;
-        case DURATION_SYNTAX:
-            sy_cfg_report(c, pv, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
-                          sy_cfg_show_value(pv).s);
+        if (!sy_cfg_duration_ms(c, pv, key, DURATION_EXAMPLES, grace ? "" : NULL, &ms))
             continue;
-        case DURATION_TOO_LONG:
-            sy_cfg_report(c, pv, "%s must be at most %ums, got %s", key, UINT_MAX,
-                          sy_cfg_show_value(pv).s);
-            continue;
-        }
-        if (grace && ms == 0) {
-            sy_cfg_report(c, pv, "grace must be greater than 0");
-            continue;
-        }
         if (grace) {
             sd->grace_ms = ms;
             *grace_set = true;
