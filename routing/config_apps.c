@@ -678,39 +678,21 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
                           *weights = NULL, *sticky = NULL, *force = NULL, *drain_after = NULL;
     const struct sy_ynode *maint_page = NULL, *maint_retry = NULL;
     const struct sy_ynode *mode = NULL, *force_while_exclusive = NULL;
-    for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
-         p++) {
-        struct sy_ynode *k, *v;
-        const char *key;
-        if (!sy_cfg_map_entry(c, item, p, &k, &v, &key))
-            continue;
-        if (strcmp(key, "name") == 0)
-            name = v;
-        else if (strcmp(key, "hosts") == 0)
-            hosts = v;
-        else if (strcmp(key, "paths") == 0)
-            paths = v;
-        else if (strcmp(key, "stable") == 0)
-            stable = v;
-        else if (strcmp(key, "weights") == 0)
-            weights = v;
-        else if (strcmp(key, "sticky") == 0)
-            sticky = v;
-        else if (strcmp(key, "force") == 0)
-            force = v;
-        else if (strcmp(key, "drain_after") == 0)
-            drain_after = v;
-        else if (strcmp(key, "maintenance_page") == 0)
-            maint_page = v;
-        else if (strcmp(key, "maintenance_retry_after") == 0)
-            maint_retry = v;
-        else if (strcmp(key, "mode") == 0)
-            mode = v;
-        else if (strcmp(key, "force_while_exclusive") == 0)
-            force_while_exclusive = v;
-        else
-            sy_cfg_report(c, k, "unknown key '%s' in app", sy_cfg_show(k).s);
-    }
+    const struct sy_cfg_slot slots[] = {
+        {"name", &name},
+        {"hosts", &hosts},
+        {"paths", &paths},
+        {"stable", &stable},
+        {"weights", &weights},
+        {"sticky", &sticky},
+        {"force", &force},
+        {"drain_after", &drain_after},
+        {"maintenance_page", &maint_page},
+        {"maintenance_retry_after", &maint_retry},
+        {"mode", &mode},
+        {"force_while_exclusive", &force_while_exclusive},
+    };
+    sy_cfg_collect(c, item, slots, sizeof(slots) / sizeof(slots[0]), "app");
     if (name)
         parse_app_name(c, index, name);
     else

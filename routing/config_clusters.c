@@ -156,26 +156,11 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
     const struct sy_ynode *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL,
                           *queue = NULL;
     const struct sy_ynode *pp = NULL;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *pk, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &pk, &pv, &key))
-            continue;
-        if (strcmp(key, "endpoints") == 0)
-            endpoints = pv;
-        else if (strcmp(key, "protocol") == 0)
-            protocol = pv;
-        else if (strcmp(key, "tls") == 0)
-            tls = pv;
-        else if (strcmp(key, "max_connections") == 0)
-            cap = pv;
-        else if (strcmp(key, "queue") == 0)
-            queue = pv;
-        else if (strcmp(key, "proxy_protocol") == 0)
-            pp = pv;
-        else
-            sy_cfg_report(c, pk, "unknown key '%s' in cluster", sy_cfg_show(pk).s);
-    }
+    const struct sy_cfg_slot slots[] = {
+        {"endpoints", &endpoints}, {"protocol", &protocol}, {"tls", &tls},
+        {"max_connections", &cap}, {"queue", &queue},       {"proxy_protocol", &pp},
+    };
+    sy_cfg_collect(c, v, slots, sizeof(slots) / sizeof(slots[0]), "cluster");
     if (!endpoints)
         sy_cfg_report(c, v, "missing required key 'endpoints' in cluster");
     else

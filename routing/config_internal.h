@@ -76,10 +76,20 @@ bool sy_cfg_parse_uint(const struct sy_ynode *n, uint64_t max, uint64_t *out);
 enum duration_result sy_cfg_parse_duration(const struct sy_ynode *n, unsigned *out);
 /* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
 enum duration_result sy_cfg_parse_seconds(const struct sy_ynode *n, uint64_t max, unsigned *out);
+/* One key of a mapping read by sy_cfg_collect: its name, and where its value node goes. */
+struct sy_cfg_slot {
+    const char *key;
+    const struct sy_ynode **node;
+};
+/* Each pair of mapping `map` into the node of the slot (of `n`) its key names; a key named by
+ * none is reported as "unknown key 'K' in SECTION". Bad and repeated keys are reported by
+ * sy_cfg_map_entry and skipped. */
+void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_cfg_slot *slots,
+                    size_t n, const char *section);
+#define DURATION_EXAMPLES "10s, 500ms, 2m or 1h"
 /* A duration of `key` in milliseconds into *out; false after reporting. `examples` ends "must
  * be a duration such as ...". With `zero_hint` (NULL: 0 is allowed), 0 is refused as "KEY must
  * be greater than 0" followed by the hint ("" for none). */
-#define DURATION_EXAMPLES "10s, 500ms, 2m or 1h"
 bool sy_cfg_duration_ms(struct ctx *c, const struct sy_ynode *v, const char *key,
                         const char *examples, const char *zero_hint, unsigned *out);
 /* The entry of `table` (`n` entries of `size` bytes, each beginning with its key's name as a

@@ -354,3 +354,20 @@ char *sy_cfg_path_value(struct ctx *c, const struct sy_ynode *v, const char *wha
     }
     return p;
 }
+
+/* See config_internal.h. */
+void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_cfg_slot *slots,
+                    size_t n, const char *section)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        struct sy_ynode *k, *v;
+        const char *key;
+        if (!sy_cfg_map_entry(c, map, p, &k, &v, &key))
+            continue;
+        const struct sy_cfg_slot *s =
+            sy_cfg_table_key(c, k, key, slots, n, sizeof(*slots), section);
+        if (s)
+            *s->node = v;
+    }
+}
