@@ -30,16 +30,6 @@
 
 /* -- helpers ------------------------------------------------------------------------------- */
 
-/* "2024-11-26T20:00:00.123Z" */
-static void iso8601(uint64_t ms, char buf[32])
-{
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
-}
-
 static const struct sy_config *config_of(const struct sy_admin_routing *env)
 {
     return sy_route_table_config(sy_state_table(env->state));
@@ -84,7 +74,7 @@ static void override_json(struct sy_reply *r, const struct sy_override *o, const
                           const char *problem)
 {
     char when[32];
-    iso8601(o->time_ms, when);
+    sy_admin_iso8601(o->time_ms, when);
     sy_json_begin_object(r, "override");
     sy_json_str(r, "state", state);
     if (problem)
@@ -102,7 +92,7 @@ static void override_json(struct sy_reply *r, const struct sy_override *o, const
 static void override_text(struct sy_reply *r, const struct sy_override *o)
 {
     char when[32];
-    iso8601(o->time_ms, when);
+    sy_admin_iso8601(o->time_ms, when);
     sy_reply_printf(r, "set by uid %" PRIu32 " pid %" PRId32 " at %s (seq %" PRIu64 "): %s", o->uid,
                     o->pid, when, o->seq, o->command);
 }
@@ -448,7 +438,7 @@ static void status_rejection(struct sy_reply *r, const struct sy_reload_rejectio
         return;
     }
     char when[32];
-    iso8601(rj->time_ms, when);
+    sy_admin_iso8601(rj->time_ms, when);
     sy_json_begin_object(r, "last_rejected_reload");
     sy_json_str(r, "file", rj->file);
     sy_json_uint(r, "line", rj->line > 0 ? (uint64_t)rj->line : 0);
@@ -1289,7 +1279,7 @@ static void history_cb(const struct sy_journal_record *rec, void *arg)
 {
     struct sy_reply *r = arg;
     char when[32];
-    iso8601(rec->time_ms, when);
+    sy_admin_iso8601(rec->time_ms, when);
     sy_reply_printf(r, "%-6" PRIu64 " %s  uid %-6" PRIu32 " pid %-7" PRId32 " %s\n", rec->seq, when,
                     rec->uid, rec->pid, rec->command);
     sy_json_begin_object(r, NULL);

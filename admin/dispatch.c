@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin_internal.h"
@@ -452,4 +453,13 @@ char *sy_admin_format(const struct sy_admin *a, const struct sy_reply *r, size_t
     }
     *len = out.len;
     return out.p;
+}
+
+void sy_admin_iso8601(uint64_t ms, char buf[32])
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
 }

@@ -553,6 +553,19 @@ static int clear_stale(const char *path)
     return 0;
 }
 
+/* Serves the socket `fd` at `path` (its file is `st`): accepting starts on `base`. */
+static void start_accepting(struct sy_admin *a, struct event_base *base, const char *path, int fd,
+                            const struct stat *st)
+{
+    a->base = base;
+    a->fd = fd;
+    a->path = sy_xstrdup(path);
+    a->inode = st->st_ino;
+    a->dev = st->st_dev;
+    a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, a);
+    event_add(a->accept_ev, NULL);
+}
+
 int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -593,13 +606,7 @@ int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *pat
         unlink(path);
         return SY_ERR_SYS;
     }
-    a->base = base;
-    a->fd = fd;
-    a->path = sy_xstrdup(path);
-    a->inode = st.st_ino;
-    a->dev = st.st_dev;
-    a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, a);
-    event_add(a->accept_ev, NULL);
+    start_accepting(a, base, path, fd, &st);
     sy_log(SY_LOG_INFO, "admin", "listening on %s (mode %04o%s)", path, (unsigned)mode,
            lists ? ": admin.allow_uids / allow_gids / allow_read_uids / allow_read_gids guard it"
                  : "");
@@ -646,13 +653,7 @@ int sy_admin_listen_fd(struct sy_admin *a, struct event_base *base, const char *
         close(fd);
         return SY_ERR_SYS;
     }
-    a->base = base;
-    a->fd = fd;
-    a->path = sy_xstrdup(path);
-    a->inode = st.st_ino;
-    a->dev = st.st_dev;
-    a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, a);
-    event_add(a->accept_ev, NULL);
+    start_accepting(a, base, path, fd, &st);
     sy_log(SY_LOG_INFO, "admin", "listening on %s (taken over from the process replaced)", path);
     return 0;
 }
