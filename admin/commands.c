@@ -739,16 +739,8 @@ static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, s
 /* "N": a decimal 0..100, nothing else. */
 static bool parse_weight(const char *s, unsigned *out)
 {
-    size_t len = strlen(s);
-    if (len == 0 || len > 3)
-        return false;
     unsigned v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
-    if (v > 100)
+    if (!sy_admin_parse_decimal(s, strlen(s), 3, &v) || v > 100)
         return false;
     *out = v;
     return true;

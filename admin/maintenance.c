@@ -37,14 +37,9 @@ static bool parse_seconds(const char *s, unsigned *out)
         mult = s[len - 1] == 's' ? 1 : s[len - 1] == 'm' ? 60 : 3600;
         len--;
     }
-    if (len == 0 || len > 6)
-        return false;
     unsigned v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
+    if (!sy_admin_parse_decimal(s, len, 6, &v))
+        return false;
     v *= mult;
     if (v == 0 || v > 86400)
         return false;

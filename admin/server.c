@@ -613,18 +613,24 @@ int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *pat
     return 0;
 }
 
-void sy_admin_close_socket(struct sy_admin *a)
+/* Accepting stops for good (the socket itself is the caller's to close). */
+static void stop_accepting(struct sy_admin *a)
 {
-    if (!a)
-        return;
-    while (a->clients)
-        client_free(a->clients);
     if (a->accept_ev)
         event_free(a->accept_ev);
     a->accept_ev = NULL;
     if (a->pause_ev)
         event_free(a->pause_ev);
     a->pause_ev = NULL;
+}
+
+void sy_admin_close_socket(struct sy_admin *a)
+{
+    if (!a)
+        return;
+    while (a->clients)
+        client_free(a->clients);
+    stop_accepting(a);
     if (a->path) {
         close(a->fd);
         /* Only our own socket: a newer daemon may have replaced it. */
@@ -678,12 +684,7 @@ void sy_admin_hand_over_socket(struct sy_admin *a)
     if (!a || !a->path)
         return;
     /* The socket file is the new process's now: closed here, never unlinked. */
-    if (a->accept_ev)
-        event_free(a->accept_ev);
-    a->accept_ev = NULL;
-    if (a->pause_ev)
-        event_free(a->pause_ev);
-    a->pause_ev = NULL;
+    stop_accepting(a);
     close(a->fd);
     free(a->path);
     a->path = NULL;
