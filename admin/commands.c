@@ -796,6 +796,21 @@ static int cmd_weights(struct sy_admin_req *req)
     return change(req, &e, 1);
 }
 
+/* The `switch` member of an exclusive switch begun (to the file's cluster without `to`), and
+ * the generation the answer waits for. */
+static void switch_begun(struct sy_admin_req *req, const char *app, const char *to)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    sy_json_begin_object(r, "switch");
+    sy_json_str(r, "app", app);
+    if (to)
+        sy_json_str(r, "to", to);
+    sy_json_str(r, "phase", "drain");
+    sy_json_end_object(r);
+    req->published = sy_state_generation(env->state);
+}
+
 /* An exclusive app moves through the engine (admin/exclusive.c): `ok` once its new requests
  * are held; the move itself completes later (status shows the phase). */
 static int exclusive_switch(struct sy_admin_req *req, const char *app, const char *to)
@@ -810,12 +825,7 @@ static int exclusive_switch(struct sy_admin_req *req, const char *app, const cha
                     "%s: exclusive switch to %s begun: new requests are held while the old "
                     "cluster drains (see `status %s`)\n",
                     app, to, app);
-    sy_json_begin_object(r, "switch");
-    sy_json_str(r, "app", app);
-    sy_json_str(r, "to", to);
-    sy_json_str(r, "phase", "drain");
-    sy_json_end_object(r);
-    req->published = sy_state_generation(env->state);
+    switch_begun(req, app, to);
     return 0;
 }
 
@@ -906,14 +916,24 @@ static int revert_switches(struct sy_admin_req *req, const struct sy_config *cfg
     return 0;
 }
 
+/* The one argument of `revert` and `release`: APP, or --all (*all). 0, or the usage answered. */
+static int app_or_all(struct sy_admin_req *req, bool *all)
+{
+    if (req->argc != 2)
+        return sy_reply_error(req->reply, "usage: %s APP | %s --all", req->argv[0], req->argv[0]);
+    *all = strcmp(req->argv[1], "--all") == 0;
+    return 0;
+}
+
 static int cmd_revert(struct sy_admin_req *req)
 {
+    bool all = false;
+    int rc = app_or_all(req, &all);
+    if (rc)
+        return rc;
     struct sy_admin_routing *env = req->ctx;
     struct sy_reply *r = req->reply;
-    if (req->argc != 2)
-        return sy_reply_error(r, "usage: revert APP | revert --all");
     const struct sy_config *cfg = config_of(env);
-    bool all = strcmp(req->argv[1], "--all") == 0;
     if (all && cfg->n_apps == 0)
         return sy_reply_error(r, "the file has no apps");
     long only = all ? -1 : sy_config_app_index(cfg, req->argv[1]);
@@ -942,7 +962,7 @@ static int cmd_revert(struct sy_admin_req *req)
     }
     /* One record and one snapshot for every app: they all move at the same instant, except
      * the exclusive apps that must move, each through a switch of its own. */
-    int rc = k ? change(req, e, k) : 0;
+    rc = k ? change(req, e, k) : 0;
     if (rc == 0)
         rc = revert_switches(req, cfg, moving, n);
     free(moving);
@@ -967,26 +987,24 @@ static int release_exclusive(struct sy_admin_req *req, const char *app)
                     "%s: exclusive switch to the file's cluster begun: new requests are held "
                     "while the old cluster drains; the override is dropped at the release\n",
                     app);
-    sy_json_begin_object(r, "switch");
-    sy_json_str(r, "app", app);
-    sy_json_str(r, "phase", "drain");
-    sy_json_end_object(r);
-    req->published = sy_state_generation(env->state);
+    switch_begun(req, app, NULL);
     return 1;
 }
 
 static int cmd_release(struct sy_admin_req *req)
 {
+    bool all = false;
+    int rc = app_or_all(req, &all);
+    if (rc)
+        return rc;
     struct sy_admin_routing *env = req->ctx;
     struct sy_reply *r = req->reply;
-    if (req->argc != 2)
-        return sy_reply_error(r, "usage: release APP | release --all");
-    if (strcmp(req->argv[1], "--all") != 0) {
+    if (!all) {
         struct sy_state_edit e = {.app = req->argv[1], .release = true};
         if (sy_config_app_index(config_of(env), e.app) < 0 &&
             !sy_overrides_find(sy_state_overrides(env->state), e.app))
             return sy_reply_error(r, "unknown app '%.64s'", e.app);
-        int rc = is_exclusive(req, e.app) ? release_exclusive(req, e.app) : 0;
+        rc = is_exclusive(req, e.app) ? release_exclusive(req, e.app) : 0;
         if (rc)
             return rc < 0 ? rc : 0;
         return change(req, &e, 1);
@@ -1012,7 +1030,7 @@ static int cmd_release(struct sy_admin_req *req)
         e[k].app = name;
         e[k++].release = true;
     }
-    int rc = k ? change(req, e, k) : 0;
+    rc = k ? change(req, e, k) : 0;
     sy_json_begin_array(r, "exclusive_switches");
     for (size_t i = 0; i < n_moving && rc == 0; i++) {
         struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
