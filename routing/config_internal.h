@@ -92,10 +92,13 @@ void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_c
  * be greater than 0" followed by the hint ("" for none). */
 bool sy_cfg_duration_ms(struct ctx *c, const struct sy_ynode *v, const char *key,
                         const char *examples, const char *zero_hint, unsigned *out);
-/* The entry of `table` (`n` entries of `size` bytes, each beginning with its key's name as a
- * `const char *`) named `key`; NULL after reporting "unknown key 'K' in SECTION" at `k`. */
-const void *sy_cfg_table_key(struct ctx *c, const struct sy_ynode *k, const char *key,
-                             const void *table, size_t n, size_t size, const char *section);
+/* Each pair of mapping `map` whose key names an entry of `table` (`n` entries of `size` bytes,
+ * each beginning with its key's name as a `const char *`) is passed to `cb` with that entry;
+ * another key is reported as "unknown key 'K' in SECTION", and keys sy_cfg_map_entry refuses
+ * are skipped. */
+typedef void (*sy_cfg_key_cb)(struct ctx *c, const void *entry, const struct sy_ynode *v);
+void sy_cfg_each_key(struct ctx *c, const struct sy_ynode *map, const char *section,
+                     const void *table, size_t n, size_t size, sy_cfg_key_cb cb);
 /* RFC 9110 §5.6.2 tchar. An RFC 6265 §4.1.1 cookie-name is the same token (RFC 2616 §2.2). */
 bool sy_cfg_is_tchar(unsigned char ch);
 /*

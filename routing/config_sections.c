@@ -45,48 +45,43 @@ static const struct limit_key limit_keys[] = {
     {"apps_dir_files", offsetof(struct sy_limits, apps_dir_files), false, 1, 1000000},
 };
 
+/* One key of `limits:`, `entry` its row of limit_keys. */
+static void parse_limit(struct ctx *c, const void *entry, const struct sy_ynode *pv)
+{
+    const struct limit_key *lk = entry;
+    if (lk->off == offsetof(struct sy_limits, upstream_keepalive) && sy_cfg_is_scalar(pv) &&
+        strcmp(sy_cfg_text(pv), "auto") == 0) {
+        c->cfg->limits.upstream_keepalive = SY_KEEPALIVE_AUTO;
+        return;
+    }
+    uint64_t n;
+    if (!sy_cfg_parse_uint(pv, lk->max, &n) || n < lk->min) {
+        if (lk->off == offsetof(struct sy_limits, upstream_keepalive))
+            sy_cfg_report(c, pv, "upstream_keepalive must be auto or an integer 0..%llu, got %s",
+                          (unsigned long long)lk->max, sy_cfg_show_value(pv).s);
+        else if (lk->max == UINT64_MAX)
+            sy_cfg_report(c, pv, "%s must be an integer >= %llu, got %s", lk->key,
+                          (unsigned long long)lk->min, sy_cfg_show_value(pv).s);
+        else
+            sy_cfg_report(c, pv, "%s must be an integer %llu..%llu, got %s", lk->key,
+                          (unsigned long long)lk->min, (unsigned long long)lk->max,
+                          sy_cfg_show_value(pv).s);
+        return;
+    }
+    char *field = (char *)&c->cfg->limits + lk->off;
+    if (lk->wide) {
+        memcpy(field, &n, sizeof(n));
+    } else {
+        size_t z = (size_t)n;
+        memcpy(field, &z, sizeof(z));
+    }
+}
+
 void sy_cfg_parse_limits(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!sy_cfg_is_mapping(c, v, "limits"))
-        return;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
-            continue;
-        const struct limit_key *lk =
-            sy_cfg_table_key(c, k, key, limit_keys, sizeof(limit_keys) / sizeof(limit_keys[0]),
-                             sizeof(limit_keys[0]), "limits");
-        if (!lk)
-            continue;
-        if (lk->off == offsetof(struct sy_limits, upstream_keepalive) && sy_cfg_is_scalar(pv) &&
-            strcmp(sy_cfg_text(pv), "auto") == 0) {
-            c->cfg->limits.upstream_keepalive = SY_KEEPALIVE_AUTO;
-            continue;
-        }
-        uint64_t n;
-        if (!sy_cfg_parse_uint(pv, lk->max, &n) || n < lk->min) {
-            if (lk->off == offsetof(struct sy_limits, upstream_keepalive))
-                sy_cfg_report(c, pv,
-                              "upstream_keepalive must be auto or an integer 0..%llu, got %s",
-                              (unsigned long long)lk->max, sy_cfg_show_value(pv).s);
-            else if (lk->max == UINT64_MAX)
-                sy_cfg_report(c, pv, "%s must be an integer >= %llu, got %s", lk->key,
-                              (unsigned long long)lk->min, sy_cfg_show_value(pv).s);
-            else
-                sy_cfg_report(c, pv, "%s must be an integer %llu..%llu, got %s", lk->key,
-                              (unsigned long long)lk->min, (unsigned long long)lk->max,
-                              sy_cfg_show_value(pv).s);
-            continue;
-        }
-        char *field = (char *)&c->cfg->limits + lk->off;
-        if (lk->wide) {
-            memcpy(field, &n, sizeof(n));
-        } else {
-            size_t z = (size_t)n;
-            memcpy(field, &z, sizeof(z));
-        }
-    }
+    if (sy_cfg_is_mapping(c, v, "limits"))
+        sy_cfg_each_key(c, v, "limits", limit_keys, sizeof(limit_keys) / sizeof(limit_keys[0]),
+                        sizeof(limit_keys[0]), parse_limit);
 }
 
 struct timeout_key {
@@ -109,29 +104,27 @@ static const struct timeout_key timeout_keys[] = {
     {"worker_stale", offsetof(struct sy_timeouts, worker_stale_ms)},
 };
 
+/* One key of `timeouts:`, `entry` its row of timeout_keys. */
+static void parse_timeout(struct ctx *c, const void *entry, const struct sy_ynode *pv)
+{
+    const struct timeout_key *tk = entry;
+    unsigned ms = 0;
+    if (!sy_cfg_duration_ms(c, pv, tk->key, DURATION_EXAMPLES, "", &ms))
+        return;
+    if (tk->off == offsetof(struct sy_timeouts, tls_ticket_rotate_ms) && ms < 1000) {
+        /* A ticket opens for 2 to 3 rotations: below a second it is no resumption at all. */
+        sy_cfg_report(c, pv, "%s must be at least 1s, got %s", tk->key, sy_cfg_show_value(pv).s);
+        return;
+    }
+    memcpy((char *)&c->cfg->timeouts + tk->off, &ms, sizeof(ms));
+}
+
 void sy_cfg_parse_timeouts(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!sy_cfg_is_mapping(c, v, "timeouts"))
-        return;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
-            continue;
-        const struct timeout_key *tk = sy_cfg_table_key(
-            c, k, key, timeout_keys, sizeof(timeout_keys) / sizeof(timeout_keys[0]),
-            sizeof(timeout_keys[0]), "timeouts");
-        unsigned ms = 0;
-        if (!tk || !sy_cfg_duration_ms(c, pv, tk->key, DURATION_EXAMPLES, "", &ms))
-            continue;
-        if (tk->off == offsetof(struct sy_timeouts, tls_ticket_rotate_ms) && ms < 1000) {
-            /* A ticket opens for 2 to 3 rotations: below a second it is no resumption at all. */
-            sy_cfg_report(c, pv, "%s must be at least 1s, got %s", tk->key,
-                          sy_cfg_show_value(pv).s);
-            continue;
-        }
-        memcpy((char *)&c->cfg->timeouts + tk->off, &ms, sizeof(ms));
-    }
+    if (sy_cfg_is_mapping(c, v, "timeouts"))
+        sy_cfg_each_key(c, v, "timeouts", timeout_keys,
+                        sizeof(timeout_keys) / sizeof(timeout_keys[0]), sizeof(timeout_keys[0]),
+                        parse_timeout);
 }
 
 /* One entry of admin.allow_uids, allow_gids, allow_read_uids or allow_read_gids (`what`): a

@@ -235,19 +235,6 @@ bool sy_cfg_duration_ms(struct ctx *c, const struct sy_ynode *v, const char *key
     return true;
 }
 
-/* See config_internal.h. */
-const void *sy_cfg_table_key(struct ctx *c, const struct sy_ynode *k, const char *key,
-                             const void *table, size_t n, size_t size, const char *section)
-{
-    for (size_t i = 0; i < n; i++) {
-        const void *e = (const char *)table + i * size;
-        if (strcmp(key, *(const char *const *)e) == 0)
-            return e;
-    }
-    sy_cfg_report(c, k, "unknown key '%s' in %s", sy_cfg_show(k).s, section);
-    return NULL;
-}
-
 /* RFC 9110 §5.6.2 tchar. An RFC 6265 §4.1.1 cookie-name is the same token (RFC 2616 §2.2). */
 bool sy_cfg_is_tchar(unsigned char ch)
 {
@@ -355,9 +342,23 @@ char *sy_cfg_path_value(struct ctx *c, const struct sy_ynode *v, const char *wha
     return p;
 }
 
+/* The entry of `table` (`n` entries of `size` bytes, each beginning with its key's name as a
+ * `const char *`) named `key`; NULL after reporting "unknown key 'K' in SECTION" at `k`. */
+static const void *table_key(struct ctx *c, const struct sy_ynode *k, const char *key,
+                             const void *table, size_t n, size_t size, const char *section)
+{
+    for (size_t i = 0; i < n; i++) {
+        const void *e = (const char *)table + i * size;
+        if (strcmp(key, *(const char *const *)e) == 0)
+            return e;
+    }
+    sy_cfg_report(c, k, "unknown key '%s' in %s", sy_cfg_show(k).s, section);
+    return NULL;
+}
+
 /* See config_internal.h. */
-void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_cfg_slot *slots,
-                    size_t n, const char *section)
+void sy_cfg_each_key(struct ctx *c, const struct sy_ynode *map, const char *section,
+                     const void *table, size_t n, size_t size, sy_cfg_key_cb cb)
 {
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
          p++) {
@@ -365,9 +366,20 @@ void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_c
         const char *key;
         if (!sy_cfg_map_entry(c, map, p, &k, &v, &key))
             continue;
-        const struct sy_cfg_slot *s =
-            sy_cfg_table_key(c, k, key, slots, n, sizeof(*slots), section);
-        if (s)
-            *s->node = v;
+        const void *e = table_key(c, k, key, table, n, size, section);
+        if (e)
+            cb(c, e, v);
     }
+}
+
+static void fill_slot(struct ctx *c, const void *entry, const struct sy_ynode *v)
+{
+    *((const struct sy_cfg_slot *)entry)->node = v;
+}
+
+/* See config_internal.h. */
+void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_cfg_slot *slots,
+                    size_t n, const char *section)
+{
+    sy_cfg_each_key(c, map, section, slots, n, sizeof(*slots), fill_slot);
 }
