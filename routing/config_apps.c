@@ -182,13 +182,9 @@ static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const struct s
     bool ok = true;
     size_t cap = 0;
     uint64_t sum = 0;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
-            ok = false;
-            continue;
-        }
+    struct sy_cfg_entry e = {.map = v};
+    while (sy_cfg_next_entry(c, &e)) {
+        struct sy_ynode *k = e.k, *pv = e.v;
         long cluster = sy_cfg_find_cluster(c, k);
         if (cluster < 0) {
             sy_cfg_report(c, k, "unknown cluster '%s'", sy_cfg_show(k).s);
@@ -208,6 +204,7 @@ static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const struct s
         sy_xgrow((void **)&app->weights, &cap, app->n_weights + 1, sizeof(ws));
         app->weights[app->n_weights++] = ws;
     }
+    ok = ok && !e.refused;
     /* Only when every entry was read: a weight of 120 is one error, not two. */
     if (ok && sum == 0) {
         sy_cfg_report(c, v, "all weights are zero");
@@ -329,13 +326,10 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy
     st.mark = sy_cfg_mark_of(v);
     const struct sy_ynode *kind = NULL, *max_age = NULL, *max_age_key = NULL;
     bool bad = false;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
-            bad = true;
-            continue;
-        }
+    struct sy_cfg_entry e = {.map = v};
+    while (sy_cfg_next_entry(c, &e)) {
+        struct sy_ynode *k = e.k, *pv = e.v;
+        const char *key = e.key;
         bool is_cookie = strcmp(key, "cookie") == 0, is_header = strcmp(key, "header") == 0;
         if (is_cookie || is_header || strcmp(key, "source_ip") == 0) {
             if (kind) {
@@ -370,6 +364,7 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy
             bad = true;
         }
     }
+    bad |= e.refused;
     if (!kind) {
         sy_cfg_report(c, v, "sticky needs one of 'cookie', 'header' or 'source_ip'");
         bad = true;
@@ -394,13 +389,10 @@ static void parse_force(struct ctx *c, struct sy_app_spec *app, const struct sy_
     f.mark = sy_cfg_mark_of(v);
     const struct sy_ynode *header = NULL, *cookie = NULL;
     bool bad = false;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
-            bad = true;
-            continue;
-        }
+    struct sy_cfg_entry e = {.map = v};
+    while (sy_cfg_next_entry(c, &e)) {
+        struct sy_ynode *k = e.k, *pv = e.v;
+        const char *key = e.key;
         if (strcmp(key, "header") == 0) {
             header = pv;
             f.header = token_name(c, pv, "header name", SY_HEADER_NAME_MAX, true);
@@ -427,6 +419,7 @@ static void parse_force(struct ctx *c, struct sy_app_spec *app, const struct sy_
             bad = true;
         }
     }
+    bad |= e.refused;
     if (!header && !cookie) {
         sy_cfg_report(c, v, "force needs 'header' or 'cookie' (or both)");
         bad = true;

@@ -92,6 +92,17 @@ void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_c
  * be greater than 0" followed by the hint ("" for none). */
 bool sy_cfg_duration_ms(struct ctx *c, const struct sy_ynode *v, const char *key,
                         const char *examples, const char *zero_hint, unsigned *out);
+/* A walk over the pairs of a mapping, `map`, that sy_cfg_map_entry accepts (it reports the
+ * others): for (struct sy_cfg_entry e = {.map = m}; sy_cfg_next_entry(c, &e);) reads e.key,
+ * e.k and e.v; `refused` says afterwards whether some key was refused. */
+struct sy_cfg_entry {
+    const struct sy_ynode *map;
+    const yaml_node_pair_t *p; /* the pair last read: NULL before the first */
+    struct sy_ynode *k, *v;
+    const char *key;
+    bool refused;
+};
+bool sy_cfg_next_entry(struct ctx *c, struct sy_cfg_entry *e);
 /* Each pair of mapping `map` whose key names an entry of `table` (`n` entries of `size` bytes,
  * each beginning with its key's name as a `const char *`) is passed to `cb` with that entry;
  * another key is reported as "unknown key 'K' in SECTION", and keys sy_cfg_map_entry refuses

@@ -357,18 +357,28 @@ static const void *table_key(struct ctx *c, const struct sy_ynode *k, const char
 }
 
 /* See config_internal.h. */
+bool sy_cfg_next_entry(struct ctx *c, struct sy_cfg_entry *e)
+{
+    const yaml_node_pair_t *p = e->p ? e->p + 1 : e->map->data.mapping.pairs.start;
+    for (; p < e->map->data.mapping.pairs.top; p++) {
+        if (sy_cfg_map_entry(c, e->map, p, &e->k, &e->v, &e->key)) {
+            e->p = p;
+            return true;
+        }
+        e->refused = true;
+    }
+    e->p = p;
+    return false;
+}
+
+/* See config_internal.h. */
 void sy_cfg_each_key(struct ctx *c, const struct sy_ynode *map, const char *section,
                      const void *table, size_t n, size_t size, sy_cfg_key_cb cb)
 {
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        struct sy_ynode *k, *v;
-        const char *key;
-        if (!sy_cfg_map_entry(c, map, p, &k, &v, &key))
-            continue;
-        const void *e = table_key(c, k, key, table, n, size, section);
-        if (e)
-            cb(c, e, v);
+    for (struct sy_cfg_entry e = {.map = map}; sy_cfg_next_entry(c, &e);) {
+        const void *row = table_key(c, e.k, e.key, table, n, size, section);
+        if (row)
+            cb(c, row, e.v);
     }
 }
 
