@@ -1099,6 +1099,13 @@ static const struct error_case error_cases[] = {
           "    drain_after: 0s\n",
      {{10, 18, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got soon"},
       {14, 18, "drain_after must be greater than 0 (leave it out to keep connections)"}}},
+    /* A refused key makes the weights unread: no "all weights are zero" on top of it. */
+    {"test_a_repeated_weight_is_one_error",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 0, blue: 0}\n",
+     {{9, 24, "duplicate key 'blue' (first at line 9)"}}},
     {"test_rejects_bad_maintenance_keys",
      BASE "limits: {maintenance_page_bytes: 0}\n"
           "apps:\n"
