@@ -340,6 +340,9 @@ static void test_defaults_match_the_header(void **state)
 {
     struct sy_limits lim;
     struct sy_timeouts to;
+    /* Every field is set (the defaults are a column of the key tables). */
+    memset(&lim, 0xa5, sizeof(lim));
+    memset(&to, 0xa5, sizeof(to));
     sy_config_defaults(&lim, &to);
     assert_int_equal(lim.maintenance_page_bytes, 65536);
     assert_int_equal(lim.maintenance_page_bytes, SY_MAINT_PAGE_BYTES_DEFAULT);
@@ -365,6 +368,12 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(to.drain_ms, 10000);
     assert_int_equal(to.linger_ms, 2000);
     assert_int_equal(to.worker_stale_ms, 5000);
+    assert_int_equal(lim.h2_max_streams, 100);
+    assert_int_equal(lim.h2_reset_rate, 50);
+    assert_int_equal(lim.h2_max_continuations, 8);
+    assert_int_equal(lim.h2_early_resets, 100);
+    assert_int_equal(to.tunnel_idle_ms, 3600000);
+    assert_int_equal(to.tls_ticket_rotate_ms, 12 * 3600 * 1000);
 }
 
 static void test_parses_admin_http_and_its_allow_list(void **state)
