@@ -37,6 +37,13 @@ struct sy_admin {
     unsigned refusals_unlogged;
 };
 
+/* `ms` since the epoch as "2024-11-26T20:00:00.123Z" (UTC, milliseconds), the time every
+ * answer shows (dispatch.c). */
+void sy_admin_iso8601(uint64_t ms, char buf[32]);
+/* The first `len` bytes of `s` as a plain decimal of 1 to `max_digits` (at most 9) digits,
+ * nothing else (dispatch.c). */
+bool sy_admin_parse_decimal(const char *s, size_t len, size_t max_digits, unsigned *out);
+
 /* admin/maintenance.c: what `status` shows of an app in maintenance (with `text`, a line
  * indented by `indent` for people; without, the `in_maintenance` member, null when it is not
  * in maintenance), and what `history`

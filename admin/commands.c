@@ -30,16 +30,6 @@
 
 /* -- helpers ------------------------------------------------------------------------------- */
 
-/* "2024-11-26T20:00:00.123Z" */
-static void iso8601(uint64_t ms, char buf[32])
-{
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
-}
-
 static const struct sy_config *config_of(const struct sy_admin_routing *env)
 {
     return sy_route_table_config(sy_state_table(env->state));
@@ -84,7 +74,7 @@ static void override_json(struct sy_reply *r, const struct sy_override *o, const
                           const char *problem)
 {
     char when[32];
-    iso8601(o->time_ms, when);
+    sy_admin_iso8601(o->time_ms, when);
     sy_json_begin_object(r, "override");
     sy_json_str(r, "state", state);
     if (problem)
@@ -102,7 +92,7 @@ static void override_json(struct sy_reply *r, const struct sy_override *o, const
 static void override_text(struct sy_reply *r, const struct sy_override *o)
 {
     char when[32];
-    iso8601(o->time_ms, when);
+    sy_admin_iso8601(o->time_ms, when);
     sy_reply_printf(r, "set by uid %" PRIu32 " pid %" PRId32 " at %s (seq %" PRIu64 "): %s", o->uid,
                     o->pid, when, o->seq, o->command);
 }
@@ -448,7 +438,7 @@ static void status_rejection(struct sy_reply *r, const struct sy_reload_rejectio
         return;
     }
     char when[32];
-    iso8601(rj->time_ms, when);
+    sy_admin_iso8601(rj->time_ms, when);
     sy_json_begin_object(r, "last_rejected_reload");
     sy_json_str(r, "file", rj->file);
     sy_json_uint(r, "line", rj->line > 0 ? (uint64_t)rj->line : 0);
@@ -749,16 +739,8 @@ static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, s
 /* "N": a decimal 0..100, nothing else. */
 static bool parse_weight(const char *s, unsigned *out)
 {
-    size_t len = strlen(s);
-    if (len == 0 || len > 3)
-        return false;
     unsigned v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
-    if (v > 100)
+    if (!sy_admin_parse_decimal(s, strlen(s), 3, &v) || v > 100)
         return false;
     *out = v;
     return true;
@@ -814,6 +796,21 @@ static int cmd_weights(struct sy_admin_req *req)
     return change(req, &e, 1);
 }
 
+/* The `switch` member of an exclusive switch begun (to the file's cluster without `to`), and
+ * the generation the answer waits for. */
+static void switch_begun(struct sy_admin_req *req, const char *app, const char *to)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    sy_json_begin_object(r, "switch");
+    sy_json_str(r, "app", app);
+    if (to)
+        sy_json_str(r, "to", to);
+    sy_json_str(r, "phase", "drain");
+    sy_json_end_object(r);
+    req->published = sy_state_generation(env->state);
+}
+
 /* An exclusive app moves through the engine (admin/exclusive.c): `ok` once its new requests
  * are held; the move itself completes later (status shows the phase). */
 static int exclusive_switch(struct sy_admin_req *req, const char *app, const char *to)
@@ -828,12 +825,7 @@ static int exclusive_switch(struct sy_admin_req *req, const char *app, const cha
                     "%s: exclusive switch to %s begun: new requests are held while the old "
                     "cluster drains (see `status %s`)\n",
                     app, to, app);
-    sy_json_begin_object(r, "switch");
-    sy_json_str(r, "app", app);
-    sy_json_str(r, "to", to);
-    sy_json_str(r, "phase", "drain");
-    sy_json_end_object(r);
-    req->published = sy_state_generation(env->state);
+    switch_begun(req, app, to);
     return 0;
 }
 
@@ -924,14 +916,24 @@ static int revert_switches(struct sy_admin_req *req, const struct sy_config *cfg
     return 0;
 }
 
+/* The one argument of `revert` and `release`: APP, or --all (*all). 0, or the usage answered. */
+static int app_or_all(struct sy_admin_req *req, bool *all)
+{
+    if (req->argc != 2)
+        return sy_reply_error(req->reply, "usage: %s APP | %s --all", req->argv[0], req->argv[0]);
+    *all = strcmp(req->argv[1], "--all") == 0;
+    return 0;
+}
+
 static int cmd_revert(struct sy_admin_req *req)
 {
+    bool all = false;
+    int rc = app_or_all(req, &all);
+    if (rc)
+        return rc;
     struct sy_admin_routing *env = req->ctx;
     struct sy_reply *r = req->reply;
-    if (req->argc != 2)
-        return sy_reply_error(r, "usage: revert APP | revert --all");
     const struct sy_config *cfg = config_of(env);
-    bool all = strcmp(req->argv[1], "--all") == 0;
     if (all && cfg->n_apps == 0)
         return sy_reply_error(r, "the file has no apps");
     long only = all ? -1 : sy_config_app_index(cfg, req->argv[1]);
@@ -960,7 +962,7 @@ static int cmd_revert(struct sy_admin_req *req)
     }
     /* One record and one snapshot for every app: they all move at the same instant, except
      * the exclusive apps that must move, each through a switch of its own. */
-    int rc = k ? change(req, e, k) : 0;
+    rc = k ? change(req, e, k) : 0;
     if (rc == 0)
         rc = revert_switches(req, cfg, moving, n);
     free(moving);
@@ -985,26 +987,24 @@ static int release_exclusive(struct sy_admin_req *req, const char *app)
                     "%s: exclusive switch to the file's cluster begun: new requests are held "
                     "while the old cluster drains; the override is dropped at the release\n",
                     app);
-    sy_json_begin_object(r, "switch");
-    sy_json_str(r, "app", app);
-    sy_json_str(r, "phase", "drain");
-    sy_json_end_object(r);
-    req->published = sy_state_generation(env->state);
+    switch_begun(req, app, NULL);
     return 1;
 }
 
 static int cmd_release(struct sy_admin_req *req)
 {
+    bool all = false;
+    int rc = app_or_all(req, &all);
+    if (rc)
+        return rc;
     struct sy_admin_routing *env = req->ctx;
     struct sy_reply *r = req->reply;
-    if (req->argc != 2)
-        return sy_reply_error(r, "usage: release APP | release --all");
-    if (strcmp(req->argv[1], "--all") != 0) {
+    if (!all) {
         struct sy_state_edit e = {.app = req->argv[1], .release = true};
         if (sy_config_app_index(config_of(env), e.app) < 0 &&
             !sy_overrides_find(sy_state_overrides(env->state), e.app))
             return sy_reply_error(r, "unknown app '%.64s'", e.app);
-        int rc = is_exclusive(req, e.app) ? release_exclusive(req, e.app) : 0;
+        rc = is_exclusive(req, e.app) ? release_exclusive(req, e.app) : 0;
         if (rc)
             return rc < 0 ? rc : 0;
         return change(req, &e, 1);
@@ -1030,7 +1030,7 @@ static int cmd_release(struct sy_admin_req *req)
         e[k].app = name;
         e[k++].release = true;
     }
-    int rc = k ? change(req, e, k) : 0;
+    rc = k ? change(req, e, k) : 0;
     sy_json_begin_array(r, "exclusive_switches");
     for (size_t i = 0; i < n_moving && rc == 0; i++) {
         struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
@@ -1289,7 +1289,7 @@ static void history_cb(const struct sy_journal_record *rec, void *arg)
 {
     struct sy_reply *r = arg;
     char when[32];
-    iso8601(rec->time_ms, when);
+    sy_admin_iso8601(rec->time_ms, when);
     sy_reply_printf(r, "%-6" PRIu64 " %s  uid %-6" PRIu32 " pid %-7" PRId32 " %s\n", rec->seq, when,
                     rec->uid, rec->pid, rec->command);
     sy_json_begin_object(r, NULL);

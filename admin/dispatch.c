@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin_internal.h"
@@ -452,4 +453,27 @@ char *sy_admin_format(const struct sy_admin *a, const struct sy_reply *r, size_t
     }
     *len = out.len;
     return out.p;
+}
+
+void sy_admin_iso8601(uint64_t ms, char buf[32])
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
+}
+
+bool sy_admin_parse_decimal(const char *s, size_t len, size_t max_digits, unsigned *out)
+{
+    if (len == 0 || len > max_digits)
+        return false;
+    unsigned v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return true;
 }

@@ -101,40 +101,6 @@ static void linger(struct hconn *c)
     arm(c, LINGER_MS);
 }
 
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 414:
-        return "URI Too Long";
-    case 417:
-        return "Expectation Failed";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Error";
-    }
-}
-
 /* Queues one answer. `close` ends the connection after it. */
 static void respond(struct hconn *c, int status, const char *type, const char *body, size_t len,
                     bool head, bool close, const char *extra)
@@ -143,7 +109,7 @@ static void respond(struct hconn *c, int status, const char *type, const char *b
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                         "Cache-Control: no-store\r\n%s%s\r\n",
-                        status, reason_phrase(status), type, len, extra ? extra : "",
+                        status, sy_http_reason_phrase(status), type, len, extra ? extra : "",
                         close ? "Connection: close\r\n" : "");
     if (!head)
         evbuffer_add(out, body, len);

@@ -18,16 +18,6 @@
 
 #include "admin_internal.h"
 
-/* "2024-11-26T20:00:00.123Z" */
-static void iso8601(uint64_t ms, char buf[32])
-{
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
-}
-
 /* The Retry-After of `m` for app `app_index` (its own, or the file's default for the app). */
 static unsigned retry_after_of(const struct sy_state *st, const struct sy_maint *m)
 {
@@ -47,14 +37,9 @@ static bool parse_seconds(const char *s, unsigned *out)
         mult = s[len - 1] == 's' ? 1 : s[len - 1] == 'm' ? 60 : 3600;
         len--;
     }
-    if (len == 0 || len > 6)
-        return false;
     unsigned v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
+    if (!sy_admin_parse_decimal(s, len, 6, &v))
+        return false;
     v *= mult;
     if (v == 0 || v > 86400)
         return false;
@@ -72,7 +57,7 @@ void sy_admin_maintenance_status(struct sy_reply *r, const struct sy_state *st, 
         return;
     }
     char since[32];
-    iso8601(m->since_ms, since);
+    sy_admin_iso8601(m->since_ms, since);
     unsigned ra = retry_after_of(st, m);
     if (text) {
         sy_reply_printf(r,

@@ -553,6 +553,19 @@ static int clear_stale(const char *path)
     return 0;
 }
 
+/* Serves the socket `fd` at `path` (its file is `st`): accepting starts on `base`. */
+static void start_accepting(struct sy_admin *a, struct event_base *base, const char *path, int fd,
+                            const struct stat *st)
+{
+    a->base = base;
+    a->fd = fd;
+    a->path = sy_xstrdup(path);
+    a->inode = st->st_ino;
+    a->dev = st->st_dev;
+    a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, a);
+    event_add(a->accept_ev, NULL);
+}
+
 int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -593,17 +606,22 @@ int sy_admin_listen(struct sy_admin *a, struct event_base *base, const char *pat
         unlink(path);
         return SY_ERR_SYS;
     }
-    a->base = base;
-    a->fd = fd;
-    a->path = sy_xstrdup(path);
-    a->inode = st.st_ino;
-    a->dev = st.st_dev;
-    a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, a);
-    event_add(a->accept_ev, NULL);
+    start_accepting(a, base, path, fd, &st);
     sy_log(SY_LOG_INFO, "admin", "listening on %s (mode %04o%s)", path, (unsigned)mode,
            lists ? ": admin.allow_uids / allow_gids / allow_read_uids / allow_read_gids guard it"
                  : "");
     return 0;
+}
+
+/* Accepting stops for good (the socket itself is the caller's to close). */
+static void stop_accepting(struct sy_admin *a)
+{
+    if (a->accept_ev)
+        event_free(a->accept_ev);
+    a->accept_ev = NULL;
+    if (a->pause_ev)
+        event_free(a->pause_ev);
+    a->pause_ev = NULL;
 }
 
 void sy_admin_close_socket(struct sy_admin *a)
@@ -612,12 +630,7 @@ void sy_admin_close_socket(struct sy_admin *a)
         return;
     while (a->clients)
         client_free(a->clients);
-    if (a->accept_ev)
-        event_free(a->accept_ev);
-    a->accept_ev = NULL;
-    if (a->pause_ev)
-        event_free(a->pause_ev);
-    a->pause_ev = NULL;
+    stop_accepting(a);
     if (a->path) {
         close(a->fd);
         /* Only our own socket: a newer daemon may have replaced it. */
@@ -646,13 +659,7 @@ int sy_admin_listen_fd(struct sy_admin *a, struct event_base *base, const char *
         close(fd);
         return SY_ERR_SYS;
     }
-    a->base = base;
-    a->fd = fd;
-    a->path = sy_xstrdup(path);
-    a->inode = st.st_ino;
-    a->dev = st.st_dev;
-    a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, a);
-    event_add(a->accept_ev, NULL);
+    start_accepting(a, base, path, fd, &st);
     sy_log(SY_LOG_INFO, "admin", "listening on %s (taken over from the process replaced)", path);
     return 0;
 }
@@ -677,12 +684,7 @@ void sy_admin_hand_over_socket(struct sy_admin *a)
     if (!a || !a->path)
         return;
     /* The socket file is the new process's now: closed here, never unlinked. */
-    if (a->accept_ev)
-        event_free(a->accept_ev);
-    a->accept_ev = NULL;
-    if (a->pause_ev)
-        event_free(a->pause_ev);
-    a->pause_ev = NULL;
+    stop_accepting(a);
     close(a->fd);
     free(a->path);
     a->path = NULL;

@@ -41,42 +41,6 @@ void sy_config_set_resolve(bool on)
     sy_cfg_resolve_names = on;
 }
 
-void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
-{
-    if (lim) {
-        lim->max_request_line = 8192;
-        lim->max_header_bytes = 32768;
-        lim->max_headers = 100;
-        lim->max_body_bytes = 0;
-        lim->max_connections = 10000;
-        lim->max_upstream_connections = 10000;
-        lim->buffer_bytes = 65536;
-        lim->upstream_keepalive = SY_KEEPALIVE_AUTO;
-        lim->h2_max_streams = 100;
-        lim->h2_reset_rate = 50;
-        lim->h2_max_continuations = 8;
-        lim->reserved_fds = 32;
-        lim->log_client_lines = SY_LOG_CLIENT_RATE_DEFAULT;
-        lim->h2_early_resets = 100;
-        lim->maintenance_page_bytes = SY_MAINT_PAGE_BYTES_DEFAULT;
-        lim->apps_dir_files = SY_APPS_DIR_FILES_DEFAULT;
-    }
-    if (to) {
-        to->client_header_ms = 10000;
-        to->client_idle_ms = 60000;
-        to->client_body_ms = 60000;
-        to->client_send_ms = 60000;
-        to->upstream_connect_ms = 5000;
-        to->upstream_response_ms = 60000;
-        to->upstream_idle_ms = 30000;
-        to->drain_ms = 10000;
-        to->tunnel_idle_ms = 3600000;
-        to->linger_ms = 2000;
-        to->tls_ticket_rotate_ms = 12 * 3600 * 1000;
-        to->worker_stale_ms = 5000;
-    }
-}
-
 static void parse_workers(struct ctx *c, const struct sy_ynode *v)
 {
     uint64_t n;

@@ -182,13 +182,9 @@ static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const struct s
     bool ok = true;
     size_t cap = 0;
     uint64_t sum = 0;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
-            ok = false;
-            continue;
-        }
+    struct sy_cfg_entry e = {.map = v};
+    while (sy_cfg_next_entry(c, &e)) {
+        struct sy_ynode *k = e.k, *pv = e.v;
         long cluster = sy_cfg_find_cluster(c, k);
         if (cluster < 0) {
             sy_cfg_report(c, k, "unknown cluster '%s'", sy_cfg_show(k).s);
@@ -208,6 +204,7 @@ static bool parse_weights(struct ctx *c, struct sy_app_spec *app, const struct s
         sy_xgrow((void **)&app->weights, &cap, app->n_weights + 1, sizeof(ws));
         app->weights[app->n_weights++] = ws;
     }
+    ok = ok && !e.refused;
     /* Only when every entry was read: a weight of 120 is one error, not two. */
     if (ok && sum == 0) {
         sy_cfg_report(c, v, "all weights are zero");
@@ -329,13 +326,10 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy
     st.mark = sy_cfg_mark_of(v);
     const struct sy_ynode *kind = NULL, *max_age = NULL, *max_age_key = NULL;
     bool bad = false;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
-            bad = true;
-            continue;
-        }
+    struct sy_cfg_entry e = {.map = v};
+    while (sy_cfg_next_entry(c, &e)) {
+        struct sy_ynode *k = e.k, *pv = e.v;
+        const char *key = e.key;
         bool is_cookie = strcmp(key, "cookie") == 0, is_header = strcmp(key, "header") == 0;
         if (is_cookie || is_header || strcmp(key, "source_ip") == 0) {
             if (kind) {
@@ -370,6 +364,7 @@ static void parse_sticky(struct ctx *c, struct sy_app_spec *app, const struct sy
             bad = true;
         }
     }
+    bad |= e.refused;
     if (!kind) {
         sy_cfg_report(c, v, "sticky needs one of 'cookie', 'header' or 'source_ip'");
         bad = true;
@@ -394,13 +389,10 @@ static void parse_force(struct ctx *c, struct sy_app_spec *app, const struct sy_
     f.mark = sy_cfg_mark_of(v);
     const struct sy_ynode *header = NULL, *cookie = NULL;
     bool bad = false;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key)) {
-            bad = true;
-            continue;
-        }
+    struct sy_cfg_entry e = {.map = v};
+    while (sy_cfg_next_entry(c, &e)) {
+        struct sy_ynode *k = e.k, *pv = e.v;
+        const char *key = e.key;
         if (strcmp(key, "header") == 0) {
             header = pv;
             f.header = token_name(c, pv, "header name", SY_HEADER_NAME_MAX, true);
@@ -427,6 +419,7 @@ static void parse_force(struct ctx *c, struct sy_app_spec *app, const struct sy_
             bad = true;
         }
     }
+    bad |= e.refused;
     if (!header && !cookie) {
         sy_cfg_report(c, v, "force needs 'header' or 'cookie' (or both)");
         bad = true;
@@ -538,25 +531,8 @@ static void parse_app_name(struct ctx *c, size_t index, const struct sy_ynode *v
 /* `drain_after: DURATION` of an app. */
 static void parse_drain_after(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v)
 {
-    unsigned ms = 0;
-    switch (sy_cfg_parse_duration(v, &ms)) {
-    case DURATION_OK:
-        break;
-    case DURATION_SYNTAX:
-        sy_cfg_report(c, v, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got %s",
-                      sy_cfg_show_value(v).s);
-        return;
-    case DURATION_TOO_LONG:
-        sy_cfg_report(c, v, "drain_after must be at most %ums, got %s", UINT_MAX,
-                      sy_cfg_show_value(v).s);
-        return;
-    }
-    if (ms == 0) {
-        sy_cfg_report(c, v,
-                      "drain_after must be greater than 0 (leave it out to keep connections)");
-        return;
-    }
-    app->drain_after_ms = ms;
+    sy_cfg_duration_ms(c, v, "drain_after", "30s, 500ms, 2m or 1h",
+                       " (leave it out to keep connections)", &app->drain_after_ms);
 }
 
 /* `maintenance_retry_after: DURATION` of an app: whole seconds (it becomes Retry-After). */
@@ -695,39 +671,21 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
                           *weights = NULL, *sticky = NULL, *force = NULL, *drain_after = NULL;
     const struct sy_ynode *maint_page = NULL, *maint_retry = NULL;
     const struct sy_ynode *mode = NULL, *force_while_exclusive = NULL;
-    for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
-         p++) {
-        struct sy_ynode *k, *v;
-        const char *key;
-        if (!sy_cfg_map_entry(c, item, p, &k, &v, &key))
-            continue;
-        if (strcmp(key, "name") == 0)
-            name = v;
-        else if (strcmp(key, "hosts") == 0)
-            hosts = v;
-        else if (strcmp(key, "paths") == 0)
-            paths = v;
-        else if (strcmp(key, "stable") == 0)
-            stable = v;
-        else if (strcmp(key, "weights") == 0)
-            weights = v;
-        else if (strcmp(key, "sticky") == 0)
-            sticky = v;
-        else if (strcmp(key, "force") == 0)
-            force = v;
-        else if (strcmp(key, "drain_after") == 0)
-            drain_after = v;
-        else if (strcmp(key, "maintenance_page") == 0)
-            maint_page = v;
-        else if (strcmp(key, "maintenance_retry_after") == 0)
-            maint_retry = v;
-        else if (strcmp(key, "mode") == 0)
-            mode = v;
-        else if (strcmp(key, "force_while_exclusive") == 0)
-            force_while_exclusive = v;
-        else
-            sy_cfg_report(c, k, "unknown key '%s' in app", sy_cfg_show(k).s);
-    }
+    const struct sy_cfg_slot slots[] = {
+        {"name", &name},
+        {"hosts", &hosts},
+        {"paths", &paths},
+        {"stable", &stable},
+        {"weights", &weights},
+        {"sticky", &sticky},
+        {"force", &force},
+        {"drain_after", &drain_after},
+        {"maintenance_page", &maint_page},
+        {"maintenance_retry_after", &maint_retry},
+        {"mode", &mode},
+        {"force_while_exclusive", &force_while_exclusive},
+    };
+    sy_cfg_collect(c, item, slots, sizeof(slots) / sizeof(slots[0]), "app");
     if (name)
         parse_app_name(c, index, name);
     else

@@ -125,23 +125,7 @@ static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const
                 sy_cfg_report(c, pv, "max must be an integer 0..%d (0: no request waits), got %s",
                               SY_CLUSTER_CAP_MAX, sy_cfg_show_value(pv).s);
         } else if (strcmp(name, "timeout") == 0) {
-            unsigned ms = 0;
-            switch (sy_cfg_parse_duration(pv, &ms)) {
-            case DURATION_OK:
-                if (ms == 0)
-                    sy_cfg_report(c, pv, "timeout must be greater than 0");
-                else
-                    cl->queue_timeout_ms = ms;
-                break;
-            case DURATION_SYNTAX:
-                sy_cfg_report(c, pv, "timeout must be a duration such as 5s, 500ms or 1m, got %s",
-                              sy_cfg_show_value(pv).s);
-                break;
-            case DURATION_TOO_LONG:
-                sy_cfg_report(c, pv, "timeout must be at most %ums, got %s", UINT_MAX,
-                              sy_cfg_show_value(pv).s);
-                break;
-            }
+            sy_cfg_duration_ms(c, pv, "timeout", "5s, 500ms or 1m", "", &cl->queue_timeout_ms);
         } else {
             sy_cfg_report(c, k, "unknown key '%s' in queue", sy_cfg_show(k).s);
         }
@@ -172,26 +156,11 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
     const struct sy_ynode *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL,
                           *queue = NULL;
     const struct sy_ynode *pp = NULL;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *pk, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &pk, &pv, &key))
-            continue;
-        if (strcmp(key, "endpoints") == 0)
-            endpoints = pv;
-        else if (strcmp(key, "protocol") == 0)
-            protocol = pv;
-        else if (strcmp(key, "tls") == 0)
-            tls = pv;
-        else if (strcmp(key, "max_connections") == 0)
-            cap = pv;
-        else if (strcmp(key, "queue") == 0)
-            queue = pv;
-        else if (strcmp(key, "proxy_protocol") == 0)
-            pp = pv;
-        else
-            sy_cfg_report(c, pk, "unknown key '%s' in cluster", sy_cfg_show(pk).s);
-    }
+    const struct sy_cfg_slot slots[] = {
+        {"endpoints", &endpoints}, {"protocol", &protocol}, {"tls", &tls},
+        {"max_connections", &cap}, {"queue", &queue},       {"proxy_protocol", &pp},
+    };
+    sy_cfg_collect(c, v, slots, sizeof(slots) / sizeof(slots[0]), "cluster");
     if (!endpoints)
         sy_cfg_report(c, v, "missing required key 'endpoints' in cluster");
     else

@@ -76,6 +76,40 @@ bool sy_cfg_parse_uint(const struct sy_ynode *n, uint64_t max, uint64_t *out);
 enum duration_result sy_cfg_parse_duration(const struct sy_ynode *n, unsigned *out);
 /* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
 enum duration_result sy_cfg_parse_seconds(const struct sy_ynode *n, uint64_t max, unsigned *out);
+/* One key of a mapping read by sy_cfg_collect: its name, and where its value node goes. */
+struct sy_cfg_slot {
+    const char *key;
+    const struct sy_ynode **node;
+};
+/* Each pair of mapping `map` into the node of the slot (of `n`) its key names; a key named by
+ * none is reported as "unknown key 'K' in SECTION". Bad and repeated keys are reported by
+ * sy_cfg_map_entry and skipped. */
+void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_cfg_slot *slots,
+                    size_t n, const char *section);
+#define DURATION_EXAMPLES "10s, 500ms, 2m or 1h"
+/* A duration of `key` in milliseconds into *out; false after reporting. `examples` ends "must
+ * be a duration such as ...". With `zero_hint` (NULL: 0 is allowed), 0 is refused as "KEY must
+ * be greater than 0" followed by the hint ("" for none). */
+bool sy_cfg_duration_ms(struct ctx *c, const struct sy_ynode *v, const char *key,
+                        const char *examples, const char *zero_hint, unsigned *out);
+/* A walk over the pairs of a mapping, `map`, that sy_cfg_map_entry accepts (it reports the
+ * others): for (struct sy_cfg_entry e = {.map = m}; sy_cfg_next_entry(c, &e);) reads e.key,
+ * e.k and e.v; `refused` says afterwards whether some key was refused. */
+struct sy_cfg_entry {
+    const struct sy_ynode *map;
+    const yaml_node_pair_t *p; /* the pair last read: NULL before the first */
+    struct sy_ynode *k, *v;
+    const char *key;
+    bool refused;
+};
+bool sy_cfg_next_entry(struct ctx *c, struct sy_cfg_entry *e);
+/* Each pair of mapping `map` whose key names an entry of `table` (`n` entries of `size` bytes,
+ * each beginning with its key's name as a `const char *`) is passed to `cb` with that entry;
+ * another key is reported as "unknown key 'K' in SECTION", and keys sy_cfg_map_entry refuses
+ * are skipped. */
+typedef void (*sy_cfg_key_cb)(struct ctx *c, const void *entry, const struct sy_ynode *v);
+void sy_cfg_each_key(struct ctx *c, const struct sy_ynode *map, const char *section,
+                     const void *table, size_t n, size_t size, sy_cfg_key_cb cb);
 /* RFC 9110 §5.6.2 tchar. An RFC 6265 §4.1.1 cookie-name is the same token (RFC 2616 §2.2). */
 bool sy_cfg_is_tchar(unsigned char ch);
 /*

@@ -275,24 +275,14 @@ static void parse_listen_entry(struct ctx *c, const struct sy_ynode *item)
 {
     if (!sy_cfg_is_mapping(c, item, "listen entry"))
         return;
-    struct sy_ynode *addr = NULL, *tls = NULL, *pp = NULL, *trusted = NULL;
-    for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
-         p++) {
-        struct sy_ynode *k, *v;
-        const char *key;
-        if (!sy_cfg_map_entry(c, item, p, &k, &v, &key))
-            continue;
-        if (strcmp(key, "address") == 0)
-            addr = v;
-        else if (strcmp(key, "tls") == 0)
-            tls = v;
-        else if (strcmp(key, "proxy_protocol") == 0)
-            pp = v;
-        else if (strcmp(key, "trusted_proxies") == 0)
-            trusted = v;
-        else
-            sy_cfg_report(c, k, "unknown key '%s' in listen entry", sy_cfg_show(k).s);
-    }
+    const struct sy_ynode *addr = NULL, *tls = NULL, *pp = NULL, *trusted = NULL;
+    const struct sy_cfg_slot slots[] = {
+        {"address", &addr},
+        {"tls", &tls},
+        {"proxy_protocol", &pp},
+        {"trusted_proxies", &trusted},
+    };
+    sy_cfg_collect(c, item, slots, sizeof(slots) / sizeof(slots[0]), "listen entry");
     if (!addr) {
         sy_cfg_report(c, item, "missing required key 'address' in listen entry");
         return;

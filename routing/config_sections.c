@@ -22,138 +22,127 @@ struct limit_key {
     size_t off;
     bool wide; /* a uint64_t field; otherwise size_t */
     uint64_t min, max;
+    uint64_t def; /* the default, in the README's table too */
 };
 
 static const struct limit_key limit_keys[] = {
-    {"max_request_line", offsetof(struct sy_limits, max_request_line), false, 1, UINT32_MAX},
-    {"max_header_bytes", offsetof(struct sy_limits, max_header_bytes), false, 1, UINT32_MAX},
-    {"max_headers", offsetof(struct sy_limits, max_headers), false, 1, UINT32_MAX},
-    {"max_body_bytes", offsetof(struct sy_limits, max_body_bytes), true, 0, UINT64_MAX},
-    {"max_connections", offsetof(struct sy_limits, max_connections), false, 1, UINT32_MAX},
+    {"max_request_line", offsetof(struct sy_limits, max_request_line), false, 1, UINT32_MAX, 8192},
+    {"max_header_bytes", offsetof(struct sy_limits, max_header_bytes), false, 1, UINT32_MAX, 32768},
+    {"max_headers", offsetof(struct sy_limits, max_headers), false, 1, UINT32_MAX, 100},
+    {"max_body_bytes", offsetof(struct sy_limits, max_body_bytes), true, 0, UINT64_MAX, 0},
+    {"max_connections", offsetof(struct sy_limits, max_connections), false, 1, UINT32_MAX, 10000},
     {"max_upstream_connections", offsetof(struct sy_limits, max_upstream_connections), false, 1,
-     UINT32_MAX},
-    {"buffer_bytes", offsetof(struct sy_limits, buffer_bytes), false, 1, UINT32_MAX},
-    {"upstream_keepalive", offsetof(struct sy_limits, upstream_keepalive), false, 0, UINT32_MAX},
-    {"h2_max_streams", offsetof(struct sy_limits, h2_max_streams), false, 1, UINT32_MAX},
-    {"h2_reset_rate", offsetof(struct sy_limits, h2_reset_rate), false, 1, UINT32_MAX},
-    {"h2_max_continuations", offsetof(struct sy_limits, h2_max_continuations), false, 0, 1000},
-    {"reserved_fds", offsetof(struct sy_limits, reserved_fds), false, 0, 1000000},
-    {"log_client_lines", offsetof(struct sy_limits, log_client_lines), false, 0, 1000000},
-    {"h2_early_resets", offsetof(struct sy_limits, h2_early_resets), false, 1, UINT32_MAX},
+     UINT32_MAX, 10000},
+    {"buffer_bytes", offsetof(struct sy_limits, buffer_bytes), false, 1, UINT32_MAX, 65536},
+    {"upstream_keepalive", offsetof(struct sy_limits, upstream_keepalive), false, 0, UINT32_MAX,
+     SY_KEEPALIVE_AUTO},
+    {"h2_max_streams", offsetof(struct sy_limits, h2_max_streams), false, 1, UINT32_MAX, 100},
+    {"h2_reset_rate", offsetof(struct sy_limits, h2_reset_rate), false, 1, UINT32_MAX, 50},
+    {"h2_max_continuations", offsetof(struct sy_limits, h2_max_continuations), false, 0, 1000, 8},
+    {"reserved_fds", offsetof(struct sy_limits, reserved_fds), false, 0, 1000000, 32},
+    {"log_client_lines", offsetof(struct sy_limits, log_client_lines), false, 0, 1000000,
+     SY_LOG_CLIENT_RATE_DEFAULT},
+    {"h2_early_resets", offsetof(struct sy_limits, h2_early_resets), false, 1, UINT32_MAX, 100},
     {"maintenance_page_bytes", offsetof(struct sy_limits, maintenance_page_bytes), false, 1,
-     16u << 20},
-    {"apps_dir_files", offsetof(struct sy_limits, apps_dir_files), false, 1, 1000000},
+     16u << 20, SY_MAINT_PAGE_BYTES_DEFAULT},
+    {"apps_dir_files", offsetof(struct sy_limits, apps_dir_files), false, 1, 1000000,
+     SY_APPS_DIR_FILES_DEFAULT},
 };
+
+static void store_limit(struct sy_limits *lim, const struct limit_key *lk, uint64_t n)
+{
+    char *field = (char *)lim + lk->off;
+    if (lk->wide) {
+        memcpy(field, &n, sizeof(n));
+    } else {
+        size_t z = (size_t)n;
+        memcpy(field, &z, sizeof(z));
+    }
+}
+
+/* One key of `limits:`, `entry` its row of limit_keys. */
+static void parse_limit(struct ctx *c, const void *entry, const struct sy_ynode *pv)
+{
+    const struct limit_key *lk = entry;
+    if (lk->off == offsetof(struct sy_limits, upstream_keepalive) && sy_cfg_is_scalar(pv) &&
+        strcmp(sy_cfg_text(pv), "auto") == 0) {
+        c->cfg->limits.upstream_keepalive = SY_KEEPALIVE_AUTO;
+        return;
+    }
+    uint64_t n;
+    if (!sy_cfg_parse_uint(pv, lk->max, &n) || n < lk->min) {
+        if (lk->off == offsetof(struct sy_limits, upstream_keepalive))
+            sy_cfg_report(c, pv, "upstream_keepalive must be auto or an integer 0..%llu, got %s",
+                          (unsigned long long)lk->max, sy_cfg_show_value(pv).s);
+        else if (lk->max == UINT64_MAX)
+            sy_cfg_report(c, pv, "%s must be an integer >= %llu, got %s", lk->key,
+                          (unsigned long long)lk->min, sy_cfg_show_value(pv).s);
+        else
+            sy_cfg_report(c, pv, "%s must be an integer %llu..%llu, got %s", lk->key,
+                          (unsigned long long)lk->min, (unsigned long long)lk->max,
+                          sy_cfg_show_value(pv).s);
+        return;
+    }
+    store_limit(&c->cfg->limits, lk, n);
+}
 
 void sy_cfg_parse_limits(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!sy_cfg_is_mapping(c, v, "limits"))
-        return;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
-            continue;
-        const struct limit_key *lk = NULL;
-        for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]) && !lk; i++)
-            if (strcmp(key, limit_keys[i].key) == 0)
-                lk = &limit_keys[i];
-        if (!lk) {
-            sy_cfg_report(c, k, "unknown key '%s' in limits", sy_cfg_show(k).s);
-            continue;
-        }
-        if (lk->off == offsetof(struct sy_limits, upstream_keepalive) && sy_cfg_is_scalar(pv) &&
-            strcmp(sy_cfg_text(pv), "auto") == 0) {
-            c->cfg->limits.upstream_keepalive = SY_KEEPALIVE_AUTO;
-            continue;
-        }
-        uint64_t n;
-        if (!sy_cfg_parse_uint(pv, lk->max, &n) || n < lk->min) {
-            if (lk->off == offsetof(struct sy_limits, upstream_keepalive))
-                sy_cfg_report(c, pv,
-                              "upstream_keepalive must be auto or an integer 0..%llu, got %s",
-                              (unsigned long long)lk->max, sy_cfg_show_value(pv).s);
-            else if (lk->max == UINT64_MAX)
-                sy_cfg_report(c, pv, "%s must be an integer >= %llu, got %s", lk->key,
-                              (unsigned long long)lk->min, sy_cfg_show_value(pv).s);
-            else
-                sy_cfg_report(c, pv, "%s must be an integer %llu..%llu, got %s", lk->key,
-                              (unsigned long long)lk->min, (unsigned long long)lk->max,
-                              sy_cfg_show_value(pv).s);
-            continue;
-        }
-        char *field = (char *)&c->cfg->limits + lk->off;
-        if (lk->wide) {
-            memcpy(field, &n, sizeof(n));
-        } else {
-            size_t z = (size_t)n;
-            memcpy(field, &z, sizeof(z));
-        }
-    }
+    if (sy_cfg_is_mapping(c, v, "limits"))
+        sy_cfg_each_key(c, v, "limits", limit_keys, sizeof(limit_keys) / sizeof(limit_keys[0]),
+                        sizeof(limit_keys[0]), parse_limit);
 }
 
 struct timeout_key {
     const char *key;
     size_t off;
+    unsigned def; /* the default in milliseconds */
 };
 
 static const struct timeout_key timeout_keys[] = {
-    {"client_header", offsetof(struct sy_timeouts, client_header_ms)},
-    {"client_idle", offsetof(struct sy_timeouts, client_idle_ms)},
-    {"client_body", offsetof(struct sy_timeouts, client_body_ms)},
-    {"client_send", offsetof(struct sy_timeouts, client_send_ms)},
-    {"upstream_connect", offsetof(struct sy_timeouts, upstream_connect_ms)},
-    {"upstream_response", offsetof(struct sy_timeouts, upstream_response_ms)},
-    {"upstream_idle", offsetof(struct sy_timeouts, upstream_idle_ms)},
-    {"drain", offsetof(struct sy_timeouts, drain_ms)},
-    {"tunnel_idle", offsetof(struct sy_timeouts, tunnel_idle_ms)},
-    {"linger", offsetof(struct sy_timeouts, linger_ms)},
-    {"tls_ticket_rotate", offsetof(struct sy_timeouts, tls_ticket_rotate_ms)},
-    {"worker_stale", offsetof(struct sy_timeouts, worker_stale_ms)},
+    {"client_header", offsetof(struct sy_timeouts, client_header_ms), 10000},
+    {"client_idle", offsetof(struct sy_timeouts, client_idle_ms), 60000},
+    {"client_body", offsetof(struct sy_timeouts, client_body_ms), 60000},
+    {"client_send", offsetof(struct sy_timeouts, client_send_ms), 60000},
+    {"upstream_connect", offsetof(struct sy_timeouts, upstream_connect_ms), 5000},
+    {"upstream_response", offsetof(struct sy_timeouts, upstream_response_ms), 60000},
+    {"upstream_idle", offsetof(struct sy_timeouts, upstream_idle_ms), 30000},
+    {"drain", offsetof(struct sy_timeouts, drain_ms), 10000},
+    {"tunnel_idle", offsetof(struct sy_timeouts, tunnel_idle_ms), 3600000},
+    {"linger", offsetof(struct sy_timeouts, linger_ms), 2000},
+    {"tls_ticket_rotate", offsetof(struct sy_timeouts, tls_ticket_rotate_ms), 12 * 3600 * 1000},
+    {"worker_stale", offsetof(struct sy_timeouts, worker_stale_ms), 5000},
 };
+
+/* One key of `timeouts:`, `entry` its row of timeout_keys. */
+static void parse_timeout(struct ctx *c, const void *entry, const struct sy_ynode *pv)
+{
+    const struct timeout_key *tk = entry;
+    unsigned ms = 0;
+    if (!sy_cfg_duration_ms(c, pv, tk->key, DURATION_EXAMPLES, "", &ms))
+        return;
+    if (tk->off == offsetof(struct sy_timeouts, tls_ticket_rotate_ms) && ms < 1000) {
+        /* A ticket opens for 2 to 3 rotations: below a second it is no resumption at all. */
+        sy_cfg_report(c, pv, "%s must be at least 1s, got %s", tk->key, sy_cfg_show_value(pv).s);
+        return;
+    }
+    memcpy((char *)&c->cfg->timeouts + tk->off, &ms, sizeof(ms));
+}
 
 void sy_cfg_parse_timeouts(struct ctx *c, const struct sy_ynode *v)
 {
-    if (!sy_cfg_is_mapping(c, v, "timeouts"))
-        return;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *key;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &key))
-            continue;
-        const struct timeout_key *tk = NULL;
-        for (size_t i = 0; i < sizeof(timeout_keys) / sizeof(timeout_keys[0]) && !tk; i++)
-            if (strcmp(key, timeout_keys[i].key) == 0)
-                tk = &timeout_keys[i];
-        if (!tk) {
-            sy_cfg_report(c, k, "unknown key '%s' in timeouts", sy_cfg_show(k).s);
-            continue;
-        }
-        unsigned ms = 0;
-        switch (sy_cfg_parse_duration(pv, &ms)) {
-        case DURATION_OK:
-            break;
-        case DURATION_SYNTAX:
-            sy_cfg_report(c, pv, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s",
-                          tk->key, sy_cfg_show_value(pv).s);
-            continue;
-        case DURATION_TOO_LONG:
-            sy_cfg_report(c, pv, "%s must be at most %ums, got %s", tk->key, UINT_MAX,
-                          sy_cfg_show_value(pv).s);
-            continue;
-        }
-        if (ms == 0) {
-            sy_cfg_report(c, pv, "%s must be greater than 0", tk->key);
-            continue;
-        }
-        if (tk->off == offsetof(struct sy_timeouts, tls_ticket_rotate_ms) && ms < 1000) {
-            /* A ticket opens for 2 to 3 rotations: below a second it is no resumption at all. */
-            sy_cfg_report(c, pv, "%s must be at least 1s, got %s", tk->key,
-                          sy_cfg_show_value(pv).s);
-            continue;
-        }
-        memcpy((char *)&c->cfg->timeouts + tk->off, &ms, sizeof(ms));
-    }
+    if (sy_cfg_is_mapping(c, v, "timeouts"))
+        sy_cfg_each_key(c, v, "timeouts", timeout_keys,
+                        sizeof(timeout_keys) / sizeof(timeout_keys[0]), sizeof(timeout_keys[0]),
+                        parse_timeout);
+}
+
+void sy_config_defaults(struct sy_limits *lim, struct sy_timeouts *to)
+{
+    for (size_t i = 0; lim && i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++)
+        store_limit(lim, &limit_keys[i], limit_keys[i].def);
+    for (size_t i = 0; to && i < sizeof(timeout_keys) / sizeof(timeout_keys[0]); i++)
+        memcpy((char *)to + timeout_keys[i].off, &timeout_keys[i].def, sizeof(unsigned));
 }
 
 /* One entry of admin.allow_uids, allow_gids, allow_read_uids or allow_read_gids (`what`): a
@@ -310,25 +299,7 @@ void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex)
 static bool exclusive_duration(struct ctx *c, const struct sy_ynode *v, const char *key,
                                unsigned *out)
 {
-    unsigned ms = 0;
-    switch (sy_cfg_parse_duration(v, &ms)) {
-    case DURATION_OK:
-        break;
-    case DURATION_SYNTAX:
-        sy_cfg_report(c, v, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
-                      sy_cfg_show_value(v).s);
-        return false;
-    case DURATION_TOO_LONG:
-        sy_cfg_report(c, v, "%s must be at most %ums, got %s", key, UINT_MAX,
-                      sy_cfg_show_value(v).s);
-        return false;
-    }
-    if (ms == 0) {
-        sy_cfg_report(c, v, "%s must be greater than 0", key);
-        return false;
-    }
-    *out = ms;
-    return true;
+    return sy_cfg_duration_ms(c, v, key, DURATION_EXAMPLES, "", out);
 }
 
 /* `url: http://HOST:PORT/PATH`: a numeric address (the control thread polls it without
@@ -528,23 +499,10 @@ void sy_cfg_parse_shutdown(struct ctx *c, const struct sy_ynode *v, bool *grace_
             sy_cfg_report(c, k, "unknown key '%s' in shutdown", sy_cfg_show(k).s);
             continue;
         }
+        /* The delay may be 0, the grace may not. */
         unsigned ms = 0;
-        switch (sy_cfg_parse_duration(pv, &ms)) {
-        case DURATION_OK:
-            break;
-        case DURATION_SYNTAX:
-            sy_cfg_report(c, pv, "%s must be a duration such as 10s, 500ms, 2m or 1h, got %s", key,
-                          sy_cfg_show_value(pv).s);
+        if (!sy_cfg_duration_ms(c, pv, key, DURATION_EXAMPLES, grace ? "" : NULL, &ms))
             continue;
-        case DURATION_TOO_LONG:
-            sy_cfg_report(c, pv, "%s must be at most %ums, got %s", key, UINT_MAX,
-                          sy_cfg_show_value(pv).s);
-            continue;
-        }
-        if (grace && ms == 0) {
-            sy_cfg_report(c, pv, "grace must be greater than 0");
-            continue;
-        }
         if (grace) {
             sd->grace_ms = ms;
             *grace_set = true;

@@ -37,18 +37,8 @@ void sy_cfg_parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_
     if (!sy_cfg_is_mapping(c, v, "tls"))
         return;
     const struct sy_ynode *cert = NULL, *key = NULL;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        struct sy_ynode *k, *pv;
-        const char *name;
-        if (!sy_cfg_map_entry(c, v, p, &k, &pv, &name))
-            continue;
-        if (strcmp(name, "cert") == 0)
-            cert = pv;
-        else if (strcmp(name, "key") == 0)
-            key = pv;
-        else
-            sy_cfg_report(c, k, "unknown key '%s' in tls", sy_cfg_show(k).s);
-    }
+    const struct sy_cfg_slot slots[] = {{"cert", &cert}, {"key", &key}};
+    sy_cfg_collect(c, v, slots, 2, "tls");
     if (!cert || !key) {
         sy_cfg_report(c, v, "tls needs both 'cert' and 'key'");
         return;

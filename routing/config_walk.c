@@ -155,44 +155,15 @@ bool sy_cfg_parse_uint(const struct sy_ynode *n, uint64_t max, uint64_t *out)
     return true;
 }
 
-/* "10s", "500ms", "2m", "1h" or a plain number of seconds, as milliseconds. */
-enum duration_result sy_cfg_parse_duration(const struct sy_ynode *n, unsigned *out)
-{
-    if (!sy_cfg_is_scalar(n))
-        return DURATION_SYNTAX;
-    const char *p = sy_cfg_text(n), *end = p + n->data.scalar.length;
-    uint64_t v = 0;
-    bool too_long = false;
-    const char *q = p;
-    for (; q < end && *q >= '0' && *q <= '9'; q++) {
-        v = v * 10 + (uint64_t)(*q - '0');
-        if (v > UINT_MAX) {
-            too_long = true;
-            v = UINT_MAX;
-        }
-    }
-    if (q == p)
-        return DURATION_SYNTAX;
-    size_t ulen = (size_t)(end - q);
+struct unit {
+    const char *suffix;
     uint64_t factor;
-    if (ulen == 0 || (ulen == 1 && *q == 's'))
-        factor = 1000;
-    else if (ulen == 2 && q[0] == 'm' && q[1] == 's')
-        factor = 1;
-    else if (ulen == 1 && *q == 'm')
-        factor = 60 * 1000;
-    else if (ulen == 1 && *q == 'h')
-        factor = 60 * 60 * 1000;
-    else
-        return DURATION_SYNTAX;
-    if (too_long || v * factor > UINT_MAX)
-        return DURATION_TOO_LONG;
-    *out = (unsigned)(v * factor);
-    return DURATION_OK;
-}
+};
 
-/* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
-enum duration_result sy_cfg_parse_seconds(const struct sy_ynode *n, uint64_t max, unsigned *out)
+/* A number followed by one of `units` (NULL-terminated), times that unit's factor, no larger
+ * than `max`: the one reader behind durations in milliseconds and in seconds. */
+static enum duration_result parse_scaled(const struct sy_ynode *n, uint64_t max,
+                                         const struct unit *units, unsigned *out)
 {
     if (!sy_cfg_is_scalar(n))
         return DURATION_SYNTAX;
@@ -209,21 +180,59 @@ enum duration_result sy_cfg_parse_seconds(const struct sy_ynode *n, uint64_t max
     }
     if (q == p)
         return DURATION_SYNTAX;
-    uint64_t factor;
-    if (q == end || (end - q == 1 && *q == 's'))
-        factor = 1;
-    else if (end - q == 1 && *q == 'm')
-        factor = 60;
-    else if (end - q == 1 && *q == 'h')
-        factor = 60 * 60;
-    else if (end - q == 1 && *q == 'd')
-        factor = 24 * 60 * 60;
-    else
+    size_t ulen = (size_t)(end - q);
+    const struct unit *u = units;
+    while (u->suffix && (strlen(u->suffix) != ulen || memcmp(u->suffix, q, ulen) != 0))
+        u++;
+    if (!u->suffix)
         return DURATION_SYNTAX;
-    if (too_long || v * factor > max)
+    if (too_long || v * u->factor > max)
         return DURATION_TOO_LONG;
-    *out = (unsigned)(v * factor);
+    *out = (unsigned)(v * u->factor);
     return DURATION_OK;
+}
+
+/* "10s", "500ms", "2m", "1h" or a plain number of seconds, as milliseconds. */
+enum duration_result sy_cfg_parse_duration(const struct sy_ynode *n, unsigned *out)
+{
+    static const struct unit ms_units[] = {
+        {"", 1000}, {"s", 1000}, {"ms", 1}, {"m", 60 * 1000}, {"h", 60 * 60 * 1000}, {NULL, 0},
+    };
+    return parse_scaled(n, UINT_MAX, ms_units, out);
+}
+
+/* "3600", "3600s", "90m", "12h" or "30d", as seconds no larger than `max`. */
+enum duration_result sy_cfg_parse_seconds(const struct sy_ynode *n, uint64_t max, unsigned *out)
+{
+    static const struct unit s_units[] = {
+        {"", 1}, {"s", 1}, {"m", 60}, {"h", 60 * 60}, {"d", 24 * 60 * 60}, {NULL, 0},
+    };
+    return parse_scaled(n, max, s_units, out);
+}
+
+/* See config_internal.h. */
+bool sy_cfg_duration_ms(struct ctx *c, const struct sy_ynode *v, const char *key,
+                        const char *examples, const char *zero_hint, unsigned *out)
+{
+    unsigned ms = 0;
+    switch (sy_cfg_parse_duration(v, &ms)) {
+    case DURATION_OK:
+        break;
+    case DURATION_SYNTAX:
+        sy_cfg_report(c, v, "%s must be a duration such as %s, got %s", key, examples,
+                      sy_cfg_show_value(v).s);
+        return false;
+    case DURATION_TOO_LONG:
+        sy_cfg_report(c, v, "%s must be at most %ums, got %s", key, UINT_MAX,
+                      sy_cfg_show_value(v).s);
+        return false;
+    }
+    if (ms == 0 && zero_hint) {
+        sy_cfg_report(c, v, "%s must be greater than 0%s", key, zero_hint);
+        return false;
+    }
+    *out = ms;
+    return true;
 }
 
 /* RFC 9110 §5.6.2 tchar. An RFC 6265 §4.1.1 cookie-name is the same token (RFC 2616 §2.2). */
@@ -331,4 +340,56 @@ char *sy_cfg_path_value(struct ctx *c, const struct sy_ynode *v, const char *wha
         return NULL;
     }
     return p;
+}
+
+/* The entry of `table` (`n` entries of `size` bytes, each beginning with its key's name as a
+ * `const char *`) named `key`; NULL after reporting "unknown key 'K' in SECTION" at `k`. */
+static const void *table_key(struct ctx *c, const struct sy_ynode *k, const char *key,
+                             const void *table, size_t n, size_t size, const char *section)
+{
+    for (size_t i = 0; i < n; i++) {
+        const void *e = (const char *)table + i * size;
+        if (strcmp(key, *(const char *const *)e) == 0)
+            return e;
+    }
+    sy_cfg_report(c, k, "unknown key '%s' in %s", sy_cfg_show(k).s, section);
+    return NULL;
+}
+
+/* See config_internal.h. */
+bool sy_cfg_next_entry(struct ctx *c, struct sy_cfg_entry *e)
+{
+    const yaml_node_pair_t *p = e->p ? e->p + 1 : e->map->data.mapping.pairs.start;
+    for (; p < e->map->data.mapping.pairs.top; p++) {
+        if (sy_cfg_map_entry(c, e->map, p, &e->k, &e->v, &e->key)) {
+            e->p = p;
+            return true;
+        }
+        e->refused = true;
+    }
+    e->p = p;
+    return false;
+}
+
+/* See config_internal.h. */
+void sy_cfg_each_key(struct ctx *c, const struct sy_ynode *map, const char *section,
+                     const void *table, size_t n, size_t size, sy_cfg_key_cb cb)
+{
+    for (struct sy_cfg_entry e = {.map = map}; sy_cfg_next_entry(c, &e);) {
+        const void *row = table_key(c, e.k, e.key, table, n, size, section);
+        if (row)
+            cb(c, row, e.v);
+    }
+}
+
+static void fill_slot(struct ctx *c, const void *entry, const struct sy_ynode *v)
+{
+    *((const struct sy_cfg_slot *)entry)->node = v;
+}
+
+/* See config_internal.h. */
+void sy_cfg_collect(struct ctx *c, const struct sy_ynode *map, const struct sy_cfg_slot *slots,
+                    size_t n, const char *section)
+{
+    sy_cfg_each_key(c, map, section, slots, n, sizeof(*slots), fill_slot);
 }

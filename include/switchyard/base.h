@@ -178,6 +178,10 @@ void sy_diag_format(const struct sy_diag *dg, char *buf, size_t size);
 /** Monotonic milliseconds. */
 uint64_t sy_now_ms(void);
 
+/** The RFC 9110 §15 reason phrase of the statuses the proxy and the admin listener send, or
+ * "Error" for another status. A static string. */
+const char *sy_http_reason_phrase(int status);
+
 /**
  * Writes all `len` bytes of `p` to `fd`: retries after EINTR and short writes, and waits in
  * poll(2) while a non-blocking `fd` is full. Returns 0, or -1 with errno set (EIO when write

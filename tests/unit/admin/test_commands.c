@@ -305,6 +305,8 @@ static void test_malformed_changes_change_nothing(void **state)
         {"switch chat", "error: usage: switch APP CLUSTER | switch --abort APP\n"},
         {"switch chat purple", "error: unknown cluster 'purple'\n"},
         {"revert", "error: usage: revert APP | revert --all\n"},
+        {"revert chat web", "error: usage: revert APP | revert --all\n"},
+        {"release", "error: usage: release APP | release --all\n"},
         {"revert nope", "error: unknown app 'nope'\n"},
         {"release chat", "error: app 'chat' has no override to release\n"},
         {"release nope", "error: unknown app 'nope'\n"},

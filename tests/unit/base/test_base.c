@@ -255,6 +255,17 @@ static void test_strerror_names_every_error(void **state)
     assert_string_equal(sy_strerror(-99), "unknown error");
 }
 
+static void test_reason_phrase_covers_what_proxy_and_admin_send(void **state)
+{
+    (void)state;
+    assert_string_equal(sy_http_reason_phrase(200), "OK");
+    assert_string_equal(sy_http_reason_phrase(403), "Forbidden");
+    assert_string_equal(sy_http_reason_phrase(413), "Content Too Large");
+    assert_string_equal(sy_http_reason_phrase(503), "Service Unavailable");
+    assert_string_equal(sy_http_reason_phrase(505), "HTTP Version Not Supported");
+    assert_string_equal(sy_http_reason_phrase(299), "Error");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -267,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_log_lines_are_dropped_and_counted_while_stderr_is_full),
         cmocka_unit_test(test_log_is_written_out_in_order_when_stopped),
         cmocka_unit_test(test_client_lines_beyond_the_rate_are_suppressed_and_counted),
+        cmocka_unit_test(test_reason_phrase_covers_what_proxy_and_admin_send),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

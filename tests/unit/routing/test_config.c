@@ -340,6 +340,9 @@ static void test_defaults_match_the_header(void **state)
 {
     struct sy_limits lim;
     struct sy_timeouts to;
+    /* Every field is set (the defaults are a column of the key tables). */
+    memset(&lim, 0xa5, sizeof(lim));
+    memset(&to, 0xa5, sizeof(to));
     sy_config_defaults(&lim, &to);
     assert_int_equal(lim.maintenance_page_bytes, 65536);
     assert_int_equal(lim.maintenance_page_bytes, SY_MAINT_PAGE_BYTES_DEFAULT);
@@ -365,6 +368,12 @@ static void test_defaults_match_the_header(void **state)
     assert_int_equal(to.drain_ms, 10000);
     assert_int_equal(to.linger_ms, 2000);
     assert_int_equal(to.worker_stale_ms, 5000);
+    assert_int_equal(lim.h2_max_streams, 100);
+    assert_int_equal(lim.h2_reset_rate, 50);
+    assert_int_equal(lim.h2_max_continuations, 8);
+    assert_int_equal(lim.h2_early_resets, 100);
+    assert_int_equal(to.tunnel_idle_ms, 3600000);
+    assert_int_equal(to.tls_ticket_rotate_ms, 12 * 3600 * 1000);
 }
 
 static void test_parses_admin_http_and_its_allow_list(void **state)
@@ -1099,6 +1108,13 @@ static const struct error_case error_cases[] = {
           "    drain_after: 0s\n",
      {{10, 18, "drain_after must be a duration such as 30s, 500ms, 2m or 1h, got soon"},
       {14, 18, "drain_after must be greater than 0 (leave it out to keep connections)"}}},
+    /* A refused key makes the weights unread: no "all weights are zero" on top of it. */
+    {"test_a_repeated_weight_is_one_error",
+     BASE "apps:\n"
+          "  - name: web\n"
+          "    hosts: [web.example.com]\n"
+          "    weights: {blue: 0, blue: 0}\n",
+     {{9, 24, "duplicate key 'blue' (first at line 9)"}}},
     {"test_rejects_bad_maintenance_keys",
      BASE "limits: {maintenance_page_bytes: 0}\n"
           "apps:\n"
