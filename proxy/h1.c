@@ -504,20 +504,30 @@ static ssize_t req_fail(struct sy_h1_request *req, ssize_t status, const char *w
     return status;
 }
 
-ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits *lim,
+/* A request head that has not ended: more bytes are wanted, unless the start line or the
+ * head passed its limit. `line_cut` says the start line reached its bound without a CR. */
+static ssize_t req_incomplete(struct sy_h1_request *req, bool line_cut, size_t len,
+                              const struct sy_h1_limits *lim)
+{
+    if (line_cut)
+        return req_fail(req, -414, "request line too long");
+    if (len > lim->max_head)
+        return req_fail(req, -431, "request head too large");
+    return 0;
+}
+
+/* The request line, after any empty lines before it. Returns the offset after its CRLF, or
+ * what sy_h1_parse_request returns for a head that is refused (< 0) or not complete (0). */
+static ssize_t request_line(const char *p, size_t len, size_t end, const struct sy_h1_limits *lim,
                             struct sy_h1_request *req)
 {
-    struct sy_header *hdrs = req->headers;
-    memset(req, 0, sizeof(*req));
-    req->headers = hdrs;
-    size_t end = len < lim->max_head ? len : lim->max_head;
     size_t pos = 0;
     bool cut, bad = false;
 
     /* RFC 9112 §2.2: a server SHOULD ignore empty lines received before the request-line. */
     while (pos < end && p[pos] == '\r') {
         if (pos + 1 == end)
-            goto more;
+            return req_incomplete(req, false, len, lim);
         if (p[pos + 1] != '\n')
             return req_fail(req, -400, "bare CR before request line");
         pos += 2;
@@ -529,7 +539,7 @@ ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits
     while (pos < stop && is(p[pos], C_TCHAR))
         pos++;
     if (pos == stop)
-        goto cut_line;
+        return req_incomplete(req, cut, len, lim);
     if (p[pos] != ' ' || pos == ls)
         return req_fail(req, -400, "malformed request method");
     req->method = sy_slice_of(p + ls, pos - ls);
@@ -537,7 +547,7 @@ ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits
     while (pos < stop && is(p[pos], C_TARGET))
         pos++;
     if (pos == stop)
-        goto cut_line;
+        return req_incomplete(req, cut, len, lim);
     if (p[pos] != ' ' || pos == ts)
         return req_fail(req, -400, "malformed request target");
     req->target = sy_slice_of(p + ts, pos - ts);
@@ -545,17 +555,72 @@ ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits
     if (bad)
         return req_fail(req, -400, "malformed http version");
     if (pos == 0 || pos == stop)
-        goto cut_line;
+        return req_incomplete(req, cut, len, lim);
     if (p[pos] != '\r')
         return req_fail(req, -400, "malformed request line end");
     if (pos + 1 == end)
-        goto more;
+        return req_incomplete(req, false, len, lim);
     if (p[pos + 1] != '\n')
         return req_fail(req, -400, "bare CR in request line");
     if (p[pos - 3] != '1' || p[pos - 1] > '1')
         return req_fail(req, -505, "http version not supported");
     req->minor = p[pos - 1] - '0';
-    pos += 2;
+    return (ssize_t)(pos + 2);
+}
+
+/* Framing (RFC 9112 §6.1, §6.3) and the connection's fate from the fields: 0, or a refusal
+ * (< 0). Every case a second parser could read otherwise is 400. */
+static ssize_t request_framing(struct sy_h1_request *req, const struct fields *f,
+                               struct sy_slice authority)
+{
+    if (f->has_te) {
+        if (req->minor == 0)
+            return req_fail(req, -400, "transfer-encoding in an http/1.0 request");
+        if (f->has_cl)
+            return req_fail(req, -400, "both content-length and transfer-encoding");
+        if (f->te_bad)
+            return req_fail(req, -400, f->te_bad);
+        if (!f->te_chunked && !f->te_other)
+            return req_fail(req, -400, "empty transfer-encoding");
+    }
+    if (req->minor == 1 && f->n_host == 0)
+        return req_fail(req, -400, "missing host header");
+    /* RFC 9112 §6.1: a transfer coding the server does not understand is 501. A final coding
+     * other than chunked (`gzip`) is that too: §6.3 asks for 400 there, but either way the
+     * request is refused and the connection closed, and 501 tells the client why. */
+    if (f->te_other)
+        return req_fail(req, -501, "transfer coding other than chunked");
+    if (f->expect_other)
+        return req_fail(req, -417, "unsupported expectation");
+
+    if (f->has_te) {
+        req->framing = SY_H1_BODY_CHUNKED;
+    } else if (f->has_cl) {
+        req->framing = SY_H1_BODY_LENGTH;
+        req->content_length = f->cl;
+    }
+    /* RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored. */
+    req->host = authority.p ? authority : f->host;
+    req->conn_flags = f->conn_flags;
+    req->keep_alive = !(f->conn_flags & SY_H1_CONN_CLOSE) &&
+                      (req->minor == 1 || (f->conn_flags & SY_H1_CONN_KEEP_ALIVE));
+    /* RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored. */
+    req->expect_continue = f->expect_continue && req->minor == 1;
+    req->upgrade = f->upgrade;
+    return 0;
+}
+
+ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits *lim,
+                            struct sy_h1_request *req)
+{
+    struct sy_header *hdrs = req->headers;
+    memset(req, 0, sizeof(*req));
+    req->headers = hdrs;
+    size_t end = len < lim->max_head ? len : lim->max_head;
+
+    ssize_t line = request_line(p, len, end, lim, req);
+    if (line <= 0)
+        return line;
 
     struct sy_slice authority = {NULL, 0};
     int rc = target_form(req->method, req->target, &authority, &req->why);
@@ -563,57 +628,14 @@ ssize_t sy_h1_parse_request(const char *p, size_t len, const struct sy_h1_limits
         return rc;
 
     struct fields f = {0};
-    ssize_t n = field_section(p, pos, end, req->headers, lim->max_headers, &req->n_headers, &f,
-                              true, &req->why);
+    ssize_t n = field_section(p, (size_t)line, end, req->headers, lim->max_headers, &req->n_headers,
+                              &f, true, &req->why);
     if (n < 0)
         return n;
     if (n == 0)
-        goto more;
-
-    /* Framing (RFC 9112 §6.1, §6.3): every case a second parser could read otherwise is 400. */
-    if (f.has_te) {
-        if (req->minor == 0)
-            return req_fail(req, -400, "transfer-encoding in an http/1.0 request");
-        if (f.has_cl)
-            return req_fail(req, -400, "both content-length and transfer-encoding");
-        if (f.te_bad)
-            return req_fail(req, -400, f.te_bad);
-        if (!f.te_chunked && !f.te_other)
-            return req_fail(req, -400, "empty transfer-encoding");
-    }
-    if (req->minor == 1 && f.n_host == 0)
-        return req_fail(req, -400, "missing host header");
-    /* RFC 9112 §6.1: a transfer coding the server does not understand is 501. A final coding
-     * other than chunked (`gzip`) is that too: §6.3 asks for 400 there, but either way the
-     * request is refused and the connection closed, and 501 tells the client why. */
-    if (f.te_other)
-        return req_fail(req, -501, "transfer coding other than chunked");
-    if (f.expect_other)
-        return req_fail(req, -417, "unsupported expectation");
-
-    if (f.has_te) {
-        req->framing = SY_H1_BODY_CHUNKED;
-    } else if (f.has_cl) {
-        req->framing = SY_H1_BODY_LENGTH;
-        req->content_length = f.cl;
-    }
-    /* RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored. */
-    req->host = authority.p ? authority : f.host;
-    req->conn_flags = f.conn_flags;
-    req->keep_alive = !(f.conn_flags & SY_H1_CONN_CLOSE) &&
-                      (req->minor == 1 || (f.conn_flags & SY_H1_CONN_KEEP_ALIVE));
-    /* RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored. */
-    req->expect_continue = f.expect_continue && req->minor == 1;
-    req->upgrade = f.upgrade;
-    return n;
-
-cut_line:
-    if (cut)
-        return req_fail(req, -414, "request line too long");
-more:
-    if (len > lim->max_head)
-        return req_fail(req, -431, "request head too large");
-    return 0;
+        return req_incomplete(req, false, len, lim);
+    ssize_t refused = request_framing(req, &f, authority);
+    return refused < 0 ? refused : n;
 }
 
 static ssize_t resp_fail(struct sy_h1_response *resp, const char *why)
@@ -622,13 +644,22 @@ static ssize_t resp_fail(struct sy_h1_response *resp, const char *why)
     return -502;
 }
 
-ssize_t sy_h1_parse_response(const char *p, size_t len, const struct sy_h1_limits *lim,
-                             bool head_request, struct sy_h1_response *resp)
+/* A response head that has not ended; as req_incomplete. */
+static ssize_t resp_incomplete(struct sy_h1_response *resp, bool line_cut, size_t len,
+                               const struct sy_h1_limits *lim)
 {
-    struct sy_header *hdrs = resp->headers;
-    memset(resp, 0, sizeof(*resp));
-    resp->headers = hdrs;
-    size_t end = len < lim->max_head ? len : lim->max_head;
+    if (line_cut)
+        return resp_fail(resp, "status line too long");
+    if (len > lim->max_head)
+        return resp_fail(resp, "response head too large");
+    return 0;
+}
+
+/* The status line. Returns the offset after its CRLF, or what sy_h1_parse_response returns
+ * for a head that is refused (< 0) or not complete (0). */
+static ssize_t status_line(const char *p, size_t len, size_t end, const struct sy_h1_limits *lim,
+                           struct sy_h1_response *resp)
+{
     bool cut, bad = false;
     size_t stop = line_stop(0, end, lim->max_request_line, &cut);
 
@@ -637,14 +668,14 @@ ssize_t sy_h1_parse_response(const char *p, size_t len, const struct sy_h1_limit
     if (bad)
         return resp_fail(resp, "malformed http version");
     if (pos == 0)
-        goto cut_line;
+        return resp_incomplete(resp, cut, len, lim);
     if (p[5] != '1' || p[7] > '1')
         return resp_fail(resp, "http version not supported");
     resp->minor = p[7] - '0';
     /* SP 3DIGIT SP */
     for (size_t i = 0; i < 5; i++, pos++) {
         if (pos == stop)
-            goto cut_line;
+            return resp_incomplete(resp, cut, len, lim);
         char c = p[pos];
         if ((i == 0 || i == 4) ? c != ' ' : (c < '0' || c > '9'))
             return resp_fail(resp, "malformed status line");
@@ -658,62 +689,74 @@ ssize_t sy_h1_parse_response(const char *p, size_t len, const struct sy_h1_limit
     while (pos < stop && is(p[pos], C_FIELD))
         pos++;
     if (pos == stop)
-        goto cut_line;
+        return resp_incomplete(resp, cut, len, lim);
     if (p[pos] != '\r')
         return resp_fail(resp, "invalid character in reason phrase");
     if (pos + 1 == end)
-        goto more;
+        return resp_incomplete(resp, false, len, lim);
     if (p[pos + 1] != '\n')
         return resp_fail(resp, "bare CR in status line");
     resp->reason = sy_slice_of(p + rs, pos - rs);
-    pos += 2;
+    return (ssize_t)(pos + 2);
+}
 
-    struct fields f = {0};
-    const char *why = NULL;
-    ssize_t n = field_section(p, pos, end, resp->headers, lim->max_headers, &resp->n_headers, &f,
-                              false, &why);
-    if (n < 0)
-        return resp_fail(resp, why);
-    if (n == 0)
-        goto more;
-
-    resp->conn_flags = f.conn_flags;
+/* Framing from the status and the fields: 0, or -502 with resp->why. */
+static ssize_t response_framing(struct sy_h1_response *resp, const struct fields *f,
+                                bool head_request)
+{
+    resp->conn_flags = f->conn_flags;
     int s = resp->status;
     if (head_request || s < 200 || s == 204 || s == 304) {
         /* RFC 9112 §6.3 rule 1: no body, whatever the fields say. Content-Length was still
          * checked above: the proxy relays it in the answer to HEAD and 304. */
         resp->framing = SY_H1_BODY_NONE;
-    } else if (f.has_te) {
+    } else if (f->has_te) {
         /* RFC 9112 §6.3 rule 3 lets Transfer-Encoding override Content-Length, but the
          * message may then have been read otherwise by someone else: refuse it. Any coding
          * but a lone chunked would reach the client undecoded. */
         if (resp->minor == 0)
             return resp_fail(resp, "transfer-encoding in an http/1.0 response");
-        if (f.has_cl)
+        if (f->has_cl)
             return resp_fail(resp, "both content-length and transfer-encoding");
-        if (f.te_bad)
-            return resp_fail(resp, f.te_bad);
-        if (!f.te_chunked || f.te_other)
+        if (f->te_bad)
+            return resp_fail(resp, f->te_bad);
+        if (!f->te_chunked || f->te_other)
             return resp_fail(resp, "transfer coding other than chunked");
         resp->framing = SY_H1_BODY_CHUNKED;
-    } else if (f.has_cl) {
+    } else if (f->has_cl) {
         resp->framing = SY_H1_BODY_LENGTH;
-        resp->content_length = f.cl;
+        resp->content_length = f->cl;
     } else {
         /* RFC 9112 §6.3 rule 8: the body runs until the connection closes. */
         resp->framing = SY_H1_BODY_CLOSE;
     }
-    resp->keep_alive = resp->framing != SY_H1_BODY_CLOSE && !(f.conn_flags & SY_H1_CONN_CLOSE) &&
-                       (resp->minor == 1 || (f.conn_flags & SY_H1_CONN_KEEP_ALIVE));
-    return n;
-
-cut_line:
-    if (cut)
-        return resp_fail(resp, "status line too long");
-more:
-    if (len > lim->max_head)
-        return resp_fail(resp, "response head too large");
+    resp->keep_alive = resp->framing != SY_H1_BODY_CLOSE && !(f->conn_flags & SY_H1_CONN_CLOSE) &&
+                       (resp->minor == 1 || (f->conn_flags & SY_H1_CONN_KEEP_ALIVE));
     return 0;
+}
+
+ssize_t sy_h1_parse_response(const char *p, size_t len, const struct sy_h1_limits *lim,
+                             bool head_request, struct sy_h1_response *resp)
+{
+    struct sy_header *hdrs = resp->headers;
+    memset(resp, 0, sizeof(*resp));
+    resp->headers = hdrs;
+    size_t end = len < lim->max_head ? len : lim->max_head;
+
+    ssize_t line = status_line(p, len, end, lim, resp);
+    if (line <= 0)
+        return line;
+
+    struct fields f = {0};
+    const char *why = NULL;
+    ssize_t n = field_section(p, (size_t)line, end, resp->headers, lim->max_headers,
+                              &resp->n_headers, &f, false, &why);
+    if (n < 0)
+        return resp_fail(resp, why);
+    if (n == 0)
+        return resp_incomplete(resp, false, len, lim);
+    ssize_t refused = response_framing(resp, &f, head_request);
+    return refused < 0 ? refused : n;
 }
 
 ssize_t sy_h1_find_header(const struct sy_header *h, size_t n, const char *name)

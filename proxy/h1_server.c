@@ -214,6 +214,117 @@ static bool sniff_h2(struct h1_conn *c, struct evbuffer *in, size_t len, bool *w
     return true;
 }
 
+/* The first bytes of a cleartext connection: HTTP/2's preface goes to the HTTP/2 codec.
+ * Returns false when the head is not to be read now (handed over, or a prefix of the
+ * preface that needs more bytes). */
+static bool sniff_first_bytes(struct h1_conn *c, struct evbuffer *in, size_t len)
+{
+    if (c->requests != 0 || c->conn.tls)
+        return true;
+    bool wait;
+    if (sniff_h2(c, in, len, &wait))
+        return false;
+    if (wait)
+        return false;
+    if (!c->proto_counted && c->conn.lstat)
+        counter_add(&c->conn.lstat->conns[LPROTO_H1], 1);
+    c->proto_counted = true;
+    return true;
+}
+
+/* A head trickling in: parse again only once a new line has ended (the parser is stateless,
+ * so re-parsing at every byte would cost O(n^2)). Limits are still checked as soon as the
+ * bytes pass them. True when no line has ended since the last parse. */
+static bool head_line_pending(struct h1_conn *c, struct evbuffer *in, size_t want,
+                              const struct sy_h1_limits *lim)
+{
+    if (!c->head_scanned || want > lim->max_head ||
+        (!c->head_has_line && want > lim->max_request_line))
+        return false;
+    struct evbuffer_ptr from;
+    evbuffer_ptr_set(in, &from, c->head_scanned - 1, EVBUFFER_PTR_SET);
+    if (evbuffer_search(in, "\n", 1, &from).pos == -1) {
+        c->head_scanned = want;
+        return true;
+    }
+    return false;
+}
+
+/* The connection's state for the request just parsed. */
+static void begin_request(struct h1_conn *c, const struct sy_h1_request *req,
+                          const struct sy_config *cfg)
+{
+    c->requests++;
+    c->minor = req->minor;
+    c->keep_alive = req->keep_alive;
+    c->chunked_out = false;
+    c->req_framing = req->framing;
+    c->req_remaining = req->content_length;
+    if (req->framing == SY_H1_BODY_CHUNKED)
+        sy_h1_chunked_init(&c->req_chunked, cfg->limits.max_header_bytes);
+}
+
+/* The neutral request head; `*slash` says its origin-form target needs a leading "/". */
+static struct req_head h1_req_head(const struct sy_h1_request *req, bool *slash)
+{
+    struct req_head head = {
+        .method = req->method,
+        .target = sy_h1_origin_form(req->target, slash),
+        .authority = req->host,
+        .headers = req->headers,
+        .n_headers = req->n_headers,
+        .framing = req->framing,
+        .content_length = req->content_length,
+        .expect_continue = req->expect_continue && req->minor == 1,
+        .upgrade = (req->conn_flags & SY_H1_CONN_UPGRADE) && req->framing == SY_H1_BODY_NONE &&
+                           req->minor == 1
+                       ? req->upgrade
+                       : sy_slice_of(NULL, 0),
+        .version = req->minor == 0 ? "1.0" : "1.1",
+    };
+    return head;
+}
+
+/* Reading stays on while the exchange runs: pipelined requests wait their turn in the input
+ * (bounded by its watermark), a client's early close is seen at once, and the socket is not
+ * taken out of epoll and put back for every request. Only a body being read has a read
+ * deadline; a response the client does not take has client_send. */
+static void set_request_timeouts(struct h1_conn *c, const struct sy_h1_request *req,
+                                 const struct sy_config *cfg)
+{
+    struct timeval body = ms_tv(cfg->timeouts.client_body_ms);
+    struct timeval send = ms_tv(cfg->timeouts.client_send_ms);
+    bool has_body = req->framing == SY_H1_BODY_CHUNKED ||
+                    (req->framing == SY_H1_BODY_LENGTH && req->content_length > 0);
+    bufferevent_set_timeouts(c->bev, has_body ? &body : NULL, &send);
+}
+
+/* A parsed request goes to the exchange; the head's `n` bytes leave the input after it. */
+static void start_request(struct h1_conn *c, const struct sy_h1_request *req, ssize_t n)
+{
+    const struct sy_config *cfg = worker_config(c->conn.w);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    begin_request(c, req, cfg);
+    /* RFC 9112 §3.2.2: an absolute-form target goes on in origin-form (its authority is
+     * already the Host). "http://a?x" has an empty path, which origin-form writes "/": that
+     * one target is copied (the exchange copies what it keeps before exchange_start returns). */
+    bool slash;
+    char *slashed = NULL;
+    struct req_head head = h1_req_head(req, &slash);
+    set_request_timeouts(c, req, cfg);
+    if (slash) {
+        slashed = sy_xmalloc(head.target.len + 1);
+        slashed[0] = '/';
+        memcpy(slashed + 1, head.target.p, head.target.len);
+        head.target = sy_slice_of(slashed, head.target.len + 1);
+    }
+    exchange_start(&c->down, &head); /* copies what it needs from p */
+    free(slashed);
+    evbuffer_drain(in, (size_t)n);
+    if (c->down.ex)
+        exchange_body_ready(c->down.ex); /* body bytes that came with the head */
+}
+
 static void try_read_head(struct h1_conn *c)
 {
     struct sy_worker *w = c->conn.w;
@@ -222,31 +333,13 @@ static void try_read_head(struct h1_conn *c)
     size_t len = evbuffer_get_length(in);
     if (len == 0)
         return;
-    if (c->requests == 0 && !c->conn.tls) {
-        bool wait;
-        if (sniff_h2(c, in, len, &wait))
-            return;
-        if (wait)
-            return;
-        if (!c->proto_counted && c->conn.lstat)
-            counter_add(&c->conn.lstat->conns[LPROTO_H1], 1);
-        c->proto_counted = true;
-    }
+    if (!sniff_first_bytes(c, in, len))
+        return;
     struct sy_h1_limits lim = {cfg->limits.max_request_line, cfg->limits.max_header_bytes,
                                cfg->limits.max_headers};
     size_t want = len < lim.max_head + 1 ? len : lim.max_head + 1;
-    if (c->head_scanned && want <= lim.max_head &&
-        (c->head_has_line || want <= lim.max_request_line)) {
-        /* A head trickling in: parse again only once a new line has ended (the parser is
-         * stateless, so re-parsing at every byte would cost O(n^2)). Limits are still checked
-         * as soon as the bytes pass them. */
-        struct evbuffer_ptr from;
-        evbuffer_ptr_set(in, &from, c->head_scanned - 1, EVBUFFER_PTR_SET);
-        if (evbuffer_search(in, "\n", 1, &from).pos == -1) {
-            c->head_scanned = want;
-            return;
-        }
-    }
+    if (head_line_pending(c, in, want, &lim))
+        return;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
     struct sy_h1_request req = {.headers = worker_scratch(w)};
     ssize_t n = sy_h1_parse_request(p, want, &lim, &req);
@@ -270,54 +363,7 @@ static void try_read_head(struct h1_conn *c)
         send_error(c, 405, "CONNECT is not supported: switchyard is a reverse proxy");
         return;
     }
-    c->requests++;
-    c->minor = req.minor;
-    c->keep_alive = req.keep_alive;
-    c->chunked_out = false;
-    c->req_framing = req.framing;
-    c->req_remaining = req.content_length;
-    if (req.framing == SY_H1_BODY_CHUNKED)
-        sy_h1_chunked_init(&c->req_chunked, cfg->limits.max_header_bytes);
-    /* RFC 9112 §3.2.2: an absolute-form target goes on in origin-form (its authority is
-     * already the Host). "http://a?x" has an empty path, which origin-form writes "/": that
-     * one target is copied (the exchange copies what it keeps before exchange_start returns). */
-    bool slash;
-    char *slashed = NULL;
-    struct req_head head = {
-        .method = req.method,
-        .target = sy_h1_origin_form(req.target, &slash),
-        .authority = req.host,
-        .headers = req.headers,
-        .n_headers = req.n_headers,
-        .framing = req.framing,
-        .content_length = req.content_length,
-        .expect_continue = req.expect_continue && req.minor == 1,
-        .upgrade = (req.conn_flags & SY_H1_CONN_UPGRADE) && req.framing == SY_H1_BODY_NONE &&
-                           req.minor == 1
-                       ? req.upgrade
-                       : sy_slice_of(NULL, 0),
-        .version = req.minor == 0 ? "1.0" : "1.1",
-    };
-    /* Reading stays on while the exchange runs: pipelined requests wait their turn in the
-     * input (bounded by its watermark), a client's early close is seen at once, and the
-     * socket is not taken out of epoll and put back for every request. Only a body being
-     * read has a read deadline; a response the client does not take has client_send. */
-    struct timeval body = ms_tv(cfg->timeouts.client_body_ms);
-    struct timeval send = ms_tv(cfg->timeouts.client_send_ms);
-    bool has_body = req.framing == SY_H1_BODY_CHUNKED ||
-                    (req.framing == SY_H1_BODY_LENGTH && req.content_length > 0);
-    bufferevent_set_timeouts(c->bev, has_body ? &body : NULL, &send);
-    if (slash) {
-        slashed = sy_xmalloc(head.target.len + 1);
-        slashed[0] = '/';
-        memcpy(slashed + 1, head.target.p, head.target.len);
-        head.target = sy_slice_of(slashed, head.target.len + 1);
-    }
-    exchange_start(&c->down, &head); /* copies what it needs from p */
-    free(slashed);
-    evbuffer_drain(in, (size_t)n);
-    if (c->down.ex)
-        exchange_body_ready(c->down.ex); /* body bytes that came with the head */
+    start_request(c, &req, n);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)

@@ -475,91 +475,118 @@ static const struct downstream_ops h2_ops = {
     .abort = d_abort,
 };
 
-/* The request head is complete: route it. */
-static void stream_start(struct h2_stream *st)
+/* From now on the timer looks at least as often as the shorter of the two deadlines. */
+static void stream_arm_deadlines(struct h2_stream *st)
 {
-    st->started = true;
-    st->down.ops = &h2_ops;
     now_tv(st->s, &st->body_seen);
-    /* From now on the timer looks at least as often as the shorter of the two deadlines. */
     const struct sy_config *tcfg = session_config(st->s);
     unsigned period = tcfg->timeouts.client_body_ms < tcfg->timeouts.client_send_ms
                           ? tcfg->timeouts.client_body_ms
                           : tcfg->timeouts.client_send_ms;
     struct timeval tv = ms_tv(period);
     evtimer_add(st->timer, &tv);
+}
+
+/* The checks a head must pass before its fields are looked at; false once the stream has
+ * been answered. */
+static bool stream_head_acceptable(struct h2_stream *st)
+{
     if (st->too_large) {
         stream_error(st, 431, "request header list is larger than limits.max_header_bytes");
-        return;
+        return false;
     }
     if (st->method < 0 || st->path < 0) {
         stream_error(st, 400, "missing :method or :path");
-        return;
+        return false;
     }
     struct sy_slice method = field_value(st, (size_t)st->method);
     if (sy_slice_ieq(method, "CONNECT")) {
         stream_error(st, 405, "CONNECT is not supported: switchyard is a reverse proxy");
-        return;
+        return false;
     }
-    /* Regular fields in the worker's scratch array; cookie crumbs joined into one field
-     * (RFC 9113 §8.2.3) appended to the arena. */
+    return true;
+}
+
+/* What the walk over a stream's fields learned besides the regular fields themselves. */
+struct field_scan {
+    size_t n; /* regular fields in the scratch array */
+    size_t n_cookies;
+    ssize_t host; /* an index: a slice would dangle once the cookie join moves the arena */
+    bool has_cl;
+    uint64_t cl;
+};
+
+/* nghttp2 checks the value against the DATA received; here only its digits are read. */
+static void scan_content_length(struct sy_slice v, struct field_scan *sc)
+{
+    sc->cl = 0;
+    size_t k = 0;
+    for (; k < v.len && k < 19 && v.p[k] >= '0' && v.p[k] <= '9'; k++)
+        sc->cl = sc->cl * 10 + (uint64_t)(v.p[k] - '0');
+    sc->has_cl = k == v.len && k > 0;
+}
+
+/* Regular fields into the worker's scratch array `h`; false once the stream has been
+ * answered. */
+static bool collect_fields(struct h2_stream *st, struct sy_header *h, struct field_scan *sc)
+{
     const struct sy_config *cfg = session_config(st->s);
-    struct sy_header *h = worker_scratch(st->s->conn.w);
-    size_t n = 0, n_cookies = 0;
-    ssize_t host = -1; /* an index: a slice would dangle once the cookie join moves the arena */
-    bool has_cl = false;
-    uint64_t cl = 0;
     for (size_t i = 0; i < st->n_fields; i++) {
         struct sy_slice name = field_name(st, i);
         if (name.len && name.p[0] == ':')
             continue;
         if (sy_slice_ieq(name, "cookie")) {
-            n_cookies++;
+            sc->n_cookies++;
             continue;
         }
         if (sy_slice_ieq(name, "host"))
-            host = (ssize_t)i;
+            sc->host = (ssize_t)i;
         if (sy_slice_ieq(name, "content-length")) {
-            /* nghttp2 checks it against the DATA received. */
-            struct sy_slice v = field_value(st, i);
-            cl = 0;
-            size_t k = 0;
-            for (; k < v.len && k < 19 && v.p[k] >= '0' && v.p[k] <= '9'; k++)
-                cl = cl * 10 + (uint64_t)(v.p[k] - '0');
-            has_cl = k == v.len && k > 0;
+            scan_content_length(field_value(st, i), sc);
             continue; /* restated by the exchange */
         }
-        if (n >= cfg->limits.max_headers) {
+        if (sc->n >= cfg->limits.max_headers) {
             stream_error(st, 431, "more header fields than limits.max_headers");
-            return;
+            return false;
         }
-        h[n].name = name;
-        h[n].value = field_value(st, i);
-        n++;
+        h[sc->n].name = name;
+        h[sc->n].value = field_value(st, i);
+        sc->n++;
     }
-    if (n_cookies) {
-        size_t start = st->arena_len;
-        bool first = true;
-        for (size_t i = 0; i < st->n_fields; i++) {
-            if (!sy_slice_ieq(field_name(st, i), "cookie"))
-                continue;
-            if (!first)
-                arena_add(st, (const uint8_t *)"; ", 2);
-            struct field_ref f = st->fields[i]; /* the arena may move */
-            sy_xgrow((void **)&st->arena, &st->arena_cap, st->arena_len + f.value_len + 1, 1);
-            memcpy(st->arena + st->arena_len, st->arena + f.value, f.value_len);
-            st->arena_len += f.value_len;
-            first = false;
-        }
-        if (n >= cfg->limits.max_headers) {
-            stream_error(st, 431, "more header fields than limits.max_headers");
-            return;
-        }
-        h[n].name = sy_slice_of("cookie", 6);
-        h[n].value = sy_slice_of(st->arena + start, st->arena_len - start);
-        n++;
+    return true;
+}
+
+/* Cookie crumbs joined into one field (RFC 9113 §8.2.3) appended to the arena; false once
+ * the stream has been answered. */
+static bool join_cookies(struct h2_stream *st, struct sy_header *h, struct field_scan *sc)
+{
+    const struct sy_config *cfg = session_config(st->s);
+    size_t start = st->arena_len;
+    bool first = true;
+    for (size_t i = 0; i < st->n_fields; i++) {
+        if (!sy_slice_ieq(field_name(st, i), "cookie"))
+            continue;
+        if (!first)
+            arena_add(st, (const uint8_t *)"; ", 2);
+        struct field_ref f = st->fields[i]; /* the arena may move */
+        sy_xgrow((void **)&st->arena, &st->arena_cap, st->arena_len + f.value_len + 1, 1);
+        memcpy(st->arena + st->arena_len, st->arena + f.value, f.value_len);
+        st->arena_len += f.value_len;
+        first = false;
     }
-    /* Slices into the arena are taken only now that it no longer grows. */
+    if (sc->n >= cfg->limits.max_headers) {
+        stream_error(st, 431, "more header fields than limits.max_headers");
+        return false;
+    }
+    h[sc->n].name = sy_slice_of("cookie", 6);
+    h[sc->n].value = sy_slice_of(st->arena + start, st->arena_len - start);
+    sc->n++;
+    return true;
+}
+
+/* Slices into the arena are taken only now that it no longer grows. */
+static void reslice_fields(struct h2_stream *st, struct sy_header *h, size_t n)
+{
     for (size_t i = 0, j = 0; i < st->n_fields && j < n; i++) {
         struct sy_slice name = field_name(st, i);
         if ((name.len && name.p[0] == ':') || sy_slice_ieq(name, "cookie") ||
@@ -569,26 +596,49 @@ static void stream_start(struct h2_stream *st)
         h[j].value = field_value(st, i);
         j++;
     }
-    /* The arena may have moved while the cookies were joined: take the slices again. */
-    method = field_value(st, (size_t)st->method);
+}
+
+/* The neutral request head, its slices taken after the arena stopped moving. */
+static struct req_head stream_req_head(struct h2_stream *st, struct sy_header *h,
+                                       const struct field_scan *sc)
+{
     struct req_head head = {
-        .method = method,
+        .method = field_value(st, (size_t)st->method),
         .target = field_value(st, (size_t)st->path),
         .authority = st->authority >= 0 ? field_value(st, (size_t)st->authority)
-                     : host >= 0        ? field_value(st, (size_t)host)
+                     : sc->host >= 0    ? field_value(st, (size_t)sc->host)
                                         : sy_slice_of(NULL, 0),
         .headers = h,
-        .n_headers = n,
+        .n_headers = sc->n,
         .framing = st->head_end_stream ? SY_H1_BODY_NONE
-                   : has_cl            ? SY_H1_BODY_LENGTH
+                   : sc->has_cl        ? SY_H1_BODY_LENGTH
                                        : SY_H1_BODY_CHUNKED,
-        .content_length = has_cl ? cl : 0,
+        .content_length = sc->has_cl ? sc->cl : 0,
         .expect_continue = false,
         .version = "2",
     };
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < sc->n; i++)
         if (sy_slice_ieq(h[i].name, "expect") && sy_slice_ieq(h[i].value, "100-continue"))
             head.expect_continue = !st->head_end_stream;
+    return head;
+}
+
+/* The request head is complete: route it. */
+static void stream_start(struct h2_stream *st)
+{
+    st->started = true;
+    st->down.ops = &h2_ops;
+    stream_arm_deadlines(st);
+    if (!stream_head_acceptable(st))
+        return;
+    struct sy_header *h = worker_scratch(st->s->conn.w);
+    struct field_scan sc = {.host = -1};
+    if (!collect_fields(st, h, &sc))
+        return;
+    if (sc.n_cookies && !join_cookies(st, h, &sc))
+        return;
+    reslice_fields(st, h, sc.n);
+    struct req_head head = stream_req_head(st, h, &sc);
     exchange_start(&st->down, &head);
     if (st->down.ex)
         exchange_body_ready(st->down.ex);

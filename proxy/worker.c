@@ -699,88 +699,81 @@ static void copy_metrics(struct sy_traffic *t, const struct sy_traffic *m)
     t->bytes_out = m->bytes_out;
 }
 
-void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
+/* One (app, cluster)'s counters summed across workers. */
+struct traffic_agg {
+    const char *app, *cluster;
+    uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
+    uint64_t own[SY_OWN_N];
+    uint64_t held, held_released, held_503, held_wait_max_ms;
+    struct sy_traffic more; /* the /metrics figures (by_class .. bytes_out) */
+};
+
+/* Each worker's list head, and how many slots they hold in all. Slots are only ever pushed at
+ * the head: the lists from these heads are fixed (a slot a worker adds meanwhile waits for
+ * the next sum). */
+static struct traffic_slot **traffic_heads(struct sy_workers *ws, size_t *total)
 {
-    /* Sum by name across workers: the first worker's list gives the order. */
-    struct agg {
-        const char *app, *cluster;
-        uint64_t requests, responses_5xx, in_flight, tunnels, queued, queue_503, refused;
-        uint64_t own[SY_OWN_N];
-        uint64_t held, held_released, held_503, held_wait_max_ms;
-        struct sy_traffic more; /* the /metrics figures (by_class .. bytes_out) */
-    };
-    struct agg **v = NULL;
-    size_t n = 0, cap = 0, total = 0;
-    /* Slots are only ever pushed at the head: the lists from these heads are fixed (a slot a
-     * worker adds meanwhile waits for the next sum). */
     struct traffic_slot **heads = sy_xcalloc(ws->n ? ws->n : 1, sizeof(*heads));
+    *total = 0;
     for (size_t i = 0; i < ws->n; i++) {
         heads[i] = atomic_load_explicit(&ws->v[i].slots, memory_order_acquire);
         for (struct traffic_slot *s = heads[i]; s; s = s->next)
-            total++;
+            (*total)++;
     }
-    struct name_set ns;
-    name_set_init(&ns, total);
-    for (size_t i = 0; i < ws->n; i++) {
-        for (struct traffic_slot *s = heads[i]; s; s = s->next) {
-            struct named *e = name_set_find(&ns, s->app, s->cluster);
-            struct agg *g = e->p;
-            if (!g) {
-                g = sy_xcalloc(1, sizeof(*g));
-                *g = (struct agg){.app = s->app, .cluster = s->cluster};
-                name_set_put(e, s->app, s->cluster, g);
-                sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
-                v[n++] = g;
-            }
-            g->requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
-            g->responses_5xx += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
-            g->in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
-            g->tunnels += atomic_load_explicit(&s->tunnels, memory_order_relaxed);
-            for (size_t j = 0; j < SY_OWN_N; j++)
-                g->own[j] += atomic_load_explicit(&s->own[j], memory_order_relaxed);
-            g->queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
-            g->queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
-            g->refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
-            g->held += atomic_load_explicit(&s->held, memory_order_relaxed);
-            g->held_released += atomic_load_explicit(&s->held_released, memory_order_relaxed);
-            g->held_503 += atomic_load_explicit(&s->held_503, memory_order_relaxed);
-            uint64_t wait = atomic_load_explicit(&s->held_wait_max_ms, memory_order_relaxed);
-            if (wait > g->held_wait_max_ms)
-                g->held_wait_max_ms = wait; /* the longest of all workers, not a sum */
-            add_metrics(&g->more, s);
-        }
-    }
-    for (size_t k = 0; k < n; k++) {
-        struct agg *g = v[k];
-        uint64_t own = 0;
-        for (size_t j = 0; j < SY_OWN_N; j++)
-            own += g->own[j];
-        if (g->requests != 0 || own != 0) {
-            bool unrouted = g->app[0] == '\0';
-            struct sy_traffic t = {
-                .app = unrouted ? NULL : g->app,
-                .cluster = unrouted ? NULL : g->cluster,
-                .requests = g->requests,
-                .responses_5xx = g->responses_5xx,
-                .in_flight = g->in_flight,
-                .tunnels = g->tunnels,
-                .queued = g->queued,
-                .queue_503 = g->queue_503,
-                .upstream_refused = g->refused,
-                .held = g->held,
-                .held_released = g->held_released,
-                .held_503 = g->held_503,
-                .held_wait_max_ms = g->held_wait_max_ms,
-            };
-            memcpy(t.own, g->own, sizeof(t.own));
-            copy_metrics(&t, &g->more);
-            cb(&t, arg);
-        }
-        free(g);
-    }
-    free(v);
-    free(ns.v);
-    free(heads);
+    return heads;
+}
+
+static void agg_add_slot(struct traffic_agg *g, struct traffic_slot *s)
+{
+    g->requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
+    g->responses_5xx += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
+    g->in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
+    g->tunnels += atomic_load_explicit(&s->tunnels, memory_order_relaxed);
+    for (size_t j = 0; j < SY_OWN_N; j++)
+        g->own[j] += atomic_load_explicit(&s->own[j], memory_order_relaxed);
+    g->queued += atomic_load_explicit(&s->queued, memory_order_relaxed);
+    g->queue_503 += atomic_load_explicit(&s->queue_503, memory_order_relaxed);
+    g->refused += atomic_load_explicit(&s->upstream_refused, memory_order_relaxed);
+    g->held += atomic_load_explicit(&s->held, memory_order_relaxed);
+    g->held_released += atomic_load_explicit(&s->held_released, memory_order_relaxed);
+    g->held_503 += atomic_load_explicit(&s->held_503, memory_order_relaxed);
+    uint64_t wait = atomic_load_explicit(&s->held_wait_max_ms, memory_order_relaxed);
+    if (wait > g->held_wait_max_ms)
+        g->held_wait_max_ms = wait; /* the longest of all workers, not a sum */
+    add_metrics(&g->more, s);
+}
+
+/* Hands one sum to `cb` unless it has seen no request at all. */
+static void agg_report(const struct traffic_agg *g, sy_traffic_cb cb, void *arg)
+{
+    uint64_t own = 0;
+    for (size_t j = 0; j < SY_OWN_N; j++)
+        own += g->own[j];
+    if (g->requests == 0 && own == 0)
+        return;
+    bool unrouted = g->app[0] == '\0';
+    struct sy_traffic t = {
+        .app = unrouted ? NULL : g->app,
+        .cluster = unrouted ? NULL : g->cluster,
+        .requests = g->requests,
+        .responses_5xx = g->responses_5xx,
+        .in_flight = g->in_flight,
+        .tunnels = g->tunnels,
+        .queued = g->queued,
+        .queue_503 = g->queue_503,
+        .upstream_refused = g->refused,
+        .held = g->held,
+        .held_released = g->held_released,
+        .held_503 = g->held_503,
+        .held_wait_max_ms = g->held_wait_max_ms,
+    };
+    memcpy(t.own, g->own, sizeof(t.own));
+    copy_metrics(&t, &g->more);
+    cb(&t, arg);
+}
+
+static void report_pp_rejected(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
+{
     uint64_t pp = 0;
     for (size_t i = 0; i < ws->n; i++)
         pp += atomic_load_explicit(&ws->v[i].pp_rejected, memory_order_relaxed);
@@ -788,6 +781,38 @@ void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
         struct sy_traffic t = {.proxy_protocol_rejected = pp};
         cb(&t, arg);
     }
+}
+
+void sy_workers_traffic(struct sy_workers *ws, sy_traffic_cb cb, void *arg)
+{
+    /* Sum by name across workers: the first worker's list gives the order. */
+    struct traffic_agg **v = NULL;
+    size_t n = 0, cap = 0, total;
+    struct traffic_slot **heads = traffic_heads(ws, &total);
+    struct name_set ns;
+    name_set_init(&ns, total);
+    for (size_t i = 0; i < ws->n; i++) {
+        for (struct traffic_slot *s = heads[i]; s; s = s->next) {
+            struct named *e = name_set_find(&ns, s->app, s->cluster);
+            struct traffic_agg *g = e->p;
+            if (!g) {
+                g = sy_xcalloc(1, sizeof(*g));
+                *g = (struct traffic_agg){.app = s->app, .cluster = s->cluster};
+                name_set_put(e, s->app, s->cluster, g);
+                sy_xgrow((void **)&v, &cap, n + 1, sizeof(*v));
+                v[n++] = g;
+            }
+            agg_add_slot(g, s);
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        agg_report(v[k], cb, arg);
+        free(v[k]);
+    }
+    free(v);
+    free(ns.v);
+    free(heads);
+    report_pp_rejected(ws, cb, arg);
 }
 
 static void listener_free(struct listener *ls)
@@ -1354,6 +1379,114 @@ size_t sy_workers_listen_fds(const struct sy_workers *ws, int *out, size_t max)
     return k;
 }
 
+/* Every listener's TLS context, NULL for a cleartext one or one whose files do not load (then
+ * *rc is SY_ERR_INVALID). */
+static SSL_CTX **server_contexts(struct sy_workers *ws, const struct sy_config *cfg, int *rc)
+{
+    size_t n = cfg->n_listens;
+    SSL_CTX **ctxs = sy_xcalloc(n ? n : 1, sizeof(*ctxs));
+    for (size_t j = 0; j < n; j++) {
+        const struct sy_listen_spec *spec = &cfg->listens[j];
+        if (spec->tls_cert) {
+            const char *why = NULL;
+            ctxs[j] = tls_store_server(ws->tls, spec->tls_cert, spec->tls_key, &why);
+            if (!ctxs[j]) {
+                sy_log(SY_LOG_ERROR, "tls", "listener %s: %s", spec->address, why);
+                *rc = SY_ERR_INVALID;
+            }
+        }
+    }
+    return ctxs;
+}
+
+static bool is_bound(const struct sy_workers *ws, const struct sy_listen_spec *spec)
+{
+    bool have = false;
+    for (size_t b = 0; b < ws->n_bound && !have; b++)
+        have = same_addr(&ws->bound[b].addr, ws->bound[b].addrlen, &spec->addr, spec->addrlen);
+    return have;
+}
+
+/* Socket t goes to worker t % n: the inherited ones first (every one of them is accepted
+ * from, or what waits in its queue would be lost), fresh ones for the workers left without.
+ * An address bound before gets -1s. Returns *total sockets, or NULL (none left open) when
+ * one cannot be bound. */
+static int *listener_fds(struct sy_workers *ws, const struct sy_listen_spec *spec, bool have,
+                         size_t *total)
+{
+    int *fds = sy_xcalloc(ws->n + n_inherited, sizeof(*fds));
+    size_t k = have ? 0 : take_inherited(spec, fds);
+    *total = k > ws->n ? k : ws->n;
+    bool ok = true;
+    for (size_t t = 0; t < *total; t++) {
+        if (have)
+            fds[t] = -1;
+        else if (t >= k)
+            fds[t] = open_listener(spec);
+        if (!have && fds[t] == -1)
+            ok = false;
+    }
+    if (ok)
+        return fds;
+    for (size_t t = 0; t < *total; t++)
+        if (fds[t] != -1)
+            close(fds[t]);
+    free(fds);
+    return NULL;
+}
+
+static void plan_to_workers(struct sy_workers *ws, struct worker_msg **msgs,
+                            const struct sy_listen_spec *spec, const int *fds, size_t total,
+                            SSL_CTX *tls, bool keep)
+{
+    for (size_t t = 0; t < total; t++) {
+        struct worker_msg *m = msgs[t % ws->n];
+        struct listener_plan *lp = &m->plan[m->n_plan++];
+        lp->addr = spec->addr;
+        lp->addrlen = spec->addrlen;
+        lp->fd = fds[t];
+        if (tls)
+            SSL_CTX_up_ref(tls);
+        lp->tls = tls;
+        lp->keep_tls = keep;
+    }
+}
+
+/* One listener into the workers' messages and, when it is served, into `bound[*n_bound]`.
+ * Takes the reference on `tls`. Returns 0, or SY_ERR_SYS when it cannot be bound. */
+static int plan_listener(struct sy_workers *ws, const struct sy_listen_spec *spec, SSL_CTX *tls,
+                         bool strict, struct worker_msg **msgs, struct bound *bound,
+                         size_t *n_bound)
+{
+    bool have = is_bound(ws, spec);
+    /* The certificate and key do not make a pair right now (a renewal half done, or files
+     * changed since the reload's check): a listener that already serves keeps its context
+     * rather than close; a new one is not opened. */
+    bool keep = spec->tls_cert && !tls;
+    if (keep && (!have || strict))
+        return 0;
+    if (keep)
+        sy_log(SY_LOG_WARN, "tls", "listener %s keeps its current certificate", spec->address);
+    size_t total;
+    int *fds = listener_fds(ws, spec, have, &total);
+    if (!fds) {
+        if (tls)
+            SSL_CTX_free(tls);
+        if (!strict)
+            sy_log(SY_LOG_ERROR, "listen", "%s is not served: cannot bind it", spec->address);
+        return SY_ERR_SYS;
+    }
+    plan_to_workers(ws, msgs, spec, fds, total, tls, keep);
+    if (tls)
+        SSL_CTX_free(tls);
+    struct bound *b = &bound[(*n_bound)++];
+    b->addr = spec->addr;
+    b->addrlen = spec->addrlen;
+    keep_bound_fds(ws, b, have ? NULL : fds, have ? 0 : total);
+    free(fds);
+    return 0;
+}
+
 /* Builds one message per worker for `table`: sockets for addresses not bound yet (one per
  * worker, SO_REUSEPORT), a TLS context per TLS listener and per cluster TLS setting (the
  * same contexts as before when their files are unchanged: their sessions and tickets go on).
@@ -1377,77 +1510,11 @@ static int plan_listeners(struct sy_workers *ws, struct sy_route_table *table, b
      * balancer's health check) does not find the next one still closed. */
     tls_store_begin(ws->tls);
     plan_clients(ws, cfg, msgs);
-    SSL_CTX **ctxs = sy_xcalloc(n ? n : 1, sizeof(*ctxs));
+    SSL_CTX **ctxs = server_contexts(ws, cfg, &rc);
     for (size_t j = 0; j < n; j++) {
-        const struct sy_listen_spec *spec = &cfg->listens[j];
-        if (spec->tls_cert) {
-            const char *why = NULL;
-            ctxs[j] = tls_store_server(ws->tls, spec->tls_cert, spec->tls_key, &why);
-            if (!ctxs[j]) {
-                sy_log(SY_LOG_ERROR, "tls", "listener %s: %s", spec->address, why);
-                rc = SY_ERR_INVALID;
-            }
-        }
-    }
-    for (size_t j = 0; j < n; j++) {
-        const struct sy_listen_spec *spec = &cfg->listens[j];
-        bool have = false;
-        for (size_t b = 0; b < ws->n_bound && !have; b++)
-            have = same_addr(&ws->bound[b].addr, ws->bound[b].addrlen, &spec->addr, spec->addrlen);
-        SSL_CTX *tls = ctxs[j];
-        /* The certificate and key do not make a pair right now (a renewal half done, or files
-         * changed since the reload's check): a listener that already serves keeps its
-         * context rather than close; a new one is not opened. */
-        bool keep = spec->tls_cert && !tls;
-        if (keep && (!have || strict))
-            continue;
-        if (keep)
-            sy_log(SY_LOG_WARN, "tls", "listener %s keeps its current certificate", spec->address);
-        /* Socket t goes to worker t % n: the inherited ones first (every one of them is
-         * accepted from, or what waits in its queue would be lost), fresh ones for the
-         * workers left without. */
-        int *fds = sy_xcalloc(ws->n + n_inherited, sizeof(*fds));
-        size_t k = have ? 0 : take_inherited(spec, fds);
-        size_t total = k > ws->n ? k : ws->n;
-        bool ok = true;
-        for (size_t t = 0; t < total; t++) {
-            if (have)
-                fds[t] = -1;
-            else if (t >= k)
-                fds[t] = open_listener(spec);
-            if (!have && fds[t] == -1)
-                ok = false;
-        }
-        if (!ok) {
-            for (size_t t = 0; t < total; t++)
-                if (fds[t] != -1)
-                    close(fds[t]);
-            free(fds);
-            if (tls)
-                SSL_CTX_free(tls);
-            rc = SY_ERR_SYS;
-            if (!strict)
-                sy_log(SY_LOG_ERROR, "listen", "%s is not served: cannot bind it", spec->address);
-            continue;
-        }
-        for (size_t t = 0; t < total; t++) {
-            struct worker_msg *m = msgs[t % ws->n];
-            struct listener_plan *lp = &m->plan[m->n_plan++];
-            lp->addr = spec->addr;
-            lp->addrlen = spec->addrlen;
-            lp->fd = fds[t];
-            if (tls)
-                SSL_CTX_up_ref(tls);
-            lp->tls = tls;
-            lp->keep_tls = keep;
-        }
-        if (tls)
-            SSL_CTX_free(tls);
-        bound[n_bound].addr = spec->addr;
-        bound[n_bound].addrlen = spec->addrlen;
-        keep_bound_fds(ws, &bound[n_bound], have ? NULL : fds, have ? 0 : total);
-        free(fds);
-        n_bound++;
+        int err = plan_listener(ws, &cfg->listens[j], ctxs[j], strict, msgs, bound, &n_bound);
+        if (err)
+            rc = err;
     }
     free(ctxs);
     tls_store_end(ws->tls);
