@@ -132,41 +132,6 @@ static void close_after_flush(struct h1_conn *c)
         finish_close(c);
 }
 
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 417:
-        return "Expectation Failed";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    case 505:
-        return "HTTP Version Not Supported";
-    }
-    return "Error";
-}
-
 /* An answer of our own; the connection closes after it (the request's remaining bytes, if
  * any, cannot be trusted to be framed right). */
 static void send_error(struct h1_conn *c, int status, const char *why)
@@ -179,9 +144,9 @@ static void send_error(struct h1_conn *c, int status, const char *why)
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
                         "content-length: %zu\r\n%sconnection: close\r\n\r\n%s\n",
-                        status, reason_phrase(status), strlen(why) + 1, retry, why);
+                        status, sy_http_reason_phrase(status), strlen(why) + 1, retry, why);
     sy_log_client(SY_LOG_INFO, "http", "conn %llu: %d %s (%s)", (unsigned long long)c->conn.id,
-                  status, reason_phrase(status), why);
+                  status, sy_http_reason_phrase(status), why);
     worker_count_own(c->conn.w, c->down.own_slot, status);
     access_log_own(&c->down, status, false);
     c->down.own_slot = NULL;
@@ -475,7 +440,7 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     if (h->reason.len)
         hw_slice(&hw, h->reason);
     else
-        hw_str(&hw, reason_phrase(h->status));
+        hw_str(&hw, sy_http_reason_phrase(h->status));
     hw_add(&hw, "\r\n", 2);
     for (size_t i = 0; i < h->n_headers; i++)
         hw_field(&hw, h->headers[i].name, h->headers[i].value);

@@ -178,8 +178,9 @@ void sy_diag_format(const struct sy_diag *dg, char *buf, size_t size);
 /** Monotonic milliseconds. */
 uint64_t sy_now_ms(void);
 
-/** The RFC 9110 §15 reason phrase of the statuses the proxy and the admin listener send, or
- * "Error" for another status. A static string. */
+/** The reason phrase of a registered HTTP status (RFC 9110 §15 and the RFCs after it), or ""
+ * for another (the phrase is optional): the proxy's own answers, the admin listener's, and
+ * an HTTP/1.1 status line for a response that came without one (every HTTP/2 one). */
 const char *sy_http_reason_phrase(int status);
 
 /**

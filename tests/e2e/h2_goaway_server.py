@@ -28,6 +28,7 @@ Paths (any method; a request body is read and hashed first; every response carri
   /trickle            1 KiB every 50 ms for at most 120 s, until the stream is reset
   /echo-headers       JSON {headers: [[name, value], ...], conn, stream} of the request
   /trailers           a body, then trailers `x-trailer-one: 1` and `grpc-status: 0`
+  /status/N           answers with status N (200..599; HTTP/2 has no reason phrase)
   anything else       `NAME\\n`; with a body: JSON {bytes, sha256}
 
 --log FILE appends one JSON line per event: conn (a connection accepted), stream (a request
@@ -100,6 +101,7 @@ class Job:
         self.body = b""           # or a fixed body
         self.trailers = None
         self.trickle_until = None
+        self.status = 200
         self.done = False
 
 
@@ -263,6 +265,12 @@ class Conn:
             job.body = (json.dumps({"headers": [[n, v] for n, v in job.req_headers],
                                     "conn": self.id, "stream": job.sid,
                                     "backend": self.srv.name}) + "\n").encode()
+        elif path.startswith("/status/"):
+            try:
+                job.status = min(max(int(path.split("/")[2]), 200), 599)
+            except ValueError:
+                job.status = 200
+            job.body = self.srv.name.encode() + b"\n"
         elif path == "/trailers":
             job.body = b"body before the trailers\n"
             job.trailers = [("x-trailer-one", "1"), ("grpc-status", "0")]
@@ -277,7 +285,7 @@ class Conn:
         """Sends what the job can now; True when the job is finished."""
         sid = job.sid
         if not job.started:
-            hdrs = [(":status", "200"), ("x-backend", self.srv.name),
+            hdrs = [(":status", str(job.status)), ("x-backend", self.srv.name),
                     ("x-backend-conn", str(self.id)), ("x-stream", str(sid))]
             if job.left:
                 hdrs.append(("content-length", str(job.left)))

@@ -591,3 +591,29 @@ def test_h2c_cluster_connections_and_connect_errors_in_metrics(nghttpd_ok, peers
     # four connects, four refusals.
     assert sample(s, "switchyard_upstream_connect_errors_total", cluster="dead", endpoint=closed,
                   reason="refused") == 4
+
+
+def test_relayed_h2_status_gets_its_own_reason_phrase_on_http1(peers, proxy):
+    """HTTP/2 has no reason phrase, so an HTTP/1.1 client's status line is written by the
+    proxy: it names the status (RFC 9110's phrase), never a wrong word, and an unregistered
+    code gets none (the phrase is optional, RFC 9112 4)."""
+    peer = peers.h2peer("statuses")
+    p = one_cluster(proxy, _h2_cluster(peer))
+    want = {201: "Created", 301: "Moved Permanently", 302: "Found", 409: "Conflict",
+            429: "Too Many Requests", 500: "Internal Server Error", 299: ""}
+    for status, phrase in want.items():
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        try:
+            s.sendall(b"GET /status/%d HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
+                      % status)
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            s.close()
+        line = data.split(b"\r\n", 1)[0].decode()
+        assert line == ("HTTP/1.1 %d %s" % (status, phrase)).rstrip(" ") or \
+            line == "HTTP/1.1 %d %s" % (status, phrase), (status, line)

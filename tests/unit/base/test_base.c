@@ -263,7 +263,9 @@ static void test_reason_phrase_covers_what_proxy_and_admin_send(void **state)
     assert_string_equal(sy_http_reason_phrase(413), "Content Too Large");
     assert_string_equal(sy_http_reason_phrase(503), "Service Unavailable");
     assert_string_equal(sy_http_reason_phrase(505), "HTTP Version Not Supported");
-    assert_string_equal(sy_http_reason_phrase(299), "Error");
+    assert_string_equal(sy_http_reason_phrase(201), "Created");
+    assert_string_equal(sy_http_reason_phrase(301), "Moved Permanently");
+    assert_string_equal(sy_http_reason_phrase(299), ""); /* unregistered: no phrase */
 }
 
 int main(void)
