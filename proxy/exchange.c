@@ -412,11 +412,9 @@ static void add_earlier(struct head_sink *s, const struct req_head *req, enum fi
     }
 }
 
-void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, struct head_sink *s,
-                           bool tls_up)
+/* The request line (HTTP/1.1) or the pseudo-header fields (HTTP/2). */
+static void rewrite_start(const struct req_head *req, struct head_sink *s, bool tls_up)
 {
-    struct sy_slice tok[MAX_CONN_TOKENS];
-    size_t n_tok = connection_tokens(req->headers, req->n_headers, tok);
     if (s->h2) {
         sink_field(s, sy_slice_of(":method", 7), req->method);
         sink_field_str(s, ":scheme", tls_up ? "https" : "http");
@@ -430,13 +428,24 @@ void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, stru
         hw_add(&s->hw, " HTTP/1.1\r\n", 11);
         sink_field(s, sy_slice_of("host", 4), req->authority);
     }
-    bool te_trailers = false;
-    size_t n_xff = 0, n_via = 0, n_fwd = 0;
-    /* What earlier hops wrote is believed only from a peer in trusted_proxies (after the
-     * PROXY protocol): from anyone else, X-Forwarded-For and Forwarded could name any address,
-     * so they are replaced by the peer alone. */
-    const struct conn *dc = ex->down->conn;
-    struct sy_slice xfp = {NULL, 0};
+}
+
+/* What the client's fields say about the hops before us, counted while they are copied. */
+struct hops {
+    bool te_trailers;
+    size_t n_xff, n_via, n_fwd;
+    struct sy_slice xfp;
+};
+
+/* Copies the end-to-end fields (not those the Connection field names) and counts the
+ * forwarding ones. What earlier hops wrote is believed only from a peer in trusted_proxies
+ * (after the PROXY protocol): from anyone else, X-Forwarded-For and Forwarded could name any
+ * address, so they are replaced by the peer alone. */
+static void rewrite_fields(const struct req_head *req, const struct conn *dc, struct head_sink *s,
+                           struct hops *hp)
+{
+    struct sy_slice tok[MAX_CONN_TOKENS];
+    size_t n_tok = connection_tokens(req->headers, req->n_headers, tok);
     for (size_t i = 0; i < req->n_headers; i++) {
         const struct sy_header *h = &req->headers[i];
         switch (classify_request(h->name)) {
@@ -446,27 +455,64 @@ void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, stru
             sink_field(s, h->name, h->value);
             break;
         case F_TE:
-            te_trailers |= has_token(h->value, "trailers");
+            hp->te_trailers |= has_token(h->value, "trailers");
             break;
         case F_XFF:
-            n_xff += dc->trusted;
+            hp->n_xff += dc->trusted;
             break;
         case F_FWD:
-            n_fwd += dc->trusted;
+            hp->n_fwd += dc->trusted;
             break;
         case F_XFP:
-            if (dc->trusted && !xfp.len)
-                xfp = h->value;
+            if (dc->trusted && !hp->xfp.len)
+                hp->xfp = h->value;
             break;
         case F_VIA:
-            n_via++;
+            hp->n_via++;
             break;
         case F_DROP:
         case F_RID:
             break;
         }
     }
-    if (te_trailers)
+}
+
+/* X-Forwarded-For, Forwarded, X-Forwarded-Proto and -Host: earlier hops (when trusted), then
+ * this one. */
+static void rewrite_forwarded(const struct req_head *req, const struct conn *dc,
+                              struct head_sink *s, const struct hops *hp)
+{
+    sink_name(s, sy_slice_of("x-forwarded-for", 15));
+    add_earlier(s, req, F_XFF, hp->n_xff);
+    hw_str(&s->hw, dc->peer);
+    sink_end(s);
+    if (hp->n_fwd) {
+        /* RFC 7239 §4: appended as a node; an IPv6 node is quoted and bracketed. */
+        bool v6 = strchr(dc->peer, ':') != NULL;
+        sink_name(s, sy_slice_of("forwarded", 9));
+        add_earlier(s, req, F_FWD, hp->n_fwd);
+        hw_str(&s->hw, v6 ? "for=\"[" : "for=");
+        hw_str(&s->hw, dc->peer);
+        if (v6)
+            hw_str(&s->hw, "]\"");
+        sink_end(s);
+    }
+    if (hp->xfp.len)
+        sink_field(s, sy_slice_of("x-forwarded-proto", 17), hp->xfp);
+    else
+        sink_field_str(s, "x-forwarded-proto", dc->tls ? "https" : "http");
+    if (req->authority.len)
+        sink_field(s, sy_slice_of("x-forwarded-host", 16), req->authority);
+}
+
+void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, struct head_sink *s,
+                           bool tls_up)
+{
+    const struct conn *dc = ex->down->conn;
+    struct hops hp = {0};
+    rewrite_start(req, s, tls_up);
+    rewrite_fields(req, dc, s, &hp);
+    if (hp.te_trailers)
         sink_field_str(s, "te", "trailers");
     if (req->upgrade.len && !s->h2) {
         /* RFC 9110 §7.8: the one hop-by-hop pair we pass on, so the cluster can switch. */
@@ -480,32 +526,11 @@ void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, stru
     } else if (req->framing == SY_H1_BODY_CHUNKED && !s->h2) {
         sink_field_str(s, "transfer-encoding", "chunked");
     }
-    /* X-Forwarded-For and Via keep what earlier hops wrote and add this one. */
-    sink_name(s, sy_slice_of("x-forwarded-for", 15));
-    add_earlier(s, req, F_XFF, n_xff);
-    hw_str(&s->hw, dc->peer);
-    sink_end(s);
-    if (n_fwd) {
-        /* RFC 7239 §4: appended as a node; an IPv6 node is quoted and bracketed. */
-        bool v6 = strchr(dc->peer, ':') != NULL;
-        sink_name(s, sy_slice_of("forwarded", 9));
-        add_earlier(s, req, F_FWD, n_fwd);
-        hw_str(&s->hw, v6 ? "for=\"[" : "for=");
-        hw_str(&s->hw, dc->peer);
-        if (v6)
-            hw_str(&s->hw, "]\"");
-        sink_end(s);
-    }
-    if (xfp.len)
-        sink_field(s, sy_slice_of("x-forwarded-proto", 17), xfp);
-    else
-        sink_field_str(s, "x-forwarded-proto", dc->tls ? "https" : "http");
-    if (req->authority.len)
-        sink_field(s, sy_slice_of("x-forwarded-host", 16), req->authority);
+    rewrite_forwarded(req, dc, s, &hp);
     /* The request id the access log writes: the client's when it was sane, else ours. */
     sink_field(s, sy_slice_of("x-request-id", 12), sy_slice_of(ex->acc.id, ex->acc.id_len));
     sink_name(s, sy_slice_of("via", 3));
-    add_earlier(s, req, F_VIA, n_via);
+    add_earlier(s, req, F_VIA, hp.n_via);
     hw_str(&s->hw, req->version);
     hw_str(&s->hw, " switchyard");
     sink_end(s);
@@ -629,22 +654,81 @@ void exchange_held_go(struct exchange *ex)
     go(ex, true);
 }
 
+/* Only WebSocket is tunnelled. Any other protocol (h2c above all: a raw HTTP/2 connection to
+ * the backend, past routing and revert) is not offered to the cluster; the request is served
+ * as plain HTTP/1.1 (RFC 9110 §7.8: a server may ignore Upgrade). WebSocket offered among
+ * others is offered alone. Returns `req`, or `stripped` filled in. */
+static const struct req_head *websocket_only(const struct req_head *req, struct req_head *stripped)
+{
+    if (!req->upgrade.len || sy_slice_ieq(req->upgrade, "websocket"))
+        return req;
+    *stripped = *req;
+    stripped->upgrade =
+        has_token(req->upgrade, "websocket") ? sy_slice_of("websocket", 9) : sy_slice_of(NULL, 0);
+    return stripped;
+}
+
+/* The exchange for a request routed to `choice` (endpoint `ep`) of `app`, linked into the
+ * worker's list and the downstream; it holds the table reference `t`. */
+static struct exchange *exchange_begin(struct downstream *d, const struct req_head *req,
+                                       struct sy_route_table *t, const struct sy_route_app *app,
+                                       const struct sy_route_choice *choice,
+                                       const struct sy_endpoint_spec *ep)
+{
+    struct sy_worker *w = d->conn->w;
+    struct exchange *ex = exchange_alloc(w);
+    ex->down = d;
+    ex->w = w;
+    access_exchange_begin(ex, req);
+    /* The slot index follows w->table; the exchange's table is the same one here. */
+    ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice->cluster];
+    counter_add(&ex->slot->requests, 1);
+    counter_add(&ex->slot->in_flight, 1);
+    ex->start_us = mono_us();
+    ex->table = t;
+    ex->app = app;
+    ex->cluster = choice->cluster;
+    ex->endpoint = ep;
+    ex->head_request = sy_slice_ieq(req->method, "HEAD");
+    /* RFC 9110 §9.2.2: only safe methods are retried on our own (the cluster may have acted
+     * on the request before the connection closed). */
+    ex->safe = ex->head_request || sy_slice_ieq(req->method, "GET") ||
+               sy_slice_ieq(req->method, "OPTIONS") || sy_slice_ieq(req->method, "TRACE");
+    if (choice->set_cookie_len)
+        ex->set_cookie = sy_xstrndup(choice->set_cookie, choice->set_cookie_len);
+    ex->req_done = req->framing == SY_H1_BODY_NONE ||
+                   (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
+    ex->expect_continue = req->expect_continue && !ex->req_done;
+    ex->upgrade_asked = req->upgrade.len > 0;
+    ex->forced = choice->reason == SY_PICK_FORCE;
+    ex->rule = choice->rule;
+    ex->w_next = w->exchanges;
+    if (w->exchanges)
+        w->exchanges->w_prev = ex;
+    w->exchanges = ex;
+    d->ex = ex;
+    return ex;
+}
+
+/* The 404 for a request no app matches (the table reference is released). */
+static void answer_no_app(struct downstream *d, const struct req_head *req,
+                          struct sy_route_table *t, struct sy_slice path)
+{
+    char why[256];
+    snprintf(why, sizeof(why), "no application for host '%.*s' and path '%.*s'",
+             (int)(req->authority.len > 100 ? 100 : req->authority.len), req->authority.p,
+             (int)(path.len > 100 ? 100 : path.len), path.p);
+    sy_route_table_release(t);
+    d->ops->send_error(d, 404, why);
+}
+
 void exchange_start(struct downstream *d, const struct req_head *req)
 {
     struct sy_worker *w = d->conn->w;
     const struct sy_config *cfg = worker_config(w);
     access_begin(d, req);
     struct req_head stripped;
-    if (req->upgrade.len && !sy_slice_ieq(req->upgrade, "websocket")) {
-        /* Only WebSocket is tunnelled. Any other protocol (h2c above all: a raw HTTP/2
-         * connection to the backend, past routing and revert) is not offered to the cluster;
-         * the request is served as plain HTTP/1.1 (RFC 9110 §7.8: a server may ignore
-         * Upgrade). WebSocket offered among others is offered alone. */
-        stripped = *req;
-        stripped.upgrade = has_token(req->upgrade, "websocket") ? sy_slice_of("websocket", 9)
-                                                                : sy_slice_of(NULL, 0);
-        req = &stripped;
-    }
+    req = websocket_only(req, &stripped);
     if (req->framing == SY_H1_BODY_LENGTH && cfg->limits.max_body_bytes &&
         req->content_length > cfg->limits.max_body_bytes) {
         d->ops->send_error(d, 413, "request body is larger than limits.max_body_bytes");
@@ -658,12 +742,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     struct sy_route_table *t = sy_route_table_acquire(w->table);
     const struct sy_route_app *app = sy_route_match(t, req->authority, path);
     if (!app) {
-        char why[256];
-        snprintf(why, sizeof(why), "no application for host '%.*s' and path '%.*s'",
-                 (int)(req->authority.len > 100 ? 100 : req->authority.len), req->authority.p,
-                 (int)(path.len > 100 ? 100 : path.len), path.p);
-        sy_route_table_release(t);
-        d->ops->send_error(d, 404, why);
+        answer_no_app(d, req, t, path);
         return;
     }
     const struct sy_route_maint_answer *maint = sy_route_app_maintenance(t, app);
@@ -690,50 +769,16 @@ void exchange_start(struct downstream *d, const struct req_head *req)
         d->ops->send_error(d, 502, "the chosen cluster has no endpoints");
         return;
     }
-
-    struct exchange *ex = exchange_alloc(w);
-    ex->down = d;
-    ex->w = w;
-    access_exchange_begin(ex, req);
-    /* The slot index follows w->table; the exchange's table is the same one here. */
-    ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice.cluster];
-    counter_add(&ex->slot->requests, 1);
-    counter_add(&ex->slot->in_flight, 1);
-    ex->start_us = mono_us();
-    ex->table = t;
-    ex->app = app;
-    ex->cluster = choice.cluster;
-    ex->endpoint = ep;
-    ex->head_request = sy_slice_ieq(req->method, "HEAD");
-    /* RFC 9110 §9.2.2: only safe methods are retried on our own (the cluster may have acted
-     * on the request before the connection closed). */
-    ex->safe = ex->head_request || sy_slice_ieq(req->method, "GET") ||
-               sy_slice_ieq(req->method, "OPTIONS") || sy_slice_ieq(req->method, "TRACE");
-    if (choice.set_cookie_len)
-        ex->set_cookie = sy_xstrndup(choice.set_cookie, choice.set_cookie_len);
-    ex->req_done = req->framing == SY_H1_BODY_NONE ||
-                   (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
-    ex->expect_continue = req->expect_continue && !ex->req_done;
-    ex->upgrade_asked = req->upgrade.len > 0;
-    ex->forced = choice.reason == SY_PICK_FORCE;
-    ex->rule = choice.rule;
-    ex->w_next = w->exchanges;
-    if (w->exchanges)
-        w->exchanges->w_prev = ex;
-    w->exchanges = ex;
-    d->ex = ex;
-
+    struct exchange *ex = exchange_begin(d, req, t, app, &choice, ep);
     const struct sy_cluster_spec *cl = sy_route_cluster(t, choice.cluster);
-    char msg[320];
-    if (cl->protocol != SY_PROTO_HTTP1) {
-        if (ex->upgrade_asked) {
-            snprintf(msg, sizeof(msg),
-                     "cluster %s speaks HTTP/2: an HTTP/1.1 Upgrade (WebSocket) needs an http1 "
-                     "cluster",
-                     cl->name);
-            fail(ex, 502, msg);
-            return;
-        }
+    if (cl->protocol != SY_PROTO_HTTP1 && ex->upgrade_asked) {
+        char msg[320];
+        snprintf(msg, sizeof(msg),
+                 "cluster %s speaks HTTP/2: an HTTP/1.1 Upgrade (WebSocket) needs an http1 "
+                 "cluster",
+                 cl->name);
+        fail(ex, 502, msg);
+        return;
     }
     ex->uops = cl->protocol != SY_PROTO_HTTP1 ? &h2_upstream_ops : &h1_upstream_ops;
     ex->uops->prepare(ex, req, cl->tls.on);
