@@ -11,12 +11,22 @@ root=$(pwd)
 state=/tmp/switchyard-demo
 mkdir -p "$state"
 
+# Stops what the demo started and waits (at most 35 s: shutdown.grace and then some) until it
+# has exited, so that a start right after a stop finds its ports free.
 stop() {
+    pids=""
     for f in "$state"/*.pid; do
         [ -f "$f" ] || continue
         pid=$(cat "$f")
-        kill "$pid" 2>/dev/null && echo "stopped $(basename "$f" .pid) (pid $pid)"
+        kill "$pid" 2>/dev/null && echo "stopped $(basename "$f" .pid) (pid $pid)" && pids="$pids $pid"
         rm -f "$f"
+    done
+    i=0
+    for pid in $pids; do
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 350 ]; do
+            i=$((i + 1))
+            sleep 0.1
+        done
     done
 }
 

@@ -79,3 +79,16 @@ def test_demo_prints_the_status_page_and_a_revert_that_works(demo):
     release = printed(demo.stdout, "Back to the file's weights")
     r = subprocess.run(release.split(), capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_demo_stop_then_start_at_once_comes_up(demo):
+    """`run.sh stop` returns once what it started has exited, so a start right after it finds
+    the ports free (a stop that only signalled left 8080 taken for shutdown.delay)."""
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    stopped = subprocess.run(["sh", DEMO, "stop"], capture_output=True, text=True, timeout=60)
+    assert "stopped switchyard" in stopped.stdout, stopped.stdout + stopped.stderr
+    again = subprocess.run(["sh", DEMO], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    r = subprocess.run(["curl", "-s", "http://127.0.0.1:8080/"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.stdout.strip() in ("blue-1", "green-1"), r.stdout
