@@ -684,6 +684,9 @@ void upstream_release(struct upstream *up, bool reusable);
 /* After a new snapshot: endpoints no longer in any cluster lose their idle connections, and
  * connections still in use to them close when their exchange ends. */
 void upstream_forget_endpoints(struct sy_worker *w);
+/* Closes up to n idle keep-alive connections to clusters, the oldest of each pool first, and
+ * says how many it closed: a worker short of descriptors gives them to clients. */
+size_t upstream_shed_idle(struct sy_worker *w, size_t n);
 /* Installs the cluster TLS contexts that go with the new snapshot (takes `v` and its
  * references): a pool whose context changed (a renewed CA bundle or client certificate) takes
  * the new one and forgets its session. */

@@ -212,23 +212,29 @@ void upstream_count_connect_error(struct pool *p, enum sy_connect_error reason)
 static void unlink_idle(struct upstream *up);
 static void upstream_free(struct upstream *up);
 
+size_t upstream_shed_idle(struct sy_worker *w, size_t n)
+{
+    size_t shed = 0;
+    for (struct pool *p = w->pools; p && shed < n; p = p->next) {
+        while (p->idle && shed < n) {
+            struct upstream *oldest = p->idle;
+            while (oldest->next)
+                oldest = oldest->next;
+            unlink_idle(oldest);
+            upstream_free(oldest);
+            shed++;
+        }
+    }
+    return shed;
+}
+
 /* Whether the worker may open one more connection to a cluster. At the limit, the oldest idle
  * keep-alive connection of some pool gives way: a request needs it more. */
 static bool worker_has_room(struct sy_worker *w, const struct sy_config *cfg)
 {
     if (w->n_upstream < cfg->limits.max_upstream_connections)
         return true;
-    for (struct pool *p = w->pools; p; p = p->next) {
-        struct upstream *oldest = p->idle;
-        if (!oldest)
-            continue;
-        while (oldest->next)
-            oldest = oldest->next;
-        unlink_idle(oldest);
-        upstream_free(oldest);
-        return w->n_upstream < cfg->limits.max_upstream_connections;
-    }
-    return false;
+    return upstream_shed_idle(w, 1) == 1 && w->n_upstream < cfg->limits.max_upstream_connections;
 }
 
 struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,

@@ -498,7 +498,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         evutil_closesocket(fd);
         return;
     }
-    if (fd >= client_fd_ceiling(cfg)) {
+    /* Short of descriptors, an idle connection to a cluster gives its own to the client. */
+    if (fd >= client_fd_ceiling(cfg) && upstream_shed_idle(w, 1) == 0) {
         evutil_closesocket(fd);
         char why[96];
         snprintf(why, sizeof(why), "descriptor %d: the last %d of %d are kept in reserve", fd,
@@ -524,10 +525,17 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     accept_conn(w, ls->tls, spec, fd, sa, salen);
 }
 
+/* How many idle connections to clusters an accept that failed with EMFILE closes at once. */
+#define EMFILE_SHED 16
+
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
     struct listener *ls = arg;
     int e = errno;
+    /* Out of descriptors with idle connections to clusters open: those go, and the next
+     * accept takes one of theirs. */
+    if ((e == EMFILE || e == ENFILE) && upstream_shed_idle(ls->w, EMFILE_SHED) > 0)
+        return;
     if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
         pause_accepting(ls, strerror(e));
         return;

@@ -47,15 +47,15 @@ def log_lines(p):
 
 @pytest.fixture
 def starved_proxy(backends, tmp_path):
-    """Factory: starved_proxy(limits=None) -> an AdminProxy (2 workers, an admin socket) under
+    """Factory: starved_proxy(limits=None, workers=2) -> an AdminProxy (an admin socket) under
     RLIMIT_NOFILE 64, started."""
     sockdir = socket_dir()
     started = []
 
-    def start(limits=None):
+    def start(limits=None, workers=2):
         p = AdminProxy(tmp_path, sockdir, backends,
                        [{"name": "web", "hosts": ["*"], "weights": {"blue": 100, "green": 0}}],
-                       workers=2, preexec_fn=low_nofile)
+                       workers=workers, preexec_fn=low_nofile)
         if limits:
             p.spec["limits"] = limits
             p.write_config()
@@ -162,3 +162,79 @@ def test_with_no_reserve_emfile_pauses_every_accept_loop(starved_proxy):
         time.sleep(0.1)  # polling: the admin socket's pause has no signal of its own
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert helpers.log_has(p, "admin: accepting again")
+
+
+IDLE_UPSTREAM = 16
+NEW_CLIENTS = 30
+
+
+def get_on(s, path):
+    """Sends one GET on socket s and reads its answer whole; returns the status code, or None
+    when the proxy closed the connection unanswered."""
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            return None
+        body += chunk
+    return int(head.split(b" ")[1])
+
+
+def test_idle_upstream_connections_give_their_descriptors_to_new_clients(starved_proxy):
+    """16 requests at once leave 16 idle keep-alive connections to blue (upstream_keepalive
+    keeps them); then 30 new clients, each kept open, send one request each. Without room for
+    them under RLIMIT_NOFILE 64 (16 kept in reserve), a client past the reserve would be closed
+    unanswered while idle connections to the cluster hold descriptors nobody uses: they must
+    give way."""
+    p = starved_proxy(limits={"upstream_keepalive": 64}, workers=1)
+    busy = [socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            for _ in range(IDLE_UPSTREAM)]
+    try:
+        for s in busy:
+            s.sendall(b"GET /sleep/1 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        statuses = []
+        for s in busy:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            statuses.append(data.split(b" ", 2)[1] if data else b"closed")
+        assert statuses == [b"200"] * IDLE_UPSTREAM, statuses
+    finally:
+        for s in busy:
+            s.close()
+    time.sleep(0.3)  # the proxy has seen the clients go; their cluster connections stay idle
+
+    served, kept = 0, []
+    try:
+        for i in range(NEW_CLIENTS):
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            kept.append(s)
+            try:
+                status = get_on(s, "/new/%d" % i)
+            except (ConnectionResetError, socket.timeout):
+                status = None
+            if status == 200:
+                served += 1
+        measure("fd_idle_upstream_clients_served", served, "",
+                "of %d new clients after %d idle cluster connections, RLIMIT_NOFILE %d" % (
+                    NEW_CLIENTS, IDLE_UPSTREAM, NOFILE))
+        assert served == NEW_CLIENTS, "%d of %d new clients served; log tail:\n%s" % (
+            served, NEW_CLIENTS, p.log_text()[-1500:])
+    finally:
+        for s in kept:
+            s.close()
