@@ -168,10 +168,18 @@ IDLE_UPSTREAM = 16
 NEW_CLIENTS = 30
 
 
+def send_get(s, path):
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: app.test\r\n\r\n")
+
+
 def get_on(s, path):
     """Sends one GET on socket s and reads its answer whole; returns the status code, or None
     when the proxy closed the connection unanswered."""
-    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    send_get(s, path)
+    return read_answer(s)
+
+
+def read_answer(s):
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = s.recv(4096)
@@ -203,17 +211,9 @@ def test_idle_upstream_connections_give_their_descriptors_to_new_clients(starved
             for _ in range(IDLE_UPSTREAM)]
     try:
         for s in busy:
-            s.sendall(b"GET /sleep/1 HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        statuses = []
-        for s in busy:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            statuses.append(data.split(b" ", 2)[1] if data else b"closed")
-        assert statuses == [b"200"] * IDLE_UPSTREAM, statuses
+            send_get(s, "/sleep/1")
+        statuses = [read_answer(s) for s in busy]
+        assert statuses == [200] * IDLE_UPSTREAM, statuses
     finally:
         for s in busy:
             s.close()
