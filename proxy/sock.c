@@ -1,0 +1,806 @@
+/* SPDX-License-Identifier: MIT */
+/* The connection layer of the data path (sock.h): a non-blocking socket with two persistent
+ * events (read, write), an input and an output evbuffer, and OpenSSL directly on the socket.
+ * The key idea is write-through: bytes added to the output during a loop pass put the socket
+ * on its loop's list (an evbuffer callback), and one zero-delay event at the end of that pass
+ * writes each listed socket once; the write event is armed only for what the socket did not
+ * take, so a response costs one writev and no epoll change. Reads take up to read_max in one
+ * readv (no FIONREAD, unlike libevent 2.1's bufferevents), within the read high watermark.
+ * Callbacks run straight from the event handlers; a socket freed inside one is only marked
+ * (busy), and released when the handler unwinds. */
+#include "sock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+/* One TLS record: what an SSL_write takes at once (a smaller first chunk is pulled up to it,
+ * so that a head and its body go out in one record and one write). */
+#define TLS_RECORD 16384
+
+struct sy_sock_loop {
+    struct event_base *base;
+    struct event *run_ev;
+    struct sy_sock *list; /* sockets with output to write at the end of this pass */
+};
+
+struct sy_sock {
+    struct sy_sock_loop *loop;
+    int fd;
+    SSL *ssl;
+    struct event *ev_read, *ev_write;
+    struct evbuffer *in, *out;
+    struct evbuffer_cb_entry *in_cb, *out_cb;
+    sy_sock_data_cb rd_cb, wr_cb;
+    sy_sock_event_cb ev_cb;
+    void *arg;
+    struct timeval tv_read, tv_write;
+    bool has_tv_read, has_tv_write;
+    short enabled;
+    bool rd_armed, wr_armed;
+    bool connecting, handshaking;
+    bool hs_want_write; /* the handshake waits for EV_WRITE (else EV_READ) */
+    bool blocked;       /* the last write left output: the write event waits for room */
+    bool suspended;     /* reading held by the high watermark */
+    bool rd_want_write; /* SSL_read needs the socket writable */
+    bool wr_want_read;  /* SSL_write needs the socket readable */
+    bool queued;        /* on the loop's write-through list */
+    bool refused;       /* the connect failed at once: reported from the write event */
+    bool dead;          /* freed inside a callback */
+    int busy;           /* callbacks on the stack */
+    size_t read_high, write_low, read_max, read_first, write_max;
+    int err;
+    unsigned long tls_err;
+    struct sy_sock *next; /* the loop's list */
+};
+
+static void arm(struct sy_sock *s);
+
+/* ---- callbacks, guarded against a free inside them ---- */
+
+static bool release_if_dead(struct sy_sock *s)
+{
+    if (!s->dead)
+        return false;
+    if (s->busy == 0)
+        free(s);
+    return true;
+}
+
+/* Each returns false when the socket was freed inside the callback. */
+static bool call_data(struct sy_sock *s, sy_sock_data_cb cb)
+{
+    if (!cb)
+        return true;
+    s->busy++;
+    cb(s, s->arg);
+    s->busy--;
+    return !release_if_dead(s);
+}
+
+static bool call_event(struct sy_sock *s, short what)
+{
+    if (!s->ev_cb)
+        return true;
+    s->busy++;
+    errno = s->err;
+    s->ev_cb(s, what, s->arg);
+    s->busy--;
+    return !release_if_dead(s);
+}
+
+/* EOF, an error or a timeout in one direction: that direction stops, then the user hears. */
+static bool stop_dir(struct sy_sock *s, short what, int err)
+{
+    s->err = err;
+    s->enabled &= (short)~((what & SY_SOCK_READING) ? EV_READ : EV_WRITE);
+    arm(s);
+    return call_event(s, what);
+}
+
+/* ---- arming ---- */
+
+static void add_ev(struct sy_sock *s, struct event *ev, bool *armed, bool timed,
+                   const struct timeval *tv)
+{
+    if (*armed)
+        return;
+    event_add(ev, timed ? tv : NULL);
+    *armed = true;
+}
+
+static void del_ev(struct event *ev, bool *armed)
+{
+    if (!*armed)
+        return;
+    event_del(ev);
+    *armed = false;
+}
+
+/* Which events the socket's state needs, applied (an event already pending keeps its timer). */
+static void arm(struct sy_sock *s)
+{
+    if (s->dead)
+        return;
+    bool want_r, want_w;
+    const struct timeval *tr = &s->tv_read, *tw = &s->tv_write;
+    bool hr = s->has_tv_read, hw = s->has_tv_write;
+    if (s->connecting) {
+        want_r = false;
+        want_w = true;
+    } else if (s->handshaking) {
+        /* The connect deadline (the write timeout) bounds the handshake, whichever way it
+         * waits; a server's handshake has its own deadline (tls.c). */
+        want_r = !s->hs_want_write;
+        want_w = s->hs_want_write;
+        tr = tw;
+        hr = hw;
+    } else {
+        want_r = ((s->enabled & EV_READ) && !s->suspended) || s->wr_want_read;
+        want_w = ((s->enabled & EV_WRITE) && s->blocked && evbuffer_get_length(s->out) > 0) ||
+                 s->rd_want_write;
+    }
+    bool was_r = s->rd_armed;
+    if (want_r)
+        add_ev(s, s->ev_read, &s->rd_armed, hr, tr);
+    else
+        del_ev(s->ev_read, &s->rd_armed);
+    if (want_w)
+        add_ev(s, s->ev_write, &s->wr_armed, hw, tw);
+    else
+        del_ev(s->ev_write, &s->wr_armed);
+    /* Records OpenSSL has read already make no socket event: look at them now. */
+    if (want_r && !was_r && s->ssl && !s->handshaking && SSL_has_pending(s->ssl))
+        event_active(s->ev_read, EV_READ, 0);
+}
+
+/* ---- write-through ---- */
+
+static void wt_queue(struct sy_sock *s)
+{
+    if (s->queued || s->dead)
+        return;
+    s->queued = true;
+    struct sy_sock_loop *l = s->loop;
+    if (!l->list)
+        event_active(l->run_ev, EV_WRITE, 0); /* runs later in this same loop pass */
+    s->next = l->list;
+    l->list = s;
+}
+
+static void wt_unqueue(struct sy_sock *s)
+{
+    if (!s->queued)
+        return;
+    for (struct sy_sock **pp = &s->loop->list; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    s->queued = false;
+    s->next = NULL;
+}
+
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct sy_sock *s = arg;
+    if (info->n_added && !s->connecting && !s->handshaking && !s->blocked && !s->wr_want_read)
+        wt_queue(s);
+}
+
+/* The input drained below the high watermark: reading resumes. */
+static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct sy_sock *s = arg;
+    if (info->n_deleted && s->suspended && evbuffer_get_length(buf) < s->read_high) {
+        s->suspended = false;
+        arm(s);
+    }
+}
+
+/* ---- writing ---- */
+
+/* One SSL_write of the output's front, a chunk of at most a record: bytes written, or -1 with
+ * errno (EAGAIN also when TLS waits for a read). */
+static ssize_t tls_write(struct sy_sock *s, size_t max)
+{
+    size_t len = evbuffer_get_length(s->out);
+    size_t want = len < max ? len : max;
+    if (want > TLS_RECORD)
+        want = TLS_RECORD;
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(s->out, -1, NULL, &v, 1) < 1)
+        return 0;
+    const void *p = v.iov_base;
+    if (v.iov_len < want)
+        p = evbuffer_pullup(s->out, (ev_ssize_t)want);
+    size_t n = 0;
+    ERR_clear_error();
+    if (p && SSL_write_ex(s->ssl, p, want, &n)) {
+        evbuffer_drain(s->out, n);
+        return (ssize_t)n;
+    }
+    int e = SSL_get_error(s->ssl, 0);
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        s->wr_want_read = e == SSL_ERROR_WANT_READ;
+        errno = EAGAIN;
+        return -1;
+    }
+    s->tls_err = ERR_peek_error();
+    if (e != SSL_ERROR_SYSCALL || errno == 0)
+        errno = EPIPE;
+    return -1;
+}
+
+/* Writes once (TLS: a few records within write_max, one write per record). False when the
+ * socket was freed by a callback. */
+static bool do_write(struct sy_sock *s)
+{
+    if (!(s->enabled & EV_WRITE) || evbuffer_get_length(s->out) == 0) {
+        s->blocked = false;
+        arm(s);
+        return true;
+    }
+    ssize_t n;
+    if (s->ssl) {
+        n = 0;
+        while ((size_t)n < s->write_max && evbuffer_get_length(s->out) > 0) {
+            ssize_t m = tls_write(s, s->write_max - (size_t)n);
+            if (m <= 0) {
+                if (n == 0)
+                    n = m;
+                break;
+            }
+            n += m;
+        }
+    } else {
+        n = evbuffer_write_atmost(s->out, s->fd, (ev_ssize_t)s->write_max);
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        return stop_dir(s, SY_SOCK_WRITING | SY_SOCK_ERROR, errno);
+    s->blocked = evbuffer_get_length(s->out) > 0;
+    arm(s);
+    if (n > 0 && evbuffer_get_length(s->out) <= s->write_low)
+        return call_data(s, s->wr_cb);
+    return true;
+}
+
+static void run_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_sock_loop *l = arg;
+    while (l->list) {
+        struct sy_sock *s = l->list;
+        l->list = s->next;
+        s->next = NULL;
+        s->queued = false;
+        do_write(s);
+    }
+}
+
+/* ---- reading ---- */
+
+/* One readv into the input's tail, at most `want` bytes: what readv returned. */
+static ssize_t read_into(struct evbuffer *in, int fd, size_t want)
+{
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+    if (nv <= 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    /* The reserved extents may be longer than asked: read no more than `want`. */
+    struct iovec iov[2];
+    size_t left = want;
+    for (int i = 0; i < nv; i++) {
+        size_t n = v[i].iov_len < left ? v[i].iov_len : left;
+        iov[i] = (struct iovec){v[i].iov_base, n};
+        v[i].iov_len = n;
+        left -= n;
+    }
+    ssize_t r = readv(fd, iov, nv);
+    size_t got = r > 0 ? (size_t)r : 0;
+    int used = 0;
+    for (int i = 0; i < nv && got; i++, used++) {
+        if (v[i].iov_len > got)
+            v[i].iov_len = got;
+        got -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, used);
+    return r;
+}
+
+/* Cleartext: one readv (two when a small first read into an empty input fills up). */
+static ssize_t plain_read(struct sy_sock *s, size_t have, size_t want, short *end)
+{
+    size_t now = have == 0 && s->read_first < want ? s->read_first : want;
+    ssize_t r = read_into(s->in, s->fd, now);
+    if (r == (ssize_t)now && now < want) {
+        /* Filled: read on. Whatever ends this second read the next event sees again. */
+        ssize_t more = read_into(s->in, s->fd, want - now);
+        if (more > 0)
+            r += more;
+    }
+    if (r == 0)
+        *end = SY_SOCK_EOF;
+    else if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        *end = SY_SOCK_ERROR;
+    return r > 0 ? r : 0;
+}
+
+/* TLS: SSL_read into reserved space until `want` bytes, or the socket has no more. */
+static ssize_t tls_read(struct sy_sock *s, size_t want, short *end)
+{
+    size_t got = 0;
+    while (got < want) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(s->in, (ev_ssize_t)(want - got), &v, 1) < 1) {
+            errno = ENOMEM;
+            *end = SY_SOCK_ERROR;
+            break;
+        }
+        size_t n = 0;
+        ERR_clear_error();
+        int ok =
+            SSL_read_ex(s->ssl, v.iov_base, v.iov_len < want - got ? v.iov_len : want - got, &n);
+        v.iov_len = ok ? n : 0;
+        evbuffer_commit_space(s->in, &v, ok ? 1 : 0);
+        if (ok) {
+            got += n;
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, 0);
+        if (e == SSL_ERROR_WANT_WRITE)
+            s->rd_want_write = true;
+        else if (e == SSL_ERROR_ZERO_RETURN)
+            *end = SY_SOCK_EOF;
+        else if (e != SSL_ERROR_WANT_READ) {
+            s->tls_err = ERR_peek_error();
+            if (e == SSL_ERROR_SYSCALL && errno == 0) {
+                *end = SY_SOCK_EOF;
+            } else {
+                if (e != SSL_ERROR_SYSCALL)
+                    errno = EPROTO;
+                *end = SY_SOCK_ERROR;
+            }
+        }
+        break;
+    }
+    if (*end == 0 && got >= want && SSL_has_pending(s->ssl) && !s->suspended)
+        event_active(s->ev_read, EV_READ, 0); /* the rest on the next turn */
+    return (ssize_t)got;
+}
+
+static void do_read(struct sy_sock *s)
+{
+    size_t have = evbuffer_get_length(s->in);
+    size_t want = s->read_max;
+    if (s->read_high) {
+        if (have >= s->read_high) {
+            s->suspended = true; /* in_cb resumes */
+            arm(s);
+            return;
+        }
+        if (want > s->read_high - have)
+            want = s->read_high - have;
+    }
+    short end = 0;
+    ssize_t r = s->ssl ? tls_read(s, want, &end) : plain_read(s, have, want, &end);
+    int err = errno;
+    if (s->read_high && evbuffer_get_length(s->in) >= s->read_high)
+        s->suspended = true;
+    if (s->rd_want_write || s->suspended)
+        arm(s);
+    if (r > 0 && !call_data(s, s->rd_cb))
+        return;
+    if (end && (s->enabled & EV_READ))
+        stop_dir(s, SY_SOCK_READING | end, end == SY_SOCK_EOF ? 0 : err);
+}
+
+/* ---- connect and handshake ---- */
+
+static void handshake(struct sy_sock *s)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(s->ssl);
+    if (r == 1) {
+        s->handshaking = false;
+        /* Re-armed afresh: the handshake's deadline gives way to the read and write timeouts,
+         * and records that came with the handshake are looked at. */
+        del_ev(s->ev_read, &s->rd_armed);
+        del_ev(s->ev_write, &s->wr_armed);
+        arm(s);
+        if (!call_event(s, SY_SOCK_CONNECTED))
+            return;
+        if (evbuffer_get_length(s->out) > 0)
+            do_write(s);
+        return;
+    }
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        bool ww = e == SSL_ERROR_WANT_WRITE;
+        if (ww != s->hs_want_write) {
+            del_ev(s->ev_read, &s->rd_armed);
+            del_ev(s->ev_write, &s->wr_armed);
+            s->hs_want_write = ww;
+        }
+        arm(s);
+        return;
+    }
+    s->tls_err = ERR_peek_error();
+    int err = e == SSL_ERROR_SYSCALL && errno ? errno : EPROTO;
+    s->handshaking = false;
+    s->enabled = 0;
+    s->err = err;
+    arm(s);
+    call_event(s, SY_SOCK_ERROR | (s->hs_want_write ? SY_SOCK_WRITING : SY_SOCK_READING));
+}
+
+static void connected(struct sy_sock *s)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (s->refused)
+        err = ECONNREFUSED;
+    else if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+        err = errno;
+    if (err == EINPROGRESS)
+        return;
+    s->connecting = false;
+    if (err) {
+        s->enabled = 0;
+        s->err = err;
+        arm(s);
+        call_event(s, SY_SOCK_ERROR | SY_SOCK_WRITING);
+        return;
+    }
+    if (s->ssl) {
+        s->handshaking = true;
+        s->hs_want_write = true;
+        del_ev(s->ev_write, &s->wr_armed);
+        handshake(s);
+        return;
+    }
+    del_ev(s->ev_write, &s->wr_armed);
+    arm(s);
+    if (!call_event(s, SY_SOCK_CONNECTED))
+        return;
+    if (evbuffer_get_length(s->out) > 0)
+        do_write(s);
+}
+
+/* ---- events ---- */
+
+static void read_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_sock *s = arg;
+    if (what & EV_TIMEOUT) {
+        if (s->handshaking) {
+            /* The connect deadline ran out during the handshake. */
+            s->handshaking = false;
+            s->enabled = 0;
+            stop_dir(s, SY_SOCK_WRITING | SY_SOCK_TIMEOUT, ETIMEDOUT);
+            return;
+        }
+        stop_dir(s, SY_SOCK_READING | SY_SOCK_TIMEOUT, ETIMEDOUT);
+        return;
+    }
+    if (s->handshaking) {
+        handshake(s);
+        return;
+    }
+    if (s->wr_want_read) {
+        s->wr_want_read = false;
+        s->busy++;
+        do_write(s);
+        s->busy--;
+        if (release_if_dead(s))
+            return;
+    }
+    if ((s->enabled & EV_READ) && !s->suspended)
+        do_read(s);
+    else
+        arm(s);
+}
+
+static void write_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_sock *s = arg;
+    if (what & EV_TIMEOUT) {
+        if (s->connecting || s->handshaking) {
+            s->connecting = s->handshaking = false;
+            s->enabled = 0;
+        }
+        stop_dir(s, SY_SOCK_WRITING | SY_SOCK_TIMEOUT, ETIMEDOUT);
+        return;
+    }
+    if (s->connecting) {
+        connected(s);
+        return;
+    }
+    if (s->handshaking) {
+        handshake(s);
+        return;
+    }
+    if (s->rd_want_write) {
+        s->rd_want_write = false;
+        s->busy++;
+        do_read(s);
+        s->busy--;
+        if (release_if_dead(s))
+            return;
+    }
+    do_write(s);
+}
+
+/* ---- construction ---- */
+
+/* What sock_new made, on its failure (the caller closes the descriptor and frees the SSL). */
+static void sock_release(struct sy_sock *s)
+{
+    if (s->ev_read)
+        event_free(s->ev_read);
+    if (s->ev_write)
+        event_free(s->ev_write);
+    if (s->in)
+        evbuffer_free(s->in);
+    if (s->out)
+        evbuffer_free(s->out);
+    free(s);
+}
+
+static struct sy_sock *sock_new(struct sy_sock_loop *l, int fd, SSL *ssl)
+{
+    struct sy_sock *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->loop = l;
+    s->fd = fd;
+    s->ssl = ssl;
+    s->in = evbuffer_new();
+    s->out = evbuffer_new();
+    if (!s->in || !s->out) {
+        sock_release(s);
+        return NULL;
+    }
+    s->in_cb = evbuffer_add_cb(s->in, in_cb, s);
+    s->out_cb = evbuffer_add_cb(s->out, out_cb, s);
+    s->ev_read = event_new(l->base, fd, EV_READ | EV_PERSIST, read_ev_cb, s);
+    s->ev_write = event_new(l->base, fd, EV_WRITE | EV_PERSIST, write_ev_cb, s);
+    if (!s->ev_read || !s->ev_write) {
+        sock_release(s);
+        return NULL;
+    }
+    s->read_max = s->read_first = 32768 - 256;
+    s->write_max = 256 * 1024;
+    if (ssl) {
+        SSL_set_fd(ssl, fd);
+        SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* A peer that closes without close_notify ends the stream like a cleartext close. */
+        SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    }
+    return s;
+}
+
+struct sy_sock *sy_sock_accepted(struct sy_sock_loop *l, int fd, SSL *ssl)
+{
+    struct sy_sock *s = sock_new(l, fd, ssl);
+    if (!s) {
+        if (ssl)
+            SSL_free(ssl);
+        close(fd);
+        return NULL;
+    }
+    if (ssl) {
+        SSL_set_accept_state(ssl);
+        s->handshaking = true;
+        s->hs_want_write = false;
+        arm(s);
+    }
+    return s;
+}
+
+int sy_sock_connect(struct sy_sock_loop *l, const struct sockaddr *sa, socklen_t salen, SSL *ssl,
+                    struct sy_sock **out)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        int err = errno;
+        if (ssl)
+            SSL_free(ssl);
+        return err;
+    }
+    int r = connect(fd, sa, salen);
+    int err = r == 0 ? 0 : errno;
+    if (r == -1 && err != EINPROGRESS && err != EINTR && err != ECONNREFUSED) {
+        if (ssl)
+            SSL_free(ssl);
+        close(fd);
+        return err;
+    }
+    struct sy_sock *s = sock_new(l, fd, ssl);
+    if (!s) {
+        if (ssl)
+            SSL_free(ssl);
+        close(fd);
+        return ENOMEM;
+    }
+    if (ssl)
+        SSL_set_connect_state(ssl);
+    s->connecting = true;
+    s->refused = err == ECONNREFUSED;
+    arm(s);
+    if (r == 0 || s->refused)
+        event_active(s->ev_write, EV_WRITE, 0); /* reported from the loop, callbacks set */
+    *out = s;
+    return 0;
+}
+
+void sy_sock_free(struct sy_sock *s)
+{
+    if (!s || s->dead)
+        return;
+    wt_unqueue(s);
+    event_free(s->ev_read);
+    event_free(s->ev_write);
+    s->ev_read = s->ev_write = NULL;
+    if (s->ssl) {
+        /* Without SSL_shutdown OpenSSL drops the session of a connection from the cache (it
+         * cannot tell a close from a cut); a fatal alert has dropped it already. */
+        if (SSL_is_init_finished(s->ssl))
+            SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        SSL_free(s->ssl);
+        s->ssl = NULL;
+    }
+    close(s->fd);
+    s->fd = -1;
+    evbuffer_free(s->in);
+    evbuffer_free(s->out);
+    s->in = s->out = NULL;
+    s->dead = true;
+    if (s->busy == 0)
+        free(s);
+}
+
+/* ---- settings and accessors ---- */
+
+void sy_sock_setcb(struct sy_sock *s, sy_sock_data_cb rd, sy_sock_data_cb wr, sy_sock_event_cb ev,
+                   void *arg)
+{
+    s->rd_cb = rd;
+    s->wr_cb = wr;
+    s->ev_cb = ev;
+    s->arg = arg;
+}
+
+void sy_sock_enable(struct sy_sock *s, short what)
+{
+    if ((what & EV_READ) && !s->connecting && !s->handshaking)
+        del_ev(s->ev_read, &s->rd_armed); /* re-added below with a fresh timeout */
+    if ((what & EV_WRITE) && !s->connecting && !s->handshaking)
+        del_ev(s->ev_write, &s->wr_armed);
+    s->enabled |= what & (EV_READ | EV_WRITE);
+    if ((what & EV_WRITE) && evbuffer_get_length(s->out) > 0 && !s->blocked && !s->connecting &&
+        !s->handshaking)
+        wt_queue(s);
+    arm(s);
+}
+
+void sy_sock_disable(struct sy_sock *s, short what)
+{
+    s->enabled &= (short)~(what & (EV_READ | EV_WRITE));
+    arm(s);
+}
+
+static void retime(struct sy_sock *s)
+{
+    /* Pending events take the new timeouts now, as bufferevent_set_timeouts does. */
+    del_ev(s->ev_read, &s->rd_armed);
+    del_ev(s->ev_write, &s->wr_armed);
+    arm(s);
+}
+
+void sy_sock_set_timeouts(struct sy_sock *s, const struct timeval *rd, const struct timeval *wr)
+{
+    s->has_tv_read = rd != NULL;
+    if (rd)
+        s->tv_read = *rd;
+    s->has_tv_write = wr != NULL;
+    if (wr)
+        s->tv_write = *wr;
+    retime(s);
+}
+
+void sy_sock_set_read_high(struct sy_sock *s, size_t high)
+{
+    s->read_high = high;
+    if (s->suspended && (high == 0 || evbuffer_get_length(s->in) < high)) {
+        s->suspended = false;
+        arm(s);
+    }
+}
+
+void sy_sock_set_write_low(struct sy_sock *s, size_t low)
+{
+    s->write_low = low;
+}
+
+void sy_sock_set_read_max(struct sy_sock *s, size_t max, size_t first)
+{
+    s->read_max = max ? max : 1;
+    s->read_first = first && first < s->read_max ? first : s->read_max;
+}
+
+void sy_sock_set_write_max(struct sy_sock *s, size_t max)
+{
+    s->write_max = max ? max : 1;
+}
+
+struct evbuffer *sy_sock_input(struct sy_sock *s)
+{
+    return s->in;
+}
+
+struct evbuffer *sy_sock_output(struct sy_sock *s)
+{
+    return s->out;
+}
+
+int sy_sock_fd(const struct sy_sock *s)
+{
+    return s->fd;
+}
+
+SSL *sy_sock_ssl(const struct sy_sock *s)
+{
+    return s->ssl;
+}
+
+int sy_sock_error(const struct sy_sock *s)
+{
+    return s->err;
+}
+
+unsigned long sy_sock_tls_error(struct sy_sock *s)
+{
+    unsigned long e = s->tls_err;
+    s->tls_err = 0;
+    return e;
+}
+
+bool sy_sock_alpn_is(const struct sy_sock *s, const char *proto)
+{
+    if (!s->ssl)
+        return true;
+    const unsigned char *sel = NULL;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(s->ssl, &sel, &len);
+    return len == strlen(proto) && memcmp(sel, proto, len) == 0;
+}
+
+struct sy_sock_loop *sy_sock_loop_new(struct event_base *base)
+{
+    struct sy_sock_loop *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->base = base;
+    l->run_ev = event_new(base, -1, 0, run_cb, l);
+    if (!l->run_ev) {
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void sy_sock_loop_free(struct sy_sock_loop *l)
+{
+    if (!l)
+        return;
+    event_free(l->run_ev);
+    free(l);
+}

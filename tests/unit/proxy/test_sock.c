@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the connection layer (proxy/sock.c, included) over socketpairs and a loopback
+ * listener: reads reach the read callback, output queued in a loop pass is written at its end
+ * (once, write callback after), the read high watermark pauses and resumes reading, the read
+ * timeout and the peer's close reach the event callback, a connect is reported, and a TLS
+ * handshake (a self-signed certificate made here) carries data both ways with ALPN. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "../../../proxy/sock.c"
+
+struct rec {
+    struct event_base *base;
+    int reads, writes, events;
+    short last;
+    bool drain;      /* the read callback empties the input */
+    bool stop_on_rd; /* leave the loop after a read */
+};
+
+static void rec_read(struct sy_sock *s, void *arg)
+{
+    struct rec *r = arg;
+    r->reads++;
+    if (r->drain)
+        evbuffer_drain(sy_sock_input(s), evbuffer_get_length(sy_sock_input(s)));
+    if (r->stop_on_rd)
+        event_base_loopbreak(r->base);
+}
+
+static void rec_write(struct sy_sock *s, void *arg)
+{
+    ((struct rec *)arg)->writes++;
+}
+
+static void rec_event(struct sy_sock *s, short what, void *arg)
+{
+    struct rec *r = arg;
+    r->events++;
+    r->last = what;
+    event_base_loopbreak(r->base);
+}
+
+static void pair(int sv[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+}
+
+static void run_for(struct event_base *base, int ms)
+{
+    struct timeval tv = {0, ms * 1000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+static void test_read(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    int sv[2];
+    pair(sv);
+    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct rec r = {.base = base, .stop_on_rd = true};
+    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
+    sy_sock_enable(s, EV_READ | EV_WRITE);
+    assert_int_equal(write(sv[1], "hello", 5), 5);
+    run_for(base, 500);
+    assert_int_equal(r.reads, 1);
+    assert_int_equal(evbuffer_get_length(sy_sock_input(s)), 5);
+    close(sv[1]);
+    run_for(base, 500);
+    assert_int_equal(r.events, 1);
+    assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_EOF);
+    sy_sock_free(s);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+struct wt_case {
+    struct sy_sock *s;
+    int adds;
+};
+
+/* Adds three pieces in one loop pass: they go out in one write at the pass's end. */
+static void add_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct wt_case *c = arg;
+    for (int i = 0; i < 3; i++, c->adds++)
+        evbuffer_add(sy_sock_output(c->s), "abc", 3);
+}
+
+static void test_write_through(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    int sv[2];
+    pair(sv);
+    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
+    sy_sock_enable(s, EV_READ | EV_WRITE);
+    struct wt_case c = {.s = s};
+    struct event *ev = evtimer_new(base, add_cb, &c);
+    struct timeval zero = {0, 0};
+    evtimer_add(ev, &zero);
+    run_for(base, 50);
+    assert_int_equal(c.adds, 3);
+    assert_int_equal(r.writes, 1); /* one write, the callback once */
+    assert_int_equal(evbuffer_get_length(sy_sock_output(s)), 0);
+    char buf[16];
+    assert_int_equal(read(sv[1], buf, sizeof(buf)), 9);
+    assert_memory_equal(buf, "abcabcabc", 9);
+    event_free(ev);
+    sy_sock_free(s);
+    close(sv[1]);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+static void test_watermark(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    int sv[2];
+    pair(sv);
+    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
+    sy_sock_set_read_high(s, 10);
+    sy_sock_enable(s, EV_READ);
+    char data[100];
+    memset(data, 'x', sizeof(data));
+    assert_int_equal(write(sv[1], data, sizeof(data)), 100);
+    run_for(base, 50);
+    assert_int_equal(evbuffer_get_length(sy_sock_input(s)), 10);
+    assert_int_equal(r.reads, 1);
+    assert_false(s->rd_armed); /* paused: no read event */
+    evbuffer_drain(sy_sock_input(s), 5);
+    assert_true(s->rd_armed);
+    run_for(base, 50);
+    assert_int_equal(evbuffer_get_length(sy_sock_input(s)), 10);
+    assert_int_equal(r.reads, 2);
+    r.drain = true;
+    evbuffer_drain(sy_sock_input(s), 10);
+    run_for(base, 50);
+    assert_int_equal(r.reads, 2 + 9); /* the other 85 bytes, 10 at a time */
+    assert_int_equal(r.events, 0);
+    sy_sock_free(s);
+    close(sv[1]);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+static void test_read_timeout(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    int sv[2];
+    pair(sv);
+    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
+    struct timeval tv = {0, 30000};
+    sy_sock_set_timeouts(s, &tv, NULL);
+    sy_sock_enable(s, EV_READ);
+    run_for(base, 1000);
+    assert_int_equal(r.events, 1);
+    assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
+    assert_false(s->rd_armed); /* reading stopped */
+    sy_sock_free(s);
+    close(sv[1]);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+/* A callback that frees its socket: nothing touches it after. */
+static void free_on_read(struct sy_sock *s, void *arg)
+{
+    (*(int *)arg)++;
+    sy_sock_free(s);
+}
+
+static void test_free_in_callback(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    int sv[2];
+    pair(sv);
+    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    int n = 0;
+    sy_sock_setcb(s, free_on_read, NULL, NULL, &n);
+    sy_sock_enable(s, EV_READ);
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    run_for(base, 50);
+    assert_int_equal(n, 1);
+    char c;
+    assert_int_equal(read(sv[1], &c, 1), 0); /* closed */
+    close(sv[1]);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+static int listen_loopback(struct sockaddr_in *sa)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(sa, 0, sizeof(*sa));
+    sa->sin_family = AF_INET;
+    sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(*sa);
+    assert_int_equal(bind(fd, (struct sockaddr *)sa, len), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)sa, &len), 0);
+    return fd;
+}
+
+static void test_connect(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    struct sockaddr_in sa;
+    int lfd = listen_loopback(&sa);
+    struct sy_sock *s = NULL;
+    assert_int_equal(sy_sock_connect(l, (struct sockaddr *)&sa, sizeof(sa), NULL, &s), 0);
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
+    evbuffer_add(sy_sock_output(s), "ping", 4); /* queued before the connect is done */
+    sy_sock_enable(s, EV_READ | EV_WRITE);
+    run_for(base, 1000);
+    assert_int_equal(r.last, SY_SOCK_CONNECTED);
+    run_for(base, 50);
+    int fd = accept(lfd, NULL, NULL);
+    char buf[8];
+    assert_int_equal(read(fd, buf, sizeof(buf)), 4);
+    assert_int_equal(r.writes, 1);
+    close(fd);
+    close(lfd);
+    sy_sock_free(s);
+    /* Nobody listens any more: the refusal reaches the event callback. */
+    assert_int_equal(sy_sock_connect(l, (struct sockaddr *)&sa, sizeof(sa), NULL, &s), 0);
+    r.events = 0;
+    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
+    sy_sock_enable(s, EV_READ | EV_WRITE);
+    run_for(base, 1000);
+    assert_int_equal(r.events, 1);
+    assert_true(r.last & SY_SOCK_ERROR);
+    assert_int_equal(sy_sock_error(s), ECONNREFUSED);
+    sy_sock_free(s);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+/* A self-signed EC certificate for a server context. */
+static SSL_CTX *server_ctx(void)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"test", -1, -1, 0);
+    X509_set_issuer_name(x, name);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return ctx;
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    *out = (const unsigned char *)"h2";
+    *outlen = 2;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void test_tls(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    struct sockaddr_in sa;
+    int lfd = listen_loopback(&sa);
+    fcntl(lfd, F_SETFL, O_NONBLOCK);
+    SSL_CTX *sctx = server_ctx();
+    SSL_CTX_set_alpn_select_cb(sctx, alpn_select, NULL);
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *cssl = SSL_new(cctx);
+    SSL_set_alpn_protos(cssl, (const unsigned char *)"\x02h2", 3);
+    struct sy_sock *c = NULL;
+    assert_int_equal(sy_sock_connect(l, (struct sockaddr *)&sa, sizeof(sa), cssl, &c), 0);
+    struct rec rc = {.base = base}, rs = {.base = base};
+    sy_sock_setcb(c, rec_read, rec_write, rec_event, &rc);
+    evbuffer_add(sy_sock_output(c), "hello over tls", 14);
+    sy_sock_enable(c, EV_READ | EV_WRITE);
+    int fd = -1;
+    while (fd == -1) {
+        run_for(base, 10);
+        fd = accept(lfd, NULL, NULL);
+    }
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    struct sy_sock *s = sy_sock_accepted(l, fd, SSL_new(sctx));
+    sy_sock_setcb(s, rec_read, rec_write, rec_event, &rs);
+    sy_sock_enable(s, EV_READ | EV_WRITE);
+    for (int i = 0; i < 100 && (rc.last != SY_SOCK_CONNECTED || rs.reads == 0); i++)
+        run_for(base, 10);
+    assert_int_equal(rc.last, SY_SOCK_CONNECTED);
+    assert_int_equal(rs.last, SY_SOCK_CONNECTED);
+    assert_true(sy_sock_alpn_is(c, "h2"));
+    assert_int_equal(evbuffer_get_length(sy_sock_input(s)), 14);
+    /* A big answer back: more than a record, through the output's chains. */
+    static char big[100000];
+    memset(big, 'y', sizeof(big));
+    evbuffer_add(sy_sock_output(s), "head", 4);
+    evbuffer_add(sy_sock_output(s), big, sizeof(big));
+    rc.drain = false;
+    for (int i = 0; i < 200 && evbuffer_get_length(sy_sock_input(c)) < sizeof(big) + 4; i++)
+        run_for(base, 10);
+    assert_int_equal(evbuffer_get_length(sy_sock_input(c)), sizeof(big) + 4);
+    /* The client closes: the server sees the end. */
+    rs.events = 0;
+    sy_sock_free(c);
+    for (int i = 0; i < 100 && rs.events == 0; i++)
+        run_for(base, 10);
+    assert_int_equal(rs.last, SY_SOCK_READING | SY_SOCK_EOF);
+    sy_sock_free(s);
+    close(lfd);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read),
+        cmocka_unit_test(test_write_through),
+        cmocka_unit_test(test_watermark),
+        cmocka_unit_test(test_read_timeout),
+        cmocka_unit_test(test_free_in_callback),
+        cmocka_unit_test(test_connect),
+        cmocka_unit_test(test_tls),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
