@@ -105,10 +105,10 @@ static void send_head(struct exchange *ex, struct h1_stream *s)
 {
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     struct upstream *up = s->up;
-    struct evbuffer *out = bufferevent_get_output(up->bev);
+    struct evbuffer *out = sy_sock_output(up->sock);
     struct timeval tv = ms_tv(cfg->timeouts.upstream_response_ms);
-    bufferevent_set_timeouts(up->bev, &tv, &tv);
-    bufferevent_setwatermark(up->bev, EV_WRITE, cfg->limits.buffer_bytes / 2, 0);
+    sy_sock_set_timeouts(up->sock, &tv, &tv);
+    sy_sock_set_write_low(up->sock, cfg->limits.buffer_bytes / 2);
     if (up->reused && !s->fresh) {
         size_t len = evbuffer_get_length(s->head);
         evbuffer_add(out, evbuffer_pullup(s->head, (ssize_t)len), len);
@@ -157,7 +157,7 @@ static void body_ready(struct exchange *ex)
     if (ex->req_done || !s->up || !s->up->connected)
         return;
     size_t budget = sy_route_table_config(ex->table)->limits.buffer_bytes;
-    struct evbuffer *out = bufferevent_get_output(s->up->bev);
+    struct evbuffer *out = sy_sock_output(s->up->sock);
     for (;;) {
         size_t used = evbuffer_get_length(out);
         if (used >= budget)
@@ -195,9 +195,9 @@ void h1up_drained(struct exchange *ex)
 {
     struct h1_stream *s = stream_of(ex);
     if (s->shutdown_pending) {
-        if (evbuffer_get_length(bufferevent_get_output(s->up->bev)) == 0) {
+        if (evbuffer_get_length(sy_sock_output(s->up->sock)) == 0) {
             s->shutdown_pending = false;
-            shutdown(bufferevent_getfd(s->up->bev), SHUT_WR); /* the client's half-close */
+            shutdown(sy_sock_fd(s->up->sock), SHUT_WR); /* the client's half-close */
         }
         return;
     }
@@ -265,7 +265,7 @@ static int deliver_head(struct exchange *ex, struct h1_stream *s, struct sy_h1_r
     if (switching) {
         /* Both sides idle out after timeouts.tunnel_idle; the client's bytes go raw. */
         struct timeval tv = ms_tv(cfg->timeouts.tunnel_idle_ms);
-        bufferevent_set_timeouts(s->up->bev, &tv, &tv);
+        sy_sock_set_timeouts(s->up->sock, &tv, &tv);
         s->chunked_up = false;
     }
     if (!exchange_on_head(ex, &h))
@@ -284,7 +284,7 @@ static int deliver_head(struct exchange *ex, struct h1_stream *s, struct sy_h1_r
 static int parse_response_head(struct exchange *ex, struct h1_stream *s)
 {
     const struct sy_config *cfg = sy_route_table_config(ex->table);
-    struct evbuffer *in = bufferevent_get_input(s->up->bev);
+    struct evbuffer *in = sy_sock_input(s->up->sock);
     for (;;) {
         size_t len = evbuffer_get_length(in);
         if (len == 0)
@@ -363,7 +363,7 @@ void h1up_readable(struct exchange *ex)
             return;
         }
     }
-    struct evbuffer *in = bufferevent_get_input(up->bev);
+    struct evbuffer *in = sy_sock_input(up->sock);
     if (!relay_body(ex, s, in))
         return;
     if (s->eof && evbuffer_get_length(in) == 0) {
@@ -371,7 +371,7 @@ void h1up_readable(struct exchange *ex)
         return;
     }
     if (exchange_body_room(ex) == 0 && !up->read_paused && !s->eof) {
-        bufferevent_disable(up->bev, EV_READ);
+        sy_sock_disable(up->sock, EV_READ);
         up->read_paused = true;
     }
 }
@@ -384,7 +384,7 @@ static void client_drained(struct exchange *ex)
         return;
     if (up->read_paused) {
         up->read_paused = false;
-        bufferevent_enable(up->bev, EV_READ);
+        sy_sock_enable(up->sock, EV_READ);
         h1up_readable(ex);
     } else if (s->eof) {
         h1up_readable(ex); /* what came before the close, at the client's pace */
@@ -415,12 +415,12 @@ static void timed_out(struct exchange *ex, struct h1_stream *s, short what)
         fail(ex, 504, "tunnel idle for timeouts.tunnel_idle");
         return;
     }
-    if ((what & BEV_EVENT_READING) && !ex->req_done && ex->req_body_bytes != ex->req_body_mark) {
+    if ((what & SY_SOCK_READING) && !ex->req_done && ex->req_body_bytes != ex->req_body_mark) {
         /* Still uploading, and the upload moved: the response clock starts when the request
          * is complete. An upload that stalls for a whole period (a client that went quiet, a
          * cluster that stopped reading) ends here as a late answer would. */
         ex->req_body_mark = ex->req_body_bytes;
-        bufferevent_enable(up->bev, EV_READ);
+        sy_sock_enable(up->sock, EV_READ);
         return;
     }
     if (!up->connected) {
@@ -441,14 +441,13 @@ void h1up_event(struct exchange *ex, short what)
 {
     struct h1_stream *s = stream_of(ex);
     struct upstream *up = s->up;
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & SY_SOCK_TIMEOUT) {
         timed_out(ex, s, what);
         return;
     }
     int err = EVUTIL_SOCKET_ERROR();
     char why[256];
-    bool nothing_received =
-        !ex->resp_started && evbuffer_get_length(bufferevent_get_input(up->bev)) == 0;
+    bool nothing_received = !ex->resp_started && evbuffer_get_length(sy_sock_input(up->sock)) == 0;
     if (up->reused && nothing_received && !s->fresh && ex->safe && !ex->req_body_started) {
         /* A pooled connection the server had closed before it saw our request: it may go
          * once more, on a fresh connection. */
@@ -460,7 +459,7 @@ void h1up_event(struct exchange *ex, short what)
         exchange_on_error(ex, true, 502, why);
         return;
     }
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && up->connected) {
+    if ((what & SY_SOCK_EOF) && !(what & SY_SOCK_ERROR) && up->connected) {
         /* Whatever arrived before the close is still to be relayed. */
         s->eof = true;
         h1up_readable(ex);
@@ -475,11 +474,11 @@ void h1up_event(struct exchange *ex, short what)
     }
     if (!up->connected)
         snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: %s",
-                 exchange_cluster_name(ex), ex->endpoint->address, upstream_error(up->bev, err));
+                 exchange_cluster_name(ex), ex->endpoint->address, upstream_error(up->sock, err));
     else
         snprintf(why, sizeof(why), "cluster %s (%s) failed %s: %s", exchange_cluster_name(ex),
                  ex->endpoint->address, ex->resp_started ? "mid-response" : "before answering",
-                 upstream_error(up->bev, err));
+                 upstream_error(up->sock, err));
     fail(ex, 502, why);
 }
 

@@ -27,8 +27,7 @@
 struct h2_up {
     struct sy_worker *w;
     struct pool *pool;
-    struct bufferevent *bev;
-    struct wthrough wt;
+    struct sy_sock *sock;
     nghttp2_session *ng;
     bool connected;     /* TCP, and TLS with ALPN h2, are up */
     bool settings_seen; /* the server's first SETTINGS arrived */
@@ -140,8 +139,7 @@ static void conn_free(struct h2_up *h)
     if (h->flush_ev)
         event_free(h->flush_ev);
     nghttp2_session_del(h->ng);
-    wthrough_detach(&h->wt);
-    bufferevent_free(h->bev);
+    sy_sock_free(h->sock);
     h->w->n_upstream--;
     queue_kick(h->pool);
     free(h);
@@ -192,7 +190,7 @@ static bool flush(struct h2_up *h)
     if (!h->connected && !h->dead)
         return true;
     h->in_io = true;
-    struct evbuffer *out = bufferevent_get_output(h->bev);
+    struct evbuffer *out = sy_sock_output(h->sock);
     do {
         h->want_flush = false;
         while (!h->dead && evbuffer_get_length(out) < h->budget) {
@@ -240,7 +238,10 @@ static void conn_fail(struct h2_up *h, const char *why)
     while (h->streams) {
         struct h2_stream *s = h->streams;
         forget_stream(h, s);
-        report_failure(s, h, !s->sent, 502, reason);
+        /* A connection that never came up is a connect failure, retried as a connect timeout
+         * is (once, when safe), not a stream the server gave back: libevent reported a
+         * loopback refusal as connected first, and the retries came out so. */
+        report_failure(s, h, h->connected && !s->sent, 502, reason);
     }
     h->dead = true;
     h->in_io = false;
@@ -507,10 +508,10 @@ static void submit(struct h2_up *h, struct h2_stream *s)
     exchange_on_sent(s->ex);
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(struct sy_sock *sk, void *arg)
 {
     struct h2_up *h = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = sy_sock_input(sk);
     h->in_io = true;
     while (evbuffer_get_length(in) && !h->dead) {
         struct evbuffer_iovec v;
@@ -530,29 +531,29 @@ static void read_cb(struct bufferevent *bev, void *arg)
     io_done(h);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+static void write_cb(struct sy_sock *sk, void *arg)
 {
     struct h2_up *h = arg;
     if (!flush(h))
         return;
-    if (h->closing && h->n_streams == 0 && evbuffer_get_length(bufferevent_get_output(bev)) == 0 &&
+    if (h->closing && h->n_streams == 0 && evbuffer_get_length(sy_sock_output(sk)) == 0 &&
         !nghttp2_session_want_write(h->ng))
         conn_free(h); /* the GOAWAY is out */
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void event_cb(struct sy_sock *sk, short what, void *arg)
 {
     struct h2_up *h = arg;
-    if (what & BEV_EVENT_CONNECTED) {
-        if (!upstream_alpn_is(bev, "h2")) {
+    if (what & SY_SOCK_CONNECTED) {
+        if (!upstream_alpn_is(sk, "h2")) {
             upstream_count_connect_error(h->pool, SY_CONNERR_TLS);
             conn_fail(h, "the cluster did not agree to HTTP/2 (ALPN h2)");
             return;
         }
         int one = 1;
-        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(sy_sock_fd(sk), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         h->connected = true;
-        bufferevent_set_timeouts(bev, NULL, NULL);
+        sy_sock_set_timeouts(sk, NULL, NULL);
         const struct sy_config *cfg = worker_config(h->w);
         uint32_t window = cfg->limits.buffer_bytes < 65535 ? 65535 : cfg->limits.buffer_bytes;
         nghttp2_settings_entry iv[] = {
@@ -577,13 +578,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
     const char *reason;
     char why[256];
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & SY_SOCK_TIMEOUT) {
         reason = h->connected ? "timed out" : "connect timed out";
         if (!h->connected)
             upstream_count_connect_error(h->pool, SY_CONNERR_TIMEOUT);
     } else {
-        int err = (what & BEV_EVENT_ERROR) ? EVUTIL_SOCKET_ERROR() : 0;
-        reason = upstream_error(bev, err);
+        int err = (what & SY_SOCK_ERROR) ? EVUTIL_SOCKET_ERROR() : 0;
+        reason = upstream_error(sk, err);
         /* A refusal can only be the connect's, even when libevent saw the socket connected
          * (a loopback refusal is reported so). */
         enum sy_connect_error cerr = upstream_connect_error_of(h->pool, err);
@@ -644,14 +645,13 @@ static nghttp2_session_callbacks *callbacks(void)
 static struct h2_up *conn_new(struct sy_worker *w, struct pool *p, const struct sy_cluster_spec *cl,
                               const char **why)
 {
-    struct bufferevent *bev = upstream_connect(w, p, cl, why);
-    if (!bev)
+    struct sy_sock *sk = upstream_connect(w, p, cl, why);
+    if (!sk)
         return NULL;
     struct h2_up *h = sy_xcalloc(1, sizeof(*h));
     h->w = w;
     h->pool = p;
-    h->bev = bev;
-    wthrough_attach(&h->wt, w, bev);
+    h->sock = sk;
     h->budget = worker_config(w)->limits.buffer_bytes;
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
@@ -661,9 +661,9 @@ static struct h2_up *conn_new(struct sy_worker *w, struct pool *p, const struct 
     nghttp2_option_del(opt);
     h->idle_timer = evtimer_new(w->base, idle_cb, h);
     h->flush_ev = event_new(w->base, -1, 0, flush_cb, h);
-    bufferevent_setwatermark(bev, EV_WRITE, h->budget / 2, 0);
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, h);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    sy_sock_set_write_low(sk, h->budget / 2);
+    sy_sock_setcb(sk, read_cb, write_cb, event_cb, h);
+    sy_sock_enable(sk, EV_READ | EV_WRITE);
     h->next = p->h2;
     p->h2 = h;
     h2_gauge(p);

@@ -25,6 +25,8 @@
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
 
+#include "sock.h"
+
 struct exchange;
 struct upstream;
 struct h1_conn;
@@ -219,6 +221,7 @@ struct sy_worker {
     struct event *hold_timer; /* exclusive.hold of the oldest */
     struct wthrough *wt_list; /* outputs to write at the end of this loop pass */
     struct event *wt_ev;
+    struct sy_sock_loop *socks; /* write-through of the worker's sockets (sock.h) */
     struct conn *conns; /* every open downstream connection */
     /* The next worker_conn_init takes its conn.trusted from here (and clears it): the code
      * that hands a connection over (accept, TLS handshake, h2c upgrade) sets it just before,
@@ -463,9 +466,8 @@ struct exchange {
 struct upstream {
     struct sy_worker *w;
     struct pool *pool;
-    struct wthrough wt;
     bool tls;
-    struct bufferevent *bev;
+    struct sy_sock *sock;
     struct exchange *ex; /* the exchange it carries (its ups is h1_client.c's), or NULL */
     bool connected;
     bool reused;
@@ -661,9 +663,9 @@ ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing frami
 struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *ep,
                            const struct sy_cluster_spec *cl);
 /* A new connection to the pool's endpoint, connecting (and, with TLS, shaking hands: the
- * event callback sees BEV_EVENT_CONNECTED once both are done). NULL with a reason in *why. */
-struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
-                                     const struct sy_cluster_spec *cl, const char **why);
+ * event callback sees SY_SOCK_CONNECTED once both are done). NULL with a reason in *why. */
+struct sy_sock *upstream_connect(struct sy_worker *w, struct pool *p,
+                                 const struct sy_cluster_spec *cl, const char **why);
 /* The reason upstream_connect gives when the worker holds limits.max_upstream_connections
  * already (no idle one could give way): compared by address, answered 503. */
 extern const char upstream_limit_reason[];
@@ -672,9 +674,9 @@ enum sy_connect_error upstream_connect_error_of(const struct pool *p, int err);
 /* Counts a connect error against the pool's endpoint (its /metrics counters). */
 void upstream_count_connect_error(struct pool *p, enum sy_connect_error reason);
 /* Why a connection to a cluster failed, with the TLS detail when there is one. */
-const char *upstream_error(struct bufferevent *bev, int err);
+const char *upstream_error(struct sy_sock *sk, int err);
 /* With TLS: whether ALPN chose `proto` (e.g. "h2"). Cleartext: true. */
-bool upstream_alpn_is(struct bufferevent *bev, const char *proto);
+bool upstream_alpn_is(struct sy_sock *sk, const char *proto);
 /* A pooled HTTP/1.1 connection, or a new one (always new when `fresh`); NULL when a socket
  * cannot be made at all (*why says why). */
 struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec *ep,

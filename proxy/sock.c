@@ -576,13 +576,11 @@ static struct sy_sock *sock_new(struct sy_sock_loop *l, int fd, SSL *ssl)
         sock_release(s);
         return NULL;
     }
-    s->read_max = s->read_first = 32768 - 256;
+    s->read_max = s->read_first = SY_SOCK_READ_MAX;
     s->write_max = 256 * 1024;
     if (ssl) {
         SSL_set_fd(ssl, fd);
         SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-        /* A peer that closes without close_notify ends the stream like a cleartext close. */
-        SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     }
     return s;
 }

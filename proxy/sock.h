@@ -28,6 +28,11 @@ enum {
     SY_SOCK_CONNECTED = 0x80, /* the connect (and the TLS handshake, with TLS) is done */
 };
 
+/* The most one read event takes by default: a 16 KiB answer and its head in one read, in one
+ * evbuffer chain that stays below 32 KiB with its header (libevent rounds chains up to a power
+ * of two). */
+#define SY_SOCK_READ_MAX (32768 - 256)
+
 struct sy_sock;
 /* Write-through for the sockets of one event base: their queued output is written at the end
  * of the loop pass. */

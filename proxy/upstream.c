@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -237,78 +236,71 @@ static bool worker_has_room(struct sy_worker *w, const struct sy_config *cfg)
     return upstream_shed_idle(w, 1) == 1 && w->n_upstream < cfg->limits.max_upstream_connections;
 }
 
-struct bufferevent *upstream_connect(struct sy_worker *w, struct pool *p,
-                                     const struct sy_cluster_spec *cl, const char **why)
+/* A client SSL for the pool's settings (its name or address, its last session), or NULL with
+ * *why. */
+static SSL *pool_ssl(struct sy_worker *w, struct pool *p, const struct sy_cluster_spec *cl,
+                     const char **why)
+{
+    if (!p->tls)
+        pool_take_tls(w, p);
+    if (!p->tls) {
+        /* The control thread builds every context; a pool made for settings no snapshot
+         * of this worker has (an old exchange's, after a reload changed them) has none. */
+        *why = "no TLS context for the cluster's settings (changed by a reload)";
+        return NULL;
+    }
+    SSL *ssl = SSL_new(p->tls);
+    if (!ssl) {
+        *why = "cannot create a TLS connection";
+        return NULL;
+    }
+    SSL_set_app_data(ssl, p);
+    if (p->tls_name) {
+        SSL_set_tlsext_host_name(ssl, p->tls_name);
+        if (cl->tls.verify)
+            SSL_set1_host(ssl, p->tls_name);
+    } else if (p->tls_ip && cl->tls.verify) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->tls_ip);
+    }
+    if (p->session)
+        SSL_set_session(ssl, p->session);
+    return ssl;
+}
+
+struct sy_sock *upstream_connect(struct sy_worker *w, struct pool *p,
+                                 const struct sy_cluster_spec *cl, const char **why)
 {
     const struct sy_config *cfg = worker_config(w);
-    struct bufferevent *bev;
     if (!worker_has_room(w, cfg)) {
         *why = upstream_limit_reason;
         return NULL;
     }
-    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
-    if (p->tls_on) {
-        if (!p->tls)
-            pool_take_tls(w, p);
-        if (!p->tls) {
-            /* The control thread builds every context; a pool made for settings no snapshot
-             * of this worker has (an old exchange's, after a reload changed them) has none. */
-            *why = "no TLS context for the cluster's settings (changed by a reload)";
-            return NULL;
-        }
-        SSL *ssl = SSL_new(p->tls);
-        if (!ssl) {
-            *why = "cannot create a TLS connection";
-            return NULL;
-        }
-        SSL_set_app_data(ssl, p);
-        if (p->tls_name) {
-            SSL_set_tlsext_host_name(ssl, p->tls_name);
-            if (cl->tls.verify)
-                SSL_set1_host(ssl, p->tls_name);
-        } else if (p->tls_ip && cl->tls.verify) {
-            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->tls_ip);
-        }
-        if (p->session)
-            SSL_set_session(ssl, p->session);
-        bev = bufferevent_openssl_socket_new(w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
-        if (!bev) {
-            SSL_free(ssl);
-            *why = "cannot create a TLS connection";
-            return NULL;
-        }
-        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    } else {
-        bev = bufferevent_socket_new(w->base, -1, opts);
-        if (!bev) {
-            *why = "out of memory";
-            return NULL;
-        }
+    SSL *ssl = NULL;
+    if (p->tls_on && !(ssl = pool_ssl(w, p, cl, why)))
+        return NULL;
+    struct sy_sock *sk = NULL;
+    int err = sy_sock_connect(w->socks, (const struct sockaddr *)&p->addr, p->addrlen, ssl, &sk);
+    if (err) {
+        /* Immediate failure (e.g. no route): reported like a refused connection. */
+        *why = strerror(err);
+        return NULL;
     }
     size_t high = cfg->limits.buffer_bytes;
     if (high < cfg->limits.max_header_bytes + 1)
         high = cfg->limits.max_header_bytes + 1;
-    bufferevent_setwatermark(bev, EV_READ, 0, high);
-    bufferevent_set_max_single_read(bev, high);
-    bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
-    /* libevent times a connect (and the TLS handshake) with the write timeout. */
+    sy_sock_set_read_high(sk, high);
+    sy_sock_set_read_max(sk, SY_SOCK_READ_MAX, 0);
+    sy_sock_set_write_max(sk, MAX_SINGLE_WRITE);
+    /* The write timeout bounds the connect and the TLS handshake. */
     struct timeval tv = ms_tv(cfg->timeouts.upstream_connect_ms);
-    bufferevent_set_timeouts(bev, NULL, &tv);
-    if (bufferevent_socket_connect(bev, (const struct sockaddr *)&p->addr, (int)p->addrlen) == -1) {
-        /* Immediate failure (e.g. no route): reported like a refused connection. */
-        *why = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
-        bufferevent_free(bev);
-        return NULL;
-    }
-    if (!p->tls_on)
-        bev_plain_reads(bev, false); /* after the connect: it gave the event libevent's callback */
-    return bev;
+    sy_sock_set_timeouts(sk, NULL, &tv);
+    return sk;
 }
 
-const char *upstream_error(struct bufferevent *bev, int err)
+const char *upstream_error(struct sy_sock *sk, int err)
 {
     static _Thread_local char buf[256];
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    SSL *ssl = sy_sock_ssl(sk);
     if (ssl) {
         long v = SSL_get_verify_result(ssl);
         if (v != X509_V_OK) {
@@ -316,30 +308,22 @@ const char *upstream_error(struct bufferevent *bev, int err)
                      X509_verify_cert_error_string(v));
             return buf;
         }
-        unsigned long e = bufferevent_get_openssl_error(bev);
+        unsigned long e = sy_sock_tls_error(sk);
         if (e) {
             char detail[200];
             ERR_error_string_n(e, detail, sizeof(detail));
-            while (bufferevent_get_openssl_error(bev))
-                ;
             snprintf(buf, sizeof(buf), "TLS: %s", detail);
             return buf;
         }
     }
     if (err == 0)
         return "connection closed";
-    return evutil_socket_error_to_string(err);
+    return strerror(err);
 }
 
-bool upstream_alpn_is(struct bufferevent *bev, const char *proto)
+bool upstream_alpn_is(struct sy_sock *sk, const char *proto)
 {
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (!ssl)
-        return true;
-    const unsigned char *sel = NULL;
-    unsigned int len = 0;
-    SSL_get0_alpn_selected(ssl, &sel, &len);
-    return len == strlen(proto) && memcmp(sel, proto, len) == 0;
+    return sy_sock_alpn_is(sk, proto);
 }
 
 static void unlink_idle(struct upstream *up)
@@ -361,8 +345,7 @@ static void upstream_free(struct upstream *up)
     up->pool->n_conns--;
     pool_gauge(up->pool);
     up->w->n_upstream--;
-    wthrough_detach(&up->wt);
-    bufferevent_free(up->bev);
+    sy_sock_free(up->sock);
     queue_kick(up->pool);
     free(up);
 }
@@ -382,27 +365,27 @@ static void pool_free(struct pool *p)
     free(p);
 }
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
+static void up_read_cb(struct sy_sock *sk, void *arg)
 {
     struct upstream *up = arg;
     if (up->ex)
         h1up_readable(up->ex);
 }
 
-static void up_write_cb(struct bufferevent *bev, void *arg)
+static void up_write_cb(struct sy_sock *sk, void *arg)
 {
     struct upstream *up = arg;
     if (up->ex)
         h1up_drained(up->ex);
 }
 
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+static void up_event_cb(struct sy_sock *sk, short what, void *arg)
 {
     struct upstream *up = arg;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & SY_SOCK_CONNECTED) {
         up->connected = true;
         int one = 1;
-        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(sy_sock_fd(sk), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (up->ex)
             h1up_connected(up->ex);
         return;
@@ -417,7 +400,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 /* Anything an idle connection receives is a protocol error or a close: drop it. */
-static void idle_read_cb(struct bufferevent *bev, void *arg)
+static void idle_read_cb(struct sy_sock *sk, void *arg)
 {
     struct upstream *up = arg;
     unlink_idle(up);
@@ -462,36 +445,35 @@ struct upstream *upstream_get(struct sy_worker *w, const struct sy_endpoint_spec
         unlink_idle(up);
         up->ex = ex;
         up->reused = true;
-        bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
-        bufferevent_set_timeouts(up->bev, NULL, NULL);
-        bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+        sy_sock_setcb(up->sock, up_read_cb, up_write_cb, up_event_cb, up);
+        sy_sock_set_timeouts(up->sock, NULL, NULL);
+        sy_sock_enable(up->sock, EV_READ | EV_WRITE);
         pool_note_busy(p);
         return up;
     }
-    struct bufferevent *bev = upstream_connect(w, p, cl, why);
-    if (!bev)
+    struct sy_sock *sk = upstream_connect(w, p, cl, why);
+    if (!sk)
         return NULL;
     up = sy_xcalloc(1, sizeof(*up));
     up->w = w;
     up->pool = p;
     up->ex = ex;
-    up->bev = bev;
-    wthrough_attach(&up->wt, w, bev);
+    up->sock = sk;
     up->tls = p->tls_on;
     if (cl->send_proxy_v2 && ex && ex->down) {
         /* Queued before the request: the first bytes the cluster reads once connected. */
         unsigned char hdr[SY_PP_V2_OUT_MAX];
         size_t n = sy_pp_v2_write(hdr, (const struct sockaddr *)&ex->down->conn->addr,
                                   (const struct sockaddr *)&p->addr);
-        evbuffer_add(bufferevent_get_output(bev), hdr, n);
+        evbuffer_add(sy_sock_output(sk), hdr, n);
         up->one_client = true;
     }
     p->n_conns++;
     pool_gauge(p);
     w->n_upstream++;
     pool_note_busy(p);
-    bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, up);
-    bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+    sy_sock_setcb(up->sock, up_read_cb, up_write_cb, up_event_cb, up);
+    sy_sock_enable(up->sock, EV_READ | EV_WRITE);
     return up;
 }
 
@@ -505,8 +487,8 @@ void upstream_release(struct upstream *up, bool reusable)
     bool wanted = p->q_head != NULL;
     if (!reusable || up->one_client || w->draining || p->retired ||
         (p->n_idle >= pool_keep(p, cfg->limits.upstream_keepalive) && !wanted) ||
-        evbuffer_get_length(bufferevent_get_input(up->bev)) > 0 ||
-        evbuffer_get_length(bufferevent_get_output(up->bev)) > 0) {
+        evbuffer_get_length(sy_sock_input(up->sock)) > 0 ||
+        evbuffer_get_length(sy_sock_output(up->sock)) > 0) {
         upstream_free(up);
         return;
     }
@@ -514,9 +496,9 @@ void upstream_release(struct upstream *up, bool reusable)
     up->read_paused = false;
     unsigned ms = cfg->timeouts.upstream_idle_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    bufferevent_setcb(up->bev, idle_read_cb, NULL, up_event_cb, up);
-    bufferevent_set_timeouts(up->bev, &tv, NULL);
-    bufferevent_enable(up->bev, EV_READ);
+    sy_sock_setcb(up->sock, idle_read_cb, NULL, up_event_cb, up);
+    sy_sock_set_timeouts(up->sock, &tv, NULL);
+    sy_sock_enable(up->sock, EV_READ);
     up->next = p->idle;
     p->idle = up;
     p->n_idle++;

@@ -1597,6 +1597,12 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
             return SY_ERR_SYS;
         }
         w->wt_ev = event_new(w->base, -1, 0, wthrough_run, w);
+        w->socks = sy_sock_loop_new(w->base);
+        if (!w->socks) {
+            sy_log(SY_LOG_ERROR, "worker", "out of memory");
+            sy_workers_free(ws);
+            return SY_ERR_SYS;
+        }
         w->msg_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (w->msg_fd == -1) {
             sy_log_errno(SY_LOG_ERROR, "worker", "eventfd");
@@ -1855,6 +1861,7 @@ void sy_workers_free(struct sy_workers *ws)
             event_free(w->drain_timer);
         if (w->wt_ev)
             event_free(w->wt_ev);
+        sy_sock_loop_free(w->socks);
         if (w->msg_ev)
             event_free(w->msg_ev);
         if (w->msg_fd != -1)
