@@ -19,8 +19,7 @@ static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 struct h1_conn {
     struct conn conn; /* first: a struct conn * is a struct h1_conn * */
     struct downstream down;
-    struct bufferevent *bev;
-    struct wthrough wt;
+    struct sy_sock *sock;
     struct event *timer; /* request head deadline / keep-alive idle */
     uint64_t requests;   /* served on this connection */
     bool keep_alive;     /* after the current exchange */
@@ -46,11 +45,7 @@ static void client_free(struct h1_conn *c)
         exchange_downstream_gone(c->down.ex);
     if (c->timer)
         event_free(c->timer);
-    wthrough_detach(&c->wt);
-    if (c->bev) {
-        tls_conn_end(c->bev);
-        bufferevent_free(c->bev);
-    }
+    sy_sock_free(c->sock); /* NULL once handed to the HTTP/2 codec */
     struct sy_worker *w = c->conn.w;
     worker_conn_remove(w, &c->conn);
     free(c);
@@ -86,17 +81,17 @@ static void arm_timer(struct h1_conn *c, unsigned ms)
 /* Bytes read and dropped after an error answer before the connection is cut anyway. */
 #define LINGER_MAX_BYTES (1 << 20)
 
-static void linger_read_cb(struct bufferevent *bev, void *arg)
+static void linger_read_cb(struct sy_sock *sk, void *arg)
 {
     struct h1_conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = sy_sock_input(sk);
     c->lingered += evbuffer_get_length(in);
     evbuffer_drain(in, evbuffer_get_length(in));
     if (c->lingered > LINGER_MAX_BYTES)
         client_free(c);
 }
 
-static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
+static void linger_event_cb(struct sy_sock *sk, short what, void *arg)
 {
     client_free(arg);
 }
@@ -114,12 +109,12 @@ static void finish_close(struct h1_conn *c)
     }
     c->linger = false;
     c->lingering = true;
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    shutdown(sy_sock_fd(c->sock), SHUT_WR);
+    sy_sock_set_timeouts(c->sock, NULL, NULL);
     arm_timer(c, worker_config(c->conn.w)->timeouts.linger_ms);
-    bufferevent_setcb(c->bev, linger_read_cb, NULL, linger_event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    sy_sock_setcb(c->sock, linger_read_cb, NULL, linger_event_cb, c);
+    sy_sock_set_read_high(c->sock, 0);
+    sy_sock_enable(c->sock, EV_READ);
 }
 
 /* Close once everything queued has been written. */
@@ -127,8 +122,8 @@ static void close_after_flush(struct h1_conn *c)
 {
     c->closing = true;
     c->keep_alive = false;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+    sy_sock_disable(c->sock, EV_READ);
+    if (evbuffer_get_length(sy_sock_output(c->sock)) == 0)
         finish_close(c);
 }
 
@@ -136,7 +131,7 @@ static void close_after_flush(struct h1_conn *c)
  * any, cannot be trusted to be framed right). */
 static void send_error(struct h1_conn *c, int status, const char *why)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = sy_sock_output(c->sock);
     char retry[40] = "";
     if (c->down.retry_after_s) /* sy_error_retry_after() */
         snprintf(retry, sizeof(retry), "retry-after: %u\r\n", c->down.retry_after_s);
@@ -167,14 +162,13 @@ static bool sniff_h2(struct h1_conn *c, struct evbuffer *in, size_t len, bool *w
         *wait = true;
         return false;
     }
-    struct bufferevent *bev = c->bev;
-    wthrough_detach(&c->wt);
-    c->bev = NULL;
+    struct sy_sock *sk = c->sock;
+    c->sock = NULL;
     c->conn.w->accept_trusted = c->conn.trusted;
     c->conn.w->accept_lstat = c->conn.lstat;
     if (c->conn.lstat)
         counter_add(&c->conn.lstat->conns[LPROTO_H2C], 1);
-    h2_accept(c->conn.w, bev, (const struct sockaddr *)&c->conn.addr, sizeof(c->conn.addr), false);
+    h2_accept(c->conn.w, sk, (const struct sockaddr *)&c->conn.addr, sizeof(c->conn.addr), false);
     client_free(c);
     return true;
 }
@@ -261,14 +255,14 @@ static void set_request_timeouts(struct h1_conn *c, const struct sy_h1_request *
     struct timeval send = ms_tv(cfg->timeouts.client_send_ms);
     bool has_body = req->framing == SY_H1_BODY_CHUNKED ||
                     (req->framing == SY_H1_BODY_LENGTH && req->content_length > 0);
-    bufferevent_set_timeouts(c->bev, has_body ? &body : NULL, &send);
+    sy_sock_set_timeouts(c->sock, has_body ? &body : NULL, &send);
 }
 
 /* A parsed request goes to the exchange; the head's `n` bytes leave the input after it. */
 static void start_request(struct h1_conn *c, const struct sy_h1_request *req, ssize_t n)
 {
     const struct sy_config *cfg = worker_config(c->conn.w);
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = sy_sock_input(c->sock);
     begin_request(c, req, cfg);
     /* RFC 9112 §3.2.2: an absolute-form target goes on in origin-form (its authority is
      * already the Host). "http://a?x" has an empty path, which origin-form writes "/": that
@@ -294,7 +288,7 @@ static void try_read_head(struct h1_conn *c)
 {
     struct sy_worker *w = c->conn.w;
     const struct sy_config *cfg = worker_config(w);
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = sy_sock_input(c->sock);
     size_t len = evbuffer_get_length(in);
     if (len == 0)
         return;
@@ -331,7 +325,7 @@ static void try_read_head(struct h1_conn *c)
     start_request(c, &req, n);
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(struct sy_sock *sk, void *arg)
 {
     struct h1_conn *c = arg;
     if (c->closing)
@@ -342,11 +336,11 @@ static void read_cb(struct bufferevent *bev, void *arg)
         try_read_head(c);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+static void write_cb(struct sy_sock *sk, void *arg)
 {
     struct h1_conn *c = arg;
     if (c->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (evbuffer_get_length(sy_sock_output(sk)) == 0)
             finish_close(c);
         return;
     }
@@ -354,10 +348,10 @@ static void write_cb(struct bufferevent *bev, void *arg)
         exchange_client_drained(c->down.ex);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void event_cb(struct sy_sock *sk, short what, void *arg)
 {
     struct h1_conn *c = arg;
-    if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->down.ex->req_done &&
+    if (c->down.ex && (what & SY_SOCK_EOF) && !(what & SY_SOCK_ERROR) && c->down.ex->req_done &&
         !c->down.ex->q_pool && !c->down.ex->held) {
         /* A half-close after the whole request still deserves its response. One while the
          * request waits for a connection (max_connections) is taken for a client that gave
@@ -366,7 +360,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         c->keep_alive = false;
         return;
     }
-    if (c->down.ex && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+    if (c->down.ex && (what & SY_SOCK_EOF) && !(what & SY_SOCK_ERROR) &&
         c->req_framing == SY_H1_BODY_CLOSE && !c->client_eof) {
         /* A tunnel's half-close: passed on to the cluster once what came before it is
          * written (shutdown(SHUT_WR)), and what the cluster still sends comes back. */
@@ -374,10 +368,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         exchange_body_ready(c->down.ex);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & SY_SOCK_TIMEOUT)
         sy_log_client(SY_LOG_INFO, "http", "conn %llu: client timed out %s",
                       (unsigned long long)c->conn.id,
-                      (what & BEV_EVENT_READING) ? "reading" : "writing");
+                      (what & SY_SOCK_READING) ? "reading" : "writing");
     client_free(c);
 }
 
@@ -390,7 +384,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (c->down.ex || c->closing)
         return;
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+    if (evbuffer_get_length(sy_sock_input(c->sock)) > 0) {
         send_error(c, 408, "request head not received in time");
         return;
     }
@@ -403,7 +397,7 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
                            struct evbuffer *trailers, bool *done, const char **why)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = sy_sock_input(c->sock);
     if (c->req_framing == SY_H1_BODY_CLOSE) {
         /* A tunnel: raw bytes until the client closes. */
         size_t n = evbuffer_get_length(in);
@@ -418,7 +412,7 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
     if (*done) {
         /* The body is in: no read deadline while the answer comes. */
         struct timeval tv = ms_tv(worker_config(c->conn.w)->timeouts.client_send_ms);
-        bufferevent_set_timeouts(c->bev, NULL, &tv);
+        sy_sock_set_timeouts(c->sock, NULL, &tv);
     }
     return n;
 }
@@ -426,14 +420,14 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
 static void d_send_continue(struct downstream *d)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
-    evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    evbuffer_add(sy_sock_output(c->sock), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
 static void d_send_head(struct downstream *d, const struct resp_head *h)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
     struct head_writer hw;
-    hw_init(&hw, bufferevent_get_output(c->bev));
+    hw_init(&hw, sy_sock_output(c->sock));
     hw_add(&hw, "HTTP/1.1 ", 9);
     hw_uint(&hw, (uint64_t)h->status, 10);
     hw_add(&hw, " ", 1);
@@ -488,13 +482,13 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
 static size_t d_queued(struct downstream *d)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    return evbuffer_get_length(sy_sock_output(c->sock));
 }
 
 static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = sy_sock_output(c->sock);
     if (c->chunked_out)
         add_chunk_size(out, n);
     evbuffer_remove_buffer(src, out, n);
@@ -507,7 +501,7 @@ static void d_send_end(struct downstream *d, struct evbuffer *trailers)
     struct h1_conn *c = (struct h1_conn *)d->conn;
     if (!c->chunked_out)
         return;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = sy_sock_output(c->sock);
     evbuffer_add(out, "0\r\n", 3);
     if (trailers)
         evbuffer_add_buffer(out, trailers);
@@ -528,9 +522,9 @@ static void d_finish(struct downstream *d, bool reusable)
         return;
     }
     const struct sy_config *cfg = worker_config(c->conn.w);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    sy_sock_set_timeouts(c->sock, NULL, NULL);
     arm_timer(c, cfg->timeouts.client_idle_ms);
-    bufferevent_enable(c->bev, EV_READ);
+    sy_sock_enable(c->sock, EV_READ);
     try_read_head(c); /* a pipelined request may be waiting */
 }
 
@@ -547,8 +541,8 @@ static void d_start_tunnel(struct downstream *d)
     c->chunked_out = false;
     c->keep_alive = false;
     struct timeval tv = ms_tv(cfg->timeouts.tunnel_idle_ms);
-    bufferevent_set_timeouts(c->bev, &tv, &tv);
-    bufferevent_enable(c->bev, EV_READ);
+    sy_sock_set_timeouts(c->sock, &tv, &tv);
+    sy_sock_enable(c->sock, EV_READ);
 }
 
 static const struct downstream_ops h1_ops = {
@@ -564,7 +558,7 @@ static const struct downstream_ops h1_ops = {
     .start_tunnel = d_start_tunnel,
 };
 
-void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
+void h1_accept(struct sy_worker *w, struct sy_sock *sk, const struct sockaddr *sa, int salen,
                bool tls)
 {
     const struct sy_config *cfg = worker_config(w);
@@ -573,25 +567,24 @@ void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     c->conn.free = conn_free;
     c->down.ops = &h1_ops;
     c->down.conn = &c->conn;
-    c->bev = bev;
-    wthrough_attach(&c->wt, w, bev);
+    c->sock = sk;
     c->keep_alive = true;
     /* Keep at most one head (or one buffer of body) waiting to be handled. */
     size_t high = cfg->limits.buffer_bytes;
     if (high < cfg->limits.max_header_bytes + 1)
         high = cfg->limits.max_header_bytes + 1;
-    bufferevent_setwatermark(bev, EV_READ, 0, high);
-    bufferevent_setwatermark(bev, EV_WRITE, cfg->limits.buffer_bytes / 2, 0);
-    bufferevent_set_max_single_read(bev, high);
-    bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+    sy_sock_set_read_high(sk, high);
+    sy_sock_set_write_low(sk, cfg->limits.buffer_bytes / 2);
+    sy_sock_set_read_max(sk, SY_SOCK_READ_MAX, CLIENT_FIRST_READ);
+    sy_sock_set_write_max(sk, MAX_SINGLE_WRITE);
+    sy_sock_setcb(sk, read_cb, write_cb, event_cb, c);
     c->timer = evtimer_new(w->base, timer_cb, c);
     worker_conn_init(w, &c->conn, sa, salen, tls);
     arm_timer(c, cfg->timeouts.client_idle_ms);
     if (w->draining)
         conn_close_idle(&c->conn); /* a handshake that ended during the drain */
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    sy_sock_enable(sk, EV_READ | EV_WRITE);
     /* A TLS handshake may have brought the first bytes already. */
-    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+    if (evbuffer_get_length(sy_sock_input(sk)) > 0)
         try_read_head(c);
 }

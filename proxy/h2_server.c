@@ -66,8 +66,7 @@ struct h2_stream {
 struct h2_session {
     struct conn conn; /* first */
     nghttp2_session *ng;
-    struct bufferevent *bev;
-    struct wthrough wt;
+    struct sy_sock *sock;
     struct event *flush_ev;
     struct event *start_ev; /* starts streams a turn later once the client has reset any */
     struct event *idle_timer;
@@ -266,7 +265,7 @@ static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
 {
     struct h2_session *s = user_data;
     struct h2_stream *st = source->ptr;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = sy_sock_output(s->sock);
     evbuffer_add(out, framehd, 9);
     /* We never ask for padding; a frame that has some gets its length byte and zeros. */
     size_t pad = frame->data.padlen;
@@ -932,7 +931,7 @@ static void session_flush(struct h2_session *s)
 {
     if (s->closing)
         return;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = sy_sock_output(s->sock);
     for (int round = 0; round < 64; round++) {
         while (evbuffer_get_length(out) < OUTPUT_HIGH) {
             const uint8_t *data;
@@ -997,8 +996,8 @@ static void start_streams(struct h2_session *s)
  * to be once its GOAWAY is written). */
 static bool recv_input(struct h2_session *s)
 {
-    struct bufferevent *bev = s->bev;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct sy_sock *sk = s->sock;
+    struct evbuffer *in = sy_sock_input(sk);
     while (evbuffer_get_length(in) > 0 && !s->closing) {
         struct evbuffer_iovec v;
         evbuffer_peek(in, -1, NULL, &v, 1);
@@ -1011,10 +1010,10 @@ static bool recv_input(struct h2_session *s)
             const uint8_t *data;
             ssize_t m;
             while ((m = nghttp2_session_mem_send(s->ng, &data)) > 0)
-                evbuffer_add(bufferevent_get_output(bev), data, (size_t)m);
+                evbuffer_add(sy_sock_output(sk), data, (size_t)m);
             s->closing = true;
-            bufferevent_disable(bev, EV_READ);
-            if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            sy_sock_disable(sk, EV_READ);
+            if (evbuffer_get_length(sy_sock_output(sk)) == 0)
                 session_free(s);
             return false;
         }
@@ -1031,7 +1030,7 @@ static bool has_unstarted(const struct h2_session *s)
     return false;
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(struct sy_sock *sk, void *arg)
 {
     struct h2_session *s = arg;
     if (!recv_input(s))
@@ -1050,7 +1049,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 }
 
 /* A loop turn after a read: the socket has been polled again, so the rest of what the client
- * sent with those HEADERS is in the input (bufferevent callbacks run deferred: the input may
+ * sent with those HEADERS is in the input (a read stops at the read size: the socket may
  * hold bytes read_cb has not seen yet), and a stream it reset is closed before it starts. */
 static void start_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1061,21 +1060,21 @@ static void start_cb(evutil_socket_t fd, short what, void *arg)
     session_flush(s);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+static void write_cb(struct sy_sock *sk, void *arg)
 {
     struct h2_session *s = arg;
     if (s->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (evbuffer_get_length(sy_sock_output(sk)) == 0)
             session_free(s);
         return;
     }
     session_flush(s);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void event_cb(struct sy_sock *sk, short what, void *arg)
 {
     struct h2_session *s = arg;
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & SY_SOCK_TIMEOUT)
         sy_log(SY_LOG_INFO, "http2",
                "conn %llu: the client took no bytes for timeouts.client_send: closing",
                (unsigned long long)s->conn.id);
@@ -1093,7 +1092,7 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     session_flush(s);
     if (!s->closing && s->n_streams == 0) {
         s->closing = true;
-        if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+        if (evbuffer_get_length(sy_sock_output(s->sock)) == 0)
             session_free(s);
     }
 }
@@ -1108,9 +1107,7 @@ static void session_free(struct h2_session *s)
     event_free(s->idle_timer);
     if (s->notice_ev)
         event_free(s->notice_ev);
-    wthrough_detach(&s->wt);
-    tls_conn_end(s->bev);
-    bufferevent_free(s->bev);
+    sy_sock_free(s->sock);
     free(s->nv_buf);
     worker_conn_remove(s->conn.w, &s->conn);
     free(s);
@@ -1167,15 +1164,14 @@ static void conn_close_idle(struct conn *c)
     session_flush(s);
 }
 
-void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
+void h2_accept(struct sy_worker *w, struct sy_sock *sk, const struct sockaddr *sa, int salen,
                bool tls)
 {
     const struct sy_config *cfg = worker_config(w);
     struct h2_session *s = sy_xcalloc(1, sizeof(*s));
     s->conn.close_idle = conn_close_idle;
     s->conn.free = conn_free;
-    s->bev = bev;
-    wthrough_attach(&s->wt, w, bev);
+    s->sock = sk;
     s->flush_ev = event_new(w->base, -1, 0, flush_cb, s);
     s->start_ev = evtimer_new(w->base, start_cb, s);
     s->idle_timer = evtimer_new(w->base, idle_cb, s);
@@ -1217,19 +1213,19 @@ void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockad
     if (conn_window > 65535)
         nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
 
-    bufferevent_setwatermark(bev, EV_WRITE, OUTPUT_HIGH / 2, 0);
-    bufferevent_set_max_single_read(bev, 64 * 1024);
-    bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
+    sy_sock_set_write_low(sk, OUTPUT_HIGH / 2);
+    sy_sock_set_read_max(sk, SY_SOCK_READ_MAX, CLIENT_FIRST_READ);
+    sy_sock_set_write_max(sk, MAX_SINGLE_WRITE);
+    sy_sock_setcb(sk, read_cb, write_cb, event_cb, s);
     /* A client that stops reading altogether: no frame, not even RST_STREAM, can reach it. */
     struct timeval send = ms_tv(cfg->timeouts.client_send_ms);
-    bufferevent_set_timeouts(bev, NULL, &send);
+    sy_sock_set_timeouts(sk, NULL, &send);
     arm_idle(s);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    sy_sock_enable(sk, EV_READ | EV_WRITE);
     if (w->draining)
         conn_close_idle(&s->conn);
-    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
-        read_cb(bev, s);
+    if (evbuffer_get_length(sy_sock_input(sk)) > 0)
+        read_cb(sk, s);
     else
         session_flush(s);
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* TLS for the listeners (OpenSSL 3 through libevent's bufferevent_openssl): TLS 1.2 and 1.3
+/* TLS for the listeners (OpenSSL 3 on the socket itself, proxy/sock.c): TLS 1.2 and 1.3
  * only, forward-secret AEAD suites for 1.2, ALPN with h2 preferred over http/1.1. The
  * handshake runs under the client_header deadline (a total time from the accept, which a
  * ClientHello trickled a byte at a time does not extend); when it completes the connection
@@ -20,7 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <event2/bufferevent_ssl.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -129,16 +128,6 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
         rc = -1;
     OPENSSL_cleanse(&k, sizeof(k));
     return rc;
-}
-
-void tls_conn_end(struct bufferevent *bev)
-{
-    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
-    /* libevent frees a connection without SSL_shutdown, and OpenSSL drops the session of a
-     * connection freed that way from the server's cache (it cannot tell a close from a cut).
-     * A fatal alert has already dropped it; any other end keeps it for the client's return. */
-    if (ssl && SSL_is_init_finished(ssl))
-        SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 }
 
 SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char **why)
@@ -481,7 +470,7 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
 /* A connection between accept and the end of its handshake. */
 struct handshake {
     struct conn conn; /* first */
-    struct bufferevent *bev;
+    struct sy_sock *sock;
     struct event *deadline; /* client_header from the accept */
     int salen;
 };
@@ -490,16 +479,15 @@ static void handshake_free(struct conn *c)
 {
     struct handshake *hs = (struct handshake *)c;
     event_free(hs->deadline);
-    tls_conn_end(hs->bev);
-    bufferevent_free(hs->bev);
+    sy_sock_free(hs->sock);
     worker_conn_remove(c->w, c);
     free(hs);
 }
 
-static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
+static void handshake_event_cb(struct sy_sock *sk, short what, void *arg)
 {
     struct handshake *hs = arg;
-    if (!(what & BEV_EVENT_CONNECTED)) {
+    if (!(what & SY_SOCK_CONNECTED)) {
         if (hs->conn.lstat)
             counter_add(&hs->conn.lstat->tls_failed, 1);
         handshake_free(&hs->conn);
@@ -510,7 +498,7 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
     worker_conn_remove(w, &hs->conn);
     const unsigned char *proto = NULL;
     unsigned int len = 0;
-    SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
+    SSL_get0_alpn_selected(sy_sock_ssl(sk), &proto, &len);
     bool h2 = len == 2 && memcmp(proto, "h2", 2) == 0;
     if (hs->conn.lstat) {
         counter_add(&hs->conn.lstat->tls_ok, 1);
@@ -518,11 +506,11 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     event_free(hs->deadline);
     w->accept_trusted = hs->conn.trusted;
-    w->accept_tls_version = SSL_get_version(bufferevent_openssl_get_ssl(bev));
+    w->accept_tls_version = SSL_get_version(sy_sock_ssl(sk));
     if (h2)
-        h2_accept(w, bev, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
+        h2_accept(w, sk, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
     else
-        h1_accept(w, bev, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
+        h1_accept(w, sk, (const struct sockaddr *)&hs->conn.addr, hs->salen, true);
     free(hs);
 }
 
@@ -548,26 +536,20 @@ void tls_accept(struct sy_worker *w, SSL_CTX *ctx, int fd, const struct sockaddr
         evutil_closesocket(fd);
         return;
     }
-    struct bufferevent *bev =
-        bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (!bev) {
-        SSL_free(ssl);
-        evutil_closesocket(fd);
-        return;
-    }
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    struct sy_sock *sk = sy_sock_accepted(w->socks, fd, ssl);
+    if (!sk)
+        return; /* it closed fd and freed ssl */
     struct handshake *hs = sy_xcalloc(1, sizeof(*hs));
-    hs->bev = bev;
+    hs->sock = sk;
     hs->salen = salen;
     hs->conn.close_idle = handshake_drain;
     hs->conn.free = handshake_free;
     worker_conn_init(w, &hs->conn, sa, salen, true);
-    /* A deadline, not bufferevent timeouts: those re-arm on every byte read, so a client
+    /* A deadline, not read timeouts: those re-arm on every byte read, so a client
      * sending one byte per client_header would hold the slot for as long as it liked. */
     hs->deadline = evtimer_new(w->base, handshake_deadline_cb, hs);
     struct timeval tv = ms_tv(worker_config(w)->timeouts.client_header_ms);
     evtimer_add(hs->deadline, &tv);
-    bufferevent_setcb(bev, NULL, NULL, handshake_event_cb, hs);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    sy_sock_setcb(sk, NULL, NULL, handshake_event_cb, hs);
+    sy_sock_enable(sk, EV_READ | EV_WRITE);
 }

@@ -23,9 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
-
 #include "switchyard/proxy_proto.h"
 
 #include "proxy_internal.h"
@@ -289,14 +286,9 @@ static void accept_conn(struct sy_worker *w, SSL_CTX *tls, const struct sy_liste
         tls_accept(w, tls, fd, sa, salen);
         return;
     }
-    struct bufferevent *bev =
-        bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (!bev) {
-        evutil_closesocket(fd);
-        return;
-    }
-    bev_plain_reads(bev, true);
-    h1_accept(w, bev, sa, salen, false);
+    struct sy_sock *sk = sy_sock_accepted(w->socks, fd, NULL);
+    if (sk) /* else it closed fd */
+        h1_accept(w, sk, sa, salen, false);
 }
 
 /* A connection on a `proxy_protocol` listener while its header is read: before TLS and before
@@ -939,188 +931,6 @@ static void msg_free(struct worker_msg *m)
 }
 
 /* The mailbox: take every snapshot in order, then act on a drain request. */
-static void wthrough_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    struct wthrough *wt = arg;
-    if (!info->n_added || wt->queued)
-        return;
-    wt->queued = true;
-    struct sy_worker *w = wt->w;
-    if (!w->wt_list)
-        event_active(w->wt_ev, EV_WRITE, 0); /* runs later in this same loop pass */
-    wt->next = w->wt_list;
-    w->wt_list = wt;
-}
-
-static void wthrough_run(evutil_socket_t fd, short what, void *arg)
-{
-    struct sy_worker *w = arg;
-    while (w->wt_list) {
-        struct wthrough *wt = w->wt_list;
-        w->wt_list = wt->next;
-        wt->next = NULL;
-        wt->queued = false;
-        struct bufferevent *bev = wt->bev;
-        struct evbuffer *out = bufferevent_get_output(bev);
-        if (evbuffer_get_length(out) == 0)
-            continue;
-        /* A socket bufferevent keeps its output's front frozen but for its own writes. */
-        evbuffer_unfreeze(out, 1);
-        evbuffer_write(out, bufferevent_getfd(bev)); /* an error is left to the write event */
-        evbuffer_freeze(out, 1);
-        if (evbuffer_get_length(out) > 0) {
-            bufferevent_enable(bev, EV_WRITE);
-            continue;
-        }
-        /* All written: the write event (if the add above is still in the change list, it is
-         * cancelled before it costs anything) is not needed, and the write callback is owed. */
-        bufferevent_disable(bev, EV_WRITE);
-        bufferevent_data_cb wcb = NULL;
-        void *cbarg = NULL;
-        bufferevent_getcb(bev, NULL, &wcb, NULL, &cbarg);
-        if (wcb)
-            wcb(bev, cbarg);
-    }
-}
-
-/* Most a plain read event takes at once: a 16 KiB answer and its head in one read, in one
- * evbuffer chain that stays below 32 KiB with its header (libevent rounds chains up to a
- * power of two). */
-#define PLAIN_READ_MAX (32768 - 256)
-/* A client's first read into an empty input: a request head fits, and an idle connection
- * does not leave a 32 KiB chain's pages behind in the heap (an HTTP/2 client connection
- * costs 15.3 KiB idle this way, 17.6 with 32 KiB). A read that fills it reads on at once. */
-#define PLAIN_READ_FIRST_CLIENT (2048 - 128)
-
-/* One readv into `in`'s tail, at most `want` bytes: what it returned. */
-static ssize_t read_into(struct evbuffer *in, int fd, size_t want)
-{
-    struct evbuffer_iovec v[2];
-    int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
-    if (nv <= 0) {
-        errno = ENOMEM;
-        return -1;
-    }
-    struct iovec iov[2];
-    for (int i = 0; i < nv; i++)
-        iov[i] = (struct iovec){v[i].iov_base, v[i].iov_len};
-    ssize_t r = readv(fd, iov, nv);
-    size_t got = r > 0 ? (size_t)r : 0;
-    int used = 0;
-    for (int i = 0; i < nv && got; i++, used++) {
-        if (v[i].iov_len > got)
-            v[i].iov_len = got;
-        got -= v[i].iov_len;
-    }
-    evbuffer_commit_space(in, v, used);
-    return r;
-}
-
-/* The read event of a cleartext socket bufferevent, ours instead of libevent's. libevent
- * 2.1 asks FIONREAD before every read (a system call per read, two per proxied request) and
- * reads at most 4096 bytes, one read per loop turn; this reads up to PLAIN_READ_MAX, within
- * the read high watermark, in one readv (two when a client's small first read fills up).
- * Everything else stays libevent's: enabling, disabling and the read timeout add and delete
- * this same event, the input's watermark callback suspends reading above the high mark and
- * resumes it below, and the callbacks run through bufferevent_trigger, deferred as the
- * bufferevent's options say. */
-static void plain_read(struct bufferevent *bev, evutil_socket_t fd, short what, size_t first)
-{
-    short why = BEV_EVENT_READING;
-    ssize_t r = 0;
-    if (what == EV_TIMEOUT) {
-        why |= BEV_EVENT_TIMEOUT;
-    } else {
-        struct evbuffer *in = bufferevent_get_input(bev);
-        size_t have = evbuffer_get_length(in);
-        size_t want = PLAIN_READ_MAX;
-        size_t high = 0;
-        bufferevent_getwatermark(bev, EV_READ, NULL, &high);
-        if (high) {
-            if (have >= high) {
-                /* Above the mark: wait for the input's drain to add the event again. */
-                event_del(&bev->ev_read);
-                return;
-            }
-            if (want > high - have)
-                want = high - have;
-        }
-        size_t now = have == 0 && first < want ? first : want;
-        evbuffer_unfreeze(in, 0); /* a socket bufferevent's input end opens for reads only */
-        r = read_into(in, fd, now);
-        if (r == (ssize_t)now && now < want) {
-            /* Filled: read on. Whatever ends this second read (EAGAIN, EOF, an error) the
-             * next event sees again, after the data is delivered. */
-            ssize_t more = read_into(in, fd, want - now);
-            if (more > 0)
-                r += more;
-        }
-        evbuffer_freeze(in, 0);
-        if (r > 0) {
-            bufferevent_trigger(bev, EV_READ, 0);
-            return;
-        }
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            return;
-        why |= r == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
-    }
-    int err = errno; /* the event callback reads it (deferred: libevent keeps it) */
-    bufferevent_incref(bev);
-    bufferevent_disable(bev, EV_READ);
-    errno = err;
-    bufferevent_trigger_event(bev, why, 0);
-    bufferevent_decref(bev);
-}
-
-static void plain_read_client_cb(evutil_socket_t fd, short what, void *arg)
-{
-    plain_read(arg, fd, what, PLAIN_READ_FIRST_CLIENT);
-}
-
-static void plain_read_upstream_cb(evutil_socket_t fd, short what, void *arg)
-{
-    plain_read(arg, fd, what, PLAIN_READ_MAX);
-}
-
-void bev_plain_reads(struct bufferevent *bev, bool client)
-{
-    struct event *ev = &bev->ev_read;
-    bool reading = event_pending(ev, EV_READ, NULL);
-    event_del(ev);
-    event_assign(ev, bufferevent_get_base(bev), bufferevent_getfd(bev),
-                 EV_READ | EV_PERSIST | EV_FINALIZE,
-                 client ? plain_read_client_cb : plain_read_upstream_cb, bev);
-    if (reading)
-        bufferevent_enable(bev, EV_READ); /* adds it again, with the read timeout */
-}
-
-void wthrough_attach(struct wthrough *wt, struct sy_worker *w, struct bufferevent *bev)
-{
-    memset(wt, 0, sizeof(*wt));
-    if (!bev || bufferevent_openssl_get_ssl(bev))
-        return;
-    wt->bev = bev;
-    wt->w = w;
-    wt->cb = evbuffer_add_cb(bufferevent_get_output(bev), wthrough_out_cb, wt);
-}
-
-void wthrough_detach(struct wthrough *wt)
-{
-    if (!wt->bev)
-        return;
-    if (wt->queued) {
-        for (struct wthrough **pp = &wt->w->wt_list; *pp; pp = &(*pp)->next) {
-            if (*pp == wt) {
-                *pp = wt->next;
-                break;
-            }
-        }
-    }
-    evbuffer_remove_cb_entry(bufferevent_get_output(wt->bev), wt->cb);
-    wt->bev = NULL;
-    wt->queued = false;
-}
-
 /* drain_after: a cluster an app no longer sends anything to is emptied of what still runs on
  * it (tunnels, long streams, slow answers), drain_after after the change. */
 struct drain_job {
@@ -1554,9 +1364,9 @@ static void post(struct sy_worker *w, struct worker_msg *m)
     wake(w);
 }
 
-/* An event loop whose epoll changes are collected over a loop turn and applied once: a
- * bufferevent enables writing when a response is queued and disables it when written, and
- * without the change list each of those was an epoll_ctl (6 per proxied request). A
+/* An event loop whose epoll changes are collected over a loop turn and applied once: reading
+ * is disabled and enabled again around requests, and EPOLLOUT comes and goes for what a write
+ * left, and without the change list each of those was an epoll_ctl (6 per proxied request). A
  * change undone in the same turn costs nothing. Our fds are never dup()ed, the change
  * list's one caveat. */
 static struct event_base *worker_base_new(void)
@@ -1596,7 +1406,6 @@ int sy_workers_new(struct sy_route_table *table, unsigned n, struct sy_workers *
             sy_workers_free(ws);
             return SY_ERR_SYS;
         }
-        w->wt_ev = event_new(w->base, -1, 0, wthrough_run, w);
         w->socks = sy_sock_loop_new(w->base);
         if (!w->socks) {
             sy_log(SY_LOG_ERROR, "worker", "out of memory");
@@ -1859,8 +1668,6 @@ void sy_workers_free(struct sy_workers *ws)
         }
         if (w->drain_timer)
             event_free(w->drain_timer);
-        if (w->wt_ev)
-            event_free(w->wt_ev);
         sy_sock_loop_free(w->socks);
         if (w->msg_ev)
             event_free(w->msg_ev);
