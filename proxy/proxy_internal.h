@@ -766,12 +766,12 @@ struct head_sink {
     struct nv_off *o;
     size_t n, cap;
 };
-/* The request head as the cluster gets it: hop-by-hop fields dropped (and the ones Connection
- * names), X-Forwarded-* and Via added, the framing restated. During prepare only. */
+/* rewrite.c: the request head as the cluster gets it: hop-by-hop fields dropped (and the ones
+ * Connection names), X-Forwarded-* and Via added, the framing restated. During prepare only. */
 void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, struct head_sink *s,
                            bool tls_up);
-/* Drops hop-by-hop fields (and the ones Connection names) from a response head, compacting
- * `h` in place. Returns how many are kept. */
+/* rewrite.c: drops hop-by-hop fields (and the ones Connection names) from a response head,
+ * compacting `h` in place. Returns how many are kept. */
 size_t exchange_end_to_end(struct sy_header *h, size_t n);
 /* The cluster's name, for messages. */
 const char *exchange_cluster_name(const struct exchange *ex);

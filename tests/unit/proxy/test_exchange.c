@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for the exchange (proxy/exchange.c, included) between a fake downstream (struct
- * downstream_ops) and fake upstream clients (h1_upstream_ops and h2_upstream_ops are defined
- * here), with the real routing table and no socket: routing and the rewritten head, early
- * answers, the body limit, the retry rule, and how each way of ending tears down. */
+/* Unit tests for the exchange (proxy/exchange.c and its rewrite.c, included) between a fake
+ * downstream (struct downstream_ops) and fake upstream clients (h1_upstream_ops and
+ * h2_upstream_ops are defined here), with the real routing table and no socket: routing and the
+ * rewritten head, early answers, the body limit, the retry rule, and how each way of ending
+ * tears down. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 /* cmocka's fail() would shadow the exchange's own. */
 #undef fail
 #include "../../../proxy/exchange.c"
+#include "../../../proxy/rewrite.c"
 
 /* ---- fakes for what exchange.c calls outside itself -------------------------------------- */
 
