@@ -650,11 +650,6 @@ void exchange_downstream_gone(struct exchange *ex);
 void exchange_dequeued(struct exchange *ex);
 /* queue.c: the exchange waited queue.timeout: answer 503 with `why`. */
 void exchange_queue_expired(struct exchange *ex, const char *why);
-/* Decodes a request or response body framed by `framing` from `in` into `out` (at most `max`
- * bytes, give or take one segment for chunked); see downstream_ops.pull_body. */
-ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing,
-                             uint64_t *remaining, struct evbuffer *in, struct evbuffer *out,
-                             size_t max, struct evbuffer *trailers, bool *done, const char **why);
 
 /* upstream.c */
 /* The pool for `ep` spoken to as cluster `cl` says. */
@@ -798,6 +793,12 @@ bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const 
  * *done at its end (ex->req_done). Returns the bytes moved, or -1 when the exchange failed (a
  * malformed body: 400; over limits.max_body_bytes: 413). */
 ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max, bool *done);
+
+/* h1_body.c: decodes a request or response body framed by `framing` from `in` into `out` (at
+ * most `max` bytes, give or take one segment for chunked); see downstream_ops.pull_body. */
+ssize_t h1_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing, uint64_t *remaining,
+                       struct evbuffer *in, struct evbuffer *out, size_t max,
+                       struct evbuffer *trailers, bool *done, const char **why);
 
 /* h1_client.c, called by upstream.c for the connection an exchange has. */
 void h1up_connected(struct exchange *ex);
