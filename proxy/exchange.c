@@ -6,7 +6,8 @@
  * upstream client, the relay of the bodies both ways with their limits, the retry rule and the
  * end. Backpressure: a direction stops reading when the other side holds buffer_bytes, and
  * resumes when that drains to half. Steps with a concern of their own live beside it:
- * rewrite.c (the head as the cluster gets it). */
+ * rewrite.c (the head as the cluster gets it), answer.c (the answers switchyard makes
+ * itself). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +25,6 @@ static const bool exchange_cache_on = false;
 static const bool exchange_cache_on = true;
 #endif
 #define EXCHANGE_CACHE 64
-
-static void answer_maintenance(struct downstream *d, const struct req_head *req,
-                               struct sy_route_table *t, const struct sy_route_app *app,
-                               const struct sy_route_maint_answer *m);
 
 static const char *cluster_name(const struct exchange *ex)
 {
@@ -117,9 +114,7 @@ static void exchange_free(struct exchange *ex)
     free(ex);
 }
 
-/* A zeroed exchange with its two buffers, from the worker's cache when it has one: a
- * request then costs no allocation for its exchange. */
-static struct exchange *exchange_alloc(struct sy_worker *w)
+struct exchange *exchange_alloc(struct sy_worker *w)
 {
     struct exchange *ex = w->ex_cache;
     if (!ex) {
@@ -159,8 +154,7 @@ void exchange_cache_free(struct sy_worker *w)
     h2up_cache_free();
 }
 
-/* Ends the exchange; the downstream goes on when `reusable`. */
-static void finish(struct exchange *ex, bool reusable)
+void exchange_finish(struct exchange *ex, bool reusable)
 {
     struct downstream *d = ex->down;
     up_cancel(ex, reusable && ex->req_done);
@@ -169,9 +163,7 @@ static void finish(struct exchange *ex, bool reusable)
     d->ops->finish(d, reusable);
 }
 
-/* Ends the exchange on an error: an answer of our own if the response has not started,
- * otherwise the response is cut (a truncated response must not look complete). */
-static void fail(struct exchange *ex, int status, const char *why)
+void exchange_fail(struct exchange *ex, int status, const char *why)
 {
     struct downstream *d = ex->down;
     struct traffic_slot *slot = ex->slot; /* slots outlive exchanges (worker.c) */
@@ -194,28 +186,9 @@ static void fail(struct exchange *ex, int status, const char *why)
     }
 }
 
-/* No connection could be had for the exchange: 503 when limits.max_upstream_connections said
- * no (the cluster was not tried), 502 when the cluster cannot be reached. */
-static void fail_connect(struct exchange *ex, const char *why)
-{
-    char msg[320];
-    if (why == upstream_limit_reason) {
-        ex->generated = "upstream_limit";
-        counter_add(&ex->slot->upstream_refused, 1);
-        snprintf(msg, sizeof(msg), "cluster %s (%s) not tried: %s", cluster_name(ex),
-                 ex->endpoint->address, why);
-        fail(ex, 503, msg);
-        return;
-    }
-    ex->generated = "upstream_connect";
-    snprintf(msg, sizeof(msg), "cluster %s (%s) cannot be reached: %s", cluster_name(ex),
-             ex->endpoint->address, why ? why : "no connection");
-    fail(ex, 502, msg);
-}
-
 void exchange_queue_expired(struct exchange *ex, const char *why)
 {
-    fail(ex, 503, why);
+    exchange_fail(ex, 503, why);
 }
 
 void exchange_downstream_gone(struct exchange *ex)
@@ -253,7 +226,7 @@ static bool exclusive_gate(struct exchange *ex, const struct sy_config *cfg)
                  "app %s is exclusive and runs on another cluster: cluster %s cannot be forced "
                  "(force_while_exclusive is off)",
                  ex->app->name, cluster_name(ex));
-        fail(ex, 503, msg);
+        exchange_fail(ex, 503, msg);
         return true;
     }
     if (!ex->app->held)
@@ -267,7 +240,7 @@ static bool exclusive_gate(struct exchange *ex, const struct sy_config *cfg)
              ex->app->name, cfg->exclusive.max_held);
     unsigned s = cfg->exclusive.hold_ms / 1000;
     sy_error_retry_after(ex->down, s ? s : 1);
-    fail(ex, 503, msg);
+    exchange_fail(ex, 503, msg);
     return true;
 }
 
@@ -276,7 +249,7 @@ static void go(struct exchange *ex, bool late);
 void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why)
 {
     sy_error_retry_after(ex->down, retry_after_s);
-    fail(ex, 503, why);
+    exchange_fail(ex, 503, why);
 }
 
 /* Whether table `t` (of another config than the exchange's) gives weight to the cluster the
@@ -382,18 +355,6 @@ static struct exchange *exchange_begin(struct downstream *d, const struct req_he
     return ex;
 }
 
-/* The 404 for a request no app matches (the table reference is released). */
-static void answer_no_app(struct downstream *d, const struct req_head *req,
-                          struct sy_route_table *t, struct sy_slice path)
-{
-    char why[256];
-    snprintf(why, sizeof(why), "no application for host '%.*s' and path '%.*s'",
-             (int)(req->authority.len > 100 ? 100 : req->authority.len), req->authority.p,
-             (int)(path.len > 100 ? 100 : path.len), path.p);
-    sy_route_table_release(t);
-    d->ops->send_error(d, 404, why);
-}
-
 void exchange_start(struct downstream *d, const struct req_head *req)
 {
     struct sy_worker *w = d->conn->w;
@@ -414,12 +375,12 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     struct sy_route_table *t = sy_route_table_acquire(w->table);
     const struct sy_route_app *app = sy_route_match(t, req->authority, path);
     if (!app) {
-        answer_no_app(d, req, t, path);
+        exchange_answer_no_app(d, req, t, path);
         return;
     }
     const struct sy_route_maint_answer *maint = sy_route_app_maintenance(t, app);
     if (maint) {
-        answer_maintenance(d, req, t, app, maint);
+        exchange_answer_maintenance(d, req, t, app, maint);
         return;
     }
     struct sy_route_req rreq = {
@@ -449,7 +410,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
                  "cluster %s speaks HTTP/2: an HTTP/1.1 Upgrade (WebSocket) needs an http1 "
                  "cluster",
                  cl->name);
-        fail(ex, 502, msg);
+        exchange_fail(ex, 502, msg);
         return;
     }
     ex->uops = cl->protocol != SY_PROTO_HTTP1 ? &h2_upstream_ops : &h1_upstream_ops;
@@ -482,12 +443,12 @@ static void go(struct exchange *ex, bool late)
                      "cluster %s (%s): all %zu connections are busy and %zu requests wait "
                      "already (queue.max)",
                      cl->name, ep->address, cl->max_connections, p->n_queued);
-            fail(ex, 503, msg);
+            exchange_fail(ex, 503, msg);
             return;
         }
     }
     if (!ex->uops->start(ex, upstream_pool(w, ep, cl), cl, late, &why))
-        fail_connect(ex, why);
+        exchange_fail_connect(ex, why);
 }
 
 void exchange_dequeued(struct exchange *ex)
@@ -496,120 +457,20 @@ void exchange_dequeued(struct exchange *ex)
     const char *why = NULL;
     /* The codec consumed the head long ago: the body may be pulled at once. */
     if (!ex->uops->start(ex, upstream_pool(ex->w, ex->endpoint, cl), cl, true, &why))
-        fail_connect(ex, why);
+        exchange_fail_connect(ex, why);
 }
 
 static void maybe_finish(struct exchange *ex)
 {
     if (ex->resp_done)
-        finish(ex, ex->req_done); /* a response that ends before its request: no reuse */
-}
-
-/* The answer's bytes are the snapshot's: the chain holds a reference to it until it is sent. */
-static void maint_body_done(const void *data, size_t len, void *arg)
-{
-    sy_route_table_release(arg);
-}
-
-/* Whether the request's Accept includes text/html (a browser). q-values are not weighed: a
- * client that lists text/html at all gets the page. */
-static bool accepts_html(const struct req_head *req)
-{
-    for (size_t i = 0; i < req->n_headers; i++) {
-        const struct sy_header *h = &req->headers[i];
-        if (!sy_slice_ieq(h->name, "accept") || h->value.len < 9)
-            continue;
-        for (size_t k = 0; k + 9 <= h->value.len; k++)
-            if (sy_slice_ieq(sy_slice_of(h->value.p + k, 9), "text/html"))
-                return true;
-    }
-    return false;
-}
-
-/* App in maintenance (switchyardctl maintenance APP on): 503 with Retry-After, no-store, and
- * the app's page for browsers or one line for the rest; nothing goes to a cluster. Takes the
- * reference `t`. The exchange stays until the codec has consumed the head and the body is
- * dropped (maint_body_ready), so that the connection goes on. Counted as an own 503 on the
- * app's stable cluster. */
-static void answer_maintenance(struct downstream *d, const struct req_head *req,
-                               struct sy_route_table *t, const struct sy_route_app *app,
-                               const struct sy_route_maint_answer *m)
-{
-    struct sy_worker *w = d->conn->w;
-    struct exchange *ex = exchange_alloc(w);
-    ex->down = d;
-    ex->w = w;
-    access_exchange_begin(ex, req);
-    ex->table = t;
-    ex->app = app;
-    ex->maint = true;
-    ex->status = 503;
-    ex->resp_started = ex->resp_done = true;
-    ex->head_request = sy_slice_ieq(req->method, "HEAD");
-    ex->req_done = req->framing == SY_H1_BODY_NONE ||
-                   (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
-    /* RFC 9110 §10.1.1: no 100 Continue before a final answer; the client may not send it. */
-    ex->expect_continue = req->expect_continue && !ex->req_done;
-    bool html = m->page && accepts_html(req);
-    const char *body = html ? m->page : m->text;
-    size_t len = html ? m->page_len : m->text_len;
-    const char *type = html ? "text/html; charset=utf-8" : "text/plain; charset=utf-8";
-    struct sy_header fields[2] = {
-        {sy_slice_of("cache-control", 13), sy_slice_of("no-store", 8)},
-        {sy_slice_of("content-type", 12), sy_slice_of(type, strlen(type))},
-    };
-    struct resp_head h = {
-        .status = 503,
-        .headers = fields,
-        .n_headers = 2,
-        .has_body = !ex->head_request && len > 0,
-        .length_known = !ex->head_request,
-        .content_length = len,
-        .head_length = ex->head_request,
-    };
-    worker_count_own(w, w->slot_index[app->index * sy_route_cluster_count(t) + app->stable], 503);
-    d->ex = ex;
-    sy_error_retry_after(d, m->retry_after_s);
-    d->ops->send_head(d, &h);
-    if (h.has_body) {
-        evbuffer_add_reference(ex->tmp, body, len, maint_body_done, sy_route_table_acquire(t));
-        d->ops->send_body(d, ex->tmp, len);
-    }
-    d->ops->send_end(d, NULL);
-}
-
-/* A maintenance answer is queued: the request's body, if any, is read and dropped so that
- * the connection can go on (and a close does not reset the answer away), up to
- * MAINT_DISCARD_MAX bytes; past that, or with a 100-continue the answer refused, the
- * connection (HTTP/2: the stream) does not go on. */
-#define MAINT_DISCARD_MAX (1u << 20)
-
-static void maint_body_ready(struct exchange *ex)
-{
-    while (!ex->req_done && !ex->expect_continue) {
-        bool done = false;
-        const char *why = NULL;
-        ssize_t n = ex->down->ops->pull_body(ex->down, ex->tmp, 65536, ex->trailers, &done, &why);
-        if (n < 0)
-            break; /* malformed: the connection cannot go on */
-        evbuffer_drain(ex->tmp, evbuffer_get_length(ex->tmp));
-        evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
-        ex->req_body_bytes += (uint64_t)n;
-        if (done)
-            ex->req_done = true;
-        else if (ex->req_body_bytes > MAINT_DISCARD_MAX)
-            break;
-        else if (n == 0)
-            return; /* the codec calls again when more arrives */
-    }
-    finish(ex, ex->req_done);
+        exchange_finish(ex, ex->req_done); /* a response that ends before its request: no reuse */
 }
 
 /* Request body: downstream -> upstream output. */
 void exchange_body_ready(struct exchange *ex)
 {
     if (ex->maint) {
-        maint_body_ready(ex);
+        exchange_maint_body_ready(ex);
         return;
     }
     if (ex->ups)
@@ -641,11 +502,11 @@ void exchange_on_sent(struct exchange *ex)
 static bool switch_ok(struct exchange *ex, const struct resp_head *h)
 {
     if (!ex->upgrade_asked || !ex->down->ops->start_tunnel) {
-        fail(ex, 502, "the cluster switched protocols without being asked");
+        exchange_fail(ex, 502, "the cluster switched protocols without being asked");
         return false;
     }
     if (!sy_slice_ieq(h->upgrade, "websocket")) {
-        fail(ex, 502, "the cluster switched to a protocol other than websocket");
+        exchange_fail(ex, 502, "the cluster switched to a protocol other than websocket");
         return false;
     }
     return true;
@@ -669,7 +530,7 @@ bool exchange_on_head(struct exchange *ex, const struct resp_head *head)
         char why[160];
         snprintf(why, sizeof(why), "cluster %s sent an invalid response: status %d",
                  cluster_name(ex), head->status);
-        fail(ex, 502, why);
+        exchange_fail(ex, 502, why);
         return false;
     }
     struct resp_head h = *head;
@@ -752,7 +613,7 @@ bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const 
             ex->endpoint = was;
         }
     }
-    fail(ex, status, why);
+    exchange_fail(ex, status, why);
     return false;
 }
 
@@ -762,14 +623,14 @@ ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max
     const char *why = NULL;
     ssize_t n = ex->down->ops->pull_body(ex->down, out, max, ex->trailers, done, &why);
     if (n < 0) {
-        fail(ex, 400, why ? why : "malformed request body");
+        exchange_fail(ex, 400, why ? why : "malformed request body");
         return -1;
     }
     if (n > 0) {
         ex->req_body_started = true;
         ex->req_body_bytes += (uint64_t)n;
         if (cfg->limits.max_body_bytes && ex->req_body_bytes > cfg->limits.max_body_bytes) {
-            fail(ex, 413, "request body is larger than limits.max_body_bytes");
+            exchange_fail(ex, 413, "request body is larger than limits.max_body_bytes");
             return -1;
         }
     }
@@ -793,7 +654,7 @@ void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cl
         w->drain_cut = ex;
         c->close_idle(c);
         if (w->drain_cut == ex) {
-            fail(ex, 502, "the app left this cluster (drain_after)");
+            exchange_fail(ex, 502, "the app left this cluster (drain_after)");
             n++;
         }
         w->drain_cut = NULL;

@@ -7,6 +7,40 @@
 
 #include "proxy_internal.h"
 
+/* exchange.c */
+/* A zeroed exchange with its two buffers, from the worker's cache when it has one: a request
+ * then costs no allocation for its exchange. The caller fills it and links it to its
+ * downstream. */
+struct exchange *exchange_alloc(struct sy_worker *w);
+/* Ends the exchange (freed on return); the downstream goes on when `reusable`. */
+void exchange_finish(struct exchange *ex, bool reusable);
+/* Ends the exchange (freed on return) on an error: an answer of our own with `status` and
+ * `why` if the response has not started, otherwise the response is cut (a truncated response
+ * must not look complete). */
+void exchange_fail(struct exchange *ex, int status, const char *why);
+
+/* answer.c: the answers switchyard makes itself. */
+/* The 404 for a request no app matches under `path`; releases the table reference `t`. */
+void exchange_answer_no_app(struct downstream *d, const struct req_head *req,
+                            struct sy_route_table *t, struct sy_slice path);
+/* App in maintenance (switchyardctl maintenance APP on): 503 with Retry-After, no-store, and
+ * the app's page for browsers or one line for the rest; nothing goes to a cluster. Takes the
+ * reference `t`. The exchange stays until the codec has consumed the head and the body is
+ * dropped (exchange_maint_body_ready), so that the connection goes on. Counted as an own 503
+ * on the app's stable cluster. */
+void exchange_answer_maintenance(struct downstream *d, const struct req_head *req,
+                                 struct sy_route_table *t, const struct sy_route_app *app,
+                                 const struct sy_route_maint_answer *m);
+/* The request body of a maintenance answer arrived: it is read and dropped so that the
+ * connection can go on (and a close does not reset the answer away), up to 1 MiB; past that,
+ * or with a 100-continue the answer refused, the connection (HTTP/2: the stream) does not go
+ * on. Ends the exchange once the body is in, or given up. */
+void exchange_maint_body_ready(struct exchange *ex);
+/* No connection could be had for the exchange (`why` from upstream_ops.start): 503 when
+ * limits.max_upstream_connections said no (the cluster was not tried), 502 when the cluster
+ * cannot be reached. Ends the exchange. */
+void exchange_fail_connect(struct exchange *ex, const char *why);
+
 /* rewrite.c */
 /* Only WebSocket is tunnelled. Any other protocol (h2c above all: a raw HTTP/2 connection to
  * the backend, past routing and revert) is not offered to the cluster; the request is served

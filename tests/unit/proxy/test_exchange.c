@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for the exchange (proxy/exchange.c and its rewrite.c, included) between a fake
+/* Unit tests for the exchange (proxy/exchange.c, rewrite.c and answer.c, included) between a fake
  * downstream (struct downstream_ops) and fake upstream clients (h1_upstream_ops and
  * h2_upstream_ops are defined here), with the real routing table and no socket: routing and the
  * rewritten head, early answers, the body limit, the retry rule, and how each way of ending
@@ -16,8 +16,7 @@
 
 #include "switchyard/config.h"
 
-/* cmocka's fail() would shadow the exchange's own. */
-#undef fail
+#include "../../../proxy/answer.c"
 #include "../../../proxy/exchange.c"
 #include "../../../proxy/rewrite.c"
 
