@@ -7,7 +7,7 @@
  * end. Backpressure: a direction stops reading when the other side holds buffer_bytes, and
  * resumes when that drains to half. Steps with a concern of their own live beside it:
  * rewrite.c (the head as the cluster gets it), answer.c (the answers switchyard makes
- * itself). */
+ * itself), hold.c (exclusive apps). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,121 +198,6 @@ void exchange_downstream_gone(struct exchange *ex)
     exchange_free(ex);
 }
 
-/* The weight app `ex->app` gives cluster `c` in table `t` (same config as the exchange's). */
-static unsigned weight_in(const struct sy_route_table *t, size_t app, size_t c)
-{
-    const struct sy_weight_spec *wt;
-    size_t n;
-    sy_route_app_weights(t, app, &wt, &n);
-    for (size_t i = 0; i < n; i++)
-        if (wt[i].cluster == c)
-            return wt[i].weight;
-    return 0;
-}
-
-/* An exclusive app (apps[].mode): a forced request to the cluster that is not live is refused
- * unless force_while_exclusive; while a switch runs, requests are held (hold.c). Returns true
- * when the exchange was taken care of (held, or answered). */
-static bool exclusive_gate(struct exchange *ex, const struct sy_config *cfg)
-{
-    const struct sy_app_spec *spec = &sy_route_table_config(ex->table)->apps[ex->app->index];
-    if (spec->mode != SY_APP_EXCLUSIVE)
-        return false;
-    char msg[320];
-    if (ex->forced && spec->force_while_exclusive)
-        return false;
-    if (ex->forced && weight_in(ex->table, ex->app->index, ex->cluster) == 0) {
-        snprintf(msg, sizeof(msg),
-                 "app %s is exclusive and runs on another cluster: cluster %s cannot be forced "
-                 "(force_while_exclusive is off)",
-                 ex->app->name, cluster_name(ex));
-        exchange_fail(ex, 503, msg);
-        return true;
-    }
-    if (!ex->app->held)
-        return false;
-    if (hold_add(ex))
-        return true;
-    counter_add(&ex->slot->held_503, 1);
-    snprintf(msg, sizeof(msg),
-             "app %s is moving to another cluster and %zu requests wait already "
-             "(exclusive.max_held): retry",
-             ex->app->name, cfg->exclusive.max_held);
-    unsigned s = cfg->exclusive.hold_ms / 1000;
-    sy_error_retry_after(ex->down, s ? s : 1);
-    exchange_fail(ex, 503, msg);
-    return true;
-}
-
-static void go(struct exchange *ex, bool late);
-
-void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why)
-{
-    sy_error_retry_after(ex->down, retry_after_s);
-    exchange_fail(ex, 503, why);
-}
-
-/* Whether table `t` (of another config than the exchange's) gives weight to the cluster the
- * held exchange was routed to, by names. */
-static bool held_fits(const struct sy_route_table *t, const struct exchange *ex)
-{
-    const struct sy_config *cfg = sy_route_table_config(t);
-    long ai = sy_config_app_index(cfg, ex->app->name);
-    const char *name = cluster_name(ex);
-    for (size_t c = 0; ai >= 0 && c < cfg->n_clusters; c++)
-        if (strcmp(cfg->clusters[c].name, name) == 0)
-            return weight_in(t, (size_t)ai, c) > 0;
-    return false;
-}
-
-void exchange_held_go(struct exchange *ex)
-{
-    /* After an abort the cluster the request was routed to is out of the split: it goes to
-     * the one the app runs on now, when the head built for the first one fits it (same
-     * protocol and TLS), else it is answered 503. */
-    struct sy_worker *w = ex->w;
-    const struct sy_route_table *t = w->table;
-    if (sy_route_table_config(t) != sy_route_table_config(ex->table)) {
-        /* A reload came while it was held: the request can go on only to the cluster it was
-         * routed to (the indexes of the new config are not the exchange's), when the app still
-         * gives that one weight; a reload that sent the app back answers it 503. */
-        if (!held_fits(t, ex))
-            exchange_held_fail(ex, 1,
-                               "the app's switch was undone by a reload while the request was "
-                               "held: retry");
-        else
-            go(ex, true);
-        return;
-    }
-    if (weight_in(t, ex->app->index, ex->cluster) == 0) {
-        size_t n_c = sy_route_cluster_count(t), best = n_c;
-        unsigned bw = 0;
-        for (size_t c = 0; c < n_c; c++) {
-            unsigned wt = weight_in(t, ex->app->index, c);
-            if (wt > bw) {
-                bw = wt;
-                best = c;
-            }
-        }
-        const struct sy_cluster_spec *from = sy_route_cluster(ex->table, ex->cluster);
-        const struct sy_cluster_spec *to = best < n_c ? sy_route_cluster(t, best) : NULL;
-        const struct sy_endpoint_spec *ep = to ? sy_route_next_endpoint(t, best) : NULL;
-        if (!ep || to->protocol != from->protocol || to->tls.on != from->tls.on) {
-            exchange_held_fail(ex, 1,
-                               "the app's switch was aborted while the request was held: "
-                               "retry");
-            return;
-        }
-        counter_add(&ex->slot->in_flight, -1);
-        ex->slot = w->slot_index[ex->app->index * n_c + best];
-        counter_add(&ex->slot->requests, 1);
-        counter_add(&ex->slot->in_flight, 1);
-        ex->cluster = best;
-        ex->endpoint = ep;
-    }
-    go(ex, true);
-}
-
 /* The exchange for a request routed to `choice` (endpoint `ep`) of `app`, linked into the
  * worker's list and the downstream; it holds the table reference `t`. */
 static struct exchange *exchange_begin(struct downstream *d, const struct req_head *req,
@@ -415,15 +300,12 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     }
     ex->uops = cl->protocol != SY_PROTO_HTTP1 ? &h2_upstream_ops : &h1_upstream_ops;
     ex->uops->prepare(ex, req, cl->tls.on);
-    if (exclusive_gate(ex, cfg))
+    if (hold_gate(ex, cfg))
         return;
-    go(ex, false);
+    exchange_go(ex, false);
 }
 
-/* The exchange has its cluster and its head: it takes a connection, or waits for one.
- * `late`: the codec consumed the head long ago (a held request), so the body may be pulled
- * as soon as the connection is there. */
-static void go(struct exchange *ex, bool late)
+void exchange_go(struct exchange *ex, bool late)
 {
     struct sy_worker *w = ex->w;
     const struct sy_endpoint_spec *ep = ex->endpoint;

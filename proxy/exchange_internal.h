@@ -18,6 +18,10 @@ void exchange_finish(struct exchange *ex, bool reusable);
  * `why` if the response has not started, otherwise the response is cut (a truncated response
  * must not look complete). */
 void exchange_fail(struct exchange *ex, int status, const char *why);
+/* The exchange has its cluster and its head: it takes a connection, or waits for one (it may
+ * fail at once and be freed). `late`: the codec consumed the head long ago (a held request),
+ * so the body may be pulled as soon as the connection is there. */
+void exchange_go(struct exchange *ex, bool late);
 
 /* answer.c: the answers switchyard makes itself. */
 /* The 404 for a request no app matches under `path`; releases the table reference `t`. */
@@ -48,5 +52,12 @@ void exchange_fail_connect(struct exchange *ex, const char *why);
  * others is offered alone. Returns `req`, or `stripped` filled in (borrowing from `req`). */
 const struct req_head *exchange_websocket_only(const struct req_head *req,
                                                struct req_head *stripped);
+
+/* hold.c: exclusive apps (apps[].mode). */
+/* The exclusive switch's say on a routed exchange with its head built: a forced request to
+ * the cluster that is not live is refused (503) unless force_while_exclusive; while a switch
+ * runs, the request is held, or answered 503 with Retry-After past exclusive.max_held. Returns
+ * true when the exchange was taken care of (held, or answered and freed). */
+bool hold_gate(struct exchange *ex, const struct sy_config *cfg);
 
 #endif

@@ -731,20 +731,12 @@ void queue_pool_dispose(struct pool *p);
  * order, routed but not sent, until a snapshot no longer holds its app (then it goes on to
  * the cluster it was routed to, or to the app's live one after an abort), or until
  * exclusive.hold (503 with Retry-After). */
-/* Holds `ex` (routed, head built). False when the worker holds exclusive.max_held already. */
-bool hold_add(struct exchange *ex);
 /* The exchange leaves the hold (it ends: its client went away). */
 void hold_remove(struct exchange *ex);
 /* A new snapshot is installed: releases the held requests whose app it no longer holds. */
 void hold_table_changed(struct sy_worker *w);
 /* Worker exit. */
 void hold_dispose(struct sy_worker *w);
-
-/* exchange.c: called by hold.c */
-/* Sends a held exchange on to its cluster (it may fail at once and be freed). */
-void exchange_held_go(struct exchange *ex);
-/* Answers a held exchange 503 with Retry-After. */
-void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why);
 
 /* exchange.c: called by the upstream clients (h1_client.c, h2_client.c). Each may end the
  * exchange (then ex->ups was recycled through cancel): the caller touches neither after that

@@ -60,7 +60,7 @@ void hold_remove(struct exchange *ex)
 {
 }
 
-bool hold_add(struct exchange *ex)
+bool hold_gate(struct exchange *ex, const struct sy_config *cfg)
 {
     return false;
 }
