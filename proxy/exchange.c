@@ -7,7 +7,7 @@
  * end. Backpressure: a direction stops reading when the other side holds buffer_bytes, and
  * resumes when that drains to half. Steps with a concern of their own live beside it:
  * rewrite.c (the head as the cluster gets it), answer.c (the answers switchyard makes
- * itself), hold.c (exclusive apps). */
+ * itself), hold.c (exclusive apps), drain.c (drain_after). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -519,33 +519,4 @@ ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max
     if (*done)
         ex->req_done = true;
     return n;
-}
-void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cluster)
-{
-    size_t n = 0;
-    for (struct exchange *ex = w->exchanges, *next; ex; ex = next) {
-        next = ex->w_next;
-        if (ex->forced || strcmp(ex->app->name, app) != 0 || strcmp(cluster_name(ex), cluster) != 0)
-            continue;
-        /* An HTTP/2 client gets GOAWAY (it reconnects, and follows the new weights), an
-         * HTTP/1.1 connection will not be kept alive; then the exchange is cut. The GOAWAY's
-         * flush may end this very exchange (its stream's queued DATA goes out, the exchange
-         * reads on and its response completes) or the whole connection: exchange_free then
-         * clears drain_cut, and only an exchange still running is cut. */
-        struct conn *c = ex->down->conn;
-        w->drain_cut = ex;
-        c->close_idle(c);
-        if (w->drain_cut == ex) {
-            exchange_fail(ex, 502, "the app left this cluster (drain_after)");
-            n++;
-        }
-        w->drain_cut = NULL;
-        /* The cut may free other exchanges of the same connection: start over. */
-        next = w->exchanges;
-    }
-    if (n)
-        sy_log(SY_LOG_INFO, "drain",
-               "worker %u: closed %zu exchange(s) of app %s still on cluster "
-               "%s (drain_after)",
-               w->id, n, app, cluster);
 }

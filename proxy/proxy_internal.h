@@ -801,8 +801,13 @@ void h1up_event(struct exchange *ex, short what);
 void h1up_cache_free(void);
 void h2up_cache_free(void);
 
-/* drain_after: the control of long-lived exchanges after a cluster's weight drops to 0. */
-void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cluster);
+/* drain.c: drain_after, the end of long-lived exchanges after a cluster's weight drops to 0. */
+/* A snapshot replaces `old` (NULL: the first): arms a drain job for every app that gives 0 in
+ * `new` to a cluster it gave weight in `old` (when the app has drain_after, or is exclusive). */
+void drain_schedule(struct sy_worker *w, const struct sy_route_table *old,
+                    const struct sy_route_table *new);
+/* Worker exit: the drain jobs not yet run. */
+void drain_jobs_free(struct sy_worker *w);
 /* Frees the exchanges kept for reuse (worker exit). */
 void exchange_cache_free(struct sy_worker *w);
 
