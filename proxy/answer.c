@@ -64,18 +64,10 @@ void exchange_answer_maintenance(struct downstream *d, const struct req_head *re
                                  const struct sy_route_maint_answer *m)
 {
     struct sy_worker *w = d->conn->w;
-    struct exchange *ex = exchange_alloc(w);
-    ex->down = d;
-    ex->w = w;
-    access_exchange_begin(ex, req);
-    ex->table = t;
-    ex->app = app;
+    struct exchange *ex = exchange_new(d, req, t, app);
     ex->maint = true;
     ex->status = 503;
     ex->resp_started = ex->resp_done = true;
-    ex->head_request = sy_slice_ieq(req->method, "HEAD");
-    ex->req_done = req->framing == SY_H1_BODY_NONE ||
-                   (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
     /* RFC 9110 §10.1.1: no 100 Continue before a final answer; the client may not send it. */
     ex->expect_continue = req->expect_continue && !ex->req_done;
     bool html = m->page && accepts_html(req);

@@ -114,7 +114,9 @@ static void exchange_free(struct exchange *ex)
     free(ex);
 }
 
-struct exchange *exchange_alloc(struct sy_worker *w)
+/* A zeroed exchange with its two buffers, from the worker's cache when it has one: a
+ * request then costs no allocation for its exchange. */
+static struct exchange *exchange_alloc(struct sy_worker *w)
 {
     struct exchange *ex = w->ex_cache;
     if (!ex) {
@@ -135,6 +137,22 @@ struct exchange *exchange_alloc(struct sy_worker *w)
     ex->tmp = tmp;
     ex->trailers = trailers;
     ex->q_timer = q_timer;
+    return ex;
+}
+
+struct exchange *exchange_new(struct downstream *d, const struct req_head *req,
+                              struct sy_route_table *t, const struct sy_route_app *app)
+{
+    struct sy_worker *w = d->conn->w;
+    struct exchange *ex = exchange_alloc(w);
+    ex->down = d;
+    ex->w = w;
+    access_exchange_begin(ex, req);
+    ex->table = t;
+    ex->app = app;
+    ex->head_request = sy_slice_ieq(req->method, "HEAD");
+    ex->req_done = req->framing == SY_H1_BODY_NONE ||
+                   (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
     return ex;
 }
 
@@ -206,28 +224,20 @@ static struct exchange *exchange_begin(struct downstream *d, const struct req_he
                                        const struct sy_endpoint_spec *ep)
 {
     struct sy_worker *w = d->conn->w;
-    struct exchange *ex = exchange_alloc(w);
-    ex->down = d;
-    ex->w = w;
-    access_exchange_begin(ex, req);
+    struct exchange *ex = exchange_new(d, req, t, app);
     /* The slot index follows w->table; the exchange's table is the same one here. */
     ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice->cluster];
     counter_add(&ex->slot->requests, 1);
     counter_add(&ex->slot->in_flight, 1);
     ex->start_us = mono_us();
-    ex->table = t;
-    ex->app = app;
     ex->cluster = choice->cluster;
     ex->endpoint = ep;
-    ex->head_request = sy_slice_ieq(req->method, "HEAD");
     /* RFC 9110 §9.2.2: only safe methods are retried on our own (the cluster may have acted
      * on the request before the connection closed). */
     ex->safe = ex->head_request || sy_slice_ieq(req->method, "GET") ||
                sy_slice_ieq(req->method, "OPTIONS") || sy_slice_ieq(req->method, "TRACE");
     if (choice->set_cookie_len)
         ex->set_cookie = sy_xstrndup(choice->set_cookie, choice->set_cookie_len);
-    ex->req_done = req->framing == SY_H1_BODY_NONE ||
-                   (req->framing == SY_H1_BODY_LENGTH && req->content_length == 0);
     ex->expect_continue = req->expect_continue && !ex->req_done;
     ex->upgrade_asked = req->upgrade.len > 0;
     ex->forced = choice->reason == SY_PICK_FORCE;

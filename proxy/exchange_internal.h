@@ -8,10 +8,12 @@
 #include "proxy_internal.h"
 
 /* exchange.c */
-/* A zeroed exchange with its two buffers, from the worker's cache when it has one: a request
- * then costs no allocation for its exchange. The caller fills it and links it to its
- * downstream. */
-struct exchange *exchange_alloc(struct sy_worker *w);
+/* A new exchange for the request `req` of `d` matched to `app` (taking the table reference
+ * `t`), from the worker's cache of finished ones when it has one (then a request costs no
+ * allocation for it). Its request id is made, HEAD and a request without a body are noted;
+ * the caller fills in the rest and links it to `d`. */
+struct exchange *exchange_new(struct downstream *d, const struct req_head *req,
+                              struct sy_route_table *t, const struct sy_route_app *app);
 /* Ends the exchange (freed on return); the downstream goes on when `reusable`. */
 void exchange_finish(struct exchange *ex, bool reusable);
 /* Ends the exchange (freed on return) on an error: an answer of our own with `status` and
