@@ -17,7 +17,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
 #include "switchyard/access_log.h"
@@ -590,10 +589,6 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
 /* h1_server.c: takes over `bev`. */
 void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
                bool tls);
-
-/* h2_server.c: "name: value\r\n" lines (lower-cased in place) as nghttp2 fields pointing into
- * `lines`, at most `max`. */
-size_t trailer_lines_to_nv(struct evbuffer *lines, nghttp2_nv *nv, size_t max);
 
 /* h2_server.c: takes over `bev`, whose input may already hold the client preface. */
 void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
