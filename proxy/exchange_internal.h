@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared by the files of the exchange only (exchange.c, rewrite.c, answer.c, drain.c, hold.c):
- * the exchange's life (alloc, finish, fail, go) and the steps one file lends another. Every
+ * the exchange's life (new, finish, fail, go) and the steps one file lends another. Every
  * other file of proxy/ reaches the exchange through proxy_internal.h. Loop thread only. */
 #ifndef SWITCHYARD_EXCHANGE_INTERNAL_H
 #define SWITCHYARD_EXCHANGE_INTERNAL_H

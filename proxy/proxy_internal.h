@@ -803,7 +803,8 @@ void drain_schedule(struct sy_worker *w, const struct sy_route_table *old,
                     const struct sy_route_table *new);
 /* Worker exit: the drain jobs not yet run. */
 void drain_jobs_free(struct sy_worker *w);
-/* Frees the exchanges kept for reuse (worker exit). */
+
+/* exchange.c: frees the exchanges kept for reuse (worker exit). */
 void exchange_cache_free(struct sy_worker *w);
 
 #endif
