@@ -330,8 +330,8 @@ static bool relay_body(struct exchange *ex, struct h1_stream *s, struct evbuffer
             evbuffer_remove_buffer(in, ex->tmp, (size_t)n);
         } else {
             const char *why = NULL;
-            n = exchange_decode_body(&s->chunked, s->framing, &s->remaining, in, ex->tmp, max,
-                                     ex->trailers, &done, &why);
+            n = h1_decode_body(&s->chunked, s->framing, &s->remaining, in, ex->tmp, max,
+                               ex->trailers, &done, &why);
             if (n < 0) {
                 fail(ex, 502, why);
                 return false;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "h2_internal.h"
 #include "proxy_internal.h"
 
 /* Until the server's SETTINGS arrive: what nghttp2 itself assumes. */

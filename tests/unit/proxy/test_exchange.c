@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for the exchange (proxy/exchange.c, included) between a fake downstream (struct
- * downstream_ops) and fake upstream clients (h1_upstream_ops and h2_upstream_ops are defined
- * here), with the real routing table and no socket: routing and the rewritten head, early
- * answers, the body limit, the retry rule, and how each way of ending tears down. */
+/* Unit tests for the exchange (proxy/exchange.c, rewrite.c and answer.c, included) between a fake
+ * downstream (struct downstream_ops) and fake upstream clients (h1_upstream_ops and
+ * h2_upstream_ops are defined here), with the real routing table and no socket: routing and the
+ * rewritten head, early answers, the body limit, the retry rule, and how each way of ending
+ * tears down. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,9 +16,9 @@
 
 #include "switchyard/config.h"
 
-/* cmocka's fail() would shadow the exchange's own. */
-#undef fail
+#include "../../../proxy/answer.c"
 #include "../../../proxy/exchange.c"
+#include "../../../proxy/rewrite.c"
 
 /* ---- fakes for what exchange.c calls outside itself -------------------------------------- */
 
@@ -59,7 +60,7 @@ void hold_remove(struct exchange *ex)
 {
 }
 
-bool hold_add(struct exchange *ex)
+bool hold_gate(struct exchange *ex, const struct sy_config *cfg)
 {
     return false;
 }
