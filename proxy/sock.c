@@ -60,6 +60,7 @@ struct sy_sock {
 };
 
 static void arm(struct sy_sock *s);
+static void retime(struct sy_sock *s, bool rd, bool wr);
 
 /* ---- callbacks, guarded against a free inside them ---- */
 
@@ -678,15 +679,15 @@ void sy_sock_setcb(struct sy_sock *s, sy_sock_data_cb rd, sy_sock_data_cb wr, sy
 
 void sy_sock_enable(struct sy_sock *s, short what)
 {
-    if ((what & EV_READ) && !s->connecting && !s->handshaking)
-        del_ev(s->ev_read, &s->rd_armed); /* re-added below with a fresh timeout */
-    if ((what & EV_WRITE) && !s->connecting && !s->handshaking)
-        del_ev(s->ev_write, &s->wr_armed);
+    bool was_r = s->rd_armed, was_w = s->wr_armed;
     s->enabled |= what & (EV_READ | EV_WRITE);
     if ((what & EV_WRITE) && evbuffer_get_length(s->out) > 0 && !s->blocked && !s->connecting &&
         !s->handshaking)
         wt_queue(s);
     arm(s);
+    /* Enabling restarts the timeout of an event that was pending already. */
+    if (!s->connecting && !s->handshaking)
+        retime(s, (what & EV_READ) && was_r, (what & EV_WRITE) && was_w);
 }
 
 void sy_sock_disable(struct sy_sock *s, short what)
@@ -695,12 +696,31 @@ void sy_sock_disable(struct sy_sock *s, short what)
     arm(s);
 }
 
-static void retime(struct sy_sock *s)
+/* A pending event's timer starts again (or stops), and its epoll registration is left alone:
+ * event_del then event_add would cost an epoll_ctl even through the change list. */
+static void restart_timer(struct event *ev, bool armed, bool timed, const struct timeval *tv)
 {
-    /* Pending events take the new timeouts now, as bufferevent_set_timeouts does. */
-    del_ev(s->ev_read, &s->rd_armed);
-    del_ev(s->ev_write, &s->wr_armed);
-    arm(s);
+    if (!armed)
+        return;
+    if (timed)
+        event_add(ev, tv);
+    else
+        event_remove_timer(ev);
+}
+
+/* The timers of the pending events restart with the timeouts the state calls for. */
+static void retime(struct sy_sock *s, bool rd, bool wr)
+{
+    if (s->dead)
+        return;
+    if (s->handshaking) {
+        /* One deadline for the handshake, the connect's (see arm). */
+        restart_timer(s->ev_read, rd && s->rd_armed, s->has_tv_write, &s->tv_write);
+        restart_timer(s->ev_write, wr && s->wr_armed, s->has_tv_write, &s->tv_write);
+        return;
+    }
+    restart_timer(s->ev_read, rd && s->rd_armed, s->has_tv_read, &s->tv_read);
+    restart_timer(s->ev_write, wr && s->wr_armed, s->has_tv_write, &s->tv_write);
 }
 
 void sy_sock_set_timeouts(struct sy_sock *s, const struct timeval *rd, const struct timeval *wr)
@@ -711,7 +731,7 @@ void sy_sock_set_timeouts(struct sy_sock *s, const struct timeval *rd, const str
     s->has_tv_write = wr != NULL;
     if (wr)
         s->tv_write = *wr;
-    retime(s);
+    retime(s, true, true);
 }
 
 void sy_sock_set_read_high(struct sy_sock *s, size_t high)
