@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for the connection layer (proxy/sock.c, included) over socketpairs and a loopback
  * listener: reads reach the read callback, output queued in a loop pass is written at its end
- * (once, write callback after), the read high watermark pauses and resumes reading, the read
- * timeout and the peer's close reach the event callback, a connect is reported, and a TLS
+ * (once, write callback after), what the socket does not take waits for EV_WRITE and the write
+ * callback comes at the low watermark, the read high watermark pauses and resumes reading, the
+ * read timeout and the peer's close reach the event callback, a connect is reported, and a TLS
  * handshake (a self-signed certificate made here) carries data both ways with ALPN. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -124,6 +125,45 @@ static void test_write_through(void **state)
     assert_int_equal(read(sv[1], buf, sizeof(buf)), 9);
     assert_memory_equal(buf, "abcabcabc", 9);
     event_free(ev);
+    sy_sock_free(s);
+    close(sv[1]);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+/* More than the socket takes: EPOLLOUT only for the rest, and the write callback once the
+ * output is at the low watermark. */
+static void test_write_blocked(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    int sv[2];
+    pair(sv);
+    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, NULL, rec_write, rec_event, &r);
+    sy_sock_set_write_low(s, 1000);
+    sy_sock_enable(s, EV_WRITE);
+    static char big[4 << 20];
+    memset(big, 'z', sizeof(big));
+    evbuffer_add(sy_sock_output(s), big, sizeof(big));
+    run_for(base, 20);
+    assert_true(evbuffer_get_length(sy_sock_output(s)) > 0);
+    assert_true(s->blocked && s->wr_armed);
+    assert_int_equal(r.writes, 0);
+    size_t got = 0;
+    char buf[65536];
+    for (int i = 0; i < 2000 && got < sizeof(big); i++) {
+        ssize_t n = read(sv[1], buf, sizeof(buf));
+        if (n > 0)
+            got += (size_t)n;
+        run_for(base, 1);
+    }
+    assert_int_equal(got, sizeof(big));
+    assert_int_equal(evbuffer_get_length(sy_sock_output(s)), 0);
+    assert_true(r.writes >= 1);
+    assert_false(s->wr_armed);
+    assert_int_equal(r.events, 0);
     sy_sock_free(s);
     close(sv[1]);
     sy_sock_loop_free(l);
@@ -351,13 +391,10 @@ static void test_tls(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read),
-        cmocka_unit_test(test_write_through),
-        cmocka_unit_test(test_watermark),
-        cmocka_unit_test(test_read_timeout),
-        cmocka_unit_test(test_free_in_callback),
-        cmocka_unit_test(test_connect),
-        cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_read),          cmocka_unit_test(test_write_through),
+        cmocka_unit_test(test_write_blocked), cmocka_unit_test(test_watermark),
+        cmocka_unit_test(test_read_timeout),  cmocka_unit_test(test_free_in_callback),
+        cmocka_unit_test(test_connect),       cmocka_unit_test(test_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
