@@ -944,8 +944,22 @@ void exchange_body_ready(struct exchange *ex)
         ex->uops->body_ready(ex);
 }
 
+const char exchange_nomem_reason[] = "out of memory";
+
+/* Moves `n` bytes of body from `in` to `out`. evbuffer_remove_buffer copies the part of a chain
+ * it cannot move whole with an evbuffer_add whose failure it ignores, draining `in` all the
+ * same and counting the bytes as moved: only `out`'s length tells. Returns false when bytes
+ * were lost that way. */
+static bool move_body(struct evbuffer *in, struct evbuffer *out, size_t n)
+{
+    size_t had = evbuffer_get_length(out);
+    evbuffer_remove_buffer(in, out, n);
+    return evbuffer_get_length(out) == had + n;
+}
+
 /* Moves decoded chunked body from `in` to `out` until `out` holds `budget` bytes or the input
- * runs dry; trailer fields go to `trailers` as lines. Returns 0, or -1 on bad framing. */
+ * runs dry; trailer fields go to `trailers` as lines. Returns 0, or -1 on bad framing or when
+ * a buffer could not grow (*why is then exchange_nomem_reason). */
 static int decode_chunked(struct sy_h1_chunked *dec, struct evbuffer *in, struct evbuffer *out,
                           struct evbuffer *trailers, size_t budget, bool *done, const char **why)
 {
@@ -976,7 +990,10 @@ static int decode_chunked(struct sy_h1_chunked *dec, struct evbuffer *in, struct
             break;
         case SY_H1_CHUNK_DATA:
             /* At most one contiguous segment past the budget: the budget is a soft bound. */
-            evbuffer_remove_buffer(in, out, n);
+            if (!move_body(in, out, n)) {
+                *why = exchange_nomem_reason;
+                return -1;
+            }
             break;
         case SY_H1_CHUNK_TRAILER:
             if (trailers)
@@ -1180,7 +1197,7 @@ ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max
     const char *why = NULL;
     ssize_t n = ex->down->ops->pull_body(ex->down, out, max, ex->trailers, done, &why);
     if (n < 0) {
-        fail(ex, 400, why ? why : "malformed request body");
+        fail(ex, why == exchange_nomem_reason ? 503 : 400, why ? why : "malformed request body");
         return -1;
     }
     if (n > 0) {

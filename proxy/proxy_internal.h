@@ -651,7 +651,11 @@ void exchange_dequeued(struct exchange *ex);
 /* queue.c: the exchange waited queue.timeout: answer 503 with `why`. */
 void exchange_queue_expired(struct exchange *ex, const char *why);
 /* Decodes a request or response body framed by `framing` from `in` into `out` (at most `max`
- * bytes, give or take one segment for chunked); see downstream_ops.pull_body. */
+ * bytes, give or take one segment for chunked); see downstream_ops.pull_body. When a buffer
+ * could not grow, returns -1 with *why set to exchange_nomem_reason. */
+/* The why of a body that could not be moved for want of memory: the peer did nothing wrong, so
+ * it is compared by address and answered 503 rather than 400. */
+extern const char exchange_nomem_reason[];
 ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing,
                              uint64_t *remaining, struct evbuffer *in, struct evbuffer *out,
                              size_t max, struct evbuffer *trailers, bool *done, const char **why);
