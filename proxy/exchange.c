@@ -996,10 +996,13 @@ static int decode_chunked(struct sy_h1_chunked *dec, struct evbuffer *in, struct
             }
             break;
         case SY_H1_CHUNK_TRAILER:
-            if (trailers)
+            if (trailers &&
                 evbuffer_add_printf(trailers, "%.*s: %.*s\r\n", (int)dec->trailer.name.len,
                                     dec->trailer.name.p, (int)dec->trailer.value.len,
-                                    dec->trailer.value.p);
+                                    dec->trailer.value.p) < 0) {
+                *why = exchange_nomem_reason;
+                return -1;
+            }
             evbuffer_drain(in, n);
             break;
         case SY_H1_CHUNK_DONE:
