@@ -976,6 +976,10 @@ static int decode_chunked(struct sy_h1_chunked *dec, struct evbuffer *in, struct
             /* A framing line split across buffer chains: make it contiguous. */
             size_t want = len < 4097 ? len : 4097;
             const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+            if (!p) {
+                *why = exchange_nomem_reason;
+                return -1;
+            }
             rc = sy_h1_chunked_step(dec, p, want, &ev, &n);
         }
         if (rc == SY_ERR_AGAIN)
