@@ -537,6 +537,7 @@ void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, stru
     if (!s->h2)
         hw_add(&s->hw, "\r\n", 2);
     hw_flush(&s->hw);
+    ex->head_lost = s->hw.failed;
 }
 
 /* The weight app `ex->app` gives cluster `c` in table `t` (same config as the exchange's). */
@@ -782,6 +783,11 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     }
     ex->uops = cl->protocol != SY_PROTO_HTTP1 ? &h2_upstream_ops : &h1_upstream_ops;
     ex->uops->prepare(ex, req, cl->tls.on);
+    if (ex->head_lost) {
+        /* A part of the head could not be buffered: sent, it would be another request. */
+        fail(ex, 503, exchange_nomem_reason);
+        return;
+    }
     if (exclusive_gate(ex, cfg))
         return;
     go(ex, false);

@@ -414,7 +414,8 @@ struct exchange {
     bool retried;
     uint8_t refused; /* times the cluster gave the request back unprocessed */
     bool head_request;
-    bool safe;            /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
+    bool head_lost; /* exchange_rewrite_head could not write all of the head (out of memory) */
+    bool safe;      /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
     bool expect_continue; /* 100 Continue still to be sent */
     char *set_cookie;     /* a new sticky key for the response, or NULL */
 
@@ -483,6 +484,7 @@ struct upstream {
 struct head_writer {
     struct evbuffer *out;
     size_t len;
+    bool failed; /* an evbuffer_add failed: what `out` holds is not the whole head */
     char buf[4096];
 };
 
@@ -490,12 +492,13 @@ static inline void hw_init(struct head_writer *hw, struct evbuffer *out)
 {
     hw->out = out;
     hw->len = 0;
+    hw->failed = false;
 }
 
 static inline void hw_flush(struct head_writer *hw)
 {
-    if (hw->len)
-        evbuffer_add(hw->out, hw->buf, hw->len);
+    if (hw->len && evbuffer_add(hw->out, hw->buf, hw->len) != 0)
+        hw->failed = true;
     hw->len = 0;
 }
 
@@ -506,7 +509,8 @@ static inline void hw_add(struct head_writer *hw, const char *p, size_t n)
     if (hw->len + n > sizeof(hw->buf)) {
         hw_flush(hw);
         if (n > sizeof(hw->buf)) {
-            evbuffer_add(hw->out, p, n);
+            if (evbuffer_add(hw->out, p, n) != 0)
+                hw->failed = true;
             return;
         }
     }
