@@ -119,7 +119,8 @@ static void exchange_free(struct exchange *ex)
 }
 
 /* A zeroed exchange with its two buffers, from the worker's cache when it has one: a
- * request then costs no allocation for its exchange. */
+ * request then costs no allocation for its exchange. NULL when a buffer could not be had:
+ * that request is answered 503 (exchange_nomem_reason) and the others go on. */
 static struct exchange *exchange_alloc(struct sy_worker *w)
 {
     struct exchange *ex = w->ex_cache;
@@ -128,8 +129,12 @@ static struct exchange *exchange_alloc(struct sy_worker *w)
         ex->tmp = evbuffer_new();
         ex->trailers = evbuffer_new();
         if (!ex->tmp || !ex->trailers) {
-            sy_log(SY_LOG_ERROR, "http", "out of memory"); /* as sy_xcalloc does */
-            abort();
+            if (ex->tmp)
+                evbuffer_free(ex->tmp);
+            if (ex->trailers)
+                evbuffer_free(ex->trailers);
+            free(ex);
+            return NULL;
         }
         return ex;
     }
@@ -678,6 +683,8 @@ static struct exchange *exchange_begin(struct downstream *d, const struct req_he
 {
     struct sy_worker *w = d->conn->w;
     struct exchange *ex = exchange_alloc(w);
+    if (!ex)
+        return NULL;
     ex->down = d;
     ex->w = w;
     access_exchange_begin(ex, req);
@@ -709,6 +716,17 @@ static struct exchange *exchange_begin(struct downstream *d, const struct req_he
     w->exchanges = ex;
     d->ex = ex;
     return ex;
+}
+
+/* An answer of our own for a request that has no exchange, counted on cluster `c` of `app`;
+ * the table reference `t` is released. */
+static void answer_own(struct downstream *d, struct sy_route_table *t,
+                       const struct sy_route_app *app, size_t c, int status, const char *why)
+{
+    struct sy_worker *w = d->conn->w;
+    d->own_slot = w->slot_index[app->index * sy_route_cluster_count(t) + c];
+    sy_route_table_release(t);
+    d->ops->send_error(d, status, why);
 }
 
 /* The 404 for a request no app matches (the table reference is released). */
@@ -765,12 +783,14 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     sy_route_pick(t, app, &rreq, &choice);
     const struct sy_endpoint_spec *ep = sy_route_next_endpoint(t, choice.cluster);
     if (!ep) {
-        d->own_slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice.cluster];
-        sy_route_table_release(t);
-        d->ops->send_error(d, 502, "the chosen cluster has no endpoints");
+        answer_own(d, t, app, choice.cluster, 502, "the chosen cluster has no endpoints");
         return;
     }
     struct exchange *ex = exchange_begin(d, req, t, app, &choice, ep);
+    if (!ex) {
+        answer_own(d, t, app, choice.cluster, 503, exchange_nomem_reason);
+        return;
+    }
     const struct sy_cluster_spec *cl = sy_route_cluster(t, choice.cluster);
     if (cl->protocol != SY_PROTO_HTTP1 && ex->upgrade_asked) {
         char msg[320];
@@ -871,6 +891,10 @@ static void answer_maintenance(struct downstream *d, const struct req_head *req,
 {
     struct sy_worker *w = d->conn->w;
     struct exchange *ex = exchange_alloc(w);
+    if (!ex) {
+        answer_own(d, t, app, app->stable, 503, exchange_nomem_reason);
+        return;
+    }
     ex->down = d;
     ex->w = w;
     access_exchange_begin(ex, req);
