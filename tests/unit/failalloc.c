@@ -13,6 +13,7 @@
  * design. Single-threaded tests only: the counter is not atomic. */
 #include "failalloc.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,7 +75,12 @@ unsigned long sy_failalloc_each(sy_failalloc_run_cb run, void *arg)
     /* A bound so that a run whose allocations never end (a retry loop on failure) stops the
      * test instead of hanging it. */
     const unsigned long max_runs = 100000;
+    /* SY_FAILALLOC_VERBOSE=1: each run says which allocation fails, so that an assertion that
+     * stops the test can be traced to its run. */
+    bool verbose = getenv("SY_FAILALLOC_VERBOSE") != NULL;
     for (unsigned long n = 1; n <= max_runs; n++) {
+        if (verbose)
+            fprintf(stderr, "failalloc: run %lu, allocation %lu fails\n", n, n);
         sy_failalloc_arm(n);
         run(arg);
         sy_failalloc_disarm();
