@@ -1059,7 +1059,10 @@ ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing frami
             n = max;
         if (n > *remaining)
             n = (size_t)*remaining;
-        evbuffer_remove_buffer(in, out, n);
+        if (!move_body(in, out, n)) {
+            *why = exchange_nomem_reason;
+            return -1;
+        }
         *remaining -= n;
         *done = *remaining == 0;
         return (ssize_t)n;
