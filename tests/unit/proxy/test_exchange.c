@@ -676,6 +676,29 @@ static const char *const chunked_request[] = {
 #define CHUNKED_BODY        "hello0123456789ABCDEF"
 #define CHUNKED_TRAILERS    "X-Sum: 1a2b\r\nX-Other: y\r\n"
 
+/* The same body by Content-Length, in pieces that a 7-byte step cuts: part of a chain is
+ * copied, not moved. */
+static const char *const length_request[] = {
+    "POST /upload HTTP/1.1\r\nHost: web.example\r\nContent-Length: 21\r\n\r\n",
+    "hello0123",
+    "456789ABCDEF",
+};
+
+/* A request for the parser pass: its pieces (the first `head_pieces` hold the head), and what
+ * decoding them must give. */
+struct h1_case {
+    const char *const *pieces;
+    size_t n_pieces, head_pieces, n_headers;
+    enum sy_h1_framing framing;
+    const char *body, *trailers;
+};
+
+static const struct h1_case h1_cases[] = {
+    {chunked_request, ARRAY_LEN(chunked_request), CHUNKED_HEAD_PIECES, 5, SY_H1_BODY_CHUNKED,
+     CHUNKED_BODY, CHUNKED_TRAILERS},
+    {length_request, ARRAY_LEN(length_request), 1, 2, SY_H1_BODY_LENGTH, CHUNKED_BODY, ""},
+};
+
 /* Appends each piece as a chain of its own that has no room left, as reads that filled their
  * chains leave them: a framing line cut across two pieces cannot be pulled up in place, the
  * decoder needs a new chain for it. Returns 0, or -1 when an allocation failed: a read that
@@ -700,8 +723,9 @@ static void assert_buffer_equal(struct evbuffer *b, const char *s)
 
 struct fail_run {
     struct world *wd;
-    unsigned long failed; /* runs that stopped at the allocation that failed */
-    char head[2048];      /* exchange: the head the cluster gets when nothing fails */
+    const struct h1_case *c; /* parser pass: the request */
+    unsigned long failed;    /* runs that stopped at the allocation that failed */
+    char head[2048];         /* exchange: the head the cluster gets when nothing fails */
 };
 
 /* The request head parsed from what was read (pulled up as h1_server.c does), then the body
@@ -711,9 +735,10 @@ struct fail_run {
 static void parse_once(void *arg)
 {
     struct fail_run *r = arg;
+    const struct h1_case *c = r->c;
     struct evbuffer *in = evbuffer_new(), *body = evbuffer_new(), *trailers = evbuffer_new();
     bool stopped = true;
-    if (!in || !body || !trailers || feed(in, chunked_request, CHUNKED_HEAD_PIECES) != 0)
+    if (!in || !body || !trailers || feed(in, c->pieces, c->head_pieces) != 0)
         goto out;
     size_t len = evbuffer_get_length(in);
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)len);
@@ -723,30 +748,29 @@ static void parse_once(void *arg)
     struct sy_h1_limits lim = {1024, 4096, ARRAY_LEN(fields)};
     struct sy_h1_request req = {.headers = fields};
     ssize_t n = sy_h1_parse_request(p, len, &lim, &req);
-    assert_true(n > 0);
-    assert_int_equal(req.framing, SY_H1_BODY_CHUNKED);
-    assert_int_equal(req.n_headers, 5);
+    assert_int_equal(n, len);
+    assert_int_equal(req.framing, c->framing);
+    assert_int_equal(req.n_headers, c->n_headers);
     assert_true(sy_slice_ieq(req.host, "web.example"));
     evbuffer_drain(in, (size_t)n);
-    if (feed(in, chunked_request + CHUNKED_HEAD_PIECES,
-             ARRAY_LEN(chunked_request) - CHUNKED_HEAD_PIECES) != 0)
+    if (feed(in, c->pieces + c->head_pieces, c->n_pieces - c->head_pieces) != 0)
         goto out;
     struct sy_h1_chunked dec;
     sy_h1_chunked_init(&dec, 0);
-    uint64_t remaining = 0;
+    uint64_t remaining = req.content_length;
     bool done = false;
     while (!done) {
         const char *why = NULL;
-        ssize_t got = exchange_decode_body(&dec, SY_H1_BODY_CHUNKED, &remaining, in, body, 7,
-                                           trailers, &done, &why);
+        ssize_t got =
+            exchange_decode_body(&dec, req.framing, &remaining, in, body, 7, trailers, &done, &why);
         if (got < 0) {
             assert_ptr_equal(why, exchange_nomem_reason);
             goto out;
         }
         assert_true(got > 0 || done); /* all of it was read: every step gets somewhere */
     }
-    assert_buffer_equal(body, CHUNKED_BODY);
-    assert_buffer_equal(trailers, CHUNKED_TRAILERS);
+    assert_buffer_equal(body, c->body);
+    assert_buffer_equal(trailers, c->trailers);
     assert_int_equal(evbuffer_get_length(in), 0);
     stopped = false;
 out:
@@ -762,13 +786,16 @@ out:
         evbuffer_free(trailers);
 }
 
-static void test_every_failing_allocation_in_a_chunked_request_is_an_error(void **state)
+static void test_every_failing_allocation_in_a_request_body_is_an_error(void **state)
 {
-    struct fail_run r = {*state, 0, ""};
-    unsigned long runs = sy_failalloc_each(parse_once, &r);
-    print_message("  %lu runs\n", runs);
-    assert_true(runs > 10);
-    assert_true(r.failed > 0);
+    for (size_t i = 0; i < ARRAY_LEN(h1_cases); i++) {
+        struct fail_run r = {*state, &h1_cases[i], 0, ""};
+        unsigned long runs = sy_failalloc_each(parse_once, &r);
+        print_message("  %s body: %lu runs\n",
+                      h1_cases[i].framing == SY_H1_BODY_CHUNKED ? "chunked" : "length", runs);
+        assert_true(runs > 5);
+        assert_true(r.failed > 0);
+    }
 }
 
 /* One chunked POST through the exchange, as the codecs drive it: started, its body pulled
@@ -850,7 +877,7 @@ out:
 
 static void test_every_failing_allocation_in_an_exchange_ends_it_cleanly(void **state)
 {
-    struct fail_run r = {*state, 0, ""};
+    struct fail_run r = {*state, NULL, 0, ""};
     exchange_once(&r); /* nothing fails: this one records the head the cluster gets */
     unsigned long runs = sy_failalloc_each(exchange_once, &r);
     print_message("  %lu runs\n", runs);
@@ -882,7 +909,7 @@ int main(void)
         T(test_invalid_status_is_502),
         T(test_client_gone_cancels_the_stream_without_an_answer),
         T(test_body_ready_reaches_the_client),
-        T(test_every_failing_allocation_in_a_chunked_request_is_an_error),
+        T(test_every_failing_allocation_in_a_request_body_is_an_error),
         T(test_every_failing_allocation_in_an_exchange_ends_it_cleanly),
 #undef T
     };
