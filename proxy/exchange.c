@@ -43,14 +43,6 @@ static void up_cancel(struct exchange *ex, bool complete)
         ex->uops->cancel(ex, complete);
 }
 
-/* Monotonic microseconds (vDSO: no system call). */
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* The exchange's figures for /metrics: status class, duration, time to head, bytes. Only
  * this worker writes its slot. */
 static void count_end(struct exchange *ex)
@@ -58,7 +50,7 @@ static void count_end(struct exchange *ex)
     struct traffic_slot *s = ex->slot;
     int cls = ex->status >= 100 && ex->status < 600 ? ex->status / 100 : 0;
     counter_add(&s->by_class[cls], 1);
-    uint64_t now = mono_us();
+    uint64_t now = sy_now_us();
     uint64_t dur = now > ex->start_us ? now - ex->start_us : 0;
     counter_add(&s->dur[sy_lat_bucket(dur)], 1);
     counter_add(&s->dur_sum_us, (int64_t)dur);
@@ -229,7 +221,7 @@ static struct exchange *exchange_begin(struct downstream *d, const struct req_he
     ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice->cluster];
     counter_add(&ex->slot->requests, 1);
     counter_add(&ex->slot->in_flight, 1);
-    ex->start_us = mono_us();
+    ex->start_us = sy_now_us();
     ex->cluster = choice->cluster;
     ex->endpoint = ep;
     /* RFC 9110 §9.2.2: only safe methods are retried on our own (the cluster may have acted
@@ -380,7 +372,7 @@ void exchange_client_drained(struct exchange *ex)
 void exchange_on_sent(struct exchange *ex)
 {
     if (ex->connect_start_us && !ex->connect_us) {
-        uint64_t now = mono_us();
+        uint64_t now = sy_now_us();
         ex->connect_us = now > ex->connect_start_us ? now - ex->connect_start_us : 1;
     }
     if (ex->expect_continue) {
@@ -430,7 +422,7 @@ bool exchange_on_head(struct exchange *ex, const struct resp_head *head)
     ex->status = h.status;
     ex->down->ops->send_head(ex->down, &h);
     ex->resp_started = true;
-    ex->head_us = mono_us();
+    ex->head_us = sy_now_us();
     if (h.status == 101)
         start_tunnel(ex);
     return true;

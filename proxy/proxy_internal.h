@@ -632,8 +632,6 @@ void access_log_exchange(struct exchange *ex);
 /* A codec's answer of its own (`status`); `h2`: the HTTP/2 codec. Adds the line unless the
  * exchange wrote it; resets the record for the next request. */
 void access_log_own(struct downstream *d, int status, bool h2);
-/* Monotonic microseconds (vDSO: no system call). */
-uint64_t access_now_us(void);
 
 /* exchange.c: called by the codecs and upstream.c */
 void exchange_start(struct downstream *d, const struct req_head *req);
