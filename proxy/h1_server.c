@@ -413,8 +413,8 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
         *done = c->client_eof && evbuffer_get_length(in) == 0;
         return (ssize_t)n;
     }
-    ssize_t n = exchange_decode_body(&c->req_chunked, c->req_framing, &c->req_remaining, in, out,
-                                     max, trailers, done, why);
+    ssize_t n = h1_decode_body(&c->req_chunked, c->req_framing, &c->req_remaining, in, out, max,
+                               trailers, done, why);
     if (*done) {
         /* The body is in: no read deadline while the answer comes. */
         struct timeval tv = ms_tv(worker_config(c->conn.w)->timeouts.client_send_ms);

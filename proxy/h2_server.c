@@ -12,6 +12,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "h2_internal.h"
 #include "proxy_internal.h"
 
 #define OUTPUT_HIGH (64 * 1024)

@@ -5,13 +5,17 @@
  * worker in arrival order, with the same backpressure as the connection queue (its body is not
  * read beyond the usual buffer; an HTTP/2 stream waits on its own). When a snapshot that no
  * longer holds the app is installed, the held requests go on, oldest first; when
- * exclusive.hold runs out first, they are answered 503 with Retry-After. Everything here is
- * the worker's own: no lock, and nothing is allocated per request (the links live in the
- * exchange). */
+ * exclusive.hold runs out first, they are answered 503 with Retry-After. The exchange asks
+ * here (hold_gate) once it is routed, for every app of mode exclusive: a request forced to
+ * the cluster that is not live is refused unless force_while_exclusive. A released request
+ * goes on to the cluster it was routed to, or after an abort to the one the app runs on now
+ * when its head fits that one. Everything here is the worker's own: no lock, and nothing is
+ * allocated per request (the links live in the exchange). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "proxy_internal.h"
+#include "exchange_internal.h"
 
 static void hold_timer_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -64,7 +68,8 @@ static void unlink_held(struct exchange *ex)
     counter_add(&ex->slot->held, -1);
 }
 
-bool hold_add(struct exchange *ex)
+/* Holds `ex` (routed, head built). False when the worker holds exclusive.max_held already. */
+static bool hold_add(struct exchange *ex)
 {
     struct sy_worker *w = ex->w;
     if (w->n_held >= worker_config(w)->exclusive.max_held)
@@ -107,6 +112,88 @@ static bool still_held(const struct sy_worker *w, const struct exchange *ex)
     return ai >= 0 && sy_route_app_is_held(w->table, (size_t)ai);
 }
 
+/* The weight app `ex->app` gives cluster `c` in table `t` (same config as the exchange's). */
+static unsigned weight_in(const struct sy_route_table *t, size_t app, size_t c)
+{
+    const struct sy_weight_spec *wt;
+    size_t n;
+    sy_route_app_weights(t, app, &wt, &n);
+    for (size_t i = 0; i < n; i++)
+        if (wt[i].cluster == c)
+            return wt[i].weight;
+    return 0;
+}
+
+/* Answers a held exchange 503 with Retry-After. */
+static void held_fail(struct exchange *ex, unsigned retry_after_s, const char *why)
+{
+    sy_error_retry_after(ex->down, retry_after_s);
+    exchange_fail(ex, 503, why);
+}
+
+/* Whether table `t` (of another config than the exchange's) gives weight to the cluster the
+ * held exchange was routed to, by names. */
+static bool held_fits(const struct sy_route_table *t, const struct exchange *ex)
+{
+    const struct sy_config *cfg = sy_route_table_config(t);
+    long ai = sy_config_app_index(cfg, ex->app->name);
+    const char *name = exchange_cluster_name(ex);
+    for (size_t c = 0; ai >= 0 && c < cfg->n_clusters; c++)
+        if (strcmp(cfg->clusters[c].name, name) == 0)
+            return weight_in(t, (size_t)ai, c) > 0;
+    return false;
+}
+
+/* The hold of `ex` is over (hold_table_changed): it goes on to a cluster (and may fail at once
+ * and be freed). */
+static void held_go(struct exchange *ex)
+{
+    /* After an abort the cluster the request was routed to is out of the split: it goes to
+     * the one the app runs on now, when the head built for the first one fits it (same
+     * protocol and TLS), else it is answered 503. */
+    struct sy_worker *w = ex->w;
+    const struct sy_route_table *t = w->table;
+    if (sy_route_table_config(t) != sy_route_table_config(ex->table)) {
+        /* A reload came while it was held: the request can go on only to the cluster it was
+         * routed to (the indexes of the new config are not the exchange's), when the app still
+         * gives that one weight; a reload that sent the app back answers it 503. */
+        if (!held_fits(t, ex))
+            held_fail(ex, 1,
+                      "the app's switch was undone by a reload while the request was "
+                      "held: retry");
+        else
+            exchange_go(ex, true);
+        return;
+    }
+    if (weight_in(t, ex->app->index, ex->cluster) == 0) {
+        size_t n_c = sy_route_cluster_count(t), best = n_c;
+        unsigned bw = 0;
+        for (size_t c = 0; c < n_c; c++) {
+            unsigned wt = weight_in(t, ex->app->index, c);
+            if (wt > bw) {
+                bw = wt;
+                best = c;
+            }
+        }
+        const struct sy_cluster_spec *from = sy_route_cluster(ex->table, ex->cluster);
+        const struct sy_cluster_spec *to = best < n_c ? sy_route_cluster(t, best) : NULL;
+        const struct sy_endpoint_spec *ep = to ? sy_route_next_endpoint(t, best) : NULL;
+        if (!ep || to->protocol != from->protocol || to->tls.on != from->tls.on) {
+            held_fail(ex, 1,
+                      "the app's switch was aborted while the request was held: "
+                      "retry");
+            return;
+        }
+        counter_add(&ex->slot->in_flight, -1);
+        ex->slot = w->slot_index[ex->app->index * n_c + best];
+        counter_add(&ex->slot->requests, 1);
+        counter_add(&ex->slot->in_flight, 1);
+        ex->cluster = best;
+        ex->endpoint = ep;
+    }
+    exchange_go(ex, true);
+}
+
 void hold_table_changed(struct sy_worker *w)
 {
     if (!w->held_head)
@@ -122,7 +209,7 @@ void hold_table_changed(struct sy_worker *w)
             note_wait(ex);
             unlink_held(ex);
             counter_add(&ex->slot->held_released, 1);
-            exchange_held_go(ex);
+            held_go(ex);
             again = true;
             break;
         }
@@ -146,13 +233,44 @@ static void hold_timer_cb(evutil_socket_t fd, short what, void *arg)
                  "app %s is moving to another cluster and was not back within exclusive.hold "
                  "(%u ms): retry",
                  ex->app->name, ms);
-        exchange_held_fail(ex, ms / 1000 ? ms / 1000 : 1, why);
+        held_fail(ex, ms / 1000 ? ms / 1000 : 1, why);
         n++;
     }
     if (n)
         sy_log(SY_LOG_WARN, "hold", "worker %u: %zu held request(s) answered 503 (exclusive.hold)",
                w->id, n);
     arm(w);
+}
+
+bool hold_gate(struct exchange *ex, const struct sy_config *cfg)
+{
+    const struct sy_app_spec *spec = &sy_route_table_config(ex->table)->apps[ex->app->index];
+    if (spec->mode != SY_APP_EXCLUSIVE)
+        return false;
+    char msg[320];
+    if (ex->forced && spec->force_while_exclusive)
+        return false;
+    if (ex->forced && weight_in(ex->table, ex->app->index, ex->cluster) == 0) {
+        snprintf(msg, sizeof(msg),
+                 "app %s is exclusive and runs on another cluster: cluster %s cannot be forced "
+                 "(force_while_exclusive is off)",
+                 ex->app->name, exchange_cluster_name(ex));
+        exchange_fail(ex, 503, msg);
+        return true;
+    }
+    if (!ex->app->held)
+        return false;
+    if (hold_add(ex))
+        return true;
+    counter_add(&ex->slot->held_503, 1);
+    snprintf(msg, sizeof(msg),
+             "app %s is moving to another cluster and %zu requests wait already "
+             "(exclusive.max_held): retry",
+             ex->app->name, cfg->exclusive.max_held);
+    unsigned s = cfg->exclusive.hold_ms / 1000;
+    sy_error_retry_after(ex->down, s ? s : 1);
+    exchange_fail(ex, 503, msg);
+    return true;
 }
 
 void hold_dispose(struct sy_worker *w)

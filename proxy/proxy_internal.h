@@ -17,7 +17,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
 #include "switchyard/access_log.h"
@@ -299,7 +298,8 @@ struct downstream;
 struct downstream_ops {
     /* Moves up to `max` bytes of decoded request body into `out`, and trailer fields as
      * "name: value\r\n" lines into `trailers`. Sets *done at the end of the body. Returns the
-     * bytes moved, or -1 with *why for a malformed body (answered with 400). */
+     * bytes moved, or -1 with *why for a malformed body (answered with 400), or with *why
+     * exchange_nomem_reason when a buffer could not grow (answered with 503). */
     ssize_t (*pull_body)(struct downstream *d, struct evbuffer *out, size_t max,
                          struct evbuffer *trailers, bool *done, const char **why);
     /* The cluster is reachable: a client waiting for 100 Continue may send its body. */
@@ -595,10 +595,6 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
 void h1_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
                bool tls);
 
-/* h2_server.c: "name: value\r\n" lines (lower-cased in place) as nghttp2 fields pointing into
- * `lines`, at most `max`. */
-size_t trailer_lines_to_nv(struct evbuffer *lines, nghttp2_nv *nv, size_t max);
-
 /* h2_server.c: takes over `bev`, whose input may already hold the client preface. */
 void h2_accept(struct sy_worker *w, struct bufferevent *bev, const struct sockaddr *sa, int salen,
                bool tls);
@@ -641,8 +637,6 @@ void access_log_exchange(struct exchange *ex);
 /* A codec's answer of its own (`status`); `h2`: the HTTP/2 codec. Adds the line unless the
  * exchange wrote it; resets the record for the next request. */
 void access_log_own(struct downstream *d, int status, bool h2);
-/* Monotonic microseconds (vDSO: no system call). */
-uint64_t access_now_us(void);
 
 /* exchange.c: called by the codecs and upstream.c */
 void exchange_start(struct downstream *d, const struct req_head *req);
@@ -654,15 +648,6 @@ void exchange_downstream_gone(struct exchange *ex);
 void exchange_dequeued(struct exchange *ex);
 /* queue.c: the exchange waited queue.timeout: answer 503 with `why`. */
 void exchange_queue_expired(struct exchange *ex, const char *why);
-/* Decodes a request or response body framed by `framing` from `in` into `out` (at most `max`
- * bytes, give or take one segment for chunked); see downstream_ops.pull_body. When a buffer
- * could not grow, returns -1 with *why set to exchange_nomem_reason. */
-/* The why of a body that could not be moved for want of memory: the peer did nothing wrong, so
- * it is compared by address and answered 503 rather than 400. */
-extern const char exchange_nomem_reason[];
-ssize_t exchange_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing,
-                             uint64_t *remaining, struct evbuffer *in, struct evbuffer *out,
-                             size_t max, struct evbuffer *trailers, bool *done, const char **why);
 
 /* upstream.c */
 /* The pool for `ep` spoken to as cluster `cl` says. */
@@ -744,20 +729,12 @@ void queue_pool_dispose(struct pool *p);
  * order, routed but not sent, until a snapshot no longer holds its app (then it goes on to
  * the cluster it was routed to, or to the app's live one after an abort), or until
  * exclusive.hold (503 with Retry-After). */
-/* Holds `ex` (routed, head built). False when the worker holds exclusive.max_held already. */
-bool hold_add(struct exchange *ex);
 /* The exchange leaves the hold (it ends: its client went away). */
 void hold_remove(struct exchange *ex);
 /* A new snapshot is installed: releases the held requests whose app it no longer holds. */
 void hold_table_changed(struct sy_worker *w);
 /* Worker exit. */
 void hold_dispose(struct sy_worker *w);
-
-/* exchange.c: called by hold.c */
-/* Sends a held exchange on to its cluster (it may fail at once and be freed). */
-void exchange_held_go(struct exchange *ex);
-/* Answers a held exchange 503 with Retry-After. */
-void exchange_held_fail(struct exchange *ex, unsigned retry_after_s, const char *why);
 
 /* exchange.c: called by the upstream clients (h1_client.c, h2_client.c). Each may end the
  * exchange (then ex->ups was recycled through cancel): the caller touches neither after that
@@ -774,12 +751,12 @@ struct head_sink {
     struct nv_off *o;
     size_t n, cap;
 };
-/* The request head as the cluster gets it: hop-by-hop fields dropped (and the ones Connection
- * names), X-Forwarded-* and Via added, the framing restated. During prepare only. */
+/* rewrite.c: the request head as the cluster gets it: hop-by-hop fields dropped (and the ones
+ * Connection names), X-Forwarded-* and Via added, the framing restated. During prepare only. */
 void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, struct head_sink *s,
                            bool tls_up);
-/* Drops hop-by-hop fields (and the ones Connection names) from a response head, compacting
- * `h` in place. Returns how many are kept. */
+/* rewrite.c: drops hop-by-hop fields (and the ones Connection names) from a response head,
+ * compacting `h` in place. Returns how many are kept. */
 size_t exchange_end_to_end(struct sy_header *h, size_t n);
 /* The cluster's name, for messages. */
 const char *exchange_cluster_name(const struct exchange *ex);
@@ -804,8 +781,19 @@ void exchange_on_end(struct exchange *ex, struct evbuffer *trailers);
 bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const char *why);
 /* Decoded request body into `out` (at most `max` bytes), trailer lines into ex->trailers. Sets
  * *done at its end (ex->req_done). Returns the bytes moved, or -1 when the exchange failed (a
- * malformed body: 400; over limits.max_body_bytes: 413). */
+ * malformed body: 400; over limits.max_body_bytes: 413; out of memory: 503). */
 ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max, bool *done);
+
+/* The why of a body or head that could not be buffered for want of memory (exchange.c): the
+ * peer did nothing wrong, so it is compared by address and answered 503 rather than 400. */
+extern const char exchange_nomem_reason[];
+
+/* h1_body.c: decodes a request or response body framed by `framing` from `in` into `out` (at
+ * most `max` bytes, give or take one segment for chunked); see downstream_ops.pull_body. When
+ * a buffer could not grow, returns -1 with *why set to exchange_nomem_reason. */
+ssize_t h1_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing, uint64_t *remaining,
+                       struct evbuffer *in, struct evbuffer *out, size_t max,
+                       struct evbuffer *trailers, bool *done, const char **why);
 
 /* h1_client.c, called by upstream.c for the connection an exchange has. */
 void h1up_connected(struct exchange *ex);
@@ -816,9 +804,15 @@ void h1up_event(struct exchange *ex, short what);
 void h1up_cache_free(void);
 void h2up_cache_free(void);
 
-/* drain_after: the control of long-lived exchanges after a cluster's weight drops to 0. */
-void exchange_drain_cluster(struct sy_worker *w, const char *app, const char *cluster);
-/* Frees the exchanges kept for reuse (worker exit). */
+/* drain.c: drain_after, the end of long-lived exchanges after a cluster's weight drops to 0. */
+/* A snapshot replaces `old` (NULL: the first): arms a drain job for every app that gives 0 in
+ * `new` to a cluster it gave weight in `old` (when the app has drain_after, or is exclusive). */
+void drain_schedule(struct sy_worker *w, const struct sy_route_table *old,
+                    const struct sy_route_table *new);
+/* Worker exit: the drain jobs not yet run. */
+void drain_jobs_free(struct sy_worker *w);
+
+/* exchange.c: frees the exchanges kept for reuse (worker exit). */
 void exchange_cache_free(struct sy_worker *w);
 
 #endif

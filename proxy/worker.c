@@ -1121,76 +1121,6 @@ void wthrough_detach(struct wthrough *wt)
     wt->queued = false;
 }
 
-/* drain_after: a cluster an app no longer sends anything to is emptied of what still runs on
- * it (tunnels, long streams, slow answers), drain_after after the change. */
-struct drain_job {
-    struct sy_worker *w;
-    char *app, *cluster;
-    struct event *ev;
-    struct drain_job *next;
-};
-
-static void drain_job_free(struct drain_job *j)
-{
-    struct sy_worker *w = j->w;
-    for (struct drain_job **pp = &w->drain_jobs; *pp; pp = &(*pp)->next) {
-        if (*pp == j) {
-            *pp = j->next;
-            break;
-        }
-    }
-    event_free(j->ev);
-    free(j->app);
-    free(j->cluster);
-    free(j);
-}
-
-static void drain_job_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct drain_job *j = arg;
-    /* Only if the cluster is still out of the app's split (a switch back cancels it). */
-    if (sy_route_app_weight_of(j->w->table, j->app, j->cluster) <= 0)
-        exchange_drain_cluster(j->w, j->app, j->cluster);
-    drain_job_free(j);
-}
-
-static void schedule_drains(struct sy_worker *w, const struct sy_route_table *old,
-                            const struct sy_route_table *new)
-{
-    if (!old)
-        return;
-    const struct sy_config *ocfg = sy_route_table_config(old), *ncfg = sy_route_table_config(new);
-    for (size_t a = 0; a < ncfg->n_apps; a++) {
-        const struct sy_app_spec *app = &ncfg->apps[a];
-        /* An exclusive app that moves cuts what still runs on its old cluster after
-         * exclusive.drain (its own drain_after, when set, wins). */
-        unsigned drain_ms = app->drain_after_ms;
-        if (!drain_ms && app->mode == SY_APP_EXCLUSIVE)
-            drain_ms = ncfg->exclusive.drain_ms;
-        if (!drain_ms)
-            continue;
-        for (size_t c = 0; c < ocfg->n_clusters; c++) {
-            const char *cname = ocfg->clusters[c].name;
-            if (sy_route_app_weight_of(old, app->name, cname) <= 0 ||
-                sy_route_app_weight_of(new, app->name, cname) > 0)
-                continue;
-            struct drain_job *j = sy_xcalloc(1, sizeof(*j));
-            j->w = w;
-            j->app = sy_xstrdup(app->name);
-            j->cluster = sy_xstrdup(cname);
-            j->ev = evtimer_new(w->base, drain_job_cb, j);
-            struct timeval tv = ms_tv(drain_ms);
-            evtimer_add(j->ev, &tv);
-            j->next = w->drain_jobs;
-            w->drain_jobs = j;
-            sy_log(SY_LOG_INFO, "drain",
-                   "worker %u: app %s left cluster %s: what still runs there "
-                   "closes in %u ms (drain_after)",
-                   w->id, app->name, cname, drain_ms);
-        }
-    }
-}
-
 /* The answer to sy_workers_ping, from the loop: the mail before it has been taken. */
 static void answer_ping(struct sy_worker *w)
 {
@@ -1222,7 +1152,7 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
     while (m) {
         struct worker_msg *next = m->next;
         struct sy_route_table *old = w->table;
-        schedule_drains(w, old, m->table);
+        drain_schedule(w, old, m->table);
         w->table = m->table;
         m->table = NULL;
         index_slots(w, old);
@@ -1272,8 +1202,7 @@ static void *worker_main(void *arg)
     event_base_dispatch(w->base);
     event_free(w->beat_ev);
     w->beat_ev = NULL;
-    while (w->drain_jobs)
-        drain_job_free(w->drain_jobs);
+    drain_jobs_free(w);
     while (w->conns)
         w->conns->free(w->conns);
     hold_dispose(w);

@@ -12,9 +12,10 @@ from collections import defaultdict
 
 PEERS = ["nginx", "haproxy", "nghttpx"]
 ORDER = ["switchyard", "nginx", "haproxy", "nghttpx", "backend"]
-TESTS = [("h1", "/"), ("h1", "/16k"), ("h2", "/"), ("h2", "/16k")]
+TESTS = [("h1", "/"), ("h1", "/16k"), ("h1w", "/"), ("h2", "/"), ("h2", "/16k"), ("h2w", "/")]
 NAMES = {("h1", "/"): "HTTP/1.1 small", ("h1", "/16k"): "HTTP/1.1 16 KiB",
-         ("h2", "/"): "h2c small", ("h2", "/16k"): "h2c 16 KiB"}
+         ("h1w", "/"): "HTTP/1.1 small, 256 conns", ("h2", "/"): "h2c small",
+         ("h2", "/16k"): "h2c 16 KiB", ("h2w", "/"): "h2c small, 16 conns x 32 streams"}
 
 
 def num(x):

@@ -40,6 +40,10 @@ stamp=$(date -u +%Y%m%d-%H%M%S)
 OUT=${OUT:-/tmp/bench-$stamp.md}
 WRK_ARGS=${WRK_ARGS:-"-t1 -c50"}
 H2_ARGS=${H2_ARGS:-"-t1 -c10 -m10"}
+# The wide rows: many connections (HTTP/1.1) and many streams per connection (h2c), where a
+# default that keeps too few idle upstream connections collapses.
+WRK_WIDE_ARGS=${WRK_WIDE_ARGS:-"-t1 -c256"}
+H2_WIDE_ARGS=${H2_WIDE_ARGS:-"-t1 -c16 -m32"}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
@@ -256,15 +260,17 @@ to_ms() { awk '{v = $1; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v +
 run_cell() {
     local w=$1 kind=$2 path=$3 target=$4 r=$5
     local pid=${PID[$target]} port t0 t1 b0 g0 b1 g1 res rps p50 p99 fail n
-    if [ "$kind" = h1 ]; then port=${H1PORT[$target]}; else port=${H2PORT[$target]}; fi
+    local args=$WRK_ARGS
+    case $kind in h1w) args=$WRK_WIDE_ARGS ;; h2) args=$H2_ARGS ;; h2w) args=$H2_WIDE_ARGS ;; esac
+    if [ "${kind#h1}" != "$kind" ]; then port=${H1PORT[$target]}; else port=${H2PORT[$target]}; fi
     if ! alive "$target"; then
         printf '%s\t%s\t%s\t%s\t%s\t0\t-\t-\t-1\t0\t0\t0\t0\tDEAD\t-\n' "$w" "$kind" "$path" "$target" "$r" >>"$raw"
         return
     fi
     b0=$(backend_count $B1) g0=$(backend_count $B2)
     t0=$(cpu_ticks "$pid") q0=$(rq_wait_ns "$pid")
-    if [ "$kind" = h1 ]; then
-        res=$(timeout $((DUR + 30)) wrk $WRK_ARGS -d"${DUR}s" --latency "http://127.0.0.1:$port$path" 2>&1)
+    if [ "${kind#h1}" != "$kind" ]; then
+        res=$(timeout $((DUR + 30)) wrk $args -d"${DUR}s" --latency "http://127.0.0.1:$port$path" 2>&1)
         t1=$(cpu_ticks "$pid") q1=$(rq_wait_ns "$pid")
         rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$res")
         n=$(awk '/requests in/ {print $1}' <<<"$res")
@@ -272,7 +278,7 @@ run_cell() {
         p99=$(awk '$1 == "99%" {print $2}' <<<"$res" | to_ms)
         fail=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$res")
     else
-        res=$(timeout $((DUR + 30)) h2load $H2_ARGS -D "$DUR" --log-file="$work/h2.log" "http://127.0.0.1:$port$path" 2>&1)
+        res=$(timeout $((DUR + 30)) h2load $args -D "$DUR" --log-file="$work/h2.log" "http://127.0.0.1:$port$path" 2>&1)
         t1=$(cpu_ticks "$pid") q1=$(rq_wait_ns "$pid")
         rps=$(awk '/^finished in/ {print $4}' <<<"$res")
         n=$(awk '/^requests:/ {print $8}' <<<"$res")
@@ -314,7 +320,7 @@ idle_test() { # workers target
 # ---------------------------------------------------------------- the run
 t_start=$(date +%s)
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
-tests=("h1 /" "h1 /16k" "h2 /" "h2 /16k")
+tests=("h1 /" "h1 /16k" "h1w /" "h2 /" "h2 /16k" "h2w /")
 for w in $WORKERS_LIST; do
     write_configs "$w"
     targets="$PROXIES"
@@ -368,7 +374,9 @@ t_end=$(date +%s)
     echo
     echo '```'
     echo "wrk $WRK_ARGS -d${DUR}s --latency http://127.0.0.1:PORT{/,/16k}"
+    echo "wrk $WRK_WIDE_ARGS -d${DUR}s --latency http://127.0.0.1:PORT/   # the wide HTTP/1.1 row"
     echo "h2load $H2_ARGS -D $DUR --log-file=LOG http://127.0.0.1:PORT{/,/16k}   # p50/p99 from LOG"
+    echo "h2load $H2_WIDE_ARGS -D $DUR --log-file=LOG http://127.0.0.1:PORT/   # the wide h2c row"
     echo "python3 tests/bench/idle_h2.py 127.0.0.1 PORT -n $IDLE --hold $HOLD   # RSS read while held"
     echo "$SY_BIN -c sy-W.yaml -l warn"
     echo "nginx -c nginx-W.conf; haproxy -f haproxy-W.cfg -db"
@@ -379,6 +387,31 @@ t_end=$(date +%s)
         "RSS = sum over the proxy's processes (nginx and nghttpx: master + workers)." \
         "Split = requests counted by each backend's stub_status over the run." \
         "Failed = wrk socket errors + non-2xx; h2load failed + errored + timeout + non-2xx."
+    echo
+    echo "## Settings that differ from each proxy's defaults, and why"
+    echo
+    echo "Every proxy runs at its defaults except for these. None of them is a setting of"
+    echo "switchyard's that changes its speed; the peers' are what they need to do the same work"
+    echo "(keep-alive to the backends, the same split, X-Forwarded-For, 10,000 idle clients)."
+    echo
+    echo "- all: worker count (1, then 2); the 90/10 split; listening on loopback ports."
+    echo "- switchyard: \`limits.max_connections: 19000\` (default 10000 per worker): the idle test"
+    echo "  holds 10,000 h2c connections besides the load's."
+    echo "- nginx: \`worker_connections 19000\` (default 512): the idle test. \`upstream { keepalive 128; }\`"
+    echo "  with \`proxy_http_version 1.1\` and an empty Connection header: without them nginx opens a"
+    echo "  new backend connection per request (the others keep them by default)."
+    echo "  \`keepalive_requests 1000000\` (default 1000, client side and upstream): nginx would close"
+    echo "  every connection after 1,000 requests, which the others do not. \`access_log off\`: the"
+    echo "  others log nothing by default. \`proxy_set_header Host\`/X-Forwarded-For: the same"
+    echo "  request to the backend as the others send."
+    echo "- haproxy: \`maxconn 10100\` and \`no strict-limits\`: the idle test. \`http-reuse always\`"
+    echo "  (default safe): reuse of idle backend connections across clients, which the others do"
+    echo "  by default. \`option forwardfor\`: X-Forwarded-For. \`timeout connect/client/server\`:"
+    echo "  haproxy warns without them (no default)."
+    echo "- nghttpx: \`--backend-keep-alive-timeout=60s\` (default 2s): the cells are interleaved,"
+    echo "  so a backend connection idle 2 s would be reopened at the start of each cell."
+    echo "  \`--worker-frontend-connections=19000\`: the idle test. \`--add-x-forwarded-for\`: the"
+    echo "  header. \`--no-ocsp\`: no TLS here."
     echo
     echo "## Configs (W = workers: the last one written)"
     for f in "$work"/backend-blue.conf "$work"/sy-*.yaml "$work"/nginx-*.conf "$work"/haproxy-*.cfg; do

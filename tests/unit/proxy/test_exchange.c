@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for the exchange (proxy/exchange.c, included) between a fake downstream (struct
- * downstream_ops) and fake upstream clients (h1_upstream_ops and h2_upstream_ops are defined
- * here), with the real routing table and no socket: routing and the rewritten head, early
- * answers, the body limit, the retry rule, and how each way of ending tears down; and, with
- * each allocation of libevent's failing in turn (failalloc.h), the chunked request decoder
- * and a whole exchange. */
+/* Unit tests for the exchange (proxy/exchange.c, rewrite.c, answer.c and h1_body.c, included)
+ * between a fake downstream (struct downstream_ops) and fake upstream clients (h1_upstream_ops
+ * and h2_upstream_ops are defined here), with the real routing table and no socket: routing and
+ * the rewritten head, early answers, the body limit, the retry rule, and how each way of ending
+ * tears down; and, with each allocation of libevent's failing in turn (failalloc.h), the
+ * HTTP/1.1 request body decoder and a whole exchange. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,9 +19,10 @@
 
 #include "failalloc.h"
 
-/* cmocka's fail() would shadow the exchange's own. */
-#undef fail
+#include "../../../proxy/answer.c"
 #include "../../../proxy/exchange.c"
+#include "../../../proxy/h1_body.c"
+#include "../../../proxy/rewrite.c"
 
 /* ---- fakes for what exchange.c calls outside itself -------------------------------------- */
 
@@ -63,7 +64,7 @@ void hold_remove(struct exchange *ex)
 {
 }
 
-bool hold_add(struct exchange *ex)
+bool hold_gate(struct exchange *ex, const struct sy_config *cfg)
 {
     return false;
 }
@@ -194,8 +195,8 @@ static ssize_t fd_pull_body(struct downstream *d, struct evbuffer *out, size_t m
 {
     struct fake_down *f = fd_of(d);
     if (f->wire)
-        return exchange_decode_body(&f->dec, SY_H1_BODY_CHUNKED, &f->remaining, f->wire, out, max,
-                                    trailers, done, why);
+        return h1_decode_body(&f->dec, SY_H1_BODY_CHUNKED, &f->remaining, f->wire, out, max,
+                              trailers, done, why);
     if (f->body_bad) {
         *why = "bad chunk";
         return -1;
@@ -762,7 +763,7 @@ static void parse_once(void *arg)
     while (!done) {
         const char *why = NULL;
         ssize_t got =
-            exchange_decode_body(&dec, req.framing, &remaining, in, body, 7, trailers, &done, &why);
+            h1_decode_body(&dec, req.framing, &remaining, in, body, 7, trailers, &done, &why);
         if (got < 0) {
             assert_ptr_equal(why, exchange_nomem_reason);
             goto out;
