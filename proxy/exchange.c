@@ -118,15 +118,13 @@ static struct exchange *exchange_alloc(struct sy_worker *w)
         ex = sy_xcalloc(1, sizeof(*ex));
         ex->tmp = evbuffer_new();
         ex->trailers = evbuffer_new();
-        if (!ex->tmp || !ex->trailers) {
-            if (ex->tmp)
-                evbuffer_free(ex->tmp);
-            if (ex->trailers)
-                evbuffer_free(ex->trailers);
-            free(ex);
-            return NULL;
-        }
-        return ex;
+        if (ex->tmp && ex->trailers)
+            return ex;
+        struct evbuffer *got = ex->tmp ? ex->tmp : ex->trailers; /* one at most, or none */
+        if (got)
+            evbuffer_free(got);
+        free(ex);
+        return NULL;
     }
     w->ex_cache = ex->w_next;
     w->n_ex_cache--;
