@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for routing/config.c. A full fixture checks every field the loader fills; a table
  * of broken files checks that each mistake is reported once, at the right line and column, with
- * the right words, and that nothing else is reported alongside it. Endpoint names resolve only
- * through /etc/hosts (localhost), so the tests need no network. */
+ * the right words, and that nothing else is reported alongside it; with each of libyaml's
+ * allocations failing in turn (failalloc.h), a load is an error, never a crash or a leak.
+ * Endpoint names resolve only through /etc/hosts (localhost), so the tests need no network. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
