@@ -27,6 +27,15 @@ void exchange_fail_connect(struct exchange *ex, const char *why)
     exchange_fail(ex, 502, msg);
 }
 
+void exchange_answer_own(struct downstream *d, struct sy_route_table *t,
+                         const struct sy_route_app *app, size_t c, int status, const char *why)
+{
+    struct sy_worker *w = d->conn->w;
+    d->own_slot = w->slot_index[app->index * sy_route_cluster_count(t) + c];
+    sy_route_table_release(t);
+    d->ops->send_error(d, status, why);
+}
+
 void exchange_answer_no_app(struct downstream *d, const struct req_head *req,
                             struct sy_route_table *t, struct sy_slice path)
 {
@@ -65,6 +74,10 @@ void exchange_answer_maintenance(struct downstream *d, const struct req_head *re
 {
     struct sy_worker *w = d->conn->w;
     struct exchange *ex = exchange_new(d, req, t, app);
+    if (!ex) {
+        exchange_answer_own(d, t, app, app->stable, 503, exchange_nomem_reason);
+        return;
+    }
     ex->maint = true;
     ex->status = 503;
     ex->resp_started = ex->resp_done = true;

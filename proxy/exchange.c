@@ -43,14 +43,6 @@ static void up_cancel(struct exchange *ex, bool complete)
         ex->uops->cancel(ex, complete);
 }
 
-/* Monotonic microseconds (vDSO: no system call). */
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* The exchange's figures for /metrics: status class, duration, time to head, bytes. Only
  * this worker writes its slot. */
 static void count_end(struct exchange *ex)
@@ -58,7 +50,7 @@ static void count_end(struct exchange *ex)
     struct traffic_slot *s = ex->slot;
     int cls = ex->status >= 100 && ex->status < 600 ? ex->status / 100 : 0;
     counter_add(&s->by_class[cls], 1);
-    uint64_t now = mono_us();
+    uint64_t now = sy_now_us();
     uint64_t dur = now > ex->start_us ? now - ex->start_us : 0;
     counter_add(&s->dur[sy_lat_bucket(dur)], 1);
     counter_add(&s->dur_sum_us, (int64_t)dur);
@@ -114,8 +106,11 @@ static void exchange_free(struct exchange *ex)
     free(ex);
 }
 
+const char exchange_nomem_reason[] = "out of memory";
+
 /* A zeroed exchange with its two buffers, from the worker's cache when it has one: a
- * request then costs no allocation for its exchange. */
+ * request then costs no allocation for its exchange. NULL when a buffer could not be had:
+ * that request is answered 503 (exchange_nomem_reason) and the others go on. */
 static struct exchange *exchange_alloc(struct sy_worker *w)
 {
     struct exchange *ex = w->ex_cache;
@@ -123,11 +118,13 @@ static struct exchange *exchange_alloc(struct sy_worker *w)
         ex = sy_xcalloc(1, sizeof(*ex));
         ex->tmp = evbuffer_new();
         ex->trailers = evbuffer_new();
-        if (!ex->tmp || !ex->trailers) {
-            sy_log(SY_LOG_ERROR, "http", "out of memory"); /* as sy_xcalloc does */
-            abort();
-        }
-        return ex;
+        if (ex->tmp && ex->trailers)
+            return ex;
+        struct evbuffer *got = ex->tmp ? ex->tmp : ex->trailers; /* one at most, or none */
+        if (got)
+            evbuffer_free(got);
+        free(ex);
+        return NULL;
     }
     w->ex_cache = ex->w_next;
     w->n_ex_cache--;
@@ -145,6 +142,8 @@ struct exchange *exchange_new(struct downstream *d, const struct req_head *req,
 {
     struct sy_worker *w = d->conn->w;
     struct exchange *ex = exchange_alloc(w);
+    if (!ex)
+        return NULL;
     ex->down = d;
     ex->w = w;
     access_exchange_begin(ex, req);
@@ -217,7 +216,7 @@ void exchange_downstream_gone(struct exchange *ex)
 }
 
 /* The exchange for a request routed to `choice` (endpoint `ep`) of `app`, linked into the
- * worker's list and the downstream; it holds the table reference `t`. */
+ * worker's list and the downstream; it holds the table reference `t`. NULL as exchange_new. */
 static struct exchange *exchange_begin(struct downstream *d, const struct req_head *req,
                                        struct sy_route_table *t, const struct sy_route_app *app,
                                        const struct sy_route_choice *choice,
@@ -225,11 +224,13 @@ static struct exchange *exchange_begin(struct downstream *d, const struct req_he
 {
     struct sy_worker *w = d->conn->w;
     struct exchange *ex = exchange_new(d, req, t, app);
+    if (!ex)
+        return NULL;
     /* The slot index follows w->table; the exchange's table is the same one here. */
     ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice->cluster];
     counter_add(&ex->slot->requests, 1);
     counter_add(&ex->slot->in_flight, 1);
-    ex->start_us = mono_us();
+    ex->start_us = sy_now_us();
     ex->cluster = choice->cluster;
     ex->endpoint = ep;
     /* RFC 9110 §9.2.2: only safe methods are retried on our own (the cluster may have acted
@@ -292,12 +293,14 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     sy_route_pick(t, app, &rreq, &choice);
     const struct sy_endpoint_spec *ep = sy_route_next_endpoint(t, choice.cluster);
     if (!ep) {
-        d->own_slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice.cluster];
-        sy_route_table_release(t);
-        d->ops->send_error(d, 502, "the chosen cluster has no endpoints");
+        exchange_answer_own(d, t, app, choice.cluster, 502, "the chosen cluster has no endpoints");
         return;
     }
     struct exchange *ex = exchange_begin(d, req, t, app, &choice, ep);
+    if (!ex) {
+        exchange_answer_own(d, t, app, choice.cluster, 503, exchange_nomem_reason);
+        return;
+    }
     const struct sy_cluster_spec *cl = sy_route_cluster(t, choice.cluster);
     if (cl->protocol != SY_PROTO_HTTP1 && ex->upgrade_asked) {
         char msg[320];
@@ -310,6 +313,11 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     }
     ex->uops = cl->protocol != SY_PROTO_HTTP1 ? &h2_upstream_ops : &h1_upstream_ops;
     ex->uops->prepare(ex, req, cl->tls.on);
+    if (ex->head_lost) {
+        /* A part of the head could not be buffered: sent, it would be another request. */
+        exchange_fail(ex, 503, exchange_nomem_reason);
+        return;
+    }
     if (hold_gate(ex, cfg))
         return;
     exchange_go(ex, false);
@@ -380,7 +388,7 @@ void exchange_client_drained(struct exchange *ex)
 void exchange_on_sent(struct exchange *ex)
 {
     if (ex->connect_start_us && !ex->connect_us) {
-        uint64_t now = mono_us();
+        uint64_t now = sy_now_us();
         ex->connect_us = now > ex->connect_start_us ? now - ex->connect_start_us : 1;
     }
     if (ex->expect_continue) {
@@ -430,7 +438,7 @@ bool exchange_on_head(struct exchange *ex, const struct resp_head *head)
     ex->status = h.status;
     ex->down->ops->send_head(ex->down, &h);
     ex->resp_started = true;
-    ex->head_us = mono_us();
+    ex->head_us = sy_now_us();
     if (h.status == 101)
         start_tunnel(ex);
     return true;
@@ -515,7 +523,8 @@ ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max
     const char *why = NULL;
     ssize_t n = ex->down->ops->pull_body(ex->down, out, max, ex->trailers, done, &why);
     if (n < 0) {
-        exchange_fail(ex, 400, why ? why : "malformed request body");
+        exchange_fail(ex, why == exchange_nomem_reason ? 503 : 400,
+                      why ? why : "malformed request body");
         return -1;
     }
     if (n > 0) {

@@ -11,7 +11,9 @@
 /* A new exchange for the request `req` of `d` matched to `app` (taking the table reference
  * `t`), from the worker's cache of finished ones when it has one (then a request costs no
  * allocation for it). Its request id is made, HEAD and a request without a body are noted;
- * the caller fills in the rest and links it to `d`. */
+ * the caller fills in the rest and links it to `d`. NULL when its buffers could not be
+ * allocated: `t` is then still the caller's, and the request is answered 503 with
+ * exchange_nomem_reason (exchange_answer_own). */
 struct exchange *exchange_new(struct downstream *d, const struct req_head *req,
                               struct sy_route_table *t, const struct sy_route_app *app);
 /* Ends the exchange (freed on return); the downstream goes on when `reusable`. */
@@ -26,6 +28,10 @@ void exchange_fail(struct exchange *ex, int status, const char *why);
 void exchange_go(struct exchange *ex, bool late);
 
 /* answer.c: the answers switchyard makes itself. */
+/* An answer of our own (`status`, `why`) for a request that has no exchange, counted on
+ * cluster `c` of `app`; releases the table reference `t`. */
+void exchange_answer_own(struct downstream *d, struct sy_route_table *t,
+                         const struct sy_route_app *app, size_t c, int status, const char *why);
 /* The 404 for a request no app matches under `path`; releases the table reference `t`. */
 void exchange_answer_no_app(struct downstream *d, const struct req_head *req,
                             struct sy_route_table *t, struct sy_slice path);

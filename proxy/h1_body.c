@@ -6,8 +6,20 @@
  * kept as lines. Bodies move between evbuffers by chain, not copied. */
 #include "proxy_internal.h"
 
+/* Moves `n` bytes of body from `in` to `out`. evbuffer_remove_buffer copies the part of a chain
+ * it cannot move whole with an evbuffer_add whose failure it ignores, draining `in` all the
+ * same and counting the bytes as moved: only `out`'s length tells. Returns false when bytes
+ * were lost that way. */
+static bool move_body(struct evbuffer *in, struct evbuffer *out, size_t n)
+{
+    size_t had = evbuffer_get_length(out);
+    evbuffer_remove_buffer(in, out, n);
+    return evbuffer_get_length(out) == had + n;
+}
+
 /* Moves decoded chunked body from `in` to `out` until `out` holds `budget` bytes or the input
- * runs dry; trailer fields go to `trailers` as lines. Returns 0, or -1 on bad framing. */
+ * runs dry; trailer fields go to `trailers` as lines. Returns 0, or -1 on bad framing or when
+ * a buffer could not grow (*why is then exchange_nomem_reason). */
 static int decode_chunked(struct sy_h1_chunked *dec, struct evbuffer *in, struct evbuffer *out,
                           struct evbuffer *trailers, size_t budget, bool *done, const char **why)
 {
@@ -24,6 +36,10 @@ static int decode_chunked(struct sy_h1_chunked *dec, struct evbuffer *in, struct
             /* A framing line split across buffer chains: make it contiguous. */
             size_t want = len < 4097 ? len : 4097;
             const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+            if (!p) {
+                *why = exchange_nomem_reason;
+                return -1;
+            }
             rc = sy_h1_chunked_step(dec, p, want, &ev, &n);
         }
         if (rc == SY_ERR_AGAIN)
@@ -38,13 +54,19 @@ static int decode_chunked(struct sy_h1_chunked *dec, struct evbuffer *in, struct
             break;
         case SY_H1_CHUNK_DATA:
             /* At most one contiguous segment past the budget: the budget is a soft bound. */
-            evbuffer_remove_buffer(in, out, n);
+            if (!move_body(in, out, n)) {
+                *why = exchange_nomem_reason;
+                return -1;
+            }
             break;
         case SY_H1_CHUNK_TRAILER:
-            if (trailers)
+            if (trailers &&
                 evbuffer_add_printf(trailers, "%.*s: %.*s\r\n", (int)dec->trailer.name.len,
                                     dec->trailer.name.p, (int)dec->trailer.value.len,
-                                    dec->trailer.value.p);
+                                    dec->trailer.value.p) < 0) {
+                *why = exchange_nomem_reason;
+                return -1;
+            }
             evbuffer_drain(in, n);
             break;
         case SY_H1_CHUNK_DONE:
@@ -67,7 +89,10 @@ ssize_t h1_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing, ui
             n = max;
         if (n > *remaining)
             n = (size_t)*remaining;
-        evbuffer_remove_buffer(in, out, n);
+        if (!move_body(in, out, n)) {
+            *why = exchange_nomem_reason;
+            return -1;
+        }
         *remaining -= n;
         *done = *remaining == 0;
         return (ssize_t)n;

@@ -108,13 +108,6 @@ static void send_with_status(struct sy_notify *n, const char *head, const char *
     sy_notify_send(n, buf);
 }
 
-static uint64_t monotonic_usec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static bool all_answered(const struct sy_notify *n)
 {
     return sy_workers_answered(n->ws, n->seq) == sy_workers_count(n->ws);
@@ -223,7 +216,7 @@ void sy_notify_reloading(struct sy_notify *n, const char *status)
     if (!n)
         return;
     char buf[1024];
-    sy_notify_format_reloading(buf, sizeof(buf), monotonic_usec(), status);
+    sy_notify_format_reloading(buf, sizeof(buf), sy_now_us(), status);
     sy_notify_send(n, buf);
 }
 

@@ -286,7 +286,8 @@ struct downstream;
 struct downstream_ops {
     /* Moves up to `max` bytes of decoded request body into `out`, and trailer fields as
      * "name: value\r\n" lines into `trailers`. Sets *done at the end of the body. Returns the
-     * bytes moved, or -1 with *why for a malformed body (answered with 400). */
+     * bytes moved, or -1 with *why for a malformed body (answered with 400), or with *why
+     * exchange_nomem_reason when a buffer could not grow (answered with 503). */
     ssize_t (*pull_body)(struct downstream *d, struct evbuffer *out, size_t max,
                          struct evbuffer *trailers, bool *done, const char **why);
     /* The cluster is reachable: a client waiting for 100 Continue may send its body. */
@@ -401,7 +402,8 @@ struct exchange {
     bool retried;
     uint8_t refused; /* times the cluster gave the request back unprocessed */
     bool head_request;
-    bool safe;            /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
+    bool head_lost; /* exchange_rewrite_head could not write all of the head (out of memory) */
+    bool safe;      /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
     bool expect_continue; /* 100 Continue still to be sent */
     char *set_cookie;     /* a new sticky key for the response, or NULL */
 
@@ -469,6 +471,7 @@ struct upstream {
 struct head_writer {
     struct evbuffer *out;
     size_t len;
+    bool failed; /* an evbuffer_add failed: what `out` holds is not the whole head */
     char buf[4096];
 };
 
@@ -476,12 +479,13 @@ static inline void hw_init(struct head_writer *hw, struct evbuffer *out)
 {
     hw->out = out;
     hw->len = 0;
+    hw->failed = false;
 }
 
 static inline void hw_flush(struct head_writer *hw)
 {
-    if (hw->len)
-        evbuffer_add(hw->out, hw->buf, hw->len);
+    if (hw->len && evbuffer_add(hw->out, hw->buf, hw->len) != 0)
+        hw->failed = true;
     hw->len = 0;
 }
 
@@ -492,7 +496,8 @@ static inline void hw_add(struct head_writer *hw, const char *p, size_t n)
     if (hw->len + n > sizeof(hw->buf)) {
         hw_flush(hw);
         if (n > sizeof(hw->buf)) {
-            evbuffer_add(hw->out, p, n);
+            if (evbuffer_add(hw->out, p, n) != 0)
+                hw->failed = true;
             return;
         }
     }
@@ -611,8 +616,6 @@ void access_log_exchange(struct exchange *ex);
 /* A codec's answer of its own (`status`); `h2`: the HTTP/2 codec. Adds the line unless the
  * exchange wrote it; resets the record for the next request. */
 void access_log_own(struct downstream *d, int status, bool h2);
-/* Monotonic microseconds (vDSO: no system call). */
-uint64_t access_now_us(void);
 
 /* exchange.c: called by the codecs and upstream.c */
 void exchange_start(struct downstream *d, const struct req_head *req);
@@ -757,11 +760,16 @@ void exchange_on_end(struct exchange *ex, struct evbuffer *trailers);
 bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const char *why);
 /* Decoded request body into `out` (at most `max` bytes), trailer lines into ex->trailers. Sets
  * *done at its end (ex->req_done). Returns the bytes moved, or -1 when the exchange failed (a
- * malformed body: 400; over limits.max_body_bytes: 413). */
+ * malformed body: 400; over limits.max_body_bytes: 413; out of memory: 503). */
 ssize_t exchange_pull_body(struct exchange *ex, struct evbuffer *out, size_t max, bool *done);
 
+/* The why of a body or head that could not be buffered for want of memory (exchange.c): the
+ * peer did nothing wrong, so it is compared by address and answered 503 rather than 400. */
+extern const char exchange_nomem_reason[];
+
 /* h1_body.c: decodes a request or response body framed by `framing` from `in` into `out` (at
- * most `max` bytes, give or take one segment for chunked); see downstream_ops.pull_body. */
+ * most `max` bytes, give or take one segment for chunked); see downstream_ops.pull_body. When
+ * a buffer could not grow, returns -1 with *why set to exchange_nomem_reason. */
 ssize_t h1_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing, uint64_t *remaining,
                        struct evbuffer *in, struct evbuffer *out, size_t max,
                        struct evbuffer *trailers, bool *done, const char **why);

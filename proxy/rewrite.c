@@ -322,6 +322,7 @@ void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, stru
     if (!s->h2)
         hw_add(&s->hw, "\r\n", 2);
     hw_flush(&s->hw);
+    ex->head_lost = s->hw.failed;
 }
 
 const struct req_head *exchange_websocket_only(const struct req_head *req,

@@ -177,6 +177,8 @@ void sy_diag_format(const struct sy_diag *dg, char *buf, size_t size);
 
 /** Monotonic milliseconds. */
 uint64_t sy_now_ms(void);
+/** The same clock in microseconds (vDSO: no system call): latencies, the access log. */
+uint64_t sy_now_us(void);
 
 /** The reason phrase of a registered HTTP status (RFC 9110 §15 and the RFCs after it), or ""
  * for another (the phrase is optional): the proxy's own answers, the admin listener's, and

@@ -563,6 +563,13 @@ uint64_t sy_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+uint64_t sy_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* RFC 9110's phrases (and 103, 425, 428, 429, 431, 451, 511 from their RFCs), by code. */
 const char *sy_http_reason_phrase(int status)
 {

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for the exchange (proxy/exchange.c, rewrite.c and answer.c, included) between a fake
- * downstream (struct downstream_ops) and fake upstream clients (h1_upstream_ops and
- * h2_upstream_ops are defined here), with the real routing table and no socket: routing and the
- * rewritten head, early answers, the body limit, the retry rule, and how each way of ending
- * tears down. */
+/* Unit tests for the exchange (proxy/exchange.c, rewrite.c, answer.c and h1_body.c, included)
+ * between a fake downstream (struct downstream_ops) and fake upstream clients (h1_upstream_ops
+ * and h2_upstream_ops are defined here), with the real routing table and no socket: routing and
+ * the rewritten head, early answers, the body limit, the retry rule, and how each way of ending
+ * tears down; and, with each allocation of libevent's failing in turn (failalloc.h), the
+ * HTTP/1.1 request body decoder and a whole exchange. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,8 +17,11 @@
 
 #include "switchyard/config.h"
 
+#include "failalloc.h"
+
 #include "../../../proxy/answer.c"
 #include "../../../proxy/exchange.c"
+#include "../../../proxy/h1_body.c"
 #include "../../../proxy/rewrite.c"
 
 /* ---- fakes for what exchange.c calls outside itself -------------------------------------- */
@@ -100,6 +104,7 @@ void h2up_cache_free(void)
 static struct {
     int prepared, starts, body_ready, drained, cancels;
     bool last_complete, start_fails;
+    bool prepare_failed; /* an allocation for the head failed: start says so, as a client would */
     char head[2048];
     const char *last_endpoint;
 } fu;
@@ -107,7 +112,12 @@ static struct {
 static void fu_prepare(struct exchange *ex, const struct req_head *req, bool tls_up)
 {
     fu.prepared++;
+    ex->ups = &fu;
     struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        fu.prepare_failed = true;
+        return;
+    }
     struct head_sink s = {.h2 = false};
     hw_init(&s.hw, b);
     exchange_rewrite_head(ex, req, &s, tls_up);
@@ -116,7 +126,6 @@ static void fu_prepare(struct exchange *ex, const struct req_head *req, bool tls
     evbuffer_remove(b, fu.head, n);
     fu.head[n] = '\0';
     evbuffer_free(b);
-    ex->ups = &fu;
 }
 
 static bool fu_start(struct exchange *ex, struct pool *p, const struct sy_cluster_spec *cl,
@@ -126,6 +135,10 @@ static bool fu_start(struct exchange *ex, struct pool *p, const struct sy_cluste
     fu.last_endpoint = ex->endpoint->address;
     if (fu.start_fails) {
         *why = "connection refused";
+        return false;
+    }
+    if (fu.prepare_failed) {
+        *why = "out of memory";
         return false;
     }
     return true;
@@ -162,6 +175,10 @@ struct fake_down {
     const char *body;
     size_t body_len, body_pos;
     bool body_bad;
+    struct evbuffer *wire; /* when set, the body is decoded from here as h1_server.c does */
+    struct sy_h1_chunked dec;
+    uint64_t remaining;
+    char sent[64]; /* the first bytes of the response body */
     int error_status, head_status;
     size_t got_body;
     int continues, ends, finishes, aborts, tunnels;
@@ -177,6 +194,9 @@ static ssize_t fd_pull_body(struct downstream *d, struct evbuffer *out, size_t m
                             struct evbuffer *trailers, bool *done, const char **why)
 {
     struct fake_down *f = fd_of(d);
+    if (f->wire)
+        return h1_decode_body(&f->dec, SY_H1_BODY_CHUNKED, &f->remaining, f->wire, out, max,
+                              trailers, done, why);
     if (f->body_bad) {
         *why = "bad chunk";
         return -1;
@@ -207,7 +227,11 @@ static size_t fd_queued(struct downstream *d)
 
 static void fd_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 {
-    fd_of(d)->got_body += n;
+    struct fake_down *f = fd_of(d);
+    size_t at = f->got_body < sizeof(f->sent) - 1 ? f->got_body : sizeof(f->sent) - 1;
+    size_t room = sizeof(f->sent) - 1 - at; /* sent[] stays NUL-terminated */
+    evbuffer_copyout(src, f->sent + at, n < room ? n : room);
+    f->got_body += n;
     evbuffer_drain(src, n);
 }
 
@@ -634,8 +658,237 @@ static void test_body_ready_reaches_the_client(void **state)
     assert_int_equal(wd->f.error_status, 503);
 }
 
+/* ---- failing allocations (failalloc.h) ----------------------------------------------------- */
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A chunked request as reads would deliver it, in pieces that cut framing lines (a chunk size,
+ * its extension, a trailer field) so that the decoder has to make them contiguous. */
+static const char *const chunked_request[] = {
+    "POST /upload?x=1 HTTP/1.1\r\nHost: web.example\r\nUser-Agent: t/1\r\n",
+    "Accept: */*\r\nTransfer-Encoding: chunked\r\nX-Trace: 7\r\n\r\n",
+    "5\r",
+    "\nhello\r\n1",
+    "0;ext=v\r\n0123456789ABCDEF\r\n",
+    "0\r\nX-Sum: 1a2b\r\nX-Ot",
+    "her: y\r\n\r\n",
+};
+#define CHUNKED_HEAD_PIECES 2
+#define CHUNKED_BODY        "hello0123456789ABCDEF"
+#define CHUNKED_TRAILERS    "X-Sum: 1a2b\r\nX-Other: y\r\n"
+
+/* The same body by Content-Length, in pieces that a 7-byte step cuts: part of a chain is
+ * copied, not moved. */
+static const char *const length_request[] = {
+    "POST /upload HTTP/1.1\r\nHost: web.example\r\nContent-Length: 21\r\n\r\n",
+    "hello0123",
+    "456789ABCDEF",
+};
+
+/* A request for the parser pass: its pieces (the first `head_pieces` hold the head), and what
+ * decoding them must give. */
+struct h1_case {
+    const char *const *pieces;
+    size_t n_pieces, head_pieces, n_headers;
+    enum sy_h1_framing framing;
+    const char *body, *trailers;
+};
+
+static const struct h1_case h1_cases[] = {
+    {chunked_request, ARRAY_LEN(chunked_request), CHUNKED_HEAD_PIECES, 5, SY_H1_BODY_CHUNKED,
+     CHUNKED_BODY, CHUNKED_TRAILERS},
+    {length_request, ARRAY_LEN(length_request), 1, 2, SY_H1_BODY_LENGTH, CHUNKED_BODY, ""},
+};
+
+/* Appends each piece as a chain of its own that has no room left, as reads that filled their
+ * chains leave them: a framing line cut across two pieces cannot be pulled up in place, the
+ * decoder needs a new chain for it. Returns 0, or -1 when an allocation failed: a read that
+ * failed. */
+static int feed(struct evbuffer *in, const char *const *pieces, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (evbuffer_add_reference(in, pieces[i], strlen(pieces[i]), NULL, NULL) != 0)
+            return -1;
+    return 0;
+}
+
+static void assert_buffer_equal(struct evbuffer *b, const char *s)
+{
+    char tmp[256];
+    size_t len = evbuffer_get_length(b);
+    assert_true(len < sizeof(tmp));
+    evbuffer_copyout(b, tmp, len);
+    tmp[len] = '\0';
+    assert_string_equal(tmp, s);
+}
+
+struct fail_run {
+    struct world *wd;
+    const struct h1_case *c; /* parser pass: the request */
+    unsigned long failed;    /* runs that stopped at the allocation that failed */
+    char head[2048];         /* exchange: the head the cluster gets when nothing fails */
+};
+
+/* The request head parsed from what was read (pulled up as h1_server.c does), then the body
+ * decoded in steps of at most 7 bytes. Whatever allocation fails, the run either ends with
+ * the exact body and trailers or stops with an error that says out of memory; never with a
+ * body that lost bytes. */
+static void parse_once(void *arg)
+{
+    struct fail_run *r = arg;
+    const struct h1_case *c = r->c;
+    struct evbuffer *in = evbuffer_new(), *body = evbuffer_new(), *trailers = evbuffer_new();
+    bool stopped = true;
+    if (!in || !body || !trailers || feed(in, c->pieces, c->head_pieces) != 0)
+        goto out;
+    size_t len = evbuffer_get_length(in);
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)len);
+    if (!p)
+        goto out; /* the server closes the connection */
+    struct sy_header fields[8];
+    struct sy_h1_limits lim = {1024, 4096, ARRAY_LEN(fields)};
+    struct sy_h1_request req = {.headers = fields};
+    ssize_t n = sy_h1_parse_request(p, len, &lim, &req);
+    assert_int_equal(n, len);
+    assert_int_equal(req.framing, c->framing);
+    assert_int_equal(req.n_headers, c->n_headers);
+    assert_true(sy_slice_ieq(req.host, "web.example"));
+    evbuffer_drain(in, (size_t)n);
+    if (feed(in, c->pieces + c->head_pieces, c->n_pieces - c->head_pieces) != 0)
+        goto out;
+    struct sy_h1_chunked dec;
+    sy_h1_chunked_init(&dec, 0);
+    uint64_t remaining = req.content_length;
+    bool done = false;
+    while (!done) {
+        const char *why = NULL;
+        ssize_t got =
+            h1_decode_body(&dec, req.framing, &remaining, in, body, 7, trailers, &done, &why);
+        if (got < 0) {
+            assert_ptr_equal(why, exchange_nomem_reason);
+            goto out;
+        }
+        assert_true(got > 0 || done); /* all of it was read: every step gets somewhere */
+    }
+    assert_buffer_equal(body, c->body);
+    assert_buffer_equal(trailers, c->trailers);
+    assert_int_equal(evbuffer_get_length(in), 0);
+    stopped = false;
+out:
+    if (stopped) {
+        assert_true(sy_failalloc_hit());
+        r->failed++;
+    }
+    if (in)
+        evbuffer_free(in);
+    if (body)
+        evbuffer_free(body);
+    if (trailers)
+        evbuffer_free(trailers);
+}
+
+static void test_every_failing_allocation_in_a_request_body_is_an_error(void **state)
+{
+    for (size_t i = 0; i < ARRAY_LEN(h1_cases); i++) {
+        struct fail_run r = {*state, &h1_cases[i], 0, ""};
+        unsigned long runs = sy_failalloc_each(parse_once, &r);
+        print_message("  %s body: %lu runs\n",
+                      h1_cases[i].framing == SY_H1_BODY_CHUNKED ? "chunked" : "length", runs);
+        assert_true(runs > 5);
+        assert_true(r.failed > 0);
+    }
+}
+
+/* One chunked POST through the exchange, as the codecs drive it: started, its body pulled
+ * towards the cluster in steps of 7 bytes (decoded from the wire as h1_server.c does), a
+ * 200 with a body back. With nothing failing it completes exactly; with one allocation
+ * failing it completes exactly all the same, or is answered 5xx, or (once the response has
+ * started) cut; every way, the exchange is gone at the end. */
+static void exchange_once(void *arg)
+{
+    struct fail_run *r = arg;
+    struct world *wd = r->wd;
+    struct fake_down *f = &wd->f;
+    exchange_cache_free(&wd->w); /* so that every run allocates its exchange's buffers */
+    memset(&fu, 0, sizeof(fu));
+    memset(&f->body, 0, sizeof(*f) - offsetof(struct fake_down, body));
+    struct evbuffer *up = evbuffer_new(); /* what the cluster connection would write */
+    f->wire = evbuffer_new();
+    bool stopped = true;
+    if (!up || !f->wire ||
+        feed(f->wire, chunked_request + CHUNKED_HEAD_PIECES,
+             ARRAY_LEN(chunked_request) - CHUNKED_HEAD_PIECES) != 0)
+        goto out;
+    sy_h1_chunked_init(&f->dec, 0);
+    struct req_head q = get_req("web.example");
+    q.method = sy_slice_of("POST", 4);
+    q.framing = SY_H1_BODY_CHUNKED;
+    exchange_start(&f->d, &q);
+    struct exchange *ex = f->d.ex;
+    if (!ex) {
+        assert_true(f->error_status == 502 || f->error_status == 503);
+        goto out;
+    }
+    if (r->head[0])
+        assert_string_equal(fu.head, r->head);
+    else
+        memcpy(r->head, fu.head, sizeof(r->head));
+    exchange_on_sent(ex);
+    bool done = false;
+    while (!done) {
+        ssize_t n = exchange_pull_body(ex, up, 7, &done);
+        if (n < 0) {
+            assert_null(f->d.ex);
+            assert_int_equal(f->error_status, 503);
+            goto out;
+        }
+        assert_true(n > 0 || done);
+    }
+    assert_buffer_equal(up, CHUNKED_BODY);
+    assert_buffer_equal(ex->trailers, CHUNKED_TRAILERS);
+    evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers)); /* sent on */
+    struct resp_head h = {
+        .status = 200, .has_body = true, .length_known = true, .content_length = 5};
+    assert_true(exchange_on_head(ex, &h));
+    if (evbuffer_add(ex->tmp, "world", 5) != 0) {
+        /* The cluster client's read failed: it says so, and the response is cut. */
+        assert_false(exchange_on_error(ex, false, 502, "out of memory"));
+        assert_int_equal(f->aborts, 1);
+        goto out;
+    }
+    exchange_on_body(ex, ex->tmp, 5);
+    exchange_on_end(ex, NULL);
+    assert_null(f->d.ex);
+    assert_int_equal(f->finishes, 1);
+    assert_string_equal(f->sent, "world");
+    stopped = false;
+out:
+    if (stopped) {
+        assert_true(sy_failalloc_hit());
+        r->failed++;
+    }
+    assert_null(f->d.ex);
+    assert_null(wd->w.exchanges);
+    if (up)
+        evbuffer_free(up);
+    if (f->wire)
+        evbuffer_free(f->wire);
+    f->wire = NULL;
+}
+
+static void test_every_failing_allocation_in_an_exchange_ends_it_cleanly(void **state)
+{
+    struct fail_run r = {*state, NULL, 0, ""};
+    exchange_once(&r); /* nothing fails: this one records the head the cluster gets */
+    unsigned long runs = sy_failalloc_each(exchange_once, &r);
+    print_message("  %lu runs\n", runs);
+    assert_true(runs > 10);
+    assert_true(r.failed > 0);
+}
+
 int main(void)
 {
+    sy_failalloc_install();
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         T(test_routes_to_the_weighted_cluster_with_a_rewritten_head),
@@ -657,6 +910,8 @@ int main(void)
         T(test_invalid_status_is_502),
         T(test_client_gone_cancels_the_stream_without_an_answer),
         T(test_body_ready_reaches_the_client),
+        T(test_every_failing_allocation_in_a_request_body_is_an_error),
+        T(test_every_failing_allocation_in_an_exchange_ends_it_cleanly),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

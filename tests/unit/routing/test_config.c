@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for routing/config.c. A full fixture checks every field the loader fills; a table
  * of broken files checks that each mistake is reported once, at the right line and column, with
- * the right words, and that nothing else is reported alongside it. Endpoint names resolve only
- * through /etc/hosts (localhost), so the tests need no network. */
+ * the right words, and that nothing else is reported alongside it; with each of libyaml's
+ * allocations failing in turn (failalloc.h), a load is an error, never a crash or a leak.
+ * Endpoint names resolve only through /etc/hosts (localhost), so the tests need no network. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -17,6 +18,8 @@
 #include <cmocka.h>
 
 #include "switchyard/config.h"
+
+#include "failalloc.h"
 
 #ifndef SY_FIXTURES
 #define SY_FIXTURES "tests/fixtures"
@@ -1913,8 +1916,61 @@ static void test_parses_exclusive_mode_and_its_defaults(void **state)
     sy_config_free(cfg);
 }
 
+/* ---- failing allocations (failalloc.h) ----------------------------------------------------- */
+
+struct load_run {
+    const char *path;
+    unsigned long failed; /* runs in which the allocation to fail was reached */
+};
+
+/* One load of the file: with nothing failed it loads as it always does; with one of libyaml's
+ * allocations failed, it is an error, said once, with no config and nothing leaked. */
+static void load_once(void *arg)
+{
+    struct load_run *r = arg;
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_load(r->path, &d, &cfg);
+    if (!sy_failalloc_hit()) {
+        print_diags(&d);
+        assert_int_equal(rc, SY_OK);
+        assert_int_equal(d.n, 0);
+        sy_config_free(cfg);
+    } else {
+        r->failed++;
+        assert_int_not_equal(rc, SY_OK);
+        assert_null(cfg);
+        assert_int_equal(d.n, 1);
+        assert_non_null(strstr(d.v[0].msg, "out of memory"));
+    }
+    sy_diags_dispose(&d);
+}
+
+/* Every libyaml allocation of loading a shipped file, the full fixture and an apps_dir (whose
+ * files each have their own parser) fails in turn. */
+static void test_every_failing_yaml_allocation_is_an_error(void **state)
+{
+    static const struct {
+        const char *path;
+        unsigned long min_runs;
+    } files[] = {
+        {SY_CONF_DIR "/examples/cutover.yaml", 20},
+        {SY_CONF_DIR "/examples/tenants.yaml", 20},
+        {SY_FIXTURES "/config/full.yaml", 20},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+        struct load_run r = {files[i].path, 0};
+        unsigned long runs = sy_failalloc_each(load_once, &r);
+        print_message("  %s: %lu runs\n", files[i].path, runs);
+        assert_true(runs > files[i].min_runs);
+        assert_int_equal(r.failed, runs - 1);
+    }
+}
+
 int main(void)
 {
+    sy_failalloc_install();
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_parses_every_field_of_a_full_config),
         cmocka_unit_test(test_defaults_match_the_header),
@@ -1944,6 +2000,7 @@ int main(void)
         cmocka_unit_test(test_app_names_are_indexed_and_duplicates_found_among_many),
         cmocka_unit_test(test_parses_admin_http_and_its_allow_list),
         cmocka_unit_test(test_parses_access_log_and_its_defaults),
+        cmocka_unit_test(test_every_failing_yaml_allocation_is_an_error),
     };
     /* One named test per row of the error table. */
     static struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(error_cases)];
