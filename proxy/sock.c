@@ -334,7 +334,8 @@ static ssize_t plain_read(struct sy_sock *s, size_t have, size_t want, short *en
     return r > 0 ? r : 0;
 }
 
-/* TLS: SSL_read into reserved space until `want` bytes, or the socket has no more. */
+/* TLS: SSL_read into reserved space until `want` bytes, or what OpenSSL's read-ahead buffer
+ * held is taken. */
 static ssize_t tls_read(struct sy_sock *s, size_t want, short *end)
 {
     size_t got = 0;
@@ -353,6 +354,10 @@ static ssize_t tls_read(struct sy_sock *s, size_t want, short *end)
         evbuffer_commit_space(s->in, &v, ok ? 1 : 0);
         if (ok) {
             got += n;
+            /* Read ahead, OpenSSL asked the socket for a whole buffer: with nothing of it
+             * left, the socket had no more (an EAGAIN read saved; the next event says). */
+            if (!SSL_has_pending(s->ssl))
+                break;
             continue;
         }
         int e = SSL_get_error(s->ssl, 0);
@@ -582,6 +587,8 @@ static struct sy_sock *sock_new(struct sy_sock_loop *l, int fd, SSL *ssl)
     if (ssl) {
         SSL_set_fd(ssl, fd);
         SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* One read of the socket per buffer, not two per record (header, then body). */
+        SSL_set_read_ahead(ssl, 1);
     }
     return s;
 }
