@@ -143,7 +143,9 @@ static void arm(struct sy_sock *s)
         hr = hw;
     } else {
         want_r = ((s->enabled & EV_READ) && !s->suspended) || s->wr_want_read;
-        want_w = ((s->enabled & EV_WRITE) && s->blocked && evbuffer_get_length(s->out) > 0) ||
+        /* An SSL_write that waits for a read is retried by the read event, not spun on. */
+        want_w = ((s->enabled & EV_WRITE) && s->blocked && evbuffer_get_length(s->out) > 0 &&
+                  !s->wr_want_read) ||
                  s->rd_want_write;
     }
     bool was_r = s->rd_armed;
