@@ -318,11 +318,27 @@ static ssize_t read_into(struct evbuffer *in, int fd, size_t want)
     return r;
 }
 
-/* Cleartext: one readv (two when a small first read into an empty input fills up). */
+/* Into an empty input: one read into the thread's scratch buffer, then only what came is
+ * added, in a chain of its own size. Reading straight into reserved space costs a chain of
+ * `want` (32 KiB) per read, allocated and freed again for every small answer or request. */
+static ssize_t read_via_scratch(struct evbuffer *in, int fd, size_t want)
+{
+    static _Thread_local char scratch[SY_SOCK_READ_MAX];
+    if (want > sizeof(scratch))
+        want = sizeof(scratch);
+    ssize_t r = read(fd, scratch, want);
+    if (r > 0 && evbuffer_add(in, scratch, (size_t)r) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return r;
+}
+
+/* Cleartext: one read (two when a small first read into an empty input fills up). */
 static ssize_t plain_read(struct sy_sock *s, size_t have, size_t want, short *end)
 {
     size_t now = have == 0 && s->read_first < want ? s->read_first : want;
-    ssize_t r = read_into(s->in, s->fd, now);
+    ssize_t r = have == 0 ? read_via_scratch(s->in, s->fd, now) : read_into(s->in, s->fd, now);
     if (r == (ssize_t)now && now < want) {
         /* Filled: read on. Whatever ends this second read the next event sees again. */
         ssize_t more = read_into(s->in, s->fd, want - now);

@@ -10,7 +10,7 @@
 #
 # perf: samples the proxy at 4 kHz with DWARF call graphs (the release build and Debian's
 # libraries keep no frame pointers) for DUR seconds (default 5) of wrk -t1 -c50 or
-# h2load -c10 -m10, and prints self time by library and by function, then the callers of the
+# h2load -c10 -m10 (H2_ARGS overrides: "-c16 -m32" for the wide row), and prints self time by library and by function, then the callers of the
 # top entries. (This VM exposes no hardware counters: cpu-clock is a timer, so kernel time
 # shows where the syscalls and wake-ups go.)
 # callgrind: the proxy runs under valgrind (about 50x slower), so the load is capped by count
@@ -163,8 +163,8 @@ load() { # time|count: DUR seconds or N requests, bounded either way
         if [ "$1" = time ]; then timeout $((DUR + 30)) wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$port$path"
         else timeout 300 h2load --h1 -c50 -n "$N" "http://127.0.0.1:$port$path"; fi
     else
-        if [ "$1" = time ]; then timeout $((DUR + 30)) h2load -c10 -m10 -D "$DUR" "http://127.0.0.1:$port$path"
-        else timeout 300 h2load -c10 -m10 -n "$N" "http://127.0.0.1:$port$path"; fi
+        if [ "$1" = time ]; then timeout $((DUR + 30)) h2load ${H2_ARGS:--c10 -m10} -D "$DUR" "http://127.0.0.1:$port$path"
+        else timeout 300 h2load ${H2_ARGS:--c10 -m10} -n "$N" "http://127.0.0.1:$port$path"; fi
     fi
 }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
