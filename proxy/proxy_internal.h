@@ -535,16 +535,6 @@ static inline void hw_uint(struct head_writer *hw, uint64_t v, unsigned base)
     hw_add(hw, tmp + i, sizeof(tmp) - i);
 }
 
-/* "<hex size>\r\n" before a chunk of `n` bytes. */
-static inline void add_chunk_size(struct evbuffer *out, size_t n)
-{
-    struct head_writer hw;
-    hw_init(&hw, out);
-    hw_uint(&hw, n, 16);
-    hw_add(&hw, "\r\n", 2);
-    hw_flush(&hw);
-}
-
 /* worker.c */
 const struct sy_config *worker_config(const struct sy_worker *w);
 /* 64 random bits (not for secrets: a sticky key only needs to spread users evenly; seeded
