@@ -13,6 +13,10 @@
 void exchange_fail_connect(struct exchange *ex, const char *why)
 {
     char msg[320];
+    if (why == exchange_nomem_reason) {
+        exchange_fail(ex, 503, why); /* the request could not be queued towards the cluster */
+        return;
+    }
     if (why == upstream_limit_reason) {
         ex->generated = "upstream_limit";
         counter_add(&ex->slot->upstream_refused, 1);

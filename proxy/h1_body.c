@@ -6,15 +6,35 @@
  * kept as lines. Bodies move between evbuffers by chain, not copied. */
 #include "proxy_internal.h"
 
-/* Moves `n` bytes of body from `in` to `out`. evbuffer_remove_buffer copies the part of a chain
- * it cannot move whole with an evbuffer_add whose failure it ignores, draining `in` all the
- * same and counting the bytes as moved: only `out`'s length tells. Returns false when bytes
- * were lost that way. */
-static bool move_body(struct evbuffer *in, struct evbuffer *out, size_t n)
+/* evbuffer_remove_buffer copies the part of a chain it cannot move whole with an evbuffer_add
+ * whose failure it ignores, draining `in` all the same and counting the bytes as moved: only
+ * `out`'s length tells. */
+bool h1_move_body(struct evbuffer *in, struct evbuffer *out, size_t n)
 {
     size_t had = evbuffer_get_length(out);
     evbuffer_remove_buffer(in, out, n);
     return evbuffer_get_length(out) == had + n;
+}
+
+bool h1_add_chunk(struct evbuffer *out, struct evbuffer *src, size_t n)
+{
+    struct head_writer hw;
+    hw_init(&hw, out);
+    hw_uint(&hw, n, 16);
+    hw_add(&hw, "\r\n", 2);
+    hw_flush(&hw);
+    if (hw.failed || !h1_move_body(src, out, n))
+        return false;
+    return evbuffer_add(out, "\r\n", 2) == 0;
+}
+
+bool h1_add_last_chunk(struct evbuffer *out, struct evbuffer *trailers)
+{
+    if (evbuffer_add(out, "0\r\n", 3) != 0)
+        return false;
+    if (trailers && evbuffer_add_buffer(out, trailers) != 0)
+        return false;
+    return evbuffer_add(out, "\r\n", 2) == 0;
 }
 
 /* Moves decoded chunked body from `in` to `out` until `out` holds `budget` bytes or the input
@@ -54,7 +74,7 @@ static int decode_chunked(struct sy_h1_chunked *dec, struct evbuffer *in, struct
             break;
         case SY_H1_CHUNK_DATA:
             /* At most one contiguous segment past the budget: the budget is a soft bound. */
-            if (!move_body(in, out, n)) {
+            if (!h1_move_body(in, out, n)) {
                 *why = exchange_nomem_reason;
                 return -1;
             }
@@ -89,7 +109,7 @@ ssize_t h1_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing, ui
             n = max;
         if (n > *remaining)
             n = (size_t)*remaining;
-        if (!move_body(in, out, n)) {
+        if (!h1_move_body(in, out, n)) {
             *why = exchange_nomem_reason;
             return -1;
         }

@@ -100,8 +100,9 @@ void h1up_cache_free(void)
     n_spare = 0;
 }
 
-/* Sends the head (a copy while a retry may still need it) and arms the response clock. */
-static void send_head(struct exchange *ex, struct h1_stream *s)
+/* Sends the head (a copy while a retry may still need it) and arms the response clock.
+ * Returns false when the copy could not be made (out of memory): nothing was queued. */
+static bool send_head(struct exchange *ex, struct h1_stream *s)
 {
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     struct upstream *up = s->up;
@@ -111,17 +112,21 @@ static void send_head(struct exchange *ex, struct h1_stream *s)
     sy_sock_set_write_low(up->sock, cfg->limits.buffer_bytes / 2);
     if (up->reused && !s->fresh) {
         size_t len = evbuffer_get_length(s->head);
-        evbuffer_add(out, evbuffer_pullup(s->head, (ssize_t)len), len);
-    } else {
-        evbuffer_add_buffer(out, s->head);
+        const unsigned char *p = evbuffer_pullup(s->head, (ssize_t)len);
+        return p && evbuffer_add(out, p, len) == 0; /* an evbuffer_add adds all or nothing */
     }
+    return evbuffer_add_buffer(out, s->head) == 0;
 }
 
 static void body_ready(struct exchange *ex);
+static int fail(struct exchange *ex, int status, const char *why);
 
 void h1up_connected(struct exchange *ex)
 {
-    send_head(ex, stream_of(ex));
+    if (!send_head(ex, stream_of(ex))) {
+        fail(ex, 503, exchange_nomem_reason);
+        return;
+    }
     exchange_on_sent(ex);
     body_ready(ex);
 }
@@ -145,7 +150,12 @@ static bool start(struct exchange *ex, struct pool *p, const struct sy_cluster_s
         return true;
     }
     /* The body is pulled by the codec's exchange_body_ready once the head is consumed. */
-    send_head(ex, s);
+    if (!send_head(ex, s)) {
+        upstream_release(s->up, false);
+        s->up = NULL;
+        *why = exchange_nomem_reason; /* answered 503 by exchange_fail_connect */
+        return false;
+    }
     exchange_on_sent(ex);
     return true;
 }
@@ -166,12 +176,11 @@ static void body_ready(struct exchange *ex)
         ssize_t n = exchange_pull_body(ex, ex->tmp, budget - used, &done);
         if (n < 0)
             return; /* failed and gone */
-        if (n > 0) {
-            if (s->chunked_up)
-                add_chunk_size(out, (size_t)n);
-            evbuffer_add_buffer(out, ex->tmp);
-            if (s->chunked_up)
-                evbuffer_add(out, "\r\n", 2);
+        /* A cut chunk or last chunk would reach the cluster as a different request. */
+        if (n > 0 && !(s->chunked_up ? h1_add_chunk(out, ex->tmp, (size_t)n)
+                                     : evbuffer_add_buffer(out, ex->tmp) == 0)) {
+            fail(ex, 503, exchange_nomem_reason);
+            return;
         }
         if (done && ex->tunnel) {
             s->shutdown_pending = true;
@@ -179,11 +188,8 @@ static void body_ready(struct exchange *ex)
             return;
         }
         if (done) {
-            if (s->chunked_up) {
-                evbuffer_add(out, "0\r\n", 3);
-                evbuffer_add_buffer(out, ex->trailers);
-                evbuffer_add(out, "\r\n", 2);
-            }
+            if (s->chunked_up && !h1_add_last_chunk(out, ex->trailers))
+                fail(ex, 503, exchange_nomem_reason);
             return;
         }
         if (n == 0)
@@ -293,6 +299,8 @@ static int parse_response_head(struct exchange *ex, struct h1_stream *s)
                                    cfg->limits.max_headers};
         size_t want = len < lim.max_head + 1 ? len : lim.max_head + 1;
         const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+        if (!p)
+            return fail(ex, 502, exchange_nomem_reason);
         struct sy_h1_response resp = {.headers = worker_scratch(ex->w)};
         ssize_t n = sy_h1_parse_response(p, want, &lim, ex->head_request, &resp);
         if (n == 0)
@@ -327,7 +335,10 @@ static bool relay_body(struct exchange *ex, struct h1_stream *s, struct evbuffer
             n = (ssize_t)evbuffer_get_length(in);
             if ((size_t)n > max)
                 n = (ssize_t)max;
-            evbuffer_remove_buffer(in, ex->tmp, (size_t)n);
+            if (!h1_move_body(in, ex->tmp, (size_t)n)) {
+                fail(ex, 502, exchange_nomem_reason);
+                return false;
+            }
         } else {
             const char *why = NULL;
             n = h1_decode_body(&s->chunked, s->framing, &s->remaining, in, ex->tmp, max,

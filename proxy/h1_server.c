@@ -33,6 +33,7 @@ struct h1_conn {
     size_t lingered;
     bool chunked_out; /* the current response is re-encoded as chunked */
     bool client_eof;  /* the client closed its side (a tunnel half-close) */
+    bool out_lost;    /* response bytes could not be buffered: cut_response */
     int minor;        /* HTTP/1.<minor> of the current request */
     enum sy_h1_framing req_framing;
     uint64_t req_remaining;
@@ -150,12 +151,17 @@ static void send_error(struct h1_conn *c, int status, const char *why)
 }
 
 /* Hands a connection that opened with the HTTP/2 preface to the HTTP/2 codec. Returns true
- * when it did (the client is gone), false when this is HTTP/1.x. */
+ * when it did, or when the bytes could not be looked at for want of memory (the client is gone
+ * either way), false when this is HTTP/1.x. */
 static bool sniff_h2(struct h1_conn *c, struct evbuffer *in, size_t len, bool *wait)
 {
     *wait = false;
     size_t n = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+    if (!p) {
+        client_free(c); /* out of memory: nothing was answered yet, so only a close is left */
+        return true;
+    }
     if (memcmp(p, h2_preface, n) != 0)
         return false;
     if (n < H2_PREFACE_LEN) {
@@ -300,6 +306,10 @@ static void try_read_head(struct h1_conn *c)
     if (head_line_pending(c, in, want, &lim))
         return;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+    if (!p) {
+        send_error(c, 503, exchange_nomem_reason);
+        return;
+    }
     struct sy_h1_request req = {.headers = worker_scratch(w)};
     ssize_t n = sy_h1_parse_request(p, want, &lim, &req);
     c->head_scanned = n == 0 ? want : 0;
@@ -378,8 +388,8 @@ static void event_cb(struct sy_sock *sk, short what, void *arg)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_conn *c = arg;
-    if (c->lingering) {
-        client_free(c); /* the linger deadline */
+    if (c->lingering || c->out_lost) {
+        client_free(c); /* the linger deadline, or a cut response (cut_response) */
         return;
     }
     if (c->down.ex || c->closing)
@@ -403,7 +413,10 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
         size_t n = evbuffer_get_length(in);
         if (n > max)
             n = max;
-        evbuffer_remove_buffer(in, out, n);
+        if (!h1_move_body(in, out, n)) {
+            *why = exchange_nomem_reason;
+            return -1;
+        }
         *done = c->client_eof && evbuffer_get_length(in) == 0;
         return (ssize_t)n;
     }
@@ -417,10 +430,27 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
     return n;
 }
 
+/* Response bytes could not be buffered: what the output holds is a cut response, which must
+ * not look complete nor be followed by another. The connection closes from its timer, on the
+ * next loop turn (the exchange is the caller), without flushing; the exchange sees its client
+ * gone. Until then nothing more is written. */
+static void cut_response(struct h1_conn *c)
+{
+    if (c->out_lost)
+        return;
+    sy_log_client(SY_LOG_INFO, "http", "conn %llu: response cut: %s",
+                  (unsigned long long)c->conn.id, exchange_nomem_reason);
+    c->out_lost = true;
+    c->keep_alive = false;
+    arm_timer(c, 0);
+}
+
 static void d_send_continue(struct downstream *d)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
-    evbuffer_add(sy_sock_output(c->sock), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    /* A cut interim answer would be read as the start of the final one. */
+    if (evbuffer_add(sy_sock_output(c->sock), "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
+        cut_response(c);
 }
 
 static void d_send_head(struct downstream *d, const struct resp_head *h)
@@ -450,6 +480,8 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
         hw_add(&hw, "\r\n", 2);
         hw_flush(&hw);
         c->keep_alive = false;
+        if (hw.failed)
+            cut_response(c);
         return;
     }
     if (h->set_cookie) {
@@ -477,6 +509,8 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
         hw_str(&hw, "connection: keep-alive\r\n");
     hw_add(&hw, "\r\n", 2);
     hw_flush(&hw);
+    if (hw.failed)
+        cut_response(c);
 }
 
 static size_t d_queued(struct downstream *d)
@@ -489,23 +523,22 @@ static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
     struct evbuffer *out = sy_sock_output(c->sock);
-    if (c->chunked_out)
-        add_chunk_size(out, n);
-    evbuffer_remove_buffer(src, out, n);
-    if (c->chunked_out)
-        evbuffer_add(out, "\r\n", 2);
+    if (c->out_lost) {
+        evbuffer_drain(src, n);
+        return;
+    }
+    bool ok = c->chunked_out ? h1_add_chunk(out, src, n) : h1_move_body(src, out, n);
+    if (!ok)
+        cut_response(c);
 }
 
 static void d_send_end(struct downstream *d, struct evbuffer *trailers)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
-    if (!c->chunked_out)
+    if (!c->chunked_out || c->out_lost)
         return;
-    struct evbuffer *out = sy_sock_output(c->sock);
-    evbuffer_add(out, "0\r\n", 3);
-    if (trailers)
-        evbuffer_add_buffer(out, trailers);
-    evbuffer_add(out, "\r\n", 2);
+    if (!h1_add_last_chunk(sy_sock_output(c->sock), trailers))
+        cut_response(c);
 }
 
 static void d_send_error(struct downstream *d, int status, const char *why)
@@ -517,6 +550,10 @@ static void d_send_error(struct downstream *d, int status, const char *why)
 static void d_finish(struct downstream *d, bool reusable)
 {
     struct h1_conn *c = (struct h1_conn *)d->conn;
+    if (c->out_lost) {
+        client_free(c); /* the cut response is not flushed: see cut_response */
+        return;
+    }
     if (!reusable || !c->keep_alive || c->conn.w->draining) {
         close_after_flush(c);
         return;

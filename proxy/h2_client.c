@@ -274,15 +274,16 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         hw_field(&hw, sy_slice_of((const char *)name, namelen),
                  sy_slice_of((const char *)value, valuelen));
         hw_flush(&hw);
-        return 0;
+        /* A field lost for want of memory: the stream is reset (502), not ended without it. */
+        return hw.failed ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
     }
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     if (evbuffer_get_length(s->hdrs) + namelen + valuelen + 2 > cfg->limits.max_header_bytes)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset: 502 */
-    evbuffer_add(s->hdrs, name, namelen);
-    evbuffer_add(s->hdrs, "", 1);
-    evbuffer_add(s->hdrs, value, valuelen);
-    evbuffer_add(s->hdrs, "", 1);
+    /* Out of memory: as over the limit (a head with a field cut or missing is another head). */
+    if (evbuffer_add(s->hdrs, name, namelen) != 0 || evbuffer_add(s->hdrs, "", 1) != 0 ||
+        evbuffer_add(s->hdrs, value, valuelen) != 0 || evbuffer_add(s->hdrs, "", 1) != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
 }
 
@@ -306,12 +307,18 @@ static void head_framing(const struct exchange *ex, struct resp_head *h, bool en
     }
 }
 
+static void stream_nomem(struct h2_up *h, struct h2_stream *s);
+
 /* The head collected in s->hdrs goes to the exchange (interim 1xx heads are dropped). */
 static void deliver_head(struct h2_stream *s, bool end_stream)
 {
     struct exchange *ex = s->ex;
     size_t len = evbuffer_get_length(s->hdrs);
     char *p = (char *)evbuffer_pullup(s->hdrs, (ssize_t)len);
+    if (!p && len > 0) {
+        stream_nomem(s->h, s);
+        return;
+    }
     const struct sy_config *cfg = sy_route_table_config(ex->table);
     struct sy_header *fields = worker_scratch(ex->w);
     size_t n = 0, max = cfg->limits.max_headers;
@@ -393,7 +400,11 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, co
     }
     event_base_gettimeofday_cached(h->w->base, &s->seen);
     struct exchange *ex = s->ex;
-    evbuffer_add(ex->tmp, data, len);
+    if (evbuffer_add(ex->tmp, data, len) != 0) {
+        nghttp2_session_consume(ng, id, len);
+        stream_nomem(h, s);
+        return 0;
+    }
     /* The exchange may end inside (the client went away): it is looked up again. */
     if (exchange_on_body(ex, ex->tmp, len))
         nghttp2_session_consume(ng, id, len);
@@ -426,6 +437,15 @@ static void stream_failed(struct h2_up *h, struct h2_stream *s, bool unprocessed
     forget_stream(h, s);
     report_failure(s, h, unprocessed, status, why);
     check_idle(h);
+}
+
+/* A buffer of the stream's response could not grow (out of memory): the stream is reset and
+ * the exchange fails (502) rather than go on with bytes missing. */
+static void stream_nomem(struct h2_up *h, struct h2_stream *s)
+{
+    nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    h->want_flush = true;
+    stream_failed(h, s, false, 502, exchange_nomem_reason);
 }
 
 static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *frame, int error, void *user)
@@ -478,8 +498,10 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         if (evbuffer_get_length(ex->trailers)) {
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             nghttp2_nv nv[64];
-            size_t k = trailer_lines_to_nv(ex->trailers, nv, 64);
-            nghttp2_submit_trailer(ng, id, nv, k); /* copies the fields */
+            ssize_t k = trailer_lines_to_nv(ex->trailers, nv, 64);
+            if (k < 0) /* out of memory: reset, rather than ended without them */
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            nghttp2_submit_trailer(ng, id, nv, (size_t)k); /* copies the fields */
             evbuffer_drain(ex->trailers, evbuffer_get_length(ex->trailers));
             s->end_sent = true; /* the trailers end the stream */
         }

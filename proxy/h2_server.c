@@ -53,6 +53,8 @@ struct h2_stream {
     bool deferred;      /* the data provider is waiting for bytes */
     bool want_drain;    /* tell the exchange that resp_body has room again */
     bool rst_after_end; /* the request body was not read: reset once the response is out */
+    bool resp_lost;     /* response bytes could not be buffered: the stream is reset */
+    bool req_lost;      /* request body bytes could not be buffered: pull_body fails (503) */
     bool resp_end_sent; /* END_STREAM went out */
     bool timed_out;     /* reset by its own deadline */
 
@@ -204,13 +206,17 @@ static struct sy_slice field_value(const struct h2_stream *st, size_t i)
     return sy_slice_of(st->arena + st->fields[i].value, st->fields[i].value_len);
 }
 
-size_t trailer_lines_to_nv(struct evbuffer *lines, nghttp2_nv *nv, size_t max)
+ssize_t trailer_lines_to_nv(struct evbuffer *lines, nghttp2_nv *nv, size_t max)
 {
     size_t len = evbuffer_get_length(lines);
+    if (len == 0)
+        return 0;
     char *p = (char *)evbuffer_pullup(lines, (ssize_t)len);
-    size_t k = 0;
+    if (!p)
+        return -1;
+    ssize_t k = 0;
     char *line = p, *end = p + len;
-    while (line < end && k < max) {
+    while (line < end && (size_t)k < max) {
         char *eol = memchr(line, '\r', (size_t)(end - line));
         char *colon = memchr(line, ':', (size_t)(end - line));
         if (!eol || !colon || colon > eol)
@@ -247,8 +253,10 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         if (st->resp_trailers && evbuffer_get_length(st->resp_trailers)) {
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             nghttp2_nv nv[64];
-            size_t k = trailer_lines_to_nv(st->resp_trailers, nv, 64);
-            nghttp2_submit_trailer(ng, id, nv, k);
+            ssize_t k = trailer_lines_to_nv(st->resp_trailers, nv, 64);
+            if (k < 0)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* reset: never ended without them */
+            nghttp2_submit_trailer(ng, id, nv, (size_t)k);
         }
         return (ssize_t)n;
     }
@@ -267,18 +275,24 @@ static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
     struct h2_session *s = user_data;
     struct h2_stream *st = source->ptr;
     struct evbuffer *out = sy_sock_output(s->sock);
-    evbuffer_add(out, framehd, 9);
+    /* A frame cut short leaves the connection's byte stream out of step: on any failure the
+     * session fails (session_flush frees it, the output unsent). */
+    if (evbuffer_add(out, framehd, 9) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     /* We never ask for padding; a frame that has some gets its length byte and zeros. */
     size_t pad = frame->data.padlen;
     if (pad > 0) {
         uint8_t padlen = (uint8_t)(pad - 1);
-        evbuffer_add(out, &padlen, 1);
+        if (evbuffer_add(out, &padlen, 1) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    evbuffer_remove_buffer(st->resp_body, out, length);
+    if (!h1_move_body(st->resp_body, out, length))
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     now_tv(s, &st->send_seen);
     if (pad > 1) {
         static const uint8_t zeros[256];
-        evbuffer_add(out, zeros, pad - 1);
+        if (evbuffer_add(out, zeros, pad - 1) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return 0;
 }
@@ -333,15 +347,24 @@ static ssize_t d_pull_body(struct downstream *d, struct evbuffer *out, size_t ma
                            struct evbuffer *trailers, bool *done, const char **why)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    if (st->req_lost) {
+        *why = exchange_nomem_reason;
+        return -1;
+    }
     size_t n = evbuffer_get_length(st->req_body);
     if (n > max)
         n = max;
     if (n) {
-        evbuffer_remove_buffer(st->req_body, out, n);
-        /* Only now may the client send more: this is the upload's backpressure. */
+        bool moved = h1_move_body(st->req_body, out, n);
+        /* Only now may the client send more: this is the upload's backpressure. The bytes
+         * left req_body even when they were lost: the connection's window gets them back. */
         nghttp2_session_consume(st->s->ng, st->id, n);
         now_tv(st->s, &st->body_seen); /* client_body runs from here if nothing else is queued */
         schedule_flush(st->s);
+        if (!moved) {
+            *why = exchange_nomem_reason;
+            return -1;
+        }
     }
     *done = st->end_stream && evbuffer_get_length(st->req_body) == 0;
     if (*done && st->req_trailers)
@@ -420,25 +443,52 @@ static void resume(struct h2_stream *st)
     schedule_flush(st->s);
 }
 
+/* Response bytes could not be buffered (out of memory): the stream is reset so that its
+ * response does not end as if complete, and what the exchange still sends is dropped. The
+ * exchange is the caller, so it hears of the reset when the stream closes, not here. */
+static void stream_nomem(struct h2_stream *st)
+{
+    sy_log(SY_LOG_INFO, "http2", "conn %llu stream %d: response cut: %s",
+           (unsigned long long)st->s->conn.id, st->id, exchange_nomem_reason);
+    st->resp_lost = true;
+    evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
+    st->resp_end = false; /* the data provider, if asked before the reset, sends nothing */
+    nghttp2_submit_rst_stream(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    schedule_flush(st->s);
+}
+
 static void d_send_body(struct downstream *d, struct evbuffer *src, size_t n)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    if (st->resp_lost) {
+        evbuffer_drain(src, n);
+        return;
+    }
     if (evbuffer_get_length(st->resp_body) == 0)
         now_tv(st->s, &st->send_seen); /* bytes begin to wait: client_send runs */
-    evbuffer_remove_buffer(src, st->resp_body, n);
+    if (!h1_move_body(src, st->resp_body, n)) {
+        stream_nomem(st);
+        return;
+    }
     resume(st);
 }
 
 static void d_send_end(struct downstream *d, struct evbuffer *trailers)
 {
     struct h2_stream *st = (struct h2_stream *)d;
+    if (st->resp_lost)
+        return;
     if (evbuffer_get_length(st->resp_body) == 0)
         now_tv(st->s, &st->send_seen); /* END_STREAM waits for the window too */
-    st->resp_end = true;
     if (trailers && evbuffer_get_length(trailers)) {
         st->resp_trailers = evbuffer_new();
+        if (!st->resp_trailers) {
+            stream_nomem(st); /* ended without them, the response would look complete */
+            return;
+        }
         evbuffer_add_buffer(st->resp_trailers, trailers);
     }
+    st->resp_end = true;
     resume(st);
 }
 
@@ -887,17 +937,19 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
                          size_t len, void *user_data)
 {
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
-    if (st && !st->started) {
-        /* Read with its HEADERS: the exchange starts at the end of this read and takes it. */
-        evbuffer_add(st->req_body, data, len);
-        return 0;
-    }
-    if (!st || !st->down.ex) {
+    if (!st || st->req_lost || (st->started && !st->down.ex)) {
         /* Nobody will take it: give the window back at once. */
         nghttp2_session_consume(ng, id, len);
         return 0;
     }
-    evbuffer_add(st->req_body, data, len);
+    if (evbuffer_add(st->req_body, data, len) != 0) {
+        /* Out of memory: the request cannot go on without these bytes. Its exchange fails at
+         * its next pull (503), and the window gets them back. */
+        st->req_lost = true;
+        nghttp2_session_consume(ng, id, len);
+    }
+    if (!st->started)
+        return 0; /* read with its HEADERS: the exchange starts at the end of this read */
     now_tv(st->s, &st->body_seen);
     exchange_body_ready(st->down.ex);
     return 0;
@@ -945,7 +997,13 @@ static void session_flush(struct h2_session *s)
             }
             if (n == 0)
                 break;
-            evbuffer_add(out, data, (size_t)n);
+            if (evbuffer_add(out, data, (size_t)n) != 0) {
+                /* nghttp2 counts those bytes as sent: the connection cannot go on. */
+                sy_log(SY_LOG_INFO, "http2", "conn %llu: %s", (unsigned long long)s->conn.id,
+                       exchange_nomem_reason);
+                session_free(s);
+                return;
+            }
         }
         /* Streams whose queue has room again pull from their upstream. */
         bool any = false;

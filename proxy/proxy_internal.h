@@ -535,16 +535,6 @@ static inline void hw_uint(struct head_writer *hw, uint64_t v, unsigned base)
     hw_add(hw, tmp + i, sizeof(tmp) - i);
 }
 
-/* "<hex size>\r\n" before a chunk of `n` bytes. */
-static inline void add_chunk_size(struct evbuffer *out, size_t n)
-{
-    struct head_writer hw;
-    hw_init(&hw, out);
-    hw_uint(&hw, n, 16);
-    hw_add(&hw, "\r\n", 2);
-    hw_flush(&hw);
-}
-
 /* worker.c */
 const struct sy_config *worker_config(const struct sy_worker *w);
 /* 64 random bits (not for secrets: a sticky key only needs to spread users evenly; seeded
@@ -773,6 +763,17 @@ extern const char exchange_nomem_reason[];
 ssize_t h1_decode_body(struct sy_h1_chunked *dec, enum sy_h1_framing framing, uint64_t *remaining,
                        struct evbuffer *in, struct evbuffer *out, size_t max,
                        struct evbuffer *trailers, bool *done, const char **why);
+/* h1_body.c: moves `n` bytes from `in` to `out` (by chain where it can). Returns false when a
+ * copy could not be allocated: `in` was drained of all `n` bytes all the same, and `out` is
+ * short of some of them, so the stream they belong to cannot go on. */
+bool h1_move_body(struct evbuffer *in, struct evbuffer *out, size_t n);
+/* h1_body.c: `n` bytes of `src` as one chunk (RFC 9112 §7.1: size line, data, CRLF) at the end
+ * of `out`. Returns false when a buffer could not grow: `out` then ends in a cut chunk, and
+ * the stream must be cut, never ended. */
+bool h1_add_chunk(struct evbuffer *out, struct evbuffer *src, size_t n);
+/* h1_body.c: the last chunk, `trailers` ("name: value\r\n" lines, moved; may be NULL) and the
+ * final CRLF at the end of `out`. Returns false as h1_add_chunk does. */
+bool h1_add_last_chunk(struct evbuffer *out, struct evbuffer *trailers);
 
 /* h1_client.c, called by upstream.c for the connection an exchange has. */
 void h1up_connected(struct exchange *ex);

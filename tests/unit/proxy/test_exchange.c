@@ -729,6 +729,19 @@ struct fail_run {
     char head[2048];         /* exchange: the head the cluster gets when nothing fails */
 };
 
+/* The end of a run over three buffers (any of them NULL when it could not be allocated): one
+ * that stopped short must have met the allocation that failed. */
+static void end_run(struct fail_run *r, bool stopped, struct evbuffer *const b[3])
+{
+    if (stopped) {
+        assert_true(sy_failalloc_hit());
+        r->failed++;
+    }
+    for (size_t i = 0; i < 3; i++)
+        if (b[i])
+            evbuffer_free(b[i]);
+}
+
 /* The request head parsed from what was read (pulled up as h1_server.c does), then the body
  * decoded in steps of at most 7 bytes. Whatever allocation fails, the run either ends with
  * the exact body and trailers or stops with an error that says out of memory; never with a
@@ -775,16 +788,7 @@ static void parse_once(void *arg)
     assert_int_equal(evbuffer_get_length(in), 0);
     stopped = false;
 out:
-    if (stopped) {
-        assert_true(sy_failalloc_hit());
-        r->failed++;
-    }
-    if (in)
-        evbuffer_free(in);
-    if (body)
-        evbuffer_free(body);
-    if (trailers)
-        evbuffer_free(trailers);
+    end_run(r, stopped, (struct evbuffer *[3]){in, body, trailers});
 }
 
 static void test_every_failing_allocation_in_a_request_body_is_an_error(void **state)
@@ -797,6 +801,43 @@ static void test_every_failing_allocation_in_a_request_body_is_an_error(void **s
         assert_true(runs > 5);
         assert_true(r.failed > 0);
     }
+}
+
+/* The chunked re-encoder, as h1_server.c writes a response body to an HTTP/1.1 client and
+ * h1_client.c a request body to a cluster: the body from chains that 7-byte steps cut (so part
+ * of a chain is copied), one chunk per step, then the last chunk with a trailer. Whatever
+ * allocation fails, the run either writes the exact chunked body or an encoder call says it
+ * could not; never a byte stream that lost a size line, data or a CRLF and looks complete. */
+static void encode_once(void *arg)
+{
+    struct fail_run *r = arg;
+    struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *trailers = evbuffer_new();
+    bool stopped = true;
+    if (!in || !out || !trailers ||
+        feed(in, length_request + 1, ARRAY_LEN(length_request) - 1) != 0 ||
+        evbuffer_add(trailers, "X-Sum: 1a2b\r\n", 13) != 0)
+        goto out;
+    while (evbuffer_get_length(in) > 0) {
+        size_t n = evbuffer_get_length(in) < 7 ? evbuffer_get_length(in) : 7;
+        if (!h1_add_chunk(out, in, n))
+            goto out;
+    }
+    if (!h1_add_last_chunk(out, trailers))
+        goto out;
+    assert_buffer_equal(out, "7\r\nhello01\r\n7\r\n2345678\r\n7\r\n9ABCDEF\r\n"
+                             "0\r\nX-Sum: 1a2b\r\n\r\n");
+    stopped = false;
+out:
+    end_run(r, stopped, (struct evbuffer *[3]){in, out, trailers});
+}
+
+static void test_every_failing_allocation_in_a_chunked_encoding_is_an_error(void **state)
+{
+    struct fail_run r = {*state, NULL, 0, ""};
+    unsigned long runs = sy_failalloc_each(encode_once, &r);
+    print_message("  %lu runs\n", runs);
+    assert_true(runs > 5);
+    assert_true(r.failed > 0);
 }
 
 /* One chunked POST through the exchange, as the codecs drive it: started, its body pulled
@@ -911,6 +952,7 @@ int main(void)
         T(test_client_gone_cancels_the_stream_without_an_answer),
         T(test_body_ready_reaches_the_client),
         T(test_every_failing_allocation_in_a_request_body_is_an_error),
+        T(test_every_failing_allocation_in_a_chunked_encoding_is_an_error),
         T(test_every_failing_allocation_in_an_exchange_ends_it_cleanly),
 #undef T
     };
