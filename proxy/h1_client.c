@@ -58,9 +58,10 @@ static void prepare(struct exchange *ex, const struct req_head *req, bool tls_up
     } else {
         s = sy_xcalloc(1, sizeof(*s));
         s->head = evbuffer_new();
-        if (!s->head) {
-            sy_log(SY_LOG_ERROR, "http", "out of memory"); /* as sy_xcalloc does */
-            abort();
+        if (!s->head) { /* this request alone fails (503), as a head that could not be written */
+            free(s);
+            ex->head_lost = true;
+            return;
         }
     }
     ex->ups = s;
