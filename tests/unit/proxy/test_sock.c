@@ -67,27 +67,54 @@ static void run_for(struct event_base *base, int ms)
     event_base_dispatch(base);
 }
 
-static void test_read(void **state)
+/* A socket accepted on one end of a socketpair (the other end, `peer`, plays the client),
+ * on its own base and write-through loop. */
+struct fix {
+    struct event_base *base;
+    struct sy_sock_loop *l;
+    struct sy_sock *s;
+    int peer;
+};
+
+static struct fix fix_open(void)
 {
-    struct event_base *base = event_base_new();
-    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    struct fix f = {.base = event_base_new()};
+    f.l = sy_sock_loop_new(f.base);
     int sv[2];
     pair(sv);
-    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    f.s = sy_sock_accepted(f.l, sv[0], NULL);
+    f.peer = sv[1];
+    return f;
+}
+
+/* The socket itself is the test's to free (some free it inside a callback). */
+static void fix_close(struct fix *f)
+{
+    if (f->peer >= 0)
+        close(f->peer);
+    sy_sock_loop_free(f->l);
+    event_base_free(f->base);
+}
+
+static void test_read(void **state)
+{
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
     struct rec r = {.base = base, .stop_on_rd = true};
     sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
     sy_sock_enable(s, EV_READ | EV_WRITE);
-    assert_int_equal(write(sv[1], "hello", 5), 5);
+    assert_int_equal(write(f.peer, "hello", 5), 5);
     run_for(base, 500);
     assert_int_equal(r.reads, 1);
     assert_int_equal(evbuffer_get_length(sy_sock_input(s)), 5);
-    close(sv[1]);
+    close(f.peer);
+    f.peer = -1;
     run_for(base, 500);
     assert_int_equal(r.events, 1);
     assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_EOF);
     sy_sock_free(s);
-    sy_sock_loop_free(l);
-    event_base_free(base);
+    fix_close(&f);
 }
 
 struct wt_case {
@@ -105,11 +132,9 @@ static void add_cb(evutil_socket_t fd, short what, void *arg)
 
 static void test_write_through(void **state)
 {
-    struct event_base *base = event_base_new();
-    struct sy_sock_loop *l = sy_sock_loop_new(base);
-    int sv[2];
-    pair(sv);
-    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
     struct rec r = {.base = base};
     sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
     sy_sock_enable(s, EV_READ | EV_WRITE);
@@ -122,24 +147,20 @@ static void test_write_through(void **state)
     assert_int_equal(r.writes, 1); /* one write, the callback once */
     assert_int_equal(evbuffer_get_length(sy_sock_output(s)), 0);
     char buf[16];
-    assert_int_equal(read(sv[1], buf, sizeof(buf)), 9);
+    assert_int_equal(read(f.peer, buf, sizeof(buf)), 9);
     assert_memory_equal(buf, "abcabcabc", 9);
     event_free(ev);
     sy_sock_free(s);
-    close(sv[1]);
-    sy_sock_loop_free(l);
-    event_base_free(base);
+    fix_close(&f);
 }
 
 /* More than the socket takes: EPOLLOUT only for the rest, and the write callback once the
  * output is at the low watermark. */
 static void test_write_blocked(void **state)
 {
-    struct event_base *base = event_base_new();
-    struct sy_sock_loop *l = sy_sock_loop_new(base);
-    int sv[2];
-    pair(sv);
-    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
     struct rec r = {.base = base};
     sy_sock_setcb(s, NULL, rec_write, rec_event, &r);
     sy_sock_set_write_low(s, 1000);
@@ -154,7 +175,7 @@ static void test_write_blocked(void **state)
     size_t got = 0;
     char buf[65536];
     for (int i = 0; i < 2000 && got < sizeof(big); i++) {
-        ssize_t n = read(sv[1], buf, sizeof(buf));
+        ssize_t n = read(f.peer, buf, sizeof(buf));
         if (n > 0)
             got += (size_t)n;
         run_for(base, 1);
@@ -165,25 +186,21 @@ static void test_write_blocked(void **state)
     assert_false(s->wr_armed);
     assert_int_equal(r.events, 0);
     sy_sock_free(s);
-    close(sv[1]);
-    sy_sock_loop_free(l);
-    event_base_free(base);
+    fix_close(&f);
 }
 
 static void test_watermark(void **state)
 {
-    struct event_base *base = event_base_new();
-    struct sy_sock_loop *l = sy_sock_loop_new(base);
-    int sv[2];
-    pair(sv);
-    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
     struct rec r = {.base = base};
     sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
     sy_sock_set_read_high(s, 10);
     sy_sock_enable(s, EV_READ);
     char data[100];
     memset(data, 'x', sizeof(data));
-    assert_int_equal(write(sv[1], data, sizeof(data)), 100);
+    assert_int_equal(write(f.peer, data, sizeof(data)), 100);
     run_for(base, 50);
     assert_int_equal(evbuffer_get_length(sy_sock_input(s)), 10);
     assert_int_equal(r.reads, 1);
@@ -199,18 +216,14 @@ static void test_watermark(void **state)
     assert_int_equal(r.reads, 2 + 9); /* the other 85 bytes, 10 at a time */
     assert_int_equal(r.events, 0);
     sy_sock_free(s);
-    close(sv[1]);
-    sy_sock_loop_free(l);
-    event_base_free(base);
+    fix_close(&f);
 }
 
 static void test_read_timeout(void **state)
 {
-    struct event_base *base = event_base_new();
-    struct sy_sock_loop *l = sy_sock_loop_new(base);
-    int sv[2];
-    pair(sv);
-    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
     struct rec r = {.base = base};
     sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
     struct timeval tv = {0, 30000};
@@ -221,9 +234,7 @@ static void test_read_timeout(void **state)
     assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
     assert_false(s->rd_armed); /* reading stopped */
     sy_sock_free(s);
-    close(sv[1]);
-    sy_sock_loop_free(l);
-    event_base_free(base);
+    fix_close(&f);
 }
 
 /* A callback that frees its socket: nothing touches it after. */
@@ -235,22 +246,18 @@ static void free_on_read(struct sy_sock *s, void *arg)
 
 static void test_free_in_callback(void **state)
 {
-    struct event_base *base = event_base_new();
-    struct sy_sock_loop *l = sy_sock_loop_new(base);
-    int sv[2];
-    pair(sv);
-    struct sy_sock *s = sy_sock_accepted(l, sv[0], NULL);
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
     int n = 0;
     sy_sock_setcb(s, free_on_read, NULL, NULL, &n);
     sy_sock_enable(s, EV_READ);
-    assert_int_equal(write(sv[1], "x", 1), 1);
+    assert_int_equal(write(f.peer, "x", 1), 1);
     run_for(base, 50);
     assert_int_equal(n, 1);
     char c;
-    assert_int_equal(read(sv[1], &c, 1), 0); /* closed */
-    close(sv[1]);
-    sy_sock_loop_free(l);
-    event_base_free(base);
+    assert_int_equal(read(f.peer, &c, 1), 0); /* closed */
+    fix_close(&f);
 }
 
 static int listen_loopback(struct sockaddr_in *sa)
