@@ -6,7 +6,8 @@
 #   bash tests/bench/profile.sh callgrind [h1|h2] [/|/16k]  instructions, under valgrind
 #   bash tests/bench/profile.sh syscalls [h1|h2] [/|/16k]   system calls per request (strace -c)
 #   PROXY=haproxy bash tests/bench/profile.sh perf h1 /16k  the same for a peer (perf, syscalls;
-#                                                           nginx, haproxy or nghttpx, 1 worker)
+#                                                           nginx, haproxy or nghttpx, 1 worker;
+#                                                           callgrind: nghttpx only)
 #
 # perf: samples the proxy at 4 kHz with DWARF call graphs (the release build and Debian's
 # libraries keep no frame pointers) for DUR seconds (default 5) of wrk -t1 -c50 or
@@ -14,7 +15,9 @@
 # top entries. (This VM exposes no hardware counters: cpu-clock is a timer, so kernel time
 # shows where the syscalls and wake-ups go.)
 # callgrind: the proxy runs under valgrind (about 50x slower), so the load is capped by count
-# (N requests, default 20000); prints instructions by function, inclusive and self.
+# (N requests, default 20000, after as many to warm up); prints user-space instructions per
+# request (a figure the machine's noise does not move), then by function, inclusive and self.
+# Works for switchyard and nghttpx (run as --single-process).
 # syscalls: strace -c -f on the proxy over N requests (default 20000); prints calls per request.
 # SY_BIN: a switchyard binary to use as is (otherwise build-release is built here).
 # Output goes to stdout and stays in the work directory it names. Only 127.0.0.1; only the
@@ -27,7 +30,7 @@ PROXY=${PROXY:-switchyard}
 case $tool in perf | syscalls | callgrind) ;; *) echo "tool: perf, syscalls or callgrind" >&2; exit 2 ;; esac
 case $kind in h1 | h2) ;; *) echo "kind: h1 or h2" >&2; exit 2 ;; esac
 case $PROXY in switchyard | nginx | haproxy | nghttpx) ;; *) echo "PROXY: switchyard, nginx, haproxy or nghttpx" >&2; exit 2 ;; esac
-[ "$tool" = callgrind ] && [ "$PROXY" != switchyard ] && { echo "callgrind: switchyard only" >&2; exit 2; }
+case $tool/$PROXY in callgrind/nginx | callgrind/haproxy) echo "callgrind: switchyard or nghttpx" >&2; exit 2 ;; esac
 DUR=${DUR:-5}
 N=${N:-20000}
 BASE=${BASE_PORT:-27900}
@@ -139,7 +142,9 @@ backend clusters
 EOT
         haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.err" 2>&1 & ;;
     nghttpx)
-        nghttpx --frontend="127.0.0.1,$P1;no-tls" --frontend="127.0.0.1,$P2;no-tls" \
+        vg=()
+        [ "$tool" = callgrind ] && vg=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out")
+        "${vg[@]}" nghttpx $([ "$tool" = callgrind ] && echo --single-process) --frontend="127.0.0.1,$P1;no-tls" --frontend="127.0.0.1,$P2;no-tls" \
             --backend="127.0.0.1,$B1;;proto=http/1.1;weight=9" \
             --backend="127.0.0.1,$B2;;proto=http/1.1;weight=1" \
             --workers=1 --add-x-forwarded-for --backend-keep-alive-timeout=60s \
@@ -150,7 +155,7 @@ EOT
     wait_port $B1 && wait_port $B2 && wait_port $P1 && wait_port $P2 ||
         { echo "$PROXY did not start" >&2; cat "$work"/*.err >&2; exit 1; }
     prof=$top
-    case $PROXY in nginx | nghttpx)
+    case $PROXY/$tool in nginx/* | nghttpx/perf | nghttpx/syscalls)
         prof=$(ps -o pid= --ppid "$top" | head -n1 | tr -d ' ')
         [ -n "$prof" ] || { echo "no $PROXY worker process" >&2; exit 1; } ;;
     esac
@@ -206,10 +211,14 @@ elif [ "$tool" = syscalls ]; then
     awk -v n="$N" '$NF ~ /^[a-z_0-9]+$/ && $1 ~ /^[0-9.]+$/ && NF >= 5 {printf "%-16s %6.2f\n", $NF, $4 / n}' "$work/strace.txt"
 elif [ "$tool" = callgrind ]; then
     N=${N:-20000}
-    timeout 120 h2load --h1 -c10 -n 2000 "http://127.0.0.1:$P1$path" >/dev/null # warm-up, not subtracted
+    load count >/dev/null # warm: pools filled, buffers grown; then the counts start from zero
+    callgrind_control -z "$top" >/dev/null
     load count | grep -E 'requests:|finished in'
-    kill -INT "$top"
+    # nghttpx in one process ignores INT; TERM stops it (and callgrind writes its counts)
+    if [ "$PROXY" = nghttpx ]; then kill -TERM "$top"; else kill -INT "$top"; fi
     wait "$top" 2>/dev/null
+    ir=$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    [ -n "$ir" ] && awk -v ir="$ir" -v n="$N" 'BEGIN {printf "## %.0f instructions per request (user space, %d requests)\n", ir / n, n}'
     echo "## instructions, inclusive (top 40)"
     callgrind_annotate --inclusive=yes "$work/callgrind.out" 2>/dev/null | sed -n '1,60p' | grep -v '^$'
     echo "## instructions, self (top 40)"
