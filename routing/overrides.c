@@ -189,6 +189,21 @@ void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change 
     }
 }
 
+/* -- the guard switch ------------------------------------------------------------------------- */
+
+/* What a `guard` record (numbered `seq`, by `who`) does to the switch. */
+static void guard_apply(struct sy_guard_pause *g, bool paused, uint64_t seq,
+                        const struct sy_actor *who)
+{
+    free(g->command);
+    g->paused = paused;
+    g->seq = seq;
+    g->time_ms = who->time_ms;
+    g->uid = who->uid;
+    g->pid = who->pid;
+    g->command = sy_xstrdup(who->command ? who->command : "");
+}
+
 /* -- maintenance ------------------------------------------------------------------------------ */
 
 static void maint_dispose(struct sy_maint *m)
@@ -357,6 +372,13 @@ static void put_maint_record(struct sy_jw *b, uint64_t seq, const struct sy_acto
     put_crc(b);
 }
 
+static void put_guard_record(struct sy_jw *b, uint64_t seq, const struct sy_actor *who, bool paused)
+{
+    put_head(b, "guard", seq, who->time_ms, who->uid, who->pid, who->command);
+    sy_jw_bool(b, "paused", paused);
+    put_crc(b);
+}
+
 /* The apps in maintenance, in a snapshot record. */
 static void put_maints(struct sy_jw *b, const struct sy_maints *s)
 {
@@ -375,7 +397,7 @@ static void put_maints(struct sy_jw *b, const struct sy_maints *s)
 }
 
 static void put_compact_record(struct sy_jw *b, uint64_t seq, const struct sy_overrides *s,
-                               const struct sy_maints *maints)
+                               const struct sy_maints *maints, const struct sy_guard_pause *gp)
 {
     put_head(b, "compact", seq, (uint64_t)time(NULL) * 1000, (uint32_t)geteuid(), (int32_t)getpid(),
              "compact");
@@ -391,6 +413,11 @@ static void put_compact_record(struct sy_jw *b, uint64_t seq, const struct sy_ov
     sy_jw_end_array(b);
     if (maints && maints->n)
         put_maints(b, maints);
+    if (gp && gp->paused) { /* absent: the guards run (what every older snapshot says) */
+        sy_jw_begin_object(b, "guard_paused");
+        put_actor(b, gp->seq, gp->time_ms, gp->uid, gp->pid, gp->command);
+        sy_jw_end_object(b);
+    }
     put_crc(b);
 }
 
@@ -471,6 +498,7 @@ void sy_journal_record_dispose(struct sy_journal_record *r)
     sy_overrides_dispose(&r->set);
     maint_dispose(&r->maint);
     sy_maints_dispose(&r->maints);
+    free(r->guard_pause.command);
     memset(r, 0, sizeof(*r));
 }
 
@@ -533,6 +561,37 @@ static bool read_maint_record(const struct sy_jv *root, struct sy_journal_record
     r->maint.on = sy_jv_bool(on);
     if (!read_maint_fields(root, &r->maint, why))
         return false;
+    return true;
+}
+
+/* `{"type":"guard",...,"paused":BOOL}` */
+static bool read_guard_record(const struct sy_jv *root, struct sy_journal_record *r,
+                              const char **why)
+{
+    r->guard = true;
+    const struct sy_jv *p = sy_jv_get(root, "paused");
+    if (sy_jv_type(p) != SY_JV_BOOL) {
+        *why = "a guard record needs 'paused'";
+        return false;
+    }
+    r->guard_pause.paused = sy_jv_bool(p);
+    return true;
+}
+
+/* A snapshot's `guard_paused` (absent: the guards run). */
+static bool read_snapshot_guard(const struct sy_jv *root, struct sy_journal_record *r,
+                                const char **why)
+{
+    const struct sy_jv *g = r->compact ? sy_jv_get(root, "guard_paused") : NULL;
+    if (!g)
+        return true;
+    struct sy_guard_pause *gp = &r->guard_pause;
+    if (sy_jv_type(g) != SY_JV_OBJ ||
+        !read_head(g, &gp->seq, &gp->time_ms, &gp->uid, &gp->pid, &gp->command, why)) {
+        *why = "a snapshot's 'guard_paused' needs seq, time, uid, pid and cmd";
+        return false;
+    }
+    gp->paused = true;
     return true;
 }
 
@@ -647,7 +706,9 @@ static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, c
     }
     const char *type = get_str(root, "type");
     bool maint = type && strcmp(type, "maintenance") == 0;
-    if (!type || (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0 && !maint)) {
+    bool guard = type && strcmp(type, "guard") == 0;
+    if (!type ||
+        (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0 && !maint && !guard)) {
         *why = "unknown record type";
         return false;
     }
@@ -655,8 +716,11 @@ static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, c
         return false;
     if (maint)
         return read_maint_record(root, r, why);
+    if (guard)
+        return read_guard_record(root, r, why);
     r->compact = strcmp(type, "compact") == 0;
-    return read_entries(root, r, why) && read_snapshot_maints(root, r, why);
+    return read_entries(root, r, why) && read_snapshot_maints(root, r, why) &&
+           read_snapshot_guard(root, r, why);
 }
 
 int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record *r,
@@ -706,7 +770,8 @@ struct sy_journal {
     int fd;
     struct sy_journal_opts opts;
     struct sy_overrides set;
-    struct sy_maints maint; /* the apps in maintenance */
+    struct sy_maints maint;      /* the apps in maintenance */
+    struct sy_guard_pause guard; /* the global guard switch */
     uint64_t seq;
     size_t records; /* in the current file */
     off_t size;     /* bytes of whole records in the current file */
@@ -871,6 +936,12 @@ static int replay(struct sy_journal *j, const char *file, const char *text, size
             sy_maints_dispose(&j->maint);
             j->maint = r.maints;
             memset(&r.maints, 0, sizeof(r.maints));
+            free(j->guard.command);
+            j->guard = r.guard_pause;
+            memset(&r.guard_pause, 0, sizeof(r.guard_pause));
+        } else if (r.guard) {
+            struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
+            guard_apply(&j->guard, r.guard_pause.paused, r.seq, &who);
         } else if (r.maintenance) {
             struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
             sy_maints_apply(&j->maint, &r.maint, r.seq, &who);
@@ -958,6 +1029,8 @@ static int discard_and_restart(struct sy_journal *j, const char *path, struct sy
     j->fd = -1;
     sy_overrides_dispose(&j->set);
     sy_maints_dispose(&j->maint);
+    free(j->guard.command);
+    memset(&j->guard, 0, sizeof(j->guard));
     j->seq = 0;
     j->records = 0;
     char line[512];
@@ -1078,7 +1151,7 @@ static int compact(struct sy_journal *j)
         }
     }
     struct sy_jw b = {0};
-    put_compact_record(&b, j->seq, &j->set, &j->maint);
+    put_compact_record(&b, j->seq, &j->set, &j->maint, &j->guard);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
     if (fd == -1) {
         sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot create %s", tmp);
@@ -1225,6 +1298,24 @@ int sy_journal_append_maintenance(struct sy_journal *j, const struct sy_actor *w
     return 0;
 }
 
+const struct sy_guard_pause *sy_journal_guard_pause(const struct sy_journal *j)
+{
+    return &j->guard;
+}
+
+int sy_journal_append_guard(struct sy_journal *j, const struct sy_actor *who, bool paused,
+                            char *err, size_t errlen)
+{
+    struct sy_jw b = {0};
+    put_guard_record(&b, j->seq + 1, who, paused);
+    int rc = append_record(j, &b, err, errlen);
+    if (rc)
+        return rc;
+    guard_apply(&j->guard, paused, j->seq, who);
+    compact_if_due(j);
+    return 0;
+}
+
 /* The records of one file, appended to a ring of the last `last`. */
 struct ring {
     struct sy_journal_record *v;
@@ -1304,6 +1395,7 @@ void sy_journal_close(struct sy_journal *j)
         close(j->fd);
     sy_overrides_dispose(&j->set);
     sy_maints_dispose(&j->maint);
+    free(j->guard.command);
     free(j->path);
     free(j);
 }

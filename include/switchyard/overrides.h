@@ -116,6 +116,19 @@ const struct sy_maint *sy_maints_find(const struct sy_maints *s, const char *app
 void sy_maints_apply(struct sy_maints *s, const struct sy_maint *m, uint64_t seq,
                      const struct sy_actor *who);
 
+/**
+ * The global guard switch (`guard pause|resume`): whether every app's guard is paused, and
+ * the record that said so last. `command` is owned by the journal or record that holds it.
+ */
+struct sy_guard_pause {
+    bool paused;
+    uint64_t seq; /* 0: never set (the guards run) */
+    uint64_t time_ms;
+    uint32_t uid;
+    int32_t pid;
+    char *command;
+};
+
 /** A record read back from the journal. Everything in it is owned by the record. */
 struct sy_journal_record {
     uint64_t seq, time_ms;
@@ -131,6 +144,10 @@ struct sy_journal_record {
     bool maintenance;
     struct sy_maint maint;
     struct sy_maints maints;
+    /* A `guard` record (type "guard"): `guard_pause.paused` is the command's effect and
+     * n_changes is 0. A snapshot record carries the switch in `guard_pause` when paused. */
+    bool guard;
+    struct sy_guard_pause guard_pause;
 };
 
 struct sy_journal;
@@ -203,6 +220,18 @@ const struct sy_maints *sy_journal_maintenance(const struct sy_journal *j);
  */
 int sy_journal_append_maintenance(struct sy_journal *j, const struct sy_actor *who,
                                   const struct sy_maint *m, char *err, size_t errlen);
+
+/** The global guard switch as the journal says (borrowed; valid until the next append). */
+const struct sy_guard_pause *sy_journal_guard_pause(const struct sy_journal *j);
+
+/**
+ * Appends one `guard` record (sequence sy_journal_seq() + 1) that pauses (`paused`) or
+ * resumes every guard, fsyncs it and only then applies it; compacts like sy_journal_append().
+ * On failure nothing was applied and the file is as it was; `err` says why. Returns 0,
+ * SY_ERR_LIMIT, SY_ERR_SYS or SY_ERR_AGAIN (handed over to a new process).
+ */
+int sy_journal_append_guard(struct sy_journal *j, const struct sy_actor *who, bool paused,
+                            char *err, size_t errlen);
 
 typedef void (*sy_journal_record_cb)(const struct sy_journal_record *r, void *arg);
 
