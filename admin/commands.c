@@ -20,6 +20,7 @@
 #include "switchyard/access_log.h"
 #include "switchyard/exclusive.h"
 #include "switchyard/guard_engine.h"
+#include "switchyard/ramp.h"
 
 #include "admin_internal.h"
 
@@ -389,6 +390,7 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     strings_json(r, "paths", app->paths, app->n_paths);
     source_json(r, cfg, app);
     sy_guard_status_app(env->guard, app, r, wname); /* after them: added later */
+    sy_ramper_status_app(env->ramper, app, r, wname);
     sy_json_end_object(r);
     /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
      * fault), where there are any. */

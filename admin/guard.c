@@ -44,6 +44,9 @@ struct app_guard {
     const char *judged; /* one of `clusters`, or NULL */
     struct sy_guard_figures *figs;
     char last_error[512]; /* the last revert that failed, logged once */
+    int held;             /* sy_guard_window's `held` as of the last tick */
+    uint64_t restart_ms;  /* unix ms of the last restart of the window */
+    size_t window_ticks;
 };
 
 struct sy_guard {
@@ -51,11 +54,33 @@ struct sy_guard {
     struct event *tick;
     struct sy_admin_routing *env;
     const struct sy_config *cfg; /* the config `v` was made for (compared, never followed) */
+    uint64_t seq;                /* and the journal's sequence (its ramps) */
     struct app_guard *v;
     size_t n;
     long *by_app; /* cfg app index -> index in v, or -1 */
     size_t n_by_app;
 };
+
+static uint64_t unix_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+/* The guard app `spec` runs under: its own, or for an app without `guard:` that a ramp moves,
+ * the default one; `on` false: none. */
+static struct sy_guard_spec guard_of(const struct sy_app_spec *spec, const struct sy_ramps *ramps)
+{
+    if (spec->guard.set || !sy_ramps_find(ramps, spec->name))
+        return spec->guard;
+    return (struct sy_guard_spec){
+        .on = true,
+        .max_5xx_ratio = SY_GUARD_MAX_5XX_DEFAULT,
+        .window_ms = SY_GUARD_WINDOW_DEFAULT_MS,
+        .min_requests = SY_GUARD_MIN_REQUESTS_DEFAULT,
+    };
+}
 
 static void app_dispose(struct app_guard *a)
 {
@@ -74,9 +99,9 @@ static void app_dispose(struct app_guard *a)
 /* Whether entry `a` watches app `spec` of `cfg` as it stands (same limits, same clusters in
  * the same order, same stable): then its windows are kept across the reload. */
 static bool app_same(const struct app_guard *a, const struct sy_config *cfg,
-                     const struct sy_app_spec *spec)
+                     const struct sy_app_spec *spec, const struct sy_guard_spec *y)
 {
-    const struct sy_guard_spec *x = &a->spec, *y = &spec->guard;
+    const struct sy_guard_spec *x = &a->spec;
     if (x->max_5xx_ratio != y->max_5xx_ratio || x->max_p99_ms != y->max_p99_ms ||
         x->relative_to_stable != y->relative_to_stable || x->window_ms != y->window_ms ||
         x->min_requests != y->min_requests || a->n_clusters != spec->n_weights)
@@ -91,17 +116,19 @@ static bool app_same(const struct app_guard *a, const struct sy_config *cfg,
 }
 
 static void app_init(struct app_guard *a, const struct sy_config *cfg,
-                     const struct sy_app_spec *spec)
+                     const struct sy_app_spec *spec, const struct sy_guard_spec *gs)
 {
     memset(a, 0, sizeof(*a));
     a->app = sy_xstrdup(spec->name);
-    a->spec = spec->guard;
+    a->spec = *gs;
     a->n_clusters = spec->n_weights;
     a->clusters = sy_xcalloc(a->n_clusters, sizeof(*a->clusters));
     a->rings = sy_xcalloc(a->n_clusters, sizeof(*a->rings));
     a->cur = sy_xcalloc(a->n_clusters, sizeof(*a->cur));
     a->figs = sy_xcalloc(a->n_clusters, sizeof(*a->figs));
-    size_t ticks = (spec->guard.window_ms + SY_GUARD_TICK_MS - 1) / SY_GUARD_TICK_MS;
+    size_t ticks = (gs->window_ms + SY_GUARD_TICK_MS - 1) / SY_GUARD_TICK_MS;
+    a->window_ticks = ticks ? ticks : 1;
+    a->restart_ms = unix_ms();
     for (size_t i = 0; i < a->n_clusters; i++) {
         a->clusters[i] = sy_xstrdup(cfg->clusters[spec->weights[i].cluster].name);
         sy_guard_ring_init(&a->rings[i], ticks ? ticks : 1);
@@ -115,12 +142,15 @@ static void app_init(struct app_guard *a, const struct sy_config *cfg,
  * keeps its windows and its count of reverts; the others start afresh. */
 static void follow_config(struct sy_guard *g, const struct sy_config *cfg)
 {
-    if (g->cfg == cfg)
+    const struct sy_state *st = g->env->state;
+    uint64_t seq = sy_state_journal_seq(st);
+    if (g->cfg == cfg && g->seq == seq)
         return;
+    const struct sy_ramps *ramps = sy_state_ramps(st);
     struct app_guard *nv = NULL;
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_apps; i++)
-        n += cfg->apps[i].guard.on;
+        n += guard_of(&cfg->apps[i], ramps).on;
     nv = n ? sy_xcalloc(n, sizeof(*nv)) : NULL;
     free(g->by_app);
     g->by_app = sy_xcalloc(cfg->n_apps ? cfg->n_apps : 1, sizeof(*g->by_app));
@@ -128,19 +158,20 @@ static void follow_config(struct sy_guard *g, const struct sy_config *cfg)
     size_t k = 0;
     for (size_t i = 0; i < cfg->n_apps; i++) {
         const struct sy_app_spec *spec = &cfg->apps[i];
+        struct sy_guard_spec gs = guard_of(spec, ramps);
         g->by_app[i] = -1;
-        if (!spec->guard.on)
+        if (!gs.on)
             continue;
         struct app_guard *old = NULL;
         for (size_t j = 0; j < g->n && !old; j++)
             if (g->v[j].app && strcmp(g->v[j].app, spec->name) == 0)
                 old = &g->v[j];
-        if (old && app_same(old, cfg, spec)) {
+        if (old && app_same(old, cfg, spec, &gs)) {
             nv[k] = *old;
             memset(old, 0, sizeof(*old)); /* moved */
         } else {
             uint64_t reverts = old ? old->reverts : 0;
-            app_init(&nv[k], cfg, spec);
+            app_init(&nv[k], cfg, spec, &gs);
             nv[k].reverts = reverts;
         }
         g->by_app[i] = (long)k++;
@@ -151,6 +182,7 @@ static void follow_config(struct sy_guard *g, const struct sy_config *cfg)
     g->v = nv;
     g->n = k;
     g->cfg = cfg;
+    g->seq = seq;
 }
 
 struct sampling {
@@ -220,6 +252,14 @@ static void revert(struct sy_guard *g, struct app_guard *a, const char *cluster)
            sy_state_journal_seq(st), a->app);
 }
 
+static void restart(struct app_guard *a)
+{
+    for (size_t i = 0; i < a->n_clusters; i++)
+        sy_guard_ring_clear(&a->rings[i]);
+    a->restart_ms = unix_ms();
+    a->held = 0;
+}
+
 /* One app's tick: its sample is in a->cur. */
 static void judge_app(struct sy_guard *g, struct app_guard *a, size_t ai, bool paused)
 {
@@ -237,9 +277,9 @@ static void judge_app(struct sy_guard *g, struct app_guard *a, size_t ai, bool p
     /* A window begins when the app starts to send traffic to a non-stable cluster: what ran
      * before (and what tripped the guard last time) is not judged again. */
     if (armed && !a->armed)
-        for (size_t i = 0; i < a->n_clusters; i++)
-            sy_guard_ring_clear(&a->rings[i]);
+        restart(a);
     a->armed = armed;
+    a->held = 0;
     for (size_t i = 0; i < a->n_clusters; i++) {
         sy_guard_ring_push(&a->rings[i], &a->cur[i]);
         sy_guard_ring_window(&a->rings[i], &a->figs[i]);
@@ -254,22 +294,30 @@ static void judge_app(struct sy_guard *g, struct app_guard *a, size_t ai, bool p
     a->state = paused ? SY_GUARD_PAUSED : SY_GUARD_WATCHING;
     const struct sy_guard_figures *sf = &a->figs[a->stable];
     a->judged = NULL;
+    int held = 1;
     for (size_t i = 0; i < a->n_clusters && i < n_eff; i++) {
         if (i == a->stable || eff[i].weight == 0)
             continue;
         char why[sizeof(a->why)];
         enum sy_guard_verdict v =
             sy_guard_judge(&a->spec, &a->figs[i], sf, SY_GUARD_TICK_MS, why, sizeof(why));
+        if (sy_guard_verdict_breaks(v))
+            held = -1;
+        else if (v != SY_GUARD_HELD || a->figs[i].ticks < a->window_ticks)
+            held = 0;
         if (!a->judged || sy_guard_verdict_breaks(v)) {
             a->judged = a->clusters[i];
             snprintf(a->why, sizeof(a->why), "%s", why);
         }
         if (sy_guard_verdict_breaks(v)) {
+            a->held = -1;
             if (!paused)
                 revert(g, a, a->clusters[i]);
-            break;
+            free(eff);
+            return;
         }
     }
+    a->held = held;
     free(eff);
 }
 
@@ -346,17 +394,37 @@ void sy_guard_each(const struct sy_guard *g, sy_guard_app_cb cb, void *arg)
     }
 }
 
+void sy_guard_window(const struct sy_guard *g, const char *app, struct sy_guard_window *out)
+{
+    memset(out, 0, sizeof(*out));
+    const struct app_guard *a = find_app(g, app);
+    if (!a)
+        return;
+    out->watched = true;
+    out->held = a->held;
+    out->full_at_ms = a->restart_ms + (uint64_t)a->window_ticks * SY_GUARD_TICK_MS;
+    if (a->judged)
+        snprintf(out->why, sizeof(out->why), "%s %s", a->judged, a->why);
+}
+
+void sy_guard_restart(struct sy_guard *g, const char *app)
+{
+    struct app_guard *a = (struct app_guard *)find_app(g, app);
+    if (a)
+        restart(a);
+}
+
 /* -- status --------------------------------------------------------------------------------- */
 
 void sy_guard_status_app(const struct sy_guard *g, const struct sy_app_spec *app,
                          struct sy_reply *r, int indent)
 {
-    if (!app->guard.on) {
+    const struct app_guard *a = find_app(g, app->name);
+    if (!app->guard.on && !a) {
         sy_json_null(r, "guard");
         return;
     }
-    const struct sy_guard_spec *s = &app->guard;
-    const struct app_guard *a = find_app(g, app->name);
+    const struct sy_guard_spec *s = a ? &a->spec : &app->guard;
     enum sy_guard_state state = a ? a->state : SY_GUARD_IDLE;
     char limits[160], p99[32] = "", rel[40] = "";
     if (s->max_p99_ms)

@@ -30,6 +30,7 @@
 #include "switchyard/guard_engine.h"
 #include "switchyard/notify.h"
 #include "switchyard/proxy.h"
+#include "switchyard/ramp.h"
 #include "switchyard/routing.h"
 #include "switchyard/state.h"
 #include "switchyard/upgrade.h"
@@ -999,6 +1000,8 @@ static int start_admin(struct control *ctl, const struct sy_config *cfg,
         ctl->admin_env.guard = sy_guard_new(ctl->base, &ctl->admin_env);
         sy_admin_routing_init(ctl->admin, &ctl->admin_env);
         sy_guard_admin_init(ctl->admin, ctl->admin_env.guard);
+        ctl->admin_env.ramper = sy_ramper_new(ctl->base, &ctl->admin_env);
+        sy_ramper_admin_init(ctl->admin, ctl->admin_env.ramper);
     }
     if (cfg->admin.http) {
         struct sy_admin_http_env henv = {
@@ -1088,7 +1091,8 @@ static void finish(struct control *ctl)
     ctl->upgrade = NULL;
     sy_exclusive_free(ctl->admin_env.exclusive); /* a switch not released: the journal's side */
     ctl->admin_env.exclusive = NULL;
-    sy_guard_stop(ctl->admin_env.guard); /* a drain reverts nothing; /status still reads it */
+    sy_guard_stop(ctl->admin_env.guard);   /* a drain reverts nothing; /status still reads it */
+    sy_ramper_stop(ctl->admin_env.ramper); /* nor takes a step: the journal keeps the ramp */
     if (ctl->watch_ev)
         event_del(ctl->watch_ev);
     if (ctl->apps_watch_ev)
@@ -1101,6 +1105,8 @@ static void finish(struct control *ctl)
     ctl->http = NULL;
     sy_admin_free(ctl->admin);
     ctl->admin = NULL;
+    sy_ramper_free(ctl->admin_env.ramper);
+    ctl->admin_env.ramper = NULL;
     sy_guard_free(ctl->admin_env.guard);
     ctl->admin_env.guard = NULL;
     sy_workers_free(ctl->workers);

@@ -709,6 +709,7 @@ static void parse_guard(struct ctx *c, struct sy_app_spec *app, const struct sy_
         .window_ms = SY_GUARD_WINDOW_DEFAULT_MS,
         .min_requests = SY_GUARD_MIN_REQUESTS_DEFAULT,
         .mark = sy_cfg_mark_of(v),
+        .set = true,
     };
     if (sy_cfg_is_scalar(v) && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
         (strcmp(sy_cfg_text(v), "off") == 0 || strcmp(sy_cfg_text(v), "on") == 0)) {

@@ -188,6 +188,8 @@ struct sy_exclusive_spec {
  * reverts the app (admin/guard.c, docs/guard.md). Absent or `off`: no guard. */
 struct sy_guard_spec {
     bool on;
+    bool set;                  /* `guard:` is written (off included): a ramp of an app
+                                  without one runs under the default guard */
     double max_5xx_ratio;      /* max_5xx_ratio, 0..1, default 0.05; 1 never breaks */
     unsigned max_p99_ms;       /* max_p99: a duration; 0 (default) = no absolute latency limit */
     double relative_to_stable; /* relative_to_stable: > 1, or 0 (default) = no relative limit */

@@ -82,6 +82,24 @@ void sy_guard_each(const struct sy_guard *g, sy_guard_app_cb cb, void *arg);
 void sy_guard_status_app(const struct sy_guard *g, const struct sy_app_spec *app,
                          struct sy_reply *r, int indent);
 
+/** What a ramp asks of an app's guard (sy_guard_window). */
+struct sy_guard_window {
+    bool watched;        /* the app has a guard (its own, or the default one for a ramp) */
+    int held;            /* 1: held over a whole window begun after the last restart; 0: not
+                            yet (window not full, too few requests, nothing to watch); -1:
+                            broke (the guard reverts the app unless paused) */
+    uint64_t full_at_ms; /* unix ms at which the window since the last restart is full */
+    char why[300];       /* the figures of the cluster judged last, for people ("": none) */
+};
+
+/**
+ * How app `app`'s guard stands for a ramp's next step. `g` may be NULL (then not watched).
+ */
+void sy_guard_window(const struct sy_guard *g, const char *app, struct sy_guard_window *out);
+
+/** Starts app `app`'s window afresh (a ramp took a step, or resumed). No-op when unwatched. */
+void sy_guard_restart(struct sy_guard *g, const char *app);
+
 /** Writes the global switch into the status head: a line when paused, and `guards_paused`. */
 void sy_guard_status_head(const struct sy_guard *g, struct sy_reply *r);
 
