@@ -49,10 +49,13 @@ def wait_weight(p, weight, timeout):
 # A step needs `every` since the last one and a whole window (WINDOW + the tick that fills it)
 # of data taken after it; one more tick of slack for the sampling and the 100 ms ramp tick.
 STEP_MAX = WINDOW + 3 * TICK
+# Low enough that 10% of the load of a sanitized build fills a window (a step waits for a
+# verdict: below min_requests there is none, and the ramp waits).
+MIN_REQUESTS = 5
 
 
 def test_ramp_completes_under_load(admin_proxy, flaky):
-    p = start(admin_proxy, flaky, {"blue": 100, "green": 0})
+    p = start(admin_proxy, flaky, {"blue": 100, "green": 0}, min_requests=MIN_REQUESTS)
     load = Load(p.port)
     try:
         t0 = time.time()
@@ -85,7 +88,7 @@ def test_ramp_completes_under_load(admin_proxy, flaky):
 
 
 def test_ramp_is_reverted_by_its_guard_when_green_fails_at_step_2(admin_proxy, flaky):
-    p = start(admin_proxy, flaky, {"blue": 100, "green": 0})
+    p = start(admin_proxy, flaky, {"blue": 100, "green": 0}, min_requests=MIN_REQUESTS)
     load = Load(p.port)
     try:
         p.ctl_ok("ramp", "web", "green", "10,50,100", "--every", "1s")
@@ -117,7 +120,7 @@ def test_ramp_is_reverted_by_its_guard_when_green_fails_at_step_2(admin_proxy, f
 
 
 def test_ramp_goes_on_from_its_step_after_kill9(admin_proxy, flaky):
-    p = start(admin_proxy, flaky, {"blue": 100, "green": 0})
+    p = start(admin_proxy, flaky, {"blue": 100, "green": 0}, min_requests=MIN_REQUESTS)
     load = Load(p.port)
     try:
         p.ctl_ok("ramp", "web", "green", "10,50,100", "--every", "1s")
@@ -141,7 +144,7 @@ def test_ramp_goes_on_from_its_step_after_kill9(admin_proxy, flaky):
 
 
 def test_ramp_goes_on_from_its_step_after_reload(admin_proxy, flaky):
-    p = start(admin_proxy, flaky, {"blue": 100, "green": 0})
+    p = start(admin_proxy, flaky, {"blue": 100, "green": 0}, min_requests=MIN_REQUESTS)
     load = Load(p.port)
     try:
         p.ctl_ok("ramp", "web", "green", "10,50,100", "--every", "1s")
@@ -164,7 +167,7 @@ def test_ramp_goes_on_from_its_step_after_reload(admin_proxy, flaky):
 
 
 def test_ramp_pause_resume_abort(admin_proxy, flaky):
-    p = start(admin_proxy, flaky, {"blue": 100, "green": 0})
+    p = start(admin_proxy, flaky, {"blue": 100, "green": 0}, min_requests=MIN_REQUESTS)
     load = Load(p.port)
     try:
         p.ctl_ok("ramp", "web", "green", "10,50,100", "--every", "1s")
@@ -192,7 +195,7 @@ def test_ramp_pause_resume_abort(admin_proxy, flaky):
 
 
 def test_bad_ramp_commands_change_nothing(admin_proxy, flaky):
-    p = start(admin_proxy, flaky, {"blue": 100, "green": 0})
+    p = start(admin_proxy, flaky, {"blue": 100, "green": 0}, min_requests=MIN_REQUESTS)
     seq = status_json(p)["journal_seq"]
     cases = [
         (["ramp", "web", "green", "10,5,100", "--every", "1s"], "strictly increasing"),
