@@ -202,6 +202,8 @@ static int take_step(struct sy_ramper *r, const struct sy_ramp *rp, size_t k, co
            rp->app, rp->cluster, rp->steps[k], k + 1, rp->n_steps, sy_state_generation(st));
     /* The count is for a ramp whose first step was never taken; the override is the truth. */
     struct sy_ramp x = moved(rp, SY_RAMP_RUNNING, NULL, (unsigned)k + 1);
+    snprintf(cmd, sizeof(cmd), "ramp %s: step %zu of %zu taken", rp->app, k + 1, rp->n_steps);
+    daemon_actor(&who, cmd);
     return sy_state_set_ramp(st, &x, &who, err, errlen);
 }
 
