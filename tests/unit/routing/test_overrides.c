@@ -377,6 +377,18 @@ static void test_released_journal_is_unlocked_refuses_appends_and_is_taken_back(
     assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), SY_ERR_AGAIN);
     assert_non_null(strstr(err, "handed over"));
     assert_int_equal(sy_journal_overrides(j)->n, 1);
+    /* A ramp (its plan or a step's count) and the guard switch are refused alike. */
+    struct sy_ramp rp = {.app = (char *)"web",
+                         .cluster = (char *)"green",
+                         .steps = {50, 100},
+                         .n_steps = 2,
+                         .every_ms = 1000};
+    err[0] = '\0';
+    assert_int_equal(sy_journal_append_ramp(j, &who, &rp, err, sizeof(err)), SY_ERR_AGAIN);
+    assert_non_null(strstr(err, "handed over"));
+    assert_int_equal(sy_journal_ramps(j)->n, 0);
+    assert_int_equal(sy_journal_append_guard(j, &who, true, err, sizeof(err)), SY_ERR_AGAIN);
+    assert_false(sy_journal_guard_pause(j)->paused);
 
     struct sy_journal *k = open_ok(f->tmp.path, &create_opts); /* the new process */
     assert_int_equal(sy_journal_seq(k), 1);
