@@ -19,6 +19,8 @@
 
 #include "switchyard/access_log.h"
 #include "switchyard/exclusive.h"
+#include "switchyard/guard_engine.h"
+#include "switchyard/ramp.h"
 
 #include "admin_internal.h"
 
@@ -387,6 +389,8 @@ static void status_app(struct sy_admin_routing *env, struct sy_reply *r, size_t 
     strings_json(r, "hosts", app->hosts, app->n_hosts);
     strings_json(r, "paths", app->paths, app->n_paths);
     source_json(r, cfg, app);
+    sy_guard_status_app(env->guard, app, r, wname); /* after them: added later */
+    sy_ramper_status_app(env->ramper, app, r, wname);
     sy_json_end_object(r);
     /* Under the table's rows: the answers we made ourselves (a cluster's or a client's
      * fault), where there are any. */
@@ -552,6 +556,7 @@ static void status_head(struct sy_admin_routing *env, struct sy_reply *r)
     sy_json_uint(r, "log_lines_dropped", ls.dropped);
     sy_json_uint(r, "log_lines_suppressed", ls.suppressed);
     sy_json_uint(r, "access_log_dropped", sy_access_log_dropped());
+    sy_guard_status_head(env->guard, r);
 }
 
 /* The table of the apps `sel` wants, under its header line; returns how many were shown. */

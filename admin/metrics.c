@@ -594,6 +594,39 @@ static void process_metrics(struct sy_prom *m)
                    (double)btime + (double)start / (double)(tick > 0 ? tick : 100));
 }
 
+static void guard_reverts_cb(const struct sy_guard_app_view *v, void *arg)
+{
+    const char *l[] = {"app", v->app};
+    sy_prom_sample_u64(arg, "", l, 1, NULL, v->reverts);
+}
+
+static void guard_state_cb(const struct sy_guard_app_view *v, void *arg)
+{
+    for (int s = SY_GUARD_IDLE; s < SY_GUARD_STATE_N; s++) {
+        const char *l[] = {"app", v->app, "state", sy_guard_state_name((enum sy_guard_state)s)};
+        sy_prom_sample_u64(arg, "", l, 2, NULL, v->state == (enum sy_guard_state)s);
+    }
+}
+
+/* The guards (docs/guard.md): reverts by app, each guard's state (one sample per state, 1 for
+ * the one it is in), and the global pause. */
+static void guard_metrics(struct sy_prom *m, const struct sy_admin_http_env *env)
+{
+    sy_prom_family(m, "switchyard_guard_reverts_total", "counter",
+                   "Apps reverted to their stable cluster by their guard, since start.");
+    if (env->guards)
+        env->guards(env->guards_arg, guard_reverts_cb, m);
+    sy_prom_family(m, "switchyard_guard_state", "gauge",
+                   "1 for the state each app's guard is in (idle, watching, tripped, paused), "
+                   "else 0.");
+    if (env->guards)
+        env->guards(env->guards_arg, guard_state_cb, m);
+    sy_prom_family(m, "switchyard_guards_paused", "gauge",
+                   "1 while every guard is paused (`guard pause`, durable), else 0.");
+    sy_prom_sample_u64(m, "", NULL, 0, NULL,
+                       env->state && sy_state_guard_pause(env->state)->paused);
+}
+
 void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bool ready)
 {
     sy_prom_family(m, "switchyard_build_info", "gauge", "1, with the version of switchyard.");
@@ -640,6 +673,7 @@ void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bo
     listener_metrics(m, env);
     if (env->state)
         routing_metrics(m, env->state);
+    guard_metrics(m, env);
     access_log_metrics(m);
     process_metrics(m);
 }

@@ -27,8 +27,10 @@
 #include "switchyard/apps_dir.h"
 #include "switchyard/config.h"
 #include "switchyard/exclusive.h"
+#include "switchyard/guard_engine.h"
 #include "switchyard/notify.h"
 #include "switchyard/proxy.h"
+#include "switchyard/ramp.h"
 #include "switchyard/routing.h"
 #include "switchyard/state.h"
 #include "switchyard/upgrade.h"
@@ -96,6 +98,11 @@ static void usage(FILE *f)
                "                      socket (or journal): its listening sockets, journal and\n"
                "                      admin socket; it drains once this one serves\n"
                "  -V, --version       print the version\n");
+}
+
+static void guards(void *arg, sy_guard_app_cb cb, void *cb_arg)
+{
+    sy_guard_each(arg, cb, cb_arg);
 }
 
 static void traffic(void *arg, sy_traffic_cb cb, void *cb_arg)
@@ -990,7 +997,11 @@ static int start_admin(struct control *ctl, const struct sy_config *cfg,
         ctl->admin_env.traffic_arg = ctl->workers;
         ctl->admin_env.admin = ctl->admin;
         ctl->admin_env.exclusive = sy_exclusive_new(ctl->base, &ctl->admin_env);
+        ctl->admin_env.guard = sy_guard_new(ctl->base, &ctl->admin_env);
         sy_admin_routing_init(ctl->admin, &ctl->admin_env);
+        sy_guard_admin_init(ctl->admin, ctl->admin_env.guard);
+        ctl->admin_env.ramper = sy_ramper_new(ctl->base, &ctl->admin_env);
+        sy_ramper_admin_init(ctl->admin, ctl->admin_env.ramper);
     }
     if (cfg->admin.http) {
         struct sy_admin_http_env henv = {
@@ -1004,6 +1015,8 @@ static int start_admin(struct control *ctl, const struct sy_config *cfg,
             .connect_errors_arg = ctl->workers,
             .listener_stats = listener_stats,
             .listener_stats_arg = ctl->workers,
+            .guards = guards,
+            .guards_arg = ctl->admin_env.guard,
         };
         int hfd = taken_http_fd(taken, cfg);
         henv.has_inherited_fd = hfd != -1;
@@ -1078,6 +1091,8 @@ static void finish(struct control *ctl)
     ctl->upgrade = NULL;
     sy_exclusive_free(ctl->admin_env.exclusive); /* a switch not released: the journal's side */
     ctl->admin_env.exclusive = NULL;
+    sy_guard_stop(ctl->admin_env.guard);   /* a drain reverts nothing; /status still reads it */
+    sy_ramper_stop(ctl->admin_env.ramper); /* nor takes a step: the journal keeps the ramp */
     if (ctl->watch_ev)
         event_del(ctl->watch_ev);
     if (ctl->apps_watch_ev)
@@ -1090,6 +1105,10 @@ static void finish(struct control *ctl)
     ctl->http = NULL;
     sy_admin_free(ctl->admin);
     ctl->admin = NULL;
+    sy_ramper_free(ctl->admin_env.ramper);
+    ctl->admin_env.ramper = NULL;
+    sy_guard_free(ctl->admin_env.guard);
+    ctl->admin_env.guard = NULL;
     sy_workers_free(ctl->workers);
     sy_notify_free(ctl->notify);
     for (int i = 0; i < N_SIGNALS; i++)

@@ -655,6 +655,115 @@ static void parse_app_mode(struct ctx *c, struct sy_app_spec *app, const struct 
                      "others");
 }
 
+/* A guard duration: written with its unit ("30s", "800ms"), since a bare 30 reads as seconds
+ * to one person and milliseconds to the next. False after reporting. */
+static bool guard_duration(struct ctx *c, const struct sy_ynode *v, const char *key,
+                           unsigned min_ms, unsigned max_ms, bool whole_seconds, unsigned *out)
+{
+    const char *s = sy_cfg_is_scalar(v) ? sy_cfg_text(v) : "";
+    size_t len = sy_cfg_is_scalar(v) ? v->data.scalar.length : 0;
+    unsigned ms = 0;
+    if (len == 0 || !(s[len - 1] >= 'a' && s[len - 1] <= 'z') ||
+        sy_cfg_parse_duration(v, &ms) != DURATION_OK) {
+        sy_cfg_report(c, v,
+                      "guard.%s must be a duration with its unit (such as 30s, 800ms, 2m), got %s",
+                      key, sy_cfg_show_value(v).s);
+        return false;
+    }
+    if (ms < min_ms || ms > max_ms || (whole_seconds && ms % 1000 != 0)) {
+        sy_cfg_report(c, v, "guard.%s must be %s%ums..%ums, got %s", key,
+                      whole_seconds ? "whole seconds " : "", min_ms, max_ms,
+                      sy_cfg_show_value(v).s);
+        return false;
+    }
+    *out = ms;
+    return true;
+}
+
+/* A plain number from `min` to `max` (written as 0.05 or 2); false after reporting. */
+static bool guard_number(struct ctx *c, const struct sy_ynode *v, const char *key, double min,
+                         double max, const char *what, double *out)
+{
+    char *end = NULL;
+    double d = sy_cfg_is_scalar(v) && v->data.scalar.length &&
+                       v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
+                   ? strtod(sy_cfg_text(v), &end)
+                   : -1;
+    if (!end || *end != '\0' || !(d >= min && d <= max)) {
+        sy_cfg_report(c, v, "guard.%s must be %s, got %s", key, what, sy_cfg_show_value(v).s);
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+/* `guard: off | on | {max_5xx_ratio, max_p99, relative_to_stable, window, min_requests}` of an
+ * app (after its weights and mode: a guard needs a cluster besides the stable one to watch,
+ * and an exclusive app moves only through its switch). */
+static void parse_guard(struct ctx *c, struct sy_app_spec *app, const struct sy_ynode *v,
+                        bool weights_ok)
+{
+    struct sy_guard_spec *g = &app->guard;
+    *g = (struct sy_guard_spec){
+        .max_5xx_ratio = SY_GUARD_MAX_5XX_DEFAULT,
+        .window_ms = SY_GUARD_WINDOW_DEFAULT_MS,
+        .min_requests = SY_GUARD_MIN_REQUESTS_DEFAULT,
+        .mark = sy_cfg_mark_of(v),
+        .set = true,
+    };
+    if (sy_cfg_is_scalar(v) && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        (strcmp(sy_cfg_text(v), "off") == 0 || strcmp(sy_cfg_text(v), "on") == 0)) {
+        g->on = strcmp(sy_cfg_text(v), "on") == 0;
+    } else if (sy_cfg_is_scalar(v) || !sy_cfg_is_mapping(c, v, "guard")) {
+        if (sy_cfg_is_scalar(v))
+            sy_cfg_report(c, v,
+                          "guard must be off, on or a mapping {max_5xx_ratio, max_p99, "
+                          "relative_to_stable, window, min_requests}, got %s",
+                          sy_cfg_show_value(v).s);
+        return;
+    } else {
+        g->on = true;
+        const struct sy_ynode *ratio = NULL, *p99 = NULL, *rel = NULL, *window = NULL,
+                              *minreq = NULL;
+        const struct sy_cfg_slot slots[] = {
+            {"max_5xx_ratio", &ratio}, {"max_p99", &p99},         {"relative_to_stable", &rel},
+            {"window", &window},       {"min_requests", &minreq},
+        };
+        sy_cfg_collect(c, v, slots, sizeof(slots) / sizeof(slots[0]), "guard");
+        if (ratio)
+            guard_number(c, ratio, "max_5xx_ratio", 0, 1, "a number from 0 to 1 (0.05 is 5%)",
+                         &g->max_5xx_ratio);
+        if (p99)
+            guard_duration(c, p99, "max_p99", 1, 60000, false, &g->max_p99_ms);
+        if (rel &&
+            guard_number(c, rel, "relative_to_stable", 0, SY_GUARD_RELATIVE_MAX,
+                         "0 (off) or a factor from 1 to 1000", &g->relative_to_stable) &&
+            g->relative_to_stable > 0 && g->relative_to_stable < 1)
+            sy_cfg_report(c, rel,
+                          "guard.relative_to_stable must be 0 (off) or a factor from 1 to 1000 "
+                          "(below 1 a cluster as good as the stable one breaks it), got %s",
+                          sy_cfg_show_value(rel).s);
+        if (window)
+            guard_duration(c, window, "window", 1000, SY_GUARD_WINDOW_MAX_MS, true, &g->window_ms);
+        uint64_t n = 0;
+        if (minreq && (!sy_cfg_parse_uint(minreq, SY_GUARD_MIN_REQUESTS_MAX, &n) || n == 0))
+            sy_cfg_report(c, minreq, "guard.min_requests must be an integer 1..%u, got %s",
+                          SY_GUARD_MIN_REQUESTS_MAX, sy_cfg_show_value(minreq).s);
+        else if (minreq)
+            g->min_requests = (unsigned)n;
+    }
+    if (!g->on || !weights_ok)
+        return;
+    if (app->n_weights < 2)
+        sy_cfg_report(c, v,
+                      "guard needs a cluster besides the stable one to watch: this app's "
+                      "weights name one cluster (write `guard: off`, or leave it out)");
+    else if (app->mode == SY_APP_EXCLUSIVE)
+        sy_cfg_report(c, v,
+                      "guard is not available on an exclusive app (it moves only through its "
+                      "switch): leave it out");
+}
+
 static void parse_app(struct ctx *c, const struct sy_ynode *item)
 {
     if (!sy_cfg_is_mapping(c, item, "app"))
@@ -670,7 +779,7 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
     const struct sy_ynode *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL,
                           *weights = NULL, *sticky = NULL, *force = NULL, *drain_after = NULL;
     const struct sy_ynode *maint_page = NULL, *maint_retry = NULL;
-    const struct sy_ynode *mode = NULL, *force_while_exclusive = NULL;
+    const struct sy_ynode *mode = NULL, *force_while_exclusive = NULL, *guard = NULL;
     const struct sy_cfg_slot slots[] = {
         {"name", &name},
         {"hosts", &hosts},
@@ -684,6 +793,7 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
         {"maintenance_retry_after", &maint_retry},
         {"mode", &mode},
         {"force_while_exclusive", &force_while_exclusive},
+        {"guard", &guard},
     };
     sy_cfg_collect(c, item, slots, sizeof(slots) / sizeof(slots[0]), "app");
     if (name)
@@ -715,6 +825,8 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
     if (weights)
         app->weights_mark = sy_cfg_mark_of(weights);
     parse_app_mode(c, app, mode, force_while_exclusive, weights_ok);
+    if (guard)
+        parse_guard(c, app, guard, weights_ok);
 }
 
 void sy_cfg_parse_apps(struct ctx *c, const struct sy_ynode *v)

@@ -189,6 +189,100 @@ void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change 
     }
 }
 
+/* -- the guard switch ------------------------------------------------------------------------- */
+
+/* What a `guard` record (numbered `seq`, by `who`) does to the switch. */
+static void guard_apply(struct sy_guard_pause *g, bool paused, uint64_t seq,
+                        const struct sy_actor *who)
+{
+    free(g->command);
+    g->paused = paused;
+    g->seq = seq;
+    g->time_ms = who->time_ms;
+    g->uid = who->uid;
+    g->pid = who->pid;
+    g->command = sy_xstrdup(who->command ? who->command : "");
+}
+
+/* -- ramps ----------------------------------------------------------------------------------- */
+
+const char *sy_ramp_state_name(enum sy_ramp_state s)
+{
+    static const char *const names[] = {"running", "paused", "done", "aborted", "reverted"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "aborted";
+}
+
+static bool ramp_state_of(const char *s, enum sy_ramp_state *out)
+{
+    for (int i = SY_RAMP_RUNNING; i <= SY_RAMP_REVERTED; i++)
+        if (s && strcmp(s, sy_ramp_state_name((enum sy_ramp_state)i)) == 0) {
+            *out = (enum sy_ramp_state)i;
+            return true;
+        }
+    return false;
+}
+
+static void ramp_dispose(struct sy_ramp *r)
+{
+    free(r->app);
+    free(r->cluster);
+    free(r->why);
+    free(r->command);
+    memset(r, 0, sizeof(*r));
+}
+
+void sy_ramps_dispose(struct sy_ramps *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        ramp_dispose(&s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+const struct sy_ramp *sy_ramps_find(const struct sy_ramps *s, const char *app)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].app, app) == 0)
+            return &s->v[i];
+    return NULL;
+}
+
+/* What a `ramp` record (numbered `seq`, by `who`) does to the set: a running or paused ramp
+ * is put in (replacing the app's), an ended one taken out. */
+static void ramps_apply(struct sy_ramps *s, const struct sy_ramp *r, uint64_t seq,
+                        const struct sy_actor *who)
+{
+    size_t i = 0;
+    while (i < s->n && strcmp(s->v[i].app, r->app) != 0)
+        i++;
+    bool keep = r->state == SY_RAMP_RUNNING || r->state == SY_RAMP_PAUSED;
+    if (!keep) {
+        if (i < s->n) {
+            ramp_dispose(&s->v[i]);
+            memmove(&s->v[i], &s->v[i + 1], (s->n - i - 1) * sizeof(*s->v));
+            s->n--;
+        }
+        return;
+    }
+    if (i == s->n) {
+        sy_xgrow((void **)&s->v, &s->cap, s->n + 1, sizeof(*s->v));
+        memset(&s->v[s->n++], 0, sizeof(*s->v));
+    } else {
+        ramp_dispose(&s->v[i]);
+    }
+    struct sy_ramp *e = &s->v[i];
+    *e = *r;
+    e->app = sy_xstrdup(r->app);
+    e->cluster = sy_xstrdup(r->cluster);
+    e->why = r->why ? sy_xstrdup(r->why) : NULL;
+    e->start_seq = r->start_seq ? r->start_seq : seq;
+    e->seq = seq;
+    e->time_ms = who->time_ms;
+    e->uid = who->uid;
+    e->pid = who->pid;
+    e->command = sy_xstrdup(who->command ? who->command : "");
+}
+
 /* -- maintenance ------------------------------------------------------------------------------ */
 
 static void maint_dispose(struct sy_maint *m)
@@ -357,6 +451,37 @@ static void put_maint_record(struct sy_jw *b, uint64_t seq, const struct sy_acto
     put_crc(b);
 }
 
+static void put_guard_record(struct sy_jw *b, uint64_t seq, const struct sy_actor *who, bool paused)
+{
+    put_head(b, "guard", seq, who->time_ms, who->uid, who->pid, who->command);
+    sy_jw_bool(b, "paused", paused);
+    put_crc(b);
+}
+
+/* A ramp's plan and state (in a record, or a snapshot's entry). */
+static void put_ramp_fields(struct sy_jw *b, const struct sy_ramp *r, uint64_t start_seq)
+{
+    sy_jw_str(b, "app", r->app);
+    sy_jw_str(b, "cluster", r->cluster);
+    sy_jw_begin_array(b, "steps");
+    for (size_t i = 0; i < r->n_steps; i++)
+        sy_jw_uint(b, NULL, r->steps[i]);
+    sy_jw_end_array(b);
+    sy_jw_uint(b, "every_ms", r->every_ms);
+    sy_jw_str(b, "state", sy_ramp_state_name(r->state));
+    sy_jw_uint(b, "start_seq", start_seq);
+    sy_jw_uint(b, "taken", r->taken);
+    sy_jw_str(b, "why", r->why);
+}
+
+static void put_ramp_record(struct sy_jw *b, uint64_t seq, const struct sy_actor *who,
+                            const struct sy_ramp *r)
+{
+    put_head(b, "ramp", seq, who->time_ms, who->uid, who->pid, who->command);
+    put_ramp_fields(b, r, r->start_seq ? r->start_seq : seq);
+    put_crc(b);
+}
+
 /* The apps in maintenance, in a snapshot record. */
 static void put_maints(struct sy_jw *b, const struct sy_maints *s)
 {
@@ -375,7 +500,8 @@ static void put_maints(struct sy_jw *b, const struct sy_maints *s)
 }
 
 static void put_compact_record(struct sy_jw *b, uint64_t seq, const struct sy_overrides *s,
-                               const struct sy_maints *maints)
+                               const struct sy_maints *maints, const struct sy_guard_pause *gp,
+                               const struct sy_ramps *ramps)
 {
     put_head(b, "compact", seq, (uint64_t)time(NULL) * 1000, (uint32_t)geteuid(), (int32_t)getpid(),
              "compact");
@@ -391,6 +517,22 @@ static void put_compact_record(struct sy_jw *b, uint64_t seq, const struct sy_ov
     sy_jw_end_array(b);
     if (maints && maints->n)
         put_maints(b, maints);
+    if (gp && gp->paused) { /* absent: the guards run (what every older snapshot says) */
+        sy_jw_begin_object(b, "guard_paused");
+        put_actor(b, gp->seq, gp->time_ms, gp->uid, gp->pid, gp->command);
+        sy_jw_end_object(b);
+    }
+    if (ramps && ramps->n) {
+        sy_jw_begin_array(b, "ramps");
+        for (size_t i = 0; i < ramps->n; i++) {
+            const struct sy_ramp *r = &ramps->v[i];
+            sy_jw_begin_object(b, NULL);
+            put_ramp_fields(b, r, r->start_seq);
+            put_actor(b, r->seq, r->time_ms, r->uid, r->pid, r->command);
+            sy_jw_end_object(b);
+        }
+        sy_jw_end_array(b);
+    }
     put_crc(b);
 }
 
@@ -471,6 +613,9 @@ void sy_journal_record_dispose(struct sy_journal_record *r)
     sy_overrides_dispose(&r->set);
     maint_dispose(&r->maint);
     sy_maints_dispose(&r->maints);
+    free(r->guard_pause.command);
+    ramp_dispose(&r->ramp);
+    sy_ramps_dispose(&r->ramps);
     memset(r, 0, sizeof(*r));
 }
 
@@ -533,6 +678,112 @@ static bool read_maint_record(const struct sy_jv *root, struct sy_journal_record
     r->maint.on = sy_jv_bool(on);
     if (!read_maint_fields(root, &r->maint, why))
         return false;
+    return true;
+}
+
+/* `{"type":"guard",...,"paused":BOOL}` */
+static bool read_guard_record(const struct sy_jv *root, struct sy_journal_record *r,
+                              const char **why)
+{
+    r->guard = true;
+    const struct sy_jv *p = sy_jv_get(root, "paused");
+    if (sy_jv_type(p) != SY_JV_BOOL) {
+        *why = "a guard record needs 'paused'";
+        return false;
+    }
+    r->guard_pause.paused = sy_jv_bool(p);
+    return true;
+}
+
+/* A ramp's fields (a record's, or a snapshot entry's). */
+static bool read_ramp_fields(const struct sy_jv *o, struct sy_ramp *r, const char **why)
+{
+    const char *app = get_str(o, "app"), *cluster = get_str(o, "cluster");
+    const struct sy_jv *steps = sy_jv_get(o, "steps"), *w = sy_jv_get(o, "why");
+    uint64_t taken = 0;
+    *why = "a ramp needs app, cluster, steps, every_ms, state, start_seq, taken and why";
+    if (!app || !is_name(app, 255) || !cluster || !is_name(cluster, 63) ||
+        sy_jv_type(steps) != SY_JV_ARR || sy_jv_len(steps) == 0 ||
+        sy_jv_len(steps) > SY_RAMP_MAX_STEPS ||
+        !get_uint(o, "every_ms", UINT32_MAX, &r->every_ms) ||
+        !ramp_state_of(get_str(o, "state"), &r->state) ||
+        !get_uint(o, "start_seq", UINT64_MAX, &r->start_seq) ||
+        !get_uint(o, "taken", SY_RAMP_MAX_STEPS, &taken) || !w ||
+        (sy_jv_type(w) != SY_JV_NULL && !sy_jv_str(w)))
+        return false;
+    for (size_t i = 0; i < sy_jv_len(steps); i++) {
+        const struct sy_jv *v = sy_jv_at(steps, i);
+        uint64_t x = sy_jv_uint(v, 0);
+        if (sy_jv_type(v) != SY_JV_UINT || x == 0 || x > 100 || (i && x <= r->steps[i - 1])) {
+            *why = "a ramp's steps must be 1..100, strictly increasing";
+            return false;
+        }
+        r->steps[i] = (unsigned)x;
+    }
+    r->n_steps = sy_jv_len(steps);
+    if (taken > r->n_steps) {
+        *why = "a ramp cannot have taken more steps than it has";
+        return false;
+    }
+    r->taken = (unsigned)taken;
+    r->app = sy_xstrdup(app);
+    r->cluster = sy_xstrdup(cluster);
+    r->why = sy_jv_str(w) ? sy_xstrdup(sy_jv_str(w)) : NULL;
+    *why = NULL;
+    return true;
+}
+
+/* `{"type":"ramp",...,"app":A,"cluster":C,"steps":[..],"every_ms":N,"state":S,...}` */
+static bool read_ramp_record(const struct sy_jv *root, struct sy_journal_record *r,
+                             const char **why)
+{
+    r->is_ramp = true;
+    return read_ramp_fields(root, &r->ramp, why);
+}
+
+/* A snapshot's `ramps` (absent when none). */
+static bool read_snapshot_ramps(const struct sy_jv *root, struct sy_journal_record *r,
+                                const char **why)
+{
+    const struct sy_jv *l = r->compact ? sy_jv_get(root, "ramps") : NULL;
+    if (l && sy_jv_type(l) != SY_JV_ARR) {
+        *why = "a snapshot's 'ramps' must be a list";
+        return false;
+    }
+    for (size_t i = 0; i < sy_jv_len(l); i++) {
+        const struct sy_jv *e = sy_jv_at(l, i);
+        struct sy_ramp x = {0};
+        bool ok = sy_jv_type(e) == SY_JV_OBJ && read_ramp_fields(e, &x, why) &&
+                  read_head(e, &x.seq, &x.time_ms, &x.uid, &x.pid, &x.command, why);
+        if (ok && sy_ramps_find(&r->ramps, x.app)) {
+            *why = "a snapshot's ramp is repeated";
+            ok = false;
+        }
+        sy_xgrow((void **)&r->ramps.v, &r->ramps.cap, r->ramps.n + 1, sizeof(*r->ramps.v));
+        r->ramps.v[r->ramps.n++] = x; /* disposed with the record, whole or not */
+        if (!ok) {
+            if (!*why)
+                *why = "a snapshot's ramp needs its plan, seq, time, uid, pid and cmd";
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A snapshot's `guard_paused` (absent: the guards run). */
+static bool read_snapshot_guard(const struct sy_jv *root, struct sy_journal_record *r,
+                                const char **why)
+{
+    const struct sy_jv *g = r->compact ? sy_jv_get(root, "guard_paused") : NULL;
+    if (!g)
+        return true;
+    struct sy_guard_pause *gp = &r->guard_pause;
+    if (sy_jv_type(g) != SY_JV_OBJ ||
+        !read_head(g, &gp->seq, &gp->time_ms, &gp->uid, &gp->pid, &gp->command, why)) {
+        *why = "a snapshot's 'guard_paused' needs seq, time, uid, pid and cmd";
+        return false;
+    }
+    gp->paused = true;
     return true;
 }
 
@@ -647,7 +898,10 @@ static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, c
     }
     const char *type = get_str(root, "type");
     bool maint = type && strcmp(type, "maintenance") == 0;
-    if (!type || (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0 && !maint)) {
+    bool guard = type && strcmp(type, "guard") == 0;
+    bool ramp = type && strcmp(type, "ramp") == 0;
+    if (!type || (strcmp(type, "change") != 0 && strcmp(type, "compact") != 0 && !maint && !guard &&
+                  !ramp)) {
         *why = "unknown record type";
         return false;
     }
@@ -655,8 +909,13 @@ static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, c
         return false;
     if (maint)
         return read_maint_record(root, r, why);
+    if (guard)
+        return read_guard_record(root, r, why);
+    if (ramp)
+        return read_ramp_record(root, r, why);
     r->compact = strcmp(type, "compact") == 0;
-    return read_entries(root, r, why) && read_snapshot_maints(root, r, why);
+    return read_entries(root, r, why) && read_snapshot_maints(root, r, why) &&
+           read_snapshot_guard(root, r, why) && read_snapshot_ramps(root, r, why);
 }
 
 int sy_journal_parse_line(const char *line, size_t len, struct sy_journal_record *r,
@@ -706,7 +965,9 @@ struct sy_journal {
     int fd;
     struct sy_journal_opts opts;
     struct sy_overrides set;
-    struct sy_maints maint; /* the apps in maintenance */
+    struct sy_maints maint;      /* the apps in maintenance */
+    struct sy_guard_pause guard; /* the global guard switch */
+    struct sy_ramps ramps;       /* the ramps running or paused */
     uint64_t seq;
     size_t records; /* in the current file */
     off_t size;     /* bytes of whole records in the current file */
@@ -871,6 +1132,18 @@ static int replay(struct sy_journal *j, const char *file, const char *text, size
             sy_maints_dispose(&j->maint);
             j->maint = r.maints;
             memset(&r.maints, 0, sizeof(r.maints));
+            free(j->guard.command);
+            j->guard = r.guard_pause;
+            memset(&r.guard_pause, 0, sizeof(r.guard_pause));
+            sy_ramps_dispose(&j->ramps);
+            j->ramps = r.ramps;
+            memset(&r.ramps, 0, sizeof(r.ramps));
+        } else if (r.is_ramp) {
+            struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
+            ramps_apply(&j->ramps, &r.ramp, r.seq, &who);
+        } else if (r.guard) {
+            struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
+            guard_apply(&j->guard, r.guard_pause.paused, r.seq, &who);
         } else if (r.maintenance) {
             struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
             sy_maints_apply(&j->maint, &r.maint, r.seq, &who);
@@ -958,6 +1231,9 @@ static int discard_and_restart(struct sy_journal *j, const char *path, struct sy
     j->fd = -1;
     sy_overrides_dispose(&j->set);
     sy_maints_dispose(&j->maint);
+    free(j->guard.command);
+    memset(&j->guard, 0, sizeof(j->guard));
+    sy_ramps_dispose(&j->ramps);
     j->seq = 0;
     j->records = 0;
     char line[512];
@@ -1078,7 +1354,7 @@ static int compact(struct sy_journal *j)
         }
     }
     struct sy_jw b = {0};
-    put_compact_record(&b, j->seq, &j->set, &j->maint);
+    put_compact_record(&b, j->seq, &j->set, &j->maint, &j->guard, &j->ramps);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
     if (fd == -1) {
         sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot create %s", tmp);
@@ -1225,6 +1501,42 @@ int sy_journal_append_maintenance(struct sy_journal *j, const struct sy_actor *w
     return 0;
 }
 
+const struct sy_guard_pause *sy_journal_guard_pause(const struct sy_journal *j)
+{
+    return &j->guard;
+}
+
+int sy_journal_append_guard(struct sy_journal *j, const struct sy_actor *who, bool paused,
+                            char *err, size_t errlen)
+{
+    struct sy_jw b = {0};
+    put_guard_record(&b, j->seq + 1, who, paused);
+    int rc = append_record(j, &b, err, errlen);
+    if (rc)
+        return rc;
+    guard_apply(&j->guard, paused, j->seq, who);
+    compact_if_due(j);
+    return 0;
+}
+
+const struct sy_ramps *sy_journal_ramps(const struct sy_journal *j)
+{
+    return &j->ramps;
+}
+
+int sy_journal_append_ramp(struct sy_journal *j, const struct sy_actor *who,
+                           const struct sy_ramp *r, char *err, size_t errlen)
+{
+    struct sy_jw b = {0};
+    put_ramp_record(&b, j->seq + 1, who, r);
+    int rc = append_record(j, &b, err, errlen);
+    if (rc)
+        return rc;
+    ramps_apply(&j->ramps, r, j->seq, who);
+    compact_if_due(j);
+    return 0;
+}
+
 /* The records of one file, appended to a ring of the last `last`. */
 struct ring {
     struct sy_journal_record *v;
@@ -1304,6 +1616,8 @@ void sy_journal_close(struct sy_journal *j)
         close(j->fd);
     sy_overrides_dispose(&j->set);
     sy_maints_dispose(&j->maint);
+    free(j->guard.command);
+    sy_ramps_dispose(&j->ramps);
     free(j->path);
     free(j);
 }

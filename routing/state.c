@@ -718,6 +718,60 @@ int sy_state_set_maintenance(struct sy_state *st, const char *app, bool on, unsi
     return 0;
 }
 
+const struct sy_guard_pause *sy_state_guard_pause(const struct sy_state *st)
+{
+    static const struct sy_guard_pause never;
+    return st->journal ? sy_journal_guard_pause(st->journal) : &never;
+}
+
+int sy_state_set_guard_paused(struct sy_state *st, bool paused, const struct sy_actor *who,
+                              bool *changed, char *err, size_t errlen)
+{
+    *changed = false;
+    if (!st->journal) {
+        errf(err, errlen,
+             "no state file: the guard switch could not be made durable "
+             "(configure `admin.socket`, or `state:`)");
+        return SY_ERR_NOTFOUND;
+    }
+    if (sy_journal_guard_pause(st->journal)->paused == paused)
+        return 0;
+    int rc = sy_journal_append_guard(st->journal, who, paused, err, errlen);
+    if (rc)
+        return rc;
+    *changed = true;
+    sy_log(SY_LOG_WARN, "guard", "seq %" PRIu64 " by uid %" PRIu32 " pid %" PRId32 " (%s): %s",
+           sy_journal_seq(st->journal), who->uid, who->pid, who->command,
+           paused ? "every guard paused: no app is reverted by its guard until `guard resume`"
+                  : "guards resumed");
+    return 0;
+}
+
+const struct sy_ramps *sy_state_ramps(const struct sy_state *st)
+{
+    static const struct sy_ramps none;
+    return st->journal ? sy_journal_ramps(st->journal) : &none;
+}
+
+int sy_state_set_ramp(struct sy_state *st, const struct sy_ramp *r, const struct sy_actor *who,
+                      char *err, size_t errlen)
+{
+    if (!st->journal) {
+        errf(err, errlen,
+             "no state file: a ramp could not be made durable "
+             "(configure `admin.socket`, or `state:`)");
+        return SY_ERR_NOTFOUND;
+    }
+    int rc = sy_journal_append_ramp(st->journal, who, r, err, errlen);
+    if (rc)
+        return rc;
+    sy_log(SY_LOG_INFO, "ramp",
+           "seq %" PRIu64 " by uid %" PRIu32 " pid %" PRId32 " (%s): app %s to %s: %s%s%s",
+           sy_journal_seq(st->journal), who->uid, who->pid, who->command, r->app, r->cluster,
+           sy_ramp_state_name(r->state), r->why ? ": " : "", r->why ? r->why : "");
+    return 0;
+}
+
 /* A snapshot like the one in force in which app `app` sends everything to `cluster` and is
  * held, or (cluster NULL) follows the journal's override or the file again, not held. *ai gets
  * the app's index; a failure is worded in `err`. */

@@ -232,6 +232,8 @@ void sy_admin_free(struct sy_admin *a);
 typedef void (*sy_admin_traffic_cb)(void *arg, sy_traffic_cb cb, void *cb_arg);
 
 struct sy_exclusive;
+struct sy_guard;
+struct sy_ramper;
 
 struct sy_admin_routing {
     struct sy_state *state;
@@ -240,6 +242,8 @@ struct sy_admin_routing {
     const struct sy_admin *admin;   /* the socket `status` names as admin_socket; NULL: the
                                        file's admin.socket */
     struct sy_exclusive *exclusive; /* the exclusive switch (admin/exclusive.c); NULL: none */
+    struct sy_guard *guard;         /* the guards (admin/guard.c); NULL: none */
+    struct sy_ramper *ramper;       /* the ramps (admin/ramp.c); NULL: none */
 };
 
 /**

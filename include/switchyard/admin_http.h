@@ -13,6 +13,7 @@
 #include "switchyard/admin.h"
 #include "switchyard/config.h"
 #include "switchyard/counters.h"
+#include "switchyard/guard_engine.h"
 #include "switchyard/state.h"
 
 /** Where the HTTP listener reads what it serves. Everything is borrowed for its life. */
@@ -30,6 +31,9 @@ struct sy_admin_http_env {
     /* Connections by listen address (sy_workers_listener_stats); NULL: none. */
     void (*listener_stats)(void *arg, sy_listener_stats_cb cb, void *cb_arg);
     void *listener_stats_arg;
+    /* The apps' guards (sy_guard_each); NULL: none. */
+    void (*guards)(void *arg, sy_guard_app_cb cb, void *cb_arg);
+    void *guards_arg;
     /* Zero-downtime upgrade: with `has_inherited_fd`, serve `inherited_fd` (a listening
      * socket taken over from the process replaced; taken) instead of binding admin.http. */
     bool has_inherited_fd;

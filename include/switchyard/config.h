@@ -176,6 +176,28 @@ struct sy_exclusive_spec {
     struct sy_mark mark;
 };
 
+/** `apps[].guard` defaults and bounds. */
+#define SY_GUARD_MAX_5XX_DEFAULT      0.05
+#define SY_GUARD_WINDOW_DEFAULT_MS    30000u
+#define SY_GUARD_WINDOW_MAX_MS        600000u
+#define SY_GUARD_MIN_REQUESTS_DEFAULT 50u
+#define SY_GUARD_MIN_REQUESTS_MAX     100000000u
+#define SY_GUARD_RELATIVE_MAX         1000.0
+
+/** `apps[].guard`: when the app's non-stable clusters break these over the window, the guard
+ * reverts the app (admin/guard.c, docs/guard.md). Absent or `off`: no guard. */
+struct sy_guard_spec {
+    bool on;
+    bool set;                  /* `guard:` is written (off included): a ramp of an app
+                                  without one runs under the default guard */
+    double max_5xx_ratio;      /* max_5xx_ratio, 0..1, default 0.05; 1 never breaks */
+    unsigned max_p99_ms;       /* max_p99: a duration; 0 (default) = no absolute latency limit */
+    double relative_to_stable; /* relative_to_stable: > 1, or 0 (default) = no relative limit */
+    unsigned window_ms;        /* window: whole seconds 1s..10m, default 30s */
+    unsigned min_requests;     /* min_requests: no verdict below it, default 50 (at least 1) */
+    struct sy_mark mark;       /* the `guard:` value */
+};
+
 struct sy_app_spec {
     char *name;
     char **hosts; /* "chat.example.com", "*.example.com", or "*" */
@@ -202,6 +224,7 @@ struct sy_app_spec {
     bool force_while_exclusive;       /* `force_while_exclusive`: an exclusive app lets force reach
                                          the cluster that is not live; default false (503) */
     struct sy_mark weights_mark;      /* the `weights:` value */
+    struct sy_guard_spec guard;       /* `guard:` */
     const char *source;               /* the apps_dir file the app is written in (one of
                                          sy_config.apps_dir_files), or NULL: the routing file itself;
                                          see sy_config_app_file() */

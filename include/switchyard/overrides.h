@@ -116,6 +116,66 @@ const struct sy_maint *sy_maints_find(const struct sy_maints *s, const char *app
 void sy_maints_apply(struct sy_maints *s, const struct sy_maint *m, uint64_t seq,
                      const struct sy_actor *who);
 
+/**
+ * The global guard switch (`guard pause|resume`): whether every app's guard is paused, and
+ * the record that said so last. `command` is owned by the journal or record that holds it.
+ */
+struct sy_guard_pause {
+    bool paused;
+    uint64_t seq; /* 0: never set (the guards run) */
+    uint64_t time_ms;
+    uint32_t uid;
+    int32_t pid;
+    char *command;
+};
+
+/** Most steps of one ramp. */
+#define SY_RAMP_MAX_STEPS 20
+
+/** Where a ramp stands. The last three end it (it leaves the set). */
+enum sy_ramp_state {
+    SY_RAMP_RUNNING = 0,
+    SY_RAMP_PAUSED,
+    SY_RAMP_DONE,     /* its last step (100) was taken */
+    SY_RAMP_ABORTED,  /* `ramp abort`, or ended because the app changed under it */
+    SY_RAMP_REVERTED, /* its guard reverted the app */
+};
+
+/** The word of a ramp state in records and answers ("running", ...). */
+const char *sy_ramp_state_name(enum sy_ramp_state s);
+
+/**
+ * A ramp (`ramp APP CLUSTER 1,5,25,50,100 --every 5m`): the plan in the journal, and in a
+ * record the state it moves to. The step the ramp is on is not stored here: it is the weight
+ * the ramp's last step override gave `cluster` (admin/ramp.c), so that a step is one record.
+ * Every pointer is owned by the set or record that holds it.
+ */
+struct sy_ramp {
+    char *app, *cluster;
+    unsigned steps[SY_RAMP_MAX_STEPS]; /* strictly increasing, 1..100, the last 100 */
+    size_t n_steps;
+    uint64_t every_ms;
+    enum sy_ramp_state state;
+    uint64_t start_seq; /* the record that began it */
+    unsigned taken;     /* steps taken (0: none yet); the step in force is steps[taken - 1] */
+    char *why;          /* why it ended (a record's), or NULL */
+    uint64_t seq;       /* the record that set it last */
+    uint64_t time_ms;
+    uint32_t uid;
+    int32_t pid;
+    char *command;
+};
+
+/** The ramps running or paused, at most one per app, in the order they began. */
+struct sy_ramps {
+    struct sy_ramp *v;
+    size_t n, cap;
+};
+
+void sy_ramps_dispose(struct sy_ramps *s);
+/** The ramp of `app`, or NULL. Valid until the set changes. */
+const struct sy_ramp *sy_ramps_find(const struct sy_ramps *s, const char *app);
+
 /** A record read back from the journal. Everything in it is owned by the record. */
 struct sy_journal_record {
     uint64_t seq, time_ms;
@@ -131,6 +191,15 @@ struct sy_journal_record {
     bool maintenance;
     struct sy_maint maint;
     struct sy_maints maints;
+    /* A `guard` record (type "guard"): `guard_pause.paused` is the command's effect and
+     * n_changes is 0. A snapshot record carries the switch in `guard_pause` when paused. */
+    bool guard;
+    struct sy_guard_pause guard_pause;
+    /* A `ramp` record: `ramp` is the ramp in the state it moves to. A snapshot record has the
+     * ramps running or paused in `ramps`. */
+    bool is_ramp;
+    struct sy_ramp ramp;
+    struct sy_ramps ramps;
 };
 
 struct sy_journal;
@@ -203,6 +272,31 @@ const struct sy_maints *sy_journal_maintenance(const struct sy_journal *j);
  */
 int sy_journal_append_maintenance(struct sy_journal *j, const struct sy_actor *who,
                                   const struct sy_maint *m, char *err, size_t errlen);
+
+/** The global guard switch as the journal says (borrowed; valid until the next append). */
+const struct sy_guard_pause *sy_journal_guard_pause(const struct sy_journal *j);
+
+/**
+ * Appends one `guard` record (sequence sy_journal_seq() + 1) that pauses (`paused`) or
+ * resumes every guard, fsyncs it and only then applies it; compacts like sy_journal_append().
+ * On failure nothing was applied and the file is as it was; `err` says why. Returns 0,
+ * SY_ERR_LIMIT, SY_ERR_SYS or SY_ERR_AGAIN (handed over to a new process).
+ */
+int sy_journal_append_guard(struct sy_journal *j, const struct sy_actor *who, bool paused,
+                            char *err, size_t errlen);
+
+/** The ramps running or paused (borrowed; valid until the next append). */
+const struct sy_ramps *sy_journal_ramps(const struct sy_journal *j);
+
+/**
+ * Appends one `ramp` record (sequence sy_journal_seq() + 1) that begins ramp `r` (its
+ * start_seq 0: the record's own sequence is used) or moves it to r->state, fsyncs it and only
+ * then applies it. Returns 0, SY_ERR_LIMIT, SY_ERR_SYS or SY_ERR_AGAIN (handed over to a new
+ * process: a ramp step or state change is refused then), with `err` set; on failure nothing
+ * was applied.
+ */
+int sy_journal_append_ramp(struct sy_journal *j, const struct sy_actor *who,
+                           const struct sy_ramp *r, char *err, size_t errlen);
 
 typedef void (*sy_journal_record_cb)(const struct sy_journal_record *r, void *arg);
 

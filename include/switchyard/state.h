@@ -188,6 +188,37 @@ int sy_state_hold(struct sy_state *st, const char *app, const char *cluster, cha
 int sy_state_follow_file(struct sy_state *st, const char *app, const char *from,
                          const struct sy_actor *who, char *err, size_t errlen);
 
+/* -- the guard switch ---------------------------------------------------------------------- */
+
+/**
+ * The global guard switch (borrowed; valid until the next change). Never NULL: without a
+ * journal, a switch that was never set (the guards run).
+ */
+const struct sy_guard_pause *sy_state_guard_pause(const struct sy_state *st);
+
+/**
+ * `guard pause|resume`: pauses (`paused`) or resumes every app's guard, journalled (record
+ * type "guard") and fsynced; no snapshot is published (the guard is the control thread's).
+ * Sets *changed to false, and writes nothing, when the switch already says so. Returns 0,
+ * SY_ERR_NOTFOUND (no journal) or the journal's error, with `err` for a person; on failure
+ * nothing changed.
+ */
+int sy_state_set_guard_paused(struct sy_state *st, bool paused, const struct sy_actor *who,
+                              bool *changed, char *err, size_t errlen);
+
+/* -- ramps ---------------------------------------------------------------------------------- */
+
+/** The ramps running or paused (borrowed; valid until the next change). Never NULL. */
+const struct sy_ramps *sy_state_ramps(const struct sy_state *st);
+
+/**
+ * Begins ramp `r` (r->start_seq 0) or moves it to r->state: one journal record, fsynced, no
+ * snapshot published (a ramp's steps are ordinary changes, sy_state_change). Returns 0,
+ * SY_ERR_NOTFOUND (no journal) or the journal's error, with `err` for a person.
+ */
+int sy_state_set_ramp(struct sy_state *st, const struct sy_ramp *r, const struct sy_actor *who,
+                      char *err, size_t errlen);
+
 void sy_state_free(struct sy_state *st);
 
 #endif

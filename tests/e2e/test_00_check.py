@@ -185,6 +185,55 @@ def test_unknown_key_is_an_error_with_position(tmp_path):
         "want an error on line %d:\n%s" % (line, p.stderr)
 
 
+GUARDED = VALID.replace("    weights: { blue: 90, green: 10 }\n",
+                        "    weights: { blue: 90, green: 10 }\n    guard: GUARD\n")
+
+
+@pytest.mark.parametrize("guard,needle,message", [
+    ("{ max_5xx_ratio: 5 }", "5 }", "guard.max_5xx_ratio must be a number from 0 to 1"),
+    ("{ max_5xx_ratio: -0.1 }", "-0.1", "guard.max_5xx_ratio must be a number from 0 to 1"),
+    ("{ window: 30 }", "30 }", "guard.window must be a duration with its unit"),
+    ("{ window: 2500ms }", "2500ms", "guard.window must be whole seconds"),
+    ("{ max_p99: soon }", "soon", "guard.max_p99 must be a duration with its unit"),
+    ("{ relative_to_stable: 0.5 }", "0.5", "guard.relative_to_stable must be 0 (off) or a "
+     "factor from 1 to 1000"),
+    ("{ min_requests: 0 }", "0 }", "guard.min_requests must be an integer 1..100000000"),
+    ("{ windw: 30s }", "windw", "unknown key 'windw' in guard"),
+    ("sometimes", "sometimes", "guard must be off, on or a mapping"),
+])
+def test_bad_guard_keys_are_errors_with_position(tmp_path, guard, needle, message):
+    text = GUARDED.replace("GUARD", guard)
+    f = tmp_path / "guard.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    line, col = position(text, needle, text.count(needle, 0, text.index("guard: ")) + 1)
+    diags = diag_lines(p.stderr, f)
+    assert any((d[0], d[1]) == (line, col) and message in d[2] for d in diags), \
+        "want %d:%d: %s...\n%s" % (line, col, message, p.stderr)
+
+
+def test_guard_on_an_app_with_one_cluster_is_an_error(tmp_path):
+    text = VALID.replace("      blue: 100\n      green: 0\n", "      blue: 100\n    guard: on\n")
+    assert "guard: on" in text
+    f = tmp_path / "guard1.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    line, col = position(text, "on\n", text.count("on\n", 0, text.index("guard: on")) + 1)
+    diags = diag_lines(p.stderr, f)
+    assert any((d[0], d[1]) == (line, col) and "guard needs a cluster besides the stable one"
+               in d[2] for d in diags), p.stderr
+
+
+def test_good_guard_passes(tmp_path):
+    f = tmp_path / "guard-ok.yaml"
+    f.write_text(GUARDED.replace("GUARD", "{ max_5xx_ratio: 0.05, max_p99: 800ms, "
+                                 "relative_to_stable: 2.0, window: 30s, min_requests: 50 }"))
+    p = run_check(f)
+    assert p.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+
+
 def test_missing_file_exits_1_with_clear_message(tmp_path):
     f = tmp_path / "does-not-exist.yaml"
     p = run_check(f)

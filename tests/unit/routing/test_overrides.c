@@ -377,6 +377,18 @@ static void test_released_journal_is_unlocked_refuses_appends_and_is_taken_back(
     assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), SY_ERR_AGAIN);
     assert_non_null(strstr(err, "handed over"));
     assert_int_equal(sy_journal_overrides(j)->n, 1);
+    /* A ramp (its plan or a step's count) and the guard switch are refused alike. */
+    struct sy_ramp rp = {.app = (char *)"web",
+                         .cluster = (char *)"green",
+                         .steps = {50, 100},
+                         .n_steps = 2,
+                         .every_ms = 1000};
+    err[0] = '\0';
+    assert_int_equal(sy_journal_append_ramp(j, &who, &rp, err, sizeof(err)), SY_ERR_AGAIN);
+    assert_non_null(strstr(err, "handed over"));
+    assert_int_equal(sy_journal_ramps(j)->n, 0);
+    assert_int_equal(sy_journal_append_guard(j, &who, true, err, sizeof(err)), SY_ERR_AGAIN);
+    assert_false(sy_journal_guard_pause(j)->paused);
 
     struct sy_journal *k = open_ok(f->tmp.path, &create_opts); /* the new process */
     assert_int_equal(sy_journal_seq(k), 1);
@@ -870,6 +882,137 @@ static char *signed_line(const char *body)
     return out;
 }
 
+/* -- the guard switch and ramps -------------------------------------------------------------- */
+
+static void guard_switch(struct sy_journal *j, bool paused)
+{
+    struct sy_actor who = {5000, 1000, 42, paused ? "guard pause" : "guard resume"};
+    char err[256];
+    assert_int_equal(sy_journal_append_guard(j, &who, paused, err, sizeof(err)), 0);
+}
+
+static void ramp_rec(struct sy_journal *j, const char *app, enum sy_ramp_state st, unsigned taken,
+                     uint64_t start_seq)
+{
+    struct sy_ramp r = {.app = (char *)app,
+                        .cluster = (char *)"green",
+                        .steps = {10, 50, 100},
+                        .n_steps = 3,
+                        .every_ms = 1000,
+                        .state = st,
+                        .start_seq = start_seq,
+                        .taken = taken,
+                        .why = st == SY_RAMP_ABORTED ? (char *)"aborted by uid 0" : NULL};
+    struct sy_actor who = {6000, 0, 7, "ramp"};
+    char err[256];
+    assert_int_equal(sy_journal_append_ramp(j, &who, &r, err, sizeof(err)), 0);
+}
+
+static void test_guard_pause_replays_and_survives_compaction(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal_opts o = create_opts;
+    o.compact_after = 3;
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
+    assert_false(sy_journal_guard_pause(j)->paused);
+    guard_switch(j, true);
+    sy_journal_close(j);
+    j = open_ok(f->tmp.path, &o);
+    const struct sy_guard_pause *g = sy_journal_guard_pause(j);
+    assert_true(g->paused);
+    assert_int_equal(g->seq, 1);
+    assert_int_equal(g->uid, 1000);
+    assert_string_equal(g->command, "guard pause");
+    for (unsigned i = 0; i < 6; i++) /* past compact_after: a snapshot record carries it */
+        set(j, "chat", 100 - i, i, "weights");
+    sy_journal_close(j);
+    assert_true(count_lines(f->tmp.path) <= 4);
+    j = open_ok(f->tmp.path, &o);
+    g = sy_journal_guard_pause(j);
+    assert_true(g->paused);
+    assert_int_equal(g->seq, 1);
+    assert_string_equal(g->command, "guard pause");
+    guard_switch(j, false);
+    sy_journal_close(j);
+    j = open_ok(f->tmp.path, &o);
+    assert_false(sy_journal_guard_pause(j)->paused);
+    sy_journal_close(j);
+}
+
+static void test_ramps_replay_end_and_survive_compaction(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal_opts o = create_opts;
+    o.compact_after = 4;
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
+    ramp_rec(j, "chat", SY_RAMP_RUNNING, 0, 0); /* seq 1: begins it */
+    ramp_rec(j, "web", SY_RAMP_RUNNING, 0, 0);  /* seq 2 */
+    ramp_rec(j, "chat", SY_RAMP_RUNNING, 1, 1);
+    ramp_rec(j, "chat", SY_RAMP_PAUSED, 2, 1);
+    ramp_rec(j, "web", SY_RAMP_ABORTED, 1, 2); /* ends it */
+    for (unsigned i = 0; i < 5; i++)
+        set(j, "api", 100 - i, i, "weights");
+    sy_journal_close(j);
+    assert_true(count_lines(f->tmp.path) <= 5);
+    j = open_ok(f->tmp.path, &o);
+    const struct sy_ramps *rs = sy_journal_ramps(j);
+    assert_int_equal(rs->n, 1);
+    assert_null(sy_ramps_find(rs, "web"));
+    const struct sy_ramp *r = sy_ramps_find(rs, "chat");
+    assert_non_null(r);
+    assert_int_equal(r->state, SY_RAMP_PAUSED);
+    assert_int_equal(r->start_seq, 1);
+    assert_int_equal(r->taken, 2);
+    assert_int_equal(r->n_steps, 3);
+    assert_int_equal(r->steps[2], 100);
+    assert_int_equal(r->every_ms, 1000);
+    assert_string_equal(r->cluster, "green");
+    assert_int_equal(r->seq, 4);
+    sy_journal_close(j);
+}
+
+static void test_parser_refuses_bad_ramp_and_guard_records(void **state)
+{
+    static const char *bad[] = {
+        /* steps not increasing */
+        "{\"v\":1,\"type\":\"ramp\",\"seq\":3,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"r\","
+        "\"app\":\"web\",\"cluster\":\"green\",\"steps\":[50,10,100],\"every_ms\":1000,"
+        "\"state\":\"running\",\"start_seq\":3,\"taken\":0,\"why\":null",
+        /* a step above 100 */
+        "{\"v\":1,\"type\":\"ramp\",\"seq\":3,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"r\","
+        "\"app\":\"web\",\"cluster\":\"green\",\"steps\":[10,101],\"every_ms\":1000,"
+        "\"state\":\"running\",\"start_seq\":3,\"taken\":0,\"why\":null",
+        /* an unknown state */
+        "{\"v\":1,\"type\":\"ramp\",\"seq\":3,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"r\","
+        "\"app\":\"web\",\"cluster\":\"green\",\"steps\":[10,100],\"every_ms\":1000,"
+        "\"state\":\"flying\",\"start_seq\":3,\"taken\":0,\"why\":null",
+        /* more steps taken than it has */
+        "{\"v\":1,\"type\":\"ramp\",\"seq\":3,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"r\","
+        "\"app\":\"web\",\"cluster\":\"green\",\"steps\":[10,100],\"every_ms\":1000,"
+        "\"state\":\"running\",\"start_seq\":3,\"taken\":3,\"why\":null",
+        /* a guard record without `paused` */
+        "{\"v\":1,\"type\":\"guard\",\"seq\":3,\"time\":5,\"uid\":0,\"pid\":1,\"cmd\":\"g\"",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *line = signed_line(bad[i]);
+        struct sy_journal_record r;
+        const char *why = NULL;
+        if (sy_journal_parse_line(line, strlen(line), &r, &why) != SY_ERR_INVALID)
+            fail_msg("case %zu was accepted", i);
+        assert_non_null(why);
+        free(line);
+    }
+    char *good = signed_line("{\"v\":1,\"type\":\"guard\",\"seq\":3,\"time\":5,\"uid\":0,"
+                             "\"pid\":1,\"cmd\":\"guard pause\",\"paused\":true");
+    struct sy_journal_record r;
+    const char *why = NULL;
+    assert_int_equal(sy_journal_parse_line(good, strlen(good), &r, &why), 0);
+    assert_true(r.guard);
+    assert_true(r.guard_pause.paused);
+    sy_journal_record_dispose(&r);
+    free(good);
+}
+
 /* sy_overrides_apply finds apps by hash: sets, releases and sets again among thousands keep
  * one override per app, in the order they were first set (a release and a new set append). */
 static void test_apply_keeps_one_override_per_app_in_order_at_scale(void **state)
@@ -1029,6 +1172,11 @@ int main(void)
         cmocka_unit_test(test_parser_refuses_what_it_did_not_write),
         cmocka_unit_test_setup_teardown(
             test_maintenance_records_replay_with_their_start_and_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_guard_pause_replays_and_survives_compaction, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_ramps_replay_end_and_survive_compaction, setup,
+                                        teardown),
+        cmocka_unit_test(test_parser_refuses_bad_ramp_and_guard_records),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_the_apps_in_maintenance, setup,
                                         teardown),
         cmocka_unit_test(test_parser_reads_a_maintenance_record_and_refuses_a_bad_one),
