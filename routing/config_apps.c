@@ -670,8 +670,9 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
     const struct sy_ynode *name = NULL, *hosts = NULL, *paths = NULL, *stable = NULL,
                           *weights = NULL, *sticky = NULL, *force = NULL, *drain_after = NULL;
     const struct sy_ynode *maint_page = NULL, *maint_retry = NULL;
-    const struct sy_ynode *mode = NULL, *force_while_exclusive = NULL;
+    const struct sy_ynode *mode = NULL, *force_while_exclusive = NULL, *failover = NULL;
     const struct sy_cfg_slot slots[] = {
+        {"failover", &failover},
         {"name", &name},
         {"hosts", &hosts},
         {"paths", &paths},
@@ -715,6 +716,18 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
     if (weights)
         app->weights_mark = sy_cfg_mark_of(weights);
     parse_app_mode(c, app, mode, force_while_exclusive, weights_ok);
+    app->failover = true;
+    if (failover) {
+        const char *s =
+            sy_cfg_is_scalar(failover) && failover->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
+                ? sy_cfg_text(failover)
+                : "";
+        if (strcmp(s, "false") == 0)
+            app->failover = false;
+        else if (strcmp(s, "true") != 0)
+            sy_cfg_report(c, failover, "failover must be true or false, got %s",
+                          sy_cfg_show_value(failover).s);
+    }
 }
 
 void sy_cfg_parse_apps(struct ctx *c, const struct sy_ynode *v)
