@@ -419,6 +419,26 @@ static void upstream_closed(struct exchange *ex, struct h1_stream *s)
     fail(ex, 502, why);
 }
 
+/* The connect failed: nothing of the request reached the cluster (a refused SYN takes no
+ * byte, even when the socket was reported connected and the head was queued). The connection
+ * goes, and the head comes back from its output for a retry on another endpoint; a body byte
+ * pulled, or a PROXY header in front of the head, leaves the request as it is (no retry). */
+static void connect_failed(struct exchange *ex, struct h1_stream *s)
+{
+    struct upstream *up = s->up;
+    if (ex->req_body_started || ex->resp_started)
+        return;
+    if (evbuffer_get_length(s->head) == 0) {
+        if (up->one_client)
+            return;
+        if (evbuffer_add_buffer(s->head, sy_sock_output(up->sock)) != 0)
+            return;
+    }
+    s->up = NULL;
+    upstream_release(up, false);
+    ex->connect_failed = true;
+}
+
 static void timed_out(struct exchange *ex, struct h1_stream *s, short what)
 {
     struct upstream *up = s->up;
@@ -441,6 +461,7 @@ static void timed_out(struct exchange *ex, struct h1_stream *s, short what)
         ex->generated = "upstream_connect_timeout";
         snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: connect timed out",
                  exchange_cluster_name(ex), ex->endpoint->address);
+        connect_failed(ex, s);
         fail(ex, 502, why);
         return;
     }
@@ -491,6 +512,8 @@ void h1up_event(struct exchange *ex, short what)
         snprintf(why, sizeof(why), "cluster %s (%s) failed %s: %s", exchange_cluster_name(ex),
                  ex->endpoint->address, ex->resp_started ? "mid-response" : "before answering",
                  upstream_error(up->sock, err));
+    if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE)
+        connect_failed(ex, s);
     fail(ex, 502, why);
 }
 
