@@ -355,10 +355,12 @@ static void note_endpoint(struct exchange *ex, bool failed, int status)
 
 /* A connect that failed (nothing of the request reached the cluster) goes once more, to
  * another endpoint of the cluster that is up, whatever the method, when the cluster's retry
- * budget has room. Returns true when the retry is under way (or queued). */
-static bool retry_connect(struct exchange *ex)
+ * budget has room. `body_kept`: the client kept what of the request body it had taken, so a
+ * body begun does not forbid it. Returns true when the retry is under way (or queued). */
+static bool retry_connect(struct exchange *ex, bool body_kept)
 {
-    if (ex->connect_retried || ex->resp_started || ex->req_body_started || ex->w->draining)
+    if (ex->connect_retried || ex->resp_started || ex->w->draining ||
+        (ex->req_body_started && !body_kept))
         return false;
     const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
     bool up = false;
@@ -412,7 +414,7 @@ void exchange_go(struct exchange *ex, bool late)
     if (why != exchange_nomem_reason && why != upstream_limit_reason) {
         /* The connect failed at once (no route, no descriptor): as a refusal. */
         note_endpoint(ex, true, 0);
-        if (retry_connect(ex))
+        if (retry_connect(ex, false))
             return;
     }
     exchange_fail_connect(ex, why);
@@ -501,6 +503,11 @@ bool exchange_on_head(struct exchange *ex, const struct resp_head *head)
         return false;
     }
     note_endpoint(ex, head->status >= 500, head->status >= 500 ? head->status : 0);
+    if (ex->connect_retried && head->status < 500) {
+        /* The retry worked: it costs the budget nothing (only failing retries are bounded). */
+        const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+        sy_cluster_retry_worked(cl->hs);
+    }
     struct resp_head h = *head;
     h.set_cookie = ex->set_cookie;
     ex->status = h.status;
@@ -564,9 +571,10 @@ bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const 
 {
     if (ex->connect_failed) {
         /* Only the endpoint retry, within the budget: a failing cluster sees no storm. */
+        /* The client kept what of the body it had taken (h1_client.c connect_failed). */
         ex->connect_failed = false;
         note_endpoint(ex, true, 0);
-        if (retry_connect(ex))
+        if (retry_connect(ex, true))
             return true;
         exchange_fail(ex, status, why);
         return false;

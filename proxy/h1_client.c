@@ -420,20 +420,19 @@ static void upstream_closed(struct exchange *ex, struct h1_stream *s)
 }
 
 /* The connect failed: nothing of the request reached the cluster (a refused SYN takes no
- * byte, even when the socket was reported connected and the head was queued). The connection
- * goes, and the head comes back from its output for a retry on another endpoint; a body byte
- * pulled, or a PROXY header in front of the head, leaves the request as it is (no retry). */
+ * byte, even when the socket was reported connected and the head, and what of the body
+ * followed, were queued). The connection goes, and what it had queued goes back in front of
+ * the head for a retry on another endpoint; a PROXY header in front of it leaves the request
+ * as it is (no retry). */
 static void connect_failed(struct exchange *ex, struct h1_stream *s)
 {
     struct upstream *up = s->up;
-    if (ex->req_body_started || ex->resp_started)
+    if (ex->resp_started)
         return;
-    if (evbuffer_get_length(s->head) == 0) {
-        if (up->one_client)
-            return;
-        if (evbuffer_add_buffer(s->head, sy_sock_output(up->sock)) != 0)
-            return;
-    }
+    struct evbuffer *out = sy_sock_output(up->sock);
+    if (evbuffer_get_length(out) > 0 &&
+        (up->one_client || evbuffer_prepend_buffer(s->head, out) != 0))
+        return;
     s->up = NULL;
     upstream_release(up, false);
     ex->connect_failed = true;

@@ -195,6 +195,16 @@ bool sy_cluster_take_retry(struct sy_cluster_health *h, const struct sy_retry_bu
     return true;
 }
 
+void sy_cluster_retry_worked(struct sy_cluster_health *h)
+{
+    if (!h)
+        return;
+    uint32_t n = atomic_load_explicit(&h->retry_cur, memory_order_relaxed);
+    while (n > 0 && !atomic_compare_exchange_weak_explicit(
+                        &h->retry_cur, &n, n - 1, memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
 /* ---- the registry (control thread) ------------------------------------------------------- */
 
 /* Each state object holds one reference for the registry; a config holds one per pointer. */

@@ -128,6 +128,11 @@ void sy_cluster_count_request(struct sy_cluster_health *h, const struct sy_retry
 bool sy_cluster_take_retry(struct sy_cluster_health *h, const struct sy_retry_budget_spec *b,
                            uint64_t now_ms);
 
+/** A retry taken from `h`'s budget worked: it is given back (the budget bounds the retries
+ * that fail, so a cluster with one endpoint down still has every request retried while one
+ * that refuses everywhere sees at most the budget). NULL: no-op. Any thread. */
+void sy_cluster_retry_worked(struct sy_cluster_health *h);
+
 /**
  * Points every cluster and endpoint of `cfg` at its shared state, found by cluster name and
  * endpoint address, or new (up, no history); frees the states no config holds any more. Control
