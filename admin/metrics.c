@@ -543,7 +543,7 @@ static void health_metrics(struct sy_prom *m, struct sy_state *st)
          "Requests a cluster with no endpoint up could not take, sent to another cluster of the "
          "app (apps[].failover).",
          offsetof(struct sy_cluster_health, failovers)},
-        {"switchyard_cluster_down_503_total",
+        {"switchyard_cluster_down_rejected_total",
          "Requests answered 503 because the cluster had no endpoint up and the app has "
          "failover: false.",
          offsetof(struct sy_cluster_health, down_503)},

@@ -398,7 +398,7 @@ def test_all_green_down_without_failover_answers_503_with_the_reason(proxy, ctl_
         else:
             assert be == "blue-1"
     assert statuses[503] >= 12 and statuses[200] >= 12, statuses
-    assert metric(hport, "switchyard_cluster_down_503_total", cluster="green") == statuses[503]
+    assert metric(hport, "switchyard_cluster_down_rejected_total", cluster="green") == statuses[503]
 
 
 # -- endpoint failover and the retry budget --------------------------------------------------------
