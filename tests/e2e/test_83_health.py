@@ -506,3 +506,77 @@ def test_reload_keeps_the_state_of_endpoints_that_stay(proxy, ctl_backends):
     assert e3["state"] == "up" and e3["reason"] == "none", e3
     got = burst(p.port, 10)
     assert "status 502" not in got and got.get("green-2", 0) == 0, got
+
+
+# -- probes in the cluster's own protocol: HTTP/1.1 over TLS, h2c, h2 --------------------------------
+
+from test_80_upstream_h2 import nghttpd_ok, peers  # noqa: E402,F401  (fixtures)
+
+
+def probe_states(hport, cluster):
+    return {e["endpoint"]: (e["state"], e["reason"]) for e in status_json(hport)["endpoints"]
+            if e["cluster"] == cluster}
+
+
+def wait_states(hport, want, timeout=5.0):
+    """Until status shows `want`: {cluster: {endpoint: (state, reason)}} for each named one."""
+    def ok():
+        return all(probe_states(hport, c) == eps for c, eps in want.items())
+    try:
+        wait_for(ok, timeout, "endpoint states %r" % want)
+    except AssertionError:
+        raise AssertionError("want %r, status has %r" % (
+            want, {c: probe_states(hport, c) for c in want}))
+
+
+def test_tls_probes_use_the_clusters_verification(proxy, peers, tls_cert):
+    """HTTP/1.1 over TLS: verified against the cluster's CA the probe passes (and reaches the
+    backend's health path with SNI); against the system store the self-signed certificate
+    fails it (reason tls); a status outside `expect` fails it too."""
+    good, bad = peers.tls_backend("tls-good", *tls_cert), peers.tls_backend("tls-bad", *tls_cert)
+    ga, ba = "localhost:%d" % good.port, "127.0.0.1:%d" % bad.port
+    hport = free_port()
+    expect_503 = dict(HEALTH, path="/status/503", expect=["200-299", 503])
+    proxy(apps=[{"name": "web", "hosts": ["*"], "weights": {"good": 50, "bad": 50}},
+                {"name": "other", "hosts": ["other.test"], "weights": {"picky": 100}}],
+          clusters={"good": {"endpoints": [ga], "tls": {"ca": tls_cert[0]}, "health": HEALTH},
+                    "bad": {"endpoints": [ba], "tls": {"verify": True}, "health": HEALTH},
+                    "picky": {"endpoints": [ga], "tls": {"ca": tls_cert[0]},
+                              "health": dict(HEALTH, path="/status/503")},
+                    "lenient": {"endpoints": [ga], "tls": {"ca": tls_cert[0]},
+                                "health": expect_503}},
+          extra={"admin": {"http": "127.0.0.1:%d" % hport}})
+    settle(FALL + 1)
+    wait_states(hport, {"bad": {ba: ("down", "tls")}, "picky": {ga: ("down", "status 503")},
+                        "good": {ga: ("up", "none")}, "lenient": {ga: ("up", "none")}})
+    probes = [r for r in good.records() if r.get("ev") == "request" and r["path"] == "/healthz"]
+    assert probes, good.records()[-5:]
+    tls = [r for r in good.records() if r.get("ev") == "tls"]
+    assert tls and all(r["sni"] == "localhost" for r in tls), tls[-3:]
+
+
+def test_h2c_and_h2_probes_speak_http2(nghttpd_ok, proxy, peers, tmp_path, tls_cert):
+    """nghttpd speaks only HTTP/2. An h2c or h2 endpoint whose docroot has the health file is
+    up; one without it answers 404 on its stream and is down with `status 404` (an HTTP/1.1
+    probe would get no status at all from it)."""
+    with_file, without = tmp_path / "with", tmp_path / "without"
+    with_file.mkdir()
+    without.mkdir()
+    (with_file / "healthz").write_bytes(b"ok\n")
+    c_ok, c_404 = peers.nghttpd(with_file), peers.nghttpd(without)
+    t_ok, t_404 = peers.nghttpd(with_file, tls=tls_cert), peers.nghttpd(without, tls=tls_cert)
+    hport = free_port()
+    tls = {"ca": tls_cert[0]}
+    p = proxy(apps=[{"name": "web", "hosts": ["*"], "weights": {"cl": 50, "tl": 50}}],
+              clusters={"cl": {"endpoints": [c_ok.addr, c_404.addr], "protocol": "h2c",
+                               "health": HEALTH},
+                        "tl": {"endpoints": [t_ok.addr, t_404.addr], "protocol": "h2",
+                               "tls": tls, "health": HEALTH}},
+              extra={"admin": {"http": "127.0.0.1:%d" % hport}})
+    settle(FALL + 1)
+    wait_states(hport, {"cl": {c_ok.addr: ("up", "none"), c_404.addr: ("down", "status 404")},
+                        "tl": {t_ok.addr: ("up", "none"), t_404.addr: ("down", "status 404")}})
+    # Traffic reaches only the endpoints with the file: every request for it is a 200.
+    for _ in range(8):
+        st, _, body = get(p.port, path="/healthz")
+        assert st == 200 and body == b"ok\n", (st, body)
