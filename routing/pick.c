@@ -558,8 +558,8 @@ static void health_pick(const struct sy_route_table *t, const struct sy_route_ap
     if (out->reason == SY_PICK_FORCE)
         return;
     const struct sy_cluster_spec *cl = sy_route_cluster(t, out->cluster);
-    if (!cl->hs)
-        return; /* a config never attached to health (tests, -t): always up */
+    if (!cl->hs || (!cl->health.on && !cl->outlier.on))
+        return; /* never attached (tests, -t), or nothing watches it: always up */
     uint64_t now = sy_now_ms();
     if (sy_cluster_is_up(cl, now))
         return;

@@ -598,6 +598,12 @@ const struct sy_endpoint_spec *sy_route_next_endpoint_avoiding(const struct sy_r
         return NULL;
     unsigned n = atomic_fetch_add_explicit(&t->endpoint_rr[i], 1, memory_order_relaxed);
     const struct sy_endpoint_spec *first = &c->endpoints[n % c->n_endpoints];
+    if (!c->health.on && !c->outlier.on && (!avoid || c->n_endpoints == 1)) {
+        /* Nothing watches these endpoints: every one is up. */
+        if (up)
+            *up = first != avoid;
+        return first;
+    }
     uint64_t now = 0;
     for (size_t k = 0; k < c->n_endpoints; k++) {
         const struct sy_endpoint_spec *ep = &c->endpoints[(n + k) % c->n_endpoints];
