@@ -354,8 +354,9 @@ static void note_endpoint(struct exchange *ex, bool failed, int status)
 }
 
 /* A connect that failed (nothing of the request reached the cluster) goes once more, to
- * another endpoint of the cluster that is up, whatever the method, when the cluster's retry
- * budget has room. `body_kept`: the client kept what of the request body it had taken, so a
+ * another endpoint of the cluster that is up, whatever the method (or, for a request HTTP/2
+ * may repeat, to the same one when no other is up), when the cluster's retry budget has
+ * room. `body_kept`: the client kept what of the request body it had taken, so a
  * body begun does not forbid it. Returns true when the retry is under way (or queued). */
 static bool retry_connect(struct exchange *ex, bool body_kept)
 {
@@ -366,8 +367,13 @@ static bool retry_connect(struct exchange *ex, bool body_kept)
     bool up = false;
     const struct sy_endpoint_spec *ep =
         sy_route_next_endpoint_avoiding(ex->table, ex->cluster, ex->endpoint, &up);
-    if (!ep || !up || ep == ex->endpoint)
-        return false;
+    if (!ep || !up || ep == ex->endpoint) {
+        /* No other endpoint up: a request HTTP/2 may repeat (safe, no byte taken) goes once
+         * more on a fresh connection to the same one, as it always did; within the budget. */
+        if (!(ex->safe && ex->uops->retry_safe))
+            return false;
+        ep = ex->endpoint;
+    }
     if (!sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_now_ms()))
         return false;
     ex->connect_retried = true;
