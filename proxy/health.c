@@ -89,8 +89,8 @@ static void log_change(struct sy_ep_health *h, int level, const char *fmt, ...)
 static void log_change(struct sy_ep_health *h, int level, const char *fmt, ...)
 {
     uint64_t minute = sy_now_ms() / 60000;
-    if (minute != h->log_window_ms) {
-        h->log_window_ms = minute;
+    if (minute != h->log_minute) {
+        h->log_minute = minute;
         h->log_lines = 0;
     }
     if (h->log_lines >= LOG_LINES_PER_MINUTE) {
@@ -223,10 +223,9 @@ static void tls_failed(struct target *t, int rc)
         wait_for(t, EV_WRITE);
         return;
     }
-    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
-        probe_done(t, false, t->handshaking ? SY_HR_TLS : SY_HR_CLOSED, 0);
-        return;
-    }
+    /* A close, a reset or a TLS error: during the handshake it is the TLS's (verification,
+     * protocol), after it the answer's. The thread's error queue is left empty for the next
+     * OpenSSL caller of the control thread. */
     ERR_clear_error();
     probe_done(t, false, t->handshaking ? SY_HR_TLS : SY_HR_CLOSED, 0);
 }
@@ -485,6 +484,7 @@ static bool tls_begin(struct target *t)
     } else if (tls->verify) {
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host);
     }
+    SSL_set_mode(t->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_set_connect_state(t->ssl);
     t->handshaking = true;
     return true;

@@ -18,6 +18,7 @@ import time
 import pytest
 
 import helpers
+from admin_util import ctl, socket_dir
 from helpers import free_port, wait_for
 
 INTERVAL_S = 0.3
@@ -332,10 +333,11 @@ def test_all_green_down_fails_over_to_blue_and_comes_back(proxy, ctl_backends, t
     blue, g1, g2 = ctl_backends("blue-1"), ctl_backends("green-1"), ctl_backends("green-2")
     hport = free_port()
     alog = tmp_path / "access.log"
+    sock = os.path.join(socket_dir(), "admin.sock")
     p = proxy(apps=apps_5050(sticky={"header": "x-user"}),
               clusters={"blue": [blue.addr],
                         "green": {"endpoints": [g1.addr, g2.addr], "health": HEALTH}},
-              extra={"admin": {"http": "127.0.0.1:%d" % hport},
+              extra={"admin": {"http": "127.0.0.1:%d" % hport, "socket": sock},
                      "access_log": {"path": str(alog)}})
     users = ["user-%d" % i for i in range(40)]
 
@@ -353,6 +355,10 @@ def test_all_green_down_fails_over_to_blue_and_comes_back(proxy, ctl_backends, t
     assert got == {"blue-1": 40}, got
     during = where()
     assert all(be == "blue-1" for be in during.values()), during
+    r = ctl("explain", "x.test", "/", "x-user:%s" % green_users[0], sockets=[sock], json=True)
+    assert r.returncode == 0, r.stderr
+    ex = json.loads(r.stdout)
+    assert ex["decided_by"] == "failover" and ex["cluster"] == "blue", ex
     # Round robin gives green 20 of the 40 without a key; its sticky users come on top.
     moved = 20 + len(green_users)
     assert metric(hport, "switchyard_cluster_failover_total", cluster="green") == moved
@@ -481,6 +487,29 @@ def test_consecutive_5xx_eject_with_a_growing_backoff(proxy, ctl_backends):
     assert "endpoint %s ejected for 1000 ms" % g2.addr in p.log_text()
     assert metric(hport, "switchyard_endpoint_ejections_total", cluster="green",
                   endpoint=g2.addr) == 2
+
+
+def test_a_passing_probe_ends_an_ejection(proxy, ctl_backends):
+    """green-2 answers 503 to requests but passes its health probe: it is ejected after 3
+    5xx in a row for base_ejection (60 s), and the next passing probe brings it back long
+    before that."""
+    blue, g1, g2 = ctl_backends("blue-1"), ctl_backends("green-1"), ctl_backends("green-2")
+    g2.mode, g2.health_mode = "503", "ok"
+    hport = free_port()
+    p = proxy(apps=[{"name": "web", "hosts": ["*"], "weights": {"blue": 0, "green": 100}}],
+              clusters={"blue": [blue.addr],
+                        "green": {"endpoints": [g1.addr, g2.addr], "health": HEALTH,
+                                  "outlier": {"consecutive_failures": 3, "base_ejection": "60s"}}},
+              extra={"admin": {"http": "127.0.0.1:%d" % hport}})
+    settle(1)
+    got = burst(p.port, 6)
+    assert got == {"green-1": 3, "status 503": 3}, got
+    assert endpoint_state(hport, "green", g2.addr)["state"] == "ejected"
+    t0 = time.monotonic()
+    wait_for(lambda: endpoint_state(hport, "green", g2.addr)["state"] == "up", 3.0,
+             "the probe to end the ejection")
+    assert time.monotonic() - t0 <= INTERVAL_S * 1.1 + 0.5
+    assert helpers.log_has(p, "cluster green endpoint %s is back: a health probe passed" % g2.addr)
 
 
 # -- reload ------------------------------------------------------------------------------------------
