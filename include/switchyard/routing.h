@@ -148,6 +148,7 @@ enum sy_route_diff_kind {
     SY_DIFF_CLUSTER_ADDED,
     SY_DIFF_ENDPOINTS,       /* a cluster's endpoint list changes */
     SY_DIFF_MAX_CONNECTIONS, /* a cluster's max_connections or queue changes */
+    SY_DIFF_HEALTH, /* a cluster's health checks, outlier ejection or retry budget change */
 };
 
 /** "app_removed", "app_added", "file_weights", ... "max_connections" (never NULL). */
