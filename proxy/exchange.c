@@ -585,6 +585,8 @@ bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const 
         exchange_fail(ex, status, why);
         return false;
     }
+    if (!ex->resp_started && !unprocessed && (status == 502 || status == 504))
+        note_endpoint(ex, true, status); /* no answer, or not HTTP: the endpoint's 5xx */
     if (retry_wanted(ex, unprocessed)) {
         const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);

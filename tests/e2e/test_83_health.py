@@ -489,6 +489,25 @@ def test_consecutive_5xx_eject_with_a_growing_backoff(proxy, ctl_backends):
                   endpoint=g2.addr) == 2
 
 
+def test_an_endpoint_that_never_answers_is_ejected_without_checks(proxy, ctl_backends,
+                                                                   black_hole):
+    """No active checks: a black hole's requests end in 504 (timeouts.upstream_response), and
+    after 2 of them in a row it is ejected: the requests after that all reach green-1."""
+    blue, g1 = ctl_backends("blue-1"), ctl_backends("green-1")
+    hport = free_port()
+    p = proxy(apps=[{"name": "web", "hosts": ["*"], "weights": {"blue": 0, "green": 100}}],
+              clusters={"blue": [blue.addr],
+                        "green": {"endpoints": [g1.addr, black_hole],
+                                  "outlier": {"consecutive_failures": 2, "base_ejection": "30s"}}},
+              timeouts={"upstream_response": "300ms"},
+              extra={"admin": {"http": "127.0.0.1:%d" % hport}})
+    got = burst(p.port, 4)
+    assert got == {"green-1": 2, "status 504": 2}, got
+    e = endpoint_state(hport, "green", black_hole)
+    assert e["state"] == "ejected" and e["reason"] == "ejected_5xx 504", e
+    assert burst(p.port, 20) == {"green-1": 20}
+
+
 def test_a_passing_probe_ends_an_ejection(proxy, ctl_backends):
     """green-2 answers 503 to requests but passes its health probe: it is ejected after 3
     5xx in a row for base_ejection (60 s), and the next passing probe brings it back long
