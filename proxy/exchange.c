@@ -357,8 +357,9 @@ static void note_endpoint(struct exchange *ex, bool failed, int status)
  * another endpoint of the cluster that is up, whatever the method (or, for a request HTTP/2
  * may repeat, to the same one when no other is up), when the cluster's retry budget has
  * room. `body_kept`: the client kept what of the request body it had taken, so a
- * body begun does not forbid it. Returns true when the retry is under way (or queued). */
-static bool retry_connect(struct exchange *ex, bool body_kept)
+ * body begun does not forbid it; `late` as for start (false while the codec has not consumed
+ * the head). Returns true when the retry is under way (or queued). */
+static bool retry_connect(struct exchange *ex, bool body_kept, bool late)
 {
     if (ex->connect_retried || ex->resp_started || ex->w->draining ||
         (ex->req_body_started && !body_kept))
@@ -385,7 +386,7 @@ static bool retry_connect(struct exchange *ex, bool body_kept)
         queue_push_front(ex, p);
         return true;
     }
-    if (ex->uops->start(ex, p, cl, true, &reason))
+    if (ex->uops->start(ex, p, cl, late, &reason))
         return true;
     ex->endpoint = was;
     return false;
@@ -420,7 +421,7 @@ void exchange_go(struct exchange *ex, bool late)
     if (why != exchange_nomem_reason && why != upstream_limit_reason) {
         /* The connect failed at once (no route, no descriptor): as a refusal. */
         note_endpoint(ex, true, 0);
-        if (retry_connect(ex, false))
+        if (retry_connect(ex, false, late))
             return;
     }
     exchange_fail_connect(ex, why);
@@ -576,11 +577,11 @@ static bool retry_wanted(struct exchange *ex, bool unprocessed)
 bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const char *why)
 {
     if (ex->connect_failed) {
-        /* Only the endpoint retry, within the budget: a failing cluster sees no storm. */
-        /* The client kept what of the body it had taken (h1_client.c connect_failed). */
+        /* Only the endpoint retry, within the budget, so that a failing cluster sees no
+         * storm; the client kept what of the body it had taken (h1_client.c). */
         ex->connect_failed = false;
         note_endpoint(ex, true, 0);
-        if (retry_connect(ex, true))
+        if (retry_connect(ex, true, true))
             return true;
         exchange_fail(ex, status, why);
         return false;
