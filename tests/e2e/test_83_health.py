@@ -111,6 +111,8 @@ class CtlBackend:
                     else:
                         self.hits += 1
                 mode = (self.health_mode or self.mode) if health else self.mode
+                if mode == "flap":  # the health path alternates 200 and 503
+                    mode = "503" if self.health_hits % 2 else "ok"
                 status = 503 if mode == "503" else 200
                 body = (self.name + "\n").encode()
                 c.sendall(b"HTTP/1.1 %d X\r\nx-backend: %s\r\ncontent-length: %d\r\n\r\n%s"
@@ -322,6 +324,27 @@ def test_probes_that_hang_or_answer_garbage_fail_and_block_nothing(proxy, ctl_ba
         assert endpoint_state(hport, "green", g1.addr)["state"] == "up"
     finally:
         stop.set()
+
+
+def test_a_flapping_endpoint_logs_at_most_six_changes_a_minute(proxy, ctl_backends):
+    """rise 1, fall 1 and a health path that alternates 200 and 503 every 100 ms: the state
+    changes at every probe, the log says so at most 6 times in the minute."""
+    blue, g1 = ctl_backends("blue-1"), ctl_backends("green-1")
+    g1.health_mode = "flap"
+    hport = free_port()
+    p = proxy(apps=[{"name": "web", "hosts": ["*"], "weights": {"blue": 50, "green": 50}}],
+              clusters={"blue": [blue.addr],
+                        "green": {"endpoints": [g1.addr],
+                                  "health": {"interval": "100ms", "timeout": "100ms", "rise": 1,
+                                             "fall": 1}}},
+              extra={"admin": {"http": "127.0.0.1:%d" % hport}})
+    wait_for(lambda: g1.health_hits >= 16, 10.0, "16 probes")
+    lines = [ln for ln in p.log_text().splitlines()
+             if "cluster green endpoint %s is " % g1.addr in ln]
+    assert 2 <= len(lines) <= 6, lines
+    # Every request still finds a cluster: green when up, blue (failover) when down.
+    got = burst(p.port, 20)
+    assert sum(got.values()) == got["blue-1"] + got["green-1"] == 20, got
 
 
 # -- cluster failover -------------------------------------------------------------------------
