@@ -126,7 +126,8 @@ static void probe_close(struct target *t)
         event_free(t->io);
         t->io = NULL;
     }
-    evtimer_del(t->deadline);
+    if (t->deadline)
+        evtimer_del(t->deadline);
     if (t->ng) {
         nghttp2_session_del(t->ng);
         t->ng = NULL;
@@ -605,9 +606,13 @@ static void targets_free(struct sy_health_checker *hc)
     for (size_t i = 0; i < hc->n_targets; i++) {
         struct target *t = &hc->targets[i];
         probe_close(t);
-        event_free(t->timer);
-        event_free(t->deadline);
-        evbuffer_free(t->out);
+        /* A target that could not be set up has some of these NULL. */
+        if (t->timer)
+            event_free(t->timer);
+        if (t->deadline)
+            event_free(t->deadline);
+        if (t->out)
+            evbuffer_free(t->out);
     }
     free(hc->targets);
     hc->targets = NULL;
