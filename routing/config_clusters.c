@@ -241,8 +241,24 @@ static void parse_health(struct ctx *c, struct sy_cluster_spec *cl, const struct
     if (expect)
         parse_expect(c, h, expect);
     if (host) {
+        /* A name, optionally with ":PORT" (the Host field's own form). */
         const char *s = sy_cfg_string_value(c, host, "host");
-        const char *why = s ? sy_cfg_host_problem(s, strlen(s)) : NULL;
+        size_t len = s ? strlen(s) : 0;
+        const char *colon = s ? strrchr(s, ':') : NULL;
+        const char *why = NULL;
+        if (colon) {
+            uint64_t port = 0;
+            bool digits = colon[1] != '\0' && strlen(colon + 1) <= 5;
+            for (const char *p = colon + 1; digits && *p; p++) {
+                digits = *p >= '0' && *p <= '9';
+                port = port * 10 + (uint64_t)(*p - '0');
+            }
+            if (!digits || port == 0 || port > 65535)
+                why = "the port after ':' must be 1..65535";
+            len = (size_t)(colon - s);
+        }
+        if (s && !why)
+            why = sy_cfg_host_problem(s, len);
         if (why)
             sy_cfg_report(c, host, "bad health host %s: %s", sy_cfg_show_value(host).s, why);
         else if (s)

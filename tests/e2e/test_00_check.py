@@ -249,7 +249,7 @@ apps:
 GOOD_HEALTH = [
     ("health: { path: /healthz, interval: 2s, timeout: 1s, rise: 2, fall: 3, expect: 200-399, "
      "host: green.internal }", "failover: true"),
-    ("health: { expect: [200, 204-299] }", "failover: false"),
+    ("health: { expect: [200, 204-299], host: 'green.internal:8443' }", "failover: false"),
     ("health: {}", ""),
     ("outlier: { consecutive_failures: 5, base_ejection: 10s, max_ejection: 300s }", ""),
     ("retry_budget: { percent: 20, window: 10s, min: 3 }", ""),
@@ -277,6 +277,7 @@ BAD_HEALTH = [
     ("health: { expect: [200, ok] }", "", "ok", "expect must be a status or a range"),
     ("health: { path: healthz }", "", "healthz", "path must begin with '/'"),
     ("health: { host: 'a b' }", "", "'a b'", "bad health host"),
+    ("health: { host: 'g.internal:70000' }", "", "'g.internal:70000'", "port after ':' must be"),
     ("health: { pth: /x }", "", "pth", "unknown key 'pth' in health"),
     ("health: /healthz", "", "/healthz", "health must be a mapping"),
     ("outlier: { consecutive_failures: 0 }", "", "0 }", "consecutive_failures must be"),
