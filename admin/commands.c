@@ -21,6 +21,7 @@
 #include "switchyard/exclusive.h"
 #include "switchyard/guard_engine.h"
 #include "switchyard/ramp.h"
+#include "switchyard/health.h"
 
 #include "admin_internal.h"
 
@@ -641,6 +642,73 @@ static void status_orphans(struct sy_admin_routing *env, struct sy_reply *r,
     sy_json_end_array(r);
 }
 
+/* Endpoint health, kept small: state, reason, since; for the clusters with health checks or
+ * outlier ejection (the others' endpoints are always up). Then each cluster's failovers and
+ * retries, when there were any. */
+static void status_health(struct sy_admin_routing *env, struct sy_reply *r)
+{
+    const struct sy_config *cfg = config_of(env);
+    uint64_t now = sy_now_ms();
+    sy_json_begin_array(r, "endpoints");
+    for (size_t c = 0; c < cfg->n_clusters; c++) {
+        const struct sy_cluster_spec *cl = &cfg->clusters[c];
+        if (!cl->health.on && !cl->outlier.on)
+            continue;
+        for (size_t e = 0; e < cl->n_endpoints; e++) {
+            const struct sy_ep_health *h = cl->endpoints[e].hs;
+            if (!h)
+                continue;
+            bool down = atomic_load_explicit(&h->down, memory_order_relaxed) != 0;
+            const char *state = down ? "down" : sy_ep_is_up(h, now) ? "up" : "ejected";
+            char reason[64], since[32] = "";
+            sy_health_reason_text(atomic_load_explicit(&h->reason, memory_order_relaxed), reason,
+                                  sizeof(reason));
+            uint64_t ms = atomic_load_explicit(&h->since_ms, memory_order_relaxed);
+            if (ms) {
+                time_t secs = (time_t)(ms / 1000);
+                struct tm tm;
+                gmtime_r(&secs, &tm);
+                strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            }
+            sy_reply_printf(r, "endpoint %s %s: %s (%s%s%s)\n", cl->name, cl->endpoints[e].address,
+                            state, reason, ms ? ", since " : "", since);
+            sy_json_begin_object(r, NULL);
+            sy_json_str(r, "cluster", cl->name);
+            sy_json_str(r, "endpoint", cl->endpoints[e].address);
+            sy_json_str(r, "state", state);
+            sy_json_str(r, "reason", reason);
+            sy_json_str(r, "since", ms ? since : NULL);
+            sy_json_end_object(r);
+        }
+    }
+    sy_json_end_array(r);
+    sy_json_begin_array(r, "cluster_health");
+    for (size_t c = 0; c < cfg->n_clusters; c++) {
+        const struct sy_cluster_health *h = cfg->clusters[c].hs;
+        if (!h)
+            continue;
+        uint64_t fo = atomic_load_explicit(&h->failovers, memory_order_relaxed);
+        uint64_t d5 = atomic_load_explicit(&h->down_503, memory_order_relaxed);
+        uint64_t rt = atomic_load_explicit(&h->retries, memory_order_relaxed);
+        uint64_t rd = atomic_load_explicit(&h->retries_denied, memory_order_relaxed);
+        if (fo || d5 || rt || rd)
+            sy_reply_printf(r,
+                            "cluster %s: %" PRIu64 " requests failed over, %" PRIu64
+                            " answered 503 (down, failover off), %" PRIu64
+                            " connect retries, %" PRIu64 " retries over budget\n",
+                            cfg->clusters[c].name, fo, d5, rt, rd);
+        sy_json_begin_object(r, NULL);
+        sy_json_str(r, "cluster", cfg->clusters[c].name);
+        sy_json_bool(r, "up", sy_cluster_is_up(&cfg->clusters[c], now));
+        sy_json_uint(r, "failover", fo);
+        sy_json_uint(r, "down_503", d5);
+        sy_json_uint(r, "retries", rt);
+        sy_json_uint(r, "retries_denied", rd);
+        sy_json_end_object(r);
+    }
+    sy_json_end_array(r);
+}
+
 static int cmd_status(struct sy_admin_req *req)
 {
     struct sy_admin_routing *env = req->ctx;
@@ -668,6 +736,7 @@ static int cmd_status(struct sy_admin_req *req)
     size_t shown = status_apps(env, r, &sel, &acc);
     status_unrouted(r, &sel, &acc);
     status_orphans(env, r, &sel);
+    status_health(env, r);
     /* The last changes, for the status page and `status --watch` (JSON only: people have
      * `history`). */
     if (r->json)

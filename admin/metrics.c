@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <pwd.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "switchyard/access_log.h"
+#include "switchyard/health.h"
 #include "sy_config.h"
 
 /* -- the writer -------------------------------------------------------------------------------- */
@@ -509,12 +511,71 @@ static void reload_metrics(struct sy_prom *m, struct sy_state *st)
     sy_prom_sample_u64(m, "", NULL, 0, NULL, sy_state_journal_seq(st));
 }
 
+/* Endpoint health (active checks, outlier ejection) and each cluster's failover and retries. */
+static void health_metrics(struct sy_prom *m, struct sy_state *st)
+{
+    const struct sy_config *cfg = sy_route_table_config(sy_state_table(st));
+    uint64_t now = sy_now_ms();
+    sy_prom_family(m, "switchyard_endpoint_up", "gauge",
+                   "1 when a cluster endpoint takes traffic: its health checks pass (or it has "
+                   "none) and it is not ejected.");
+    for (size_t c = 0; c < cfg->n_clusters; c++)
+        for (size_t e = 0; e < cfg->clusters[c].n_endpoints; e++) {
+            const struct sy_endpoint_spec *ep = &cfg->clusters[c].endpoints[e];
+            const char *l[] = {"cluster", cfg->clusters[c].name, "endpoint", ep->address};
+            sy_prom_sample_u64(m, "", l, 2, NULL, sy_ep_is_up(ep->hs, now));
+        }
+    sy_prom_family(m, "switchyard_endpoint_ejections_total", "counter",
+                   "Ejections of a cluster endpoint by outlier detection (clusters.NAME.outlier).");
+    for (size_t c = 0; c < cfg->n_clusters; c++)
+        for (size_t e = 0; e < cfg->clusters[c].n_endpoints; e++) {
+            const struct sy_endpoint_spec *ep = &cfg->clusters[c].endpoints[e];
+            const char *l[] = {"cluster", cfg->clusters[c].name, "endpoint", ep->address};
+            sy_prom_sample_u64(
+                m, "", l, 2, NULL,
+                ep->hs ? atomic_load_explicit(&ep->hs->ejected_total, memory_order_relaxed) : 0);
+        }
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } fams[] = {
+        {"switchyard_cluster_failover_total",
+         "Requests a cluster with no endpoint up could not take, sent to another cluster of the "
+         "app (apps[].failover).",
+         offsetof(struct sy_cluster_health, failovers)},
+        {"switchyard_cluster_down_rejected_total",
+         "Requests answered 503 because the cluster had no endpoint up and the app has "
+         "failover: false.",
+         offsetof(struct sy_cluster_health, down_503)},
+        {"switchyard_cluster_retries_total",
+         "Failed connects tried again on another endpoint of the cluster.",
+         offsetof(struct sy_cluster_health, retries)},
+        {"switchyard_cluster_retries_denied_total",
+         "Failed connects not tried again: the cluster's retry_budget was spent.",
+         offsetof(struct sy_cluster_health, retries_denied)},
+    };
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+        sy_prom_family(m, fams[f].name, "counter", fams[f].help);
+        for (size_t c = 0; c < cfg->n_clusters; c++) {
+            const struct sy_cluster_health *h = cfg->clusters[c].hs;
+            const char *l[] = {"cluster", cfg->clusters[c].name};
+            uint64_t v = 0;
+            if (h)
+                v = atomic_load_explicit(
+                    (_Atomic uint64_t *)((char *)(uintptr_t)h + fams[f].offset),
+                    memory_order_relaxed);
+            sy_prom_sample_u64(m, "", l, 1, NULL, v);
+        }
+    }
+}
+
 static void routing_metrics(struct sy_prom *m, struct sy_state *st)
 {
     app_metrics(m, st);
     weight_metrics(m, st);
     override_metrics(m, st);
     reload_metrics(m, st);
+    health_metrics(m, st);
 }
 
 /* -- the access log ---------------------------------------------------------------------------- */

@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "switchyard/health.h"
+
 #include "exchange_internal.h"
 
 /* Finished exchanges a worker keeps for reuse. None under AddressSanitizer, so that a use
@@ -291,6 +293,15 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     };
     struct sy_route_choice choice;
     sy_route_pick(t, app, &rreq, &choice);
+    if (choice.down) {
+        char msg[320];
+        snprintf(msg, sizeof(msg),
+                 "cluster %s has no endpoint up (health checks or outlier ejection) and app %s "
+                 "has failover: false",
+                 sy_route_cluster(t, choice.cluster)->name, app->name);
+        exchange_answer_own(d, t, app, choice.cluster, 503, msg);
+        return;
+    }
     const struct sy_endpoint_spec *ep = sy_route_next_endpoint(t, choice.cluster);
     if (!ep) {
         exchange_answer_own(d, t, app, choice.cluster, 502, "the chosen cluster has no endpoints");
@@ -302,6 +313,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
         return;
     }
     const struct sy_cluster_spec *cl = sy_route_cluster(t, choice.cluster);
+    sy_cluster_count_request(cl->hs, &cl->retry_budget, sy_now_ms());
     if (cl->protocol != SY_PROTO_HTTP1 && ex->upgrade_asked) {
         char msg[320];
         snprintf(msg, sizeof(msg),
@@ -321,6 +333,63 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     if (hold_gate(ex, cfg))
         return;
     exchange_go(ex, false);
+}
+
+/* Passive health: one answer or failure of the exchange's endpoint, for outlier ejection. */
+static void note_endpoint(struct exchange *ex, bool failed, int status)
+{
+    const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+    struct sy_ep_health *h = ex->endpoint->hs;
+    if (!h || !cl->outlier.on)
+        return;
+    enum sy_health_reason why = status ? SY_HR_EJECT_5XX : SY_HR_EJECT_CONNECT;
+    uint64_t len = sy_ep_note(h, &cl->outlier, failed, why, status, sy_now_ms());
+    if (len)
+        sy_log(SY_LOG_WARN, "health",
+               "cluster %s endpoint %s ejected for %llu ms: %u %s in a row (ejection %u in a "
+               "row)",
+               cl->name, ex->endpoint->address, (unsigned long long)len,
+               cl->outlier.consecutive_failures, status ? "5xx answers" : "connect failures",
+               (unsigned)atomic_load_explicit(&h->ejections, memory_order_relaxed));
+}
+
+/* A connect that failed (nothing of the request reached the cluster) goes once more, to
+ * another endpoint of the cluster that is up, whatever the method (or, for a request HTTP/2
+ * may repeat, to the same one when no other is up), when the cluster's retry budget has
+ * room. `body_kept`: the client kept what of the request body it had taken, so a
+ * body begun does not forbid it; `late` as for start (false while the codec has not consumed
+ * the head). Returns true when the retry is under way (or queued). */
+static bool retry_connect(struct exchange *ex, bool body_kept, bool late)
+{
+    if (ex->connect_retried || ex->resp_started || ex->w->draining ||
+        (ex->req_body_started && !body_kept))
+        return false;
+    const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+    bool up = false;
+    const struct sy_endpoint_spec *ep =
+        sy_route_next_endpoint_avoiding(ex->table, ex->cluster, ex->endpoint, &up);
+    if (!ep || !up || ep == ex->endpoint) {
+        /* No other endpoint up: a request HTTP/2 may repeat (safe, no byte taken) goes once
+         * more on a fresh connection to the same one, as it always did; within the budget. */
+        if (!(ex->safe && ex->uops->retry_safe))
+            return false;
+        ep = ex->endpoint;
+    }
+    if (!sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_now_ms()))
+        return false;
+    ex->connect_retried = true;
+    const char *reason = NULL;
+    struct pool *p = upstream_pool(ex->w, ep, cl);
+    const struct sy_endpoint_spec *was = ex->endpoint;
+    ex->endpoint = ep; /* what the next error names */
+    if (!queue_has_room(p, cl)) {
+        queue_push_front(ex, p);
+        return true;
+    }
+    if (ex->uops->start(ex, p, cl, late, &reason))
+        return true;
+    ex->endpoint = was;
+    return false;
 }
 
 void exchange_go(struct exchange *ex, bool late)
@@ -347,8 +416,15 @@ void exchange_go(struct exchange *ex, bool late)
             return;
         }
     }
-    if (!ex->uops->start(ex, upstream_pool(w, ep, cl), cl, late, &why))
-        exchange_fail_connect(ex, why);
+    if (ex->uops->start(ex, upstream_pool(w, ep, cl), cl, late, &why))
+        return;
+    if (why != exchange_nomem_reason && why != upstream_limit_reason) {
+        /* The connect failed at once (no route, no descriptor): as a refusal. */
+        note_endpoint(ex, true, 0);
+        if (retry_connect(ex, false, late))
+            return;
+    }
+    exchange_fail_connect(ex, why);
 }
 
 void exchange_dequeued(struct exchange *ex)
@@ -433,6 +509,12 @@ bool exchange_on_head(struct exchange *ex, const struct resp_head *head)
         exchange_fail(ex, 502, why);
         return false;
     }
+    note_endpoint(ex, head->status >= 500, head->status >= 500 ? head->status : 0);
+    if (ex->connect_retried && head->status < 500) {
+        /* The retry worked: it costs the budget nothing (only failing retries are bounded). */
+        const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+        sy_cluster_retry_worked(cl->hs);
+    }
     struct resp_head h = *head;
     h.set_cookie = ex->set_cookie;
     ex->status = h.status;
@@ -494,6 +576,18 @@ static bool retry_wanted(struct exchange *ex, bool unprocessed)
 
 bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const char *why)
 {
+    if (ex->connect_failed) {
+        /* Only the endpoint retry, within the budget, so that a failing cluster sees no
+         * storm; the client kept what of the body it had taken (h1_client.c). */
+        ex->connect_failed = false;
+        note_endpoint(ex, true, 0);
+        if (retry_connect(ex, true, true))
+            return true;
+        exchange_fail(ex, status, why);
+        return false;
+    }
+    if (!ex->resp_started && !unprocessed && (status == 502 || status == 504))
+        note_endpoint(ex, true, status); /* no answer, or not HTTP: the endpoint's 5xx */
     if (retry_wanted(ex, unprocessed)) {
         const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);

@@ -419,6 +419,25 @@ static void upstream_closed(struct exchange *ex, struct h1_stream *s)
     fail(ex, 502, why);
 }
 
+/* The connect failed: nothing of the request reached the cluster (a refused SYN takes no
+ * byte, even when the socket was reported connected and the head, and what of the body
+ * followed, were queued). The connection goes, and what it had queued goes back in front of
+ * the head for a retry on another endpoint; a PROXY header in front of it leaves the request
+ * as it is (no retry). */
+static void connect_failed(struct exchange *ex, struct h1_stream *s)
+{
+    struct upstream *up = s->up;
+    if (ex->resp_started)
+        return;
+    struct evbuffer *out = sy_sock_output(up->sock);
+    if (evbuffer_get_length(out) > 0 &&
+        (up->one_client || evbuffer_prepend_buffer(s->head, out) != 0))
+        return;
+    s->up = NULL;
+    upstream_release(up, false);
+    ex->connect_failed = true;
+}
+
 static void timed_out(struct exchange *ex, struct h1_stream *s, short what)
 {
     struct upstream *up = s->up;
@@ -441,6 +460,7 @@ static void timed_out(struct exchange *ex, struct h1_stream *s, short what)
         ex->generated = "upstream_connect_timeout";
         snprintf(why, sizeof(why), "cluster %s (%s) cannot be reached: connect timed out",
                  exchange_cluster_name(ex), ex->endpoint->address);
+        connect_failed(ex, s);
         fail(ex, 502, why);
         return;
     }
@@ -491,6 +511,8 @@ void h1up_event(struct exchange *ex, short what)
         snprintf(why, sizeof(why), "cluster %s (%s) failed %s: %s", exchange_cluster_name(ex),
                  ex->endpoint->address, ex->resp_started ? "mid-response" : "before answering",
                  upstream_error(up->sock, err));
+    if (!up->connected || cerr == SY_CONNERR_REFUSED || cerr == SY_CONNERR_UNREACHABLE)
+        connect_failed(ex, s);
     fail(ex, 502, why);
 }
 

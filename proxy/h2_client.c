@@ -239,9 +239,10 @@ static void conn_fail(struct h2_up *h, const char *why)
     while (h->streams) {
         struct h2_stream *s = h->streams;
         forget_stream(h, s);
-        /* A connection that never came up is a connect failure, retried as a connect timeout
-         * is (once, when safe), not a stream the server gave back: libevent reported a
-         * loopback refusal as connected first, and the retries came out so. */
+        /* A connection that never came up is a connect failure (exchange.c retry_connect:
+         * once, within the cluster's retry budget), not a stream the server gave back:
+         * libevent reported a loopback refusal as connected first. */
+        s->ex->connect_failed = !h->connected;
         report_failure(s, h, h->connected && !s->sent, 502, reason);
     }
     h->dead = true;

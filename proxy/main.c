@@ -28,6 +28,7 @@
 #include "switchyard/config.h"
 #include "switchyard/exclusive.h"
 #include "switchyard/guard_engine.h"
+#include "switchyard/health_check.h"
 #include "switchyard/notify.h"
 #include "switchyard/proxy.h"
 #include "switchyard/ramp.h"
@@ -71,9 +72,10 @@ struct control {
     struct event *stop_delay; /* shutdown.delay: listeners still accept until it fires */
     bool draining;            /* begin_drain ran */
     bool upgraded;            /* a new process took over: its drain is sy_workers_drain_upgraded */
-    struct sy_upgrade *upgrade;    /* the upgrade socket (proxy/upgrade.c); NULL: none */
-    struct event *sigs[N_SIGNALS]; /* HUP, TERM, INT, USR2 */
-    struct event *usr1;            /* the access log's reopen */
+    struct sy_upgrade *upgrade;       /* the upgrade socket (proxy/upgrade.c); NULL: none */
+    struct event *sigs[N_SIGNALS];    /* HUP, TERM, INT, USR2 */
+    struct event *usr1;               /* the access log's reopen */
+    struct sy_health_checker *health; /* the clusters' active health checks */
 };
 
 /* What SIGUSR2 starts: this binary's path (the file there now: a package upgrade replaced
@@ -284,6 +286,8 @@ static void publish(struct sy_route_table *t, void *arg)
     struct control *ctl = arg;
     sy_log_set_client_rate((unsigned)sy_route_table_config(t)->limits.log_client_lines);
     sy_workers_publish(ctl->workers, t);
+    /* The config's own reference is taken by the checker (a new file: new probes). */
+    sy_health_checker_apply(ctl->health, (struct sy_config *)sy_route_table_config(t));
     watch_tls_files(ctl, sy_route_table_config(t));
     watch_apps_dir(ctl, sy_route_table_config(t));
     arm_ticket_rotation(ctl, sy_route_table_config(t));
@@ -1098,6 +1102,8 @@ static void finish(struct control *ctl)
     if (ctl->apps_watch_ev)
         event_del(ctl->apps_watch_ev);
     event_del(ctl->debounce);
+    sy_health_checker_free(ctl->health);
+    ctl->health = NULL;
     wait_workers(ctl);
     sy_access_log_close(LOG_EXIT_FLUSH_MS);
     event_free(ctl->usr1);
@@ -1185,6 +1191,8 @@ int main(int argc, char **argv)
         return 1;
     }
     sy_state_set_publish(ctl.state, publish, &ctl);
+    ctl.health = sy_health_checker_new(ctl.base);
+    sy_health_checker_apply(ctl.health, (struct sy_config *)cfg);
     start_timers(&ctl, cfg);
     if (start_admin(&ctl, cfg, &taken) != 0)
         return 1;

@@ -30,6 +30,7 @@
 #include <yaml.h>
 
 #include "switchyard/apps_dir.h"
+#include "switchyard/health.h"
 
 #include "config_internal.h"
 #include "yaml_doc.h"
@@ -475,6 +476,7 @@ void sy_config_free(struct sy_config *cfg)
         return;
     if (!cfg)
         return;
+    sy_health_detach(cfg);
     for (size_t i = 0; i < cfg->n_listens; i++) {
         free(cfg->listens[i].address);
         free(cfg->listens[i].tls_cert);
@@ -493,6 +495,8 @@ void sy_config_free(struct sy_config *cfg)
         free(cl->tls.sni);
         free(cl->tls.cert);
         free(cl->tls.key);
+        free(cl->health.path);
+        free(cl->health.host);
     }
     free(cfg->clusters);
     for (size_t i = 0; i < cfg->n_apps; i++) {

@@ -625,16 +625,8 @@ static void parse_app_mode(struct ctx *c, struct sy_app_spec *app, const struct 
             sy_cfg_report(c, mode, "mode must be weighted or exclusive, got %s",
                           sy_cfg_show_value(mode).s);
     }
-    if (fwe) {
-        const char *s = sy_cfg_is_scalar(fwe) && fwe->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
-                            ? sy_cfg_text(fwe)
-                            : "";
-        if (strcmp(s, "true") == 0)
-            app->force_while_exclusive = true;
-        else if (strcmp(s, "false") != 0)
-            sy_cfg_report(c, fwe, "force_while_exclusive must be true or false, got %s",
-                          sy_cfg_show_value(fwe).s);
-    }
+    if (fwe)
+        sy_cfg_bool(c, fwe, "force_while_exclusive", &app->force_while_exclusive);
     if (app->mode != SY_APP_EXCLUSIVE || !weights_ok)
         return;
     size_t live = 0;
@@ -780,7 +772,9 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
                           *weights = NULL, *sticky = NULL, *force = NULL, *drain_after = NULL;
     const struct sy_ynode *maint_page = NULL, *maint_retry = NULL;
     const struct sy_ynode *mode = NULL, *force_while_exclusive = NULL, *guard = NULL;
+    const struct sy_ynode *failover = NULL;
     const struct sy_cfg_slot slots[] = {
+        {"failover", &failover},
         {"name", &name},
         {"hosts", &hosts},
         {"paths", &paths},
@@ -827,6 +821,9 @@ static void parse_app(struct ctx *c, const struct sy_ynode *item)
     parse_app_mode(c, app, mode, force_while_exclusive, weights_ok);
     if (guard)
         parse_guard(c, app, guard, weights_ok);
+    app->failover = true;
+    if (failover)
+        sy_cfg_bool(c, failover, "failover", &app->failover);
 }
 
 void sy_cfg_parse_apps(struct ctx *c, const struct sy_ynode *v)

@@ -5,6 +5,7 @@
 #include "switchyard/config.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <yaml.h>
@@ -132,6 +133,207 @@ static void parse_cluster_queue(struct ctx *c, struct sy_cluster_spec *cl, const
     }
 }
 
+/* `expect: 200-399` or a list of such ranges (a single status, "200", is a range of one). */
+static bool parse_range(const char *s, struct sy_status_range *r)
+{
+    unsigned lo = 0, hi = 0;
+    int n = 0;
+    if (sscanf(s, "%3u-%3u%n", &lo, &hi, &n) == 2 && s[n] == '\0' && n == 7) {
+        r->lo = lo;
+        r->hi = hi;
+    } else if (sscanf(s, "%3u%n", &lo, &n) == 1 && s[n] == '\0' && n == 3) {
+        r->lo = r->hi = lo;
+    } else {
+        return false;
+    }
+    return r->lo >= 100 && r->hi <= 599 && r->lo <= r->hi;
+}
+
+static void parse_expect_item(struct ctx *c, struct sy_health_spec *h, const struct sy_ynode *n)
+{
+    const char *s = sy_cfg_is_scalar(n) ? sy_cfg_text(n) : NULL;
+    struct sy_status_range r;
+    if (!s || !parse_range(s, &r)) {
+        sy_cfg_report(c, n,
+                      "expect must be a status or a range of statuses within 100..599, such as "
+                      "200 or 200-399 (low first), got %s",
+                      sy_cfg_show_value(n).s);
+        return;
+    }
+    if (h->n_expect == SY_HEALTH_EXPECT_MAX) {
+        sy_cfg_report(c, n, "expect has at most %d ranges", SY_HEALTH_EXPECT_MAX);
+        return;
+    }
+    h->expect[h->n_expect++] = r;
+}
+
+static void parse_expect(struct ctx *c, struct sy_health_spec *h, const struct sy_ynode *v)
+{
+    h->n_expect = 0;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        parse_expect_item(c, h, v);
+        return;
+    }
+    if (!sy_cfg_has_items(v)) {
+        sy_cfg_report(c, v, "expect must name at least one status range");
+        return;
+    }
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++)
+        parse_expect_item(c, h, sy_cfg_node_at(c, *it));
+}
+
+/* rise, fall: 1..SY_HEALTH_RUN_MAX. */
+static void parse_run(struct ctx *c, const struct sy_ynode *v, const char *key, unsigned *out)
+{
+    uint64_t n;
+    if (!sy_cfg_parse_uint(v, SY_HEALTH_RUN_MAX, &n) || n == 0) {
+        sy_cfg_report(c, v, "%s must be an integer 1..%d, got %s", key, SY_HEALTH_RUN_MAX,
+                      sy_cfg_show_value(v).s);
+        return;
+    }
+    *out = (unsigned)n;
+}
+
+/* `health: {path, interval, timeout, rise, fall, expect, host}`: the active check. */
+static void parse_health(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
+{
+    struct sy_health_spec *h = &cl->health;
+    h->interval_ms = SY_HEALTH_INTERVAL_DEFAULT;
+    h->timeout_ms = SY_HEALTH_TIMEOUT_DEFAULT;
+    h->rise = SY_HEALTH_RISE_DEFAULT;
+    h->fall = SY_HEALTH_FALL_DEFAULT;
+    h->expect[0] = (struct sy_status_range){200, 399};
+    h->n_expect = 1;
+    h->mark = sy_cfg_mark_of(v);
+    if (!sy_cfg_is_mapping(c, v, "health"))
+        return;
+    h->on = true;
+    const struct sy_ynode *path = NULL, *interval = NULL, *timeout = NULL, *rise = NULL,
+                          *fall = NULL, *expect = NULL, *host = NULL;
+    const struct sy_cfg_slot slots[] = {
+        {"path", &path}, {"interval", &interval}, {"timeout", &timeout}, {"rise", &rise},
+        {"fall", &fall}, {"expect", &expect},     {"host", &host},
+    };
+    sy_cfg_collect(c, v, slots, sizeof(slots) / sizeof(slots[0]), "health");
+    if (path) {
+        const char *s = sy_cfg_string_value(c, path, "path");
+        bool ok = s && s[0] == '/';
+        for (const char *p = s; ok && *p; p++)
+            ok = (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f;
+        if (s && !ok)
+            sy_cfg_report(c, path,
+                          "path must begin with '/' and have no spaces or control characters, "
+                          "got %s",
+                          sy_cfg_show_value(path).s);
+        else if (s)
+            h->path = sy_xstrdup(s);
+    }
+    if (!h->path)
+        h->path = sy_xstrdup(SY_HEALTH_PATH_DEFAULT);
+    if (interval)
+        sy_cfg_duration_ms(c, interval, "interval", DURATION_EXAMPLES, "", &h->interval_ms);
+    if (timeout)
+        sy_cfg_duration_ms(c, timeout, "timeout", DURATION_EXAMPLES, "", &h->timeout_ms);
+    if (rise)
+        parse_run(c, rise, "rise", &h->rise);
+    if (fall)
+        parse_run(c, fall, "fall", &h->fall);
+    if (expect)
+        parse_expect(c, h, expect);
+    if (host) {
+        /* A name, optionally with ":PORT" (the Host field's own form). */
+        const char *s = sy_cfg_string_value(c, host, "host");
+        size_t len = s ? strlen(s) : 0;
+        const char *colon = s ? strrchr(s, ':') : NULL;
+        const char *why = NULL;
+        if (colon) {
+            uint64_t port = 0;
+            bool digits = colon[1] != '\0' && strlen(colon + 1) <= 5;
+            for (const char *p = colon + 1; digits && *p; p++) {
+                digits = *p >= '0' && *p <= '9';
+                port = port * 10 + (uint64_t)(*p - '0');
+            }
+            if (!digits || port == 0 || port > 65535)
+                why = "the port after ':' must be 1..65535";
+            len = (size_t)(colon - s);
+        }
+        if (s && !why)
+            why = sy_cfg_host_problem(s, len);
+        if (why)
+            sy_cfg_report(c, host, "bad health host %s: %s", sy_cfg_show_value(host).s, why);
+        else if (s)
+            h->host = sy_xstrdup(s);
+    }
+}
+
+/* `outlier: {consecutive_failures, base_ejection, max_ejection}`: passive ejection. */
+static void parse_outlier(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
+{
+    struct sy_outlier_spec *o = &cl->outlier;
+    o->consecutive_failures = SY_OUTLIER_FAILURES_DEFAULT;
+    o->base_ms = SY_OUTLIER_BASE_DEFAULT;
+    o->max_ms = SY_OUTLIER_MAX_DEFAULT;
+    if (!sy_cfg_is_mapping(c, v, "outlier"))
+        return;
+    o->on = true;
+    const struct sy_ynode *n = NULL, *base = NULL, *max = NULL;
+    const struct sy_cfg_slot slots[] = {
+        {"consecutive_failures", &n},
+        {"base_ejection", &base},
+        {"max_ejection", &max},
+    };
+    sy_cfg_collect(c, v, slots, sizeof(slots) / sizeof(slots[0]), "outlier");
+    if (n) {
+        uint64_t k;
+        if (!sy_cfg_parse_uint(n, 1000, &k) || k == 0)
+            sy_cfg_report(c, n, "consecutive_failures must be an integer 1..1000, got %s",
+                          sy_cfg_show_value(n).s);
+        else
+            o->consecutive_failures = (unsigned)k;
+    }
+    bool base_ok = true, max_ok = true;
+    if (base)
+        base_ok = sy_cfg_duration_ms(c, base, "base_ejection", DURATION_EXAMPLES, "", &o->base_ms);
+    if (max)
+        max_ok = sy_cfg_duration_ms(c, max, "max_ejection", DURATION_EXAMPLES, "", &o->max_ms);
+    if (base_ok && max_ok && o->max_ms < o->base_ms)
+        sy_cfg_report(c, max ? max : base,
+                      "max_ejection (%ums) must be at least base_ejection (%ums)", o->max_ms,
+                      o->base_ms);
+}
+
+/* `retry_budget: {percent, window, min}`. */
+static void parse_retry_budget(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
+{
+    struct sy_retry_budget_spec *b = &cl->retry_budget;
+    if (!sy_cfg_is_mapping(c, v, "retry_budget"))
+        return;
+    const struct sy_ynode *pct = NULL, *window = NULL, *min = NULL;
+    const struct sy_cfg_slot slots[] = {
+        {"percent", &pct},
+        {"window", &window},
+        {"min", &min},
+    };
+    sy_cfg_collect(c, v, slots, sizeof(slots) / sizeof(slots[0]), "retry_budget");
+    uint64_t k;
+    if (pct) {
+        if (!sy_cfg_parse_uint(pct, 100, &k))
+            sy_cfg_report(c, pct, "percent must be an integer 0..100, got %s",
+                          sy_cfg_show_value(pct).s);
+        else
+            b->percent = (unsigned)k;
+    }
+    if (window)
+        sy_cfg_duration_ms(c, window, "window", DURATION_EXAMPLES, "", &b->window_ms);
+    if (min) {
+        if (!sy_cfg_parse_uint(min, 100000, &k))
+            sy_cfg_report(c, min, "min must be an integer 0..100000, got %s",
+                          sy_cfg_show_value(min).s);
+        else
+            b->min = (unsigned)k;
+    }
+}
+
 static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct sy_ynode *v)
 {
     struct sy_config *cfg = c->cfg;
@@ -151,14 +353,19 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
     cl->tls.verify = true;
     cl->queue_max = SY_QUEUE_MAX_DEFAULT;
     cl->queue_timeout_ms = SY_QUEUE_TIMEOUT_DEFAULT_MS;
+    cl->outlier = (struct sy_outlier_spec){false, SY_OUTLIER_FAILURES_DEFAULT,
+                                           SY_OUTLIER_BASE_DEFAULT, SY_OUTLIER_MAX_DEFAULT};
+    cl->retry_budget = (struct sy_retry_budget_spec){
+        SY_RETRY_BUDGET_PCT_DEFAULT, SY_RETRY_BUDGET_WIN_DEFAULT, SY_RETRY_BUDGET_MIN_DEFAULT};
     if (!sy_cfg_is_mapping(c, v, "cluster"))
         return;
     const struct sy_ynode *endpoints = NULL, *protocol = NULL, *tls = NULL, *cap = NULL,
                           *queue = NULL;
-    const struct sy_ynode *pp = NULL;
+    const struct sy_ynode *pp = NULL, *health = NULL, *outlier = NULL, *budget = NULL;
     const struct sy_cfg_slot slots[] = {
         {"endpoints", &endpoints}, {"protocol", &protocol}, {"tls", &tls},
         {"max_connections", &cap}, {"queue", &queue},       {"proxy_protocol", &pp},
+        {"health", &health},       {"outlier", &outlier},   {"retry_budget", &budget},
     };
     sy_cfg_collect(c, v, slots, sizeof(slots) / sizeof(slots[0]), "cluster");
     if (!endpoints)
@@ -186,6 +393,12 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
         else
             cl->send_proxy_v2 = true;
     }
+    if (health)
+        parse_health(c, cl, health);
+    if (outlier)
+        parse_outlier(c, cl, outlier);
+    if (budget)
+        parse_retry_budget(c, cl, budget);
     bool cap_ok = cap ? parse_max_connections(c, cl, cap) : true;
     if (queue) {
         parse_cluster_queue(c, cl, queue);

@@ -68,6 +68,9 @@ struct shown sy_cfg_show_value(const struct sy_ynode *n);
 struct sy_ynode *sy_cfg_node_at(struct ctx *c, int index);
 bool sy_cfg_is_scalar(const struct sy_ynode *n);
 const char *sy_cfg_text(const struct sy_ynode *n);
+/* A plain `true` or `false` into *out; anything else is reported as "KEY must be true or
+ * false" and leaves *out as it was. */
+void sy_cfg_bool(struct ctx *c, const struct sy_ynode *n, const char *key, bool *out);
 /* The text of a scalar that must be a usable string: not a collection, not empty, no NUL. */
 const char *sy_cfg_string_value(struct ctx *c, const struct sy_ynode *n, const char *what);
 /* A plain (unquoted) decimal integer no larger than `max`: YAML's quoted "5" is a string. */

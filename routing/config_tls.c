@@ -81,16 +81,7 @@ void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const s
                 t->sni = sy_xstrdup(s);
             }
         } else if (strcmp(name, "verify") == 0) {
-            const char *s = sy_cfg_is_scalar(pv) && pv->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
-                                ? sy_cfg_text(pv)
-                                : "";
-            if (strcmp(s, "true") == 0)
-                t->verify = true;
-            else if (strcmp(s, "false") == 0)
-                t->verify = false;
-            else
-                sy_cfg_report(c, pv, "verify must be true or false, got %s",
-                              sy_cfg_show_value(pv).s);
+            sy_cfg_bool(c, pv, "verify", &t->verify);
         } else if (strcmp(name, "cert") == 0) {
             cert = pv;
         } else if (strcmp(name, "key") == 0) {

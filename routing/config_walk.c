@@ -115,6 +115,18 @@ const char *sy_cfg_text(const struct sy_ynode *n)
     return (const char *)n->data.scalar.value;
 }
 
+void sy_cfg_bool(struct ctx *c, const struct sy_ynode *n, const char *key, bool *out)
+{
+    const char *s =
+        sy_cfg_is_scalar(n) && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? sy_cfg_text(n) : "";
+    if (strcmp(s, "true") == 0)
+        *out = true;
+    else if (strcmp(s, "false") == 0)
+        *out = false;
+    else
+        sy_cfg_report(c, n, "%s must be true or false, got %s", key, sy_cfg_show_value(n).s);
+}
+
 /* The text of a scalar that must be a usable string: not a collection, not empty, no NUL. */
 const char *sy_cfg_string_value(struct ctx *c, const struct sy_ynode *n, const char *what)
 {

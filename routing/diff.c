@@ -29,6 +29,7 @@ static const char *const kind_names[] = {
     [SY_DIFF_CLUSTER_ADDED] = "cluster_added",
     [SY_DIFF_ENDPOINTS] = "endpoints",
     [SY_DIFF_MAX_CONNECTIONS] = "max_connections",
+    [SY_DIFF_HEALTH] = "health",
 };
 
 const char *sy_route_diff_kind_name(enum sy_route_diff_kind kind)
@@ -287,6 +288,38 @@ static void diff_apps(struct diff *df, const struct sy_config *oc, const struct 
     }
 }
 
+/* A cluster's health settings in a line: "health /healthz every 2000 ms (timeout 1000 ms,
+ * rise 2, fall 3, expect 200-399), outlier off, retry budget 20% of 10000 ms (min 3)". */
+static void health_text(const struct sy_cluster_spec *c, char *buf, size_t size)
+{
+    const struct sy_health_spec *h = &c->health;
+    const struct sy_outlier_spec *o = &c->outlier;
+    char expect[96] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < h->n_expect && len < sizeof(expect); i++)
+        len += (size_t)snprintf(expect + len, sizeof(expect) - len, "%s%u-%u", i ? "," : "",
+                                h->expect[i].lo, h->expect[i].hi);
+    int n = h->on
+                ? snprintf(buf, size,
+                           "health %s every %u ms (timeout %u ms, rise %u, fall %u, expect %s%s%s)",
+                           h->path, h->interval_ms, h->timeout_ms, h->rise, h->fall, expect,
+                           h->host ? ", host " : "", h->host ? h->host : "")
+                : snprintf(buf, size, "health off");
+    if (n < 0 || (size_t)n >= size)
+        return;
+    size_t at = (size_t)n;
+    if (o->on)
+        n = snprintf(buf + at, size - at, ", outlier %u in a row for %u..%u ms",
+                     o->consecutive_failures, o->base_ms, o->max_ms);
+    else
+        n = snprintf(buf + at, size - at, ", outlier off");
+    if (n < 0 || (size_t)n >= size - at)
+        return;
+    at += (size_t)n;
+    snprintf(buf + at, size - at, ", retry budget %u%% of %u ms (min %u)", c->retry_budget.percent,
+             c->retry_budget.window_ms, c->retry_budget.min);
+}
+
 static void diff_clusters(struct diff *df, const struct sy_config *oc, const struct sy_config *nc)
 {
     for (size_t i = 0; i < oc->n_clusters; i++) {
@@ -298,6 +331,7 @@ static void diff_clusters(struct diff *df, const struct sy_config *oc, const str
     }
     for (size_t k = 0; k < nc->n_clusters; k++) {
         const struct sy_cluster_spec *n = &nc->clusters[k];
+        char was[320], now[320];
         const struct sy_cluster_spec *o = NULL;
         for (size_t i = 0; i < oc->n_clusters && !o; i++)
             if (strcmp(oc->clusters[i].name, n->name) == 0)
@@ -320,6 +354,10 @@ static void diff_clusters(struct diff *df, const struct sy_config *oc, const str
                       "queue.timeout %u -> %u ms",
                       n->name, o->max_connections, n->max_connections, o->queue_max, n->queue_max,
                       o->queue_timeout_ms, n->queue_timeout_ms);
+        health_text(o, was, sizeof(was));
+        health_text(n, now, sizeof(now));
+        if (strcmp(was, now) != 0)
+            diff_line(df, SY_DIFF_HEALTH, NULL, "~ cluster %s: %s -> %s", n->name, was, now);
     }
 }
 

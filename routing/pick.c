@@ -21,6 +21,8 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "switchyard/health.h"
+
 #include "table_internal.h"
 
 #define MAC_HEX_LEN   64 /* HMAC-SHA256, lower-case hex */
@@ -496,16 +498,99 @@ static void pick(const struct sy_route_table *t, const struct sy_route_app *app,
     out->rule = SY_RULE_WEIGHTS;
 }
 
+/* The cluster that takes `a`'s request from `down` (no endpoint up): among the app's other
+ * clusters with weight and an endpoint up, by weight, at position `pos` of SY_STICKY_BUCKETS
+ * (a sticky bucket, so that the same users move, or a random one). SIZE_MAX: none. */
+static size_t failover_cluster(const struct sy_route_table *t, const struct app_rt *a, size_t down,
+                               unsigned pos, uint64_t now)
+{
+    unsigned total = 0;
+    for (size_t i = 0; i < a->n_weights; i++) {
+        size_t c = a->weights[i].cluster;
+        if (c != down && a->weights[i].weight && sy_cluster_is_up(sy_route_cluster(t, c), now))
+            total += a->weights[i].weight;
+    }
+    if (total == 0)
+        return SIZE_MAX;
+    unsigned at = (unsigned)((uint64_t)pos * total / SY_STICKY_BUCKETS), sum = 0;
+    for (size_t i = 0; i < a->n_weights; i++) {
+        size_t c = a->weights[i].cluster;
+        if (c == down || !a->weights[i].weight || !sy_cluster_is_up(sy_route_cluster(t, c), now))
+            continue;
+        sum += a->weights[i].weight;
+        if (at < sum)
+            return c;
+    }
+    return SIZE_MAX; /* not reached: at < total */
+}
+
+/* The request's key as a sticky bucket, or a random one. */
+static unsigned failover_pos(const struct app_rt *a, const struct sy_route_req *req,
+                             const struct sy_route_choice *out)
+{
+    if (out->reason == SY_PICK_STICKY) {
+        const struct sy_sticky_spec *st = &a->spec->sticky;
+        struct sy_slice key;
+        unsigned char ip[16];
+        bool found = false;
+        if (out->set_cookie_len) {
+            key = sy_slice_of(out->set_cookie + strlen(st->name) + 1, 16);
+            found = true;
+        } else if (st->by == SY_STICKY_HEADER) {
+            found = find_header(req, st->name, &key);
+        } else if (st->by == SY_STICKY_SOURCE_IP) {
+            found = client_key(req->client, ip, &key);
+        } else if (st->by == SY_STICKY_COOKIE) {
+            found = sy_pick_find_cookie(req, st->name, &key);
+        }
+        if (found)
+            return sy_route_sticky_bucket(a->pub.name, key.p, key.len);
+    }
+    return req ? (unsigned)(req->rnd % SY_STICKY_BUCKETS) : 0;
+}
+
+/* Health: the chosen cluster's endpoints are all down. */
+static void health_pick(const struct sy_route_table *t, const struct sy_route_app *app,
+                        const struct sy_route_req *req, struct sy_route_choice *out, bool peek)
+{
+    out->from = out->cluster;
+    out->down = false;
+    if (out->reason == SY_PICK_FORCE)
+        return;
+    const struct sy_cluster_spec *cl = sy_route_cluster(t, out->cluster);
+    if (!cl->hs || (!cl->health.on && !cl->outlier.on))
+        return; /* never attached (tests, -t), or nothing watches it: always up */
+    uint64_t now = sy_now_ms();
+    if (sy_cluster_is_up(cl, now))
+        return;
+    struct app_rt *a = t->apps[app->index];
+    if (!a->spec->failover) {
+        out->down = true;
+        if (!peek)
+            atomic_fetch_add_explicit(&cl->hs->down_503, 1, memory_order_relaxed);
+        return;
+    }
+    size_t c = failover_cluster(t, a, out->cluster, failover_pos(a, req, out), now);
+    if (c == SIZE_MAX)
+        return; /* nowhere better: the cluster is tried as it is */
+    if (!peek)
+        atomic_fetch_add_explicit(&cl->hs->failovers, 1, memory_order_relaxed);
+    out->cluster = c;
+    out->rule = SY_RULE_FAILOVER;
+}
+
 void sy_route_pick(const struct sy_route_table *t, const struct sy_route_app *app,
                    const struct sy_route_req *req, struct sy_route_choice *out)
 {
     pick(t, app, req, out, false);
+    health_pick(t, app, req, out, false);
 }
 
 void sy_route_pick_peek(const struct sy_route_table *t, const struct sy_route_app *app,
                         const struct sy_route_req *req, struct sy_route_choice *out)
 {
     pick(t, app, req, out, true);
+    health_pick(t, app, req, out, true);
 }
 
 const char *sy_pick_reason_name(enum sy_pick_reason reason)
@@ -532,6 +617,8 @@ const char *sy_pick_rule_name(enum sy_pick_rule rule)
         return "force_header";
     case SY_RULE_FORCE_COOKIE:
         return "force_cookie";
+    case SY_RULE_FAILOVER:
+        return "failover";
     }
     return "unknown";
 }

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "switchyard/health.h"
+
 struct sy_state {
     const char *path;
     sy_state_check_cb check;
@@ -55,6 +57,8 @@ static int load(struct sy_state *st, struct sy_diags *d, struct sy_config **out)
         sy_config_free(cfg);
         return rc;
     }
+    /* Before the compile: the snapshot's endpoints carry their shared health. */
+    sy_health_attach(cfg);
     *out = cfg;
     return 0;
 }

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "switchyard/health.h"
+
 #include "table_internal.h"
 
 #define MAX_HOST 255
@@ -586,11 +588,42 @@ const struct sy_cluster_spec *sy_route_cluster(const struct sy_route_table *t, s
     return &t->cfg->clusters[i];
 }
 
-const struct sy_endpoint_spec *sy_route_next_endpoint(const struct sy_route_table *t, size_t i)
+const struct sy_endpoint_spec *sy_route_next_endpoint_avoiding(const struct sy_route_table *t,
+                                                               size_t i,
+                                                               const struct sy_endpoint_spec *avoid,
+                                                               bool *up)
 {
     const struct sy_cluster_spec *c = &t->cfg->clusters[i];
     if (c->n_endpoints == 0)
         return NULL;
     unsigned n = atomic_fetch_add_explicit(&t->endpoint_rr[i], 1, memory_order_relaxed);
-    return &c->endpoints[n % c->n_endpoints];
+    const struct sy_endpoint_spec *first = &c->endpoints[n % c->n_endpoints];
+    if (!c->health.on && !c->outlier.on && (!avoid || c->n_endpoints == 1)) {
+        /* Nothing watches these endpoints: every one is up. */
+        if (up)
+            *up = first != avoid;
+        return first;
+    }
+    uint64_t now = 0;
+    for (size_t k = 0; k < c->n_endpoints; k++) {
+        const struct sy_endpoint_spec *ep = &c->endpoints[(n + k) % c->n_endpoints];
+        if (ep == avoid)
+            continue;
+        if (ep->hs && !now)
+            now = sy_now_ms();
+        if (sy_ep_is_up(ep->hs, now)) {
+            if (up)
+                *up = true;
+            return ep;
+        }
+    }
+    /* None up but the one to avoid, or none at all: the round robin's, as without checks. */
+    if (up)
+        *up = false;
+    return first;
+}
+
+const struct sy_endpoint_spec *sy_route_next_endpoint(const struct sy_route_table *t, size_t i)
+{
+    return sy_route_next_endpoint_avoiding(t, i, NULL, NULL);
 }

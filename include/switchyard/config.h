@@ -13,6 +13,9 @@
 #include "switchyard/base.h"
 #include "switchyard/proxy_proto.h" /* enum sy_pp_accept only */
 
+struct sy_ep_health;
+struct sy_cluster_health;
+
 /** Where a value stood in the file (1-based). */
 struct sy_mark {
     int line, col;
@@ -47,6 +50,9 @@ struct sy_endpoint_spec {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     struct sy_mark mark;
+    struct sy_ep_health *hs; /* its health (shared by every config that has this cluster name
+                                and address; switchyard/health.h), attached by the state
+                                before the config is compiled; NULL: always up */
 };
 
 /** How a cluster is spoken to (`protocol:`). */
@@ -65,6 +71,57 @@ struct sy_cluster_tls {
     char *cert;  /* `cert` and `key`: a client certificate (mutual TLS), or both NULL */
     char *key;
     struct sy_mark mark; /* the `tls:` value (or `protocol:` when implied) */
+};
+
+/** An `expect:` range of a health check: statuses lo..hi inclusive. */
+struct sy_status_range {
+    unsigned lo, hi;
+};
+
+#define SY_HEALTH_EXPECT_MAX        8
+#define SY_HEALTH_INTERVAL_DEFAULT  2000
+#define SY_HEALTH_TIMEOUT_DEFAULT   1000
+#define SY_HEALTH_RISE_DEFAULT      2
+#define SY_HEALTH_FALL_DEFAULT      3
+#define SY_HEALTH_RUN_MAX           100
+#define SY_HEALTH_PATH_DEFAULT      "/healthz"
+#define SY_OUTLIER_FAILURES_DEFAULT 5
+#define SY_OUTLIER_BASE_DEFAULT     30000
+#define SY_OUTLIER_MAX_DEFAULT      300000
+#define SY_RETRY_BUDGET_PCT_DEFAULT 20
+#define SY_RETRY_BUDGET_WIN_DEFAULT 10000
+#define SY_RETRY_BUDGET_MIN_DEFAULT 3
+
+/** A cluster's active health check (`health:`); `on` false: no probes, endpoints stay up. */
+struct sy_health_spec {
+    bool on;
+    char *path;           /* `path`, default "/healthz" (origin-form, begins with '/') */
+    char *host;           /* `host`: the Host / :authority sent; NULL: the endpoint's address */
+    unsigned interval_ms; /* `interval`, default 2 s; each probe is jittered by up to 10% */
+    unsigned timeout_ms;  /* `timeout`, default 1 s: connect, TLS and the status line */
+    unsigned rise, fall;  /* `rise` (2) passes bring a down endpoint up, `fall` (3) failures
+                             take an up one down */
+    struct sy_status_range expect[SY_HEALTH_EXPECT_MAX]; /* `expect`, default 200-399 */
+    size_t n_expect;
+    struct sy_mark mark;
+};
+
+/** A cluster's passive outlier ejection (`outlier:`); `on` false: nothing is ejected. */
+struct sy_outlier_spec {
+    bool on;
+    unsigned consecutive_failures; /* connect failures or 5xx in a row that eject (5) */
+    unsigned base_ms;              /* `base_ejection` (30 s): the first ejection's length,
+                                      doubled for each ejection in a row */
+    unsigned max_ms;               /* `max_ejection` (300 s): the longest ejection */
+};
+
+/** A cluster's retry budget (`retry_budget:`): retries of failed connects to another endpoint
+ * within `window_ms` may be `percent` of the requests begun in it, or `min`, whichever is
+ * more. */
+struct sy_retry_budget_spec {
+    unsigned percent;   /* `percent` 0..100, default 20 */
+    unsigned window_ms; /* `window`, default 10 s */
+    unsigned min;       /* `min`, default 3 */
 };
 
 /** `queue.max` default: requests that may wait per endpoint per worker. */
@@ -93,6 +150,11 @@ struct sy_cluster_spec {
     bool send_proxy_v2;        /* `proxy_protocol: v2`: each connection opens with a PROXY v2
                                   header naming the client, and carries that client only (never
                                   kept idle for another); http1 without tls only */
+    struct sy_health_spec health;
+    struct sy_outlier_spec outlier;
+    struct sy_retry_budget_spec retry_budget;
+    struct sy_cluster_health *hs; /* shared runtime state by cluster name (the retry budget,
+                                     failover counts), attached like the endpoints'; or NULL */
     struct sy_mark mark;
 };
 
@@ -225,6 +287,9 @@ struct sy_app_spec {
                                          the cluster that is not live; default false (503) */
     struct sy_mark weights_mark;      /* the `weights:` value */
     struct sy_guard_spec guard;       /* `guard:` */
+    bool failover;                    /* `failover` (default true): when every endpoint of the
+                                         picked cluster is down, the app's other clusters take its
+                                         share by their weights; false: 503 */
     const char *source;               /* the apps_dir file the app is written in (one of
                                          sy_config.apps_dir_files), or NULL: the routing file itself;
                                          see sy_config_app_file() */

@@ -148,6 +148,7 @@ enum sy_route_diff_kind {
     SY_DIFF_CLUSTER_ADDED,
     SY_DIFF_ENDPOINTS,       /* a cluster's endpoint list changes */
     SY_DIFF_MAX_CONNECTIONS, /* a cluster's max_connections or queue changes */
+    SY_DIFF_HEALTH, /* a cluster's health checks, outlier ejection or retry budget change */
 };
 
 /** "app_removed", "app_added", "file_weights", ... "max_connections" (never NULL). */
@@ -236,9 +237,11 @@ enum sy_pick_rule {
     SY_RULE_STICKY,
     SY_RULE_FORCE_HEADER,
     SY_RULE_FORCE_COOKIE,
+    SY_RULE_FAILOVER, /* the rule's cluster had no endpoint up: another of the app's took it */
 };
 
-/** "weights", "sticky", "force_header" or "force_cookie" (never NULL): the access log's words. */
+/** "weights", "sticky", "force_header", "force_cookie" or "failover" (never NULL): the access
+ * log's words. */
 const char *sy_pick_rule_name(enum sy_pick_rule rule);
 
 /**
@@ -267,6 +270,12 @@ struct sy_route_choice {
      * (the request had no sticky cookie and was given a new key). NUL-terminated. */
     char set_cookie[SY_SET_COOKIE_MAX];
     size_t set_cookie_len;
+    /* Health (switchyard/health.h). With rule SY_RULE_FAILOVER, `from` is the cluster the other
+     * rules chose, which had no endpoint up. `down`: that cluster has no endpoint up and the
+     * app's `failover` is false, so the request is to be answered 503 (cluster is `from`'s).
+     * A forced request, and one whose app has no other cluster up, stays where it was. */
+    size_t from;
+    bool down;
 };
 
 /**
@@ -281,6 +290,10 @@ struct sy_route_choice {
  *      from `req->rnd`, used for this request and returned in out->set_cookie.
  *   3. no key: smooth weighted round-robin over the app's weights, shared by all workers (one
  *      atomic increment), exact over any window of sum-of-weights consecutive requests.
+ *   Then, for 2 and 3: when no endpoint of that cluster is up (sy_cluster_is_up) and the app
+ *   has `failover`, the app's other clusters with weight and an endpoint up take the request
+ *   by their weights (a sticky key keeps its place among them: the same users move, and come
+ *   back when the cluster does); rule SY_RULE_FAILOVER.
  * Fills *out. `req` may be NULL (step 3 only). Any thread; no lock and no allocation, except
  * that checking a signed force value copies an HMAC context (a few small allocations).
  */
@@ -348,9 +361,14 @@ size_t sy_route_cluster_count(const struct sy_route_table *t);
 const struct sy_cluster_spec *sy_route_cluster(const struct sy_route_table *t, size_t i);
 
 /**
- * Picks the next endpoint of cluster `i` in round-robin order (shared atomic counter).
- * Returns NULL when the cluster has no endpoints.
+ * Picks the next endpoint of cluster `i` in round-robin order (shared atomic counter), skipping
+ * the ones that are not up (switchyard/health.h) and `avoid` (NULL: none) while another is up;
+ * with none up, the next one in order. Returns NULL when the cluster has no endpoints.
  */
 const struct sy_endpoint_spec *sy_route_next_endpoint(const struct sy_route_table *t, size_t i);
+const struct sy_endpoint_spec *sy_route_next_endpoint_avoiding(const struct sy_route_table *t,
+                                                               size_t i,
+                                                               const struct sy_endpoint_spec *avoid,
+                                                               bool *up);
 
 #endif

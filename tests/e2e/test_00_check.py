@@ -275,3 +275,77 @@ def test_every_conf_file_passes_check(path):
         os.makedirs(os.path.dirname(state.group(1)), mode=0o755, exist_ok=True)
     p = run_check(path)
     assert p.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+
+
+# -- health checks, outlier ejection, retry budget, failover (issue #16) --------------------------
+
+HEALTH_BASE = """\
+listen:
+  - address: 127.0.0.1:18080
+clusters:
+  blue:
+    endpoints: [127.0.0.1:9001]
+  green:
+    endpoints: [127.0.0.1:9002]
+    @GREEN@
+apps:
+  - name: chat
+    hosts: ["*"]
+    @APP@
+    weights: { blue: 90, green: 10 }
+"""
+
+GOOD_HEALTH = [
+    ("health: { path: /healthz, interval: 2s, timeout: 1s, rise: 2, fall: 3, expect: 200-399, "
+     "host: green.internal }", "failover: true"),
+    ("health: { expect: [200, 204-299], host: 'green.internal:8443' }", "failover: false"),
+    ("health: {}", ""),
+    ("outlier: { consecutive_failures: 5, base_ejection: 10s, max_ejection: 300s }", ""),
+    ("retry_budget: { percent: 20, window: 10s, min: 3 }", ""),
+]
+
+
+@pytest.mark.parametrize("green,app", GOOD_HEALTH)
+def test_health_keys_are_accepted(tmp_path, green, app):
+    text = HEALTH_BASE.replace("@GREEN@", green).replace("@APP@", app)
+    f = tmp_path / "good.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+
+
+# (green's extra line, app's extra line, the bad value as it appears, a word of the message)
+BAD_HEALTH = [
+    ("health: { interval: 2 seconds }", "", "2 seconds", "interval must be a duration"),
+    ("health: { interval: 0s }", "", "0s", "interval must be greater than 0"),
+    ("health: { timeout: -1s }", "", "-1s", "timeout must be a duration"),
+    ("health: { rise: 0 }", "", "0 }", "rise must be an integer 1..100"),
+    ("health: { fall: many }", "", "many", "fall must be an integer 1..100"),
+    ("health: { expect: 399-200 }", "", "399-200", "expect must be a status or a range"),
+    ("health: { expect: 200-700 }", "", "200-700", "expect must be a status or a range"),
+    ("health: { expect: [200, ok] }", "", "ok", "expect must be a status or a range"),
+    ("health: { path: healthz }", "", "healthz", "path must begin with '/'"),
+    ("health: { host: 'a b' }", "", "'a b'", "bad health host"),
+    ("health: { host: 'g.internal:70000' }", "", "'g.internal:70000'", "port after ':' must be"),
+    ("health: { pth: /x }", "", "pth", "unknown key 'pth' in health"),
+    ("health: /healthz", "", "/healthz", "health must be a mapping"),
+    ("outlier: { consecutive_failures: 0 }", "", "0 }", "consecutive_failures must be"),
+    ("outlier: { base_ejection: 10 minutes }", "", "10 minutes", "base_ejection must be a duration"),
+    ("outlier: { base_ejection: 60s, max_ejection: 10s }", "", "10s", "max_ejection (10000ms) must be at least"),
+    ("retry_budget: { percent: 150 }", "", "150", "percent must be an integer 0..100"),
+    ("retry_budget: { window: 0s }", "", "0s", "window must be greater than 0"),
+    ("", "failover: maybe", "maybe", "failover must be true or false"),
+]
+
+
+@pytest.mark.parametrize("green,app,value,message", BAD_HEALTH)
+def test_bad_health_keys_report_file_line_col(tmp_path, green, app, value, message):
+    text = HEALTH_BASE.replace("@GREEN@", green).replace("@APP@", app)
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    diags = diag_lines(p.stderr, f)
+    line, col = position(text, value)
+    assert any(d[0] == line and d[1] == col and message in d[2] for d in diags), \
+        "want %d:%d: ...%s... in:\n%s" % (line, col, message, p.stderr)

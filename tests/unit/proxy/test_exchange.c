@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "switchyard/config.h"
+#include "switchyard/health.h"
 
 #include "failalloc.h"
 
@@ -595,6 +596,58 @@ static void test_no_retry_once_the_response_started_or_a_body_byte_went(void **s
     assert_int_equal(fu.starts, 2);
 }
 
+static void test_a_failed_connect_goes_once_to_another_endpoint_for_any_method(void **state)
+{
+    struct world *wd = *state;
+    struct req_head r = post_req("web.example", 0);
+    exchange_start(&wd->f.d, &r);
+    struct exchange *ex = wd->f.d.ex;
+    char first[64];
+    snprintf(first, sizeof(first), "%s", fu.last_endpoint);
+    ex->connect_failed = true; /* as a client sets it */
+    assert_true(exchange_on_error(ex, false, 502, "refused"));
+    assert_int_equal(fu.starts, 2);
+    assert_string_not_equal(fu.last_endpoint, first);
+    ex->connect_failed = true;
+    assert_false(exchange_on_error(ex, false, 502, "refused")); /* once only */
+    assert_int_equal(fu.starts, 2);
+    assert_int_equal(wd->f.error_status, 502);
+    /* An HTTP/2 cluster with one endpoint: a GET (retry_safe) goes once more to it. */
+    r = get_req("api.example");
+    exchange_start(&wd->f.d, &r);
+    wd->f.d.ex->connect_failed = true;
+    assert_true(exchange_on_error(wd->f.d.ex, false, 502, "refused"));
+    assert_int_equal(fu.starts, 4);
+    wd->f.d.ex->connect_failed = true;
+    assert_false(exchange_on_error(wd->f.d.ex, false, 502, "refused"));
+}
+
+static void test_a_failed_connect_is_not_retried_past_the_budget(void **state)
+{
+    struct world *wd = *state;
+    struct sy_config *cfg = (struct sy_config *)sy_route_table_config(wd->w.table);
+    sy_health_attach(cfg);
+    struct sy_cluster_spec *blue = &cfg->clusters[0];
+    /* Spend the budget: the minimum (3), no request counted yet. */
+    uint64_t now = sy_now_ms();
+    for (int i = 0; i < 3; i++)
+        assert_true(sy_cluster_take_retry(blue->hs, &blue->retry_budget, now));
+    struct req_head r = get_req("web.example");
+    exchange_start(&wd->f.d, &r);
+    wd->f.d.ex->connect_failed = true;
+    assert_false(exchange_on_error(wd->f.d.ex, false, 502, "refused"));
+    assert_int_equal(fu.starts, 1);
+    assert_int_equal(wd->f.error_status, 502);
+    assert_true(atomic_load(&blue->hs->retries_denied) >= 1);
+    /* A retry that worked is given back: the next failed connect goes again. */
+    sy_cluster_retry_worked(blue->hs);
+    exchange_start(&wd->f.d, &r);
+    wd->f.d.ex->connect_failed = true;
+    assert_true(exchange_on_error(wd->f.d.ex, false, 502, "refused"));
+    assert_int_equal(fu.starts, 3);
+    assert_false(exchange_on_error(wd->f.d.ex, false, 502, "reset"));
+}
+
 static void test_switch_not_asked_for_is_502(void **state)
 {
     struct world *wd = *state;
@@ -946,6 +999,8 @@ int main(void)
         T(test_unprocessed_goes_again_five_times_to_the_next_endpoint),
         T(test_safe_request_retries_once_only_where_the_protocol_says),
         T(test_no_retry_once_the_response_started_or_a_body_byte_went),
+        T(test_a_failed_connect_goes_once_to_another_endpoint_for_any_method),
+        T(test_a_failed_connect_is_not_retried_past_the_budget),
         T(test_switch_not_asked_for_is_502),
         T(test_websocket_switch_starts_a_tunnel),
         T(test_invalid_status_is_502),

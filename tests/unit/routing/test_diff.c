@@ -267,12 +267,34 @@ static void test_clusters_added_removed_and_changed(void **state)
     expect(&s, 3, SY_DIFF_CLUSTER_ADDED, "-", "+ cluster pink (2 endpoints)");
 }
 
+static void test_health_settings_that_change(void **state)
+{
+    static const char a[] = LISTEN "clusters:\n"
+                                   "  blue:\n    endpoints: [127.0.0.1:9001]\n"
+                                   "apps:\n" CHAT("blue: 1");
+    static const char b[] = LISTEN "clusters:\n"
+                                   "  blue:\n    endpoints: [127.0.0.1:9001]\n"
+                                   "    health: {fall: 2, expect: [200, 204-299]}\n"
+                                   "    outlier: {consecutive_failures: 4, base_ejection: 5s}\n"
+                                   "apps:\n" CHAT("blue: 1");
+    struct seen s;
+    diff_of(a, b, NULL, &s);
+    assert_int_equal(s.n, 1);
+    expect(&s, 0, SY_DIFF_HEALTH, "-",
+           "~ cluster blue: health off, outlier off, retry budget 20% of 10000 ms (min 3) -> "
+           "health /healthz every 2000 ms (timeout 1000 ms, rise 2, fall 2, expect "
+           "200-200,204-299), outlier 4 in a row for 5000..300000 ms, retry budget 20% of 10000 "
+           "ms (min 3)");
+    diff_of(b, b, NULL, &s);
+    assert_int_equal(s.n, 0);
+}
+
 static void test_every_kind_has_its_word(void **state)
 {
     static const char *const words[] = {
-        "app_removed",   "app_added",        "file_weights",   "hidden", "override_state",
-        "effective",     "exclusive_switch", "stable",         "winner", "cluster_removed",
-        "cluster_added", "endpoints",        "max_connections"};
+        "app_removed",   "app_added",        "file_weights",    "hidden", "override_state",
+        "effective",     "exclusive_switch", "stable",          "winner", "cluster_removed",
+        "cluster_added", "endpoints",        "max_connections", "health"};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         assert_string_equal(sy_route_diff_kind_name((enum sy_route_diff_kind)i), words[i]);
     assert_string_equal(sy_route_diff_kind_name((enum sy_route_diff_kind)99), "unknown");
@@ -290,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_a_new_stable_cluster_is_named),
         cmocka_unit_test(test_hosts_and_paths_whose_winner_changes),
         cmocka_unit_test(test_clusters_added_removed_and_changed),
+        cmocka_unit_test(test_health_settings_that_change),
         cmocka_unit_test(test_every_kind_has_its_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
