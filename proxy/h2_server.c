@@ -125,17 +125,82 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 /* Streams */
 
+/* Ended streams this worker thread keeps for reuse with their buffers, their head's arena and
+ * field array and their timer, so that a stream costs no allocation once the worker is warm.
+ * None under AddressSanitizer (as for exchanges), so that a use after the end is still caught
+ * there. A stream whose head grew its arena past SPARE_ARENA_MAX is not kept. */
+#if defined(__SANITIZE_ADDRESS__)
+static const bool spare_on = false;
+#else
+static const bool spare_on = true;
+#endif
+#define SPARE_MAX       256
+#define SPARE_ARENA_MAX 4096
+static _Thread_local struct h2_stream *spare;
+static _Thread_local size_t n_spare;
+
+/* A zeroed stream, from the spare list when it has one (what it owns is kept). */
+static struct h2_stream *stream_alloc(struct h2_session *s)
+{
+    struct h2_stream *st = spare;
+    if (!st) {
+        st = sy_xcalloc(1, sizeof(*st));
+        st->req_body = evbuffer_new();
+        st->resp_body = evbuffer_new();
+        st->timer = evtimer_new(s->conn.w->base, stream_timer_cb, st);
+        return st;
+    }
+    spare = st->next;
+    n_spare--;
+    struct h2_stream keep = *st;
+    memset(st, 0, sizeof(*st));
+    st->arena = keep.arena;
+    st->arena_cap = keep.arena_cap;
+    st->fields = keep.fields;
+    st->cap_fields = keep.cap_fields;
+    st->req_body = keep.req_body;
+    st->resp_body = keep.resp_body;
+    st->timer = keep.timer;
+    return st;
+}
+
+/* Keeps `st` (already unlinked, its trailers freed) on the spare list, or frees it. */
+static void stream_release(struct h2_stream *st, bool draining)
+{
+    if (spare_on && n_spare < SPARE_MAX && !draining && st->arena_cap <= SPARE_ARENA_MAX) {
+        evtimer_del(st->timer);
+        evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
+        st->next = spare;
+        spare = st;
+        n_spare++;
+        return;
+    }
+    event_free(st->timer);
+    evbuffer_free(st->req_body);
+    evbuffer_free(st->resp_body);
+    free(st->arena);
+    free(st->fields);
+    free(st);
+}
+
+void h2_server_cache_free(void)
+{
+    while (spare) {
+        struct h2_stream *st = spare;
+        spare = st->next;
+        n_spare--;
+        stream_release(st, true);
+    }
+}
+
 static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
 {
-    struct h2_stream *st = sy_xcalloc(1, sizeof(*st));
+    struct h2_stream *st = stream_alloc(s);
     st->s = s;
     st->id = id;
     st->down.ops = NULL; /* set in h2_accept's table; see stream_start */
     st->down.conn = &s->conn;
     st->method = st->path = st->authority = -1;
-    st->req_body = evbuffer_new();
-    st->resp_body = evbuffer_new();
-    st->timer = evtimer_new(s->conn.w->base, stream_timer_cb, st);
     /* The header block (with its CONTINUATIONs) must complete within client_header. */
     struct timeval tv = ms_tv(session_config(s)->timeouts.client_header_ms);
     evtimer_add(st->timer, &tv);
@@ -173,16 +238,11 @@ static void stream_free(struct h2_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     s->n_streams--;
-    event_free(st->timer);
-    evbuffer_free(st->req_body);
-    evbuffer_free(st->resp_body);
     if (st->req_trailers)
         evbuffer_free(st->req_trailers);
     if (st->resp_trailers)
         evbuffer_free(st->resp_trailers);
-    free(st->arena);
-    free(st->fields);
-    free(st);
+    stream_release(st, s->conn.w->draining);
     if (s->n_streams == 0 && !s->closing)
         arm_idle(s);
 }
@@ -394,9 +454,10 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     nghttp2_nv stack_nv[64];
     nghttp2_nv *nv = n_nv <= 64 ? stack_nv : sy_xcalloc(n_nv, sizeof(*nv));
     size_t k = 0, off = 0;
-    char status[4];
-    snprintf(status, sizeof(status), "%d", h->status);
-    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    char status[SY_U64_DIGITS];
+    size_t status_len = sy_fmt_u64(status, (uint64_t)h->status);
+    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, status_len,
+                           NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < h->n_headers; i++) {
         struct sy_slice name = h->headers[i].name;
         char *lower = s->nv_buf + off;
@@ -411,16 +472,16 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     if (h->set_cookie)
         nv[k++] = (nghttp2_nv){(uint8_t *)"set-cookie", (uint8_t *)h->set_cookie, 10,
                                strlen(h->set_cookie), NGHTTP2_NV_FLAG_NONE};
-    char cl[24];
+    char cl[SY_U64_DIGITS];
     if (h->length_known || h->head_length) {
-        snprintf(cl, sizeof(cl), "%llu", (unsigned long long)h->content_length);
-        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, strlen(cl),
+        size_t cl_len = sy_fmt_u64(cl, h->content_length);
+        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, cl_len,
                                NGHTTP2_NV_FLAG_NONE};
     }
-    char retry[16];
+    char retry[SY_U64_DIGITS];
     if (d->retry_after_s) { /* sy_error_retry_after() */
-        snprintf(retry, sizeof(retry), "%u", d->retry_after_s);
-        nv[k++] = (nghttp2_nv){(uint8_t *)"retry-after", (uint8_t *)retry, 11, strlen(retry),
+        size_t retry_len = sy_fmt_u64(retry, d->retry_after_s);
+        nv[k++] = (nghttp2_nv){(uint8_t *)"retry-after", (uint8_t *)retry, 11, retry_len,
                                NGHTTP2_NV_FLAG_NONE};
         d->retry_after_s = 0;
     }

@@ -785,6 +785,8 @@ void h1up_event(struct exchange *ex, short what);
 /* Worker exit: the recycled streams. */
 void h1up_cache_free(void);
 void h2up_cache_free(void);
+/* h2_server.c: the recycled client streams (worker exit). */
+void h2_server_cache_free(void);
 
 /* drain.c: drain_after, the end of long-lived exchanges after a cluster's weight drops to 0. */
 /* A snapshot replaces `old` (NULL: the first): arms a drain job for every app that gives 0 in

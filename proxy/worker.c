@@ -1018,6 +1018,7 @@ static void *worker_main(void *arg)
     hold_dispose(w);
     upstream_free_pools(w);
     exchange_cache_free(w);
+    h2_server_cache_free();
     /* Bufferevents with deferred callbacks finish freeing themselves from the loop: give
      * it one more turn so nothing is left behind. */
     event_base_loop(w->base, EVLOOP_NONBLOCK);

@@ -71,11 +71,6 @@ const char *sy_strerror(int err)
     return "unknown error";
 }
 
-bool sy_slice_ieq(struct sy_slice a, const char *s)
-{
-    return sy_slice_ieq_slice(a, sy_slice_of(s, strlen(s)));
-}
-
 bool sy_slice_ieq_slice(struct sy_slice a, struct sy_slice b)
 {
     if (a.len != b.len)
@@ -496,6 +491,20 @@ char *sy_xstrndup(const char *s, size_t len)
     memcpy(p, s, len);
     p[len] = '\0';
     return p;
+}
+
+size_t sy_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[SY_U64_DIGITS];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    size_t n = sizeof(tmp) - i;
+    memcpy(out, tmp + i, n);
+    out[n] = '\0';
+    return n;
 }
 
 void sy_xgrow(void **v, size_t *cap, size_t need, size_t size)
