@@ -218,6 +218,19 @@ static void test_slice_ieq_ignores_ascii_case_only(void **state)
     assert_false(sy_slice_ieq(sy_slice_of("@", 1), "`"));
 }
 
+static void test_fmt_u64_writes_decimal_digits(void **state)
+{
+    char b[SY_U64_DIGITS];
+    assert_int_equal(sy_fmt_u64(b, 0), 1);
+    assert_string_equal(b, "0");
+    assert_int_equal(sy_fmt_u64(b, 200), 3);
+    assert_string_equal(b, "200");
+    assert_int_equal(sy_fmt_u64(b, 1000000007), 10);
+    assert_string_equal(b, "1000000007");
+    assert_int_equal(sy_fmt_u64(b, UINT64_MAX), 20);
+    assert_string_equal(b, "18446744073709551615");
+}
+
 static void test_diag_formats_file_line_and_column(void **state)
 {
     struct sy_diags d;
@@ -272,6 +285,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slice_ieq_ignores_ascii_case_only),
+        cmocka_unit_test(test_fmt_u64_writes_decimal_digits),
         cmocka_unit_test(test_write_all_waits_for_a_full_nonblocking_pipe_and_writes_everything),
         cmocka_unit_test(test_write_all_fails_with_errno_when_the_reader_is_gone),
         cmocka_unit_test(test_diag_formats_file_line_and_column),
