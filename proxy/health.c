@@ -450,23 +450,6 @@ static void handshake(struct target *t)
     send_request(t);
 }
 
-/* The endpoint's host part, for SNI and verification: "host" of "host:port" or "[v6]:port". */
-static void endpoint_host(const char *address, char *buf, size_t size)
-{
-    const char *p = address, *end;
-    if (*p == '[') {
-        p++;
-        end = strchr(p, ']');
-    } else {
-        end = strrchr(p, ':');
-    }
-    size_t len = end ? (size_t)(end - p) : strlen(p);
-    if (len >= size)
-        len = size - 1;
-    memcpy(buf, p, len);
-    buf[len] = '\0';
-}
-
 static bool tls_begin(struct target *t)
 {
     t->ssl = SSL_new(t->ctx);
@@ -474,7 +457,8 @@ static bool tls_begin(struct target *t)
         return false;
     const struct sy_cluster_tls *tls = &t->cl->tls;
     char host[256];
-    endpoint_host(t->ep->address, host, sizeof(host));
+    struct sy_slice h = upstream_endpoint_host(t->ep->address);
+    snprintf(host, sizeof(host), "%.*s", (int)h.len, h.p);
     unsigned char ip[16];
     bool is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
     const char *name = tls->sni ? tls->sni : is_ip ? NULL : host;

@@ -569,6 +569,10 @@ void worker_conn_init(struct sy_worker *w, struct conn *c, const struct sockaddr
 void h1_accept(struct sy_worker *w, struct sy_sock *sk, const struct sockaddr *sa, int salen,
                bool tls);
 
+/* upstream.c: the host part of an endpoint's "host:port" or "[v6]:port", in place (for SNI,
+ * verification and Host). */
+struct sy_slice upstream_endpoint_host(const char *address);
+
 /* h2_server.c: takes over `sk`, whose input may already hold the client preface. */
 void h2_accept(struct sy_worker *w, struct sy_sock *sk, const struct sockaddr *sa, int salen,
                bool tls);

@@ -21,8 +21,7 @@
 
 #include "proxy_internal.h"
 
-/* The host part of "host:port" or "[v6]:port", in place. */
-static struct sy_slice endpoint_host(const char *address)
+struct sy_slice upstream_endpoint_host(const char *address)
 {
     const char *p = address, *end;
     if (*p == '[') {
@@ -57,7 +56,7 @@ static bool pool_matches(const struct pool *p, const struct sy_endpoint_spec *ep
         return false;
     if (t->sni)
         return same_str(p->tls_name, t->sni);
-    struct sy_slice host = endpoint_host(ep->address);
+    struct sy_slice host = upstream_endpoint_host(ep->address);
     const char *name = p->tls_name ? p->tls_name : p->tls_ip;
     return name && strlen(name) == host.len && memcmp(name, host.p, host.len) == 0;
 }
@@ -82,7 +81,7 @@ struct pool *upstream_pool(struct sy_worker *w, const struct sy_endpoint_spec *e
         p->tls_ca = t->ca ? sy_xstrdup(t->ca) : NULL;
         p->tls_cert = t->cert ? sy_xstrdup(t->cert) : NULL;
         p->tls_key = t->key ? sy_xstrdup(t->key) : NULL;
-        struct sy_slice host = endpoint_host(ep->address);
+        struct sy_slice host = upstream_endpoint_host(ep->address);
         char *h = sy_xstrndup(host.p, host.len);
         unsigned char buf[sizeof(struct in6_addr)];
         bool is_ip = inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;

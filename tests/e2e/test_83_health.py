@@ -11,6 +11,7 @@ import collections
 import http.client
 import json
 import os
+import select
 import socket
 import threading
 import time
@@ -147,6 +148,32 @@ def black_hole():
     s.close()
 
 
+@pytest.fixture
+def syn_black_hole():
+    """host:port where a connect never completes: a listening socket whose accept queue the
+    test fills and never accepts from, so that the kernel drops every further SYN (as a host
+    that went away drops them), until the connect times out."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    addr = s.getsockname()
+    fillers = []
+    for _ in range(16):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(addr)
+        fillers.append(c)
+        _, w, _ = select.select([], [c], [], 0.3)
+        if not w:
+            break  # this connect hangs: the queue is full
+    else:
+        pytest.fail("the accept queue never filled")
+    yield "127.0.0.1:%d" % addr[1]
+    for c in fillers:
+        c.close()
+    s.close()
+
+
 def get(port, path="/x", method="GET", headers=None, body=None, timeout=10):
     """One request on its own connection: (status, x-backend or None, body)."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -242,6 +269,31 @@ def test_black_holed_endpoint_is_out_after_fall_intervals(proxy, ctl_backends, b
     line = "cluster green endpoint %s is down: timeout" % black_hole
     assert helpers.log_has(p, line), p.log_text()[-2000:]
     assert p.log_text().count(line) == 1, p.log_text()[-2000:]
+
+
+def test_before_it_is_down_a_black_hole_costs_at_most_the_connect_timeout(proxy, ctl_backends,
+                                                                          syn_black_hole):
+    """Before `fall` probes have marked it down, an endpoint whose connects hang costs a request
+    the connect timeout and nothing more: the connect fails, and the request (whatever its
+    method) goes to the other endpoint. No request fails and none is slower than
+    upstream_connect plus a margin for this shared machine."""
+    blue, g1 = ctl_backends("blue-1"), ctl_backends("green-1")
+    slow_health = dict(HEALTH, interval="30s", timeout="10s")  # not down within the test
+    p = proxy(apps=[{"name": "web", "hosts": ["*"], "weights": {"blue": 0, "green": 100}}],
+              clusters={"blue": [blue.addr],
+                        "green": {"endpoints": [syn_black_hole, g1.addr], "health": slow_health}},
+              timeouts={"upstream_connect": "300ms"})
+    worst, by = 0.0, collections.Counter()
+    for i in range(16):
+        t0 = time.monotonic()
+        st, be, _ = get(p.port, method="POST" if i % 2 else "GET", body=b"x" * (i % 3))
+        worst = max(worst, time.monotonic() - t0)
+        by[be if st == 200 else "status %d" % st] += 1
+    helpers.measure("health: slowest request through a black hole not yet down",
+                    "%.3f" % worst, "s", "upstream_connect 300ms")
+    assert by == {"green-1": 16}, by
+    assert worst < 0.3 + 0.7, worst
+    assert g1.hits == 16
 
 
 def test_probe_status_outside_expect_and_recovery_after_rise(proxy, ctl_backends):
