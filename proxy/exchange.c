@@ -377,6 +377,7 @@ static bool retry_connect(struct exchange *ex, bool body_kept, bool late)
     }
     if (!sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_now_ms()))
         return false;
+    ex->retries_charged++;
     ex->connect_retried = true;
     const char *reason = NULL;
     struct pool *p = upstream_pool(ex->w, ep, cl);
@@ -510,10 +511,11 @@ bool exchange_on_head(struct exchange *ex, const struct resp_head *head)
         return false;
     }
     note_endpoint(ex, head->status >= 500, head->status >= 500 ? head->status : 0);
-    if (ex->connect_retried && head->status < 500) {
-        /* The retry worked: it costs the budget nothing (only failing retries are bounded). */
+    if (ex->retries_charged && head->status < 500) {
+        /* The retries worked: they cost the budget nothing (only failing retries are bounded). */
         const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
-        sy_cluster_retry_worked(cl->hs);
+        for (; ex->retries_charged; ex->retries_charged--)
+            sy_cluster_retry_worked(cl->hs);
     }
     struct resp_head h = *head;
     h.set_cookie = ex->set_cookie;
@@ -588,8 +590,12 @@ bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const 
     }
     if (!ex->resp_started && !unprocessed && (status == 502 || status == 504))
         note_endpoint(ex, true, status); /* no answer, or not HTTP: the endpoint's 5xx */
-    if (retry_wanted(ex, unprocessed)) {
-        const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+    const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
+    /* The budget bounds these retries too (a reused connection's reset, a refused stream), so
+     * that a cluster that fails them all sees no storm either. */
+    if (retry_wanted(ex, unprocessed) &&
+        sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_now_ms())) {
+        ex->retries_charged++;
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);
         const char *reason = NULL;
         struct pool *p = ep ? upstream_pool(ex->w, ep, cl) : NULL;

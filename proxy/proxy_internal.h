@@ -403,6 +403,8 @@ struct exchange {
     uint8_t refused;      /* times the cluster gave the request back unprocessed */
     bool connect_failed;  /* set by a client just before it reports a failed connect */
     bool connect_retried; /* a failed connect was tried once on another endpoint */
+    uint8_t retries_charged; /* retries taken from the cluster's retry budget (given back
+                                when the answer comes) */
     bool head_request;
     bool head_lost; /* exchange_rewrite_head could not write all of the head (out of memory) */
     bool safe;      /* GET, HEAD, OPTIONS, TRACE: may be retried on a fresh connection */
