@@ -247,6 +247,38 @@ static void test_obs_text_is_allowed_in_field_values(void **state)
     assert_slice(req.headers[1].value, "caf\xc3\xa9");
 }
 
+/* Field values are scanned eight bytes at a time: every excluded byte (controls but HTAB,
+ * and DEL) at every offset of a long value, next to obs-text, is still refused, and every
+ * allowed byte at every offset is still kept. */
+static void test_every_value_byte_at_every_offset_of_a_long_value(void **state)
+{
+    char r[256], value[40];
+    for (int b = 0; b < 256; b++) {
+        bool ok = b == '\t' || b == ' ' || (b >= 0x21 && b != 0x7f);
+        for (size_t at = 0; at < sizeof(value); at++) {
+            for (size_t i = 0; i < sizeof(value); i++)
+                value[i] = (char)(i % 2 ? 0xe9 : 'v');
+            value[at] = (char)b;
+            if (b == '\r' || ((b == ' ' || b == '\t') && (at == 0 || at == sizeof(value) - 1)))
+                continue; /* a line end, or OWS that is trimmed: other tests */
+            int n = sprintf(r, "GET / HTTP/1.1\r\nHost: a\r\nX-V: ");
+            memcpy(r + n, value, sizeof(value));
+            n += (int)sizeof(value);
+            n += sprintf(r + n, "\r\n\r\n");
+            struct sy_h1_request req;
+            ssize_t got = parse_req(r, (size_t)n, &req);
+            if (ok) {
+                if (got != n)
+                    fail_msg("byte 0x%02x at %zu refused (%zd)", b, at, got);
+                assert_int_equal(req.headers[1].value.len, sizeof(value));
+                assert_memory_equal(req.headers[1].value.p, value, sizeof(value));
+            } else if (got >= 0) {
+                fail_msg("byte 0x%02x at %zu accepted", b, at);
+            }
+        }
+    }
+}
+
 static void test_empty_host_is_allowed(void **state)
 {
     static const char r[] = "GET / HTTP/1.1\r\nHost:\r\n\r\n";
@@ -1006,6 +1038,7 @@ int main(void)
         cmocka_unit_test(test_options_asterisk_and_connect_authority_are_accepted),
         cmocka_unit_test(test_empty_lines_before_the_request_line_are_skipped),
         cmocka_unit_test(test_obs_text_is_allowed_in_field_values),
+        cmocka_unit_test(test_every_value_byte_at_every_offset_of_a_long_value),
         cmocka_unit_test(test_empty_host_is_allowed),
         cmocka_unit_test(test_heads_at_the_limits_are_accepted),
         cmocka_unit_test(test_heads_one_past_the_limits_are_rejected),
