@@ -8,7 +8,6 @@
  * error, never a guess. Nothing here allocates, does I/O, or reads past `len`. */
 #include "switchyard/h1.h"
 
-#include <stdint.h>
 #include <string.h>
 
 /* Byte classes. */
@@ -44,27 +43,6 @@ static const unsigned char cls[256] = {
 static inline bool is(char c, unsigned cl)
 {
     return (cls[(unsigned char)c] & cl) != 0;
-}
-
-/* How many of the n bytes at p, from the first, are field-value bytes (C_FIELD). Eight at a
- * time while no byte of the word is below 0x20 or DEL (the bytes C_FIELD excludes, besides
- * HTAB, which sends its word to the byte loop): a value is most of a head's bytes. */
-static size_t field_run(const char *p, size_t n)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x;
-        memcpy(&x, p + i, 8);
-        uint64_t below_space = (x - ones * 0x20) & ~x & highs; /* some byte < 0x20 */
-        uint64_t d = x ^ (ones * 0x7f);
-        uint64_t del = (d - ones) & ~d & highs; /* some byte == 0x7f */
-        if (below_space | del)
-            break;
-    }
-    while (i < n && is(p[i], C_FIELD))
-        i++;
-    return i;
 }
 
 static inline bool is_ows(char c)
@@ -372,7 +350,8 @@ static ssize_t field_line(const char *p, size_t n, struct sy_header *h, const ch
     while (i < n && is_ows(p[i]))
         i++;
     size_t vs = i;
-    i += field_run(p + i, n - i);
+    while (i < n && is(p[i], C_FIELD))
+        i++;
     if (i == n)
         return 0;
     /* RFC 9112 §2.2: a bare CR is an error; we also refuse a bare LF as a line end. */
