@@ -548,10 +548,11 @@ static void health_metrics(struct sy_prom *m, struct sy_state *st)
          "failover: false.",
          offsetof(struct sy_cluster_health, down_503)},
         {"switchyard_cluster_retries_total",
-         "Failed connects tried again on another endpoint of the cluster.",
+         "Requests tried again within the cluster's retry_budget: a failed connect (on another "
+         "endpoint), or a safe request whose reused connection was reset.",
          offsetof(struct sy_cluster_health, retries)},
         {"switchyard_cluster_retries_denied_total",
-         "Failed connects not tried again: the cluster's retry_budget was spent.",
+         "Requests not tried again because the cluster's retry_budget was spent.",
          offsetof(struct sy_cluster_health, retries_denied)},
     };
     for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {

@@ -591,11 +591,15 @@ bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const 
     if (!ex->resp_started && !unprocessed && (status == 502 || status == 504))
         note_endpoint(ex, true, status); /* no answer, or not HTTP: the endpoint's 5xx */
     const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
-    /* The budget bounds these retries too (a reused connection's reset, a refused stream), so
-     * that a cluster that fails them all sees no storm either. */
+    /* A safe request whose reused connection was reset draws on the budget too, so that a
+     * cluster that resets everything sees no storm. A stream the cluster refused unprocessed
+     * does not: a burst sent before a server's SETTINGS meets its stream limit many times at
+     * once, each at most four times (retry_wanted), and that is the protocol at work. */
+    bool charge = !unprocessed;
     if (retry_wanted(ex, unprocessed) &&
-        sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_now_ms())) {
-        ex->retries_charged++;
+        (!charge || sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_now_ms()))) {
+        if (charge)
+            ex->retries_charged++;
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);
         const char *reason = NULL;
         struct pool *p = ep ? upstream_pool(ex->w, ep, cl) : NULL;
