@@ -230,8 +230,13 @@ static void parse_health(struct ctx *c, struct sy_cluster_spec *cl, const struct
     }
     if (!h->path)
         h->path = sy_xstrdup(SY_HEALTH_PATH_DEFAULT);
-    if (interval)
-        sy_cfg_duration_ms(c, interval, "interval", DURATION_EXAMPLES, "", &h->interval_ms);
+    if (interval &&
+        sy_cfg_duration_ms(c, interval, "interval", DURATION_EXAMPLES, "", &h->interval_ms) &&
+        h->interval_ms < SY_HEALTH_INTERVAL_MIN_MS)
+        sy_cfg_report(c, interval,
+                      "interval must be at least %ums (probes that often are load, not checks), "
+                      "got %s",
+                      SY_HEALTH_INTERVAL_MIN_MS, sy_cfg_show_value(interval).s);
     if (timeout)
         sy_cfg_duration_ms(c, timeout, "timeout", DURATION_EXAMPLES, "", &h->timeout_ms);
     if (rise)

@@ -280,15 +280,27 @@ void sy_health_attach(struct sy_config *cfg)
                 continue;
             ep->hs = ep_state(cl->name, ep->address);
             atomic_fetch_add_explicit(&ep->hs->refs, 1, memory_order_relaxed);
-            if (!cl->health.on && atomic_load_explicit(&ep->hs->down, memory_order_relaxed)) {
-                /* The checks were taken off: nothing would ever bring it back. */
-                ep->hs->run = (struct sy_health_run){0};
-                atomic_store_explicit(&ep->hs->down, 0, memory_order_relaxed);
-                sy_ep_set_reason(ep->hs, SY_HR_NONE, 0);
-            }
         }
     }
     sweep();
+}
+
+void sy_health_installed(const struct sy_config *cfg)
+{
+    for (size_t c = 0; c < cfg->n_clusters; c++) {
+        const struct sy_cluster_spec *cl = &cfg->clusters[c];
+        if (cl->health.on)
+            continue;
+        for (size_t e = 0; e < cl->n_endpoints; e++) {
+            struct sy_ep_health *h = cl->endpoints[e].hs;
+            if (h && atomic_load_explicit(&h->down, memory_order_relaxed)) {
+                /* The checks were taken off: nothing would ever bring it back. */
+                h->run = (struct sy_health_run){0};
+                atomic_store_explicit(&h->down, 0, memory_order_relaxed);
+                sy_ep_set_reason(h, SY_HR_NONE, 0);
+            }
+        }
+    }
 }
 
 void sy_health_detach(struct sy_config *cfg)

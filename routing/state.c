@@ -215,6 +215,7 @@ static void install(struct sy_state *st, struct sy_config *cfg, struct sy_route_
 {
     sy_config_free(st->cfg);
     st->cfg = cfg;
+    sy_health_installed(cfg);
     install_table(st, t);
 }
 

@@ -80,6 +80,7 @@ struct sy_status_range {
 
 #define SY_HEALTH_EXPECT_MAX        8
 #define SY_HEALTH_INTERVAL_DEFAULT  2000
+#define SY_HEALTH_INTERVAL_MIN_MS   100
 #define SY_HEALTH_TIMEOUT_DEFAULT   1000
 #define SY_HEALTH_RISE_DEFAULT      2
 #define SY_HEALTH_FALL_DEFAULT      3

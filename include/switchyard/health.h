@@ -140,6 +140,11 @@ void sy_cluster_retry_worked(struct sy_cluster_health *h);
  */
 void sy_health_attach(struct sy_config *cfg);
 
+/** `cfg` is now in force: an endpoint of a cluster it no longer checks (`health:` taken off)
+ * is marked up again, since nothing would ever bring it back. Not done by sy_health_attach,
+ * so that a reload refused after its parse changes nothing. Control thread. */
+void sy_health_installed(const struct sy_config *cfg);
+
 /** Drops `cfg`'s references (sy_config_free calls it). Any thread. */
 void sy_health_detach(struct sy_config *cfg);
 

@@ -318,6 +318,7 @@ def test_health_keys_are_accepted(tmp_path, green, app):
 BAD_HEALTH = [
     ("health: { interval: 2 seconds }", "", "2 seconds", "interval must be a duration"),
     ("health: { interval: 0s }", "", "0s", "interval must be greater than 0"),
+    ("health: { interval: 5ms }", "", "5ms", "interval must be at least 100ms"),
     ("health: { timeout: -1s }", "", "-1s", "timeout must be a duration"),
     ("health: { rise: 0 }", "", "0 }", "rise must be an integer 1..100"),
     ("health: { fall: many }", "", "many", "fall must be an integer 1..100"),

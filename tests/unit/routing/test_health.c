@@ -203,10 +203,8 @@ static const char yaml_fmt[] = "listen:\n"
                                "    force: { header: x-force }\n"
                                "%s";
 
-static struct sy_config *config(const char *green, const char *app_extra)
+static struct sy_config *parse_attached(const char *text)
 {
-    char text[2048];
-    snprintf(text, sizeof(text), yaml_fmt, green, app_extra);
     struct sy_diags d;
     sy_diags_init(&d);
     struct sy_config *cfg = NULL;
@@ -220,6 +218,40 @@ static struct sy_config *config(const char *green, const char *app_extra)
     sy_diags_dispose(&d);
     sy_health_attach(cfg);
     return cfg;
+}
+
+static struct sy_config *config(const char *green, const char *app_extra)
+{
+    char text[2048];
+    snprintf(text, sizeof(text), yaml_fmt, green, app_extra);
+    return parse_attached(text);
+}
+
+/* As config(), with green's `health:` taken off. */
+static struct sy_config *config_unchecked(const char *green)
+{
+    char text[2048];
+    snprintf(text, sizeof(text), yaml_fmt, green, "");
+    char *h = strstr(text, "    health: {}\n");
+    assert_non_null(h);
+    memmove(h, h + strlen("    health: {}\n"), strlen(h + strlen("    health: {}\n")) + 1);
+    return parse_attached(text);
+}
+
+static void test_checks_taken_off_bring_it_up_only_once_in_force(void **st)
+{
+    struct sy_config *a = config("127.0.0.1:9005", "");
+    struct sy_ep_health *h = a->clusters[1].endpoints[0].hs;
+    atomic_store(&h->down, 1);
+    struct sy_config *b = config_unchecked("127.0.0.1:9005");
+    assert_false(b->clusters[1].health.on);
+    assert_ptr_equal(b->clusters[1].endpoints[0].hs, h);
+    /* Parsed, not in force (a reload refused at its compile): nothing changed. */
+    assert_int_equal(atomic_load(&h->down), 1);
+    sy_health_installed(b); /* in force: nothing would ever bring it back, so it is up */
+    assert_int_equal(atomic_load(&h->down), 0);
+    sy_config_free(a);
+    sy_config_free(b);
 }
 
 static void test_state_is_kept_by_cluster_and_address_across_configs(void **st)
@@ -377,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_budget_bounds_retries_over_a_sliding_window),
         cmocka_unit_test(test_a_retry_that_worked_is_given_back),
         cmocka_unit_test(test_state_is_kept_by_cluster_and_address_across_configs),
+        cmocka_unit_test(test_checks_taken_off_bring_it_up_only_once_in_force),
         cmocka_unit_test(test_endpoint_choice_skips_down_endpoints),
         cmocka_unit_test(test_a_cluster_with_no_endpoint_up_fails_over_by_weight),
         cmocka_unit_test(test_sticky_users_move_together_and_come_back),
