@@ -994,7 +994,13 @@ static void start_timers(struct control *ctl, const struct sy_config *cfg)
 static int start_admin(struct control *ctl, const struct sy_config *cfg,
                        struct sy_upgrade_taken *taken)
 {
-    if (cfg->admin.socket || cfg->admin.http) {
+    /* The command set also without a listener when there is a journal (an existing
+     * `state:`) or a guard: the guard and the ramps run from it (without a journal, a guard's
+     * revert is refused and logged). */
+    bool guarded = false;
+    for (size_t i = 0; i < cfg->n_apps && !guarded; i++)
+        guarded = cfg->apps[i].guard.on;
+    if (cfg->admin.socket || cfg->admin.http || sy_state_journal(ctl->state) || guarded) {
         ctl->admin = sy_admin_new(ctl->state);
         ctl->admin_env.state = ctl->state;
         ctl->admin_env.traffic = traffic;

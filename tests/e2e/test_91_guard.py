@@ -15,7 +15,8 @@ import time
 
 import helpers
 from guard_util import (TICK, WINDOW, Load, app_status, effective, flaky,  # noqa: F401
-                        guard_reverts, metrics, start, status_json, wait_guard_revert)
+                        guard_reverts, guarded_app, history, metrics, start, status_json,
+                        wait_guard_revert)
 
 
 def test_guard_reverts_a_failing_green_within_a_window_and_a_tick(admin_proxy, flaky):
@@ -104,6 +105,37 @@ def test_guard_revert_is_durable_across_kill9(admin_proxy, flaky):
     assert st["guard"]["state"] in ("idle", "tripped")
     time.sleep(TICK * 1.5)
     assert app_status(p)["guard"]["state"] == "tripped"
+
+
+def test_guard_runs_from_the_journal_without_an_admin_listener(admin_proxy, flaky, tmp_path):
+    """A file with `state:` (an existing journal) and no admin socket or admin.http: the guard
+    still judges and reverts, into that journal (the first run, with the socket, made it)."""
+    state = str(tmp_path / "web.state")
+    clusters = {name: {"endpoints": ["127.0.0.1:%d" % s.port]} for name, s in flaky.items()}
+    p = admin_proxy([guarded_app({"blue": 50, "green": 50})], clusters=clusters, state=state)
+    p.stop()
+    p.spec["extra"] = {"state": state}  # no admin: socket, no admin.http
+    p.write_config()
+    p.start(wait=False)
+    helpers.wait_started(p.proc, p.log, p._log_start, time.monotonic() + 20)
+    flaky["green"].fail_every = 2
+    load = Load(p.port)
+    try:
+        helpers.wait_for(lambda: "reverted to blue by its guard" in p.log_text(),
+                         WINDOW + TICK + 5, "the guard's revert without an admin listener")
+        time.sleep(0.5)
+        t = time.time()
+        time.sleep(1.0)
+        after = load.since(t)
+        assert after and [r for r in after if r[1] != "blue"] == [], after[:5]
+    finally:
+        load.stop()
+    p.stop()
+    p.spec["extra"] = {"admin": {"socket": p.socket}, "state": state}
+    p.write_config()
+    p.start()
+    assert effective(p) == {"blue": 100, "green": 0}
+    assert [r for r in history(p) if r["command"].startswith("guard revert web")], history(p)
 
 
 def test_guard_never_acts_below_min_requests(admin_proxy, flaky):
