@@ -361,7 +361,7 @@ static void note_endpoint(struct exchange *ex, bool failed, int status)
  * the head). Returns true when the retry is under way (or queued). */
 static bool retry_connect(struct exchange *ex, bool body_kept, bool late)
 {
-    if (ex->connect_retried || ex->resp_started || ex->w->draining ||
+    if (ex->connect_retried || ex->retried || ex->resp_started || ex->w->draining ||
         (ex->req_body_started && !body_kept))
         return false;
     const struct sy_cluster_spec *cl = sy_route_cluster(ex->table, ex->cluster);
@@ -569,7 +569,11 @@ static bool retry_wanted(struct exchange *ex, bool unprocessed)
         ex->refused++;
         return true;
     }
-    if (!ex->retried && (unprocessed || (ex->safe && ex->uops->retry_safe))) {
+    /* One retry of a request the cluster may have acted on, whichever way it failed: after a
+     * failed connect went again (retry_connect), its reset is not repeated, and the other way
+     * round. */
+    if (!ex->retried && !ex->connect_retried &&
+        (unprocessed || (ex->safe && ex->uops->retry_safe))) {
         ex->retried = true;
         return true;
     }
