@@ -160,6 +160,18 @@ def wait_guard_revert(p, timeout):
     return None, time.time()
 
 
+# The revert's record carries the time of the guard's decision; the snapshot that routes to
+# blue is published right after it is written, and every worker installs it at its next loop
+# turn. Requests started this long after the decision must all be on blue: much later than
+# publication takes, much earlier than the test's own polling of `history` saw the record.
+PUBLISH_MARGIN = 0.25
+
+
+def after_publication(rec, seen):
+    """The start time from which no request may reach a reverted cluster."""
+    return min(seen, rec["time_ms"] / 1000.0 + PUBLISH_MARGIN)
+
+
 def history(p, n=100):
     out = p.ctl("--json", "history", str(n))
     assert out.returncode == 0, out.stdout + out.stderr

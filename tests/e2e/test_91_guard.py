@@ -15,8 +15,8 @@ import time
 
 import helpers
 from guard_util import (TICK, WINDOW, Load, app_status, effective, flaky,  # noqa: F401
-                        guard_reverts, guarded_app, history, metrics, start, status_json,
-                        wait_guard_revert)
+                        after_publication, guard_reverts, guarded_app, history, metrics,
+                        start, status_json, wait_guard_revert)
 
 
 def test_guard_reverts_a_failing_green_within_a_window_and_a_tick(admin_proxy, flaky):
@@ -55,9 +55,9 @@ def test_guard_reverts_a_failing_green_within_a_window_and_a_tick(admin_proxy, f
         n = int(rec["command"].rsplit("n=", 1)[1])
         assert n >= 20, "acted below min_requests: %s" % rec["command"]
 
-        # Every request started after the revert was seen goes to blue.
+        # Every request started after the revert's publication goes to blue.
         time.sleep(1.0)
-        after = load.since(seen)
+        after = load.since(after_publication(rec, seen))
         assert len(after) > 50, len(after)
         assert [r for r in after if r[1] != "blue"] == [], "requests reached green after the revert"
 

@@ -12,7 +12,8 @@ import time
 
 import helpers
 from guard_util import (TICK, WINDOW, Load, app_status, effective, flaky,  # noqa: F401
-                        guard_reverts, history, start, status_json, wait_guard_revert)
+                        after_publication, guard_reverts, history, start, status_json,
+                        wait_guard_revert)
 
 STEP_RE = re.compile(r"^ramp step web green (\d+)% \((\d+) of (\d+)\)$")
 
@@ -104,7 +105,7 @@ def test_ramp_is_reverted_by_its_guard_when_green_fails_at_step_2(admin_proxy, f
         assert re.fullmatch(r"guard revert web: green 5xx [0-9.]+% > 5% over \d s, n=\d+",
                             rec["command"]), rec["command"]
         time.sleep(1.0)
-        after = load.since(seen)
+        after = load.since(after_publication(rec, seen))
         assert len(after) > 50
         assert [r for r in after if r[1] != "blue"] == [], "requests reached green after it"
         wait_for(lambda: ramp_of(p) is None, 2, "the ramp to end")
