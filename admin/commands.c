@@ -20,8 +20,8 @@
 #include "switchyard/access_log.h"
 #include "switchyard/exclusive.h"
 #include "switchyard/guard_engine.h"
-#include "switchyard/ramp.h"
 #include "switchyard/health.h"
+#include "switchyard/ramp.h"
 
 #include "admin_internal.h"
 

@@ -456,8 +456,8 @@ static void d_send_head(struct downstream *d, const struct resp_head *h)
     size_t k = 0, off = 0;
     char status[SY_U64_DIGITS];
     size_t status_len = sy_fmt_u64(status, (uint64_t)h->status);
-    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, status_len,
-                           NGHTTP2_NV_FLAG_NONE};
+    nv[k++] =
+        (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, status_len, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < h->n_headers; i++) {
         struct sy_slice name = h->headers[i].name;
         char *lower = s->nv_buf + off;

@@ -400,9 +400,9 @@ struct exchange {
     struct evbuffer *tmp; /* body bytes between decoding and framing */
     struct evbuffer *trailers;
     bool retried;
-    uint8_t refused;      /* times the cluster gave the request back unprocessed */
-    bool connect_failed;  /* set by a client just before it reports a failed connect */
-    bool connect_retried; /* a failed connect was tried once on another endpoint */
+    uint8_t refused;         /* times the cluster gave the request back unprocessed */
+    bool connect_failed;     /* set by a client just before it reports a failed connect */
+    bool connect_retried;    /* a failed connect was tried once on another endpoint */
     uint8_t retries_charged; /* retries taken from the cluster's retry budget (given back
                                 when the answer comes) */
     bool head_request;

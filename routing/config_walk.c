@@ -117,8 +117,9 @@ const char *sy_cfg_text(const struct sy_ynode *n)
 
 void sy_cfg_bool(struct ctx *c, const struct sy_ynode *n, const char *key, bool *out)
 {
-    const char *s =
-        sy_cfg_is_scalar(n) && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? sy_cfg_text(n) : "";
+    const char *s = sy_cfg_is_scalar(n) && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
+                        ? sy_cfg_text(n)
+                        : "";
     if (strcmp(s, "true") == 0)
         *out = true;
     else if (strcmp(s, "false") == 0)
