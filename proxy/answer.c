@@ -31,6 +31,17 @@ void exchange_fail_connect(struct exchange *ex, const char *why)
     exchange_fail(ex, 502, msg);
 }
 
+void exchange_answer_cluster_down(struct downstream *d, struct sy_route_table *t,
+                                  const struct sy_route_app *app, size_t c)
+{
+    char msg[320];
+    snprintf(msg, sizeof(msg),
+             "cluster %s has no endpoint up (health checks or outlier ejection) and app %s "
+             "has failover: false",
+             sy_route_cluster(t, c)->name, app->name);
+    exchange_answer_own(d, t, app, c, 503, msg);
+}
+
 void exchange_answer_own(struct downstream *d, struct sy_route_table *t,
                          const struct sy_route_app *app, size_t c, int status, const char *why)
 {

@@ -294,12 +294,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
     struct sy_route_choice choice;
     sy_route_pick(t, app, &rreq, &choice);
     if (choice.down) {
-        char msg[320];
-        snprintf(msg, sizeof(msg),
-                 "cluster %s has no endpoint up (health checks or outlier ejection) and app %s "
-                 "has failover: false",
-                 sy_route_cluster(t, choice.cluster)->name, app->name);
-        exchange_answer_own(d, t, app, choice.cluster, 503, msg);
+        exchange_answer_cluster_down(d, t, app, choice.cluster);
         return;
     }
     const struct sy_endpoint_spec *ep = sy_route_next_endpoint(t, choice.cluster);

@@ -32,6 +32,10 @@ void exchange_go(struct exchange *ex, bool late);
  * cluster `c` of `app`; releases the table reference `t`. */
 void exchange_answer_own(struct downstream *d, struct sy_route_table *t,
                          const struct sy_route_app *app, size_t c, int status, const char *why);
+/* The 503 for a request whose cluster `c` has no endpoint up while `app` has failover: false;
+ * releases the table reference `t`. */
+void exchange_answer_cluster_down(struct downstream *d, struct sy_route_table *t,
+                                  const struct sy_route_app *app, size_t c);
 /* The 404 for a request no app matches under `path`; releases the table reference `t`. */
 void exchange_answer_no_app(struct downstream *d, const struct req_head *req,
                             struct sy_route_table *t, struct sy_slice path);
