@@ -432,6 +432,41 @@ struct sy_access_log_spec {
     size_t buffer_bytes; /* `access_log.buffer_bytes`: each worker's ring (1 MiB) */
 };
 
+/** `fleet.etcd.endpoints`: most entries. */
+#define SY_FLEET_MAX_ENDPOINTS 16
+/** `fleet.etcd.prefix`: longest (bytes, with its final '/'). */
+#define SY_FLEET_PREFIX_MAX 200
+/** `fleet.instance`: longest name. */
+#define SY_FLEET_INSTANCE_MAX 63
+
+/** One etcd member's client URL (`http://host:port`, `https://host:port` or `host:port`). */
+struct sy_fleet_endpoint {
+    char *address; /* as written */
+    char *host;    /* the host part (the TLS server name when it is a name) */
+    bool tls;      /* https://, or any endpoint while `fleet.etcd.tls` is written */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct sy_mark mark;
+};
+
+/**
+ * `fleet:` (off when absent): the overrides, ramps and membership kept in etcd, reached
+ * through its v3 JSON gateway (admin/fleet.c). Read at start only: a reload that changes it
+ * is published with a warning that it takes a restart.
+ */
+struct sy_fleet_spec {
+    bool on;
+    struct sy_fleet_endpoint *endpoints; /* `fleet.etcd.endpoints`, 1..SY_FLEET_MAX_ENDPOINTS */
+    size_t n_endpoints;
+    char *prefix;              /* `fleet.etcd.prefix`, always ending in '/' ("/switchyard/") */
+    struct sy_cluster_tls tls; /* `fleet.etcd.tls`: {ca, cert, key, sni, verify}; on: https */
+    uint64_t timeout_ms;       /* `fleet.etcd.timeout`: one request to etcd (2 s) */
+    char *instance;            /* `fleet.instance`: NULL: the host name */
+    uint64_t lease_ttl_ms;     /* `fleet.lease_ttl`: membership and leadership lease (10 s) */
+    uint64_t wait_ms;          /* `fleet.wait`: how long a change waits for every member (5 s) */
+    struct sy_mark mark;       /* the `fleet:` value */
+};
+
 struct sy_config {
     _Atomic unsigned refs; /* shared by the snapshots compiled from it */
     uint64_t content_hash; /* FNV-1a 64 of the file's bytes: tells a real change from a touch */
@@ -449,6 +484,7 @@ struct sy_config {
     struct sy_exclusive_spec exclusive;
     struct sy_access_log_spec access_log;
     struct sy_shutdown_spec shutdown;
+    struct sy_fleet_spec fleet;
     char *state; /* `state:`: the overrides journal, resolved against the config's directory;
                     NULL when absent (the daemon then uses the config's path + ".state") */
     struct sy_mark state_mark;
