@@ -17,7 +17,7 @@ pkgs="meson ninja-build pkg-config gcc clang libclang-rt-14-dev libevent-dev lib
       libyaml-dev libssl-dev libcmocka-dev curl nghttp2-client python3 python3-pytest
       python3-h2 python3-websockets socat procps openssl nghttp2-server python3-grpcio
       mount e2fsprogs strace haproxy prometheus chromium wrk
-      python3-yaml systemd dpkg-dev debhelper lintian man-db adduser"
+      python3-yaml systemd dpkg-dev debhelper lintian man-db adduser etcd-server etcd-client"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
