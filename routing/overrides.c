@@ -45,6 +45,7 @@ static void override_dispose(struct sy_override *o)
     free(o->weights);
     free(o->app);
     free(o->command);
+    free(o->instance);
 }
 
 void sy_overrides_dispose(struct sy_overrides *s)
@@ -75,6 +76,7 @@ static void override_copy(struct sy_override *dst, const struct sy_override *src
     *dst = *src;
     dst->app = sy_xstrdup(src->app);
     dst->command = sy_xstrdup(src->command ? src->command : "");
+    dst->instance = src->instance ? sy_xstrdup(src->instance) : NULL;
     dst->n_weights = copy_weights(&dst->weights, src->weights, src->n_weights);
 }
 
@@ -178,6 +180,9 @@ void sy_overrides_apply(struct sy_overrides *s, const struct sy_override_change 
         o->uid = who->uid;
         o->pid = who->pid;
         o->command = sy_xstrdup(who->command ? who->command : "");
+        o->rev = who->rev;
+        o->instance = who->instance ? sy_xstrdup(who->instance) : NULL;
+        o->local = who->local;
     }
     free(slots);
     if (released) {
@@ -401,6 +406,18 @@ static void put_actor(struct sy_jw *b, uint64_t seq, uint64_t time_ms, uint32_t 
     sy_jw_str(b, "cmd", command ? command : "");
 }
 
+/* Where a change came from in a fleet: members written only when set, so that a journal of a
+ * daemon without `fleet:` reads as before. */
+static void put_origin(struct sy_jw *b, uint64_t rev, const char *instance, bool local)
+{
+    if (rev)
+        sy_jw_uint(b, "rev", rev);
+    if (instance)
+        sy_jw_str(b, "instance", instance);
+    if (local)
+        sy_jw_bool(b, "local", true);
+}
+
 static void put_head(struct sy_jw *b, const char *type, uint64_t seq, uint64_t time_ms,
                      uint32_t uid, int32_t pid, const char *command)
 {
@@ -424,6 +441,7 @@ static void put_change_record(struct sy_jw *b, uint64_t seq, const struct sy_act
                               const struct sy_override_change *ch, size_t n)
 {
     put_head(b, "change", seq, who->time_ms, who->uid, who->pid, who->command);
+    put_origin(b, who->rev, who->instance, who->local);
     sy_jw_begin_array(b, "changes");
     for (size_t i = 0; i < n; i++) {
         sy_jw_begin_object(b, NULL);
@@ -499,12 +517,13 @@ static void put_maints(struct sy_jw *b, const struct sy_maints *s)
     sy_jw_end_array(b);
 }
 
-static void put_compact_record(struct sy_jw *b, uint64_t seq, const struct sy_overrides *s,
-                               const struct sy_maints *maints, const struct sy_guard_pause *gp,
-                               const struct sy_ramps *ramps)
+static void put_compact_record(struct sy_jw *b, uint64_t seq, uint64_t fleet_rev,
+                               const struct sy_overrides *s, const struct sy_maints *maints,
+                               const struct sy_guard_pause *gp, const struct sy_ramps *ramps)
 {
     put_head(b, "compact", seq, (uint64_t)time(NULL) * 1000, (uint32_t)geteuid(), (int32_t)getpid(),
              "compact");
+    put_origin(b, fleet_rev, NULL, false);
     sy_jw_begin_array(b, "set");
     for (size_t i = 0; i < s->n; i++) {
         const struct sy_override *o = &s->v[i];
@@ -512,6 +531,7 @@ static void put_compact_record(struct sy_jw *b, uint64_t seq, const struct sy_ov
         sy_jw_str(b, "app", o->app);
         put_weights(b, "override", o->weights, o->n_weights, true);
         put_actor(b, o->seq, o->time_ms, o->uid, o->pid, o->command);
+        put_origin(b, o->rev, o->instance, o->local);
         sy_jw_end_object(b);
     }
     sy_jw_end_array(b);
@@ -610,6 +630,7 @@ void sy_journal_record_dispose(struct sy_journal_record *r)
     }
     free(r->changes);
     free(r->command);
+    free(r->instance);
     sy_overrides_dispose(&r->set);
     maint_dispose(&r->maint);
     sy_maints_dispose(&r->maints);
@@ -632,6 +653,24 @@ static bool read_head(const struct sy_jv *o, uint64_t *seq, uint64_t *time_ms, u
     *uid = (uint32_t)u;
     *pid = (int32_t)p;
     *cmd = sy_xstrdup(c);
+    return true;
+}
+
+/* The optional origin members (put_origin). */
+static bool read_origin(const struct sy_jv *o, uint64_t *rev, char **instance, bool *local,
+                        const char **why)
+{
+    const struct sy_jv *rv = sy_jv_get(o, "rev"), *in = sy_jv_get(o, "instance"),
+                       *lo = sy_jv_get(o, "local");
+    if ((rv && sy_jv_type(rv) != SY_JV_UINT) ||
+        (in && (!sy_jv_str(in) || !is_name(sy_jv_str(in), 255))) ||
+        (lo && sy_jv_type(lo) != SY_JV_BOOL)) {
+        *why = "bad rev, instance or local";
+        return false;
+    }
+    *rev = sy_jv_uint(rv, 0);
+    *instance = in ? sy_xstrdup(sy_jv_str(in)) : NULL;
+    *local = sy_jv_bool(lo);
     return true;
 }
 
@@ -821,7 +860,8 @@ static bool read_entries(const struct sy_jv *root, struct sy_journal_record *r, 
             }
             struct sy_override o = {0};
             bool ok = get_weights(ov, &o.weights, &o.n_weights, why) &&
-                      read_head(e, &o.seq, &o.time_ms, &o.uid, &o.pid, &o.command, why);
+                      read_head(e, &o.seq, &o.time_ms, &o.uid, &o.pid, &o.command, why) &&
+                      read_origin(e, &o.rev, &o.instance, &o.local, why);
             o.app = sy_xstrdup(app);
             sy_xgrow((void **)&r->set.v, &r->set.cap, r->set.n + 1, sizeof(*r->set.v));
             r->set.v[r->set.n++] = o; /* disposed with the record, whole or not */
@@ -905,7 +945,8 @@ static bool read_record(const struct sy_jv *root, struct sy_journal_record *r, c
         *why = "unknown record type";
         return false;
     }
-    if (!read_head(root, &r->seq, &r->time_ms, &r->uid, &r->pid, &r->command, why))
+    if (!read_head(root, &r->seq, &r->time_ms, &r->uid, &r->pid, &r->command, why) ||
+        !read_origin(root, &r->rev, &r->instance, &r->local, why))
         return false;
     if (maint)
         return read_maint_record(root, r, why);
@@ -969,9 +1010,10 @@ struct sy_journal {
     struct sy_guard_pause guard; /* the global guard switch */
     struct sy_ramps ramps;       /* the ramps running or paused */
     uint64_t seq;
-    size_t records; /* in the current file */
-    off_t size;     /* bytes of whole records in the current file */
-    bool broken;    /* a failed write could not be undone: refuse appends until restart */
+    uint64_t fleet_rev; /* the etcd revision of the last change from the fleet */
+    size_t records;     /* in the current file */
+    off_t size;         /* bytes of whole records in the current file */
+    bool broken;        /* a failed write could not be undone: refuse appends until restart */
     /* A compaction's rename is not known to be durable: refuse appends until the directory's
      * fsync succeeds. */
     bool dir_unsynced;
@@ -1138,6 +1180,7 @@ static int replay(struct sy_journal *j, const char *file, const char *text, size
             sy_ramps_dispose(&j->ramps);
             j->ramps = r.ramps;
             memset(&r.ramps, 0, sizeof(r.ramps));
+            j->fleet_rev = r.rev;
         } else if (r.is_ramp) {
             struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
             ramps_apply(&j->ramps, &r.ramp, r.seq, &who);
@@ -1148,8 +1191,10 @@ static int replay(struct sy_journal *j, const char *file, const char *text, size
             struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
             sy_maints_apply(&j->maint, &r.maint, r.seq, &who);
         } else {
-            struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command};
+            struct sy_actor who = {r.time_ms, r.uid, r.pid, r.command, r.rev, r.instance, r.local};
             sy_overrides_apply(&j->set, r.changes, r.n_changes, r.seq, &who);
+            if (r.rev > j->fleet_rev)
+                j->fleet_rev = r.rev;
         }
         j->seq = r.seq;
         j->records++;
@@ -1318,6 +1363,11 @@ const struct sy_overrides *sy_journal_overrides(const struct sy_journal *j)
     return &j->set;
 }
 
+uint64_t sy_journal_fleet_rev(const struct sy_journal *j)
+{
+    return j->fleet_rev;
+}
+
 uint64_t sy_journal_seq(const struct sy_journal *j)
 {
     return j->seq;
@@ -1354,7 +1404,7 @@ static int compact(struct sy_journal *j)
         }
     }
     struct sy_jw b = {0};
-    put_compact_record(&b, j->seq, &j->set, &j->maint, &j->guard, &j->ramps);
+    put_compact_record(&b, j->seq, j->fleet_rev, &j->set, &j->maint, &j->guard, &j->ramps);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
     if (fd == -1) {
         sy_log_errno(SY_LOG_ERROR, "journal", "compaction: cannot create %s", tmp);
@@ -1479,6 +1529,8 @@ int sy_journal_append(struct sy_journal *j, const struct sy_actor *who,
     if (rc)
         return rc;
     sy_overrides_apply(&j->set, ch, n, j->seq, who);
+    if (who->rev > j->fleet_rev)
+        j->fleet_rev = who->rev;
     compact_if_due(j);
     return 0;
 }

@@ -30,6 +30,10 @@ struct sy_actor {
     uint32_t uid;        /* the peer's uid (SO_PEERCRED) */
     int32_t pid;         /* the peer's pid, 0 when unknown */
     const char *command; /* the command as received: printable ASCII */
+    /* Where the change came from in a fleet (admin/fleet.c); all zero without `fleet:`. */
+    uint64_t rev;         /* the etcd revision that committed it (0: not from etcd) */
+    const char *instance; /* the replica whose admin socket or guard made it, or NULL */
+    bool local;           /* `--local`: this replica only, never written to etcd */
 };
 
 /** One app's override in force. Every field is owned by the set that holds it. */
@@ -42,6 +46,9 @@ struct sy_override {
     uint32_t uid;
     int32_t pid;
     char *command;
+    uint64_t rev;   /* the etcd revision it came from (0: not from the fleet) */
+    char *instance; /* the replica that made it (fleet), or NULL */
+    bool local;     /* made with `--local` while in a fleet: this replica only */
 };
 
 /** A set of overrides, at most one per app, in the order they were first set. */
@@ -182,7 +189,10 @@ struct sy_journal_record {
     uint32_t uid;
     int32_t pid;
     char *command;
-    bool compact; /* a snapshot written by compaction: `set` holds the overrides in force */
+    uint64_t rev;   /* a change from the fleet: its etcd revision; a snapshot: the fleet's */
+    char *instance; /* the replica that made it (fleet), or NULL */
+    bool local;     /* a `--local` change */
+    bool compact;   /* a snapshot written by compaction: `set` holds the overrides in force */
     struct sy_override_change *changes;
     size_t n_changes;
     struct sy_overrides set;
@@ -244,6 +254,9 @@ int sy_journal_check_dir_any_owner(const char *path, uid_t *owner, struct sy_dia
 
 /** The overrides the journal says are in force (borrowed; valid until the next append). */
 const struct sy_overrides *sy_journal_overrides(const struct sy_journal *j);
+
+/** The etcd revision of the last change the journal holds from the fleet (0: none). */
+uint64_t sy_journal_fleet_rev(const struct sy_journal *j);
 
 /** The sequence number of the last change (0 for a new journal). */
 uint64_t sy_journal_seq(const struct sy_journal *j);
