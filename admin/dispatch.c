@@ -81,6 +81,40 @@ void sy_reply_dispose(struct sy_reply *r)
     sy_jw_dispose(&r->out);
 }
 
+struct sy_admin_later {
+    struct sy_reply reply;
+    sy_admin_later_cb cb;
+    void *arg;
+};
+
+struct sy_admin_later *sy_admin_defer(struct sy_admin_req *req)
+{
+    struct sy_admin_later *l = sy_xcalloc(1, sizeof(*l));
+    l->reply = *req->reply; /* takes its buffer */
+    sy_reply_init(req->reply, l->reply.json);
+    req->reply->later = l;
+    return l;
+}
+
+struct sy_reply *sy_admin_later_reply(struct sy_admin_later *l)
+{
+    return &l->reply;
+}
+
+void sy_admin_later_bind(struct sy_admin_later *l, sy_admin_later_cb cb, void *arg)
+{
+    l->cb = cb;
+    l->arg = arg;
+}
+
+void sy_admin_later_done(struct sy_admin_later *l, uint64_t published)
+{
+    if (l->cb)
+        l->cb(&l->reply, published, l->arg);
+    sy_reply_dispose(&l->reply);
+    free(l);
+}
+
 static void vaddf(struct sy_reply *r, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 

@@ -62,6 +62,9 @@ struct client {
     char *wait_out;
     size_t wait_len;
     struct event *wait_ev;
+    /* A command whose handler answers later (the fleet's changes): its line, as logged. */
+    struct sy_admin_later *later;
+    char later_line[204];
     struct event *free_ev;
 };
 
@@ -85,6 +88,8 @@ static void client_free(struct client *c)
         a->n_refused--;
     else
         a->n_clients--;
+    if (c->later)
+        sy_admin_later_bind(c->later, NULL, NULL); /* the change goes on; nobody hears it */
     if (c->bev)
         bufferevent_free(c->bev);
     if (c->wait_ev)
@@ -203,6 +208,47 @@ static void loggable(const char *line, size_t len, char out[204])
     out[n] = '\0';
 }
 
+/* Logs a command's outcome and sends its answer, or holds it until the data path has
+ * installed what it published. */
+static void answer(struct client *c, const char *shown, const struct sy_reply *reply,
+                   uint64_t published)
+{
+    struct sy_admin *a = c->a;
+    if (reply->failed)
+        sy_log(SY_LOG_INFO, "admin", "uid %" PRIu32 " pid %" PRId32 ": %s: error: %s", c->peer.uid,
+               c->peer.pid, shown, reply->error);
+    else
+        sy_log(SY_LOG_DEBUG, "admin", "uid %" PRIu32 " pid %" PRId32 ": %s: ok", c->peer.uid,
+               c->peer.pid, shown);
+    size_t out_len;
+    char *out = sy_admin_format(a, reply, &out_len);
+    if (published && a->applied && !a->applied(published, a->applied_arg)) {
+        c->waiting = true;
+        c->wait_gen = published;
+        c->wait_start_ms = sy_now_ms();
+        c->wait_out = out;
+        c->wait_len = out_len;
+        if (!c->wait_ev)
+            c->wait_ev = evtimer_new(a->base, wait_cb, c);
+        struct timeval tv = {0, APPLIED_POLL_US};
+        evtimer_add(c->wait_ev, &tv);
+        return;
+    }
+    send_answer(c, out, out_len);
+    free(out);
+}
+
+/* A deferred answer is complete (sy_admin_later_done). */
+static void later_cb(struct sy_reply *reply, uint64_t published, void *arg)
+{
+    struct client *c = arg;
+    c->later = NULL;
+    c->waiting = false;
+    answer(c, c->later_line, reply, published);
+    if (!c->waiting)
+        process(c); /* the lines that came meanwhile */
+}
+
 /* Runs one command (with its payload, when it has one) and sends or holds the answer. */
 static void run(struct client *c, const char *line, size_t len, const char *payload,
                 size_t payload_len)
@@ -223,29 +269,16 @@ static void run(struct client *c, const char *line, size_t len, const char *payl
     }
     char shown[204];
     loggable(line, len, shown);
-    if (reply.failed)
-        sy_log(SY_LOG_INFO, "admin", "uid %" PRIu32 " pid %" PRId32 ": %s: error: %s", c->peer.uid,
-               c->peer.pid, shown, reply.error);
-    else
-        sy_log(SY_LOG_DEBUG, "admin", "uid %" PRIu32 " pid %" PRId32 ": %s: ok", c->peer.uid,
-               c->peer.pid, shown);
-    size_t out_len;
-    char *out = sy_admin_format(a, &reply, &out_len);
-    sy_reply_dispose(&reply);
-    if (published && a->applied && !a->applied(published, a->applied_arg)) {
+    if (reply.later) {
+        c->later = reply.later;
         c->waiting = true;
-        c->wait_gen = published;
-        c->wait_start_ms = sy_now_ms();
-        c->wait_out = out;
-        c->wait_len = out_len;
-        if (!c->wait_ev)
-            c->wait_ev = evtimer_new(a->base, wait_cb, c);
-        struct timeval tv = {0, APPLIED_POLL_US};
-        evtimer_add(c->wait_ev, &tv);
+        memcpy(c->later_line, shown, sizeof(shown));
+        sy_admin_later_bind(c->later, later_cb, c);
+        sy_reply_dispose(&reply);
         return;
     }
-    send_answer(c, out, out_len);
-    free(out);
+    answer(c, shown, &reply, published);
+    sy_reply_dispose(&reply);
 }
 
 static void process(struct client *c)

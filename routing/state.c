@@ -621,22 +621,10 @@ static int commit_change(struct sy_state *st, struct sy_override_change *ch, siz
     return rc;
 }
 
-int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
-                    const struct sy_actor *who, char *err, size_t errlen)
+/* Compiles, journals and publishes edits already checked (or committed elsewhere). */
+static int apply_edits(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                       const struct sy_actor *who, char *err, size_t errlen)
 {
-    if (!st->journal) {
-        errf(err, errlen,
-             "no state file: an override could not be made durable "
-             "(configure `admin.socket`, or `state:`)");
-        return SY_ERR_NOTFOUND;
-    }
-    if (n == 0) {
-        errf(err, errlen, "nothing to change");
-        return SY_ERR_INVALID;
-    }
-    int rc = check_edits(st, edits, n, err, errlen);
-    if (rc)
-        return rc;
     /* The candidate: the overrides with this change applied, compiled. */
     struct sy_override_change *ch = sy_xcalloc(n, sizeof(*ch));
     for (size_t i = 0; i < n; i++) {
@@ -646,12 +634,60 @@ int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size
         ch[i].n_weights = edits[i].n_weights;
     }
     struct sy_route_table *t = NULL;
-    rc = compile_change(st, ch, n, who, &t);
+    int rc = compile_change(st, ch, n, who, &t);
     if (rc)
         errf(err, errlen, "cannot compile the routing table: %s", sy_strerror(rc));
     else
         rc = commit_change(st, ch, n, t, who, err, errlen); /* durable before it is published */
     free(ch);
+    return rc;
+}
+
+static int need_journal(const struct sy_state *st, char *err, size_t errlen)
+{
+    if (st->journal)
+        return 0;
+    errf(err, errlen,
+         "no state file: an override could not be made durable "
+         "(configure `admin.socket`, or `state:`)");
+    return SY_ERR_NOTFOUND;
+}
+
+int sy_state_check(const struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                   char *err, size_t errlen)
+{
+    int rc = need_journal(st, err, errlen);
+    if (rc)
+        return rc;
+    if (n == 0) {
+        errf(err, errlen, "nothing to change");
+        return SY_ERR_INVALID;
+    }
+    return check_edits(st, edits, n, err, errlen);
+}
+
+int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                    const struct sy_actor *who, char *err, size_t errlen)
+{
+    int rc = sy_state_check(st, edits, n, err, errlen);
+    return rc ? rc : apply_edits(st, edits, n, who, err, errlen);
+}
+
+int sy_state_apply(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                   const struct sy_actor *who, char *err, size_t errlen)
+{
+    int rc = need_journal(st, err, errlen);
+    if (rc)
+        return rc;
+    /* A release of an app without an override here changes nothing: left out. */
+    const struct sy_overrides *cur = sy_journal_overrides(st->journal);
+    struct sy_state_edit *kept = sy_xcalloc(n ? n : 1, sizeof(*kept));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!edits[i].release || sy_overrides_find(cur, edits[i].app))
+            kept[k++] = edits[i];
+    rc = k ? apply_edits(st, kept, k, who, err, errlen) : 0;
+    free(kept);
     return rc;
 }
 

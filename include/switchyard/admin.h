@@ -76,6 +76,7 @@ struct sy_reply {
     struct sy_jw out;
     bool failed;
     char error[512]; /* when failed: the reason (one line) */
+    struct sy_admin_later *later; /* set when the handler answers later (sy_admin_defer) */
 };
 
 void sy_reply_init(struct sy_reply *r, bool json);
@@ -120,6 +121,25 @@ struct sy_admin_req {
      * it (see sy_admin_set_applied). */
     uint64_t published;
 };
+
+struct sy_admin_later;
+
+/**
+ * Makes the answer to `req` wait: the handler returns 0 at once and fills the reply that
+ * sy_admin_later_reply() gives (what it wrote into req->reply so far is moved there) when its
+ * work is done (the fleet's: etcd committed, every member applied), then calls
+ * sy_admin_later_done(). req->reply is left empty, with `later` set for the caller of
+ * sy_admin_exec() to bind. Control thread.
+ */
+struct sy_admin_later *sy_admin_defer(struct sy_admin_req *req);
+struct sy_reply *sy_admin_later_reply(struct sy_admin_later *l);
+/** The answer is complete: hands it to whoever waits (then frees `l`). `published` as in
+ * sy_admin_req. */
+void sy_admin_later_done(struct sy_admin_later *l, uint64_t published);
+typedef void (*sy_admin_later_cb)(struct sy_reply *reply, uint64_t published, void *arg);
+/** Who gets the answer (the server, for its connection); NULL: nobody any more (the peer
+ * left), the work still completes. */
+void sy_admin_later_bind(struct sy_admin_later *l, sy_admin_later_cb cb, void *arg);
 
 /** A command's handler: 0 when it succeeded (answer `ok`), or a negative sy_err after
  * sy_reply_error(). */

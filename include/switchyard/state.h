@@ -147,6 +147,19 @@ struct sy_state_edit {
 int sy_state_change(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
                     const struct sy_actor *who, char *err, size_t errlen);
 
+/** The checks of sy_state_change() alone: 0, or a negative sy_err with `err` set. */
+int sy_state_check(const struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                   char *err, size_t errlen);
+
+/**
+ * Journals and publishes a change that was decided elsewhere (the fleet: etcd committed it),
+ * without sy_state_change()'s checks against this replica's file: an app the file does not
+ * have keeps its override by name (stale until a file has the app), and a release of an app
+ * without an override here is left out. Returns 0 or a negative sy_err with `err` set.
+ */
+int sy_state_apply(struct sy_state *st, const struct sy_state_edit *edits, size_t n,
+                   const struct sy_actor *who, char *err, size_t errlen);
+
 /* -- maintenance ---------------------------------------------------------------------------- */
 
 /** The apps in maintenance (borrowed; valid until the next change). Never NULL. */
