@@ -16,6 +16,7 @@
 
 #include <openssl/ssl.h>
 
+#include "switchyard/base.h"
 #include "switchyard/json.h"
 
 struct event_base;
@@ -37,6 +38,8 @@ struct sy_etcd_opts {
 
 struct sy_etcd;
 
+/** A client of the endpoints in `o` (copied, hosts included). Returns NULL when `o` lists no
+ * endpoint, or a tls one without `ssl`. */
 struct sy_etcd *sy_etcd_new(struct event_base *base, const struct sy_etcd_opts *o);
 /** Cancels every call and watch (their callbacks are not called) and frees. NULL: no-op. */
 void sy_etcd_free(struct sy_etcd *e);
@@ -90,26 +93,52 @@ char *sy_etcd_b64(const void *p, size_t len);
  * `*len` gets the decoded size. */
 char *sy_etcd_unb64(const char *s, size_t *len);
 /** The range end that makes a range or watch cover every key starting with `prefix`: the
- * prefix with its last byte incremented (a new string, free()). */
+ * prefix with its last byte incremented, trailing 0xff bytes dropped first, as etcd's
+ * clientv3 does (a new string, free()). An empty answer (for "" or all 0xff) means "to the end
+ * of the keyspace", whose range_end is the one byte 0: sy_etcd_b64("", 1), "AA==". */
 char *sy_etcd_prefix_end(const char *prefix);
 /** An int64 the gateway writes as a string ("123") or a number; `dflt` when absent or bad. */
 uint64_t sy_etcd_u64(const struct sy_jv *v, uint64_t dflt);
 
-/**
- * HTTP/1.1 response framing, for the client and its fuzz target: parses a status line and
- * header fields at the front of `p` (`len` bytes). Returns the head's length (> 0) with
- * *status, *chunked and *content_length (-1: none) set; 0 when the head is not complete yet;
- * -1 when it is malformed (or longer than 16 KiB).
- */
-long sy_etcd_parse_head(const char *p, size_t len, int *status, bool *chunked,
-                        int64_t *content_length);
+/* -- HTTP/1.1 response framing (the client's, and its fuzz target's) ------------------------- */
+
+#define SY_ETCD_MAX_HEAD 16384               /* a response's status line and header fields */
+#define SY_ETCD_MAX_BODY (64u * 1024 * 1024) /* a response's body; a watch stream's line */
+
+/** A response head, as sy_etcd_parse_head() read it. */
+struct sy_etcd_head {
+    int status;             /* 100..599 */
+    bool chunked;           /* Transfer-Encoding: chunked */
+    bool close;             /* Connection: close, or HTTP/1.0: the connection is not reused */
+    int64_t content_length; /* -1: none */
+};
 
 /**
- * Chunked decoding: takes the chunks at the front of `p` (`len` bytes) and appends their data
- * to `out` (`*out_len` bytes used, `cap` its size). Returns the bytes consumed (>= 0, may be
- * 0 when a chunk is incomplete), with *done set at the last chunk (and its trailer) read, or
- * -1 when malformed or when a chunk would not fit in `cap`.
+ * Parses a status line and header fields at the front of `p` (`len` bytes). Returns the head's
+ * length (> 0) with `*h` filled; 0 when the head is not complete yet; -1 when it is malformed
+ * or longer than SY_ETCD_MAX_HEAD. Lines end in CRLF or LF. A Transfer-Encoding other than
+ * chunked (last), a Content-Length that is not one decimal number (or two that differ) are
+ * malformed; with both, chunked wins (RFC 9112 §6.3). Pure; any thread.
  */
-long sy_etcd_dechunk(const char *p, size_t len, char *out, size_t *out_len, size_t cap, bool *done);
+long sy_etcd_parse_head(const char *p, size_t len, struct sy_etcd_head *h);
+
+/** The state of a chunked body's decoding (RFC 9112 §7.1): zero it to start. */
+struct sy_etcd_chunks {
+    int state;
+    uint64_t left;   /* data bytes left in the current chunk */
+    unsigned digits; /* of the size being read */
+    size_t line;     /* bytes of the current size line or of the trailer section */
+    bool done;       /* the last chunk and the trailer section are read */
+};
+
+/**
+ * Decodes chunked framing from `p` (`len` bytes, any split of the stream): consumes framing
+ * up to and including at most one run of chunk data, which `*data` points to (inside `p`;
+ * empty when there is none). Returns the bytes consumed (at least 1 while `len` > 0 and not
+ * done; stops after the last chunk's trailer section, with `d->done` set), or -1 when the
+ * framing is malformed (bad hex, a size over 16 digits, a size line over 4 KiB, a trailer
+ * section over SY_ETCD_MAX_HEAD). Call again with the rest. Pure; any thread.
+ */
+long sy_etcd_dechunk(struct sy_etcd_chunks *d, const char *p, size_t len, struct sy_slice *data);
 
 #endif
