@@ -171,5 +171,9 @@ void sy_cfg_parse_exclusive(struct ctx *c, const struct sy_ynode *v);
 void sy_cfg_parse_access_log(struct ctx *c, const struct sy_ynode *v);
 /* `shutdown:`; *grace_set tells whether `grace` was written (else timeouts.drain is it). */
 void sy_cfg_parse_shutdown(struct ctx *c, const struct sy_ynode *v, bool *grace_set);
+/* `fleet: {etcd: {endpoints, prefix, tls, timeout}, instance, lease_ttl, wait}`. */
+void sy_cfg_parse_fleet(struct ctx *c, const struct sy_ynode *v);
+/* Frees what `fleet:` allocated (the struct itself is the config's). */
+void sy_cfg_fleet_dispose(struct sy_fleet_spec *f);
 
 #endif
