@@ -384,6 +384,30 @@ static void test_endpoint_names_follow_the_resolution_switch(void **state)
     sy_config_free(cfg);
 }
 
+/* conf/examples/fleet.yaml, as the README points to it (test_00_check.py runs -t on it too). */
+static void test_the_shipped_example_loads(void **state)
+{
+    (void)state;
+    struct sy_diags d;
+    sy_diags_init(&d);
+    struct sy_config *cfg = NULL;
+    int rc = sy_config_load(SY_FIXTURES "/../../conf/examples/fleet.yaml", &d, &cfg);
+    print_diags(&d);
+    assert_int_equal(rc, SY_OK);
+    const struct sy_fleet_spec *f = &cfg->fleet;
+    assert_true(f->on);
+    assert_int_equal(f->n_endpoints, 3);
+    assert_addr(&f->endpoints[0], "127.0.0.1", 2379);
+    assert_addr(&f->endpoints[1], "127.0.0.1", 22379);
+    assert_addr(&f->endpoints[2], "127.0.0.1", 32379);
+    assert_false(f->tls.on);
+    assert_string_equal(f->prefix, "/switchyard/prod/");
+    assert_string_equal(f->instance, "replica-a");
+    assert_int_equal(f->lease_ttl_ms, 10000);
+    sy_config_free(cfg);
+    sy_diags_dispose(&d);
+}
+
 /*
  * Broken fleet sections. Each must report exactly these diagnostics, in this order, and
  * nothing else.
@@ -600,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_prefix_gets_its_final_slash),
         cmocka_unit_test(test_accepts_each_bound),
         cmocka_unit_test(test_endpoint_names_follow_the_resolution_switch),
+        cmocka_unit_test(test_the_shipped_example_loads),
     };
     /* One named test per row of the error table. */
     static struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(error_cases)];
