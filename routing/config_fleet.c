@@ -246,7 +246,7 @@ static void parse_etcd(struct ctx *c, struct sy_fleet_spec *f, const struct sy_y
     sy_cfg_collect(c, v, slots, sizeof(slots) / sizeof(slots[0]), "fleet.etcd");
     /* tls: first, whatever the order in the file: it decides what an endpoint speaks. */
     if (tls)
-        sy_cfg_parse_cluster_tls(c, &f->tls, tls);
+        sy_cfg_parse_cluster_tls(c, &f->tls, tls, "fleet.etcd.tls");
     if (endpoints)
         parse_endpoints(c, f, endpoints, tls != NULL);
     else

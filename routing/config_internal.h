@@ -139,8 +139,10 @@ const char *sy_cfg_host_problem(const char *s, size_t len);
 void sy_cfg_parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l);
 /* A cluster's `tls: {ca, sni, verify, cert, key}` into `t`, or fleet.etcd.tls (the files are
  * loaded, and checked as certificates, when the TLS contexts are made and by -t). Sets t->on
- * and t->mark; t->verify keeps its default (true) unless written. */
-void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_tls *t, const struct sy_ynode *v);
+ * and t->mark; t->verify keeps its default (true) unless written. `section` names the block
+ * in the messages ("tls", "fleet.etcd.tls"). */
+void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_tls *t, const struct sy_ynode *v,
+                              const char *section);
 
 void sy_cfg_parse_trusted(struct ctx *c, const struct sy_ynode *v, struct sy_cidr **out,
                           size_t *n_out);

@@ -52,11 +52,12 @@ void sy_cfg_parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_
 
 /* A cluster's `tls: {ca, sni, verify, cert, key}`, or fleet.etcd.tls (the files are loaded,
  * and checked as certificates, when the TLS contexts are made and by -t). */
-void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_tls *t, const struct sy_ynode *v)
+void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_tls *t, const struct sy_ynode *v,
+                              const char *section)
 {
     t->on = true;
     t->mark = sy_cfg_mark_of(v);
-    if (!sy_cfg_is_mapping(c, v, "tls"))
+    if (!sy_cfg_is_mapping(c, v, section))
         return;
     const struct sy_ynode *cert = NULL, *key = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
@@ -87,12 +88,12 @@ void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_tls *t, const str
         } else if (strcmp(name, "key") == 0) {
             key = pv;
         } else {
-            sy_cfg_report(c, k, "unknown key '%s' in tls", sy_cfg_show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in %s", sy_cfg_show(k).s, section);
         }
     }
     if ((cert == NULL) != (key == NULL)) {
         sy_cfg_report(c, cert ? cert : key,
-                      "a client certificate needs both 'cert' and 'key' in tls");
+                      "a client certificate needs both 'cert' and 'key' in %s", section);
         return;
     }
     if (cert) {
