@@ -449,6 +449,20 @@ int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diag
         }
         SSL_CTX_free(ctx);
     }
+    /* fleet.etcd.tls: its files are checked as a cluster's are, so that -t (and a reload)
+     * refuses a CA or client certificate the etcd client would fail on at start. */
+    const struct sy_fleet_spec *f = &cfg->fleet;
+    if (f->on && f->tls.on) {
+        const char *why = NULL;
+        SSL_CTX *ctx = tls_client_ctx_new(&f->tls, false, &why);
+        if (!ctx) {
+            sy_diags_add(d, file, f->tls.mark.line, f->tls.mark.col, "fleet.etcd.tls: %s", why);
+            rc = SY_ERR_INVALID;
+        } else {
+            warn_readable_key("fleet", "etcd", f->tls.key);
+        }
+        SSL_CTX_free(ctx);
+    }
     for (size_t i = 0; i < cfg->n_listens; i++) {
         const struct sy_listen_spec *l = &cfg->listens[i];
         if (!l->tls_cert)

@@ -199,6 +199,8 @@ static void parse_root(struct ctx *c, const struct sy_ynode *root)
             sy_cfg_parse_access_log(c, v);
         } else if (strcmp(key, "shutdown") == 0) {
             sy_cfg_parse_shutdown(c, v, &grace_set);
+        } else if (strcmp(key, "fleet") == 0) {
+            sy_cfg_parse_fleet(c, v);
         } else if (strcmp(key, "state") == 0) {
             c->cfg->state = sy_cfg_path_value(c, v, "state", PATH_MAX - 16);
             c->cfg->state_mark = sy_cfg_mark_of(v);
@@ -332,6 +334,7 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     sy_config_defaults(&c.cfg->limits, &c.cfg->timeouts);
     sy_config_exclusive_defaults(&c.cfg->exclusive);
     sy_config_shutdown_defaults(&c.cfg->shutdown);
+    sy_config_fleet_defaults(&c.cfg->fleet);
     c.cfg->access_log.sample = 1.0;
     c.cfg->access_log.buffer_bytes = SY_ACCESS_LOG_BUFFER_DEFAULT;
     parse_root(&c, sy_yaml_root(&c.yaml));
@@ -532,6 +535,7 @@ void sy_config_free(struct sy_config *cfg)
     free(cfg->exclusive.ready_url);
     free(cfg->exclusive.ready_host);
     free(cfg->exclusive.ready_path);
+    sy_cfg_fleet_dispose(&cfg->fleet);
     free(cfg->path);
     free(cfg);
 }

@@ -380,7 +380,7 @@ static void parse_cluster(struct ctx *c, const struct sy_ynode *k, const struct 
     if (protocol)
         parse_protocol(c, cl, protocol, tls != NULL);
     if (tls)
-        sy_cfg_parse_cluster_tls(c, cl, tls);
+        sy_cfg_parse_cluster_tls(c, &cl->tls, tls, "tls");
     else if (cl->protocol == SY_PROTO_H2) {
         cl->tls.on = true; /* h2 is HTTP/2 over TLS: verified against the system store */
         cl->tls.mark = sy_cfg_mark_of(protocol);

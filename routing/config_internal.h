@@ -137,9 +137,12 @@ const char *sy_cfg_host_problem(const char *s, size_t len);
 /* `tls: {cert: PATH, key: PATH}`: both PEM files must be readable (their contents are
  * checked when the listener is made, and by -t). */
 void sy_cfg_parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_listen_spec *l);
-/* A cluster's `tls: {ca, sni, verify, cert, key}` (the files are loaded, and checked as
- * certificates, when the proxy makes its TLS contexts and by -t). */
-void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v);
+/* A cluster's `tls: {ca, sni, verify, cert, key}` into `t`, or fleet.etcd.tls (the files are
+ * loaded, and checked as certificates, when the TLS contexts are made and by -t). Sets t->on
+ * and t->mark; t->verify keeps its default (true) unless written. `section` names the block
+ * in the messages ("tls", "fleet.etcd.tls"). */
+void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_tls *t, const struct sy_ynode *v,
+                              const char *section);
 
 void sy_cfg_parse_trusted(struct ctx *c, const struct sy_ynode *v, struct sy_cidr **out,
                           size_t *n_out);
@@ -170,5 +173,9 @@ void sy_cfg_parse_exclusive(struct ctx *c, const struct sy_ynode *v);
 void sy_cfg_parse_access_log(struct ctx *c, const struct sy_ynode *v);
 /* `shutdown:`; *grace_set tells whether `grace` was written (else timeouts.drain is it). */
 void sy_cfg_parse_shutdown(struct ctx *c, const struct sy_ynode *v, bool *grace_set);
+/* `fleet: {etcd: {endpoints, prefix, tls, timeout}, instance, lease_ttl, wait}`. */
+void sy_cfg_parse_fleet(struct ctx *c, const struct sy_ynode *v);
+/* Frees what `fleet:` allocated (the struct itself is the config's). */
+void sy_cfg_fleet_dispose(struct sy_fleet_spec *f);
 
 #endif

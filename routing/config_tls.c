@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The TLS keys of the routing file and the checks of the files they name: a listener's
  * certificate and key (listen[].tls) and a cluster's upstream TLS (clusters.*.tls: ca, client
- * certificate, server name, verify), each file checked readable at load time so that a
- * missing or unreadable file is refused with the line of its key. */
+ * certificate, server name, verify; fleet.etcd.tls has the same keys), each file checked
+ * readable at load time so that a missing or unreadable file is refused with the line of its
+ * key. */
 #include "switchyard/config.h"
 
 #include <errno.h>
@@ -49,14 +50,14 @@ void sy_cfg_parse_listen_tls(struct ctx *c, const struct sy_ynode *v, struct sy_
     l->tls_mark = sy_cfg_mark_of(v);
 }
 
-/* A cluster's `tls: {ca, sni, verify, cert, key}` (the files are loaded, and checked as
- * certificates, when the proxy makes its TLS contexts and by -t). */
-void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const struct sy_ynode *v)
+/* A cluster's `tls: {ca, sni, verify, cert, key}`, or fleet.etcd.tls (the files are loaded,
+ * and checked as certificates, when the TLS contexts are made and by -t). */
+void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_tls *t, const struct sy_ynode *v,
+                              const char *section)
 {
-    struct sy_cluster_tls *t = &cl->tls;
     t->on = true;
     t->mark = sy_cfg_mark_of(v);
-    if (!sy_cfg_is_mapping(c, v, "tls"))
+    if (!sy_cfg_is_mapping(c, v, section))
         return;
     const struct sy_ynode *cert = NULL, *key = NULL;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
@@ -87,12 +88,12 @@ void sy_cfg_parse_cluster_tls(struct ctx *c, struct sy_cluster_spec *cl, const s
         } else if (strcmp(name, "key") == 0) {
             key = pv;
         } else {
-            sy_cfg_report(c, k, "unknown key '%s' in tls", sy_cfg_show(k).s);
+            sy_cfg_report(c, k, "unknown key '%s' in %s", sy_cfg_show(k).s, section);
         }
     }
     if ((cert == NULL) != (key == NULL)) {
         sy_cfg_report(c, cert ? cert : key,
-                      "a client certificate needs both 'cert' and 'key' in tls");
+                      "a client certificate needs both 'cert' and 'key' in %s", section);
         return;
     }
     if (cert) {

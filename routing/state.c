@@ -263,6 +263,51 @@ static void warn_access_log_restart(const struct sy_access_log_spec *o,
         sy_log(SY_LOG_WARN, "reload", "access_log.buffer_bytes changes only on restart");
 }
 
+static bool same_text(const char *a, const char *b)
+{
+    return (a == NULL) == (b == NULL) && (!a || strcmp(a, b) == 0);
+}
+
+/* The first key of `fleet:` whose value differs between `o` and `n` (as written: a name that
+ * now resolves elsewhere is not a change), or NULL when none does. */
+static const char *fleet_change(const struct sy_fleet_spec *o, const struct sy_fleet_spec *n)
+{
+    if (o->on != n->on)
+        return "fleet";
+    if (!o->on)
+        return NULL;
+    bool same = o->n_endpoints == n->n_endpoints;
+    for (size_t i = 0; same && i < o->n_endpoints; i++)
+        same = strcmp(o->endpoints[i].address, n->endpoints[i].address) == 0 &&
+               o->endpoints[i].tls == n->endpoints[i].tls;
+    if (!same)
+        return "fleet.etcd.endpoints";
+    if (!same_text(o->prefix, n->prefix))
+        return "fleet.etcd.prefix";
+    const struct sy_cluster_tls *ot = &o->tls, *nt = &n->tls;
+    if (ot->on != nt->on || ot->verify != nt->verify || !same_text(ot->ca, nt->ca) ||
+        !same_text(ot->sni, nt->sni) || !same_text(ot->cert, nt->cert) ||
+        !same_text(ot->key, nt->key))
+        return "fleet.etcd.tls";
+    if (o->timeout_ms != n->timeout_ms)
+        return "fleet.etcd.timeout";
+    if (!same_text(o->instance, n->instance))
+        return "fleet.instance";
+    if (o->lease_ttl_ms != n->lease_ttl_ms)
+        return "fleet.lease_ttl";
+    if (o->wait_ms != n->wait_ms)
+        return "fleet.wait";
+    return NULL;
+}
+
+/* The fleet's etcd client, lease and membership are made once, at start (admin/fleet.c). */
+static void warn_fleet_restart(const struct sy_fleet_spec *o, const struct sy_fleet_spec *n)
+{
+    const char *key = fleet_change(o, n);
+    if (key)
+        sy_log(SY_LOG_WARN, "reload", "%s changes only on restart", key);
+}
+
 /* What a reload changed is logged, up to this many lines (a file of many apps can change all). */
 #define RELOAD_LOG_CHANGES 20
 
@@ -340,6 +385,7 @@ enum sy_reload_result sy_state_reload(struct sy_state *st, bool force, struct sy
     if ((oj == NULL) != (nj == NULL) || (oj && strcmp(oj, nj) != 0))
         sy_log(SY_LOG_WARN, "reload", "state (the journal's path) changes only on restart");
     warn_access_log_restart(&st->cfg->access_log, &cfg->access_log);
+    warn_fleet_restart(&st->cfg->fleet, &cfg->fleet);
     log_override_fates(st, st->table, t);
     if (st->reload_hook)
         t = st->reload_hook(st->table, t, st->reload_hook_arg);

@@ -438,6 +438,20 @@ struct sy_access_log_spec {
 #define SY_FLEET_PREFIX_MAX 200
 /** `fleet.instance`: longest name. */
 #define SY_FLEET_INSTANCE_MAX 63
+/** `fleet.etcd.prefix` when absent. */
+#define SY_FLEET_PREFIX_DEFAULT "/switchyard/"
+/** `fleet.etcd.timeout`: default and bounds, in milliseconds. */
+#define SY_FLEET_TIMEOUT_DEFAULT_MS 2000u
+#define SY_FLEET_TIMEOUT_MIN_MS     100u
+#define SY_FLEET_TIMEOUT_MAX_MS     60000u
+/** `fleet.lease_ttl`: default and bounds, in milliseconds (whole seconds: etcd's lease TTL). */
+#define SY_FLEET_LEASE_DEFAULT_MS 10000u
+#define SY_FLEET_LEASE_MIN_MS     2000u
+#define SY_FLEET_LEASE_MAX_MS     300000u
+/** `fleet.wait`: default and bounds, in milliseconds. */
+#define SY_FLEET_WAIT_DEFAULT_MS 5000u
+#define SY_FLEET_WAIT_MIN_MS     100u
+#define SY_FLEET_WAIT_MAX_MS     600000u
 
 /** One etcd member's client URL (`http://host:port`, `https://host:port` or `host:port`). */
 struct sy_fleet_endpoint {
@@ -514,6 +528,10 @@ static inline const char *sy_config_app_file(const struct sy_config *cfg,
 
 /** Fills `ex` with the `exclusive:` defaults (no ready check). */
 void sy_config_exclusive_defaults(struct sy_exclusive_spec *ex);
+
+/** Fills `f` with the `fleet:` defaults (off, no endpoints, prefix NULL: set when `fleet:` is
+ * written). */
+void sy_config_fleet_defaults(struct sy_fleet_spec *f);
 
 /** Fills `sd` with the `shutdown:` defaults. */
 void sy_config_shutdown_defaults(struct sy_shutdown_spec *sd);

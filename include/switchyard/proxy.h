@@ -15,8 +15,10 @@ struct sy_workers;
 
 /**
  * Checks what only the proxy can check in a loaded config: that every TLS listener's
- * certificate and key load and match. Appends one diagnostic per problem (at the listener's
- * `tls` key, in `file`, which must outlive `d`) and returns 0 or SY_ERR_INVALID. Any thread.
+ * certificate and key load and match, and that the client TLS of every cluster and of
+ * fleet.etcd (CA bundle, client certificate and key) loads. Appends one diagnostic per problem
+ * (at the `tls` key, in `file`, which must outlive `d`) and returns 0 or SY_ERR_INVALID. Any
+ * thread.
  */
 int sy_proxy_check(const struct sy_config *cfg, const char *file, struct sy_diags *d);
 

@@ -350,3 +350,64 @@ def test_bad_health_keys_report_file_line_col(tmp_path, green, app, value, messa
     line, col = position(text, value)
     assert any(d[0] == line and d[1] == col and message in d[2] for d in diags), \
         "want %d:%d: ...%s... in:\n%s" % (line, col, message, p.stderr)
+
+
+# -- fleet: (issue #17) ----------------------------------------------------------------------------
+
+FLEET_BASE = VALID + """\
+fleet:
+  etcd:
+@ETCD@
+@FLEET@
+"""
+
+GOOD_FLEET = """\
+    endpoints: [127.0.0.1:2379, "https://[::1]:22379/", "https://localhost:32379"]
+    prefix: /switchyard/prod
+    timeout: 500ms
+  instance: replica-a.eu_1
+  lease_ttl: 15s
+  wait: 10m"""
+
+
+def test_good_fleet_passes(tmp_path):
+    text = VALID + "fleet:\n  etcd:\n" + GOOD_FLEET + "\n"
+    f = tmp_path / "fleet-ok.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    assert not diag_lines(p.stderr, f), p.stderr
+
+
+# (fleet.etcd's lines, fleet's other lines, the text the error points at, a part of the message)
+BAD_FLEET = [
+    ("    endpoints: [127.0.0.1:2379, 'ftp://127.0.0.1:2379']", "", "'ftp://",
+     "bad fleet.etcd endpoint 'ftp://127.0.0.1:2379': the scheme must be http:// or https://"),
+    ("    endpoints: ['http://127.0.0.1:2379']\n    tls: {verify: true}", "", "'http://",
+     "fleet.etcd endpoint 'http://127.0.0.1:2379' is cleartext http:// but fleet.etcd.tls is "
+     "written"),
+    ("    endpoints: [127.0.0.1:2379]", "  lease_ttl: 2500ms", "2500ms",
+     "fleet.lease_ttl must be whole seconds (etcd leases are), got 2500ms"),
+    ("    endpoints: [127.0.0.1:2379]\n    prefix: switchyard/", "", "switchyard/",
+     "fleet.etcd.prefix must begin with '/'"),
+    ("    endpoints: [127.0.0.1:2379]", "  leasettl: 10s", "leasettl",
+     "unknown key 'leasettl' in fleet"),
+    ("    endpoints: ['https://127.0.0.1:2379']\n    tls: {ca: not-a-ca.pem}", "", "{ca:",
+     "fleet.etcd.tls: "),
+]
+
+
+@pytest.mark.parametrize("etcd,rest,needle,message", BAD_FLEET,
+                         ids=["scheme", "http-with-tls", "lease-not-whole-seconds", "prefix",
+                              "unknown-key", "ca-not-a-certificate"])
+def test_bad_fleet_reports_file_line_col(tmp_path, etcd, rest, needle, message):
+    text = FLEET_BASE.replace("@ETCD@", etcd).replace("@FLEET@\n", rest + "\n" if rest else "")
+    (tmp_path / "not-a-ca.pem").write_text("not a certificate\n")
+    f = tmp_path / "fleet-bad.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    diags = diag_lines(p.stderr, f)
+    line, col = position(text, needle)
+    assert any((d[0], d[1]) == (line, col) and message in d[2] for d in diags), \
+        "want %d:%d: ...%s... in:\n%s" % (line, col, message, p.stderr)

@@ -333,6 +333,63 @@ static void test_reload_logs_what_the_table_diff_finds(void **state)
     assert_non_null(strstr(log, "reload: generation 3: 42 more changes not logged\n"));
 }
 
+/* fleet: is read at start only (its etcd client, lease and membership are made once): a reload
+ * that changes it says so, naming the key, and one that only rewrites it the same way does not. */
+static void test_reload_that_changes_fleet_says_it_takes_a_restart(void **state)
+{
+    struct fx *f = *state;
+    static char log[16384];
+    static const struct {
+        const char *fleet, *want; /* want: NULL for no warning */
+    } steps[] = {
+        {"fleet:\n  etcd: {endpoints: [127.0.0.1:2379]}\n",
+         "reload: fleet changes only on restart"},
+        {"fleet:\n  etcd: {endpoints: [127.0.0.1:2380]}\n",
+         "reload: fleet.etcd.endpoints changes only on restart"},
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380']}\n",
+         "reload: fleet.etcd.endpoints changes only on restart"},
+        /* The same prefix written another way, and the same endpoint once more: no change. */
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380'], prefix: /switchyard}\n", NULL},
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380'], prefix: /sy/}\n",
+         "reload: fleet.etcd.prefix changes only on restart"},
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380'], prefix: /sy/, tls: {}}\n", NULL},
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380'], prefix: /sy/,\n"
+         "         tls: {verify: false}}\n",
+         "reload: fleet.etcd.tls changes only on restart"},
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380'], prefix: /sy/,\n"
+         "         tls: {verify: false}, timeout: 3s}\n",
+         "reload: fleet.etcd.timeout changes only on restart"},
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380'], prefix: /sy/,\n"
+         "         tls: {verify: false}, timeout: 3s}\n  instance: a\n",
+         "reload: fleet.instance changes only on restart"},
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380'], prefix: /sy/,\n"
+         "         tls: {verify: false}, timeout: 3s}\n  instance: a\n  lease_ttl: 20s\n",
+         "reload: fleet.lease_ttl changes only on restart"},
+        {"fleet:\n  etcd: {endpoints: ['https://127.0.0.1:2380'], prefix: /sy/,\n"
+         "         tls: {verify: false}, timeout: 3s}\n  instance: a\n  lease_ttl: 20s\n"
+         "  wait: 1s\n",
+         "reload: fleet.wait changes only on restart"},
+        {"", "reload: fleet changes only on restart"},
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        /* Each step also moves chat's weights, so that every reload publishes. */
+        char text[2048];
+        snprintf(text, sizeof(text),
+                 "apps:\n  - name: chat\n    hosts: [chat.test]\n    weights: {blue: %zu, "
+                 "green: 50}\n%s",
+                 i + 1, steps[i].fleet);
+        write_config(f, text);
+        assert_int_equal(reload_logged(f, log, sizeof(log)), SY_RELOAD_PUBLISHED);
+        if (steps[i].want)
+            assert_non_null(strstr(log, steps[i].want));
+        else
+            assert_null(strstr(log, "fleet"));
+        /* One warning: the first key that changed. */
+        const char *first = strstr(log, "changes only on restart");
+        assert_true(!first || !strstr(first + 1, "changes only on restart"));
+    }
+}
+
 /* A reload hook as admin/exclusive.c has one: it holds app "chat" on cluster "blue". */
 static struct sy_route_table *hold_chat(const struct sy_route_table *cur,
                                         struct sy_route_table *next, void *arg)
@@ -627,6 +684,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_reload_hook_replaces_the_snapshot_and_follow_file_releases_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_that_changes_fleet_says_it_takes_a_restart,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_override_of_a_removed_app_is_kept_and_releasable,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_replays_the_journal_before_the_first_snapshot,
