@@ -19,6 +19,7 @@
 
 #include "switchyard/access_log.h"
 #include "switchyard/exclusive.h"
+#include "switchyard/fleet.h"
 #include "switchyard/guard_engine.h"
 #include "switchyard/health.h"
 #include "switchyard/ramp.h"
@@ -750,32 +751,11 @@ static int cmd_status(struct sy_admin_req *req)
 
 /* -- changes ------------------------------------------------------------------------------- */
 
-/* Makes one change and reports each app's weights before and after. */
-static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, size_t n)
+/* Each app's weights before and after a change, for people and scripts. */
+static void changes_lines(struct sy_reply *r, const struct sy_route_table *before,
+                          const struct sy_route_table *after, const struct sy_state_edit *edits,
+                          size_t n)
 {
-    struct sy_admin_routing *env = req->ctx;
-    struct sy_reply *r = req->reply;
-    struct sy_state *st = env->state;
-    /* A held app is switching: a change of its weights now would release what it holds
-     * before the old cluster is quiet. */
-    const struct sy_config *cfg = config_of(env);
-    for (size_t i = 0; i < n; i++) {
-        long ai = sy_config_app_index(cfg, edits[i].app);
-        if (ai >= 0 && sy_route_app_is_held(sy_state_table(st), (size_t)ai))
-            return sy_reply_error(r,
-                                  "app '%s': switch in progress (let it finish, or `switch "
-                                  "--abort %s`)",
-                                  edits[i].app, edits[i].app);
-    }
-    struct sy_route_table *before = sy_route_table_acquire(sy_state_table(st));
-    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
-    char err[512];
-    int rc = sy_state_change(st, edits, n, &who, err, sizeof(err));
-    if (rc) {
-        sy_route_table_release(before);
-        return sy_reply_error(r, "%s", err);
-    }
-    const struct sy_route_table *after = sy_state_table(st);
     const struct sy_config *bcfg = sy_route_table_config(before);
     const struct sy_config *acfg = sy_route_table_config(after);
     sy_json_begin_array(r, "changes");
@@ -803,6 +783,162 @@ static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, s
         free(to);
     }
     sy_json_end_array(r);
+}
+
+/* A fleet change waiting for etcd and the members: what its answer needs. */
+struct fleet_answer {
+    struct sy_admin_later *later;
+    struct sy_admin_routing *env;
+    struct sy_route_table *before;
+    struct sy_state_edit *edits; /* app names owned; weights unused */
+    size_t n;
+};
+
+/* The members' confirmations of a fleet change. */
+static void fleet_members(struct sy_reply *r, const struct sy_fleet_result *res)
+{
+    sy_json_begin_object(r, "fleet");
+    sy_json_uint(r, "revision", res->rev);
+    sy_json_uint(r, "commit_ms", res->commit_ms);
+    sy_json_bool(r, "waited", res->waited);
+    sy_json_begin_array(r, "members");
+    if (res->rev)
+        sy_reply_printf(r, "etcd revision %" PRIu64 " (committed in %" PRIu64 " ms)%s\n",
+                        res->rev, res->commit_ms, res->waited ? "; members:" : "");
+    for (size_t i = 0; i < res->n_members && res->waited; i++) {
+        const struct sy_fleet_member *m = &res->members[i];
+        if (m->applied)
+            sy_reply_printf(r, "  %s: applied in %" PRIu64 " ms\n", m->instance, m->delay_ms);
+        else
+            sy_reply_printf(r, "  %s: NOT confirmed (at revision %" PRIu64 ")\n", m->instance,
+                            m->rev);
+        sy_json_begin_object(r, NULL);
+        sy_json_str(r, "instance", m->instance);
+        sy_json_bool(r, "applied", m->applied);
+        if (m->applied)
+            sy_json_uint(r, "delay_ms", m->delay_ms);
+        sy_json_uint(r, "revision", m->rev);
+        sy_json_end_object(r);
+    }
+    sy_json_end_array(r);
+    sy_json_end_object(r);
+}
+
+static void fleet_done(const struct sy_fleet_result *res, void *arg)
+{
+    struct fleet_answer *fa = arg;
+    struct sy_reply *r = sy_admin_later_reply(fa->later);
+    struct sy_state *st = fa->env->state;
+    uint64_t published = 0;
+    if (res->rev) { /* committed: applied here, maybe not everywhere */
+        changes_lines(r, fa->before, sy_state_table(st), fa->edits, fa->n);
+        fleet_members(r, res);
+        sy_reply_printf(r, "generation %" PRIu64 ", journal seq %" PRIu64 "\n",
+                        sy_state_generation(st), sy_state_journal_seq(st));
+        published = sy_state_generation(st);
+    }
+    if (res->rc)
+        sy_reply_error(r, "%s", res->why);
+    sy_admin_later_done(fa->later, published);
+    sy_route_table_release(fa->before);
+    for (size_t i = 0; i < fa->n; i++)
+        free((char *)fa->edits[i].app);
+    free(fa->edits);
+    free(fa);
+}
+
+/* A change for the whole fleet: answered once etcd has it and this replica (with --wait,
+ * every member) has applied it. */
+static int fleet_change(struct sy_admin_req *req, const struct sy_state_edit *edits, size_t n)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct fleet_answer *fa = sy_xcalloc(1, sizeof(*fa));
+    fa->env = env;
+    fa->n = n;
+    fa->edits = sy_xcalloc(n, sizeof(*fa->edits));
+    for (size_t i = 0; i < n; i++) {
+        fa->edits[i].app = sy_xstrdup(edits[i].app);
+        fa->edits[i].release = edits[i].release;
+    }
+    fa->before = sy_route_table_acquire(sy_state_table(env->state));
+    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+    char err[512];
+    int rc = sy_fleet_change(env->fleet, edits, n, &who, env->req_wait, fleet_done, fa, err,
+                             sizeof(err));
+    if (rc) {
+        sy_route_table_release(fa->before);
+        for (size_t i = 0; i < n; i++)
+            free((char *)fa->edits[i].app);
+        free(fa->edits);
+        free(fa);
+        return sy_reply_error(req->reply, "%s", err);
+    }
+    fa->later = sy_admin_defer(req); /* fleet_done comes later, never from in here */
+    return 0;
+}
+
+/* Takes the fleet flags out of the words: `--local` (this replica only), `--wait` and
+ * `--no-wait` (whether the answer waits for every member; it does by default). */
+static int fleet_flags(struct sy_admin_req *req)
+{
+    struct sy_admin_routing *env = req->ctx;
+    env->req_local = false;
+    env->req_wait = true;
+    int k = 0;
+    for (int i = 0; i < req->argc; i++) {
+        const char *w = req->argv[i];
+        bool local = strcmp(w, "--local") == 0, wait = strcmp(w, "--wait") == 0,
+             no_wait = strcmp(w, "--no-wait") == 0;
+        if (i > 0 && (local || wait || no_wait)) {
+            if (!env->fleet)
+                return sy_reply_error(req->reply,
+                                      "%s is for a fleet (`fleet:` in the file): without one, "
+                                      "every change is this replica's only",
+                                      w);
+            env->req_local = env->req_local || local;
+            env->req_wait = wait || (!no_wait && env->req_wait);
+            continue;
+        }
+        req->argv[k++] = req->argv[i];
+    }
+    req->argc = k;
+    return 0;
+}
+
+/* Makes one change and reports each app's weights before and after. */
+static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, size_t n)
+{
+    struct sy_admin_routing *env = req->ctx;
+    struct sy_reply *r = req->reply;
+    struct sy_state *st = env->state;
+    /* A held app is switching: a change of its weights now would release what it holds
+     * before the old cluster is quiet. */
+    const struct sy_config *cfg = config_of(env);
+    for (size_t i = 0; i < n; i++) {
+        long ai = sy_config_app_index(cfg, edits[i].app);
+        if (ai >= 0 && sy_route_app_is_held(sy_state_table(st), (size_t)ai))
+            return sy_reply_error(r,
+                                  "app '%s': switch in progress (let it finish, or `switch "
+                                  "--abort %s`)",
+                                  edits[i].app, edits[i].app);
+    }
+    if (env->fleet && !env->req_local)
+        return fleet_change(req, edits, n);
+    struct sy_route_table *before = sy_route_table_acquire(sy_state_table(st));
+    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+    if (env->fleet) {
+        who.local = true;
+        who.instance = sy_fleet_instance(env->fleet);
+    }
+    char err[512];
+    int rc = sy_state_change(st, edits, n, &who, err, sizeof(err));
+    if (rc) {
+        sy_route_table_release(before);
+        return sy_reply_error(r, "%s", err);
+    }
+    changes_lines(r, before, sy_state_table(st), edits, n);
+    if (env->fleet)
+        sy_reply_printf(r, "--local: this replica only; the fleet (etcd) is not changed\n");
     sy_reply_printf(r, "generation %" PRIu64 ", journal seq %" PRIu64 "\n", sy_state_generation(st),
                     sy_state_journal_seq(st));
     sy_route_table_release(before);
@@ -826,6 +962,8 @@ static bool is_exclusive(struct sy_admin_req *req, const char *app);
 static int cmd_weights(struct sy_admin_req *req)
 {
     struct sy_reply *r = req->reply;
+    if (fleet_flags(req))
+        return SY_ERR_INVALID;
     if (req->argc < 3)
         return sy_reply_error(r, "usage: weights APP CLUSTER=N...");
     struct sy_route_weight w[SY_ADMIN_MAX_ARGS];
@@ -912,6 +1050,8 @@ static bool is_exclusive(struct sy_admin_req *req, const char *app)
 static int cmd_switch(struct sy_admin_req *req)
 {
     struct sy_reply *r = req->reply;
+    if (fleet_flags(req))
+        return SY_ERR_INVALID;
     if (req->argc == 3 && strcmp(req->argv[1], "--abort") == 0) {
         struct sy_admin_routing *env = req->ctx;
         char err[512];
@@ -1002,7 +1142,7 @@ static int app_or_all(struct sy_admin_req *req, bool *all)
 static int cmd_revert(struct sy_admin_req *req)
 {
     bool all = false;
-    int rc = app_or_all(req, &all);
+    int rc = fleet_flags(req) ? SY_ERR_INVALID : app_or_all(req, &all);
     if (rc)
         return rc;
     struct sy_admin_routing *env = req->ctx;
@@ -1068,7 +1208,7 @@ static int release_exclusive(struct sy_admin_req *req, const char *app)
 static int cmd_release(struct sy_admin_req *req)
 {
     bool all = false;
-    int rc = app_or_all(req, &all);
+    int rc = fleet_flags(req) ? SY_ERR_INVALID : app_or_all(req, &all);
     if (rc)
         return rc;
     struct sy_admin_routing *env = req->ctx;

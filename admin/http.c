@@ -11,6 +11,8 @@
  * restart-only. */
 #include "switchyard/admin_http.h"
 
+#include "switchyard/fleet.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -201,6 +203,10 @@ static bool is_ready(struct sy_admin_http *h, const char **why, long *worker)
                 return false;
             }
         }
+    }
+    if (h->env.fleet && !sy_fleet_is_ready(h->env.fleet)) {
+        *why = "the fleet state has not been read from etcd yet (and no cached state)";
+        return false;
     }
     *why = "ready";
     return true;

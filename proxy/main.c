@@ -27,6 +27,7 @@
 #include "switchyard/apps_dir.h"
 #include "switchyard/config.h"
 #include "switchyard/exclusive.h"
+#include "switchyard/fleet.h"
 #include "switchyard/guard_engine.h"
 #include "switchyard/health_check.h"
 #include "switchyard/notify.h"
@@ -50,6 +51,7 @@
 enum { N_SIGNALS = 4 };
 
 struct control {
+    SSL_CTX *fleet_ssl; /* etcd's client context (fleet.etcd.tls), or NULL */
     struct event_base *base;
     struct sy_state *state;
     struct sy_workers *workers;
@@ -991,6 +993,29 @@ static void start_timers(struct control *ctl, const struct sy_config *cfg)
 
 /* The admin command set, admin.http (served through the drain too: /readyz says 503 then)
  * and the admin socket, on descriptors a previous process handed over when there are. */
+/* The fleet (`fleet:`): etcd's client context when an endpoint is TLS, then the engine. */
+static int start_fleet(struct control *ctl, const struct sy_config *cfg)
+{
+    bool tls = false;
+    for (size_t i = 0; i < cfg->fleet.n_endpoints; i++)
+        tls = tls || cfg->fleet.endpoints[i].tls;
+    if (tls) {
+        const char *why = NULL;
+        ctl->fleet_ssl = sy_proxy_tls_client_ctx(&cfg->fleet.tls, &why);
+        if (!ctl->fleet_ssl) {
+            fprintf(stderr, "switchyard: fleet.etcd.tls: %s\n", why ? why : "cannot be loaded");
+            return -1;
+        }
+    }
+    if (!sy_state_journal(ctl->state)) {
+        fprintf(stderr, "switchyard: fleet: needs a state file (the fleet's cache): configure "
+                        "`state:` or `admin.socket`\n");
+        return -1;
+    }
+    ctl->admin_env.fleet = sy_fleet_new(ctl->base, ctl->state, SY_VERSION, ctl->fleet_ssl);
+    return 0;
+}
+
 static int start_admin(struct control *ctl, const struct sy_config *cfg,
                        struct sy_upgrade_taken *taken)
 {
@@ -1000,7 +1025,8 @@ static int start_admin(struct control *ctl, const struct sy_config *cfg,
     bool guarded = false;
     for (size_t i = 0; i < cfg->n_apps && !guarded; i++)
         guarded = cfg->apps[i].guard.on;
-    if (cfg->admin.socket || cfg->admin.http || sy_state_journal(ctl->state) || guarded) {
+    if (cfg->admin.socket || cfg->admin.http || sy_state_journal(ctl->state) || guarded ||
+        cfg->fleet.on) {
         ctl->admin = sy_admin_new(ctl->state);
         ctl->admin_env.state = ctl->state;
         ctl->admin_env.traffic = traffic;
@@ -1012,6 +1038,10 @@ static int start_admin(struct control *ctl, const struct sy_config *cfg,
         sy_guard_admin_init(ctl->admin, ctl->admin_env.guard);
         ctl->admin_env.ramper = sy_ramper_new(ctl->base, &ctl->admin_env);
         sy_ramper_admin_init(ctl->admin, ctl->admin_env.ramper);
+    }
+    if (cfg->fleet.on && start_fleet(ctl, cfg) != 0) {
+        give_up_take_over(ctl, taken, "cannot start the fleet");
+        return -1;
     }
     if (cfg->admin.http) {
         struct sy_admin_http_env henv = {
@@ -1027,6 +1057,7 @@ static int start_admin(struct control *ctl, const struct sy_config *cfg,
             .listener_stats_arg = ctl->workers,
             .guards = guards,
             .guards_arg = ctl->admin_env.guard,
+            .fleet = ctl->admin_env.fleet,
         };
         int hfd = taken_http_fd(taken, cfg);
         henv.has_inherited_fd = hfd != -1;
@@ -1117,6 +1148,8 @@ static void finish(struct control *ctl)
     ctl->http = NULL;
     sy_admin_free(ctl->admin);
     ctl->admin = NULL;
+    sy_fleet_free(ctl->admin_env.fleet);
+    SSL_CTX_free(ctl->fleet_ssl);
     sy_ramper_free(ctl->admin_env.ramper);
     ctl->admin_env.ramper = NULL;
     sy_guard_free(ctl->admin_env.guard);

@@ -182,6 +182,11 @@ static const char *system_ca_file(void)
     return access(f, R_OK) == 0 ? f : NULL;
 }
 
+SSL_CTX *sy_proxy_tls_client_ctx(const struct sy_cluster_tls *t, const char **why)
+{
+    return tls_client_ctx_new(t, false, why);
+}
+
 SSL_CTX *tls_client_ctx_new(const struct sy_cluster_tls *t, bool h2, const char **why)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());

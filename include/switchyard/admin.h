@@ -254,6 +254,7 @@ typedef void (*sy_admin_traffic_cb)(void *arg, sy_traffic_cb cb, void *cb_arg);
 struct sy_exclusive;
 struct sy_guard;
 struct sy_ramper;
+struct sy_fleet;
 
 struct sy_admin_routing {
     struct sy_state *state;
@@ -264,6 +265,9 @@ struct sy_admin_routing {
     struct sy_exclusive *exclusive; /* the exclusive switch (admin/exclusive.c); NULL: none */
     struct sy_guard *guard;         /* the guards (admin/guard.c); NULL: none */
     struct sy_ramper *ramper;       /* the ramps (admin/ramp.c); NULL: none */
+    struct sy_fleet *fleet;         /* the fleet (admin/fleet.c); NULL: no `fleet:` */
+    /* The fleet flags of the change being handled (`--local`, `--wait`, `--no-wait`). */
+    bool req_local, req_wait;
 };
 
 /**

@@ -34,6 +34,8 @@ struct sy_admin_http_env {
     /* The apps' guards (sy_guard_each); NULL: none. */
     void (*guards)(void *arg, sy_guard_app_cb cb, void *cb_arg);
     void *guards_arg;
+    /* The fleet (`fleet:`): /readyz says 503 until it has the fleet state; NULL: none. */
+    struct sy_fleet *fleet;
     /* Zero-downtime upgrade: with `has_inherited_fd`, serve `inherited_fd` (a listening
      * socket taken over from the process replaced; taken) instead of binding admin.http. */
     bool has_inherited_fd;

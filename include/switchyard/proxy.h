@@ -120,4 +120,11 @@ void sy_workers_listener_stats(struct sy_workers *ws, sy_listener_stats_cb cb, v
 /** Frees the workers (after join). NULL is a no-op. */
 void sy_workers_free(struct sy_workers *ws);
 
+/**
+ * A TLS client context for a peer that is not a cluster (the fleet's etcd members), with a
+ * cluster's `tls:` settings (CA, client certificate, verification) and ALPN http/1.1. NULL
+ * with a reason in *why. Control thread.
+ */
+struct ssl_ctx_st *sy_proxy_tls_client_ctx(const struct sy_cluster_tls *t, const char **why);
+
 #endif
