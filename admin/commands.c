@@ -90,6 +90,12 @@ static void override_json(struct sy_reply *r, const struct sy_override *o, const
     sy_json_uint(r, "uid", o->uid);
     sy_json_int(r, "pid", o->pid);
     sy_json_str(r, "command", o->command);
+    if (o->rev)
+        sy_json_uint(r, "fleet_revision", o->rev);
+    if (o->instance)
+        sy_json_str(r, "instance", o->instance);
+    if (o->local)
+        sy_json_bool(r, "local", true);
     sy_json_end_object(r);
 }
 
@@ -99,6 +105,12 @@ static void override_text(struct sy_reply *r, const struct sy_override *o)
     sy_admin_iso8601(o->time_ms, when);
     sy_reply_printf(r, "set by uid %" PRIu32 " pid %" PRId32 " at %s (seq %" PRIu64 "): %s", o->uid,
                     o->pid, when, o->seq, o->command);
+    if (o->local)
+        sy_reply_printf(r, " [LOCAL: this replica only, not the fleet's; `release %s --local`]",
+                        o->app);
+    else if (o->rev)
+        sy_reply_printf(r, " [fleet revision %" PRIu64 " from %s]", o->rev,
+                        o->instance ? o->instance : "etcd");
 }
 
 /* -- status -------------------------------------------------------------------------------- */
@@ -559,6 +571,7 @@ static void status_head(struct sy_admin_routing *env, struct sy_reply *r)
     sy_json_uint(r, "log_lines_suppressed", ls.suppressed);
     sy_json_uint(r, "access_log_dropped", sy_access_log_dropped());
     sy_guard_status_head(env->guard, r);
+    sy_fleet_status_head(env->fleet, r);
 }
 
 /* The table of the apps `sel` wants, under its header line; returns how many were shown. */
@@ -803,8 +816,8 @@ static void fleet_members(struct sy_reply *r, const struct sy_fleet_result *res)
     sy_json_bool(r, "waited", res->waited);
     sy_json_begin_array(r, "members");
     if (res->rev)
-        sy_reply_printf(r, "etcd revision %" PRIu64 " (committed in %" PRIu64 " ms)%s\n",
-                        res->rev, res->commit_ms, res->waited ? "; members:" : "");
+        sy_reply_printf(r, "etcd revision %" PRIu64 " (committed in %" PRIu64 " ms)%s\n", res->rev,
+                        res->commit_ms, res->waited ? "; members:" : "");
     for (size_t i = 0; i < res->n_members && res->waited; i++) {
         const struct sy_fleet_member *m = &res->members[i];
         if (m->applied)
@@ -1504,10 +1517,22 @@ static void history_cb(const struct sy_journal_record *rec, void *arg)
     struct sy_reply *r = arg;
     char when[32];
     sy_admin_iso8601(rec->time_ms, when);
-    sy_reply_printf(r, "%-6" PRIu64 " %s  uid %-6" PRIu32 " pid %-7" PRId32 " %s\n", rec->seq, when,
-                    rec->uid, rec->pid, rec->command);
+    char origin[128] = "";
+    if (rec->local)
+        snprintf(origin, sizeof(origin), "  [local]");
+    else if (rec->rev)
+        snprintf(origin, sizeof(origin), "  [rev %" PRIu64 " from %s]", rec->rev,
+                 rec->instance ? rec->instance : "etcd");
+    sy_reply_printf(r, "%-6" PRIu64 " %s  uid %-6" PRIu32 " pid %-7" PRId32 " %s%s\n", rec->seq,
+                    when, rec->uid, rec->pid, rec->command, origin);
     sy_json_begin_object(r, NULL);
     sy_json_uint(r, "seq", rec->seq);
+    if (rec->rev)
+        sy_json_uint(r, "fleet_revision", rec->rev);
+    if (rec->instance)
+        sy_json_str(r, "instance", rec->instance);
+    if (rec->local)
+        sy_json_bool(r, "local", true);
     sy_json_str(r, "time", when);
     sy_json_uint(r, "time_ms", rec->time_ms);
     sy_json_uint(r, "uid", rec->uid);

@@ -56,7 +56,8 @@ bool sy_admin_peer_allowed(const struct sy_admin_spec *spec, uint32_t euid,
 
 /* The commands a read-only peer may run: by name, so that a command added later is refused
  * to them until it is listed here. */
-static const char *const read_only_cmds[] = {"status", "explain", "history", "ident", "help"};
+static const char *const read_only_cmds[] = {"status", "explain", "history",
+                                             "ident",  "help",    "fleet"};
 
 bool sy_admin_cmd_is_read_only(const char *name)
 {

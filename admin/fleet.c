@@ -35,13 +35,13 @@
 #include "switchyard/etcd.h"
 #include "switchyard/json.h"
 
-#define APPS_DIR          "apps/"
-#define MEMBERS_DIR       "members/"
-#define TXN_ATTEMPTS      8
-#define RESYNC_MIN_MS     200
-#define RESYNC_MAX_MS     2000
-#define RECORD_VERSION    1
-#define MAX_KEY           512
+#define APPS_DIR       "apps/"
+#define MEMBERS_DIR    "members/"
+#define TXN_ATTEMPTS   8
+#define RESYNC_MIN_MS  200
+#define RESYNC_MAX_MS  2000
+#define RECORD_VERSION 1
+#define MAX_KEY        512
 
 /* The fleet's record of one app, as last applied here (or seen, for an app with a local
  * override). */
@@ -58,10 +58,10 @@ struct member {
 };
 
 enum change_state {
-    CH_SENT = 0,   /* the transaction is out */
-    CH_CATCH_UP,   /* it lost to a newer change: waiting for the watch to apply `catch_up` */
-    CH_APPLY,      /* committed: waiting for the watch to apply it here */
-    CH_MEMBERS,    /* applied here: waiting for the other members */
+    CH_SENT = 0, /* the transaction is out */
+    CH_CATCH_UP, /* it lost to a newer change: waiting for the watch to apply `catch_up` */
+    CH_APPLY,    /* committed: waiting for the watch to apply it here */
+    CH_MEMBERS,  /* applied here: waiting for the other members */
 };
 
 struct confirm {
@@ -117,8 +117,8 @@ struct sy_fleet {
     uint64_t lease;
     bool member_dirty; /* the member key must be written again (a put in flight meanwhile) */
     uint64_t n_changes, n_refused, n_resyncs;
-    uint64_t last_change; /* the highest revision of an app record seen */
-    unsigned sync_epoch;  /* counts syncs: marks the apps a sync saw */
+    uint64_t last_change;         /* the highest revision of an app record seen */
+    unsigned sync_epoch;          /* counts syncs: marks the apps a sync saw */
     struct sy_fleet_member *view; /* sy_fleet_view's members */
     size_t cap_view;
 };
@@ -387,8 +387,8 @@ static const char *below(const struct sy_fleet *f, const char *key, const char *
 static bool take_kv(struct sy_fleet *f, const struct sy_jv *kv, bool deleted, struct decoded *out)
 {
     size_t klen = 0, vlen = 0;
-    char *key = sy_etcd_unb64(sy_jv_str(sy_jv_get(kv, "key")) ? sy_jv_str(sy_jv_get(kv, "key")) : "",
-                              &klen);
+    char *key = sy_etcd_unb64(
+        sy_jv_str(sy_jv_get(kv, "key")) ? sy_jv_str(sy_jv_get(kv, "key")) : "", &klen);
     if (!key)
         return false;
     const char *vs = sy_jv_str(sy_jv_get(kv, "value"));
@@ -517,8 +517,9 @@ static void sync_done(int rc, const struct sy_jv *res, const char *why, void *ar
     if (rev > f->applied)
         f->applied = rev;
     if (!f->synced)
-        sy_log(SY_LOG_INFO, "fleet", "read the fleet state at revision %" PRIu64 ": %zu app%s, %zu member%s",
-               rev, k, k == 1 ? "" : "s", f->n_members, f->n_members == 1 ? "" : "s");
+        sy_log(SY_LOG_INFO, "fleet",
+               "read the fleet state at revision %" PRIu64 ": %zu app%s, %zu member%s", rev, k,
+               k == 1 ? "" : "s", f->n_members, f->n_members == 1 ? "" : "s");
     f->synced = true;
     f->ready = true;
     f->retry_ms = 0;
@@ -736,8 +737,8 @@ static void keepalive_done(int rc, const struct sy_jv *res, const char *why, voi
         return; /* unreachable: the next tick tries again; the lease may expire meanwhile */
     const struct sy_jv *r = sy_jv_get(res, "result");
     if (sy_etcd_u64(sy_jv_get(r ? r : res, "TTL"), 0) == 0) {
-        sy_log(SY_LOG_WARN, "fleet", "lease %" PRIu64 " expired: this member's key is written again",
-               f->lease);
+        sy_log(SY_LOG_WARN, "fleet",
+               "lease %" PRIu64 " expired: this member's key is written again", f->lease);
         f->lease = 0;
         f->member_dirty = false;
         put_member(f);
@@ -818,7 +819,7 @@ static void finish(struct change *c, int rc, const char *why)
     for (size_t i = 0; i < n; i++) {
         const struct member *m = &f->members[i];
         ms[i] = (struct sy_fleet_member){m->instance, m->version, m->rev, m->generation,
-                                         m->seen_ms, 0, false};
+                                         m->seen_ms,  0,          false};
         for (size_t k = 0; k < c->n_conf; k++)
             if (strcmp(c->conf[k].instance, m->instance) == 0) {
                 ms[i].applied = true;
@@ -842,10 +843,10 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct change *c = arg;
     char why[512];
     if (c->state == CH_MEMBERS) {
-        size_t off = (size_t)snprintf(why, sizeof(why),
-                                      "etcd revision %" PRIu64 " not confirmed within %" PRIu64
-                                      " ms by:",
-                                      c->rev, c->f->spec->wait_ms);
+        size_t off = (size_t)snprintf(
+            why, sizeof(why),
+            "etcd revision %" PRIu64 " not confirmed within %" PRIu64 " ms by:", c->rev,
+            c->f->spec->wait_ms);
         for (size_t i = 0; i < c->f->n_members && off < sizeof(why); i++)
             if (!confirmed(c, c->f->members[i].instance))
                 off += (size_t)snprintf(why + off, sizeof(why) - off, " %s",
@@ -917,9 +918,12 @@ static void txn_done(int rc, const struct sy_jv *res, const char *why, void *arg
     c->call = NULL;
     if (rc) {
         char msg[512];
+        const char *pre = "etcd unreachable: ";
+        if (strncmp(why, pre, strlen(pre)) == 0)
+            why += strlen(pre);
         snprintf(msg, sizeof(msg),
                  rc == SY_ERR_AGAIN
-                     ? "etcd is unreachable (%s): nothing was changed; `--local` changes this "
+                     ? "etcd is unreachable: %s: nothing was changed; `--local` changes this "
                        "replica only"
                      : "etcd refused the change: %s",
                  why);
@@ -940,7 +944,8 @@ static void txn_done(int rc, const struct sy_jv *res, const char *why, void *arg
         uint64_t newest = 0;
         const struct sy_jv *rs = sy_jv_get(res, "responses");
         for (size_t i = 0; i < sy_jv_len(rs); i++) {
-            const struct sy_jv *kvs = sy_jv_get(sy_jv_get(sy_jv_at(rs, i), "response_range"), "kvs");
+            const struct sy_jv *kvs =
+                sy_jv_get(sy_jv_get(sy_jv_at(rs, i), "response_range"), "kvs");
             for (size_t k = 0; k < sy_jv_len(kvs); k++) {
                 uint64_t m = sy_etcd_u64(sy_jv_get(sy_jv_at(kvs, k), "mod_revision"), 0);
                 newest = m > newest ? m : newest;
@@ -1063,8 +1068,8 @@ int sy_fleet_change(struct sy_fleet *f, const struct sy_state_edit *edits, size_
     for (size_t i = 0; i < n; i++) {
         c->edits[i] = edits[i];
         c->edits[i].app = sy_xstrdup(edits[i].app);
-        struct sy_route_weight *w = sy_xcalloc(edits[i].n_weights ? edits[i].n_weights : 1,
-                                               sizeof(*w));
+        struct sy_route_weight *w =
+            sy_xcalloc(edits[i].n_weights ? edits[i].n_weights : 1, sizeof(*w));
         for (size_t k = 0; k < edits[i].n_weights; k++) {
             w[k].cluster = sy_xstrdup(edits[i].weights[k].cluster);
             w[k].weight = edits[i].weights[k].weight;
@@ -1192,8 +1197,13 @@ void sy_fleet_view(struct sy_fleet *f, struct sy_fleet_view *v)
     struct sy_fleet_member *ms = f->view;
     for (size_t i = 0; i < f->n_members; i++) {
         const struct member *m = &f->members[i];
-        ms[i] = (struct sy_fleet_member){m->instance, m->version, m->rev, m->generation,
-                                         m->seen_ms, 0, m->rev >= f->last_change};
+        ms[i] = (struct sy_fleet_member){m->instance,
+                                         m->version,
+                                         m->rev,
+                                         m->generation,
+                                         m->seen_ms,
+                                         0,
+                                         m->rev >= f->last_change};
     }
     *v = (struct sy_fleet_view){
         .instance = f->instance,

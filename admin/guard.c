@@ -22,6 +22,7 @@
 #include <event2/event.h>
 
 #include "switchyard/admin.h"
+#include "switchyard/fleet.h"
 #include "switchyard/guard.h"
 #include "switchyard/state.h"
 
@@ -220,6 +221,72 @@ static bool tripped_by_guard(const struct sy_state *st, const char *app)
            strncmp(o->command, SY_GUARD_REVERT_PREFIX, strlen(SY_GUARD_REVERT_PREFIX)) == 0;
 }
 
+/* A guard's revert sent to the fleet: what its answer needs. */
+struct fleet_revert {
+    struct sy_state *st;
+    struct sy_fleet *f;
+    char *app, *stable, *cmd;
+    struct sy_actor who;
+};
+
+/* The fleet's answer to a guard's revert: committed, every replica reverts; not committed
+ * (etcd unreachable, or refused), this replica reverts alone (`--local`), since a guard that
+ * tripped must not wait for etcd to come back. */
+static void fleet_revert_done(const struct sy_fleet_result *res, void *arg)
+{
+    struct fleet_revert *fr = arg;
+    if (res->rev) {
+        sy_log(SY_LOG_WARN, "guard",
+               "app %s: the guard's revert is the fleet's (etcd revision %" PRIu64 ")", fr->app,
+               res->rev);
+    } else {
+        struct sy_route_weight w = {fr->stable, 100};
+        struct sy_state_edit e = {.app = fr->app, .weights = &w, .n_weights = 1};
+        fr->who.local = true;
+        fr->who.instance = sy_fleet_instance(fr->f);
+        char err[512];
+        if (sy_state_change(fr->st, &e, 1, &fr->who, err, sizeof(err)) != 0)
+            sy_log(SY_LOG_ERROR, "guard", "app %s: cannot revert to %s: %s (the fleet: %s)",
+                   fr->app, fr->stable, err, res->why);
+        else
+            sy_log(SY_LOG_ERROR, "guard",
+                   "app %s reverted to %s on this replica only (--local): the fleet could not "
+                   "take the revert: %s",
+                   fr->app, fr->stable, res->why);
+    }
+    free(fr->app);
+    free(fr->stable);
+    free(fr->cmd);
+    free(fr);
+}
+
+/* Sends a guard's revert to the fleet (fleet_revert_done finishes it). */
+static int fleet_revert(struct sy_guard *g, const struct sy_state_edit *e,
+                        const struct sy_actor *who, char *err, size_t errlen)
+{
+    struct fleet_revert *fr = sy_xcalloc(1, sizeof(*fr));
+    fr->st = g->env->state;
+    fr->f = g->env->fleet;
+    fr->app = sy_xstrdup(e->app);
+    fr->stable = sy_xstrdup(e->weights[0].cluster);
+    fr->cmd = sy_xstrdup(who->command);
+    fr->who = *who;
+    fr->who.command = fr->cmd;
+    int rc = sy_fleet_change(g->env->fleet, e, 1, who, false, fleet_revert_done, fr, err, errlen);
+    if (rc == SY_ERR_AGAIN) { /* etcd never answered since start: revert here alone now */
+        struct sy_fleet_result res = {rc, err, 0, 0, false, NULL, 0};
+        fleet_revert_done(&res, fr);
+        return 0;
+    }
+    if (rc) {
+        free(fr->app);
+        free(fr->stable);
+        free(fr->cmd);
+        free(fr);
+    }
+    return rc;
+}
+
 /* The revert: what `revert APP` does for a weighted app, with the guard as its author. */
 static void revert(struct sy_guard *g, struct app_guard *a, const char *cluster)
 {
@@ -233,7 +300,9 @@ static void revert(struct sy_guard *g, struct app_guard *a, const char *cluster)
     struct sy_actor who = {(uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000,
                            (uint32_t)geteuid(), (int32_t)getpid(), cmd};
     char err[512];
-    if (sy_state_change(st, &e, 1, &who, err, sizeof(err)) != 0) {
+    int rc = g->env->fleet ? fleet_revert(g, &e, &who, err, sizeof(err))
+                           : sy_state_change(st, &e, 1, &who, err, sizeof(err));
+    if (rc != 0) {
         /* Tried again next tick; said once per reason (a journal handed over to a new
          * process refuses every tick). */
         if (strcmp(err, a->last_error) != 0)

@@ -1013,6 +1013,7 @@ static int start_fleet(struct control *ctl, const struct sy_config *cfg)
         return -1;
     }
     ctl->admin_env.fleet = sy_fleet_new(ctl->base, ctl->state, SY_VERSION, ctl->fleet_ssl);
+    sy_fleet_admin_init(ctl->admin, ctl->admin_env.fleet);
     return 0;
 }
 

@@ -87,4 +87,12 @@ struct sy_fleet_view {
 /** Fills `v`; what it points to is valid until the next call or event. */
 void sy_fleet_view(struct sy_fleet *f, struct sy_fleet_view *v);
 
+struct sy_admin;
+struct sy_reply;
+
+/** Registers `fleet` (the members) against `f` (NULL: the command says there is no fleet). */
+void sy_fleet_admin_init(struct sy_admin *a, struct sy_fleet *f);
+/** The fleet's lines and `fleet` object in `status` (NULL: nothing). */
+void sy_fleet_status_head(struct sy_fleet *f, struct sy_reply *r);
+
 #endif
