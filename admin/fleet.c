@@ -37,6 +37,8 @@
 
 #define APPS_DIR       "apps/"
 #define MEMBERS_DIR    "members/"
+#define RAMPS_DIR      "ramps/"
+#define LEADER_KEY     "leader"
 #define TXN_ATTEMPTS   8
 #define RESYNC_MIN_MS  200
 #define RESYNC_MAX_MS  2000
@@ -74,6 +76,10 @@ struct change {
     struct change *prev, *next;
     struct sy_state_edit *edits;
     size_t n;
+    bool has_ramp;       /* the change writes a ramp's record too (in the same transaction) */
+    struct sy_ramp ramp; /* owned */
+    bool ramp_begins;
+    char *step_cmd; /* the command the override records carry, when not who.command */
     struct sy_actor who;
     bool wait;
     sy_fleet_done_cb done;
@@ -117,7 +123,9 @@ struct sy_fleet {
     uint64_t lease;
     bool member_dirty; /* the member key must be written again (a put in flight meanwhile) */
     uint64_t n_changes, n_refused, n_resyncs;
-    uint64_t last_change;         /* the highest revision of an app record seen */
+    uint64_t last_change; /* the highest revision of an app record seen */
+    char *leader;         /* the instance that advances the ramps (PREFIX leader), or NULL */
+    struct sy_etcd_call *leader_call;
     unsigned sync_epoch;          /* counts syncs: marks the apps a sync saw */
     struct sy_fleet_member *view; /* sy_fleet_view's members */
     size_t cap_view;
@@ -127,6 +135,7 @@ static void start_sync(struct sy_fleet *f);
 static void start_watch(struct sy_fleet *f);
 static void put_member(struct sy_fleet *f);
 static void changes_progress(struct sy_fleet *f);
+static void try_lead(struct sy_fleet *f);
 
 static uint64_t unix_ms(void)
 {
@@ -181,6 +190,16 @@ static void rec_grow(struct sy_fleet *f)
     free(f->slots);
     f->slots = slots;
     f->n_slots = n;
+}
+
+static struct app_rec *rec_get(struct sy_fleet *f, const char *app);
+
+/* The record of key DIR NAME below the prefix ("apps/web"), made when `make`. */
+static struct app_rec *rec_of(struct sy_fleet *f, const char *dir, const char *name, bool make)
+{
+    char key[MAX_KEY];
+    snprintf(key, sizeof(key), "%s%s", dir, name);
+    return make ? rec_get(f, key) : rec_find(f, key);
 }
 
 static struct app_rec *rec_get(struct sy_fleet *f, const char *app)
@@ -256,6 +275,9 @@ static void member_set(struct sy_fleet *f, const char *instance, const char *jso
 
 /* An app record decoded: the edit (weights owned here) and who made it. */
 struct decoded {
+    bool is_ramp;        /* a ramp's record (`ramp`), not an app's override (`edit`) */
+    struct sy_ramp ramp; /* owned */
+    bool begins;         /* the record that began the ramp */
     struct sy_state_edit edit;
     struct sy_route_weight *w;
     char *app, *cmd, *instance;
@@ -272,6 +294,7 @@ static void decoded_dispose(struct decoded *d)
     free(d->app);
     free(d->cmd);
     free(d->instance);
+    sy_ramp_dispose(&d->ramp);
     memset(d, 0, sizeof(*d));
 }
 
@@ -327,23 +350,88 @@ static bool decode_record(const char *app, const char *json, size_t len, uint64_
     return ok;
 }
 
+/* Decodes ramp `app`'s value (a deleted key is an aborted ramp with what we know of it). */
+static bool decode_ramp(struct sy_fleet *f, const char *app, const char *json, size_t len,
+                        uint64_t rev, struct decoded *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->is_ramp = true;
+    d->rev = rev;
+    d->app = sy_xstrdup(app);
+    struct sy_jv *v = NULL;
+    const char *why;
+    if (!json || sy_jv_parse(json, len, &v, &why) != 0) {
+        const struct sy_ramp *cur = sy_ramps_find(sy_state_ramps(f->st), app);
+        if (json || !cur)
+            return false;
+        d->ramp = *cur; /* the key was deleted: the ramp ends */
+        d->ramp.app = sy_xstrdup(cur->app);
+        d->ramp.cluster = sy_xstrdup(cur->cluster);
+        d->ramp.why = sy_xstrdup("its key was deleted in etcd");
+        d->ramp.command = NULL;
+        d->ramp.state = SY_RAMP_ABORTED;
+        d->cmd = sy_xstrdup("(ramp key deleted in etcd)");
+        d->time_ms = unix_ms();
+        return true;
+    }
+    const char *cmd = sy_jv_str(sy_jv_get(v, "cmd")), *inst = sy_jv_str(sy_jv_get(v, "instance"));
+    bool ok = sy_jv_uint(sy_jv_get(v, "v"), 0) == RECORD_VERSION && cmd &&
+              sy_ramp_from_json(sy_jv_get(v, "ramp"), &d->ramp, &why) &&
+              strcmp(d->ramp.app, app) == 0;
+    if (ok) {
+        d->begins = sy_jv_bool(sy_jv_get(v, "begins"));
+        d->cmd = sy_xstrdup(cmd);
+        d->instance = inst ? sy_xstrdup(inst) : NULL;
+        d->time_ms = sy_jv_uint(sy_jv_get(v, "time"), 0);
+        d->uid = (uint32_t)sy_jv_uint(sy_jv_get(v, "uid"), 0);
+        d->pid = (int32_t)sy_jv_uint(sy_jv_get(v, "pid"), 0);
+    }
+    sy_jv_free(v);
+    return ok;
+}
+
+/* A ramp's record applied here: journalled as this replica's ramp record. A ramp this
+ * replica saw begin keeps its start (the override its steps set comes after it); one that
+ * began before this replica read the fleet starts at the journal's beginning, so that the
+ * step override in force counts as the ramp's. */
+static void apply_ramp(struct sy_fleet *f, struct decoded *d)
+{
+    const struct sy_ramp *cur = sy_ramps_find(sy_state_ramps(f->st), d->app);
+    d->ramp.start_seq = d->begins ? 0 : cur ? cur->start_seq : 1;
+    struct sy_actor who = {d->time_ms, d->uid, d->pid, d->cmd, d->rev, d->instance, false};
+    char err[512];
+    if (sy_state_set_ramp(f->st, &d->ramp, &who, err, sizeof(err)) != 0)
+        sy_log(SY_LOG_ERROR, "fleet", "revision %" PRIu64 " (%s): ramp not applied here: %s",
+               d->rev, d->cmd, err);
+}
+
 /* Applies the decoded records of one revision as one change here. Apps with a `--local`
  * override keep it (the fleet's record is remembered for their release). */
 static void apply_group(struct sy_fleet *f, struct decoded *d, size_t n)
 {
     if (n == 0)
         return;
+    /* A ramp's record first: a step's override is counted as the ramp's only after it. */
+    for (size_t i = 0; i < n; i++)
+        if (d[i].is_ramp) {
+            rec_of(f, RAMPS_DIR, d[i].app, true)->rev = d[i].rev;
+            apply_ramp(f, &d[i]);
+        }
     const struct sy_overrides *cur = sy_state_overrides(f->st);
     struct sy_state_edit *edits = sy_xcalloc(n, sizeof(*edits));
-    size_t k = 0;
+    size_t k = 0, first = n;
     for (size_t i = 0; i < n; i++) {
-        struct app_rec *r = rec_get(f, d[i].app);
+        if (d[i].is_ramp)
+            continue;
+        first = first < i ? first : i;
+        struct app_rec *r = rec_of(f, APPS_DIR, d[i].app, true);
         r->rev = d[i].rev;
         r->epoch = f->sync_epoch;
         if (d[i].rev > f->last_change)
             f->last_change = d[i].rev;
         const struct sy_override *o = sy_overrides_find(cur, d[i].app);
-        if (o && o->local) {
+        bool ours = d[i].instance && strcmp(d[i].instance, f->instance) == 0;
+        if (o && o->local && !ours) {
             sy_log(SY_LOG_WARN, "fleet",
                    "app %s keeps its --local override: the fleet's change at revision %" PRIu64
                    " (%s) is not applied here until `release %s --local`",
@@ -358,6 +446,7 @@ static void apply_group(struct sy_fleet *f, struct decoded *d, size_t n)
         edits[k++] = d[i].edit;
     }
     if (k) {
+        d += first;
         struct sy_actor who = {d[0].time_ms, d[0].uid,      d[0].pid, d[0].cmd,
                                d[0].rev,     d[0].instance, false};
         char err[512];
@@ -401,6 +490,18 @@ static bool take_kv(struct sy_fleet *f, const struct sy_jv *kv, bool deleted, st
             member_remove(f, name);
         else if (val)
             member_set(f, name, val, vlen);
+    } else if ((name = below(f, key, RAMPS_DIR))) {
+        if (!decode_ramp(f, name, val, vlen, rev, out)) {
+            sy_log(SY_LOG_WARN, "fleet",
+                   "key %s at revision %" PRIu64 ": not a ramp record: ignored", key, rev);
+            decoded_dispose(out);
+        } else {
+            app = true;
+        }
+    } else if (strncmp(key, f->spec->prefix, f->prefix_len) == 0 &&
+               strcmp(key + f->prefix_len, LEADER_KEY) == 0) {
+        free(f->leader);
+        f->leader = deleted || !val ? NULL : sy_xstrdup(val);
     } else if ((name = below(f, key, APPS_DIR))) {
         if (!deleted && !val) {
             sy_log(SY_LOG_WARN, "fleet", "key %s: a value that is not base64: ignored", key);
@@ -489,6 +590,8 @@ static void sync_done(int rc, const struct sy_jv *res, const char *why, void *ar
     size_t n = sy_jv_len(kvs), k = 0;
     struct decoded *d = sy_xcalloc(n ? n : 1, sizeof(*d));
     members_clear(f);
+    free(f->leader);
+    f->leader = NULL;
     f->sync_epoch++;
     /* Every app the fleet has: what this replica holds from the fleet and etcd no longer
      * has (deleted meanwhile) is released. */
@@ -502,7 +605,7 @@ static void sync_done(int rc, const struct sy_jv *res, const char *why, void *ar
     struct decoded *gone = sy_xcalloc(cur->n ? cur->n : 1, sizeof(*gone));
     for (size_t i = 0; i < cur->n; i++) {
         const struct sy_override *o = &cur->v[i];
-        const struct app_rec *r = rec_find(f, o->app);
+        const struct app_rec *r = rec_of(f, APPS_DIR, o->app, false);
         bool in_etcd = r && r->epoch == f->sync_epoch;
         if (!o->local && !in_etcd)
             decode_record(o->app, NULL, 0, rev, &gone[n_gone++]);
@@ -593,6 +696,8 @@ static void watch_msg(const struct sy_jv *result, void *arg)
         f->applied = top;
     if (k)
         put_member(f);
+    if (!f->leader)
+        try_lead(f); /* the leader's key went with its lease: someone takes over now */
     changes_progress(f);
 }
 
@@ -660,6 +765,7 @@ static void member_put_done(int rc, const struct sy_jv *res, const char *why, vo
         f->member_dirty = false;
         put_member(f);
     }
+    try_lead(f);
 }
 
 static void write_member(struct sy_fleet *f)
@@ -750,9 +856,63 @@ static void keepalive_done(int rc, const struct sy_jv *res, const char *why, voi
     }
 }
 
+static void leader_done(int rc, const struct sy_jv *res, const char *why, void *arg)
+{
+    struct sy_fleet *f = arg;
+    f->leader_call = NULL;
+    if (rc == 0 && sy_jv_bool(sy_jv_get(res, "succeeded")))
+        sy_log(SY_LOG_INFO, "fleet", "%s leads the fleet's ramps (lease %" PRIu64 ")", f->instance,
+               f->lease);
+}
+
+/* Takes the lead of the ramps when nobody holds it: the key `leader`, created only when it
+ * does not exist, bound to this replica's lease (it goes with the lease). */
+static void try_lead(struct sy_fleet *f)
+{
+    if (f->leader || !f->lease || f->leader_call || !f->synced)
+        return;
+    char *k = xprintf("%s%s", f->spec->prefix, LEADER_KEY);
+    char *key = sy_etcd_b64(k, strlen(k));
+    char *val = sy_etcd_b64(f->instance, strlen(f->instance));
+    char lease[24];
+    snprintf(lease, sizeof(lease), "%" PRIu64, f->lease);
+    struct sy_jw b;
+    sy_jw_init(&b);
+    sy_jw_begin_object(&b, NULL);
+    sy_jw_begin_array(&b, "compare");
+    sy_jw_begin_object(&b, NULL);
+    sy_jw_str(&b, "key", key);
+    sy_jw_str(&b, "target", "CREATE");
+    sy_jw_str(&b, "result", "EQUAL");
+    sy_jw_str(&b, "create_revision", "0");
+    sy_jw_end_object(&b);
+    sy_jw_end_array(&b);
+    sy_jw_begin_array(&b, "success");
+    sy_jw_begin_object(&b, NULL);
+    sy_jw_begin_object(&b, "request_put");
+    sy_jw_str(&b, "key", key);
+    sy_jw_str(&b, "value", val);
+    sy_jw_str(&b, "lease", lease);
+    sy_jw_end_object(&b);
+    sy_jw_end_object(&b);
+    sy_jw_end_array(&b);
+    sy_jw_end_object(&b);
+    f->leader_call = sy_etcd_call(f->etcd, "/v3/kv/txn", b.p, b.len, leader_done, f);
+    sy_jw_dispose(&b);
+    free(k);
+    free(key);
+    free(val);
+}
+
+bool sy_fleet_is_leader(const struct sy_fleet *f)
+{
+    return f->connected && f->leader && strcmp(f->leader, f->instance) == 0;
+}
+
 static void keepalive_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_fleet *f = arg;
+    try_lead(f);
     if (f->lease && !f->lease_call) {
         char body[64];
         int n = snprintf(body, sizeof(body), "{\"ID\":\"%" PRIu64 "\"}", f->lease);
@@ -785,6 +945,8 @@ static void change_free(struct change *c)
         free((void *)c->edits[i].weights);
     }
     free(c->edits);
+    sy_ramp_dispose(&c->ramp);
+    free(c->step_cmd);
     free((char *)c->who.command);
     free((char *)c->who.instance);
     for (size_t i = 0; i < c->n_conf; i++)
@@ -881,7 +1043,7 @@ static void changes_progress(struct sy_fleet *f)
         next = c->next;
         if (c->state == CH_CATCH_UP && f->applied >= c->catch_up) {
             char err[512];
-            if (sy_state_check(f->st, c->edits, c->n, err, sizeof(err)) != 0) {
+            if (c->n && sy_state_check(f->st, c->edits, c->n, err, sizeof(err)) != 0) {
                 finish(c, SY_ERR_INVALID, err);
                 continue;
             }
@@ -988,6 +1150,26 @@ static void record_json(struct sy_jw *v, const struct sy_state_edit *e, const st
     sy_jw_end_object(v);
 }
 
+/* The value of a ramp's key. */
+static void ramp_json(struct sy_jw *v, const struct sy_ramp *r, bool begins,
+                      const struct sy_actor *who)
+{
+    sy_jw_begin_object(v, NULL);
+    sy_jw_uint(v, "v", RECORD_VERSION);
+    sy_jw_begin_object(v, "ramp");
+    struct sy_ramp x = *r;
+    x.start_seq = 0; /* a replica's own journal number: not the fleet's */
+    sy_ramp_json(v, &x);
+    sy_jw_end_object(v);
+    sy_jw_bool(v, "begins", begins);
+    sy_jw_uint(v, "time", who->time_ms);
+    sy_jw_uint(v, "uid", who->uid);
+    sy_jw_int(v, "pid", who->pid < 0 ? 0 : who->pid);
+    sy_jw_str(v, "cmd", who->command ? who->command : "");
+    sy_jw_str(v, "instance", who->instance);
+    sy_jw_end_object(v);
+}
+
 static void send_txn(struct change *c)
 {
     struct sy_fleet *f = c->f;
@@ -995,12 +1177,15 @@ static void send_txn(struct change *c)
     sy_jw_init(&b);
     sy_jw_begin_object(&b, NULL);
     sy_jw_begin_array(&b, "compare");
-    char **keys = sy_xcalloc(c->n, sizeof(*keys));
-    for (size_t i = 0; i < c->n; i++) {
-        char *k = xprintf("%s%s", f->apps_prefix, c->edits[i].app);
+    size_t nk = c->n + c->has_ramp;
+    char **keys = sy_xcalloc(nk, sizeof(*keys));
+    for (size_t i = 0; i < nk; i++) {
+        bool ramp = i == c->n;
+        const char *name = ramp ? c->ramp.app : c->edits[i].app;
+        char *k = xprintf("%s%s%s", f->spec->prefix, ramp ? RAMPS_DIR : APPS_DIR, name);
         keys[i] = sy_etcd_b64(k, strlen(k));
         free(k);
-        const struct app_rec *r = rec_find(f, c->edits[i].app);
+        const struct app_rec *r = rec_of(f, ramp ? RAMPS_DIR : APPS_DIR, name, false);
         char rev[24];
         snprintf(rev, sizeof(rev), "%" PRIu64, r ? r->rev : 0);
         sy_jw_begin_object(&b, NULL);
@@ -1012,10 +1197,16 @@ static void send_txn(struct change *c)
     }
     sy_jw_end_array(&b);
     sy_jw_begin_array(&b, "success");
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < nk; i++) {
         struct sy_jw v;
         sy_jw_init(&v);
-        record_json(&v, &c->edits[i], &c->who);
+        struct sy_actor step = c->who;
+        if (c->step_cmd)
+            step.command = c->step_cmd;
+        if (i == c->n)
+            ramp_json(&v, &c->ramp, c->ramp_begins, &c->who);
+        else
+            record_json(&v, &c->edits[i], &step);
         char *val = sy_etcd_b64(v.p, v.len);
         sy_jw_begin_object(&b, NULL);
         sy_jw_begin_object(&b, "request_put");
@@ -1030,7 +1221,7 @@ static void send_txn(struct change *c)
     /* When a compare fails: each key as it is now, so that we know which revision to wait for
      * before checking and sending again. */
     sy_jw_begin_array(&b, "failure");
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < nk; i++) {
         sy_jw_begin_object(&b, NULL);
         sy_jw_begin_object(&b, "request_range");
         sy_jw_str(&b, "key", keys[i]);
@@ -1050,7 +1241,15 @@ int sy_fleet_change(struct sy_fleet *f, const struct sy_state_edit *edits, size_
                     const struct sy_actor *who, bool wait, sy_fleet_done_cb done, void *arg,
                     char *err, size_t errlen)
 {
-    int rc = sy_state_check(f->st, edits, n, err, errlen);
+    return sy_fleet_change_ramp(f, edits, n, NULL, false, NULL, who, wait, done, arg, err, errlen);
+}
+
+int sy_fleet_change_ramp(struct sy_fleet *f, const struct sy_state_edit *edits, size_t n,
+                         const struct sy_ramp *ramp, bool begins, const char *step_cmd,
+                         const struct sy_actor *who, bool wait, sy_fleet_done_cb done, void *arg,
+                         char *err, size_t errlen)
+{
+    int rc = n || !ramp ? sy_state_check(f->st, edits, n, err, errlen) : 0;
     if (rc)
         return rc;
     if (!f->synced) {
@@ -1075,6 +1274,16 @@ int sy_fleet_change(struct sy_fleet *f, const struct sy_state_edit *edits, size_
             w[k].weight = edits[i].weights[k].weight;
         }
         c->edits[i].weights = w;
+    }
+    if (ramp) {
+        c->has_ramp = true;
+        c->ramp_begins = begins;
+        c->ramp = *ramp;
+        c->ramp.app = sy_xstrdup(ramp->app);
+        c->ramp.cluster = sy_xstrdup(ramp->cluster);
+        c->ramp.why = ramp->why ? sy_xstrdup(ramp->why) : NULL;
+        c->ramp.command = NULL;
+        c->step_cmd = step_cmd ? sy_xstrdup(step_cmd) : NULL;
     }
     c->who = *who;
     c->who.command = sy_xstrdup(who->command ? who->command : "");
@@ -1156,6 +1365,7 @@ void sy_fleet_free(struct sy_fleet *f)
         change_free(c);
     }
     sy_etcd_free(f->etcd); /* cancels every call and the watch */
+    free(f->leader);
     event_free(f->retry_ev);
     event_free(f->keepalive_ev);
     for (size_t i = 0; i < f->n_slots; i++)
@@ -1209,6 +1419,7 @@ void sy_fleet_view(struct sy_fleet *f, struct sy_fleet_view *v)
         .instance = f->instance,
         .prefix = f->spec->prefix,
         .endpoint = f->endpoint[0] ? f->endpoint : NULL,
+        .leader = f->leader,
         .connected = f->connected,
         .ready = f->ready,
         .rev = f->applied,

@@ -35,6 +35,7 @@ static void link_lines(struct sy_reply *r, const struct sy_fleet_view *v)
     sy_json_str(r, "since", since);
     sy_json_str(r, "last_error", v->last_error);
     sy_json_uint(r, "revision", v->rev);
+    sy_json_str(r, "ramp_leader", v->leader);
     sy_json_uint(r, "changes", v->changes);
     sy_json_uint(r, "refused", v->refused);
     sy_json_uint(r, "syncs", v->resyncs);
@@ -84,8 +85,8 @@ static int cmd_fleet(struct sy_admin_req *req)
     }
     sy_json_end_array(r);
     sy_json_end_object(r);
-    sy_reply_printf(r, "%zu member%s, %zu behind\n", v.n_members, v.n_members == 1 ? "" : "s",
-                    behind);
+    sy_reply_printf(r, "%zu member%s, %zu behind; ramps advanced by %s\n", v.n_members,
+                    v.n_members == 1 ? "" : "s", behind, v.leader ? v.leader : "nobody yet");
     return 0;
 }
 

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 
 #include "switchyard/admin.h"
+#include "switchyard/fleet.h"
 #include "switchyard/guard_engine.h"
 #include "switchyard/state.h"
 
@@ -40,6 +41,9 @@ struct sy_ramper {
     struct sy_admin_routing *env;
     struct said *said;
     size_t n_said, cap_said;
+    /* In a fleet: a step or an end sent to etcd and not answered yet (nothing else is sent
+     * meanwhile, so that a slow etcd never gets the same step twice). */
+    unsigned in_flight;
 };
 
 static uint64_t unix_ms(void)
@@ -169,11 +173,50 @@ static void daemon_actor(struct sy_actor *who, const char *cmd)
     *who = (struct sy_actor){unix_ms(), (uint32_t)geteuid(), (int32_t)getpid(), cmd};
 }
 
+/* A ramp's step or end sent to the fleet by its leader. */
+struct fleet_step {
+    struct sy_ramper *r;
+    char *app;
+    bool step; /* a step (the guard's windows restart when it is in force) */
+};
+
+static void fleet_step_done(const struct sy_fleet_result *res, void *arg)
+{
+    struct fleet_step *fs = arg;
+    fs->r->in_flight--;
+    if (res->rc == 0 && fs->step)
+        sy_guard_restart(fs->r->env->guard, fs->app);
+    say_once(fs->r, fs->app, res->rc ? res->why : "");
+    free(fs->app);
+    free(fs);
+}
+
+/* Sends a step (`e`, or none) and the ramp's record `x` to the fleet as one transaction. */
+static int fleet_step(struct sy_ramper *r, const struct sy_state_edit *e, const struct sy_ramp *x,
+                      const struct sy_actor *who, char *err, size_t errlen)
+{
+    struct fleet_step *fs = sy_xcalloc(1, sizeof(*fs));
+    fs->r = r;
+    fs->app = sy_xstrdup(x->app);
+    fs->step = e != NULL;
+    int rc = sy_fleet_change_ramp(r->env->fleet, e, e ? 1 : 0, x, false, NULL, who, false,
+                                  fleet_step_done, fs, err, errlen);
+    if (rc) {
+        free(fs->app);
+        free(fs);
+        return rc;
+    }
+    r->in_flight++;
+    return 0;
+}
+
 /* Ends ramp `rp` (a copy: the set changes) with `state` and `why`. */
 static int end_ramp(struct sy_ramper *r, const struct sy_ramp *rp, enum sy_ramp_state state,
                     const char *why, const struct sy_actor *who, char *err, size_t errlen)
 {
     struct sy_ramp x = moved(rp, state, why, rp->taken);
+    if (r->env->fleet)
+        return fleet_step(r, NULL, &x, who, err, errlen);
     int rc = sy_state_set_ramp(r->env->state, &x, who, err, errlen);
     if (rc == 0)
         sy_log(state == SY_RAMP_DONE ? SY_LOG_INFO : SY_LOG_WARN, "ramp",
@@ -194,6 +237,10 @@ static int take_step(struct sy_ramper *r, const struct sy_ramp *rp, size_t k, co
     struct sy_state_edit e = {.app = rp->app, .weights = w, .n_weights = 2};
     struct sy_actor who;
     daemon_actor(&who, cmd);
+    if (r->env->fleet) { /* the step and the count in one transaction */
+        struct sy_ramp x = moved(rp, SY_RAMP_RUNNING, NULL, (unsigned)k + 1);
+        return fleet_step(r, &e, &x, &who, err, errlen);
+    }
     int rc = sy_state_change(st, &e, 1, &who, err, errlen);
     if (rc)
         return rc;
@@ -243,6 +290,9 @@ void sy_ramper_tick(struct sy_ramper *r)
 {
     const struct sy_ramps *set = sy_state_ramps(r->env->state);
     if (set->n == 0)
+        return;
+    /* In a fleet one replica advances every ramp: the one that holds the lead. */
+    if (r->env->fleet && (r->in_flight || !sy_fleet_is_leader(r->env->fleet)))
         return;
     /* A copy: every record changes the set. */
     size_t n = set->n;
@@ -435,6 +485,49 @@ static bool parse_every(const char *s, uint64_t *out)
     return true;
 }
 
+/* A ramp command sent to the fleet: the answer waits for etcd and the members. */
+struct ramp_answer {
+    struct sy_admin_later *later;
+    char *text; /* the line answered once it is in force */
+};
+
+static void ramp_answer_done(const struct sy_fleet_result *res, void *arg)
+{
+    struct ramp_answer *ra = arg;
+    struct sy_reply *rep = sy_admin_later_reply(ra->later);
+    if (res->rev) {
+        sy_reply_printf(rep, "%s", ra->text);
+        sy_reply_printf(rep,
+                        "etcd revision %" PRIu64 "; the ramp is advanced by the fleet's leader\n",
+                        res->rev);
+        sy_json_uint(rep, "fleet_revision", res->rev);
+    }
+    if (res->rc)
+        sy_reply_error(rep, "%s", res->why);
+    sy_admin_later_done(ra->later, 0);
+    free(ra->text);
+    free(ra);
+}
+
+/* Sends a ramp's record (with its first step `e`, or none) to the fleet; answers later. */
+static int ramp_fleet(struct sy_admin_req *req, struct sy_ramper *r, const struct sy_state_edit *e,
+                      const struct sy_ramp *x, bool begins, const char *step_cmd, const char *text)
+{
+    struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
+    struct ramp_answer *ra = sy_xcalloc(1, sizeof(*ra));
+    ra->text = sy_xstrdup(text);
+    char err[512];
+    int rc = sy_fleet_change_ramp(r->env->fleet, e, e ? 1 : 0, x, begins, step_cmd, &who, true,
+                                  ramp_answer_done, ra, err, sizeof(err));
+    if (rc) {
+        free(ra->text);
+        free(ra);
+        return sy_reply_error(req->reply, "%s", err);
+    }
+    ra->later = sy_admin_defer(req); /* ramp_answer_done comes later, never from in here */
+    return 0;
+}
+
 static int ramp_start(struct sy_admin_req *req)
 {
     struct sy_ramper *r = req->ctx;
@@ -477,6 +570,19 @@ static int ramp_start(struct sy_admin_req *req)
                               "--every must be a duration with its unit from 100ms to 24h "
                               "(500ms, 30s, 5m, 1h), got '%.32s'",
                               req->argv[5]);
+    if (r->env->fleet) { /* the plan and its first step in one transaction */
+        struct sy_route_weight w[2] = {{cluster, rp.steps[0]},
+                                       {cfg->clusters[app->stable].name, 100 - rp.steps[0]}};
+        char cmd[512], text[512];
+        snprintf(cmd, sizeof(cmd), SY_RAMP_STEP_PREFIX "%s %s %u%% (1 of %zu)", name, cluster,
+                 rp.steps[0], rp.n_steps);
+        struct sy_state_edit e = {.app = name, .weights = w, .n_weights = 2};
+        rp.taken = 1;
+        snprintf(text, sizeof(text),
+                 "%s: ramp to %s begun: %u%% now, then %s every %s once the guard holds\n", name,
+                 cluster, rp.steps[0], req->argv[3], req->argv[5]);
+        return ramp_fleet(req, r, &e, &rp, true, cmd, text);
+    }
     struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
     char err[512];
     if (sy_state_set_ramp(st, &rp, &who, err, sizeof(err)) != 0)
@@ -531,6 +637,11 @@ static int ramp_control(struct sy_admin_req *req)
     char err[512], why[64];
     snprintf(why, sizeof(why), "aborted by uid %" PRIu32, req->peer.uid);
     struct sy_ramp x = moved(rp, to, to == SY_RAMP_ABORTED ? why : NULL, rp->taken);
+    if (r->env->fleet) {
+        char text[256];
+        snprintf(text, sizeof(text), "ramp of %s %s\n", name, sy_ramp_state_name(to));
+        return ramp_fleet(req, r, NULL, &x, false, NULL, text);
+    }
     x.app = sy_xstrdup(rp->app); /* the set changes */
     x.cluster = sy_xstrdup(rp->cluster);
     int rc = sy_state_set_ramp(st, &x, &who, err, sizeof(err));

@@ -227,7 +227,7 @@ static bool ramp_state_of(const char *s, enum sy_ramp_state *out)
     return false;
 }
 
-static void ramp_dispose(struct sy_ramp *r)
+void sy_ramp_dispose(struct sy_ramp *r)
 {
     free(r->app);
     free(r->cluster);
@@ -239,7 +239,7 @@ static void ramp_dispose(struct sy_ramp *r)
 void sy_ramps_dispose(struct sy_ramps *s)
 {
     for (size_t i = 0; i < s->n; i++)
-        ramp_dispose(&s->v[i]);
+        sy_ramp_dispose(&s->v[i]);
     free(s->v);
     memset(s, 0, sizeof(*s));
 }
@@ -263,7 +263,7 @@ static void ramps_apply(struct sy_ramps *s, const struct sy_ramp *r, uint64_t se
     bool keep = r->state == SY_RAMP_RUNNING || r->state == SY_RAMP_PAUSED;
     if (!keep) {
         if (i < s->n) {
-            ramp_dispose(&s->v[i]);
+            sy_ramp_dispose(&s->v[i]);
             memmove(&s->v[i], &s->v[i + 1], (s->n - i - 1) * sizeof(*s->v));
             s->n--;
         }
@@ -273,7 +273,7 @@ static void ramps_apply(struct sy_ramps *s, const struct sy_ramp *r, uint64_t se
         sy_xgrow((void **)&s->v, &s->cap, s->n + 1, sizeof(*s->v));
         memset(&s->v[s->n++], 0, sizeof(*s->v));
     } else {
-        ramp_dispose(&s->v[i]);
+        sy_ramp_dispose(&s->v[i]);
     }
     struct sy_ramp *e = &s->v[i];
     *e = *r;
@@ -492,6 +492,11 @@ static void put_ramp_fields(struct sy_jw *b, const struct sy_ramp *r, uint64_t s
     sy_jw_str(b, "why", r->why);
 }
 
+void sy_ramp_json(struct sy_jw *b, const struct sy_ramp *r)
+{
+    put_ramp_fields(b, r, r->start_seq);
+}
+
 static void put_ramp_record(struct sy_jw *b, uint64_t seq, const struct sy_actor *who,
                             const struct sy_ramp *r)
 {
@@ -635,7 +640,7 @@ void sy_journal_record_dispose(struct sy_journal_record *r)
     maint_dispose(&r->maint);
     sy_maints_dispose(&r->maints);
     free(r->guard_pause.command);
-    ramp_dispose(&r->ramp);
+    sy_ramp_dispose(&r->ramp);
     sy_ramps_dispose(&r->ramps);
     memset(r, 0, sizeof(*r));
 }
@@ -773,6 +778,15 @@ static bool read_ramp_fields(const struct sy_jv *o, struct sy_ramp *r, const cha
 }
 
 /* `{"type":"ramp",...,"app":A,"cluster":C,"steps":[..],"every_ms":N,"state":S,...}` */
+bool sy_ramp_from_json(const struct sy_jv *o, struct sy_ramp *r, const char **why)
+{
+    memset(r, 0, sizeof(*r));
+    if (read_ramp_fields(o, r, why))
+        return true;
+    sy_ramp_dispose(r);
+    return false;
+}
+
 static bool read_ramp_record(const struct sy_jv *root, struct sy_journal_record *r,
                              const char **why)
 {

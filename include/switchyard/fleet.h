@@ -72,9 +72,25 @@ int sy_fleet_change(struct sy_fleet *f, const struct sy_state_edit *edits, size_
                     const struct sy_actor *who, bool wait, sy_fleet_done_cb done, void *arg,
                     char *err, size_t errlen);
 
+/**
+ * The same with a ramp's record (`ramp`: its plan and the state it moves to; `begins` for
+ * the record that starts it) written in the same transaction; `n` may be 0 (a ramp's state
+ * alone: pause, resume, abort, done). `step_cmd`, when not NULL, is the command the overrides
+ * record (a ramp's step: "ramp step APP ..."), the ramp's record keeping who->command.
+ */
+int sy_fleet_change_ramp(struct sy_fleet *f, const struct sy_state_edit *edits, size_t n,
+                         const struct sy_ramp *ramp, bool begins, const char *step_cmd,
+                         const struct sy_actor *who, bool wait, sy_fleet_done_cb done, void *arg,
+                         char *err, size_t errlen);
+
+/** Whether this replica advances the fleet's ramps now (it holds the `leader` key, bound to
+ * its lease, and its watch is open). */
+bool sy_fleet_is_leader(const struct sy_fleet *f);
+
 /** What `fleet` and `status` show. */
 struct sy_fleet_view {
     const char *instance, *prefix, *endpoint; /* endpoint: the last that answered */
+    const char *leader;                       /* who advances the ramps, or NULL */
     bool connected, ready;
     uint64_t rev;           /* the etcd revision applied here */
     uint64_t since_ms;      /* when `connected` last changed */

@@ -180,6 +180,15 @@ struct sy_ramps {
 };
 
 void sy_ramps_dispose(struct sy_ramps *s);
+/** Frees what a ramp owns (its strings) and zeroes it. */
+void sy_ramp_dispose(struct sy_ramp *r);
+
+struct sy_jw;
+struct sy_jv;
+/** A ramp's plan and state as the members of a JSON object (the journal's names). */
+void sy_ramp_json(struct sy_jw *b, const struct sy_ramp *r);
+/** Reads what sy_ramp_json wrote into `r` (zeroed first; dispose it). false with `why`. */
+bool sy_ramp_from_json(const struct sy_jv *o, struct sy_ramp *r, const char **why);
 /** The ramp of `app`, or NULL. Valid until the set changes. */
 const struct sy_ramp *sy_ramps_find(const struct sy_ramps *s, const char *app);
 
