@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "switchyard/access_log.h"
+#include "switchyard/fleet.h"
 #include "switchyard/health.h"
 #include "sy_config.h"
 
@@ -689,6 +690,41 @@ static void guard_metrics(struct sy_prom *m, const struct sy_admin_http_env *env
                        env->state && sy_state_guard_pause(env->state)->paused);
 }
 
+/* The fleet (docs/fleet.md): the link to etcd, the revision applied, the members. Only with
+ * `fleet:`. */
+static void fleet_metrics(struct sy_prom *m, const struct sy_admin_http_env *env)
+{
+    if (!env->fleet)
+        return;
+    struct sy_fleet_view v;
+    sy_fleet_view(env->fleet, &v);
+    sy_prom_family(m, "switchyard_fleet_connected", "gauge",
+                   "1 while the watch of the fleet's etcd prefix is open, else 0 (changes are "
+                   "refused except --local).");
+    sy_prom_sample_u64(m, "", NULL, 0, NULL, v.connected);
+    sy_prom_family(m, "switchyard_fleet_revision", "gauge",
+                   "The etcd revision of the fleet state this replica has applied.");
+    sy_prom_sample_u64(m, "", NULL, 0, NULL, v.rev);
+    sy_prom_family(m, "switchyard_fleet_members", "gauge",
+                   "Members of the fleet (live lease-bound keys), by whether each has applied "
+                   "the fleet's last change.");
+    size_t behind = 0;
+    for (size_t i = 0; i < v.n_members; i++)
+        behind += !v.members[i].applied;
+    const char *up[] = {"state", "up_to_date"}, *be[] = {"state", "behind"};
+    sy_prom_sample_u64(m, "", up, 1, NULL, v.n_members - behind);
+    sy_prom_sample_u64(m, "", be, 1, NULL, behind);
+    sy_prom_family(m, "switchyard_fleet_changes_total", "counter",
+                   "Changes made through this replica that etcd committed, and that were refused "
+                   "(etcd unreachable, lost to newer ones, not confirmed in time).");
+    const char *ok[] = {"result", "committed"}, *no[] = {"result", "refused"};
+    sy_prom_sample_u64(m, "", ok, 1, NULL, v.changes);
+    sy_prom_sample_u64(m, "", no, 1, NULL, v.refused);
+    sy_prom_family(m, "switchyard_fleet_leader", "gauge",
+                   "1 while this replica advances the fleet's ramps (holds the leader key).");
+    sy_prom_sample_u64(m, "", NULL, 0, NULL, sy_fleet_is_leader(env->fleet));
+}
+
 void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bool ready)
 {
     sy_prom_family(m, "switchyard_build_info", "gauge", "1, with the version of switchyard.");
@@ -736,6 +772,7 @@ void sy_admin_metrics(struct sy_prom *m, const struct sy_admin_http_env *env, bo
     if (env->state)
         routing_metrics(m, env->state);
     guard_metrics(m, env);
+    fleet_metrics(m, env);
     access_log_metrics(m);
     process_metrics(m);
 }

@@ -157,6 +157,25 @@ static bool has_timeouts_drain(struct ctx *c, const struct sy_ynode *root)
     return false;
 }
 
+/* An exclusive app's switch drains the requests of one replica before it releases the new
+ * cluster; the replicas of a fleet cannot drain together yet, so the two are refused together
+ * rather than letting a fleet-wide change move a stateful app without its drain. */
+static void check_fleet_apps(struct ctx *c)
+{
+    const struct sy_config *cfg = c->cfg;
+    if (!cfg->fleet.on)
+        return;
+    for (size_t i = 0; i < cfg->n_apps; i++)
+        if (cfg->apps[i].mode == SY_APP_EXCLUSIVE) {
+            sy_diags_add(c->diags, c->file, cfg->fleet.mark.line, cfg->fleet.mark.col,
+                         "`fleet:` and exclusive apps (app '%s', mode: exclusive) cannot be "
+                         "used together yet: an exclusive switch drains one replica, not the "
+                         "fleet (docs/fleet.md)",
+                         cfg->apps[i].name);
+            return;
+        }
+}
+
 static void parse_root(struct ctx *c, const struct sy_ynode *root)
 {
     if (!root) {
@@ -338,6 +357,7 @@ int sy_config_parse(const char *name, const char *text, size_t len, struct sy_di
     c.cfg->access_log.sample = 1.0;
     c.cfg->access_log.buffer_bytes = SY_ACCESS_LOG_BUFFER_DEFAULT;
     parse_root(&c, sy_yaml_root(&c.yaml));
+    check_fleet_apps(&c);
     sy_yaml_doc_free(&c.yaml);
     sy_yaml_spares_drop();
     if (diags->n == c.first_diag) {

@@ -411,3 +411,20 @@ def test_bad_fleet_reports_file_line_col(tmp_path, etcd, rest, needle, message):
     line, col = position(text, needle)
     assert any((d[0], d[1]) == (line, col) and message in d[2] for d in diags), \
         "want %d:%d: ...%s... in:\n%s" % (line, col, message, p.stderr)
+
+
+def test_fleet_with_an_exclusive_app_is_refused(tmp_path):
+    """An exclusive switch drains one replica; a fleet-wide change must not move a stateful
+    app without it, so `fleet:` and `mode: exclusive` are refused together, at the fleet's section."""
+    text = VALID.replace("apps:\n", "apps:\n  - name: db\n    hosts: [db.example]\n"
+                         "    mode: exclusive\n    stable: blue\n"
+                         "    weights: {blue: 100, green: 0}\n", 1) + \
+        "fleet:\n  etcd:\n    endpoints: [127.0.0.1:2379]\n"
+    f = tmp_path / "fleet-exclusive.yaml"
+    f.write_text(text)
+    p = run_check(f)
+    assert p.returncode == 1, "stdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr)
+    diags = diag_lines(p.stderr, f)
+    line, col = position(text, "etcd:")  # the `fleet:` value
+    assert any((d[0], d[1]) == (line, col) and "exclusive apps (app 'db'" in d[2]
+               for d in diags), p.stderr
