@@ -189,6 +189,52 @@ static void test_replay_restores_overrides_with_who_and_when(void **state)
     sy_journal_close(j);
 }
 
+/* A change from the fleet (#17): its etcd revision and replica, or --local, survive replay and
+ * compaction, and the journal knows the last fleet revision it holds (a restart resumes the
+ * fleet's watch from it). */
+static void fleet_set(struct sy_journal *j, const char *app, unsigned b, uint64_t rev,
+                      const char *instance, bool local)
+{
+    struct sy_route_weight w[2] = {{"blue", b}, {"green", 100 - b}};
+    struct sy_override_change ch = {.app = app, .weights = w, .n_weights = 2, .to = w, .n_to = 2};
+    struct sy_actor who = {1700000000123ull, 1000, 42, "revert web", rev, instance, local};
+    char err[256];
+    assert_int_equal(sy_journal_append(j, &who, &ch, 1, err, sizeof(err)), 0);
+}
+
+static void test_fleet_origin_survives_replay_and_compaction(void **state)
+{
+    struct fx *f = *state;
+    struct sy_journal_opts o = create_opts;
+    o.compact_after = 3;
+    struct sy_journal *j = open_ok(f->tmp.path, &o);
+    assert_int_equal(sy_journal_fleet_rev(j), 0);
+    fleet_set(j, "web", 100, 41, "replica-b", false);
+    fleet_set(j, "chat", 20, 0, "replica-a", true);
+    assert_int_equal(sy_journal_fleet_rev(j), 41);
+    sy_journal_close(j);
+    for (int pass = 0; pass < 2; pass++) { /* replayed, then compacted into a snapshot */
+        j = open_ok(f->tmp.path, &o);
+        assert_int_equal(sy_journal_fleet_rev(j), pass ? 57 : 41);
+        const struct sy_override *web = sy_overrides_find(sy_journal_overrides(j), "web");
+        const struct sy_override *chat = sy_overrides_find(sy_journal_overrides(j), "chat");
+        assert_non_null(web);
+        assert_non_null(chat);
+        assert_int_equal(web->rev, pass ? 57 : 41);
+        assert_string_equal(web->instance, "replica-b");
+        assert_false(web->local);
+        assert_int_equal(chat->rev, 0);
+        assert_true(chat->local);
+        assert_string_equal(chat->instance, "replica-a");
+        if (!pass) { /* the fourth record compacts the journal (more than 3) */
+            fleet_set(j, "chat", 30, 0, "replica-a", true);
+            fleet_set(j, "web", 0, 57, "replica-b", false);
+            assert_int_equal(count_lines(f->tmp.path), 1);
+        }
+        sy_journal_close(j);
+    }
+}
+
 static void test_each_record_is_one_checksummed_line(void **state)
 {
     struct fx *f = *state;
@@ -1135,6 +1181,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_journal_is_not_found_unless_created, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_replay_restores_overrides_with_who_and_when, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fleet_origin_survives_replay_and_compaction, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_each_record_is_one_checksummed_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_records_are_written_byte_for_byte, setup, teardown),
