@@ -950,8 +950,17 @@ static int change(struct sy_admin_req *req, const struct sy_state_edit *edits, s
         return sy_reply_error(r, "%s", err);
     }
     changes_lines(r, before, sy_state_table(st), edits, n);
-    if (env->fleet)
+    if (env->fleet) {
         sy_reply_printf(r, "--local: this replica only; the fleet (etcd) is not changed\n");
+        bool released = false;
+        for (size_t i = 0; i < n; i++)
+            released = released || edits[i].release;
+        if (released) { /* what the local override hid comes back from etcd */
+            sy_fleet_resync(env->fleet);
+            sy_reply_printf(r, "released here: the fleet's override, if any, is read again "
+                               "from etcd\n");
+        }
+    }
     sy_reply_printf(r, "generation %" PRIu64 ", journal seq %" PRIu64 "\n", sy_state_generation(st),
                     sy_state_journal_seq(st));
     sy_route_table_release(before);

@@ -1386,6 +1386,12 @@ void sy_fleet_free(struct sy_fleet *f)
     free(f);
 }
 
+void sy_fleet_resync(struct sy_fleet *f)
+{
+    if (f->synced && !f->sync_call)
+        start_sync(f);
+}
+
 const char *sy_fleet_instance(const struct sy_fleet *f)
 {
     return f->instance;

@@ -1013,7 +1013,6 @@ static int start_fleet(struct control *ctl, const struct sy_config *cfg)
         return -1;
     }
     ctl->admin_env.fleet = sy_fleet_new(ctl->base, ctl->state, SY_VERSION, ctl->fleet_ssl);
-    sy_fleet_admin_init(ctl->admin, ctl->admin_env.fleet);
     return 0;
 }
 
@@ -1044,6 +1043,8 @@ static int start_admin(struct control *ctl, const struct sy_config *cfg,
         give_up_take_over(ctl, taken, "cannot start the fleet");
         return -1;
     }
+    if (ctl->admin) /* `fleet` answers without one too: it says there is none */
+        sy_fleet_admin_init(ctl->admin, ctl->admin_env.fleet);
     if (cfg->admin.http) {
         struct sy_admin_http_env henv = {
             .admin = ctl->admin,

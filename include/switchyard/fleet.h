@@ -83,6 +83,10 @@ int sy_fleet_change_ramp(struct sy_fleet *f, const struct sy_state_edit *edits, 
                          const struct sy_actor *who, bool wait, sy_fleet_done_cb done, void *arg,
                          char *err, size_t errlen);
 
+/** Reads the prefix again and applies what differs (after `release APP --local`: the app
+ * goes back to the fleet's record, which its local override hid). */
+void sy_fleet_resync(struct sy_fleet *f);
+
 /** Whether this replica advances the fleet's ramps now (it holds the `leader` key, bound to
  * its lease, and its watch is open). */
 bool sy_fleet_is_leader(const struct sy_fleet *f);
