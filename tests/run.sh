@@ -105,7 +105,7 @@ if [ -z "${SY_QUICK:-}" ]; then
     echo "== fuzz (libFuzzer, ${SY_FUZZ_SECONDS:-30}s per target)"
     if CC=clang build build-fuzz -Dfuzz=true -Dtests=disabled -De2e=disabled \
         -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
-        for t in fuzz_h1 fuzz_config fuzz_admin fuzz_journal fuzz_proxy_proto fuzz_json; do
+        for t in fuzz_h1 fuzz_config fuzz_admin fuzz_journal fuzz_proxy_proto fuzz_json fuzz_etcd; do
             corpus="$log/corpus-$t"
             mkdir -p "$corpus"
             if [ -d "tests/fuzz/corpus/$t" ]; then

@@ -145,7 +145,9 @@ def test_a_call_gives_up_at_its_deadline_when_every_member_is_down(etcd1):
     f = fields(out[-1])
     assert f["rc"] == "-6"  # SY_ERR_AGAIN
     assert "unreachable" in out[-1]
-    assert 1000 <= int(f["ms"]) <= 1000 + 150 * SLOW, out
+    # The deadline is a libevent timer: it fires on the loop's cached clock, which can read a
+    # few milliseconds behind the probe's own (seen: 998 under ASan).
+    assert 1000 - 20 <= int(f["ms"]) <= 1000 + 150 * SLOW, out
     assert wall < 1.0 + 2.0 * SLOW
 
 
