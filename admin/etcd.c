@@ -1187,7 +1187,7 @@ long sy_etcd_parse_head(const char *p, size_t len, struct sy_etcd_head *h)
             if (l > 12 && s[12] != ' ')
                 return -1;
             out.status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
-            if (out.status < 100)
+            if (out.status < 100 || out.status > 599)
                 return -1;
             out.close = s[7] == '0';
             first = false;

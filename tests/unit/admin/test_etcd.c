@@ -174,6 +174,7 @@ static void test_head_refuses_malformed_fields_and_status_lines(void **state)
         "HTTP/1.1 20 OK\r\n\r\n",
         "HTTP/1.1 2000 OK\r\n\r\n",
         "HTTP/1.1 099 x\r\n\r\n",
+        "HTTP/1.1 600 OK\r\n\r\n", /* beyond 599: found by fuzz_etcd */
         "http/1.1 200 OK\r\n\r\n",
         "\r\n\r\n",
         "HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\n\r\n", /* obs-fold */
