@@ -298,6 +298,18 @@ static void decoded_dispose(struct decoded *d)
     memset(d, 0, sizeof(*d));
 }
 
+/* Who made a record (put_who): its command (checked present by the caller), replica, time,
+ * uid and pid. */
+static void read_who(const struct sy_jv *v, struct decoded *d)
+{
+    const char *inst = sy_jv_str(sy_jv_get(v, "instance"));
+    d->cmd = sy_xstrdup(sy_jv_str(sy_jv_get(v, "cmd")));
+    d->instance = inst ? sy_xstrdup(inst) : NULL;
+    d->time_ms = sy_jv_uint(sy_jv_get(v, "time"), 0);
+    d->uid = (uint32_t)sy_jv_uint(sy_jv_get(v, "uid"), 0);
+    d->pid = (int32_t)sy_jv_uint(sy_jv_get(v, "pid"), 0);
+}
+
 /* Decodes app `app`'s value (NULL: the key was deleted, a release). Returns false when the
  * value is not a record (logged by the caller). */
 static bool decode_record(const char *app, const char *json, size_t len, uint64_t rev,
@@ -319,7 +331,6 @@ static bool decode_record(const char *app, const char *json, size_t len, uint64_
         return false;
     const struct sy_jv *ov = sy_jv_get(v, "override");
     const char *cmd = sy_jv_str(sy_jv_get(v, "cmd"));
-    const char *inst = sy_jv_str(sy_jv_get(v, "instance"));
     bool ok = sy_jv_type(v) == SY_JV_OBJ && sy_jv_uint(sy_jv_get(v, "v"), 0) == RECORD_VERSION &&
               (sy_jv_type(ov) == SY_JV_NULL || sy_jv_type(ov) == SY_JV_OBJ) && cmd;
     if (ok && sy_jv_type(ov) == SY_JV_OBJ) {
@@ -339,13 +350,8 @@ static bool decode_record(const char *app, const char *json, size_t len, uint64_
     } else {
         d->edit.release = true;
     }
-    if (ok) {
-        d->cmd = sy_xstrdup(cmd);
-        d->instance = inst ? sy_xstrdup(inst) : NULL;
-        d->time_ms = sy_jv_uint(sy_jv_get(v, "time"), 0);
-        d->uid = (uint32_t)sy_jv_uint(sy_jv_get(v, "uid"), 0);
-        d->pid = (int32_t)sy_jv_uint(sy_jv_get(v, "pid"), 0);
-    }
+    if (ok)
+        read_who(v, d);
     sy_jv_free(v);
     return ok;
 }
@@ -374,17 +380,12 @@ static bool decode_ramp(struct sy_fleet *f, const char *app, const char *json, s
         d->time_ms = unix_ms();
         return true;
     }
-    const char *cmd = sy_jv_str(sy_jv_get(v, "cmd")), *inst = sy_jv_str(sy_jv_get(v, "instance"));
-    bool ok = sy_jv_uint(sy_jv_get(v, "v"), 0) == RECORD_VERSION && cmd &&
-              sy_ramp_from_json(sy_jv_get(v, "ramp"), &d->ramp, &why) &&
-              strcmp(d->ramp.app, app) == 0;
+    bool ok =
+        sy_jv_uint(sy_jv_get(v, "v"), 0) == RECORD_VERSION && sy_jv_str(sy_jv_get(v, "cmd")) &&
+        sy_ramp_from_json(sy_jv_get(v, "ramp"), &d->ramp, &why) && strcmp(d->ramp.app, app) == 0;
     if (ok) {
         d->begins = sy_jv_bool(sy_jv_get(v, "begins"));
-        d->cmd = sy_xstrdup(cmd);
-        d->instance = inst ? sy_xstrdup(inst) : NULL;
-        d->time_ms = sy_jv_uint(sy_jv_get(v, "time"), 0);
-        d->uid = (uint32_t)sy_jv_uint(sy_jv_get(v, "uid"), 0);
-        d->pid = (int32_t)sy_jv_uint(sy_jv_get(v, "pid"), 0);
+        read_who(v, d);
     }
     sy_jv_free(v);
     return ok;
@@ -1127,6 +1128,16 @@ static void txn_done(int rc, const struct sy_jv *res, const char *why, void *arg
     changes_progress(f);
 }
 
+/* Who made a record, in its value (read_who reads it back). */
+static void put_who(struct sy_jw *v, const struct sy_actor *who)
+{
+    sy_jw_uint(v, "time", who->time_ms);
+    sy_jw_uint(v, "uid", who->uid);
+    sy_jw_int(v, "pid", who->pid < 0 ? 0 : who->pid);
+    sy_jw_str(v, "cmd", who->command ? who->command : "");
+    sy_jw_str(v, "instance", who->instance);
+}
+
 /* The value of app key `e` made by `who`. */
 static void record_json(struct sy_jw *v, const struct sy_state_edit *e, const struct sy_actor *who)
 {
@@ -1142,11 +1153,7 @@ static void record_json(struct sy_jw *v, const struct sy_state_edit *e, const st
                 sy_jw_uint(v, e->weights[k].cluster, e->weights[k].weight);
         sy_jw_end_object(v);
     }
-    sy_jw_uint(v, "time", who->time_ms);
-    sy_jw_uint(v, "uid", who->uid);
-    sy_jw_int(v, "pid", who->pid < 0 ? 0 : who->pid);
-    sy_jw_str(v, "cmd", who->command ? who->command : "");
-    sy_jw_str(v, "instance", who->instance);
+    put_who(v, who);
     sy_jw_end_object(v);
 }
 
@@ -1162,11 +1169,7 @@ static void ramp_json(struct sy_jw *v, const struct sy_ramp *r, bool begins,
     sy_ramp_json(v, &x);
     sy_jw_end_object(v);
     sy_jw_bool(v, "begins", begins);
-    sy_jw_uint(v, "time", who->time_ms);
-    sy_jw_uint(v, "uid", who->uid);
-    sy_jw_int(v, "pid", who->pid < 0 ? 0 : who->pid);
-    sy_jw_str(v, "cmd", who->command ? who->command : "");
-    sy_jw_str(v, "instance", who->instance);
+    put_who(v, who);
     sy_jw_end_object(v);
 }
 

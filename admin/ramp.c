@@ -528,6 +528,22 @@ static int ramp_fleet(struct sy_admin_req *req, struct sy_ramper *r, const struc
     return 0;
 }
 
+/* A ramp begun in a fleet: its plan and its first step in one transaction. */
+static int ramp_start_fleet(struct sy_admin_req *req, struct sy_ramper *r, struct sy_ramp *rp,
+                            const char *stable)
+{
+    struct sy_route_weight w[2] = {{rp->cluster, rp->steps[0]}, {stable, 100 - rp->steps[0]}};
+    char cmd[512], text[512];
+    snprintf(cmd, sizeof(cmd), SY_RAMP_STEP_PREFIX "%s %s %u%% (1 of %zu)", rp->app, rp->cluster,
+             rp->steps[0], rp->n_steps);
+    struct sy_state_edit e = {.app = rp->app, .weights = w, .n_weights = 2};
+    rp->taken = 1;
+    snprintf(text, sizeof(text),
+             "%s: ramp to %s begun: %u%% now, then %s every %s once the guard holds\n", rp->app,
+             rp->cluster, rp->steps[0], req->argv[3], req->argv[5]);
+    return ramp_fleet(req, r, &e, rp, true, cmd, text);
+}
+
 static int ramp_start(struct sy_admin_req *req)
 {
     struct sy_ramper *r = req->ctx;
@@ -570,19 +586,8 @@ static int ramp_start(struct sy_admin_req *req)
                               "--every must be a duration with its unit from 100ms to 24h "
                               "(500ms, 30s, 5m, 1h), got '%.32s'",
                               req->argv[5]);
-    if (r->env->fleet) { /* the plan and its first step in one transaction */
-        struct sy_route_weight w[2] = {{cluster, rp.steps[0]},
-                                       {cfg->clusters[app->stable].name, 100 - rp.steps[0]}};
-        char cmd[512], text[512];
-        snprintf(cmd, sizeof(cmd), SY_RAMP_STEP_PREFIX "%s %s %u%% (1 of %zu)", name, cluster,
-                 rp.steps[0], rp.n_steps);
-        struct sy_state_edit e = {.app = name, .weights = w, .n_weights = 2};
-        rp.taken = 1;
-        snprintf(text, sizeof(text),
-                 "%s: ramp to %s begun: %u%% now, then %s every %s once the guard holds\n", name,
-                 cluster, rp.steps[0], req->argv[3], req->argv[5]);
-        return ramp_fleet(req, r, &e, &rp, true, cmd, text);
-    }
+    if (r->env->fleet)
+        return ramp_start_fleet(req, r, &rp, cfg->clusters[app->stable].name);
     struct sy_actor who = {req->now_ms, req->peer.uid, req->peer.pid, req->command};
     char err[512];
     if (sy_state_set_ramp(st, &rp, &who, err, sizeof(err)) != 0)
