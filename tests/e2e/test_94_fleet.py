@@ -6,14 +6,13 @@ themselves in x-backend), real switchyardctl."""
 
 import json
 import os
+import re
 import statistics
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 
-import pytest
 
 import helpers
 from admin_util import Probe
@@ -283,6 +282,22 @@ def test_fleet_ramp_is_advanced_by_one_leader_and_continues_when_it_dies(admin_p
     # until the guard has a window of data; the ramp itself is still there).
     st = json.loads(other.ctl("--json", "status").stdout)
     assert "ramp" in json.dumps(st), st
+
+
+def test_fleet_metrics_are_exported_and_documented(admin_proxy, etcd1):
+    a = replica(admin_proxy, etcd1, "a", http=True)
+    rc, ans = change(a, "revert", "web")
+    assert rc == 0, ans
+    url = "http://%s/metrics" % a.spec["extra"]["admin"]["http"]
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    exported = dict(re.findall(r"^# TYPE (switchyard_fleet_\S+) (\S+)$", text, re.M))
+    doc = open(os.path.join(os.environ["SY_SOURCE_ROOT"], "docs", "metrics.md")).read()
+    documented = dict(re.findall(r"^\| `(switchyard_fleet_[a-z_]+)` \| ([a-z]+) \|", doc, re.M))
+    assert exported == documented and len(exported) == 5, (exported, documented)
+    assert "switchyard_fleet_connected 1" in text
+    assert 'switchyard_fleet_changes_total{result="committed"} 1' in text, text[-2000:]
+    m = re.search(r"^switchyard_fleet_revision (\d+)$", text, re.M)
+    assert m and int(m.group(1)) >= ans["fleet"]["revision"], text[-2000:]
 
 
 def test_fleet_flags_and_command_without_a_fleet_say_why(admin_proxy):
