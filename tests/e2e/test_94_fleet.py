@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.request
 
-
 import helpers
 from admin_util import Probe
 from etcd_util import etcd1, etcd3  # noqa: F401 (fixtures)
