@@ -7,6 +7,7 @@ themselves in x-backend), real switchyardctl."""
 import json
 import os
 import re
+import signal
 import statistics
 import threading
 import time
@@ -22,14 +23,15 @@ GREEN = [{"name": "web", "hosts": ["*"], "stable": "blue",
           "weights": {"blue": 0, "green": 100}}]
 
 
-def replica(admin_proxy, etcd, name, endpoints=None, http=False, wait=True):
+def replica(admin_proxy, etcd, name, endpoints=None, http=False, wait=True, lease="2s",
+            wait_for="5s"):
     """A replica named `name` of the fleet on `etcd` (all its members, or `endpoints`)."""
     p = admin_proxy(GREEN, name=name, start=False, workers=1,
                     admin={"http": "127.0.0.1:%d" % helpers.free_port()} if http else None)
     p.spec["extra"]["fleet"] = {
         "etcd": {"endpoints": endpoints or etcd.endpoints(), "prefix": PREFIX,
                  "timeout": "1s"},
-        "instance": name, "lease_ttl": "2s", "wait": "5s"}
+        "instance": name, "lease_ttl": lease, "wait": wait_for}
     p.spec["extra"]["shutdown"] = {"delay": "0s"}
     p.write_config()
     if wait:
@@ -127,6 +129,27 @@ def test_revert_through_one_replica_reaches_every_replica_before_its_ok(admin_pr
                     "ms", "max %.1f ms over 50 reverts" % max(delays))
     (tmp_path / "fleet-figures.txt").write_text(fig + "\n")
     assert max(delays) <= 100, fig  # the issue: B and C within 100 ms of the commit
+
+
+def test_wait_names_the_members_that_did_not_confirm_and_fails(admin_proxy, etcd1):
+    a, b, c = [replica(admin_proxy, etcd1, n, lease="10s", wait_for="1s") for n in "abc"]
+    helpers.wait_for(lambda: len(json.loads(a.ctl("--json", "fleet").stdout)["fleet"]["members"])
+                     == 3, 10, "three members")
+    os.kill(c.pid, signal.SIGSTOP)  # alive to etcd (its lease runs 10 s), applying nothing
+    try:
+        t0 = time.monotonic()
+        r = a.ctl("revert", "web")
+        took = time.monotonic() - t0
+    finally:
+        os.kill(c.pid, signal.SIGCONT)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "not confirmed within 1000 ms by: c" in r.stderr, r.stdout + r.stderr
+    assert "a: applied in" in r.stdout and "b: applied in" in r.stdout, r.stdout
+    assert "c: NOT confirmed" in r.stdout, r.stdout
+    assert took < 5, took
+    # The change itself is made: a and b route blue, and c catches up once it runs again.
+    assert backend_of(b) == "blue-1"
+    helpers.wait_for(lambda: backend_of(c) == "blue-1", 5, "c caught up")
 
 
 def test_new_replica_starts_on_the_fleet_state_and_a_restart_without_etcd_on_its_cache(
