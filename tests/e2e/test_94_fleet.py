@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import statistics
 import threading
 import time
@@ -16,7 +17,7 @@ import urllib.request
 
 import helpers
 from admin_util import Probe
-from etcd_util import etcd1, etcd3  # noqa: F401 (fixtures)
+from etcd_util import ETCD, etcd1, etcd3  # noqa: F401 (fixtures)
 
 PREFIX = "/sy/test/"
 GREEN = [{"name": "web", "hosts": ["*"], "stable": "blue",
@@ -329,3 +330,42 @@ def test_fleet_flags_and_command_without_a_fleet_say_why(admin_proxy):
     assert backend_of(p) == "green-1"
     r = p.ctl("fleet")
     assert r.returncode != 0 and "no fleet" in r.stderr, r.stdout + r.stderr
+
+
+def test_fleet_over_tls_with_a_client_certificate(admin_proxy, tls_cert, tmp_path):
+    """etcd serving https only to clients whose certificate its CA signed (the certificate is
+    self-signed: it is the CA, the server's and the client's): a replica with fleet.etcd.tls
+    {ca, cert, key} works; one with the CA alone is refused by etcd and says etcd is
+    unreachable."""
+    cert, key = tls_cert
+    cport, pport = helpers.free_port(), helpers.free_port()
+    url = "https://127.0.0.1:%d" % cport
+    log = open(str(tmp_path / "etcd-tls.log"), "wb")
+    etcd = subprocess.Popen(
+        [ETCD, "--name", "t", "--data-dir", str(tmp_path / "etcd-tls"),
+         "--listen-client-urls", url, "--advertise-client-urls", url,
+         "--listen-peer-urls", "http://127.0.0.1:%d" % pport,
+         "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % pport,
+         "--initial-cluster", "t=http://127.0.0.1:%d" % pport,
+         "--cert-file", cert, "--key-file", key, "--client-cert-auth",
+         "--trusted-ca-file", cert], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        good = replica(admin_proxy, None, "a", endpoints=[url], wait=False)
+        bad = replica(admin_proxy, None, "b", endpoints=[url], wait=False)
+        good.spec["extra"]["fleet"]["etcd"]["tls"] = {"ca": cert, "cert": cert, "key": key}
+        bad.spec["extra"]["fleet"]["etcd"]["tls"] = {"ca": cert}
+        for p in (good, bad):
+            p.write_config()
+            p.start()
+        wait_connected(good, 15)
+        rc, ans = change(good, "revert", "web")
+        assert rc == 0 and ans["fleet"]["revision"] > 0, ans
+        assert backend_of(good) == "blue-1"
+        assert not fleet_status(bad)["connected"]
+        r = bad.ctl("revert", "web")
+        assert r.returncode != 0 and "etcd is unreachable" in r.stderr, r.stdout + r.stderr
+        assert backend_of(bad) == "green-1"
+    finally:
+        etcd.kill()
+        etcd.wait(timeout=10)
+        log.close()
