@@ -369,3 +369,19 @@ def test_fleet_over_tls_with_a_client_certificate(admin_proxy, tls_cert, tmp_pat
         etcd.kill()
         etcd.wait(timeout=10)
         log.close()
+
+
+def test_replica_whose_revision_was_compacted_reads_the_prefix_again(admin_proxy, etcd3):
+    a = replica(admin_proxy, etcd3, "a", endpoints=etcd3.endpoints([0, 1]))
+    b = replica(admin_proxy, etcd3, "b", endpoints=etcd3.endpoints([2]))
+    etcd3.stop(2)
+    helpers.wait_for(lambda: not fleet_status(b)["connected"], 10, "b's only member down")
+    for blue in (10, 20, 30):
+        rc, ans = change(a, "weights", "web", "blue=%d" % blue, "green=%d" % (100 - blue),
+                         "--no-wait")
+        assert rc == 0, ans
+    etcd3.compact(ans["fleet"]["revision"])  # b's next revision is gone from etcd's history
+    etcd3.start(2)
+    helpers.wait_for(lambda: effective(b) == {"blue": 30, "green": 70}, 15, "b resynced")
+    assert "watch canceled by etcd (compacted" in b.log_text()
+    assert fleet_status(b)["connected"]
