@@ -1261,17 +1261,6 @@ enum {
 
 #define CHUNK_LINE_MAX 4096
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The end of a chunk-size line. */
 static void size_line_done(struct sy_etcd_chunks *d)
 {
@@ -1298,7 +1287,7 @@ long sy_etcd_dechunk(struct sy_etcd_chunks *d, const char *p, size_t len, struct
         switch (d->state) {
         case CH_SIZE0:
         case CH_SIZE: {
-            int v = hex_digit(c);
+            int v = sy_hex_digit(c);
             if (v >= 0) {
                 if (++d->digits > 16)
                     return -1;

@@ -48,6 +48,18 @@ struct sy_header {
 /** True when two slices are equal, compared case-insensitively (ASCII). */
 bool sy_slice_ieq_slice(struct sy_slice a, struct sy_slice b);
 
+/** The value of a hexadecimal digit (either case), or -1. */
+static inline int sy_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /** True when the slice equals the C string `s`, compared case-insensitively (ASCII). Inline:
  * `s` is nearly always a literal, whose length the compiler knows, so that a slice of
  * another length costs one comparison (header names are tested a few dozen times a request). */

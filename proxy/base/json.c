@@ -222,17 +222,6 @@ static bool jfail(struct jparser *jp, const char *why)
     return false;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The byte an escape stands for (jp->p just after the backslash and its letter), or -1. */
 static int junescape(struct jparser *jp, char e)
 {
@@ -245,7 +234,7 @@ static int junescape(struct jparser *jp, char e)
     /* Only what we write: \u00XX, a byte other than NUL. */
     int h[4] = {-1, -1, -1, -1};
     for (int i = 0; i < 4 && jp->p + i < jp->end; i++)
-        h[i] = hexval(jp->p[i]);
+        h[i] = sy_hex_digit(jp->p[i]);
     if (h[0] != 0 || h[1] != 0 || h[2] < 0 || h[3] < 0 || (h[2] == 0 && h[3] == 0))
         return jfail(jp, "unsupported \\u escape"), -1;
     jp->p += 4;
