@@ -75,7 +75,7 @@ struct sy_reply {
      * set, the server's own members come first). */
     struct sy_jw out;
     bool failed;
-    char error[512]; /* when failed: the reason (one line) */
+    char error[512];              /* when failed: the reason (one line) */
     struct sy_admin_later *later; /* set when the handler answers later (sy_admin_defer) */
 };
 
