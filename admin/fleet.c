@@ -82,6 +82,7 @@ struct change {
     char *step_cmd; /* the command the override records carry, when not who.command */
     struct sy_actor who;
     bool wait;
+    bool expired; /* fleet.wait passed while a transaction was in flight */
     sy_fleet_done_cb done;
     void *arg;
     enum change_state state;
@@ -1004,6 +1005,10 @@ static void finish(struct change *c, int rc, const char *why)
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct change *c = arg;
+    if (c->state == CH_SENT) { /* etcd's answer decides: it may have committed */
+        c->expired = true;
+        return;
+    }
     char why[512];
     if (c->state == CH_MEMBERS) {
         size_t off = (size_t)snprintf(
@@ -1100,7 +1105,7 @@ static void txn_done(int rc, const struct sy_jv *res, const char *why, void *arg
     if (!sy_jv_bool(sy_jv_get(res, "succeeded"))) {
         /* Another change to these apps came first: wait until it is applied here, then check
          * and send again against its revisions. */
-        if (++c->attempts >= TXN_ATTEMPTS) {
+        if (++c->attempts >= TXN_ATTEMPTS || c->expired) {
             finish(c, SY_ERR_AGAIN, "the change kept losing to newer ones: try again");
             return;
         }
@@ -1115,6 +1120,8 @@ static void txn_done(int rc, const struct sy_jv *res, const char *why, void *arg
             }
         }
         c->state = CH_CATCH_UP;
+        if (!evtimer_pending(c->deadline, NULL))
+            arm_deadline(c);
         /* A key deleted meanwhile leaves no revision to wait for: the store's then. */
         c->catch_up = newest ? newest : rev;
         changes_progress(f);
@@ -1301,8 +1308,8 @@ int sy_fleet_change_ramp(struct sy_fleet *f, const struct sy_state_edit *edits, 
     if (f->changes)
         f->changes->prev = c;
     f->changes = c;
-    /* The transaction's deadline is the etcd client's; fleet.wait bounds the rest. */
-    arm_deadline(c);
+    /* The transaction's deadline is the etcd client's (a transaction in flight may commit:
+     * only etcd's answer says); fleet.wait bounds the catching up and the confirmations. */
     send_txn(c);
     return 0;
 }
