@@ -984,6 +984,10 @@ static void finish(struct change *c, int rc, const char *why)
         const struct member *m = &f->members[i];
         ms[i] = (struct sy_fleet_member){m->instance, m->version, m->rev, m->generation,
                                          m->seen_ms,  0,          false};
+        if (strcmp(m->instance, f->instance) == 0) { /* our key may lag what we applied */
+            ms[i].rev = f->applied;
+            ms[i].generation = sy_state_generation(f->st);
+        }
         for (size_t k = 0; k < c->n_conf; k++)
             if (strcmp(c->conf[k].instance, m->instance) == 0) {
                 ms[i].applied = true;

@@ -113,6 +113,9 @@ def test_revert_through_one_replica_reaches_every_replica_before_its_ok(admin_pr
         fl = ans["fleet"]
         assert fl["waited"] and {m["instance"] for m in fl["members"]} == {"a", "b", "c"}
         assert all(m["applied"] for m in fl["members"]), fl
+        # A member that confirmed has applied the change's revision, the one that made it too
+        # (its own member key can lag what it applied: the answer says what it holds).
+        assert all(m["revision"] >= fl["revision"] for m in fl["members"]), fl
         delays += [m["delay_ms"] for m in fl["members"] if m["instance"] != "a"]
         commits.append(fl["commit_ms"])
         # Every replica routes blue from the first request after A's ok.
