@@ -175,8 +175,16 @@ def test_new_replica_starts_on_the_fleet_state_and_a_restart_without_etcd_on_its
     assert not st["connected"] and st["ready"], st
     assert [backend_of(b) for _ in range(5)] == ["blue-1"] * 5
     assert "UNREACHABLE" in b.ctl("status").stdout
+    # E starts with no journal and no etcd: it is not ready, and says why.
+    e = replica(admin_proxy, etcd3, "e", http=True, wait=False)
+    e.start()
+    e_ready = "http://%s/readyz" % e.spec["extra"]["admin"]["http"]
+    assert http_status(e_ready) == 503
+    assert "NOT READY" in e.ctl("status").stdout
     etcd3.start_all()
     wait_connected(b, 15)
+    helpers.wait_for(lambda: http_status(e_ready) == 200, 15, "e ready once etcd answers")
+    assert backend_of(e) == "blue-1"
 
 
 def test_leader_killed_during_200_changes_every_replica_ends_as_etcd(admin_proxy, etcd3):
