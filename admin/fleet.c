@@ -127,6 +127,7 @@ struct sy_fleet {
     uint64_t last_change; /* the highest revision of an app record seen */
     char *leader;         /* the instance that advances the ramps (PREFIX leader), or NULL */
     struct sy_etcd_call *leader_call;
+    bool syncing; /* applying what a sync read (no record then replaces a --local override) */
     unsigned sync_epoch;          /* counts syncs: marks the apps a sync saw */
     struct sy_fleet_member *view; /* sy_fleet_view's members */
     size_t cap_view;
@@ -432,7 +433,9 @@ static void apply_group(struct sy_fleet *f, struct decoded *d, size_t n)
         if (d[i].rev > f->last_change)
             f->last_change = d[i].rev;
         const struct sy_override *o = sy_overrides_find(cur, d[i].app);
-        bool ours = d[i].instance && strcmp(d[i].instance, f->instance) == 0;
+        /* A change made through this replica (the watch brings it just after) replaces its
+         * local override; a record read back by a sync is older than that override. */
+        bool ours = !f->syncing && d[i].instance && strcmp(d[i].instance, f->instance) == 0;
         if (o && o->local && !ours) {
             sy_log(SY_LOG_WARN, "fleet",
                    "app %s keeps its --local override: the fleet's change at revision %" PRIu64
@@ -601,6 +604,7 @@ static void sync_done(int rc, const struct sy_jv *res, const char *why, void *ar
         if (take_kv(f, sy_jv_at(kvs, i), false, &d[k]))
             k++;
     qsort(d, k, sizeof(*d), cmp_rev);
+    f->syncing = true;
     apply_sorted(f, d, k);
     const struct sy_overrides *cur = sy_state_overrides(f->st);
     size_t n_gone = 0;
@@ -613,6 +617,7 @@ static void sync_done(int rc, const struct sy_jv *res, const char *why, void *ar
             decode_record(o->app, NULL, 0, rev, &gone[n_gone++]);
     }
     apply_group(f, gone, n_gone);
+    f->syncing = false;
     for (size_t i = 0; i < n_gone; i++)
         decoded_dispose(&gone[i]);
     free(gone);

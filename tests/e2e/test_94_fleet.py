@@ -396,3 +396,18 @@ def test_replica_whose_revision_was_compacted_reads_the_prefix_again(admin_proxy
     helpers.wait_for(lambda: effective(b) == {"blue": 30, "green": 70}, 15, "b resynced")
     assert "watch canceled by etcd (compacted" in b.log_text()
     assert fleet_status(b)["connected"]
+
+
+def test_a_local_override_survives_a_restart_against_this_replicas_own_older_record(
+        admin_proxy, etcd1):
+    """The fleet's record of web was written by A itself; A's later `--local` must not be
+    replaced by that older record when A reads the prefix again at its restart (found by the
+    docs review: a record counted as A's own replaced the local override whatever its age)."""
+    a = replica(admin_proxy, etcd1, "a")
+    a.ctl_ok("weights", "web", "blue=90", "green=10")
+    a.ctl_ok("revert", "web", "--local")
+    assert a.stop() is None
+    a.start()
+    wait_connected(a)
+    assert effective(a) == {"blue": 100, "green": 0}
+    assert "LOCAL" in a.ctl("status").stdout
