@@ -82,15 +82,18 @@ static uint64_t next_rnd(struct sy_health_checker *hc)
 
 /* ---- state changes ----------------------------------------------------------------------- */
 
-/* Logs one state change of `h`, unless it already logged LOG_LINES_PER_MINUTE this minute. */
+/* Logs one state change of `h`, unless it already logged LOG_LINES_PER_MINUTE in the minute
+ * since the first of them. */
 static void log_change(struct sy_ep_health *h, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void log_change(struct sy_ep_health *h, int level, const char *fmt, ...)
 {
-    uint64_t minute = sy_now_ms() / 60000;
-    if (minute != h->log_minute) {
-        h->log_minute = minute;
+    /* A minute from the first line logged, not a minute of the clock: a flap that spans
+     * hh:mm:59 -> hh:mm+1:00 would otherwise log twice the limit within a second. */
+    uint64_t now = sy_now_ms();
+    if (now - h->log_since >= 60000) {
+        h->log_since = now;
         h->log_lines = 0;
     }
     if (h->log_lines >= LOG_LINES_PER_MINUTE) {

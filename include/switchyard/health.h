@@ -63,7 +63,7 @@ struct sy_ep_health {
     _Atomic uint64_t since_ms; /* unix ms of the last change (0: since it appeared) */
     /* Control thread only. */
     struct sy_health_run run;
-    uint64_t log_minute; /* the flap damper: lines logged in the current minute */
+    uint64_t log_since; /* the flap damper: lines logged in the minute since this (ms) */
     unsigned log_lines, log_dropped;
     bool swept;
 };
