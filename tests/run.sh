@@ -4,7 +4,7 @@
 # run of every parser. Ends with one line: `N passed, N failed`.
 #   sh tests/run.sh            everything
 #   SY_QUICK=1 sh tests/run.sh skip the sanitizer pass and the fuzzers
-#   SY_FUZZ_SECONDS=N          seconds per fuzz target (default 30)
+#   SY_FUZZ_SECONDS=N          seconds per fuzz target (default 20)
 #   SY_ALLOW_SKIPS=1           a skipped test is reported but not counted as failed
 # Every test in tests/ is one the README promises: a test that skips (a package or a tool
 # missing, a capability absent) counts as failed unless SY_ALLOW_SKIPS=1, so that a run that
@@ -102,7 +102,7 @@ if [ -z "${SY_QUICK:-}" ]; then
         failed=$((failed + 1))
     fi
 
-    echo "== fuzz (libFuzzer, ${SY_FUZZ_SECONDS:-30}s per target)"
+    echo "== fuzz (libFuzzer, ${SY_FUZZ_SECONDS:-20}s per target)"
     if CC=clang build build-fuzz -Dfuzz=true -Dtests=disabled -De2e=disabled \
         -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
         for t in fuzz_h1 fuzz_config fuzz_admin fuzz_journal fuzz_proxy_proto fuzz_json fuzz_etcd; do
@@ -111,7 +111,7 @@ if [ -z "${SY_QUICK:-}" ]; then
             if [ -d "tests/fuzz/corpus/$t" ]; then
                 cp tests/fuzz/corpus/$t/* "$corpus/" 2>/dev/null
             fi
-            if "build-fuzz/tests/$t" -max_total_time="${SY_FUZZ_SECONDS:-30}" -timeout=10 \
+            if "build-fuzz/tests/$t" -max_total_time="${SY_FUZZ_SECONDS:-20}" -timeout=10 \
                 "$corpus" >"$log/$t.txt" 2>&1; then
                 echo "fuzz $t: ok ($(grep -o 'Done [0-9]* runs' "$log/$t.txt"))"
                 passed=$((passed + 1))
