@@ -368,6 +368,13 @@ static void listener_metrics(struct sy_prom *m, const struct sy_admin_http_env *
         sy_prom_sample_u64(m, "", lo, 2, NULL, ls.v[i].tls_ok);
         sy_prom_sample_u64(m, "", lf, 2, NULL, ls.v[i].tls_failed);
     }
+    sy_prom_family(m, "switchyard_h2_parked_connections", "gauge",
+                   "HTTP/2 client connections by listen address that have opened no stream yet "
+                   "and are held without their HTTP/2 session (about 25 KB less each).");
+    for (size_t i = 0; i < ls.n; i++) {
+        const char *l[] = {"listener", ls.v[i].listener};
+        sy_prom_sample_u64(m, "", l, 1, NULL, ls.v[i].h2_parked);
+    }
     for (size_t i = 0; i < ls.n; i++)
         free((char *)ls.v[i].listener);
     free(ls.v);

@@ -16,6 +16,13 @@
 #include "proxy_internal.h"
 
 #define OUTPUT_HIGH (64 * 1024)
+/* The most settings of the client's SETTINGS frame a parked connection keeps (RFC 9113
+ * defines 6, extensions 3 more); a longer frame keeps the session. */
+#define PEER_IV_MAX 12
+/* A parked connection woken this often without opening a stream keeps its session: a client
+ * that pings now and then should not cost a session built and freed for every PING. */
+#define MAX_WAKES 8
+#define NGHTTP2_FRAME_HDLEN 9
 
 struct h2_session;
 
@@ -89,6 +96,25 @@ struct h2_session {
      * from a new stream below one already used. */
     int32_t max_id;
     uint64_t used_ids[4];
+
+    /* Parking (see session_park): a connection that has only exchanged SETTINGS, PING and
+     * connection WINDOW_UPDATEs is held without its nghttp2 session (ng NULL), which costs
+     * more than all the rest. What a new session needs to be the same one again: the client's
+     * one SETTINGS frame and the window it gave us. */
+    bool busy;           /* any other frame came (or too many wakes): never parked again */
+    bool settings_acked; /* the client acknowledged our SETTINGS */
+    bool waking;         /* the replay into a new session is running: not counted */
+    bool parked_counted; /* counted in the listener's h2_parked gauge */
+    uint8_t n_peer_settings; /* SETTINGS frames (not ACKs) from the client */
+    uint8_t n_peer_iv;
+    uint8_t n_wakes;
+    int32_t peer_window; /* the connection window the client gave us, when parked */
+    uint64_t fed, framed; /* bytes given to nghttp2, and the magic and frames begun: equal
+                             only at a frame boundary */
+    /* What our SETTINGS said (a reload changes the config, not what the client was told). */
+    uint32_t sent_streams, sent_window, sent_header_bytes;
+    int32_t sent_conn_window;
+    nghttp2_settings_entry peer_iv[PEER_IV_MAX];
 };
 
 static void session_free(struct h2_session *s);
@@ -870,6 +896,12 @@ static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void 
 {
     struct h2_session *s = user_data;
     int32_t id = hd->stream_id;
+    if (hd->stream_id != 0 ||
+        (hd->type != NGHTTP2_SETTINGS && hd->type != NGHTTP2_PING &&
+         hd->type != NGHTTP2_WINDOW_UPDATE))
+        s->busy = true; /* state of its own in the session: it stays */
+    if (!s->waking)
+        s->framed += NGHTTP2_FRAME_HDLEN + hd->length;
     if (hd->type != NGHTTP2_HEADERS || !(id & 1))
         return 0; /* even ids and other frames: nghttp2's checks */
     if (id > s->max_id) {
@@ -967,8 +999,30 @@ static void count_reset(struct h2_session *s, struct h2_stream *st)
     s->goaway = true;
 }
 
+/* The client's SETTINGS, kept for a replay into a new session after parking. */
+static void keep_settings(struct h2_session *s, const nghttp2_settings *f)
+{
+    if (s->waking)
+        return;
+    if (f->hd.flags & NGHTTP2_FLAG_ACK) {
+        s->settings_acked = true;
+        return;
+    }
+    if (++s->n_peer_settings > 1 || f->niv > PEER_IV_MAX) {
+        s->busy = true; /* one frame replays exactly what the client sent; more may not */
+        return;
+    }
+    if (f->niv > 0)
+        memcpy(s->peer_iv, f->iv, f->niv * sizeof(*f->iv));
+    s->n_peer_iv = (uint8_t)f->niv;
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
+    if (frame->hd.type == NGHTTP2_SETTINGS) {
+        keep_settings(user_data, &frame->settings);
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_RST_STREAM) {
         count_reset(user_data, nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id));
         return 0;
@@ -1039,12 +1093,175 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     return 0;
 }
 
+/* The session, and parking */
+
+static void count_parked(struct h2_session *s, bool on)
+{
+    if (s->parked_counted == on)
+        return;
+    s->parked_counted = on;
+    if (s->conn.lstat)
+        counter_add(&s->conn.lstat->h2_parked, on ? 1 : -1);
+}
+
+/* Builds the connection's nghttp2 session with our SETTINGS and connection window queued
+ * (what h2_accept sends, and what a parked connection's new session believes it sent). */
+static bool session_open(struct h2_session *s)
+{
+    const struct sy_config *cfg = session_config(s);
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        return false;
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return false;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_continuations(opt, cfg->limits.h2_max_continuations);
+    nghttp2_option_set_stream_reset_rate_limit(opt, 2 * cfg->limits.h2_reset_rate,
+                                               cfg->limits.h2_reset_rate);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
+    int rv = nghttp2_session_server_new2(&s->ng, cbs, s, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0) {
+        s->ng = NULL;
+        return false;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->sent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, s->sent_window},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, s->sent_header_bytes},
+    };
+    rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    if (rv == 0 && s->sent_conn_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)
+        rv = nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
+                                                   s->sent_conn_window);
+    if (rv != 0) {
+        nghttp2_session_del(s->ng);
+        s->ng = NULL;
+        return false;
+    }
+    return true;
+}
+
+/* An nghttp2 server session holds about 25 KB from its start (a 16 KiB frame buffer, HPACK
+ * tables, the session itself) that an idle connection does not need. A connection that has
+ * only exchanged SETTINGS, PINGs and connection WINDOW_UPDATEs (a preconnect, a client that
+ * waits for our SETTINGS, a monitor) and now has nothing to send, nothing half read and no
+ * stream is parked: its session is freed and what it agreed is kept here, about a hundred
+ * bytes. Its HPACK tables are empty then, so the next bytes find a new session that is the
+ * same one in every respect the client can see (session_wake). */
+static void session_park(struct h2_session *s)
+{
+    if (!s->ng || s->busy || s->goaway || s->closing || s->n_streams || !s->settings_acked ||
+        s->n_peer_settings != 1 || s->fed != s->framed || s->conn.w->draining || s->notice_ev)
+        return;
+    if (nghttp2_session_want_write(s->ng) || !nghttp2_session_want_read(s->ng) ||
+        evbuffer_get_length(sy_sock_output(s->sock)) > 0 ||
+        evbuffer_get_length(sy_sock_input(s->sock)) > 0)
+        return;
+    s->peer_window = nghttp2_session_get_remote_window_size(s->ng);
+    nghttp2_session_del(s->ng);
+    s->ng = NULL;
+    count_parked(s, true);
+}
+
+static void put_frame_hd(uint8_t *p, size_t len, uint8_t type, uint8_t flags)
+{
+    p[0] = (uint8_t)(len >> 16);
+    p[1] = (uint8_t)(len >> 8);
+    p[2] = (uint8_t)len;
+    p[3] = type;
+    p[4] = flags;
+    memset(p + 5, 0, 4); /* stream 0 */
+}
+
+/* nghttp2's output of a replay: what was sent before parking, dropped. */
+static bool drop_output(struct h2_session *s)
+{
+    const uint8_t *data;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(s->ng, &data)) > 0)
+        ;
+    return n == 0;
+}
+
+/* A new session for a parked connection, brought to where the old one was by replaying the
+ * client's side of the exchange into it: the magic, its SETTINGS frame, its ACK of ours and
+ * the window it gave. What the new session answers to that went out before; it is dropped. */
+static bool session_wake(struct h2_session *s)
+{
+    if (!session_open(s))
+        return false;
+    uint8_t in[NGHTTP2_CLIENT_MAGIC_LEN + 3 * NGHTTP2_FRAME_HDLEN + 6 * PEER_IV_MAX + 4];
+    size_t n = NGHTTP2_CLIENT_MAGIC_LEN;
+    memcpy(in, NGHTTP2_CLIENT_MAGIC, n);
+    ssize_t len = nghttp2_pack_settings_payload(in + n + NGHTTP2_FRAME_HDLEN, 6 * PEER_IV_MAX,
+                                                s->peer_iv, s->n_peer_iv);
+    bool ok = len >= 0;
+    if (ok) {
+        put_frame_hd(in + n, (size_t)len, NGHTTP2_SETTINGS, NGHTTP2_FLAG_NONE);
+        n += NGHTTP2_FRAME_HDLEN + (size_t)len;
+        put_frame_hd(in + n, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK);
+        n += NGHTTP2_FRAME_HDLEN;
+        if (s->peer_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
+            uint32_t inc = (uint32_t)(s->peer_window - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE);
+            put_frame_hd(in + n, 4, NGHTTP2_WINDOW_UPDATE, NGHTTP2_FLAG_NONE);
+            uint8_t *v = in + n + NGHTTP2_FRAME_HDLEN;
+            v[0] = (uint8_t)(inc >> 24);
+            v[1] = (uint8_t)(inc >> 16);
+            v[2] = (uint8_t)(inc >> 8);
+            v[3] = (uint8_t)inc;
+            n += NGHTTP2_FRAME_HDLEN + 4;
+        }
+        s->waking = true;
+        ok = drop_output(s) && nghttp2_session_mem_recv(s->ng, in, n) == (ssize_t)n &&
+             drop_output(s) && !nghttp2_session_want_write(s->ng) &&
+             nghttp2_session_get_remote_window_size(s->ng) == s->peer_window;
+        s->waking = false;
+    }
+    if (!ok) {
+        nghttp2_session_del(s->ng);
+        s->ng = NULL;
+        return false;
+    }
+    count_parked(s, false);
+    if (++s->n_wakes >= MAX_WAKES)
+        s->busy = true;
+    return true;
+}
+
+/* The session, woken if parked. False when it could not be (out of memory): the connection
+ * is freed. */
+static bool session_awake(struct h2_session *s)
+{
+    if (s->ng)
+        return true;
+    if (session_wake(s))
+        return true;
+    sy_log(SY_LOG_INFO, "http2", "conn %llu: parked session not restored: %s",
+           (unsigned long long)s->conn.id, exchange_nomem_reason);
+    session_free(s);
+    return false;
+}
+
 /* I/O */
 
 static void session_flush(struct h2_session *s)
 {
-    if (s->closing)
-        return;
+    if (s->closing || !s->ng)
+        return; /* parked: nothing to send */
     struct evbuffer *out = sy_sock_output(s->sock);
     for (int round = 0; round < 64; round++) {
         while (evbuffer_get_length(out) < OUTPUT_HIGH) {
@@ -1084,6 +1301,8 @@ static void session_flush(struct h2_session *s)
     if (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng) &&
         evbuffer_get_length(out) == 0)
         session_free(s);
+    else
+        session_park(s);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -1118,10 +1337,14 @@ static bool recv_input(struct h2_session *s)
 {
     struct sy_sock *sk = s->sock;
     struct evbuffer *in = sy_sock_input(sk);
+    if (evbuffer_get_length(in) > 0 && !session_awake(s))
+        return false;
     while (evbuffer_get_length(in) > 0 && !s->closing) {
         struct evbuffer_iovec v;
         evbuffer_peek(in, -1, NULL, &v, 1);
         ssize_t n = nghttp2_session_mem_recv(s->ng, v.iov_base, v.iov_len);
+        if (n > 0)
+            s->fed += (uint64_t)n;
         if (n < 0) {
             sy_log_client(SY_LOG_INFO, "http2", "conn %llu: closing: %s",
                           (unsigned long long)s->conn.id, nghttp2_strerror((int)n));
@@ -1204,7 +1427,7 @@ static void event_cb(struct sy_sock *sk, short what, void *arg)
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_session *s = arg;
-    if (s->n_streams)
+    if (s->n_streams || !session_awake(s))
         return;
     nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
                           NGHTTP2_NO_ERROR, NULL, 0);
@@ -1221,6 +1444,7 @@ static void session_free(struct h2_session *s)
 {
     while (s->streams)
         stream_free(s->streams);
+    count_parked(s, false);
     nghttp2_session_del(s->ng);
     event_free(s->flush_ev);
     event_free(s->start_ev);
@@ -1253,6 +1477,8 @@ static void goaway_notice(struct h2_session *s)
 static void notice_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_session *s = arg;
+    if (!session_awake(s))
+        return;
     goaway_notice(s);
     session_flush(s);
 }
@@ -1277,6 +1503,8 @@ static void soft_drain(struct h2_session *s)
 static void conn_close_idle(struct conn *c)
 {
     struct h2_session *s = (struct h2_session *)c;
+    if (!session_awake(s))
+        return;
     if (c->w->drain_soft && !s->goaway)
         soft_drain(s);
     else
@@ -1297,41 +1525,19 @@ void h2_accept(struct sy_worker *w, struct sy_sock *sk, const struct sockaddr *s
     s->idle_timer = evtimer_new(w->base, idle_cb, s);
     worker_conn_init(w, &s->conn, sa, salen, tls);
 
-    nghttp2_session_callbacks *cbs;
-    nghttp2_session_callbacks_new(&cbs);
-    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-    nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
-    nghttp2_option *opt;
-    nghttp2_option_new(&opt);
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_option_set_max_continuations(opt, cfg->limits.h2_max_continuations);
-    nghttp2_option_set_stream_reset_rate_limit(opt, 2 * cfg->limits.h2_reset_rate,
-                                               cfg->limits.h2_reset_rate);
-    nghttp2_option_set_max_outbound_ack(opt, 1000);
-    nghttp2_option_set_max_settings(opt, 32);
-    nghttp2_session_server_new2(&s->ng, cbs, s, opt);
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cbs);
-
-    uint32_t window = (uint32_t)cfg->limits.buffer_bytes;
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->limits.h2_max_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)cfg->limits.max_header_bytes},
-    };
-    nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    s->framed = NGHTTP2_CLIENT_MAGIC_LEN;
+    s->sent_streams = (uint32_t)cfg->limits.h2_max_streams;
+    s->sent_window = (uint32_t)cfg->limits.buffer_bytes;
+    s->sent_header_bytes = (uint32_t)cfg->limits.max_header_bytes;
     /* The connection window bounds what all streams together may have in flight. */
-    uint64_t conn_window = (uint64_t)window * cfg->limits.h2_max_streams;
-    if (conn_window > 16u << 20)
-        conn_window = 16u << 20;
-    if (conn_window > 65535)
-        nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
+    uint64_t conn_window = (uint64_t)s->sent_window * s->sent_streams;
+    s->sent_conn_window = (int32_t)(conn_window > 16u << 20 ? 16u << 20 : conn_window);
+    if (!session_open(s)) {
+        sy_log(SY_LOG_INFO, "http2", "conn %llu: %s", (unsigned long long)s->conn.id,
+               exchange_nomem_reason);
+        session_free(s);
+        return;
+    }
 
     sy_sock_set_write_low(sk, OUTPUT_HIGH / 2);
     sy_sock_set_read_max(sk, SY_SOCK_READ_MAX, CLIENT_FIRST_READ);

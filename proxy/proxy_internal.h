@@ -149,6 +149,7 @@ struct lis_stat {
     char *address;
     _Atomic uint64_t conns[LPROTO_N];
     _Atomic uint64_t tls_ok, tls_failed;
+    _Atomic uint64_t h2_parked; /* HTTP/2 connections held without their session now */
     struct lis_stat *next;
 };
 

@@ -1485,6 +1485,7 @@ void sy_workers_listener_stats(struct sy_workers *ws, sy_listener_stats_cb cb, v
             v[k].h2c += atomic_load_explicit(&s->conns[LPROTO_H2C], memory_order_relaxed);
             v[k].tls_ok += atomic_load_explicit(&s->tls_ok, memory_order_relaxed);
             v[k].tls_failed += atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
+            v[k].h2_parked += atomic_load_explicit(&s->h2_parked, memory_order_relaxed);
         }
     }
     for (size_t k = 0; k < n; k++)

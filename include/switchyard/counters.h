@@ -153,6 +153,7 @@ struct sy_listener_stats {
     uint64_t http1, h2, h2c; /* connections by protocol: HTTP/1.1 (TLS or cleartext, counted
                                 at its first request), h2 (TLS, ALPN), h2c (the preface) */
     uint64_t tls_ok, tls_failed; /* TLS handshakes done, and failed or timed out */
+    uint64_t h2_parked;          /* HTTP/2 connections parked now (no stream yet, no session) */
 };
 
 typedef void (*sy_listener_stats_cb)(const struct sy_listener_stats *l, void *arg);
