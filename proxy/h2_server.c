@@ -21,7 +21,7 @@
 #define PEER_IV_MAX 12
 /* A parked connection woken this often without opening a stream keeps its session: a client
  * that pings now and then should not cost a session built and freed for every PING. */
-#define MAX_WAKES 8
+#define MAX_WAKES           8
 #define NGHTTP2_FRAME_HDLEN 9
 
 struct h2_session;
@@ -101,14 +101,14 @@ struct h2_session {
      * connection WINDOW_UPDATEs is held without its nghttp2 session (ng NULL), which costs
      * more than all the rest. What a new session needs to be the same one again: the client's
      * one SETTINGS frame and the window it gave us. */
-    bool busy;           /* any other frame came (or too many wakes): never parked again */
-    bool settings_acked; /* the client acknowledged our SETTINGS */
-    bool waking;         /* the replay into a new session is running: not counted */
-    bool parked_counted; /* counted in the listener's h2_parked gauge */
+    bool busy;               /* any other frame came (or too many wakes): never parked again */
+    bool settings_acked;     /* the client acknowledged our SETTINGS */
+    bool waking;             /* the replay into a new session is running: not counted */
+    bool parked_counted;     /* counted in the listener's h2_parked gauge */
     uint8_t n_peer_settings; /* SETTINGS frames (not ACKs) from the client */
     uint8_t n_peer_iv;
     uint8_t n_wakes;
-    int32_t peer_window; /* the connection window the client gave us, when parked */
+    int32_t peer_window;  /* the connection window the client gave us, when parked */
     uint64_t fed, framed; /* bytes given to nghttp2, and the magic and frames begun: equal
                              only at a frame boundary */
     /* What our SETTINGS said (a reload changes the config, not what the client was told). */
@@ -896,9 +896,8 @@ static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void 
 {
     struct h2_session *s = user_data;
     int32_t id = hd->stream_id;
-    if (hd->stream_id != 0 ||
-        (hd->type != NGHTTP2_SETTINGS && hd->type != NGHTTP2_PING &&
-         hd->type != NGHTTP2_WINDOW_UPDATE))
+    if (hd->stream_id != 0 || (hd->type != NGHTTP2_SETTINGS && hd->type != NGHTTP2_PING &&
+                               hd->type != NGHTTP2_WINDOW_UPDATE))
         s->busy = true; /* state of its own in the session: it stays */
     if (!s->waking)
         s->framed += NGHTTP2_FRAME_HDLEN + hd->length;
@@ -1145,8 +1144,8 @@ static bool session_open(struct h2_session *s)
     };
     rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     if (rv == 0 && s->sent_conn_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)
-        rv = nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
-                                                   s->sent_conn_window);
+        rv =
+            nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, s->sent_conn_window);
     if (rv != 0) {
         nghttp2_session_del(s->ng);
         s->ng = NULL;
