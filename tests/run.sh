@@ -105,14 +105,26 @@ if [ -z "${SY_QUICK:-}" ]; then
     echo "== fuzz (libFuzzer, ${SY_FUZZ_SECONDS:-20}s per target)"
     if CC=clang build build-fuzz -Dfuzz=true -Dtests=disabled -De2e=disabled \
         -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
-        for t in fuzz_h1 fuzz_config fuzz_admin fuzz_journal fuzz_proxy_proto fuzz_json fuzz_etcd; do
-            corpus="$log/corpus-$t"
-            mkdir -p "$corpus"
-            if [ -d "tests/fuzz/corpus/$t" ]; then
-                cp tests/fuzz/corpus/$t/* "$corpus/" 2>/dev/null
-            fi
-            if "build-fuzz/tests/$t" -max_total_time="${SY_FUZZ_SECONDS:-20}" -timeout=10 \
-                "$corpus" >"$log/$t.txt" 2>&1; then
+        # Two targets at a time, one per core: nothing else runs in this phase.
+        targets="fuzz_h1 fuzz_config fuzz_admin fuzz_journal fuzz_proxy_proto fuzz_json fuzz_etcd"
+        set -- $targets
+        while [ $# -gt 0 ]; do
+            for t in "$1" "${2:-}"; do
+                [ -n "$t" ] || continue
+                corpus="$log/corpus-$t"
+                mkdir -p "$corpus"
+                if [ -d "tests/fuzz/corpus/$t" ]; then
+                    cp tests/fuzz/corpus/$t/* "$corpus/" 2>/dev/null
+                fi
+                ( "build-fuzz/tests/$t" -max_total_time="${SY_FUZZ_SECONDS:-20}" -timeout=10 \
+                    "$corpus" >"$log/$t.txt" 2>&1; echo $? >"$log/$t.rc" ) &
+            done
+            wait
+            shift
+            [ $# -gt 0 ] && shift
+        done
+        for t in $targets; do
+            if [ "$(cat "$log/$t.rc" 2>/dev/null)" = 0 ]; then
                 echo "fuzz $t: ok ($(grep -o 'Done [0-9]* runs' "$log/$t.txt"))"
                 passed=$((passed + 1))
             else

@@ -134,7 +134,7 @@ def healthy_after(d, what, rss_before=None):
     """The closing checks of every phase: no spin, memory back, admin and data path answer."""
     helpers.wait_for(lambda: _idle(d), 20, "%s: nothing in flight any more" % what, 0.2)
     c0, t0 = d.cpu_seconds(), time.monotonic()
-    time.sleep(5)
+    time.sleep(2)  # /proc counts CPU in 10 ms ticks: 5% of 2 s is 10 of them
     share = (d.cpu_seconds() - c0) / (time.monotonic() - t0)
     measure("abuse_%s_cpu_idle_share" % what, "%.3f" % share)
     assert share < 0.05, "%s: the proxy used %.0f%% of a CPU while idle" % (what, share * 100)
