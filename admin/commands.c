@@ -890,8 +890,10 @@ static int fleet_change(struct sy_admin_req *req, const struct sy_state_edit *ed
     return 0;
 }
 
-/* Takes the fleet flags out of the words: `--local` (this replica only), `--wait` and
- * `--no-wait` (whether the answer waits for every member; it does by default). */
+/* Takes the flags of a change out of the words: `--reason TEXT` (why: it stays in the command
+ * text that the journal, `history` and a fleet's etcd record carry), and in a fleet `--local`
+ * (this replica only), `--wait` and `--no-wait` (whether the answer waits for every member;
+ * it does by default). */
 static int fleet_flags(struct sy_admin_req *req)
 {
     struct sy_admin_routing *env = req->ctx;
@@ -900,6 +902,15 @@ static int fleet_flags(struct sy_admin_req *req)
     int k = 0;
     for (int i = 0; i < req->argc; i++) {
         const char *w = req->argv[i];
+        if (i > 0 && strcmp(w, "--reason") == 0) {
+            if (i + 1 >= req->argc || req->argv[i + 1][0] == '\0' ||
+                strncmp(req->argv[i + 1], "--", 2) == 0)
+                return sy_reply_error(req->reply,
+                                      "--reason needs a text after it (quote it: --reason "
+                                      "\"green 5xx after the deploy\")");
+            i++;
+            continue;
+        }
         bool local = strcmp(w, "--local") == 0, wait = strcmp(w, "--wait") == 0,
              no_wait = strcmp(w, "--no-wait") == 0;
         if (i > 0 && (local || wait || no_wait)) {

@@ -281,6 +281,8 @@ static int cmd_help(struct sy_admin_req *req)
     }
     sy_json_end_array(r);
     sy_reply_printf(r, "(any command: prefix `json` or add `--json` for one line of JSON)\n");
+    sy_reply_printf(r, "(weights, switch, revert, release: `--reason TEXT` says why; `history` "
+                       "shows it)\n");
     return 0;
 }
 

@@ -156,6 +156,25 @@ def test_reload_command_answers_the_generation_or_the_error(admin_proxy):
 
 # -- refusals ---------------------------------------------------------------------------------
 
+def test_a_change_says_why_with_reason_and_history_and_status_show_it(admin_proxy):
+    p = admin_proxy([web(20, 80), chat(50, 50)])
+    why = "green 5xx after the 14:02 deploy"
+    p.ctl_ok("weights", "web", "blue=50", "green=50", "--reason", "halve green while we look")
+    assert split(p.port, 20) == {BLUE: 10, GREEN: 10}
+    out = p.ctl_ok("revert", "--all", "--reason", why)
+    assert "web: blue=50,green=50 -> blue=100,green=0" in out, out
+    assert split(p.port, 10) == {BLUE: 10}
+    out = p.ctl_ok("status", "web")
+    assert "revert --all --reason %s" % why in out, out
+    cmds = [r["command"] for r in json.loads(p.ctl("history", "--json").stdout)["records"]]
+    assert cmds == ["weights web blue=50 green=50 --reason halve green while we look",
+                    "revert --all --reason %s" % why], cmds
+    # It survives a restart with the journal.
+    p.kill9()
+    p.start()
+    assert "revert --all --reason %s" % why in p.ctl_ok("history")
+
+
 def test_malformed_commands_get_error_and_change_nothing(admin_proxy):
     p = admin_proxy([web(50, 50), chat(50, 50)])
     p.ctl_ok("weights", "chat", "blue=100")
@@ -173,6 +192,9 @@ def test_malformed_commands_get_error_and_change_nothing(admin_proxy):
         (["revert", "nope"], "error: unknown app 'nope'"),
         (["release", "web"], "error: app 'web' has no override to release"),
         (["frobnicate"], "error: unknown command 'frobnicate' (try help)"),
+        (["revert", "web", "--reason"], "error: --reason needs a text after it"),
+        (["weights", "web", "blue=100", "--reason", ""], "error: --reason needs a text"),
+        (["revert", "--all", "--reason", "--no-wait"], "error: --reason needs a text"),
     ]
     for args, want in cases:
         r = p.ctl(*args)

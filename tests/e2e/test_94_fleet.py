@@ -160,13 +160,21 @@ def test_new_replica_starts_on_the_fleet_state_and_a_restart_without_etcd_on_its
         admin_proxy, etcd3):
     a = replica(admin_proxy, etcd3, "a")
     b = replica(admin_proxy, etcd3, "b")
-    a.ctl_ok("revert", "web")
+    why = "green 5xx after the deploy"
+    a.ctl_ok("revert", "web", "--reason", why)
+    # The record in etcd carries who, when, the command and its reason.
+    value, _ = etcd3.get_prefix(PREFIX + "apps/web")[PREFIX + "apps/web"]
+    rec = json.loads(value)
+    assert rec["cmd"] == "revert web --reason " + why and rec["instance"] == "a", rec
+    assert rec["uid"] == os.getuid() and rec["time"] > 0 and rec["override"] == {"blue": 100}, \
+        rec
     # D has no journal: it is not ready until it has read etcd, then routes blue at once.
     d = replica(admin_proxy, etcd3, "d", http=True, wait=False)
     d.start()
     ready_url = "http://%s/readyz" % d.spec["extra"]["admin"]["http"]
     helpers.wait_for(lambda: http_status(ready_url) == 200, 10, "d ready")
     assert backend_of(d) == "blue-1"
+    assert "revert web --reason " + why in d.ctl_ok("history")
     # B restarted while every etcd member is down: it starts from its journal.
     assert b.stop() is None
     etcd3.stop_all()
