@@ -894,7 +894,7 @@ static int fleet_change(struct sy_admin_req *req, const struct sy_state_edit *ed
  * text that the journal, `history` and a fleet's etcd record carry), and in a fleet `--local`
  * (this replica only), `--wait` and `--no-wait` (whether the answer waits for every member;
  * it does by default). */
-static int fleet_flags(struct sy_admin_req *req)
+static int change_flags(struct sy_admin_req *req)
 {
     struct sy_admin_routing *env = req->ctx;
     env->req_local = false;
@@ -995,7 +995,7 @@ static bool is_exclusive(struct sy_admin_req *req, const char *app);
 static int cmd_weights(struct sy_admin_req *req)
 {
     struct sy_reply *r = req->reply;
-    if (fleet_flags(req))
+    if (change_flags(req))
         return SY_ERR_INVALID;
     if (req->argc < 3)
         return sy_reply_error(r, "usage: weights APP CLUSTER=N...");
@@ -1083,7 +1083,7 @@ static bool is_exclusive(struct sy_admin_req *req, const char *app)
 static int cmd_switch(struct sy_admin_req *req)
 {
     struct sy_reply *r = req->reply;
-    if (fleet_flags(req))
+    if (change_flags(req))
         return SY_ERR_INVALID;
     if (req->argc == 3 && strcmp(req->argv[1], "--abort") == 0) {
         struct sy_admin_routing *env = req->ctx;
@@ -1175,7 +1175,7 @@ static int app_or_all(struct sy_admin_req *req, bool *all)
 static int cmd_revert(struct sy_admin_req *req)
 {
     bool all = false;
-    int rc = fleet_flags(req) ? SY_ERR_INVALID : app_or_all(req, &all);
+    int rc = change_flags(req) ? SY_ERR_INVALID : app_or_all(req, &all);
     if (rc)
         return rc;
     struct sy_admin_routing *env = req->ctx;
@@ -1241,7 +1241,7 @@ static int release_exclusive(struct sy_admin_req *req, const char *app)
 static int cmd_release(struct sy_admin_req *req)
 {
     bool all = false;
-    int rc = fleet_flags(req) ? SY_ERR_INVALID : app_or_all(req, &all);
+    int rc = change_flags(req) ? SY_ERR_INVALID : app_or_all(req, &all);
     if (rc)
         return rc;
     struct sy_admin_routing *env = req->ctx;

@@ -21,8 +21,8 @@
 #define PEER_IV_MAX 12
 /* A parked connection woken this often without opening a stream keeps its session: a client
  * that pings now and then should not cost a session built and freed for every PING. */
-#define MAX_WAKES           8
-#define NGHTTP2_FRAME_HDLEN 9
+#define MAX_WAKES   8
+#define FRAME_HDLEN 9
 
 struct h2_session;
 
@@ -900,7 +900,7 @@ static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void 
                                hd->type != NGHTTP2_WINDOW_UPDATE))
         s->busy = true; /* state of its own in the session: it stays */
     if (!s->waking)
-        s->framed += NGHTTP2_FRAME_HDLEN + hd->length;
+        s->framed += FRAME_HDLEN + hd->length;
     if (hd->type != NGHTTP2_HEADERS || !(id & 1))
         return 0; /* even ids and other frames: nghttp2's checks */
     if (id > s->max_id) {
@@ -1203,26 +1203,26 @@ static bool session_wake(struct h2_session *s)
 {
     if (!session_open(s))
         return false;
-    uint8_t in[NGHTTP2_CLIENT_MAGIC_LEN + 3 * NGHTTP2_FRAME_HDLEN + 6 * PEER_IV_MAX + 4];
+    uint8_t in[NGHTTP2_CLIENT_MAGIC_LEN + 3 * FRAME_HDLEN + 6 * PEER_IV_MAX + 4];
     size_t n = NGHTTP2_CLIENT_MAGIC_LEN;
     memcpy(in, NGHTTP2_CLIENT_MAGIC, n);
-    ssize_t len = nghttp2_pack_settings_payload(in + n + NGHTTP2_FRAME_HDLEN, 6 * PEER_IV_MAX,
-                                                s->peer_iv, s->n_peer_iv);
+    ssize_t len = nghttp2_pack_settings_payload(in + n + FRAME_HDLEN, 6 * PEER_IV_MAX, s->peer_iv,
+                                                s->n_peer_iv);
     bool ok = len >= 0;
     if (ok) {
         put_frame_hd(in + n, (size_t)len, NGHTTP2_SETTINGS, NGHTTP2_FLAG_NONE);
-        n += NGHTTP2_FRAME_HDLEN + (size_t)len;
+        n += FRAME_HDLEN + (size_t)len;
         put_frame_hd(in + n, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK);
-        n += NGHTTP2_FRAME_HDLEN;
+        n += FRAME_HDLEN;
         if (s->peer_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
             uint32_t inc = (uint32_t)(s->peer_window - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE);
             put_frame_hd(in + n, 4, NGHTTP2_WINDOW_UPDATE, NGHTTP2_FLAG_NONE);
-            uint8_t *v = in + n + NGHTTP2_FRAME_HDLEN;
+            uint8_t *v = in + n + FRAME_HDLEN;
             v[0] = (uint8_t)(inc >> 24);
             v[1] = (uint8_t)(inc >> 16);
             v[2] = (uint8_t)(inc >> 8);
             v[3] = (uint8_t)inc;
-            n += NGHTTP2_FRAME_HDLEN + 4;
+            n += FRAME_HDLEN + 4;
         }
         s->waking = true;
         ok = drop_output(s) && nghttp2_session_mem_recv(s->ng, in, n) == (ssize_t)n &&
