@@ -162,3 +162,31 @@ def test_a_parked_tls_connection_wakes_for_its_requests(proxy, tls_cert):
         a.send(window_update(0, 60000))
     assert parked(hport) == 0 and a.goaways() == []
     a.close()
+
+
+def test_half_a_frame_keeps_the_session_and_eight_wakes_end_parking(proxy):
+    p, hport = start(proxy)
+    a = RawH2(p.port)
+    settled(a)
+    wait_parked(hport, 1, "after the SETTINGS exchange")
+    # Half a PING wakes the session, which must not park again with the rest unread.
+    ping = frame(PING, 0, 0, b"halfhalf")
+    a.send(ping[:12])
+    wait_parked(hport, 0, "woken by half a frame")
+    time.sleep(0.3)
+    assert parked(hport) == 0, "parked with half a frame read"
+    a.send(ping[12:])
+    assert a.read(lambda fr: any(f[0] == PING and f[1] & ACK for f in fr), 10), a.summary()
+    wait_parked(hport, 1, "once the PING is whole and answered")
+    # That was one wake; a client that keeps waking it (8 wakes) keeps its session after.
+    for i in range(7):
+        a.send(frame(PING, 0, 0, b"ping-%03d" % i))
+        assert a.read(lambda fr: sum(1 for f in fr if f[0] == PING and f[1] & ACK) == i + 2,
+                      10), a.summary()
+        if i < 6:
+            wait_parked(hport, 1, "parked again after wake %d" % (i + 2))
+    time.sleep(0.3)
+    assert parked(hport) == 0, "parked again after 8 wakes"
+    a.headers(1, "/anything")
+    assert a.read(a.done(1), 10) and a.status(1) == 200, a.summary()
+    a.close()
