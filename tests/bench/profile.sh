@@ -7,7 +7,7 @@
 #   bash tests/bench/profile.sh syscalls [h1|h2] [/|/16k]   system calls per request (strace -c)
 #   PROXY=haproxy bash tests/bench/profile.sh perf h1 /16k  the same for a peer (perf, syscalls;
 #                                                           nginx, haproxy or nghttpx, 1 worker;
-#                                                           callgrind: nghttpx only)
+#                                                           callgrind: each in one process)
 #
 # perf: samples the proxy at 4 kHz with DWARF call graphs (the release build and Debian's
 # libraries keep no frame pointers) for DUR seconds (default 5) of wrk -t1 -c50 or
@@ -17,7 +17,8 @@
 # callgrind: the proxy runs under valgrind (about 50x slower), so the load is capped by count
 # (N requests, default 20000, after as many to warm up); prints user-space instructions per
 # request (a figure the machine's noise does not move), then by function, inclusive and self.
-# Works for switchyard and nghttpx (run as --single-process).
+# Works for every proxy: nginx runs with master_process off, haproxy with -db (one process
+# either way), nghttpx as --single-process.
 # syscalls: strace -c -f on the proxy over N requests (default 20000); prints calls per request.
 # SY_BIN: a switchyard binary to use as is (otherwise build-release is built here).
 # Output goes to stdout and stays in the work directory it names. Only 127.0.0.1; only the
@@ -30,7 +31,6 @@ PROXY=${PROXY:-switchyard}
 case $tool in perf | syscalls | callgrind) ;; *) echo "tool: perf, syscalls or callgrind" >&2; exit 2 ;; esac
 case $kind in h1 | h2) ;; *) echo "kind: h1 or h2" >&2; exit 2 ;; esac
 case $PROXY in switchyard | nginx | haproxy | nghttpx) ;; *) echo "PROXY: switchyard, nginx, haproxy or nghttpx" >&2; exit 2 ;; esac
-case $tool/$PROXY in callgrind/nginx | callgrind/haproxy) echo "callgrind: switchyard or nghttpx" >&2; exit 2 ;; esac
 DUR=${DUR:-5}
 N=${N:-20000}
 BASE=${BASE_PORT:-27900}
@@ -104,8 +104,10 @@ EOT
             "$SY_BIN" -c "$work/sy.yaml" -l warn 2>"$work/sy.err" &
         fi ;;
     nginx)
+        vg=() mp=""
+        [ "$tool" = callgrind ] && vg=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out") mp="master_process off;"
         cat >"$work/nginx.conf" <<EOT
-daemon off; worker_processes 1; pid $work/nginx.pid; error_log $work/nginx.err;
+daemon off; $mp worker_processes 1; pid $work/nginx.pid; error_log $work/nginx.err;
 events { worker_connections 19000; }
 http {
   access_log off; keepalive_requests 1000000;
@@ -117,7 +119,7 @@ http {
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } }
 }
 EOT
-        nginx -c "$work/nginx.conf" -p "$work" & ;;
+        "${vg[@]}" nginx -c "$work/nginx.conf" -p "$work" 2>"$work/valgrind.err" & ;;
     haproxy)
         cat >"$work/haproxy.cfg" <<EOT
 global
@@ -140,7 +142,9 @@ backend clusters
   server blue 127.0.0.1:$B1 weight 9
   server green 127.0.0.1:$B2 weight 1
 EOT
-        haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.err" 2>&1 & ;;
+        vg=()
+        [ "$tool" = callgrind ] && vg=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out")
+        "${vg[@]}" haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.err" 2>&1 & ;;
     nghttpx)
         vg=()
         [ "$tool" = callgrind ] && vg=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out")
@@ -155,7 +159,7 @@ EOT
     wait_port $B1 && wait_port $B2 && wait_port $P1 && wait_port $P2 ||
         { echo "$PROXY did not start" >&2; cat "$work"/*.err >&2; exit 1; }
     prof=$top
-    case $PROXY/$tool in nginx/* | nghttpx/perf | nghttpx/syscalls)
+    case $PROXY/$tool in nginx/perf | nginx/syscalls | nghttpx/perf | nghttpx/syscalls)
         prof=$(ps -o pid= --ppid "$top" | head -n1 | tr -d ' ')
         [ -n "$prof" ] || { echo "no $PROXY worker process" >&2; exit 1; } ;;
     esac
@@ -214,8 +218,9 @@ elif [ "$tool" = callgrind ]; then
     load count >/dev/null # warm: pools filled, buffers grown; then the counts start from zero
     callgrind_control -z "$top" >/dev/null
     load count | grep -E 'requests:|finished in'
-    # nghttpx in one process ignores INT; TERM stops it (and callgrind writes its counts)
-    if [ "$PROXY" = nghttpx ]; then kill -TERM "$top"; else kill -INT "$top"; fi
+    # nghttpx in one process ignores INT, and haproxy under valgrind did not stop on it; TERM
+    # stops every peer at once (and callgrind writes its counts)
+    case $PROXY in switchyard) kill -INT "$top" ;; *) kill -TERM "$top" ;; esac
     wait "$top" 2>/dev/null
     ir=$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
     [ -n "$ir" ] && awk -v ir="$ir" -v n="$N" 'BEGIN {printf "## %.0f instructions per request (user space, %d requests)\n", ir / n, n}'
