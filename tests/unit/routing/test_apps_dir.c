@@ -21,6 +21,8 @@
 #include "switchyard/apps_dir.h"
 #include "switchyard/config.h"
 
+#include "diags.h"
+
 #ifndef SY_FIXTURES
 #define SY_FIXTURES "tests/fixtures"
 #endif
@@ -79,15 +81,6 @@ static int teardown(void **state)
     remove_tree(fx->dir);
     free(fx);
     return 0;
-}
-
-static void print_diags(const struct sy_diags *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        char buf[512];
-        sy_diag_format(&d->v[i], buf, sizeof(buf));
-        print_message("  diag: %s\n", buf);
-    }
 }
 
 /* Loads main.yaml (main_text written first); returns the config or NULL with `d` filled. */

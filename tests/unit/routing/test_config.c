@@ -19,6 +19,7 @@
 
 #include "switchyard/config.h"
 
+#include "diags.h"
 #include "failalloc.h"
 
 #ifndef SY_FIXTURES
@@ -44,15 +45,6 @@ static const char test_name[] = "test.yaml";
     "  - name: web\n"                                                                              \
     "    hosts: [web.example.com]\n"                                                               \
     "    weights: {blue: 100}\n"
-
-static void print_diags(const struct sy_diags *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        char buf[512];
-        sy_diag_format(&d->v[i], buf, sizeof(buf));
-        print_message("  diag: %s\n", buf);
-    }
-}
 
 static struct sy_config *parse_ok(const char *yaml)
 {

@@ -18,6 +18,8 @@
 
 #include "switchyard/config.h"
 
+#include "diags.h"
+
 #ifndef SY_FIXTURES
 #define SY_FIXTURES "tests/fixtures"
 #endif
@@ -48,15 +50,6 @@ static const char test_name[] = "test.yaml";
 
 #define A10  "aaaaaaaaaa"
 #define A100 A10 A10 A10 A10 A10 A10 A10 A10 A10 A10
-
-static void print_diags(const struct sy_diags *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        char buf[512];
-        sy_diag_format(&d->v[i], buf, sizeof(buf));
-        print_message("  diag: %s\n", buf);
-    }
-}
 
 static struct sy_config *parse_ok(const char *yaml)
 {

@@ -20,6 +20,7 @@
 
 #include "switchyard/state.h"
 
+#include "diags.h"
 #include "fixture.h"
 
 static const char base_yaml[] = "listen:\n"
@@ -60,15 +61,6 @@ static void on_publish(struct sy_route_table *t, void *arg)
     struct fx *f = arg;
     f->published++;
     f->last_gen = sy_route_table_generation(t);
-}
-
-static void print_diags(const struct sy_diags *d)
-{
-    char line[512];
-    for (size_t i = 0; i < d->n; i++) {
-        sy_diag_format(&d->v[i], line, sizeof(line));
-        fprintf(stderr, "%s\n", line);
-    }
 }
 
 static void open_state(struct fx *f)
