@@ -614,6 +614,7 @@ void h1_accept(struct sy_worker *w, struct sy_sock *sk, const struct sockaddr *s
     sy_sock_set_write_low(sk, cfg->limits.buffer_bytes / 2);
     sy_sock_set_read_max(sk, SY_SOCK_READ_MAX, CLIENT_FIRST_READ);
     sy_sock_set_write_max(sk, MAX_SINGLE_WRITE);
+    sy_sock_set_eager(sk, true); /* one answer at a time: nothing to gather */
     sy_sock_setcb(sk, read_cb, write_cb, event_cb, c);
     c->timer = evtimer_new(w->base, timer_cb, c);
     worker_conn_init(w, &c->conn, sa, salen, tls);

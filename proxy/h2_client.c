@@ -686,6 +686,7 @@ static struct h2_up *conn_new(struct sy_worker *w, struct pool *p, const struct 
     h->idle_timer = evtimer_new(w->base, idle_cb, h);
     h->flush_ev = event_new(w->base, -1, 0, flush_cb, h);
     sy_sock_set_write_low(sk, h->budget / 2);
+    sy_sock_set_eager(sk, false); /* the frames of many callbacks go in one write */
     sy_sock_setcb(sk, read_cb, write_cb, event_cb, h);
     sy_sock_enable(sk, EV_READ | EV_WRITE);
     h->next = p->h2;

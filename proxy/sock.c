@@ -3,11 +3,13 @@
  * events (read, write), an input and an output evbuffer, and OpenSSL directly on the socket.
  * The key idea is write-through: bytes added to the output during a loop pass put the socket
  * on its loop's list (an evbuffer callback), and one zero-delay event at the end of that pass
- * writes each listed socket once; the write event is armed only for what the socket did not
- * take, so a response costs one writev and no epoll change. Reads take up to read_max in one
- * readv (no FIONREAD, unlike libevent 2.1's bufferevents), within the read high watermark.
- * Callbacks run straight from the event handlers; a socket freed inside one is only marked
- * (busy), and released when the handler unwinds. */
+ * writes each listed socket once (an eager socket is on a second list, written as each socket
+ * callback returns, so that its peer starts on the data while this thread handles the rest of
+ * the pass; output added outside a socket callback waits for a second zero-delay event); the write
+ * event is armed only for what the socket did not take, so a response costs one writev and no epoll
+ * change. Reads take up to read_max in one readv (no FIONREAD, unlike libevent 2.1's bufferevents),
+ * within the read high watermark. Callbacks run straight from the event handlers; a socket freed
+ * inside one is only marked (busy), and released when the handler unwinds. */
 #include "sock.h"
 
 #include <errno.h>
@@ -25,8 +27,9 @@
 
 struct sy_sock_loop {
     struct event_base *base;
-    struct event *run_ev;
-    struct sy_sock *list; /* sockets with output to write at the end of this pass */
+    struct event *run_ev, *now_ev;
+    struct sy_sock *list;     /* sockets with output to write at the end of this pass */
+    struct sy_sock *now_list; /* eager sockets: written when the current callback returns */
 };
 
 struct sy_sock {
@@ -50,6 +53,7 @@ struct sy_sock {
     bool rd_want_write; /* SSL_read needs the socket writable */
     bool wr_want_read;  /* SSL_write needs the socket readable */
     bool queued;        /* on the loop's write-through list */
+    bool eager;         /* on now_list: written after the callback that filled it */
     bool refused;       /* the connect failed at once: reported from the write event */
     bool dead;          /* freed inside a callback */
     int busy;           /* callbacks on the stack */
@@ -170,17 +174,19 @@ static void wt_queue(struct sy_sock *s)
         return;
     s->queued = true;
     struct sy_sock_loop *l = s->loop;
-    if (!l->list)
-        event_active(l->run_ev, EV_WRITE, 0); /* runs later in this same loop pass */
-    s->next = l->list;
-    l->list = s;
+    struct sy_sock **list = s->eager ? &l->now_list : &l->list;
+    if (!*list)
+        event_active(s->eager ? l->now_ev : l->run_ev, EV_WRITE, 0);
+    s->next = *list;
+    *list = s;
 }
 
 static void wt_unqueue(struct sy_sock *s)
 {
     if (!s->queued)
         return;
-    for (struct sy_sock **pp = &s->loop->list; *pp; pp = &(*pp)->next) {
+    for (struct sy_sock **pp = s->eager ? &s->loop->now_list : &s->loop->list; *pp;
+         pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
             break;
@@ -274,16 +280,27 @@ static bool do_write(struct sy_sock *s)
     return true;
 }
 
-static void run_cb(evutil_socket_t fd, short what, void *arg)
+static void write_list(struct sy_sock **list)
 {
-    struct sy_sock_loop *l = arg;
-    while (l->list) {
-        struct sy_sock *s = l->list;
-        l->list = s->next;
+    while (*list) {
+        struct sy_sock *s = *list;
+        *list = s->next;
         s->next = NULL;
         s->queued = false;
         do_write(s);
     }
+}
+
+static void run_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_sock_loop *l = arg;
+    write_list(&l->list);
+}
+
+static void now_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_sock_loop *l = arg;
+    write_list(&l->now_list);
 }
 
 /* ---- reading ---- */
@@ -500,9 +517,8 @@ static void connected(struct sy_sock *s)
 
 /* ---- events ---- */
 
-static void read_ev_cb(evutil_socket_t fd, short what, void *arg)
+static void read_ev(struct sy_sock *s, short what)
 {
-    struct sy_sock *s = arg;
     if (what & EV_TIMEOUT) {
         if (s->handshaking) {
             /* The connect deadline ran out during the handshake. */
@@ -532,9 +548,8 @@ static void read_ev_cb(evutil_socket_t fd, short what, void *arg)
         arm(s);
 }
 
-static void write_ev_cb(evutil_socket_t fd, short what, void *arg)
+static void write_ev(struct sy_sock *s, short what)
 {
-    struct sy_sock *s = arg;
     if (what & EV_TIMEOUT) {
         if (s->connecting || s->handshaking) {
             s->connecting = s->handshaking = false;
@@ -560,6 +575,24 @@ static void write_ev_cb(evutil_socket_t fd, short what, void *arg)
             return;
     }
     do_write(s);
+}
+
+/* The eager sockets a callback gave output are written as it returns (the socket itself may
+ * be gone by then; its loop is not). */
+static void read_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_sock *s = arg;
+    struct sy_sock_loop *l = s->loop;
+    read_ev(s, what);
+    write_list(&l->now_list);
+}
+
+static void write_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_sock *s = arg;
+    struct sy_sock_loop *l = s->loop;
+    write_ev(s, what);
+    write_list(&l->now_list);
 }
 
 /* ---- construction ---- */
@@ -768,6 +801,17 @@ void sy_sock_set_read_high(struct sy_sock *s, size_t high)
     }
 }
 
+void sy_sock_set_eager(struct sy_sock *s, bool eager)
+{
+    if (s->eager == eager)
+        return;
+    bool queued = s->queued;
+    wt_unqueue(s);
+    s->eager = eager;
+    if (queued)
+        wt_queue(s);
+}
+
 void sy_sock_set_write_low(struct sy_sock *s, size_t low)
 {
     s->write_low = low;
@@ -833,8 +877,9 @@ struct sy_sock_loop *sy_sock_loop_new(struct event_base *base)
         return NULL;
     l->base = base;
     l->run_ev = event_new(base, -1, 0, run_cb, l);
-    if (!l->run_ev) {
-        free(l);
+    l->now_ev = event_new(base, -1, 0, now_cb, l);
+    if (!l->run_ev || !l->now_ev) {
+        sy_sock_loop_free(l);
         return NULL;
     }
     return l;
@@ -844,6 +889,9 @@ void sy_sock_loop_free(struct sy_sock_loop *l)
 {
     if (!l)
         return;
-    event_free(l->run_ev);
+    if (l->run_ev)
+        event_free(l->run_ev);
+    if (l->now_ev)
+        event_free(l->now_ev);
     free(l);
 }

@@ -290,6 +290,10 @@ struct sy_sock *upstream_connect(struct sy_worker *w, struct pool *p,
     sy_sock_set_read_high(sk, high);
     sy_sock_set_read_max(sk, SY_SOCK_READ_MAX, 0);
     sy_sock_set_write_max(sk, MAX_SINGLE_WRITE);
+    /* A request goes to the cluster as soon as the callback that made it returns, not after
+     * the rest of the pass: the cluster starts on it while this thread reads on. (An HTTP/2
+     * connection, which many clients' callbacks share, turns this off to write once.) */
+    sy_sock_set_eager(sk, true);
     /* The write timeout bounds the connect and the TLS handshake. */
     struct timeval tv = ms_tv(cfg->timeouts.upstream_connect_ms);
     sy_sock_set_timeouts(sk, NULL, &tv);

@@ -78,6 +78,16 @@ for r in $(seq "$ROUNDS"); do
         one "$x h1-small" "$bin" timeout 60 wrk -t1 -c50 -d"${DUR}s" "http://127.0.0.1:$SY/"
         one "$x h1-16k" "$bin" timeout 60 wrk -t1 -c50 -d"${DUR}s" "http://127.0.0.1:$SY/16k"
     done
-done | sort -k1,2 -s
+done | sort -k1,2 -s | tee "$work/rounds.txt"
+# The median of one column ($3 CPU, $5 req/s) of one binary's rounds of one load.
+med() {
+    awk -v x="$1" -v t="$2" -v c="$3" '$1 == x && $2 == t {print $c}' "$work/rounds.txt" | sort -n |
+        awk '{v[NR] = $1} END {m = int((NR + 1) / 2); print NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2}'
+}
+echo "medians, B against A:"
+for t in $(awk '{print $2}' "$work/rounds.txt" | sort -u); do
+    awk -v t="$t" -v ar="$(med A "$t" 5)" -v br="$(med B "$t" 5)" -v ac="$(med A "$t" 3)" \
+        -v bc="$(med B "$t" 3)" 'BEGIN {printf "%-12s req/s %6.0f -> %6.0f (%.2fx)   CPU us/req %5.1f -> %5.1f (%.2fx)\n", t, ar, br, br / ar, ac, bc, bc / ac}'
+done
 echo "A: $A"
 echo "B: $B"

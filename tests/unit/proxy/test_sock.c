@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for the connection layer (proxy/sock.c, included) over socketpairs and a loopback
  * listener: reads reach the read callback, output queued in a loop pass is written at its end
- * (once, write callback after), what the socket does not take waits for EV_WRITE and the write
+ * (once, write callback after) or, for an eager socket, as the callback that queued it returns,
+ * what the socket does not take waits for EV_WRITE and the write
  * callback comes at the low watermark, the read high watermark pauses and resumes reading, the
  * read timeout and the peer's close reach the event callback, a connect is reported, and a TLS
  * handshake (a self-signed certificate made here) carries data both ways with ALPN. */
@@ -152,6 +153,77 @@ static void test_write_through(void **state)
     event_free(ev);
     sy_sock_free(s);
     fix_close(&f);
+}
+
+/* Two sockets read in one pass; the first one's callback gives output to a third, the target,
+ * and the second one's callback looks whether the target's peer has it yet. */
+struct eager_case {
+    struct sy_sock *target;
+    int target_peer;
+    int reads;
+    int seen_by_second; /* bytes at the target's peer when the second callback ran */
+};
+
+static void eager_read(struct sy_sock *s, void *arg)
+{
+    struct eager_case *c = arg;
+    evbuffer_drain(sy_sock_input(s), evbuffer_get_length(sy_sock_input(s)));
+    if (++c->reads == 1) {
+        evbuffer_add(sy_sock_output(c->target), "req", 3);
+        return;
+    }
+    char buf[8];
+    ssize_t n = recv(c->target_peer, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+    c->seen_by_second = n > 0 ? (int)n : 0;
+}
+
+static void eager_case_run(bool eager, int *seen, int *got)
+{
+    struct event_base *base = event_base_new();
+    struct sy_sock_loop *l = sy_sock_loop_new(base);
+    int a[2], b[2], t[2];
+    pair(a);
+    pair(b);
+    pair(t);
+    struct sy_sock *sa = sy_sock_accepted(l, a[0], NULL);
+    struct sy_sock *sb = sy_sock_accepted(l, b[0], NULL);
+    struct sy_sock *st = sy_sock_accepted(l, t[0], NULL);
+    struct eager_case c = {.target = st, .target_peer = t[1]};
+    sy_sock_set_eager(st, eager);
+    sy_sock_setcb(sa, eager_read, NULL, NULL, &c);
+    sy_sock_setcb(sb, eager_read, NULL, NULL, &c);
+    sy_sock_enable(sa, EV_READ);
+    sy_sock_enable(sb, EV_READ);
+    sy_sock_enable(st, EV_READ | EV_WRITE);
+    /* Both readable before the loop runs: one epoll_wait returns both. */
+    assert_int_equal(write(a[1], "1", 1), 1);
+    assert_int_equal(write(b[1], "2", 1), 1);
+    run_for(base, 50);
+    assert_int_equal(c.reads, 2);
+    *seen = c.seen_by_second;
+    char buf[8];
+    *got = (int)read(t[1], buf, sizeof(buf)); /* written by the pass's end either way */
+    sy_sock_free(sa);
+    sy_sock_free(sb);
+    sy_sock_free(st);
+    close(a[1]);
+    close(b[1]);
+    close(t[1]);
+    sy_sock_loop_free(l);
+    event_base_free(base);
+}
+
+/* An eager socket is written as the callback that filled it returns, before the next socket's
+ * callback in the same pass; any other at the pass's end, after every callback. */
+static void test_eager(void **state)
+{
+    int seen, got;
+    eager_case_run(true, &seen, &got);
+    assert_int_equal(seen, 3);
+    assert_int_equal(got, 3);
+    eager_case_run(false, &seen, &got);
+    assert_int_equal(seen, 0);
+    assert_int_equal(got, 3);
 }
 
 /* More than the socket takes: EPOLLOUT only for the rest, and the write callback once the
@@ -398,10 +470,15 @@ static void test_tls(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read),          cmocka_unit_test(test_write_through),
-        cmocka_unit_test(test_write_blocked), cmocka_unit_test(test_watermark),
-        cmocka_unit_test(test_read_timeout),  cmocka_unit_test(test_free_in_callback),
-        cmocka_unit_test(test_connect),       cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_read),
+        cmocka_unit_test(test_write_through),
+        cmocka_unit_test(test_eager),
+        cmocka_unit_test(test_write_blocked),
+        cmocka_unit_test(test_watermark),
+        cmocka_unit_test(test_read_timeout),
+        cmocka_unit_test(test_free_in_callback),
+        cmocka_unit_test(test_connect),
+        cmocka_unit_test(test_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
