@@ -7,7 +7,8 @@
 #   BENCH_QUICK=1 bash tests/bench/run.sh   1 run x 3 s per cell (~3 min; QUICK=1 also works)
 #
 # Knobs (environment): RUNS, DUR (seconds), WORKERS_LIST ("1 2"), IDLE (10000 idle h2c
-# connections per proxy; 0 skips), PROXIES ("switchyard nginx haproxy nghttpx"), BASE_PORT
+# connections per proxy; 0 skips), PROXIES ("switchyard nginx haproxy nghttpx"), CELLS (which
+# loads: "h1:/ h1:/16k h1w:/ h2:/ h2:/16k h2w:/", e.g. CELLS="h1:/" RUNS=7 for one noisy row), BASE_PORT
 # (27800), SY_BIN (default build-release/proxy/switchyard, built here), OUT (report path).
 #
 # What it does: installs nginx, haproxy, nghttpx (nghttp2-proxy), h2load (nghttp2-client) and
@@ -35,6 +36,8 @@ if [ -n "$QUICK" ]; then RUNS=1; DUR=3; HOLD=2; fi
 WORKERS_LIST=${WORKERS_LIST:-"1 2"}
 IDLE=${IDLE:-10000}
 PROXIES=${PROXIES:-"switchyard nginx haproxy nghttpx"}
+# The cells, KIND:PATH: h1 (wrk -c50), h1w (wrk -c256), h2 (h2load -c10 -m10), h2w (-c16 -m32).
+CELLS=${CELLS:-"h1:/ h1:/16k h1w:/ h2:/ h2:/16k h2w:/"}
 BASE=${BASE_PORT:-27800}
 stamp=$(date -u +%Y%m%d-%H%M%S)
 OUT=${OUT:-/tmp/bench-$stamp.md}
@@ -320,7 +323,8 @@ idle_test() { # workers target
 # ---------------------------------------------------------------- the run
 t_start=$(date +%s)
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
-tests=("h1 /" "h1 /16k" "h1w /" "h2 /" "h2 /16k" "h2w /")
+tests=()
+for c in $CELLS; do tests+=("${c%%:*} ${c#*:}"); done
 for w in $WORKERS_LIST; do
     write_configs "$w"
     targets="$PROXIES"
