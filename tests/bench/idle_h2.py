@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Open N idle h2c connections (prior knowledge) to HOST:PORT and hold them.
+"""Open N idle h2c connections (prior knowledge) to HOST:PORT and hold them (--tls: HTTP/2
+over TLS, ALPN h2, the certificate not checked).
 
 Each connection sends the client preface and an empty SETTINGS frame, acknowledges the
 server's SETTINGS, and then sends nothing more. Prints one line when the connections are up:
@@ -16,6 +17,7 @@ import errno
 import resource
 import select
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -34,7 +36,7 @@ class Conn:
 
     def __init__(self, sock):
         self.sock = sock
-        self.state = "connecting"  # -> sent -> settled | closed
+        self.state = "connecting"  # -> (handshaking ->) sent -> settled | closed
         self.buf = b""
 
 
@@ -46,7 +48,14 @@ def main():
     ap.add_argument("--hold", type=float, default=5.0)
     ap.add_argument("--batch", type=int, default=256, help="connects in flight at once")
     ap.add_argument("--setup-timeout", type=float, default=60.0)
+    ap.add_argument("--tls", action="store_true", help="HTTP/2 over TLS (ALPN h2)")
     a = ap.parse_args()
+    tls = None
+    if a.tls:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.set_alpn_protocols(["h2"])
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = a.count + 64
@@ -77,7 +86,7 @@ def main():
         nonlocal settled
         try:
             data = c.sock.recv(65536)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             close(c, True)
@@ -110,19 +119,43 @@ def main():
             except OSError:
                 close(c, True)
 
+    def handshake(c):
+        """Drives the TLS handshake; True once done."""
+        try:
+            c.sock.do_handshake()
+            return True
+        except ssl.SSLWantReadError:
+            ep.modify(c.sock.fileno(), select.EPOLLIN)
+        except ssl.SSLWantWriteError:
+            ep.modify(c.sock.fileno(), select.EPOLLOUT)
+        return False
+
     def poll(timeout):
         nonlocal connecting, failed
         for fd, ev in ep.poll(timeout):
             c = conns.get(fd)
             if c is None:
                 continue
-            if c.state == "connecting":
-                err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                connecting -= 1
-                if err:
+            if c.state in ("connecting", "handshaking"):
+                if c.state == "connecting":
+                    err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        connecting -= 1
+                        failed += 1
+                        close(c, False)
+                        continue
+                    if tls:
+                        c.sock = tls.wrap_socket(c.sock, do_handshake_on_connect=False)
+                        c.state = "handshaking"
+                try:
+                    if c.state == "handshaking" and not handshake(c):
+                        continue
+                except (ssl.SSLError, OSError):
+                    connecting -= 1
                     failed += 1
                     close(c, False)
                     continue
+                connecting -= 1
                 try:
                     c.sock.send(PREFACE + SETTINGS)
                 except OSError:
@@ -131,9 +164,15 @@ def main():
                     continue
                 c.state = "sent"
                 ep.modify(fd, select.EPOLLIN)
-                continue
-            if ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                if not tls:
+                    continue
+                # TLS may hold the server's SETTINGS from the handshake's reads already
+            if ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) or tls:
                 on_read(c)
+                # records OpenSSL read ahead make no new event
+                while tls and c.state != "closed" and c.sock.pending():
+                    on_read(c)
+            continue
 
     t0 = time.monotonic()
     deadline = t0 + a.setup_timeout
