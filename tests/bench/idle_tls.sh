@@ -12,7 +12,6 @@
 # by PID. Each load is bounded (idle_h2.py: 60 s to connect, then 3 s held).
 set -u
 cd "$(dirname "$0")/../.."
-root=$(pwd)
 N=${N:-8000}
 PROXIES=${PROXIES:-"switchyard haproxy nginx nghttpx"}
 BASE=${BASE_PORT:-28400}
@@ -20,20 +19,9 @@ PORT=$((BASE + 1)) B1=$((BASE + 11))
 PY=/usr/bin/python3
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 [ "$(ulimit -n)" = unlimited ] || [ "$N" -le $(($(ulimit -n) - 200)) ] || N=$(($(ulimit -n) - 200))
-need=""
-for p in nginx-light haproxy nghttp2-proxy openssl meson ninja-build; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
-done
-if [ -n "$need" ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null ||
-        { echo "apt-get install$need failed" >&2; exit 1; }
-fi
-if [ -z "${SY_BIN:-}" ]; then
-    SY_BIN=$root/build-release/proxy/switchyard
-    [ -f build-release/build.ninja ] ||
-        meson setup build-release --buildtype=release -Dtests=disabled -De2e=disabled >/dev/null || exit 1
-    ninja -C build-release >/dev/null || exit 1
-fi
+. tests/bench/lib.sh
+bench_need nginx-light haproxy nghttp2-proxy openssl meson ninja-build
+bench_sy_bin
 work=$(mktemp -d /tmp/switchyard-idle-tls.XXXXXX)
 chmod 755 "$work"
 pids=()

@@ -37,20 +37,9 @@ BASE=${BASE_PORT:-27900}
 B1=$((BASE + 11)) B2=$((BASE + 12)) P1=$((BASE + 1)) P2=$((BASE + 2))
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
-need=""
-for p in nginx-light haproxy nghttp2-proxy nghttp2-client wrk linux-perf valgrind strace meson ninja-build; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
-done
-if [ -n "$need" ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null ||
-        { echo "apt-get install$need failed" >&2; exit 1; }
-fi
-if [ -z "${SY_BIN:-}" ]; then
-    SY_BIN=$root/build-release/proxy/switchyard
-    [ -f build-release/build.ninja ] ||
-        meson setup build-release --buildtype=release -Dtests=disabled -De2e=disabled >/dev/null || exit 1
-    ninja -C build-release >/dev/null || exit 1
-fi
+. tests/bench/lib.sh
+bench_need nginx-light haproxy nghttp2-proxy nghttp2-client wrk linux-perf valgrind strace meson ninja-build
+bench_sy_bin
 for p in $B1 $B2 $P1 $P2; do
     ss -ltnH "sport = :$p" | grep -q . && { echo "port $p in use: set BASE_PORT" >&2; exit 1; }
 done

@@ -66,24 +66,10 @@ fi
 log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
 
 # ---------------------------------------------------------------- tools
-need=""
-for p in nginx-light haproxy nghttp2-proxy nghttp2-client wrk meson ninja-build; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
-done
-if [ -n "$need" ]; then
-    log "installing$need"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null ||
-        { echo "apt-get install$need failed" >&2; exit 1; }
-fi
+. tests/bench/lib.sh
+bench_need nginx-light haproxy nghttp2-proxy nghttp2-client wrk meson ninja-build
 SY_BIN_GIVEN=${SY_BIN:-}
-if [ -z "${SY_BIN:-}" ]; then
-    SY_BIN=$root/build-release/proxy/switchyard
-    if [ ! -f build-release/build.ninja ]; then
-        meson setup build-release --buildtype=release -Dtests=disabled -De2e=disabled >/dev/null ||
-            exit 1
-    fi
-    ninja -C build-release >/dev/null || { echo "release build failed" >&2; exit 1; }
-fi
+bench_sy_bin
 # Which switchyard this is, taken now: the tree may change while the run goes on. A binary
 # given in SY_BIN was built from some tree this script cannot know; say so.
 rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null)$(git -C "$root" diff --quiet HEAD -- proxy routing include 2>/dev/null || echo '+uncommitted changes')"
