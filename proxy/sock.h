@@ -4,9 +4,9 @@
  * It replaces libevent's bufferevents on the data path: one read per event into the input
  * (readv, or SSL_read into reserved space), output written once at the end of the loop pass
  * that queued it (write-through, one writev) or, for an eager socket, as the socket callback
- * that queued it returns, the write event armed only for what the socket
- * did not take. Read high watermark, write low watermark and read/write timeouts behave as
- * bufferevent users expect. Loop thread only, everywhere. */
+ * that queued it returns; the write event armed only for what the socket did not take. Read
+ * high watermark, write low watermark and read/write timeouts behave as bufferevent users
+ * expect. Loop thread only, everywhere. */
 #ifndef SWITCHYARD_PROXY_SOCK_H
 #define SWITCHYARD_PROXY_SOCK_H
 
@@ -81,11 +81,11 @@ void sy_sock_set_timeouts(struct sy_sock *s, const struct timeval *rd, const str
 /** Reading pauses while the input holds `high` bytes or more (0: never) and resumes when it
  * drains below. */
 void sy_sock_set_read_high(struct sy_sock *s, size_t high);
-/** The write callback runs when a write leaves at most `low` bytes queued. */
 /** Eager: output added by a callback of any socket is written as that callback returns (else
  * at the end of the loop pass, with what later callbacks add to it). For a peer that can
  * start on its part at once: a cluster's HTTP/1.1 connection, a client's HTTP/1.1 one. */
 void sy_sock_set_eager(struct sy_sock *s, bool eager);
+/** The write callback runs when a write leaves at most `low` bytes queued. */
 void sy_sock_set_write_low(struct sy_sock *s, size_t low);
 /** The most one read event takes, and (when smaller) the first read into an empty input:
  * a small first read keeps idle connections from holding big chains; a read that fills it

@@ -12,6 +12,7 @@
 set -u
 [ $# -eq 2 ] || { echo "usage: $0 BIN_A BIN_B" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
+. "$(dirname "$0")/lib.sh" # wait_port
 ROUNDS=${ROUNDS:-3} N=${N:-200000} DUR=${DUR:-4}
 BASE=${BASE_PORT:-27900}
 SY=$((BASE + 1)) B1=$((BASE + 11)) B2=$((BASE + 12))
@@ -46,7 +47,6 @@ clusters:
 apps:
   - {name: bench, hosts: ["*"], weights: {blue: 90, green: 10}}
 EOT
-wait_port() { for _ in $(seq 50); do ss -ltnH "sport = :$1" | grep -q . && return 0; sleep 0.1; done; return 1; }
 wait_port $B1 && wait_port $B2 || { echo "backends did not start" >&2; exit 1; }
 ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 HZ=$(getconf CLK_TCK)

@@ -29,7 +29,6 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null' E
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 2 \
     -subj /CN=localhost 2>/dev/null || { echo "openssl req failed" >&2; exit 1; }
 cat "$work/cert.pem" "$work/key.pem" >"$work/both.pem"
-wait_port() { for _ in $(seq 100); do ss -ltnH "sport = :$1" | grep -q . && return 0; sleep 0.1; done; return 1; }
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # The backend is never asked (no request is made); it is there so that every proxy starts.

@@ -13,6 +13,15 @@ bench_need() {
         { echo "apt-get install$need failed" >&2; exit 1; }
 }
 
+# Waits up to 10 s for a listener on 127.0.0.1's `port`; false when none came.
+wait_port() {
+    for _ in $(seq 100); do
+        ss -ltnH "sport = :$1" | grep -q . && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # Sets SY_BIN, unless given, to a release build of this tree (build-release, set up and built
 # here); exits when the build fails.
 bench_sy_bin() {

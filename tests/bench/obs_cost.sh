@@ -37,7 +37,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-wait_port() { for _ in $(seq 100); do ss -ltnH "sport = :$1" | grep -q . && return 0; sleep 0.1; done; return 1; }
 
 cat >"$work/backends.conf" <<EOT
 daemon off; worker_processes 1; pid $work/backends.pid; error_log $work/backends.err;

@@ -50,7 +50,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-wait_port() { for _ in $(seq 100); do ss -ltnH "sport = :$1" | grep -q . && return 0; sleep 0.1; done; return 1; }
 
 # The backends and proxy configurations are those of run.sh with one worker.
 head -c 16384 /dev/zero | tr '\0' 'x' >"$work/16k"

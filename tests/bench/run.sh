@@ -101,13 +101,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # port: up to 5 s
-    for _ in $(seq 50); do
-        ss -ltnH "sport = :$1" | grep -q . && return 0
-        sleep 0.1
-    done
-    return 1
-}
 # A process and its descendants (nginx and nghttpx fork workers).
 # By parent PID from ps: /proc/PID/task/*/children needs CONFIG_PROC_CHILDREN, which some
 # kernels (this VM's among them) lack.
