@@ -10,6 +10,9 @@
 # Knobs: N, PROXIES ("switchyard haproxy nginx nghttpx"), BASE_PORT (28400), SY_BIN (default
 # build-release/proxy/switchyard, built here). Only 127.0.0.1; only what it started is stopped,
 # by PID. Each load is bounded (idle_h2.py: 60 s to connect, then 3 s held).
+# Settings that differ from each proxy's defaults, all for room for N connections: switchyard
+# limits.max_connections 19000, haproxy maxconn 19000 and no strict-limits, nginx
+# worker_connections 19000 (nghttpx needs none).
 set -u
 cd "$(dirname "$0")/../.."
 N=${N:-8000}
