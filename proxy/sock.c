@@ -14,9 +14,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -36,7 +39,11 @@ struct sy_sock {
     struct sy_sock_loop *loop;
     int fd;
     SSL *ssl;
-    struct event *ev_read, *ev_write;
+    struct event *ev_read, *ev_write; /* persistent, without timeouts */
+    struct event *ev_timer;           /* both directions' timeouts, lazily (see schedule) */
+    uint64_t rd_due, wr_due;          /* µs, monotonic: when the armed direction times out (0:
+                                         no timeout) */
+    uint64_t timer_due;               /* when ev_timer fires (0: not pending) */
     struct evbuffer *in, *out;
     struct evbuffer_cb_entry *in_cb, *out_cb;
     sy_sock_data_cb rd_cb, wr_cb;
@@ -61,6 +68,7 @@ struct sy_sock {
     int err;
     unsigned long tls_err;
     struct sy_sock *next; /* the loop's list */
+    max_align_t ev_mem[]; /* the three events (event_get_struct_event_size each) */
 };
 
 static void arm(struct sy_sock *s);
@@ -108,19 +116,89 @@ static bool stop_dir(struct sy_sock *s, short what, int err)
     return call_event(s, what);
 }
 
+/* ---- timeouts ----
+ * The read and write events carry no timeout: a timeout restarts on every event and on most
+ * state changes (a request restarts them about five times), and each restart of a libevent
+ * timer is a heap update of some 250 instructions. Instead each direction keeps the time it
+ * is due, and one timer per socket fires no later than the earlier of the two; a restart only
+ * moves the due time later, which costs nothing until the timer fires early, finds nothing
+ * due and is set again for what is. */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t tv_us(const struct timeval *tv)
+{
+    return (uint64_t)tv->tv_sec * 1000000u + (uint64_t)tv->tv_usec;
+}
+
+/* The timer fires by the earlier due time (it may fire earlier still: timer_cb looks). */
+static void schedule(struct sy_sock *s, uint64_t now)
+{
+    uint64_t next = s->rd_due;
+    if (s->wr_due && (!next || s->wr_due < next))
+        next = s->wr_due;
+    if (!next || (s->timer_due && s->timer_due <= next))
+        return;
+    uint64_t wait = next > now ? next - now : 0;
+    struct timeval tv = {(time_t)(wait / 1000000u), (suseconds_t)(wait % 1000000u)};
+    event_add(s->ev_timer, &tv);
+    s->timer_due = next;
+}
+
+/* A direction's timeout starts again (`timed` false: it has none). */
+static void set_due(struct sy_sock *s, uint64_t *due, bool timed, const struct timeval *tv)
+{
+    if (!timed) {
+        *due = 0;
+        return;
+    }
+    uint64_t now = now_us();
+    *due = now + tv_us(tv);
+    if (!*due)
+        *due = 1;
+    schedule(s, now);
+}
+
+/* The timeout each direction has in the socket's state: a handshake has the connect's. */
+static void read_timeout(const struct sy_sock *s, bool *timed, const struct timeval **tv)
+{
+    *timed = s->handshaking ? s->has_tv_write : s->has_tv_read;
+    *tv = s->handshaking ? &s->tv_write : &s->tv_read;
+}
+
+static void restart_read(struct sy_sock *s)
+{
+    bool timed;
+    const struct timeval *tv;
+    read_timeout(s, &timed, &tv);
+    set_due(s, &s->rd_due, s->rd_armed && timed, tv);
+}
+
+static void restart_write(struct sy_sock *s)
+{
+    set_due(s, &s->wr_due, s->wr_armed && s->has_tv_write, &s->tv_write);
+}
+
 /* ---- arming ---- */
 
-static void add_ev(struct sy_sock *s, struct event *ev, bool *armed, bool timed,
+static void add_ev(struct sy_sock *s, struct event *ev, bool *armed, uint64_t *due, bool timed,
                    const struct timeval *tv)
 {
     if (*armed)
         return;
-    event_add(ev, timed ? tv : NULL);
+    event_add(ev, NULL);
     *armed = true;
+    set_due(s, due, timed, tv);
 }
 
-static void del_ev(struct event *ev, bool *armed)
+static void del_ev(struct event *ev, bool *armed, uint64_t *due)
 {
+    *due = 0;
     if (!*armed)
         return;
     event_del(ev);
@@ -154,13 +232,13 @@ static void arm(struct sy_sock *s)
     }
     bool was_r = s->rd_armed;
     if (want_r)
-        add_ev(s, s->ev_read, &s->rd_armed, hr, tr);
+        add_ev(s, s->ev_read, &s->rd_armed, &s->rd_due, hr, tr);
     else
-        del_ev(s->ev_read, &s->rd_armed);
+        del_ev(s->ev_read, &s->rd_armed, &s->rd_due);
     if (want_w)
-        add_ev(s, s->ev_write, &s->wr_armed, hw, tw);
+        add_ev(s, s->ev_write, &s->wr_armed, &s->wr_due, hw, tw);
     else
-        del_ev(s->ev_write, &s->wr_armed);
+        del_ev(s->ev_write, &s->wr_armed, &s->wr_due);
     /* Records OpenSSL has read already make no socket event: look at them now. */
     if (want_r && !was_r && s->ssl && !s->handshaking && SSL_has_pending(s->ssl))
         event_active(s->ev_read, EV_READ, 0);
@@ -453,8 +531,8 @@ static void handshake(struct sy_sock *s)
         s->handshaking = false;
         /* Re-armed afresh: the handshake's deadline gives way to the read and write timeouts,
          * and records that came with the handshake are looked at. */
-        del_ev(s->ev_read, &s->rd_armed);
-        del_ev(s->ev_write, &s->wr_armed);
+        del_ev(s->ev_read, &s->rd_armed, &s->rd_due);
+        del_ev(s->ev_write, &s->wr_armed, &s->wr_due);
         arm(s);
         if (!call_event(s, SY_SOCK_CONNECTED))
             return;
@@ -466,8 +544,8 @@ static void handshake(struct sy_sock *s)
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         bool ww = e == SSL_ERROR_WANT_WRITE;
         if (ww != s->hs_want_write) {
-            del_ev(s->ev_read, &s->rd_armed);
-            del_ev(s->ev_write, &s->wr_armed);
+            del_ev(s->ev_read, &s->rd_armed, &s->rd_due);
+            del_ev(s->ev_write, &s->wr_armed, &s->wr_due);
             s->hs_want_write = ww;
         }
         arm(s);
@@ -503,11 +581,11 @@ static void connected(struct sy_sock *s)
     if (s->ssl) {
         s->handshaking = true;
         s->hs_want_write = true;
-        del_ev(s->ev_write, &s->wr_armed);
+        del_ev(s->ev_write, &s->wr_armed, &s->wr_due);
         handshake(s);
         return;
     }
-    del_ev(s->ev_write, &s->wr_armed);
+    del_ev(s->ev_write, &s->wr_armed, &s->wr_due);
     arm(s);
     if (!call_event(s, SY_SOCK_CONNECTED))
         return;
@@ -519,6 +597,8 @@ static void connected(struct sy_sock *s)
 
 static void read_ev(struct sy_sock *s, short what)
 {
+    if (what & EV_READ)
+        restart_read(s);
     if (what & EV_TIMEOUT) {
         if (s->handshaking) {
             /* The connect deadline ran out during the handshake. */
@@ -550,6 +630,8 @@ static void read_ev(struct sy_sock *s, short what)
 
 static void write_ev(struct sy_sock *s, short what)
 {
+    if (what & EV_WRITE)
+        restart_write(s);
     if (what & EV_TIMEOUT) {
         if (s->connecting || s->handshaking) {
             s->connecting = s->handshaking = false;
@@ -595,15 +677,34 @@ static void write_ev_cb(evutil_socket_t fd, short what, void *arg)
     write_list(&l->now_list);
 }
 
+/* Whichever direction is due times out (its timeout starts again, as a persistent event's
+ * would, unless the report disarms it); the timer is set again for what is not due yet. */
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sy_sock *s = arg;
+    struct sy_sock_loop *l = s->loop;
+    s->timer_due = 0;
+    uint64_t now = now_us();
+    s->busy++;
+    if (s->rd_due && s->rd_due <= now) {
+        restart_read(s);
+        read_ev(s, EV_TIMEOUT);
+    }
+    if (!s->dead && s->wr_due && s->wr_due <= now) {
+        restart_write(s);
+        write_ev(s, EV_TIMEOUT);
+    }
+    s->busy--;
+    if (!release_if_dead(s))
+        schedule(s, now);
+    write_list(&l->now_list);
+}
+
 /* ---- construction ---- */
 
 /* What sock_new made, on its failure (the caller closes the descriptor and frees the SSL). */
 static void sock_release(struct sy_sock *s)
 {
-    if (s->ev_read)
-        event_free(s->ev_read);
-    if (s->ev_write)
-        event_free(s->ev_write);
     if (s->in)
         evbuffer_free(s->in);
     if (s->out)
@@ -613,9 +714,15 @@ static void sock_release(struct sy_sock *s)
 
 static struct sy_sock *sock_new(struct sy_sock_loop *l, int fd, SSL *ssl)
 {
-    struct sy_sock *s = calloc(1, sizeof(*s));
+    /* The events live in the socket's own block: one allocation, not four. */
+    size_t evsize = event_get_struct_event_size();
+    evsize = (evsize + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    struct sy_sock *s = calloc(1, sizeof(*s) + 3 * evsize);
     if (!s)
         return NULL;
+    s->ev_read = (struct event *)(void *)s->ev_mem;
+    s->ev_write = (struct event *)(void *)((char *)s->ev_mem + evsize);
+    s->ev_timer = (struct event *)(void *)((char *)s->ev_mem + 2 * evsize);
     s->loop = l;
     s->fd = fd;
     s->ssl = ssl;
@@ -627,9 +734,9 @@ static struct sy_sock *sock_new(struct sy_sock_loop *l, int fd, SSL *ssl)
     }
     s->in_cb = evbuffer_add_cb(s->in, in_cb, s);
     s->out_cb = evbuffer_add_cb(s->out, out_cb, s);
-    s->ev_read = event_new(l->base, fd, EV_READ | EV_PERSIST, read_ev_cb, s);
-    s->ev_write = event_new(l->base, fd, EV_WRITE | EV_PERSIST, write_ev_cb, s);
-    if (!s->ev_read || !s->ev_write) {
+    if (event_assign(s->ev_read, l->base, fd, EV_READ | EV_PERSIST, read_ev_cb, s) != 0 ||
+        event_assign(s->ev_write, l->base, fd, EV_WRITE | EV_PERSIST, write_ev_cb, s) != 0 ||
+        event_assign(s->ev_timer, l->base, -1, 0, timer_cb, s) != 0) {
         sock_release(s);
         return NULL;
     }
@@ -706,9 +813,9 @@ void sy_sock_free(struct sy_sock *s)
     if (!s || s->dead)
         return;
     wt_unqueue(s);
-    event_free(s->ev_read);
-    event_free(s->ev_write);
-    s->ev_read = s->ev_write = NULL;
+    event_del(s->ev_read);
+    event_del(s->ev_write);
+    event_del(s->ev_timer);
     if (s->ssl) {
         /* Without SSL_shutdown OpenSSL drops the session of a connection from the cache (it
          * cannot tell a close from a cut); a fatal alert has dropped it already. */
@@ -757,31 +864,16 @@ void sy_sock_disable(struct sy_sock *s, short what)
     arm(s);
 }
 
-/* A pending event's timer starts again (or stops), and its epoll registration is left alone:
- * event_del then event_add would cost an epoll_ctl even through the change list. */
-static void restart_timer(struct event *ev, bool armed, bool timed, const struct timeval *tv)
-{
-    if (!armed)
-        return;
-    if (timed)
-        event_add(ev, tv);
-    else
-        event_remove_timer(ev);
-}
-
 /* The timers of the pending events restart with the timeouts the state calls for. */
 static void retime(struct sy_sock *s, bool rd, bool wr)
 {
     if (s->dead)
         return;
-    if (s->handshaking) {
-        /* One deadline for the handshake, the connect's (see arm). */
-        restart_timer(s->ev_read, rd && s->rd_armed, s->has_tv_write, &s->tv_write);
-        restart_timer(s->ev_write, wr && s->wr_armed, s->has_tv_write, &s->tv_write);
-        return;
-    }
-    restart_timer(s->ev_read, rd && s->rd_armed, s->has_tv_read, &s->tv_read);
-    restart_timer(s->ev_write, wr && s->wr_armed, s->has_tv_write, &s->tv_write);
+    /* A handshake has one deadline, the connect's (read_timeout). */
+    if (rd)
+        restart_read(s);
+    if (wr)
+        restart_write(s);
 }
 
 void sy_sock_set_timeouts(struct sy_sock *s, const struct timeval *rd, const struct timeval *wr)

@@ -4,7 +4,8 @@
  * (once, write callback after) or, for an eager socket, as the callback that queued it returns,
  * what the socket does not take waits for EV_WRITE and the write
  * callback comes at the low watermark, the read high watermark pauses and resumes reading, the
- * read timeout and the peer's close reach the event callback, a connect is reported, and a TLS
+ * read and write timeouts (restarted by progress, changed, taken away) and the peer's close
+ * reach the event callback, a connect is reported, and a TLS
  * handshake (a self-signed certificate made here) carries data both ways with ALPN. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -63,7 +64,7 @@ static void pair(int sv[2])
 
 static void run_for(struct event_base *base, int ms)
 {
-    struct timeval tv = {0, ms * 1000};
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     event_base_loopexit(base, &tv);
     event_base_dispatch(base);
 }
@@ -309,6 +310,132 @@ static void test_read_timeout(void **state)
     fix_close(&f);
 }
 
+/* Feeds the peer one byte per period, `left` times. */
+struct feeder {
+    struct event *ev;
+    int peer, left;
+};
+
+static void feed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct feeder *fd_ = arg;
+    if (fd_->left-- > 0)
+        assert_int_equal(write(fd_->peer, "x", 1), 1);
+    else
+        event_del(fd_->ev);
+}
+
+/* The timeout restarts on every read (the timer, set for the first due time, fires early and
+ * is set again), and runs out once the bytes stop. */
+static void test_timeout_restarts(void **state)
+{
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
+    struct rec r = {.base = base, .drain = true};
+    sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
+    struct timeval tv = {0, 150000};
+    sy_sock_set_timeouts(s, &tv, NULL);
+    sy_sock_enable(s, EV_READ);
+    struct feeder fd_ = {.peer = f.peer, .left = 8};
+    fd_.ev = event_new(base, -1, EV_PERSIST, feed_cb, &fd_);
+    struct timeval period = {0, 50000};
+    event_add(fd_.ev, &period);
+    run_for(base, 400); /* 8 bytes by 400 ms, 150 ms apart at most */
+    assert_int_equal(r.events, 0);
+    assert_true(r.reads >= 7);
+    assert_true(s->rd_armed);
+    run_for(base, 2000);
+    assert_int_equal(r.events, 1);
+    assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
+    assert_int_equal(r.reads, 8);
+    event_free(fd_.ev);
+    sy_sock_free(s);
+    fix_close(&f);
+}
+
+/* A timeout made shorter while the timer waits for a later one still fires on time; one
+ * taken away does not fire at all. */
+static void test_timeout_changed(void **state)
+{
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
+    struct timeval longer = {30, 0}, shorter = {0, 40000};
+    sy_sock_set_timeouts(s, &longer, NULL);
+    sy_sock_enable(s, EV_READ);
+    sy_sock_set_timeouts(s, &shorter, NULL);
+    run_for(base, 2000);
+    assert_int_equal(r.events, 1);
+    assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
+
+    r.events = 0;
+    sy_sock_set_timeouts(s, &shorter, NULL);
+    sy_sock_enable(s, EV_READ);
+    sy_sock_set_timeouts(s, NULL, NULL);
+    run_for(base, 200);
+    assert_int_equal(r.events, 0);
+    assert_true(s->rd_armed);
+    sy_sock_free(s);
+    fix_close(&f);
+}
+
+/* Output the peer does not take: the write timeout reports it, and reading goes on. */
+static void test_write_timeout(void **state)
+{
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
+    struct timeval tv = {0, 40000};
+    sy_sock_set_timeouts(s, NULL, &tv);
+    sy_sock_enable(s, EV_READ | EV_WRITE);
+    static char big[1 << 20];
+    for (int i = 0; i < 8; i++)
+        evbuffer_add(sy_sock_output(s), big, sizeof(big));
+    run_for(base, 2000);
+    assert_int_equal(r.events, 1);
+    assert_int_equal(r.last, SY_SOCK_WRITING | SY_SOCK_TIMEOUT);
+    assert_false(s->wr_armed);
+    assert_true(s->rd_armed);
+    sy_sock_free(s);
+    fix_close(&f);
+}
+
+/* Both directions due in one firing, and the first report frees the socket. */
+static void free_on_event(struct sy_sock *s, short what, void *arg)
+{
+    struct rec *r = arg;
+    r->events++;
+    r->last = what;
+    sy_sock_free(s);
+}
+
+static void test_timeout_free(void **state)
+{
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, NULL, NULL, free_on_event, &r);
+    sy_sock_enable(s, EV_READ | EV_WRITE);
+    static char big[1 << 20];
+    for (int i = 0; i < 8; i++)
+        evbuffer_add(sy_sock_output(s), big, sizeof(big));
+    run_for(base, 20); /* the output blocks */
+    assert_true(s->wr_armed);
+    struct timeval tv = {0, 30000};
+    sy_sock_set_timeouts(s, &tv, &tv);
+    s->wr_due = s->rd_due; /* due together */
+    run_for(base, 300);
+    assert_int_equal(r.events, 1);
+    assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
+    fix_close(&f);
+}
+
 /* A callback that frees its socket: nothing touches it after. */
 static void free_on_read(struct sy_sock *s, void *arg)
 {
@@ -531,6 +658,10 @@ int main(void)
         cmocka_unit_test(test_write_blocked),
         cmocka_unit_test(test_watermark),
         cmocka_unit_test(test_read_timeout),
+        cmocka_unit_test(test_timeout_restarts),
+        cmocka_unit_test(test_timeout_changed),
+        cmocka_unit_test(test_write_timeout),
+        cmocka_unit_test(test_timeout_free),
         cmocka_unit_test(test_free_in_callback),
         cmocka_unit_test(test_connect),
         cmocka_unit_test(test_tls),
