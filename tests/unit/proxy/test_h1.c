@@ -540,6 +540,26 @@ static void test_field_value_bytes_follow_rfc9110(void **state)
     }
 }
 
+/* As for values: every byte at every offset of a long reason phrase. */
+static void test_reason_bytes_at_every_offset(void **state)
+{
+    const size_t vlen = 40;
+    for (size_t at = 0; at < vlen; at++) {
+        for (int c = 0; c < 256; c++) {
+            char r[128];
+            memcpy(r, "HTTP/1.1 200 ", 13);
+            memset(r + 13, 'r', vlen);
+            r[13 + at] = (char)c;
+            static const char rest[] = "\r\nContent-Length: 0\r\n\r\n";
+            memcpy(r + 13 + vlen, rest, sizeof(rest) - 1);
+            struct sy_h1_response resp;
+            bool ok = parse_resp(r, 13 + vlen + sizeof(rest) - 1, false, &resp) > 0;
+            if (ok != rfc_field_char(c))
+                fail_msg("byte 0x%02x at offset %zu of a reason: accepted=%d", c, at, ok);
+        }
+    }
+}
+
 static void test_field_name_bytes_are_tchars(void **state)
 {
     for (int c = 0; c < 256; c++) {
@@ -1047,6 +1067,7 @@ int main(void)
         cmocka_unit_test(test_each_bad_request_gets_its_status),
         cmocka_unit_test(test_too_many_headers_is_431),
         cmocka_unit_test(test_field_value_bytes_follow_rfc9110),
+        cmocka_unit_test(test_reason_bytes_at_every_offset),
         cmocka_unit_test(test_field_name_bytes_are_tchars),
         cmocka_unit_test(test_method_bytes_are_tchars),
         cmocka_unit_test(test_target_bytes_are_visible_ascii),
