@@ -1141,6 +1141,9 @@ static bool session_open(struct h2_session *s)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->sent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, s->sent_window},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, s->sent_header_bytes},
+        /* RFC 9218: no RFC 7540 priority tree (deprecated by RFC 9113): streams are scheduled
+         * round-robin by urgency, and a closed stream is freed, not kept in a tree. */
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
     rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     if (rv == 0 && s->sent_conn_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)

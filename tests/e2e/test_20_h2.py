@@ -524,6 +524,33 @@ def test_response_heads_arrive_lowercase_with_the_backend_status(backends, proxy
             assert hop not in names, (path, headers)
 
 
+def test_server_opts_out_of_rfc7540_priorities_and_priority_signals_change_nothing(backends,
+                                                                                    proxy):
+    """RFC 9218 §2.1: the proxy's SETTINGS carry NO_RFC7540_PRIORITIES = 1 (nghttp2 then keeps
+    no priority tree, and frees a stream when it closes). A client that still sends RFC 7540
+    priorities, in HEADERS and in PRIORITY frames, is served as any other."""
+    p = proxy(_apps(100, 0))
+    c = H2Client(p.port)
+    c.pump(lambda evs: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in evs))
+    changed = next(e for e in c.events if isinstance(e, h2.events.RemoteSettingsChanged))
+    got = {int(k): v.new_value for k, v in changed.changed_settings.items()}
+    assert got.get(0x9) == 1, got
+    first = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(first, [(":method", "GET"), (":scheme", "http"), (":path", "/pri-1"),
+                                (":authority", "app.test")],
+                        end_stream=True, priority_weight=200, priority_exclusive=True)
+    c.flush()
+    c.conn.prioritize(first + 2, weight=8, depends_on=first)  # a stream not opened yet
+    c.flush()
+    second = c.request("/pri-2")
+    got1, got2 = c.response(first), c.response(second)
+    assert c.terminated() is None
+    c.close()
+    for got in (got1, got2):
+        status, _, body, reset = got
+        assert status == 200 and body == b"blue-1\n" and reset is None, got
+
+
 def test_post_bodies_arrive_intact_with_and_without_content_length(backends, proxy, tls_cert,
                                                                     tmp_path):
     p = proxy(_apps(100, 0), tls=tls_cert)
