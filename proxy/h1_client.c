@@ -66,8 +66,8 @@ static void prepare(struct exchange *ex, const struct req_head *req, bool tls_up
     }
     ex->ups = s;
     s->chunked_up = req->framing == SY_H1_BODY_CHUNKED;
-    struct head_sink sink = {.h2 = false};
-    hw_init(&sink.hw, s->head);
+    struct head_sink sink;
+    sink_init(&sink, false, s->head);
     exchange_rewrite_head(ex, req, &sink, tls_up);
 }
 

@@ -774,8 +774,8 @@ static void prepare(struct exchange *ex, const struct req_head *req, bool tls_up
     s->deferred = s->sent = s->end_sent = s->req_eof = false;
     s->unconsumed = 0;
     ex->ups = s;
-    struct head_sink sink = {.h2 = true};
-    hw_init(&sink.hw, s->hdrs); /* empty, and unused until a response comes */
+    struct head_sink sink;
+    sink_init(&sink, true, s->hdrs); /* empty, and unused until a response comes */
     exchange_rewrite_head(ex, req, &sink, tls_up);
     size_t len = evbuffer_get_length(s->hdrs);
     sy_xgrow((void **)&s->store, &s->store_cap, len ? len : 1, 1);

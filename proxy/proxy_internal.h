@@ -729,6 +729,14 @@ struct head_sink {
     struct nv_off *o;
     size_t n, cap;
 };
+/* An empty sink writing to `out`. (Not `= {...}`: that would clear hw.buf, 4 KiB a request.) */
+static inline void sink_init(struct head_sink *s, bool h2, struct evbuffer *out)
+{
+    hw_init(&s->hw, out);
+    s->h2 = h2;
+    s->o = NULL;
+    s->n = s->cap = 0;
+}
 /* rewrite.c: the request head as the cluster gets it: hop-by-hop fields dropped (and the ones
  * Connection names), X-Forwarded-* and Via added, the framing restated. During prepare only. */
 void exchange_rewrite_head(struct exchange *ex, const struct req_head *req, struct head_sink *s,
