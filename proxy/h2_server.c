@@ -69,6 +69,7 @@ struct h2_stream {
      * the request body (client_body: no DATA while the window is open) and the response
      * (client_send: bytes wait and the client's window takes none). */
     struct event *timer;
+    struct timeval timer_at;  /* when the timer, if pending, fires */
     struct timeval body_seen; /* request body progress, or when the window last reopened */
     struct timeval send_seen; /* response progress, or when bytes began to wait */
 };
@@ -149,6 +150,15 @@ static void now_tv(const struct h2_session *s, struct timeval *tv)
 
 static void stream_timer_cb(evutil_socket_t fd, short what, void *arg);
 
+/* The stream's timer fires `ms` from now. */
+static void stream_timer_set(struct h2_stream *st, unsigned ms)
+{
+    struct timeval now, tv = ms_tv(ms);
+    now_tv(st->s, &now);
+    timeradd(&now, &tv, &st->timer_at);
+    evtimer_add(st->timer, &tv);
+}
+
 /* Streams */
 
 /* Ended streams this worker thread keeps for reuse with their buffers, their head's arena and
@@ -228,8 +238,7 @@ static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
     st->down.conn = &s->conn;
     st->method = st->path = st->authority = -1;
     /* The header block (with its CONTINUATIONs) must complete within client_header. */
-    struct timeval tv = ms_tv(session_config(s)->timeouts.client_header_ms);
-    evtimer_add(st->timer, &tv);
+    stream_timer_set(st, session_config(s)->timeouts.client_header_ms);
     st->next = s->streams;
     if (s->streams)
         s->streams->prev = st;
@@ -612,7 +621,9 @@ static const struct downstream_ops h2_ops = {
     .abort = d_abort,
 };
 
-/* From now on the timer looks at least as often as the shorter of the two deadlines. */
+/* From now on the timer looks at least as often as the shorter of the two deadlines. The head's
+ * timer, when it fires no later than that, is left to fire first (stream_timer_cb then looks
+ * and sets it again): setting a timer costs a heap update, on every stream. */
 static void stream_arm_deadlines(struct h2_stream *st)
 {
     now_tv(st->s, &st->body_seen);
@@ -620,8 +631,11 @@ static void stream_arm_deadlines(struct h2_stream *st)
     unsigned period = tcfg->timeouts.client_body_ms < tcfg->timeouts.client_send_ms
                           ? tcfg->timeouts.client_body_ms
                           : tcfg->timeouts.client_send_ms;
-    struct timeval tv = ms_tv(period);
-    evtimer_add(st->timer, &tv);
+    struct timeval tv = ms_tv(period), due;
+    timeradd(&st->body_seen, &tv, &due);
+    if (evtimer_pending(st->timer, NULL) && !timercmp(&due, &st->timer_at, <))
+        return;
+    stream_timer_set(st, period);
 }
 
 /* The checks a head must pass before its fields are looked at; false once the stream has
@@ -865,8 +879,7 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
         if (body - idle < next)
             next = body - idle;
     }
-    struct timeval tv = ms_tv((unsigned)(next ? next : 1));
-    evtimer_add(st->timer, &tv);
+    stream_timer_set(st, (unsigned)(next ? next : 1));
 }
 
 /* nghttp2 callbacks */

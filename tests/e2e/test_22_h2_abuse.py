@@ -181,6 +181,8 @@ def test_silent_request_body_resets_the_stream_after_client_body(backends, proxy
     waited = time.monotonic() - t0
     helpers.measure("h2_reset_after_silent_body", "%.2f" % waited, "s", "client_body 1s")
     assert waited >= 0.8, "reset after %.2f s, before timeouts.client_body" % waited
+    # Not at client_header (10s by default), whose timer was pending when the head ended.
+    assert waited < 5, "reset after %.2f s, long after timeouts.client_body" % waited
     assert not c.goaways() and not c.closed, c.summary()
     # Its upstream connection was closed: the backend saw the body end short.
     helpers.wait_for(lambda: backends.blue.saw("silent-body", "body-abort"), 10,
@@ -189,6 +191,25 @@ def test_silent_request_body_resets_the_stream_after_client_body(backends, proxy
     c.headers(5, "/anything?after-reset")
     assert c.read(c.done(5), timeout=10), c.summary()
     assert c.status(5) == 200, c.summary()
+    c.close()
+    _still_serves(p)
+
+
+def test_client_body_longer_than_client_header_still_runs_its_full_time(backends, proxy):
+    """The head's timer fires first (client_header 1s) on a stream whose head is complete: it
+    must only look, and the silent body is reset at client_body (3s), on the same connection."""
+    p = proxy(_apps(), timeouts={"client_header": "1s", "client_body": "3s"})
+    c = RawH2(p.port)
+    _settings_ready(c)
+    c.headers(1, "/anything?silent-body-3s", method="POST", end_stream=False)
+    t0 = time.monotonic()
+    assert c.read(lambda fr: bool(c.resets(1)), timeout=15), \
+        "the silent stream was not reset: %s" % c.summary()
+    waited = time.monotonic() - t0
+    helpers.measure("h2_reset_after_silent_body_past_client_header", "%.2f" % waited, "s",
+                    "client_header 1s, client_body 3s")
+    assert 2.5 <= waited < 8, "reset after %.2f s, not at timeouts.client_body" % waited
+    assert not c.goaways() and not c.closed, c.summary()
     c.close()
     _still_serves(p)
 
