@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,11 +72,31 @@ const char *sy_strerror(int err)
     return "unknown error";
 }
 
+/* Eight bytes at once with 'A'..'Z' lowered: a byte's high bit, set by adding 0x3f to its low
+ * seven bits, says it is at least 'A'; by adding 0x25, above 'Z'. Bytes of 0x80 and up stay. */
+static inline uint64_t lower8(uint64_t x)
+{
+    const uint64_t high = 0x8080808080808080u;
+    uint64_t low7 = x & ~high;
+    uint64_t at_least_a = low7 + 0x3f3f3f3f3f3f3f3fu;
+    uint64_t above_z = low7 + 0x2525252525252525u;
+    uint64_t upper = at_least_a & ~above_z & ~x & high;
+    return x | (upper >> 2);
+}
+
 bool sy_slice_ieq_slice(struct sy_slice a, struct sy_slice b)
 {
     if (a.len != b.len)
         return false;
-    for (size_t i = 0; i < a.len; i++) {
+    size_t i = 0;
+    for (; i + 8 <= a.len; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a.p + i, 8);
+        memcpy(&y, b.p + i, 8);
+        if (x != y && lower8(x) != lower8(y))
+            return false;
+    }
+    for (; i < a.len; i++) {
         unsigned char x = (unsigned char)a.p[i], y = (unsigned char)b.p[i];
         if (x >= 'A' && x <= 'Z')
             x += 32;

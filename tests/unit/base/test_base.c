@@ -208,6 +208,27 @@ static void test_write_all_fails_with_errno_when_the_reader_is_gone(void **state
     close(p[1]);
 }
 
+/* Every pair of bytes at every offset of a 19-byte name (two words and a tail), against the
+ * byte-by-byte definition (the comparison goes eight bytes at a time). */
+static void test_slice_ieq_every_byte_pair_at_every_offset(void **state)
+{
+    char a[19], b[19];
+    for (size_t at = 0; at < sizeof(a); at++) {
+        for (int x = 0; x < 256; x++) {
+            for (int y = 0; y < 256; y++) {
+                memset(a, 'k', sizeof(a));
+                memset(b, 'K', sizeof(b));
+                a[at] = (char)x;
+                b[at] = (char)y;
+                int lx = x >= 'A' && x <= 'Z' ? x + 32 : x, ly = y >= 'A' && y <= 'Z' ? y + 32 : y;
+                bool got = sy_slice_ieq_slice(sy_slice_of(a, sizeof(a)), sy_slice_of(b, sizeof(b)));
+                if (got != (lx == ly))
+                    fail_msg("0x%02x vs 0x%02x at %zu: %d", x, y, at, got);
+            }
+        }
+    }
+}
+
 static void test_slice_ieq_ignores_ascii_case_only(void **state)
 {
     assert_true(sy_slice_ieq(sy_slice_of("Content-Length", 14), "content-length"));
@@ -285,6 +306,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slice_ieq_ignores_ascii_case_only),
+        cmocka_unit_test(test_slice_ieq_every_byte_pair_at_every_offset),
         cmocka_unit_test(test_fmt_u64_writes_decimal_digits),
         cmocka_unit_test(test_write_all_waits_for_a_full_nonblocking_pipe_and_writes_everything),
         cmocka_unit_test(test_write_all_fails_with_errno_when_the_reader_is_gone),
