@@ -681,7 +681,7 @@ static struct h2_up *conn_new(struct sy_worker *w, struct pool *p, const struct 
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_peer_max_concurrent_streams(opt, H2_INITIAL_STREAMS);
-    nghttp2_session_client_new2(&h->ng, callbacks(), h, opt);
+    nghttp2_session_client_new3(&h->ng, callbacks(), h, opt, sy_mem_nghttp2());
     nghttp2_option_del(opt);
     h->idle_timer = evtimer_new(w->base, idle_cb, h);
     h->flush_ev = event_new(w->base, -1, 0, flush_cb, h);

@@ -1143,7 +1143,7 @@ static bool session_open(struct h2_session *s)
                                                cfg->limits.h2_reset_rate);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
-    int rv = nghttp2_session_server_new2(&s->ng, cbs, s, opt);
+    int rv = nghttp2_session_server_new3(&s->ng, cbs, s, opt, sy_mem_nghttp2());
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {

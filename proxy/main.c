@@ -21,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "mem.h"
 #include "switchyard/access_log.h"
 #include "switchyard/admin.h"
 #include "switchyard/admin_http.h"
@@ -1180,6 +1181,7 @@ static void finish(struct control *ctl)
 int main(int argc, char **argv)
 {
     tune_malloc();
+    sy_mem_install();
     struct args a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc != -1)

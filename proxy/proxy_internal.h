@@ -24,6 +24,7 @@
 #include "switchyard/routing.h"
 
 #include "sock.h"
+#include "mem.h"
 
 struct exchange;
 struct upstream;
