@@ -5,6 +5,7 @@
 #   bash tests/bench/profile.sh perf [h1|h2] [/|/16k]       perf record, cpu-clock sampling
 #   bash tests/bench/profile.sh callgrind [h1|h2] [/|/16k]  instructions, under valgrind
 #   bash tests/bench/profile.sh syscalls [h1|h2] [/|/16k]   system calls per request (strace -c)
+#   bash tests/bench/profile.sh tcp [h1|h2] [/|/16k]        TCP segments and ACKs per request
 #   PROXY=haproxy bash tests/bench/profile.sh perf h1 /16k  the same for a peer (perf, syscalls;
 #                                                           nginx, haproxy or nghttpx, 1 worker;
 #                                                           callgrind: each in one process)
@@ -20,6 +21,9 @@
 # Works for every proxy: nginx runs with master_process off, haproxy with -db (one process
 # either way), nghttpx as --single-process.
 # syscalls: strace -c -f on the proxy over N requests (default 20000); prints calls per request.
+# tcp: the kernel's TCP counters (nstat) over N requests, per request: segments, pure and
+# delayed ACKs, and more, for the whole machine (the proxy's two sides, the backends and the
+# load generator), so run it on an otherwise quiet machine.
 # SY_BIN: a switchyard binary to use as is (otherwise build-release is built here).
 # Output goes to stdout and stays in the work directory it names. Only 127.0.0.1; only the
 # processes this script started are stopped, by PID.
@@ -28,7 +32,7 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 tool=${1:-perf} kind=${2:-h1} path=${3:-/}
 PROXY=${PROXY:-switchyard}
-case $tool in perf | syscalls | callgrind) ;; *) echo "tool: perf, syscalls or callgrind" >&2; exit 2 ;; esac
+case $tool in perf | syscalls | callgrind | tcp) ;; *) echo "tool: perf, syscalls, callgrind or tcp" >&2; exit 2 ;; esac
 case $kind in h1 | h2) ;; *) echo "kind: h1 or h2" >&2; exit 2 ;; esac
 case $PROXY in switchyard | nginx | haproxy | nghttpx) ;; *) echo "PROXY: switchyard, nginx, haproxy or nghttpx" >&2; exit 2 ;; esac
 DUR=${DUR:-5}
@@ -201,6 +205,12 @@ elif [ "$tool" = syscalls ]; then
     wait $st 2>/dev/null
     echo "## system calls per request ($N requests)"
     awk -v n="$N" '$NF ~ /^[a-z_0-9]+$/ && $1 ~ /^[0-9.]+$/ && NF >= 5 {printf "%-16s %6.2f\n", $NF, $4 / n}' "$work/strace.txt"
+elif [ "$tool" = tcp ]; then
+    load count >/dev/null # warm: connections open, buffers grown
+    nstat -n >/dev/null   # the counters start from here
+    load count | grep -E 'requests:|finished in'
+    echo "## TCP counters per request ($N requests, whole machine)"
+    nstat -z 2>/dev/null | awk -v n="$N" '$1 ~ /^(TcpInSegs|TcpOutSegs|TcpRetransSegs|TcpExtDelayedACKs|TcpExtDelayedACKLost|TcpExtTCPPureAcks|TcpExtTCPHPAcks|TcpExtTCPHPHits|TcpExtTCPAutoCorking|TcpExtTCPOrigDataSent|TcpExtTCPDelivered|TcpExtTCPBacklogCoalesce|TcpExtTCPRcvCoalesce)$/ {printf "%-26s %7.3f\n", $1, $2 / n}'
 elif [ "$tool" = callgrind ]; then
     N=${N:-20000}
     load count >/dev/null # warm: pools filled, buffers grown; then the counts start from zero

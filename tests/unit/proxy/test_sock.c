@@ -156,6 +156,46 @@ static void test_write_through(void **state)
     fix_close(&f);
 }
 
+/* Output in one extent goes by send, in several by writev (WRITE_IOV at a time): 40 extents
+ * of distinct bytes arrive whole and in order. */
+static void test_write_many_extents(void **state)
+{
+    struct fix f = fix_open();
+    struct event_base *base = f.base;
+    struct sy_sock *s = f.s;
+    struct rec r = {.base = base};
+    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
+    sy_sock_enable(s, EV_READ | EV_WRITE);
+    enum { EXTENTS = 40, LEN = 100 };
+    static char want[EXTENTS * LEN];
+    for (int i = 0; i < EXTENTS; i++) {
+        memset(want + i * LEN, 'A' + i % 26, LEN);
+        struct evbuffer *piece = evbuffer_new();
+        evbuffer_add(piece, want + i * LEN, LEN);
+        evbuffer_add_buffer(sy_sock_output(s), piece); /* moves the chain: one extent each */
+        evbuffer_free(piece);
+    }
+    assert_true(evbuffer_peek(sy_sock_output(s), -1, NULL, NULL, 0) >= EXTENTS);
+    run_for(base, 100);
+    assert_int_equal(evbuffer_get_length(sy_sock_output(s)), 0);
+    static char got[EXTENTS * LEN + 1];
+    size_t n = 0;
+    while (n < sizeof(want)) {
+        ssize_t k = read(f.peer, got + n, sizeof(got) - n);
+        assert_true(k > 0);
+        n += (size_t)k;
+    }
+    assert_int_equal(n, sizeof(want));
+    assert_memory_equal(got, want, sizeof(want));
+    /* And one extent alone. */
+    evbuffer_add(sy_sock_output(s), "single", 6);
+    run_for(base, 50);
+    assert_int_equal(read(f.peer, got, sizeof(got)), 6);
+    assert_memory_equal(got, "single", 6);
+    sy_sock_free(s);
+    fix_close(&f);
+}
+
 /* Two sockets read in one pass; the first one's callback gives output to a third, the target,
  * and the second one's callback looks whether the target's peer has it yet. */
 struct eager_case {
@@ -654,6 +694,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read),
         cmocka_unit_test(test_write_through),
+        cmocka_unit_test(test_write_many_extents),
         cmocka_unit_test(test_eager),
         cmocka_unit_test(test_write_blocked),
         cmocka_unit_test(test_watermark),
