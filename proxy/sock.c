@@ -328,7 +328,7 @@ static ssize_t tls_write(struct sy_sock *s, size_t max)
 /* Cleartext: the output's front, at most `max` bytes, in one system call. One extent (most
  * answers) goes by send, which is a shorter way through the kernel than writev (no file
  * position lock, no iovec copied in); more go by writev. Returns what the call returned. */
-#define WRITE_IOV 16
+#define WRITE_IOV 128 /* as libevent's writev: an HTTP/2 pass can queue a hundred extents */
 static ssize_t plain_write(struct sy_sock *s, size_t max)
 {
     struct evbuffer_iovec v[WRITE_IOV];
