@@ -98,6 +98,27 @@ static void fix_close(struct fix *f)
     event_base_free(f->base);
 }
 
+/* A fixture whose socket reports to `r`, with these timeouts (NULL: none), enabled for
+ * `what`. */
+static struct fix timed_open(struct rec *r, const struct timeval *rd, const struct timeval *wr,
+                             short what)
+{
+    struct fix f = fix_open();
+    *r = (struct rec){.base = f.base};
+    sy_sock_setcb(f.s, rec_read, rec_write, rec_event, r);
+    sy_sock_set_timeouts(f.s, rd, wr);
+    sy_sock_enable(f.s, what);
+    return f;
+}
+
+/* 8 MiB of output: more than a socketpair takes, so the write blocks. */
+static void fill_output(struct sy_sock *s)
+{
+    static char big[1 << 20];
+    for (int i = 0; i < 8; i++)
+        evbuffer_add(sy_sock_output(s), big, sizeof(big));
+}
+
 static void test_read(void **state)
 {
     struct fix f = fix_open();
@@ -134,12 +155,10 @@ static void add_cb(evutil_socket_t fd, short what, void *arg)
 
 static void test_write_through(void **state)
 {
-    struct fix f = fix_open();
+    struct rec r;
+    struct fix f = timed_open(&r, NULL, NULL, EV_READ | EV_WRITE);
     struct event_base *base = f.base;
     struct sy_sock *s = f.s;
-    struct rec r = {.base = base};
-    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
-    sy_sock_enable(s, EV_READ | EV_WRITE);
     struct wt_case c = {.s = s};
     struct event *ev = evtimer_new(base, add_cb, &c);
     struct timeval zero = {0, 0};
@@ -156,60 +175,58 @@ static void test_write_through(void **state)
     fix_close(&f);
 }
 
+/* `count` pieces of `len` bytes from `p`, each moved in as a chain of its own. */
+static void add_extents(struct sy_sock *s, const char *p, int count, size_t len)
+{
+    for (int i = 0; i < count; i++) {
+        struct evbuffer *piece = evbuffer_new();
+        evbuffer_add(piece, p + (size_t)i * len, len);
+        evbuffer_add_buffer(sy_sock_output(s), piece); /* moves the chain: one extent each */
+        evbuffer_free(piece);
+    }
+}
+
+/* Reads exactly n bytes from the peer and compares them with `want`. */
+static void peer_gets(int peer, const char *want, size_t n)
+{
+    static char got[1 << 16];
+    assert_true(n <= sizeof(got));
+    for (size_t have = 0; have < n;) {
+        ssize_t k = read(peer, got + have, n - have);
+        assert_true(k > 0);
+        have += (size_t)k;
+    }
+    assert_memory_equal(got, want, n);
+}
+
 /* Output in one extent goes by send, in several by writev (WRITE_IOV at a time): 300 extents
  * of distinct bytes arrive whole and in order. */
 static void test_write_many_extents(void **state)
 {
-    struct fix f = fix_open();
-    struct event_base *base = f.base;
+    struct rec r;
+    struct fix f = timed_open(&r, NULL, NULL, EV_READ | EV_WRITE);
     struct sy_sock *s = f.s;
-    struct rec r = {.base = base};
-    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
-    sy_sock_enable(s, EV_READ | EV_WRITE);
     enum { EXTENTS = 300, LEN = 100 };
     static char want[EXTENTS * LEN];
-    for (int i = 0; i < EXTENTS; i++) {
+    for (int i = 0; i < EXTENTS; i++)
         memset(want + i * LEN, 'A' + i % 26, LEN);
-        struct evbuffer *piece = evbuffer_new();
-        evbuffer_add(piece, want + i * LEN, LEN);
-        evbuffer_add_buffer(sy_sock_output(s), piece); /* moves the chain: one extent each */
-        evbuffer_free(piece);
-    }
+    add_extents(s, want, EXTENTS, LEN);
     assert_true(evbuffer_peek(sy_sock_output(s), -1, NULL, NULL, 0) >= EXTENTS);
-    run_for(base, 100);
+    run_for(f.base, 100);
     assert_int_equal(evbuffer_get_length(sy_sock_output(s)), 0);
-    static char got[EXTENTS * LEN + 1];
-    size_t n = 0;
-    while (n < sizeof(want)) {
-        ssize_t k = read(f.peer, got + n, sizeof(got) - n);
-        assert_true(k > 0);
-        n += (size_t)k;
-    }
-    assert_int_equal(n, sizeof(want));
-    assert_memory_equal(got, want, sizeof(want));
+    peer_gets(f.peer, want, sizeof(want));
     /* A hundred extents (an HTTP/2 pass of small answers) go in one system call: a partial
      * write would arm EPOLLOUT and wait a loop turn for the rest. */
-    for (int i = 0; i < 100; i++) {
-        struct evbuffer *piece = evbuffer_new();
-        evbuffer_add(piece, want + i * LEN, LEN);
-        evbuffer_add_buffer(sy_sock_output(s), piece);
-        evbuffer_free(piece);
-    }
+    add_extents(s, want, 100, LEN);
     wt_unqueue(s);
     assert_true(do_write(s));
     assert_int_equal(evbuffer_get_length(sy_sock_output(s)), 0);
     assert_false(s->blocked);
-    for (n = 0; n < 100 * LEN;) {
-        ssize_t k = read(f.peer, got + n, sizeof(got) - n);
-        assert_true(k > 0);
-        n += (size_t)k;
-    }
-    assert_memory_equal(got, want, 100 * LEN);
+    peer_gets(f.peer, want, 100 * LEN);
     /* And one extent alone. */
     evbuffer_add(sy_sock_output(s), "single", 6);
-    run_for(base, 50);
-    assert_int_equal(read(f.peer, got, sizeof(got)), 6);
-    assert_memory_equal(got, "single", 6);
+    run_for(f.base, 50);
+    peer_gets(f.peer, "single", 6);
     sy_sock_free(s);
     fix_close(&f);
 }
@@ -352,19 +369,14 @@ static void test_watermark(void **state)
 
 static void test_read_timeout(void **state)
 {
-    struct fix f = fix_open();
-    struct event_base *base = f.base;
-    struct sy_sock *s = f.s;
-    struct rec r = {.base = base};
-    sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
+    struct rec r;
     struct timeval tv = {0, 30000};
-    sy_sock_set_timeouts(s, &tv, NULL);
-    sy_sock_enable(s, EV_READ);
-    run_for(base, 1000);
+    struct fix f = timed_open(&r, &tv, NULL, EV_READ);
+    run_for(f.base, 1000);
     assert_int_equal(r.events, 1);
     assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
-    assert_false(s->rd_armed); /* reading stopped */
-    sy_sock_free(s);
+    assert_false(f.s->rd_armed); /* reading stopped */
+    sy_sock_free(f.s);
     fix_close(&f);
 }
 
@@ -387,28 +399,24 @@ static void feed_cb(evutil_socket_t fd, short what, void *arg)
  * is set again), and runs out once the bytes stop. */
 static void test_timeout_restarts(void **state)
 {
-    struct fix f = fix_open();
-    struct event_base *base = f.base;
-    struct sy_sock *s = f.s;
-    struct rec r = {.base = base, .drain = true};
-    sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
+    struct rec r;
     struct timeval tv = {0, 150000};
-    sy_sock_set_timeouts(s, &tv, NULL);
-    sy_sock_enable(s, EV_READ);
+    struct fix f = timed_open(&r, &tv, NULL, EV_READ);
+    r.drain = true;
     struct feeder fd_ = {.peer = f.peer, .left = 8};
-    fd_.ev = event_new(base, -1, EV_PERSIST, feed_cb, &fd_);
+    fd_.ev = event_new(f.base, -1, EV_PERSIST, feed_cb, &fd_);
     struct timeval period = {0, 50000};
     event_add(fd_.ev, &period);
-    run_for(base, 400); /* 8 bytes by 400 ms, 150 ms apart at most */
+    run_for(f.base, 400); /* 8 bytes by 400 ms, 150 ms apart at most */
     assert_int_equal(r.events, 0);
     assert_true(r.reads >= 7);
-    assert_true(s->rd_armed);
-    run_for(base, 2000);
+    assert_true(f.s->rd_armed);
+    run_for(f.base, 2000);
     assert_int_equal(r.events, 1);
     assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
     assert_int_equal(r.reads, 8);
     event_free(fd_.ev);
-    sy_sock_free(s);
+    sy_sock_free(f.s);
     fix_close(&f);
 }
 
@@ -416,50 +424,38 @@ static void test_timeout_restarts(void **state)
  * taken away does not fire at all. */
 static void test_timeout_changed(void **state)
 {
-    struct fix f = fix_open();
-    struct event_base *base = f.base;
-    struct sy_sock *s = f.s;
-    struct rec r = {.base = base};
-    sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
+    struct rec r;
     struct timeval longer = {30, 0}, shorter = {0, 40000};
-    sy_sock_set_timeouts(s, &longer, NULL);
-    sy_sock_enable(s, EV_READ);
-    sy_sock_set_timeouts(s, &shorter, NULL);
-    run_for(base, 2000);
+    struct fix f = timed_open(&r, &longer, NULL, EV_READ);
+    sy_sock_set_timeouts(f.s, &shorter, NULL);
+    run_for(f.base, 2000);
     assert_int_equal(r.events, 1);
     assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
 
     r.events = 0;
-    sy_sock_set_timeouts(s, &shorter, NULL);
-    sy_sock_enable(s, EV_READ);
-    sy_sock_set_timeouts(s, NULL, NULL);
-    run_for(base, 200);
+    sy_sock_set_timeouts(f.s, &shorter, NULL);
+    sy_sock_enable(f.s, EV_READ);
+    sy_sock_set_timeouts(f.s, NULL, NULL);
+    run_for(f.base, 200);
     assert_int_equal(r.events, 0);
-    assert_true(s->rd_armed);
-    sy_sock_free(s);
+    assert_true(f.s->rd_armed);
+    sy_sock_free(f.s);
     fix_close(&f);
 }
 
 /* Output the peer does not take: the write timeout reports it, and reading goes on. */
 static void test_write_timeout(void **state)
 {
-    struct fix f = fix_open();
-    struct event_base *base = f.base;
-    struct sy_sock *s = f.s;
-    struct rec r = {.base = base};
-    sy_sock_setcb(s, rec_read, rec_write, rec_event, &r);
+    struct rec r;
     struct timeval tv = {0, 40000};
-    sy_sock_set_timeouts(s, NULL, &tv);
-    sy_sock_enable(s, EV_READ | EV_WRITE);
-    static char big[1 << 20];
-    for (int i = 0; i < 8; i++)
-        evbuffer_add(sy_sock_output(s), big, sizeof(big));
-    run_for(base, 2000);
+    struct fix f = timed_open(&r, NULL, &tv, EV_READ | EV_WRITE);
+    fill_output(f.s);
+    run_for(f.base, 2000);
     assert_int_equal(r.events, 1);
     assert_int_equal(r.last, SY_SOCK_WRITING | SY_SOCK_TIMEOUT);
-    assert_false(s->wr_armed);
-    assert_true(s->rd_armed);
-    sy_sock_free(s);
+    assert_false(f.s->wr_armed);
+    assert_true(f.s->rd_armed);
+    sy_sock_free(f.s);
     fix_close(&f);
 }
 
@@ -474,21 +470,16 @@ static void free_on_event(struct sy_sock *s, short what, void *arg)
 
 static void test_timeout_free(void **state)
 {
-    struct fix f = fix_open();
-    struct event_base *base = f.base;
-    struct sy_sock *s = f.s;
-    struct rec r = {.base = base};
-    sy_sock_setcb(s, NULL, NULL, free_on_event, &r);
-    sy_sock_enable(s, EV_READ | EV_WRITE);
-    static char big[1 << 20];
-    for (int i = 0; i < 8; i++)
-        evbuffer_add(sy_sock_output(s), big, sizeof(big));
-    run_for(base, 20); /* the output blocks */
-    assert_true(s->wr_armed);
+    struct rec r;
+    struct fix f = timed_open(&r, NULL, NULL, EV_READ | EV_WRITE);
+    sy_sock_setcb(f.s, NULL, NULL, free_on_event, &r);
+    fill_output(f.s);
+    run_for(f.base, 20); /* the output blocks */
+    assert_true(f.s->wr_armed);
     struct timeval tv = {0, 30000};
-    sy_sock_set_timeouts(s, &tv, &tv);
-    s->wr_due = s->rd_due; /* due together */
-    run_for(base, 300);
+    sy_sock_set_timeouts(f.s, &tv, &tv);
+    f.s->wr_due = f.s->rd_due; /* due together */
+    run_for(f.base, 300);
     assert_int_equal(r.events, 1);
     assert_int_equal(r.last, SY_SOCK_READING | SY_SOCK_TIMEOUT);
     fix_close(&f);
