@@ -30,8 +30,9 @@ class Member:
     def __init__(self, index, workdir):
         self.index = index
         self.name = "m%d" % index
-        self.client_port = helpers.free_port()
-        self.peer_port = helpers.free_port()
+        # Below the ephemeral range: a stopped member comes back on the same ports.
+        self.client_port = helpers.steady_port()
+        self.peer_port = helpers.steady_port()
         self.client_url = "http://127.0.0.1:%d" % self.client_port
         self.peer_url = "http://127.0.0.1:%d" % self.peer_port
         self.endpoint = "127.0.0.1:%d" % self.client_port

@@ -4,6 +4,7 @@
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -35,6 +36,40 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_STEADY_GIVEN = set()
+
+
+def steady_port():
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range, for a server that
+    stops and must come back on the same port (an etcd member: its peers know its URL). A
+    port from free_port() is an ephemeral one, which any outgoing connection may take while
+    the server is down ("bind: address already in use" at the restart)."""
+    low = _ephemeral_low()
+    top = max(1025, min(low, 65536))
+    bottom = max(1024, top - 12000)
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(bottom, top)
+        if port in _STEADY_GIVEN:  # handed out already, maybe not yet bound
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _STEADY_GIVEN.add(port)
+            return port
+    return free_port()
 
 
 _STARTED = re.compile(rb"main: switchyard \S+: generation \d+, ")
