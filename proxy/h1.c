@@ -59,8 +59,8 @@ static size_t field_span(const char *p, size_t i, size_t n)
     while (n - i >= 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
         __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, ctl_max), v);
-        __m128i out = _mm_or_si128(_mm_andnot_si128(_mm_cmpeq_epi8(v, tab), ctl),
-                                   _mm_cmpeq_epi8(v, del));
+        __m128i out =
+            _mm_or_si128(_mm_andnot_si128(_mm_cmpeq_epi8(v, tab), ctl), _mm_cmpeq_epi8(v, del));
         unsigned mask = (unsigned)_mm_movemask_epi8(out);
         if (mask)
             return i + (unsigned)__builtin_ctz(mask);

@@ -23,8 +23,8 @@
 #include "switchyard/proxy.h"
 #include "switchyard/routing.h"
 
-#include "sock.h"
 #include "mem.h"
+#include "sock.h"
 
 struct exchange;
 struct upstream;

@@ -6,7 +6,7 @@
  * Never part of the test suite; the machine is noisy, so interleave and take medians:
  *
  *   ninja -C build tests/bench_pingpong
- *   for i in $(seq 20); do build/tests/bench_pingpong 2 20000; build/tests/bench_pingpong 1 20000; done
+ *   b=build/tests/bench_pingpong; for i in $(seq 20); do $b 2 20000; $b 1 20000; done
  *
  * Only 127.0.0.1; the child is stopped by closing the connection. */
 #include <arpa/inet.h>
@@ -47,8 +47,7 @@ static void echo(const struct sockaddr_in *a)
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s MODE(0 writev+read, 1 send+recv, 2 writev-1+read) N\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s MODE(0 writev+read, 1 send+recv, 2 writev-1+read) N\n", argv[0]);
         return 2;
     }
     int mode = atoi(argv[1]);
