@@ -186,14 +186,14 @@ static void restart_write(struct sy_sock *s)
 
 /* ---- arming ---- */
 
-static void add_ev(struct sy_sock *s, struct event *ev, bool *armed, uint64_t *due, bool timed,
-                   const struct timeval *tv)
+/* True when the event was not pending (its timeout then starts: restart_read/_write). */
+static bool add_ev(struct event *ev, bool *armed)
 {
     if (*armed)
-        return;
+        return false;
     event_add(ev, NULL);
     *armed = true;
-    set_due(s, due, timed, tv);
+    return true;
 }
 
 static void del_ev(struct event *ev, bool *armed, uint64_t *due)
@@ -211,8 +211,6 @@ static void arm(struct sy_sock *s)
     if (s->dead)
         return;
     bool want_r, want_w;
-    const struct timeval *tr = &s->tv_read, *tw = &s->tv_write;
-    bool hr = s->has_tv_read, hw = s->has_tv_write;
     if (s->connecting) {
         want_r = false;
         want_w = true;
@@ -221,8 +219,6 @@ static void arm(struct sy_sock *s)
          * waits; a server's handshake has its own deadline (tls.c). */
         want_r = !s->hs_want_write;
         want_w = s->hs_want_write;
-        tr = tw;
-        hr = hw;
     } else {
         want_r = ((s->enabled & EV_READ) && !s->suspended) || s->wr_want_read;
         /* An SSL_write that waits for a read is retried by the read event, not spun on. */
@@ -231,14 +227,18 @@ static void arm(struct sy_sock *s)
                  s->rd_want_write;
     }
     bool was_r = s->rd_armed;
-    if (want_r)
-        add_ev(s, s->ev_read, &s->rd_armed, &s->rd_due, hr, tr);
-    else
+    if (want_r) {
+        if (add_ev(s->ev_read, &s->rd_armed))
+            restart_read(s);
+    } else {
         del_ev(s->ev_read, &s->rd_armed, &s->rd_due);
-    if (want_w)
-        add_ev(s, s->ev_write, &s->wr_armed, &s->wr_due, hw, tw);
-    else
+    }
+    if (want_w) {
+        if (add_ev(s->ev_write, &s->wr_armed))
+            restart_write(s);
+    } else {
         del_ev(s->ev_write, &s->wr_armed, &s->wr_due);
+    }
     /* Records OpenSSL has read already make no socket event: look at them now. */
     if (want_r && !was_r && s->ssl && !s->handshaking && SSL_has_pending(s->ssl))
         event_active(s->ev_read, EV_READ, 0);
