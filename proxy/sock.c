@@ -63,6 +63,7 @@ struct sy_sock {
     bool eager;         /* on now_list: written after the callback that filled it */
     bool refused;       /* the connect failed at once: reported from the write event */
     bool dead;          /* freed inside a callback */
+    bool read_big;      /* the last read into an empty input was big: the next goes straight in */
     int busy;           /* callbacks on the stack */
     size_t read_high, write_low, read_max, read_first, write_max;
     int err;
@@ -460,17 +461,32 @@ static ssize_t read_via_scratch(struct evbuffer *in, int fd, size_t want)
     return r;
 }
 
+/* A read into an empty input of at least this many bytes makes the socket's next such read go
+ * straight into reserved space: for a large body the scratch buffer's copy (a whole 16 KiB
+ * answer, say) costs more than the chain sized for `want`, and a socket that carried one big
+ * read is likely to carry another. */
+#define BIG_READ 4096
+
 /* Cleartext: one read (two when a small first read into an empty input fills up). */
 static ssize_t plain_read(struct sy_sock *s, size_t have, size_t want, short *end)
 {
-    size_t now = have == 0 && s->read_first < want ? s->read_first : want;
-    ssize_t r = have == 0 ? read_via_scratch(s->in, s->fd, now) : read_into(s->in, s->fd, now);
+    ssize_t r;
+    size_t now = want;
+    if (have > 0 || s->read_big) {
+        r = read_into(s->in, s->fd, now);
+    } else {
+        if (s->read_first < want)
+            now = s->read_first;
+        r = read_via_scratch(s->in, s->fd, now);
+    }
     if (r == (ssize_t)now && now < want) {
         /* Filled: read on. Whatever ends this second read the next event sees again. */
         ssize_t more = read_into(s->in, s->fd, want - now);
         if (more > 0)
             r += more;
     }
+    if (have == 0)
+        s->read_big = r >= BIG_READ; /* an EAGAIN (a reservation left behind) too: small */
     if (r == 0)
         *end = SY_SOCK_EOF;
     else if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)

@@ -140,6 +140,41 @@ static void test_read(void **state)
     fix_close(&f);
 }
 
+/* Reads into an empty input: a small one goes through the scratch buffer, a client's first
+ * read is small and a full one reads on, and after a big read the next goes straight into
+ * reserved space (one extent for 20,000 bytes). The bytes arrive intact every way. */
+static void read_round(struct fix *f, size_t n, int seed, int extents)
+{
+    static char out[20000];
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)((i * 7 + (size_t)seed) % 251);
+    assert_int_equal(write(f->peer, out, n), (ssize_t)n);
+    struct evbuffer *in = sy_sock_input(f->s);
+    for (int i = 0; i < 20 && evbuffer_get_length(in) < n; i++)
+        run_for(f->base, 100);
+    assert_int_equal(evbuffer_get_length(in), n);
+    assert_int_equal(evbuffer_peek(in, -1, NULL, NULL, 0), extents);
+    assert_memory_equal(evbuffer_pullup(in, -1), out, n);
+    evbuffer_drain(in, n);
+}
+
+static void test_read_sizes(void **state)
+{
+    struct rec r;
+    struct fix f = timed_open(&r, NULL, NULL, EV_READ);
+    r.stop_on_rd = true;
+    sy_sock_set_read_max(f.s, SY_SOCK_READ_MAX, 1920);
+    read_round(&f, 20000, 1, 2); /* 1,920 through the scratch buffer, then the rest */
+    assert_true(f.s->read_big);
+    read_round(&f, 20000, 2, 1); /* straight in */
+    read_round(&f, 10, 3, 1);
+    assert_false(f.s->read_big);
+    read_round(&f, 20000, 4, 2);
+    read_round(&f, 5000, 5, 1);
+    sy_sock_free(f.s);
+    fix_close(&f);
+}
+
 struct wt_case {
     struct sy_sock *s;
     int adds;
@@ -702,6 +737,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read),
+        cmocka_unit_test(test_read_sizes),
         cmocka_unit_test(test_write_through),
         cmocka_unit_test(test_write_many_extents),
         cmocka_unit_test(test_eager),
