@@ -34,8 +34,6 @@
 
 #include "proxy_internal.h"
 
-/* At most this many state-change lines per endpoint per minute (the rest are counted). */
-#define LOG_LINES_PER_MINUTE 6
 /* An HTTP/1.1 status line must arrive within this many bytes. */
 #define STATUS_LINE_MAX 1024
 
@@ -82,25 +80,14 @@ static uint64_t next_rnd(struct sy_health_checker *hc)
 
 /* ---- state changes ----------------------------------------------------------------------- */
 
-/* Logs one state change of `h`, unless it already logged LOG_LINES_PER_MINUTE in the minute
- * since the first of them. */
+/* Logs one state change of `h`, unless the flap damper (sy_ep_log_take) holds it back. */
 static void log_change(struct sy_ep_health *h, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void log_change(struct sy_ep_health *h, int level, const char *fmt, ...)
 {
-    /* A minute from the first line logged, not a minute of the clock: a flap that spans
-     * hh:mm:59 -> hh:mm+1:00 would otherwise log twice the limit within a second. */
-    uint64_t now = sy_now_ms();
-    if (now - h->log_since >= 60000) {
-        h->log_since = now;
-        h->log_lines = 0;
-    }
-    if (h->log_lines >= LOG_LINES_PER_MINUTE) {
-        h->log_dropped++;
+    if (!sy_ep_log_take(h, sy_now_ms()))
         return;
-    }
-    h->log_lines++;
     char line[400];
     va_list ap;
     va_start(ap, fmt);

@@ -136,6 +136,20 @@ uint64_t sy_ep_note(struct sy_ep_health *h, const struct sy_outlier_spec *o, boo
     return len;
 }
 
+bool sy_ep_log_take(struct sy_ep_health *h, uint64_t now_ms)
+{
+    if (h->log_lines == 0 || now_ms - h->log_since >= 60000) {
+        h->log_since = now_ms;
+        h->log_lines = 0;
+    }
+    if (h->log_lines >= SY_HEALTH_LOG_LINES_PER_MINUTE) {
+        h->log_dropped++;
+        return false;
+    }
+    h->log_lines++;
+    return true;
+}
+
 bool sy_retry_budget_fits(const struct sy_retry_budget_spec *b, uint64_t requests, uint64_t retries)
 {
     uint64_t allowed = requests * b->percent / 100;

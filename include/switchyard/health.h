@@ -68,6 +68,18 @@ struct sy_ep_health {
     bool swept;
 };
 
+/** State-change lines logged per endpoint in the minute since the first of them (flap damper). */
+#define SY_HEALTH_LOG_LINES_PER_MINUTE 6
+
+/**
+ * The flap damper: whether one more state-change line of `h` may be logged at monotonic time
+ * `now_ms`. At most SY_HEALTH_LOG_LINES_PER_MINUTE in the minute since the first of them, a
+ * minute that starts with a line (not a minute of the clock, which would let a flap across
+ * hh:mm:59 -> hh:mm+1:00 log twice the limit within a second). A refused line is counted in
+ * h->log_dropped. Control thread.
+ */
+bool sy_ep_log_take(struct sy_ep_health *h, uint64_t now_ms);
+
 /** The shared state of one cluster. */
 struct sy_cluster_health {
     atomic_uint refs;

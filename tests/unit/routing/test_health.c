@@ -21,6 +21,40 @@
 
 /* ---- rise and fall ------------------------------------------------------------------------ */
 
+/* ---- the flap damper ---------------------------------------------------------------------- */
+
+/* A flap of a change every 100 ms for 1.6 s, starting 0.8 s before a whole minute of the
+ * clock: 6 lines, not 6 in each clock minute it touches. */
+static void test_flap_across_a_clock_minute_logs_six_lines(void **st)
+{
+    struct sy_ep_health h = {0};
+    uint64_t start = 10 * 60000 - 800;
+    unsigned taken = 0;
+    for (int i = 0; i < 16; i++)
+        taken += sy_ep_log_take(&h, start + (uint64_t)i * 100);
+    assert_int_equal(taken, SY_HEALTH_LOG_LINES_PER_MINUTE);
+    assert_int_equal(h.log_dropped, 16 - SY_HEALTH_LOG_LINES_PER_MINUTE);
+}
+
+/* The minute runs from the first line: a line just before it ends is held back, one at its
+ * end is logged and opens the next minute. */
+static void test_the_damper_opens_a_minute_after_its_first_line(void **st)
+{
+    struct sy_ep_health h = {0};
+    uint64_t t0 = 123456;
+    for (int i = 0; i < SY_HEALTH_LOG_LINES_PER_MINUTE; i++)
+        assert_true(sy_ep_log_take(&h, t0 + (uint64_t)i));
+    assert_false(sy_ep_log_take(&h, t0 + 59999));
+    assert_true(sy_ep_log_take(&h, t0 + 60000));
+    for (int i = 1; i < SY_HEALTH_LOG_LINES_PER_MINUTE; i++)
+        assert_true(sy_ep_log_take(&h, t0 + 60000 + 59000));
+    assert_false(sy_ep_log_take(&h, t0 + 60000 + 59999));
+    /* From the clock's start too (the unit tests' clock; a machine just booted). */
+    struct sy_ep_health z = {0};
+    assert_true(sy_ep_log_take(&z, 0));
+}
+
+
 static void test_fall_failures_in_a_row_take_it_down_and_rise_passes_bring_it_up(void **st)
 {
     struct sy_health_run r = {0};
@@ -414,6 +448,8 @@ int main(void)
         cmocka_unit_test(test_a_cluster_with_no_endpoint_up_fails_over_by_weight),
         cmocka_unit_test(test_sticky_users_move_together_and_come_back),
         cmocka_unit_test(test_failover_false_marks_the_request_down),
+        cmocka_unit_test(test_flap_across_a_clock_minute_logs_six_lines),
+        cmocka_unit_test(test_the_damper_opens_a_minute_after_its_first_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
