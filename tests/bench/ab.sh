@@ -4,11 +4,13 @@
 # two nginx backends and the same 90/10 split as tests/bench/run.sh. For a change to the data
 # path, before it is worth a full run. Never part of the test suite.
 #
-#   bash tests/bench/ab.sh BIN_A BIN_B          3 rounds (ROUNDS), each A then B, four loads
+#   bash tests/bench/ab.sh BIN_A BIN_B          3 rounds (ROUNDS), each A then B, five loads
+#   LOADS="h1-16k h2c-16k" bash tests/bench/ab.sh ...   only these loads
 #
-# Loads (each bounded by count or time): h2c -c16 -m32 and -c10 -m10 (N requests, default
-# 200000), HTTP/1.1 wrk -c50 on / and /16k (DUR seconds, default 4). Ports from BASE_PORT
-# (27900). Only 127.0.0.1; only what it started is stopped, by PID.
+# Loads (each bounded by count or time): h2c-16x32 and h2c-10x10 (h2load -c16 -m32 and -c10
+# -m10, N requests, default 200000), h2c-16k (-c10 -m10 on /16k, N/4), h1-small and h1-16k
+# (wrk -c50 on / and /16k, DUR seconds, default 4). Ports from BASE_PORT (27900). Only
+# 127.0.0.1; only what it started is stopped, by PID.
 set -u
 [ $# -eq 2 ] || { echo "usage: $0 BIN_A BIN_B" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
@@ -54,6 +56,7 @@ HZ=$(getconf CLK_TCK)
 one() { # label bin load...
     local label=$1 bin=$2
     shift 2
+    case " ${LOADS:-${label#* }} " in *" ${label#* } "*) ;; *) return 0 ;; esac
     "$bin" -c "$work/sy.yaml" -l warn 2>>"$work/sy.err" &
     local p=$!
     wait_port $SY || { echo "$bin did not start" >&2; kill $p; return 1; }
@@ -75,6 +78,7 @@ for r in $(seq "$ROUNDS"); do
         [ $x = B ] && bin=$B
         one "$x h2c-16x32" "$bin" timeout 120 h2load -c16 -m32 -n "$N" "http://127.0.0.1:$SY/"
         one "$x h2c-10x10" "$bin" timeout 120 h2load -c10 -m10 -n "$N" "http://127.0.0.1:$SY/"
+        one "$x h2c-16k" "$bin" timeout 120 h2load -c10 -m10 -n "$((N / 4))" "http://127.0.0.1:$SY/16k"
         one "$x h1-small" "$bin" timeout 60 wrk -t1 -c50 -d"${DUR}s" "http://127.0.0.1:$SY/"
         one "$x h1-16k" "$bin" timeout 60 wrk -t1 -c50 -d"${DUR}s" "http://127.0.0.1:$SY/16k"
     done
