@@ -4,6 +4,7 @@
 usage: report.py RAW.tsv MEM.tsv IDLE_COUNT
 RAW columns: workers kind path target run rps p50_ms p99_ms failed requests cpu_s blue green status
              rq_wait_pct (the target's threads runnable but waiting for a CPU, % of the run)
+             backends_cpu_s (both nginx backends) machine_cpu_s (every core's busy time)
 MEM columns: workers proxy hwm_kib rss_kib idle_rss_kib idle_settled idle_alive status
 """
 import statistics
@@ -42,6 +43,12 @@ def ratio(a, b):
     return f"{a / b:.2f}x"
 
 
+def per_req(f, i, n):
+    """Column i (CPU seconds) per completed request, in us; None when absent."""
+    v = num(f[i]) if len(f) > i else None
+    return v * 1e6 / n if v is not None and n else None
+
+
 def load(raw_path):
     cells = defaultdict(list)  # (w, kind, path, target) -> rows
     for line in open(raw_path):
@@ -53,7 +60,8 @@ def load(raw_path):
         blue, green = int(f[11]), int(f[12])
         cells[(w, kind, path, target)].append(dict(
             rps=rps, p50=p50, p99=p99, fail=fail, n=n, cpu=cpu, blue=blue, green=green,
-            status=f[13], rq=num(f[14]) if len(f) > 14 else None, cpu_us=(cpu * 1e6 / n) if (cpu is not None and n) else None))
+            status=f[13], rq=num(f[14]) if len(f) > 14 else None, cpu_us=(cpu * 1e6 / n) if (cpu is not None and n) else None,
+            be_us=per_req(f, 15, n), mach_us=per_req(f, 16, n)))
     return cells
 
 
@@ -67,6 +75,7 @@ def summary(rows):
         fail=sum(int(r["fail"]) for r in rows if r["fail"] is not None),
         cpu_us=med([r["cpu_us"] for r in rows]),
         rq=med([r["rq"] for r in rows]),
+        be_us=med([r["be_us"] for r in rows]), mach_us=med([r["mach_us"] for r in rows]),
         split=f"{100 * blue / (blue + green):.1f}/{100 * green / (blue + green):.1f}"
         if blue + green else "-",
         dead=any(r["status"] != "ok" for r in rows), runs=len(rows))
@@ -113,6 +122,26 @@ def main():
                       f"| {fmt(s['cpu_us'], 1) if t != 'backend' else '-'} | {fmt(s['rq'], 0)} | {s['split']} "
                       f"| {rr} | {cr} | {pr} |")
         print()
+        if any(S[k]["mach_us"] is not None for k in S if k[0] == w):
+            print("Where the machine's CPU went, per request (medians over the runs, us): the proxy, "
+                  "the two nginx backends, and the rest (the load generator, the kernel's softirq "
+                  "work charged to no process, anything else running) out of every core's busy "
+                  "time. The load generator and the backends share the 2 cores with the proxy, so "
+                  "a proxy that costs them more per request is slower at the same CPU of its own.\n")
+            print("| test | target | proxy | backends | rest | machine | sy machine ratio |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+            for kind, path in TESTS:
+                sy = S.get((w, kind, path, "switchyard"))
+                for t in ORDER:
+                    s_ = S.get((w, kind, path, t))
+                    if not s_ or s_["mach_us"] is None:
+                        continue
+                    own = s_["cpu_us"] if t != "backend" else 0.0
+                    rest = s_["mach_us"] - (own or 0) - (s_["be_us"] or 0)
+                    mr = ratio(sy["mach_us"], s_["mach_us"]) if sy and t != "switchyard" else "-"
+                    print(f"| {NAMES[(kind, path)]} | {t} | {fmt(own, 1)} | {fmt(s_['be_us'], 1)} "
+                          f"| {fmt(rest, 1)} | {fmt(s_['mach_us'], 1)} | {mr} |")
+            print()
         print(f"| proxy | peak RSS (MiB) | RSS after load (MiB) | RSS with {idle:,} idle h2c (MiB) "
               "| idle conns held | KiB per idle conn | sy ratio after load | sy ratio idle |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")

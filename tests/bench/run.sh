@@ -127,6 +127,10 @@ rq_wait_ns() { # time the proxy's threads spent runnable but waiting for a CPU (
     done
     echo $t
 }
+machine_busy() { # CPU ticks every core spent busy so far (user, nice, system, irq, softirq, steal)
+    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+backends_ticks() { echo $(($(cpu_ticks "${PID[backend-blue]}") + $(cpu_ticks "${PID[backend-green]}"))); }
 backend_count() { # port -> requests served so far (stub_status; counts the status request too)
     curl -s --max-time 2 "http://127.0.0.1:$1/__status" | awk 'NR == 3 {print $3}'
 }
@@ -241,7 +245,7 @@ to_ms() { awk '{v = $1; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v +
 # run_cell workers test(h1|h2) path target run: appends one line to $raw
 run_cell() {
     local w=$1 kind=$2 path=$3 target=$4 r=$5
-    local pid=${PID[$target]} port t0 t1 b0 g0 b1 g1 res rps p50 p99 fail n
+    local pid=${PID[$target]} port t0 t1 b0 g0 b1 g1 k0 k1 m0 m1 res rps p50 p99 fail n
     local args=$WRK_ARGS
     case $kind in h1w) args=$WRK_WIDE_ARGS ;; h2) args=$H2_ARGS ;; h2w) args=$H2_WIDE_ARGS ;; esac
     if [ "${kind#h1}" != "$kind" ]; then port=${H1PORT[$target]}; else port=${H2PORT[$target]}; fi
@@ -250,6 +254,7 @@ run_cell() {
         return
     fi
     b0=$(backend_count $B1) g0=$(backend_count $B2)
+    k0=$(backends_ticks) m0=$(machine_busy)
     t0=$(cpu_ticks "$pid") q0=$(rq_wait_ns "$pid")
     if [ "${kind#h1}" != "$kind" ]; then
         res=$(timeout $((DUR + 30)) wrk $args -d"${DUR}s" --latency "http://127.0.0.1:$port$path" 2>&1)
@@ -269,15 +274,18 @@ run_cell() {
         read -r p50 p99 < <(awk -F'\t' '$2 >= 200 {print $3}' "$work/h2.log" | sort -n |
             awk '{a[NR] = $1} END {if (NR) printf "%.3f %.3f\n", a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99) + 1] / 1000; else print "- -"}')
     fi
+    m1=$(machine_busy) k1=$(backends_ticks)
     b1=$(backend_count $B1) g1=$(backend_count $B2)
     echo "$res" >"$work/out-$w-$kind${path//\//_}-$target-$r.txt"
     local status=ok
     alive "$target" || status=DEAD
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$kind" "$path" "$target" "$r" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$kind" "$path" "$target" "$r" \
         "${rps:-0}" "${p50:--}" "${p99:--}" "${fail:--1}" "${n:-0}" \
         "$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN {printf "%.3f", (b - a) / hz}')" \
         "$((b1 - b0 - 1))" "$((g1 - g0 - 1))" "$status" \
-        "$(awk -v a="$q0" -v b="$q1" -v d="$DUR" 'BEGIN {printf "%.1f", (b - a) / 1e7 / d}')" >>"$raw"
+        "$(awk -v a="$q0" -v b="$q1" -v d="$DUR" 'BEGIN {printf "%.1f", (b - a) / 1e7 / d}')" \
+        "$(awk -v a="$k0" -v b="$k1" -v hz="$HZ" 'BEGIN {printf "%.3f", (b - a) / hz}')" \
+        "$(awk -v a="$m0" -v b="$m1" -v hz="$HZ" 'BEGIN {printf "%.3f", (b - a) / hz}')" >>"$raw"
 }
 
 idle_test() { # workers target
