@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for routing/health.c and the health-aware choices of routing/pick.c and table.c:
- * the rise/fall counter, the ejection backoff and its reset, the retry budget over sliding
- * windows, the registry that keeps an endpoint's state across configs, endpoint choice that
- * skips down endpoints, and cluster failover (weights, sticky keys, failover: false, force).
- * Time is a parameter everywhere except the pick, whose endpoints are forced down by their
- * state word (not by time). */
+ * the flap damper of the state-change log, the rise/fall counter, the ejection backoff and its
+ * reset, the retry budget over sliding windows, the registry that keeps an endpoint's state
+ * across configs, endpoint choice that skips down endpoints, and cluster failover (weights,
+ * sticky keys, failover: false, force). Time is a parameter everywhere except the pick, whose
+ * endpoints are forced down by their state word (not by time). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +18,6 @@
 #include "switchyard/config.h"
 #include "switchyard/health.h"
 #include "switchyard/routing.h"
-
-/* ---- rise and fall ------------------------------------------------------------------------ */
 
 /* ---- the flap damper ---------------------------------------------------------------------- */
 
@@ -54,6 +52,7 @@ static void test_the_damper_opens_a_minute_after_its_first_line(void **st)
     assert_true(sy_ep_log_take(&z, 0));
 }
 
+/* ---- rise and fall ------------------------------------------------------------------------ */
 
 static void test_fall_failures_in_a_row_take_it_down_and_rise_passes_bring_it_up(void **st)
 {
