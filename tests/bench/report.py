@@ -60,7 +60,7 @@ def load(raw_path):
         blue, green = int(f[11]), int(f[12])
         cells[(w, kind, path, target)].append(dict(
             rps=rps, p50=p50, p99=p99, fail=fail, n=n, cpu=cpu, blue=blue, green=green,
-            status=f[13], rq=num(f[14]) if len(f) > 14 else None, cpu_us=(cpu * 1e6 / n) if (cpu is not None and n) else None,
+            status=f[13], rq=num(f[14]) if len(f) > 14 else None, cpu_us=per_req(f, 10, n),
             be_us=per_req(f, 15, n), mach_us=per_req(f, 16, n)))
     return cells
 
@@ -136,8 +136,8 @@ def main():
                     s_ = S.get((w, kind, path, t))
                     if not s_ or s_["mach_us"] is None:
                         continue
-                    own = s_["cpu_us"] if t != "backend" else 0.0
-                    rest = s_["mach_us"] - (own or 0) - (s_["be_us"] or 0)
+                    own = (s_["cpu_us"] or 0.0) if t != "backend" else 0.0
+                    rest = s_["mach_us"] - own - (s_["be_us"] or 0.0)
                     mr = ratio(sy["mach_us"], s_["mach_us"]) if sy and t != "switchyard" else "-"
                     print(f"| {NAMES[(kind, path)]} | {t} | {fmt(own, 1)} | {fmt(s_['be_us'], 1)} "
                           f"| {fmt(rest, 1)} | {fmt(s_['mach_us'], 1)} | {mr} |")
