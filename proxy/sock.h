@@ -3,9 +3,9 @@
  * loop, with an input and an output evbuffer, and TLS through OpenSSL on the socket itself.
  * It replaces libevent's bufferevents on the data path: one read per event into the input
  * (readv, or SSL_read into reserved space), output written once at the end of the loop pass
- * that queued it (write-through, one writev) or, for an eager socket, as the socket callback
- * that queued it returns; the write event armed only for what the socket did not take. Read
- * high watermark, write low watermark and read/write timeouts behave as bufferevent users
+ * that queued it (write-through, one send or writev) or, for an eager socket, as the socket
+ * callback that queued it returns; the write event armed only for what the socket did not take.
+ * Read high watermark, write low watermark and read/write timeouts behave as bufferevent users
  * expect. Loop thread only, everywhere. */
 #ifndef SWITCHYARD_PROXY_SOCK_H
 #define SWITCHYARD_PROXY_SOCK_H

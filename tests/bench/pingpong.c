@@ -3,6 +3,8 @@
  * that echoes them, and reports its own CPU (user + system) per round trip. Mode 0 writes with
  * writev (2 extents) and reads with read, mode 2 writev with one extent, mode 1 send and recv,
  * which go to the socket without the VFS layer (no iovec copied in, no file position lock).
+ * Mode 3 writev (2 extents) and recv, mode 4 the same 2 extents gathered by memcpy on the stack
+ * and sent by send, then recv: what proxy/sock.c does with a small head and body.
  * Never part of the test suite; the machine is noisy, so interleave and take medians:
  *
  *   ninja -C build tests/bench_pingpong
@@ -47,7 +49,10 @@ static void echo(const struct sockaddr_in *a)
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s MODE(0 writev+read, 1 send+recv, 2 writev-1+read) N\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s MODE(0 writev+read, 1 send+recv, 2 writev-1+read, 3 writev+recv, "
+                "4 gather+send+recv) N\n",
+                argv[0]);
         return 2;
     }
     int mode = atoi(argv[1]);
@@ -78,6 +83,11 @@ int main(int argc, char **argv)
         ssize_t w;
         if (mode == 1) {
             w = send(s, msg, sizeof(msg), 0);
+        } else if (mode == 4) {
+            char g[sizeof(msg)];
+            memcpy(g, msg, 60);
+            memcpy(g + 60, msg + 60, 40);
+            w = send(s, g, sizeof(g), 0);
         } else {
             struct iovec v[2] = {{msg, mode == 2 ? 100 : 60}, {msg + 60, 40}};
             w = writev(s, v, mode == 2 ? 1 : 2);
@@ -85,7 +95,7 @@ int main(int argc, char **argv)
         if (w != (ssize_t)sizeof(msg))
             return 1;
         for (size_t got = 0; got < sizeof(msg);) {
-            ssize_t r = mode == 1 ? recv(s, b, sizeof(b), 0) : read(s, b, sizeof(b));
+            ssize_t r = mode == 1 || mode >= 3 ? recv(s, b, sizeof(b), 0) : read(s, b, sizeof(b));
             if (r <= 0)
                 return 1;
             got += (size_t)r;
