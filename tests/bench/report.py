@@ -12,7 +12,7 @@ import sys
 from collections import defaultdict
 
 PEERS = ["nginx", "haproxy", "nghttpx"]
-ORDER = ["switchyard", "nginx", "haproxy", "nghttpx", "backend"]
+ORDER = ["switchyard", "before", "nginx", "haproxy", "nghttpx", "backend"]  # before: SY_BEFORE
 TESTS = [("h1", "/"), ("h1", "/16k"), ("h1w", "/"), ("h2", "/"), ("h2", "/16k"), ("h2w", "/")]
 NAMES = {("h1", "/"): "HTTP/1.1 small", ("h1", "/16k"): "HTTP/1.1 16 KiB",
          ("h1w", "/"): "HTTP/1.1 small, 256 conns", ("h2", "/"): "h2c small",
@@ -59,7 +59,7 @@ def load(raw_path):
         rps, p50, p99, fail, n, cpu = (num(x) for x in f[5:11])
         blue, green = int(f[11]), int(f[12])
         cells[(w, kind, path, target)].append(dict(
-            rps=rps, p50=p50, p99=p99, fail=fail, n=n, cpu=cpu, blue=blue, green=green,
+            run=run, rps=rps, p50=p50, p99=p99, fail=fail, n=n, cpu=cpu, blue=blue, green=green,
             status=f[13], rq=num(f[14]) if len(f) > 14 else None, cpu_us=per_req(f, 10, n),
             be_us=per_req(f, 15, n), mach_us=per_req(f, 16, n)))
     return cells
@@ -79,6 +79,68 @@ def summary(rows):
         split=f"{100 * blue / (blue + green):.1f}/{100 * green / (blue + green):.1f}"
         if blue + green else "-",
         dead=any(r["status"] != "ok" for r in rows), runs=len(rows))
+
+
+def targets(S, w, who):
+    """The medians of `who` against the best peer's medians in each row, marked against the
+    goal (1.10x req/s, 0.80x CPU, p99 no higher)."""
+    print(f"## Targets ({w} worker each): {who} against the best peer in each row\n")
+    me = "sy" if who == "switchyard" else who
+    print(f"| test | best peer req/s | {me} / best (>= 1.10x) | lowest peer CPU/req | {me} / lowest "
+          f"(<= 0.80x) | lowest peer p99 | {me} p99 / lowest (<= 1.00x) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for kind, path in TESTS:
+        sy = S.get((w, kind, path, who))
+        peers = [(t, S[(w, kind, path, t)]) for t in PEERS if (w, kind, path, t) in S]
+        if not sy or not peers:
+            continue
+        br = max(peers, key=lambda p: p[1]["rps"] or 0)
+        bc = min(peers, key=lambda p: p[1]["cpu_us"] or 1e18)
+        bp = min(peers, key=lambda p: p[1]["p99"] or 1e18)
+
+        def mark(r, ok):
+            return "-" if r is None else f"{r:.2f}x {'ok' if ok(r) else 'MISSED'}"
+        r1 = sy["rps"] / br[1]["rps"] if sy["rps"] and br[1]["rps"] else None
+        r2 = sy["cpu_us"] / bc[1]["cpu_us"] if sy["cpu_us"] and bc[1]["cpu_us"] else None
+        r3 = sy["p99"] / bp[1]["p99"] if sy["p99"] and bp[1]["p99"] else None
+        print(f"| {NAMES[(kind, path)]} | {br[0]} {fmt(br[1]['rps'])} | {mark(r1, lambda r: r >= 1.1)} "
+              f"| {bc[0]} {fmt(bc[1]['cpu_us'], 1)} | {mark(r2, lambda r: r <= 0.8)} "
+              f"| {bp[0]} {fmt(bp[1]['p99'], 2)} | {mark(r3, lambda r: r <= 1.0)} |")
+    print()
+
+
+def paired(cells, w, who):
+    """Run by run: the targets of one run follow each other within seconds, so `who` against
+    the best peer of the same run cancels the machine's slow swings that medians over runs
+    keep. Median of the per-run ratios, and in how many runs `who` was ahead."""
+    print(f"Run by run ({w} worker each): {who} against the best peer of the same run; the "
+          "median of the per-run ratios, and the runs where it was ahead (req/s at least, CPU "
+          "and p99 at most the peer's).\n")
+    print("| test | runs | req/s vs best peer | ahead | CPU/req vs lowest peer | ahead "
+          "| p99 vs lowest peer | ahead |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for kind, path in TESTS:
+        mine = {r["run"]: r for r in cells.get((w, kind, path, who), [])}
+        rr, cr, pr = [], [], []
+        for run, m in sorted(mine.items()):
+            peers = [r for t in PEERS for r in cells.get((w, kind, path, t), []) if r["run"] == run]
+            rps = [p["rps"] for p in peers if p["rps"]]
+            cpu = [p["cpu_us"] for p in peers if p["cpu_us"]]
+            p99 = [p["p99"] for p in peers if p["p99"]]
+            if m["rps"] and rps:
+                rr.append(m["rps"] / max(rps))
+            if m["cpu_us"] and cpu:
+                cr.append(m["cpu_us"] / min(cpu))
+            if m["p99"] and p99:
+                pr.append(m["p99"] / min(p99))
+        if not rr:
+            continue
+
+        def cell(xs, ahead):
+            return f"{med(xs):.2f}x | {sum(1 for x in xs if ahead(x))}/{len(xs)}" if xs else "- | -"
+        print(f"| {NAMES[(kind, path)]} | {len(rr)} | {cell(rr, lambda x: x >= 1)} "
+              f"| {cell(cr, lambda x: x <= 1)} | {cell(pr, lambda x: x <= 1)} |")
+    print()
 
 
 def main():
@@ -160,27 +222,10 @@ def main():
 
     # The issue's targets, from the first worker count (one worker each).
     w = workers[0]
-    print(f"## Targets ({w} worker each): switchyard against the best peer in each row\n")
-    print("| test | best peer req/s | sy / best (>= 1.10x) | lowest peer CPU/req | sy / lowest "
-          "(<= 0.80x) | lowest peer p99 | sy p99 / lowest (<= 1.00x) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for kind, path in TESTS:
-        sy = S.get((w, kind, path, "switchyard"))
-        peers = [(t, S[(w, kind, path, t)]) for t in PEERS if (w, kind, path, t) in S]
-        if not sy or not peers:
-            continue
-        br = max(peers, key=lambda p: p[1]["rps"] or 0)
-        bc = min(peers, key=lambda p: p[1]["cpu_us"] or 1e18)
-        bp = min(peers, key=lambda p: p[1]["p99"] or 1e18)
-
-        def mark(r, ok):
-            return "-" if r is None else f"{r:.2f}x {'ok' if ok(r) else 'MISSED'}"
-        r1 = sy["rps"] / br[1]["rps"] if sy["rps"] and br[1]["rps"] else None
-        r2 = sy["cpu_us"] / bc[1]["cpu_us"] if sy["cpu_us"] and bc[1]["cpu_us"] else None
-        r3 = sy["p99"] / bp[1]["p99"] if sy["p99"] and bp[1]["p99"] else None
-        print(f"| {NAMES[(kind, path)]} | {br[0]} {fmt(br[1]['rps'])} | {mark(r1, lambda r: r >= 1.1)} "
-              f"| {bc[0]} {fmt(bc[1]['cpu_us'], 1)} | {mark(r2, lambda r: r <= 0.8)} "
-              f"| {bp[0]} {fmt(bp[1]['p99'], 2)} | {mark(r3, lambda r: r <= 1.0)} |")
+    for who in ("switchyard", "before"):
+        if any(k[0] == w and k[3] == who for k in S):
+            targets(S, w, who)
+            paired(cells, w, who)
     sym, ngm = mem.get((w, "switchyard")), mem.get((w, "nginx"))
     if sym and ngm:
         r = sym["rss"] / ngm["rss"]

@@ -9,7 +9,9 @@
 # Knobs (environment): RUNS, DUR (seconds), WORKERS_LIST ("1 2"), IDLE (10000 idle h2c
 # connections per proxy; 0 skips), PROXIES ("switchyard nginx haproxy nghttpx"), CELLS (which
 # loads: "h1:/ h1:/16k h1w:/ h2:/ h2:/16k h2w:/", e.g. CELLS="h1:/" RUNS=7 for one noisy row), BASE_PORT
-# (27800), SY_BIN (default build-release/proxy/switchyard, built here), OUT (report path).
+# (27800), SY_BIN (default build-release/proxy/switchyard, built here), OUT (report path),
+# SY_BEFORE (a second switchyard binary, an earlier build, run as the target "before" with the
+# same config and interleaved with the others: a before/after table from one run).
 #
 # What it does: installs nginx, haproxy, nghttpx (nghttp2-proxy), h2load (nghttp2-client) and
 # wrk from Debian; starts two nginx backends on loopback, blue and green (each its own process
@@ -36,6 +38,12 @@ if [ -n "$QUICK" ]; then RUNS=1; DUR=3; HOLD=2; fi
 WORKERS_LIST=${WORKERS_LIST:-"1 2"}
 IDLE=${IDLE:-10000}
 PROXIES=${PROXIES:-"switchyard nginx haproxy nghttpx"}
+SY_BEFORE=${SY_BEFORE:-}
+if [ -n "$SY_BEFORE" ]; then
+    SY_BEFORE=$(realpath "$SY_BEFORE")
+    [ -x "$SY_BEFORE" ] || { echo "SY_BEFORE: $SY_BEFORE is not an executable" >&2; exit 2; }
+    PROXIES="$PROXIES before"
+fi
 # The cells, KIND:PATH: h1 (wrk -c50), h1w (wrk -c256), h2 (h2load -c10 -m10), h2w (-c16 -m32).
 CELLS=${CELLS:-"h1:/ h1:/16k h1w:/ h2:/ h2:/16k h2w:/"}
 BASE=${BASE_PORT:-27800}
@@ -82,15 +90,15 @@ fi
 # ---------------------------------------------------------------- ports
 B1=$((BASE + 11)) B2=$((BASE + 12)) B1H2=$((BASE + 13))
 SY=$((BASE + 1)) NG=$((BASE + 2)) NGH2=$((BASE + 22)) HA=$((BASE + 3)) HAH2=$((BASE + 23))
-NX=$((BASE + 4))
-for p in $B1 $B2 $B1H2 $SY $NG $NGH2 $HA $HAH2 $NX; do
+NX=$((BASE + 4)) SYB=$((BASE + 5))
+for p in $B1 $B2 $B1H2 $SY $NG $NGH2 $HA $HAH2 $NX $SYB; do
     if ss -ltnH "sport = :$p" | grep -q .; then
         echo "port $p is in use: set BASE_PORT to a free range" >&2
         exit 1
     fi
 done
-declare -A H1PORT=([backend]=$B1 [switchyard]=$SY [nginx]=$NG [haproxy]=$HA [nghttpx]=$NX)
-declare -A H2PORT=([backend]=$B1H2 [switchyard]=$SY [nginx]=$NGH2 [haproxy]=$HAH2 [nghttpx]=$NX)
+declare -A H1PORT=([backend]=$B1 [switchyard]=$SY [nginx]=$NG [haproxy]=$HA [nghttpx]=$NX [before]=$SYB)
+declare -A H2PORT=([backend]=$B1H2 [switchyard]=$SY [nginx]=$NGH2 [haproxy]=$HAH2 [nghttpx]=$NX [before]=$SYB)
 declare -A PID=()
 
 started=()
@@ -222,6 +230,10 @@ start_proxy() { # name workers
     local name=$1 w=$2
     case $name in
     switchyard) "$SY_BIN" -c "$work/sy-$w.yaml" -l warn 2>>"$work/switchyard-$w.err" & ;;
+    before)
+        sed "s/127.0.0.1:$SY}/127.0.0.1:$SYB}/" "$work/sy-$w.yaml" >"$work/before-$w.yaml"
+        "$SY_BEFORE" -c "$work/before-$w.yaml" -l warn 2>>"$work/before-$w.err" &
+        ;;
     nginx) nginx -c "$work/nginx-$w.conf" -p "$work" & ;;
     haproxy) haproxy -f "$work/haproxy-$w.cfg" -db >>"$work/haproxy-$w.err" 2>&1 & ;;
     nghttpx) nghttpx "${NX_ARGS[@]}" >/dev/null 2>&1 & ;;
@@ -353,6 +365,8 @@ t_end=$(date +%s)
         "load average before the run: $loadavg. $RUNS run(s) x ${DUR}s per cell," \
         "targets interleaved; total $((t_end - t_start)) s. Raw figures: $work."
     echo
+    [ -n "$SY_BEFORE" ] && echo "Before: $("$SY_BEFORE" -V 2>&1 | head -n1) ($SY_BEFORE, built" \
+        "$(date -u -r "$SY_BEFORE" '+%Y-%m-%d %H:%M UTC')), the target \"before\", same config." && echo
     echo "Versions: $sy_version;" \
         "$(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | head -n1 | cut -d' ' -f1-3);" \
         "$(nghttpx --version | head -n1); $(h2load --version | head -n1); $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)."
