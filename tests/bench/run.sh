@@ -270,15 +270,18 @@ run_cell() {
     t0=$(cpu_ticks "$pid") q0=$(rq_wait_ns "$pid")
     if [ "${kind#h1}" != "$kind" ]; then
         res=$(timeout $((DUR + 30)) wrk $args -d"${DUR}s" --latency "http://127.0.0.1:$port$path" 2>&1)
-        t1=$(cpu_ticks "$pid") q1=$(rq_wait_ns "$pid")
+        t1=$(cpu_ticks "$pid") q1=$(rq_wait_ns "$pid") m1=$(machine_busy) k1=$(backends_ticks)
         rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$res")
         n=$(awk '/requests in/ {print $1}' <<<"$res")
         p50=$(awk '$1 == "50%" {print $2}' <<<"$res" | to_ms)
         p99=$(awk '$1 == "99%" {print $2}' <<<"$res" | to_ms)
         fail=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$res")
     else
+        # h2load appends to its log file: a fresh one per run, or the percentiles would be
+        # those of every run so far.
+        rm -f "$work/h2.log"
         res=$(timeout $((DUR + 30)) h2load $args -D "$DUR" --log-file="$work/h2.log" "http://127.0.0.1:$port$path" 2>&1)
-        t1=$(cpu_ticks "$pid") q1=$(rq_wait_ns "$pid")
+        t1=$(cpu_ticks "$pid") q1=$(rq_wait_ns "$pid") m1=$(machine_busy) k1=$(backends_ticks)
         rps=$(awk '/^finished in/ {print $4}' <<<"$res")
         n=$(awk '/^requests:/ {print $8}' <<<"$res")
         # "failed" already counts errored and timed-out streams; add 3xx/4xx/5xx answers.
@@ -286,7 +289,6 @@ run_cell() {
         read -r p50 p99 < <(awk -F'\t' '$2 >= 200 {print $3}' "$work/h2.log" | sort -n |
             awk '{a[NR] = $1} END {if (NR) printf "%.3f %.3f\n", a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99) + 1] / 1000; else print "- -"}')
     fi
-    m1=$(machine_busy) k1=$(backends_ticks)
     b1=$(backend_count $B1) g1=$(backend_count $B2)
     echo "$res" >"$work/out-$w-$kind${path//\//_}-$target-$r.txt"
     local status=ok
