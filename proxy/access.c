@@ -76,7 +76,7 @@ void access_begin(struct downstream *d, const struct req_head *req)
         return;
     a->state = ACCESS_BEGUN;
     a->head = req;
-    a->start_us = sy_now_us();
+    a->start_us = sy_clock_us();
     a->wall_ms = wall_ms();
     if (req->version[0] == '2')
         a->proto = d->conn->tls ? "h2" : "h2c";
@@ -254,7 +254,7 @@ static void exchange_line(struct line *l, const struct exchange *ex, const char 
 {
     const struct downstream *d = ex->down;
     const struct access_req *a = &ex->acc;
-    uint64_t start = d->acc.start_us, now = sy_now_us();
+    uint64_t start = d->acc.start_us, now = sy_clock_us();
     bool routed = !ex->maint;
     open_line(l, d->acc.wall_ms);
     str_n(l, "request_id", a->id, a->id_len);
@@ -306,7 +306,7 @@ void access_log_own(struct downstream *d, int status, bool h2)
     if (!w->alog || was == ACCESS_LOGGED)
         return;
     if (!req) {
-        a->start_us = sy_now_us();
+        a->start_us = sy_clock_us();
         a->wall_ms = wall_ms();
         a->proto = h2 ? (d->conn->tls ? "h2" : "h2c") : "HTTP/1.1";
     }
@@ -330,7 +330,7 @@ void access_log_own(struct downstream *d, int status, bool h2)
     key(&l, "upstream_reused");
     lit(&l, "null");
     ms(&l, "ttfb_ms", false, 0);
-    uint64_t now = sy_now_us();
+    uint64_t now = sy_clock_us();
     ms(&l, "total_ms", true, now > a->start_us ? now - a->start_us : 0);
     key(&l, "tunnel");
     lit(&l, "false");

@@ -52,7 +52,7 @@ static void count_end(struct exchange *ex)
     struct traffic_slot *s = ex->slot;
     int cls = ex->status >= 100 && ex->status < 600 ? ex->status / 100 : 0;
     counter_add(&s->by_class[cls], 1);
-    uint64_t now = sy_now_us();
+    uint64_t now = sy_clock_us();
     uint64_t dur = now > ex->start_us ? now - ex->start_us : 0;
     counter_add(&s->dur[sy_lat_bucket(dur)], 1);
     counter_add(&s->dur_sum_us, (int64_t)dur);
@@ -232,7 +232,7 @@ static struct exchange *exchange_begin(struct downstream *d, const struct req_he
     ex->slot = w->slot_index[app->index * sy_route_cluster_count(t) + choice->cluster];
     counter_add(&ex->slot->requests, 1);
     counter_add(&ex->slot->in_flight, 1);
-    ex->start_us = sy_now_us();
+    ex->start_us = sy_clock_us();
     ex->cluster = choice->cluster;
     ex->endpoint = ep;
     /* RFC 9110 §9.2.2: only safe methods are retried on our own (the cluster may have acted
@@ -308,7 +308,7 @@ void exchange_start(struct downstream *d, const struct req_head *req)
         return;
     }
     const struct sy_cluster_spec *cl = sy_route_cluster(t, choice.cluster);
-    sy_cluster_count_request(cl->hs, &cl->retry_budget, sy_now_ms());
+    sy_cluster_count_request(cl->hs, &cl->retry_budget, sy_clock_ms());
     if (cl->protocol != SY_PROTO_HTTP1 && ex->upgrade_asked) {
         char msg[320];
         snprintf(msg, sizeof(msg),
@@ -338,7 +338,7 @@ static void note_endpoint(struct exchange *ex, bool failed, int status)
     if (!h || !cl->outlier.on)
         return;
     enum sy_health_reason why = status ? SY_HR_EJECT_5XX : SY_HR_EJECT_CONNECT;
-    uint64_t len = sy_ep_note(h, &cl->outlier, failed, why, status, sy_now_ms());
+    uint64_t len = sy_ep_note(h, &cl->outlier, failed, why, status, sy_clock_ms());
     if (len)
         sy_log(SY_LOG_WARN, "health",
                "cluster %s endpoint %s ejected for %llu ms: %u %s in a row (ejection %u in a "
@@ -370,7 +370,7 @@ static bool retry_connect(struct exchange *ex, bool body_kept, bool late)
             return false;
         ep = ex->endpoint;
     }
-    if (!sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_now_ms()))
+    if (!sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_clock_ms()))
         return false;
     ex->retries_charged++;
     ex->connect_retried = true;
@@ -460,7 +460,7 @@ void exchange_client_drained(struct exchange *ex)
 void exchange_on_sent(struct exchange *ex)
 {
     if (ex->connect_start_us && !ex->connect_us) {
-        uint64_t now = sy_now_us();
+        uint64_t now = sy_clock_us();
         ex->connect_us = now > ex->connect_start_us ? now - ex->connect_start_us : 1;
     }
     if (ex->expect_continue) {
@@ -517,7 +517,7 @@ bool exchange_on_head(struct exchange *ex, const struct resp_head *head)
     ex->status = h.status;
     ex->down->ops->send_head(ex->down, &h);
     ex->resp_started = true;
-    ex->head_us = sy_now_us();
+    ex->head_us = sy_clock_us();
     if (h.status == 101)
         start_tunnel(ex);
     return true;
@@ -596,7 +596,7 @@ bool exchange_on_error(struct exchange *ex, bool unprocessed, int status, const 
      * once, each at most four times (retry_wanted), and that is the protocol at work. */
     bool charge = !unprocessed;
     if (retry_wanted(ex, unprocessed) &&
-        (!charge || sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_now_ms()))) {
+        (!charge || sy_cluster_take_retry(cl->hs, &cl->retry_budget, sy_clock_ms()))) {
         if (charge)
             ex->retries_charged++;
         const struct sy_endpoint_spec *ep = sy_route_next_endpoint(ex->table, ex->cluster);

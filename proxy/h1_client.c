@@ -142,7 +142,7 @@ static bool start(struct exchange *ex, struct pool *p, const struct sy_cluster_s
     /* For the access log: whether the connection is new, and since when it connects. */
     ex->up_new = !s->up->reused;
     ex->up_used = true;
-    ex->connect_start_us = ex->up_new ? sy_now_us() : 0;
+    ex->connect_start_us = ex->up_new ? sy_clock_us() : 0;
     ex->connect_us = 0;
     if (!s->up->connected)
         return true; /* h1up_connected goes on */

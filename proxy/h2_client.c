@@ -831,7 +831,7 @@ static bool start(struct exchange *ex, struct pool *p, const struct sy_cluster_s
     /* For the access log: a stream on a new connection counts its connect time. */
     ex->up_new = !h->connected;
     ex->up_used = true;
-    ex->connect_start_us = ex->up_new ? sy_now_us() : 0;
+    ex->connect_start_us = ex->up_new ? sy_clock_us() : 0;
     ex->connect_us = 0;
     evtimer_del(h->idle_timer);
     s->h = h;

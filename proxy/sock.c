@@ -24,6 +24,8 @@
 
 #include <openssl/err.h>
 
+#include "switchyard/base.h"
+
 /* One TLS record: what an SSL_write takes at once (a smaller first chunk is pulled up to it,
  * so that a head and its body go out in one record and one write). */
 #define TLS_RECORD 16384
@@ -45,7 +47,7 @@ struct sy_sock {
                                          no timeout) */
     uint64_t timer_due;               /* when ev_timer fires (0: not pending) */
     struct evbuffer *in, *out;
-    struct evbuffer_cb_entry *in_cb, *out_cb;
+    struct evbuffer_cb_entry *in_cb, *out_cb; /* in_cb: only while suspended */
     sy_sock_data_cb rd_cb, wr_cb;
     sy_sock_event_cb ev_cb;
     void *arg;
@@ -125,13 +127,6 @@ static bool stop_dir(struct sy_sock *s, short what, int err)
  * moves the due time later, which costs nothing until the timer fires early, finds nothing
  * due and is set again for what is. */
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static uint64_t tv_us(const struct timeval *tv)
 {
     return (uint64_t)tv->tv_sec * 1000000u + (uint64_t)tv->tv_usec;
@@ -158,7 +153,7 @@ static void set_due(struct sy_sock *s, uint64_t *due, bool timed, const struct t
         *due = 0;
         return;
     }
-    uint64_t now = now_us();
+    uint64_t now = sy_clock_us();
     *due = now + tv_us(tv);
     if (!*due)
         *due = 1;
@@ -282,14 +277,34 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
         wt_queue(s);
 }
 
+/* Reading resumes, and the input's callback goes: every change to a buffer with a callback
+ * runs libevent's callback machinery (some 50 instructions), and the input changes a few
+ * times a request. */
+static void resume(struct sy_sock *s)
+{
+    s->suspended = false;
+    if (s->in_cb) {
+        evbuffer_remove_cb_entry(s->in, s->in_cb);
+        s->in_cb = NULL;
+    }
+    arm(s);
+}
+
 /* The input drained below the high watermark: reading resumes. */
 static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct sy_sock *s = arg;
-    if (info->n_deleted && s->suspended && evbuffer_get_length(buf) < s->read_high) {
-        s->suspended = false;
-        arm(s);
-    }
+    if (info->n_deleted && s->suspended && evbuffer_get_length(buf) < s->read_high)
+        resume(s);
+}
+
+/* The input reached the high watermark: reading stops until in_cb sees it drained (without
+ * the memory for that callback, reading goes on). */
+static void suspend(struct sy_sock *s)
+{
+    if (!s->in_cb)
+        s->in_cb = evbuffer_add_cb(s->in, in_cb, s);
+    s->suspended = s->in_cb != NULL;
 }
 
 /* ---- writing ---- */
@@ -416,13 +431,17 @@ static void write_list(struct sy_sock **list)
 static void run_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_sock_loop *l = arg;
+    sy_clock_hold();
     write_list(&l->list);
+    sy_clock_release();
 }
 
 static void now_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_sock_loop *l = arg;
+    sy_clock_hold();
     write_list(&l->now_list);
+    sy_clock_release();
 }
 
 /* ---- reading ---- */
@@ -560,9 +579,11 @@ static void do_read(struct sy_sock *s)
     size_t want = s->read_max;
     if (s->read_high) {
         if (have >= s->read_high) {
-            s->suspended = true; /* in_cb resumes */
-            arm(s);
-            return;
+            suspend(s);
+            if (s->suspended) {
+                arm(s);
+                return;
+            }
         }
         if (want > s->read_high - have)
             want = s->read_high - have;
@@ -571,7 +592,7 @@ static void do_read(struct sy_sock *s)
     ssize_t r = s->ssl ? tls_read(s, want, &end) : plain_read(s, have, want, &end);
     int err = errno;
     if (s->read_high && evbuffer_get_length(s->in) >= s->read_high)
-        s->suspended = true;
+        suspend(s);
     if (s->rd_want_write || s->suspended)
         arm(s);
     if (r > 0 && !call_data(s, s->rd_cb))
@@ -724,16 +745,20 @@ static void read_ev_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_sock *s = arg;
     struct sy_sock_loop *l = s->loop;
+    sy_clock_hold();
     read_ev(s, what);
     write_list(&l->now_list);
+    sy_clock_release();
 }
 
 static void write_ev_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sy_sock *s = arg;
     struct sy_sock_loop *l = s->loop;
+    sy_clock_hold();
     write_ev(s, what);
     write_list(&l->now_list);
+    sy_clock_release();
 }
 
 /* Whichever direction is due times out (its timeout starts again, as a persistent event's
@@ -743,7 +768,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     struct sy_sock *s = arg;
     struct sy_sock_loop *l = s->loop;
     s->timer_due = 0;
-    uint64_t now = now_us();
+    sy_clock_hold();
+    uint64_t now = sy_clock_us();
     s->busy++;
     if (s->rd_due && s->rd_due <= now) {
         restart_read(s);
@@ -757,6 +783,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     if (!release_if_dead(s))
         schedule(s, now);
     write_list(&l->now_list);
+    sy_clock_release();
 }
 
 /* ---- construction ---- */
@@ -791,9 +818,8 @@ static struct sy_sock *sock_new(struct sy_sock_loop *l, int fd, SSL *ssl)
         sock_release(s);
         return NULL;
     }
-    s->in_cb = evbuffer_add_cb(s->in, in_cb, s);
     s->out_cb = evbuffer_add_cb(s->out, out_cb, s);
-    if (!s->in_cb || !s->out_cb) {
+    if (!s->out_cb) {
         sock_release(s);
         return NULL;
     }
@@ -953,10 +979,8 @@ void sy_sock_set_timeouts(struct sy_sock *s, const struct timeval *rd, const str
 void sy_sock_set_read_high(struct sy_sock *s, size_t high)
 {
     s->read_high = high;
-    if (s->suspended && (high == 0 || evbuffer_get_length(s->in) < high)) {
-        s->suspended = false;
-        arm(s);
-    }
+    if (s->suspended && (high == 0 || evbuffer_get_length(s->in) < high))
+        resume(s);
 }
 
 void sy_sock_set_eager(struct sy_sock *s, bool eager)

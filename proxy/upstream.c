@@ -415,7 +415,7 @@ static void idle_read_cb(struct sy_sock *sk, void *arg)
 /* Notes how many HTTP/1.1 connections of the pool are in use now, for keepalive: auto. */
 static void pool_note_busy(struct pool *p)
 {
-    uint64_t win = sy_now_ms() / BUSY_WINDOW_MS;
+    uint64_t win = sy_clock_ms() / BUSY_WINDOW_MS;
     if (win != p->busy_window) {
         p->busy_prev = win == p->busy_window + 1 ? p->busy_peak : 0;
         p->busy_peak = 0;

@@ -200,8 +200,24 @@ void sy_diag_format(const struct sy_diag *dg, char *buf, size_t size);
 
 /** Monotonic milliseconds. */
 uint64_t sy_now_ms(void);
-/** The same clock in microseconds (vDSO: no system call): latencies, the access log. */
+/** The same clock in microseconds (vDSO: no system call). */
 uint64_t sy_now_us(void);
+
+/**
+ * The data path's clock, sy_now_us's: inside a sy_clock_hold section (an event handler of the
+ * connection layer) it is read once, when first asked for, and every later ask of the section
+ * gets that reading; outside one it is read each time. A request sets some ten deadlines and
+ * timings, each a clock read of about 30 ns on a vDSO clock (2% of the proxy's time on small
+ * answers); a handler runs for microseconds, far below what any of them measures. Never for a
+ * loop that waits for the clock to move (sy_now_ms is). Per thread; sections nest.
+ */
+void sy_clock_hold(void);
+void sy_clock_release(void);
+uint64_t sy_clock_us(void);
+static inline uint64_t sy_clock_ms(void)
+{
+    return sy_clock_us() / 1000;
+}
 
 /** The reason phrase of a registered HTTP status (RFC 9110 §15 and the RFCs after it), or ""
  * for another (the phrase is optional): the proxy's own answers, the admin listener's, and

@@ -600,6 +600,30 @@ uint64_t sy_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+static _Thread_local unsigned clock_depth; /* sy_clock_hold sections open on this thread */
+static _Thread_local uint64_t clock_held;  /* their reading (0: not read yet) */
+
+void sy_clock_hold(void)
+{
+    if (clock_depth++ == 0)
+        clock_held = 0;
+}
+
+void sy_clock_release(void)
+{
+    if (clock_depth && --clock_depth == 0)
+        clock_held = 0;
+}
+
+uint64_t sy_clock_us(void)
+{
+    if (!clock_depth)
+        return sy_now_us();
+    if (!clock_held)
+        clock_held = sy_now_us();
+    return clock_held;
+}
+
 /* RFC 9110's phrases (and 103, 425, 428, 429, 431, 451, 511 from their RFCs), by code. */
 const char *sy_http_reason_phrase(int status)
 {

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "switchyard/base.h"
@@ -289,6 +290,39 @@ static void test_strerror_names_every_error(void **state)
     assert_string_equal(sy_strerror(-99), "unknown error");
 }
 
+/* Inside a hold the data path's clock is read once and stands still; outside, and once the
+ * outermost hold is released, it moves with sy_now_us. */
+static void test_clock_stands_still_inside_a_hold(void **state)
+{
+    (void)state;
+    struct timespec ms = {0, 2000000};
+    uint64_t a = sy_clock_us();
+    nanosleep(&ms, NULL);
+    uint64_t b = sy_clock_us();
+    assert_true(b >= a + 2000); /* no hold: read each time */
+    sy_clock_hold();
+    uint64_t first = sy_clock_us();
+    assert_true(first >= b);
+    nanosleep(&ms, NULL);
+    assert_true(sy_clock_us() == first);
+    sy_clock_hold(); /* nested: the same reading */
+    nanosleep(&ms, NULL);
+    assert_true(sy_clock_us() == first);
+    assert_true(sy_clock_ms() == first / 1000);
+    sy_clock_release();
+    assert_true(sy_clock_us() == first); /* the outer hold still stands */
+    sy_clock_release();
+    assert_true(sy_clock_us() >= first + 4000);
+    assert_true(sy_now_us() >= first + 4000);
+    sy_clock_hold(); /* a new section reads the clock again */
+    assert_true(sy_clock_us() >= first + 4000);
+    sy_clock_release();
+    sy_clock_release(); /* an unmatched release is ignored */
+    uint64_t c = sy_clock_us();
+    nanosleep(&ms, NULL);
+    assert_true(sy_clock_us() >= c + 2000);
+}
+
 static void test_reason_phrase_covers_what_proxy_and_admin_send(void **state)
 {
     (void)state;
@@ -317,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_log_is_written_out_in_order_when_stopped),
         cmocka_unit_test(test_client_lines_beyond_the_rate_are_suppressed_and_counted),
         cmocka_unit_test(test_reason_phrase_covers_what_proxy_and_admin_send),
+        cmocka_unit_test(test_clock_stands_still_inside_a_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

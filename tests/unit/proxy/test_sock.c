@@ -437,6 +437,7 @@ static void test_watermark(void **state)
     sy_sock_setcb(s, rec_read, NULL, rec_event, &r);
     sy_sock_set_read_high(s, 10);
     sy_sock_enable(s, EV_READ);
+    assert_null(s->in_cb); /* the input has a callback only while reading is paused */
     char data[100];
     memset(data, 'x', sizeof(data));
     assert_int_equal(write(f.peer, data, sizeof(data)), 100);
@@ -444,8 +445,10 @@ static void test_watermark(void **state)
     assert_int_equal(evbuffer_get_length(sy_sock_input(s)), 10);
     assert_int_equal(r.reads, 1);
     assert_false(s->rd_armed); /* paused: no read event */
+    assert_non_null(s->in_cb);
     evbuffer_drain(sy_sock_input(s), 5);
     assert_true(s->rd_armed);
+    assert_null(s->in_cb);
     run_for(base, 50);
     assert_int_equal(evbuffer_get_length(sy_sock_input(s)), 10);
     assert_int_equal(r.reads, 2);
