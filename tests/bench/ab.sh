@@ -51,6 +51,11 @@ apps:
 EOT
 wait_port $B1 && wait_port $B2 || { echo "backends did not start" >&2; exit 1; }
 ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+# Every core's busy ticks (user, nice, system, irq, softirq, steal) and the clock, in ticks: how
+# many cores the whole machine kept busy over a load (a proxy that leaves cores idle while
+# the others wait on it is slower at the same CPU of its own).
+busy() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+clk() { awk -v hz="$HZ" '{printf "%.0f", $1 * hz}' /proc/uptime; }
 HZ=$(getconf CLK_TCK)
 
 one() { # label bin load...
@@ -61,16 +66,17 @@ one() { # label bin load...
     local p=$!
     wait_port $SY || { echo "$bin did not start" >&2; kill $p; return 1; }
     timeout 60 h2load -c10 -m10 -n 20000 "http://127.0.0.1:$SY/" >/dev/null 2>&1 # warm-up
-    local t0 t1 out rps n
-    t0=$(ticks $p)
+    local t0 t1 m0 m1 c0 c1 out rps n
+    t0=$(ticks $p) m0=$(busy) c0=$(clk)
     out=$("$@" 2>&1)
-    t1=$(ticks $p)
+    t1=$(ticks $p) m1=$(busy) c1=$(clk)
     rps=$(awk '/^finished in/ {print $4} /^Requests\/sec/ {print $2}' <<<"$out")
     n=$(awk '/^requests:/ {print $8} /requests in/ {print $1}' <<<"$out")
     kill $p
     wait $p 2>/dev/null
     awk -v l="$label" -v a="$t0" -v b="$t1" -v n="${n:-0}" -v r="${rps:-0}" -v hz="$HZ" \
-        'BEGIN {printf "%-14s %8.1f us/req %10.0f req/s\n", l, n ? (b - a) * 1e6 / hz / n : 0, r}'
+        -v m="$((m1 - m0))" -v c="$((c1 - c0))" \
+        'BEGIN {printf "%-14s %8.1f us/req %10.0f req/s %5.2f busy\n", l, n ? (b - a) * 1e6 / hz / n : 0, r, c ? m / c : 0}'
 }
 for r in $(seq "$ROUNDS"); do
     for x in A B; do
@@ -91,7 +97,8 @@ med() {
 echo "medians, B against A:"
 for t in $(awk '{print $2}' "$work/rounds.txt" | sort -u); do
     awk -v t="$t" -v ar="$(med A "$t" 5)" -v br="$(med B "$t" 5)" -v ac="$(med A "$t" 3)" \
-        -v bc="$(med B "$t" 3)" 'BEGIN {printf "%-12s req/s %6.0f -> %6.0f (%.2fx)   CPU us/req %5.1f -> %5.1f (%.2fx)\n", t, ar, br, br / ar, ac, bc, bc / ac}'
+        -v bc="$(med B "$t" 3)" -v am="$(med A "$t" 7)" -v bm="$(med B "$t" 7)" \
+        'BEGIN {printf "%-12s req/s %6.0f -> %6.0f (%.2fx)   CPU us/req %5.1f -> %5.1f (%.2fx)   busy cores %.2f -> %.2f\n", t, ar, br, br / ar, ac, bc, bc / ac, am, bm}'
 done
 echo "A: $A"
 echo "B: $B"

@@ -5,6 +5,8 @@
 #   bash tests/bench/profile.sh perf [h1|h2] [/|/16k]       perf record, cpu-clock sampling
 #   bash tests/bench/profile.sh callgrind [h1|h2] [/|/16k]  instructions, under valgrind
 #   bash tests/bench/profile.sh syscalls [h1|h2] [/|/16k]   system calls per request (strace -c)
+#   bash tests/bench/profile.sh sysrate [h1|h2] [/|/16k]    the same at full speed (perf's
+#                                                           syscall tracepoints)
 #   bash tests/bench/profile.sh tcp [h1|h2] [/|/16k]        TCP segments and ACKs per request
 #   PROXY=haproxy bash tests/bench/profile.sh perf h1 /16k  the same for a peer (perf, syscalls;
 #                                                           nginx, haproxy or nghttpx, 1 worker;
@@ -21,6 +23,10 @@
 # Works for every proxy: nginx runs with master_process off, haproxy with -db (one process
 # either way), nghttpx as --single-process.
 # syscalls: strace -c -f on the proxy over N requests (default 20000); prints calls per request.
+# strace slows the proxy several times over, so each loop pass gathers more requests than at
+# full speed and the batched calls (epoll_wait, an HTTP/2 connection's writes) look rarer.
+# sysrate: counts the same at full speed, with perf stat on the syscall tracepoints (all calls,
+# and those of the data path by name).
 # tcp: the kernel's TCP counters (nstat) over N requests, per request: segments, pure and
 # delayed ACKs, and more, for the whole machine (the proxy's two sides, the backends and the
 # load generator), so run it on an otherwise quiet machine.
@@ -32,7 +38,7 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 tool=${1:-perf} kind=${2:-h1} path=${3:-/}
 PROXY=${PROXY:-switchyard}
-case $tool in perf | syscalls | callgrind | tcp) ;; *) echo "tool: perf, syscalls, callgrind or tcp" >&2; exit 2 ;; esac
+case $tool in perf | syscalls | sysrate | callgrind | tcp) ;; *) echo "tool: perf, syscalls, sysrate, callgrind or tcp" >&2; exit 2 ;; esac
 case $kind in h1 | h2) ;; *) echo "kind: h1 or h2" >&2; exit 2 ;; esac
 case $PROXY in switchyard | nginx | haproxy | nghttpx) ;; *) echo "PROXY: switchyard, nginx, haproxy or nghttpx" >&2; exit 2 ;; esac
 DUR=${DUR:-5}
@@ -151,7 +157,7 @@ EOT
     wait_port $B1 && wait_port $B2 && wait_port $P1 && wait_port $P2 ||
         { echo "$PROXY did not start" >&2; cat "$work"/*.err >&2; exit 1; }
     prof=$top
-    case $PROXY/$tool in nginx/perf | nginx/syscalls | nghttpx/perf | nghttpx/syscalls)
+    case $PROXY/$tool in nginx/perf | nginx/syscalls | nginx/sysrate | nghttpx/perf | nghttpx/syscalls | nghttpx/sysrate)
         prof=$(ps -o pid= --ppid "$top" | head -n1 | tr -d ' ')
         [ -n "$prof" ] || { echo "no $PROXY worker process" >&2; exit 1; } ;;
     esac
@@ -205,6 +211,22 @@ elif [ "$tool" = syscalls ]; then
     wait $st 2>/dev/null
     echo "## system calls per request ($N requests)"
     awk -v n="$N" '$NF ~ /^[a-z_0-9]+$/ && $1 ~ /^[0-9.]+$/ && NF >= 5 {printf "%-16s %6.2f\n", $NF, $4 / n}' "$work/strace.txt"
+elif [ "$tool" = sysrate ]; then
+    load count >/dev/null # warm: pools filled, buffers grown
+    evs=raw_syscalls:sys_enter
+    for c in epoll_wait epoll_ctl sendto recvfrom writev readv read write sendmsg recvmsg; do
+        evs="$evs,syscalls:sys_enter_$c"
+    done
+    perf stat -x, -e "$evs" -p "$prof" -o "$work/sysrate.txt" &
+    ps_pid=$!
+    pids+=($ps_pid)
+    sleep 0.5
+    load count | grep -E 'requests:|finished in'
+    sleep 0.3
+    kill -INT $ps_pid
+    wait $ps_pid 2>/dev/null
+    echo "## system calls per request at full speed ($N requests; perf tracepoints)"
+    awk -F, -v n="$N" '$3 ~ /sys_enter/ && $1 > 0 {e = $3; sub(/.*sys_enter_?/, "", e); if (e == "") e = "total"; printf "%-16s %6.3f\n", e, $1 / n}' "$work/sysrate.txt"
 elif [ "$tool" = tcp ]; then
     load count >/dev/null # warm: connections open, buffers grown
     nstat -n >/dev/null   # the counters start from here
