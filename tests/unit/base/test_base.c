@@ -211,23 +211,32 @@ static void test_write_all_fails_with_errno_when_the_reader_is_gone(void **state
 
 /* Every pair of bytes at every offset of a 19-byte name (two words and a tail), against the
  * byte-by-byte definition (the comparison goes eight bytes at a time). */
+/* Every length from 1 to 19 (sy_slice_ieq_slice takes short names, whole 8-byte chunks and a
+ * last chunk that overlaps the one before by different paths), every offset, every byte pair. */
 static void test_slice_ieq_every_byte_pair_at_every_offset(void **state)
 {
     char a[19], b[19];
-    for (size_t at = 0; at < sizeof(a); at++) {
-        for (int x = 0; x < 256; x++) {
-            for (int y = 0; y < 256; y++) {
-                memset(a, 'k', sizeof(a));
-                memset(b, 'K', sizeof(b));
-                a[at] = (char)x;
-                b[at] = (char)y;
-                int lx = x >= 'A' && x <= 'Z' ? x + 32 : x, ly = y >= 'A' && y <= 'Z' ? y + 32 : y;
-                bool got = sy_slice_ieq_slice(sy_slice_of(a, sizeof(a)), sy_slice_of(b, sizeof(b)));
-                if (got != (lx == ly))
-                    fail_msg("0x%02x vs 0x%02x at %zu: %d", x, y, at, got);
+    for (size_t len = 1; len <= sizeof(a); len++) {
+        for (size_t at = 0; at < len; at++) {
+            for (int x = 0; x < 256; x++) {
+                for (int y = 0; y < 256; y++) {
+                    memset(a, 'k', sizeof(a));
+                    memset(b, 'K', sizeof(b));
+                    a[at] = (char)x;
+                    b[at] = (char)y;
+                    int lx = x >= 'A' && x <= 'Z' ? x + 32 : x;
+                    int ly = y >= 'A' && y <= 'Z' ? y + 32 : y;
+                    bool got = sy_slice_ieq_slice(sy_slice_of(a, len), sy_slice_of(b, len));
+                    if (got != (lx == ly))
+                        fail_msg("0x%02x vs 0x%02x at %zu of %zu: %d", x, y, at, len, got);
+                }
             }
         }
     }
+    /* A difference beyond the length does not count. */
+    assert_true(sy_slice_ieq_slice(sy_slice_of("abcdefghX", 8), sy_slice_of("ABCDEFGHY", 8)));
+    assert_true(sy_slice_ieq_slice(sy_slice_of("abcX", 3), sy_slice_of("ABCY", 3)));
+    assert_true(sy_slice_ieq_slice(sy_slice_of("", 0), sy_slice_of("", 0)));
 }
 
 static void test_slice_ieq_ignores_ascii_case_only(void **state)
