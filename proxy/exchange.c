@@ -26,7 +26,7 @@ static const bool exchange_cache_on = false;
 #else
 static const bool exchange_cache_on = true;
 #endif
-#define EXCHANGE_CACHE 256
+#define EXCHANGE_CACHE 1024
 
 static const char *cluster_name(const struct exchange *ex)
 {

@@ -37,7 +37,7 @@ static const bool spare_on = false;
 #else
 static const bool spare_on = true;
 #endif
-#define H1_SPARE_MAX 256
+#define H1_SPARE_MAX 1024
 static _Thread_local struct h1_stream *spare;
 static _Thread_local size_t n_spare;
 

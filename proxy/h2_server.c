@@ -170,7 +170,7 @@ static const bool spare_on = false;
 #else
 static const bool spare_on = true;
 #endif
-#define SPARE_MAX       256
+#define SPARE_MAX       1024
 #define SPARE_ARENA_MAX 4096
 static _Thread_local struct h2_stream *spare;
 static _Thread_local size_t n_spare;

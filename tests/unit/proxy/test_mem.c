@@ -50,18 +50,19 @@ static void test_a_freed_block_comes_back_for_its_class(void **state)
 
 static void test_bounds_per_class_and_per_thread(void **state)
 {
-    enum { N = 200 };
+    enum { N = CLASS_MAX + 100 };
     static void *p[N];
     for (int i = 0; i < N; i++)
-        p[i] = sy_mem_alloc(64);
-    size_t k = class_of(64);
+        p[i] = sy_mem_alloc(40); /* CLASS_MAX of them fit in CLASS_BYTES */
+    size_t k = class_of(40);
     for (int i = 0; i < N; i++)
         sy_mem_free(p[i]);
     assert_int_equal(tc.n[k], CLASS_MAX);
     /* 4 KiB blocks: as many as fit in CLASS_BYTES. */
-    for (int i = 0; i < 10; i++)
+    enum { BIG = CLASS_BYTES / 4000 + 8 };
+    for (int i = 0; i < BIG; i++)
         p[i] = sy_mem_alloc(4000);
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < BIG; i++)
         sy_mem_free(p[i]);
     k = class_of(4000);
     assert_int_equal(tc.n[k], CLASS_BYTES / class_size(k));
