@@ -174,6 +174,18 @@ load() { # time|count: DUR seconds or N requests, bounded either way
         else timeout 300 h2load ${H2_ARGS:--c10 -m10} -n "$N" "http://127.0.0.1:$port$path"; fi
     fi
 }
+# The counted load, with `$@` (a tracer attached to the proxy) running beside it from half a
+# second before to a moment after; the tracer is stopped by INT, as strace and perf stat expect.
+beside() {
+    "$@" &
+    local t=$!
+    pids+=($t)
+    sleep 0.5
+    load count | grep -E 'requests:|finished in'
+    sleep 0.3
+    kill -INT $t
+    wait $t 2>/dev/null
+}
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 start_proxy
@@ -201,14 +213,7 @@ if [ "$tool" = perf ]; then
     echo "(call graphs: $work/callers.txt; data: $work/perf.data)"
 elif [ "$tool" = syscalls ]; then
     load count >/dev/null # warm: pools filled, buffers grown
-    strace -c -f -p "$prof" -o "$work/strace.txt" &
-    st=$!
-    pids+=($st)
-    sleep 0.5
-    load count | grep -E 'requests:|finished in'
-    sleep 0.3
-    kill -INT $st
-    wait $st 2>/dev/null
+    beside strace -c -f -p "$prof" -o "$work/strace.txt"
     echo "## system calls per request ($N requests)"
     awk -v n="$N" '$NF ~ /^[a-z_0-9]+$/ && $1 ~ /^[0-9.]+$/ && NF >= 5 {printf "%-16s %6.2f\n", $NF, $4 / n}' "$work/strace.txt"
 elif [ "$tool" = sysrate ]; then
@@ -217,14 +222,7 @@ elif [ "$tool" = sysrate ]; then
     for c in epoll_wait epoll_ctl sendto recvfrom writev readv read write sendmsg recvmsg; do
         evs="$evs,syscalls:sys_enter_$c"
     done
-    perf stat -x, -e "$evs" -p "$prof" -o "$work/sysrate.txt" &
-    ps_pid=$!
-    pids+=($ps_pid)
-    sleep 0.5
-    load count | grep -E 'requests:|finished in'
-    sleep 0.3
-    kill -INT $ps_pid
-    wait $ps_pid 2>/dev/null
+    beside perf stat -x, -e "$evs" -p "$prof" -o "$work/sysrate.txt"
     echo "## system calls per request at full speed ($N requests; perf tracepoints)"
     awk -F, -v n="$N" '$3 ~ /sys_enter/ && $1 > 0 {e = $3; sub(/.*sys_enter_?/, "", e); if (e == "") e = "total"; printf "%-16s %6.3f\n", e, $1 / n}' "$work/sysrate.txt"
 elif [ "$tool" = tcp ]; then
