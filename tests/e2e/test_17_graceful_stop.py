@@ -65,7 +65,9 @@ def test_term_readyz_at_once_serves_through_the_delay_then_drains(proxy, backend
     hport = free_port()
     p = proxy(extra=admin_extra(hport, "2s", "20s"))
     p.backends = backends
-    assert readyz(hport) == 200
+    # The start-up line comes once the listeners accept; /readyz turns 200 once every worker's
+    # loop has turned, a moment later.
+    helpers.wait_for(lambda: readyz(hport) == 200, 5, "/readyz 200")
     idle = Raw(p.port)  # a keep-alive connection with nothing in flight when the drain begins
     idle.send(get_request("/anything"))
     assert idle.read_response().status == 200

@@ -99,6 +99,8 @@ def split(blue, green):
 def test_status_and_page_and_health(proxy):
     hport = free_port()
     p = proxy(apps=split(90, 10), workers=2, extra=admin_extra(hport))
+    # Ready once both workers' loops have turned (a moment after the start-up line).
+    helpers.wait_for(lambda: get(hport, "/readyz")[0] == 200, 5, "/readyz 200")
     status, hdrs, body = get(hport, "/status")
     assert status == 200 and hdrs["content-type"] == "application/json"
     doc = json.loads(body)
@@ -173,7 +175,7 @@ def test_non_loopback_address_needs_an_allow_list(tmp_path):
 def test_readyz_is_503_while_draining(proxy):
     hport = free_port()
     p = proxy(apps=split(100, 0), extra=admin_extra(hport), timeouts={"drain": "8s"})
-    assert get(hport, "/readyz")[0] == 200
+    helpers.wait_for(lambda: get(hport, "/readyz")[0] == 200, 5, "/readyz 200")
     done = []
     t = threading.Thread(target=lambda: done.append(load(p.port, ["/sleep/1.5"])))
     t.start()
