@@ -338,7 +338,11 @@ for w in $WORKERS_LIST; do
     for t in "${tests[@]}"; do
         set -- $t
         for r in $(seq "$RUNS"); do
-            for target in $targets; do
+            # Each run starts one target further along the list, so that no target always
+            # runs first (or right after a given other) while the machine drifts.
+            read -ra order <<<"$targets"
+            k=$(((r - 1) % ${#order[@]}))
+            for target in "${order[@]:k}" "${order[@]:0:k}"; do
                 log "workers=$w $1 $2 $target run $r/$RUNS"
                 run_cell "$w" "$1" "$2" "$target" "$r"
             done
@@ -365,7 +369,7 @@ t_end=$(date +%s)
     echo
     echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r);" \
         "load average before the run: $loadavg. $RUNS run(s) x ${DUR}s per cell," \
-        "targets interleaved; total $((t_end - t_start)) s. Raw figures: $work."
+        "targets interleaved, each run starting one target later; total $((t_end - t_start)) s. Raw figures: $work."
     echo
     [ -n "$SY_BEFORE" ] && echo "Before: $("$SY_BEFORE" -V 2>&1 | head -n1) ($SY_BEFORE, built" \
         "$(date -u -r "$SY_BEFORE" '+%Y-%m-%d %H:%M UTC')), the target \"before\", same config." && echo
