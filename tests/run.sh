@@ -12,6 +12,9 @@
 set -u
 cd "$(dirname "$0")/.."
 root=$(pwd)
+t0=$(date +%s)
+# A section's header with the seconds since the start: where the run's time goes.
+section() { echo "== $1 (at $(($(date +%s) - t0)) s)"; }
 
 pkgs="meson ninja-build pkg-config gcc clang libclang-rt-14-dev libevent-dev libnghttp2-dev
       libyaml-dev libssl-dev libcmocka-dev curl nghttp2-client python3 python3-pytest
@@ -23,7 +26,7 @@ for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
-    echo "== installing:$missing"
+    section "installing:$missing"
     if [ "$(id -u)" -ne 0 ]; then
         echo "run as root, or install:$missing" >&2
         exit 1
@@ -80,9 +83,10 @@ build() { # builddir, meson options...
         meson setup "$dir" "$@" >"$log/setup-$dir.txt" 2>&1 || { cat "$log/setup-$dir.txt"; return 1; }
     fi
     ninja -C "$dir" >"$log/build-$dir.txt" 2>&1 || { tail -n 60 "$log/build-$dir.txt"; return 1; }
+    echo "built $dir (at $(($(date +%s) - t0)) s)"
 }
 
-echo "== build (debugoptimized, -Werror)"
+section "build (debugoptimized, -Werror)"
 if build build -Dwerror=true; then
     run_meson build plain
     run_e2e "$root/build/proxy/switchyard" plain
@@ -91,7 +95,7 @@ else
 fi
 
 if [ -z "${SY_QUICK:-}" ]; then
-    echo "== build (ASan + UBSan)"
+    section "build (ASan + UBSan)"
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     if build build-asan -Db_sanitize=address,undefined -Dbuildtype=debug -Dwerror=true \
@@ -102,7 +106,7 @@ if [ -z "${SY_QUICK:-}" ]; then
         failed=$((failed + 1))
     fi
 
-    echo "== fuzz (libFuzzer, ${SY_FUZZ_SECONDS:-20}s per target)"
+    section "fuzz (libFuzzer, ${SY_FUZZ_SECONDS:-20}s per target)"
     if CC=clang build build-fuzz -Dfuzz=true -Dtests=disabled -De2e=disabled \
         -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
         # Two targets at a time, one per core: nothing else runs in this phase.
@@ -141,7 +145,7 @@ fi
 # The Debian package (tests/pkg/run.sh: build, lintian, dpkg -i, -t, man, systemd-analyze
 # verify, purge): one test of about 1.5 minutes, run in CI (CI=true) or with SY_PKG_TEST=1.
 if [ -n "${SY_PKG_TEST:-}" ] || [ "${CI:-}" = true ]; then
-    echo "== Debian package"
+    section "Debian package"
     if timeout 600 sh tests/pkg/run.sh >"$log/pkg.txt" 2>&1; then
         grep '^pkg: ' "$log/pkg.txt"
         passed=$((passed + 1))
@@ -151,7 +155,7 @@ if [ -n "${SY_PKG_TEST:-}" ] || [ "${CI:-}" = true ]; then
     fi
 fi
 
-echo "logs: $log"
+echo "logs: $log (total $(($(date +%s) - t0)) s)"
 if [ "$skipped" -gt 0 ]; then
     if [ -n "${SY_ALLOW_SKIPS:-}" ]; then
         echo "$skipped skipped (allowed by SY_ALLOW_SKIPS; the reasons are above)"
