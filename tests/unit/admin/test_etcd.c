@@ -334,8 +334,7 @@ static void test_chunks_refuse_bad_hex_long_sizes_and_missing_crlf(void **state)
 
 static void test_chunks_refuse_oversized_extensions_and_trailers(void **state)
 {
-    size_t cap = SY_ETCD_MAX_HEAD + 64;
-    char *p = malloc(cap);
+    static char p[SY_ETCD_MAX_HEAD + 64];
     memcpy(p, "1;", 2);
     memset(p + 2, 'x', 5000);
     bool done;
@@ -343,7 +342,6 @@ static void test_chunks_refuse_oversized_extensions_and_trailers(void **state)
     memcpy(p, "0\r\nX: ", 6);
     memset(p + 6, 'y', SY_ETCD_MAX_HEAD);
     assert_null(dechunk(p, SY_ETCD_MAX_HEAD + 6, SY_ETCD_MAX_HEAD + 6, &done));
-    free(p);
 }
 
 /* -- the client against scripted servers ------------------------------------------------------- */
