@@ -143,7 +143,7 @@ if [ -z "${SY_QUICK:-}" ]; then
 fi
 
 # The Debian package (tests/pkg/run.sh: build, lintian, dpkg -i, -t, man, systemd-analyze
-# verify, purge): one test of about 1.5 minutes, run in CI (CI=true) or with SY_PKG_TEST=1.
+# verify, purge): one test of about 35 s here, run in CI (CI=true) or with SY_PKG_TEST=1.
 if [ -n "${SY_PKG_TEST:-}" ] || [ "${CI:-}" = true ]; then
     section "Debian package"
     if timeout 600 sh tests/pkg/run.sh >"$log/pkg.txt" 2>&1; then
