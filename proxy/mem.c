@@ -32,7 +32,7 @@
  * from it again (callgrind, h2c -c16 -m32: 1,400 of 27,400 instructions a request in
  * _int_malloc, 1,000 in _int_free). */
 #define CLASS_MAX   1024u       /* blocks kept per class */
-#define CLASS_BYTES (64u << 10) /* bytes kept per class: 1,024 of 64 bytes, 16 of 4 KiB */
+#define CLASS_BYTES (64u << 10) /* bytes kept per class: all 1,024 to 56 bytes, 15 of 4 KiB */
 #define CACHE_BYTES (2u << 20)  /* bytes kept per thread */
 
 struct cache {

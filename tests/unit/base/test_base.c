@@ -209,8 +209,6 @@ static void test_write_all_fails_with_errno_when_the_reader_is_gone(void **state
     close(p[1]);
 }
 
-/* Every pair of bytes at every offset of a 19-byte name (two words and a tail), against the
- * byte-by-byte definition (the comparison goes eight bytes at a time). */
 /* Every length from 1 to 19 (sy_slice_ieq_slice takes short names, whole 8-byte chunks and a
  * last chunk that overlaps the one before by different paths), every offset, every byte pair. */
 static void test_slice_ieq_every_byte_pair_at_every_offset(void **state)
